@@ -1,0 +1,72 @@
+"""Site configuration (/etc/gpunode/config.yaml or $GPUNODE_CONFIG): facts a host cannot tell."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DEFAULT_PATH = "/etc/gpunode/config.yaml"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Config:
+    profile: str = "training"
+    overlays: list[str] = field(default_factory=list)
+    expected_gpus: int | None = None
+    driver_pin: str | None = None
+    cuda_pin: str | None = None
+    xid_window_hours: float = 24.0
+    scratch_dirs: list[str] = field(default_factory=lambda: ["/tmp"])
+    min_free_gib: float = 1.0
+    data_mounts: list[str] = field(default_factory=list)
+    disable_checks: list[str] = field(default_factory=list)
+    snapshot: str | None = None  # audit/gate this snapshot instead of the live host (tests, demos)
+    path: str | None = None
+
+    _TYPES = {
+        "profile": str,
+        "overlays": list,
+        "expected_gpus": int,
+        "driver_pin": str,
+        "cuda_pin": str,
+        "xid_window_hours": (int, float),
+        "scratch_dirs": list,
+        "min_free_gib": (int, float),
+        "data_mounts": list,
+        "disable_checks": list,
+        "snapshot": str,
+    }
+
+
+def load_config(path: str | None = None) -> Config:
+    """Explicit path > $GPUNODE_CONFIG > /etc/gpunode/config.yaml (if present) > defaults."""
+    explicit = path or os.environ.get("GPUNODE_CONFIG")
+    candidate = Path(explicit) if explicit else Path(DEFAULT_PATH)
+    if not candidate.exists():
+        if explicit:
+            raise ConfigError(f"config file not found: {candidate}")
+        return Config()
+    try:
+        data = yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, OSError) as exc:
+        raise ConfigError(f"{candidate}: cannot read config: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{candidate}: expected a mapping")
+    config = Config(path=str(candidate))
+    for key, value in data.items():
+        expected = Config._TYPES.get(key)
+        if expected is None:
+            raise ConfigError(f"{candidate}: unknown key {key!r}; known: {', '.join(sorted(Config._TYPES))}")
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
+        setattr(config, key, value)
+    return config

@@ -1,0 +1,261 @@
+"""The check engine: declared checks, their findings, and running them safely.
+
+A check is a plain function `fn(ctx) -> Finding | list[Finding]`, declared with `@check(...)`.
+An exception inside a check becomes ERROR for that check only; each check runs under a
+watchdog so a hung one is named and the run still ends inside its budget.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from fnmatch import fnmatchcase
+from typing import Any
+
+
+class Status(str, Enum):
+    PASS = "PASS"
+    WARN = "WARN"
+    FAIL = "FAIL"
+    SKIP = "SKIP"
+    ERROR = "ERROR"
+
+
+SEVERITIES = ("critical", "warning", "info")
+_BAD_STATUS = {"critical": Status.FAIL, "warning": Status.WARN, "info": Status.PASS}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check found. status None means 'not as expected': the check's severity decides."""
+
+    status: Status | None
+    message: str
+    observed: Any = None
+    expected: Any = None
+    subject: str | None = None
+
+
+def ok(message: str, observed=None, expected=None, subject=None) -> Finding:
+    return Finding(Status.PASS, message, observed, expected, subject)
+
+
+def bad(message: str, observed=None, expected=None, subject=None) -> Finding:
+    return Finding(None, message, observed, expected, subject)
+
+
+def warn(message: str, observed=None, expected=None, subject=None) -> Finding:
+    return Finding(Status.WARN, message, observed, expected, subject)
+
+
+def fail(message: str, observed=None, expected=None, subject=None) -> Finding:
+    return Finding(Status.FAIL, message, observed, expected, subject)
+
+
+def skip(reason: str, subject=None) -> Finding:
+    return Finding(Status.SKIP, reason, subject=subject)
+
+
+def error(message: str, subject=None) -> Finding:
+    return Finding(Status.ERROR, message, subject=subject)
+
+
+class CheckSkipped(Exception):
+    """Raised from helpers deep in a check to end it as SKIP with this reason."""
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    title: str
+    area: str
+    func: Callable[[Any], Finding | Sequence[Finding]]
+    severity: str = "warning"
+    tags: frozenset[str] = frozenset()
+    remediation: str = ""
+    needs_root: bool = False
+    needs_gpu: bool = False
+    cost: str = "fast"  # fast (reads only) | slow (walks many files, runs a command)
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"check {self.id}: severity {self.severity!r} not in {SEVERITIES}")
+
+
+def check(
+    id: str,
+    title: str,
+    area: str,
+    severity: str = "warning",
+    tags: Iterable[str] = (),
+    remediation: str = "",
+    needs_root: bool = False,
+    needs_gpu: bool = False,
+    cost: str = "fast",
+) -> Callable[[Callable], Check]:
+    def wrap(func: Callable) -> Check:
+        return Check(id, title, area, func, severity, frozenset(tags), remediation, needs_root, needs_gpu, cost)
+
+    return wrap
+
+
+@dataclass
+class Result:
+    id: str
+    title: str
+    area: str
+    severity: str
+    status: Status
+    message: str
+    observed: Any = None
+    expected: Any = None
+    subject: str | None = None
+    remediation: str = ""
+    duration_s: float = 0.0
+    tags: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "subject": self.subject,
+            "title": self.title,
+            "area": self.area,
+            "severity": self.severity,
+            "status": self.status.value,
+            "message": self.message,
+            "observed": _jsonable(self.observed),
+            "expected": _jsonable(self.expected),
+            "remediation": self.remediation if self.status in (Status.WARN, Status.FAIL) else "",
+            "duration_s": round(self.duration_s, 4),
+            "tags": self.tags,
+        }
+
+
+def _jsonable(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def select(
+    checks: Sequence[Check],
+    only: Sequence[str] = (),
+    skip_ids: Sequence[str] = (),
+    tags: Sequence[str] = (),
+) -> list[Check]:
+    """Filter by id globs (`gpu.*`), tags, and ids to skip."""
+    chosen = []
+    for c in checks:
+        if only and not any(fnmatchcase(c.id, pattern) for pattern in only):
+            continue
+        if tags and not (set(tags) & c.tags):
+            continue
+        if any(fnmatchcase(c.id, pattern) for pattern in skip_ids):
+            continue
+        chosen.append(c)
+    return chosen
+
+
+def _to_result(c: Check, f: Finding, duration: float) -> Result:
+    status = f.status if f.status is not None else _BAD_STATUS[c.severity]
+    return Result(
+        id=c.id,
+        title=c.title,
+        area=c.area,
+        severity=c.severity,
+        status=status,
+        message=f.message,
+        observed=f.observed,
+        expected=f.expected,
+        subject=f.subject,
+        remediation=c.remediation,
+        duration_s=duration,
+        tags=sorted(c.tags),
+    )
+
+
+def _call_with_watchdog(func: Callable[[], Any], timeout: float) -> tuple[str, Any]:
+    """-> ("ok", value) | ("raised", exc) | ("timeout", None)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = func()
+        except BaseException as exc:  # noqa: BLE001 - contained and reported
+            box["exc"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        return "timeout", None
+    if "exc" in box:
+        return "raised", box["exc"]
+    return "ok", box.get("value")
+
+
+def run_checks(
+    checks: Sequence[Check],
+    ctx: Any,
+    check_timeout: float = 10.0,
+    total_timeout: float | None = None,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Run checks in order. `ctx` must have `.host` (for facts); checks get ctx as argument."""
+    results: list[Result] = []
+    started = time.monotonic()
+    for c in checks:
+        remaining = None if total_timeout is None else total_timeout - (time.monotonic() - started)
+        if remaining is not None and remaining <= 0.05:
+            found = [error(f"not run: the time budget of {total_timeout:.1f}s was used up")]
+            duration = 0.0
+        else:
+            found, duration = _run_one(c, ctx, check_timeout if remaining is None else min(check_timeout, remaining))
+        for f in found:
+            result = _to_result(c, f, duration)
+            results.append(result)
+            if on_result:
+                on_result(result)
+    return results
+
+
+def _run_one(c: Check, ctx: Any, timeout: float) -> tuple[list[Finding], float]:
+    if c.needs_root and not ctx.host.facts.is_root:
+        return [skip("needs root")], 0.0
+    t0 = time.monotonic()
+    state, value = _call_with_watchdog(lambda: c.func(ctx), timeout)
+    duration = time.monotonic() - t0
+    if state == "timeout":
+        return [error(f"check {c.id} hung: no answer within {timeout:.1f}s")], duration
+    if state == "raised":
+        if isinstance(value, CheckSkipped):
+            return [skip(str(value))], duration
+        return [error(f"check raised {type(value).__name__}: {value}")], duration
+    if value is None:
+        return [error("check returned nothing")], duration
+    findings = [value] if isinstance(value, Finding) else list(value)
+    if not findings:
+        return [error("check returned no finding")], duration
+    return findings, duration
+
+
+EXIT_CODES = {"OK": 0, "WARN": 1, "FAIL": 2, "UNKNOWN": 3}
+
+
+def overall(results: Sequence[Result]) -> str:
+    """Nagios-style: any FAIL -> FAIL; else any ERROR -> UNKNOWN; else any WARN -> WARN; else OK."""
+    statuses = {r.status for r in results}
+    if Status.FAIL in statuses:
+        return "FAIL"
+    if Status.ERROR in statuses:
+        return "UNKNOWN"
+    if Status.WARN in statuses:
+        return "WARN"
+    return "OK"

@@ -1,0 +1,160 @@
+"""What gpunode knows about the GPUs of a host: plain dataclasses that round-trip through JSON.
+
+A field is None when NVML says NotSupported (or the driver is too old to have it); when a
+field failed for another reason, `field_errors[name]` says why, and checks reading it ERROR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+# Clock event ("throttle") reason bits, as in nvml.h nvmlClocksEventReason*.
+CLOCK_EVENT_BITS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+
+
+def clock_event_names(mask: int | None) -> list[str]:
+    if mask is None:
+        return []
+    return [name for bit, name in CLOCK_EVENT_BITS.items() if mask & bit]
+
+
+@dataclass
+class GpuProcess:
+    pid: int
+    kind: str  # compute | graphics
+    used_memory_bytes: int | None = None
+    name: str | None = None
+
+
+@dataclass
+class NvLink:
+    link: int
+    active: bool | None
+    version: int | None = None
+    remote_bus_id: str | None = None
+    replay_errors: int | None = None
+    recovery_errors: int | None = None
+    crc_flit_errors: int | None = None
+    crc_data_errors: int | None = None
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str | None = None
+    uuid: str | None = None
+    serial: str | None = None
+    pci_bus_id: str | None = None  # 00000000:18:00.0, as NVML prints it
+    pci_device_id: int | None = None  # NVML's combined id: device << 16 | vendor
+    pci_subsystem_id: int | None = None
+    vbios_version: str | None = None
+    board_part_number: str | None = None
+    architecture: int | None = None
+    persistence_mode: bool | None = None
+    ecc_mode_current: bool | None = None
+    ecc_mode_pending: bool | None = None
+    ecc_uncorrected_volatile: int | None = None
+    ecc_uncorrected_aggregate: int | None = None
+    ecc_corrected_volatile: int | None = None
+    ecc_corrected_aggregate: int | None = None
+    retired_pages_sbe: int | None = None
+    retired_pages_dbe: int | None = None
+    retired_pages_pending: bool | None = None
+    remap_correctable: int | None = None
+    remap_uncorrectable: int | None = None
+    remap_pending: bool | None = None
+    remap_failure: bool | None = None
+    clock_event_reasons: int | None = None
+    performance_state: int | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    sm_clock_max_mhz: int | None = None
+    mem_clock_max_mhz: int | None = None
+    sm_app_clock_mhz: int | None = None
+    mem_app_clock_mhz: int | None = None
+    sm_app_clock_default_mhz: int | None = None
+    mem_app_clock_default_mhz: int | None = None
+    power_usage_w: float | None = None
+    power_limit_w: float | None = None
+    power_default_limit_w: float | None = None
+    power_min_limit_w: float | None = None
+    power_max_limit_w: float | None = None
+    temperature_c: int | None = None
+    temperature_slowdown_c: int | None = None
+    temperature_shutdown_c: int | None = None
+    temperature_gpu_max_c: int | None = None
+    pcie_gen_current: int | None = None
+    pcie_gen_max: int | None = None  # what the link (GPU and slot) can do
+    pcie_gen_gpu_max: int | None = None  # what the GPU can do
+    pcie_width_current: int | None = None
+    pcie_width_max: int | None = None
+    pcie_replay_counter: int | None = None
+    mig_mode_current: bool | None = None
+    mig_mode_pending: bool | None = None
+    compute_mode: str | None = None  # default | exclusive_process | prohibited
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = None  # excluding driver-reserved memory where NVML allows
+    memory_reserved_bytes: int | None = None
+    processes: list[GpuProcess] = field(default_factory=list)
+    nvlinks: list[NvLink] = field(default_factory=list)
+    fabric_state: str | None = None  # not_supported | not_started | in_progress | completed
+    fabric_status: str | None = None  # the NVML return of the fabric registration, "success" when fine
+    field_errors: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # the whole GPU could not be read
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GpuInfo:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["processes"] = [GpuProcess(**p) for p in data.get("processes", [])]
+        kwargs["nvlinks"] = [NvLink(**n) for n in data.get("nvlinks", [])]
+        return cls(**kwargs)
+
+    @property
+    def label(self) -> str:
+        return f"GPU{self.index}"
+
+    @property
+    def pci_device(self) -> str | None:
+        """The 16-bit PCI device id as 0x2330."""
+        return None if self.pci_device_id is None else f"0x{(self.pci_device_id >> 16) & 0xFFFF:04x}"
+
+    @property
+    def sysfs_bdf(self) -> str | None:
+        """NVML's 00000000:18:00.0 -> sysfs's 0000:18:00.0."""
+        if not self.pci_bus_id:
+            return None
+        domain, _, rest = self.pci_bus_id.lower().partition(":")
+        return f"{domain[-4:]}:{rest}"
+
+
+@dataclass
+class GpuInventory:
+    """Everything read from NVML in one pass."""
+
+    available: bool
+    error: str | None = None  # why NVML is unavailable (no driver, init failed)
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None  # "13.0"
+    nvml_version: str | None = None
+    gpus: list[GpuInfo] = field(default_factory=list)
+    collect_s: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> GpuInventory:
+        gpus = [GpuInfo.from_dict(g) for g in data.get("gpus", [])]
+        known = {f.name for f in fields(cls)} - {"gpus"}
+        return cls(gpus=gpus, **{k: v for k, v in data.items() if k in known})

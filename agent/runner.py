@@ -1,0 +1,136 @@
+"""Runner: the only place that starts processes.
+
+argv lists only (never a shell string), a timeout on every call, output captured, and on a
+timeout the whole process group is killed so that children (mpirun, nccl-tests) die too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+NOT_FOUND_RC = 127
+
+
+@dataclass
+class CommandResult:
+    argv: list[str]
+    rc: int
+    stdout: str = ""
+    stderr: str = ""
+    duration_s: float = 0.0
+    timed_out: bool = False
+    error: str | None = None  # why it could not run at all (not found, permission)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.timed_out and self.error is None
+
+
+def _key(argv: Sequence[str]) -> str:
+    return json.dumps(list(argv))
+
+
+class Runner:
+    """Runs real processes."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        timeout: float = 10.0,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike | None = None,
+        input_text: str | None = None,
+    ) -> CommandResult:
+        argv = [str(a) for a in argv]
+        if not argv:
+            raise ValueError("empty argv")
+        started = time.monotonic()
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+                argv,
+                stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            return CommandResult(argv, NOT_FOUND_RC, error=f"{argv[0]}: command not found")
+        except OSError as exc:
+            return CommandResult(argv, 126, error=f"{argv[0]}: {exc.strerror or exc}")
+        try:
+            out, err = proc.communicate(input=input_text, timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            out, err = proc.communicate()
+            timed_out = True
+        return CommandResult(
+            argv,
+            proc.returncode if not timed_out else -signal.SIGKILL,
+            out or "",
+            err or "",
+            round(time.monotonic() - started, 4),
+            timed_out,
+        )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+class RecordingRunner(Runner):
+    """Runs for real and keeps every result, for `gpunode snapshot`."""
+
+    def __init__(self) -> None:
+        self.recorded: dict[str, CommandResult] = {}
+
+    def run(self, argv, timeout=10.0, env=None, cwd=None, input_text=None) -> CommandResult:
+        result = super().run(argv, timeout=timeout, env=env, cwd=cwd, input_text=input_text)
+        self.recorded[_key(result.argv)] = result
+        return result
+
+    def save(self, path: Path) -> None:
+        data = [asdict(r) for r in self.recorded.values()]
+        path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+@dataclass
+class ReplayRunner(Runner):
+    """Answers from recorded results; an unrecorded command reads as 'not found'."""
+
+    results: dict[str, CommandResult] = field(default_factory=dict)
+    calls: list[list[str]] = field(default_factory=list)
+
+    def add(self, argv: Sequence[str], rc: int = 0, stdout: str = "", stderr: str = "", **kw) -> None:
+        self.results[_key(argv)] = CommandResult(list(argv), rc, stdout, stderr, **kw)
+
+    def run(self, argv, timeout=10.0, env=None, cwd=None, input_text=None) -> CommandResult:
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        found = self.results.get(_key(argv))
+        if found is None:
+            return CommandResult(argv, NOT_FOUND_RC, error=f"{argv[0]}: not recorded in this snapshot")
+        return found
+
+    @classmethod
+    def load(cls, path: Path) -> ReplayRunner:
+        runner = cls()
+        if path.exists():
+            for item in json.loads(path.read_text()):
+                result = CommandResult(**item)
+                runner.results[_key(result.argv)] = result
+        return runner

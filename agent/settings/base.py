@@ -1,0 +1,66 @@
+"""What every setting kind shares: an observation per subject and the comparison rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+UNLIMITED = "unlimited"
+
+
+@dataclass
+class Observed:
+    """One place a setting lives (a file, a GPU, a NIC) and its current value.
+
+    value None means the knob is absent or unreadable here (the check SKIPs); kinds report
+    an unset-but-meaningful value explicitly, e.g. "(not set)".
+    """
+
+    subject: str
+    value: Any
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def normalize(value: Any) -> Any:
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        if text.lower() in ("infinity", "unlimited", "-1"):
+            return UNLIMITED
+        return text
+    return value
+
+
+def _ints(value: Any) -> list[int] | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, float) and value.is_integer():
+        return [int(value)]
+    parts = str(value).split()
+    try:
+        return [int(p) for p in parts] if parts else None
+    except ValueError:
+        return None
+
+
+def satisfies(op: str, current: Any, target: Any) -> bool:
+    """`=`: same value (numbers compared as numbers); `>=`/`<=`: every field at least/at most."""
+    current, target = normalize(current), normalize(target)
+    if isinstance(target, bool) or isinstance(current, bool):
+        return isinstance(current, bool) and isinstance(target, bool) and current == target
+    if target == UNLIMITED:
+        return current == UNLIMITED
+    if current == UNLIMITED:
+        return op == ">="  # unlimited is at least any number
+    cur, tgt = _ints(current), _ints(target)
+    if cur is not None and tgt is not None and len(cur) == len(tgt):
+        if op == ">=":
+            return all(c >= t for c, t in zip(cur, tgt))
+        if op == "<=":
+            return all(c <= t for c, t in zip(cur, tgt))
+        return cur == tgt
+    if op != "=":
+        return False
+    return str(current) == str(target)

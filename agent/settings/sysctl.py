@@ -1,0 +1,20 @@
+"""sysctl settings: /proc/sys/<key with dots as slashes>."""
+
+from __future__ import annotations
+
+from gpunode.settings.base import Observed
+
+
+def sysctl_path(key: str) -> str:
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def validate(key: str, target) -> str | None:
+    if "/" in key or " " in key or ".." in key:
+        return f"sysctl key {key!r} must look like vm.swappiness"
+    return None
+
+
+def observe(host, setting) -> list[Observed]:
+    path = sysctl_path(setting.key)
+    return [Observed(path, host.sys.read_value(path))]

@@ -1,0 +1,35 @@
+"""The check catalogue: hand-written checks by area, plus one generic check per profile setting."""
+
+from __future__ import annotations
+
+import importlib
+
+from gpunode.engine import Check
+
+# Modules holding hand-written checks, in report order. Each declares checks with @check.
+AREA_MODULES = ("host", "cpu", "memory", "kernel", "storage", "net", "gpu", "pcie", "nvlink", "xid")
+
+
+def static_checks() -> list[Check]:
+    found: list[Check] = []
+    seen: set[str] = set()
+    for name in AREA_MODULES:
+        try:
+            module = importlib.import_module(f"gpunode.checks.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"gpunode.checks.{name}":
+                continue
+            raise
+        for value in vars(module).values():
+            if isinstance(value, Check):
+                if value.id in seen:
+                    raise ValueError(f"duplicate check id {value.id} in gpunode.checks.{name}")
+                seen.add(value.id)
+                found.append(value)
+    return found
+
+
+def catalogue(profile) -> list[Check]:
+    from gpunode.checks.settings import setting_checks
+
+    return static_checks() + setting_checks(profile)
