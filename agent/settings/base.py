@@ -57,9 +57,9 @@ def satisfies(op: str, current: Any, target: Any) -> bool:
     cur, tgt = _ints(current), _ints(target)
     if cur is not None and tgt is not None and len(cur) == len(tgt):
         if op == ">=":
-            return all(c >= t for c, t in zip(cur, tgt))
+            return all(c >= t for c, t in zip(cur, tgt, strict=True))
         if op == "<=":
-            return all(c <= t for c, t in zip(cur, tgt))
+            return all(c <= t for c, t in zip(cur, tgt, strict=True))
         return cur == tgt
     if op != "=":
         return False
