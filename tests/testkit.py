@@ -129,7 +129,8 @@ def statuses(results: list[Result]) -> list[str]:
     return [r.status.value for r in results]
 
 
-def with_gpu(inventory: GpuInventory, index: int = 0, **changes) -> GpuInventory:
+def with_gpu(inventory: GpuInventory, position: int = 0, **changes) -> GpuInventory:
+    """A copy of the inventory with fields of the GPU at `position` changed (index= renumbers it)."""
     gpus = list(inventory.gpus)
-    gpus[index] = replace(gpus[index], **changes)
+    gpus[position] = replace(gpus[position], **changes)
     return replace(inventory, gpus=gpus)

@@ -1,0 +1,101 @@
+import time
+
+from gpunode.engine import (
+    Check,
+    CheckSkipped,
+    Status,
+    bad,
+    check,
+    ok,
+    overall,
+    run_checks,
+    select,
+)
+from gpunode.host import Facts
+
+
+class Ctx:
+    def __init__(self, is_root=True):
+        self.host = type("H", (), {"facts": Facts(is_root=is_root, hostname="t", now=0.0)})()
+
+
+def make(id, fn, severity="warning", **kw):
+    return check(id, id, "test", severity=severity, **kw)(fn)
+
+
+def test_bad_takes_the_severity():
+    crit = make("a", lambda ctx: bad("broken"), severity="critical")
+    warn_ = make("b", lambda ctx: bad("meh"))
+    info = make("c", lambda ctx: bad("fyi"), severity="info")
+    results = run_checks([crit, warn_, info], Ctx())
+    assert [r.status for r in results] == [Status.FAIL, Status.WARN, Status.PASS]
+
+
+def test_exception_is_contained_as_error_for_that_check_only():
+    def boom(ctx):
+        raise KeyError("x")
+
+    results = run_checks([make("boom", boom), make("fine", lambda ctx: ok("ok"))], Ctx())
+    assert results[0].status is Status.ERROR and "KeyError" in results[0].message
+    assert results[1].status is Status.PASS
+
+
+def test_hung_check_is_named_and_run_stays_in_budget():
+    hang = make("hangs", lambda ctx: time.sleep(5) or ok("late"))
+    started = time.monotonic()
+    results = run_checks([hang, make("after", lambda ctx: ok("ok"))], Ctx(), check_timeout=0.3)
+    assert time.monotonic() - started < 2
+    assert results[0].status is Status.ERROR and "hangs" in results[0].message
+    assert results[1].status is Status.PASS
+
+
+def test_total_budget_marks_unrun_checks():
+    slow = make("slow", lambda ctx: time.sleep(0.4) or ok("ok"))
+    results = run_checks([slow, make("next", lambda ctx: ok("ok"))], Ctx(), check_timeout=1, total_timeout=0.3)
+    assert results[0].status is Status.ERROR
+    assert results[1].status is Status.ERROR and "budget" in results[1].message
+
+
+def test_needs_root_skips_with_reason():
+    results = run_checks([make("r", lambda ctx: ok("x"), needs_root=True)], Ctx(is_root=False))
+    assert results[0].status is Status.SKIP and results[0].message == "needs root"
+
+
+def test_check_skipped_and_empty_results():
+    def skipper(ctx):
+        raise CheckSkipped("no NVIDIA driver/NVML")
+
+    results = run_checks([make("s", skipper), make("e", lambda ctx: []), make("n", lambda ctx: None)], Ctx())
+    assert [r.status for r in results] == [Status.SKIP, Status.ERROR, Status.ERROR]
+
+
+def test_one_result_per_subject():
+    c = make("multi", lambda ctx: [ok("a", subject="GPU0"), bad("b", subject="GPU1")])
+    results = run_checks([c], Ctx())
+    assert [(r.subject, r.status) for r in results] == [("GPU0", Status.PASS), ("GPU1", Status.WARN)]
+
+
+def test_select_by_glob_tag_and_skip():
+    a = make("gpu.ecc", lambda c: ok(""), tags=["gate"])
+    b = make("gpu.clocks", lambda c: ok(""))
+    d = make("memory.swap", lambda c: ok(""), tags=["gate"])
+    assert select([a, b, d], only=["gpu.*"]) == [a, b]
+    assert select([a, b, d], tags=["gate"]) == [a, d]
+    assert select([a, b, d], skip_ids=["gpu.e*"]) == [b, d]
+
+
+def test_overall_is_nagios_like():
+    def res(status):
+        return run_checks([make("x", lambda c: __import__("gpunode.engine").engine.Finding(status, ""))], Ctx())
+
+    assert overall(res(Status.PASS) + res(Status.SKIP)) == "OK"
+    assert overall(res(Status.WARN)) == "WARN"
+    assert overall(res(Status.WARN) + res(Status.ERROR)) == "UNKNOWN"
+    assert overall(res(Status.ERROR) + res(Status.FAIL)) == "FAIL"
+
+
+def test_invalid_severity_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError):
+        Check("x", "x", "a", lambda c: None, severity="fatal")

@@ -1,0 +1,74 @@
+import json
+
+from gpunode.sysroot import FsIndex, RecordingSysRoot, SysRoot, active_choice, load_snapshot_sysroot
+from testkit import write_files
+
+
+def test_active_choice_parses_bracketed_value():
+    assert active_choice("always [madvise] never\n") == "madvise"
+    assert active_choice("[none] mq-deadline kyber bfq") == "none"
+    assert active_choice("performance\n") == "performance"
+    assert active_choice(None) is None
+
+
+def test_missing_and_unreadable_files_are_none(tmp_path):
+    write_files(tmp_path, {"/proc/sys/vm/swappiness": "60\n"})
+    root = SysRoot(tmp_path)
+    assert root.read_value("/proc/sys/vm/swappiness") == "60"
+    assert root.read_int("/proc/sys/vm/swappiness") == 60
+    assert root.read("/proc/sys/vm/nope") is None
+    assert root.read_int("/proc/sys/vm") is None  # a directory, not a file
+    assert root.listdir("/nope") is None
+
+
+def test_glob_per_component(tmp_path):
+    write_files(tmp_path, {
+        "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor": "performance\n",
+        "/sys/devices/system/cpu/cpu1/cpufreq/scaling_governor": "powersave\n",
+        "/sys/devices/system/cpu/cpufreq/policy0/x": "",
+    })
+    found = SysRoot(tmp_path).glob("/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")
+    assert found == [
+        "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor",
+        "/sys/devices/system/cpu/cpu1/cpufreq/scaling_governor",
+    ]
+
+
+def test_relative_paths_are_refused(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError):
+        SysRoot(tmp_path).path("etc/passwd")
+
+
+def test_recording_round_trip(tmp_path):
+    live = tmp_path / "live"
+    write_files(live, {"/etc/os-release": 'PRETTY_NAME="Debian"\n', "/sys/class/net/eth0/mtu": "9000\n"})
+    (live / "sys/class/net/lo").mkdir(parents=True)
+    rec = RecordingSysRoot(live)
+    assert rec.read("/etc/os-release").startswith("PRETTY")
+    assert rec.read("/etc/missing") is None
+    assert rec.listdir("/sys/class/net") == ["eth0", "lo"]
+    assert rec.exists("/sys/class/net/lo")
+    assert not rec.exists("/sys/class/infiniband")
+    assert rec.glob("/sys/class/net/*/mtu") == ["/sys/class/net/eth0/mtu"]
+    rec.read("/sys/class/net/eth0/mtu")
+    snap = tmp_path / "snap"
+    rec.save(snap)
+    replay = load_snapshot_sysroot(snap)
+    assert replay.read("/etc/os-release") == rec.read("/etc/os-release")
+    assert replay.read("/etc/missing") is None
+    assert replay.listdir("/sys/class/net") == ["eth0", "lo"]
+    assert replay.exists("/sys/class/net/lo")  # a directory never read, known from the listing
+    assert not replay.exists("/sys/class/infiniband")
+    assert replay.glob("/sys/class/net/*/mtu") == ["/sys/class/net/eth0/mtu"]  # what was recorded replays
+    assert replay.read("/sys/class/net/eth0/mtu") == "9000\n"
+    assert json.loads((snap / "fs.json").read_text())["absent"] == ["/etc/missing", "/sys/class/infiniband", "/sys/class/net/lo/mtu"]
+
+
+def test_snapshot_sysroot_is_read_only(tmp_path):
+    import pytest
+
+    root = SysRoot(tmp_path, index=FsIndex(), writable=False)
+    with pytest.raises(OSError):
+        root.write("/proc/sys/vm/swappiness", "10")
