@@ -20,6 +20,9 @@ else
 fi
 
 PY=${PYTHON:-python3}
+if ! "$PY" -c "import ensurepip" 2>/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq python3-venv >/dev/null  # Debian's python3 ships venv separately
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
