@@ -102,6 +102,8 @@ class GpuInfo:
     mig_mode_current: bool | None = None
     mig_mode_pending: bool | None = None
     compute_mode: str | None = None  # default | exclusive_process | prohibited
+    # MIG GPU instances [{id, profile: "1g.10gb", profile_id, start, size}]; None when MIG is off
+    mig_instances: list[dict] | None = None
     memory_total_bytes: int | None = None
     memory_used_bytes: int | None = None  # excluding driver-reserved memory where NVML allows
     memory_reserved_bytes: int | None = None

@@ -6,6 +6,7 @@ NVML error on one field is kept in field_errors; a GPU that cannot be opened get
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Callable
 from typing import Any
@@ -161,6 +162,8 @@ def _read_gpu(nvml, index: int) -> GpuInfo:
     mig = r.get("mig_mode", lambda: nvml.nvmlDeviceGetMigMode(handle))
     if mig is not None:
         info.mig_mode_current, info.mig_mode_pending = bool(mig[0]), bool(mig[1])
+    if info.mig_mode_current:
+        info.mig_instances = r.get("mig_instances", lambda: read_mig_instances(nvml, handle))
     cmode = r.get("compute_mode", lambda: nvml.nvmlDeviceGetComputeMode(handle))
     info.compute_mode = None if cmode is None else COMPUTE_MODES.get(int(cmode), str(cmode))
     memory = r.get("memory", lambda: _memory(nvml, handle))
@@ -239,3 +242,144 @@ def _fabric(nvml, handle) -> tuple[str, str]:
     state = FABRIC_STATES.get(int(info.state), str(info.state))
     status = "success" if int(info.status) == nvml.NVML_SUCCESS else f"nvml_error_{int(info.status)}"
     return state, status
+
+
+# ============================================================================================
+# Write side (gpunode apply / rollback only). Everything below changes GPU state; the read
+# code above never calls it. See gpunode.gpu.control for the interface.
+# ============================================================================================
+
+_COMPUTE_MODE_IDS = {name: mode for mode, name in COMPUTE_MODES.items()}
+
+
+def read_mig_instances(nvml, handle) -> list[dict]:
+    """The GPU instances of a GPU in MIG mode, with their profile names ("1g.10gb")."""
+    instances = []
+    for profile in range(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 0)):
+        try:
+            info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile)
+        except nvml.NVMLError:
+            continue  # this profile does not exist on this GPU
+        name = _text(getattr(info, "name", b"")).replace("MIG ", "").strip() or f"profile{profile}"
+        count = ctypes.c_uint(0)
+        array = (nvml.c_nvmlGpuInstance_t * max(int(info.instanceCount), 1))()
+        nvml.nvmlDeviceGetGpuInstances(handle, int(info.id), array, ctypes.byref(count))
+        for i in range(count.value):
+            gi = nvml.nvmlGpuInstanceGetInfo(array[i])
+            instances.append({"id": int(gi.id), "profile": name, "profile_id": int(info.id),
+                              "start": int(gi.placement.start), "size": int(gi.placement.size)})
+    return sorted(instances, key=lambda i: i["id"])
+
+
+class NvmlGpuControl:
+    """gpunode.gpu.control.GpuControl over NVML (needs root for every write)."""
+
+    def __init__(self):
+        import pynvml
+
+        self.nvml = pynvml
+        pynvml.nvmlInit()
+
+    def close(self) -> None:
+        _safe(self.nvml.nvmlShutdown)
+
+    def _handle(self, index: int):
+        return self.nvml.nvmlDeviceGetHandleByIndex(index)
+
+    def _call(self, what: str, fn):
+        from gpunode.gpu.control import GpuControlError
+
+        try:
+            return fn()
+        except self.nvml.NVMLError as exc:
+            raise GpuControlError(f"{what}: {_text(str(exc))}") from exc
+
+    def read(self, index: int, key: str):
+        nvml, h = self.nvml, self._handle(index)
+        readers = {
+            "persistence_mode": lambda: bool(nvml.nvmlDeviceGetPersistenceMode(h)),
+            "power_limit": lambda: _watts(nvml.nvmlDeviceGetPowerManagementLimit(h)),
+            "compute_mode": lambda: COMPUTE_MODES.get(int(nvml.nvmlDeviceGetComputeMode(h))),
+            "ecc_mode": lambda: bool(nvml.nvmlDeviceGetEccMode(h)[1]),  # pending
+            "mig_mode": lambda: bool(nvml.nvmlDeviceGetMigMode(h)[1]),  # pending
+        }
+        return self._call(f"GPU{index} read {key}", readers[key])
+
+    def write(self, index: int, key: str, value) -> None:
+        nvml, h = self.nvml, self._handle(index)
+        on = nvml.NVML_FEATURE_ENABLED if value else nvml.NVML_FEATURE_DISABLED
+        writers = {
+            "persistence_mode": lambda: nvml.nvmlDeviceSetPersistenceMode(h, on),
+            "power_limit": lambda: nvml.nvmlDeviceSetPowerManagementLimit(h, int(round(float(value) * 1000))),
+            "compute_mode": lambda: nvml.nvmlDeviceSetComputeMode(h, _COMPUTE_MODE_IDS[value]),
+            "ecc_mode": lambda: nvml.nvmlDeviceSetEccMode(h, on),
+            "mig_mode": lambda: nvml.nvmlDeviceSetMigMode(h, nvml.NVML_DEVICE_MIG_ENABLE if value else nvml.NVML_DEVICE_MIG_DISABLE),
+        }
+        self._call(f"GPU{index} set {key}={value}", writers[key])
+
+    def processes(self, index: int) -> list[int]:
+        h = self._handle(index)
+        pids = set()
+        for fn in (self.nvml.nvmlDeviceGetComputeRunningProcesses, self.nvml.nvmlDeviceGetGraphicsRunningProcesses):
+            pids.update(int(p.pid) for p in self._call(f"GPU{index} processes", lambda fn=fn: fn(h)))
+        return sorted(pids)
+
+    def mig_instances(self, index: int) -> list[dict]:
+        return self._call(f"GPU{index} MIG instances", lambda: read_mig_instances(self.nvml, self._handle(index)))
+
+    def _profile_id(self, handle, name: str) -> int:
+        from gpunode.gpu.control import GpuControlError
+
+        for profile in range(self.nvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
+            try:
+                info = self.nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile)
+            except self.nvml.NVMLError:
+                continue
+            if _text(info.name).replace("MIG ", "").strip() == name:
+                return int(info.id)
+        raise GpuControlError(f"this GPU has no MIG profile {name}")
+
+    def mig_create(self, index: int, profile: str, placement: dict | None = None) -> dict:
+        nvml, h = self.nvml, self._handle(index)
+        pid = self._profile_id(h, profile)
+        if placement is None:
+            gi = self._call(f"GPU{index} create {profile}", lambda: nvml.nvmlDeviceCreateGpuInstance(h, pid))
+        else:
+            where = nvml.c_nvmlGpuInstancePlacement_t(int(placement["start"]), int(placement["size"]))
+            gi = self._call(f"GPU{index} create {profile} at {placement['start']}",
+                            lambda: nvml.nvmlDeviceCreateGpuInstanceWithPlacement(h, pid, where))
+        ci_profile = self._full_ci_profile(gi)
+        self._call(f"GPU{index} create compute instance",
+                   lambda: nvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile))
+        info = nvml.nvmlGpuInstanceGetInfo(gi)
+        return {"id": int(info.id), "profile": profile, "profile_id": pid,
+                "start": int(info.placement.start), "size": int(info.placement.size)}
+
+    def _full_ci_profile(self, gi) -> int:
+        """The compute instance profile with the most slices: one CI spanning the whole GI,
+        as `nvidia-smi mig -cgi ... -C` creates."""
+        nvml = self.nvml
+        best, best_slices = nvml.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE, 0
+        for profile in range(nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+            try:
+                info = nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gi, profile, nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            except nvml.NVMLError:
+                continue
+            if int(info.sliceCount) > best_slices:
+                best, best_slices = int(info.id), int(info.sliceCount)
+        return best
+
+    def mig_destroy(self, index: int, instance_id: int) -> None:
+        nvml, h = self.nvml, self._handle(index)
+        gi = self._call(f"GPU{index} MIG instance {instance_id}", lambda: nvml.nvmlDeviceGetGpuInstanceById(h, instance_id))
+        for profile in range(nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+            count = ctypes.c_uint(0)
+            array = (nvml.c_nvmlComputeInstance_t * 8)()
+            try:
+                nvml.nvmlGpuInstanceGetComputeInstances(gi, profile, array, ctypes.byref(count))
+            except nvml.NVMLError:
+                continue
+            for i in range(count.value):
+                self._call(f"GPU{index} destroy compute instance", lambda ci=array[i]: nvml.nvmlComputeInstanceDestroy(ci))
+        self._call(f"GPU{index} destroy MIG instance {instance_id}", lambda: nvml.nvmlGpuInstanceDestroy(gi))

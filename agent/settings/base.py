@@ -64,3 +64,14 @@ def satisfies(op: str, current: Any, target: Any) -> bool:
     if op != "=":
         return False
     return str(current) == str(target)
+
+
+def value_to_write(op: str, current: Any, target: Any) -> str:
+    """What apply writes for `op target` given `current`: for `>=`/`<=` each field moves only
+    as far as needed, so a bigger (or smaller) value someone set is never lowered (raised)."""
+    tgt = _ints(normalize(target))
+    cur = _ints(normalize(current))
+    if op == "=" or tgt is None or cur is None or len(cur) != len(tgt):
+        return str(target) if not isinstance(target, bool) else ("1" if target else "0")
+    pick = max if op == ">=" else min
+    return " ".join(str(pick(c, t)) for c, t in zip(cur, tgt, strict=True))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from gpunode.settings.base import Observed
 
 NOT_SET = "(not set)"
@@ -26,3 +28,71 @@ def observe(host, setting) -> list[Observed]:
     if text is None:
         return [Observed("/proc/cmdline", None)]
     return [Observed("/proc/cmdline", parse_cmdline(text).get(setting.key, NOT_SET), extra={"reboot": True})]
+
+
+# --- write side: GRUB_CMDLINE_LINUX in /etc/default/grub (takes effect after update-grub + reboot)
+GRUB_DEFAULT = "/etc/default/grub"
+_GRUB_LINE = re.compile(r"""^(\s*GRUB_CMDLINE_LINUX=)(["']?)(.*?)\2\s*$""")
+
+
+def param_token(key: str, target) -> str | None:
+    """iommu + pt -> 'iommu=pt'; a boolean parameter is present (True) or absent (False)."""
+    if target is True:
+        return key
+    if target is False:
+        return None
+    return f"{key}={target}"
+
+
+def edit_grub(text: str, key: str, target) -> tuple[str, str, str] | None:
+    """-> (new text, old value, new value) of the last GRUB_CMDLINE_LINUX line, or None if absent."""
+    lines = text.splitlines(keepends=True)
+    for i in range(len(lines) - 1, -1, -1):
+        match = _GRUB_LINE.match(lines[i].rstrip("\n"))
+        if not match:
+            continue
+        prefix, quote, value = match.groups()
+        tokens = [t for t in value.split() if t.partition("=")[0] != key]
+        token = param_token(key, target)
+        if token:
+            tokens.append(token)
+        new_value = " ".join(tokens)
+        newline = "\n" if lines[i].endswith("\n") else ""
+        lines[i] = f'{prefix}{quote or chr(34)}{new_value}{quote or chr(34)}{newline}'
+        return "".join(lines), value, new_value
+    return None
+
+
+def plan(host, setting, wrong: list[Observed], files, allow_reboot: bool = False, **_) -> list:
+    from gpunode.settings.change import Change
+
+    if not wrong:
+        return []
+    current = format_param(setting.key, wrong[0].value)
+    wanted = param_token(setting.key, setting.target) or f"(no {setting.key})"
+    text = files.text(GRUB_DEFAULT)
+    edited = edit_grub(text, setting.key, setting.target) if text is not None else None
+    if edited is None:
+        return [Change(setting.id, "/proc/cmdline", "file", GRUB_DEFAULT, None, None, current_text=current,
+                       after_text=wanted, reboot_required=True,
+                       blocked=f"no GRUB_CMDLINE_LINUX in {GRUB_DEFAULT}: add {wanted} to the boot loader by hand")]
+    new_text, old_value, new_value = edited
+    if old_value.split() == new_value.split():
+        return [Change(setting.id, "/proc/cmdline", "file", GRUB_DEFAULT, None, None, current_text=current,
+                       after_text=wanted, reboot_required=True,
+                       blocked=f"already in {GRUB_DEFAULT}; reboot to take effect")]
+    blocked = "" if allow_reboot else "needs a reboot: rerun with --allow-reboot-settings to edit GRUB"
+    change = files.write_text(
+        setting.id, GRUB_DEFAULT, new_text, current_text=current, after_text=wanted, reboot_required=True,
+        blocked=blocked, note=f'GRUB_CMDLINE_LINUX="{old_value}" -> "{new_value}"',
+        post=[["update-grub"]],
+    )
+    return [change] if change else []
+
+
+def format_param(key: str, value) -> str:
+    if value is True:
+        return key
+    if value == NOT_SET or value is None:
+        return f"(no {key})"
+    return f"{key}={value}"

@@ -81,3 +81,45 @@ def observe(host, setting) -> list[Observed]:
             )
         )
     return observed
+
+
+# --- write side: spread a NIC's remote IRQs over the CPUs of its NUMA node ------------------
+def format_cpulist(cpus) -> str:
+    """{0,1,2,3,8} -> '0-3,8' (the kernel's own format)."""
+    out, run = [], []
+    for cpu in sorted(cpus):
+        if run and cpu == run[-1] + 1:
+            run.append(cpu)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [cpu]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
+    """One change per IRQ outside the node: IRQ k of the NIC gets local CPU k mod n, so the
+    queues' interrupts land on different cores of the NIC's own node."""
+    from gpunode.settings.change import Change
+
+    changes = []
+    for obs in wrong:
+        if obs.value is None:
+            continue
+        local = sorted(node_cpus(host, obs.extra["node"]) or [])
+        if not local:
+            continue
+        for position, irq in enumerate(obs.extra["irqs"]):
+            if irq not in obs.extra["remote_irqs"]:
+                continue
+            path = f"/proc/irq/{irq}/smp_affinity_list"
+            before = host.sys.read_value(path)
+            after = str(local[position % len(local)])
+            changes.append(
+                Change(setting.id, f"{obs.subject} IRQ {irq}", "knob", path, before, after,
+                       current_text=before or "?", after_text=f"{after} (node {obs.extra['node']})",
+                       extra={"nic": obs.subject})
+            )
+    return changes

@@ -59,3 +59,61 @@ def observe(host, setting) -> list[Observed]:
         Observed(f"* {t} {setting.key}", found.get(t, NOT_SET), note=found.get(f"{t}_file", ""))
         for t in ("soft", "hard")
     ]
+
+
+# --- write side: one managed file that pam_limits reads after limits.conf ---------------------
+MANAGED_FILE = f"{LIMITS_DIR}/90-gpunode.conf"
+MANAGED_HEADER = (
+    "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
+    "# <domain> <type> <item> <value>\n"
+)
+
+
+def _bigger(a: str, b: str) -> bool:
+    """Is limit a above limit b? (unlimited is above every number)."""
+    if a == b or b == "unlimited":
+        return False
+    if a == "unlimited":
+        return True
+    try:
+        return int(a) > int(b)
+    except ValueError:
+        return False
+
+
+def render_managed(entries: dict[tuple[str, str, str], str]) -> str:
+    lines = [f"{d:<8} {t:<5} {i:<8} {v}" for (d, t, i), v in entries.items()]
+    return MANAGED_HEADER + "\n".join(lines) + "\n"
+
+
+def plan(host, setting, wrong: list[Observed], files, **_) -> list:
+    """Put `* soft/hard ITEM VALUE` lines into 90-gpunode.conf (merged with what is there)."""
+    from gpunode.settings.base import value_to_write
+
+    if not wrong:
+        return []
+    current = {t: wildcard_limit(host, setting.key).get(t, NOT_SET) for t in ("soft", "hard")}
+    new: dict[str, str] = {}
+    for obs in wrong:
+        kind = obs.subject.split()[1]
+        new[kind] = normalize(value_to_write(setting.op, obs.value, setting.target))
+    # pam_limits cannot set a soft limit above the hard one: raise hard along with soft.
+    if "soft" in new and "hard" not in new and _bigger(new["soft"], str(current["hard"])) and current["hard"] != NOT_SET:
+        new["hard"] = new["soft"]
+    later = [o.note for o in wrong if o.note.startswith(LIMITS_DIR + "/") and o.note > MANAGED_FILE]
+    entries: dict[tuple[str, str, str], str] = {}
+    text = files.text(MANAGED_FILE)
+    for domain, kind, item, value in parse_limits(text or ""):
+        entries[(domain, kind, item)] = value
+    for kind, value in new.items():
+        entries[("*", kind, setting.key)] = value
+    change = files.write_text(
+        setting.id,
+        MANAGED_FILE,
+        render_managed(entries),
+        current_text=", ".join(f"{t} {current[t]}" for t in new),
+        after_text=", ".join(f"{t} {v}" for t, v in new.items()),
+        note="applies to new login sessions and jobs",
+        blocked=(f"{later[0]} sorts after {MANAGED_FILE} and overrides it; change that file" if later else ""),
+    )
+    return [change] if change else []

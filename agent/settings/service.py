@@ -41,3 +41,29 @@ def service_satisfies(target: str, value: str) -> bool:
     if target == "active":
         return value == "active"
     return value in ("inactive", "failed", "not-installed")
+
+
+# --- write side: systemctl stop+disable / enable+start, through host.runner -------------------
+def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
+    from gpunode.settings.change import Change
+
+    changes = []
+    for obs in wrong:
+        state = unit_state(host, setting.key) or {}
+        enabled = state.get("UnitFileState", "")
+        before = {"active": obs.value, "enabled": enabled}
+        if setting.target == "active":
+            after = {"active": "active", "enabled": "enabled" if enabled == "disabled" else enabled}
+        else:
+            after = {"active": "inactive", "enabled": "disabled" if enabled == "enabled" else enabled}
+        blocked = ""
+        if obs.value == "not-installed":
+            blocked = f"{setting.key}.service is not installed"
+        elif enabled == "masked":
+            blocked = f"{setting.key}.service is masked; unmask it first"
+        changes.append(
+            Change(setting.id, setting.key, "service", setting.key, before, after,
+                   current_text=f"{obs.value} ({enabled or '?'})",
+                   after_text=f"{after['active']} ({after['enabled'] or '?'})", blocked=blocked)
+        )
+    return changes

@@ -18,3 +18,18 @@ def validate(key: str, target) -> str | None:
 def observe(host, setting) -> list[Observed]:
     path = sysctl_path(setting.key)
     return [Observed(path, host.sys.read_value(path))]
+
+
+def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
+    """Write each wrong sysctl at runtime (/proc/sys); persistence is planned by gpunode.apply."""
+    from gpunode.settings.base import value_to_write
+    from gpunode.settings.change import Change
+
+    changes = []
+    for obs in wrong:
+        after = value_to_write(setting.op, obs.value, setting.target)
+        changes.append(
+            Change(setting.id, obs.subject, "knob", obs.subject, obs.value, after,
+                   current_text=str(obs.value), after_text=after)
+        )
+    return changes

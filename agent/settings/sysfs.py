@@ -12,3 +12,18 @@ def validate(key: str, target) -> str | None:
 def observe(host, setting) -> list[Observed]:
     paths = host.sys.glob(setting.path) if any(c in setting.path for c in "*?[") else [setting.path]
     return [Observed(p, host.sys.read_active(p)) for p in paths]
+
+
+def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
+    """Write the knob of each wrong subject (one CPU's governor, one NVMe queue's scheduler)."""
+    from gpunode.settings.base import value_to_write
+    from gpunode.settings.change import Change
+
+    changes = []
+    for obs in wrong:
+        after = value_to_write(setting.op, obs.value, setting.target)
+        changes.append(
+            Change(setting.id, obs.subject, "knob", obs.subject, obs.value, after,
+                   current_text=str(obs.value), after_text=after)
+        )
+    return changes
