@@ -7,7 +7,7 @@ import importlib
 from gpunode.engine import Check
 
 # Modules holding hand-written checks, in report order. Each declares checks with @check.
-AREA_MODULES = ("host", "cpu", "memory", "kernel", "storage", "net", "gpu", "pcie", "nvlink", "xid")
+AREA_MODULES = ("host", "cpu", "memory", "kernel", "numa", "storage", "net", "gpu", "pcie", "nvlink", "xid")
 
 
 def static_checks() -> list[Check]:

@@ -1,0 +1,46 @@
+"""Host identity: OS, kernel and SMT state (reported, not judged)."""
+
+from __future__ import annotations
+
+import shlex
+
+from gpunode.engine import check, ok, skip
+
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")  # os-release(5): /etc first, then /usr/lib
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY="value" lines with shell quoting, as os-release(5) defines them."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, raw = line.strip().partition("=")
+        if not sep or key.startswith("#"):
+            continue
+        try:
+            parts = shlex.split(raw)
+        except ValueError:
+            continue  # an unbalanced quote: skip the line, not the file
+        values[key] = parts[0] if parts else ""
+    return values
+
+
+@check("host.os", "OS and kernel version", area="host", severity="info")
+def os_version(ctx):
+    sys = ctx.host.sys
+    release = next((t for t in (sys.read(p) for p in OS_RELEASE) if t is not None), None)
+    fields = parse_os_release(release) if release is not None else {}
+    name = fields.get("PRETTY_NAME") or " ".join(filter(None, (fields.get("NAME"), fields.get("VERSION")))) or None
+    kernel = sys.read_value("/proc/sys/kernel/osrelease")
+    if name is None and kernel is None:
+        return skip("neither /etc/os-release nor /proc/sys/kernel/osrelease is readable")
+    return ok(f"{name or 'unknown OS'}; kernel {kernel or 'unknown'}", observed={"os": name, "kernel": kernel})
+
+
+@check("host.smt", "SMT (hyper-threading) state", area="host", severity="info")
+def smt(ctx):
+    control = ctx.host.sys.read_value("/sys/devices/system/cpu/smt/control")
+    active = ctx.host.sys.read_int("/sys/devices/system/cpu/smt/active")
+    if control is None:
+        return skip("knob absent on this host: /sys/devices/system/cpu/smt/control")
+    state = {1: "active", 0: "inactive"}.get(active, "unknown")
+    return ok(f"control {control}, siblings {state}", observed={"control": control, "active": active})

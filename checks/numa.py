@@ -1,0 +1,87 @@
+"""NUMA: the nodes (CPUs and memory of each) and which node each GPU hangs off."""
+
+from __future__ import annotations
+
+from gpunode.engine import bad, check, ok, skip
+from gpunode.hostfacts.procfs import format_bytes, parse_meminfo
+from gpunode.settings.irq import parse_cpulist
+
+NODES = "/sys/devices/system/node"
+# CPU nodes of a healthy two-socket server hold nearly the same RAM (the kernel's own share
+# differs a little); less than this fraction of the largest node means DIMMs are missing.
+MEMORY_BALANCE = 0.9
+
+
+def numa_nodes(host) -> dict[int, dict]:
+    """{node: {'cpulist': '0-55,112-167', 'cpus': {...}, 'memory': bytes or None}}."""
+    nodes = {}
+    for name in host.sys.listdir(NODES) or []:
+        if not (name.startswith("node") and name[4:].isdigit()):
+            continue
+        cpulist = host.sys.read_value(f"{NODES}/{name}/cpulist")
+        text = host.sys.read(f"{NODES}/{name}/meminfo")
+        nodes[int(name[4:])] = {
+            "cpulist": cpulist or "",
+            "cpus": parse_cpulist(cpulist) or set(),
+            "memory": parse_meminfo(text).get("MemTotal") if text else None,
+        }
+    return dict(sorted(nodes.items()))
+
+
+@check(
+    "numa.nodes",
+    "NUMA nodes: CPUs and memory of each, memory balanced across CPU nodes",
+    area="numa",
+    remediation="Compare DIMM population per socket (dmidecode -t memory, BMC); reseat or replace the missing DIMMs.",
+)
+def nodes(ctx):
+    found = numa_nodes(ctx.host)
+    if not found:
+        return skip(f"knob absent on this host: {NODES}/node*")
+    observed = {f"node{n}": {"cpus": v["cpulist"], "memory": v["memory"]} for n, v in found.items()}
+    text = "; ".join(
+        f"node{n}: CPUs {v['cpulist'] or 'none'}, {format_bytes(v['memory']) if v['memory'] is not None else '? RAM'}"
+        for n, v in found.items()
+    )
+    cpu_nodes = {n: v for n, v in found.items() if v["cpus"] and v["memory"] is not None}
+    problems = [f"node{n} has CPUs but no memory" for n, v in cpu_nodes.items() if v["memory"] == 0]
+    sizes = [v["memory"] for v in cpu_nodes.values() if v["memory"]]
+    if len(sizes) > 1 and min(sizes) < MEMORY_BALANCE * max(sizes):
+        problems.append(f"memory unbalanced across CPU nodes ({format_bytes(min(sizes))} vs {format_bytes(max(sizes))})")
+    if problems:
+        return bad(f"{'; '.join(problems)} — {text}", observed=observed)
+    return ok(f"{len(found)} node(s): {text}", observed=observed)
+
+
+@check(
+    "numa.gpu",
+    "Each GPU's NUMA node and local CPUs are known",
+    area="numa",
+    remediation="numa_node -1 on a multi-socket host means the firmware's ACPI SRAT/_PXM does not describe "
+    "the PCIe root ports: update the BIOS or enable its NUMA/SRAT option.",
+    needs_gpu=True,
+)
+def gpu_locality(ctx):
+    gpus = ctx.gpus()
+    multi_node = len(numa_nodes(ctx.host)) > 1
+    findings = []
+    for g in gpus:
+        bdf = g.sysfs_bdf
+        if bdf is None:
+            findings.append(skip("NVML gave no PCI bus id", subject=g.label))
+            continue
+        base = f"/sys/bus/pci/devices/{bdf}"
+        node = ctx.host.sys.read_int(f"{base}/numa_node")
+        cpus = ctx.host.sys.read_value(f"{base}/local_cpulist")
+        if node is None:
+            findings.append(skip(f"knob absent on this host: {base}/numa_node", subject=g.label))
+            continue
+        observed = {"bdf": bdf, "numa_node": node, "local_cpulist": cpus}
+        if node < 0 and multi_node:
+            findings.append(bad(f"{bdf}: numa_node -1 on a multi-node host (local CPUs {cpus or '?'})",
+                                observed=observed, subject=g.label))
+        elif node < 0:
+            findings.append(ok(f"{bdf}: single NUMA node, local CPUs {cpus or '?'}", observed=observed, subject=g.label))
+        else:
+            findings.append(ok(f"{bdf}: node {node}, local CPUs {cpus or '?'}", observed=observed, subject=g.label))
+    return findings
