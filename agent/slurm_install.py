@@ -1,0 +1,91 @@
+"""`gpunode slurm install`: wrapper scripts for Prolog, Epilog and HealthCheckProgram, and the
+slurm.conf lines that use them.
+
+Slurm runs a HealthCheckProgram without arguments and starts prologs with an almost empty
+environment (no PATH), so each hook is a tiny root-owned shell script that sets PATH, passes
+GPUNODE_CONFIG / GPUNODE_SNAPSHOT on (defaults baked in at install time, an inherited value
+wins) and execs `gpunode gate --<mode>` with this installation's Python.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpunode import __version__
+
+HOOKS = {"prolog": "gpunode-prolog", "epilog": "gpunode-epilog", "health-check": "gpunode-healthcheck"}
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class HookScript:
+    mode: str
+    path: Path
+    text: str
+
+
+def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot: str | None = None,
+                 timeout: float | None = None, strict: bool = False) -> list[HookScript]:
+    scripts = []
+    for mode, name in HOOKS.items():
+        argv = [python, "-m", "gpunode", "gate", f"--{mode}"]
+        if timeout is not None:
+            argv += ["--timeout", f"{timeout:g}"]
+        if strict:
+            argv.append("--strict")
+        scripts.append(HookScript(mode, prefix / name, _script(mode, argv, config, snapshot)))
+    return scripts
+
+
+def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None) -> str:
+    lines = [
+        "#!/bin/sh",
+        f"# gpunode Slurm {mode} hook, written by `gpunode slurm install` (gpunode {__version__}).",
+        "# Rerun the install to change it; edits here are overwritten.",
+        "# slurmd starts hooks with an almost empty environment: scontrol needs a PATH.",
+        f"PATH={SAFE_PATH}",
+        "export PATH",
+    ]
+    for name, value in (("GPUNODE_CONFIG", config), ("GPUNODE_SNAPSHOT", snapshot)):
+        if value:
+            lines += [f': "${{{name}:={shlex.quote(value)}}}"', f"export {name}"]
+    lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
+    return "\n".join(lines) + "\n"
+
+
+def slurm_conf_lines(prefix: Path, interval: int = 300) -> list[str]:
+    return [
+        f"Prolog={prefix / HOOKS['prolog']}",
+        "PrologFlags=Alloc",
+        f"Epilog={prefix / HOOKS['epilog']}",
+        f"HealthCheckProgram={prefix / HOOKS['health-check']}",
+        f"HealthCheckInterval={interval}",
+        "HealthCheckNodeState=ANY",
+    ]
+
+
+def install_script(script: HookScript, as_root: bool) -> str:
+    """Write atomically, 0755, owned by root when we are root. -> written | unchanged."""
+    try:
+        if script.path.read_text() == script.text and (script.path.stat().st_mode & 0o7777) == 0o755:
+            return "unchanged"
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(prefix=f".{script.path.name}.", dir=script.path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(script.text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
+        if as_root:
+            os.chown(tmp, 0, 0)
+        os.replace(tmp, script.path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return "written"
