@@ -1,0 +1,472 @@
+"""Baseline files: load one YAML (yaml.safe_load), follow `extends:`, validate every field.
+
+    schema: gpunode.baseline/1
+    name: h100-sxm5-80gb-1gpu
+    extends: other-baseline            # optional: a name (site dir, then shipped) or a path
+    match: {gpu_name: "NVIDIA H100 80GB HBM3", pci_device: [0x2330], gpu_count: 1}
+    defaults: {warn: 0.90, fail: 0.80}
+    metrics:
+      gemm.bf16:                       # key: the bench metric name (or a glob: p2p.*)
+        value: 796                     # optionally `name@variant` with `metric: NAME`
+        unit: TFLOP/s
+        conditions: {dtype: bf16, m: 8192}
+        source: "measured ..."
+
+Errors name the file and the field (BaselineError, a ValueError); docs/baselines.md has the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMA = "gpunode.baseline/1"
+UNITS = ("TFLOP/s", "GB/s", "MB/s", "IOPS", "us")  # as in the bench contract (gpunode.bench/1)
+# Metric families and their unit, first match wins: a baseline cannot say GB/s for a GEMM.
+FAMILIES: tuple[tuple[str, str], ...] = (
+    ("gemm.*", "TFLOP/s"),
+    ("hbm.*", "GB/s"),
+    ("h2d.*", "GB/s"),
+    ("d2h.*", "GB/s"),
+    ("p2p.*", "GB/s"),
+    ("nccl.*.busbw", "GB/s"),
+    ("torch.*.busbw", "GB/s"),
+    ("fio.*.iops", "IOPS"),
+    ("fio.*_us", "us"),
+    ("fio.*", "MB/s"),
+)
+BETTER = ("higher", "lower")
+BASIS = ("measured", "public", "derived", "gate", "recorded")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TOP_KEYS = {"schema", "name", "description", "extends", "match", "defaults", "metrics", "recorded", "notes"}
+_MATCH_KEYS = {"gpu_name", "gpu_name_regex", "pci_device", "gpu_count"}
+_DEFAULT_KEYS = {"warn", "fail"}
+_METRIC_KEYS = {"metric", "value", "unit", "better", "warn", "fail", "conditions", "source", "basis", "note", "remove"}
+_RANGE_KEYS = {"min", "max"}
+MAX_EXTENDS_DEPTH = 8
+
+
+class BaselineError(ValueError):
+    """A baseline that cannot be used; the message names the file and the field."""
+
+
+def family_unit(metric: str) -> str | None:
+    for pattern, unit in FAMILIES:
+        if fnmatchcase(metric, pattern):
+            return unit
+    return None
+
+
+@dataclass(frozen=True)
+class Match:
+    """Which hardware a baseline is for. Every given criterion must hold for every GPU."""
+
+    gpu_name: tuple[str, ...] = ()  # globs, case-insensitive; any one may match
+    gpu_name_regex: tuple[str, ...] = ()  # regular expressions, full match, case-insensitive
+    pci_device: tuple[str, ...] = ()  # "0x2330"
+    gpu_count: tuple[int, ...] = ()
+
+    @property
+    def criteria(self) -> int:
+        return sum(1 for v in (self.gpu_name, self.gpu_name_regex, self.pci_device, self.gpu_count) if v)
+
+    def check(self, gpus: dict) -> str | None:
+        """None when `gpus` (the bench/audit "gpus" object) matches, else why not."""
+        devices = gpus.get("devices") or []
+        if not gpus.get("available") or not devices:
+            return f"no GPU identity in the results ({gpus.get('error') or 'no GPU listed'})"
+        count = gpus.get("count", len(devices))
+        if self.gpu_count and count not in self.gpu_count:
+            return f"{count} GPU(s), baseline is for {_or(self.gpu_count)}"
+        for d in devices:
+            name = str(d.get("name") or "")
+            if self.gpu_name and not any(fnmatchcase(name.lower(), p.lower()) for p in self.gpu_name):
+                return f"GPU{d.get('index')} is {name!r}, baseline is for {_or(self.gpu_name)}"
+            if self.gpu_name_regex and not any(re.fullmatch(p, name, re.IGNORECASE) for p in self.gpu_name_regex):
+                return f"GPU{d.get('index')} is {name!r}, baseline is for /{'/ or /'.join(self.gpu_name_regex)}/"
+            device = str(d.get("pci_device") or "").lower()
+            if self.pci_device and device not in self.pci_device:
+                return f"GPU{d.get('index')} has PCI device {device or 'unknown'}, baseline is for {_or(self.pci_device)}"
+        return None
+
+    def describe(self) -> str:
+        parts = []
+        if self.gpu_count:
+            parts.append(f"{_or(self.gpu_count)} ×")
+        if self.gpu_name:
+            parts.append(_or(self.gpu_name))
+        if self.gpu_name_regex:
+            parts.append("/" + "/ or /".join(self.gpu_name_regex) + "/")
+        if self.pci_device:
+            parts.append(f"({_or(self.pci_device)})")
+        return " ".join(parts)
+
+
+def _or(values) -> str:
+    return " or ".join(str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What one metric should measure under stated conditions, and when to warn or fail."""
+
+    key: str  # the key in the file: the metric name, or name@variant
+    metric: str  # the bench metric name or a glob (p2p.*)
+    value: float
+    unit: str
+    better: str  # higher | lower
+    warn: float  # ratio at or above which the figure PASSes
+    fail: float  # ratio below which it FAILs (WARN in between)
+    conditions: dict[str, Any]
+    source: str
+    basis: str = ""
+    note: str = ""
+
+    def matches_name(self, name: str) -> bool:
+        return fnmatchcase(name, self.metric)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    path: Path
+    description: str = ""
+    match: Match | None = None  # None: only used through --baseline or extends
+    expectations: tuple[Expectation, ...] = ()
+    chain: tuple[Path, ...] = ()  # this file and the ones it extends, child first
+    recorded: dict | None = None
+
+    def for_metric(self, name: str) -> list[Expectation]:
+        """Expectations for a bench metric: exact names first, then globs, each in file order."""
+        exact = [e for e in self.expectations if e.metric == name]
+        globbed = [e for e in self.expectations if e.metric != name and e.matches_name(name)]
+        return exact + globbed
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass
+class _Raw:
+    path: Path
+    data: dict
+    parents: list[Path] = field(default_factory=list)
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BaselineError(f"{path}: cannot read baseline: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise BaselineError(f"{path}: not valid YAML: {_first_line(exc)}") from exc
+    if not isinstance(data, dict):
+        raise BaselineError(f"{path}: a baseline must be a mapping (name, match, metrics)")
+    return data
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def load_baseline(path: str | Path, find=None) -> Baseline:
+    """Load, follow `extends:` (resolved by `find(name, relative_to) -> Path`), validate."""
+    path = Path(path)
+    chain: list[Path] = []
+    merged = _load_chain(path, find, chain)
+    return _build(path, merged, tuple(chain))
+
+
+def _load_chain(path: Path, find, chain: list[Path]) -> dict:
+    resolved = path.resolve()
+    if resolved in [p.resolve() for p in chain]:
+        cycle = " -> ".join(str(p) for p in [*chain, path])
+        raise BaselineError(f"{chain[0]}: extends forms a cycle: {cycle}")
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise BaselineError(f"{chain[0]}: extends is nested deeper than {MAX_EXTENDS_DEPTH} files")
+    chain.append(path)
+    data = read_yaml(path)
+    _validate_own(path, data)
+    parent_ref = data.get("extends")
+    if parent_ref is None:
+        return data
+    parent_path = _resolve_parent(path, str(parent_ref), find)
+    parent = _load_chain(parent_path, find, chain)
+    return _merge(parent, data)
+
+
+def _resolve_parent(path: Path, ref: str, find) -> Path:
+    if ref.endswith((".yaml", ".yml")) or "/" in ref:
+        candidate = Path(ref)
+        if not candidate.is_absolute():
+            candidate = path.parent / candidate
+        if not candidate.exists():
+            raise BaselineError(f"{path}: extends: {ref!r}: no such file ({candidate})")
+        return candidate
+    sibling = path.parent / f"{ref}.yaml"
+    found = find(ref, path) if find is not None else None
+    if found is None and sibling.exists():
+        found = sibling
+    if found is None:
+        raise BaselineError(f"{path}: extends: no baseline named {ref!r} (site directories, shipped, or beside the file)")
+    return found
+
+
+def _merge(parent: dict, child: dict) -> dict:
+    """Child over parent: match and defaults per key, metrics per key and field; `remove` drops."""
+    out = {k: v for k, v in parent.items() if k not in ("extends", "recorded")}
+    for key, value in child.items():
+        if key in ("match", "defaults"):
+            out[key] = {**(parent.get(key) or {}), **(value or {})}
+        elif key == "metrics":
+            metrics = dict(parent.get("metrics") or {})
+            for name, entry in (value or {}).items():
+                if entry.get("remove"):
+                    metrics.pop(name, None)
+                else:
+                    metrics[name] = {**(metrics.get(name) or {}), **entry}
+            out["metrics"] = metrics
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------- validation of one file
+
+
+def _validate_own(path: Path, data: dict) -> None:
+    """Shape and value checks on what this one file says (completeness is checked after merging)."""
+    where = str(path)
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise BaselineError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_TOP_KEYS))}")
+    if "schema" in data and data["schema"] != SCHEMA:
+        raise BaselineError(f"{where}: schema: {data['schema']!r} is not {SCHEMA!r}")
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BaselineError(f"{where}: name: required, letters, digits, '.', '_', '-' (got {name!r})")
+    for key in ("description", "extends"):
+        if key in data and not isinstance(data[key], str):
+            raise BaselineError(f"{where}: {key}: must be a string")
+    if "recorded" in data and not isinstance(data["recorded"], dict):
+        raise BaselineError(f"{where}: recorded: must be a mapping")
+    if "match" in data:
+        _parse_match(where, data["match"])
+    defaults = data.get("defaults")
+    if defaults is not None:
+        if not isinstance(defaults, dict):
+            raise BaselineError(f"{where}: defaults: must be a mapping with warn, fail")
+        _unknown(where, "defaults", defaults, _DEFAULT_KEYS)
+        for key in ("warn", "fail"):
+            if key in defaults:
+                _ratio(where, f"defaults.{key}", defaults[key])
+        _ordered(where, "defaults", defaults.get("warn"), defaults.get("fail"))
+    metrics = data.get("metrics")
+    if metrics is None:
+        if "extends" not in data:
+            raise BaselineError(f"{where}: metrics: required (a mapping of metric name to expectation)")
+        return
+    if not isinstance(metrics, dict):
+        raise BaselineError(f"{where}: metrics: must be a mapping of metric name to expectation")
+    for key, entry in metrics.items():
+        _validate_entry(where, str(key), entry)
+
+
+def _validate_entry(where: str, key: str, entry: Any) -> None:
+    field_ = f"metrics.{key}"
+    if not isinstance(entry, dict):
+        raise BaselineError(f"{where}: {field_}: must be a mapping (value, unit, conditions, source ...)")
+    _unknown(where, field_, entry, _METRIC_KEYS)
+    if entry.get("remove") is not None and not isinstance(entry.get("remove"), bool):
+        raise BaselineError(f"{where}: {field_}.remove: must be true or false")
+    metric = entry.get("metric", key.split("@", 1)[0])
+    if not isinstance(metric, str) or not metric:
+        raise BaselineError(f"{where}: {field_}.metric: must be a metric name")
+    if entry.get("remove"):
+        return
+    expected_unit = family_unit(metric)
+    if expected_unit is None:
+        families = ", ".join(p for p, _ in FAMILIES)
+        raise BaselineError(f"{where}: {field_}: unknown metric {metric!r}; known families: {families}")
+    if "value" in entry:
+        value = entry["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise BaselineError(f"{where}: {field_}.value: must be a positive number (got {value!r})")
+    if "unit" in entry:
+        unit = entry["unit"]
+        if unit not in UNITS:
+            raise BaselineError(f"{where}: {field_}.unit: {unit!r} is not a unit; use one of {', '.join(UNITS)}")
+        if unit != expected_unit:
+            raise BaselineError(f"{where}: {field_}.unit: {unit!r} is wrong for {metric} (it is measured in {expected_unit})")
+    if "better" in entry and entry["better"] not in BETTER:
+        raise BaselineError(f"{where}: {field_}.better: {entry['better']!r} not in {BETTER}")
+    for key_ in ("warn", "fail"):
+        if key_ in entry:
+            _ratio(where, f"{field_}.{key_}", entry[key_])
+    _ordered(where, field_, entry.get("warn"), entry.get("fail"))
+    if "conditions" in entry:
+        _validate_conditions(where, f"{field_}.conditions", entry["conditions"])
+    for key_ in ("source", "note"):
+        if key_ in entry and (not isinstance(entry[key_], str) or not entry[key_].strip()):
+            raise BaselineError(f"{where}: {field_}.{key_}: must be a non-empty string")
+    if "basis" in entry and entry["basis"] not in BASIS:
+        raise BaselineError(f"{where}: {field_}.basis: {entry['basis']!r} not in {BASIS}")
+
+
+def _unknown(where: str, field_: str, mapping: dict, known: set[str]) -> None:
+    unknown = set(mapping) - known
+    if unknown:
+        raise BaselineError(
+            f"{where}: {field_}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(known))}"
+        )
+
+
+def _ratio(where: str, field_: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BaselineError(f"{where}: {field_}: must be a ratio between 0 and 1 (got {value!r})")
+    if value > 1:
+        raise BaselineError(f"{where}: {field_}: {value} is above 1; a ratio is measured/expected, e.g. 0.9 for 90 %")
+    if value <= 0:
+        raise BaselineError(f"{where}: {field_}: {value} must be above 0")
+    return float(value)
+
+
+def _ordered(where: str, field_: str, warn: Any, fail: Any) -> None:
+    if warn is not None and fail is not None and warn < fail:
+        raise BaselineError(f"{where}: {field_}: warn ({warn}) is below fail ({fail}); warn must be >= fail")
+
+
+def _validate_conditions(where: str, field_: str, conditions: Any) -> None:
+    if not isinstance(conditions, dict):
+        raise BaselineError(f"{where}: {field_}: must be a mapping of condition to value")
+    for key, value in conditions.items():
+        sub = f"{field_}.{key}"
+        if isinstance(value, dict):
+            _unknown(where, sub, value, _RANGE_KEYS)
+            if not value:
+                raise BaselineError(f"{where}: {sub}: a range needs min and/or max")
+            for bound in value.values():
+                if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+                    raise BaselineError(f"{where}: {sub}: range bounds must be numbers (got {bound!r})")
+            if "min" in value and "max" in value and value["min"] > value["max"]:
+                raise BaselineError(f"{where}: {sub}: min is above max")
+        elif isinstance(value, list):
+            if not value or not all(_scalar(v) for v in value):
+                raise BaselineError(f"{where}: {sub}: a list of allowed values must hold plain values")
+        elif not _scalar(value):
+            raise BaselineError(f"{where}: {sub}: must be a value, a list of values or {{min, max}}")
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _parse_match(where: str, raw: Any) -> Match:
+    if not isinstance(raw, dict):
+        raise BaselineError(f"{where}: match: must be a mapping (gpu_name, gpu_name_regex, pci_device, gpu_count)")
+    _unknown(where, "match", raw, _MATCH_KEYS)
+    names = _strings(where, "match.gpu_name", raw.get("gpu_name"))
+    regexes = _strings(where, "match.gpu_name_regex", raw.get("gpu_name_regex"))
+    for pattern in regexes:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise BaselineError(f"{where}: match.gpu_name_regex: {pattern!r} is not a valid regex: {exc}") from exc
+    devices = tuple(_pci_device(where, v) for v in _as_list(raw.get("pci_device")))
+    counts = []
+    for v in _as_list(raw.get("gpu_count")):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise BaselineError(f"{where}: match.gpu_count: must be a positive whole number or a list of them (got {v!r})")
+        counts.append(v)
+    match = Match(names, regexes, devices, tuple(counts))
+    if not match.criteria:
+        raise BaselineError(f"{where}: match: give at least one of gpu_name, gpu_name_regex, pci_device, gpu_count")
+    return match
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _strings(where: str, field_: str, value: Any) -> tuple[str, ...]:
+    items = _as_list(value)
+    if not all(isinstance(v, str) and v for v in items):
+        raise BaselineError(f"{where}: {field_}: must be a string or a list of strings")
+    return tuple(items)
+
+
+def _pci_device(where: str, value: Any) -> str:
+    """0x2330 (YAML reads it as the number 8752), "0x2330" or "2330" -> "0x2330"."""
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        try:
+            number = int(value, 16)
+        except ValueError:
+            number = None
+    else:
+        number = None
+    if number is None or not 0 <= number <= 0xFFFF:
+        raise BaselineError(f"{where}: match.pci_device: {value!r} is not a 16-bit PCI device id like 0x2330")
+    return f"0x{number:04x}"
+
+
+# ---------------------------------------------------------------- the merged result
+
+
+def _build(path: Path, data: dict, chain: tuple[Path, ...]) -> Baseline:
+    where = str(path)
+    defaults = data.get("defaults") or {}
+    expectations = []
+    for key, entry in (data.get("metrics") or {}).items():
+        expectations.append(_expectation(where, str(key), entry, defaults))
+    if not expectations:
+        raise BaselineError(f"{where}: metrics: no metric left to compare")
+    match = _parse_match(where, data["match"]) if data.get("match") else None
+    return Baseline(
+        name=data["name"],
+        path=path,
+        description=data.get("description", ""),
+        match=match,
+        expectations=tuple(expectations),
+        chain=chain,
+        recorded=data.get("recorded"),
+    )
+
+
+def _expectation(where: str, key: str, entry: dict, defaults: dict) -> Expectation:
+    field_ = f"metrics.{key}"
+    for required in ("value", "unit", "source"):
+        if required not in entry:
+            raise BaselineError(f"{where}: {field_}: missing {required}")
+    warn = entry.get("warn", defaults.get("warn"))
+    fail = entry.get("fail", defaults.get("fail"))
+    if warn is None or fail is None:
+        raise BaselineError(f"{where}: {field_}: missing {'warn' if warn is None else 'fail'} ratio (set it or defaults)")
+    _ordered(where, field_, warn, fail)
+    unit = entry["unit"]
+    return Expectation(
+        key=key,
+        metric=entry.get("metric", key.split("@", 1)[0]),
+        value=float(entry["value"]),
+        unit=unit,
+        better=entry.get("better", "lower" if unit == "us" else "higher"),
+        warn=float(warn),
+        fail=float(fail),
+        conditions=dict(entry.get("conditions") or {}),
+        source=entry["source"].strip(),
+        basis=entry.get("basis", ""),
+        note=entry.get("note", ""),
+    )
