@@ -1,0 +1,283 @@
+"""Host checks (host, cpu, memory, kernel, numa): a passing and a failing fixture tree for each,
+built from real file formats (recorded on this Debian 12 VM under fixtures/proc)."""
+
+import json
+from pathlib import Path
+
+from gpunode.checks import cpu, host, kernel, memory, numa
+from gpunode.gpu.model import GpuInventory
+from testkit import run, statuses, tree_host, with_gpu
+
+FIX = Path(__file__).parent / "fixtures"
+PROC = FIX / "proc"
+MEMINFO = (PROC / "meminfo.txt").read_text()  # MemTotal 24684084 kB
+H100 = GpuInventory.from_json(json.loads((FIX / "nvml" / "h100-sxm-1gpu.json").read_text()))
+
+
+def one(check, tmp_path, files, **kw):
+    results = run(check, tree_host(tmp_path, files=files), **kw)
+    assert len(results) == 1, results
+    return results[0]
+
+
+# --- host ---------------------------------------------------------------------------------
+
+def test_os_reports_pretty_name_and_kernel(tmp_path):
+    r = one(host.os_version, tmp_path, {"/etc/os-release": (PROC / "os-release-debian12.txt").read_text(),
+                                        "/proc/sys/kernel/osrelease": "6.8.0-1015-nvidia\n"})
+    assert r.status.value == "PASS" and r.message == "Debian GNU/Linux 12 (bookworm); kernel 6.8.0-1015-nvidia"
+    assert r.observed == {"os": "Debian GNU/Linux 12 (bookworm)", "kernel": "6.8.0-1015-nvidia"}
+
+
+def test_os_falls_back_to_usr_lib_and_skips_when_nothing_readable(tmp_path):
+    r = one(host.os_version, tmp_path / "a", {"/usr/lib/os-release": 'NAME="Ubuntu"\nVERSION="22.04.4 LTS (Jammy Jellyfish)"\n'})
+    assert r.message == "Ubuntu 22.04.4 LTS (Jammy Jellyfish); kernel unknown"
+    r = one(host.os_version, tmp_path / "b", {})
+    assert r.status.value == "SKIP" and "os-release" in r.message
+
+
+def test_smt_reported_and_skipped_when_absent(tmp_path):
+    r = one(host.smt, tmp_path / "a", {"/sys/devices/system/cpu/smt/control": "on\n",
+                                       "/sys/devices/system/cpu/smt/active": "1\n"})
+    assert r.status.value == "PASS" and r.message == "control on, siblings active"
+    assert one(host.smt, tmp_path / "b", {}).status.value == "SKIP"
+
+
+# --- cpu ----------------------------------------------------------------------------------
+
+def cpu_tree(online="0-3", present="0-3", smt=None, packages=(0, 0, 1, 1)):
+    files = {"/sys/devices/system/cpu/online": online + "\n", "/sys/devices/system/cpu/present": present + "\n",
+             "/proc/cpuinfo": "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480C\n"}
+    for i, pkg in enumerate(packages):
+        files[f"/sys/devices/system/cpu/cpu{i}/topology/physical_package_id"] = f"{pkg}\n"
+        files[f"/sys/devices/system/cpu/cpu{i}/topology/core_id"] = f"{i}\n"
+    if smt:
+        files["/sys/devices/system/cpu/smt/control"] = smt + "\n"
+    return files
+
+
+def test_topology_counts_sockets_cores_threads(tmp_path):
+    r = one(cpu.topology, tmp_path, cpu_tree())
+    assert r.message == "Intel(R) Xeon(R) Platinum 8480C; 2 socket(s), 4 cores, 4 online CPUs"
+    assert one(cpu.topology, tmp_path / "none", {}).status.value == "SKIP"
+
+
+def test_offline_cpus_warn_unless_smt_is_off(tmp_path):
+    assert one(cpu.online, tmp_path / "a", cpu_tree()).status.value == "PASS"
+    r = one(cpu.online, tmp_path / "b", cpu_tree(online="0-1,3"))
+    assert r.status.value == "WARN" and "1 of 4 present CPUs offline: 2" in r.message
+    r = one(cpu.online, tmp_path / "c", cpu_tree(online="0-1", smt="off"))
+    assert r.status.value == "PASS" and "SMT off took 2-3 offline" in r.message
+    r = one(cpu.online, tmp_path / "d", cpu_tree(online="0", smt="off"))  # more than the siblings
+    assert r.status.value == "WARN"
+    assert cpu.format_cpulist({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+
+
+# --- memory -------------------------------------------------------------------------------
+
+def test_swap_off_passes_and_swap_on_warns(tmp_path):
+    r = one(memory.swap, tmp_path / "a", {"/proc/swaps": (PROC / "swaps-none.txt").read_text()})
+    assert r.status.value == "PASS" and r.message == "no swap"
+    r = one(memory.swap, tmp_path / "b", {"/proc/swaps": (PROC / "swaps-file.txt").read_text()})
+    assert r.status.value == "WARN" and r.message == "swap active: /tmp/swaptest (file, 64.0 MiB)"
+    assert one(memory.swap, tmp_path / "c", {}).status.value == "SKIP"
+
+
+def meminfo_with(**values):
+    lines = []
+    for line in MEMINFO.splitlines():
+        key = line.split(":")[0]
+        if key in values:
+            unit = " kB" if line.rstrip().endswith("kB") else ""
+            line = f"{key}:{values[key]:>16}{unit}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_hugepages_none_and_a_healthy_pool_pass(tmp_path):
+    r = one(memory.hugepages, tmp_path / "a", {"/proc/meminfo": MEMINFO})
+    assert r.status.value == "PASS" and "no static hugepages" in r.message
+    r = one(memory.hugepages, tmp_path / "b", {"/proc/meminfo": (PROC / "meminfo-hugepages16.txt").read_text(),
+                                               "/proc/cmdline": "BOOT_IMAGE=/vmlinuz hugepages=16\n"})
+    assert r.status.value == "PASS" and r.message == "16 x 2.0 MiB pages, 16 free"
+
+
+def test_hugepages_shortfall_exhaustion_and_hoarding_warn(tmp_path):
+    real16 = (PROC / "meminfo-hugepages16.txt").read_text()
+    r = one(memory.hugepages, tmp_path / "a", {"/proc/meminfo": real16,
+                                               "/proc/cmdline": "ro hugepages=64 quiet\n"})
+    assert r.status.value == "WARN" and "only 16 of 64 hugepages" in r.message
+    r = one(memory.hugepages, tmp_path / "b", {
+        "/proc/meminfo": real16, "/proc/cmdline": "ro hugepagesz=1G hugepages=8\n",
+        "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages": "2\n"})
+    assert r.status.value == "WARN" and "only 2 of 8 hugepages (1048576 kB)" in r.message
+    exhausted = real16.replace("HugePages_Free:       16", "HugePages_Free:        0")
+    r = one(memory.hugepages, tmp_path / "c", {"/proc/meminfo": exhausted})
+    assert r.status.value == "WARN" and "pool exhausted" in r.message
+    hoard = meminfo_with(HugePages_Total=8000, HugePages_Free=8000, Hugetlb=8000 * 2048)
+    r = one(memory.hugepages, tmp_path / "d", {"/proc/meminfo": hoard})
+    assert r.status.value == "WARN" and "15.6 GiB of 23.5 GiB RAM is held in hugepage pools" in r.message
+
+
+def shm_files(shm_line):
+    mounts = (PROC / "mounts.txt").read_text().replace("tmpfs /dev/shm tmpfs rw,relatime,size=24684084k 0 0\n", "")
+    return {"/proc/meminfo": MEMINFO, "/proc/mounts": mounts + (shm_line + "\n" if shm_line else "")}
+
+
+def test_shm_big_enough_passes(tmp_path):
+    r = one(memory.shm, tmp_path / "a", shm_files("tmpfs /dev/shm tmpfs rw,relatime,size=24684084k 0 0"))
+    assert r.status.value == "PASS" and r.message == "23.5 GiB of 23.5 GiB RAM"
+    r = one(memory.shm, tmp_path / "b", shm_files("tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0"))  # tmpfs default 50%
+    assert r.status.value == "PASS" and r.observed == 24684084 * 1024 // 2
+
+
+def test_shm_docker_default_and_missing_warn(tmp_path):
+    # What Docker mounts by default (--shm-size 64m), as /proc/mounts shows it.
+    r = one(memory.shm, tmp_path / "a", shm_files("shm /dev/shm tmpfs rw,nosuid,nodev,noexec,relatime,size=65536k 0 0"))
+    assert r.status.value == "WARN" and r.message.startswith("64.0 MiB of 23.5 GiB RAM: too small")
+    r = one(memory.shm, tmp_path / "b", shm_files("tmpfs /dev/shm tmpfs rw,size=25% 0 0"))
+    assert r.status.value == "WARN"
+    r = one(memory.shm, tmp_path / "c", shm_files(None))
+    assert r.status.value == "WARN" and "not a mount point" in r.message
+    assert one(memory.shm, tmp_path / "d", {}).status.value == "SKIP"
+
+
+SYSTEM_CONF = "#  This file is part of systemd.\n[Manager]\n#DefaultLimitMEMLOCK=8M\n#DefaultLimitNOFILE=1024:524288\n"
+
+
+def test_systemd_memlock_infinity_in_a_dropin_passes(tmp_path):
+    r = one(memory.memlock_systemd, tmp_path, {
+        "/etc/systemd/system.conf": SYSTEM_CONF,
+        "/usr/lib/systemd/system.conf.d/10-vendor.conf": "[Manager]\nDefaultLimitMEMLOCK=64M\n",
+        "/etc/systemd/system.conf.d/90-gpunode.conf": "[Manager]\nDefaultLimitMEMLOCK=infinity\n"})
+    assert r.status.value == "PASS" and "/etc/systemd/system.conf.d/90-gpunode.conf" in r.message
+
+
+def test_systemd_memlock_unset_or_limited_warns(tmp_path):
+    r = one(memory.memlock_systemd, tmp_path / "a", {"/etc/systemd/system.conf": SYSTEM_CONF})
+    assert r.status.value == "WARN" and "not set" in r.message
+    r = one(memory.memlock_systemd, tmp_path / "b", {
+        "/etc/systemd/system.conf": SYSTEM_CONF,
+        "/etc/systemd/system.conf.d/50-x.conf": "[Manager]\nDefaultLimitMEMLOCK=infinity\n",
+        "/usr/lib/systemd/system.conf.d/60-vendor.conf": "[Manager]\nDefaultLimitMEMLOCK=8M:infinity\n"})
+    assert r.status.value == "WARN" and "DefaultLimitMEMLOCK=8M:infinity" in r.message  # later file wins
+    # Same file name: /etc hides /usr/lib.
+    r = one(memory.memlock_systemd, tmp_path / "c", {
+        "/etc/systemd/system.conf": SYSTEM_CONF,
+        "/etc/systemd/system.conf.d/60-vendor.conf": "[Manager]\nDefaultLimitMEMLOCK=infinity\n",
+        "/usr/lib/systemd/system.conf.d/60-vendor.conf": "[Manager]\nDefaultLimitMEMLOCK=8M\n"})
+    assert r.status.value == "PASS"
+    # A key outside [Manager] is not the manager's.
+    r = one(memory.memlock_systemd, tmp_path / "d", {"/etc/systemd/system.conf": "[Other]\nDefaultLimitMEMLOCK=infinity\n"})
+    assert r.status.value == "WARN"
+    assert one(memory.memlock_systemd, tmp_path / "e", {}).status.value == "SKIP"
+
+
+def test_process_memlock(tmp_path):
+    real = (PROC / "limits.txt").read_text()
+    r = one(memory.memlock_process, tmp_path / "a", {"/proc/self/limits": real})
+    assert r.status.value == "WARN" and r.message.startswith("soft/hard 8.0 MiB/8.0 MiB")
+    unlimited = real.replace("Max locked memory         8388608              8388608",
+                             "Max locked memory         unlimited            unlimited")
+    assert unlimited != real
+    r = one(memory.memlock_process, tmp_path / "b", {"/proc/self/limits": unlimited})
+    assert r.status.value == "PASS" and r.message == "unlimited"
+    assert one(memory.memlock_process, tmp_path / "c", {"/proc/self/limits": "Limit  Soft\n"}).status.value == "SKIP"
+
+
+# --- kernel -------------------------------------------------------------------------------
+
+DGX_CMDLINE = ("BOOT_IMAGE=/boot/vmlinuz-6.8.0-1015-nvidia root=UUID=0f1e ro iommu=pt intel_iommu=on "
+               "isolcpus=0-3 nohz_full=0-3 transparent_hugepage=always quiet splash\n")
+
+
+def test_cmdline_facts_reported(tmp_path):
+    r = one(kernel.cmdline_facts, tmp_path / "a", {"/proc/cmdline": DGX_CMDLINE})
+    assert r.status.value == "PASS"
+    assert r.observed == {"isolcpus": "0-3", "nohz_full": "0-3", "iommu": "pt", "intel_iommu": "on",
+                          "transparent_hugepage": "always"}
+    assert one(kernel.cmdline_facts, tmp_path / "b", {}).status.value == "SKIP"
+
+
+def test_cmdline_thp_must_agree_with_the_profile(tmp_path):
+    assert one(kernel.cmdline_thp, tmp_path / "a", {"/proc/cmdline": DGX_CMDLINE}).status.value == "PASS"
+    r = one(kernel.cmdline_thp, tmp_path / "b", {"/proc/cmdline": DGX_CMDLINE}, profile="inference")
+    assert r.status.value == "WARN" and "profile inference wants madvise" in r.message
+    never = DGX_CMDLINE.replace("transparent_hugepage=always", "transparent_hugepage=never")
+    assert one(kernel.cmdline_thp, tmp_path / "c", {"/proc/cmdline": never}).status.value == "WARN"
+    r = one(kernel.cmdline_thp, tmp_path / "d", {"/proc/cmdline": (PROC / "cmdline-firecracker.txt").read_text()})
+    assert r.status.value == "PASS" and r.observed is None
+
+
+def test_cmdline_restrictions(tmp_path):
+    assert one(kernel.cmdline_restrictions, tmp_path / "a", {"/proc/cmdline": DGX_CMDLINE}).status.value == "PASS"
+    r = one(kernel.cmdline_restrictions, tmp_path / "b", {"/proc/cmdline": "ro mem=64G numa=off maxcpus=8\n"})
+    assert r.status.value == "WARN"
+    assert r.observed == ["mem=64G (limits the RAM the kernel uses)", "maxcpus=8 (brings up only this many CPUs at boot)",
+                          "numa=off (numa=off fakes a single NUMA node: GPU/NIC locality is lost)"]
+    # numa=noacpi is something else; init's own arguments after -- are not the kernel's.
+    r = one(kernel.cmdline_restrictions, tmp_path / "c", {"/proc/cmdline": "ro numa=noacpi -- mem=1\n"})
+    assert r.status.value == "PASS"
+
+
+def test_tainted(tmp_path):
+    assert one(kernel.tainted, tmp_path / "a", {"/proc/sys/kernel/tainted": "0\n"}).message == "not tainted"
+    r = one(kernel.tainted, tmp_path / "b", {"/proc/sys/kernel/tainted": "4097\n"})  # P + O: the NVIDIA driver
+    assert r.status.value == "PASS" and "[PO]" in r.message
+    r = one(kernel.tainted, tmp_path / "c", {"/proc/sys/kernel/tainted": str(4097 | 16 | 128) + "\n"})
+    assert r.status.value == "WARN" and "M (machine check exception), D (kernel died (oops or BUG))" in r.message
+    assert one(kernel.tainted, tmp_path / "d", {}).status.value == "SKIP"
+
+
+# --- numa ---------------------------------------------------------------------------------
+
+def node_files(mem=(1056000000, 1056900000), cpus=("0-55,112-167", "56-111,168-223")):
+    files = {}
+    for i, (m, c) in enumerate(zip(mem, cpus, strict=True)):
+        base = f"/sys/devices/system/node/node{i}"
+        files[f"{base}/cpulist"] = c + "\n"
+        files[f"{base}/meminfo"] = f"Node {i} MemTotal:       {m} kB\nNode {i} MemFree:        {m // 2} kB\n"
+    files["/sys/devices/system/node/online"] = f"0-{len(mem) - 1}\n"
+    return files
+
+
+def test_numa_nodes_balanced_pass(tmp_path):
+    r = one(numa.nodes, tmp_path, node_files())
+    assert r.status.value == "PASS" and r.message.startswith("2 node(s): node0: CPUs 0-55,112-167, 1007.1 GiB")
+
+
+def test_numa_nodes_missing_dimms_or_memoryless_warn(tmp_path):
+    r = one(numa.nodes, tmp_path / "a", node_files(mem=(1056000000, 792000000)))
+    assert r.status.value == "WARN" and "memory unbalanced" in r.message
+    r = one(numa.nodes, tmp_path / "b", node_files(mem=(1056000000, 0)))
+    assert r.status.value == "WARN" and "node1 has CPUs but no memory" in r.message
+    # A CPU-less node (GPU HBM or CXL memory) is not a missing DIMM.
+    files = node_files(mem=(1056000000, 1056900000, 99614720), cpus=("0-55,112-167", "56-111,168-223", ""))
+    r = one(numa.nodes, tmp_path / "c", files)
+    assert r.status.value == "PASS" and "3 node(s)" in r.message
+    assert one(numa.nodes, tmp_path / "d", {}).status.value == "SKIP"
+
+
+def gpu_host(tmp_path, node, files=None):
+    pci = "/sys/bus/pci/devices/0000:00:06.0"
+    files = {**(files or {}), f"{pci}/numa_node": f"{node}\n", f"{pci}/local_cpulist": "0-55,112-167\n"}
+    return tree_host(tmp_path, files=files, inventory=H100)
+
+
+def test_gpu_numa_locality(tmp_path):
+    r = run(numa.gpu_locality, gpu_host(tmp_path / "a", 0, node_files()))
+    assert statuses(r) == ["PASS"] and r[0].subject == "GPU0" and "node 0, local CPUs 0-55,112-167" in r[0].message
+    r = run(numa.gpu_locality, gpu_host(tmp_path / "b", -1, node_files()))
+    assert statuses(r) == ["WARN"] and "numa_node -1 on a multi-node host" in r[0].message
+    single = node_files(mem=(1056000000,), cpus=("0-223",))
+    assert statuses(run(numa.gpu_locality, gpu_host(tmp_path / "c", -1, single))) == ["PASS"]
+
+
+def test_gpu_numa_skips_without_gpu_or_sysfs(tmp_path):
+    r = run(numa.gpu_locality, tree_host(tmp_path / "a", files=node_files()))
+    assert statuses(r) == ["SKIP"] and "no NVIDIA driver/NVML" in r[0].message
+    r = run(numa.gpu_locality, tree_host(tmp_path / "b", files=node_files(), inventory=H100))
+    assert statuses(r) == ["SKIP"] and "numa_node" in r[0].message
+    no_bus = with_gpu(H100, pci_bus_id=None)
+    r = run(numa.gpu_locality, tree_host(tmp_path / "c", files=node_files(), inventory=no_bus))
+    assert statuses(r) == ["SKIP"]
