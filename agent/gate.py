@@ -36,7 +36,8 @@ EPILOG_CHECK_ID = "epilog.leftovers"
 # drivers (0 B on an idle H100); older drivers count a few hundred MiB reserved, so 1 GiB.
 LEFTOVER_MEMORY_BYTES = 1 << 30
 EPILOG_POLL_S = 1.0
-# Time kept back from the checks for the scontrol calls that follow them.
+# Time kept back from the checks for the scontrol calls that follow them (a local scontrol
+# answers in ~10 ms; a busy slurmctld in seconds), at most a quarter of the budget.
 SLURM_RESERVE_S = 3.0
 
 
@@ -258,7 +259,7 @@ def run_gate(run: GateRun) -> Verdict:
         meta["expected_gpus_from"] = f"slurm gres {node.gres}"
     meta["expected_gpus"] = cfg.expected_gpus
 
-    reserve = SLURM_RESERVE_S if slurm is not None else 0.0
+    reserve = min(SLURM_RESERVE_S, opts.timeout / 4) if slurm is not None else 0.0
     budget = max(opts.timeout - reserve - (run.clock() - started), 0.2)
     checks = list(run.checks)
     if opts.mode == "epilog":

@@ -71,16 +71,17 @@ def parse_show_node(text: str) -> NodeInfo:
                 key, sep, value = token.partition("=")
                 if sep:
                     fields.setdefault(key, value)
-    name = fields.get("NodeName")
-    if not name:
-        raise SlurmError("scontrol show node: no NodeName in the output")
+    name, state = fields.get("NodeName"), fields.get("State")
+    if not name or not state:
+        # Cut short: deciding on it could overwrite a reason we never saw.
+        raise SlurmError("scontrol show node: incomplete output (no NodeName or State)")
     reason = fields.get("Reason")
     if reason is not None:
         reason = _REASON_STAMP.sub("", reason).strip() or None
         if reason in ("(null)", "none"):
             reason = None
     gres = fields.get("Gres")
-    return NodeInfo(name=name, state=fields.get("State", ""), reason=reason,
+    return NodeInfo(name=name, state=state, reason=reason,
                     gres=None if gres in (None, "", "(null)") else gres)
 
 
