@@ -9,7 +9,6 @@ import time
 
 import pytest
 from gate_fixtures import h100_inventory, slurm_text
-from testkit import tree_host
 
 from gpunode.context import AuditConfig
 from gpunode.engine import Result, Status, check, fail, ok, warn
@@ -31,6 +30,7 @@ from gpunode.gpu.source import ReplayGpuSource
 from gpunode.profiles import load_profile
 from gpunode.runner import CommandResult, Runner
 from gpunode.slurm import REASON_MAX, Slurm
+from testkit import tree_host
 
 
 class FakeScontrol(Runner):
