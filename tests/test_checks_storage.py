@@ -1,0 +1,137 @@
+"""Storage checks on fixture trees (real /proc/mounts lines) and recorded df outputs."""
+
+import json
+import os
+from pathlib import Path
+
+from gpunode.checks import storage
+from gpunode.context import AuditConfig
+from gpunode.hostfacts import df
+from gpunode.runner import ReplayRunner
+from testkit import run, statuses, tree_host
+
+FIX = Path(__file__).parent / "fixtures"
+MOUNTS = (FIX / "proc" / "mounts.txt").read_text()  # this VM: ext4 root, tmpfs /dev/shm, a tmpfs under /mnt
+# Lines as the kernel printed them for an ext4 image mounted with each atime option (recorded here).
+NOATIME = "/dev/loop0 /mnt/data ext4 rw,noatime 0 0\n"
+RELATIME = "/dev/loop0 /mnt/data ext4 rw,relatime 0 0\n"
+STRICTATIME = "/dev/loop0 /mnt/data ext4 rw 0 0\n"
+READ_ONLY = "/dev/loop0 /mnt/data ext4 ro 0 0\n"
+
+
+def by_subject(results):
+    return {r.subject: r for r in results}
+
+
+def test_noatime_and_relatime_data_mounts_pass(tmp_path):
+    r = run(storage.noatime, tree_host(tmp_path / "a", files={"/proc/mounts": MOUNTS + NOATIME}))
+    assert statuses(r) == ["PASS"] and r[0].subject == "/mnt/data" and r[0].message.startswith("noatime (ext4")
+    r = run(storage.noatime, tree_host(tmp_path / "b", files={"/proc/mounts": MOUNTS + RELATIME}))
+    assert statuses(r) == ["PASS"] and r[0].observed["atime"] == "relatime"
+
+
+def test_strictatime_data_mount_warns(tmp_path):
+    r = run(storage.noatime, tree_host(tmp_path, files={"/proc/mounts": MOUNTS + STRICTATIME}))
+    assert statuses(r) == ["WARN"] and "every read writes the inode" in r[0].message
+
+
+def test_noatime_ignores_virtual_and_network_mounts_and_skips(tmp_path):
+    nfs = "10.0.0.5:/datasets /data nfs4 rw,relatime,vers=4.2 0 0\n"
+    r = run(storage.noatime, tree_host(tmp_path, files={"/proc/mounts": MOUNTS + nfs}))
+    assert statuses(r) == ["SKIP"] and "no local data mounts" in r[0].message  # the /mnt tmpfs is not data
+    r = run(storage.noatime, tree_host(tmp_path / "none", files={}))
+    assert statuses(r) == ["SKIP"] and "/proc/mounts" in r[0].message
+
+
+def test_configured_data_mounts(tmp_path):
+    config = AuditConfig(data_mounts=["/", "/lustre/"])
+    r = by_subject(run(storage.noatime, tree_host(tmp_path, files={"/proc/mounts": MOUNTS}), config=config))
+    assert r["/"].status.value == "PASS" and r["/"].observed["source"] == "/dev/vda"
+    assert r["/lustre/"].status.value == "WARN" and "not mounted" in r["/lustre/"].message
+
+
+def test_writable_passes_on_rw_mounts(tmp_path):
+    r = by_subject(run(storage.writable, tree_host(tmp_path, files={"/proc/mounts": MOUNTS + NOATIME})))
+    assert {k: v.status.value for k, v in r.items()} == {"/dev/shm": "PASS", "/tmp": "PASS", "/mnt/data": "PASS"}
+    assert r["/tmp"].message == "rw (ext4 on /)"
+
+
+def test_read_only_scratch_or_data_mount_fails(tmp_path):
+    r = by_subject(run(storage.writable, tree_host(tmp_path / "a", files={"/proc/mounts": MOUNTS + READ_ONLY})))
+    assert r["/mnt/data"].status.value == "FAIL" and r["/tmp"].status.value == "PASS"
+    ro_root = MOUNTS.replace("/dev/vda / ext4 rw,", "/dev/vda / ext4 ro,")
+    r = by_subject(run(storage.writable, tree_host(tmp_path / "b", files={"/proc/mounts": ro_root})))
+    assert r["/tmp"].status.value == "FAIL" and "read-only ext4 mount / (/dev/vda)" in r["/tmp"].message
+
+
+def test_writable_follows_symlinked_scratch_dirs(tmp_path):
+    root = tmp_path / "root"
+    host = tree_host(root, files={"/proc/mounts": MOUNTS + "/dev/md0 /raid xfs ro,noatime 0 0\n"})
+    os.symlink("/raid/scratch", root / "scratch")  # /scratch -> /raid/scratch, as DGX systems do
+    r = by_subject(run(storage.writable, host, config=AuditConfig(scratch_dirs=["/scratch/jobs"])))
+    assert r["/scratch/jobs"].status.value == "FAIL" and "/raid" in r["/scratch/jobs"].message
+    assert storage.resolve(host, "/scratch/jobs") == "/raid/scratch/jobs"
+    os.symlink("raid/data", root / "data")  # a relative link
+    assert storage.resolve(host, "/data/set1") == "/raid/data/set1"
+    assert storage.resolve(host, "/tmp/x") == "/tmp/x"
+
+
+def df_host(tmp_path, recording, paths):
+    rec = json.loads((FIX / "df" / recording).read_text())
+    runner = ReplayRunner()
+    runner.add(df.argv(paths), rec["rc"], rec["stdout"], rec["stderr"])
+    return tree_host(tmp_path, runner=runner)
+
+
+def test_scratch_space_enough_passes(tmp_path):
+    r = by_subject(run(storage.scratch_space, df_host(tmp_path, "ok.json", ["/dev/shm", "/tmp"])))
+    assert r["/tmp"].status.value == "PASS" and r["/tmp"].message == "79.6 GiB free of 252.0 GiB"
+    assert r["/dev/shm"].status.value == "PASS" and r["/dev/shm"].observed == 25276502016
+
+
+def test_scratch_space_full_or_below_minimum_fails(tmp_path):
+    config = AuditConfig(scratch_dirs=["/tmp/dfcase"])
+    r = by_subject(run(storage.scratch_space, df_host(tmp_path / "a", "full.json", ["/dev/shm", "/tmp/dfcase"]),
+                       config=config))
+    assert r["/tmp/dfcase"].status.value == "FAIL" and r["/tmp/dfcase"].message == "4.0 MiB free of 64.0 MiB"
+    assert r["/dev/shm"].status.value == "PASS"
+    config = AuditConfig(min_free_gib=100)
+    r = by_subject(run(storage.scratch_space, df_host(tmp_path / "b", "ok.json", ["/dev/shm", "/tmp"]), config=config))
+    assert r["/tmp"].status.value == "FAIL" and r["/tmp"].expected == ">= 100 GiB free"
+
+
+def test_missing_scratch_dir_fails_and_broken_df_is_an_error(tmp_path):
+    config = AuditConfig(scratch_dirs=["/tmp", "/scratch"])
+    r = by_subject(run(storage.scratch_space, df_host(tmp_path / "a", "missing.json", ["/dev/shm", "/tmp", "/scratch"]),
+                       config=config))
+    assert r["/scratch"].status.value == "FAIL" and r["/scratch"].message == "No such file or directory"
+    assert r["/tmp"].status.value == "PASS"
+    r = run(storage.scratch_space, df_host(tmp_path / "b", "posix-format.json", ["/dev/shm", "/tmp"]))
+    assert statuses(r) == ["ERROR"] and "not df output" in r[0].message
+    r = run(storage.scratch_space, df_host(tmp_path / "c", "bad-option.json", ["/dev/shm", "/tmp"]))
+    assert statuses(r) == ["ERROR"] and r[0].message.startswith("df failed")
+
+
+def test_truncated_df_output_never_passes(tmp_path):
+    rec = json.loads((FIX / "df" / "ok.json").read_text())
+    for cut in range(40, len(rec["stdout"]) - 1, 7):
+        runner = ReplayRunner()
+        runner.add(df.argv(["/dev/shm", "/tmp"]), 0, rec["stdout"][:cut], "")
+        r = run(storage.scratch_space, tree_host(tmp_path / str(cut), runner=runner))
+        assert "ERROR" in statuses(r), (cut, statuses(r))
+
+
+def test_scratch_space_skips_when_df_cannot_run(tmp_path):
+    r = run(storage.scratch_space, tree_host(tmp_path))  # an offline sysroot: no commands recorded
+    assert statuses(r) == ["SKIP"] and "cannot run df" in r[0].message
+
+
+def test_scratch_space_live_df_on_this_machine(tmp_path):
+    from gpunode.context import AuditContext
+    from gpunode.host import live_host
+    from gpunode.profiles import load_profile
+
+    ctx = AuditContext(host=live_host(), profile=load_profile("training"), config=AuditConfig(scratch_dirs=[str(tmp_path)]))
+    found = storage.scratch_space.func(ctx)
+    assert [f.subject for f in found] == ["/dev/shm", str(tmp_path)]
+    assert all(f.observed is not None and f.observed > 0 for f in found)
