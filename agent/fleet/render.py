@@ -1,0 +1,72 @@
+"""The fleet report as rich tables, drawn from the gpunode.fleet/1 document alone (so a live run
+and `gpunode fleet report DIR` print the same thing)."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+
+STATUS_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "UNKNOWN": "magenta",
+                "UNREACHABLE": "bold red", "FAILED": "bold red", "NOT_RUN": "magenta",
+                "NO_REPORT": "magenta", "INVALID": "magenta", "SKIPPED": "dim"}
+MAX_NAMES = 6  # host names shown per cell before "+N more"
+
+
+def _status(text: str) -> str:
+    style = STATUS_STYLE.get(text, "")
+    return f"[{style}]{escape(text)}[/]" if style else escape(text)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_NAMES])
+    return escape(shown + (f" +{len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""))
+
+
+def render_fleet(doc: dict, console, verbose: bool = False) -> None:
+    from rich.table import Table
+
+    mode = " · check mode" if doc.get("check_mode") else ""
+    title = f"gpunode fleet {doc['kind']} · {doc['summary']['hosts']} hosts · {doc['inventory']}{mode}"
+    hosts = Table(title=escape(title))
+    for col in ("Host", "SKU", "Status", "Result", "Failing checks", "Outliers"):
+        hosts.add_column(col, no_wrap=col in ("Host", "Status"))
+    for h in doc["hosts"]:
+        failing = h["failing"]
+        hosts.add_row(escape(h["host"]), escape(h["sku"]), _status(h["status"]), escape(h["message"] or ""),
+                      _names(failing), escape(", ".join(h["outliers"])))
+    console.print(hosts)
+
+    if doc["checks"]:
+        checks = Table(title="Checks not passing everywhere")
+        for col in ("Check", "FAIL on", "ERROR on", "WARN on"):
+            checks.add_column(col)
+        for row in doc["checks"]:
+            checks.add_row(escape(row["id"]), _names(row["fail_hosts"]), _names(row["error_hosts"]),
+                           _names(row["warn_hosts"]))
+            if verbose:
+                for host, items in row["details"].items():
+                    for it in items:
+                        subject = f" {it['subject']}" if it.get("subject") else ""
+                        checks.add_row(f"  [dim]{escape(host + subject)}[/]", "", "", escape(str(it.get("message"))))
+        console.print(checks)
+
+    if doc["metrics"]:
+        margin = doc["margin"]
+        bench = Table(title=f"Bench metrics by SKU group (outlier: more than {margin:.0%} below the group median)")
+        for col in ("Metric", "SKU", "Hosts", "Median", "Unit", "Lowest host", "Ratio", "Outliers"):
+            bench.add_column(col, justify="right" if col in ("Hosts", "Median", "Ratio") else "left")
+        for row in doc["metrics"]:
+            low = row["hosts"][0] if row["hosts"] else None
+            outl = [e["host"] for e in row["hosts"] if e["outlier"]]
+            ratio = "" if low is None or low["ratio"] is None else f"{low['ratio']:.3f}"
+            bench.add_row(escape(row["metric"]), escape(row["sku"]), str(row["peers"]), f"{row['median']:.6g}",
+                          escape(str(row["unit"] or "")), escape(low["host"] if low else ""), ratio,
+                          f"[yellow]{_names(outl)}[/]" if outl else (f"[dim]{escape(row['note'])}[/]" if row["note"] else ""))
+        console.print(bench)
+
+    for row in doc["metric_failures"]:
+        items = ", ".join(f"{h} {v['status']}" for h, v in row["hosts"].items())
+        console.print(f"[bold red]bench {escape(row['metric'])}[/]: {escape(items)}")
+
+    counts = ", ".join(f"{n} {s}" for s, n in doc["summary"].items() if s not in ("hosts",) and n)
+    console.print(f"[bold]{doc['status']}[/bold] (exit {doc['exit_code']}): {escape(counts)}")
+    console.print(f"[dim]reports: {escape(doc['report_dir'])}[/dim]")

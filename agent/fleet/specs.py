@@ -1,0 +1,66 @@
+"""What each fleet playbook is, needs and returns: one place for the CLI and the validation."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PlaybookSpec:
+    name: str  # the `gpunode fleet NAME` command and playbooks/NAME.yml
+    summary: str
+    required: tuple[str, ...] = ()  # vars every host needs (inventory or extra vars)
+    one_of: tuple[str, ...] = ()  # at least one of these must be set for every host
+    changes_hosts: bool = False  # apply/rollback/install/slurm: --check matters
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.yml"
+
+    @property
+    def kind(self) -> str:
+        """Per-host reports are <host>.<kind>.json in the run's report directory."""
+        return self.name
+
+
+PLAYBOOKS: dict[str, PlaybookSpec] = {
+    spec.name: spec
+    for spec in (
+        PlaybookSpec("audit", "gpunode audit on every node, one aggregated report"),
+        PlaybookSpec("apply", "gpunode apply --profile on every node: canary first, then batches",
+                     required=("gpunode_profile",), changes_hosts=True),
+        PlaybookSpec("rollback", "gpunode rollback on every node: canary first, then batches", changes_hosts=True),
+        PlaybookSpec("bench", "gpunode bench on every node; outliers against each SKU group's median"),
+        PlaybookSpec("gate", "gpunode gate (the fast pre-job health subset) on every node"),
+        PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)", changes_hosts=True),
+        PlaybookSpec("install", "install gpunode into a venv on every node (from a wheel or an index)",
+                     one_of=("gpunode_wheel", "gpunode_pip_spec"), changes_hosts=True),
+    )
+}
+
+# Vars whose value must have a given shape, checked for every host before a run.
+INT_VARS = {"gpunode_expected_gpus": 0, "gpunode_drain_timeout": 1, "gpunode_audit_timeout": 1,
+            "gpunode_apply_timeout": 1, "gpunode_rollback_timeout": 1, "gpunode_bench_timeout": 1,
+            "gpunode_gate_timeout": 1}  # name -> minimum
+BOOL_VARS = ("gpunode_slurm_drain", "gpunode_become", "gpunode_os_packages")
+PATH_VARS = ("gpunode_venv", "gpunode_bin", "gpunode_snapshot", "gpunode_node_dir")  # absolute paths on the node
+STR_VARS = ("gpunode_profile", "gpunode_sku", "gpunode_baseline", "gpunode_nccl_tests_dir", "gpunode_pip_spec",
+            "gpunode_wheel", "gpunode_slurm_node")
+LIST_SUFFIX = "_args"  # gpunode_audit_args, gpunode_pip_args ...: lists of strings
+BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+
+
+def playbooks_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """--playbooks DIR, else $GPUNODE_PLAYBOOKS, else playbooks/ of this source checkout, else
+    /usr/share/gpunode/playbooks. The first that is given or exists wins."""
+    if explicit:
+        return Path(explicit).resolve()
+    env = os.environ.get("GPUNODE_PLAYBOOKS")
+    if env:
+        return Path(env).resolve()
+    checkout = Path(__file__).resolve().parent.parent.parent / "playbooks"
+    if checkout.is_dir():
+        return checkout
+    return Path("/usr/share/gpunode/playbooks")
