@@ -28,6 +28,7 @@ class Config:
     data_mounts: list[str] = field(default_factory=list)
     disable_checks: list[str] = field(default_factory=list)
     snapshot: str | None = None  # audit/gate this snapshot instead of the live host (tests, demos)
+    baselines_dir: str | None = None  # site hardware baselines, ahead of the shipped ones
     path: str | None = None
 
     _TYPES = {
@@ -42,6 +43,7 @@ class Config:
         "data_mounts": list,
         "disable_checks": list,
         "snapshot": str,
+        "baselines_dir": str,
     }
 
 

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gpunode.baselines.schema import Baseline, Expectation
+from gpunode.baselines.schema import Baseline, BaselineError, Expectation
 from gpunode.baselines.select import Catalogue, Selection, site_dirs
 from gpunode.engine import EXIT_CODES
 
@@ -103,9 +103,20 @@ def compare_document(
     from gpunode.bench.results import BenchDocument
 
     bench = BenchDocument.from_json(doc)
+    if baselines_dir is None and config_dir is None:
+        config_dir = _config_baselines_dir()
     catalogue = Catalogue(site_dirs(baselines_dir, config_dir))
     selection = catalogue.resolve(baseline_file) if baseline_file is not None else catalogue.select(bench.gpus)
     return judge(bench, selection)
+
+
+def _config_baselines_dir() -> str | None:
+    from gpunode.config import ConfigError, load_config
+
+    try:
+        return load_config().baselines_dir
+    except ConfigError as exc:
+        raise BaselineError(str(exc)) from exc
 
 
 def judge(bench, selection: Selection) -> Verdicts:

@@ -30,9 +30,9 @@ def _root(
 
 
 def _register() -> None:
-    from gpunode.cli import apply_cmd, audit_cmd, bench_cmd, fleet_cmd, gate_cmd
+    from gpunode.cli import apply_cmd, audit_cmd, baseline_cmd, bench_cmd, fleet_cmd, gate_cmd
 
-    for module in (audit_cmd, apply_cmd, bench_cmd, gate_cmd, fleet_cmd):
+    for module in (audit_cmd, apply_cmd, bench_cmd, baseline_cmd, gate_cmd, fleet_cmd):
         module.register(app)
 
 

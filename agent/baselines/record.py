@@ -1,0 +1,188 @@
+"""A host's own baseline from repeated bench runs: the median of each metric and, as the warn and
+fail margins, the spread that was observed (never tighter than a floor per metric family).
+
+Margins: `drop` is the worst observed shortfall of a single figure against the median (over runs
+and GPUs; with a single figure, 3 x its within-run coefficient of variation). warn margin =
+max(floor_warn, 2 x drop), fail margin = max(floor_fail, 2 x warn margin), so a figure as bad as
+the worst seen while recording still PASSes, and one twice as far out WARNs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
+from typing import Any
+
+import yaml
+
+from gpunode.baselines.schema import SCHEMA, BaselineError, family_unit
+
+# (warn margin floor, fail margin floor) per family: storage varies more with fill and caches.
+FLOORS: tuple[tuple[str, tuple[float, float]], ...] = (
+    ("fio.*", (0.10, 0.25)),
+    ("*", (0.05, 0.10)),
+)
+MAX_WARN_MARGIN = 0.5
+MAX_FAIL_MARGIN = 0.8
+# Conditions that describe how a figure was taken, not what was measured: never pinned.
+NOT_PINNED = frozenset({
+    "aggregate", "note", "placement", "binding", "numa_node", "purpose", "output", "backend",
+    "flops_per_gemm", "iters", "warmup", "check", "min_bytes", "max_bytes",
+})
+_GLOB_CHARS = re.compile(r"[*?\[\]]")
+
+
+def floors(metric: str) -> tuple[float, float]:
+    return next(f for pattern, f in FLOORS if fnmatchcase(metric, pattern))
+
+
+def margins(values: Sequence[float], better: str, cov: float | None, metric: str) -> tuple[float, float]:
+    """-> (warn ratio, fail ratio) from the observed figures of one metric."""
+    median = statistics.median(values)
+    if len(values) >= 2 and median > 0:
+        worst = min(values) if better == "higher" else max(values)
+        drop = abs(median - worst) / median
+    else:
+        drop = 3 * (cov or 0.0)
+    floor_warn, floor_fail = floors(metric)
+    warn_margin = min(MAX_WARN_MARGIN, max(floor_warn, 2 * drop))
+    fail_margin = min(MAX_FAIL_MARGIN, max(floor_fail, 2 * warn_margin))
+    # Round outwards (towards wider margins) so that the recorded figures themselves PASS.
+    return math.floor((1 - warn_margin) * 1000) / 1000, math.floor((1 - fail_margin) * 1000) / 1000
+
+
+def pinned_conditions(samples: list[dict]) -> dict[str, Any]:
+    """The conditions every sample shares, minus the descriptive ones; `algo env` is flattened
+    to `algo env.NAME` entries and an empty one pins NCCL_ALGO as unset."""
+    flat = [_flatten(s) for s in samples]
+    common = dict(flat[0])
+    for other in flat[1:]:
+        common = {k: v for k, v in common.items() if k in other and other[k] == v}
+    return dict(sorted(common.items()))
+
+
+def _flatten(conditions: dict) -> dict:
+    out = {}
+    for key, value in conditions.items():
+        if key in NOT_PINNED:
+            continue
+        if key == "algo env" and isinstance(value, dict):
+            out.update({f"algo env.{k}": v for k, v in value.items() if isinstance(v, (str, int, float))})
+            out.setdefault("algo env.NCCL_ALGO", None)
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            out[key] = value
+    return out
+
+
+def build_baseline(docs: list[dict], name: str, description: str | None = None) -> tuple[dict, list[str]]:
+    """Bench result documents (one per run) -> (a baseline mapping ready for YAML, notes on what
+    was left out)."""
+    from gpunode.bench.results import BenchDocument
+
+    if not docs:
+        raise BaselineError("no bench runs to record from")
+    benches = [BenchDocument.from_json(d) for d in docs]
+    notes: list[str] = []
+    groups: dict[str, list] = {}
+    for bench in benches:
+        for m in bench.metrics:
+            if m.status != "ok" or m.value is None:
+                notes.append(f"{m.name}{'' if m.gpu is None else f' GPU{m.gpu}'}: {m.status} ({m.message}), not recorded")
+                continue
+            if family_unit(m.name) != m.unit:
+                notes.append(f"{m.name}: no baseline family for this metric/unit ({m.unit}), not recorded")
+                continue
+            groups.setdefault(m.name, []).append(m)
+    if not groups:
+        raise BaselineError("no metric was measured successfully; nothing to record")
+    first = benches[0]
+    when = first.time or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    runs = len(benches)
+    metrics = {}
+    for metric_name, samples in groups.items():
+        unit = samples[0].unit
+        better = "lower" if unit == "us" else "higher"
+        values = [m.value for m in samples]
+        covs = [m.spread.cov for m in samples if m.spread is not None]
+        warn, fail = margins(values, better, max(covs) if covs else None, metric_name)
+        median = statistics.median(values)
+        entry: dict[str, Any] = {"value": _round(median), "unit": unit}
+        if better == "lower":
+            entry["better"] = "lower"
+        entry.update({"warn": warn, "fail": fail})
+        conditions = pinned_conditions([m.conditions for m in samples])
+        if conditions:
+            entry["conditions"] = conditions
+        entry["basis"] = "recorded"
+        gpus = sorted({m.gpu for m in samples if m.gpu is not None})
+        over = f"{runs} run(s)" + (f" x {len(gpus)} GPU(s)" if gpus else "")
+        entry["source"] = (
+            f"recorded on {first.host} {when}: median of {len(values)} figures ({over}) of gpunode bench "
+            f"--{first.mode}, observed {_round(min(values))}..{_round(max(values))} {unit}"
+        )
+        metrics[metric_name] = entry
+    mapping: dict[str, Any] = {
+        "schema": SCHEMA,
+        "name": name,
+        "description": description or f"{first.host}'s own baseline: {runs} run(s) of gpunode bench --{first.mode}",
+        "recorded": {
+            "host": first.host,
+            "time": when,
+            "runs": runs,
+            "mode": first.mode,
+            "gpunode_version": first.gpunode_version,
+            "tools": dict(first.tools),
+        },
+    }
+    match = match_for(first.gpus)
+    if match:
+        mapping["match"] = match
+    else:
+        notes.append("no GPU identity in the results: the baseline has no `match` and is used only by --baseline")
+    mapping["metrics"] = metrics
+    return mapping, notes
+
+
+def match_for(gpus: dict) -> dict | None:
+    """Exactly this hardware: the GPU model name(s), PCI device id(s) and count."""
+    devices = gpus.get("devices") or []
+    if not gpus.get("available") or not devices:
+        return None
+    names = sorted({str(d.get("name")) for d in devices if d.get("name")})
+    pci = sorted({str(d.get("pci_device")) for d in devices if d.get("pci_device")})
+    match: dict[str, Any] = {}
+    if names and not any(_GLOB_CHARS.search(n) for n in names):
+        match["gpu_name"] = names[0] if len(names) == 1 else names
+    elif names:
+        match["gpu_name_regex"] = [re.escape(n) for n in names]
+    if pci:
+        match["pci_device"] = pci
+    match["gpu_count"] = int(gpus.get("count", len(devices)))
+    return match
+
+
+def _round(value: float) -> float:
+    """Four significant digits: the run-to-run noise is far larger than that."""
+    if value == 0:
+        return 0.0
+    digits = 3 - int(math.floor(math.log10(abs(value))))
+    return round(value, max(digits, 0))
+
+
+def to_yaml(mapping: dict) -> str:
+    header = (
+        "# A host's own gpunode baseline, written by `gpunode baseline record` (see docs/baselines.md).\n"
+        "# Keep it in a site baselines directory (--baselines DIR or config baselines_dir).\n"
+    )
+    return header + yaml.safe_dump(mapping, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True)
+
+
+def record_runs(run_once: Callable[[int], dict], runs: int) -> list[dict]:
+    """Run the bench `runs` times (run_once(i) -> a bench result document)."""
+    if runs < 1:
+        raise BaselineError(f"--runs must be at least 1 (got {runs})")
+    return [run_once(i) for i in range(runs)]
