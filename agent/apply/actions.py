@@ -7,6 +7,7 @@ verifies with it, rollback restores only from "after", and anything else is left
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from gpunode.gpu.control import GpuControl, GpuControlError
@@ -65,6 +66,12 @@ def prepare(env: ApplyEnv, ch: Change) -> None:
     """Record, just before the journal entry, what undo needs beyond before/after."""
     if ch.action == "knob":
         ch.extra["raw_before"] = env.host.sys.read(ch.target)
+    if ch.action == "file":  # directories the write will create, so undo removes them again
+        missing, parent = [], os.path.dirname(ch.target)
+        while parent not in ("/", "") and not os.path.lexists(env.host.sys.path(parent)):
+            missing.append(parent)
+            parent = os.path.dirname(parent)
+        ch.extra["created_dirs"] = missing
 
 
 # --- file: whole files, byte-exact --------------------------------------------------------
@@ -212,6 +219,11 @@ def undo(env: ApplyEnv, ch: Change, result: dict | None = None) -> None:
         _knob_undo(env, ch)
     elif ch.action == "file":
         write_file_state(env.host.sys, ch.target, FileState.from_json(ch.before))
+        for directory in ch.extra.get("created_dirs", []):  # deepest first
+            try:
+                os.rmdir(env.host.sys.path(directory))
+            except OSError:
+                break  # not empty: something else lives there now
     elif ch.action == "service":
         _unit_set(env, ch, _unit(env, ch), ch.before)
     elif ch.action == "gpu":

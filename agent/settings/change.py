@@ -127,6 +127,8 @@ class PlannedFiles:
             return None
         if not kw.get("blocked"):  # a change that will not be written must not shape later ones
             self.states[path] = new
+        if not kw.get("current_text"):
+            kw["current_text"] = before.describe()
         return Change(
             setting_id=setting_id,
             subject=path,
