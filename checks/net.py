@@ -89,7 +89,7 @@ def link_speed(ctx):
     "manager configured the port. Disable ports that are unused on purpose (ibportstate ... disable).",
 )
 def ib_port_state(ctx):
-    ports = ctx.host.cached("ib.ports", lambda: ib_ports(ctx.host))
+    ports = ib_ports(ctx.host)
     if not ports:
         return skip("no InfiniBand/RDMA device")
     best: dict[tuple[str, str | None], float] = {}

@@ -52,13 +52,16 @@ def test_configured_data_mounts(tmp_path):
 
 def test_writable_passes_on_rw_mounts(tmp_path):
     r = by_subject(run(storage.writable, tree_host(tmp_path, files={"/proc/mounts": MOUNTS + NOATIME})))
-    assert {k: v.status.value for k, v in r.items()} == {"/dev/shm": "PASS", "/tmp": "PASS", "/mnt/data": "PASS"}
+    assert {k: v.status.value for k, v in r.items()} == {"/dev/shm": "PASS", "/tmp": "PASS"}
     assert r["/tmp"].message == "rw (ext4 on /)"
 
 
-def test_read_only_scratch_or_data_mount_fails(tmp_path):
+def test_read_only_scratch_dir_fails_read_only_data_mount_is_allowed(tmp_path):
+    r = by_subject(run(storage.writable, tree_host(tmp_path / "a", files={"/proc/mounts": MOUNTS + READ_ONLY}),
+                       config=AuditConfig(scratch_dirs=["/tmp", "/mnt/data/scratch"])))
+    assert r["/mnt/data/scratch"].status.value == "FAIL" and r["/tmp"].status.value == "PASS"
     r = by_subject(run(storage.writable, tree_host(tmp_path / "a", files={"/proc/mounts": MOUNTS + READ_ONLY})))
-    assert r["/mnt/data"].status.value == "FAIL" and r["/tmp"].status.value == "PASS"
+    assert "/mnt/data" not in r and set(statuses(r.values())) == {"PASS"}  # a read-only dataset disk
     ro_root = MOUNTS.replace("/dev/vda / ext4 rw,", "/dev/vda / ext4 ro,")
     r = by_subject(run(storage.writable, tree_host(tmp_path / "b", files={"/proc/mounts": ro_root})))
     assert r["/tmp"].status.value == "FAIL" and "read-only ext4 mount / (/dev/vda)" in r["/tmp"].message
