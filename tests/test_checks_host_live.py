@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 MINE = "host.*,cpu.*,memory.*,kernel.*,numa.*,storage.*,net.*"
 
 
@@ -41,3 +43,26 @@ def test_snapshot_of_this_machine_replays_the_same_results(tmp_path):
         assert replayed[key]["status"] == c["status"], (key, c["message"], replayed[key]["message"])
         if key[0] != "storage.scratch_space":  # free space moves between runs
             assert replayed[key]["message"] == c["message"], key
+
+
+def recorded_hosts():
+    from testkit import HOSTS
+
+    names = sorted(p.name for p in HOSTS.iterdir() if (p / "meta.json").exists()) if HOSTS.exists() else []
+    return names or [pytest.param(None, marks=pytest.mark.skip(reason="no host snapshot recorded yet"))]
+
+
+@pytest.mark.parametrize("name", recorded_hosts())
+def test_recorded_real_hosts_replay_without_errors(name):
+    from gpunode.checks import static_checks
+    from gpunode.engine import select
+    from testkit import fixture_host, run
+
+    host = fixture_host(name)
+    checks = select(static_checks(), only=MINE.split(","))
+    found = [r for c in checks for r in run(c, host)]
+    assert not [(r.id, r.subject, r.message) for r in found if r.status.value == "ERROR"]
+    by_id = {r.id: r for r in found}
+    assert by_id["host.os"].status.value == "PASS" and by_id["kernel.tainted"].status.value != "SKIP"
+    if host.gpu.inventory(timeout=5).gpus:  # a GPU host: every GPU's PCI function is in the snapshot
+        assert all(r.status.value in ("PASS", "WARN") for r in found if r.id == "numa.gpu")
