@@ -285,7 +285,7 @@ def run_gate(run: GateRun) -> Verdict:
         return _finish(verdict, run, started)
     if opts.mode != "health-check" and not blocking:
         return _finish(verdict, run, started)  # prolog/epilog never resume: that is the health check's job
-    if node is None:
+    if node is None and "node" not in meta:  # not read yet (a failed read is not retried)
         node, problem = _read_node(slurm, run.env)
         problems += problem
     if node is not None:

@@ -29,7 +29,8 @@ class HookScript:
 
 
 def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot: str | None = None,
-                 timeout: float | None = None, strict: bool = False) -> list[HookScript]:
+                 timeout: float | None = None, strict: bool = False,
+                 slurm_conf: str | None = None) -> list[HookScript]:
     scripts = []
     for mode, name in HOOKS.items():
         argv = [python, "-m", "gpunode", "gate", f"--{mode}"]
@@ -37,11 +38,11 @@ def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot:
             argv += ["--timeout", f"{timeout:g}"]
         if strict:
             argv.append("--strict")
-        scripts.append(HookScript(mode, prefix / name, _script(mode, argv, config, snapshot)))
+        scripts.append(HookScript(mode, prefix / name, _script(mode, argv, config, snapshot, slurm_conf)))
     return scripts
 
 
-def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None) -> str:
+def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None, slurm_conf: str | None) -> str:
     lines = [
         "#!/bin/sh",
         f"# gpunode Slurm {mode} hook, written by `gpunode slurm install` (gpunode {__version__}).",
@@ -50,7 +51,9 @@ def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None
         f"PATH={SAFE_PATH}",
         "export PATH",
     ]
-    for name, value in (("GPUNODE_CONFIG", config), ("GPUNODE_SNAPSHOT", snapshot)):
+    # slurmd runs the HealthCheckProgram without SLURM_CONF: a slurm.conf outside the default
+    # place (and not configless) must be named here for scontrol.
+    for name, value in (("GPUNODE_CONFIG", config), ("GPUNODE_SNAPSHOT", snapshot), ("SLURM_CONF", slurm_conf)):
         if value:
             lines += [f': "${{{name}:={shlex.quote(value)}}}"', f"export {name}"]
     lines.append("exec " + " ".join(shlex.quote(a) for a in argv))

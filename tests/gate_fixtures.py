@@ -11,6 +11,13 @@ from testkit import FIXTURES, NOW
 
 H100_INVENTORY = FIXTURES / "nvml" / "h100-sxm-1gpu.json"
 SLURM_FIXTURES = FIXTURES / "slurm"
+# A real `dmesg --time-format=iso` (this CI VM's boot, no Xid): the gate's Xid check reads it.
+DMESG = FIXTURES / "gate" / "dmesg-iso-vm.txt"
+
+
+def kernel_log_commands() -> list[dict]:
+    return [{"argv": ["dmesg", "--time-format=iso"], "rc": 0, "stdout": DMESG.read_text(), "stderr": "",
+             "duration_s": 0.01, "timed_out": False, "error": None}]
 
 
 def h100_inventory(gpus: int = 1, **gpu0_changes) -> dict:
@@ -41,7 +48,7 @@ def write_snapshot(dest: Path, inventory: dict, files: dict[str, str] | None = N
         target.write_text(text)
     (dest / "files").mkdir(exist_ok=True)
     (dest / "fs.json").write_text(json.dumps({"listdir": {}, "readlink": {}, "absent": []}))
-    (dest / "commands.json").write_text(json.dumps(commands or []))
+    (dest / "commands.json").write_text(json.dumps(kernel_log_commands() if commands is None else commands))
     (dest / "gpus.json").write_text(json.dumps(inventory))
     meta = {"schema": "gpunode.snapshot/1", "gpunode_version": "test",
             "facts": {"is_root": True, "hostname": hostname, "now": NOW}}

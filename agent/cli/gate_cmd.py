@@ -115,13 +115,14 @@ def slurm_install(
     timeout: float = typer.Option(None, "--timeout", help="Gate budget passed to the hooks (default: the gate's 20 s)."),
     strict: bool = typer.Option(False, "--strict", help="Hooks block on ERROR too."),
     interval: int = typer.Option(300, "--interval", help="HealthCheckInterval in seconds."),
+    slurm_conf: Path = typer.Option(None, "--slurm-conf", help="Bake this SLURM_CONF default into the hooks (slurm.conf not in the default place)."),
 ) -> None:
     """Install gpunode-prolog, gpunode-epilog, gpunode-healthcheck (0755, root-owned) under
     --prefix and print the slurm.conf lines that use them."""
     from gpunode.slurm_install import hook_scripts, install_script, slurm_conf_lines
 
     prefix = prefix.absolute()
-    for value, what in ((config, "--config"), (snapshot, "--snapshot")):
+    for value, what in ((config, "--config"), (snapshot, "--snapshot"), (slurm_conf, "--slurm-conf")):
         if value is not None and not value.exists():
             die(f"{what} {value}: does not exist")
     if timeout is not None and timeout <= 0:
@@ -129,7 +130,8 @@ def slurm_install(
     if interval <= 0:
         die("--interval must be positive")
     scripts = hook_scripts(prefix, sys.executable, str(config.absolute()) if config else None,
-                           str(snapshot.absolute()) if snapshot else None, timeout, strict)
+                           str(snapshot.absolute()) if snapshot else None, timeout, strict,
+                           str(slurm_conf.absolute()) if slurm_conf else None)
     if dry_run:
         for s in scripts:
             typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
