@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +43,9 @@ def ensure_dir(path: Path) -> Path:
     return path
 
 
-def new_apply_id(now: float) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + "-" + secrets.token_hex(3)
+def new_apply_id(now: float, seq: int) -> str:
+    """Time for people, the sequence number (taken under the lock) for order and uniqueness."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + f"-{seq}"
 
 
 class JournalWriter:
@@ -94,6 +94,10 @@ class ApplyRecord:
     end: dict | None = None
     rollbacks: list[dict] = field(default_factory=list)  # rollback-end records
     torn: bool = False  # the last line was cut by a crash
+
+    @property
+    def seq(self) -> int:
+        return int(self.begin.get("seq", 0))
 
     @property
     def status(self) -> str:
@@ -159,8 +163,11 @@ class StateDir:
         return parse_journal(apply_id, self.path_of(apply_id).read_text(encoding="utf-8", errors="replace"))
 
     def records(self) -> list[ApplyRecord]:
-        """Oldest first (ids sort by time)."""
-        return [self.load(i) for i in self.ids()]
+        """Oldest first, by the sequence number in each begin record."""
+        return sorted((self.load(i) for i in self.ids()), key=lambda r: (r.seq, r.id))
+
+    def next_seq(self) -> int:
+        return max((r.seq for r in self.records()), default=0) + 1
 
 
 def parse_journal(apply_id: str, text: str) -> ApplyRecord:

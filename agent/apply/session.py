@@ -63,11 +63,12 @@ def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *,
         writes = [c for c in changes if not c.blocked]
         if not writes:
             return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "nothing-to-change")
-        apply_id = new_apply_id(host.facts.now) if journaled else None
+        seq = state.next_seq()
+        apply_id = new_apply_id(host.facts.now, seq) if journaled else None
         journal = state.start(apply_id) if journaled else None
         try:
             if journal is not None:
-                journal.append({"type": "begin", "id": apply_id, "time": iso_time(host.facts.now),
+                journal.append({"type": "begin", "id": apply_id, "seq": seq, "time": iso_time(host.facts.now),
                                 "profile": profile.name, "host": host.facts.hostname, "root": host_root(host),
                                 "mode": mode, "gpunode_version": __version__,
                                 "settings": [s.id for s in settings]})
