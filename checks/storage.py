@@ -174,3 +174,42 @@ def scratch_space(ctx):
         else:
             findings.append(ok(text, observed=space.avail, expected=expected, subject=path))
     return findings
+
+
+EXT4 = "/sys/fs/ext4"
+
+
+@check(
+    "storage.fs_errors",
+    "No ext4 filesystem has recorded errors",
+    area="storage",
+    remediation="The superblock keeps the error until fsck: read the kernel log for the first error, drain "
+    "the node, unmount and e2fsck the filesystem; check the disk (smartctl, nvme smart-log).",
+)
+def fs_errors(ctx):
+    from gpunode.report import iso_time
+
+    devices = [d for d in ctx.host.sys.listdir(EXT4) or [] if d != "features"]
+    if not devices:
+        return skip("no ext4 filesystem mounted")
+    text = ctx.host.sys.read("/proc/mounts")
+    where = {m.source: m.target for m in parse_mounts(text or "")}
+    findings = []
+    for dev in devices:
+        base = f"{EXT4}/{dev}"
+        subject = where.get(f"/dev/{dev}", f"/dev/{dev}")
+        count = ctx.host.sys.read_int(f"{base}/errors_count")
+        if count is None:
+            findings.append(skip(f"knob absent on this host: {base}/errors_count", subject=subject))
+        elif count == 0:
+            findings.append(ok(f"no errors recorded (/dev/{dev})", observed=0, expected=0, subject=subject))
+        else:
+            detail = []
+            for which in ("first", "last"):
+                when = ctx.host.sys.read_int(f"{base}/{which}_error_time")
+                func = ctx.host.sys.read_value(f"{base}/{which}_error_func")
+                if when:
+                    detail.append(f"{which} in {func or '?'} at {iso_time(when)}")
+            findings.append(bad(f"{count} error(s) recorded on /dev/{dev}" + (f": {', '.join(detail)}" if detail else ""),
+                                observed=count, expected=0, subject=subject))
+    return findings

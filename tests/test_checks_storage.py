@@ -138,3 +138,31 @@ def test_scratch_space_live_df_on_this_machine(tmp_path):
     found = storage.scratch_space.func(ctx)
     assert [f.subject for f in found] == ["/dev/shm", str(tmp_path)]
     assert all(f.observed is not None and f.observed > 0 for f in found)
+
+
+def ext4_files(dev, errors=0, first=0, last=0, func=""):
+    base = f"/sys/fs/ext4/{dev}"
+    return {f"{base}/errors_count": f"{errors}\n", f"{base}/first_error_time": f"{first}\n",
+            f"{base}/last_error_time": f"{last}\n", f"{base}/first_error_func": f"{func}\n",
+            f"{base}/last_error_func": f"{func}\n", "/sys/fs/ext4/features/lazy_itable_init": "supported\n"}
+
+
+def test_ext4_without_errors_passes(tmp_path):
+    r = run(storage.fs_errors, tree_host(tmp_path, files={"/proc/mounts": MOUNTS, **ext4_files("vda")}))
+    assert statuses(r) == ["PASS"] and r[0].subject == "/" and r[0].message == "no errors recorded (/dev/vda)"
+
+
+def test_ext4_recorded_error_warns(tmp_path):
+    # Values as ext4 reported them after `echo > /sys/fs/ext4/loop0/trigger_fs_error` on a test image.
+    files = {"/proc/mounts": MOUNTS + RELATIME, **ext4_files("vda"),
+             **ext4_files("loop0", errors=1, first=1795479228, last=1795479228, func="trigger_test_error")}
+    r = by_subject(run(storage.fs_errors, tree_host(tmp_path, files=files)))
+    assert r["/"].status.value == "PASS"
+    assert r["/mnt/data"].status.value == "WARN" and r["/mnt/data"].message == (
+        "1 error(s) recorded on /dev/loop0: first in trigger_test_error at 2026-11-24T00:13:48+00:00, "
+        "last in trigger_test_error at 2026-11-24T00:13:48+00:00")
+
+
+def test_fs_errors_skips_without_ext4(tmp_path):
+    r = run(storage.fs_errors, tree_host(tmp_path, files={"/proc/mounts": MOUNTS}))
+    assert statuses(r) == ["SKIP"] and r[0].message == "no ext4 filesystem mounted"
