@@ -35,7 +35,8 @@ def mtu(ctx):
         return skip("no physical NIC is up")
     findings = []
     for group in _peers(nics).values():
-        common = Counter(n.mtu for n in group).most_common(1)[0][0]
+        readable = [n.mtu for n in group if n.mtu is not None]
+        common = Counter(readable).most_common(1)[0][0] if readable else None
         for n in group:
             observed = {"mtu": n.mtu, "kind": n.kind, "speed_mbps": n.speed_mbps, "model": n.model}
             text = f"MTU {n.mtu} ({n.kind}, {format_speed(n.speed_mbps)})"
