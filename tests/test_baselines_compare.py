@@ -1,0 +1,270 @@
+"""Verdicts: thresholds exactly at the warn/fail ratios, lower-is-better, conditions that differ,
+metrics the bench itself failed, overall status and exit codes, the CLI, and real recorded results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from baseline_fixtures import (
+    GIB,
+    bench_doc,
+    d2d,
+    gemm,
+    h100_gpus,
+    h100_metrics,
+    host_copy,
+    metric,
+    nccl,
+    write_yaml,
+)
+from typer.testing import CliRunner
+
+from gpunode.baselines.compare import compare_document, grade, judge
+from gpunode.baselines.schema import load_baseline
+from gpunode.baselines.select import Selection
+from gpunode.bench.results import BenchDocument
+from gpunode.cli import app
+from testkit import FIXTURES
+
+BASELINE = """\
+name: t
+match: {gpu_name: "NVIDIA H100 80GB HBM3"}
+defaults: {warn: 0.9, fail: 0.8}
+metrics:
+  gemm.bf16:
+    value: 796
+    unit: TFLOP/s
+    conditions: {dtype: bf16, m: 8192, n: 8192, k: 8192}
+    source: test
+  hbm.d2d:
+    value: 3010
+    unit: GB/s
+    conditions: {counting: read+write, bytes: {min: 268435456}}
+    source: test
+  fio.rand_read.p99_us:
+    value: 100
+    unit: us
+    source: test
+  nccl.all_reduce.busbw:
+    value: 480
+    unit: GB/s
+    conditions: {ngpus: 8, largest_bytes: {min: 4294967296}, algo env.NCCL_ALGO: null}
+    source: nvls
+  nccl.all_reduce.busbw@ring:
+    metric: nccl.all_reduce.busbw
+    value: 370
+    unit: GB/s
+    conditions: {ngpus: 8, largest_bytes: {min: 1073741824}, algo env.NCCL_ALGO: ring}
+    source: ring
+"""
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    return load_baseline(write_yaml(tmp_path / "t.yaml", BASELINE))
+
+
+def verdicts_for(baseline, metrics, gpus=None):
+    bench = BenchDocument.from_json(bench_doc(gpus or h100_gpus(), metrics))
+    return judge(bench, Selection(baseline, "file", "test"))
+
+
+def only_row(baseline, m):
+    rows = [r for r in verdicts_for(baseline, [m]).rows if r.metric == m["name"]]
+    assert len(rows) == 1
+    return rows[0]
+
+
+@pytest.mark.parametrize(("measured", "status"), [
+    (796.0, "PASS"),
+    (796 * 1.3, "PASS"),  # faster than expected is fine
+    (796 * 0.9, "PASS"),  # exactly at warn
+    (796 * 0.9 - 0.01, "WARN"),
+    (796 * 0.8, "WARN"),  # exactly at fail
+    (796 * 0.8 - 0.01, "FAIL"),
+    (0.0, "FAIL"),
+])
+def test_verdict_boundaries_higher_is_better(baseline, measured, status):
+    row = only_row(baseline, gemm("bf16", measured))
+    assert row.status == status, row
+    assert row.expected == 796 and row.ratio == pytest.approx(measured / 796, abs=1e-4)
+
+
+@pytest.mark.parametrize(("expected", "measured", "warn", "fail", "status"), [
+    # measured figures written in decimal exactly at the threshold; in binary floating point
+    # measured/expected comes out a hair below it (636.8 / 796 == 0.7999999999999999)
+    (796, 636.8, 0.9, 0.8, "WARN"), (763, 610.4, 0.9, 0.8, "WARN"), (414, 331.2, 0.9, 0.8, "WARN"),
+    (3010, 2769.2, 0.92, 0.8, "PASS"), (4235, 3896.2, 0.92, 0.8, "PASS"), (7.7, 6.93, 0.9, 0.8, "PASS"),
+    (7.7, 6.9685, 0.95, 0.905, "WARN"), (796, 636.79, 0.9, 0.8, "FAIL"), (4235, 3896.1, 0.92, 0.8, "WARN"),
+])
+def test_boundaries_are_exact_despite_binary_floating_point(expected, measured, warn, fail, status):
+    assert grade(measured / expected, warn, fail) == status
+
+
+@pytest.mark.parametrize(("p99", "status"), [(100, "PASS"), (100 / 0.9, "PASS"), (112, "WARN"), (125, "WARN"),
+                                              (126, "FAIL"), (50, "PASS")])
+def test_lower_is_better_inverts_the_ratio(baseline, p99, status):
+    row = only_row(baseline, metric("fio.rand_read.p99_us", p99, "us", None))
+    assert row.status == status
+    assert row.ratio == pytest.approx(100 / p99, abs=1e-4)
+
+
+def test_a_metric_the_bench_failed_is_fail_whatever_its_figure(baseline):
+    row = only_row(baseline, metric("nccl.all_reduce.busbw", 999.0, "GB/s", None, status="fail",
+                                    message="#wrong 3 at 1073741824 bytes", ngpus=8))
+    assert row.status == "FAIL" and "#wrong 3" in row.message
+
+
+def test_a_metric_the_bench_errored_is_error_and_unknown_overall(baseline):
+    v = verdicts_for(baseline, [gemm("bf16", 796.0), metric("hbm.d2d", None, "GB/s", status="error",
+                                                             message="CUDA out of memory")])
+    assert [r.status for r in v.rows if r.metric == "hbm.d2d"] == ["ERROR"]
+    assert (v.status, v.exit_code) == ("UNKNOWN", 3)
+
+
+def test_error_and_fail_without_a_baseline_figure_still_count(baseline):
+    v = verdicts_for(baseline, [gemm("bf16", 796.0), metric("fio.seq_read", None, "MB/s", None, status="error",
+                                                             message="fio exited 1")])
+    assert v.status == "UNKNOWN"
+    v = verdicts_for(baseline, [gemm("bf16", 796.0), metric("p2p.0-1", 10.0, "GB/s", None, status="fail", message="x")])
+    assert v.status == "FAIL"
+
+
+@pytest.mark.parametrize(("m", "reason"), [
+    (gemm("bf16", 100.0, size=4096), "m 4096, baseline 8192"),
+    (gemm("bf16", 100.0) | {"conditions": {"dtype": "bf16"}}, "the result does not state m"),
+    (d2d(100.0, nbytes=64 << 20), "bytes 67108864, baseline >= 268435456"),
+    (d2d(100.0) | {"conditions": {"bytes": GIB, "counting": "read"}}, "counting read, baseline read+write"),
+])
+def test_other_conditions_are_not_compared_and_say_why(baseline, m, reason):
+    row = only_row(baseline, m)
+    assert row.status == "SKIP" and reason in row.message, row.message
+    assert row.ratio is None
+
+
+def test_dtype_is_part_of_the_name_and_an_unknown_metric_is_not_compared(baseline):
+    row = only_row(baseline, gemm("fp16", 50.0))
+    assert row.status == "SKIP" and "no figure for this metric" in row.message
+
+
+def test_variants_pick_the_entry_whose_conditions_match(baseline):
+    gpus8 = h100_gpus(8)
+    nvls = verdicts_for(baseline, [nccl("all_reduce", 470.0, 8, 4 * GIB)], gpus8).rows[0]
+    assert (nvls.status, nvls.expected, nvls.baseline_key) == ("PASS", 480, "nccl.all_reduce.busbw")
+    ring = verdicts_for(baseline, [nccl("all_reduce", 300.0, 8, 4 * GIB, {"NCCL_ALGO": "Ring"})], gpus8).rows[0]
+    assert (ring.status, ring.expected, ring.baseline_key) == ("WARN", 370, "nccl.all_reduce.busbw@ring")
+    small = verdicts_for(baseline, [nccl("all_reduce", 100.0, 8, 256 << 20)], gpus8).rows[0]
+    assert small.status == "SKIP"
+    assert "largest_bytes 268435456, baseline >= 4294967296 (and 1 other variant(s)" in small.message
+    four = verdicts_for(baseline, [nccl("all_reduce", 100.0, 4, 4 * GIB)], gpus8).rows[0]
+    assert four.status == "SKIP" and "ngpus 4, baseline 8" in four.message
+
+
+def test_unit_mismatch_is_not_compared(baseline):
+    row = only_row(baseline, metric("hbm.d2d", 3000.0, "MB/s", 0, bytes=GIB, counting="read+write"))
+    assert row.status == "SKIP" and "measured in MB/s, baseline in GB/s" in row.message
+
+
+def test_baseline_metrics_not_measured_are_listed_and_do_not_change_the_verdict(baseline):
+    v = verdicts_for(baseline, [gemm("bf16", 796.0)])
+    missing = {r.metric for r in v.rows if r.message == "not measured in this run"}
+    assert missing == {"hbm.d2d", "fio.rand_read.p99_us", "nccl.all_reduce.busbw"}
+    assert (v.status, v.exit_code) == ("OK", 0)
+
+
+@pytest.mark.parametrize(("bf16", "d2d_value", "status", "code"), [
+    (796, 3010, "OK", 0), (700, 3010, "WARN", 1), (600, 3010, "FAIL", 2), (700, 2000, "FAIL", 2),
+])
+def test_overall_status_and_exit_code(baseline, bf16, d2d_value, status, code):
+    v = verdicts_for(baseline, [gemm("bf16", float(bf16)), d2d(float(d2d_value))])
+    assert (v.status, v.exit_code) == (status, code)
+
+
+def test_nothing_compared_is_unknown(baseline):
+    v = verdicts_for(baseline, [gemm("bf16", 100.0, size=1024)])
+    assert (v.status, v.exit_code) == ("UNKNOWN", 3)
+
+
+def test_per_gpu_rows_name_the_gpu(baseline):
+    v = verdicts_for(baseline, [gemm("bf16", 796.0, gpu=0), gemm("bf16", 600.0, gpu=1)], h100_gpus(2))
+    assert [(r.subject, r.status) for r in v.rows if r.metric == "gemm.bf16"] == [("GPU0", "PASS"), ("GPU1", "FAIL")]
+
+
+def test_compare_document_auto_selects_the_shipped_h100_baseline(tmp_path):
+    v = compare_document(bench_doc(h100_gpus(), h100_metrics()), baselines_dir=tmp_path)
+    assert v.baseline == "h100-sxm5-80gb-1gpu" and v.origin == "shipped"
+    assert v.status == "OK", [r for r in v.rows if r.status != "PASS"]
+    statuses = {r.metric: r.status for r in v.rows}
+    assert statuses["gemm.bf16"] == statuses["h2d.pinned"] == "PASS"
+    assert statuses["h2d.pageable"] == "SKIP"  # information only: no baseline figure
+
+
+def test_compare_document_flags_a_slow_gpu(tmp_path):
+    v = compare_document(bench_doc(h100_gpus(), h100_metrics(scale=0.85)), baselines_dir=tmp_path)
+    assert v.status == "WARN"
+    assert {r.metric for r in v.rows if r.status == "WARN"} >= {"gemm.bf16", "hbm.d2d", "h2d.pinned"}
+
+
+def test_compare_document_rejects_what_is_not_a_bench_result(tmp_path):
+    with pytest.raises(ValueError, match="not a gpunode bench result"):
+        compare_document({"schema": "gpunode.audit/1"}, baselines_dir=tmp_path)
+
+
+def test_cli_compare_table_json_and_exit_codes(tmp_path):
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps(bench_doc(h100_gpus(), h100_metrics(scale=0.75))))
+    runner = CliRunner()
+    out = runner.invoke(app, ["compare", str(results), "--baselines", str(tmp_path)])
+    assert out.exit_code == 2, out.output
+    assert "h100-sxm5-80gb-1gpu" in out.stdout and "FAIL (exit 2)" in out.stdout
+    out = runner.invoke(app, ["compare", str(results), "--json", "--baseline", "h100-sxm5-80gb-1gpu",
+                              "--baselines", str(tmp_path)])
+    doc = json.loads(out.stdout)
+    assert doc["schema"] == "gpunode.compare/1" and doc["status"] == "FAIL" and doc["exit_code"] == 2
+    row = next(r for r in doc["verdicts"] if r["metric"] == "gemm.bf16")
+    assert row["status"] == "FAIL" and row["ratio"] == 0.75 and row["expected"] == 796
+
+
+def test_cli_compare_bad_results_and_unknown_hardware(tmp_path):
+    runner = CliRunner()
+    notjson = write_yaml(tmp_path / "x.json", "{nope")
+    out = runner.invoke(app, ["compare", str(notjson)])
+    assert out.exit_code == 2 and out.stderr.startswith(f"gpunode: error: {notjson}: not JSON")
+    wrong = tmp_path / "audit.json"
+    wrong.write_text(json.dumps({"schema": "gpunode.audit/1"}))
+    out = runner.invoke(app, ["compare", str(wrong)])
+    assert out.exit_code == 2 and "not a gpunode bench result" in out.stderr
+    other = tmp_path / "l40.json"
+    gpus = h100_gpus() | {"devices": [h100_gpus()["devices"][0] | {"name": "NVIDIA L40S", "pci_device": "0x26b9"}]}
+    other.write_text(json.dumps(bench_doc(gpus, h100_metrics())))
+    out = runner.invoke(app, ["compare", str(other), "--baselines", str(tmp_path)])
+    assert out.exit_code == 3 and "no baseline matches 1 × NVIDIA L40S (0x26b9)" in out.stderr
+
+
+def test_renderer_prints_every_row(baseline):
+    from rich.console import Console
+
+    v = verdicts_for(baseline, [gemm("bf16", 700.0), host_copy("h2d.pageable", 16.0)])
+    console = Console(width=200, record=True)
+    from gpunode.baselines.compare import render_verdicts
+
+    render_verdicts(v, console)
+    text = console.export_text()
+    assert "gemm.bf16" in text and "WARN" in text and "not compared" in text and "WARN (exit 1)" in text
+
+
+REAL = sorted((FIXTURES / "bench").glob("h100-*.json"))
+
+
+@pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
+def test_real_recorded_h100_results_pass_against_the_shipped_baseline(path, tmp_path):
+    """Recorded by `gpunode bench --json` on the lent H100: the baseline is auto-selected, every
+    comparable figure PASSes, and what was not compared says why."""
+    doc = json.loads(path.read_text())
+    v = compare_document(doc, baselines_dir=tmp_path)
+    assert v.baseline == "h100-sxm5-80gb-1gpu"
+    compared = [r for r in v.rows if r.status in ("PASS", "WARN", "FAIL")]
+    assert {r.metric for r in compared} >= {"gemm.bf16", "gemm.fp16", "gemm.tf32", "hbm.d2d", "h2d.pinned", "d2h.pinned"}
+    assert all(r.status == "PASS" for r in compared), [(r.metric, r.ratio) for r in compared if r.status != "PASS"]
+    assert all(r.message for r in v.rows if r.status == "SKIP")
