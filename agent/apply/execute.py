@@ -65,7 +65,7 @@ def execute(env: ApplyEnv, plan, writes: list[Change], journal=None, crash: Cras
                 crash.hit("write", n)
             where, now = actions.state(env, change, result)
             if where != "after":
-                raise ApplyError(f"{change.subject}: reads {now} after writing {change.after_text or change.after}")
+                raise ApplyError(f"reads {now or '(empty)'} after writing {change.after_text or change.after}")
             done.append((n, change, result))
             if _last_of_setting(writes, n):
                 _verify_setting(env, plan, change.setting_id, {c.subject for _, c, _ in done if c.setting_id == change.setting_id})

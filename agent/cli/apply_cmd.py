@@ -77,7 +77,7 @@ def apply(
             prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
             settings = select_settings(prof, split_csv(only), split_csv(skip))
     except (ConfigError, ProfileError, ValueError) as exc:
-        die(str(exc))
+        die(" ".join(str(exc).split()))  # one line, even for YAML errors that span several
     if host.sys.is_live and not dry_run and not host.facts.is_root:
         die("apply changes the host and needs root (use --dry-run to see the plan)")
     boot_argv = [sys.executable, "-m", "gpunode", "apply", "--boot"] + (["--state-dir", str(state.root)] if state_dir else [])

@@ -90,7 +90,7 @@ def read_file_state(sysroot, path: str) -> FileState:
     real = sysroot.path(path)
     try:
         st = os.lstat(real)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return FileState(False)
     if stat.S_ISLNK(st.st_mode):
         return FileState(True, link=os.readlink(real))
