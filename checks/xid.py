@@ -65,7 +65,7 @@ class XidEvent:
     xid: int
     pid: int | None = None
     name: str | None = None
-    text: str = ""
+    detail: str = ""  # the driver's words after the pid/name fields
     inferred: bool = False  # a "fallen off the bus" notice without an Xid line
 
 
@@ -92,7 +92,7 @@ def parse_events(records: list[LogRecord]) -> tuple[list[XidEvent], list[LogReco
                 xid=int(match.group("xid")),
                 pid=int(pid.group("pid")) if pid else None,
                 name=name.group("name").strip() if name and "<unknown>" not in name.group("name") else None,
-                text=rec.text[match.start():],
+                detail=_detail(rest),
             ))
         elif "NVRM: Xid" in rec.text:
             unreadable.append(rec)
@@ -100,11 +100,19 @@ def parse_events(records: list[LogRecord]) -> tuple[list[XidEvent], list[LogReco
             fallen = _FALLEN.search(rec.text)
             if fallen:
                 inferred.append(XidEvent(rec.time, pci_address(fallen.group("addr")), 79,
-                                         text=rec.text[fallen.start():], inferred=True))
+                                         detail=rec.text[fallen.start():], inferred=True))
     for extra in inferred:
         if not any(e.xid == 79 and e.address == extra.address and _close(e.time, extra.time) for e in events):
             events.append(extra)
     return events, unreadable
+
+
+def _detail(rest: str) -> str:
+    """', pid=1234, name=python, GPU has fallen off the bus.' -> 'GPU has fallen off the bus.'"""
+    fields = [f.strip() for f in rest.split(",")]
+    while fields and (not fields[0] or fields[0].startswith(("pid=", "name="))):
+        fields.pop(0)
+    return ", ".join(fields)
 
 
 def _close(a: float | None, b: float | None) -> bool:
@@ -123,10 +131,12 @@ def summarize(events: list[XidEvent]) -> str:
     for xid in sorted({e.xid for e in events}):
         same = [e for e in events if e.xid == xid]
         last = max(same, key=lambda e: e.time if e.time is not None else float("inf"))
-        what = DESCRIPTIONS.get(xid) or last.text.split(",", 2)[-1].strip()[:60]
+        what = DESCRIPTIONS.get(xid) or last.detail[:60]
+        what = f" ({what})" if what else ""
+        how = " from a 'fallen off the bus' notice" if all(e.inferred for e in same) else ""
         who = f" pid {last.pid}" if last.pid is not None else ""
         who += f" {last.name}" if last.name else ""
-        parts.append(f"Xid {xid} ({what}) x{len(same)}, last {_when(last.time)}{who}")
+        parts.append(f"Xid {xid}{what}{how} x{len(same)}, last {_when(last.time)}{who}")
     return "; ".join(parts)
 
 
@@ -136,14 +146,14 @@ def judge_events(events: list[XidEvent], window: str, older: int):
     other = [e for e in events if e.xid not in CRITICAL_XIDS and e.xid not in APPLICATION_XIDS]
     application = [e for e in events if e.xid in APPLICATION_XIDS]
     if critical:
-        return bad(f"critical {summarize(critical)} {window}", observed=counts, expected="no critical Xid")
+        return bad(f"critical {summarize(critical)} ({window})", observed=counts, expected="no critical Xid")
     if other:
-        return warn(f"{summarize(other)} {window}", observed=counts, expected="no Xid")
+        return warn(f"{summarize(other)} ({window})", observed=counts, expected="no Xid")
     if application:
-        return ok(f"only application Xids {window} (faults of user programs): {summarize(application)}",
+        return ok(f"only application Xids, faults of user programs: {summarize(application)} ({window})",
                   observed=counts)
     older_text = f"; {older} older event(s) outside the window" if older else ""
-    return ok(f"no Xid {window}{older_text}", observed=counts)
+    return ok(f"no Xid ({window}){older_text}", observed=counts)
 
 
 @check("gpu.xid", "No critical Xid events in the kernel log (within the window)", area="gpu",
@@ -169,7 +179,7 @@ def xid_events(ctx):
 
     hours = ctx.config.xid_window_hours
     since = host.facts.now - hours * 3600.0
-    window = f"in the last {hours:g} h ({log.source}, this boot)"
+    window = f"last {hours:g} h, {log.source}, this boot"
     events, unreadable = parse_events(log.records)
 
     # One subject per GPU NVML knows; GPUs only the PCI bus shows (NVML lost or missing) by address.
@@ -188,6 +198,6 @@ def xid_events(ctx):
     findings = [replace(judge_events(evs, window, older[label]), subject=label) for label, evs in subjects.items()]
     for rec in unreadable:
         if rec.time is None or rec.time >= since:
-            findings.append(warn(f"an Xid line too garbled to read {window}: {rec.text[:120]!r}",
+            findings.append(warn(f"an Xid line too garbled to read: {rec.text[:120]!r} ({window})",
                                  observed=rec.text[:120], subject="kernel log"))
     return findings
