@@ -21,14 +21,15 @@ class HostOutcome:
     state: str = "not_run"  # not_run | ok | skipped | failed | unreachable
     task: str | None = None  # the task that failed or was unreachable
     message: str | None = None
+    rc: int | None = None  # exit code of the gpunode command on the node
 
     def to_json(self) -> dict:
-        return {"host": self.host, "state": self.state, "task": self.task, "message": self.message}
+        return {"host": self.host, "state": self.state, "task": self.task, "message": self.message, "rc": self.rc}
 
     @classmethod
     def from_json(cls, data: dict) -> HostOutcome:
         return cls(host=data["host"], state=data.get("state", "not_run"), task=data.get("task"),
-                   message=data.get("message"))
+                   message=data.get("message"), rc=data.get("rc"))
 
 
 def failure_message(res: dict) -> str:
@@ -36,7 +37,7 @@ def failure_message(res: dict) -> str:
     for key in ("stderr", "msg", "module_stderr", "stdout"):
         text = res.get(key)
         if isinstance(text, str) and text.strip():
-            lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+            lines = [ln.strip().removeprefix("Task failed: ") for ln in text.strip().splitlines() if ln.strip()]
             for ln in lines:
                 if ln.startswith("gpunode: error:"):
                     return ln
@@ -69,6 +70,8 @@ class Tracker:
         outcome = self.outcomes[host]
         res = data.get("res") or {}
         task = data.get("task")
+        if task == f"Run gpunode {self.kind}" and isinstance(res.get("rc"), int):
+            outcome.rc = res["rc"]
         if kind == "runner_on_unreachable":
             outcome.state, outcome.task = "unreachable", task
             outcome.message = failure_message(res)
@@ -103,7 +106,7 @@ class Tracker:
             f"[{done}/{len(self.hosts)}] {escape(host)} {escape(status)}")
         if detail:
             text += f"  {escape(detail)}"
-        self.console.print(text, highlight=False)
+        self.console.print(text, highlight=False, soft_wrap=True)
 
 
 def _report_status(path: Path) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from gpunode import __version__
 from gpunode.engine import EXIT_CODES
 from gpunode.fleet.progress import HostOutcome
 from gpunode.fleet.runner import PlaybookRun
+from gpunode.fleet.specs import PLAYBOOKS
 from gpunode.report import iso_time
 
 FLEET_SCHEMA = "gpunode.fleet/1"
@@ -26,6 +28,9 @@ NO_VERDICT = ("UNREACHABLE", "FAILED", "NOT_RUN", "NO_REPORT", "INVALID")
 LOWER_IS_BETTER_UNITS = ("ns", "us", "ms", "s")  # latencies; every other unit is a rate
 BAD_CHECK = ("FAIL", "ERROR", "WARN")  # worst first
 BAD_METRIC = ("fail", "error")
+# Conditions that say how a figure was timed, not what was measured: they may differ from host to
+# host (iterations calibrated to the GPU's speed, fio's measured runtime) and must not split peers.
+TIMING_CONDITIONS = frozenset({"aggregate", "iters", "iters_per_batch", "output"})
 
 
 @dataclass
@@ -65,16 +70,27 @@ def read_report(path: Path) -> tuple[dict | None, str | None]:
         return None, f"report {path.name} is not JSON ({exc.msg} at line {exc.lineno}; truncated?)"
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("gpunode."):
         return None, f"report {path.name} is not a gpunode report (no gpunode.* schema)"
-    if doc.get("status") not in VERDICTS:
-        return None, f"report {path.name} has no status (got {doc.get('status')!r})"
     return doc, None
+
+
+def doc_status(doc: dict, rc: int | None, kind: str) -> str | None:
+    """The report's verdict: its "status", else its "exit_code" or the command's exit code read
+    the way that command defines them (apply and rollback carry no status)."""
+    if doc.get("status") in VERDICTS:
+        return doc["status"]
+    code = doc.get("exit_code") if isinstance(doc.get("exit_code"), int) else rc
+    spec = PLAYBOOKS.get(kind)
+    return dict(spec.rc_status).get(code) if spec is not None and code is not None else None
 
 
 def _host_report(name: str, run: PlaybookRun, outcome: HostOutcome, path: Path, doc, problem) -> HostReport:
     base = {"host": name, "sku": run.inventory.sku(name), "groups": run.inventory.groups.get(name, []),
             "run": outcome.state}
+    status = doc_status(doc, outcome.rc, run.kind) if doc is not None else None
+    if doc is not None and status is None:
+        doc, problem = None, f"report {path.name} has no status and its exit code is unknown"
     if doc is not None:
-        status, message = doc["status"], _doc_message(doc)
+        message = _doc_message(doc)
         if outcome.state == "failed" and status not in ("FAIL", "UNKNOWN"):
             # The report came back but Ansible failed the host (e.g. apply said WARN where OK was
             # required): the run on this host did not do its job.
@@ -95,10 +111,20 @@ def _host_report(name: str, run: PlaybookRun, outcome: HostOutcome, path: Path, 
 
 
 def _doc_message(doc: dict) -> str:
+    """One line: the non-passing counts of an audit/gate, or what an apply/rollback did."""
     summary = doc.get("summary")
     if isinstance(summary, dict):
-        return ", ".join(f"{n} {s}" for s, n in summary.items() if isinstance(n, int) and n and s != "PASS")
-    return str(doc.get("message") or "")
+        bad = ", ".join(f"{n} {s}" for s, n in summary.items() if isinstance(n, int) and n and s not in ("PASS", "SKIP"))
+        return bad or f"{summary.get('PASS', 0)} PASS"
+    for key in ("changes", "restores"):  # apply, rollback: count the rows by status
+        rows = doc.get(key)
+        if isinstance(rows, list):
+            counts = Counter(str(r.get("status")) for r in rows if isinstance(r, dict))
+            text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or f"no {key}"
+            result = doc.get("result")
+            reason = doc.get("reason")
+            return f"{result}: {text}" + (f" ({reason})" if reason else "") if result else text
+    return str(doc.get("message") or doc.get("reason") or "")
 
 
 def check_rows(hosts: list[HostReport]) -> list[dict]:
@@ -137,8 +163,9 @@ def lower_is_better(name: str, unit: str | None) -> bool:
 
 def metric_rows(hosts: list[HostReport], margin: float, min_peers: int) -> tuple[list[dict], list[dict]]:
     """Bench metrics: (comparisons per SKU group, metric and conditions; metric failures).
-    Only results measured under identical conditions are compared; each GPU is a sample of the
-    median, and a host's ratio is its worst GPU's (one slow GPU makes a slow node)."""
+    Only results measured under identical conditions (TIMING_CONDITIONS aside) are compared; each
+    GPU is a sample of the median, and a host's ratio is its worst GPU's (one slow GPU makes a
+    slow node)."""
     samples: dict[tuple, list[tuple[str, int | None, float]]] = {}
     conditions: dict[tuple, dict] = {}
     failures: dict[str, dict] = {}
@@ -155,7 +182,8 @@ def metric_rows(hosts: list[HostReport], margin: float, min_peers: int) -> tuple
             value = _number(m.get("value"))
             if status != "ok" or value is None:
                 continue
-            cond = m.get("conditions") if isinstance(m.get("conditions"), dict) else {}
+            raw = m.get("conditions") if isinstance(m.get("conditions"), dict) else {}
+            cond = {k: v for k, v in raw.items() if k not in TIMING_CONDITIONS}
             key = (h.sku, name, m.get("unit"), json.dumps(cond, sort_keys=True, default=str))
             samples.setdefault(key, []).append((h.host, m.get("gpu"), value))
             conditions[key] = cond

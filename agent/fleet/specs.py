@@ -14,6 +14,8 @@ class PlaybookSpec:
     required: tuple[str, ...] = ()  # vars every host needs (inventory or extra vars)
     one_of: tuple[str, ...] = ()  # at least one of these must be set for every host
     changes_hosts: bool = False  # apply/rollback/install/slurm: --check matters
+    # The node command's exit code -> verdict, for reports that carry no "status" (apply, rollback).
+    rc_status: tuple[tuple[int, str], ...] = ((0, "OK"), (1, "WARN"), (2, "FAIL"), (3, "UNKNOWN"))
 
     @property
     def file(self) -> str:
@@ -25,13 +27,18 @@ class PlaybookSpec:
         return self.name
 
 
+# apply: 0 done, 1 done but some changes wait, 3 failed (rolled back); rollback: 0 restored,
+# 1 some values left as someone else set them, 3 errors. A change that did not happen is a FAIL.
+_CHANGE_RCS = ((0, "OK"), (1, "WARN"), (2, "FAIL"), (3, "FAIL"))
+
 PLAYBOOKS: dict[str, PlaybookSpec] = {
     spec.name: spec
     for spec in (
         PlaybookSpec("audit", "gpunode audit on every node, one aggregated report"),
         PlaybookSpec("apply", "gpunode apply --profile on every node: canary first, then batches",
-                     required=("gpunode_profile",), changes_hosts=True),
-        PlaybookSpec("rollback", "gpunode rollback on every node: canary first, then batches", changes_hosts=True),
+                     required=("gpunode_profile",), changes_hosts=True, rc_status=_CHANGE_RCS),
+        PlaybookSpec("rollback", "gpunode rollback on every node: canary first, then batches", changes_hosts=True,
+                     rc_status=_CHANGE_RCS),
         PlaybookSpec("bench", "gpunode bench on every node; outliers against each SKU group's median"),
         PlaybookSpec("gate", "gpunode gate (the fast pre-job health subset) on every node"),
         PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)", changes_hosts=True),
