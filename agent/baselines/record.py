@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from gpunode.baselines.schema import SCHEMA, BaselineError, family_unit
+from gpunode.baselines.schema import NAME, SCHEMA, BaselineError, family_unit
 
 # (warn margin floor, fail margin floor) per family: storage varies more with fill and caches.
 FLOORS: tuple[tuple[str, tuple[float, float]], ...] = (
@@ -52,7 +52,11 @@ def margins(values: Sequence[float], better: str, cov: float | None, metric: str
     warn_margin = min(MAX_WARN_MARGIN, max(floor_warn, 2 * drop))
     fail_margin = min(MAX_FAIL_MARGIN, max(floor_fail, 2 * warn_margin))
     # Round outwards (towards wider margins) so that the recorded figures themselves PASS.
-    return math.floor((1 - warn_margin) * 1000) / 1000, math.floor((1 - fail_margin) * 1000) / 1000
+    return _floor3(1 - warn_margin), _floor3(1 - fail_margin)
+
+
+def _floor3(x: float) -> float:
+    return math.floor(x * 1000 + 1e-9) / 1000  # 1e-9: (1 - 0.8) * 1000 is 199.99999999999997
 
 
 def pinned_conditions(samples: list[dict]) -> dict[str, Any]:
@@ -83,6 +87,8 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
     was left out)."""
     from gpunode.bench.results import BenchDocument
 
+    if not NAME.match(name):
+        raise BaselineError(f"--name {name!r}: use letters, digits, '.', '_', '-'")
     if not docs:
         raise BaselineError("no bench runs to record from")
     benches = [BenchDocument.from_json(d) for d in docs]

@@ -1,0 +1,148 @@
+"""`gpunode baseline record`: medians and observed spread -> a baseline that loads, matches this
+host, passes the runs it came from and flags a degraded one; and the shipped files install."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from baseline_fixtures import bench_doc, gemm, h100_gpus, h100_metrics, host_copy, metric, nccl
+from typer.testing import CliRunner
+
+from gpunode.baselines.compare import judge
+from gpunode.baselines.record import build_baseline, margins, pinned_conditions, to_yaml
+from gpunode.baselines.schema import BaselineError, load_baseline
+from gpunode.baselines.select import Catalogue, Selection
+from gpunode.bench.results import BenchDocument
+from gpunode.cli import app
+from testkit import FIXTURES
+
+
+def runs(*scales: float, count: int = 1) -> list[dict]:
+    gpus = h100_gpus(count)
+    return [bench_doc(gpus, [m for g in range(count) for m in h100_metrics(s, gpu=g)]) for s in scales]
+
+
+def test_margins_from_the_observed_spread():
+    assert margins([100, 100, 100], "higher", 0.001, "gemm.bf16") == (0.95, 0.9)  # floors
+    assert margins([100, 96, 100], "higher", None, "gemm.bf16") == (0.92, 0.84)  # 4 % drop seen
+    assert margins([100, 70, 100], "higher", None, "gemm.bf16") == (0.5, 0.2)  # capped
+    assert margins([100, 104, 100], "lower", None, "fio.rand_read.p99_us") == (0.9, 0.75)  # fio floors
+    assert margins([100], "higher", 0.01, "hbm.d2d") == (0.94, 0.88)  # one figure: 3 x CoV
+    warn, fail = margins([55.3, 55.0, 55.5], "higher", None, "h2d.pinned")
+    assert 55.0 / 55.3 >= warn and 0 < fail <= warn
+
+
+def test_build_baseline_takes_medians_and_matches_exactly_this_hardware():
+    mapping, notes = build_baseline(runs(1.0, 0.98, 1.01), "node42")
+    assert notes == []
+    assert mapping["match"] == {"gpu_name": "NVIDIA H100 80GB HBM3", "pci_device": ["0x2330"], "gpu_count": 1}
+    bf16 = mapping["metrics"]["gemm.bf16"]
+    assert bf16["value"] == 796.0 and bf16["basis"] == "recorded"
+    assert bf16["conditions"] == {"dtype": "bf16", "k": 8192, "m": 8192, "n": 8192}
+    assert "median of 3 figures (3 run(s) x 1 GPU(s))" in bf16["source"] and "780.1..804.0" in bf16["source"]
+    assert mapping["recorded"]["runs"] == 3 and mapping["recorded"]["host"] == "testhost"
+    assert "h2d.pageable" in mapping["metrics"]  # a host's own baseline keeps its information metrics too
+
+
+def test_recorded_baseline_round_trips_passes_its_runs_and_flags_a_slow_one(tmp_path):
+    docs = runs(1.0, 0.99, 1.0, count=2)
+    mapping, _ = build_baseline(docs, "node42")
+    path = tmp_path / "node42.yaml"
+    path.write_text(to_yaml(mapping))
+    baseline = load_baseline(path)
+    assert Catalogue([tmp_path], include_shipped=False).select(h100_gpus(2)).baseline.name == "node42"
+    for doc in docs:
+        v = judge(BenchDocument.from_json(doc), Selection(baseline, "file", "test"))
+        assert v.status == "OK", [(r.metric, r.ratio) for r in v.rows if r.status != "PASS"]
+    slow = runs(0.85, count=2)[0]
+    v = judge(BenchDocument.from_json(slow), Selection(baseline, "file", "test"))
+    assert v.status == "FAIL"  # 15 % down is past the 10 % fail floor
+
+
+def test_failed_and_skipped_metrics_are_left_out_with_a_note():
+    doc = bench_doc(h100_gpus(), [gemm("bf16", 796.0), metric("gemm.fp8", None, "TFLOP/s", status="skip",
+                                                               message="no fp8 here"),
+                                  nccl("all_reduce", None, 1, 1 << 30, status="error", message="hung")])
+    mapping, notes = build_baseline([doc], "x")
+    assert list(mapping["metrics"]) == ["gemm.bf16"]
+    assert any("gemm.fp8 GPU0: skip (no fp8 here)" in n for n in notes)
+    assert any("nccl.all_reduce.busbw: error (hung)" in n for n in notes)
+
+
+def test_nothing_measured_or_no_runs_is_an_error():
+    with pytest.raises(BaselineError, match="nothing to record"):
+        build_baseline([bench_doc(h100_gpus(), [metric("gemm.bf16", None, "TFLOP/s", status="error", message="x")])], "x")
+    with pytest.raises(BaselineError, match="no bench runs"):
+        build_baseline([], "x")
+
+
+def test_pinned_conditions_keep_what_defines_the_test():
+    a = nccl("all_reduce", 400.0, 8, 1 << 32)["conditions"]
+    b = nccl("all_reduce", 401.0, 8, 1 << 32, algo={"NCCL_ALGO": "Ring"})["conditions"]
+    assert pinned_conditions([a]) == {"algo env.NCCL_ALGO": None, "dtype": "float", "largest_bytes": 1 << 32,
+                                      "ngpus": 8, "nprocs": 1, "op": "sum", "test": "all_reduce"}
+    assert "algo env.NCCL_ALGO" not in pinned_conditions([a, b])  # differs between runs: not pinned
+    h2d = host_copy("h2d.pinned", 50.0)["conditions"]
+    assert pinned_conditions([h2d]) == {"bytes": 1 << 30, "counting": "bytes transferred once", "host_memory": "pinned"}
+
+
+def test_cli_record_from_saved_results(tmp_path):
+    files = []
+    for i, doc in enumerate(runs(1.0, 0.99)):
+        files.append(tmp_path / f"run{i}.json")
+        files[-1].write_text(json.dumps(doc))
+    out_file = tmp_path / "site" / "node42.yaml"
+    out_file.parent.mkdir()
+    args = ["baseline", "record", "--name", "node42", "-o", str(out_file)] + [a for f in files for a in ("--from", str(f))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "baseline node42 written" in result.stderr
+    assert load_baseline(out_file).recorded["runs"] == 2
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "exists; choose another path or pass --force" in again.stderr
+    compare = CliRunner().invoke(app, ["compare", str(files[0]), "--baselines", str(out_file.parent)])
+    assert compare.exit_code == 0, compare.output
+    assert "baseline node42" in compare.stdout
+
+
+def test_cli_record_rejects_bad_names_and_inputs(tmp_path):
+    good = tmp_path / "r.json"
+    good.write_text(json.dumps(runs(1.0)[0]))
+    result = CliRunner().invoke(app, ["baseline", "record", "--name", "bad name!", "--from", str(good)])
+    assert result.exit_code == 2 and "--name 'bad name!': use letters" in result.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": "gpunode.bench/1", "mode": "slow", "metrics": []}))
+    result = CliRunner().invoke(app, ["baseline", "record", "--name", "x", "--from", str(bad)])
+    assert result.exit_code == 2 and "mode 'slow'" in result.stderr
+
+
+def test_cli_list_and_show():
+    runner = CliRunner()
+    listed = runner.invoke(app, ["baseline", "list"])
+    assert listed.exit_code == 0 and "h200-141gb-8gpu" in listed.stdout and "shipped" in listed.stdout
+    shown = runner.invoke(app, ["baseline", "show", "a100-sxm4-80gb-8gpu"])
+    assert shown.exit_code == 0 and "nccl.all_reduce.busbw" in shown.stdout and "derived" in shown.stdout
+    missing = runner.invoke(app, ["baseline", "show", "nope"])
+    assert missing.exit_code == 2 and "no baseline named 'nope'" in missing.stderr
+
+
+def test_pip_install_of_the_wheel_carries_the_shipped_baselines(tmp_path):
+    """A non-editable install finds the YAML files: baselines/ is the package gpunode.shipped_baselines."""
+    root = FIXTURES.parent.parent
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    proc = subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(root)],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("gpunode-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(n for n in names if n.startswith("gpunode/shipped_baselines/") and n.endswith(".yaml"))
+    in_repo = sorted(f"gpunode/shipped_baselines/{p.name}" for p in (root / "baselines").glob("*.yaml"))
+    assert shipped == in_repo and len(shipped) >= 6
