@@ -1,8 +1,4 @@
-"""`gpunode gate` (the pre-job health gate) and `gpunode slurm install`.
-
-In --prolog/--epilog mode a broken gpunode (bad config, a bug) must not block jobs: it
-prints one `gpunode: error: ...` line and exits 0, unless --strict. Only a FAIL blocks.
-"""
+"""`gpunode gate` (the pre-job health gate; its work is in gate_run) and `gpunode slurm install`."""
 
 from __future__ import annotations
 
@@ -13,8 +9,7 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die
-
-SNAPSHOT_ENV = "GPUNODE_SNAPSHOT"
+from gpunode.cli.gate_run import SNAPSHOT_ENV, execute
 
 
 def gate(
@@ -29,77 +24,13 @@ def gate(
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
 ) -> None:
     """Fast pre-job health gate: the checks tagged `gate`, within --timeout. A job opts out
-    with `gpunode=off` in its comment (`--comment`) or SLURM_JOB_EXTRA (`--extra`)."""
-    modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
-    if len(modes) > 1:
-        die("give one of --prolog, --epilog, --health-check")
-    mode = modes[0] if modes else "check"
-    try:
-        run = _prepare(mode, timeout, check_timeout, strict, snapshot, config)
-        from gpunode.gate import run_gate
-
-        verdict = run_gate(run)
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - in Slurm hooks a gpunode failure must not block
-        _gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
-    _report(verdict, as_json)
-    raise typer.Exit(verdict.exit_code)
-
-
-def _prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
-    from gpunode.audit import audit_config, choose_checks, load_audit_profile, make_host
-    from gpunode.config import load_config
-    from gpunode.gate import GateOptions, GateRun
-    from gpunode.runner import Runner
-    from gpunode.slurm import Slurm
-
-    options = GateOptions(mode, timeout, check_timeout, strict)
-    cfg = load_config(config_path)
-    snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
-    if snap and not Path(snap).is_dir():
-        raise ValueError(f"snapshot {snap}: not a directory")
-    profile = load_audit_profile(cfg.profile, cfg)
-    host, source = make_host(snapshot=snap)
-    checks = [] if mode == "epilog" else choose_checks(profile, tags=["gate"], skip_ids=cfg.disable_checks)
-    gpu_factory = None
-    if not snap:
-        from gpunode.gpu.source import LiveGpuSource
-
-        gpu_factory = LiveGpuSource
-    return GateRun(
-        host=host, source=source, profile=profile, config=audit_config(cfg), checks=checks, options=options,
-        env=dict(os.environ), slurm=Slurm(Runner()) if mode != "check" else None, gpu_factory=gpu_factory,
-    )
-
-
-def _gpunode_failed(mode: str, strict: bool, message: str) -> None:
-    """check: bad input is exit 2. Slurm hooks: never block a job or drain for our own failure
-    unless --strict; the health check says UNKNOWN (3), which Slurm ignores."""
-    if mode == "check":
-        die(message)
-    if mode in ("prolog", "epilog"):
-        note = "blocking (--strict)" if strict else "not blocking the job"
-        print(f"gpunode: error: {message} (gate not run; {note})", file=sys.stderr)
-        raise typer.Exit(2 if strict else 0)
-    print(f"gpunode: error: {message} (health check not run)", file=sys.stderr)
-    raise typer.Exit(3)
-
-
-def _report(verdict, as_json: bool) -> None:
-    from gpunode.gate import gate_document, render_text
-
-    if as_json:
-        import json
-
-        sys.stdout.write(json.dumps(gate_document(verdict), indent=2) + "\n")
-    else:
-        sys.stdout.write(render_text(verdict))
-    sys.stdout.flush()
-    if verdict.blocked and verdict.reason:
-        print(verdict.reason, file=sys.stderr)  # the one line Slurm's log keeps
-    for problem in verdict.problems:
-        print(f"gpunode: warning: {problem}", file=sys.stderr)
+    with `gpunode=off` in its comment (`--comment`) or SLURM_JOB_EXTRA (`--extra`).
+    Exit: check mode 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN; --prolog 2 on FAIL; --epilog 2 when
+    leftovers stay and gpunode could not drain; --health-check 0 (3 when gpunode failed)."""
+    # Normally `gpunode gate` runs through gate_run.fast_main without typer; same code.
+    raise typer.Exit(execute(prolog=prolog, epilog=epilog, health_check=health_check, timeout=timeout,
+                             check_timeout=check_timeout, strict=strict, as_json=as_json, snapshot=snapshot,
+                             config=config))
 
 
 slurm_app = typer.Typer(help="Slurm integration: the gate as Prolog, Epilog and HealthCheckProgram.",
