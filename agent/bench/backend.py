@@ -1,0 +1,116 @@
+"""The GPU array library the microbenchmarks run on: torch or cupy, whichever is installed.
+
+Neither is a dependency of gpunode. A backend offers a few primitives (make a GEMM or a copy,
+time a batch of it with CUDA events); micro.py owns the measuring protocol, so both backends
+are measured the same way and tests can drive the protocol with a fake backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+INSTALL_HINT = (
+    "neither PyTorch nor CuPy is installed in gpunode's Python: `pip install torch` "
+    "(or cupy-cuda12x / cupy-cuda13x, matching the driver's CUDA)"
+)
+GEMM_DTYPES = ("bf16", "fp16", "tf32", "fp8")
+COPY_KINDS = ("d2d", "h2d_pinned", "d2h_pinned", "h2d_pageable", "d2h_pageable", "p2p")
+
+
+@dataclass(frozen=True)
+class Device:
+    index: int  # the backend's CUDA ordinal
+    name: str
+    bdf: str | None  # PCI address in sysfs form (0000:18:00.0)
+    capability: tuple[int, int]
+    memory_bytes: int
+
+
+class Op:
+    """One enqueued operation (a GEMM, a copy): call it to enqueue, close() to free its buffers."""
+
+    def __init__(self, run: Callable[[], object], close: Callable[[], None] | None = None, **conditions):
+        self._run = run
+        self._close = close
+        self.conditions = conditions  # what the backend chose (e.g. fp8 scaling), for the report
+
+    def __call__(self) -> None:
+        self._run()
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+
+class Backend(Protocol):
+    name: str
+
+    def unusable(self) -> str | None:
+        """Why this backend cannot run here (no CUDA device, CPU-only build), or None."""
+        ...
+
+    def versions(self) -> dict[str, str]: ...
+
+    def devices(self) -> list[Device]: ...
+
+    def gemm_unsupported(self, device: Device, dtype: str) -> str | None: ...
+
+    def gemm(self, device: Device, dtype: str, m: int, n: int, k: int) -> Op: ...
+
+    def copy(self, kind: str, device: Device, nbytes: int, peer: Device | None = None) -> Op: ...
+
+    def can_access_peer(self, src: Device, dst: Device) -> bool: ...
+
+    def time(self, device: Device, op: Op, iters: int) -> float:
+        """Seconds for `iters` calls of op on the device's current stream, by CUDA events."""
+        ...
+
+    def release(self) -> None: ...
+
+
+def _importable(module: str) -> tuple[object | None, str | None]:
+    """-> (module, None), or (None, None) when not installed, or (None, why) when it is broken."""
+    try:
+        return importlib.import_module(module), None
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None, None
+        return None, f"import {module} failed: {exc}"
+    except Exception as exc:  # noqa: BLE001 - a broken install is reported, not raised
+        return None, f"import {module} failed: {type(exc).__name__}: {exc}"
+
+
+def find_backend(prefer: str = "auto", importer=_importable) -> tuple[Backend | None, str]:
+    """-> (backend, "") or (None, why not, with an install hint)."""
+    if prefer not in ("auto", "torch", "cupy"):
+        raise ValueError(f"backend {prefer!r}: choose auto, torch or cupy")
+    order = ["torch", "cupy"] if prefer == "auto" else [prefer]
+    reasons = []
+    imported_any = False
+    for name in order:
+        module, why = importer(name)
+        if module is None:
+            if why:
+                reasons.append(why)
+            continue
+        imported_any = True
+        if name == "torch":
+            from gpunode.bench.backend_torch import TorchBackend
+
+            backend: Backend = TorchBackend(module)
+        else:
+            from gpunode.bench.backend_cupy import CupyBackend
+
+            backend = CupyBackend(module)
+        unusable = backend.unusable()
+        if unusable:
+            reasons.append(unusable)
+            continue
+        return backend, ""
+    if not imported_any:
+        return None, INSTALL_HINT + (f" ({'; '.join(reasons)})" if reasons else "")
+    return None, "; ".join(reasons)

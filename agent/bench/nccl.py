@@ -1,0 +1,366 @@
+"""nccl-tests wrapper: find the binaries, build argv (pure), parse text and -J JSON (pure), judge.
+
+A run is only ok when the footer is there, no row has #wrong > 0, the out-of-bounds count is 0,
+the process exited 0 and no failure line was printed. Failure lines are those nccl-tests prints
+(src/common.h, src/common.cu, src/util.cu of nccl-tests 2.x): "Test NCCL failure", "Test CUDA
+failure", ".. Test failure", "Test timeout", "rank=N #wrong=M", "# error: ..." and FAILED on a
+footer line. Wrong data and out-of-bounds are FAIL (the node computes wrong sums); a crash, a
+timeout, truncated output or a non-zero exit without wrong data is ERROR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpunode.bench.results import Metric, errored, skipped
+
+TESTS = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
+INSTALL_HINT = (
+    "nccl-tests not found on PATH or in --nccl-tests-dir: build it from https://github.com/NVIDIA/nccl-tests "
+    "(`make MPI=1 CUDA_HOME=... NCCL_HOME=...`, binaries in build/) and pass --nccl-tests-dir DIR"
+)
+FOOTER = "# Avg bus bandwidth"
+# Lines nccl-tests prints when something broke (see the module docstring).
+_FAILURE_LINES = re.compile(
+    r"Test (NCCL|CUDA) failure|: Test failure |Test timeout \(|^rank=\d+ #wrong=\d+|^# error: |"
+    r"Invalid number of GPUs|^invalid option|FAILED"
+)
+_VERSION = re.compile(r"^# nccl-tests version (\S+)(?: nccl-headers=(\d+) nccl-library=(\d+))?")
+
+
+@dataclass(frozen=True)
+class NcclConfig:
+    test: str = "all_reduce"
+    ngpus: int = 1  # GPUs per process (-g)
+    min_bytes: int = 8
+    max_bytes: int = 1 << 30
+    step_factor: int = 2
+    iters: int = 20
+    warmup: int = 5
+    check: int = 1  # -c: validate results (never turned off: wrong data must be seen)
+    dtype: str = "float"
+    op: str = "sum"
+
+    def __post_init__(self) -> None:
+        if self.test not in TESTS:
+            raise ValueError(f"nccl test {self.test!r} not in {', '.join(TESTS)}")
+        if self.min_bytes > self.max_bytes or self.min_bytes < 0:
+            raise ValueError(f"nccl sizes: min {self.min_bytes} > max {self.max_bytes}")
+        if self.ngpus < 1 or self.iters < 1 or self.warmup < 0 or self.step_factor < 2:
+            raise ValueError("nccl: ngpus and iters >= 1, warmup >= 0, step factor >= 2")
+
+
+def busbw_factor(test: str, nranks: int) -> float:
+    """busbw / algbw for each test (nccl-tests doc/PERFORMANCE.md): 2(n-1)/n for all-reduce,
+    (n-1)/n for all-gather, reduce-scatter and all-to-all, 1 for send/recv."""
+    if nranks < 1:
+        raise ValueError("nranks must be >= 1")
+    if test == "sendrecv":
+        return 1.0
+    return (2.0 if test == "all_reduce" else 1.0) * (nranks - 1) / nranks
+
+
+def binary_name(test: str) -> str:
+    return f"{test}_perf"
+
+
+def find_binary(test: str, search_dirs: Sequence[str] = (), path_env: str | None = None) -> str | None:
+    """`--nccl-tests-dir` (and its build/) first, then PATH."""
+    name = binary_name(test)
+    dirs: list[str] = []
+    for d in search_dirs:
+        dirs += [d, os.path.join(d, "build")]
+    for d in dirs:
+        found = shutil.which(name, path=d)
+        if found:
+            return found
+    return shutil.which(name, path=path_env if path_env is not None else os.environ.get("PATH", ""))
+
+
+def supports_json(help_text: str) -> bool:
+    """nccl-tests >= 2.14 documents `-J,--output_file` in its usage text."""
+    return "-J,--output_file" in help_text or "--output_file" in help_text
+
+
+def argv(binary: str, cfg: NcclConfig, json_file: str | None = None) -> list[str]:
+    out = [binary, "-b", str(cfg.min_bytes), "-e", str(cfg.max_bytes), "-f", str(cfg.step_factor),
+           "-g", str(cfg.ngpus), "-n", str(cfg.iters), "-w", str(cfg.warmup), "-c", str(cfg.check)]
+    if cfg.test not in ("alltoall", "sendrecv", "all_gather"):
+        out += ["-o", cfg.op]
+    out += ["-d", cfg.dtype]
+    if json_file:
+        out += ["-J", json_file]
+    return out
+
+
+def launcher_prefix(kind: str, hosts: Sequence[str], procs_per_host: int, env_names: Sequence[str] = ()) -> list[str]:
+    """One process per GPU: `mpirun` (Open MPI syntax) or `srun` over `hosts`; run argv with -g 1."""
+    if procs_per_host < 1:
+        raise ValueError("processes per host must be >= 1")
+    hosts = list(hosts) or ["localhost"]
+    total = len(hosts) * procs_per_host
+    if kind == "mpirun":
+        prefix = ["mpirun", "-np", str(total), "-H", ",".join(f"{h}:{procs_per_host}" for h in hosts),
+                  "--bind-to", "none", "--map-by", f"ppr:{procs_per_host}:node"]
+        for name in sorted(env_names):
+            prefix += ["-x", name]
+        return prefix
+    if kind == "srun":
+        return ["srun", "--nodes", str(len(hosts)), "--ntasks-per-node", str(procs_per_host),
+                "--nodelist", ",".join(hosts), "--export", "ALL", "--kill-on-bad-exit=1"]
+    raise ValueError(f"launcher {kind!r}: choose mpirun or srun")
+
+
+def nccl_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The NCCL_* (and NCCL-test) settings of the caller, passed through and recorded."""
+    return {k: v for k, v in sorted(environ.items()) if k.startswith("NCCL_")}
+
+
+@dataclass
+class Row:
+    bytes: int
+    count: int
+    type: str
+    redop: str
+    time_us: float
+    algbw: float
+    busbw: float
+    wrong: int | None  # None when the data check was off (N/A)
+    in_place_time_us: float | None = None
+    in_place_algbw: float | None = None
+    in_place_busbw: float | None = None
+    in_place_wrong: int | None = None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class NcclRun:
+    """What one nccl-tests run printed, parsed; `judge` decides its status."""
+
+    rows: list[Row] = field(default_factory=list)
+    version: str | None = None
+    nccl_version: str | None = None
+    ngpus: int | None = None  # GPUs per process, from the header
+    ranks: int = 0  # "#  Rank N ..." device lines
+    out_of_bounds: int | None = None  # None: no footer line
+    avg_busbw: float | None = None
+    footer: bool = False
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def wrong(self) -> int:
+        return sum((r.wrong or 0) + (r.in_place_wrong or 0) for r in self.rows)
+
+    @property
+    def largest(self) -> Row | None:
+        return max(self.rows, key=lambda r: r.bytes) if self.rows else None
+
+
+def _num(text: str) -> float:
+    return float(text)
+
+
+def _wrong(text: str) -> int | None:
+    return None if text == "N/A" else int(float(text))
+
+
+def _nccl_code(code: int) -> str:
+    return f"{code // 10000}.{(code // 100) % 100}.{code % 100}" if code >= 10000 else str(code)
+
+
+def parse_text(output: str) -> NcclRun:
+    run = NcclRun()
+    for raw in output.splitlines():
+        line = raw.rstrip()
+        stripped = line.strip()
+        if not stripped:
+            continue
+        m = _VERSION.match(stripped)
+        if m:
+            run.version = m.group(1)
+            if m.group(3):
+                run.nccl_version = _nccl_code(int(m.group(3)))
+            continue
+        if stripped.startswith("# nThread"):
+            g = re.search(r"nGpus (\d+)", stripped)
+            run.ngpus = int(g.group(1)) if g else None
+            continue
+        if re.match(r"#\s+Rank\s+\d+", stripped):
+            run.ranks += 1
+            continue
+        if stripped.startswith("# Out of bounds values"):
+            value = stripped.split(":", 1)[1].split()
+            run.out_of_bounds = int(value[0]) if value and value[0].lstrip("-").isdigit() else None
+            if "FAILED" in stripped:
+                run.failures.append(stripped)
+            continue
+        if stripped.startswith(FOOTER):
+            value = stripped.split(":", 1)[1].split()
+            try:
+                run.avg_busbw = float(value[0])
+                run.footer = True
+            except (IndexError, ValueError):
+                run.failures.append(f"unreadable footer: {stripped}")
+            if "FAILED" in stripped:
+                run.failures.append(stripped)
+            continue
+        if stripped.startswith("#"):
+            if stripped.startswith("# error:"):
+                run.failures.append(stripped)
+            continue
+        row = _parse_row(stripped)
+        if row is not None:
+            run.rows.append(row)
+        elif _FAILURE_LINES.search(stripped):
+            run.failures.append(stripped)
+    return run
+
+
+def _parse_row(line: str) -> Row | None:
+    parts = line.split()
+    if len(parts) < 9 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    try:
+        row = Row(int(parts[0]), int(parts[1]), parts[2], parts[3], _num(parts[5]), _num(parts[6]),
+                  _num(parts[7]), _wrong(parts[8]))
+        if len(parts) >= 13:
+            row.in_place_time_us, row.in_place_algbw = _num(parts[9]), _num(parts[10])
+            row.in_place_busbw, row.in_place_wrong = _num(parts[11]), _wrong(parts[12])
+    except ValueError:
+        return None  # a line cut in the middle (truncated output)
+    return row
+
+
+def parse_json(text: str) -> NcclRun:
+    """The -J file. Raises ValueError when it is not complete JSON (a crash leaves it cut)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"nccl-tests JSON output is not valid JSON ({exc.msg} at char {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise ValueError("nccl-tests JSON output is not an object")
+    run = NcclRun()
+    if isinstance(data.get("nccl_version"), int):
+        run.nccl_version = _nccl_code(data["nccl_version"])
+    cfg = data.get("config") or {}
+    run.ngpus = cfg.get("ngpus")
+    run.ranks = len(cfg.get("devices") or [])
+    for item in data.get("results") or []:
+        oop, inp = item.get("out_of_place") or {}, item.get("in_place") or {}
+        run.rows.append(Row(
+            bytes=int(item["size"]), count=int(item["count"]), type=str(item.get("type")),
+            redop=str(item.get("redop")), time_us=float(oop.get("time", oop.get("cpu_time", 0.0))),
+            algbw=float(oop.get("alg_bw", 0.0)), busbw=float(oop.get("bus_bw", 0.0)),
+            wrong=None if oop.get("nwrong") is None else int(oop["nwrong"]),
+            in_place_time_us=inp.get("time"), in_place_algbw=inp.get("alg_bw"), in_place_busbw=inp.get("bus_bw"),
+            in_place_wrong=None if inp.get("nwrong") is None else int(inp["nwrong"]),
+        ))
+    oob = data.get("out_of_bounds")
+    if isinstance(oob, dict):
+        run.out_of_bounds = int(oob.get("count", 0))
+        if oob.get("okay") is False or oob.get("okay") == "false":
+            run.failures.append(f"out of bounds values: {run.out_of_bounds} FAILED")
+    avg = data.get("average_bus_bandwidth")
+    if isinstance(avg, dict):
+        run.avg_busbw = float(avg.get("bandwidth", 0.0))
+        run.footer = True
+        if avg.get("okay") is False or avg.get("okay") == "false":
+            run.failures.append(f"average bus bandwidth {run.avg_busbw} below NCCL_TESTS_MIN_BW: FAILED")
+    for err in data.get("errors") or []:
+        if err:
+            run.failures.append(f"# error: {err}")
+    return run
+
+
+def judge(run: NcclRun, rc: int, timed_out: bool = False, spawn_error: str | None = None) -> tuple[str, str]:
+    """-> (status, message). Never ok unless everything says so."""
+    if spawn_error:
+        return "error", spawn_error
+    if run.wrong > 0:
+        return "fail", f"data check failed: {run.wrong} wrong element(s) (#wrong > 0)"
+    if run.out_of_bounds:
+        return "fail", f"out of bounds values: {run.out_of_bounds} FAILED"
+    footer_failed = [f for f in run.failures if "FAILED" in f]
+    if footer_failed:
+        return "fail", footer_failed[0]
+    if timed_out:
+        return "error", "timed out: the process group was killed"
+    if run.failures:
+        return "error", f"nccl-tests reported: {run.failures[0]}"
+    if rc != 0:
+        return "error", f"exited with status {rc}"
+    if not run.rows:
+        return "error", "no result rows in the output"
+    if not run.footer or run.out_of_bounds is None:
+        return "error", f"output truncated: no '{FOOTER}' / out-of-bounds footer"
+    return "ok", ""
+
+
+def metric(cfg: NcclConfig, run: NcclRun, status: str, message: str, nprocs: int, env: Mapping[str, str]) -> Metric:
+    """busbw (GB/s, out-of-place) at the largest size as `nccl.<test>.busbw`."""
+    name = f"nccl.{cfg.test}.busbw"
+    total = run.ranks or (run.ngpus or cfg.ngpus) * max(nprocs, 1)
+    cond = {"test": cfg.test, "ngpus": total, "nprocs": nprocs, "min_bytes": cfg.min_bytes,
+            "max_bytes": cfg.max_bytes, "dtype": cfg.dtype, "op": cfg.op if cfg.test not in ("alltoall", "sendrecv", "all_gather") else None,
+            "iters": cfg.iters, "warmup": cfg.warmup, "check": cfg.check, "algo env": dict(env),
+            "aggregate": "out-of-place busbw at the largest size"}
+    detail = {"rows": [r.to_json() for r in run.rows], "avg_busbw": run.avg_busbw,
+              "nccl_tests": run.version, "nccl": run.nccl_version}
+    largest = run.largest
+    if status != "ok" or largest is None:
+        # A FAIL keeps the figure it measured (wrong data at that speed); an ERROR has none.
+        value = largest.busbw if largest is not None and status == "fail" else None
+        return Metric(name, None, value, "GB/s", status, message, cond, None, detail)
+    cond["largest_bytes"] = largest.bytes
+    if busbw_factor(cfg.test, total) == 0:
+        return Metric(name, None, None, "GB/s", "skip",
+                      f"1 GPU: {cfg.test} bus bandwidth is 0 by definition (data check passed; algbw "
+                      f"{largest.algbw:.1f} GB/s at {largest.bytes} bytes)", cond, None, detail)
+    return Metric(name, None, largest.busbw, "GB/s", "ok", "", cond, None, detail)
+
+
+def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapping[str, str],
+             prefix: Sequence[str] = (), nprocs: int = 1) -> Metric:
+    """Run one nccl-tests binary through the Runner (its timeout kills the process group)."""
+    help_result = runner.run([binary, "-h"], timeout=30, env=dict(environ))
+    use_json = supports_json(help_result.stdout + help_result.stderr)
+    env = nccl_env(environ)
+    with tempfile.TemporaryDirectory(prefix="gpunode-nccl-") as tmp:  # 0700, removed afterwards
+        json_file = str(Path(tmp) / "result.json") if use_json else None
+        result = runner.run([*prefix, *argv(binary, cfg, json_file)], timeout=timeout, env=dict(environ))
+        text_run = parse_text(result.stdout)
+        run, note = text_run, ""
+        if json_file and Path(json_file).exists():
+            try:
+                run = parse_json(Path(json_file).read_text(errors="replace"))
+                run.version = text_run.version
+                run.failures = sorted(set(run.failures) | set(text_run.failures))
+                if not run.rows:
+                    run.rows = text_run.rows
+            except ValueError as exc:
+                note = str(exc)
+    status, message = judge(run, result.rc, result.timed_out, result.error)
+    if status == "ok" and note:
+        status, message = "error", note
+    if status != "ok" and result.stderr.strip() and status == "error":
+        message += f" (stderr: {result.stderr.strip().splitlines()[-1][:200]})"
+    m = metric(cfg, run, status, message, nprocs, env)
+    m.conditions["output"] = "json (-J)" if use_json and not note else "text"
+    return m
+
+
+def not_installed(test: str) -> Metric:
+    return skipped(f"nccl.{test}.busbw", "GB/s", INSTALL_HINT, test=test)
+
+
+def broken(test: str, why: str) -> Metric:
+    return errored(f"nccl.{test}.busbw", "GB/s", why, test=test)

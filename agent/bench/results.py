@@ -1,0 +1,167 @@
+"""The bench results contract (schema gpunode.bench/1), shared with the baselines and fleet code.
+
+`gpunode bench --json FILE` writes a BenchDocument. Units: TFLOP/s, GB/s (1e9 bytes/s), IOPS,
+us, MB/s (1e6 bytes/s, fio). A metric's status is ok | fail | error | skip; the document's status
+follows audit's rules: any fail -> FAIL (exit 2), else any error -> UNKNOWN (3), else OK (0);
+a run in which nothing was measured at all (every metric skipped) is UNKNOWN too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+SCHEMA = "gpunode.bench/1"
+METRIC_STATUSES = ("ok", "fail", "error", "skip")
+UNITS = ("TFLOP/s", "GB/s", "IOPS", "us", "MB/s")
+MODES = ("quick", "full")
+EXIT_CODES = {"OK": 0, "WARN": 1, "FAIL": 2, "UNKNOWN": 3}
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The spread of the per-repeat figures, in the metric's unit."""
+
+    n: int
+    min: float
+    max: float
+    median: float
+    cov: float  # sample standard deviation / mean
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "min": self.min, "max": self.max, "median": self.median, "cov": self.cov}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Spread:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+@dataclass
+class Metric:
+    name: str  # gemm.bf16, hbm.d2d, nccl.all_reduce.busbw, fio.seq_read ...
+    gpu: int | None  # NVML index of the GPU measured; None for node-wide metrics
+    value: float | None
+    unit: str
+    status: str  # ok | fail | error | skip
+    message: str = ""
+    conditions: dict[str, Any] = field(default_factory=dict)
+    spread: Spread | None = None
+    # Optional extra data (per-size nccl rows, fio job figures). Written only when present, so
+    # readers of the contract can ignore it.
+    detail: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in METRIC_STATUSES:
+            raise ValueError(f"metric {self.name}: status {self.status!r} not in {METRIC_STATUSES}")
+        if self.unit not in UNITS:
+            raise ValueError(f"metric {self.name}: unit {self.unit!r} not in {UNITS}")
+        if self.status == "ok" and self.value is None:
+            raise ValueError(f"metric {self.name}: status ok needs a value")
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return (self.name, self.gpu)
+
+    def to_json(self) -> dict:
+        data = {
+            "name": self.name,
+            "gpu": self.gpu,
+            "value": self.value,
+            "unit": self.unit,
+            "status": self.status,
+            "message": self.message,
+            "conditions": dict(self.conditions),
+            "spread": self.spread.to_json() if self.spread else None,
+        }
+        if self.detail is not None:
+            data["detail"] = self.detail
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> Metric:
+        missing = [k for k in ("name", "gpu", "value", "unit", "status") if k not in data]
+        if missing:
+            raise ValueError(f"bench metric {data.get('name', '?')!r} lacks {', '.join(missing)}")
+        return cls(
+            name=data["name"],
+            gpu=data["gpu"],
+            value=data["value"],
+            unit=data["unit"],
+            status=data["status"],
+            message=data.get("message", ""),
+            conditions=dict(data.get("conditions") or {}),
+            spread=Spread.from_json(data["spread"]) if data.get("spread") else None,
+            detail=data.get("detail"),
+        )
+
+
+def skipped(name: str, unit: str, reason: str, gpu: int | None = None, **conditions) -> Metric:
+    return Metric(name, gpu, None, unit, "skip", reason, conditions)
+
+
+def errored(name: str, unit: str, reason: str, gpu: int | None = None, **conditions) -> Metric:
+    return Metric(name, gpu, None, unit, "error", reason, conditions)
+
+
+def overall(metrics: list[Metric]) -> str:
+    statuses = {m.status for m in metrics}
+    if "fail" in statuses:
+        return "FAIL"
+    if "error" in statuses:
+        return "UNKNOWN"
+    if "ok" not in statuses:
+        return "UNKNOWN"  # nothing was measured: not a clean bill of health
+    return "OK"
+
+
+@dataclass
+class BenchDocument:
+    gpunode_version: str
+    host: str
+    time: str  # ISO 8601, UTC
+    time_epoch: float
+    mode: str  # quick | full
+    gpus: dict  # the audit's meta["gpus"] object
+    tools: dict[str, str]
+    metrics: list[Metric]
+
+    @property
+    def status(self) -> str:
+        return overall(self.metrics)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "gpunode_version": self.gpunode_version,
+            "host": self.host,
+            "time": self.time,
+            "time_epoch": self.time_epoch,
+            "mode": self.mode,
+            "gpus": self.gpus,
+            "tools": dict(self.tools),
+            "metrics": [m.to_json() for m in self.metrics],
+            "status": self.status,
+            "exit_code": self.exit_code,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> BenchDocument:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"not a gpunode bench result (schema {found!r}, expected {SCHEMA!r})")
+        if data.get("mode") not in MODES:
+            raise ValueError(f"bench result: mode {data.get('mode')!r} not in {MODES}")
+        return cls(
+            gpunode_version=str(data.get("gpunode_version", "")),
+            host=str(data.get("host", "")),
+            time=str(data.get("time", "")),
+            time_epoch=float(data.get("time_epoch", 0.0)),
+            mode=data["mode"],
+            gpus=dict(data.get("gpus") or {}),
+            tools=dict(data.get("tools") or {}),
+            metrics=[Metric.from_json(m) for m in data.get("metrics", [])],
+        )
