@@ -188,7 +188,10 @@ def write(env: ApplyEnv, ch: Change) -> dict | None:
     """Write the change; returns what rollback needs beyond the change (a created MIG id)."""
     result = None
     if ch.action == "knob":
-        env.host.sys.write(ch.target, _knob_text(ch.after))
+        try:
+            env.host.sys.write(ch.target, _knob_text(ch.after))
+        except OSError as exc:
+            raise ApplyError(f"writing {ch.after!r} was refused: {exc.strerror or exc}") from exc
     elif ch.action == "file":
         write_file_state(env.host.sys, ch.target, FileState.from_json(ch.after))
     elif ch.action == "service":

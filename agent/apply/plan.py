@@ -3,6 +3,7 @@ subjects that are not satisfied into Changes (each kind's `plan` in gpunode.sett
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -59,6 +60,12 @@ def select_settings(profile: Profile, only: list[str] = (), skip: list[str] = ()
     return [s for s in chosen if not any(_matches(s.id, p) for p in skip)]
 
 
+def _read_only_here(host, path: str) -> bool:
+    """As root on a live host, a knob the kernel will not let us write (0444 in a child
+    network namespace, a read-only /sys in a container) is refused at plan time."""
+    return host.sys.is_live and host.facts.is_root and not os.access(host.sys.path(path), os.W_OK)
+
+
 def make_plan(host, profile: Profile, settings: list[Setting], allow_reboot: bool = False,
               files: PlannedFiles | None = None) -> Plan:
     ctx = AuditContext(host=host, profile=profile)
@@ -89,5 +96,7 @@ def make_plan(host, profile: Profile, settings: list[Setting], allow_reboot: boo
             changes = _PLANNERS[setting.kind].plan(host, setting, wrong, files, allow_reboot=allow_reboot)
         for change in changes:
             change.needs_root = change.needs_root and host.sys.is_live
+            if change.action == "knob" and not change.blocked and _read_only_here(host, change.target):
+                change.blocked = "read-only here (a container or network namespace: the host owns this knob)"
         plan.changes += changes
     return plan
