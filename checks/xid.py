@@ -196,8 +196,8 @@ def xid_events(ctx):
             continue
         subjects.setdefault(label, []).append(e)
     findings = [replace(judge_events(evs, window, older[label]), subject=label) for label, evs in subjects.items()]
-    for rec in unreadable:
-        if rec.time is None or rec.time >= since:
-            findings.append(warn(f"an Xid line too garbled to read: {rec.text[:120]!r} ({window})",
-                                 observed=rec.text[:120], subject="kernel log"))
+    garbled = [rec.text[:120] for rec in unreadable if rec.time is None or rec.time >= since]
+    if garbled:
+        findings.append(warn(f"{len(garbled)} Xid line(s) too garbled to read, e.g. {garbled[-1]!r} ({window})",
+                             observed=garbled, subject="kernel log"))
     return findings
