@@ -170,3 +170,47 @@ def test_prolog_hook_path_is_absolute(tmp_path):
     r = gpunode("slurm", "install", "--prefix", str(tmp_path), "--dry-run")
     assert all(Path(line.split("=", 1)[1]).is_absolute() for line in r.stdout.splitlines()
                if line.startswith(("Prolog=", "Epilog=", "HealthCheckProgram=")))
+
+
+# --- the lean entry path (no typer) ----------------------------------------------------------
+
+def test_fast_parser_knows_exactly_the_typer_options():
+    """`gpunode gate` is parsed by gate_run without typer; both must offer the same options."""
+    import typer.main
+
+    from gpunode.cli import app
+    from gpunode.cli.gate_run import DEFAULTS, FLAGS, VALUES
+
+    command = typer.main.get_command(app).commands["gate"]
+    typer_opts = {opt: p.name for p in command.params for opt in p.opts}
+    fast_opts = {**FLAGS, **{k: v[0] for k, v in VALUES.items()}}
+    assert typer_opts == fast_opts
+    assert {p.name: p.default for p in command.params} == DEFAULTS
+
+
+def test_fast_parser():
+    from gpunode.cli.gate_run import parse_fast
+
+    kw = parse_fast(["--prolog", "--timeout", "7.5", "--snapshot=/x", "--strict"])
+    assert kw["prolog"] and kw["strict"] and kw["timeout"] == 7.5 and str(kw["snapshot"]) == "/x"
+    assert parse_fast([])["timeout"] == 20.0
+    # anything else goes to typer, which prints its usual help or usage error
+    for args in (["--help"], ["--timeout"], ["--timeout", "soon"], ["--timeout", "--json"], ["--bogus"], ["x"]):
+        assert parse_fast(args) is None
+
+
+def test_typer_answers_what_the_fast_path_does_not(snaps):
+    r = gpunode("gate", "--timeout", "soon", "--snapshot", str(snaps["ok"]))
+    assert r.returncode == 2 and r.stderr.startswith("Usage:")  # typer's usage error
+
+
+def test_gate_does_not_import_typer_or_rich(snaps):
+    heavy = ("typer", "rich", "pydantic", "click", "torch")
+    code = "\n".join([
+        f"import sys; sys.argv = ['gpunode', 'gate', '--snapshot', {str(snaps['ok'])!r}]",
+        "from gpunode.cli import main",
+        "try:\n    main()\nexcept SystemExit:\n    pass",
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr

@@ -83,8 +83,9 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
     snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
     if snap and not Path(snap).is_dir():
         raise ValueError(f"snapshot {snap}: not a directory")
-    profile = load_audit_profile(cfg.profile, cfg)
     host, source = make_host(snapshot=snap)
+    _prefetch_gpus(host)
+    profile = load_audit_profile(cfg.profile, cfg)
     checks = [] if mode == "epilog" else choose_checks(profile, tags=["gate"], skip_ids=cfg.disable_checks)
     gpu_factory = None
     if not snap:
@@ -95,6 +96,15 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
         host=host, source=source, profile=profile, config=audit_config(cfg), checks=checks, options=options,
         env=dict(os.environ), slurm=Slurm(Runner()) if mode != "check" else None, gpu_factory=gpu_factory,
     )
+
+
+def _prefetch_gpus(host) -> None:
+    """Start the NVML read now, in its background thread, so driver calls (which release the
+    GIL) overlap with loading the profile and the check modules; the checks wait for it."""
+    try:
+        host.gpu.inventory(timeout=0)
+    except TimeoutError:
+        pass
 
 
 def gpunode_failed(mode: str, strict: bool, message: str) -> int:
