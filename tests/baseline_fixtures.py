@@ -50,7 +50,8 @@ def metric(name: str, value: float | None, unit: str, gpu: int | None = 0, statu
 
 def gemm(dtype: str, value: float | None, gpu: int = 0, size: int = 8192, **kw) -> dict:
     return metric(f"gemm.{dtype}", value, "TFLOP/s", gpu, dtype=dtype, m=size, n=size, k=size, backend="torch",
-                  flops_per_gemm=2 * size**3, aggregate="median of 5 batches of 40", **kw)
+                  flops_per_gemm=2 * size**3, data="randn", layout="row-major A and B, out= preallocated",
+                  aggregate="median of 5", iters_per_batch=14, **kw)
 
 
 def d2d(value: float, gpu: int = 0, nbytes: int = GIB) -> dict:
@@ -73,9 +74,9 @@ def nccl(test: str, value: float | None, ngpus: int, largest: int, algo: dict | 
 
 
 def h100_metrics(scale: float = 1.0, gpu: int = 0) -> list[dict]:
-    """One GPU's figures: the lent H100's measured ones times `scale`."""
+    """One GPU's figures: the lent H100's (gpunode bench, 2026-11-24) times `scale`."""
     return [
-        gemm("bf16", 796 * scale, gpu), gemm("fp16", 763 * scale, gpu), gemm("tf32", 414 * scale, gpu),
+        gemm("bf16", 710 * scale, gpu), gemm("fp16", 677 * scale, gpu), gemm("tf32", 350 * scale, gpu),
         d2d(3010 * scale, gpu), host_copy("h2d.pinned", 52.8 * scale, gpu), host_copy("d2h.pinned", 55.0 * scale, gpu),
         host_copy("h2d.pageable", 16.6 * scale, gpu),
     ]

@@ -42,9 +42,10 @@ def test_build_baseline_takes_medians_and_matches_exactly_this_hardware():
     assert notes == []
     assert mapping["match"] == {"gpu_name": "NVIDIA H100 80GB HBM3", "pci_device": ["0x2330"], "gpu_count": 1}
     bf16 = mapping["metrics"]["gemm.bf16"]
-    assert bf16["value"] == 796.0 and bf16["basis"] == "recorded"
-    assert bf16["conditions"] == {"dtype": "bf16", "k": 8192, "m": 8192, "n": 8192}
-    assert "median of 3 figures (3 run(s) x 1 GPU(s))" in bf16["source"] and "780.1..804.0" in bf16["source"]
+    assert bf16["value"] == 710.0 and bf16["basis"] == "recorded"
+    assert bf16["conditions"] == {"data": "randn", "dtype": "bf16", "k": 8192,
+                                  "layout": "row-major A and B, out= preallocated", "m": 8192, "n": 8192}
+    assert "median of 3 figures (3 run(s) x 1 GPU(s))" in bf16["source"] and "695.8..717.1" in bf16["source"]
     assert mapping["recorded"]["runs"] == 3 and mapping["recorded"]["host"] == "testhost"
     assert "h2d.pageable" in mapping["metrics"]  # a host's own baseline keeps its information metrics too
 

@@ -31,7 +31,7 @@ MAX_FAIL_MARGIN = 0.8
 # Conditions that describe how a figure was taken, not what was measured: never pinned.
 NOT_PINNED = frozenset({
     "aggregate", "note", "placement", "binding", "numa_node", "purpose", "output", "backend",
-    "flops_per_gemm", "iters", "warmup", "check", "min_bytes", "max_bytes",
+    "flops_per_gemm", "iters", "iters_per_batch", "warmup", "check", "min_bytes", "max_bytes",
 })
 _GLOB_CHARS = re.compile(r"[*?\[\]]")
 
