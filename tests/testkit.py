@@ -25,7 +25,7 @@ from gpunode.sysroot import SysRoot
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTS = FIXTURES / "hosts"
-NOW = 1795478400.0  # 2026-11-23T00:00:00Z
+NOW = 1795478400.0  # 2026-11-24T00:00:00Z
 
 
 def require(condition: bool, reason: str) -> None:
