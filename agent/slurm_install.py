@@ -54,8 +54,8 @@ def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None
     # slurmd runs the HealthCheckProgram without SLURM_CONF: a slurm.conf outside the default
     # place (and not configless) must be named here for scontrol.
     for name, value in (("GPUNODE_CONFIG", config), ("GPUNODE_SNAPSHOT", snapshot), ("SLURM_CONF", slurm_conf)):
-        if value:
-            lines += [f': "${{{name}:={shlex.quote(value)}}}"', f"export {name}"]
+        if value:  # an inherited value wins; quotes inside "${X:=...}" would not be removed
+            lines += [f'[ -n "${{{name}:-}}" ] || {name}={shlex.quote(value)}', f"export {name}"]
     lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
     return "\n".join(lines) + "\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -137,7 +138,7 @@ def test_install_writes_root_owned_hooks_and_is_idempotent(tmp_path, snaps):
             assert path.stat().st_uid == 0 and path.stat().st_gid == 0
         text = path.read_text()
         assert text.startswith("#!/bin/sh\n") and "PATH=/usr/local/sbin:" in text
-        assert f'GPUNODE_SNAPSHOT:={snaps["ok"]}' in text and "--timeout 12" in text
+        assert f'|| GPUNODE_SNAPSHOT={snaps["ok"]}' in text and "--timeout 12" in text
         assert text.rstrip().splitlines()[-1].startswith(f"exec {sys.executable} -m gpunode gate --")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(HOOKS)  # no temp files left
     again = gpunode("slurm", "install", "--prefix", str(tmp_path), "--snapshot", str(snaps["ok"]), "--timeout", "12")
@@ -214,3 +215,15 @@ def test_gate_does_not_import_typer_or_rich(snaps):
     ])
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
+
+
+def test_hooks_quote_paths_with_spaces_and_quotes(tmp_path, snaps):
+    odd = tmp_path / "it's a snap"
+    shutil.copytree(snaps["ok"], odd)
+    prefix = tmp_path / "hook dir"
+    prefix.mkdir()
+    r = gpunode("slurm", "install", "--prefix", str(prefix), "--snapshot", str(odd))
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run([str(prefix / "gpunode-prolog")], env={"SLURMD_NODENAME": "nosuch"},
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "OK" in run.stdout, run.stdout + run.stderr

@@ -232,7 +232,7 @@ def test_installed_hooks(cluster):
         path = cluster["hooks"] / name
         st = path.stat()
         assert st.st_mode & 0o7777 == 0o755 and st.st_uid == 0
-        assert f"GPUNODE_CONFIG:={cluster['config']}" in path.read_text()
+        assert f"|| GPUNODE_CONFIG={cluster['config']}" in path.read_text()
 
 
 def test_1_healthy_node_runs_the_job(cluster):
