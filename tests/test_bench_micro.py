@@ -4,10 +4,10 @@ import os
 
 import pytest
 from bench_fakes import H100, FakeBackend
-from testkit import tree_host
 
 from gpunode.bench import micro, numa
 from gpunode.bench.backend import INSTALL_HINT, Device, find_backend
+from testkit import tree_host
 
 PLAN = micro.MicroPlan(repeats=5, warmup_s=0.1, min_batch_s=0.02)
 

@@ -8,10 +8,10 @@ import sys
 import textwrap
 
 import pytest
-from testkit import FIXTURES
 
 from gpunode.bench import nccl
 from gpunode.runner import Runner
+from testkit import FIXTURES
 
 NCCL = FIXTURES / "nccl"
 AR_TEXT = (NCCL / "all_reduce_g1.h100.txt").read_text()

@@ -4,10 +4,10 @@ import json
 import math
 
 import pytest
-from testkit import FIXTURES
 
 from gpunode.bench import stats
 from gpunode.bench.results import SCHEMA, BenchDocument, Metric, Spread, overall
+from testkit import FIXTURES
 
 RECORDED = ["h100-quick.json", "h100-full.json", "h100-quick-cupy.json"]
 

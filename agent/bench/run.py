@@ -265,3 +265,9 @@ def _fio_step(host: Host, opts: BenchOptions, tools: dict) -> Step:
         return fio.run_fio(host.runner, binary, target, plan)
 
     return Step("fio", run)
+
+
+def run_steps(host: Host, opts: BenchOptions, on_step: Callable[[int, Step], None] | None = None,
+              find=find_backend) -> BenchDocument:
+    """Plan and run in one call (`gpunode baseline record` uses this)."""
+    return execute(prepare(host, opts, find), on_step)
