@@ -92,7 +92,7 @@ def _read_yaml(path: Path) -> dict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {exc}") from exc
+        raise ProfileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
     if not isinstance(data, dict):
