@@ -9,6 +9,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Controller-side bookkeeping that runs once per batch on the batch's first host: it says nothing
+# about whether that host ran (a skipped benchmark in check mode must read as skipped).
+BOOKKEEPING_TASKS = frozenset({"Make the report directory on the controller"})
 STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "UNKNOWN": "magenta",
          "UNREACHABLE": "bold red", "FAILED": "bold red"}
 
@@ -81,7 +84,8 @@ class Tracker:
                 outcome.state, outcome.task = "failed", task
                 outcome.message = failure_message(res)
                 self._line(host, "FAILED", f"{task}: {outcome.message}")
-        elif kind in ("runner_on_ok", "runner_on_skipped") and outcome.state in ("not_run", "skipped"):
+        elif (kind in ("runner_on_ok", "runner_on_skipped") and outcome.state in ("not_run", "skipped")
+              and task not in BOOKKEEPING_TASKS):
             outcome.state = "ok" if kind == "runner_on_ok" else "skipped"
         if kind == "runner_on_ok" and self._is_report(host, res):
             self.reported.add(host)
