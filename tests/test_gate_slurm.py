@@ -7,7 +7,8 @@ snapshots through the config file the hooks pass on (GPUNODE_CONFIG).
 2. failing snapshot (GPU0 row remap failed, one GPU of the two in Slurm's gres missing) ->
    the job does not run, the node is DRAIN with a reason starting `gpunode:`;
 3. HealthCheckProgram mode drains with the reason, leaves an operator's reason untouched,
-   and resumes only its own drain — run by slurmd itself and by hand like slurmd does.
+   and resumes only its own drain — run by slurmd itself and by hand like slurmd does;
+4. the epilog drains a node whose GPU processes and memory outlive the job.
 """
 
 from __future__ import annotations
@@ -66,13 +67,18 @@ class LocalSlurm:
                                f"--seed-file={d / 'munged.seed'}"])
         self._wait(lambda: self.socket.exists(), 10, "munged socket")
 
-    def write_conf(self, hooks: Path) -> None:
+    def write_conf(self, hooks: Path, interval: int = 0) -> None:
+        """interval 0: slurmd runs no periodic health check (it would race the other tests)."""
         for sub in ("etc", "state", "spool", "log", "dev"):
             (self.root / sub).mkdir(exist_ok=True)
         # Slurm's gres/gpu wants device files: two links to /dev/null stand in for /dev/nvidia[01].
         for i in range(2):
-            (self.root / "dev" / f"nvidia{i}").symlink_to("/dev/null")
-        ctld_port, d_port = _free_ports(2)
+            link = self.root / "dev" / f"nvidia{i}"
+            if not link.is_symlink():
+                link.symlink_to("/dev/null")
+        if not hasattr(self, "ports"):
+            self.ports = _free_ports(2)
+        ctld_port, d_port = self.ports
         r = self.root
         self.conf.write_text(f"""\
 ClusterName=gpunodetest
@@ -104,7 +110,7 @@ Prolog={hooks}/gpunode-prolog
 PrologFlags=Alloc
 Epilog={hooks}/gpunode-epilog
 HealthCheckProgram={hooks}/gpunode-healthcheck
-HealthCheckInterval={HEALTH_INTERVAL}
+HealthCheckInterval={interval}
 HealthCheckNodeState=ANY
 NodeName={self.node} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} Gres=gpu:h100:2 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
@@ -192,6 +198,9 @@ def cluster(tmp_path_factory):
     healthy = write_snapshot(snaps / "healthy", h100_inventory(2))
     # GPU0's row remapping failed and GPU1 fell off the bus (Slurm's gres says 2).
     failing = write_snapshot(snaps / "failing", h100_inventory(1, remap_failure=True))
+    # A process of the job still holds GPU0 and its memory after the job ended.
+    leftovers = write_snapshot(snaps / "leftovers", h100_inventory(2, memory_used_bytes=3 << 30, processes=[
+        {"pid": 4242, "kind": "compute", "used_memory_bytes": 3 << 30, "name": "python"}]))
     config = root / "gpunode.yaml"
     hooks = root / "hooks"
     hooks.mkdir()
@@ -201,13 +210,14 @@ def cluster(tmp_path_factory):
         slurm.start_munge()
         slurm.write_conf(hooks)
         install = subprocess.run([sys.executable, "-m", "gpunode", "slurm", "install", "--prefix", str(hooks),
-                                  "--config", str(config), "--timeout", "15", "--slurm-conf", str(slurm.conf)],
+                                  "--config", str(config), "--timeout", "8", "--slurm-conf", str(slurm.conf)],
                                  capture_output=True, text=True, timeout=60)
         assert install.returncode == 0, install.stderr
         slurm.start_slurm()
         if slurm.sinfo_state() != "idle":
             slurm.resume()
-        yield {"slurm": slurm, "config": config, "healthy": healthy, "failing": failing, "hooks": hooks}
+        yield {"slurm": slurm, "config": config, "healthy": healthy, "failing": failing, "leftovers": leftovers,
+               "hooks": hooks}
     finally:
         slurm.stop()
         shutil.rmtree(root, ignore_errors=True)
@@ -263,6 +273,7 @@ def test_2_failing_node_is_drained_and_the_job_does_not_run(cluster):
     try:
         r = _srun(slurm)
         assert r.returncode != 0 and socket.gethostname() not in r.stdout
+        assert "Prolog" in r.stderr, r.stderr  # refused by the prolog (no periodic health check yet)
         assert "DRAIN" in slurm.state()
         reason = slurm.reason()
         assert reason and reason.startswith("gpunode: "), f"reason {reason!r}\n{slurm.logs()}"
@@ -298,6 +309,9 @@ def test_3_health_check_resumes_only_its_own_drain(cluster):
 
 def test_3b_slurmd_runs_the_health_check_itself(cluster):
     slurm = cluster["slurm"]
+    slurm.write_conf(cluster["hooks"], interval=HEALTH_INTERVAL)
+    r = slurm.cmd("scontrol", "reconfigure")
+    assert r.returncode == 0, r.stderr
     _use(cluster["config"], cluster["failing"])
     try:
         slurm._wait(lambda: (slurm.reason() or "").startswith("gpunode: "), HEALTH_INTERVAL * 4,
@@ -308,3 +322,20 @@ def test_3b_slurmd_runs_the_health_check_itself(cluster):
                     "slurmd's HealthCheckProgram to resume its own drain")
     finally:
         _use(cluster["config"], cluster["healthy"])
+        slurm.write_conf(cluster["hooks"], interval=0)
+        slurm.cmd("scontrol", "reconfigure")
+
+
+def test_4_epilog_drains_when_gpu_processes_outlive_the_job(cluster):
+    slurm = cluster["slurm"]
+    _use(cluster["config"], cluster["leftovers"])  # the prolog only WARNs about it: the job runs
+    try:
+        r = _srun(slurm)
+        assert r.returncode == 0, f"{r.stderr}\n{slurm.logs()}"
+        # The epilog polls for the budget of its hook (--timeout 8), then drains.
+        slurm._wait(lambda: (slurm.reason() or "").startswith("gpunode: epilog.leftovers GPU0: "), 30,
+                    "the epilog to drain the node")
+        assert "4242 python" in slurm.reason() and "DRAIN" in slurm.state()
+    finally:
+        _use(cluster["config"], cluster["healthy"])
+        slurm.resume()
