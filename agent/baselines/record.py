@@ -1,8 +1,8 @@
 """A host's own baseline from repeated bench runs: the median of each metric and, as the warn and
 fail margins, the spread that was observed (never tighter than a floor per metric family).
 
-Margins: `drop` is the worst observed shortfall of a single figure against the median (over runs
-and GPUs; with a single figure, 3 x its within-run coefficient of variation). warn margin =
+Margins: `drop` is the larger of the worst shortfall of a single figure against the median (over
+runs and GPUs) and the largest within-run coefficient of variation of the repeats. warn margin =
 max(floor_warn, 2 x drop), fail margin = max(floor_fail, 2 x warn margin), so a figure as bad as
 the worst seen while recording still PASSes, and one twice as far out WARNs.
 """
@@ -43,11 +43,10 @@ def floors(metric: str) -> tuple[float, float]:
 def margins(values: Sequence[float], better: str, cov: float | None, metric: str) -> tuple[float, float]:
     """-> (warn ratio, fail ratio) from the observed figures of one metric."""
     median = statistics.median(values)
+    drop = cov or 0.0  # within a run: the repeats' coefficient of variation
     if len(values) >= 2 and median > 0:
         worst = min(values) if better == "higher" else max(values)
-        drop = abs(median - worst) / median
-    else:
-        drop = 3 * (cov or 0.0)
+        drop = max(drop, abs(median - worst) / median)  # between runs and GPUs
     floor_warn, floor_fail = floors(metric)
     warn_margin = min(MAX_WARN_MARGIN, max(floor_warn, 2 * drop))
     fail_margin = min(MAX_FAIL_MARGIN, max(floor_fail, 2 * warn_margin))
