@@ -157,6 +157,7 @@ def test_cli_json_to_stdout_nothing_measured_exit_3():
     (["--fio-destructive", "/dev/null"], "not a block device or a regular file"),
     (["--hosts", "n1,n2"], "--hosts needs --nccl-launcher"),
     (["--nccl-launcher", "pdsh"], "choose mpirun or srun"),
+    (["--only", "gemm", "--fio-dir", "/tmp"], "need fio among --only"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, message):
     result = cli.invoke(app, ["bench", *args])

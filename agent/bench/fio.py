@@ -293,7 +293,9 @@ def cleaned(target: FioTarget) -> Iterator[FioTarget]:
 
 def fio_version(runner, fio: str) -> str | None:
     r = runner.run([fio, "--version"], timeout=10)
-    return r.stdout.strip().removeprefix("fio-") or None if r.ok else None
+    if not r.ok:
+        return None
+    return r.stdout.strip().removeprefix("fio-") or None
 
 
 def run_fio(runner, fio: str, target: FioTarget, plan: FioPlan, progress=None) -> list[Metric]:

@@ -351,7 +351,7 @@ def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapp
     status, message = judge(run, result.rc, result.timed_out, result.error)
     if status == "ok" and note:
         status, message = "error", note
-    if status != "ok" and result.stderr.strip() and status == "error":
+    if status == "error" and result.stderr.strip():
         message += f" (stderr: {result.stderr.strip().splitlines()[-1][:200]})"
     m = metric(cfg, run, status, message, nprocs, env)
     m.conditions["output"] = "json (-J)" if use_json and not note else "text"

@@ -61,10 +61,12 @@ def bench(
         die(f"--nccl-tests-dir {nccl_tests_dir}: not a directory")
     if fio_dir is not None and fio_destructive is not None:
         die("give --fio-dir or --fio-destructive, not both")
+    if (fio_dir is not None or fio_destructive is not None) and "fio" not in opts.only:
+        die("--fio-dir/--fio-destructive need fio among --only")
     if fio_dir is not None and not fio_dir.is_dir():
         die(f"--fio-dir {fio_dir}: not a directory")
     host = live_host()
-    if fio_destructive is not None and "fio" in opts.only:
+    if fio_destructive is not None:
         plan = fio.FioPlan.quick() if opts.quick else fio.FioPlan.full()
         try:
             opts.fio_target = fio.destructive_target(host.sys, str(fio_destructive), plan)
