@@ -254,16 +254,17 @@ def test_renderer_prints_every_row(baseline):
     assert "gemm.bf16" in text and "WARN" in text and "not compared" in text and "WARN (exit 1)" in text
 
 
-REAL = sorted((FIXTURES / "bench").glob("h100-*.json"))
+REAL = sorted((FIXTURES / "bench").glob("h[12]00-*.json"))
+EXPECTED = {"h100": "h100-sxm5-80gb-1gpu", "h200": "h200-141gb-1gpu"}
 
 
 @pytest.mark.parametrize("path", REAL, ids=[p.name for p in REAL])
-def test_real_recorded_h100_results_pass_against_the_shipped_baseline(path, tmp_path):
-    """Recorded by `gpunode bench --json` on the lent H100: the baseline is auto-selected, every
+def test_real_recorded_results_pass_against_the_shipped_baseline(path, tmp_path):
+    """Recorded by `gpunode bench --json` on the lent H100 and H200: the baseline is auto-selected, every
     comparable figure PASSes, and what was not compared says why."""
     doc = json.loads(path.read_text())
     v = compare_document(doc, baselines_dir=tmp_path)
-    assert v.baseline == "h100-sxm5-80gb-1gpu" and v.status == "OK"
+    assert v.baseline == EXPECTED[path.name[:4]] and v.status == "OK"
     measured = {m["name"] for m in doc["metrics"] if m["status"] == "ok"}
     comparable = measured & {"gemm.bf16", "gemm.fp16", "gemm.tf32", "gemm.fp8", "hbm.d2d", "h2d.pinned", "d2h.pinned"}
     compared = [r for r in v.rows if r.status in ("PASS", "WARN", "FAIL")]
