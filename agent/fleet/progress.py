@@ -58,6 +58,8 @@ class Tracker:
     report_dir: Path
     kind: str
     console: object | None = None  # a rich Console on stderr, or None for silence
+    # Save the node command's stdout as the host's report (the playbook skips its copy task).
+    from_stdout: bool = False
     outcomes: dict[str, HostOutcome] = field(default_factory=dict)
     reported: set[str] = field(default_factory=set)
 
@@ -75,6 +77,9 @@ class Tracker:
         task = data.get("task")
         if task == f"Run gpunode {self.kind}" and isinstance(res.get("rc"), int):
             outcome.rc = res["rc"]
+            if self.from_stdout and kind in ("runner_on_ok", "runner_on_failed") and self._save(host, res):
+                self.reported.add(host)
+                self._line(host, *_report_status(self.report_path(host)))
         if kind == "runner_on_unreachable":
             outcome.state, outcome.task = "unreachable", task
             outcome.message = failure_message(res)
@@ -90,6 +95,18 @@ class Tracker:
         if kind == "runner_on_ok" and self._is_report(host, res):
             self.reported.add(host)
             self._line(host, *_report_status(self.report_path(host)))
+        return True
+
+    def _save(self, host: str, res: dict) -> bool:
+        """The command's JSON stdout -> <report dir>/<host>.<kind>.json (0600), as the playbook's
+        copy task would have written it."""
+        stdout = res.get("stdout")
+        if not isinstance(stdout, str) or not stdout.strip().startswith("{"):
+            return False
+        from gpunode.report import write_atomic
+
+        self.report_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_atomic(self.report_path(host), stdout + "\n", mode=0o600)
         return True
 
     def report_path(self, host: str) -> Path:

@@ -119,7 +119,8 @@ def run_playbook(
     report_dir = artifact_dir / "reports"
     run = PlaybookRun(playbook=spec.file, kind=spec.kind, ident=ident, artifact_dir=artifact_dir,
                       report_dir=report_dir, inventory=inventory, check=check, started=started)
-    tracker = Tracker(hosts=inventory.hosts, report_dir=report_dir, kind=spec.kind, console=console)
+    tracker = Tracker(hosts=inventory.hosts, report_dir=report_dir, kind=spec.kind, console=console,
+                      from_stdout=spec.report_on_stdout)
     env = ansible_env({
         # ansible-runner would turn host key checking off; keep Ansible's safe default unless set.
         "ANSIBLE_HOST_KEY_CHECKING": os.environ.get("ANSIBLE_HOST_KEY_CHECKING", "True"),
@@ -132,7 +133,8 @@ def run_playbook(
         ident=ident,
         limit=inventory.limit or None,
         forks=forks,
-        extravars={**(extravars or {}), "gpunode_report_dir": str(report_dir)},
+        extravars={**(extravars or {}), "gpunode_report_dir": str(report_dir),
+                   "gpunode_report_from_events": spec.report_on_stdout},
         cmdline="--check" if check else None,
         envvars=env,
         rotate_artifacts=rotate,

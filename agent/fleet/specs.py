@@ -14,6 +14,8 @@ class PlaybookSpec:
     required: tuple[str, ...] = ()  # vars every host needs (inventory or extra vars)
     one_of: tuple[str, ...] = ()  # at least one of these must be set for every host
     changes_hosts: bool = False  # apply/rollback/install/slurm: --check matters
+    # The report is the node command's stdout (else a file it writes, fetched: bench).
+    report_on_stdout: bool = True
     # The node command's exit code -> verdict, for reports that carry no "status" (apply, rollback).
     rc_status: tuple[tuple[int, str], ...] = ((0, "OK"), (1, "WARN"), (2, "FAIL"), (3, "UNKNOWN"))
 
@@ -39,7 +41,8 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
                      required=("gpunode_profile",), changes_hosts=True, rc_status=_CHANGE_RCS),
         PlaybookSpec("rollback", "gpunode rollback on every node: canary first, then batches", changes_hosts=True,
                      rc_status=_CHANGE_RCS),
-        PlaybookSpec("bench", "gpunode bench on every node; outliers against each SKU group's median"),
+        PlaybookSpec("bench", "gpunode bench on every node; outliers against each SKU group's median",
+                     report_on_stdout=False),
         PlaybookSpec("gate", "gpunode gate (the fast pre-job health subset) on every node"),
         PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)", changes_hosts=True),
         PlaybookSpec("install", "install gpunode into a venv on every node (from a wheel or an index)",
