@@ -1,0 +1,70 @@
+"""playbooks/apply.yml with gpunode_slurm_drain on a REAL one-node Slurm (the gate tests'
+LocalSlurm: munged, slurmctld, slurmd from Debian's packages): the node is drained before the
+apply and resumed after it; a failed apply leaves it drained with gpunode's reason; a node an
+operator drained keeps the operator's reason and stays drained."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import fleetkit
+import pytest
+from test_gate_slurm import BINARIES, LocalSlurm
+
+import testkit
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+
+@pytest.fixture
+def slurm(tmp_path_factory):
+    fleetkit.require_ansible()
+    testkit.require(os.geteuid() == 0, "needs root to run munged/slurmctld/slurmd")
+    missing = [b for b in BINARIES if shutil.which(b) is None]
+    testkit.require(not missing, f"needs Debian packages slurm-wlm and munge (missing {', '.join(missing)})")
+    root = tmp_path_factory.mktemp("fleet-slurm")
+    root.chmod(0o755)  # munged refuses sockets in directories others cannot traverse
+    cluster = LocalSlurm(root)
+    try:
+        cluster.start_munge()
+        cluster.write_conf(root / "no-hooks")  # no job runs here: the gate hooks are not needed
+        cluster.start_slurm()
+        if "DRAIN" in cluster.state():
+            cluster.resume()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_apply_drains_and_resumes_only_its_own_drain(tmp_path, slurm):
+    root = tmp_path / "root"
+    testkit.write_files(root, {"/proc/sys/vm/swappiness": "60\n"})
+    own = ["--sysroot", str(root), "--state-dir", str(tmp_path / "journal")]
+    inv = fleetkit.write_inventory(tmp_path / "inv.ini", {"h100": [
+        f"n1 gpunode_slurm_node={slurm.node} gpunode_apply_args='{json.dumps([*own, '--only', 'sysctl/vm.swappiness'])}'"
+    ]}, fleetkit.local_vars(ansible_python_interpreter=sys.executable, gpunode_slurm_drain="true",
+                            gpunode_drain_timeout="30"))
+    base = ["apply", "-i", str(inv), "--state-dir", str(tmp_path / "state")]
+    env = {"SLURM_CONF": str(slurm.conf)}  # the node's scontrol finds this test cluster
+
+    result, doc = fleetkit.fleet_json([*base, "-e", "gpunode_profile=training"], env=env)
+    assert result.rc == 0, result.stderr[-3000:]
+    assert (root / "proc/sys/vm/swappiness").read_text().strip() == "10"
+    assert slurm.reason() is None and "DRAIN" not in slurm.state()
+    ctld_log = (slurm.root / "log" / "slurmctld.log").read_text()
+    assert "gpunode: apply training" in ctld_log, "the node was never drained"
+
+    # A failing apply leaves the node drained, with gpunode's reason, for a person to look at.
+    result, doc = fleetkit.fleet_json([*base, "-e", f"gpunode_profile={tmp_path / 'missing.yaml'}"], env=env)
+    assert result.rc == 3 and doc["hosts"][0]["status"] == "FAILED"
+    assert "DRAIN" in slurm.state() and slurm.reason() == f"gpunode: apply {tmp_path / 'missing.yaml'}"
+    slurm.resume()
+
+    # An operator's drain: gpunode applies (the node is idle) but neither takes nor clears it.
+    slurm.drain("disk swap ticket 123")
+    result, doc = fleetkit.fleet_json([*base, "-e", "gpunode_profile=training"], env=env)
+    assert result.rc == 0, result.stderr[-3000:]
+    assert "DRAIN" in slurm.state() and slurm.reason() == "disk swap ticket 123"
