@@ -100,3 +100,30 @@ def test_sku_group_of_a_host():
     assert inv.hosts == ["a", "c", "lone"]
     assert inv.groups == {"a": ["h100", "rack1"], "c": ["h100"], "lone": []}
     assert [inv.sku(h) for h in inv.hosts] == ["h100", "h100-pcie", "ungrouped"]
+
+
+def test_example_inventory_is_valid_for_every_playbook():
+    from gpunode.fleet.specs import playbooks_dir
+    from gpunode.fleet.validate import validate
+
+    example = fleetkit.FIXTURES.parent.parent / "inventory.example.ini"
+    for spec in PLAYBOOKS.values():
+        extra = {"gpunode_pip_spec": "gpunode==0.1.0"} if spec.name == "install" else {}
+        inv = validate(spec, example, None, extra, playbooks_dir())
+        assert len(inv.hosts) == 7
+    assert {inv.sku(h) for h in inv.hosts} == {"h100-sxm-8", "h200-8"}
+    assert inv.hostvars["gpu-h200-03.example.net"]["gpunode_expected_gpus"] == 7
+    assert inv.hostvars["gpu-h100-01.example.net"]["gpunode_profile"] == "training"
+
+
+def test_playbooks_pass_ansible_syntax_check():
+    from gpunode.fleet.specs import playbooks_dir
+    from gpunode.fleet.validate import ansible_env, ansible_tool
+    from gpunode.runner import Runner
+
+    pdir = playbooks_dir()
+    files = [str(pdir / spec.file) for spec in PLAYBOOKS.values()]
+    result = Runner().run([ansible_tool("ansible-playbook"), "--syntax-check", "-i", "localhost,", *files],
+                          timeout=120, env=ansible_env(), cwd=str(pdir))
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "ERROR" not in result.stderr and "WARNING" not in result.stderr, result.stderr
