@@ -100,19 +100,27 @@ def _start_node(tmp: Path, index: int, tag: str, host_key: Path) -> Node:
     return node
 
 
+def _signal(pids: list[str], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(int(pid), sig)
+        except (OSError, ValueError):
+            pass
+
+
 def _stop_node(node: Node) -> None:
     """Stop this node's sshd and the sessions it forked (Ansible's persistent connections): every
     process in the node's namespace, each by its pid. Then remove the link and the namespace."""
-    pids = set(Runner().run(["ip", "netns", "pids", node.netns], timeout=10).stdout.split())
     try:
-        pids.add(node.pidfile.read_text().strip())
+        _signal([node.pidfile.read_text().strip()], signal.SIGTERM)
     except OSError:
         pass
-    for pid in sorted(pids):
-        try:
-            os.kill(int(pid), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
+    for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):  # sessions may still be closing
+        pids = Runner().run(["ip", "netns", "pids", node.netns], timeout=10).stdout.split()
+        if not pids:
+            break
+        _signal(pids, sig)
+        time.sleep(0.3)
     Runner().run(["ip", "link", "del", node.veth_host], timeout=10)
     Runner().run(["ip", "netns", "del", node.netns], timeout=10)
 
