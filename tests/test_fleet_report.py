@@ -280,3 +280,30 @@ def test_fleet_report_command_rerenders_a_saved_run(tmp_path):
     assert result.rc == 0 and "gemm.bf16" in result.stdout and "OK (exit 0)" in result.stdout
     bad = fleetkit.fleet(["report", str(tmp_path)])
     assert bad.rc == 2 and bad.stderr.startswith("gpunode: error:") and "run.json" in bad.stderr
+
+
+def test_real_h100_and_h200_recordings_by_sku(tmp_path):
+    """gpunode bench --quick as recorded on the lent H100 and H200, three hosts of each SKU; one
+    H100 with a GEMM 15 % slow is the only outlier, and no H100 is judged against H200 figures."""
+    recorded = {sku: json.loads((fleetkit.FIXTURES / "bench" / f"{sku}-quick.json").read_text())
+                for sku in ("h100", "h200")}
+    hosts = {}
+    for sku, names in (("h100", ("a", "b", "c")), ("h200", ("x", "y", "z"))):
+        for i, name in enumerate(names):
+            doc = copy.deepcopy(recorded[sku])
+            for m in doc["metrics"]:
+                if m["status"] == "ok" and isinstance(m["value"], (int, float)):
+                    m["value"] *= 1 + 0.01 * i  # peers differ by a percent or two
+                    if name == "c" and m["name"] == "gemm.bf16":
+                        m["value"] *= 0.85
+            hosts[name] = {"sku": sku, "doc": doc}
+    doc = fleet_document(make_run(tmp_path, "bench", hosts))
+    assert [(o["host"], o["metric"]) for o in doc["outliers"]] == [("c", "gemm.bf16")]
+    measured = {m["name"] for m in recorded["h100"]["metrics"] if m["status"] == "ok"}
+    h100 = {r["metric"]: r for r in doc["metrics"] if r["sku"] == "h100"}
+    h200 = {r["metric"]: r for r in doc["metrics"] if r["sku"] == "h200"}
+    assert set(h100) == measured and all(r["peers"] == 3 and not r["note"] for r in h100.values())
+    hbm = next(m["value"] for m in recorded["h200"]["metrics"] if m["name"] == "hbm.d2d")
+    assert h200["hbm.d2d"]["median"] == pytest.approx(hbm * 1.01)
+    assert h100["hbm.d2d"]["median"] < 0.8 * h200["hbm.d2d"]["median"]  # H100 HBM3 vs H200 HBM3e
+    assert fleetkit.by_host(doc)["c"]["status"] == "OK" and doc["status"] == "WARN"
