@@ -135,3 +135,30 @@ def test_service_not_installed_is_refused_and_a_failing_systemctl_rolls_back(tmp
     out = apply_profile(env, profile, select_settings(profile, ["service/irqbalance"]), StateDir(tmp_path / "s2"))
     assert out.result == "failed" and "systemctl disable irqbalance failed: Failed to disable unit: Access denied" in out.reason
     assert systemd.units["irqbalance"] == {"active": "active", "enabled": "enabled"}  # started again
+
+
+class _LiveLike:
+    """A fixture tree that claims to be the live root, to test what only happens on live hosts."""
+
+    def __init__(self, sysroot):
+        self._sys = sysroot
+
+    is_live = True
+
+    def __getattr__(self, name):
+        return getattr(self._sys, name)
+
+
+def test_boot_unit_is_blocked_not_failed_without_systemd(tmp_path):
+    from gpunode.apply.persist import plan_persistence
+    from gpunode.settings.change import PlannedFiles
+
+    host = tree_host(tmp_path, {"/sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never\n"})
+    setting = load_profile("training").get("sysfs/thp.enabled")
+    plan = type("Plan", (), {"settings": [setting], "writes": [type("W", (), {"setting_id": setting.id, "after": "always"})()]})()
+    without = plan_persistence(plan, PlannedFiles(_LiveLike(host.sys)), ["gpunode", "apply", "--boot"])
+    boot = [c for c in without if c.setting_id == "persist/boot"]
+    assert boot and all("no systemd" in c.blocked for c in boot)
+    (tmp_path / "run/systemd/system").mkdir(parents=True)
+    with_systemd = plan_persistence(plan, PlannedFiles(_LiveLike(host.sys)), ["gpunode", "apply", "--boot"])
+    assert all(not c.blocked for c in with_systemd if c.setting_id == "persist/boot")

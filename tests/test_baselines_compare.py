@@ -283,3 +283,15 @@ def test_real_results_under_a_noisy_neighbour_would_be_flagged(path, tmp_path):
     v = compare_document(doc, baselines_dir=tmp_path)
     gemms = [r for r in v.rows if r.metric.startswith("gemm.") and r.ratio is not None]
     assert gemms and all(r.status == "FAIL" for r in gemms) and v.exit_code == 2
+
+
+@pytest.mark.parametrize("kind", ["h100", "h200"])
+def test_real_noisy_neighbour_runs_fail_gemm_and_hbm(kind, tmp_path):
+    """Recorded on the lent GPU with benchmarks/noisy_neighbour.py keeping the same GPU busy:
+    the shared run must be flagged (the alone run of the same session is a PASS fixture above)."""
+    doc = json.loads((FIXTURES / "device" / f"bench-noisy-{kind}.json").read_text())
+    v = compare_document(doc, baselines_dir=tmp_path)
+    assert v.status == "FAIL"
+    by_metric = {r.metric: r.status for r in v.rows}
+    assert by_metric["gemm.bf16"] == "FAIL" and by_metric["hbm.d2d"] in ("WARN", "FAIL")
+    assert by_metric["h2d.pinned"] == "PASS"  # the PCIe link is not what the neighbour takes

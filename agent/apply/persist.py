@@ -110,6 +110,12 @@ def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Ch
                          after_text=f"{UNIT_NAME} enabled"),
         ):
             changes += [change] if change else []
+    if runtime and files.sys.is_live and not files.sys.exists("/run/systemd/system"):
+        # Not booted with systemd (a container, some VMs): a unit would never run, and
+        # daemon-reload would fail the whole batch. Say so instead of pretending to persist.
+        for change in changes:
+            if change.setting_id == "persist/boot":
+                change.blocked = "no systemd on this host: runtime settings will not survive a reboot"
     for change in changes:
         change.needs_root = files.sys.is_live
     return changes
