@@ -24,7 +24,7 @@ CHECK = typer.Option(False, "--check", help="Ansible check mode: apply/rollback/
 EXTRA = typer.Option(None, "--extra-var", "-e", help="NAME=VALUE for every host (YAML value; repeatable), e.g. -e gpunode_expected_gpus=8.")
 MARGIN = typer.Option(0.10, "--margin", help="Bench outlier: more than this fraction below the SKU group's median.")
 MIN_PEERS = typer.Option(3, "--min-peers", min=2, help="Fewest hosts in a SKU group before outliers are flagged.")
-PLAYBOOK_DIR = typer.Option(None, "--playbooks", help="Playbook directory (default $GPUNODE_PLAYBOOKS, else the checkout's playbooks/).")
+PLAYBOOK_DIR = typer.Option(None, "--playbooks", help="Playbook directory (default $GPUNODE_PLAYBOOKS, else the shipped playbooks).")
 STATE_DIR = typer.Option(None, "--state-dir", help="Where runs and reports are kept (default /var/lib/gpunode as root, else ~/.local/state/gpunode).")
 ROTATE = typer.Option(20, "--keep", min=1, help="Runs kept per playbook (older artifact directories are removed).")
 TIMEOUT = typer.Option(None, "--timeout", min=1, help="Stop the whole run after this many seconds.")

@@ -63,14 +63,13 @@ BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 
 
 def playbooks_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """--playbooks DIR, else $GPUNODE_PLAYBOOKS, else playbooks/ of this source checkout, else
-    /usr/share/gpunode/playbooks. The first that is given or exists wins."""
+    """--playbooks DIR, else $GPUNODE_PLAYBOOKS, else the playbooks shipped with gpunode
+    (the repo's playbooks/, installed as the package gpunode.shipped_playbooks)."""
     if explicit:
         return Path(explicit).resolve()
     env = os.environ.get("GPUNODE_PLAYBOOKS")
     if env:
         return Path(env).resolve()
-    checkout = Path(__file__).resolve().parent.parent.parent / "playbooks"
-    if checkout.is_dir():
-        return checkout
-    return Path("/usr/share/gpunode/playbooks")
+    import gpunode.shipped_playbooks
+
+    return Path(gpunode.shipped_playbooks.__file__).resolve().parent
