@@ -78,20 +78,9 @@ def run_audit(
 def _gpu_summary(ctx: AuditContext) -> dict:
     """Identity of the GPUs, for reports and baseline selection (never blocks past the NVML wait)."""
     try:
-        inv = ctx.inventory()
+        return ctx.inventory().summary()
     except TimeoutError as exc:
         return {"available": False, "error": str(exc)}
-    return {
-        "available": inv.available,
-        "error": inv.error,
-        "driver_version": inv.driver_version,
-        "cuda_driver_version": inv.cuda_driver_version,
-        "count": len(inv.gpus),
-        "devices": [
-            {"index": g.index, "name": g.name, "uuid": g.uuid, "pci_bus_id": g.pci_bus_id, "pci_device": g.pci_device}
-            for g in inv.gpus
-        ],
-    }
 
 
 def load_audit_profile(name: str, config: Config, overlays=(), sets=None) -> Profile:

@@ -68,16 +68,7 @@ class Step:
 
 
 def gpu_summary(inv: GpuInventory) -> dict:
-    """The audit's meta["gpus"] object: identity of the GPUs for reports and baseline selection."""
-    return {
-        "available": inv.available,
-        "error": inv.error,
-        "driver_version": inv.driver_version,
-        "cuda_driver_version": inv.cuda_driver_version,
-        "count": len(inv.gpus),
-        "devices": [{"index": g.index, "name": g.name, "uuid": g.uuid, "pci_bus_id": g.pci_bus_id,
-                     "pci_device": g.pci_device} for g in inv.gpus],
-    }
+    return inv.summary()
 
 
 def inventory(host: Host) -> GpuInventory:

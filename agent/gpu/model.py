@@ -155,6 +155,18 @@ class GpuInventory:
     def to_json(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> dict:
+        """Identity of the GPUs for reports and baseline selection (audit/bench meta["gpus"])."""
+        return {
+            "available": self.available,
+            "error": self.error,
+            "driver_version": self.driver_version,
+            "cuda_driver_version": self.cuda_driver_version,
+            "count": len(self.gpus),
+            "devices": [{"index": g.index, "name": g.name, "uuid": g.uuid, "pci_bus_id": g.pci_bus_id,
+                         "pci_device": g.pci_device} for g in self.gpus],
+        }
+
     @classmethod
     def from_json(cls, data: dict) -> GpuInventory:
         gpus = [GpuInfo.from_dict(g) for g in data.get("gpus", [])]

@@ -75,3 +75,17 @@ def value_to_write(op: str, current: Any, target: Any) -> str:
         return str(target) if not isinstance(target, bool) else ("1" if target else "0")
     pick = max if op == ">=" else min
     return " ".join(str(pick(c, t)) for c, t in zip(cur, tgt, strict=True))
+
+
+def plan_knob_writes(setting, wrong: list[Observed]) -> list:
+    """One write per wrong subject of a one-value knob (a sysctl, a sysfs file)."""
+    from gpunode.settings.change import Change
+
+    changes = []
+    for obs in wrong:
+        after = value_to_write(setting.op, obs.value, setting.target)
+        changes.append(
+            Change(setting.id, obs.subject, "knob", obs.subject, obs.value, after,
+                   current_text=str(obs.value), after_text=after)
+        )
+    return changes

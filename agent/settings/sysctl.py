@@ -22,14 +22,6 @@ def observe(host, setting) -> list[Observed]:
 
 def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
     """Write each wrong sysctl at runtime (/proc/sys); persistence is planned by gpunode.apply."""
-    from gpunode.settings.base import value_to_write
-    from gpunode.settings.change import Change
+    from gpunode.settings.base import plan_knob_writes
 
-    changes = []
-    for obs in wrong:
-        after = value_to_write(setting.op, obs.value, setting.target)
-        changes.append(
-            Change(setting.id, obs.subject, "knob", obs.subject, obs.value, after,
-                   current_text=str(obs.value), after_text=after)
-        )
-    return changes
+    return plan_knob_writes(setting, wrong)
