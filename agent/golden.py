@@ -296,22 +296,20 @@ def _compare(what: str, observed: str | None, allowed: tuple[str, ...], subject=
     return bad(f"{what} {shown}, golden {_show(allowed)}", observed=observed, expected=_show(allowed), subject=subject)
 
 
-def _driver(allowed):
-    def run(ctx):
-        inv, why = _inventory(ctx)
-        if inv is None:
-            return bad(f"driver version unknown ({why}), golden {_show(allowed)}", expected=_show(allowed))
-        return _compare("driver", inv.driver_version, allowed)
-    return run
+def _inventory_version(what: str, read):
+    """A golden check of one inventory-wide version (driver, CUDA driver)."""
+    def make(allowed):
+        def run(ctx):
+            inv, why = _inventory(ctx)
+            if inv is None:
+                return bad(f"{what} version unknown ({why}), golden {_show(allowed)}", expected=_show(allowed))
+            return _compare(what, read(inv), allowed)
+        return run
+    return make
 
 
-def _cuda(allowed):
-    def run(ctx):
-        inv, why = _inventory(ctx)
-        if inv is None:
-            return bad(f"CUDA driver version unknown ({why}), golden {_show(allowed)}", expected=_show(allowed))
-        return _compare("CUDA driver", inv.cuda_driver_version, allowed)
-    return run
+_driver = _inventory_version("driver", lambda inv: inv.driver_version)
+_cuda = _inventory_version("CUDA driver", lambda inv: inv.cuda_driver_version)
 
 
 def _vbios(allowed):
