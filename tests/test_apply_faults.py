@@ -101,6 +101,8 @@ def test_second_concurrent_apply_refuses(tmp_path):
         ("settings:\n  - {kind: sysctl, key: vm.swappiness, target: [1, 2]}\n", "target must be a string, number or boolean"),
         ("settings: [\n", "not valid YAML"),
         ("settings:\n  - {kind: gpu, key: mig_layout, target: '4g.40gb:2'}\n", "needs 8 compute slices"),
+        ("settings:\n  - {kind: limits, key: memlock, target: lots}\n", "must be a whole number or unlimited"),
+        ("settings:\n  - {kind: gpu, key: power_limit, target: -300}\n", "positive number of watts"),
     ],
 )
 def test_bad_profile_yaml_exits_2_and_changes_nothing(tmp_path, overlay, message):

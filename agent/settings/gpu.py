@@ -29,8 +29,10 @@ def validate(key: str, target) -> str | None:
         return f"compute_mode target must be one of {', '.join(COMPUTE_MODES)}"
     if key == "mig_layout":
         return mig_layout_problem(target)
-    if key == "power_limit" and target != "default" and (isinstance(target, bool) or not isinstance(target, (int, float))):
-        return "power_limit target must be 'default' or a number of watts"
+    if key == "power_limit" and target != "default" and (
+        isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0
+    ):
+        return "power_limit target must be 'default' or a positive number of watts"
     return None
 
 
