@@ -208,3 +208,26 @@ def test_no_gpu_means_gpu_settings_are_skipped(tmp_path):
     _, _, out = _run(tmp_path, inv, FakeGpuControl(replace(h100())), dry_run=True)
     assert out.result == "nothing-to-change" and out.rows == []
     assert all("NVML" in why or "GPU" in why for _, why in out.plan.skipped)
+
+
+def test_boot_unit_reapplies_gpu_settings_through_nvml(tmp_path, monkeypatch):
+    """`gpunode apply --boot` (the boot unit) must get GPU control like an apply does, or a
+    lost persistence mode / power limit fails the whole boot batch instead of coming back."""
+    from typer.testing import CliRunner
+
+    from gpunode.cli import app, apply_cmd
+
+    inv = testkit.with_gpu(h100(), persistence_mode=False)
+    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/persistence_mode")
+    assert out.result == "applied", out.reason
+    rebooted = FakeGpuControl(inv)  # persistence mode is off again after a reboot
+    monkeypatch.setattr(apply_cmd, "_host", lambda sysroot: tree_host(tmp_path / "root", inventory=inv))
+    monkeypatch.setattr(apply_cmd, "_gpu_control", lambda host, changes: rebooted)
+    args = ["apply", "--boot", "--sysroot", str(tmp_path / "root"), "--state-dir", str(tmp_path / "state"), "--json"]
+    dry = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["result"] == "planned"
+    assert rebooted.writes == []  # --boot --dry-run changes nothing
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["result"] == "applied"
+    assert rebooted.writes == [("persistence_mode", True)]

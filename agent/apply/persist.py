@@ -63,7 +63,10 @@ def load_boot_spec(text: str | None) -> list[Setting]:
     for raw in data.get("settings", []):
         raw = dict(raw)
         raw["tags"] = tuple(raw.get("tags", ()))
-        out.append(Setting(**raw))
+        try:
+            out.append(Setting(**raw))
+        except TypeError as exc:  # a field this version does not know: say which file
+            raise ValueError(f"{BOOT_SPEC}: {exc}") from exc
     return out
 
 

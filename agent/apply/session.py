@@ -82,14 +82,21 @@ def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *,
                         "applied" if outcome.ok else "failed", outcome.reason, outcome.restored)
 
 
-def boot_reapply(env: ApplyEnv, state: StateDir, crash: CrashPoint | None = None) -> ApplyOutcome:
+def boot_profile(host) -> tuple[Profile, list]:
+    """The runtime-only settings recorded in the boot spec, as a profile (ValueError if unreadable)."""
+    settings = load_boot_spec(host.sys.read(BOOT_SPEC))
+    profile = Profile(name="boot", description=f"runtime settings from {BOOT_SPEC}",
+                      settings={s.id: s for s in settings})
+    return profile, settings
+
+
+def boot_reapply(env: ApplyEnv, state: StateDir, crash: CrashPoint | None = None, dry_run: bool = False) -> ApplyOutcome:
     """`gpunode apply --boot`: re-assert the runtime-only settings recorded in the boot spec.
     Not journaled as an apply of its own: the apply that installed them holds the old values,
     and its rollback restores them (they hold what gpunode wrote, re-written at boot)."""
-    settings = load_boot_spec(env.host.sys.read(BOOT_SPEC))
-    profile = Profile(name="boot", description=f"runtime settings from {BOOT_SPEC}",
-                      settings={s.id: s for s in settings})
-    return apply_profile(env, profile, settings, state, persist=False, crash=crash, mode="boot", journaled=False)
+    profile, settings = boot_profile(env.host)
+    return apply_profile(env, profile, settings, state, dry_run=dry_run, persist=False, crash=crash, mode="boot",
+                         journaled=False)
 
 
 def _full_plan(env, profile, settings, allow_reboot, persist, boot_argv):

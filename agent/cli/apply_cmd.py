@@ -59,7 +59,7 @@ def apply(
     from gpunode.apply.journal import JournalError, StateDir, resolve_state_dir
     from gpunode.apply.lock import LockBusy
     from gpunode.apply.plan import select_settings
-    from gpunode.apply.session import Refused, apply_profile, boot_reapply
+    from gpunode.apply.session import Refused, apply_profile, boot_profile, boot_reapply
     from gpunode.audit import load_audit_profile
     from gpunode.config import ConfigError, load_config
     from gpunode.gpu.control import NoGpuControl
@@ -71,8 +71,9 @@ def apply(
             raise ValueError("--boot re-applies the recorded settings; it takes no --profile/--only/--skip/--overlay/--set")
         state = StateDir(resolve_state_dir(state_dir, os.environ))
         host = _host(sysroot)
-        prof = settings = None
-        if not boot:
+        if boot:
+            prof, settings = boot_profile(host)
+        else:
             cfg = load_config(config)
             prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
             settings = select_settings(prof, split_csv(only), split_csv(skip))
@@ -83,14 +84,14 @@ def apply(
     boot_argv = [sys.executable, "-m", "gpunode", "apply", "--boot"] + (["--state-dir", str(state.root)] if state_dir else [])
     env = ApplyEnv(host=host, gpu=NoGpuControl(), run_post=host.sys.is_live)
     try:
-        if boot:
-            outcome = boot_reapply(env, state, crash)
-        else:
-            if not dry_run:
-                from gpunode.apply.session import _full_plan  # GPU control only if GPU changes are planned
+        if not dry_run:  # GPU control only if GPU changes are planned (at boot too: persistence, power)
+            from gpunode.apply.session import _full_plan
 
-                _, preview = _full_plan(env, prof, settings, allow_reboot_settings, not no_persist, boot_argv)
-                env.gpu = _gpu_control(host, preview)
+            _, preview = _full_plan(env, prof, settings, allow_reboot_settings, not (no_persist or boot), boot_argv)
+            env.gpu = _gpu_control(host, preview)
+        if boot:
+            outcome = boot_reapply(env, state, crash, dry_run=dry_run)
+        else:
             outcome = apply_profile(env, prof, settings, state, dry_run=dry_run, allow_reboot=allow_reboot_settings,
                                     persist=not no_persist, boot_argv=boot_argv, crash=crash)
     except (LockBusy, Refused, JournalError) as exc:
@@ -99,7 +100,7 @@ def apply(
         die(str(exc))
     finally:
         env.gpu.close()
-    _print_apply(outcome, host, prof.name if prof else "boot", dry_run, as_json, state)
+    _print_apply(outcome, host, prof.name, dry_run, as_json, state)
     raise typer.Exit(outcome.exit_code)
 
 
