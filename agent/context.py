@@ -28,9 +28,12 @@ class AuditContext:
     host: Host
     profile: Profile
     config: AuditConfig = field(default_factory=AuditConfig)
+    # How long a check waits for NVML; the gate keeps it under its per-check watchdog so a
+    # hung driver is judged by gpu.nvml (FAIL) instead of ending as a hung check (ERROR).
+    nvml_timeout: float = NVML_TIMEOUT_S
 
     def inventory(self) -> GpuInventory:
-        return self.host.gpu.inventory(timeout=NVML_TIMEOUT_S)
+        return self.host.gpu.inventory(timeout=self.nvml_timeout)
 
     def gpus(self) -> list[GpuInfo]:
         """The GPUs, or end the check as SKIP when there is no driver/NVML or no GPU."""

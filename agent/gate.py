@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from gpunode import __version__
-from gpunode.context import AuditConfig, AuditContext
+from gpunode.context import NVML_TIMEOUT_S, AuditConfig, AuditContext
 from gpunode.engine import EXIT_CODES, Check, CheckSkipped, Result, Status, fail, ok, overall, run_checks
 from gpunode.gpu.model import GpuInfo, GpuInventory
 from gpunode.gpu.source import GpuSource
@@ -39,6 +39,9 @@ EPILOG_POLL_S = 1.0
 # Time kept back from the checks for the scontrol calls that follow them (a local scontrol
 # answers in ~10 ms; a busy slurmctld in seconds), at most a quarter of the budget.
 SLURM_RESERVE_S = 3.0
+# A check waits for NVML at most this share of its watchdog, so a hung driver reads as
+# gpu.nvml FAIL "NVML hung" (blocks) and not as a hung check (ERROR, does not block).
+NVML_SHARE = 0.8
 
 
 @dataclass
@@ -264,8 +267,9 @@ def run_gate(run: GateRun) -> Verdict:
     checks = list(run.checks)
     if opts.mode == "epilog":
         checks = [leftovers_check(run, max(budget - 0.5, 0.1))]
-    ctx = AuditContext(host=run.host, profile=run.profile, config=cfg)
     check_timeout = budget if opts.mode == "epilog" else opts.per_check_timeout
+    ctx = AuditContext(host=run.host, profile=run.profile, config=cfg,
+                       nvml_timeout=min(NVML_TIMEOUT_S, NVML_SHARE * check_timeout))
     results = run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=budget)
     blocking = blocking_results(results, opts.strict)
     reason = gate_reason(blocking)

@@ -10,6 +10,7 @@ import time
 import pytest
 from gate_fixtures import h100_inventory, slurm_text
 
+from gpunode.audit import choose_checks
 from gpunode.context import AuditConfig
 from gpunode.engine import Result, Status, check, fail, ok, warn
 from gpunode.gate import (
@@ -26,7 +27,7 @@ from gpunode.gate import (
     run_gate,
 )
 from gpunode.gpu.model import GpuInventory
-from gpunode.gpu.source import ReplayGpuSource
+from gpunode.gpu.source import LiveGpuSource, ReplayGpuSource
 from gpunode.profiles import load_profile
 from gpunode.runner import CommandResult, Runner
 from gpunode.slurm import REASON_MAX, Slurm
@@ -316,6 +317,39 @@ def test_a_hung_check_alone_does_not_drain(tmp_path):
     assert wall < 1.5
     assert [r.status for r in v.results] == [Status.ERROR, Status.PASS]
     assert scontrol.updates == [] and not v.blocked and v.exit_code == 0
+
+
+class HungNvml(LiveGpuSource):
+    """The live source with a wedged driver: the NVML pass never returns."""
+
+    def __init__(self, release):
+        super().__init__()
+        self.release = release
+
+    def _collect(self):
+        self.release.wait(60)
+
+
+def test_a_hung_driver_blocks_and_the_other_checks_still_run(tmp_path):
+    """A wedged driver must drain (gpu.nvml FAIL), not end as hung checks (ERROR, no block),
+    and the checks after the GPU ones (the kernel log's Xid) must still get their turn."""
+    release = threading.Event()
+    profile = load_profile("training")
+    host = tree_host(tmp_path / "root", files={"/sys/bus/pci/devices/0000:18:00.0/vendor": "0x10de\n",
+                                               "/sys/bus/pci/devices/0000:18:00.0/class": "0x030200\n"})
+    host.gpu = HungNvml(release)
+    try:
+        started = time.monotonic()
+        v = run_gate(GateRun(host=host, source="test", profile=profile, config=AuditConfig(),
+                             checks=choose_checks(profile, tags=["gate"]), options=GateOptions("prolog", timeout=4.0)))
+        wall = time.monotonic() - started
+    finally:
+        release.set()
+    by_id = {r.id: r for r in v.results}
+    assert by_id["gpu.nvml"].status == Status.FAIL and "NVML hung" in by_id["gpu.nvml"].message
+    assert v.blocked and v.exit_code == 2 and v.reason.startswith("gpunode: gpu.nvml: NVML hung")
+    assert "budget" not in by_id["gpu.xid"].message
+    assert wall < 4.0
 
 
 def test_budget_used_up_marks_the_rest_not_run(tmp_path):
