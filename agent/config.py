@@ -47,6 +47,11 @@ class Config:
     }
 
 
+# Numbers whose wrong sign would silently disable a check (a window of -5 h finds no Xid).
+_POSITIVE = {"xid_window_hours"}
+_NOT_NEGATIVE = {"expected_gpus", "min_free_gib"}
+
+
 def load_config(path: str | None = None) -> Config:
     """Explicit path > $GPUNODE_CONFIG > /etc/gpunode/config.yaml (if present) > defaults."""
     explicit = path or os.environ.get("GPUNODE_CONFIG")
@@ -70,5 +75,7 @@ def load_config(path: str | None = None) -> Config:
             continue
         if isinstance(value, bool) or not isinstance(value, expected):
             raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
+        if key in _POSITIVE and value <= 0 or key in _NOT_NEGATIVE and value < 0:
+            raise ConfigError(f"{candidate}: {key} must be {'positive' if key in _POSITIVE else '0 or more'}, got {value}")
         setattr(config, key, value)
     return config

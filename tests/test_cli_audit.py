@@ -82,6 +82,8 @@ def test_bad_input_is_a_clear_error_with_exit_2(tmp_path):
         (["audit", "--only", "no.such.check"], "no check matches"),
         (["audit", "--set", "sysctl/vm.swappiness"], "expected KIND/KEY=VALUE"),
         (["audit", "--config", str(tmp_path / "none.yaml")], "config file not found"),
+        (["audit", "--expected-gpus", "-1"], "--expected-gpus must be 0 or more"),
+        (["audit", "--xid-window", "-5"], "--xid-window must be positive"),
     ):
         proc = gpunode(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
@@ -97,6 +99,12 @@ def test_config_file_sets_expectations_and_rejects_unknown_keys(tmp_path):
     cfg.write_text("expectd_gpus: 8\n")
     proc = gpunode("audit", "--config", str(cfg))
     assert proc.returncode == 2 and "unknown key 'expectd_gpus'" in proc.stderr
+    for text, message in (("expected_gpus: -8\n", "expected_gpus must be 0 or more"),
+                          ("xid_window_hours: 0\n", "xid_window_hours must be positive"),
+                          ("min_free_gib: -1\n", "min_free_gib must be 0 or more")):
+        cfg.write_text(text)
+        proc = gpunode("audit", "--config", str(cfg))
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
 def test_snapshot_round_trip_gives_the_same_audit(tmp_path):

@@ -33,6 +33,10 @@ def audit(
     from gpunode.profiles import ProfileError, parse_set_options
     from gpunode.report import audit_document, dumps, prometheus_text, render_table, write_atomic
 
+    if expected_gpus is not None and expected_gpus < 0:
+        die("--expected-gpus must be 0 or more")
+    if xid_window is not None and xid_window <= 0:
+        die("--xid-window must be positive (hours)")
     try:
         cfg = load_config(config)
         prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
