@@ -231,3 +231,31 @@ def test_boot_unit_reapplies_gpu_settings_through_nvml(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["result"] == "applied"
     assert rebooted.writes == [("persistence_mode", True)]
+
+
+CLOCKS = "settings:\n  - {kind: gpu, key: applications_clocks, target: %s}\n"
+
+
+def test_applications_clocks_back_to_default_and_rolled_back(tmp_path):
+    inv = testkit.with_gpu(h100(), sm_app_clock_mhz=1500)  # someone ran `nvidia-smi -ac 2619,1500`
+    control = FakeGpuControl(inv)
+    control.values[0]["applications_clocks"] = "2619,1500"
+    env, state, out = _run(tmp_path, inv, control, only="gpu/applications_clocks", overlay=CLOCKS % "default")
+    assert out.result == "applied", out.reason
+    assert (out.rows[0]["current"], out.rows[0]["target"]) == ("2619,1500 MHz", "2619,1980 MHz")
+    assert control.writes == [("applications_clocks", "2619,1980")]
+    boot = json.loads((tmp_path / "root/etc/gpunode/apply-boot.json").read_text())
+    assert [s["key"] for s in boot["settings"]] == ["applications_clocks"]  # lost at reboot, re-applied
+    _, results = rollback(env, state)
+    assert {r.status for r in results} == {"restored"} and control.values[0]["applications_clocks"] == "2619,1500"
+
+
+def test_applications_clocks_above_the_maximum_are_refused_and_bad_ones_rejected(tmp_path):
+    from gpunode.profiles import ProfileError
+
+    inv = h100()
+    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/applications_clocks", overlay=CLOCKS % "'2619,2100'")
+    assert out.rows[0]["status"] == "blocked" and "above this GPU's maximum clocks 2619,1980 MHz" in out.rows[0]["note"]
+    (tmp_path / "bad.yaml").write_text(CLOCKS % "fast")
+    with pytest.raises(ProfileError, match="'MEM,SM' in MHz"):
+        load_profile("training", overlays=[tmp_path / "bad.yaml"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-KEYS = ("persistence_mode", "power_limit", "compute_mode", "ecc_mode", "mig_mode")
+KEYS = ("persistence_mode", "power_limit", "compute_mode", "ecc_mode", "mig_mode", "applications_clocks")
 
 
 class GpuControlError(RuntimeError):

@@ -302,6 +302,8 @@ class NvmlGpuControl:
             "compute_mode": lambda: COMPUTE_MODES.get(int(nvml.nvmlDeviceGetComputeMode(h))),
             "ecc_mode": lambda: bool(nvml.nvmlDeviceGetEccMode(h)[1]),  # pending
             "mig_mode": lambda: bool(nvml.nvmlDeviceGetMigMode(h)[1]),  # pending
+            "applications_clocks": lambda: ",".join(  # memory first, as `nvidia-smi -ac MEM,SM`
+                str(nvml.nvmlDeviceGetApplicationsClock(h, c)) for c in (nvml.NVML_CLOCK_MEM, nvml.NVML_CLOCK_SM)),
         }
         return self._call(f"GPU{index} read {key}", readers[key])
 
@@ -314,6 +316,7 @@ class NvmlGpuControl:
             "compute_mode": lambda: nvml.nvmlDeviceSetComputeMode(h, _COMPUTE_MODE_IDS[value]),
             "ecc_mode": lambda: nvml.nvmlDeviceSetEccMode(h, on),
             "mig_mode": lambda: nvml.nvmlDeviceSetMigMode(h, nvml.NVML_DEVICE_MIG_ENABLE if value else nvml.NVML_DEVICE_MIG_DISABLE),
+            "applications_clocks": lambda: nvml.nvmlDeviceSetApplicationsClocks(h, *map(int, str(value).split(","))),
         }
         self._call(f"GPU{index} set {key}={value}", writers[key])
 

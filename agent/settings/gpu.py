@@ -14,6 +14,7 @@ KEYS = {
     "compute_mode": ("compute_mode", str),
     "power_limit": ("power_limit_w", str),  # "default" or watts as a number
     "mig_layout": ("mig_instances", str),  # "3g.40gb:1,1g.10gb:4" or "none"; needs MIG mode on
+    "applications_clocks": ("sm_app_clock_mhz", str),  # "default" or "MEM,SM" MHz, as `nvidia-smi -ac`
 }
 COMPUTE_MODES = ("default", "exclusive_process", "prohibited")
 MIG_OFF = "(MIG mode off)"
@@ -29,6 +30,8 @@ def validate(key: str, target) -> str | None:
         return f"compute_mode target must be one of {', '.join(COMPUTE_MODES)}"
     if key == "mig_layout":
         return mig_layout_problem(target)
+    if key == "applications_clocks" and target != "default" and clock_pair_text(target) is None:
+        return "applications_clocks target must be 'default' or 'MEM,SM' in MHz, e.g. '2619,1980'"
     if key == "power_limit" and target != "default" and (
         isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0
     ):
@@ -60,6 +63,12 @@ def observe(host, setting, gpus) -> list[Observed]:
             extra["pending"] = gpu.mig_mode_pending
         if setting.key == "power_limit":
             extra["default"] = gpu.power_default_limit_w
+        if setting.key == "applications_clocks":
+            value = clock_pair_text(gpu.mem_app_clock_mhz, gpu.sm_app_clock_mhz)
+            err = err or gpu.field_errors.get("mem_app_clock_mhz")
+            extra = {**({"error": err} if err else {}),
+                     "default": clock_pair_text(gpu.mem_app_clock_default_mhz, gpu.sm_app_clock_default_mhz),
+                     "max": (gpu.mem_clock_max_mhz, gpu.sm_clock_max_mhz)}
         observed.append(Observed(gpu.label, value, note=note, extra=extra))
     return observed
 
@@ -72,7 +81,22 @@ def gpu_satisfies(setting, obs: Observed) -> bool:
         return abs(float(obs.value) - float(expected)) < 1.0
     if setting.key == "mig_layout":
         return obs.value == layout_text(parse_layout(setting.target))
+    if setting.key == "applications_clocks":
+        expected = obs.extra.get("default") if setting.target == "default" else clock_pair_text(setting.target)
+        return expected is not None and obs.value == expected
     return obs.value == setting.target
+
+
+def clock_pair_text(mem, sm=None) -> str | None:
+    """(2619, 1980) or '2619, 1980' -> '2619,1980' (memory first, as `nvidia-smi -ac`); None if not two clocks."""
+    parts = [mem, sm] if sm is not None else str(mem).split(",")
+    try:
+        clocks = [int(str(p).strip()) for p in parts]  # None (not reported) fails here too
+    except ValueError:
+        return None
+    if len(clocks) != 2 or min(clocks) <= 0:
+        return None
+    return f"{clocks[0]},{clocks[1]}"
 
 
 # --- MIG layouts: "3g.40gb:1,1g.10gb:4" (profile:count), the same on every GPU of the host ---
@@ -124,7 +148,7 @@ def layout_text(counts: dict[str, int]) -> str:
 
 # --- write side: one change per GPU and setting, written through a GpuControl (NVML) --------
 RESET_KEYS = ("ecc_mode", "mig_mode")  # take effect at the next GPU reset
-RUNTIME_KEYS = ("persistence_mode", "power_limit", "compute_mode", "mig_layout")  # lost at reboot
+RUNTIME_KEYS = ("persistence_mode", "power_limit", "compute_mode", "mig_layout", "applications_clocks")  # lost at reboot
 
 
 def plan(host, setting, wrong: list[Observed], gpus, **_) -> list:
@@ -149,6 +173,12 @@ def plan(host, setting, wrong: list[Observed], gpus, **_) -> list:
                 blocked = "default power limit unknown"
             elif lo is not None and hi is not None and not lo <= after <= hi:
                 blocked = f"{after} W is outside this GPU's range {lo}-{hi} W"
+        if setting.key == "applications_clocks":
+            after = obs.extra["default"] if setting.target == "default" else clock_pair_text(setting.target)
+            if after is None:
+                blocked = "default applications clocks unknown"
+            elif any(m is not None and int(c) > m for c, m in zip(after.split(","), obs.extra["max"], strict=True)):
+                blocked = f"{after} MHz is above this GPU's maximum clocks {obs.extra['max'][0]},{obs.extra['max'][1]} MHz"
         if setting.key in RESET_KEYS:
             if obs.extra.get("pending") == setting.target:
                 blocked = "already pending; takes effect at the next GPU reset"
@@ -168,6 +198,8 @@ def _show(key: str, value) -> str:
         return "?"
     if isinstance(value, bool):
         return "on" if value else "off"
+    if key == "applications_clocks":
+        return f"{value} MHz"
     return f"{value:g} W" if key == "power_limit" else str(value)
 
 
