@@ -75,7 +75,7 @@ def load_config(path: str | None = None) -> Config:
             continue
         if isinstance(value, bool) or not isinstance(value, expected):
             raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
-        if key in _POSITIVE and value <= 0 or key in _NOT_NEGATIVE and value < 0:
+        if key in _POSITIVE and not value > 0 or key in _NOT_NEGATIVE and not value >= 0:  # nan too
             raise ConfigError(f"{candidate}: {key} must be {'positive' if key in _POSITIVE else '0 or more'}, got {value}")
         setattr(config, key, value)
     return config

@@ -12,6 +12,7 @@ and turns the results into one verdict. Rules, from NHC and others' bugs:
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -54,9 +55,10 @@ class GateOptions:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown gate mode {self.mode!r}; modes: {', '.join(MODES)}")
-        if self.timeout <= 0:
-            raise ValueError("--timeout must be positive")
-        if self.check_timeout is not None and self.check_timeout <= 0:
+        # `not x > 0` also refuses nan, which every comparison with the budget would pass.
+        if not 0 < self.timeout < math.inf:
+            raise ValueError("--timeout must be positive and finite (seconds)")
+        if self.check_timeout is not None and not self.check_timeout > 0:
             raise ValueError("--check-timeout must be positive")
 
     @property

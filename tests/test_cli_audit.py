@@ -84,6 +84,7 @@ def test_bad_input_is_a_clear_error_with_exit_2(tmp_path):
         (["audit", "--config", str(tmp_path / "none.yaml")], "config file not found"),
         (["audit", "--expected-gpus", "-1"], "--expected-gpus must be 0 or more"),
         (["audit", "--xid-window", "-5"], "--xid-window must be positive"),
+        (["audit", "--xid-window", "nan"], "--xid-window must be positive"),
     ):
         proc = gpunode(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
@@ -101,6 +102,7 @@ def test_config_file_sets_expectations_and_rejects_unknown_keys(tmp_path):
     assert proc.returncode == 2 and "unknown key 'expectd_gpus'" in proc.stderr
     for text, message in (("expected_gpus: -8\n", "expected_gpus must be 0 or more"),
                           ("xid_window_hours: 0\n", "xid_window_hours must be positive"),
+                          ("xid_window_hours: .nan\n", "xid_window_hours must be positive"),
                           ("min_free_gib: -1\n", "min_free_gib must be 0 or more")):
         cfg.write_text(text)
         proc = gpunode("audit", "--config", str(cfg))

@@ -472,8 +472,11 @@ def test_document_and_text(tmp_path):
 def test_options_are_validated():
     with pytest.raises(ValueError):
         GateOptions("pre-job")
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            GateOptions("check", timeout=bad)
     with pytest.raises(ValueError):
-        GateOptions("check", timeout=0)
+        GateOptions("check", check_timeout=float("nan"))
     assert GateOptions("check", timeout=20).per_check_timeout == 5.0
     assert GateOptions("check", timeout=2).per_check_timeout == 0.5
     assert GateOptions("check", timeout=2, check_timeout=9).per_check_timeout == 2

@@ -35,7 +35,7 @@ def audit(
 
     if expected_gpus is not None and expected_gpus < 0:
         die("--expected-gpus must be 0 or more")
-    if xid_window is not None and xid_window <= 0:
+    if xid_window is not None and not 0 < xid_window < float("inf"):
         die("--xid-window must be positive (hours)")
     try:
         cfg = load_config(config)
