@@ -51,6 +51,13 @@ def test_edit_grub(text, expected_line, old):
     assert "GRUB_CMDLINE_LINUX_DEFAULT" not in new_text or "GRUB_CMDLINE_LINUX_DEFAULT" in text
 
 
+def test_edit_grub_drops_the_key_from_the_default_line_that_would_override_it():
+    text = 'GRUB_CMDLINE_LINUX_DEFAULT="quiet iommu=off"\nGRUB_CMDLINE_LINUX="console=ttyS0 iommu=pt"\n'
+    new_text, old_value, new_value = edit_grub(text, "iommu", "pt")
+    assert new_text == 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="console=ttyS0 iommu=pt"\n'
+    assert old_value.split() == new_value.split()  # the LINUX line was already right: only DEFAULT changed
+
+
 def test_edit_grub_without_the_variable():
     assert edit_grub('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', "iommu", "pt") is None
 
