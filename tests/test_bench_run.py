@@ -5,6 +5,7 @@ import os
 import shutil
 
 import pytest
+import typer
 from bench_fakes import FakeBackend
 from test_bench_nccl import fake_binary
 from typer.testing import CliRunner
@@ -178,11 +179,45 @@ def test_cli_refuses_mounted_root_device_before_running_anything():
 def test_compare_hook_on_the_recorded_h100_result(tmp_path):
     """--compare hands the document to gpunode.baselines (another area): it must print verdicts."""
     pytest.importorskip("gpunode.baselines.compare")
+    from gpunode.baselines.select import Catalogue
     from gpunode.cli.bench_cmd import _compare
     from gpunode.cli.common import stdout_console
 
     data = json.loads((FIXTURES / "bench" / "h100-quick.json").read_text())
     console = stdout_console()
     with console.capture() as cap:
-        code = _compare(data, None, None, console)
-    assert code in (0, 1, 2, 3) and "gemm.bf16" in cap.get()
+        code = _compare(data, (Catalogue(), None), console)
+    assert code == 0 and "gemm.bf16" in cap.get() and "h100-sxm5-80gb-1gpu" in cap.get()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--baseline", "/nonexistent/b.yaml"], "baseline file not found"),
+    (["--baseline", "h300-sxm"], "no baseline named 'h300-sxm'"),
+    (["--baselines", "/nonexistent/dir"], "baselines directory not found"),
+    (["--compare", "--baselines", "BROKEN_DIR"], "metrics.gemm.bf16: missing unit"),
+])
+def test_cli_bad_baseline_is_refused_before_the_bench_runs(args, message, tmp_path):
+    (tmp_path / "broken.yaml").write_text("name: broken\nmatch: {gpu_count: 1}\nmetrics: {gemm.bf16: {value: 1}}\n")
+    args = [str(tmp_path) if a == "BROKEN_DIR" else a for a in args]
+    result = cli.invoke(app, ["bench", "--quick", "--only", "nccl", *args])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"gpunode: error: {result.stderr.removeprefix('gpunode: error: ')}"
+    assert message in result.stderr and result.stderr.count("\n") == 1  # no progress line: nothing ran
+    assert result.stdout == ""
+
+
+def test_bench_compare_exit_code_agrees_with_compare_when_no_baseline_fits(tmp_path):
+    """No baseline for this hardware (here: no GPU at all) is UNKNOWN (3) for both commands."""
+    pytest.importorskip("gpunode.baselines.compare")
+    from gpunode.baselines.select import Catalogue
+    from gpunode.cli.bench_cmd import _compare
+    from gpunode.cli.common import stdout_console
+
+    data = json.loads((FIXTURES / "bench" / "h100-quick.json").read_text())
+    data["gpus"] = {"available": False, "error": "no NVIDIA driver", "count": 0, "devices": []}
+    saved = tmp_path / "nogpu.json"
+    saved.write_text(json.dumps(data))
+    offline = cli.invoke(app, ["compare", str(saved), "--baselines", str(tmp_path)])
+    with pytest.raises(typer.Exit) as bench_exit:
+        _compare(data, (Catalogue([tmp_path]), None), stdout_console())
+    assert offline.exit_code == bench_exit.value.exit_code == 3, offline.output

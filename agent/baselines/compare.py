@@ -103,11 +103,17 @@ def compare_document(
     from gpunode.bench.results import BenchDocument
 
     bench = BenchDocument.from_json(doc)
-    if baselines_dir is None and config_dir is None:
-        config_dir = _config_baselines_dir()
-    catalogue = Catalogue(site_dirs(baselines_dir, config_dir))
+    catalogue = catalogue_for(baselines_dir, config_dir)
     selection = catalogue.resolve(baseline_file) if baseline_file is not None else catalogue.select(bench.gpus)
     return judge(bench, selection)
+
+
+def catalogue_for(baselines_dir: str | os.PathLike | None = None, config_dir: str | None = None) -> Catalogue:
+    """The baselines to choose from: --baselines DIR, else the config's baselines_dir, then shipped.
+    Raises BaselineError for a missing directory or a bad config."""
+    if baselines_dir is None and config_dir is None:
+        config_dir = _config_baselines_dir()
+    return Catalogue(site_dirs(baselines_dir, config_dir))
 
 
 def _config_baselines_dir() -> str | None:

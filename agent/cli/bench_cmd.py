@@ -65,6 +65,9 @@ def bench(
         die("--fio-dir/--fio-destructive need fio among --only")
     if fio_dir is not None and not fio_dir.is_dir():
         die(f"--fio-dir {fio_dir}: not a directory")
+    comparing = compare or baseline is not None or baselines_dir is not None
+    # A bad --baseline/--baselines is bad input: said now, not after a long run.
+    chosen = _choose_baseline(baseline, baselines_dir) if comparing else None
     host = live_host()
     if fio_destructive is not None:
         plan = fio.FioPlan.quick() if opts.quick else fio.FioPlan.full()
@@ -92,9 +95,9 @@ def bench(
         typer.echo(dumps(data), nl=False)
     else:
         render_table(document, stdout_console())
-    if compare or baseline or baselines_dir:
+    if comparing:
         # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
-        raise typer.Exit(_compare(data, baseline, baselines_dir, stderr_console() if to_stdout else stdout_console()))
+        raise typer.Exit(_compare(data, chosen, stderr_console() if to_stdout else stdout_console()))
     raise typer.Exit(document.exit_code)
 
 
@@ -158,15 +161,43 @@ def render_table(document, console) -> None:
     console.print(f"[bold]{document.status}[/bold] (exit {document.exit_code}): {parts}")
 
 
-def _compare(data: dict, baseline: str | None, baselines_dir: Path | None, console) -> int:
+def _choose_baseline(baseline: str | None, baselines_dir: Path | None):
+    """-> (catalogue, selection or None for auto-selection after the run); exit 2 on bad input."""
     try:
-        from gpunode.baselines.compare import compare_document, render_verdicts
+        from gpunode.baselines.compare import catalogue_for
     except ImportError:
         die("--compare is not available in this build (gpunode.baselines is missing)", 3)
     try:
-        verdicts = compare_document(data, baseline_file=baseline, baselines_dir=baselines_dir)
-    except ValueError as exc:  # BaselineError is a ValueError: bad file, no baseline matches
+        catalogue = catalogue_for(baselines_dir)
+        if baseline is not None:
+            return catalogue, catalogue.resolve(baseline)
+        for entry in catalogue.entries():  # auto-selection reads them all after the run
+            catalogue.load(entry.path)
+        return catalogue, None
+    except ValueError as exc:  # BaselineError is a ValueError: bad file or name, missing directory
         die(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _compare(data: dict, chosen, console) -> int:
+    """Verdicts and exit codes exactly as `gpunode compare` gives them on the saved JSON (no
+    baseline for this hardware: 3)."""
+    import json
+
+    from gpunode.baselines.compare import judge, render_verdicts
+    from gpunode.baselines.select import NoBaselineError
+    from gpunode.bench.results import BenchDocument
+    from gpunode.report import dumps
+
+    document = BenchDocument.from_json(json.loads(dumps(data)))
+    catalogue, selection = chosen
+    try:
+        selection = selection or catalogue.select(document.gpus)
+    except NoBaselineError as exc:
+        die(str(exc), NoBaselineError.exit_code)
+    except ValueError as exc:  # an invalid or ambiguous baseline file
+        die(str(exc))
+    verdicts = judge(document, selection)
     render_verdicts(verdicts, console)
     return verdicts.exit_code
 
