@@ -63,6 +63,37 @@ def test_real_open_failure_is_error_even_with_job_error_zero():
     assert m.status == "error" and "exited with status 1" in m.message
 
 
+def test_run_fio_reports_fios_stderr_when_it_exits_non_zero(tmp_path):
+    """A run that printed JSON but exited 1 must say why (fio's stderr), not only the status."""
+    from gpunode.runner import ReplayRunner
+
+    target = fio.FioTarget(str(tmp_path / "f.dat"), "scratch", 1 << 20, True)
+    plan = fio.FioPlan(size_bytes=1 << 20, runtime_s=1)
+    runner = ReplayRunner()
+    for job in fio.JOBS:
+        runner.add(fio.argv("fio", job, target, plan), rc=1,
+                   stdout=(FIO / "seq_read_open_failed.debian12-vm.json").read_text(),
+                   stderr=(FIO / "seq_read_open_failed.debian12-vm.stderr").read_text())
+    ms = fio.run_fio(runner, "fio", target, plan)
+    assert ms and all(m.status == "error" for m in ms)
+    assert all("exited with status 1: fio: failed to create dir" in m.message for m in ms), ms[0].message
+
+
+def test_a_block_device_without_capacity_is_refused(tmp_path, monkeypatch):
+    """An unbound loop device has size 0: refused up front instead of four fio errors."""
+    host = tree_host(tmp_path, files={"/sys/class/block/loop7/dev": "7:7\n", "/sys/class/block/loop7/size": "0\n"})
+    real_stat = os.stat
+
+    def stat(path, *a, **kw):
+        if str(path) == "/dev/loop7":
+            return os.stat_result((0o60660, 0, 0, 1, 0, 0, 0, 0, 0, 0))  # S_IFBLK
+        return real_stat(path, *a, **kw)
+
+    monkeypatch.setattr(fio.os, "stat", stat)
+    with pytest.raises(fio.FioRefused, match="no capacity"):
+        fio.destructive_target(host.sys, "/dev/loop7", fio.FioPlan.quick())
+
+
 def test_truncated_output_is_error():
     text = (FIO / "rand_read.debian12-vm.json").read_text()
     with pytest.raises(ValueError, match="truncated"):

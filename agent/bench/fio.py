@@ -222,6 +222,8 @@ def destructive_target(sys: SysRoot, path: str, plan: FioPlan) -> FioTarget:
         if users:
             raise FioRefused(f"--fio-destructive {path}: refusing, {'; '.join(users)}")
         sectors = sys.read_int(f"/sys/class/block/{name}/size")
+        if sectors == 0:  # an unbound loop device, an empty card reader: fio would only fail
+            raise FioRefused(f"--fio-destructive {path}: refusing, the device has no capacity (size 0)")
         size = min(plan.size_bytes, sectors * 512) if sectors else plan.size_bytes
         return FioTarget(real, "block", size, True, f"block device {real}: its data is overwritten")
     if stat.S_ISREG(st.st_mode):
@@ -311,6 +313,8 @@ def run_fio(runner, fio: str, target: FioTarget, plan: FioPlan, progress=None) -
                 progress(f"fio {job.name}")
             r = runner.run(argv(fio, job, target, plan), timeout=plan.runtime_s * 3 + 120)
             why = r.error or ("timed out" if r.timed_out else "")
+            if not why and r.rc != 0 and r.stderr.strip():  # fio says why on stderr, e.g. "zero sized block device?"
+                why = r.stderr.strip().splitlines()[-1][:200]
             try:
                 res = parse_json(r.stdout)
             except ValueError as exc:
