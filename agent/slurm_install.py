@@ -33,7 +33,9 @@ def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot:
                  slurm_conf: str | None = None) -> list[HookScript]:
     scripts = []
     for mode, name in HOOKS.items():
-        argv = [python, "-m", "gpunode", "gate", f"--{mode}"]
+        # -I: the hook runs as root from whatever directory slurmd (or an operator) is in;
+        # plain `-m` would put that directory first on sys.path and import code from it.
+        argv = [python, "-I", "-m", "gpunode", "gate", f"--{mode}"]
         if timeout is not None:
             argv += ["--timeout", f"{timeout:g}"]
         if strict:

@@ -139,7 +139,7 @@ def test_install_writes_root_owned_hooks_and_is_idempotent(tmp_path, snaps):
         text = path.read_text()
         assert text.startswith("#!/bin/sh\n") and "PATH=/usr/local/sbin:" in text
         assert f'|| GPUNODE_SNAPSHOT={snaps["ok"]}' in text and "--timeout 12" in text
-        assert text.rstrip().splitlines()[-1].startswith(f"exec {sys.executable} -m gpunode gate --")
+        assert text.rstrip().splitlines()[-1].startswith(f"exec {sys.executable} -I -m gpunode gate --")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(HOOKS)  # no temp files left
     again = gpunode("slurm", "install", "--prefix", str(tmp_path), "--snapshot", str(snaps["ok"]), "--timeout", "12")
     assert again.stdout.count("unchanged: ") == 3
@@ -152,6 +152,18 @@ def test_installed_hook_runs_the_gate_and_an_inherited_snapshot_wins(tmp_path, s
     assert subprocess.run([str(hook)], env=bare, capture_output=True, timeout=60).returncode == 2
     env = {**bare, "GPUNODE_SNAPSHOT": str(snaps["ok"])}
     assert subprocess.run([str(hook)], env=env, capture_output=True, timeout=60).returncode == 0
+
+
+def test_installed_hook_never_imports_from_its_working_directory(tmp_path, snaps):
+    """Hooks run as root: a module planted in the directory they start in must not load."""
+    gpunode("slurm", "install", "--prefix", str(tmp_path), "--snapshot", str(snaps["ok"]))
+    cwd = tmp_path / "jobdir"
+    cwd.mkdir()
+    (cwd / "yaml.py").write_text("raise SystemExit('planted module ran')\n")
+    (cwd / "gpunode").mkdir()
+    r = subprocess.run([str(tmp_path / "gpunode-prolog")], env={"SLURMD_NODENAME": "nosuch"}, cwd=cwd,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "planted" not in r.stderr and "gpunode gate (prolog): OK" in r.stdout, r.stderr
 
 
 def test_install_bad_input(tmp_path):
