@@ -150,6 +150,11 @@ def test_block_device_users(tmp_path):
     assert fio.swap_paths(host.sys) == {"/dev/sdc2"}
 
 
+def test_a_disk_whose_partition_is_swap_is_refused(tmp_path):
+    host = block_tree(tmp_path, {"/sys/class/block/sdc/dev": "8:32\n", "/sys/class/block/sdc/sdc2/dev": "8:34\n"})
+    assert fio.block_device_users(host.sys, "sdc") == ["/dev/sdc2 is in use as swap"]
+
+
 def test_partition_of_a_mounted_whole_disk_is_refused(tmp_path):
     host = block_tree(tmp_path, {"/proc/self/mountinfo": "22 1 259:0 / /scratch rw - ext4 /dev/nvme0n1 rw\n"})
     # sysfs links a partition under its disk: .../nvme0n1/nvme0n1p1

@@ -177,6 +177,7 @@ def block_device_users(sys: SysRoot, name: str) -> list[str]:
     if not sys.exists(base):
         return [f"{name} is not a block device known to /sys/class/block"]
     mounted = mounted_devices(sys)
+    swaps = {os.path.basename(p) for p in swap_paths(sys) if p.startswith("/dev/")}  # kernel names: /dev/sdc2
     names = [name] + [p for p in (sys.listdir(base) or []) if p.startswith(name) and sys.exists(f"{base}/{p}/dev")]
     reasons = []
     for n in names:
@@ -184,6 +185,8 @@ def block_device_users(sys: SysRoot, name: str) -> list[str]:
         dev = sys.read_value(f"{sysdir}/dev")
         if dev and dev in mounted:
             reasons.append(f"/dev/{n} ({dev}) is mounted")
+        if n in swaps:  # a swap partition is in no mountinfo line
+            reasons.append(f"/dev/{n} is in use as swap")
         holders = sys.listdir(f"{sysdir}/holders") or []
         if holders:
             reasons.append(f"/dev/{n} is held by {', '.join(holders)} (device-mapper, md or LVM)")
