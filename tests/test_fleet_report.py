@@ -307,3 +307,11 @@ def test_real_h100_and_h200_recordings_by_sku(tmp_path):
     assert h200["hbm.d2d"]["median"] == pytest.approx(hbm * 1.01)
     assert h100["hbm.d2d"]["median"] < 0.8 * h200["hbm.d2d"]["median"]  # H100 HBM3 vs H200 HBM3e
     assert fleetkit.by_host(doc)["c"]["status"] == "OK" and doc["status"] == "WARN"
+
+
+def test_hosts_cut_off_by_the_run_timeout_say_so(tmp_path):
+    hosts = {"a": {"doc": bench_doc("a", [796])}, "mid": {"state": "ok"}, "later": {"state": "not_run"}}
+    rows = fleetkit.by_host(fleet_document(make_run(tmp_path, "bench", hosts, status="timeout")))
+    assert rows["mid"]["status"] == "NO_REPORT" and "timed out (--timeout)" in rows["mid"]["message"]
+    assert rows["later"]["status"] == "NOT_RUN" and "timed out (--timeout)" in rows["later"]["message"]
+    assert "canary" not in rows["later"]["message"]

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpunode.fleet.specs import PLAYBOOKS
+
 # Controller-side bookkeeping that runs once per batch on the batch's first host: it says nothing
 # about whether that host ran (a skipped benchmark in check mode must read as skipped).
 BOOKKEEPING_TASKS = frozenset({"Make the report directory on the controller"})
@@ -79,7 +81,7 @@ class Tracker:
             outcome.rc = res["rc"]
             if self.from_stdout and kind in ("runner_on_ok", "runner_on_failed") and self._save(host, res):
                 self.reported.add(host)
-                self._line(host, *_report_status(self.report_path(host)))
+                self._line(host, *_report_status(self.report_path(host), self._rc_status(outcome.rc)))
         if kind == "runner_on_unreachable":
             outcome.state, outcome.task = "unreachable", task
             outcome.message = failure_message(res)
@@ -94,8 +96,13 @@ class Tracker:
             outcome.state = "ok" if kind == "runner_on_ok" else "skipped"
         if kind == "runner_on_ok" and self._is_report(host, res):
             self.reported.add(host)
-            self._line(host, *_report_status(self.report_path(host)))
+            self._line(host, *_report_status(self.report_path(host), self._rc_status(outcome.rc)))
         return True
+
+    def _rc_status(self, rc: int | None) -> str | None:
+        """The verdict the node command's exit code means (apply/rollback reports carry none)."""
+        spec = PLAYBOOKS.get(self.kind)
+        return dict(spec.rc_status).get(rc) if spec is not None and rc is not None else None
 
     def _save(self, host: str, res: dict) -> bool:
         """The command's JSON stdout -> <report dir>/<host>.<kind>.json (0600), as the playbook's
@@ -130,11 +137,15 @@ class Tracker:
         self.console.print(text, highlight=False, soft_wrap=True)
 
 
-def _report_status(path: Path) -> tuple[str, str]:
+def _report_status(path: Path, rc_status: str | None = None) -> tuple[str, str]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "report", f"unreadable: {path.name}"
-    summary = doc.get("summary") if isinstance(doc, dict) else None
-    detail = ", ".join(f"{n} {s}" for s, n in summary.items() if n) if isinstance(summary, dict) else ""
-    return str(doc.get("status", "report")) if isinstance(doc, dict) else "report", detail
+    if not isinstance(doc, dict):
+        return "report", ""
+    summary = doc.get("summary")
+    # audit/gate: the counts; apply/rollback: what was done (applied, planned, complete ...)
+    detail = (", ".join(f"{n} {s}" for s, n in summary.items() if n) if isinstance(summary, dict)
+              else str(doc.get("result") or ""))
+    return str(doc.get("status") or rc_status or "report"), detail

@@ -104,10 +104,14 @@ def _host_report(name: str, run: PlaybookRun, outcome: HostOutcome, path: Path, 
         return HostReport(**base, status="FAILED", message=f"{outcome.task}: {outcome.message}")
     if outcome.state == "skipped":
         return HostReport(**base, status="SKIPPED", message="every task skipped" + (" (check mode)" if run.check else ""))
+    timed_out = run.status == "timeout"  # --timeout stopped the whole run: say so, not "canary failed"
     if outcome.state == "not_run":
-        why = "the run stopped before this host (canary or batch failure)" if run.status != "successful" else "no task ran"
+        why = ("the run timed out (--timeout) before this host" if timed_out
+               else "the run stopped before this host (canary or batch failure)" if run.status != "successful"
+               else "no task ran")
         return HostReport(**base, status="NOT_RUN", message=why)
-    return HostReport(**base, status="NO_REPORT", message=f"ran, but no {run.kind} report came back")
+    why = "the run timed out (--timeout) while it ran" if timed_out else "ran"
+    return HostReport(**base, status="NO_REPORT", message=f"{why}, but no {run.kind} report came back")
 
 
 def _doc_message(doc: dict) -> str:

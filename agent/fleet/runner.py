@@ -81,10 +81,14 @@ def default_state_dir() -> Path:
 
 
 def private_dir(state_dir: Path, spec: PlaybookSpec) -> Path:
+    # A state dir that already exists (--state-dir /tmp, a home dir) keeps its mode: a 0700
+    # fleet/ inside it is enough to keep reports and run logs, which describe hosts, private.
+    if not state_dir.exists():
+        state_dir.mkdir(mode=0o700, parents=True)
     path = state_dir / "fleet" / spec.name
     path.mkdir(parents=True, exist_ok=True)
-    for p in (state_dir, state_dir / "fleet", path):
-        os.chmod(p, 0o700)  # reports and run logs describe hosts: keep them private
+    for p in (state_dir / "fleet", path):
+        os.chmod(p, 0o700)
     return path
 
 

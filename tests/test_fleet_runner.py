@@ -1,0 +1,42 @@
+"""The controller side of a fleet run without Ansible: where runs are kept, and the live
+per-host progress lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+
+from rich.console import Console
+
+from gpunode.fleet.progress import Tracker
+from gpunode.fleet.runner import private_dir
+from gpunode.fleet.specs import PLAYBOOKS
+
+
+def test_state_dir_that_exists_keeps_its_mode(tmp_path):
+    # `--state-dir /tmp` as root must not turn /tmp into a 0700 directory.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    pdd = private_dir(shared, PLAYBOOKS["audit"])
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "fleet").stat().st_mode) == 0o700
+    assert stat.S_IMODE(pdd.stat().st_mode) == 0o700
+
+    fresh = tmp_path / "new" / "state"
+    private_dir(fresh, PLAYBOOKS["audit"])
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700  # one gpunode makes is private
+
+
+def test_progress_line_gives_the_verdict_of_reports_without_status(tmp_path):
+    # gpunode apply/rollback JSON carries no status: the line reads it from the exit code.
+    out = io.StringIO()
+    tracker = Tracker(hosts=["n1", "n2"], report_dir=tmp_path, kind="apply", from_stdout=True,
+                      console=Console(file=out, width=200, color_system=None))
+    doc = {"schema": "gpunode.apply/1", "result": "applied", "changes": [{"status": "applied"}]}
+    for host, rc in (("n1", 0), ("n2", 1)):
+        tracker({"event": "runner_on_ok", "event_data": {"host": host, "task": "Run gpunode apply",
+                                                          "res": {"rc": rc, "stdout": json.dumps(doc)}}})
+    lines = out.getvalue().splitlines()
+    assert lines == ["[1/2] n1 OK  applied", "[2/2] n2 WARN  applied"], lines
