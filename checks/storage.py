@@ -193,7 +193,11 @@ def fs_errors(ctx):
     if not devices:
         return skip("no ext4 filesystem mounted")
     text = ctx.host.sys.read("/proc/mounts")
-    where = {m.source: m.target for m in parse_mounts(text or "")}
+    where: dict[str, str] = {}
+    for m in parse_mounts(text or ""):
+        # The first mount of a device is where it was mounted; later ones are bind mounts
+        # (`ip netns add` binds /run/netns), which would rename the subject from run to run.
+        where.setdefault(m.source, m.target)
     findings = []
     for dev in devices:
         base = f"{EXT4}/{dev}"

@@ -152,6 +152,13 @@ def test_ext4_without_errors_passes(tmp_path):
     assert statuses(r) == ["PASS"] and r[0].subject == "/" and r[0].message == "no errors recorded (/dev/vda)"
 
 
+def test_ext4_subject_is_the_mount_not_a_later_bind_mount(tmp_path):
+    # As /proc/mounts lists a bind mount of the root filesystem (`ip netns add` makes /run/netns).
+    bind = "/dev/vda /run/netns ext4 rw,relatime,discard 0 0\n"
+    r = run(storage.fs_errors, tree_host(tmp_path, files={"/proc/mounts": MOUNTS + bind, **ext4_files("vda")}))
+    assert [f.subject for f in r] == ["/"]
+
+
 def test_ext4_recorded_error_warns(tmp_path):
     # Values as ext4 reported them after `echo > /sys/fs/ext4/loop0/trigger_fs_error` on a test image.
     files = {"/proc/mounts": MOUNTS + RELATIME, **ext4_files("vda"),
