@@ -40,6 +40,24 @@ def test_every_shipped_baseline_loads_with_sources_and_sane_ratios():
             assert e.source and e.basis in ("measured", "public", "derived", "gate"), (b.name, e.key)
 
 
+@pytest.mark.parametrize("name,recorded", [("h100-sxm5-80gb-1gpu", "h100"), ("h200-141gb-1gpu", "h200")])
+def test_figures_a_source_quotes_from_the_recordings_are_the_recorded_ones(name, recorded):
+    """A source that quotes "N (--quick" or "N (--full" cites tests/fixtures/bench: N must be what the file holds."""
+    import re
+
+    from testkit import FIXTURES
+
+    checked = 0
+    for e in Catalogue().resolve(name).baseline.expectations:
+        for mode in ("quick", "full"):
+            doc = json.loads((FIXTURES / "bench" / f"{recorded}-{mode}.json").read_text())
+            for quoted in re.findall(rf"([\d.]+) \(--{mode}\b", e.source):
+                value = next(m["value"] for m in doc["metrics"] if m["name"] == e.metric and m["status"] == "ok")
+                assert float(quoted) == round(value, 1), f"{name} {e.key}: quotes {quoted} (--{mode}), file has {value}"
+                checked += 1
+    assert checked >= 8
+
+
 def test_shipped_8gpu_extends_1gpu_and_adds_node_metrics():
     b = Catalogue().resolve("h100-sxm5-80gb-8gpu").baseline
     keys = [e.key for e in b.expectations]
