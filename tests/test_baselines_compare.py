@@ -295,3 +295,44 @@ def test_real_noisy_neighbour_runs_fail_gemm_and_hbm(kind, tmp_path):
     by_metric = {r.metric: r.status for r in v.rows}
     assert by_metric["gemm.bf16"] == "FAIL" and by_metric["hbm.d2d"] in ("WARN", "FAIL")
     assert by_metric["h2d.pinned"] == "PASS"  # the PCIe link is not what the neighbour takes
+
+
+@pytest.mark.parametrize("name,gpu_name,device", [
+    ("h100-sxm5-80gb-8gpu", "NVIDIA H100 80GB HBM3", 0x2330), ("h200-141gb-8gpu", "NVIDIA H200", 0x2335),
+    ("a100-sxm4-80gb-8gpu", "NVIDIA A100-SXM4-80GB", 0x20B2), ("h100-pcie-80gb", "NVIDIA H100 PCIe", 0x2331),
+])
+def test_every_shipped_figure_is_compared_on_what_bench_full_records(name, gpu_name, device, tmp_path):
+    """A baseline condition the bench never records would leave that figure silently never compared:
+    an 8-GPU `bench --full` (micro steps through the real code, nccl metrics through nccl.metric) must
+    use every expectation of every shipped baseline."""
+    from baseline_fixtures import inventory_like
+    from bench_fakes import FakeBackend
+
+    from gpunode.baselines.select import Catalogue
+    from gpunode.bench import nccl
+    from gpunode.bench import run as bench_run
+    from gpunode.bench.backend import Device
+    from testkit import tree_host
+
+    inv = inventory_like(gpu_name, device, 8)
+    fake = FakeBackend(devices=[Device(i, gpu_name, g.sysfs_bdf, (9, 0), 80 << 30) for i, g in enumerate(inv.gpus)])
+    make_op = fake._op
+
+    def op_like_torch(what):  # what the torch and cupy GEMM ops state about their inputs
+        op = make_op(what)
+        op.conditions.update(data="randn")
+        return op
+
+    fake._op = op_like_torch
+    opts = bench_run.BenchOptions(mode="full", only=("gemm", "hbm", "h2d", "p2p"), environ={"PATH": ""})
+    doc = bench_run.execute(bench_run.prepare(tree_host(tmp_path, files={}, inventory=inv), opts,
+                                              find=lambda prefer: (fake, "")))
+    for env in ({}, {"NCCL_ALGO": "Ring"}):
+        for test in nccl.TESTS:
+            row = nccl.Row(4 << 30, 1 << 30, "float", "sum", 1e4, 400.0, 400.0, 0)
+            run = nccl.NcclRun(rows=[row], ngpus=8, ranks=8, out_of_bounds=0, footer=True)
+            doc.metrics.append(nccl.metric(bench_run.nccl_config(test, 8, False), run, "ok", "", 1, env))
+    selection = Catalogue().resolve(name)
+    verdicts = judge(BenchDocument.from_json(json.loads(json.dumps(doc.to_json()))), selection)
+    used = {r.baseline_key for r in verdicts.rows if r.status in ("PASS", "WARN", "FAIL")}
+    assert [e.key for e in selection.baseline.expectations if e.key not in used] == []
