@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from gpunode import __version__
+from gpunode.gpu.model import GpuInventory
 from gpunode.gpu.source import LiveGpuSource
 from gpunode.host import Facts, Host, facts_to_json
 from gpunode.runner import RecordingRunner
@@ -33,7 +34,10 @@ def write_snapshot(directory: Path, host: Host, sysroot: RecordingSysRoot, runne
     os.chmod(directory, 0o700)  # a support bundle holds host details: keep it private
     sysroot.save(directory)
     runner.save(directory / "commands.json")
-    inventory = host.gpu.inventory(timeout=30)
+    try:
+        inventory = host.gpu.inventory(timeout=30)
+    except TimeoutError as exc:  # a wedged driver is just when a support bundle is wanted
+        inventory = GpuInventory(available=False, error=f"NVML hung: {exc}")
     (directory / "gpus.json").write_text(json.dumps(inventory.to_json(), indent=1) + "\n")
     meta = {"schema": SNAPSHOT_SCHEMA, "gpunode_version": __version__, "facts": facts_to_json(host.facts)}
     (directory / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

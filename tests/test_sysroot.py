@@ -72,3 +72,27 @@ def test_snapshot_sysroot_is_read_only(tmp_path):
     root = SysRoot(tmp_path, index=FsIndex(), writable=False)
     with pytest.raises(OSError):
         root.write("/proc/sys/vm/swappiness", "10")
+
+
+def test_snapshot_of_a_hung_driver_records_the_hang(tmp_path):
+    """A wedged driver is when a support bundle is wanted: the snapshot is written and says so."""
+    from gpunode.checks.gpu import nvml_responsive
+    from gpunode.gpu.source import GpuSource
+    from gpunode.host import Facts, Host, snapshot_host
+    from gpunode.runner import RecordingRunner
+    from gpunode.snapshot import write_snapshot
+    from testkit import run
+
+    class Hung(GpuSource):
+        def inventory(self, timeout=None):
+            raise TimeoutError(f"NVML did not answer within {timeout:.1f}s")
+
+    live = tmp_path / "live"
+    write_files(live, {"/sys/bus/pci/devices/0000:18:00.0/vendor": "0x10de\n",
+                       "/sys/bus/pci/devices/0000:18:00.0/class": "0x030200\n"})
+    rec = RecordingSysRoot(live)
+    host = Host(sys=rec, gpu=Hung(), runner=RecordingRunner(), facts=Facts(True, "h", 0.0))
+    run(nvml_responsive, host)  # records the PCI bus view
+    write_snapshot(tmp_path / "snap", host, rec, host.runner)
+    [result] = run(nvml_responsive, snapshot_host(tmp_path / "snap"))
+    assert result.status.value == "FAIL" and "NVML hung" in result.message
