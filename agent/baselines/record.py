@@ -98,6 +98,12 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
             if m.status != "ok" or m.value is None:
                 notes.append(f"{m.name}{'' if m.gpu is None else f' GPU{m.gpu}'}: {m.status} ({m.message}), not recorded")
                 continue
+            purpose = str(m.conditions.get("purpose") or "")
+            if purpose.startswith("information"):  # pageable copies: reported, never judged
+                note = f"{m.name}: {purpose}, not recorded"
+                if note not in notes:
+                    notes.append(note)
+                continue
             if family_unit(m.name) != m.unit:
                 notes.append(f"{m.name}: no baseline family for this metric/unit ({m.unit}), not recorded")
                 continue
