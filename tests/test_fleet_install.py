@@ -33,6 +33,12 @@ def test_fleet_install_from_a_controller_wheel_is_idempotent(tmp_path):
                                    {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                                     "gpunode_python": sys.executable})
     args = ["install", "-i", str(inv), "--wheel", str(wheel), "--state-dir", str(tmp_path / "state")]
+    # --check on a node without gpunode: a finding (WARN), nothing made, no failed task.
+    result, doc = fleetkit.fleet_json([*args, "--check"], timeout=300)
+    assert result.rc == 1, result.stderr[-3000:]
+    assert doc["hosts"][0]["status"] == "WARN" and doc["hosts"][0]["message"] == "not installed yet (check mode)"
+    assert not venv.exists() and not link.is_symlink()
+
     result, doc = fleetkit.fleet_json(args, timeout=300)
     assert result.rc == 0, result.stderr[-3000:]
     (host,) = doc["hosts"]
