@@ -127,3 +127,12 @@ def test_playbooks_pass_ansible_syntax_check():
                           timeout=120, env=ansible_env(), cwd=str(pdir))
     assert result.rc == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stderr and "WARNING" not in result.stderr, result.stderr
+
+
+def test_binary_inventory_error_stays_printable(tmp_path):
+    # Ansible quotes the line it cannot parse; a wheel in an inventory dir is control bytes.
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "hosts.ini").write_bytes(b"[h100]\ngpu-01 " + b"\x1b[2J\x07\xdd\xa7Y\x1aPK\x03\x04" * 60 + b"\n")
+    err = refused(tmp_path, ["audit", "-i", str(tmp_path / "inv")])
+    assert "Expected key=value host variable assignment" in err
+    assert err.isprintable() and len(err) < 400, repr(err)

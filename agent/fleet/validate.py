@@ -26,6 +26,7 @@ from gpunode.runner import Runner
 
 INVENTORY_TIMEOUT_S = 120.0
 MAX_LISTED = 5  # problems named one by one before "... and N more"
+MAX_ERROR_CHARS = 300  # of Ansible's own error text in the one-line error
 
 
 class FleetError(ValueError):
@@ -109,8 +110,15 @@ def _ansible_error(stderr: str) -> str:
             if marker in ln:
                 detail = ln.split(marker, 1)[1].strip()
                 if detail:
-                    return detail
-    return lines[-1] if lines else ""
+                    return _printable(detail)
+    return _printable(lines[-1]) if lines else ""
+
+
+def _printable(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """Ansible quotes the offending inventory line: from a binary file (a wheel, a tarball in an
+    inventory directory) that is control bytes, which must not reach the operator's terminal."""
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return clean if len(clean) <= limit else clean[: limit - 3] + "..."
 
 
 def parse_inventory_list(data: dict, path: str, limit: str | None) -> FleetInventory:
