@@ -230,7 +230,7 @@ def _run_one(c: Check, ctx: Any, timeout: float) -> tuple[list[Finding], float]:
     if c.needs_root and not ctx.host.facts.is_root:
         return [skip("needs root")], 0.0
     t0 = time.monotonic()
-    state, value = _call_with_watchdog(lambda: c.func(ctx), timeout)
+    state, value = _call_with_watchdog(lambda: _materialize(c.func(ctx)), timeout)
     duration = time.monotonic() - t0
     if state == "timeout":
         return [error(f"check {c.id} hung: no answer within {timeout:.1f}s")], duration
@@ -240,10 +240,24 @@ def _run_one(c: Check, ctx: Any, timeout: float) -> tuple[list[Finding], float]:
         return [error(f"check raised {type(value).__name__}: {value}")], duration
     if value is None:
         return [error("check returned nothing")], duration
-    findings = [value] if isinstance(value, Finding) else list(value)
-    if not findings:
+    if not value:
         return [error("check returned no finding")], duration
-    return findings, duration
+    strays = [f for f in value if not isinstance(f, Finding)]
+    if strays:  # a bug in the check: judged here, never a crash of the whole run
+        return [error(f"check returned {type(strays[0]).__name__}, not a finding")], duration
+    return value, duration
+
+
+def _materialize(value) -> list | None:
+    """A Finding or an iterable of them -> a list, built inside the watchdog (a generator's
+    body runs only when iterated: a hang or an exception there belongs to the check)."""
+    if value is None:
+        return None
+    if isinstance(value, Finding):
+        return [value]
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return [value]  # not findings: _run_one says so
+    return list(value)
 
 
 EXIT_CODES = {"OK": 0, "WARN": 1, "FAIL": 2, "UNKNOWN": 3}

@@ -99,3 +99,30 @@ def test_invalid_severity_is_refused():
 
     with pytest.raises(ValueError):
         Check("x", "x", "a", lambda c: None, severity="fatal")
+
+
+def test_a_malformed_return_is_an_error_of_that_check_only():
+    """A check that returns something other than findings (or fails half-way through a
+    generator) is judged ERROR; the run goes on and the next check's result stands."""
+
+    @check("t.stray", "returns None in a list", area="t")
+    def stray(ctx):
+        return [ok("a"), None]
+
+    @check("t.text", "returns a string", area="t")
+    def text(ctx):
+        return "oops"
+
+    @check("t.gen", "a generator that raises half-way", area="t")
+    def gen(ctx):
+        yield ok("first")
+        raise RuntimeError("second subject unreadable")
+
+    @check("t.ok", "fine", area="t")
+    def fine(ctx):
+        return ok("fine")
+
+    results = run_checks([stray, text, gen, fine], Ctx())
+    assert [(r.id, r.status) for r in results] == [("t.stray", Status.ERROR), ("t.text", Status.ERROR),
+                                                  ("t.gen", Status.ERROR), ("t.ok", Status.PASS)]
+    assert "not a finding" in results[0].message and "second subject unreadable" in results[2].message
