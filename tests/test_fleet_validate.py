@@ -67,6 +67,13 @@ def test_malformed_vars_are_named(tmp_path):
     assert "gpu-02: gpunode_audit_args must be a list of strings" in err
 
 
+def test_mode_and_node_paths_are_checked_before_every_node_fails_on_them(tmp_path):
+    inv = inventory(tmp_path, "[h100]\ngpu-03 gpunode_bench_mode=fast gpunode_config=etc/gpunode.yaml\n")
+    err = refused(tmp_path, ["bench", "-i", inv])
+    assert "gpu-03: gpunode_bench_mode='fast' is not one of quick, full" in err
+    assert "gpu-03: gpunode_config='etc/gpunode.yaml' is not an absolute path" in err
+
+
 def test_install_needs_a_wheel_or_an_index_spec(tmp_path):
     inv = inventory(tmp_path, "[h100]\ngpu-01\n")
     assert "gpu-01: set one of gpunode_wheel, gpunode_pip_spec" in refused(tmp_path, ["install", "-i", inv])

@@ -55,7 +55,10 @@ INT_VARS = {"gpunode_expected_gpus": 0, "gpunode_drain_timeout": 1, "gpunode_aud
             "gpunode_apply_timeout": 1, "gpunode_rollback_timeout": 1, "gpunode_bench_timeout": 1,
             "gpunode_gate_timeout": 1}  # name -> minimum
 BOOL_VARS = ("gpunode_slurm_drain", "gpunode_become", "gpunode_os_packages")
-PATH_VARS = ("gpunode_venv", "gpunode_bin", "gpunode_snapshot", "gpunode_node_dir")  # absolute paths on the node
+PATH_VARS = ("gpunode_venv", "gpunode_bin", "gpunode_snapshot", "gpunode_node_dir", "gpunode_config",
+             "gpunode_slurm_prefix", "gpunode_python", "gpunode_link")  # absolute paths on the node
+# Vars that become a command-line word on the node: a typo would fail every node, so say it first.
+CHOICE_VARS = {"gpunode_bench_mode": ("quick", "full")}
 STR_VARS = ("gpunode_profile", "gpunode_sku", "gpunode_baseline", "gpunode_nccl_tests_dir", "gpunode_pip_spec",
             "gpunode_wheel", "gpunode_slurm_node")
 LIST_SUFFIX = "_args"  # gpunode_audit_args, gpunode_pip_args ...: lists of strings

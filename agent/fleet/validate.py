@@ -16,6 +16,7 @@ from pathlib import Path
 from gpunode.fleet.specs import (
     BOOL_VARS,
     BOOL_WORDS,
+    CHOICE_VARS,
     INT_VARS,
     LIST_SUFFIX,
     PATH_VARS,
@@ -183,6 +184,10 @@ def _shape_problems(merged: Mapping[str, object]) -> list[str]:
         value = merged.get(name)
         if not _blank(value) and not (isinstance(value, str) and value.startswith("/")):
             problems.append(f"{name}={value!r} is not an absolute path")
+    for name, choices in CHOICE_VARS.items():
+        value = merged.get(name)
+        if not _blank(value) and value not in choices:
+            problems.append(f"{name}={value!r} is not one of {', '.join(choices)}")
     for name in STR_VARS:
         value = merged.get(name)
         if value is not None and not isinstance(value, (str, int, float)):
