@@ -18,7 +18,7 @@ import fleetkit
 import pytest
 
 import testkit
-from gpunode.runner import Runner
+from gpunode.runner import ReplayRunner, Runner
 
 SSHD = "/usr/sbin/sshd"
 
@@ -60,11 +60,30 @@ def _keys(tmp: Path) -> tuple[Path, Path]:
     return host_key, client_key
 
 
+def _free_subnet(index: int) -> int:
+    """N of a 10.231.N.0/30 that no interface uses yet: per run, per node, and never one a killed run
+    left behind (a second veth with the same /30 makes the node unreachable)."""
+    used = Runner().run(["ip", "-o", "-4", "addr"], timeout=10).stdout
+    for step in range(152):
+        subnet = 100 + ((os.getpid() % 37) * 4 + index + step * 3) % 152  # 10.231.100-251.0/30
+        if f" 10.231.{subnet}." not in used:
+            return subnet
+    raise AssertionError("no free 10.231.x.0/30 test subnet")
+
+
 def _start_node(tmp: Path, index: int, tag: str, host_key: Path) -> Node:
-    subnet = 100 + (os.getpid() % 37) * 4 + index  # 10.231.100-251.0/30: per run, per node
+    subnet = _free_subnet(index)
     node = Node(name=f"ns{index}", netns=f"gpn{tag}n{index}", veth_host=f"gpv{tag}h{index}",
                 address=f"10.231.{subnet}.2", pidfile=tmp / f"sshd-{index}.pid")
-    peer = f"gpv{tag}n{index}"
+    try:
+        _bring_up(tmp, node, f"gpv{tag}n{index}", index, subnet, host_key)
+    except BaseException:
+        _stop_node(node)  # a half-made node must not leave its namespace and veth on the machine
+        raise
+    return node
+
+
+def _bring_up(tmp: Path, node: Node, peer: str, index: int, subnet: int, host_key: Path) -> None:
     _run(["ip", "netns", "add", node.netns])
     _run(["ip", "link", "add", node.veth_host, "type", "veth", "peer", "name", peer])
     _run(["ip", "link", "set", peer, "netns", node.netns])
@@ -97,7 +116,6 @@ def _start_node(tmp: Path, index: int, tag: str, host_key: Path) -> Node:
             break
         time.sleep(0.1)
     assert node.pidfile.exists(), (tmp / f"sshd-{index}.log").read_text()
-    return node
 
 
 def _signal(pids: list[str], sig: int) -> None:
@@ -178,3 +196,28 @@ def test_fleet_audit_over_ssh_with_one_node_unreachable(tmp_path, ssh_nodes):
     assert hosts["ns0"]["reported_host"] == "gpu-h100-01" and hosts["ns1"]["reported_host"] == "gpu-h100-02"
     assert sorted(p.name for p in Path(doc["report_dir"]).iterdir()) == ["ns0.audit.json", "ns1.audit.json"]
     assert doc["ansible"]["stats"]["dark"] == {"ns2": 1}
+
+
+def test_a_node_that_fails_half_way_is_removed(tmp_path, monkeypatch):
+    """Setup failing after `ip netns add` (seen in a chroot: `ip netns exec` could not remount /)
+    must not leave the namespace and veth behind: a leftover /30 made the next run's node unreachable."""
+    fake = ReplayRunner()
+    monkeypatch.setattr(sys.modules[__name__], "Runner", lambda: fake)
+    subnet = _free_subnet(0)
+    for argv in (["ip", "netns", "add", "gpn1n0"],
+                 ["ip", "link", "add", "gpv1h0", "type", "veth", "peer", "name", "gpv1n0"],
+                 ["ip", "link", "set", "gpv1n0", "netns", "gpn1n0"],
+                 ["ip", "addr", "add", f"10.231.{subnet}.1/30", "dev", "gpv1h0"],
+                 ["ip", "link", "set", "gpv1h0", "up"]):
+        fake.add(argv)  # everything up to `ip netns exec` works
+    with pytest.raises(AssertionError, match="ip netns exec gpn1n0 ip addr add"):
+        _start_node(tmp_path, 0, "1", tmp_path / "key")
+    assert ["ip", "link", "del", "gpv1h0"] in fake.calls and ["ip", "netns", "del", "gpn1n0"] in fake.calls
+
+
+def test_free_subnet_skips_one_a_killed_run_left_behind(monkeypatch):
+    fake = ReplayRunner()
+    monkeypatch.setattr(sys.modules[__name__], "Runner", lambda: fake)
+    first = _free_subnet(0)
+    fake.add(["ip", "-o", "-4", "addr"], stdout=f"95: gpv8383h0    inet 10.231.{first}.1/30 scope global gpv8383h0\n")
+    assert _free_subnet(0) != first and 100 <= _free_subnet(0) <= 251
