@@ -5,7 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PY=${PYTHON:-python3}
 PACKAGES=(fio slurm-wlm munge openssh-server openssh-client iproute2 util-linux procps kmod)
+# Debian's python3 ships venv separately: install it with the rest, after the one apt-get update.
+"$PY" -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -19,10 +22,6 @@ else
     echo "not root or no apt-get: tests that need Debian packages or root will skip" >&2
 fi
 
-PY=${PYTHON:-python3}
-if ! "$PY" -c "import ensurepip" 2>/dev/null && [ "$(id -u)" = 0 ]; then
-    apt-get install -y -qq python3-venv >/dev/null  # Debian's python3 ships venv separately
-fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
