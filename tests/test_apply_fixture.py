@@ -89,7 +89,14 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
     hist = json.loads(gpunode("history", "--state-dir", state, "--json").stdout)
     assert [(a["id"], a["status"]) for a in hist["applies"]] == [(apply_id, "rolled-back")]
     nothing = gpunode("rollback", "--sysroot", str(root), "--state-dir", state)
-    assert nothing.returncode == 3 and "nothing to roll back" in nothing.stderr
+    assert nothing.returncode == 0 and "nothing to roll back" in nothing.stderr  # a fleet may run it twice
+    doc = json.loads(gpunode("rollback", "--sysroot", str(root), "--state-dir", state, "--json").stdout)
+    assert doc["result"] == "nothing-to-roll-back" and doc["restores"] == []
+    assert picture(root) == before
+    unknown = gpunode("rollback", "--sysroot", str(root), "--state-dir", state, "--id", "20990101T000000Z-1")
+    assert unknown.returncode != 0 and "gpunode: error:" in unknown.stderr
+    fresh = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(tmp_path / "never-used"))
+    assert fresh.returncode == 0 and "nothing to roll back" in fresh.stderr
 
 
 def test_rollback_leaves_values_changed_by_someone_else(tmp_path):

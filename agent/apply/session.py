@@ -24,6 +24,11 @@ class Refused(RuntimeError):
     """The apply or rollback will not start (lock held, interrupted apply, wrong root)."""
 
 
+class NothingToRollBack(Refused):
+    """No apply holds changes: the host is already as before gpunode (not an error, so that a
+    fleet rollback can be run twice)."""
+
+
 @dataclass
 class ApplyOutcome:
     apply_id: str | None
@@ -117,13 +122,16 @@ def _plan_only(env, profile, settings, allow_reboot, persist, boot_argv) -> Appl
 def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None):
     """-> (record, results). Restores the newest apply that still holds changes, or `apply_id`."""
     if not state.root.exists():
-        raise Refused(f"no applies recorded in {state.root}")
+        if apply_id is not None:
+            raise Refused(f"no applies recorded in {state.root}")
+        raise NothingToRollBack(f"nothing to roll back: no applies recorded in {state.root}")
     state.ensure()
     with StateLock(state.root, "gpunode rollback"):
         if apply_id is None:
             candidates = [r for r in state.records() if r.needs_rollback]
             if not candidates:
-                raise Refused(f"nothing to roll back: no apply in {state.root} holds changes (see `gpunode history`)")
+                raise NothingToRollBack(
+                    f"nothing to roll back: no apply in {state.root} holds changes (see `gpunode history`)")
             record = candidates[-1]
         else:
             record = state.load(apply_id)

@@ -143,12 +143,12 @@ def rollback(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.rollback/1)."),
 ) -> None:
     """Undo an apply exactly, in reverse order. A value someone changed since is left alone (warned).
-    Exit 0 all restored, 1 some left as they were, 3 errors."""
+    Exit 0 all restored (or nothing to roll back), 1 some left as they were, 3 errors."""
     from gpunode.apply.actions import ApplyEnv
     from gpunode.apply.journal import JournalError, StateDir, resolve_state_dir
     from gpunode.apply.lock import LockBusy
     from gpunode.apply.render import ROLLBACK_SCHEMA, render_restores
-    from gpunode.apply.session import Refused
+    from gpunode.apply.session import NothingToRollBack, Refused
     from gpunode.apply.session import rollback as do_rollback
     from gpunode.gpu.control import NoGpuControl
     from gpunode.report import dumps
@@ -164,6 +164,12 @@ def rollback(
             changes = list(target.changes.values()) if target else [c for r in state.records() for c in r.changes.values()]
             env.gpu = _gpu_control(host, changes)
         record, results = do_rollback(env, state, apply_id)
+    except NothingToRollBack as exc:
+        print(f"gpunode: {exc}", file=sys.stderr)
+        if as_json:
+            typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
+                              "exit_code": 0, "restores": []}), nl=False)
+        raise typer.Exit(0) from None
     except (LockBusy, Refused) as exc:
         die(str(exc), 3)
     except JournalError as exc:
