@@ -336,3 +336,19 @@ def test_every_shipped_figure_is_compared_on_what_bench_full_records(name, gpu_n
     verdicts = judge(BenchDocument.from_json(json.loads(json.dumps(doc.to_json()))), selection)
     used = {r.baseline_key for r in verdicts.rows if r.status in ("PASS", "WARN", "FAIL")}
     assert [e.key for e in selection.baseline.expectations if e.key not in used] == []
+
+
+@pytest.mark.parametrize("name, gpu, device", [("h100", "NVIDIA H100 80GB HBM3", 0x2330), ("h200", "NVIDIA H200", 0x2335)])
+def test_nvls_figure_is_not_used_for_a_run_with_nvls_switched_off(tmp_path, name, gpu, device):
+    """8-GPU all_reduce figures of ~480 GB/s need NVLink SHARP; a run with NCCL_NVLS_ENABLE=0 (as on
+    machines where multicast must stay off) is ring/tree and must say 'not compared', not FAIL."""
+    from baseline_fixtures import gpus_of, inventory_like
+
+    gpus = gpus_of(inventory_like(gpu, device, 8))
+    on = bench_doc(gpus, [nccl("all_reduce", 470.0, 8, 8 << 30)], mode="full")
+    off = bench_doc(gpus, [nccl("all_reduce", 350.0, 8, 8 << 30, algo={"NCCL_NVLS_ENABLE": "0"})], mode="full")
+    row_on = next(r for r in compare_document(on, baselines_dir=tmp_path).rows if r.metric == "nccl.all_reduce.busbw")
+    row_off = [r for r in compare_document(off, baselines_dir=tmp_path).rows if r.metric == "nccl.all_reduce.busbw"]
+    assert row_on.status == "PASS"
+    assert row_off and all(r.status not in ("PASS", "WARN", "FAIL") for r in row_off), row_off
+    assert "NCCL_NVLS_ENABLE" in " ".join(r.message for r in row_off)
