@@ -20,3 +20,14 @@ def test_setuptools_reads_pyproject_without_deprecations():
     deprecated = [str(w.message).split("\n")[0] for w in caught if issubclass(w.category, SetuptoolsDeprecationWarning)]
     assert deprecated == []
     assert dist.get_name() == "gpunode" and dist.entry_points["console_scripts"] == ["gpunode = gpunode.cli:main"]
+
+
+def test_every_shipped_directory_is_a_listed_package():
+    """setuptools warns "Package would be ignored" for a data directory that is not in `packages`
+    (playbooks/tasks, playbooks/vars) and says it will stop shipping it."""
+    dist = apply_configuration(Distribution(), PYPROJECT)
+    root = PYPROJECT.parent
+    found = {f"{package}.{'.'.join(sub.relative_to(root / folder).parts)}"
+             for package, folder in dist.package_dir.items()
+             for sub in (root / folder).rglob("*") if sub.is_dir() and sub.name != "__pycache__"}
+    assert found - set(dist.packages) == set()
