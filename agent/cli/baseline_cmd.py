@@ -143,7 +143,6 @@ def record_cmd(
     as the warn/fail margins: this host's own golden baseline."""
     from gpunode.baselines.record import build_baseline, record_runs, to_yaml
     from gpunode.baselines.schema import BaselineError, load_baseline
-    from gpunode.report import write_atomic
 
     if output is not None and output.exists() and not force:
         die(f"{output}: exists; choose another path or pass --force")
@@ -157,17 +156,8 @@ def record_cmd(
         die(str(exc))
     text = to_yaml(mapping)
     _check_written(text, name, load_baseline)
-    err = stderr_console()
-    for note in notes:
-        err.print(f"note: {note}", markup=False, highlight=False)
-    if output is None:
-        typer.echo(text, nl=False)
-        return
-    try:
-        write_atomic(output, text, mode=0o644)
-    except OSError as exc:
-        die(f"cannot write {output}: {exc.strerror or exc}", 3)
-    err.print(f"baseline {name} written to {output} ({len(mapping['metrics'])} metrics)", markup=False, highlight=False)
+    _emit(text, None if output is None else str(output), notes,
+          f"baseline {name} written to {output} ({len(mapping['metrics'])} metrics)")
 
 
 def _check_written(text: str, name: str, load_baseline) -> None:
@@ -207,7 +197,7 @@ def golden_record_cmd(
     Fabric Manager, GPU count, NIC firmware (whatever can be read; the rest is said on stderr)."""
     from gpunode.golden import collect, golden_yaml
     from gpunode.host import live_host, snapshot_host
-    from gpunode.report import iso_time, write_atomic
+    from gpunode.report import iso_time
 
     if severity not in ("warning", "critical"):
         die(f"--severity {severity!r}: warning or critical")
@@ -224,17 +214,25 @@ def golden_record_cmd(
         die("nothing could be read from this host: no golden file written", 3)
     text = golden_yaml(facts, host.facts.hostname, iso_time(host.facts.now),
                        f"snapshot:{snapshot}" if snapshot else "live", severity)
+    _emit(text, None if str(output) == "-" else str(output), notes,
+          f"golden config written to {output} ({len(facts)} pins)")
+
+
+def _emit(text: str, output: str | None, notes: list[str], done: str) -> None:
+    """Notes on stderr; the YAML on stdout (output None) or written atomically to `output`."""
+    from gpunode.report import write_atomic
+
     err = stderr_console()
     for note in notes:
         err.print(f"note: {note}", markup=False, highlight=False)
-    if str(output) == "-":
+    if output is None:
         typer.echo(text, nl=False)
         return
     try:
         write_atomic(output, text, mode=0o644)
     except OSError as exc:
         die(f"cannot write {output}: {exc.strerror or exc}", 3)
-    err.print(f"golden config written to {output} ({len(facts)} pins)", markup=False, highlight=False)
+    err.print(done, markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
