@@ -189,7 +189,9 @@ def test_existing_file_allowed_only_when_named(tmp_path):
 
 
 @pytest.mark.parametrize("path,why", [("/nonexistent/fio.dat", "No such file"), ("/dev/null", "not a block device"),
-                                      ("/tmp", "not a block device")])
+                                      ("/tmp", "not a block device"),
+                                      ("/etc/passwd", "file of the operating system"),
+                                      ("/usr/bin/env", "file of the operating system")])
 def test_destructive_refuses_odd_targets(path, why):
     with pytest.raises(fio.FioRefused, match=why):
         fio.destructive_target(SysRoot("/"), path, fio.FioPlan.quick())

@@ -210,6 +210,11 @@ def loop_backed_files(sys: SysRoot) -> set[str]:
     return out
 
 
+# Regular files here belong to the operating system: no benchmark may overwrite them, flag or not.
+SYSTEM_DIRS = tuple(f"{d}/" for d in ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/boot",
+                                      "/var/lib/dpkg", "/var/lib/rpm", "/proc", "/sys", "/root/.ssh"))
+
+
 def destructive_target(sys: SysRoot, path: str, plan: FioPlan) -> FioTarget:
     """Check an explicitly named device or file; raise FioRefused with the reason when unsafe."""
     real = os.path.realpath(path)
@@ -230,6 +235,9 @@ def destructive_target(sys: SysRoot, path: str, plan: FioPlan) -> FioTarget:
         size = min(plan.size_bytes, sectors * 512) if sectors else plan.size_bytes
         return FioTarget(real, "block", size, True, f"block device {real}: its data is overwritten")
     if stat.S_ISREG(st.st_mode):
+        if real.startswith(SYSTEM_DIRS):
+            raise FioRefused(f"--fio-destructive {path}: refusing a file of the operating system ({real}); "
+                             "name a test file on the data filesystem")
         if real in loop_backed_files(sys):
             raise FioRefused(f"--fio-destructive {path}: refusing, it backs a loop device (may be mounted)")
         direct, note = probe_direct(real)
