@@ -278,14 +278,19 @@ def test_gres_expectation_meets_the_real_gpu_count_check(tmp_path):
 
 # --- watchdog and budget -----------------------------------------------------------------------
 
-def test_a_hung_check_is_named_and_the_gate_ends_in_time(tmp_path):
-    release = threading.Event()
-
+def hanging_check(release: threading.Event):
+    """A gate check that answers only when `release` is set (or after a minute)."""
     @check("test.hang", "never answers", area="test", severity="critical", tags=["gate"])
     def hang(ctx):
         release.wait(60)
         return ok("late")
 
+    return hang
+
+
+def test_a_hung_check_is_named_and_the_gate_ends_in_time(tmp_path):
+    release = threading.Event()
+    hang = hanging_check(release)
     scontrol = FakeScontrol()
     try:
         started = time.monotonic()
@@ -301,12 +306,7 @@ def test_a_hung_check_is_named_and_the_gate_ends_in_time(tmp_path):
 
 def test_a_hung_check_alone_does_not_drain(tmp_path):
     release = threading.Event()
-
-    @check("test.hang", "never answers", area="test", severity="critical", tags=["gate"])
-    def hang(ctx):
-        release.wait(60)
-        return ok("late")
-
+    hang = hanging_check(release)
     scontrol = FakeScontrol()
     try:
         started = time.monotonic()
