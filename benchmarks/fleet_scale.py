@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import fleetkit  # noqa: E402  (tests/ helpers: snapshot and inventory writers)
 
-from gpunode.runner import Runner  # noqa: E402
+from gpunode.host.runner import Runner  # noqa: E402
 
 
 def cpu_now() -> float:

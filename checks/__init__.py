@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from gpunode.engine import Check
+from gpunode.audit.engine import Check
 
 # Modules holding hand-written checks, in report order. Each declares checks with @check.
 AREA_MODULES = ("host", "cpu", "memory", "kernel", "numa", "storage", "net", "gpu", "pcie", "nvlink", "xid")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gpunode.engine import bad, check, ok, skip
-from gpunode.settings.irq import parse_cpulist
+from gpunode.audit.engine import bad, check, ok, skip
+from gpunode.tune.kinds.irq import parse_cpulist
 
 CPU = "/sys/devices/system/cpu"
 

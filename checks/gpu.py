@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from gpunode.audit.engine import CheckSkipped, bad, check, error, fail, ok, skip, warn
 from gpunode.checks.gpu_common import each_gpu, field_problem, gib, nvidia_pci_gpus, readable_gpus
-from gpunode.engine import CheckSkipped, bad, check, error, fail, ok, skip, warn
-from gpunode.gpu.model import CLOCK_EVENT_BITS, clock_event_names
+from gpunode.host.gpu.model import CLOCK_EVENT_BITS, clock_event_names
 
 # --- NVML itself ---------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
-from gpunode.engine import Finding, error
-from gpunode.gpu.model import GpuInfo, clock_event_names
+from gpunode.audit.engine import Finding, error
+from gpunode.host.gpu.model import GpuInfo, clock_event_names
 
 NVIDIA_VENDOR = "0x10de"
 # VGA (0x0300) and 3D controller (0x0302) functions; leaves out NVSwitch bridges and HDMI audio.

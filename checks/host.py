@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 
-from gpunode.engine import check, ok, skip
+from gpunode.audit.engine import check, ok, skip
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")  # os-release(5): /etc first, then /usr/lib
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gpunode.engine import bad, check, ok, skip
-from gpunode.hostfacts.procfs import (
+from gpunode.audit.engine import bad, check, ok, skip
+from gpunode.host.facts.procfs import (
     format_bytes,
     kernel_params,
     mount_at,

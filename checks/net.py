@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from gpunode.engine import bad, check, ok, skip, warn
-from gpunode.hostfacts.infiniband import ib_devices, ib_ports, state_code
-from gpunode.hostfacts.nics import Nic, describe, format_speed, physical_nics
-from gpunode.settings.irq import data_nics
+from gpunode.audit.engine import bad, check, ok, skip, warn
+from gpunode.host.facts.infiniband import ib_devices, ib_ports, state_code
+from gpunode.host.facts.nics import Nic, describe, format_speed, physical_nics
+from gpunode.tune.kinds.irq import data_nics
 
 JUMBO_SPEED_MBPS = 100_000  # at 100 Gb/s and up a 1500-byte MTU costs CPU and RoCE goodput
 

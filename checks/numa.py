@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gpunode.engine import bad, check, ok, skip
-from gpunode.hostfacts.procfs import format_bytes, parse_meminfo
-from gpunode.settings.irq import parse_cpulist
+from gpunode.audit.engine import bad, check, ok, skip
+from gpunode.host.facts.procfs import format_bytes, parse_meminfo
+from gpunode.tune.kinds.irq import parse_cpulist
 
 NODES = "/sys/devices/system/node"
 # CPU nodes of a healthy two-socket server hold nearly the same RAM (the kernel's own share

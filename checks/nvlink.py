@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from gpunode.audit.engine import CheckSkipped, bad, check, ok, skip, warn
 from gpunode.checks.gpu_common import each_gpu, readable_gpus, uptime_s
-from gpunode.engine import CheckSkipped, bad, check, ok, skip, warn
-from gpunode.settings import has_nvswitch
+from gpunode.tune.kinds import has_nvswitch
 
 
 def _links_by_model(gpus) -> dict[str | None, int]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gpunode.audit.engine import bad, check, ok, skip, warn
 from gpunode.checks.gpu_common import each_gpu, is_busy, uptime_s
-from gpunode.engine import bad, check, ok, skip, warn
 
 
 def _link(gen, width) -> str:

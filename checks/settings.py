@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gpunode.engine import Check
-from gpunode.profiles import Profile, Setting
+from gpunode.audit.engine import Check
+from gpunode.tune.profiles import Profile, Setting
 
 _KIND_AREA = {"limits": "memory", "cmdline": "kernel", "service": "services", "gpu": "gpu", "irq": "net"}
 _SYSCTL_AREA = {"vm": "memory", "kernel": "kernel", "net": "net", "fs": "kernel"}
@@ -19,7 +19,7 @@ def area_of(setting: Setting) -> str:
 
 def _runner(setting: Setting):
     def run(ctx):
-        from gpunode.settings import judge
+        from gpunode.tune.kinds import judge
 
         return judge(ctx, setting)
 

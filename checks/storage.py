@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gpunode.engine import CheckSkipped, bad, check, error, fail, ok, skip
-from gpunode.hostfacts import df
-from gpunode.hostfacts.procfs import Mount, format_bytes, mount_at, mount_of, parse_mounts
+from gpunode.audit.engine import CheckSkipped, bad, check, error, fail, ok, skip
+from gpunode.host.facts import df
+from gpunode.host.facts.procfs import Mount, format_bytes, mount_at, mount_of, parse_mounts
 
 DATA_PREFIXES = ("/data", "/scratch", "/raid", "/mnt")
 # Local filesystems on block devices (zfs: datasets); network and virtual ones are left out.
@@ -187,7 +187,7 @@ EXT4 = "/sys/fs/ext4"
     "the node, unmount and e2fsck the filesystem; check the disk (smartctl, nvme smart-log).",
 )
 def fs_errors(ctx):
-    from gpunode.report import iso_time
+    from gpunode.audit.report import iso_time
 
     devices = [d for d in ctx.host.sys.listdir(EXT4) or [] if d != "features"]
     if not devices:

@@ -4,7 +4,7 @@ A line looks like `NVRM: Xid (PCI:0000:18:00): 79, pid=1234, name=python, GPU ha
 bus.` (older drivers: `NVRM: Xid (0000:03:00): 14, Channel 00000001`). Newer drivers may report a
 GPU lost from the bus without an Xid line ("NVRM: GPU at ... has fallen off the bus" or "The
 NVIDIA GPU ... has fallen off the bus"); that counts as Xid 79. The kernel log is the current
-boot's (journalctl -k / dmesg), shared through gpunode.kernlog.
+boot's (journalctl -k / dmesg), shared through gpunode.host.facts.kernlog.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+from gpunode.audit.engine import CheckSkipped, bad, check, error, ok, skip, warn
 from gpunode.checks.gpu_common import nvidia_pci_gpus
-from gpunode.engine import CheckSkipped, bad, check, error, ok, skip, warn
-from gpunode.kernlog import LogRecord, kernel_log
+from gpunode.host.facts.kernlog import LogRecord, kernel_log
 
 # Hardware/driver Xids that need a reset, a reboot or service (the list public health checkers
 # such as Azure's use), plus 95: an uncontained ECC error, which NVIDIA resolves with a GPU reset.

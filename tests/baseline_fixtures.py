@@ -8,7 +8,7 @@ import json
 from dataclasses import replace
 
 from gpunode.bench.run import gpu_summary
-from gpunode.gpu.model import GpuInventory
+from gpunode.host.gpu.model import GpuInventory
 from testkit import FIXTURES
 
 NVML_H100 = FIXTURES / "nvml" / "h100-sxm-1gpu.json"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import testkit
-from gpunode.runner import CommandResult, Runner
+from gpunode.host.runner import CommandResult, Runner
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NVML_H100 = FIXTURES / "nvml" / "h100-sxm-1gpu.json"

@@ -10,8 +10,8 @@ import json
 from dataclasses import replace
 
 import testkit
-from gpunode.engine import Result
-from gpunode.gpu.model import GpuInfo, GpuInventory, NvLink
+from gpunode.audit.engine import Result
+from gpunode.host.gpu.model import GpuInfo, GpuInventory, NvLink
 
 H100_JSON = testkit.FIXTURES / "nvml" / "h100-sxm-1gpu.json"
 KERNLOG = testkit.FIXTURES / "kernlog"

@@ -8,8 +8,8 @@ import signal
 import pytest
 from apply_fixtures import apply_json, gpunode, make_tree, picture
 
-from gpunode.apply.journal import StateDir
-from gpunode.apply.lock import StateLock
+from gpunode.tune.journal import StateDir
+from gpunode.tune.lock import StateLock
 
 ONLY = "sysctl/vm.*,sysctl/kernel.*,sysfs/thp.*,limits/*"  # 5 runtime changes + limits file + persistence
 

@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 
 import testkit
-from gpunode.apply.actions import ApplyEnv
-from gpunode.apply.journal import StateDir
-from gpunode.apply.plan import select_settings
-from gpunode.apply.session import apply_profile, rollback
-from gpunode.gpu.control import GpuControl, GpuControlError
-from gpunode.gpu.model import GpuInventory, GpuProcess
-from gpunode.profiles import load_profile
+from gpunode.host.gpu.control import GpuControl, GpuControlError
+from gpunode.host.gpu.model import GpuInventory, GpuProcess
+from gpunode.tune.actions import ApplyEnv
+from gpunode.tune.journal import StateDir
+from gpunode.tune.plan import select_settings
+from gpunode.tune.profiles import load_profile
+from gpunode.tune.session import apply_profile, rollback
 from testkit import FIXTURES, tree_host
 
 
@@ -196,7 +196,7 @@ def test_mig_layout_needs_mig_mode_first(tmp_path):
 
 @pytest.mark.parametrize("target", ["3g.40gb:1,3g.40gb:1,1g.10gb:2", "nonsense:1", "1g.10gb:x"])
 def test_bad_mig_layouts_are_profile_errors(tmp_path, target):
-    from gpunode.profiles import ProfileError
+    from gpunode.tune.profiles import ProfileError
 
     (tmp_path / "o.yaml").write_text(f"settings:\n  - {{kind: gpu, key: mig_layout, target: '{target}'}}\n")
     with pytest.raises(ProfileError):
@@ -251,7 +251,7 @@ def test_applications_clocks_back_to_default_and_rolled_back(tmp_path):
 
 
 def test_applications_clocks_above_the_maximum_are_refused_and_bad_ones_rejected(tmp_path):
-    from gpunode.profiles import ProfileError
+    from gpunode.tune.profiles import ProfileError
 
     inv = h100()
     _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/applications_clocks", overlay=CLOCKS % "'2619,2100'")

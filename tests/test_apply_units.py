@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from gpunode.apply.actions import ApplyEnv
-from gpunode.apply.journal import JournalError, StateDir, parse_journal
-from gpunode.apply.plan import select_settings
-from gpunode.apply.session import apply_profile, rollback
-from gpunode.gpu.control import NoGpuControl
-from gpunode.profiles import load_profile
-from gpunode.runner import CommandResult, Runner
-from gpunode.settings.base import value_to_write
-from gpunode.settings.cmdline import edit_grub
-from gpunode.settings.irq import format_cpulist, parse_cpulist
+from gpunode.host.gpu.control import NoGpuControl
+from gpunode.host.runner import CommandResult, Runner
+from gpunode.tune.actions import ApplyEnv
+from gpunode.tune.journal import JournalError, StateDir, parse_journal
+from gpunode.tune.kinds.base import value_to_write
+from gpunode.tune.kinds.cmdline import edit_grub
+from gpunode.tune.kinds.irq import format_cpulist, parse_cpulist
+from gpunode.tune.plan import select_settings
+from gpunode.tune.profiles import load_profile
+from gpunode.tune.session import apply_profile, rollback
 from testkit import tree_host
 
 
@@ -157,8 +157,8 @@ class _LiveLike:
 
 
 def test_boot_unit_is_blocked_not_failed_without_systemd(tmp_path):
-    from gpunode.apply.persist import plan_persistence
-    from gpunode.settings.change import PlannedFiles
+    from gpunode.tune.kinds.change import PlannedFiles
+    from gpunode.tune.persist import plan_persistence
 
     host = tree_host(tmp_path, {"/sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never\n"})
     setting = load_profile("training").get("sysfs/thp.enabled")

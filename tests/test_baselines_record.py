@@ -155,14 +155,14 @@ def test_pip_install_of_the_wheel_carries_the_shipped_baselines(tmp_path):
     shipped = sorted(n for n in names if n.startswith("gpunode/shipped_baselines/") and n.endswith(".yaml"))
     in_repo = sorted(f"gpunode/shipped_baselines/{p.name}" for p in (root / "baselines").glob("*.yaml"))
     assert shipped == in_repo and len(shipped) >= 6
-    assert "gpunode/baselines/compare.py" in names and "gpunode/golden.py" in names
+    assert "gpunode/baselines/compare.py" in names and "gpunode/audit/golden.py" in names and "gpunode/checks/gpu.py" in names
     # the whole tree of playbooks too, so `gpunode fleet` works from a wheel-installed controller
     playbooks = sorted(n.removeprefix("gpunode/shipped_playbooks/") for n in names
                        if n.startswith("gpunode/shipped_playbooks/") and not n.endswith(".py"))
     in_repo_pb = sorted(str(p.relative_to(root / "playbooks")) for p in (root / "playbooks").rglob("*")
                         if p.is_file() and p.suffix in (".yml", ".cfg"))
     assert playbooks == in_repo_pb and "audit.yml" in playbooks and "tasks/report.yml" in playbooks
-    assert {"gpunode/shipped_profiles/training.yaml", "gpunode/shipped_profiles/inference.yaml"} <= set(names)
+    assert {"gpunode/tune/shipped_profiles/training.yaml", "gpunode/tune/shipped_profiles/inference.yaml"} <= set(names)
 
 
 def test_record_from_the_real_h100_recordings_and_compare_them(tmp_path):

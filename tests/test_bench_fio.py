@@ -8,8 +8,8 @@ import pytest
 
 import testkit
 from gpunode.bench import fio
-from gpunode.runner import Runner
-from gpunode.sysroot import SysRoot
+from gpunode.host.runner import Runner
+from gpunode.host.sysroot import SysRoot
 from testkit import FIXTURES, tree_host
 
 FIO = FIXTURES / "fio"
@@ -65,7 +65,7 @@ def test_real_open_failure_is_error_even_with_job_error_zero():
 
 def test_run_fio_reports_fios_stderr_when_it_exits_non_zero(tmp_path):
     """A run that printed JSON but exited 1 must say why (fio's stderr), not only the status."""
-    from gpunode.runner import ReplayRunner
+    from gpunode.host.runner import ReplayRunner
 
     target = fio.FioTarget(str(tmp_path / "f.dat"), "scratch", 1 << 20, True)
     plan = fio.FioPlan(size_bytes=1 << 20, runtime_s=1)

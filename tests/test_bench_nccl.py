@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from gpunode.bench import nccl
-from gpunode.runner import Runner
+from gpunode.host.runner import Runner
 from testkit import FIXTURES
 
 NCCL = FIXTURES / "nccl"

@@ -15,8 +15,8 @@ from gpunode.bench import run as bench_run
 from gpunode.bench.backend import Device
 from gpunode.bench.results import SCHEMA, BenchDocument
 from gpunode.cli import app
-from gpunode.gpu.model import GpuInventory
-from gpunode.runner import Runner
+from gpunode.host.gpu.model import GpuInventory
+from gpunode.host.runner import Runner
 from testkit import FIXTURES, tree_host
 
 H100_INV = GpuInventory.from_json(json.loads((FIXTURES / "nvml" / "h100-sxm-1gpu.json").read_text()))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from gpunode.bench import torch_dist
-from gpunode.runner import ReplayRunner
+from gpunode.host.runner import ReplayRunner
 from testkit import FIXTURES
 
 REAL = (FIXTURES / "torch_dist" / "launcher_1gpu.h100.txt").read_text()

@@ -5,13 +5,13 @@ from dataclasses import replace
 import pytest
 from gpu_fixtures import broken_gpu, by_subject, change, h100, hgx, make_host, only
 
+from gpunode.audit.context import AuditConfig
 from gpunode.checks import gpu as G
 from gpunode.checks import static_checks
-from gpunode.context import AuditConfig
-from gpunode.gpu.model import GpuInventory, GpuProcess
-from gpunode.gpu.source import GpuSource
 from gpunode.host import Facts, Host
-from gpunode.runner import ReplayRunner
+from gpunode.host.gpu.model import GpuInventory, GpuProcess
+from gpunode.host.gpu.source import GpuSource
+from gpunode.host.runner import ReplayRunner
 from testkit import NOW, run, statuses, tree_host
 
 GPU_CHECKS = [c for c in static_checks() if c.id.startswith("gpu.")]

@@ -6,8 +6,8 @@ import json
 from gpu_fixtures import H100_JSON, KERNLOG, UPTIME, pci_files
 from typer.testing import CliRunner
 
-from gpunode import kernlog
 from gpunode.cli import app
+from gpunode.host.facts import kernlog
 from testkit import NOW, write_files
 
 cli = CliRunner()

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from gpunode.checks import cpu, host, kernel, memory, numa
-from gpunode.gpu.model import GpuInventory
+from gpunode.host.gpu.model import GpuInventory
 from testkit import run, statuses, tree_host, with_gpu
 
 FIX = Path(__file__).parent / "fixtures"

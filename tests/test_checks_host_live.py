@@ -54,8 +54,8 @@ def recorded_hosts():
 
 @pytest.mark.parametrize("name", recorded_hosts())
 def test_recorded_real_hosts_replay_without_errors(name):
+    from gpunode.audit.engine import select
     from gpunode.checks import static_checks
-    from gpunode.engine import select
     from testkit import fixture_host, run
 
     host = fixture_host(name)

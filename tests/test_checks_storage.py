@@ -4,10 +4,10 @@ import json
 import os
 from pathlib import Path
 
+from gpunode.audit.context import AuditConfig
 from gpunode.checks import storage
-from gpunode.context import AuditConfig
-from gpunode.hostfacts import df
-from gpunode.runner import ReplayRunner
+from gpunode.host.facts import df
+from gpunode.host.runner import ReplayRunner
 from testkit import run, statuses, tree_host
 
 FIX = Path(__file__).parent / "fixtures"
@@ -130,9 +130,9 @@ def test_scratch_space_skips_when_df_cannot_run(tmp_path):
 
 
 def test_scratch_space_live_df_on_this_machine(tmp_path):
-    from gpunode.context import AuditContext
+    from gpunode.audit.context import AuditContext
     from gpunode.host import live_host
-    from gpunode.profiles import load_profile
+    from gpunode.tune.profiles import load_profile
 
     ctx = AuditContext(host=live_host(), profile=load_profile("training"), config=AuditConfig(scratch_dirs=[str(tmp_path)]))
     found = storage.scratch_space.func(ctx)

@@ -1,17 +1,17 @@
-"""The kernel log reader (gpunode.kernlog) and the Xid check, on recorded and quoted real logs."""
+"""The kernel log reader (gpunode.host.facts.kernlog) and the Xid check, on recorded and quoted real logs."""
 
 from datetime import datetime, timezone
 
 import pytest
 from gpu_fixtures import KERNLOG, by_subject, h100, hgx, make_host, only
 
-from gpunode import kernlog
+from gpunode.audit.context import AuditConfig
 from gpunode.checks.xid import parse_events, pci_address, xid_events
-from gpunode.context import AuditConfig
-from gpunode.gpu.model import GpuInventory
-from gpunode.gpu.source import GpuSource
 from gpunode.host import Host
-from gpunode.runner import ReplayRunner
+from gpunode.host.facts import kernlog
+from gpunode.host.gpu.model import GpuInventory
+from gpunode.host.gpu.source import GpuSource
+from gpunode.host.runner import ReplayRunner
 from testkit import run, statuses
 
 JOURNAL = list(kernlog.JOURNAL_ARGV)

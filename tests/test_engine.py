@@ -1,6 +1,6 @@
 import time
 
-from gpunode.engine import (
+from gpunode.audit.engine import (
     Check,
     CheckSkipped,
     Status,
@@ -86,7 +86,7 @@ def test_select_by_glob_tag_and_skip():
 
 def test_overall_is_nagios_like():
     def res(status):
-        return run_checks([make("x", lambda c: __import__("gpunode.engine").engine.Finding(status, ""))], Ctx())
+        return run_checks([make("x", lambda c: __import__("gpunode.audit.engine").audit.engine.Finding(status, ""))], Ctx())
 
     assert overall(res(Status.PASS) + res(Status.SKIP)) == "OK"
     assert overall(res(Status.WARN)) == "WARN"

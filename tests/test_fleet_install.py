@@ -11,7 +11,7 @@ from pathlib import Path
 
 import fleetkit
 
-from gpunode.runner import Runner
+from gpunode.host.runner import Runner
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from gpunode.fleet.progress import HostOutcome, Tracker, failure_message
 from gpunode.fleet.report import fleet_document, lower_is_better
 from gpunode.fleet.runner import PlaybookRun
 from gpunode.fleet.validate import FleetInventory
-from gpunode.runner import Runner
+from gpunode.host.runner import Runner
 
 FIO_VM = json.loads((fleetkit.FIXTURES / "fleet" / "bench-quick-fio.vm.json").read_text())
 DEVICE = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-x", "pci_bus_id": "00000000:18:00.0",

@@ -18,7 +18,7 @@ import fleetkit
 import pytest
 
 import testkit
-from gpunode.runner import ReplayRunner, Runner
+from gpunode.host.runner import ReplayRunner, Runner
 
 SSHD = "/usr/sbin/sshd"
 

@@ -126,7 +126,7 @@ def test_example_inventory_is_valid_for_every_playbook():
 def test_playbooks_pass_ansible_syntax_check():
     from gpunode.fleet.specs import playbooks_dir
     from gpunode.fleet.validate import ansible_env, ansible_tool
-    from gpunode.runner import Runner
+    from gpunode.host.runner import Runner
 
     pdir = playbooks_dir()
     files = [str(pdir / spec.file) for spec in PLAYBOOKS.values()]

@@ -10,10 +10,13 @@ import time
 import pytest
 from gate_fixtures import h100_inventory, slurm_text
 
-from gpunode.audit import choose_checks
-from gpunode.context import AuditConfig
-from gpunode.engine import Result, Status, check, fail, ok, warn
-from gpunode.gate import (
+from gpunode.audit.context import AuditConfig
+from gpunode.audit.engine import Result, Status, check, fail, ok, warn
+from gpunode.audit.run import choose_checks
+from gpunode.host.gpu.model import GpuInventory
+from gpunode.host.gpu.source import LiveGpuSource, ReplayGpuSource
+from gpunode.host.runner import CommandResult, Runner
+from gpunode.slurm.gate import (
     LEFTOVER_MEMORY_BYTES,
     GateOptions,
     GateRun,
@@ -26,11 +29,8 @@ from gpunode.gate import (
     render_text,
     run_gate,
 )
-from gpunode.gpu.model import GpuInventory
-from gpunode.gpu.source import LiveGpuSource, ReplayGpuSource
-from gpunode.profiles import load_profile
-from gpunode.runner import CommandResult, Runner
-from gpunode.slurm import REASON_MAX, Slurm
+from gpunode.slurm.scontrol import REASON_MAX, Slurm
+from gpunode.tune.profiles import load_profile
 from testkit import tree_host
 
 
@@ -265,7 +265,7 @@ def test_expected_gpus_come_from_slurm_gres_unless_configured(tmp_path):
 
 def test_gres_expectation_meets_the_real_gpu_count_check(tmp_path):
     """End to end with the GPU helper's gpu.count check: one GPU seen, Slurm says two."""
-    from gpunode.audit import choose_checks
+    from gpunode.audit.run import choose_checks
 
     checks = [c for c in choose_checks(load_profile("training"), tags=["gate"]) if c.id == "gpu.count"]
     if not checks:

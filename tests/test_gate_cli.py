@@ -192,7 +192,7 @@ def test_fast_parser_knows_exactly_the_typer_options():
     import typer.main
 
     from gpunode.cli import app
-    from gpunode.cli.gate_run import DEFAULTS, FLAGS, VALUES
+    from gpunode.slurm.fastpath import DEFAULTS, FLAGS, VALUES
 
     command = typer.main.get_command(app).commands["gate"]
     typer_opts = {opt: p.name for p in command.params for opt in p.opts}
@@ -202,7 +202,7 @@ def test_fast_parser_knows_exactly_the_typer_options():
 
 
 def test_fast_parser():
-    from gpunode.cli.gate_run import parse_fast
+    from gpunode.slurm.fastpath import parse_fast
 
     kw = parse_fast(["--prolog", "--timeout", "7.5", "--snapshot=/x", "--strict"])
     assert kw["prolog"] and kw["strict"] and kw["timeout"] == 7.5 and str(kw["snapshot"]) == "/x"

@@ -11,14 +11,21 @@ import yaml
 from baseline_fixtures import h100_inventory, inventory_like
 from typer.testing import CliRunner
 
+from gpunode.audit.context import AuditContext
+from gpunode.audit.engine import run_checks
+from gpunode.audit.golden import (
+    collect,
+    golden_checks,
+    golden_yaml,
+    header_version,
+    load_golden,
+    nccl_installs,
+)
+from gpunode.audit.report import iso_time
 from gpunode.cli import app
-from gpunode.context import AuditContext
-from gpunode.engine import run_checks
-from gpunode.golden import collect, golden_checks, golden_yaml, header_version, load_golden, nccl_installs
-from gpunode.gpu.model import GpuInventory
-from gpunode.profiles import load_profile
-from gpunode.report import iso_time
-from gpunode.runner import ReplayRunner
+from gpunode.host.gpu.model import GpuInventory
+from gpunode.host.runner import ReplayRunner
+from gpunode.tune.profiles import load_profile
 from testkit import FIXTURES, statuses, tree_host, with_gpu
 
 OS_RELEASE = (FIXTURES / "proc" / "os-release-debian12.txt").read_text()

@@ -1,4 +1,4 @@
-"""Parsers of gpunode.hostfacts on real recorded outputs (this Debian 12 VM), including failed,
+"""Parsers of gpunode.host.facts on real recorded outputs (this Debian 12 VM), including failed,
 truncated and foreign ones: none of those may read as a healthy answer."""
 
 import json
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gpunode.hostfacts import df
-from gpunode.hostfacts.infiniband import parse_rate, state_code
-from gpunode.hostfacts.procfs import (
+from gpunode.host.facts import df
+from gpunode.host.facts.infiniband import parse_rate, state_code
+from gpunode.host.facts.procfs import (
     kernel_params,
     mount_at,
     mount_of,
@@ -18,7 +18,7 @@ from gpunode.hostfacts.procfs import (
     parse_size,
     unescape,
 )
-from gpunode.runner import ReplayRunner
+from gpunode.host.runner import ReplayRunner
 
 PROC = Path(__file__).parent / "fixtures" / "proc"
 DF = Path(__file__).parent / "fixtures" / "df"

@@ -1,6 +1,6 @@
 import pytest
 
-from gpunode.profiles import ProfileError, load_profile, parse_set_options, shipped_profiles
+from gpunode.tune.profiles import ProfileError, load_profile, parse_set_options, shipped_profiles
 
 
 def test_shipped_profiles_load_and_inference_extends_training():

@@ -3,6 +3,7 @@ latest setuptools from PyPI, and its deprecations become build errors on a dated
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -22,12 +23,28 @@ def test_setuptools_reads_pyproject_without_deprecations():
     assert dist.get_name() == "gpunode" and dist.entry_points["console_scripts"] == ["gpunode = gpunode.cli:main"]
 
 
-def test_every_shipped_directory_is_a_listed_package():
-    """setuptools warns "Package would be ignored" for a data directory that is not in `packages`
-    (playbooks/tasks, playbooks/vars) and says it will stop shipping it."""
+def test_every_shipped_directory_is_a_found_package():
+    """setuptools warns "Package would be ignored" for a data directory that is not a package
+    (playbooks/tasks, playbooks/vars) and says it will stop shipping it; the package is found under
+    agent/ through the checks/baselines/playbooks symlinks."""
     dist = apply_configuration(Distribution(), PYPROJECT)
-    root = PYPROJECT.parent
-    found = {f"{package}.{'.'.join(sub.relative_to(root / folder).parts)}"
-             for package, folder in dist.package_dir.items()
-             for sub in (root / folder).rglob("*") if sub.is_dir() and sub.name != "__pycache__"}
+    top = PYPROJECT.parent / "agent" / "gpunode"
+    found = {".".join(("gpunode",) + Path(folder).relative_to(top).parts)
+             for folder, _, _ in os.walk(top, followlinks=True) if "__pycache__" not in folder and folder != str(top)}
+    assert {"gpunode.checks", "gpunode.shipped_baselines", "gpunode.shipped_playbooks.tasks"} <= found
     assert found - set(dist.packages) == set()
+
+
+def test_every_gpunode_import_is_a_path_on_disk():
+    """`from gpunode.X import ...`: X is a file or folder under agent/gpunode/ (grep, editors, mypy)."""
+    import re
+
+    root = PYPROJECT.parent
+    top = root / "agent" / "gpunode"
+    missing = set()
+    for source in [*root.glob("agent/gpunode/**/*.py"), *root.glob("checks/*.py"), *root.glob("tests/*.py")]:
+        for module in re.findall(r"^\s*(?:from|import) (gpunode(?:\.\w+)*)", source.read_text(), re.M):
+            path = top.joinpath(*module.split(".")[1:])
+            if not (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
+                missing.add(f"{source.name}: {module}")
+    assert missing == set()

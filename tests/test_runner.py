@@ -1,7 +1,7 @@
 import sys
 import time
 
-from gpunode.runner import NOT_FOUND_RC, RecordingRunner, ReplayRunner, Runner
+from gpunode.host.runner import NOT_FOUND_RC, RecordingRunner, ReplayRunner, Runner
 
 
 def test_runs_argv_and_captures_output():

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from gpunode.checks.settings import setting_checks
-from gpunode.gpu.model import GpuInventory
-from gpunode.profiles import load_profile
-from gpunode.runner import ReplayRunner
-from gpunode.settings.base import satisfies
+from gpunode.host.gpu.model import GpuInventory
+from gpunode.host.runner import ReplayRunner
+from gpunode.tune.kinds.base import satisfies
+from gpunode.tune.profiles import load_profile
 from testkit import FIXTURES, run, statuses, tree_host, with_gpu
 
 

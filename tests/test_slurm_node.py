@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from gate_fixtures import slurm_text
 
-from gpunode.runner import ReplayRunner
-from gpunode.slurm import (
+from gpunode.host.runner import ReplayRunner
+from gpunode.slurm.scontrol import (
     NodeInfo,
     Slurm,
     SlurmError,

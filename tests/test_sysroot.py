@@ -1,6 +1,6 @@
 import json
 
-from gpunode.sysroot import FsIndex, RecordingSysRoot, SysRoot, active_choice, load_snapshot_sysroot
+from gpunode.host.sysroot import FsIndex, RecordingSysRoot, SysRoot, active_choice, load_snapshot_sysroot
 from testkit import write_files
 
 
@@ -77,10 +77,10 @@ def test_snapshot_sysroot_is_read_only(tmp_path):
 def test_snapshot_of_a_hung_driver_records_the_hang(tmp_path):
     """A wedged driver is when a support bundle is wanted: the snapshot is written and says so."""
     from gpunode.checks.gpu import nvml_responsive
-    from gpunode.gpu.source import GpuSource
     from gpunode.host import Facts, Host, snapshot_host
-    from gpunode.runner import RecordingRunner
-    from gpunode.snapshot import write_snapshot
+    from gpunode.host.gpu.source import GpuSource
+    from gpunode.host.runner import RecordingRunner
+    from gpunode.host.snapshot import write_snapshot
     from testkit import run
 
     class Hung(GpuSource):

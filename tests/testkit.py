@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from gpunode.context import AuditConfig, AuditContext
-from gpunode.engine import Check, Result, run_checks
-from gpunode.gpu.model import GpuInventory
-from gpunode.gpu.source import ReplayGpuSource
+from gpunode.audit.context import AuditConfig, AuditContext
+from gpunode.audit.engine import Check, Result, run_checks
 from gpunode.host import Facts, Host, snapshot_host
-from gpunode.profiles import load_profile
-from gpunode.runner import ReplayRunner
-from gpunode.sysroot import SysRoot
+from gpunode.host.gpu.model import GpuInventory
+from gpunode.host.gpu.source import ReplayGpuSource
+from gpunode.host.runner import ReplayRunner
+from gpunode.host.sysroot import SysRoot
+from gpunode.tune.profiles import load_profile
 
 FIXTURES = Path(__file__).parent / "fixtures"
 HOSTS = FIXTURES / "hosts"

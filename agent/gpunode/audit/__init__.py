@@ -1,0 +1,1 @@
+"""`gpunode audit`: run checks against a Host and report them."""

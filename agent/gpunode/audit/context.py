@@ -1,0 +1,45 @@
+"""What a check gets: the Host, the profile, and the audit's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gpunode.audit.engine import CheckSkipped
+from gpunode.host import Host
+from gpunode.host.gpu.model import GpuInfo, GpuInventory
+from gpunode.tune.profiles import Profile
+
+NVML_TIMEOUT_S = 8.0
+
+
+@dataclass
+class AuditConfig:
+    expected_gpus: int | None = None
+    xid_window_hours: float = 24.0
+    driver_pin: str | None = None  # e.g. "580.159.04", or a prefix "580."
+    cuda_pin: str | None = None
+    scratch_dirs: list[str] = field(default_factory=lambda: ["/tmp"])
+    min_free_gib: float = 1.0
+    data_mounts: list[str] = field(default_factory=list)  # empty: every local mount under /data /scratch /raid /mnt
+
+
+@dataclass
+class AuditContext:
+    host: Host
+    profile: Profile
+    config: AuditConfig = field(default_factory=AuditConfig)
+    # How long a check waits for NVML; the gate keeps it under its per-check watchdog so a
+    # hung driver is judged by gpu.nvml (FAIL) instead of ending as a hung check (ERROR).
+    nvml_timeout: float = NVML_TIMEOUT_S
+
+    def inventory(self) -> GpuInventory:
+        return self.host.gpu.inventory(timeout=self.nvml_timeout)
+
+    def gpus(self) -> list[GpuInfo]:
+        """The GPUs, or end the check as SKIP when there is no driver/NVML or no GPU."""
+        inv = self.inventory()
+        if not inv.available:
+            raise CheckSkipped(inv.error or "no NVIDIA driver/NVML")
+        if not inv.gpus:
+            raise CheckSkipped("NVML found no GPU")
+        return inv.gpus

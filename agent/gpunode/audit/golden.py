@@ -1,0 +1,410 @@
+"""Golden config drift: a YAML of pinned versions and facts, and one check per pinned fact.
+
+    schema: gpunode.golden/1
+    severity: warning                 # of each difference: warning (WARN) or critical (FAIL)
+    driver_version: "580.159.04"      # every pin: a value, or a list of allowed values
+    cuda_driver_version: "13.0"
+    vbios: "96.00.DA.00.0C"           # each GPU's VBIOS
+    kernel_release: "6.1.0-28-amd64"
+    os: {pretty_name: "Debian GNU/Linux 12 (bookworm)", version_id: "12"}
+    nccl_version: "2.28.9"            # every NCCL found (library file name, nccl.h, pip wheel)
+    fabric_manager_version: "580.159.04"
+    gpu_count: 8
+    nic_firmware: {mlx5_0: "28.39.1002"}   # /sys/class/infiniband/<dev>/fw_ver
+
+`gpunode audit --golden FILE` adds the checks; `gpunode golden record -o FILE` writes one from
+this host (or a snapshot). Every fact is read through the Host, by the same code for both.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpunode.audit.engine import Check, bad, error, ok
+
+SCHEMA = "gpunode.golden/1"
+NVML_TIMEOUT_S = 8.0
+FM_TIMEOUT_S = 15.0
+FM_ARGV = ("nv-fabricmanager", "--version")  # the binary of the nvidia-fabricmanager package
+_FM_VERSION = re.compile(r"Fabric Manager version is\s*:\s*(\S+)")
+_LIB_VERSION = re.compile(r"^libnccl\.so\.(\d+\.\d+\.\d+)$")
+_WHEEL_VERSION = re.compile(r"^nvidia_nccl_cu\d+-(\d+\.\d+\.\d+)[^/]*\.dist-info$")
+_HEADER_DEFINE = re.compile(r"^#define\s+NCCL_(MAJOR|MINOR|PATCH)\s+(\d+)\s*$", re.MULTILINE)
+# Where NCCL is installed: distribution packages, CUDA and NVIDIA tarball prefixes, pip wheels.
+NCCL_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/libnccl.so.*",
+    "/usr/lib/aarch64-linux-gnu/libnccl.so.*",
+    "/usr/lib64/libnccl.so.*",
+    "/usr/local/lib/libnccl.so.*",
+    "/usr/local/cuda/lib64/libnccl.so.*",
+    "/usr/local/nccl*/lib/libnccl.so.*",
+    "/opt/nccl*/lib/libnccl.so.*",
+)
+NCCL_HEADERS = (
+    "/usr/include/nccl.h",
+    "/usr/local/include/nccl.h",
+    "/usr/local/cuda/include/nccl.h",
+    "/usr/local/nccl*/include/nccl.h",
+    "/opt/nccl*/include/nccl.h",
+)
+NCCL_WHEELS = (
+    "/usr/local/lib/python3*/dist-packages/nvidia_nccl_cu*.dist-info",
+    "/usr/local/lib/python3*/site-packages/nvidia_nccl_cu*.dist-info",
+    "/usr/lib/python3/dist-packages/nvidia_nccl_cu*.dist-info",
+    "/usr/lib/python3*/site-packages/nvidia_nccl_cu*.dist-info",
+    "/opt/conda/lib/python3*/site-packages/nvidia_nccl_cu*.dist-info",
+)
+OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
+IB_ROOT = "/sys/class/infiniband"
+PINS = ("driver_version", "cuda_driver_version", "vbios", "kernel_release", "os", "nccl_version",
+        "fabric_manager_version", "gpu_count", "nic_firmware")
+_KEYS = {"schema", "severity", "recorded", *PINS}
+_OS_KEYS = {"pretty_name", "version_id"}
+
+
+# ---------------------------------------------------------------- reading facts (Host only)
+
+
+def nccl_installs(sys) -> list[tuple[str, str]]:
+    """(where, version) of every NCCL found, from file names and nccl.h; never by loading it."""
+    found: list[tuple[str, str]] = []
+    for pattern in NCCL_LIBS:
+        for path in sys.glob(pattern):
+            m = _LIB_VERSION.match(Path(path).name)
+            if m:
+                found.append((path, m.group(1)))
+    for pattern in NCCL_HEADERS:
+        for path in sys.glob(pattern):
+            version = header_version(sys.read(path) or "")
+            if version:
+                found.append((path, version))
+    for pattern in NCCL_WHEELS:
+        for path in sys.glob(pattern):
+            m = _WHEEL_VERSION.match(Path(path).name)
+            if m:
+                found.append((path, m.group(1)))
+    return found
+
+
+def header_version(text: str) -> str | None:
+    """nccl.h's #define NCCL_MAJOR/MINOR/PATCH -> "2.28.9"."""
+    parts = dict(_HEADER_DEFINE.findall(text))
+    if not {"MAJOR", "MINOR", "PATCH"} <= set(parts):
+        return None
+    return f"{parts['MAJOR']}.{parts['MINOR']}.{parts['PATCH']}"
+
+
+def fabric_manager_version(runner) -> tuple[str | None, str]:
+    """-> (version, "") or (None, why not)."""
+    result = runner.run(list(FM_ARGV), timeout=FM_TIMEOUT_S)
+    if result.error:
+        return None, result.error
+    if result.timed_out:
+        return None, f"{FM_ARGV[0]} --version did not answer within {FM_TIMEOUT_S:.0f}s"
+    m = _FM_VERSION.search(result.stdout + "\n" + result.stderr)
+    if m:
+        return m.group(1), ""
+    first = (result.stdout or result.stderr).strip().splitlines()[:1]
+    return None, f"{FM_ARGV[0]} --version exited {result.rc} without a version ({first[0][:120] if first else 'no output'})"
+
+
+def os_release(sys) -> dict[str, str | None]:
+    from gpunode.checks.host import parse_os_release
+
+    text = next((t for t in (sys.read(p) for p in OS_RELEASE) if t is not None), None)
+    fields = parse_os_release(text) if text is not None else {}
+    return {"pretty_name": fields.get("PRETTY_NAME"), "version_id": fields.get("VERSION_ID")}
+
+
+def nic_firmware(sys) -> dict[str, str]:
+    out = {}
+    for device in sys.listdir(IB_ROOT) or []:
+        fw = sys.read_value(f"{IB_ROOT}/{device}/fw_ver")
+        if fw:
+            out[device] = fw
+    return out
+
+
+def collect(host) -> tuple[dict, list[str]]:
+    """This host's facts as a golden mapping, and notes on what could not be read (left out)."""
+    notes: list[str] = []
+    facts: dict[str, Any] = {}
+    try:
+        inv = host.gpu.inventory(timeout=NVML_TIMEOUT_S)
+    except TimeoutError as exc:
+        inv = None
+        notes.append(f"GPU facts left out: {exc}")
+    if inv is not None and inv.available:
+        facts["driver_version"] = inv.driver_version
+        facts["cuda_driver_version"] = inv.cuda_driver_version
+        vbios = sorted({g.vbios_version for g in inv.gpus if g.vbios_version})
+        if vbios:
+            facts["vbios"] = _one_or_list(vbios)
+        facts["gpu_count"] = len(inv.gpus)
+    elif inv is not None:
+        notes.append(f"GPU facts left out: {inv.error or 'NVML unavailable'}")
+    kernel = host.sys.read_value("/proc/sys/kernel/osrelease")
+    if kernel:
+        facts["kernel_release"] = kernel
+    else:
+        notes.append("kernel_release left out: /proc/sys/kernel/osrelease unreadable")
+    osr = {k: v for k, v in os_release(host.sys).items() if v}
+    if osr:
+        facts["os"] = osr
+    else:
+        notes.append("os left out: no readable os-release")
+    versions = sorted({v for _, v in nccl_installs(host.sys)})
+    if versions:
+        facts["nccl_version"] = _one_or_list(versions)
+    else:
+        notes.append("nccl_version left out: no NCCL library, nccl.h or NCCL wheel found")
+    fm, why = fabric_manager_version(host.runner)
+    if fm:
+        facts["fabric_manager_version"] = fm
+    else:
+        notes.append(f"fabric_manager_version left out: {why}")
+    fw = nic_firmware(host.sys)
+    if fw:
+        facts["nic_firmware"] = fw
+    else:
+        notes.append(f"nic_firmware left out: no {IB_ROOT}/*/fw_ver")
+    return {k: v for k, v in facts.items() if v is not None}, notes
+
+
+def _one_or_list(values: list[str]):
+    return values[0] if len(values) == 1 else values
+
+
+# ---------------------------------------------------------------- the golden file
+
+
+@dataclass(frozen=True)
+class Golden:
+    path: Path
+    severity: str
+    pins: dict[str, Any]  # key -> tuple of allowed values / int / {os key: tuple} / {device: tuple}
+
+
+def load_golden(path: str | Path) -> Golden:
+    """Read and validate; ValueError naming the file and key on anything wrong."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read golden file: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a golden file must be a mapping of pinned facts")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_KEYS))}")
+    if "schema" in data and data["schema"] != SCHEMA:
+        raise ValueError(f"{path}: schema: {data['schema']!r} is not {SCHEMA!r}")
+    severity = data.get("severity", "warning")
+    if severity not in ("warning", "critical"):
+        raise ValueError(f"{path}: severity: {severity!r}: warning or critical")
+    pins: dict[str, Any] = {}
+    for key in PINS:
+        if key not in data or data[key] is None:
+            continue
+        value = data[key]
+        if key == "gpu_count":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{path}: gpu_count: must be a whole number (got {value!r})")
+            pins[key] = value
+        elif key == "os":
+            if not isinstance(value, dict) or not value or set(value) - _OS_KEYS:
+                raise ValueError(f"{path}: os: a mapping with pretty_name and/or version_id")
+            pins[key] = {k: _allowed(path, f"os.{k}", v) for k, v in value.items()}
+        elif key == "nic_firmware":
+            if not isinstance(value, dict) or not value:
+                raise ValueError(f"{path}: nic_firmware: a mapping of device (mlx5_0) to firmware version")
+            pins[key] = {str(k): _allowed(path, f"nic_firmware.{k}", v) for k, v in value.items()}
+        else:
+            pins[key] = _allowed(path, key, value)
+    if not pins:
+        raise ValueError(f"{path}: pins nothing; give at least one of {', '.join(PINS)}")
+    return Golden(path, severity, pins)
+
+
+def _allowed(path: Path, key: str, value: Any) -> tuple[str, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"{path}: {key}: must be a version string or a list of them (got {value!r})")
+    return tuple(str(v).strip() for v in values)
+
+
+def _show(allowed: tuple[str, ...]) -> str:
+    return " or ".join(allowed)
+
+
+# ---------------------------------------------------------------- the checks
+
+
+def golden_checks(path: str | Path) -> list[Check]:
+    """One check per pinned fact of the golden file (id golden.<fact>)."""
+    golden = load_golden(path)
+    name = golden.path.name
+    makers = {
+        "driver_version": _driver, "cuda_driver_version": _cuda, "vbios": _vbios, "kernel_release": _kernel,
+        "os": _os, "nccl_version": _nccl, "fabric_manager_version": _fabric_manager, "gpu_count": _gpu_count,
+        "nic_firmware": _nic_firmware,
+    }
+    titles = {
+        "driver_version": "NVIDIA driver version", "cuda_driver_version": "CUDA driver API version",
+        "vbios": "GPU VBIOS version", "kernel_release": "Kernel release", "os": "OS release",
+        "nccl_version": "NCCL version", "fabric_manager_version": "Fabric Manager version",
+        "gpu_count": "GPU count", "nic_firmware": "NIC firmware version",
+    }
+    checks = []
+    for key, pinned in golden.pins.items():
+        checks.append(Check(
+            id=f"golden.{key}",
+            title=f"{titles[key]} as in {name}",
+            area="golden",
+            func=makers[key](pinned),
+            severity=golden.severity,
+            tags=frozenset({"golden"}),
+            remediation=f"Bring this host to the golden config ({golden.path}) or, if the change is intended, "
+                        f"record a new one with `gpunode golden record`.",
+            cost="slow" if key == "fabric_manager_version" else "fast",
+        ))
+    return checks
+
+
+def _inventory(ctx):
+    """The inventory, or None with why (no driver counts as a difference from a pinned fact)."""
+    try:
+        inv = ctx.inventory()
+    except TimeoutError as exc:
+        return None, str(exc)
+    if not inv.available:
+        return None, inv.error or "NVML unavailable"
+    return inv, ""
+
+
+def _compare(what: str, observed: str | None, allowed: tuple[str, ...], subject=None):
+    if observed is not None and observed.strip() in allowed:
+        return ok(f"{what} {observed}", observed=observed, expected=_show(allowed), subject=subject)
+    shown = observed if observed is not None else "unknown"
+    return bad(f"{what} {shown}, golden {_show(allowed)}", observed=observed, expected=_show(allowed), subject=subject)
+
+
+def _inventory_version(what: str, read):
+    """A golden check of one inventory-wide version (driver, CUDA driver)."""
+    def make(allowed):
+        def run(ctx):
+            inv, why = _inventory(ctx)
+            if inv is None:
+                return bad(f"{what} version unknown ({why}), golden {_show(allowed)}", expected=_show(allowed))
+            return _compare(what, read(inv), allowed)
+        return run
+    return make
+
+
+_driver = _inventory_version("driver", lambda inv: inv.driver_version)
+_cuda = _inventory_version("CUDA driver", lambda inv: inv.cuda_driver_version)
+
+
+def _vbios(allowed):
+    def run(ctx):
+        inv, why = _inventory(ctx)
+        if inv is None:
+            return bad(f"VBIOS unknown ({why}), golden {_show(allowed)}", expected=_show(allowed))
+        if not inv.gpus:
+            return bad(f"no GPU found, golden VBIOS {_show(allowed)}", expected=_show(allowed))
+        out = []
+        for g in inv.gpus:
+            if g.error or "vbios_version" in g.field_errors:
+                out.append(error(f"VBIOS unreadable: {g.error or g.field_errors['vbios_version']}", subject=g.label))
+            else:
+                out.append(_compare("VBIOS", g.vbios_version, allowed, subject=g.label))
+        return out
+    return run
+
+
+def _gpu_count(pinned: int):
+    def run(ctx):
+        inv, why = _inventory(ctx)
+        if inv is None:
+            if pinned == 0:
+                return ok(f"no GPU ({why})", observed=0, expected=0)
+            return bad(f"no GPU visible ({why}), golden {pinned}", observed=0, expected=pinned)
+        count = len(inv.gpus)
+        if count == pinned:
+            return ok(f"{count} GPU(s)", observed=count, expected=pinned)
+        return bad(f"{count} GPU(s), golden {pinned}", observed=count, expected=pinned)
+    return run
+
+
+def _kernel(allowed):
+    def run(ctx):
+        return _compare("kernel", ctx.host.sys.read_value("/proc/sys/kernel/osrelease"), allowed)
+    return run
+
+
+def _os(pinned: dict):
+    def run(ctx):
+        observed = os_release(ctx.host.sys)
+        diffs = [f"{k} {observed.get(k) or 'unknown'!r} (golden {_show(v)})"
+                 for k, v in pinned.items() if (observed.get(k) or "").strip() not in v]
+        shown = observed.get("pretty_name") or observed.get("version_id") or "unknown OS"
+        expected = {k: _show(v) for k, v in pinned.items()}
+        if diffs:
+            return bad("OS differs: " + "; ".join(diffs), observed=observed, expected=expected)
+        return ok(shown, observed=observed, expected=expected)
+    return run
+
+
+def _nccl(allowed):
+    def run(ctx):
+        found = nccl_installs(ctx.host.sys)
+        if not found:
+            return bad(f"no NCCL found (library file names, nccl.h, pip wheels), golden {_show(allowed)}",
+                       expected=_show(allowed))
+        out = [_compare("NCCL", version, allowed, subject=where) for where, version in found]
+        return out
+    return run
+
+
+def _fabric_manager(allowed):
+    def run(ctx):
+        version, why = fabric_manager_version(ctx.host.runner)
+        if version is None:
+            return bad(f"Fabric Manager version unknown ({why}), golden {_show(allowed)}", expected=_show(allowed))
+        return _compare("Fabric Manager", version, allowed)
+    return run
+
+
+def _nic_firmware(pinned: dict):
+    def run(ctx):
+        observed = nic_firmware(ctx.host.sys)
+        out = []
+        for device, allowed in pinned.items():
+            if device not in observed:
+                out.append(bad(f"{device} absent (no {IB_ROOT}/{device}/fw_ver), golden firmware {_show(allowed)}",
+                               expected=_show(allowed), subject=device))
+            else:
+                out.append(_compare("firmware", observed[device], allowed, subject=device))
+        for device in sorted(set(observed) - set(pinned)):
+            out.append(bad(f"firmware {observed[device]}: this NIC is not in the golden file", observed=observed[device],
+                           subject=device))
+        return out
+    return run
+
+
+# ---------------------------------------------------------------- writing one
+
+
+def golden_yaml(facts: dict, host: str, time: str, source: str, severity: str = "warning") -> str:
+    mapping = {"schema": SCHEMA, "recorded": {"host": host, "time": time, "source": source}, "severity": severity}
+    mapping.update({k: facts[k] for k in PINS if k in facts})
+    header = ("# gpunode golden config, written by `gpunode golden record`. Every pin may be a value or a list\n"
+              "# of allowed values; remove the pins you do not want checked. Use: gpunode audit --golden FILE\n")
+    return header + yaml.safe_dump(mapping, sort_keys=False, default_flow_style=False, width=100)

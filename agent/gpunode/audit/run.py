@@ -1,0 +1,87 @@
+"""Running an audit: pick the host, the profile and the checks, run them, describe the run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from gpunode import __version__
+from gpunode.audit.context import AuditConfig, AuditContext
+from gpunode.audit.engine import Check, Result, run_checks, select
+from gpunode.audit.report import iso_time
+from gpunode.config import Config
+from gpunode.host import Host, live_host, snapshot_host, sysroot_host
+from gpunode.tune.profiles import Profile, load_profile
+
+
+@dataclass
+class AuditRun:
+    results: list[Result]
+    meta: dict
+
+
+def make_host(snapshot: str | None = None, sysroot: str | None = None) -> tuple[Host, str]:
+    if snapshot and sysroot:
+        raise ValueError("give --snapshot or --sysroot, not both")
+    if snapshot:
+        return snapshot_host(snapshot), f"snapshot:{snapshot}"
+    if sysroot:
+        return sysroot_host(sysroot), f"sysroot:{sysroot}"
+    return live_host(), "live"
+
+
+def audit_config(config: Config, expected_gpus: int | None = None, xid_window: float | None = None) -> AuditConfig:
+    return AuditConfig(
+        expected_gpus=expected_gpus if expected_gpus is not None else config.expected_gpus,
+        xid_window_hours=xid_window if xid_window is not None else config.xid_window_hours,
+        driver_pin=config.driver_pin,
+        cuda_pin=config.cuda_pin,
+        scratch_dirs=list(config.scratch_dirs),
+        min_free_gib=float(config.min_free_gib),
+        data_mounts=list(config.data_mounts),
+    )
+
+
+def choose_checks(profile: Profile, only=(), skip_ids=(), tags=()) -> list[Check]:
+    from gpunode.checks import catalogue
+
+    return select(catalogue(profile), only=only, skip_ids=skip_ids, tags=tags)
+
+
+def run_audit(
+    host: Host,
+    source: str,
+    profile: Profile,
+    checks: list[Check],
+    cfg: AuditConfig,
+    check_timeout: float = 10.0,
+    total_timeout: float | None = None,
+    on_result=None,
+) -> AuditRun:
+    ctx = AuditContext(host=host, profile=profile, config=cfg)
+    started = time.monotonic()
+    results = run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=total_timeout, on_result=on_result)
+    duration = time.monotonic() - started
+    meta = {
+        "gpunode_version": __version__,
+        "host": host.facts.hostname,
+        "time": iso_time(host.facts.now),
+        "time_epoch": host.facts.now,
+        "source": source,
+        "profile": profile.name,
+        "duration_s": round(duration, 3),
+        "gpus": _gpu_summary(ctx),
+    }
+    return AuditRun(results, meta)
+
+
+def _gpu_summary(ctx: AuditContext) -> dict:
+    """Identity of the GPUs, for reports and baseline selection (never blocks past the NVML wait)."""
+    try:
+        return ctx.inventory().summary()
+    except TimeoutError as exc:
+        return {"available": False, "error": str(exc)}
+
+
+def load_audit_profile(name: str, config: Config, overlays=(), sets=None) -> Profile:
+    return load_profile(name, overlays=[*config.overlays, *overlays], sets=sets)

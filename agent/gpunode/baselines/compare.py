@@ -1,0 +1,294 @@
+"""Verdicts: a bench result (gpunode.bench/1) judged against a baseline, metric by metric.
+
+ratio = measured / expected (expected / measured where lower is better);
+ratio >= warn -> PASS, fail <= ratio < warn -> WARN, ratio < fail -> FAIL. A metric the bench
+itself marked fail/error is FAIL/ERROR whatever its figure. A metric measured under other
+conditions than the baseline states (size, dtype, test, GPU count) is not compared, and says why.
+Overall as in audit: any FAIL -> FAIL (2), else any ERROR -> UNKNOWN (3), else any WARN -> WARN (1),
+else OK (0) — and UNKNOWN when nothing at all could be compared.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gpunode.audit.engine import EXIT_CODES
+from gpunode.baselines.schema import Baseline, BaselineError, Expectation
+from gpunode.baselines.select import Catalogue, Selection, site_dirs
+
+COMPARE_SCHEMA = "gpunode.compare/1"
+PASS, WARN, FAIL, ERROR, SKIP = "PASS", "WARN", "FAIL", "ERROR", "SKIP"  # SKIP: not compared
+STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red", ERROR: "magenta", SKIP: "dim"}
+# Ratios are compared with this slack so that a figure exactly at a threshold is not pushed
+# below it by binary floating point (0.9 * 796 / 796 == 0.8999999999999999).
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Verdict:
+    metric: str
+    subject: str  # GPU0, or "" for node-wide metrics
+    status: str  # PASS WARN FAIL ERROR SKIP
+    message: str
+    measured: float | None = None
+    expected: float | None = None
+    unit: str = ""
+    ratio: float | None = None
+    warn: float | None = None
+    fail: float | None = None
+    baseline_key: str | None = None
+    source: str = ""
+
+
+@dataclass
+class Verdicts:
+    baseline: str
+    baseline_file: str
+    origin: str
+    reason: str
+    host: str
+    mode: str
+    rows: list[Verdict] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        found = {r.status for r in self.rows}
+        if FAIL in found:
+            return "FAIL"
+        if ERROR in found:
+            return "UNKNOWN"
+        if WARN in found:
+            return "WARN"
+        if PASS in found:
+            return "OK"
+        return "UNKNOWN"  # nothing was compared: no verdict, not a clean bill of health
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(r.status for r in self.rows)
+        return {s: counts.get(s, 0) for s in (PASS, WARN, FAIL, ERROR, SKIP)}
+
+    def to_json(self) -> dict:
+        return {
+            "schema": COMPARE_SCHEMA,
+            "host": self.host,
+            "mode": self.mode,
+            "baseline": self.baseline,
+            "baseline_file": self.baseline_file,
+            "baseline_origin": self.origin,
+            "selected": self.reason,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "summary": self.summary(),
+            "verdicts": [asdict(r) for r in self.rows],
+        }
+
+
+def compare_document(
+    doc: dict,
+    baseline_file: str | os.PathLike | None = None,
+    baselines_dir: str | os.PathLike | None = None,
+    config_dir: str | None = None,
+) -> Verdicts:
+    """Judge a bench result document. baseline_file: a path or a baseline name; else the
+    baseline is chosen from the document's "gpus". Raises BaselineError (bad file, no match) or
+    ValueError (not a bench result)."""
+    from gpunode.bench.results import BenchDocument
+
+    bench = BenchDocument.from_json(doc)
+    catalogue = catalogue_for(baselines_dir, config_dir)
+    selection = catalogue.resolve(baseline_file) if baseline_file is not None else catalogue.select(bench.gpus)
+    return judge(bench, selection)
+
+
+def catalogue_for(baselines_dir: str | os.PathLike | None = None, config_dir: str | None = None) -> Catalogue:
+    """The baselines to choose from: --baselines DIR, else the config's baselines_dir, then shipped.
+    Raises BaselineError for a missing directory or a bad config."""
+    if baselines_dir is None and config_dir is None:
+        config_dir = _config_baselines_dir()
+    return Catalogue(site_dirs(baselines_dir, config_dir))
+
+
+def _config_baselines_dir() -> str | None:
+    from gpunode.config import ConfigError, load_config
+
+    try:
+        return load_config().baselines_dir
+    except ConfigError as exc:
+        raise BaselineError(str(exc)) from exc
+
+
+def judge(bench, selection: Selection) -> Verdicts:
+    """Pure: a parsed BenchDocument and a chosen baseline -> verdicts."""
+    baseline = selection.baseline
+    out = Verdicts(
+        baseline=baseline.name,
+        baseline_file=str(baseline.path),
+        origin=selection.origin,
+        reason=selection.reason,
+        host=bench.host,
+        mode=bench.mode,
+    )
+    used: set[str] = set()
+    for metric in bench.metrics:
+        verdict, key = judge_metric(metric, baseline)
+        out.rows.append(verdict)
+        if key is not None:
+            used.add(key)
+    measured_names = {m.name for m in bench.metrics}
+    for exp in baseline.expectations:
+        if exp.key in used or any(exp.matches_name(n) for n in measured_names):
+            continue
+        out.rows.append(
+            Verdict(exp.metric, "", SKIP, "not measured in this run", expected=exp.value, unit=exp.unit,
+                    warn=exp.warn, fail=exp.fail, baseline_key=exp.key, source=exp.source)
+        )
+    return out
+
+
+def judge_metric(metric, baseline: Baseline) -> tuple[Verdict, str | None]:
+    subject = f"GPU{metric.gpu}" if metric.gpu is not None else ""
+    candidates = baseline.for_metric(metric.name)
+    base = {"metric": metric.name, "subject": subject, "measured": metric.value, "unit": metric.unit}
+    if metric.status == "fail":
+        return Verdict(status=FAIL, message=f"bench failed: {metric.message or 'no reason given'}", **base), None
+    if metric.status == "error":
+        return Verdict(status=ERROR, message=f"bench error: {metric.message or 'no reason given'}", **base), None
+    if metric.status == "skip":
+        return Verdict(status=SKIP, message=f"not measured: {metric.message or 'skipped'}", **base), None
+    if not candidates:
+        return Verdict(status=SKIP, message="not compared: the baseline has no figure for this metric", **base), None
+    mismatches = []
+    for exp in candidates:
+        why = condition_mismatch(exp, metric.conditions, metric.unit)
+        if why is None:
+            return _rate(metric.value, exp, base), exp.key
+        mismatches.append((exp, why))
+    exp, why = mismatches[0]
+    more = f" (and {len(mismatches) - 1} other variant(s) of the baseline)" if len(mismatches) > 1 else ""
+    return Verdict(status=SKIP, message=f"not compared: {why}{more}", expected=exp.value, baseline_key=exp.key,
+                   source=exp.source, **base), None
+
+
+def condition_mismatch(exp: Expectation, conditions: dict[str, Any], unit: str) -> str | None:
+    """None when the measurement was taken under the baseline's conditions, else why not."""
+    if unit != exp.unit:
+        return f"measured in {unit}, baseline in {exp.unit}"
+    for key, wanted in exp.conditions.items():
+        got = lookup(conditions, key)
+        if got is _MISSING:
+            if wanted is None:
+                continue  # `KEY: null` means "not set", and absent is not set
+            return f"the result does not state {key} (baseline: {_show(wanted)})"
+        if not condition_ok(wanted, got):
+            return f"{key} {_show(got)}, baseline {_show(wanted)}"
+    return None
+
+
+_MISSING = object()
+
+
+def lookup(conditions: dict[str, Any], key: str) -> Any:
+    """A condition by key; `algo env.NCCL_ALGO` looks inside the mapping `algo env`."""
+    if key in conditions:
+        return conditions[key]
+    for i, ch in enumerate(key):
+        if ch == "." and isinstance(conditions.get(key[:i]), dict):
+            return lookup(conditions[key[:i]], key[i + 1:])
+    return _MISSING
+
+
+def condition_ok(wanted: Any, got: Any) -> bool:
+    if isinstance(wanted, dict):
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return False
+        return ("min" not in wanted or got >= wanted["min"]) and ("max" not in wanted or got <= wanted["max"])
+    if isinstance(wanted, list):
+        return any(_same(w, got) for w in wanted)
+    return _same(wanted, got)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=0.0)
+    if a is None or b is None:
+        return a is b
+    return str(a).strip().lower() == str(b).strip().lower()
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, dict):
+        parts = [f">= {value['min']}" if "min" in value else "", f"<= {value['max']}" if "max" in value else ""]
+        return " and ".join(p for p in parts if p)
+    if isinstance(value, list):
+        return " or ".join(str(v) for v in value)
+    return str(value)
+
+
+def ratio_of(measured: float, exp: Expectation) -> float:
+    if exp.better == "lower":
+        return math.inf if measured == 0 else exp.value / measured
+    return measured / exp.value
+
+
+def grade(ratio: float, warn: float, fail: float) -> str:
+    if ratio + EPSILON >= warn:
+        return PASS
+    if ratio + EPSILON >= fail:
+        return WARN
+    return FAIL
+
+
+def _rate(measured: float | None, exp: Expectation, base: dict) -> Verdict:
+    common = {"expected": exp.value, "warn": exp.warn, "fail": exp.fail, "baseline_key": exp.key, "source": exp.source}
+    if measured is None or not math.isfinite(measured) or measured < 0 or (measured == 0 and exp.better == "lower"):
+        return Verdict(status=ERROR, message=f"unusable measured value {measured!r}", **common, **base)
+    ratio = ratio_of(measured, exp)
+    status = grade(ratio, exp.warn, exp.fail)
+    word = {PASS: "within", WARN: "below the warn level of", FAIL: "below the fail level of"}[status]
+    direction = "" if exp.better == "higher" else " (lower is better)"
+    message = f"{ratio:.1%} of expected{direction}; {word} {exp.warn:.0%}/{exp.fail:.0%}"
+    shown_ratio = round(ratio, 4) if math.isfinite(ratio) else None
+    return Verdict(status=status, message=message, ratio=shown_ratio, **common, **base)
+
+
+def render_verdicts(verdicts: Verdicts, console) -> None:
+    """The verdict table (rich) and one summary line."""
+    from rich.table import Table
+
+    title = f"gpunode compare · {verdicts.host} · {verdicts.mode} · baseline {verdicts.baseline} ({verdicts.reason})"
+    table = Table(title=title, expand=False)
+    for col, justify in (("Metric", "left"), ("Subject", "left"), ("Status", "left"), ("Measured", "right"),
+                         ("Expected", "right"), ("Ratio", "right"), ("Warn/Fail", "right"), ("Note", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "Note")
+    for r in verdicts.rows:
+        table.add_row(
+            r.metric,
+            r.subject,
+            f"[{STYLE[r.status]}]{r.status if r.status != SKIP else 'not compared'}[/]",
+            _num(r.measured, r.unit),
+            _num(r.expected, r.unit),
+            "" if r.ratio is None else f"{r.ratio:.3f}",
+            "" if r.warn is None else f"{r.warn:.2f}/{r.fail:.2f}",
+            "" if r.status in (PASS,) else r.message,
+        )
+    console.print(table)
+    parts = ", ".join(f"{n} {'not compared' if s == SKIP else s}" for s, n in verdicts.summary().items() if n)
+    console.print(f"[bold]{verdicts.status}[/bold] (exit {verdicts.exit_code}): {parts}")
+
+
+def _num(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.1f} {unit}" if abs(value) < 1e5 else f"{value:,.0f} {unit}"

@@ -1,0 +1,59 @@
+"""The `gpunode` command line. Each command group lives in its own module; heavy imports
+happen inside the commands so that `gpunode --help` stays instant."""
+
+from __future__ import annotations
+
+import sys
+
+from gpunode import __version__
+
+
+def _build_app():
+    """The typer app, built on first use: `gpunode gate` runs before every Slurm job and skips
+    typer and the pydantic it loads (~100 ms); see gpunode.slurm.fastpath."""
+    import typer
+
+    app = typer.Typer(
+        name="gpunode",
+        help="Audit, tune, benchmark and gate GPU servers.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    def _version(value: bool) -> None:
+        if value:
+            typer.echo(f"gpunode {__version__}")
+            raise typer.Exit()
+
+    @app.callback()
+    def _root(
+        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    ) -> None:
+        """Exit codes (audit, gate, compare): 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN/ERROR; 2 also for bad input."""
+
+    _register(app)
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":  # `from gpunode.cli import app` (tests) gets a fresh app
+        return _build_app()
+    raise AttributeError(name)
+
+
+def _register(app) -> None:
+    from gpunode.cli import apply_cmd, audit_cmd, baseline_cmd, bench_cmd, fleet_cmd, gate_cmd
+
+    for module in (audit_cmd, apply_cmd, bench_cmd, baseline_cmd, gate_cmd, fleet_cmd):
+        module.register(app)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["gate"]:
+        from gpunode.slurm.fastpath import fast_main
+
+        code = fast_main(sys.argv[2:])
+        if code is not None:
+            sys.exit(code)
+    _build_app()()

@@ -1,0 +1,225 @@
+"""`gpunode apply`, `gpunode rollback`, `gpunode history`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from gpunode.cli.common import die, split_csv, stdout_console
+
+STATE_HELP = "State directory (journal, lock). Default $GPUNODE_STATE_DIR or /var/lib/gpunode."
+
+
+def _host(sysroot: Path | None):
+    from gpunode.host import live_host, sysroot_host
+
+    if sysroot is None:
+        return live_host()
+    if not sysroot.is_dir():
+        die(f"{sysroot}: not a directory")
+    return sysroot_host(sysroot.resolve())
+
+
+def _gpu_control(host, changes):
+    """NVML only when a GPU change is to be written or restored on a live host."""
+    from gpunode.host.gpu.control import GpuControlError, NoGpuControl
+
+    if not host.sys.is_live or not any(c.action in ("gpu", "mig") for c in changes):
+        return NoGpuControl("GPU settings can only be changed on a live host")
+    try:
+        from gpunode.host.gpu.nvml import NvmlGpuControl
+
+        return NvmlGpuControl()
+    except Exception as exc:  # noqa: BLE001 - no driver, no library: refuse the GPU changes only
+        return NoGpuControl(f"NVML unavailable: {GpuControlError(exc)}")
+
+
+def apply(
+    profile: str = typer.Option(None, "--profile", "-p", help="Profile name (training, inference) or a YAML path."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (current, target, root?, reboot?, GPU reset?) and change nothing."),
+    only: list[str] = typer.Option(None, "--only", help="Only these settings: KIND or KIND/ID globs, e.g. 'sysctl/net.*' (repeatable, comma-separated)."),
+    skip: list[str] = typer.Option(None, "--skip", help="Leave these settings alone (globs, like --only)."),
+    overlay: list[str] = typer.Option(None, "--overlay", help="Per-host YAML overlay on the profile (repeatable)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override one setting target: KIND/KEY=VALUE (repeatable)."),
+    allow_reboot_settings: bool = typer.Option(False, "--allow-reboot-settings", help="Also edit the kernel command line in /etc/default/grub (takes effect after a reboot)."),
+    no_persist: bool = typer.Option(False, "--no-persist", help="Change runtime values only: no /etc/sysctl.d file, no boot unit."),
+    boot: bool = typer.Option(False, "--boot", help="Re-apply the runtime settings recorded by earlier applies (run by gpunode-apply.service)."),
+    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    sysroot: Path = typer.Option(None, "--sysroot", help="Apply to files under this directory instead of / (tests, images)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.apply/1)."),
+    config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+) -> None:
+    """Change this host to a profile: journaled, verified, rolled back on failure. Exit 0 done
+    (or nothing to change), 1 done but some changes wait (reboot, GPU reset, refused), 2 bad input, 3 failed."""
+    from gpunode.audit.run import load_audit_profile
+    from gpunode.config import ConfigError, load_config
+    from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.tune.actions import ApplyEnv
+    from gpunode.tune.execute import CrashPoint
+    from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
+    from gpunode.tune.lock import LockBusy
+    from gpunode.tune.plan import select_settings
+    from gpunode.tune.profiles import ProfileError, parse_set_options
+    from gpunode.tune.session import Refused, apply_profile, boot_profile, boot_reapply
+
+    try:
+        crash = CrashPoint.parse(os.environ.get("GPUNODE_TEST_CRASH_AFTER"))
+        if boot and (profile or only or skip or overlay or set_):
+            raise ValueError("--boot re-applies the recorded settings; it takes no --profile/--only/--skip/--overlay/--set")
+        state = StateDir(resolve_state_dir(state_dir, os.environ))
+        host = _host(sysroot)
+        if boot:
+            prof, settings = boot_profile(host)
+        else:
+            cfg = load_config(config)
+            prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
+            settings = select_settings(prof, split_csv(only), split_csv(skip))
+    except (ConfigError, ProfileError, ValueError) as exc:
+        die(" ".join(str(exc).split()))  # one line, even for YAML errors that span several
+    if host.sys.is_live and not dry_run and not host.facts.is_root:
+        die("apply changes the host and needs root (use --dry-run to see the plan)")
+    boot_argv = [sys.executable, "-m", "gpunode", "apply", "--boot"] + (["--state-dir", str(state.root)] if state_dir else [])
+    env = ApplyEnv(host=host, gpu=NoGpuControl(), run_post=host.sys.is_live)
+    try:
+        if not dry_run:  # GPU control only if GPU changes are planned (at boot too: persistence, power)
+            from gpunode.tune.session import _full_plan
+
+            _, preview = _full_plan(env, prof, settings, allow_reboot_settings, not (no_persist or boot), boot_argv)
+            env.gpu = _gpu_control(host, preview)
+        if boot:
+            outcome = boot_reapply(env, state, crash, dry_run=dry_run)
+        else:
+            outcome = apply_profile(env, prof, settings, state, dry_run=dry_run, allow_reboot=allow_reboot_settings,
+                                    persist=not no_persist, boot_argv=boot_argv, crash=crash)
+    except (LockBusy, Refused, JournalError) as exc:
+        die(str(exc), 3)
+    except ValueError as exc:
+        die(str(exc))
+    finally:
+        env.gpu.close()
+    _print_apply(outcome, host, prof.name, dry_run, as_json, state)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state) -> None:
+    from gpunode.audit.report import dumps, iso_time
+    from gpunode.tune.render import apply_document, render_changes, render_restores
+
+    meta = {"id": outcome.apply_id, "host": host.facts.hostname, "time": iso_time(host.facts.now),
+            "profile": profile_name, "root": str(host.sys.root), "dry_run": dry_run, "state_dir": str(state.root)}
+    if as_json:
+        typer.echo(dumps(apply_document(meta, outcome.rows, outcome.plan, outcome.result, outcome.reason,
+                                        outcome.restored)), nl=False)
+        return
+    console = stdout_console()
+    verb = "plan" if dry_run else "apply"
+    if outcome.rows:
+        render_changes(console, f"gpunode {verb} · {host.facts.hostname} · profile {profile_name}", outcome.rows)
+    ok = len(outcome.plan.satisfied)
+    skipped = len(outcome.plan.skipped)
+    console.print(f"{ok} setting(s) already as wanted, {skipped} not applicable here")
+    if outcome.result == "nothing-to-change":
+        console.print("[green]nothing to change[/green]")
+    elif outcome.result == "planned":
+        n = sum(1 for r in outcome.rows if r["status"] == "planned")
+        console.print(f"dry run: {n} change(s) would be written; nothing changed")
+    elif outcome.result == "applied":
+        n = sum(1 for r in outcome.rows if r["status"] == "applied")
+        console.print(f"[green]applied {n} change(s)[/green] as {outcome.apply_id}; undo with "
+                      f"`gpunode rollback --id {outcome.apply_id}`")
+    else:
+        if outcome.restored:
+            render_restores(console, "batch rolled back", outcome.restored)
+        print(f"gpunode: error: apply failed and was rolled back: {outcome.reason}", file=sys.stderr)
+
+
+def rollback(
+    apply_id: str = typer.Option(None, "--id", help="The apply to undo (default: the newest that still holds changes)."),
+    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    sysroot: Path = typer.Option(None, "--sysroot", help="The --sysroot the apply was made with."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.rollback/1)."),
+) -> None:
+    """Undo an apply exactly, in reverse order. A value someone changed since is left alone (warned).
+    Exit 0 all restored (or nothing to roll back), 1 some left as they were, 3 errors."""
+    from gpunode.audit.report import dumps
+    from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.tune.actions import ApplyEnv
+    from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
+    from gpunode.tune.lock import LockBusy
+    from gpunode.tune.render import ROLLBACK_SCHEMA, render_restores
+    from gpunode.tune.session import NothingToRollBack, Refused
+    from gpunode.tune.session import rollback as do_rollback
+
+    host = _host(sysroot)
+    state = StateDir(resolve_state_dir(state_dir, os.environ))
+    if host.sys.is_live and not host.facts.is_root:
+        die("rollback changes the host and needs root")
+    env = ApplyEnv(host=host, gpu=NoGpuControl(), run_post=host.sys.is_live)
+    try:
+        if state.root.exists():
+            target = state.load(apply_id) if apply_id else None
+            changes = list(target.changes.values()) if target else [c for r in state.records() for c in r.changes.values()]
+            env.gpu = _gpu_control(host, changes)
+        record, results = do_rollback(env, state, apply_id)
+    except NothingToRollBack as exc:
+        print(f"gpunode: {exc}", file=sys.stderr)
+        if as_json:
+            typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
+                              "exit_code": 0, "restores": []}), nl=False)
+        raise typer.Exit(0) from None
+    except (LockBusy, Refused) as exc:
+        die(str(exc), 3)
+    except JournalError as exc:
+        die(str(exc))
+    finally:
+        env.gpu.close()
+    code = 3 if any(r.status == "error" for r in results) else 1 if any(r.status == "left" for r in results) else 0
+    if as_json:
+        typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": record.id, "profile": record.begin.get("profile"),
+                          "result": "complete" if code == 0 else "partial", "exit_code": code,
+                          "restores": [r.to_json() for r in results]}), nl=False)
+    else:
+        render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results)
+        for r in results:
+            if r.status in ("left", "error"):
+                print(f"gpunode: warning: {r.change.setting_id} {r.change.subject}: {r.detail}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def history(
+    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.history/1)."),
+) -> None:
+    """List recorded applies, newest first: id, time, profile, changes, status."""
+    from rich.table import Table
+
+    from gpunode.audit.report import dumps
+    from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
+    from gpunode.tune.render import HISTORY_SCHEMA
+
+    state = StateDir(resolve_state_dir(state_dir, os.environ))
+    try:
+        rows = [r.summary() for r in reversed(state.records())]
+    except (JournalError, OSError) as exc:
+        die(str(exc), 3)
+    if as_json:
+        typer.echo(dumps({"schema": HISTORY_SCHEMA, "state_dir": str(state.root), "applies": rows}), nl=False)
+        return
+    if not rows:
+        typer.echo(f"no applies recorded in {state.root}")
+        return
+    table = Table(title=f"gpunode history · {state.root}")
+    for col in ("Id", "Time", "Profile", "Changes", "Status", "Reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["time"] or "", r["profile"] or "", str(r["changes"]), r["status"], r["reason"])
+    stdout_console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("apply")(apply)
+    app.command("rollback")(rollback)
+    app.command("history")(history)

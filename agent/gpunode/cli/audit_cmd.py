@@ -1,0 +1,171 @@
+"""`gpunode audit`, `gpunode checks`, `gpunode snapshot`, `gpunode profiles`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpunode.cli.common import die, split_csv, stdout_console
+
+
+def audit(
+    profile: str = typer.Option(None, "--profile", "-p", help="Profile name (training, inference) or a YAML path. Default: config, else training."),
+    overlay: list[str] = typer.Option(None, "--overlay", help="Per-host YAML overlay on the profile (repeatable)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override one setting target: KIND/KEY=VALUE (repeatable)."),
+    only: list[str] = typer.Option(None, "--only", help="Only these check ids (globs, comma-separated)."),
+    skip: list[str] = typer.Option(None, "--skip", help="Skip these check ids (globs, comma-separated)."),
+    tag: list[str] = typer.Option(None, "--tag", help="Only checks with one of these tags (e.g. gate, profile)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report (schema gpunode.audit/1) instead of the table."),
+    prometheus: Path = typer.Option(None, "--prometheus", help="Also write a Prometheus textfile here (atomically)."),
+    snapshot: Path = typer.Option(None, "--snapshot", help="Audit a recorded snapshot directory instead of this host."),
+    sysroot: Path = typer.Option(None, "--sysroot", help="Read host files under this directory instead of /."),
+    expected_gpus: int = typer.Option(None, "--expected-gpus", help="GPU count this node must have."),
+    xid_window: float = typer.Option(None, "--xid-window", help="Hours of kernel log to search for Xid errors (default 24)."),
+    golden: Path = typer.Option(None, "--golden", help="Compare against a golden config YAML (versions, facts)."),
+    config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the remediation of each WARN/FAIL."),
+) -> None:
+    """Is this node tuned and healthy? Read-only. Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN."""
+    from gpunode.audit.engine import EXIT_CODES, overall
+    from gpunode.audit.report import audit_document, dumps, prometheus_text, render_table, write_atomic
+    from gpunode.audit.run import audit_config, choose_checks, load_audit_profile, make_host, run_audit
+    from gpunode.config import ConfigError, load_config
+    from gpunode.tune.profiles import ProfileError, parse_set_options
+
+    if expected_gpus is not None and expected_gpus < 0:
+        die("--expected-gpus must be 0 or more")
+    if xid_window is not None and not 0 < xid_window < float("inf"):
+        die("--xid-window must be positive (hours)")
+    try:
+        cfg = load_config(config)
+        prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
+        for path in (snapshot, sysroot):
+            if path is not None and not path.is_dir():
+                die(f"{path}: not a directory")
+        host, source = make_host(
+            str(snapshot) if snapshot else (cfg.snapshot if not sysroot else None), str(sysroot) if sysroot else None
+        )
+    except (ConfigError, ProfileError, ValueError, FileNotFoundError) as exc:
+        die(str(exc))
+    checks = choose_checks(prof, only=split_csv(only), skip_ids=split_csv(skip) + cfg.disable_checks, tags=split_csv(tag))
+    if golden is not None:
+        checks = checks + _golden_checks(golden)
+    if not checks:
+        die("no check matches the selection (see `gpunode checks`)")
+    run = run_audit(host, source, prof, checks, audit_config(cfg, expected_gpus, xid_window))
+    document = audit_document(run.results, run.meta)
+    if prometheus is not None:
+        try:
+            write_atomic(prometheus, prometheus_text(run.results, run.meta))
+        except OSError as exc:
+            die(f"cannot write {prometheus}: {exc.strerror or exc}", 3)
+    if as_json:
+        typer.echo(dumps(document), nl=False)
+    else:
+        render_table(run.results, run.meta, stdout_console(), verbose=verbose)
+    raise typer.Exit(EXIT_CODES[overall(run.results)])
+
+
+def _golden_checks(path: Path):
+    try:
+        from gpunode.audit.golden import golden_checks
+    except ImportError:
+        die("--golden is not available in this build")
+    try:
+        return golden_checks(path)
+    except ValueError as exc:
+        die(str(exc))
+
+
+def checks_list(
+    profile: str = typer.Option("training", "--profile", "-p", help="Profile whose settings to list."),
+    tag: list[str] = typer.Option(None, "--tag", help="Only checks with one of these tags."),
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+) -> None:
+    """List the check catalogue: id, area, severity, tags, title."""
+    import json
+
+    from rich.table import Table
+
+    from gpunode.audit.run import choose_checks
+    from gpunode.tune.profiles import ProfileError, load_profile
+
+    try:
+        prof = load_profile(profile)
+    except ProfileError as exc:
+        die(str(exc))
+    checks = choose_checks(prof, tags=split_csv(tag))
+    if as_json:
+        rows = [
+            {"id": c.id, "area": c.area, "severity": c.severity, "tags": sorted(c.tags), "title": c.title,
+             "needs_root": c.needs_root, "remediation": c.remediation}
+            for c in checks
+        ]
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"gpunode checks ({len(checks)}, profile {prof.name})")
+    for col in ("Id", "Area", "Severity", "Tags", "Title"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.id, c.area, c.severity, ",".join(sorted(c.tags)), c.title)
+    stdout_console().print(table)
+
+
+def snapshot_cmd(
+    output: Path = typer.Option(..., "--output", "-o", help="Directory to write (must not exist or be empty)."),
+    profile: list[str] = typer.Option(None, "--profile", "-p", help="Profiles whose checks to record (default: all shipped)."),
+) -> None:
+    """Record everything an audit reads (files, NVML, command outputs) into DIR, for `audit --snapshot DIR`."""
+    from gpunode.audit.run import audit_config, run_audit
+    from gpunode.checks import catalogue
+    from gpunode.config import Config
+    from gpunode.host.snapshot import recording_host, write_snapshot
+    from gpunode.tune.profiles import ProfileError, load_profile, shipped_profiles
+
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        die(f"{output}: exists and is not an empty directory; choose a new path")
+    try:
+        profiles = [load_profile(p) for p in (profile or shipped_profiles())]
+    except ProfileError as exc:
+        die(str(exc))
+    host, sysroot, runner = recording_host()
+    seen: set[str] = set()
+    for prof in profiles:
+        checks = [c for c in catalogue(prof) if c.id not in seen]
+        seen.update(c.id for c in checks)
+        run_audit(host, "live", prof, checks, audit_config(Config()), check_timeout=30)
+    write_snapshot(output, host, sysroot, runner)
+    typer.echo(f"snapshot written to {output} ({len(sysroot.files)} files, {len(runner.recorded)} commands)")
+
+
+def profiles_cmd(
+    name: str = typer.Argument(None, help="Show this profile's settings (name or YAML path)."),
+) -> None:
+    """List shipped profiles, or show one profile's settings with their reasons."""
+    from rich.table import Table
+
+    from gpunode.tune.profiles import ProfileError, load_profile, shipped_profiles
+
+    if name is None:
+        for p in shipped_profiles():
+            prof = load_profile(p)
+            typer.echo(f"{p:12s} {prof.description}")
+        return
+    try:
+        prof = load_profile(name)
+    except ProfileError as exc:
+        die(str(exc))
+    table = Table(title=f"profile {prof.name}: {prof.description}")
+    for col in ("Setting", "Target", "When", "Why"):
+        table.add_column(col)
+    for s in prof.settings.values():
+        table.add_row(s.id, s.target_text, s.when, s.why)
+    stdout_console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit)
+    app.command("checks")(checks_list)
+    app.command("snapshot")(snapshot_cmd)
+    app.command("profiles")(profiles_cmd)

@@ -1,0 +1,206 @@
+"""`gpunode bench`: GEMM, HBM, host<->device, P2P, nccl-tests, fio, torch.distributed all-reduce."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from gpunode.cli.common import die, split_csv, stderr_console, stdout_console
+
+STATUS_STYLE = {"ok": "green", "fail": "bold red", "error": "magenta", "skip": "dim"}
+
+
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Short run (fewer repeats, smaller nccl/fio sizes): < 60 s on one GPU."),
+    full: bool = typer.Option(False, "--full", help="Full run (the default): 20 repeats, nccl-tests up to 4 GiB, all five tests."),
+    only: list[str] = typer.Option(None, "--only", help="Only these: gemm,hbm,h2d,p2p,nccl,fio,allreduce (comma-separated)."),
+    json_file: Path = typer.Option(None, "--json", help="Write the results document (schema gpunode.bench/1) here; '-' prints it instead of the table."),
+    gpus: str = typer.Option(None, "--gpus", help="GPU indices (NVML order, as nvidia-smi), e.g. 0,1. Default: all."),
+    backend: str = typer.Option("auto", "--backend", help="Microbenchmark backend: auto, torch or cupy."),
+    nccl_tests_dir: Path = typer.Option(None, "--nccl-tests-dir", help="Directory holding all_reduce_perf etc. (or its build/). Default: PATH."),
+    nccl_tests: str = typer.Option(None, "--nccl-tests", help="nccl tests to run, e.g. all_reduce,alltoall. Default: all_reduce (quick), all five (full)."),
+    nccl_launcher: str = typer.Option(None, "--nccl-launcher", help="mpirun or srun: one process per GPU (multi-node with --hosts). Default: one process, -g N."),
+    hosts: str = typer.Option(None, "--hosts", help="Hosts for --nccl-launcher, comma-separated."),
+    fio_dir: Path = typer.Option(None, "--fio-dir", help="Directory for fio's scratch file (default $TMPDIR). The file is removed afterwards."),
+    fio_destructive: Path = typer.Option(None, "--fio-destructive", help="Let fio OVERWRITE this unmounted block device or existing file."),
+    compare: bool = typer.Option(False, "--compare", help="Judge the results against the baseline for these GPUs."),
+    baseline: str = typer.Option(None, "--baseline", help="Baseline file or name to compare with (implies --compare)."),
+    baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones (implies --compare)."),
+) -> None:
+    """Benchmark this node. Exit 0 OK, 2 a metric failed (wrong data), 3 a benchmark errored or nothing
+    was measured; with --compare the exit code follows the verdicts (1 WARN)."""
+    from gpunode.bench import fio
+    from gpunode.bench.run import BenchOptions, execute, prepare
+    from gpunode.host import live_host
+
+    if quick and full:
+        die("give --quick or --full, not both")
+    try:
+        opts = BenchOptions(
+            mode="quick" if quick else "full",
+            only=tuple(split_csv(only)) or BenchOptions().only,
+            gpus=_int_list(gpus),
+            backend=backend,
+            nccl_tests_dir=str(nccl_tests_dir) if nccl_tests_dir else None,
+            nccl_tests=tuple(split_csv([nccl_tests])) if nccl_tests else None,
+            nccl_launcher=nccl_launcher,
+            hosts=tuple(split_csv([hosts])) if hosts else (),
+            fio_dir=str(fio_dir) if fio_dir else None,
+        )
+    except ValueError as exc:
+        die(str(exc))
+    if backend not in ("auto", "torch", "cupy"):
+        die(f"--backend {backend}: choose auto, torch or cupy")
+    if nccl_launcher not in (None, "mpirun", "srun"):
+        die(f"--nccl-launcher {nccl_launcher}: choose mpirun or srun")
+    if hosts and not nccl_launcher:
+        die("--hosts needs --nccl-launcher mpirun or srun")
+    if nccl_tests_dir is not None and not nccl_tests_dir.is_dir():
+        die(f"--nccl-tests-dir {nccl_tests_dir}: not a directory")
+    if fio_dir is not None and fio_destructive is not None:
+        die("give --fio-dir or --fio-destructive, not both")
+    if (fio_dir is not None or fio_destructive is not None) and "fio" not in opts.only:
+        die("--fio-dir/--fio-destructive need fio among --only")
+    if fio_dir is not None and not fio_dir.is_dir():
+        die(f"--fio-dir {fio_dir}: not a directory")
+    comparing = compare or baseline is not None or baselines_dir is not None
+    # A bad --baseline/--baselines is bad input: said now, not after a long run.
+    chosen = _choose_baseline(baseline, baselines_dir) if comparing else None
+    host = live_host()
+    if fio_destructive is not None:
+        plan = fio.FioPlan.quick() if opts.quick else fio.FioPlan.full()
+        try:
+            opts.fio_target = fio.destructive_target(host.sys, str(fio_destructive), plan)
+        except fio.FioRefused as exc:
+            die(str(exc))
+    try:
+        run = prepare(host, opts)
+    except ValueError as exc:
+        die(str(exc))
+    document = _run_with_progress(run, execute)
+    data = document.to_json()
+    if json_file is not None and str(json_file) != "-":
+        from gpunode.audit.report import dumps, write_atomic
+
+        try:
+            write_atomic(json_file, dumps(data))
+        except OSError as exc:
+            die(f"cannot write {json_file}: {exc.strerror or exc}", 3)
+    to_stdout = json_file is not None and str(json_file) == "-"
+    if to_stdout:
+        from gpunode.audit.report import dumps
+
+        typer.echo(dumps(data), nl=False)
+    else:
+        render_table(document, stdout_console())
+    if comparing:
+        # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
+        raise typer.Exit(_compare(data, chosen, stderr_console() if to_stdout else stdout_console()))
+    raise typer.Exit(document.exit_code)
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(x) for x in split_csv([text])]
+    except ValueError:
+        raise ValueError(f"--gpus {text!r}: give GPU indices such as 0,1") from None
+    if not values or any(v < 0 for v in values):
+        raise ValueError(f"--gpus {text!r}: give GPU indices such as 0,1")
+    return sorted(set(values))
+
+
+def _run_with_progress(run, execute):
+    """A progress bar on stderr (a line per step when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = stderr_console()
+    if not console.is_terminal:
+        def log(i, step):
+            print(f"gpunode: bench [{i + 1}/{len(run.steps)}] {step.label}", file=sys.stderr, flush=True)
+
+        return execute(run, log)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=len(run.steps))
+
+        def advance(i, step):
+            progress.update(task, completed=i, description=step.label)
+
+        document = execute(run, advance)
+        progress.update(task, completed=len(run.steps))
+    return document
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.1f}" if abs(value) < 1e5 else f"{value:,.0f}"
+
+
+def render_table(document, console) -> None:
+    from rich.table import Table
+
+    tools = ", ".join(f"{k} {v}" for k, v in document.tools.items())
+    table = Table(title=f"gpunode bench · {document.host} · {document.mode} · {tools}", expand=False)
+    for col, justify in (("Metric", "left"), ("GPU", "right"), ("Status", "left"), ("Value", "right"),
+                         ("Unit", "left"), ("Spread (min–max, CoV)", "right"), ("Note", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "Note")
+    for m in document.metrics:
+        spread = ""
+        if m.spread is not None:
+            spread = f"{_fmt(m.spread.min)}–{_fmt(m.spread.max)}, {m.spread.cov:.1%}"
+        table.add_row(m.name, "" if m.gpu is None else str(m.gpu), f"[{STATUS_STYLE[m.status]}]{m.status}[/]",
+                      _fmt(m.value), m.unit, spread, m.message)
+    console.print(table)
+    counts = {s: sum(1 for m in document.metrics if m.status == s) for s in ("ok", "fail", "error", "skip")}
+    parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    console.print(f"[bold]{document.status}[/bold] (exit {document.exit_code}): {parts}")
+
+
+def _choose_baseline(baseline: str | None, baselines_dir: Path | None):
+    """-> (catalogue, selection or None for auto-selection after the run); exit 2 on bad input."""
+    try:
+        from gpunode.baselines.compare import catalogue_for
+    except ImportError:
+        die("--compare is not available in this build (gpunode.baselines is missing)", 3)
+    try:
+        catalogue = catalogue_for(baselines_dir)
+        if baseline is not None:
+            return catalogue, catalogue.resolve(baseline)
+        for entry in catalogue.entries():  # auto-selection reads them all after the run
+            catalogue.load(entry.path)
+        return catalogue, None
+    except ValueError as exc:  # BaselineError is a ValueError: bad file or name, missing directory
+        die(str(exc))
+    raise AssertionError("unreachable")
+
+
+def _compare(data: dict, chosen, console) -> int:
+    """Verdicts and exit codes exactly as `gpunode compare` gives them on the saved JSON (no
+    baseline for this hardware: 3)."""
+    import json
+
+    from gpunode.audit.report import dumps
+    from gpunode.baselines.compare import judge, render_verdicts
+    from gpunode.baselines.select import NoBaselineError
+    from gpunode.bench.results import BenchDocument
+
+    document = BenchDocument.from_json(json.loads(dumps(data)))
+    catalogue, selection = chosen
+    try:
+        selection = selection or catalogue.select(document.gpus)
+    except NoBaselineError as exc:
+        die(str(exc), NoBaselineError.exit_code)
+    except ValueError as exc:  # an invalid or ambiguous baseline file
+        die(str(exc))
+    verdicts = judge(document, selection)
+    render_verdicts(verdicts, console)
+    return verdicts.exit_code
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)

@@ -1,0 +1,298 @@
+"""One fleet report from every host's JSON: hosts x status, which hosts fail each check, and per
+bench metric the median of each SKU group with each host's ratio to it (outliers: a slow node
+among healthy peers, flagged even when it passes its absolute baseline). Hosts that were
+unreachable, failed, or never reached are listed as such, never dropped."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpunode import __version__
+from gpunode.audit.engine import EXIT_CODES
+from gpunode.audit.report import iso_time
+from gpunode.fleet.progress import HostOutcome
+from gpunode.fleet.runner import PlaybookRun
+from gpunode.fleet.specs import PLAYBOOKS
+
+FLEET_SCHEMA = "gpunode.fleet/1"
+DEFAULT_MARGIN = 0.10  # a host this far below its SKU group's median is an outlier
+DEFAULT_MIN_PEERS = 3  # fewer hosts in a group: no median worth comparing against
+VERDICTS = ("OK", "WARN", "FAIL", "UNKNOWN")
+# Host states without a usable report; each makes the fleet verdict at least UNKNOWN.
+NO_VERDICT = ("UNREACHABLE", "FAILED", "NOT_RUN", "NO_REPORT", "INVALID")
+LOWER_IS_BETTER_UNITS = ("ns", "us", "ms", "s")  # latencies; every other unit is a rate
+BAD_CHECK = ("FAIL", "ERROR", "WARN")  # worst first
+BAD_METRIC = ("fail", "error")
+# Conditions that say how a figure was timed, not what was measured: they may differ from host to
+# host (iterations calibrated to the GPU's speed, fio's measured runtime) and must not split peers.
+TIMING_CONDITIONS = frozenset({"aggregate", "iters", "iters_per_batch", "output"})
+
+
+@dataclass
+class HostReport:
+    host: str
+    sku: str
+    groups: list[str]
+    run: str  # Ansible's outcome: ok | skipped | failed | unreachable | not_run
+    status: str  # OK WARN FAIL UNKNOWN from the report, or one of NO_VERDICT, or SKIPPED
+    message: str = ""
+    report: str | None = None  # path of the host's JSON on the controller
+    doc: dict | None = None
+    outliers: list[dict] = field(default_factory=list)
+
+
+def load_hosts(run: PlaybookRun) -> list[HostReport]:
+    hosts = []
+    for name in run.inventory.hosts:
+        outcome = run.outcomes.get(name) or HostOutcome(name)
+        path = run.report_dir / f"{name}.{run.kind}.json"
+        doc, problem = read_report(path)
+        hosts.append(_host_report(name, run, outcome, path, doc, problem))
+    return hosts
+
+
+def read_report(path: Path) -> tuple[dict | None, str | None]:
+    """(document, None), (None, why it is unusable), or (None, None) when there is no file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"unreadable report {path.name}: {exc.strerror or exc}"
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"report {path.name} is not JSON ({exc.msg} at line {exc.lineno}; truncated?)"
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("gpunode."):
+        return None, f"report {path.name} is not a gpunode report (no gpunode.* schema)"
+    return doc, None
+
+
+def doc_status(doc: dict, rc: int | None, kind: str) -> str | None:
+    """The report's verdict: its "status", else its "exit_code" or the command's exit code read
+    the way that command defines them (apply and rollback carry no status)."""
+    if doc.get("status") in VERDICTS:
+        return doc["status"]
+    code = doc.get("exit_code") if isinstance(doc.get("exit_code"), int) else rc
+    spec = PLAYBOOKS.get(kind)
+    return dict(spec.rc_status).get(code) if spec is not None and code is not None else None
+
+
+def _host_report(name: str, run: PlaybookRun, outcome: HostOutcome, path: Path, doc, problem) -> HostReport:
+    base = {"host": name, "sku": run.inventory.sku(name), "groups": run.inventory.groups.get(name, []),
+            "run": outcome.state}
+    status = doc_status(doc, outcome.rc, run.kind) if doc is not None else None
+    if doc is not None and status is None:
+        doc, problem = None, f"report {path.name} has no status and its exit code is unknown"
+    if doc is not None:
+        message = _doc_message(doc)
+        if outcome.state == "failed" and status not in ("FAIL", "UNKNOWN"):
+            # The report came back but Ansible failed the host (e.g. apply said WARN where OK was
+            # required): the run on this host did not do its job.
+            status, message = "FAILED", f"{outcome.task}: {outcome.message}"
+        return HostReport(**base, status=status, message=message, report=str(path), doc=doc)
+    if problem is not None:
+        return HostReport(**base, status="INVALID", message=problem)
+    if outcome.state == "unreachable":
+        return HostReport(**base, status="UNREACHABLE", message=outcome.message or "")
+    if outcome.state == "failed":
+        return HostReport(**base, status="FAILED", message=f"{outcome.task}: {outcome.message}")
+    if outcome.state == "skipped":
+        return HostReport(**base, status="SKIPPED", message="every task skipped" + (" (check mode)" if run.check else ""))
+    timed_out = run.status == "timeout"  # --timeout stopped the whole run: say so, not "canary failed"
+    if outcome.state == "not_run":
+        why = ("the run timed out (--timeout) before this host" if timed_out
+               else "the run stopped before this host (canary or batch failure)" if run.status != "successful"
+               else "no task ran")
+        return HostReport(**base, status="NOT_RUN", message=why)
+    why = "the run timed out (--timeout) while it ran" if timed_out else "ran"
+    return HostReport(**base, status="NO_REPORT", message=f"{why}, but no {run.kind} report came back")
+
+
+def _doc_message(doc: dict) -> str:
+    """One line: the non-passing counts of an audit/gate, or what an apply/rollback did."""
+    summary = doc.get("summary")
+    if isinstance(summary, dict):
+        bad = ", ".join(f"{n} {s}" for s, n in summary.items() if isinstance(n, int) and n and s not in ("PASS", "SKIP"))
+        return bad or f"{summary.get('PASS', 0)} PASS"
+    for key in ("changes", "restores"):  # apply, rollback: count the rows by status
+        rows = doc.get(key)
+        if isinstance(rows, list):
+            counts = Counter(str(r.get("status")) for r in rows if isinstance(r, dict))
+            text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or f"no {key}"
+            result = doc.get("result")
+            reason = doc.get("reason")
+            return f"{result}: {text}" + (f" ({reason})" if reason else "") if result else text
+    return str(doc.get("message") or doc.get("reason") or "")
+
+
+def check_rows(hosts: list[HostReport]) -> list[dict]:
+    """Per check that is not PASS somewhere: which hosts FAIL, ERROR or WARN it (worst subject)."""
+    rows: dict[str, dict] = {}
+    for h in hosts:
+        checks = h.doc.get("checks") if h.doc else None
+        for c in checks if isinstance(checks, list) else []:
+            if not isinstance(c, dict) or c.get("status") not in BAD_CHECK:
+                continue
+            row = rows.setdefault(str(c.get("id")), {"id": str(c.get("id")), "title": c.get("title"),
+                                                     "severity": c.get("severity"), "worst": {}, "details": {}})
+            prior = row["worst"].get(h.host)
+            if prior is None or BAD_CHECK.index(c["status"]) < BAD_CHECK.index(prior):
+                row["worst"][h.host] = c["status"]
+            row["details"].setdefault(h.host, []).append(
+                {"status": c["status"], "subject": c.get("subject"), "message": c.get("message")})
+    out = []
+    for row in rows.values():
+        worst = row.pop("worst")
+        for status in BAD_CHECK:
+            row[f"{status.lower()}_hosts"] = sorted(h for h, s in worst.items() if s == status)
+        out.append(row)
+    return sorted(out, key=lambda r: (-len(r["fail_hosts"]), -len(r["error_hosts"]), -len(r["warn_hosts"]), r["id"]))
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def lower_is_better(name: str, unit: str | None) -> bool:
+    return (unit or "").strip() in LOWER_IS_BETTER_UNITS or name.endswith(("_us", "_ms", ".latency"))
+
+
+def metric_rows(hosts: list[HostReport], margin: float, min_peers: int) -> tuple[list[dict], list[dict]]:
+    """Bench metrics: (comparisons per SKU group, metric and conditions; metric failures).
+    Only results measured under identical conditions (TIMING_CONDITIONS aside) are compared; each
+    GPU is a sample of the median, and a host's ratio is its worst GPU's (one slow GPU makes a
+    slow node)."""
+    samples: dict[tuple, list[tuple[str, int | None, float]]] = {}
+    conditions: dict[tuple, dict] = {}
+    failures: dict[str, dict] = {}
+    for h in hosts:
+        metrics = h.doc.get("metrics") if h.doc else None
+        for m in metrics if isinstance(metrics, list) else []:
+            if not isinstance(m, dict) or not m.get("name"):
+                continue
+            name, status = str(m["name"]), m.get("status")
+            if status in BAD_METRIC:
+                row = failures.setdefault(name, {"metric": name, "hosts": {}})
+                label = h.host if m.get("gpu") is None else f"{h.host}:gpu{m.get('gpu')}"
+                row["hosts"][label] = {"status": status, "message": m.get("message")}
+            value = _number(m.get("value"))
+            if status != "ok" or value is None:
+                continue
+            raw = m.get("conditions") if isinstance(m.get("conditions"), dict) else {}
+            cond = {k: v for k, v in raw.items() if k not in TIMING_CONDITIONS}
+            key = (h.sku, name, m.get("unit"), json.dumps(cond, sort_keys=True, default=str))
+            samples.setdefault(key, []).append((h.host, m.get("gpu"), value))
+            conditions[key] = cond
+    split = {}
+    for sku, name, _unit, _cond in samples:
+        split[(sku, name)] = split.get((sku, name), 0) + 1
+    rows = [_compare(key, items, conditions[key], margin, min_peers, split[key[:2]] > 1)
+            for key, items in sorted(samples.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][3]))]
+    return rows, sorted(failures.values(), key=lambda r: r["metric"])
+
+
+def _compare(key: tuple, items, cond: dict, margin: float, min_peers: int, split: bool) -> dict:
+    sku, name, unit, _ = key
+    median = statistics.median(v for _, _, v in items)
+    lower = lower_is_better(name, unit)
+    per_host: dict[str, dict] = {}
+    for host, gpu, value in items:
+        if median <= 0 or value <= 0:
+            ratio = None
+        else:
+            ratio = median / value if lower else value / median
+        prior = per_host.get(host)
+        if prior is None or (ratio is not None and (prior["ratio"] is None or ratio < prior["ratio"])):
+            per_host[host] = {"host": host, "gpu": gpu, "value": value,
+                              "ratio": None if ratio is None else round(ratio, 4)}
+    peers = len(per_host)
+    for entry in per_host.values():
+        entry["outlier"] = bool(peers >= min_peers and entry["ratio"] is not None and entry["ratio"] < 1 - margin)
+    notes = []
+    if peers < min_peers:
+        notes.append(f"{peers} host(s) in the group: fewer than {min_peers}, no outliers flagged")
+    if split:
+        notes.append("hosts in this group ran it under different conditions: compared separately")
+    return {"metric": name, "unit": unit, "sku": sku, "conditions": cond, "lower_is_better": lower,
+            "median": round(median, 6), "samples": len(items), "peers": peers,
+            "hosts": sorted(per_host.values(), key=lambda e: (e["ratio"] is None, e["ratio"] or 0, e["host"])),
+            "note": "; ".join(notes)}
+
+
+def fleet_verdict(hosts: list[HostReport]) -> str:
+    statuses = {h.status for h in hosts}
+    if "FAIL" in statuses:
+        return "FAIL"
+    if statuses & {"UNKNOWN", *NO_VERDICT}:
+        return "UNKNOWN"
+    if "WARN" in statuses or any(h.outliers for h in hosts):
+        return "WARN"
+    return "OK"
+
+
+def fleet_document(run: PlaybookRun, margin: float = DEFAULT_MARGIN, min_peers: int = DEFAULT_MIN_PEERS) -> dict:
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be between 0 and 1 (a fraction), got {margin}")
+    hosts = load_hosts(run)
+    metrics, metric_failures = metric_rows(hosts, margin, min_peers)
+    outliers = []
+    by_name = {h.host: h for h in hosts}
+    for row in metrics:
+        for e in row["hosts"]:
+            if e["outlier"]:
+                item = {"host": e["host"], "sku": row["sku"], "metric": row["metric"], "gpu": e["gpu"],
+                        "value": e["value"], "median": row["median"], "unit": row["unit"], "ratio": e["ratio"]}
+                outliers.append(item)
+                by_name[e["host"]].outliers.append(item)
+    verdict = fleet_verdict(hosts)
+    counts: dict[str, int] = {}
+    for h in hosts:
+        counts[h.status] = counts.get(h.status, 0) + 1
+    return {
+        "schema": FLEET_SCHEMA,
+        "gpunode_version": __version__,
+        "kind": run.kind,
+        "playbook": run.playbook,
+        "inventory": run.inventory.path,
+        "limit": run.inventory.limit,
+        "check_mode": run.check,
+        "time": iso_time(run.started),
+        "time_epoch": run.started,
+        "duration_s": run.duration_s,
+        "artifact_dir": str(run.artifact_dir),
+        "report_dir": str(run.report_dir),
+        "ansible": {"status": run.status, "rc": run.rc, "stats": run.stats},
+        "margin": margin,
+        "min_peers": min_peers,
+        "status": verdict,
+        "exit_code": EXIT_CODES[verdict],
+        "summary": {"hosts": len(hosts), **dict(sorted(counts.items())), "outliers": len({o["host"] for o in outliers})},
+        "hosts": [_host_json(h) for h in hosts],
+        "checks": check_rows(hosts),
+        "metrics": metrics,
+        "metric_failures": metric_failures,
+        "outliers": sorted(outliers, key=lambda o: (o["ratio"], o["host"], o["metric"])),
+    }
+
+
+def _host_json(h: HostReport) -> dict:
+    doc = h.doc or {}
+    gpus = doc.get("gpus") if isinstance(doc.get("gpus"), dict) else {}
+    names = sorted({str(d.get("name")) for d in gpus.get("devices", []) or [] if isinstance(d, dict)})
+    return {
+        "host": h.host, "sku": h.sku, "groups": h.groups, "run": h.run, "status": h.status,
+        "exit_code": doc.get("exit_code"), "message": h.message, "report": h.report,
+        "reported_host": doc.get("host"), "summary": doc.get("summary"),
+        "gpu_count": gpus.get("count"), "gpu_names": names,
+        "failing": sorted({c.get("id") for c in doc.get("checks", []) or []
+                           if isinstance(c, dict) and c.get("status") == "FAIL"}),
+        "outliers": [f"{o['metric']}" + (f"[gpu{o['gpu']}]" if o["gpu"] is not None else "") for o in h.outliers],
+    }

@@ -1,0 +1,388 @@
+"""The live GPU source: the only module that imports pynvml (package nvidia-ml-py), lazily.
+
+One pass reads every field checks need into GpuInventory. NotSupported -> None; any other
+NVML error on one field is kept in field_errors; a GPU that cannot be opened gets `error`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gpunode.host.gpu.model import GpuInfo, GpuInventory, GpuProcess, NvLink
+
+NVLINK_MAX_LINKS = 18
+FABRIC_STATES = {0: "not_supported", 1: "not_started", 2: "in_progress", 3: "completed"}
+COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Reader:
+    """Calls NVML functions for one GPU, sorting NotSupported from real errors."""
+
+    def __init__(self, nvml, info: GpuInfo):
+        self.nvml = nvml
+        self.info = info
+
+    def get(self, name: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except self.nvml.NVMLError as exc:
+            if _is_not_supported(self.nvml, exc):
+                return None
+            self.info.field_errors[name] = _text(str(exc))
+            return None
+        except (AttributeError, TypeError) as exc:  # an older library lacks the call
+            self.info.field_errors.setdefault(name, f"not available in this NVML: {exc}")
+            return None
+
+
+def _is_not_supported(nvml, exc) -> bool:
+    value = getattr(exc, "value", None)
+    return value in (
+        nvml.NVML_ERROR_NOT_SUPPORTED,
+        getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", -1),
+        getattr(nvml, "NVML_ERROR_NOT_FOUND", -1),
+    )
+
+
+class NvmlGpuSource:
+    """Reads the live GPUs through NVML."""
+
+    def collect(self) -> GpuInventory:
+        started = time.monotonic()
+        try:
+            import pynvml as nvml
+        except ImportError as exc:  # pragma: no cover - a dependency, but keep going without it
+            return GpuInventory(available=False, error=f"nvidia-ml-py not installed: {exc}")
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            return GpuInventory(available=False, error=f"no NVIDIA driver/NVML: {_text(str(exc))}")
+        except OSError as exc:
+            return GpuInventory(available=False, error=f"no NVIDIA driver/NVML: {exc}")
+        try:
+            inv = GpuInventory(available=True)
+            inv.driver_version = _safe(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
+            inv.nvml_version = _safe(lambda: _text(nvml.nvmlSystemGetNVMLVersion()))
+            cuda = _safe(nvml.nvmlSystemGetCudaDriverVersion_v2)
+            if cuda:
+                inv.cuda_driver_version = f"{cuda // 1000}.{(cuda % 1000) // 10}"
+            count = nvml.nvmlDeviceGetCount()
+            inv.gpus = [_read_gpu(nvml, i) for i in range(count)]
+        except nvml.NVMLError as exc:
+            inv = GpuInventory(available=False, error=f"NVML failed: {_text(str(exc))}")
+        finally:
+            _safe(nvml.nvmlShutdown)
+        inv.collect_s = round(time.monotonic() - started, 4)
+        return inv
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - optional facts
+        return None
+
+
+def _read_gpu(nvml, index: int) -> GpuInfo:
+    info = GpuInfo(index=index)
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+    except nvml.NVMLError as exc:
+        info.error = f"cannot open GPU {index}: {_text(str(exc))}"
+        return info
+    r = _Reader(nvml, info)
+    info.name = r.get("name", lambda: _text(nvml.nvmlDeviceGetName(handle)))
+    info.uuid = r.get("uuid", lambda: _text(nvml.nvmlDeviceGetUUID(handle)))
+    info.serial = r.get("serial", lambda: _text(nvml.nvmlDeviceGetSerial(handle)))
+    pci = r.get("pci", lambda: nvml.nvmlDeviceGetPciInfo_v3(handle))
+    if pci is not None:
+        info.pci_bus_id = _text(pci.busId)
+        info.pci_device_id = int(pci.pciDeviceId)
+        info.pci_subsystem_id = int(pci.pciSubSystemId)
+    info.vbios_version = r.get("vbios_version", lambda: _text(nvml.nvmlDeviceGetVbiosVersion(handle)))
+    info.board_part_number = r.get("board_part_number", lambda: _text(nvml.nvmlDeviceGetBoardPartNumber(handle)))
+    info.architecture = r.get("architecture", lambda: int(nvml.nvmlDeviceGetArchitecture(handle)))
+    mode = r.get("persistence_mode", lambda: nvml.nvmlDeviceGetPersistenceMode(handle))
+    info.persistence_mode = None if mode is None else bool(mode)
+    ecc = r.get("ecc_mode", lambda: nvml.nvmlDeviceGetEccMode(handle))
+    if ecc is not None:
+        info.ecc_mode_current, info.ecc_mode_pending = bool(ecc[0]), bool(ecc[1])
+    if info.ecc_mode_current:
+        unc, cor = nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED
+        vol, agg = nvml.NVML_VOLATILE_ECC, nvml.NVML_AGGREGATE_ECC
+        info.ecc_uncorrected_volatile = r.get("ecc_uncorrected_volatile", lambda: nvml.nvmlDeviceGetTotalEccErrors(handle, unc, vol))
+        info.ecc_uncorrected_aggregate = r.get("ecc_uncorrected_aggregate", lambda: nvml.nvmlDeviceGetTotalEccErrors(handle, unc, agg))
+        info.ecc_corrected_volatile = r.get("ecc_corrected_volatile", lambda: nvml.nvmlDeviceGetTotalEccErrors(handle, cor, vol))
+        info.ecc_corrected_aggregate = r.get("ecc_corrected_aggregate", lambda: nvml.nvmlDeviceGetTotalEccErrors(handle, cor, agg))
+    sbe = r.get("retired_pages_sbe", lambda: nvml.nvmlDeviceGetRetiredPages(handle, nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS))
+    dbe = r.get("retired_pages_dbe", lambda: nvml.nvmlDeviceGetRetiredPages(handle, nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR))
+    info.retired_pages_sbe = None if sbe is None else len(sbe)
+    info.retired_pages_dbe = None if dbe is None else len(dbe)
+    pending = r.get("retired_pages_pending", lambda: nvml.nvmlDeviceGetRetiredPagesPendingStatus(handle))
+    info.retired_pages_pending = None if pending is None else bool(pending)
+    rows = r.get("remapped_rows", lambda: nvml.nvmlDeviceGetRemappedRows(handle))
+    if rows is not None:
+        info.remap_correctable, info.remap_uncorrectable = int(rows[0]), int(rows[1])
+        info.remap_pending, info.remap_failure = bool(rows[2]), bool(rows[3])
+    info.clock_event_reasons = r.get("clock_event_reasons", lambda: int(_clock_events(nvml, handle)))
+    info.performance_state = r.get("performance_state", lambda: int(nvml.nvmlDeviceGetPerformanceState(handle)))
+    sm, mem = nvml.NVML_CLOCK_SM, nvml.NVML_CLOCK_MEM
+    info.sm_clock_mhz = r.get("sm_clock_mhz", lambda: nvml.nvmlDeviceGetClockInfo(handle, sm))
+    info.mem_clock_mhz = r.get("mem_clock_mhz", lambda: nvml.nvmlDeviceGetClockInfo(handle, mem))
+    info.sm_clock_max_mhz = r.get("sm_clock_max_mhz", lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, sm))
+    info.mem_clock_max_mhz = r.get("mem_clock_max_mhz", lambda: nvml.nvmlDeviceGetMaxClockInfo(handle, mem))
+    info.sm_app_clock_mhz = r.get("sm_app_clock_mhz", lambda: nvml.nvmlDeviceGetApplicationsClock(handle, sm))
+    info.mem_app_clock_mhz = r.get("mem_app_clock_mhz", lambda: nvml.nvmlDeviceGetApplicationsClock(handle, mem))
+    info.sm_app_clock_default_mhz = r.get("sm_app_clock_default_mhz", lambda: nvml.nvmlDeviceGetDefaultApplicationsClock(handle, sm))
+    info.mem_app_clock_default_mhz = r.get("mem_app_clock_default_mhz", lambda: nvml.nvmlDeviceGetDefaultApplicationsClock(handle, mem))
+    info.power_usage_w = _watts(r.get("power_usage_w", lambda: nvml.nvmlDeviceGetPowerUsage(handle)))
+    info.power_limit_w = _watts(r.get("power_limit_w", lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(handle)))
+    info.power_default_limit_w = _watts(r.get("power_default_limit_w", lambda: nvml.nvmlDeviceGetPowerManagementDefaultLimit(handle)))
+    limits = r.get("power_limit_constraints", lambda: nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle))
+    if limits is not None:
+        info.power_min_limit_w, info.power_max_limit_w = _watts(limits[0]), _watts(limits[1])
+    info.temperature_c = r.get("temperature_c", lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+    thr = nvml.nvmlDeviceGetTemperatureThreshold
+    info.temperature_slowdown_c = r.get("temperature_slowdown_c", lambda: thr(handle, nvml.NVML_TEMPERATURE_THRESHOLD_SLOWDOWN))
+    info.temperature_shutdown_c = r.get("temperature_shutdown_c", lambda: thr(handle, nvml.NVML_TEMPERATURE_THRESHOLD_SHUTDOWN))
+    info.temperature_gpu_max_c = r.get("temperature_gpu_max_c", lambda: thr(handle, nvml.NVML_TEMPERATURE_THRESHOLD_GPU_MAX))
+    info.pcie_gen_current = r.get("pcie_gen_current", lambda: nvml.nvmlDeviceGetCurrPcieLinkGeneration(handle))
+    info.pcie_gen_max = r.get("pcie_gen_max", lambda: nvml.nvmlDeviceGetMaxPcieLinkGeneration(handle))
+    info.pcie_gen_gpu_max = r.get("pcie_gen_gpu_max", lambda: nvml.nvmlDeviceGetGpuMaxPcieLinkGeneration(handle))
+    info.pcie_width_current = r.get("pcie_width_current", lambda: nvml.nvmlDeviceGetCurrPcieLinkWidth(handle))
+    info.pcie_width_max = r.get("pcie_width_max", lambda: nvml.nvmlDeviceGetMaxPcieLinkWidth(handle))
+    info.pcie_replay_counter = r.get("pcie_replay_counter", lambda: nvml.nvmlDeviceGetPcieReplayCounter(handle))
+    mig = r.get("mig_mode", lambda: nvml.nvmlDeviceGetMigMode(handle))
+    if mig is not None:
+        info.mig_mode_current, info.mig_mode_pending = bool(mig[0]), bool(mig[1])
+    if info.mig_mode_current:
+        info.mig_instances = r.get("mig_instances", lambda: read_mig_instances(nvml, handle))
+    cmode = r.get("compute_mode", lambda: nvml.nvmlDeviceGetComputeMode(handle))
+    info.compute_mode = None if cmode is None else COMPUTE_MODES.get(int(cmode), str(cmode))
+    memory = r.get("memory", lambda: _memory(nvml, handle))
+    if memory is not None:
+        info.memory_total_bytes, info.memory_used_bytes, info.memory_reserved_bytes = memory
+    info.processes = _processes(nvml, handle, r)
+    info.nvlinks = _nvlinks(nvml, handle, r)
+    fabric = r.get("fabric", lambda: _fabric(nvml, handle))
+    if fabric is not None:
+        info.fabric_state, info.fabric_status = fabric
+    return info
+
+
+def _watts(milliwatts) -> float | None:
+    return None if milliwatts is None else round(milliwatts / 1000.0, 1)
+
+
+def _clock_events(nvml, handle) -> int:
+    getter = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+    if getter is None:
+        getter = nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+    return getter(handle)
+
+
+def _memory(nvml, handle) -> tuple[int, int, int | None]:
+    try:
+        mem = nvml.nvmlDeviceGetMemoryInfo(handle, version=nvml.nvmlMemory_v2)
+        return int(mem.total), int(mem.used), int(mem.reserved)
+    except (nvml.NVMLError, AttributeError, TypeError):
+        mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+        return int(mem.total), int(mem.used), None
+
+
+def _processes(nvml, handle, r: _Reader) -> list[GpuProcess]:
+    found: dict[int, GpuProcess] = {}
+    for kind, fn in (
+        ("compute", nvml.nvmlDeviceGetComputeRunningProcesses),
+        ("graphics", nvml.nvmlDeviceGetGraphicsRunningProcesses),
+    ):
+        for proc in r.get(f"processes_{kind}", lambda fn=fn: fn(handle)) or []:
+            used = getattr(proc, "usedGpuMemory", None)
+            name = _safe(lambda proc=proc: _text(nvml.nvmlSystemGetProcessName(proc.pid)))
+            found.setdefault(int(proc.pid), GpuProcess(int(proc.pid), kind, used, name))
+    return list(found.values())
+
+
+def _nvlinks(nvml, handle, r: _Reader) -> list[NvLink]:
+    links = []
+    for link in range(NVLINK_MAX_LINKS):
+        try:
+            state = nvml.nvmlDeviceGetNvLinkState(handle, link)
+        except nvml.NVMLError as exc:
+            if _is_not_supported(nvml, exc) or getattr(exc, "value", None) == nvml.NVML_ERROR_INVALID_ARGUMENT:
+                break  # past the last link, or no NVLink at all
+            r.info.field_errors[f"nvlink{link}"] = _text(str(exc))
+            break
+        entry = NvLink(link=link, active=bool(state))
+        entry.version = _safe(lambda link=link: int(nvml.nvmlDeviceGetNvLinkVersion(handle, link)))
+        remote = _safe(lambda link=link: nvml.nvmlDeviceGetNvLinkRemotePciInfo_v2(handle, link))
+        entry.remote_bus_id = _text(remote.busId) if remote is not None else None
+        for attr, counter in (
+            ("replay_errors", 0),
+            ("recovery_errors", 1),
+            ("crc_flit_errors", 2),
+            ("crc_data_errors", 3),
+        ):
+            value = _safe(lambda link=link, counter=counter: nvml.nvmlDeviceGetNvLinkErrorCounter(handle, link, counter))
+            setattr(entry, attr, None if value is None else int(value))
+        links.append(entry)
+    return links
+
+
+def _fabric(nvml, handle) -> tuple[str, str]:
+    info = nvml.c_nvmlGpuFabricInfo_t()
+    nvml.nvmlDeviceGetGpuFabricInfo(handle, info)
+    state = FABRIC_STATES.get(int(info.state), str(info.state))
+    status = "success" if int(info.status) == nvml.NVML_SUCCESS else f"nvml_error_{int(info.status)}"
+    return state, status
+
+
+# ============================================================================================
+# Write side (gpunode apply / rollback only). Everything below changes GPU state; the read
+# code above never calls it. See gpunode.host.gpu.control for the interface.
+# ============================================================================================
+
+_COMPUTE_MODE_IDS = {name: mode for mode, name in COMPUTE_MODES.items()}
+
+
+def read_mig_instances(nvml, handle) -> list[dict]:
+    """The GPU instances of a GPU in MIG mode, with their profile names ("1g.10gb")."""
+    instances = []
+    for profile in range(getattr(nvml, "NVML_GPU_INSTANCE_PROFILE_COUNT", 0)):
+        try:
+            info = nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile)
+        except nvml.NVMLError:
+            continue  # this profile does not exist on this GPU
+        name = _text(getattr(info, "name", b"")).replace("MIG ", "").strip() or f"profile{profile}"
+        count = ctypes.c_uint(0)
+        array = (nvml.c_nvmlGpuInstance_t * max(int(info.instanceCount), 1))()
+        nvml.nvmlDeviceGetGpuInstances(handle, int(info.id), array, ctypes.byref(count))
+        for i in range(count.value):
+            gi = nvml.nvmlGpuInstanceGetInfo(array[i])
+            instances.append({"id": int(gi.id), "profile": name, "profile_id": int(info.id),
+                              "start": int(gi.placement.start), "size": int(gi.placement.size)})
+    return sorted(instances, key=lambda i: i["id"])
+
+
+class NvmlGpuControl:
+    """gpunode.host.gpu.control.GpuControl over NVML (needs root for every write)."""
+
+    def __init__(self):
+        import pynvml
+
+        self.nvml = pynvml
+        pynvml.nvmlInit()
+
+    def close(self) -> None:
+        _safe(self.nvml.nvmlShutdown)
+
+    def _handle(self, index: int):
+        return self.nvml.nvmlDeviceGetHandleByIndex(index)
+
+    def _call(self, what: str, fn):
+        from gpunode.host.gpu.control import GpuControlError
+
+        try:
+            return fn()
+        except self.nvml.NVMLError as exc:
+            raise GpuControlError(f"{what}: {_text(str(exc))}") from exc
+
+    def read(self, index: int, key: str):
+        nvml, h = self.nvml, self._handle(index)
+        readers = {
+            "persistence_mode": lambda: bool(nvml.nvmlDeviceGetPersistenceMode(h)),
+            "power_limit": lambda: _watts(nvml.nvmlDeviceGetPowerManagementLimit(h)),
+            "compute_mode": lambda: COMPUTE_MODES.get(int(nvml.nvmlDeviceGetComputeMode(h))),
+            "ecc_mode": lambda: bool(nvml.nvmlDeviceGetEccMode(h)[1]),  # pending
+            "mig_mode": lambda: bool(nvml.nvmlDeviceGetMigMode(h)[1]),  # pending
+            "applications_clocks": lambda: ",".join(  # memory first, as `nvidia-smi -ac MEM,SM`
+                str(nvml.nvmlDeviceGetApplicationsClock(h, c)) for c in (nvml.NVML_CLOCK_MEM, nvml.NVML_CLOCK_SM)),
+        }
+        return self._call(f"GPU{index} read {key}", readers[key])
+
+    def write(self, index: int, key: str, value) -> None:
+        nvml, h = self.nvml, self._handle(index)
+        on = nvml.NVML_FEATURE_ENABLED if value else nvml.NVML_FEATURE_DISABLED
+        writers = {
+            "persistence_mode": lambda: nvml.nvmlDeviceSetPersistenceMode(h, on),
+            "power_limit": lambda: nvml.nvmlDeviceSetPowerManagementLimit(h, int(round(float(value) * 1000))),
+            "compute_mode": lambda: nvml.nvmlDeviceSetComputeMode(h, _COMPUTE_MODE_IDS[value]),
+            "ecc_mode": lambda: nvml.nvmlDeviceSetEccMode(h, on),
+            "mig_mode": lambda: nvml.nvmlDeviceSetMigMode(h, nvml.NVML_DEVICE_MIG_ENABLE if value else nvml.NVML_DEVICE_MIG_DISABLE),
+            "applications_clocks": lambda: nvml.nvmlDeviceSetApplicationsClocks(h, *map(int, str(value).split(","))),
+        }
+        self._call(f"GPU{index} set {key}={value}", writers[key])
+
+    def processes(self, index: int) -> list[int]:
+        h = self._handle(index)
+        pids = set()
+        for fn in (self.nvml.nvmlDeviceGetComputeRunningProcesses, self.nvml.nvmlDeviceGetGraphicsRunningProcesses):
+            pids.update(int(p.pid) for p in self._call(f"GPU{index} processes", lambda fn=fn: fn(h)))
+        return sorted(pids)
+
+    def mig_instances(self, index: int) -> list[dict]:
+        return self._call(f"GPU{index} MIG instances", lambda: read_mig_instances(self.nvml, self._handle(index)))
+
+    def _profile_id(self, handle, name: str) -> int:
+        from gpunode.host.gpu.control import GpuControlError
+
+        for profile in range(self.nvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
+            try:
+                info = self.nvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile)
+            except self.nvml.NVMLError:
+                continue
+            if _text(info.name).replace("MIG ", "").strip() == name:
+                return int(info.id)
+        raise GpuControlError(f"this GPU has no MIG profile {name}")
+
+    def mig_create(self, index: int, profile: str, placement: dict | None = None) -> dict:
+        nvml, h = self.nvml, self._handle(index)
+        pid = self._profile_id(h, profile)
+        if placement is None:
+            gi = self._call(f"GPU{index} create {profile}", lambda: nvml.nvmlDeviceCreateGpuInstance(h, pid))
+        else:
+            where = nvml.c_nvmlGpuInstancePlacement_t(int(placement["start"]), int(placement["size"]))
+            gi = self._call(f"GPU{index} create {profile} at {placement['start']}",
+                            lambda: nvml.nvmlDeviceCreateGpuInstanceWithPlacement(h, pid, where))
+        ci_profile = self._full_ci_profile(gi)
+        self._call(f"GPU{index} create compute instance",
+                   lambda: nvml.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile))
+        info = nvml.nvmlGpuInstanceGetInfo(gi)
+        return {"id": int(info.id), "profile": profile, "profile_id": pid,
+                "start": int(info.placement.start), "size": int(info.placement.size)}
+
+    def _full_ci_profile(self, gi) -> int:
+        """The compute instance profile with the most slices: one CI spanning the whole GI,
+        as `nvidia-smi mig -cgi ... -C` creates."""
+        nvml = self.nvml
+        best, best_slices = nvml.NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE, 0
+        for profile in range(nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+            try:
+                info = nvml.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gi, profile, nvml.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+            except nvml.NVMLError:
+                continue
+            if int(info.sliceCount) > best_slices:
+                best, best_slices = int(info.id), int(info.sliceCount)
+        return best
+
+    def mig_destroy(self, index: int, instance_id: int) -> None:
+        nvml, h = self.nvml, self._handle(index)
+        gi = self._call(f"GPU{index} MIG instance {instance_id}", lambda: nvml.nvmlDeviceGetGpuInstanceById(h, instance_id))
+        for profile in range(nvml.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
+            count = ctypes.c_uint(0)
+            array = (nvml.c_nvmlComputeInstance_t * 8)()
+            try:
+                nvml.nvmlGpuInstanceGetComputeInstances(gi, profile, array, ctypes.byref(count))
+            except nvml.NVMLError:
+                continue
+            for i in range(count.value):
+                self._call(f"GPU{index} destroy compute instance", lambda ci=array[i]: nvml.nvmlComputeInstanceDestroy(ci))
+        self._call(f"GPU{index} destroy MIG instance {instance_id}", lambda: nvml.nvmlGpuInstanceDestroy(gi))

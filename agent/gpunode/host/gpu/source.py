@@ -1,0 +1,70 @@
+"""GPU sources behind one interface: `inventory()` returns a GpuInventory, read once.
+
+The live source runs the NVML pass on first use in a worker thread, so a hung driver only
+holds up the checks that wait for it (each under its own watchdog), never the whole program.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from gpunode.host.gpu.model import GpuInventory
+
+# Once a wait has timed out, NVML is hung: later waits are this short, so each GPU check
+# reports it at once and the checks after them still run inside the budget.
+LATE_WAIT_S = 0.05
+
+
+class GpuSource:
+    def inventory(self, timeout: float | None = None) -> GpuInventory:
+        raise NotImplementedError
+
+
+class LiveGpuSource(GpuSource):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._result: GpuInventory | None = None
+        self._hung: str | None = None  # the first timed-out wait's message
+
+    def _collect(self) -> None:
+        from gpunode.host.gpu.nvml import NvmlGpuSource
+
+        try:
+            self._result = NvmlGpuSource().collect()
+        except Exception as exc:  # noqa: BLE001 - reported as unavailable, never a crash
+            self._result = GpuInventory(available=False, error=f"NVML collection failed: {exc!r}")
+        self._done.set()
+
+    def inventory(self, timeout: float | None = None) -> GpuInventory:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._collect, name="nvml-collect", daemon=True)
+                self._thread.start()
+        if self._hung is not None and timeout is not None:
+            timeout = min(timeout, LATE_WAIT_S)
+        if not self._done.wait(timeout):
+            if self._hung is None and timeout:  # a zero wait (the gate's prefetch) only polls
+                self._hung = f"NVML did not answer within {timeout:.1f}s"
+            raise TimeoutError(self._hung or f"NVML did not answer within {timeout:.1f}s")
+        assert self._result is not None
+        return self._result
+
+
+class ReplayGpuSource(GpuSource):
+    """A recorded inventory (snapshot gpus.json), or one built in a test."""
+
+    def __init__(self, inventory: GpuInventory):
+        self._inventory = inventory
+
+    def inventory(self, timeout: float | None = None) -> GpuInventory:
+        return self._inventory
+
+    @classmethod
+    def load(cls, path: Path) -> ReplayGpuSource:
+        if not path.exists():
+            return cls(GpuInventory(available=False, error="no NVIDIA driver/NVML (none recorded in snapshot)"))
+        return cls(GpuInventory.from_json(json.loads(path.read_text())))

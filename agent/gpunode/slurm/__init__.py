@@ -1,0 +1,1 @@
+"""Slurm: the pre-job gate, scontrol, hook install and the gate's fast start-up path."""

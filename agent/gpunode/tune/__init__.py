@@ -1,0 +1,6 @@
+"""`gpunode apply`, `rollback`, `history`: change a host to a profile and undo it exactly.
+
+plan.py decides what to write (through gpunode.tune.kinds, the same code the audit judges
+with), persist.py adds what makes it survive a reboot, execute.py journals, writes, verifies
+and rolls a failed batch back, rollback.py undoes an apply, journal.py/lock.py hold the state.
+"""

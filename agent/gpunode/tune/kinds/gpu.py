@@ -1,0 +1,230 @@
+"""GPU settings read through the GPU source (NVML): one observation per GPU."""
+
+from __future__ import annotations
+
+import re
+
+from gpunode.tune.kinds.base import Observed
+
+# key -> (GpuInfo field, allowed target type)
+KEYS = {
+    "persistence_mode": ("persistence_mode", bool),
+    "ecc_mode": ("ecc_mode_current", bool),
+    "mig_mode": ("mig_mode_current", bool),
+    "compute_mode": ("compute_mode", str),
+    "power_limit": ("power_limit_w", str),  # "default" or watts as a number
+    "mig_layout": ("mig_instances", str),  # "3g.40gb:1,1g.10gb:4" or "none"; needs MIG mode on
+    "applications_clocks": ("sm_app_clock_mhz", str),  # "default" or "MEM,SM" MHz, as `nvidia-smi -ac`
+}
+COMPUTE_MODES = ("default", "exclusive_process", "prohibited")
+MIG_OFF = "(MIG mode off)"
+
+
+def validate(key: str, target) -> str | None:
+    if key not in KEYS:
+        return f"gpu key must be one of {', '.join(KEYS)}"
+    _, kind = KEYS[key]
+    if kind is bool and not isinstance(target, bool):
+        return f"gpu/{key} target must be true or false"
+    if key == "compute_mode" and target not in COMPUTE_MODES:
+        return f"compute_mode target must be one of {', '.join(COMPUTE_MODES)}"
+    if key == "mig_layout":
+        return mig_layout_problem(target)
+    if key == "applications_clocks" and target != "default" and clock_pair_text(target) is None:
+        return "applications_clocks target must be 'default' or 'MEM,SM' in MHz, e.g. '2619,1980'"
+    if key == "power_limit" and target != "default" and (
+        isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0
+    ):
+        return "power_limit target must be 'default' or a positive number of watts"
+    return None
+
+
+def observe(host, setting, gpus) -> list[Observed]:
+    field, _ = KEYS[setting.key]
+    observed = []
+    for gpu in gpus:
+        if gpu.error:
+            observed.append(Observed(gpu.label, None, note=gpu.error, extra={"error": gpu.error}))
+            continue
+        err = gpu.field_errors.get(field.replace("_current", "")) or gpu.field_errors.get(field)
+        value = getattr(gpu, field)
+        if setting.key == "mig_layout":
+            if gpu.mig_mode_current is False:
+                value = MIG_OFF
+            else:
+                value = None if value is None else layout_text(layout_counts(value))
+        extra = {"error": err} if err else {}
+        note = ""
+        if setting.key == "ecc_mode" and gpu.ecc_mode_pending is not None and gpu.ecc_mode_pending != value:
+            note = f"pending {'on' if gpu.ecc_mode_pending else 'off'} after a GPU reset"
+            extra["pending"] = gpu.ecc_mode_pending
+        if setting.key == "mig_mode" and gpu.mig_mode_pending is not None and gpu.mig_mode_pending != value:
+            note = f"pending {'on' if gpu.mig_mode_pending else 'off'} after a GPU reset"
+            extra["pending"] = gpu.mig_mode_pending
+        if setting.key == "power_limit":
+            extra["default"] = gpu.power_default_limit_w
+        if setting.key == "applications_clocks":
+            value = clock_pair_text(gpu.mem_app_clock_mhz, gpu.sm_app_clock_mhz)
+            err = err or gpu.field_errors.get("mem_app_clock_mhz")
+            extra = {**({"error": err} if err else {}),
+                     "default": clock_pair_text(gpu.mem_app_clock_default_mhz, gpu.sm_app_clock_default_mhz),
+                     "max": (gpu.mem_clock_max_mhz, gpu.sm_clock_max_mhz)}
+        observed.append(Observed(gpu.label, value, note=note, extra=extra))
+    return observed
+
+
+def gpu_satisfies(setting, obs: Observed) -> bool:
+    if setting.key == "power_limit":
+        expected = obs.extra.get("default") if setting.target == "default" else float(setting.target)
+        if expected is None or obs.value is None:
+            return False
+        return abs(float(obs.value) - float(expected)) < 1.0
+    if setting.key == "mig_layout":
+        return obs.value == layout_text(parse_layout(setting.target))
+    if setting.key == "applications_clocks":
+        expected = obs.extra.get("default") if setting.target == "default" else clock_pair_text(setting.target)
+        return expected is not None and obs.value == expected
+    return obs.value == setting.target
+
+
+def clock_pair_text(mem, sm=None) -> str | None:
+    """(2619, 1980) or '2619, 1980' -> '2619,1980' (memory first, as `nvidia-smi -ac`); None if not two clocks."""
+    parts = [mem, sm] if sm is not None else str(mem).split(",")
+    try:
+        clocks = [int(str(p).strip()) for p in parts]  # None (not reported) fails here too
+    except ValueError:
+        return None
+    if len(clocks) != 2 or min(clocks) <= 0:
+        return None
+    return f"{clocks[0]},{clocks[1]}"
+
+
+# --- MIG layouts: "3g.40gb:1,1g.10gb:4" (profile:count), the same on every GPU of the host ---
+_MIG_PROFILE = re.compile(r"^(\d+)g\.\d+gb(\+[a-z]+)?$")
+MIG_SLICES = 7  # compute slices of A100/H100/H200/B200
+
+
+def parse_layout(target) -> dict[str, int]:
+    text = str(target).strip()
+    if text in ("none", ""):
+        return {}
+    counts: dict[str, int] = {}
+    for part in text.split(","):
+        name, _, count = part.strip().partition(":")
+        counts[name.strip()] = counts.get(name.strip(), 0) + int(count or 1)
+    return counts
+
+
+def mig_layout_problem(target) -> str | None:
+    if not isinstance(target, str):
+        return "mig_layout target must be a string such as '3g.40gb:1,1g.10gb:4' or 'none'"
+    try:
+        counts = parse_layout(target)
+    except ValueError:
+        return f"mig_layout {target!r}: counts must be whole numbers, e.g. 1g.10gb:7"
+    for name, count in counts.items():
+        if not _MIG_PROFILE.match(name) or count < 1:
+            return f"mig_layout {target!r}: {name!r} is not a MIG profile like 1g.10gb (count >= 1)"
+    slices = layout_slices(counts)
+    if slices > MIG_SLICES:
+        return f"mig_layout {target!r} needs {slices} compute slices; a GPU has {MIG_SLICES}"
+    return None
+
+
+def layout_slices(counts: dict[str, int]) -> int:
+    return sum(int(_MIG_PROFILE.match(n).group(1)) * c for n, c in counts.items() if _MIG_PROFILE.match(n))
+
+
+def layout_counts(instances: list[dict]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for inst in instances:
+        counts[inst["profile"]] = counts.get(inst["profile"], 0) + 1
+    return counts
+
+
+def layout_text(counts: dict[str, int]) -> str:
+    return ",".join(f"{n}:{c}" for n, c in sorted(counts.items())) or "none"
+
+
+# --- write side: one change per GPU and setting, written through a GpuControl (NVML) --------
+RESET_KEYS = ("ecc_mode", "mig_mode")  # take effect at the next GPU reset
+RUNTIME_KEYS = ("persistence_mode", "power_limit", "compute_mode", "mig_layout", "applications_clocks")  # lost at reboot
+
+
+def plan(host, setting, wrong: list[Observed], gpus, **_) -> list:
+    from gpunode.tune.kinds.change import Change
+
+    by_label = {g.label: g for g in gpus}
+    changes = []
+    for obs in wrong:
+        gpu = by_label.get(obs.subject)
+        if gpu is None or obs.value is None or obs.extra.get("error"):
+            continue
+        busy = f"{len(gpu.processes)} GPU process(es) running (pids {', '.join(str(p.pid) for p in gpu.processes[:5])})"
+        if setting.key == "mig_layout":
+            changes += _plan_mig_layout(setting, gpu, busy if gpu.processes else "")
+            continue
+        after = setting.target
+        blocked = ""
+        if setting.key == "power_limit":
+            after = obs.extra.get("default") if setting.target == "default" else float(setting.target)
+            lo, hi = gpu.power_min_limit_w, gpu.power_max_limit_w
+            if after is None:
+                blocked = "default power limit unknown"
+            elif lo is not None and hi is not None and not lo <= after <= hi:
+                blocked = f"{after} W is outside this GPU's range {lo}-{hi} W"
+        if setting.key == "applications_clocks":
+            after = obs.extra["default"] if setting.target == "default" else clock_pair_text(setting.target)
+            if after is None:
+                blocked = "default applications clocks unknown"
+            elif any(m is not None and int(c) > m for c, m in zip(after.split(","), obs.extra["max"], strict=True)):
+                blocked = f"{after} MHz is above this GPU's maximum clocks {obs.extra['max'][0]},{obs.extra['max'][1]} MHz"
+        if setting.key in RESET_KEYS:
+            if obs.extra.get("pending") == setting.target:
+                blocked = "already pending; takes effect at the next GPU reset"
+            elif gpu.processes:
+                blocked = busy
+        changes.append(
+            Change(setting.id, gpu.label, "gpu", f"{gpu.label}/{setting.key}", obs.value, after,
+                   current_text=_show(setting.key, obs.value), after_text=_show(setting.key, after),
+                   gpu_reset_required=setting.key in RESET_KEYS, blocked=blocked,
+                   extra={"index": gpu.index, "uuid": gpu.uuid, "key": setting.key})
+        )
+    return changes
+
+
+def _show(key: str, value) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key == "applications_clocks":
+        return f"{value} MHz"
+    return f"{value:g} W" if key == "power_limit" else str(value)
+
+
+def _plan_mig_layout(setting, gpu, busy: str) -> list:
+    """Assert first (MIG on, GPU idle), then only the difference: destroy surplus instances
+    (newest first), create missing ones (largest first)."""
+    from gpunode.tune.kinds.change import Change
+
+    want = parse_layout(setting.target)
+    have = layout_counts(gpu.mig_instances or [])
+    blocked = busy
+    if gpu.mig_mode_current is not True:
+        blocked = f"MIG mode is off on {gpu.label}; set gpu/mig_mode true first (needs a GPU reset)"
+    base = {"index": gpu.index, "uuid": gpu.uuid, "key": "mig_layout"}
+    changes = []
+    for name in sorted(have):
+        surplus = have[name] - want.get(name, 0)
+        doomed = sorted((i for i in gpu.mig_instances if i["profile"] == name), key=lambda i: -i["id"])[:max(surplus, 0)]
+        for inst in doomed:
+            changes.append(Change(setting.id, f"{gpu.label} MIG {name} #{inst['id']}", "mig", gpu.label, inst, None,
+                                  current_text=f"{name} (id {inst['id']})", after_text="(destroyed)",
+                                  blocked=blocked, extra=base))
+    for name in sorted(want, key=lambda n: -layout_slices({n: 1})):
+        for _ in range(want[name] - have.get(name, 0)):
+            changes.append(Change(setting.id, f"{gpu.label} MIG {name}", "mig", gpu.label, None, {"profile": name},
+                                  current_text="(none)", after_text=f"{name} + default compute instance",
+                                  blocked=blocked, extra=base))
+    return changes

@@ -1,0 +1,125 @@
+"""IRQ affinity: each data NIC's interrupts on CPUs of the NIC's own NUMA node."""
+
+from __future__ import annotations
+
+from gpunode.tune.kinds.base import Observed
+
+KEYS = ("nic-numa-local",)
+VIRTUAL_PREFIXES = ("lo", "docker", "veth", "virbr", "br-", "cni", "flannel", "cali", "tun", "tap")
+
+
+def validate(key: str, target) -> str | None:
+    if key not in KEYS:
+        return f"irq key must be one of {', '.join(KEYS)}"
+    if target is not True:
+        return "irq/nic-numa-local target must be true"
+    return None
+
+
+def parse_cpulist(text: str | None) -> set[int] | None:
+    """'0-3,8,10-11' -> {0,1,2,3,8,10,11}."""
+    if text is None:
+        return None
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            cpus.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+        except ValueError:
+            return None
+    return cpus
+
+
+def data_nics(host) -> list[str]:
+    """Physical NICs (with a PCI device) that are up."""
+    nics = []
+    for name in host.sys.listdir("/sys/class/net") or []:
+        if name.startswith(VIRTUAL_PREFIXES):
+            continue
+        if not host.sys.exists(f"/sys/class/net/{name}/device"):
+            continue
+        if host.sys.read_value(f"/sys/class/net/{name}/operstate") not in ("up", "unknown"):
+            continue
+        nics.append(name)
+    return nics
+
+
+def nic_irqs(host, nic: str) -> list[int]:
+    names = host.sys.listdir(f"/sys/class/net/{nic}/device/msi_irqs") or []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def node_cpus(host, node: int) -> set[int] | None:
+    return parse_cpulist(host.sys.read_value(f"/sys/devices/system/node/node{node}/cpulist"))
+
+
+def observe(host, setting) -> list[Observed]:
+    observed = []
+    for nic in data_nics(host):
+        node = host.sys.read_int(f"/sys/class/net/{nic}/device/numa_node")
+        if node is None or node < 0:
+            observed.append(Observed(nic, None, note="NIC has no NUMA node (single-node host or VM)"))
+            continue
+        local = node_cpus(host, node)
+        irqs = nic_irqs(host, nic)
+        if local is None or not irqs:
+            observed.append(Observed(nic, None, note="no MSI IRQs or node CPU list readable"))
+            continue
+        remote = []
+        for irq in irqs:
+            cpus = parse_cpulist(host.sys.read_value(f"/proc/irq/{irq}/smp_affinity_list"))
+            if cpus is not None and not cpus <= local:
+                remote.append(irq)
+        observed.append(
+            Observed(
+                nic,
+                not remote,
+                note=f"node {node}; {len(remote)}/{len(irqs)} IRQs outside node CPUs" if remote else f"node {node}",
+                extra={"node": node, "irqs": irqs, "remote_irqs": remote},
+            )
+        )
+    return observed
+
+
+# --- write side: spread a NIC's remote IRQs over the CPUs of its NUMA node ------------------
+def format_cpulist(cpus) -> str:
+    """{0,1,2,3,8} -> '0-3,8' (the kernel's own format)."""
+    out, run = [], []
+    for cpu in sorted(cpus):
+        if run and cpu == run[-1] + 1:
+            run.append(cpu)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [cpu]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
+    """One change per IRQ outside the node: IRQ k of the NIC gets local CPU k mod n, so the
+    queues' interrupts land on different cores of the NIC's own node."""
+    from gpunode.tune.kinds.change import Change
+
+    changes = []
+    for obs in wrong:
+        if obs.value is None:
+            continue
+        local = sorted(node_cpus(host, obs.extra["node"]) or [])
+        if not local:
+            continue
+        for position, irq in enumerate(obs.extra["irqs"]):
+            if irq not in obs.extra["remote_irqs"]:
+                continue
+            path = f"/proc/irq/{irq}/smp_affinity_list"
+            before = host.sys.read_value(path)
+            after = str(local[position % len(local)])
+            changes.append(
+                Change(setting.id, f"{obs.subject} IRQ {irq}", "knob", path, before, after,
+                       current_text=before or "?", after_text=f"{after} (node {obs.extra['node']})",
+                       extra={"nic": obs.subject})
+            )
+    return changes

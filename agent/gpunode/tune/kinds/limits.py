@@ -1,0 +1,123 @@
+"""Resource limits for login sessions and jobs: pam_limits files (limits.conf, limits.d/*.conf).
+
+The wildcard domain `*` is what ordinary users and their jobs get; later files override
+earlier ones for the same type and item, as pam_limits reads limits.d after limits.conf.
+"""
+
+from __future__ import annotations
+
+from gpunode.tune.kinds.base import Observed, normalize
+
+LIMITS_CONF = "/etc/security/limits.conf"
+LIMITS_DIR = "/etc/security/limits.d"
+ITEMS = ("memlock", "nofile", "nproc", "stack", "core")
+NOT_SET = "(not set)"
+
+
+def validate(key: str, target) -> str | None:
+    if key not in ITEMS:
+        return f"limits key must be one of {', '.join(ITEMS)}"
+    # pam_limits ignores a line whose value is not a number or unlimited/infinity/-1, so a
+    # typo would be written, verified as "set" by nothing, and silently not take effect.
+    if isinstance(target, bool) or not (normalize(str(target)) == "unlimited" or str(target).isdigit()):
+        return f"limits/{key} target must be a whole number or unlimited, got {target!r}"
+    return None
+
+
+def limits_files(host) -> list[str]:
+    files = [LIMITS_CONF]
+    files += [f"{LIMITS_DIR}/{n}" for n in host.sys.listdir(LIMITS_DIR) or [] if n.endswith(".conf")]
+    return files
+
+
+def parse_limits(text: str) -> list[tuple[str, str, str, str]]:
+    """-> [(domain, type, item, value)] for each well-formed line."""
+    entries = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        parts = line.split()
+        if len(parts) == 4 and parts[1] in ("soft", "hard", "-"):
+            entries.append((parts[0], parts[1], parts[2], parts[3]))
+    return entries
+
+
+def wildcard_limit(host, item: str) -> dict[str, str]:
+    """{'soft': value, 'hard': value, 'soft_file': path, 'hard_file': path} for domain `*`."""
+    found: dict[str, str] = {}
+    for path in limits_files(host):
+        text = host.sys.read(path)
+        if text is None:
+            continue
+        for domain, kind, name, value in parse_limits(text):
+            if domain != "*" or name != item:
+                continue
+            for t in ("soft", "hard") if kind == "-" else (kind,):
+                found[t] = normalize(value)
+                found[f"{t}_file"] = path
+    return found
+
+
+def observe(host, setting) -> list[Observed]:
+    found = wildcard_limit(host, setting.key)
+    return [
+        Observed(f"* {t} {setting.key}", found.get(t, NOT_SET), note=found.get(f"{t}_file", ""))
+        for t in ("soft", "hard")
+    ]
+
+
+# --- write side: one managed file that pam_limits reads after limits.conf ---------------------
+MANAGED_FILE = f"{LIMITS_DIR}/90-gpunode.conf"
+MANAGED_HEADER = (
+    "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
+    "# <domain> <type> <item> <value>\n"
+)
+
+
+def _bigger(a: str, b: str) -> bool:
+    """Is limit a above limit b? (unlimited is above every number)."""
+    if a == b or b == "unlimited":
+        return False
+    if a == "unlimited":
+        return True
+    try:
+        return int(a) > int(b)
+    except ValueError:
+        return False
+
+
+def render_managed(entries: dict[tuple[str, str, str], str]) -> str:
+    lines = [f"{d:<8} {t:<5} {i:<8} {v}" for (d, t, i), v in entries.items()]
+    return MANAGED_HEADER + "\n".join(lines) + "\n"
+
+
+def plan(host, setting, wrong: list[Observed], files, **_) -> list:
+    """Put `* soft/hard ITEM VALUE` lines into 90-gpunode.conf (merged with what is there)."""
+    from gpunode.tune.kinds.base import value_to_write
+
+    if not wrong:
+        return []
+    current = {t: wildcard_limit(host, setting.key).get(t, NOT_SET) for t in ("soft", "hard")}
+    new: dict[str, str] = {}
+    for obs in wrong:
+        kind = obs.subject.split()[1]
+        new[kind] = normalize(value_to_write(setting.op, obs.value, setting.target))
+    # pam_limits cannot set a soft limit above the hard one: raise hard along with soft.
+    if "soft" in new and "hard" not in new and _bigger(new["soft"], str(current["hard"])) and current["hard"] != NOT_SET:
+        new["hard"] = new["soft"]
+    later = [o.note for o in wrong if o.note.startswith(LIMITS_DIR + "/") and o.note > MANAGED_FILE]
+    entries: dict[tuple[str, str, str], str] = {}
+    text = files.text(MANAGED_FILE)
+    for domain, kind, item, value in parse_limits(text or ""):
+        entries[(domain, kind, item)] = value
+    for kind, value in new.items():
+        entries[("*", kind, setting.key)] = value
+    change = files.write_text(
+        setting.id,
+        MANAGED_FILE,
+        render_managed(entries),
+        current_text=", ".join(f"{t} {current[t]}" for t in new),
+        after_text=", ".join(f"{t} {v}" for t, v in new.items()),
+        note="applies to new login sessions and jobs",
+        blocked=(f"{later[0]} sorts after {MANAGED_FILE} and overrides it; change that file" if later else ""),
+    )
+    return [change] if change else []

@@ -1,0 +1,130 @@
+"""Making an apply survive a reboot, as ordinary journaled file changes (so rollback undoes
+them byte-exact too):
+
+- sysctls gpunode changed -> /etc/sysctl.d/90-gpunode.conf (systemd-sysctl reads it at boot);
+- runtime-only settings (THP, governor, NVMe queues, IRQ affinity, GPU persistence/power/
+  compute mode, MIG layout) -> /etc/gpunode/apply-boot.json, re-applied at boot by
+  gpunode-apply.service (`gpunode apply --boot`), ordered after nvidia-persistenced and
+  nvidia-fabricmanager so the GPUs are up;
+- limits are files already; services persist through enable/disable; cmdline through GRUB.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict
+
+from gpunode.tune.kinds.change import Change, FileState, PlannedFiles
+from gpunode.tune.kinds.gpu import RUNTIME_KEYS
+from gpunode.tune.profiles import Setting
+
+SYSCTL_FILE = "/etc/sysctl.d/90-gpunode.conf"
+BOOT_SPEC = "/etc/gpunode/apply-boot.json"
+BOOT_SCHEMA = "gpunode.apply-boot/1"
+UNIT_NAME = "gpunode-apply.service"
+UNIT_FILE = f"/etc/systemd/system/{UNIT_NAME}"
+UNIT_WANTS = f"/etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
+HEADER = "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
+
+
+def is_runtime_only(setting: Setting) -> bool:
+    return setting.kind in ("sysfs", "irq") or (setting.kind == "gpu" and setting.key in RUNTIME_KEYS)
+
+
+def parse_sysctl_conf(text: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip().lstrip("-")] = " ".join(value.split())
+    return values
+
+
+def sysctl_conf(values: dict[str, str]) -> str:
+    return HEADER + "".join(f"{k} = {v}\n" for k, v in values.items())
+
+
+def boot_spec_text(settings: dict[str, dict]) -> str:
+    return json.dumps({"schema": BOOT_SCHEMA, "settings": list(settings.values())}, indent=1, sort_keys=True) + "\n"
+
+
+def load_boot_spec(text: str | None) -> list[Setting]:
+    """The settings `gpunode apply --boot` re-applies (raises ValueError on a bad file)."""
+    if text is None:
+        return []
+    data = json.loads(text)
+    if data.get("schema") != BOOT_SCHEMA:
+        raise ValueError(f"{BOOT_SPEC}: unknown schema {data.get('schema')!r}")
+    out = []
+    for raw in data.get("settings", []):
+        raw = dict(raw)
+        raw["tags"] = tuple(raw.get("tags", ()))
+        try:
+            out.append(Setting(**raw))
+        except TypeError as exc:  # a field this version does not know: say which file
+            raise ValueError(f"{BOOT_SPEC}: {exc}") from exc
+    return out
+
+
+def unit_text(boot_argv: list[str]) -> str:
+    return (
+        "# Written by `gpunode apply`; `gpunode rollback` removes it.\n"
+        "[Unit]\n"
+        "Description=gpunode: re-apply runtime tuning (THP, governor, IRQ affinity, GPU settings)\n"
+        "After=nvidia-persistenced.service nvidia-fabricmanager.service systemd-sysctl.service network.target\n"
+        "ConditionPathExists=" + BOOT_SPEC + "\n"
+        "\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+        f"ExecStart={shlex.join(boot_argv)}\n"
+        "\n[Install]\nWantedBy=multi-user.target\n"
+    )
+
+
+def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Change]:
+    """File changes that make the plan's writes last across a reboot."""
+    writes = plan.writes
+    changes: list[Change] = []
+    sysctls = {c.setting_id.partition("/")[2]: str(c.after) for c in writes if c.setting_id.startswith("sysctl/")}
+    if sysctls:
+        values = parse_sysctl_conf(files.text(SYSCTL_FILE) or "")
+        values.update(sysctls)
+        change = files.write_text("persist/sysctl", SYSCTL_FILE, sysctl_conf(values),
+                                  current_text="(runtime only)", after_text=f"{len(sysctls)} sysctl(s) at boot")
+        changes += [change] if change else []
+    runtime_ids = {c.setting_id for c in writes}
+    runtime = [s for s in plan.settings if s.id in runtime_ids and is_runtime_only(s)]
+    if runtime:
+        spec: dict[str, dict] = {}
+        try:
+            spec = {s.id: _setting_dict(s) for s in load_boot_spec(files.text(BOOT_SPEC))}
+        except (ValueError, TypeError, KeyError):
+            spec = {}  # unreadable: replace it (the old bytes are journaled)
+        spec.update({s.id: _setting_dict(s) for s in runtime})
+        for change in (
+            files.write_text("persist/boot", BOOT_SPEC, boot_spec_text(spec), mode=0o600,
+                             current_text="(runtime only)",
+                             after_text=f"{len(runtime)} runtime setting(s) re-applied at boot"),
+            files.write_text("persist/boot", UNIT_FILE, unit_text(boot_argv), current_text="",
+                             after_text=f"{UNIT_NAME} (oneshot at boot)", post=[["systemctl", "daemon-reload"]]),
+            files.change("persist/boot", UNIT_WANTS, FileState(True, link=UNIT_FILE), current_text="disabled",
+                         after_text=f"{UNIT_NAME} enabled"),
+        ):
+            changes += [change] if change else []
+    if runtime and files.sys.is_live and not files.sys.exists("/run/systemd/system"):
+        # Not booted with systemd (a container, some VMs): a unit would never run, and
+        # daemon-reload would fail the whole batch. Say so instead of pretending to persist.
+        for change in changes:
+            if change.setting_id == "persist/boot":
+                change.blocked = "no systemd on this host: runtime settings will not survive a reboot"
+    for change in changes:
+        change.needs_root = files.sys.is_live
+    return changes
+
+
+def _setting_dict(setting: Setting) -> dict:
+    data = asdict(setting)
+    data["tags"] = list(setting.tags)
+    return data

@@ -1,0 +1,253 @@
+"""Profiles: YAML files that say what "tuned" means, one line per setting.
+
+    name: training
+    extends: base            # optional: another profile by name or path
+    settings:
+      - {kind: sysctl, key: vm.swappiness, op: "<=", target: 10, why: "..."}
+
+A setting's id is `kind/key`; a child replaces a parent's setting of the same id, and
+`{kind: K, key: X, remove: true}` drops it. Audit and apply read the same Setting objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpunode.audit.engine import SEVERITIES
+
+SHIPPED_DIR = Path(__file__).parent / "shipped_profiles"
+KINDS = ("sysctl", "sysfs", "limits", "cmdline", "service", "gpu", "irq")
+OPS = ("=", ">=", "<=")
+CONDITIONS = ("always", "gpu", "nvswitch", "infiniband", "nvme")
+_FIELDS = {"kind", "key", "target", "op", "why", "path", "severity", "area", "tags", "when", "remove"}
+
+
+class ProfileError(ValueError):
+    """A profile or overlay that cannot be used; the message names the file and the setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    kind: str
+    key: str
+    target: Any
+    op: str = "="
+    why: str = ""
+    path: str | None = None  # sysfs: a path glob
+    severity: str = "warning"
+    area: str | None = None
+    tags: tuple[str, ...] = ()
+    when: str = "always"
+    source: str = ""  # the file it came from
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}/{self.key}"
+
+    @property
+    def target_text(self) -> str:
+        return f"{'' if self.op == '=' else self.op + ' '}{format_value(self.target)}"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+@dataclass
+class Profile:
+    name: str
+    description: str = ""
+    settings: dict[str, Setting] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+
+    def get(self, setting_id: str) -> Setting | None:
+        return self.settings.get(setting_id)
+
+
+def shipped_profiles() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.yaml"))
+
+
+def _resolve(name_or_path: str, relative_to: Path | None = None) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_absolute() and relative_to is not None and not candidate.exists():
+            candidate = relative_to / candidate
+        if not candidate.exists():
+            raise ProfileError(f"profile file not found: {name_or_path}")
+        return candidate
+    shipped = SHIPPED_DIR / f"{name_or_path}.yaml"
+    if not shipped.exists():
+        raise ProfileError(f"unknown profile {name_or_path!r}; shipped profiles: {', '.join(shipped_profiles())}")
+    return shipped
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
+    if not isinstance(data, dict):
+        raise ProfileError(f"{path}: expected a mapping at the top level")
+    unknown = set(data) - {"name", "description", "extends", "settings"}
+    if unknown:
+        raise ProfileError(f"{path}: unknown top-level keys: {', '.join(sorted(unknown))}")
+    return data
+
+
+def parse_setting(raw: Any, where: str) -> Setting | tuple[str, None]:
+    """One settings entry -> Setting (or (id, None) for a removal). Raises ProfileError."""
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{where}: a setting must be a mapping, got {type(raw).__name__}")
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise ProfileError(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
+    kind, key = raw.get("kind"), raw.get("key")
+    if kind not in KINDS:
+        raise ProfileError(f"{where}: unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+    if not isinstance(key, str) or not key:
+        raise ProfileError(f"{where}: missing or empty 'key'")
+    where = f"{where} ({kind}/{key})"
+    if raw.get("remove"):
+        return (f"{kind}/{key}", None)
+    if "target" not in raw:
+        raise ProfileError(f"{where}: missing 'target'")
+    target = raw["target"]
+    if not isinstance(target, (str, int, float, bool)):
+        raise ProfileError(f"{where}: target must be a string, number or boolean, got {type(target).__name__}")
+    op = raw.get("op", "=")
+    if op not in OPS:
+        raise ProfileError(f"{where}: op {op!r} not one of {', '.join(OPS)}")
+    if op != "=" and not _numeric_target(target):
+        raise ProfileError(f"{where}: op {op!r} needs a numeric target (or 'unlimited'), got {target!r}")
+    severity = raw.get("severity", "warning")
+    if severity not in SEVERITIES:
+        raise ProfileError(f"{where}: severity {severity!r} not one of {', '.join(SEVERITIES)}")
+    when = raw.get("when", "always")
+    if when not in CONDITIONS:
+        raise ProfileError(f"{where}: when {when!r} not one of {', '.join(CONDITIONS)}")
+    path = raw.get("path")
+    if kind == "sysfs" and (not isinstance(path, str) or not path.startswith("/sys/")):
+        raise ProfileError(f"{where}: a sysfs setting needs 'path', an absolute glob under /sys/")
+    tags = raw.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ProfileError(f"{where}: tags must be a list of strings")
+    from gpunode.tune.kinds import validate_key
+
+    problem = validate_key(kind, key, target)
+    if problem:
+        raise ProfileError(f"{where}: {problem}")
+    return Setting(
+        kind=kind,
+        key=key,
+        target=target,
+        op=op,
+        why=str(raw.get("why", "")),
+        path=path,
+        severity=severity,
+        area=raw.get("area"),
+        tags=tuple(tags),
+        when=when,
+    )
+
+
+def _numeric_target(target: Any) -> bool:
+    if isinstance(target, bool):
+        return False
+    if isinstance(target, (int, float)) or target == "unlimited":
+        return True
+    parts = str(target).split()
+    return bool(parts) and all(p.isdigit() for p in parts)
+
+
+def _merge_settings(profile: Profile, entries: Any, path: Path) -> None:
+    if entries is None:
+        return
+    if not isinstance(entries, list):
+        raise ProfileError(f"{path}: 'settings' must be a list")
+    for i, raw in enumerate(entries):
+        parsed = parse_setting(raw, f"{path}: settings[{i}]")
+        if isinstance(parsed, tuple):
+            profile.settings.pop(parsed[0], None)
+        else:
+            profile.settings[parsed.id] = replace(parsed, source=str(path))
+
+
+def load_profile(
+    name_or_path: str,
+    overlays: list[str | Path] = (),
+    sets: dict[str, str] | None = None,
+    _seen: tuple[Path, ...] = (),
+) -> Profile:
+    """Load a profile with its parents, then per-host overlays, then `--set id=value`."""
+    path = _resolve(name_or_path, _seen[-1].parent if _seen else None).resolve()
+    if path in _seen:
+        raise ProfileError(f"{path}: 'extends' loops back to itself")
+    data = _read_yaml(path)
+    parent = data.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ProfileError(f"{path}: 'extends' must be a profile name or path")
+        profile = load_profile(parent, _seen=(*_seen, path))
+    else:
+        profile = Profile(name=path.stem)
+    profile.name = str(data.get("name", path.stem))
+    profile.description = str(data.get("description", profile.description))
+    profile.files.append(str(path))
+    _merge_settings(profile, data.get("settings"), path)
+    for overlay in overlays:
+        overlay_path = Path(overlay)
+        if not overlay_path.exists():
+            raise ProfileError(f"overlay file not found: {overlay}")
+        overlay_data = _read_yaml(overlay_path)
+        profile.files.append(str(overlay_path))
+        _merge_settings(profile, overlay_data.get("settings"), overlay_path)
+    for setting_id, value in (sets or {}).items():
+        apply_set(profile, setting_id, value)
+    return profile
+
+
+def apply_set(profile: Profile, setting_id: str, value: str) -> None:
+    """`--set sysctl/vm.swappiness=5`: change the target of a setting the profile has."""
+    existing = profile.settings.get(setting_id)
+    if existing is None:
+        kind, _, key = setting_id.partition("/")
+        raise ProfileError(
+            f"--set {setting_id}: the profile has no such setting"
+            + ("" if kind in KINDS and key else " (ids look like sysctl/vm.swappiness)")
+        )
+    target: Any = yaml.safe_load(value) if value.strip() else value
+    raw = {
+        "kind": existing.kind,
+        "key": existing.key,
+        "target": target,
+        "op": existing.op,
+        "why": f"--set on the command line (was {existing.target_text})",
+        "severity": existing.severity,
+        "when": existing.when,
+        "tags": list(existing.tags),
+    }
+    if existing.path:
+        raw["path"] = existing.path
+    if existing.area:
+        raw["area"] = existing.area
+    parsed = parse_setting(raw, f"--set {setting_id}")
+    profile.settings[setting_id] = replace(parsed, source="--set")
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    sets = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ProfileError(f"--set {item!r}: expected KIND/KEY=VALUE, e.g. sysctl/vm.swappiness=5")
+        sets[key.strip()] = value.strip()
+    return sets

@@ -1,0 +1,68 @@
+"""Undoing changes: a failed batch (from execute) or a whole earlier apply (`gpunode rollback`).
+
+A value is restored only while it still holds what gpunode wrote; if someone changed it
+since, it is left alone and reported. Restores run in reverse order of the writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpunode.host.gpu.control import GpuControlError
+from gpunode.tune.kinds.change import Change
+
+from . import actions
+from .actions import ApplyEnv, ApplyError
+
+
+@dataclass
+class RestoreResult:
+    seq: int
+    change: Change
+    status: str  # restored | not-written | left | error
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"seq": self.seq, "setting": self.change.setting_id, "subject": self.change.subject,
+                "status": self.status, "detail": self.detail}
+
+
+def restore_one(env: ApplyEnv, seq: int, change: Change, result: dict | None, force: bool = False) -> RestoreResult:
+    """force: the change whose write failed; whatever it left is gpunode's, so put back the old value."""
+    try:
+        where, now = actions.state(env, change, result)
+        if where == "before":
+            return RestoreResult(seq, change, "not-written", f"already {now}")
+        if where == "other" and not force:
+            return RestoreResult(seq, change, "left",
+                                 f"now {now}, not what gpunode wrote ({change.after_text or change.after}); left as is")
+        actions.undo(env, change, result)
+        where, now = actions.state(env, change, result)
+        if where != "before":
+            return RestoreResult(seq, change, "error", f"reads {now} after restoring")
+        return RestoreResult(seq, change, "restored", f"back to {change.current_text or change.before}")
+    except (OSError, ApplyError, GpuControlError) as exc:
+        return RestoreResult(seq, change, "error", str(exc))
+
+
+def restore_all(env: ApplyEnv, entries: list[tuple[int, Change, dict | None]], journal=None,
+                failing: int | None = None) -> list[RestoreResult]:
+    results = []
+    for seq, change, result in sorted(entries, key=lambda e: -e[0]):
+        outcome = restore_one(env, seq, change, result, force=seq == failing)
+        if journal is not None:
+            journal.append({"type": "restore", **outcome.to_json()})
+        results.append(outcome)
+    return results
+
+
+def rollback_record(env: ApplyEnv, record, journal, now_iso: str) -> list[RestoreResult]:
+    """Roll back one journaled apply, including changes of an interrupted one that were
+    journaled but never marked done (the write may or may not have happened)."""
+    journal.append({"type": "rollback", "time": now_iso})
+    entries = [(seq, change, record.done.get(seq)) for seq, change in record.changes.items()]
+    results = restore_all(env, entries, journal)
+    complete = all(r.status in ("restored", "not-written") for r in results)
+    journal.append({"type": "rollback-end", "time": now_iso, "result": "complete" if complete else "partial",
+                    "left": [r.to_json() for r in results if r.status not in ("restored", "not-written")]})
+    return results

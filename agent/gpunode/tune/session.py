@@ -1,0 +1,144 @@
+"""One apply, rollback or boot re-apply from start to end, for the CLI and for tests: plan,
+persistence, lock, journal, execute. Printing is the caller's job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gpunode import __version__
+from gpunode.audit.report import iso_time
+from gpunode.tune.kinds.change import PlannedFiles
+from gpunode.tune.profiles import Profile
+
+from .actions import ApplyEnv
+from .execute import CrashPoint, execute
+from .journal import StateDir, new_apply_id
+from .lock import StateLock
+from .persist import BOOT_SPEC, load_boot_spec, plan_persistence
+from .plan import Plan, make_plan
+from .render import change_rows
+from .rollback import RestoreResult, rollback_record
+
+
+class Refused(RuntimeError):
+    """The apply or rollback will not start (lock held, interrupted apply, wrong root)."""
+
+
+class NothingToRollBack(Refused):
+    """No apply holds changes: the host is already as before gpunode (not an error, so that a
+    fleet rollback can be run twice)."""
+
+
+@dataclass
+class ApplyOutcome:
+    apply_id: str | None
+    plan: Plan
+    changes: list  # plan.changes + persistence changes, in the order shown
+    rows: list[dict]
+    result: str  # planned | nothing-to-change | applied | failed
+    reason: str = ""
+    restored: list[RestoreResult] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.result == "failed":
+            return 3
+        if self.result in ("applied", "nothing-to-change") and any(r["status"] == "blocked" for r in self.rows):
+            return 1  # done, but the host is not yet at the profile (reboot, GPU reset, refused)
+        return 0
+
+
+def host_root(host) -> str:
+    return str(host.sys.root)
+
+
+def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *, dry_run: bool = False,
+                  allow_reboot: bool = False, persist: bool = True, boot_argv: list[str] | None = None,
+                  crash: CrashPoint | None = None, mode: str = "apply", journaled: bool = True) -> ApplyOutcome:
+    host = env.host
+    if dry_run:
+        return _plan_only(env, profile, settings, allow_reboot, persist, boot_argv)
+    state.ensure()
+    with StateLock(state.root, f"gpunode {mode}"):
+        interrupted = [r for r in state.records() if r.status == "interrupted"]
+        if interrupted and journaled:
+            raise Refused(f"apply {interrupted[-1].id} was interrupted before it finished; "
+                          f"run `gpunode rollback --id {interrupted[-1].id}` first")
+        plan, changes = _full_plan(env, profile, settings, allow_reboot, persist, boot_argv)
+        writes = [c for c in changes if not c.blocked]
+        if not writes:
+            return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "nothing-to-change")
+        seq = state.next_seq()
+        apply_id = new_apply_id(host.facts.now, seq) if journaled else None
+        journal = state.start(apply_id) if journaled else None
+        try:
+            if journal is not None:
+                journal.append({"type": "begin", "id": apply_id, "seq": seq, "time": iso_time(host.facts.now),
+                                "profile": profile.name, "host": host.facts.hostname, "root": host_root(host),
+                                "mode": mode, "gpunode_version": __version__,
+                                "settings": [s.id for s in settings]})
+            outcome = execute(env, plan, writes, journal, crash)
+        finally:
+            if journal is not None:
+                journal.close()
+    index = {id(c): i for i, c in enumerate(changes)}
+    statuses = {index[id(c)]: s for c, s in zip(writes, outcome.statuses, strict=True)}
+    return ApplyOutcome(apply_id, plan, changes, change_rows(changes, statuses),
+                        "applied" if outcome.ok else "failed", outcome.reason, outcome.restored)
+
+
+def boot_profile(host) -> tuple[Profile, list]:
+    """The runtime-only settings recorded in the boot spec, as a profile (ValueError if unreadable)."""
+    settings = load_boot_spec(host.sys.read(BOOT_SPEC))
+    profile = Profile(name="boot", description=f"runtime settings from {BOOT_SPEC}",
+                      settings={s.id: s for s in settings})
+    return profile, settings
+
+
+def boot_reapply(env: ApplyEnv, state: StateDir, crash: CrashPoint | None = None, dry_run: bool = False) -> ApplyOutcome:
+    """`gpunode apply --boot`: re-assert the runtime-only settings recorded in the boot spec.
+    Not journaled as an apply of its own: the apply that installed them holds the old values,
+    and its rollback restores them (they hold what gpunode wrote, re-written at boot)."""
+    profile, settings = boot_profile(env.host)
+    return apply_profile(env, profile, settings, state, dry_run=dry_run, persist=False, crash=crash, mode="boot",
+                         journaled=False)
+
+
+def _full_plan(env, profile, settings, allow_reboot, persist, boot_argv):
+    files = PlannedFiles(env.host.sys)
+    plan = make_plan(env.host, profile, settings, allow_reboot=allow_reboot, files=files)
+    changes = list(plan.changes)
+    if persist:
+        changes += plan_persistence(plan, files, boot_argv or ["gpunode", "apply", "--boot"])
+    return plan, changes
+
+
+def _plan_only(env, profile, settings, allow_reboot, persist, boot_argv) -> ApplyOutcome:
+    plan, changes = _full_plan(env, profile, settings, allow_reboot, persist, boot_argv)
+    writes = [c for c in changes if not c.blocked]
+    return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "planned" if writes else "nothing-to-change")
+
+
+def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None):
+    """-> (record, results). Restores the newest apply that still holds changes, or `apply_id`."""
+    if not state.root.exists():
+        if apply_id is not None:
+            raise Refused(f"no applies recorded in {state.root}")
+        raise NothingToRollBack(f"nothing to roll back: no applies recorded in {state.root}")
+    state.ensure()
+    with StateLock(state.root, "gpunode rollback"):
+        if apply_id is None:
+            candidates = [r for r in state.records() if r.needs_rollback]
+            if not candidates:
+                raise NothingToRollBack(
+                    f"nothing to roll back: no apply in {state.root} holds changes (see `gpunode history`)")
+            record = candidates[-1]
+        else:
+            record = state.load(apply_id)
+        root = record.begin.get("root")
+        if root is not None and root != host_root(env.host):
+            raise Refused(f"apply {record.id} changed files under {root}, not {host_root(env.host)}; "
+                          f"pass --sysroot {root}" if root != "/" else f"apply {record.id} was made on the live host (no --sysroot)")
+        with state.append_to(record.id) as journal:
+            results = rollback_record(env, record, journal, iso_time(env.host.facts.now))
+    return record, results
