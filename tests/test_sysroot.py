@@ -69,9 +69,13 @@ def test_recording_round_trip(tmp_path):
 def test_snapshot_sysroot_is_read_only(tmp_path):
     import pytest
 
+    # The file exists and is writable on disk: only the read-only flag can refuse the write.
+    write_files(tmp_path, {"/proc/sys/vm/swappiness": "60\n"})
     root = SysRoot(tmp_path, index=FsIndex(), writable=False)
     with pytest.raises(OSError):
         root.write("/proc/sys/vm/swappiness", "10")
+    assert (tmp_path / "proc/sys/vm/swappiness").read_text() == "60\n"
+    assert SysRoot(tmp_path, index=FsIndex(), writable=True).read("/proc/sys/vm/swappiness") == "60\n"
 
 
 def test_snapshot_of_a_hung_driver_records_the_hang(tmp_path):
