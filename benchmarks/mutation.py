@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Mutation pass over gpunode's verdict-critical code: does the suite notice a broken verdict?
+
+Each mutant changes one place in one module (a comparison flipped or moved off by one, `and`
+for `or`, a condition negated, a `not` dropped, a number changed, a boolean return inverted, a
+call statement removed — the journal's fsync, say) in a private copy of the tree, then runs the
+tests that cover that module. A mutant is killed when those tests fail. The working tree is never
+touched, so this can run beside other work.
+
+    python benchmarks/mutation.py                      # every target, up to 30 mutants each
+    python benchmarks/mutation.py --only checks/gpu.py --per-module 0   # all mutants of one module
+    python benchmarks/mutation.py --json mutation.json
+
+Sampling is seeded, so two runs on the same code pick the same mutants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PKG = "agent/gpunode"
+
+# module -> the tests that should notice a broken verdict in it
+TARGETS: dict[str, list[str]] = {
+    "checks/gpu.py": ["tests/test_checks_gpu.py", "tests/test_verdict_guards.py"],
+    "checks/gpu_common.py": ["tests/test_checks_gpu.py"],
+    "checks/xid.py": ["tests/test_checks_xid.py"],
+    "checks/pcie.py": ["tests/test_checks_pcie_nvlink.py"],
+    "checks/nvlink.py": ["tests/test_checks_pcie_nvlink.py"],
+    "checks/memory.py": ["tests/test_checks_host.py"],
+    "checks/kernel.py": ["tests/test_checks_host.py"],
+    "checks/cpu.py": ["tests/test_checks_host.py"],
+    "checks/numa.py": ["tests/test_checks_host.py"],
+    "checks/net.py": ["tests/test_checks_net.py"],
+    "checks/storage.py": ["tests/test_checks_storage.py"],
+    f"{PKG}/slurm/gate.py": ["tests/test_gate.py", "tests/test_gate_cli.py"],
+    f"{PKG}/slurm/scontrol.py": ["tests/test_slurm_node.py", "tests/test_gate.py"],
+    f"{PKG}/bench/nccl.py": ["tests/test_bench_nccl.py", "tests/test_verdict_guards.py"],
+    f"{PKG}/bench/fio.py": ["tests/test_bench_fio.py"],
+    f"{PKG}/baselines/compare.py": ["tests/test_baselines_compare.py"],
+    f"{PKG}/tune/journal.py": ["tests/test_apply_fixture.py", "tests/test_apply_faults.py"],
+    f"{PKG}/tune/rollback.py": ["tests/test_apply_fixture.py", "tests/test_apply_faults.py"],
+}
+
+FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
+        ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
+# a boundary moved by one: the mutation that catches `>=` written for `>`
+BOUNDARY = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str
+    index: int  # position of the node in a walk of the module's tree
+    kind: str
+    line: int
+    what: str
+
+
+def _skippable(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Leave docstrings, f-string pieces and type annotations alone: mutating them says nothing."""
+    p = parents.get(node)
+    while p is not None:
+        if isinstance(p, (ast.JoinedStr, ast.arg)) or (isinstance(p, ast.AnnAssign) and node is p.annotation):
+            return True
+        p = parents.get(p)
+    return False
+
+
+def candidates(module: str, tree: ast.AST) -> list[Mutant]:
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for i, node in enumerate(ast.walk(tree)):
+        if _skippable(node, parents):
+            continue
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Compare) and len(node.ops) == 1:
+            op = type(node.ops[0])
+            if op in FLIP:
+                found.append(Mutant(module, i, "flip", line, f"{op.__name__} -> {FLIP[op].__name__}"))
+            if op in BOUNDARY:
+                found.append(Mutant(module, i, "boundary", line, f"{op.__name__} -> {BOUNDARY[op].__name__}"))
+        elif isinstance(node, ast.BoolOp):
+            found.append(Mutant(module, i, "boolop", line, "and <-> or"))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            found.append(Mutant(module, i, "drop_not", line, "not x -> x"))
+        elif isinstance(node, (ast.If, ast.IfExp, ast.While)) and not isinstance(node.test, ast.UnaryOp):
+            found.append(Mutant(module, i, "negate", line, "condition negated"))
+        elif isinstance(node, ast.Constant) and type(node.value) is int and not isinstance(parents.get(node), ast.Slice):
+            found.append(Mutant(module, i, "number", line, f"{node.value} -> {node.value + 1}"))
+        elif isinstance(node, ast.Return) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, bool):
+            found.append(Mutant(module, i, "return_bool", line, f"return {node.value.value} -> {not node.value.value}"))
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            found.append(Mutant(module, i, "drop_call", line, f"call removed: {ast.unparse(node.value)[:50]}"))
+    return found
+
+
+def mutate(tree: ast.AST, mutant: Mutant) -> ast.AST:
+    tree = copy.deepcopy(tree)
+    node = next(n for i, n in enumerate(ast.walk(tree)) if i == mutant.index)
+    if mutant.kind == "flip":
+        node.ops = [FLIP[type(node.ops[0])]()]
+    elif mutant.kind == "boundary":
+        node.ops = [BOUNDARY[type(node.ops[0])]()]
+    elif mutant.kind == "boolop":
+        node.op = ast.Or() if isinstance(node.op, ast.And) else ast.And()
+    elif mutant.kind == "drop_not":
+        _replace(tree, node, node.operand)
+    elif mutant.kind == "negate":
+        node.test = ast.UnaryOp(op=ast.Not(), operand=node.test)
+    elif mutant.kind == "number":
+        node.value = node.value + 1
+    elif mutant.kind == "return_bool":
+        node.value = ast.Constant(not node.value.value)
+    elif mutant.kind == "drop_call":
+        _replace(tree, node, ast.Pass())
+    return ast.fix_missing_locations(tree)
+
+
+def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
+    for parent in ast.walk(tree):
+        for field, value in ast.iter_fields(parent):
+            if value is old:
+                setattr(parent, field, new)
+                return
+            if isinstance(value, list) and any(v is old for v in value):
+                value[[i for i, v in enumerate(value) if v is old][0]] = new
+                return
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as it is now (tracked and untracked files), without .git and the venv."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), target)
+        elif src.is_file():
+            shutil.copy2(src, target)
+
+
+def run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[bool, float]:
+    env = dict(os.environ, PYTHONPATH=f"{tree / 'agent'}{os.pathsep}{tree / 'tests'}",
+               PYTHONDONTWRITEBYTECODE="1")
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                               "-p", "no:randomly", *tests], cwd=tree, env=env, capture_output=True,
+                              timeout=timeout)
+        passed = proc.returncode == 0
+    except subprocess.TimeoutExpired:
+        passed = False  # a mutant that hangs the tests is caught (by the timeout)
+    return passed, time.monotonic() - start
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", action="append", default=[], help="module path (repeatable)")
+    ap.add_argument("--per-module", type=int, default=30, help="mutants sampled per module (0 = all)")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=180.0)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+
+    targets = {m: t for m, t in TARGETS.items() if not args.only or m in args.only}
+    work = Path(tempfile.mkdtemp(prefix="gpunode-mutation-"))
+    trees = []
+    for j in range(args.jobs):
+        tree = work / f"tree{j}"
+        copy_tree(tree)
+        trees.append(tree)
+
+    plan: list[tuple[Mutant, list[str]]] = []
+    originals: dict[str, str] = {}
+    for module, tests in targets.items():
+        tests = [t for t in tests if (trees[0] / t).exists()]
+        source = (trees[0] / module).read_text()
+        originals[module] = source
+        ok, seconds = run_tests(trees[0], tests, args.timeout)
+        if not ok:
+            print(f"{module}: its tests fail unmutated; left out", file=sys.stderr)
+            continue
+        found = candidates(module, ast.parse(source))
+        rng = random.Random(f"{args.seed}:{module}")
+        chosen = found if args.per_module == 0 or len(found) <= args.per_module else rng.sample(found, args.per_module)
+        plan += [(m, tests) for m in sorted(chosen, key=lambda m: m.index)]
+        print(f"{module}: {len(chosen)} of {len(found)} mutants, tests {seconds:.1f} s", file=sys.stderr)
+
+    free = list(trees)
+    results = []
+
+    def one(item):
+        mutant, tests = item
+        tree = free.pop()
+        try:
+            path = tree / mutant.module
+            try:
+                path.write_text(ast.unparse(mutate(ast.parse(originals[mutant.module]), mutant)))
+            except (SyntaxError, ValueError, TypeError):
+                return mutant, None
+            survived, _ = run_tests(tree, tests, args.timeout)
+            return mutant, not survived
+        finally:
+            (tree / mutant.module).write_text(originals[mutant.module])
+            free.append(tree)
+
+    with ThreadPoolExecutor(max_workers=len(trees)) as pool:
+        for mutant, killed in pool.map(one, plan):
+            if killed is None:
+                continue
+            results.append((mutant, killed))
+            if not killed:
+                print(f"SURVIVED {mutant.module}:{mutant.line} {mutant.kind}: {mutant.what}", file=sys.stderr)
+
+    shutil.rmtree(work, ignore_errors=True)
+    per_module: dict[str, list[int]] = {}
+    for mutant, killed in results:
+        per_module.setdefault(mutant.module, [0, 0])
+        per_module[mutant.module][0] += 1
+        per_module[mutant.module][1] += int(killed)
+    total = sum(v[0] for v in per_module.values())
+    killed = sum(v[1] for v in per_module.values())
+    print(f"{'module':44} {'mutants':>7} {'killed':>6} {'rate':>6}")
+    for module, (n, k) in per_module.items():
+        print(f"{module:44} {n:7} {k:6} {k / n:6.0%}")
+    rate = killed / total if total else 0.0
+    print(f"{'all':44} {total:7} {killed:6} {rate:6.0%}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "seed": args.seed, "per_module": args.per_module, "kill_rate": rate,
+            "modules": {m: {"mutants": n, "killed": k} for m, (n, k) in per_module.items()},
+            "survivors": [{"module": m.module, "line": m.line, "kind": m.kind, "what": m.what}
+                          for m, k in results if not k],
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
