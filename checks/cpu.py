@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip
 from gpunode.tune.kinds.irq import parse_cpulist
 
@@ -31,7 +32,7 @@ def model_name(cpuinfo: str | None) -> str | None:
 
 
 @check("cpu.topology", "CPU model, sockets, cores and threads", area="cpu", severity="info")
-def topology(ctx):
+def topology(ctx: AuditContext):
     sys = ctx.host.sys
     online = parse_cpulist(sys.read_value(f"{CPU}/online"))
     if not online:
@@ -56,7 +57,7 @@ def topology(ctx):
     area="cpu",
     remediation="echo 1 > /sys/devices/system/cpu/cpuN/online; check maxcpus=/nr_cpus= on the kernel command line.",
 )
-def online(ctx):
+def online(ctx: AuditContext):
     sys = ctx.host.sys
     present = parse_cpulist(sys.read_value(f"{CPU}/present"))
     up = parse_cpulist(sys.read_value(f"{CPU}/online"))

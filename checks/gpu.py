@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, error, fail, ok, skip, warn
 from gpunode.checks.gpu_common import each_gpu, field_problem, gib, nvidia_pci_gpus, readable_gpus
 from gpunode.host.gpu.model import CLOCK_EVENT_BITS, clock_event_names
@@ -19,7 +20,7 @@ from gpunode.host.gpu.model import CLOCK_EVENT_BITS, clock_event_names
        tags=["gate"], needs_gpu=True,
        remediation="Run nvidia-smi and read `dmesg | grep NVRM`; reload the driver or reboot. A GPU that "
                    "NVML cannot open, or one the PCI bus shows but NVML lacks, needs a reset or a reseat/RMA.")
-def nvml_responsive(ctx):
+def nvml_responsive(ctx: AuditContext):
     pci = nvidia_pci_gpus(ctx.host)
     try:
         inv = ctx.inventory()
@@ -57,7 +58,7 @@ def pin_matches(version: str, pin: str) -> bool:
     return version == pin or version.startswith(pin + ".")
 
 
-def _inventory(ctx):
+def _inventory(ctx: AuditContext):
     inv = ctx.inventory()
     if not inv.available:
         raise CheckSkipped(inv.error or "no NVIDIA driver/NVML")
@@ -67,7 +68,7 @@ def _inventory(ctx):
 @check("gpu.driver", "NVIDIA driver and CUDA driver versions (vs optional pins)", area="gpu",
        severity="warning", needs_gpu=True,
        remediation="Install the pinned driver (driver_pin / cuda_pin in the site config) so every node runs the same.")
-def driver_version(ctx):
+def driver_version(ctx: AuditContext):
     inv = _inventory(ctx)
     driver, cuda = inv.driver_version, inv.cuda_driver_version
     pins = {"driver": ctx.config.driver_pin, "cuda": ctx.config.cuda_pin}
@@ -89,7 +90,7 @@ def driver_version(ctx):
        severity="critical", tags=["gate"], needs_gpu=True,
        remediation="A GPU fell off the bus or failed to initialise: read `dmesg | grep NVRM`, reboot; "
                    "if it stays missing, reseat or RMA it.")
-def gpu_count(ctx):
+def gpu_count(ctx: AuditContext):
     expected = ctx.config.expected_gpus
     pci = nvidia_pci_gpus(ctx.host)
     try:
@@ -134,7 +135,7 @@ def gpu_count(ctx):
 @check("gpu.ecc.uncorrectable", "No uncorrectable ECC errors", area="gpu", severity="critical",
        tags=["gate"], needs_gpu=True,
        remediation="Drain the node and reset the GPU (nvidia-smi -r); if uncorrectable errors recur, RMA it.")
-def ecc_uncorrectable(ctx):
+def ecc_uncorrectable(ctx: AuditContext):
     def judge(g):
         if g.ecc_mode_current is False:
             return skip("ECC is off (the profile setting gpu/ecc_mode judges that)")
@@ -161,7 +162,7 @@ RETIRED_PAGES_WARN = 15
        severity="critical", tags=["gate"], needs_gpu=True,
        remediation="Drain the node and reset the GPU (nvidia-smi -r) to apply a pending remap or page "
                    "retirement; a remap failure or 60+ retired pages is an RMA case (NVIDIA memory error docs).")
-def memory_remap(ctx):
+def memory_remap(ctx: AuditContext):
     def judge(g):
         if g.remap_pending is not None or g.remap_failure is not None:
             rows = {"correctable": g.remap_correctable, "uncorrectable": g.remap_uncorrectable,
@@ -207,7 +208,7 @@ _KNOWN_BITS = sum(CLOCK_EVENT_BITS.keys())
        needs_gpu=True,
        remediation="HW slowdown / power brake: check PSUs, power cables and the BMC event log; thermal: "
                    "check fans, airflow and inlet temperature. Idle, SW power cap and sync boost are normal.")
-def throttle(ctx):
+def throttle(ctx: AuditContext):
     def judge(g):
         mask = g.clock_event_reasons
         if mask is None:
@@ -232,7 +233,7 @@ def throttle(ctx):
 @check("gpu.clocks", "Applications clocks not locked below default", area="gpu", severity="warning",
        tags=["gate"], needs_gpu=True,
        remediation="Reset applications clocks: nvidia-smi -i N -rac (and -rgc / -rmc for locked clocks).")
-def clocks(ctx):
+def clocks(ctx: AuditContext):
     def judge(g):
         pairs = (("SM", g.sm_app_clock_mhz, g.sm_app_clock_default_mhz),
                  ("memory", g.mem_app_clock_mhz, g.mem_app_clock_default_mhz))
@@ -260,7 +261,7 @@ TEMPERATURE_MARGIN_C = 5
        tags=["gate"], needs_gpu=True,
        remediation="Check fans, airflow, blanking panels and inlet temperature (BMC); an idle GPU near "
                    "slowdown has a cooling fault.")
-def temperature(ctx):
+def temperature(ctx: AuditContext):
     def judge(g):
         now, slowdown = g.temperature_c, g.temperature_slowdown_c
         observed = now
@@ -288,7 +289,7 @@ IDLE_POWER_SHARE = 0.5  # an idle GPU drawing half its limit is stuck busy or mi
 @check("gpu.power", "Power draw within the enforced limit", area="gpu", severity="warning", needs_gpu=True,
        remediation="Check what runs on the GPU (nvidia-smi) and the BMC power readings; a GPU that "
                    "ignores its cap or draws heavily when idle needs a reset or service.")
-def power(ctx):
+def power(ctx: AuditContext):
     def judge(g):
         draw, limit = g.power_usage_w, g.power_limit_w
         observed = {"draw_w": draw, "limit_w": limit, "default_w": g.power_default_limit_w,
@@ -322,7 +323,7 @@ LEFTOVER_MEMORY_BYTES = 1 << 30
        remediation="Before a job: find and stop the processes listed (a job's leftovers); memory in use with "
                    "no visible process is held by another PID namespace (container) or a stuck context: "
                    "stop it or reset the GPU.")
-def processes(ctx):
+def processes(ctx: AuditContext):
     def judge(g):
         used = g.memory_used_bytes
         if g.processes:
@@ -343,7 +344,7 @@ def processes(ctx):
 
 @check("gpu.vbios", "Same VBIOS on every GPU of the same model", area="gpu", severity="warning", needs_gpu=True,
        remediation="Flash the fleet's VBIOS (vendor tool) so every GPU of a model runs the same version.")
-def vbios(ctx):
+def vbios(ctx: AuditContext):
     groups: dict[tuple, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     findings = []
     for g in readable_gpus(ctx):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Finding, error
 from gpunode.host.gpu.model import GpuInfo, clock_event_names
 
@@ -101,7 +102,7 @@ def each_gpu(
     return findings
 
 
-def readable_gpus(ctx) -> list[GpuInfo]:
+def readable_gpus(ctx: AuditContext) -> list[GpuInfo]:
     """The GPUs NVML could open (for checks that compare GPUs with each other)."""
     return [g for g in ctx.gpus() if not g.error]
 

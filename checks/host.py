@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import check, ok, skip
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")  # os-release(5): /etc first, then /usr/lib
@@ -25,7 +26,7 @@ def parse_os_release(text: str) -> dict[str, str]:
 
 
 @check("host.os", "OS and kernel version", area="host", severity="info")
-def os_version(ctx):
+def os_version(ctx: AuditContext):
     sys = ctx.host.sys
     release = next((t for t in (sys.read(p) for p in OS_RELEASE) if t is not None), None)
     fields = parse_os_release(release) if release is not None else {}
@@ -37,7 +38,7 @@ def os_version(ctx):
 
 
 @check("host.smt", "SMT (hyper-threading) state", area="host", severity="info")
-def smt(ctx):
+def smt(ctx: AuditContext):
     control = ctx.host.sys.read_value("/sys/devices/system/cpu/smt/control")
     active = ctx.host.sys.read_int("/sys/devices/system/cpu/smt/active")
     if control is None:

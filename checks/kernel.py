@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, ok, skip
 from gpunode.host.facts.procfs import kernel_params
 from gpunode.tune.kinds.cmdline import parse_cmdline
@@ -43,7 +44,7 @@ TAINTS = {  # Documentation/admin-guide/tainted-kernels.rst: bit -> (letter, mea
 }
 
 
-def cmdline_params(ctx) -> list[str]:
+def cmdline_params(ctx: AuditContext) -> list[str]:
     text = ctx.host.sys.read("/proc/cmdline")
     if text is None:
         raise CheckSkipped("knob absent on this host: /proc/cmdline")
@@ -52,7 +53,7 @@ def cmdline_params(ctx) -> list[str]:
 
 @check("kernel.cmdline.facts", "Kernel command line: isolation, IOMMU, hugepages, mitigations", area="kernel",
        severity="info")
-def cmdline_facts(ctx):
+def cmdline_facts(ctx: AuditContext):
     params = parse_cmdline(" ".join(cmdline_params(ctx)))
     found = {k: params[k] for k in FACT_PARAMS if k in params}
     if not found:
@@ -68,7 +69,7 @@ def cmdline_facts(ctx):
     remediation="Change or drop transparent_hugepage= in GRUB_CMDLINE_LINUX (/etc/default/grub), "
     "update-grub, reboot at the next drain.",
 )
-def cmdline_thp(ctx):
+def cmdline_thp(ctx: AuditContext):
     params = parse_cmdline(" ".join(cmdline_params(ctx)))
     setting = ctx.profile.get("sysfs/thp.enabled")
     target = None if setting is None else str(setting.target)
@@ -88,7 +89,7 @@ def cmdline_thp(ctx):
     area="kernel",
     remediation="Remove the parameter from GRUB_CMDLINE_LINUX (/etc/default/grub), update-grub, reboot.",
 )
-def cmdline_restrictions(ctx):
+def cmdline_restrictions(ctx: AuditContext):
     params = parse_cmdline(" ".join(cmdline_params(ctx)))
     found = []
     for name, why in RESTRICTING.items():
@@ -110,7 +111,7 @@ def cmdline_restrictions(ctx):
     remediation="Read the kernel log since boot (journalctl -k -b); drain and reboot the node; "
     "repeated machine checks mean hardware service.",
 )
-def tainted(ctx):
+def tainted(ctx: AuditContext):
     value = ctx.host.sys.read_int("/proc/sys/kernel/tainted")
     if value is None:
         return skip("knob absent on this host: /proc/sys/kernel/tainted")

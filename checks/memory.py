@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip
 from gpunode.host.facts.procfs import (
     format_bytes,
@@ -32,7 +33,7 @@ def meminfo(host) -> dict[str, int] | None:
     area="memory",
     remediation="swapoff -a and remove swap entries from /etc/fstab (and systemd swap units).",
 )
-def swap(ctx):
+def swap(ctx: AuditContext):
     text = ctx.host.sys.read("/proc/swaps")
     if text is None:
         return skip("knob absent on this host: /proc/swaps")
@@ -71,7 +72,7 @@ def hugepage_requests(params: list[str]) -> dict[int, int]:
     remediation="Size the pool with vm.nr_hugepages / hugepages= to what the workload uses; "
     "allocate at boot (kernel command line) so fragmentation cannot shrink it.",
 )
-def hugepages(ctx):
+def hugepages(ctx: AuditContext):
     info = meminfo(ctx.host)
     if not info or "HugePages_Total" not in info:
         return skip("knob absent on this host: HugePages_Total in /proc/meminfo")
@@ -106,7 +107,7 @@ def hugepages(ctx):
     remediation="Remount: mount -o remount,size=50% /dev/shm (and in /etc/fstab); in containers "
     "pass --shm-size or --ipc=host.",
 )
-def shm(ctx):
+def shm(ctx: AuditContext):
     text = ctx.host.sys.read("/proc/mounts")
     info = meminfo(ctx.host) or {}
     if text is None or "MemTotal" not in info:
@@ -183,7 +184,7 @@ def systemd_manager_setting(host, key: str) -> tuple[str | None, str | None, boo
     remediation="Set DefaultLimitMEMLOCK=infinity in /etc/systemd/system.conf.d/gpunode.conf "
     "(section [Manager]), then systemctl daemon-reexec and restart the services.",
 )
-def memlock_systemd(ctx):
+def memlock_systemd(ctx: AuditContext):
     value, source, present = systemd_manager_setting(ctx.host, "DefaultLimitMEMLOCK")
     expected = "infinity"
     if not present:
@@ -207,7 +208,7 @@ def memlock_systemd(ctx):
     remediation="Raise the limit where gpunode starts (pam limits for logins, LimitMEMLOCK= for services); "
     "processes it starts, such as Slurm jobs under slurmd, inherit it.",
 )
-def memlock_process(ctx):
+def memlock_process(ctx: AuditContext):
     text = ctx.host.sys.read("/proc/self/limits")
     limit = parse_proc_limits(text).get("Max locked memory") if text else None
     if limit is None:

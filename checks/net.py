@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip, warn
 from gpunode.host.facts.infiniband import ib_devices, ib_ports, state_code
 from gpunode.host.facts.nics import Nic, describe, format_speed, physical_nics
@@ -29,7 +30,7 @@ def _peers(nics: list[Nic]) -> dict[tuple[str, str], list[Nic]]:
     remediation="Set the MTU in the network configuration (netplan, NetworkManager, ifupdown) to the fabric's: "
     "9000 on Ethernet/RoCE, 4092 (datagram) or 65520 (connected) on IPoIB, the same on every port.",
 )
-def mtu(ctx):
+def mtu(ctx: AuditContext):
     nics = [describe(ctx.host, name) for name in data_nics(ctx.host)]
     if not nics:
         return skip("no physical NIC is up")
@@ -60,7 +61,7 @@ def mtu(ctx):
     remediation="Check cable, optics and switch port (ethtool NIC, the switch's port counters); "
     "a port below its peers' speed negotiated down.",
 )
-def link_speed(ctx):
+def link_speed(ctx: AuditContext):
     nics = [n for n in physical_nics(ctx.host) if n.admin_up]  # admin-down ports are unused on purpose
     if not nics:
         return skip("no physical NIC is configured up")
@@ -89,7 +90,7 @@ def link_speed(ctx):
     remediation="Check cable and switch port (ibstat, iblinkinfo); INIT/ARMED with LinkUp means no subnet "
     "manager configured the port. Disable ports that are unused on purpose (ibportstate ... disable).",
 )
-def ib_port_state(ctx):
+def ib_port_state(ctx: AuditContext):
     ports = ib_ports(ctx.host)
     if not ports:
         return skip("no InfiniBand/RDMA device")
@@ -126,7 +127,7 @@ def ib_port_state(ctx):
     remediation="Non-zero symbol/recovery/link-downed counters point at a cable, optic or switch port: "
     "compare with the switch side (perfquery, ibqueryerrors), reseat or replace; reset with perfquery -R.",
 )
-def ib_errors(ctx):
+def ib_errors(ctx: AuditContext):
     ports = ib_ports(ctx.host, with_counters=True)
     if not ports:
         return skip("no InfiniBand/RDMA device")
@@ -169,7 +170,7 @@ def _kernel_at_least(release: str | None, major: int, minor: int) -> bool:
     remediation="modprobe nvidia_peermem and add it to /etc/modules-load.d/; without it NCCL stages "
     "every inter-node transfer through host memory.",
 )
-def peermem(ctx):
+def peermem(ctx: AuditContext):
     if not ib_devices(ctx.host):
         return skip("no InfiniBand/RDMA device")
     modules = loaded_modules(ctx.host)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip
 from gpunode.host.facts.procfs import format_bytes, parse_meminfo
 from gpunode.tune.kinds.irq import parse_cpulist
@@ -34,7 +35,7 @@ def numa_nodes(host) -> dict[int, dict]:
     area="numa",
     remediation="Compare DIMM population per socket (dmidecode -t memory, BMC); reseat or replace the missing DIMMs.",
 )
-def nodes(ctx):
+def nodes(ctx: AuditContext):
     found = numa_nodes(ctx.host)
     if not found:
         return skip(f"knob absent on this host: {NODES}/node*")
@@ -61,7 +62,7 @@ def nodes(ctx):
     "the PCIe root ports: update the BIOS or enable its NUMA/SRAT option.",
     needs_gpu=True,
 )
-def gpu_locality(ctx):
+def gpu_locality(ctx: AuditContext):
     gpus = ctx.gpus()
     multi_node = len(numa_nodes(ctx.host)) > 1
     findings = []

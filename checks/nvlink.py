@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, ok, skip, warn
 from gpunode.checks.gpu_common import each_gpu, readable_gpus, uptime_s
 from gpunode.tune.kinds import has_nvswitch
@@ -24,7 +25,7 @@ def _links_by_model(gpus) -> dict[str | None, int]:
        tags=["gate"], needs_gpu=True,
        remediation="Drain the node; on NVSwitch systems check Fabric Manager and `nvidia-smi nvlink -s`; "
                    "reset the GPUs or reboot; links that stay down need the baseboard serviced.")
-def nvlink_state(ctx):
+def nvlink_state(ctx: AuditContext):
     gpus = readable_gpus(ctx)
     if not any(g.nvlinks for g in gpus) and not any(k.startswith("nvlink") for g in gpus for k in g.field_errors):
         raise CheckSkipped("no NVLink on these GPUs (PCIe-only GPUs or a VM)")
@@ -71,7 +72,7 @@ CRC_PER_SECOND = 100.0
        severity="warning", needs_gpu=True,
        remediation="Watch whether the counters grow (nvidia-smi nvlink -e); recovery errors that recur on a "
                    "link mean a marginal link: reset the GPUs, then service the baseboard.")
-def nvlink_errors(ctx):
+def nvlink_errors(ctx: AuditContext):
     gpus = readable_gpus(ctx)
     if not any(g.nvlinks for g in gpus):
         raise CheckSkipped("no NVLink on these GPUs (PCIe-only GPUs or a VM)")
@@ -106,7 +107,7 @@ def nvlink_errors(ctx):
        tags=["gate"], needs_gpu=True,
        remediation="Start or restart nvidia-fabricmanager (systemctl status nvidia-fabricmanager; its log in "
                    "/var/log/fabricmanager.log); its version must match the driver's.")
-def fabric(ctx):
+def fabric(ctx: AuditContext):
     gpus = ctx.gpus()
     if not has_nvswitch(ctx):
         raise CheckSkipped("no NVSwitch on this host")

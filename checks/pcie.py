@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip, warn
 from gpunode.checks.gpu_common import each_gpu, is_busy, uptime_s
 
@@ -14,7 +15,7 @@ def _link(gen, width) -> str:
        severity="critical", tags=["gate"], needs_gpu=True,
        remediation="A downtrained link: reseat the GPU or riser, check the slot and the BIOS PCIe settings; "
                    "if it persists, RMA the GPU or the baseboard.")
-def pcie_link(ctx):
+def pcie_link(ctx: AuditContext):
     def judge(g):
         gen, gen_max, width, width_max = g.pcie_gen_current, g.pcie_gen_max, g.pcie_width_current, g.pcie_width_max
         if gen is None and width is None:
@@ -47,7 +48,7 @@ REPLAYS_PER_MINUTE = 8
        severity="warning", needs_gpu=True,
        remediation="Frequent replays mean a marginal link (signal integrity): reseat the GPU or riser, "
                    "check the slot; watch whether the count keeps rising (nvidia-smi -q -d PCIE).")
-def pcie_replay(ctx):
+def pcie_replay(ctx: AuditContext):
     uptime = uptime_s(ctx.host)
 
     def judge(g):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Check
 from gpunode.tune.profiles import Profile, Setting
 
@@ -18,7 +19,7 @@ def area_of(setting: Setting) -> str:
 
 
 def _runner(setting: Setting):
-    def run(ctx):
+    def run(ctx: AuditContext):
         from gpunode.tune.kinds import judge
 
         return judge(ctx, setting)

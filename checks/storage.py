@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, error, fail, ok, skip
 from gpunode.host.facts import df
 from gpunode.host.facts.procfs import Mount, format_bytes, mount_at, mount_of, parse_mounts
@@ -23,7 +24,7 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-def data_mounts(ctx, table: list[Mount]) -> tuple[list[Mount], list[str]]:
+def data_mounts(ctx: AuditContext, table: list[Mount]) -> tuple[list[Mount], list[str]]:
     """-> (mounts, configured mount points that are not mounted). Configured data_mounts win;
     otherwise every local block filesystem under /data /scratch /raid /mnt."""
     if ctx.config.data_mounts:
@@ -46,7 +47,7 @@ def data_mounts(ctx, table: list[Mount]) -> tuple[list[Mount], list[str]]:
     remediation="Mount data filesystems with noatime (or at least relatime) in /etc/fstab; "
     "mount -o remount,noatime MOUNTPOINT applies it now.",
 )
-def noatime(ctx):
+def noatime(ctx: AuditContext):
     found, missing = data_mounts(ctx, mounts(ctx.host))
     findings = [bad("configured data mount is not mounted", subject=t) for t in missing]
     for m in found:
@@ -106,7 +107,7 @@ def _normalize(path: str) -> str:
     return "/" + "/".join(out)
 
 
-def job_paths(ctx) -> list[str]:
+def job_paths(ctx: AuditContext) -> list[str]:
     """Where jobs write: /dev/shm and the configured scratch dirs, each once, in order."""
     return list(dict.fromkeys(["/dev/shm", *ctx.config.scratch_dirs]))
 
@@ -120,7 +121,7 @@ def job_paths(ctx) -> list[str]:
     remediation="A filesystem that turned read-only after I/O errors (errors=remount-ro): drain the node, "
     "read the kernel log, fsck/replace the disk.",
 )
-def writable(ctx):
+def writable(ctx: AuditContext):
     # Only where jobs must write: data mounts may be read-only on purpose (shared datasets).
     table = mounts(ctx.host)
     targets = {path: mount_of(table, resolve(ctx.host, path)) for path in job_paths(ctx)}
@@ -146,7 +147,7 @@ def writable(ctx):
     "or raise /dev/shm's size; min_free_gib and scratch_dirs are set in /etc/gpunode/config.yaml.",
     cost="slow",
 )
-def scratch_space(ctx):
+def scratch_space(ctx: AuditContext):
     paths = job_paths(ctx)
     minimum = ctx.config.min_free_gib
     expected = f">= {minimum:g} GiB free"
@@ -186,7 +187,7 @@ EXT4 = "/sys/fs/ext4"
     remediation="The superblock keeps the error until fsck: read the kernel log for the first error, drain "
     "the node, unmount and e2fsck the filesystem; check the disk (smartctl, nvme smart-log).",
 )
-def fs_errors(ctx):
+def fs_errors(ctx: AuditContext):
     from gpunode.audit.report import iso_time
 
     devices = [d for d in ctx.host.sys.listdir(EXT4) or [] if d != "features"]

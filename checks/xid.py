@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, error, ok, skip, warn
 from gpunode.checks.gpu_common import nvidia_pci_gpus
 from gpunode.host.facts.kernlog import LogRecord, kernel_log
@@ -161,7 +162,7 @@ def judge_events(events: list[XidEvent], window: str, older: int):
        remediation="Look the Xid up in NVIDIA's catalog (docs.nvidia.com/deploy/xid-errors). Critical ones: "
                    "drain the node, reset the GPU or reboot; a GPU that repeats them needs service or RMA. "
                    "Application Xids (13, 31, 43, 45) point at the user's program.")
-def xid_events(ctx):
+def xid_events(ctx: AuditContext):
     host = ctx.host
     try:
         inv = ctx.inventory()
