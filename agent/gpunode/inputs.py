@@ -1,0 +1,273 @@
+"""Bounded loading of every file a person or another program could have written.
+
+Each reader opens regular files only (a FIFO or /dev/zero is refused at once, never read),
+stops at a size bound, decodes strict UTF-8, and parses YAML or JSON with duplicate keys
+rejected and nesting, aliases and expanded size bounded (a 1 KB alias bomb fails in
+milliseconds). Every problem is one `InputError` whose message names the file and, where the
+parser knows it, the line: `profile.yaml:3: duplicate key 'settings'`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 4 * 1024 * 1024  # profiles, configs, baselines are a few KB
+MAX_DEPTH = 32  # nesting of mappings/lists; gpunode's own documents stay under 10
+MAX_ALIASES = 100  # YAML `*alias` uses per document
+MAX_NODES = 200_000  # YAML nodes after expanding aliases (the alias-bomb bound)
+
+
+class InputError(ValueError):
+    """A file or value that cannot be used; the message is one line naming where."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
+def read_bytes(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> bytes:
+    """The content of a regular file, at most `max_bytes`; never blocks on a FIFO or device."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{path}: not a regular file ({_file_type(info.st_mode)})")
+        if info.st_size > max_bytes:
+            raise InputError(f"{path}: too large ({info.st_size} bytes; at most {max_bytes})")
+        chunks, total = [], 0
+        while True:  # the size can grow after fstat: the bound holds on what is read
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise InputError(f"{path}: too large (more than {max_bytes} bytes)")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def _file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def decode(data: bytes, source: str | os.PathLike) -> str:
+    """Strict UTF-8; the error names the byte offset instead of a UnicodeDecodeError traceback."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        bad = data[exc.start : exc.start + 1]
+        raise InputError(f"{source}:{line}: not UTF-8 text (byte {exc.start}: {bad!r})") from None
+
+
+def read_text(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> str:
+    return decode(read_bytes(path, max_bytes), path)
+
+
+# --- YAML -------------------------------------------------------------------------------
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that counts while composing, so a bomb is refused before it is built."""
+
+    def __init__(self, stream: str, max_depth: int, max_aliases: int, max_nodes: int):
+        super().__init__(stream)
+        self._limits = (max_depth, max_aliases, max_nodes)
+        self._depth = self._aliases = self._nodes = 0
+        self._weight: dict[int, int] = {}  # id(node) -> nodes it expands to, once composed
+
+    def compose_node(self, parent, index):
+        max_depth, max_aliases, max_nodes = self._limits
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                self._aliases += 1
+                if self._aliases > max_aliases:
+                    raise _Refused(event.start_mark, f"more than {max_aliases} aliases")
+                weight = self._weight.get(id(target))
+                if weight is None:  # the anchor is still open: `&a [*a]` would be endless
+                    raise _Refused(event.start_mark, f"alias *{event.anchor} refers to itself")
+                self._count(weight, event.start_mark)
+            return super().compose_node(parent, index)
+        nests = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        self._depth += nests
+        if self._depth > max_depth:
+            raise _Refused(self.peek_event().start_mark, f"nested deeper than {max_depth} levels")
+        before = self._nodes
+        self._count(1, self.peek_event().start_mark)
+        node = super().compose_node(parent, index)
+        self._weight[id(node)] = self._nodes - before
+        self._depth -= nests
+        return node
+
+    def _count(self, weight: int, mark) -> None:
+        self._nodes += weight
+        if self._nodes > self._limits[2]:
+            raise _Refused(mark, f"more than {self._limits[2]} values once aliases are expanded")
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if duplicate:
+                    raise _Refused(key_node.start_mark, f"duplicate key {key!r}")
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Refused(Exception):
+    def __init__(self, mark, message: str):
+        super().__init__(message)
+        self.mark, self.message = mark, message
+
+
+def parse_yaml(
+    text: str,
+    source: str | os.PathLike = "<yaml>",
+    max_depth: int = MAX_DEPTH,
+    max_aliases: int = MAX_ALIASES,
+    max_nodes: int = MAX_NODES,
+) -> Any:
+    """yaml.safe_load with duplicate keys refused and depth/aliases/expanded size bounded."""
+    loader = _BoundedLoader(text, max_depth, max_aliases, max_nodes)
+    try:
+        return loader.get_single_data()
+    except _Refused as exc:
+        raise InputError(f"{_where(source, exc.mark)}: {exc.message}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "not valid YAML"
+        raise InputError(f"{_where(source, mark)}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:  # belt and braces: the depth bound should come first
+        raise InputError(f"{source}: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _where(source: str | os.PathLike, mark) -> str:
+    return f"{source}:{mark.line + 1}" if mark is not None else str(source)
+
+
+def load_yaml(path: str | os.PathLike, max_bytes: int = MAX_BYTES, **limits: int) -> Any:
+    return parse_yaml(read_text(path, max_bytes), path, **limits)
+
+
+# --- JSON -------------------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = value
+    return out
+
+
+class _Duplicate(Exception):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NonFinite(name)
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def parse_json(
+    text: str, source: str | os.PathLike = "<json>", max_depth: int = MAX_DEPTH, allow_nonfinite: bool = False
+) -> Any:
+    """json.loads with duplicate keys refused, NaN/Infinity refused unless allowed, depth bounded."""
+    try:
+        data = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=float if allow_nonfinite else _refuse_constant,
+        )
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except _Duplicate as exc:
+        raise InputError(f"{source}: duplicate key {exc.args[0]!r}") from None
+    except _NonFinite as exc:
+        raise InputError(f"{source}: {exc.args[0]} is not a number gpunode accepts") from None
+    except RecursionError:
+        raise InputError(f"{source}: nested deeper than {max_depth} levels") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise InputError(f"{source}: not valid JSON: {exc}") from None
+    _check_tree(data, source, max_depth, allow_nonfinite)
+    return data
+
+
+def _check_tree(data: Any, source: str | os.PathLike, max_depth: int, allow_nonfinite: bool) -> None:
+    """Depth and finiteness, walked without recursion (the document may be deep)."""
+    stack = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not allow_nonfinite and not math.isfinite(item):
+            raise InputError(f"{source}: a number too large to be finite (e.g. 1e999)")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children and depth + 1 > max_depth:
+            raise InputError(f"{source}: nested deeper than {max_depth} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def load_json(
+    path: str | os.PathLike, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH, allow_nonfinite: bool = False
+) -> Any:
+    return parse_json(read_text(path, max_bytes), path, max_depth, allow_nonfinite)
+
+
+# --- shapes -----------------------------------------------------------------------------
+
+
+def expect_mapping(data: Any, source: str | os.PathLike, what: str = "the top level") -> dict:
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping at {what}, got {_type_name(data)}")
+    return data
+
+
+def _type_name(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def in_directory(directory: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """`path` resolved (links followed) and required to stay inside `directory`."""
+    base = Path(directory).resolve()
+    real = Path(path).resolve()
+    if real != base and base not in real.parents:
+        raise InputError(f"{path}: leads outside {directory}")
+    return real
