@@ -11,6 +11,8 @@ NODES = "/sys/devices/system/node"
 # CPU nodes of a healthy two-socket server hold nearly the same RAM (the kernel's own share
 # differs a little); less than this fraction of the largest node means DIMMs are missing.
 MEMORY_BALANCE = 0.9
+# The nodes' MemTotal adds up to /proc/meminfo's MemTotal, give or take the kernel's own pages.
+NODE_SUM_TOLERANCE = 0.02
 
 
 def numa_nodes(host) -> dict[int, dict]:
@@ -39,19 +41,34 @@ def nodes(ctx: AuditContext):
     found = numa_nodes(ctx.host)
     if not found:
         return skip(f"knob absent on this host: {NODES}/node*")
+    system = meminfo_total(ctx.host)
     observed = {f"node{n}": {"cpus": v["cpulist"], "memory": v["memory"]} for n, v in found.items()}
-    text = "; ".join(
-        f"node{n}: CPUs {v['cpulist'] or 'none'}, {format_bytes(v['memory']) if v['memory'] is not None else '? RAM'}"
-        for n, v in found.items()
-    )
+    observed["meminfo_total"] = system
+    # Only the CPU lists go into the message: node memory can still grow after boot (deferred
+    # page init) and a message must read the same in a live audit and in its snapshot.
+    text = "; ".join(f"node{n}: CPUs {v['cpulist'] or 'none'}" for n, v in found.items())
     cpu_nodes = {n: v for n, v in found.items() if v["cpus"] and v["memory"] is not None}
     problems = [f"node{n} has CPUs but no memory" for n, v in cpu_nodes.items() if v["memory"] == 0]
+    known = [v["memory"] for v in found.values() if v["memory"] is not None]
+    partial = bool(system and known and len(known) == len(found)
+                   and abs(sum(known) - system) > NODE_SUM_TOLERANCE * system)
     sizes = [v["memory"] for v in cpu_nodes.values() if v["memory"]]
-    if len(sizes) > 1 and min(sizes) < MEMORY_BALANCE * max(sizes):
+    if partial and len(cpu_nodes) > 1:
+        problems.append(f"the nodes' memory adds up to {format_bytes(sum(known))} but /proc/meminfo has "
+                        f"{format_bytes(system)}: per-node figures are incomplete, balance not judged")
+    elif len(sizes) > 1 and min(sizes) < MEMORY_BALANCE * max(sizes):
         problems.append(f"memory unbalanced across CPU nodes ({format_bytes(min(sizes))} vs {format_bytes(max(sizes))})")
     if problems:
         return bad(f"{'; '.join(problems)} — {text}", observed=observed)
-    return ok(f"{len(found)} node(s): {text}", observed=observed)
+    note = ("; per-node memory figures do not add up to MemTotal (memory still being initialised?)"
+            if partial else "")
+    balanced = ", memory balanced" if len(sizes) > 1 else ""
+    return ok(f"{len(found)} node(s){balanced}: {text}{note}", observed=observed)
+
+
+def meminfo_total(host) -> int | None:
+    text = host.sys.read("/proc/meminfo")
+    return parse_meminfo(text).get("MemTotal") if text else None
 
 
 @check(

@@ -243,7 +243,37 @@ def node_files(mem=(1056000000, 1056900000), cpus=("0-55,112-167", "56-111,168-2
 
 def test_numa_nodes_balanced_pass(tmp_path):
     r = one(numa.nodes, tmp_path, node_files())
-    assert r.status.value == "PASS" and r.message.startswith("2 node(s): node0: CPUs 0-55,112-167, 1007.1 GiB")
+    assert r.status.value == "PASS"
+    assert r.message == "2 node(s), memory balanced: node0: CPUs 0-55,112-167; node1: CPUs 56-111,168-223"
+    assert r.observed["node0"]["memory"] == 1056000000 * 1024
+
+
+def meminfo_of(kib: int) -> str:
+    return MEMINFO.replace("MemTotal:       24684084 kB", f"MemTotal:       {kib} kB")
+
+
+def test_numa_nodes_message_has_no_figure_that_moves(tmp_path):
+    """Free memory and node memory still growing (deferred page init) must not reach the message:
+    a live audit and its snapshot, taken moments apart, read the same."""
+    first = one(numa.nodes, tmp_path / "a", {**node_files(), "/proc/meminfo": meminfo_of(2112900000)})
+    files = node_files()
+    files = {k: v.replace("MemFree:        528000000", "MemFree:        1") for k, v in files.items()}
+    later = one(numa.nodes, tmp_path / "b", {**files, "/proc/meminfo": meminfo_of(2112900000)})
+    assert first.message == later.message and "GiB" not in first.message
+
+
+def test_numa_nodes_cross_checked_with_meminfo(tmp_path):
+    # Two nodes that hold only a part of MemTotal: their balance cannot be judged from them.
+    r = one(numa.nodes, tmp_path / "a", {**node_files(mem=(5000000, 5000000)), "/proc/meminfo": meminfo_of(131981020)})
+    assert r.status.value == "WARN" and "adds up to 9.5 GiB but /proc/meminfo has 125.9 GiB" in r.message
+    assert r.observed["meminfo_total"] == 131981020 * 1024
+    # Adding up (within the kernel's own pages): judged as before.
+    r = one(numa.nodes, tmp_path / "b", {**node_files(), "/proc/meminfo": meminfo_of(2112900000 + 20000000)})
+    assert r.status.value == "PASS" and "do not add up" not in r.message
+    # One node on a VM whose memory is still being initialised (the recorded H100/H200): said, not judged.
+    single = node_files(mem=(5074416,), cpus=("0-15",))
+    r = one(numa.nodes, tmp_path / "c", {**single, "/proc/meminfo": meminfo_of(131981020)})
+    assert r.status.value == "PASS" and "do not add up to MemTotal" in r.message
 
 
 def test_numa_nodes_missing_dimms_or_memoryless_warn(tmp_path):
