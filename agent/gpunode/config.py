@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from gpunode.inputs import InputError, load_yaml
 
 DEFAULT_PATH = "/etc/gpunode/config.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     pass
 
 
@@ -61,9 +62,10 @@ def load_config(path: str | None = None) -> Config:
             raise ConfigError(f"config file not found: {candidate}")
         return Config()
     try:
-        data = yaml.safe_load(candidate.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, OSError) as exc:
-        raise ConfigError(f"{candidate}: cannot read config: {exc}") from exc
+        data = load_yaml(candidate)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{candidate}: expected a mapping")
     config = Config(path=str(candidate))
@@ -77,5 +79,15 @@ def load_config(path: str | None = None) -> Config:
             raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
         if key in _POSITIVE and not value > 0 or key in _NOT_NEGATIVE and not value >= 0:  # nan too
             raise ConfigError(f"{candidate}: {key} must be {'positive' if key in _POSITIVE else '0 or more'}, got {value}")
+        if isinstance(value, float) and not math.isfinite(value):  # .inf hours: no window at all
+            raise ConfigError(f"{candidate}: {key} must be a finite number, got {value}")
+        if isinstance(value, list) and not all(isinstance(item, str) and _one_line(item) for item in value):
+            raise ConfigError(f"{candidate}: {key} must be a list of one-line strings")
+        if isinstance(value, str) and not _one_line(value):
+            raise ConfigError(f"{candidate}: {key} must be one line without control characters")
         setattr(config, key, value)
     return config
+
+
+def _one_line(text: str) -> bool:
+    return bool(text) and all(char.isprintable() for char in text)

@@ -33,6 +33,9 @@ def _build_app():
         """Exit codes (audit, gate, compare): 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN/ERROR; 2 also for bad input."""
 
     _register(app)
+    from gpunode.cli.common import guard_commands
+
+    guard_commands(app)  # bad input: one `gpunode: error:` line, never a traceback
     return app
 
 
@@ -50,6 +53,9 @@ def _register(app) -> None:
 
 
 def main() -> None:
+    from gpunode.cli.streams import tolerant_output
+
+    tolerant_output()
     if sys.argv[1:2] == ["gate"]:
         from gpunode.slurm.fastpath import fast_main
 
