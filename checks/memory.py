@@ -102,10 +102,10 @@ def hugepages(ctx: AuditContext):
 
 @check(
     "memory.shm",
-    "/dev/shm is a tmpfs of at least half of RAM",
+    "/dev/shm is a tmpfs of at least half of RAM and at most RAM",
     area="memory",
     remediation="Remount: mount -o remount,size=50% /dev/shm (and in /etc/fstab); in containers "
-    "pass --shm-size or --ipc=host.",
+    "pass --shm-size or --ipc=host. Never size it above RAM (size=0 means unlimited).",
 )
 def shm(ctx: AuditContext):
     text = ctx.host.sys.read("/proc/mounts")
@@ -113,7 +113,7 @@ def shm(ctx: AuditContext):
     if text is None or "MemTotal" not in info:
         return skip("knob absent on this host: /proc/mounts or MemTotal in /proc/meminfo")
     mem_total = info["MemTotal"]
-    expected = f">= {format_bytes(max(SHM_MIN_BYTES, mem_total / 2))} (half of RAM)"
+    expected = f">= {format_bytes(max(SHM_MIN_BYTES, mem_total / 2))} (half of RAM), <= RAM"
     mount = mount_at(parse_mounts(text), "/dev/shm")
     if mount is None:
         return bad("/dev/shm is not a mount point: POSIX shared memory lands on the root filesystem",
@@ -133,6 +133,11 @@ def shm(ctx: AuditContext):
     message = f"{'unlimited' if size is None else format_bytes(size)} of {format_bytes(mem_total)} RAM"
     if size is not None and (size < SHM_MIN_BYTES or size < SHM_MIN_FRACTION * mem_total):
         return bad(f"{message}: too small for NCCL shared-memory transport and dataloader workers",
+                   observed=size, expected=expected)
+    if size is None or size > mem_total:
+        # tmpfs pages live in RAM (or swap): a job filling a /dev/shm larger than RAM drives
+        # the node into the OOM killer instead of getting ENOSPC.
+        return bad(f"{message}: larger than RAM, a full /dev/shm ends in the OOM killer, not ENOSPC",
                    observed=size, expected=expected)
     return ok(message, observed=size, expected=expected)
 

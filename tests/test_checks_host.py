@@ -142,6 +142,17 @@ def test_shm_docker_default_and_missing_warn(tmp_path):
     assert one(memory.shm, tmp_path / "d", {}).status.value == "SKIP"
 
 
+def test_shm_above_ram_warns(tmp_path):
+    # The recorded H200: 128 GiB of /dev/shm on a 125.9 GiB host. tmpfs pages are RAM: a full
+    # /dev/shm above RAM ends in the OOM killer instead of ENOSPC.
+    r = one(memory.shm, tmp_path / "a", shm_files("tmpfs /dev/shm tmpfs rw,relatime,size=24684085k 0 0"))
+    assert r.status.value == "WARN" and "larger than RAM" in r.message
+    r = one(memory.shm, tmp_path / "b", shm_files("tmpfs /dev/shm tmpfs rw,size=150% 0 0"))
+    assert r.status.value == "WARN" and r.observed == 24684084 * 1024 * 150 // 100
+    r = one(memory.shm, tmp_path / "c", shm_files("tmpfs /dev/shm tmpfs rw,size=0 0 0"))  # 0: unlimited
+    assert r.status.value == "WARN" and r.message.startswith("unlimited of 23.5 GiB RAM: larger than RAM")
+
+
 SYSTEM_CONF = "#  This file is part of systemd.\n[Manager]\n#DefaultLimitMEMLOCK=8M\n#DefaultLimitNOFILE=1024:524288\n"
 
 
