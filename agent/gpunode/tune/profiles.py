@@ -15,9 +15,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gpunode.audit.engine import SEVERITIES
+from gpunode.inputs import InputError, load_yaml, parse_yaml
 
 SHIPPED_DIR = Path(__file__).parent / "shipped_profiles"
 KINDS = ("sysctl", "sysfs", "limits", "cmdline", "service", "gpu", "irq")
@@ -26,7 +25,7 @@ CONDITIONS = ("always", "gpu", "nvswitch", "infiniband", "nvme")
 _FIELDS = {"kind", "key", "target", "op", "why", "path", "severity", "area", "tags", "when", "remove"}
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile or overlay that cannot be used; the message names the file and the setting."""
 
 
@@ -90,11 +89,9 @@ def _resolve(name_or_path: str, relative_to: Path | None = None) -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from exc
+        data = load_yaml(path)  # regular files only; duplicate keys, alias bombs, depth refused
+    except InputError as exc:
+        raise ProfileError(str(exc)) from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping at the top level")
     unknown = set(data) - {"name", "description", "extends", "settings"}
@@ -224,7 +221,10 @@ def apply_set(profile: Profile, setting_id: str, value: str) -> None:
             f"--set {setting_id}: the profile has no such setting"
             + ("" if kind in KINDS and key else " (ids look like sysctl/vm.swappiness)")
         )
-    target: Any = yaml.safe_load(value) if value.strip() else value
+    try:
+        target: Any = parse_yaml(value, f"--set {setting_id}") if value.strip() else value
+    except InputError as exc:
+        raise ProfileError(str(exc)) from None
     raw = {
         "kind": existing.kind,
         "key": existing.key,
