@@ -130,7 +130,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
         load_baseline(write_yaml(tmp_path / "a.yaml", "name: [unclosed\n"))
     with pytest.raises(BaselineError, match=r"must be a mapping"):
         load_baseline(write_yaml(tmp_path / "b.yaml", "- just\n- a list\n"))
-    with pytest.raises(BaselineError, match=r"cannot read baseline"):
+    with pytest.raises(BaselineError, match=r"missing.yaml: cannot read"):
         load_baseline(tmp_path / "missing.yaml")
 
 

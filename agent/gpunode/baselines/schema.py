@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-import yaml
+from gpunode.inputs import InputError, load_yaml
 
 SCHEMA = "gpunode.baseline/1"
 UNITS = ("TFLOP/s", "GB/s", "MB/s", "IOPS", "us")  # as in the bench contract (gpunode.bench/1)
@@ -52,7 +52,7 @@ _RANGE_KEYS = {"min", "max"}
 MAX_EXTENDS_DEPTH = 8
 
 
-class BaselineError(ValueError):
+class BaselineError(InputError):
     """A baseline that cannot be used; the message names the file and the field."""
 
 
@@ -161,20 +161,12 @@ class _Raw:
 
 def read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read baseline: {exc.strerror or exc}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise BaselineError(f"{path}: not valid YAML: {_first_line(exc)}") from exc
+        data = load_yaml(path)  # regular files only; duplicate keys, alias bombs, depth refused
+    except InputError as exc:
+        raise BaselineError(str(exc)) from None
     if not isinstance(data, dict):
         raise BaselineError(f"{path}: a baseline must be a mapping (name, match, metrics)")
     return data
-
-
-def _first_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
 
 
 def load_baseline(path: str | Path, find=None) -> Baseline:
