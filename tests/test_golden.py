@@ -173,7 +173,7 @@ def test_bad_golden_files(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ValueError) as info:
         load_golden(path)
-    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+    assert str(info.value).startswith(f"{path}:") and message in str(info.value)  # file[:line]: ...
 
 
 def test_record_then_check_round_trips(tmp_path):

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from gpunode.audit.engine import Check, bad, error, ok
+from gpunode.inputs import InputError, load_yaml
 
 SCHEMA = "gpunode.golden/1"
 NVML_TIMEOUT_S = 8.0
@@ -191,24 +192,19 @@ class Golden:
 
 
 def load_golden(path: str | Path) -> Golden:
-    """Read and validate; ValueError naming the file and key on anything wrong."""
+    """Read and validate; InputError (a ValueError) naming the file and key on anything wrong."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read golden file: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    data = load_yaml(path)  # regular files only; duplicate keys, alias bombs, depth refused
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a golden file must be a mapping of pinned facts")
+        raise InputError(f"{path}: a golden file must be a mapping of pinned facts")
     unknown = set(data) - _KEYS
     if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_KEYS))}")
+        raise InputError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_KEYS))}")
     if "schema" in data and data["schema"] != SCHEMA:
-        raise ValueError(f"{path}: schema: {data['schema']!r} is not {SCHEMA!r}")
+        raise InputError(f"{path}: schema: {data['schema']!r} is not {SCHEMA!r}")
     severity = data.get("severity", "warning")
     if severity not in ("warning", "critical"):
-        raise ValueError(f"{path}: severity: {severity!r}: warning or critical")
+        raise InputError(f"{path}: severity: {severity!r}: warning or critical")
     pins: dict[str, Any] = {}
     for key in PINS:
         if key not in data or data[key] is None:
@@ -216,27 +212,27 @@ def load_golden(path: str | Path) -> Golden:
         value = data[key]
         if key == "gpu_count":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{path}: gpu_count: must be a whole number (got {value!r})")
+                raise InputError(f"{path}: gpu_count: must be a whole number (got {value!r})")
             pins[key] = value
         elif key == "os":
             if not isinstance(value, dict) or not value or set(value) - _OS_KEYS:
-                raise ValueError(f"{path}: os: a mapping with pretty_name and/or version_id")
+                raise InputError(f"{path}: os: a mapping with pretty_name and/or version_id")
             pins[key] = {k: _allowed(path, f"os.{k}", v) for k, v in value.items()}
         elif key == "nic_firmware":
             if not isinstance(value, dict) or not value:
-                raise ValueError(f"{path}: nic_firmware: a mapping of device (mlx5_0) to firmware version")
+                raise InputError(f"{path}: nic_firmware: a mapping of device (mlx5_0) to firmware version")
             pins[key] = {str(k): _allowed(path, f"nic_firmware.{k}", v) for k, v in value.items()}
         else:
             pins[key] = _allowed(path, key, value)
     if not pins:
-        raise ValueError(f"{path}: pins nothing; give at least one of {', '.join(PINS)}")
+        raise InputError(f"{path}: pins nothing; give at least one of {', '.join(PINS)}")
     return Golden(path, severity, pins)
 
 
 def _allowed(path: Path, key: str, value: Any) -> tuple[str, ...]:
     values = value if isinstance(value, list) else [value]
     if not values or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{path}: {key}: must be a version string or a list of them (got {value!r})")
+        raise InputError(f"{path}: {key}: must be a version string or a list of them (got {value!r})")
     return tuple(str(v).strip() for v in values)
 
 
