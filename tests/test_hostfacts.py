@@ -135,3 +135,51 @@ def test_df_not_run_and_timeout():
     runner.add(df.argv(["/tmp"]), -9, "", "", timed_out=True)
     answer = df.free_space(runner, ["/tmp"])
     assert not answer.not_run and "did not answer" in answer.error
+
+
+# --- architecture and IOMMU ------------------------------------------------------------------
+# cpuinfo-arm64-neoverse-v2.txt is derived: written in the format of the arm64 kernel's
+# /proc/cpuinfo (arch/arm64/kernel/cpuinfo.c) for a Neoverse V2 (Grace) CPU, not recorded.
+H200_FILES = Path(__file__).parent / "fixtures" / "hosts" / "h200-1gpu" / "files"
+
+
+def test_arch_from_kernel_then_cpuinfo(tmp_path):
+    from gpunode.host.facts.arch import arch_from_cpuinfo, machine
+    from testkit import tree_host
+
+    assert arch_from_cpuinfo((H200_FILES / "proc/cpuinfo").read_text()) == "x86_64"  # recorded on the H200
+    assert arch_from_cpuinfo((PROC / "cpuinfo-arm64-neoverse-v2.txt").read_text()) == "aarch64"
+    assert arch_from_cpuinfo("processor\t: 0\nCPU implementer\t: 0x41\nCPU architecture: 7\n") == "armv7l"
+    assert arch_from_cpuinfo("") is None and arch_from_cpuinfo("processor\t: 0\nvendor_id") is None  # truncated
+    host = tree_host(tmp_path / "a", files={"/proc/sys/kernel/arch": "aarch64\n",
+                                            "/proc/cpuinfo": (H200_FILES / "proc/cpuinfo").read_text()})
+    assert machine(host) == "aarch64"  # the kernel's own word wins
+    assert machine(tree_host(tmp_path / "b", files={})) is None
+
+
+@pytest.mark.parametrize(("files", "groups", "why"), [
+    ({"/proc/sys/kernel/arch": "x86_64\n", "/sys/kernel/iommu_groups/0/type": "identity\n",
+      "/sys/kernel/iommu_groups/1/type": "identity\n"}, 2, None),
+    ({"/proc/sys/kernel/arch": "x86_64\n"}, 0, "no IOMMU translates DMA here"),  # the recorded VMs: SWIOTLB
+    ({"/proc/cpuinfo": (PROC / "cpuinfo-arm64-neoverse-v2.txt").read_text(),
+      "/sys/kernel/iommu_groups/0/type": "DMA\n"}, 1, "this kernel is aarch64; its counterpart there is iommu.passthrough=1"),
+])
+def test_iommu_pt_applicability(tmp_path, files, groups, why):
+    from gpunode.host.facts.iommu import iommu_groups, param_not_applicable
+    from testkit import tree_host
+
+    host = tree_host(tmp_path, files=files)
+    assert iommu_groups(host) == groups
+    found = param_not_applicable(host, "iommu", "pt")
+    assert (found is None) if why is None else (why in found), found
+    assert param_not_applicable(host, "transparent_hugepage", "always") is None  # not an IOMMU parameter
+
+
+def test_iommu_enable_params_need_x86_only(tmp_path):
+    from gpunode.host.facts.iommu import param_not_applicable
+    from testkit import tree_host
+
+    x86_without = tree_host(tmp_path / "a", files={"/proc/sys/kernel/arch": "x86_64\n"})
+    assert param_not_applicable(x86_without, "intel_iommu", "on") is None  # turning it on is what it is for
+    arm = tree_host(tmp_path / "b", files={"/proc/sys/kernel/arch": "aarch64\n"})
+    assert "x86 IOMMU drivers" in param_not_applicable(arm, "intel_iommu", "on")
