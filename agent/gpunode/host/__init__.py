@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from gpunode.host.gpu.source import GpuSource, LiveGpuSource, ReplayGpuSource
 from gpunode.host.runner import ReplayRunner, Runner
-from gpunode.host.sysroot import SysRoot, load_snapshot_sysroot
+from gpunode.host.sysroot import SysRoot
 
 
 @dataclass(frozen=True)
@@ -59,18 +58,9 @@ def sysroot_host(root: str | os.PathLike) -> Host:
 
 
 def snapshot_host(directory: str | os.PathLike) -> Host:
-    directory = Path(directory)
-    meta_file = directory / "meta.json"
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{directory} is not a gpunode snapshot (no meta.json)")
-    meta = json.loads(meta_file.read_text())
-    facts = Facts(**{**meta["facts"], "live": False})
-    return Host(
-        sys=load_snapshot_sysroot(directory),
-        gpu=ReplayGpuSource.load(directory / "gpus.json"),
-        runner=ReplayRunner.load(directory / "commands.json"),
-        facts=facts,
-    )
+    from gpunode.host.snapshot import load_snapshot  # validates every file: InputError naming it
+
+    return load_snapshot(directory)
 
 
 def facts_to_json(facts: Facts) -> dict:

@@ -130,7 +130,8 @@ class ReplayRunner(Runner):
     def load(cls, path: Path) -> ReplayRunner:
         runner = cls()
         if path.exists():
-            for item in json.loads(path.read_text()):
-                result = CommandResult(**item)
+            from gpunode.host.snapshot import load_commands  # bounded and type-checked
+
+            for result in load_commands(path):
                 runner.results[_key(result.argv)] = result
         return runner

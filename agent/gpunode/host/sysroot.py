@@ -197,6 +197,8 @@ class RecordingSysRoot(SysRoot):
 
 
 def load_snapshot_sysroot(directory: Path) -> SysRoot:
+    from gpunode.host.snapshot import load_index  # bounded and type-checked: InputError naming the file
+
     index_file = directory / "fs.json"
-    index = FsIndex.from_json(json.loads(index_file.read_text())) if index_file.exists() else FsIndex()
+    index = load_index(index_file) if index_file.exists() else FsIndex()
     return SysRoot(directory / "files", index=index, writable=False)

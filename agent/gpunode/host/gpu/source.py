@@ -6,7 +6,6 @@ holds up the checks that wait for it (each under its own watchdog), never the wh
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -67,4 +66,6 @@ class ReplayGpuSource(GpuSource):
     def load(cls, path: Path) -> ReplayGpuSource:
         if not path.exists():
             return cls(GpuInventory(available=False, error="no NVIDIA driver/NVML (none recorded in snapshot)"))
-        return cls(GpuInventory.from_json(json.loads(path.read_text())))
+        from gpunode.host.snapshot import load_inventory  # bounded and shape-checked
+
+        return cls(load_inventory(path))
