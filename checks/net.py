@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import Counter
 
 from gpunode.audit.context import AuditContext
-from gpunode.audit.engine import bad, check, ok, skip, warn
+from gpunode.audit.engine import bad, check, error, ok, skip, warn
+from gpunode.host.facts import qdisc
 from gpunode.host.facts.infiniband import ib_devices, ib_ports, state_code
 from gpunode.host.facts.nics import Nic, describe, format_speed, physical_nics
 from gpunode.tune.kinds.irq import data_nics
@@ -143,6 +144,59 @@ def ib_errors(ctx: AuditContext):
         else:
             findings.append(ok(f"{len(p.counters)} error counters at 0", observed=p.counters, subject=p.name))
     return findings
+
+
+# Kinds the kernel or a distribution attaches on its own: one of these on an interface while the
+# sysctl names another is a leftover from before the sysctl changed. Anything else (htb, mqprio,
+# tbf, netem, cake ...) was configured on purpose and is left to whoever set it.
+DEFAULT_KINDS = ("pfifo_fast", "fq_codel", "fq", "pfifo", "fq_pie", "sfq", "codel")
+
+
+@check(
+    "net.qdisc",
+    "Data NICs run the qdisc net.core.default_qdisc names (set before their link came up)",
+    area="net",
+    cost="slow",
+    remediation="The sysctl only applies to qdiscs created after it: re-create the root qdisc "
+    "(tc qdisc del dev IFACE root; the kernel attaches the default again) or bring the link down and up "
+    "at the next drain.",
+)
+def interface_qdiscs(ctx: AuditContext):
+    default = ctx.host.sys.read_value("/proc/sys/net/core/default_qdisc")
+    if default is None:
+        return skip("knob absent on this host: /proc/sys/net/core/default_qdisc")
+    nics = data_nics(ctx.host)
+    if not nics:
+        return skip("no physical NIC is up")
+    found, why, missing = qdisc.read(ctx.host)
+    if found is None:
+        return skip(f"cannot see the interfaces' qdiscs: {why}") if missing else error(why or "tc failed")
+    findings = []
+    for name in nics:
+        kinds = qdisc.leaf_kinds(found, name)
+        observed = {"qdiscs": kinds, "default_qdisc": default}
+        shown = _counted(kinds)
+        if not kinds:
+            findings.append(skip(f"tc lists no qdisc for {name}", subject=name))
+            continue
+        stale = sorted({k for k in kinds if k != default and k in DEFAULT_KINDS})
+        if stale:
+            findings.append(warn(f"runs {shown} while net.core.default_qdisc is {default}: it keeps the qdisc "
+                                 "it got before the sysctl changed", observed=observed, expected=default,
+                                 subject=name))
+        elif default not in kinds:
+            findings.append(ok(f"runs {shown}, configured on purpose (default_qdisc {default})",
+                               observed=observed, subject=name))
+        else:
+            findings.append(ok(f"runs {shown} (default_qdisc {default})", observed=observed,
+                               expected=default, subject=name))
+    return findings
+
+
+def _counted(kinds: list[str]) -> str:
+    """['fq', 'fq', 'pfifo_fast'] -> 'fq x2, pfifo_fast'."""
+    counts = Counter(kinds)
+    return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in counts.items())
 
 
 PEERMEM_MODULES = ("nvidia_peermem", "nv_peer_mem")  # the driver's module; the older Mellanox one

@@ -1,7 +1,10 @@
 """NIC and InfiniBand checks on sysfs trees laid out as on an H100 node with ConnectX-7 rails
 (sysfs strings as the mlx5 driver writes them: '4: ACTIVE', '5: LinkUp', '400 Gb/sec (4X NDR)')."""
 
+from pathlib import Path
+
 from gpunode.checks import net
+from gpunode.host.runner import ReplayRunner
 from testkit import run, statuses, tree_host
 
 CX7, CX6DX, I210 = ("0x15b3", "0x1021"), ("0x15b3", "0x101d"), ("0x8086", "0x1533")
@@ -179,3 +182,56 @@ def test_peermem_skips_without_nvidia_driver(tmp_path):
     files = {**ib_port("mlx5_0"), "/proc/modules": "mlx5_ib 495616 0 - Live 0x0000000000000000\n"}
     r = run(net.peermem, tree_host(tmp_path, files=files))
     assert statuses(r) == ["SKIP"] and "NVIDIA driver is not loaded" in r[0].message
+
+
+# --- qdiscs the NICs run (tc -j qdisc show, recorded on this Debian 12 VM and in a netns there) ---
+TC = Path(__file__).parent / "fixtures" / "tc"
+HOST_TC = (TC / "host-eth0-pfifo_fast.json").read_text()  # lo noqueue, eth0 pfifo_fast at the root
+MQ_TC = (TC / "netns-veth-mq-pfifo_fast.json").read_text()  # v0: mq root, pfifo_fast per TX queue
+
+
+def tc_host(tmp_path, tc_stdout, default="fq", rc=0, nics=("eth0",), stderr=""):
+    runner = ReplayRunner()
+    runner.add(["tc", "-j", "qdisc", "show"], rc, tc_stdout, stderr)
+    files = node(*(nic(n, model=CX6DX, mtu=9000, speed=200000, kind="eth") for n in nics))
+    files["/proc/sys/net/core/default_qdisc"] = f"{default}\n"
+    return tree_host(tmp_path, files=files, runner=runner)
+
+
+def test_qdisc_left_from_before_the_sysctl_warns(tmp_path):
+    # After `apply` set default_qdisc=fq the NIC still runs what it got at link-up.
+    r = run(net.interface_qdiscs, tc_host(tmp_path / "a", HOST_TC))
+    assert statuses(r) == ["WARN"] and r[0].subject == "eth0"
+    assert r[0].message.startswith("runs pfifo_fast while net.core.default_qdisc is fq")
+    r = run(net.interface_qdiscs, tc_host(tmp_path / "b", MQ_TC, nics=("v0",)))
+    assert statuses(r) == ["WARN"] and "runs pfifo_fast x2 while" in r[0].message
+    assert r[0].observed == {"qdiscs": ["pfifo_fast", "pfifo_fast"], "default_qdisc": "fq"}
+
+
+def test_qdisc_matching_the_sysctl_or_configured_on_purpose_passes(tmp_path):
+    r = run(net.interface_qdiscs, tc_host(tmp_path / "a", HOST_TC, default="pfifo_fast"))
+    assert statuses(r) == ["PASS"] and r[0].message == "runs pfifo_fast (default_qdisc pfifo_fast)"
+    # Derived from the recorded mq output: the children re-created after the sysctl said fq.
+    fq = MQ_TC.replace('"kind":"pfifo_fast"', '"kind":"fq"')
+    r = run(net.interface_qdiscs, tc_host(tmp_path / "b", fq, nics=("v0",)))
+    assert statuses(r) == ["PASS"] and r[0].message == "runs fq x2 (default_qdisc fq)"
+    # One queue still on the old default is enough to warn.
+    mixed = MQ_TC.replace('"kind":"pfifo_fast"', '"kind":"fq"', 1)
+    assert statuses(run(net.interface_qdiscs, tc_host(tmp_path / "c", mixed, nics=("v0",)))) == ["WARN"]
+    # A shaper someone configured (htb at the root) is theirs, not a leftover.
+    htb = HOST_TC.replace('"kind":"pfifo_fast","handle":"0:","dev":"eth0"', '"kind":"htb","handle":"1:","dev":"eth0"')
+    r = run(net.interface_qdiscs, tc_host(tmp_path / "d", htb))
+    assert statuses(r) == ["PASS"] and "configured on purpose" in r[0].message
+
+
+def test_qdisc_unreadable_is_never_a_pass(tmp_path):
+    r = run(net.interface_qdiscs, tc_host(tmp_path / "a", "", rc=1, stderr='Cannot find device "eth0"\n'))
+    assert statuses(r) == ["ERROR"] and 'tc exited 1: Cannot find device "eth0"' in r[0].message
+    r = run(net.interface_qdiscs, tc_host(tmp_path / "b", HOST_TC[:100]))  # truncated
+    assert statuses(r) == ["ERROR"] and "cannot read tc's output" in r[0].message
+    no_tc = tc_host(tmp_path / "c", HOST_TC)
+    no_tc.runner.results.clear()  # tc not installed (or not recorded in an old snapshot)
+    r = run(net.interface_qdiscs, no_tc)
+    assert statuses(r) == ["SKIP"] and "cannot see the interfaces' qdiscs" in r[0].message
+    r = run(net.interface_qdiscs, tree_host(tmp_path / "d", files=rails()))
+    assert statuses(r) == ["SKIP"] and "default_qdisc" in r[0].message

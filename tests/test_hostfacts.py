@@ -183,3 +183,27 @@ def test_iommu_enable_params_need_x86_only(tmp_path):
     assert param_not_applicable(x86_without, "intel_iommu", "on") is None  # turning it on is what it is for
     arm = tree_host(tmp_path / "b", files={"/proc/sys/kernel/arch": "aarch64\n"})
     assert "x86 IOMMU drivers" in param_not_applicable(arm, "intel_iommu", "on")
+
+
+# --- tc qdiscs ----------------------------------------------------------------------------------
+TC = Path(__file__).parent / "fixtures" / "tc"
+
+
+def test_qdisc_parse_real_outputs():
+    from gpunode.host.facts.qdisc import leaf_kinds, parse
+
+    host = parse((TC / "host-eth0-pfifo_fast.json").read_text())
+    assert [(q.dev, q.kind, q.root) for q in host] == [("lo", "noqueue", True), ("eth0", "pfifo_fast", True)]
+    assert leaf_kinds(host, "eth0") == ["pfifo_fast"] and leaf_kinds(host, "eth9") == []
+    mq = parse((TC / "netns-veth-mq-pfifo_fast.json").read_text())
+    assert leaf_kinds(mq, "v0") == ["pfifo_fast", "pfifo_fast"]  # the children of mq, not mq itself
+    assert [q.parent for q in mq if q.dev == "v0"] == [None, "8002:2", "8002:1"]
+
+
+@pytest.mark.parametrize("text", ["", "[{\"kind\":\"noqueue\",\"handle\"", 'Option "-j" is unknown, try "tc -help".',
+                                  '{"kind": "fq"}', '[{"handle": "0:"}]'])
+def test_qdisc_parse_refuses_what_is_not_tcs_list(text):
+    from gpunode.host.facts.qdisc import parse
+
+    with pytest.raises(ValueError):
+        parse(text)
