@@ -10,7 +10,15 @@ from collections import defaultdict
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, error, fail, ok, skip, warn
-from gpunode.checks.gpu_common import each_gpu, field_problem, gib, nvidia_pci_gpus, readable_gpus
+from gpunode.checks.gpu_common import (
+    LEFTOVER_MEMORY_BYTES,
+    each_gpu,
+    field_problem,
+    gib,
+    leftovers,
+    nvidia_pci_gpus,
+    readable_gpus,
+)
 from gpunode.host.gpu.model import CLOCK_EVENT_BITS, clock_event_names
 
 # --- NVML itself ---------------------------------------------------------------------------
@@ -138,7 +146,7 @@ def gpu_count(ctx: AuditContext):
 def ecc_uncorrectable(ctx: AuditContext):
     def judge(g):
         if g.ecc_mode_current is False:
-            return skip("ECC is off (the profile setting gpu/ecc_mode judges that)")
+            return skip("ECC is off (the profile setting gpu.ecc_mode judges that)")
         vol, agg = g.ecc_uncorrected_volatile, g.ecc_uncorrected_aggregate
         observed = {"volatile": vol, "aggregate": agg}
         if vol is None and agg is None:
@@ -313,11 +321,6 @@ def power(ctx: AuditContext):
 
 # --- leftovers and consistency --------------------------------------------------------------
 
-# Memory NVML counts as used with no process to own it: 1 GiB leaves room for drivers whose
-# NVML lacks the v2 memory call and count the ~0.5 GiB reserved area as used.
-LEFTOVER_MEMORY_BYTES = 1 << 30
-
-
 @check("gpu.processes", "No leftover processes or memory on the GPU", area="gpu", severity="warning",
        tags=["gate"], needs_gpu=True,
        remediation="Before a job: find and stop the processes listed (a job's leftovers); memory in use with "
@@ -326,17 +329,13 @@ LEFTOVER_MEMORY_BYTES = 1 << 30
 def processes(ctx: AuditContext):
     def judge(g):
         used = g.memory_used_bytes
-        if g.processes:
+        problem = leftovers(g)
+        if problem and g.processes:
             listed = [{"pid": p.pid, "name": p.name, "kind": p.kind, "memory": gib(p.used_memory_bytes)
                        if p.used_memory_bytes is not None else None} for p in g.processes]
-            text = ", ".join(f"pid {p.pid} ({p.name or '?'}, {p.kind}"
-                             + (f", {gib(p.used_memory_bytes)}" if p.used_memory_bytes is not None else "") + ")"
-                             for p in g.processes)
-            return bad(f"{len(g.processes)} process(es) on the GPU: {text}; {gib(used)} in use",
-                       observed=listed, expected="none")
-        if used is not None and used > LEFTOVER_MEMORY_BYTES:
-            return bad(f"{gib(used)} of GPU memory in use but no process is visible here",
-                       observed=gib(used), expected=f"<= {gib(LEFTOVER_MEMORY_BYTES)}")
+            return bad(problem, observed=listed, expected="none")
+        if problem:
+            return bad(problem, observed=gib(used), expected=f"<= {gib(LEFTOVER_MEMORY_BYTES)}")
         return ok(f"no processes, {gib(used)} in use", observed=gib(used))
 
     return each_gpu(ctx, judge, needs=("processes", "memory_used_bytes"))

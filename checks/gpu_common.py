@@ -123,5 +123,25 @@ def uptime_s(host) -> float | None:
         return None
 
 
+# Memory NVML counts as used with no process to own it: 1 GiB leaves room for drivers whose
+# NVML lacks the v2 memory call and count the ~0.5 GiB reserved area as used (0 B on an idle
+# H100 with a current driver).
+LEFTOVER_MEMORY_BYTES = 1 << 30
+
+
+def leftovers(gpu: GpuInfo) -> str | None:
+    """What is left on a GPU that should be idle (the audit's gpu.processes and the gate's
+    epilog judge with this one rule): processes, or more than 1 GiB in use; None when clean."""
+    used = gpu.memory_used_bytes
+    if gpu.processes:
+        text = ", ".join(f"pid {p.pid} ({p.name or '?'}, {p.kind}"
+                         + (f", {gib(p.used_memory_bytes)}" if p.used_memory_bytes is not None else "") + ")"
+                         for p in gpu.processes)
+        return f"{len(gpu.processes)} process(es) on the GPU: {text}; {gib(used)} in use"
+    if used is not None and used > LEFTOVER_MEMORY_BYTES:
+        return f"{gib(used)} of GPU memory in use but no process is visible here"
+    return None
+
+
 def gib(nbytes: int | None) -> str:
     return "?" if nbytes is None else f"{nbytes / 2**30:.1f} GiB"

@@ -5,9 +5,9 @@ from dataclasses import replace
 import pytest
 from gpu_fixtures import broken_gpu, by_subject, change, h100, hgx, make_host, only
 
-from gpunode.audit.context import AuditConfig
 from gpunode.checks import gpu as G
 from gpunode.checks import static_checks
+from gpunode.config import Config
 from gpunode.host import Facts, Host
 from gpunode.host.gpu.model import GpuInventory, GpuProcess
 from gpunode.host.gpu.source import GpuSource
@@ -38,7 +38,7 @@ def test_the_real_h100_passes_every_gpu_check(tmp_path):
     for c in GPU_CHECKS:
         if c.id == "gpu.xid":
             continue  # needs a kernel log: tests/test_checks_xid.py
-        for r in run(c, host, config=AuditConfig(expected_gpus=1)):
+        for r in run(c, host, config=Config(expected_gpus=1)):
             assert r.status.value in ("PASS", "SKIP"), (c.id, r.subject, r.message)
 
 
@@ -144,12 +144,12 @@ def test_driver_without_pins_passes(tmp_path):
 
 
 def test_driver_matching_pins_pass(tmp_path):
-    cfg = AuditConfig(driver_pin="580.", cuda_pin="13.0")
+    cfg = Config(driver_pin="580.", cuda_pin="13.0")
     assert statuses(run(G.driver_version, make_host(tmp_path, h100()), config=cfg)) == ["PASS"]
 
 
 def test_driver_off_pin_warns(tmp_path):
-    cfg = AuditConfig(driver_pin="575.", cuda_pin="12.")
+    cfg = Config(driver_pin="575.", cuda_pin="12.")
     r = only(run(G.driver_version, make_host(tmp_path, h100()), config=cfg))
     assert r.status.value == "WARN"
     assert "driver 580.159.04 does not match pin 575." in r.message and "CUDA driver 13.0" in r.message
@@ -159,12 +159,12 @@ def test_driver_off_pin_warns(tmp_path):
 
 
 def test_count_as_expected(tmp_path):
-    r = only(run(G.gpu_count, make_host(tmp_path, hgx()), config=AuditConfig(expected_gpus=8)))
+    r = only(run(G.gpu_count, make_host(tmp_path, hgx()), config=Config(expected_gpus=8)))
     assert r.status.value == "PASS" and r.observed == {"nvml": 8, "usable": 8, "pci": 8}
 
 
 def test_count_below_expected_fails(tmp_path):
-    r = only(run(G.gpu_count, make_host(tmp_path, h100()), config=AuditConfig(expected_gpus=8)))
+    r = only(run(G.gpu_count, make_host(tmp_path, h100()), config=Config(expected_gpus=8)))
     assert r.status.value == "FAIL" and "1 usable GPU(s), expected 8" in r.message
 
 
@@ -177,7 +177,7 @@ def test_count_a_gpu_fell_off_the_bus(tmp_path):
 
 
 def test_count_a_gpu_nvml_cannot_open_fails(tmp_path):
-    r = only(run(G.gpu_count, make_host(tmp_path, broken_gpu(hgx(), 4)), config=AuditConfig(expected_gpus=8)))
+    r = only(run(G.gpu_count, make_host(tmp_path, broken_gpu(hgx(), 4)), config=Config(expected_gpus=8)))
     assert r.status.value == "FAIL" and "cannot open GPU4" in r.message and "7 usable" in r.message
 
 
@@ -188,12 +188,12 @@ def test_count_without_expectation_compares_with_pci(tmp_path):
 
 
 def test_count_more_than_expected_warns(tmp_path):
-    r = only(run(G.gpu_count, make_host(tmp_path, hgx()), config=AuditConfig(expected_gpus=4)))
+    r = only(run(G.gpu_count, make_host(tmp_path, hgx()), config=Config(expected_gpus=4)))
     assert r.status.value == "WARN"
 
 
 def test_count_no_driver_but_gpus_expected_fails(tmp_path):
-    r = only(run(G.gpu_count, tree_host(tmp_path), config=AuditConfig(expected_gpus=8)))
+    r = only(run(G.gpu_count, tree_host(tmp_path), config=Config(expected_gpus=8)))
     assert r.status.value == "FAIL" and "0 GPUs usable" in r.message
 
 
@@ -220,7 +220,7 @@ def test_ecc_only_aggregate_warns(tmp_path):
 def test_ecc_off_skips(tmp_path):
     inv = change(h100(), ecc_mode_current=False, ecc_uncorrected_volatile=None, ecc_uncorrected_aggregate=None)
     r = only(run(G.ecc_uncorrectable, make_host(tmp_path, inv)))
-    assert r.status.value == "SKIP" and "gpu/ecc_mode" in r.message
+    assert r.status.value == "SKIP" and "gpu.ecc_mode" in r.message
 
 
 # --- gpu.memory.remap -----------------------------------------------------------------------

@@ -4,8 +4,8 @@ import json
 import os
 from pathlib import Path
 
-from gpunode.audit.context import AuditConfig
 from gpunode.checks import storage
+from gpunode.config import Config
 from gpunode.host.facts import df
 from gpunode.host.runner import ReplayRunner
 from testkit import run, statuses, tree_host
@@ -44,7 +44,7 @@ def test_noatime_ignores_virtual_and_network_mounts_and_skips(tmp_path):
 
 
 def test_configured_data_mounts(tmp_path):
-    config = AuditConfig(data_mounts=["/", "/lustre/"])
+    config = Config(data_mounts=["/", "/lustre/"])
     r = by_subject(run(storage.noatime, tree_host(tmp_path, files={"/proc/mounts": MOUNTS}), config=config))
     assert r["/"].status.value == "PASS" and r["/"].observed["source"] == "/dev/vda"
     assert r["/lustre/"].status.value == "WARN" and "not mounted" in r["/lustre/"].message
@@ -58,7 +58,7 @@ def test_writable_passes_on_rw_mounts(tmp_path):
 
 def test_read_only_scratch_dir_fails_read_only_data_mount_is_allowed(tmp_path):
     r = by_subject(run(storage.writable, tree_host(tmp_path / "a", files={"/proc/mounts": MOUNTS + READ_ONLY}),
-                       config=AuditConfig(scratch_dirs=["/tmp", "/mnt/data/scratch"])))
+                       config=Config(scratch_dirs=["/tmp", "/mnt/data/scratch"])))
     assert r["/mnt/data/scratch"].status.value == "FAIL" and r["/tmp"].status.value == "PASS"
     r = by_subject(run(storage.writable, tree_host(tmp_path / "a", files={"/proc/mounts": MOUNTS + READ_ONLY})))
     assert "/mnt/data" not in r and set(statuses(r.values())) == {"PASS"}  # a read-only dataset disk
@@ -71,7 +71,7 @@ def test_writable_follows_symlinked_scratch_dirs(tmp_path):
     root = tmp_path / "root"
     host = tree_host(root, files={"/proc/mounts": MOUNTS + "/dev/md0 /raid xfs ro,noatime 0 0\n"})
     os.symlink("/raid/scratch", root / "scratch")  # /scratch -> /raid/scratch, as DGX systems do
-    r = by_subject(run(storage.writable, host, config=AuditConfig(scratch_dirs=["/scratch/jobs"])))
+    r = by_subject(run(storage.writable, host, config=Config(scratch_dirs=["/scratch/jobs"])))
     assert r["/scratch/jobs"].status.value == "FAIL" and "/raid" in r["/scratch/jobs"].message
     assert storage.resolve(host, "/scratch/jobs") == "/raid/scratch/jobs"
     os.symlink("raid/data", root / "data")  # a relative link
@@ -93,18 +93,18 @@ def test_scratch_space_enough_passes(tmp_path):
 
 
 def test_scratch_space_full_or_below_minimum_fails(tmp_path):
-    config = AuditConfig(scratch_dirs=["/tmp/dfcase"])
+    config = Config(scratch_dirs=["/tmp/dfcase"])
     r = by_subject(run(storage.scratch_space, df_host(tmp_path / "a", "full.json", ["/dev/shm", "/tmp/dfcase"]),
                        config=config))
     assert r["/tmp/dfcase"].status.value == "FAIL" and r["/tmp/dfcase"].message == "4.0 MiB free of 64.0 MiB"
     assert r["/dev/shm"].status.value == "PASS"
-    config = AuditConfig(min_free_gib=100)
+    config = Config(min_free_gib=100)
     r = by_subject(run(storage.scratch_space, df_host(tmp_path / "b", "ok.json", ["/dev/shm", "/tmp"]), config=config))
     assert r["/tmp"].status.value == "FAIL" and r["/tmp"].expected == ">= 100 GiB free"
 
 
 def test_missing_scratch_dir_fails_and_broken_df_is_an_error(tmp_path):
-    config = AuditConfig(scratch_dirs=["/tmp", "/scratch"])
+    config = Config(scratch_dirs=["/tmp", "/scratch"])
     r = by_subject(run(storage.scratch_space, df_host(tmp_path / "a", "missing.json", ["/dev/shm", "/tmp", "/scratch"]),
                        config=config))
     assert r["/scratch"].status.value == "FAIL" and r["/scratch"].message == "No such file or directory"
@@ -134,7 +134,7 @@ def test_scratch_space_live_df_on_this_machine(tmp_path):
     from gpunode.host import live_host
     from gpunode.tune.profiles import load_profile
 
-    ctx = AuditContext(host=live_host(), profile=load_profile("training"), config=AuditConfig(scratch_dirs=[str(tmp_path)]))
+    ctx = AuditContext(host=live_host(), profile=load_profile("training"), config=Config(scratch_dirs=[str(tmp_path)]))
     found = storage.scratch_space.func(ctx)
     assert [f.subject for f in found] == ["/dev/shm", str(tmp_path)]
     assert all(f.observed is not None and f.observed > 0 for f in found)

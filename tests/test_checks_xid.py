@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 import pytest
 from gpu_fixtures import KERNLOG, by_subject, h100, hgx, make_host, only
 
-from gpunode.audit.context import AuditConfig
 from gpunode.checks.xid import parse_events, pci_address, xid_events
+from gpunode.config import Config
 from gpunode.host import Host
 from gpunode.host.facts import kernlog
 from gpunode.host.gpu.model import GpuInventory
@@ -187,7 +187,7 @@ def test_xid_on_an_hgx_node(tmp_path):
 
 def test_xid_window_is_the_configs(tmp_path):
     host = make_host(tmp_path, hgx(), runner=runner(journal=fixture("journal-hgx-xid.txt")))
-    results = by_subject(run(xid_events, host, config=AuditConfig(xid_window_hours=96)))
+    results = by_subject(run(xid_events, host, config=Config(xid_window_hours=96)))
     assert results["GPU2"].status.value == "FAIL" and "double-bit ECC" in results["GPU2"].message
 
 
@@ -200,7 +200,7 @@ def test_xid_119_storm_on_the_vm_gpu(tmp_path):
 
 def test_xid_storm_outside_a_short_window_passes(tmp_path):
     host = make_host(tmp_path, h100(), runner=runner(journal=NO_JOURNAL, dmesg=fixture("dmesg-iso-vm-xid119.txt")))
-    r = only(run(xid_events, host, config=AuditConfig(xid_window_hours=1)))
+    r = only(run(xid_events, host, config=Config(xid_window_hours=1)))
     assert r.status.value == "PASS" and "5 older event(s)" in r.message
 
 

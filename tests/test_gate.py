@@ -3,21 +3,21 @@ with a fake scontrol that answers in the format of the recorded real outputs."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
 import pytest
 from gate_fixtures import h100_inventory, slurm_text
+from gpu_fixtures import make_host
 
-from gpunode.audit.context import AuditConfig
 from gpunode.audit.engine import Result, Status, check, fail, ok, warn
 from gpunode.audit.run import choose_checks
+from gpunode.checks.gpu_common import LEFTOVER_MEMORY_BYTES
+from gpunode.config import Config
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import LiveGpuSource, ReplayGpuSource
 from gpunode.host.runner import CommandResult, Runner
 from gpunode.slurm.gate import (
-    LEFTOVER_MEMORY_BYTES,
     GateOptions,
     GateRun,
     blocking_results,
@@ -31,7 +31,7 @@ from gpunode.slurm.gate import (
 )
 from gpunode.slurm.scontrol import REASON_MAX, Slurm
 from gpunode.tune.profiles import load_profile
-from testkit import tree_host
+from testkit import run, tree_host
 
 
 class FakeScontrol(Runner):
@@ -98,7 +98,7 @@ def warning(ctx):
 def _run(tmp_path, checks, mode="check", scontrol=None, env=None, config=None, inventory=None, **opts):
     host = tree_host(tmp_path / "root", inventory=inventory)
     return run_gate(GateRun(
-        host=host, source="test", profile=load_profile("training"), config=config or AuditConfig(),
+        host=host, source="test", profile=load_profile("training"), config=config or Config(),
         checks=checks, options=GateOptions(mode, **opts), env=env or {},
         slurm=Slurm(scontrol) if scontrol is not None else None,
     ))
@@ -168,9 +168,9 @@ def test_prolog_opt_out_from_env_runs_nothing(tmp_path):
 def test_prolog_opt_out_from_job_comment_is_asked_only_on_a_block(tmp_path):
     scontrol = FakeScontrol(comment="gpunode=off x")
     env = {"SLURM_JOB_ID": "2", "SLURMD_NODENAME": "vm"}
-    v = _run(tmp_path, [passing], "prolog", scontrol, env=env, config=AuditConfig(expected_gpus=2))
+    v = _run(tmp_path, [passing], "prolog", scontrol, env=env, config=Config(expected_gpus=2))
     assert v.exit_code == 0 and scontrol.calls == []  # healthy: no RPC at all
-    v = _run(tmp_path, [failing], "prolog", scontrol, env=env, config=AuditConfig(expected_gpus=2))
+    v = _run(tmp_path, [failing], "prolog", scontrol, env=env, config=Config(expected_gpus=2))
     assert v.opted_out == "job comment" and v.exit_code == 0 and not v.blocked
     assert scontrol.job_lookups == [["scontrol", "show", "job", "2"]] and scontrol.updates == []
 
@@ -259,7 +259,7 @@ def test_expected_gpus_come_from_slurm_gres_unless_configured(tmp_path):
     v = _run(tmp_path, [count], "prolog", scontrol, env={"SLURMD_NODENAME": "vm"})
     assert seen == [8] and v.meta["expected_gpus_from"].startswith("slurm gres")
     scontrol = FakeScontrol()
-    _run(tmp_path, [count], "prolog", scontrol, env={"SLURMD_NODENAME": "vm"}, config=AuditConfig(expected_gpus=2))
+    _run(tmp_path, [count], "prolog", scontrol, env={"SLURMD_NODENAME": "vm"}, config=Config(expected_gpus=2))
     assert seen == [8, 2] and scontrol.calls == []  # configured: no RPC on the job's start
 
 
@@ -340,7 +340,7 @@ def test_a_hung_driver_blocks_and_the_other_checks_still_run(tmp_path):
     host.gpu = HungNvml(release)
     try:
         started = time.monotonic()
-        v = run_gate(GateRun(host=host, source="test", profile=profile, config=AuditConfig(),
+        v = run_gate(GateRun(host=host, source="test", profile=profile, config=Config(),
                              checks=choose_checks(profile, tags=["gate"]), options=GateOptions("prolog", timeout=4.0)))
         wall = time.monotonic() - started
     finally:
@@ -393,7 +393,7 @@ class NvmlReads:
 def _epilog(tmp_path, seq, scontrol, env=None, timeout=10.0):
     host = tree_host(tmp_path / "root")
     return run_gate(GateRun(
-        host=host, source="test", profile=load_profile("training"), config=AuditConfig(), checks=[],
+        host=host, source="test", profile=load_profile("training"), config=Config(), checks=[],
         options=GateOptions("epilog", timeout=timeout), env=env or {"SLURMD_NODENAME": "vm"},
         slurm=Slurm(scontrol), gpu_factory=seq.source, clock=seq.clock, sleep=seq.sleep,
     ))
@@ -417,8 +417,7 @@ def test_epilog_drains_when_leftovers_stay(tmp_path):
     v = _epilog(tmp_path, seq, scontrol, timeout=6)
     assert seq.reads >= 2 and seq.now <= 6
     assert v.blocked and v.exit_code == 0  # drained by us: no "Epilog error" needed
-    assert re.fullmatch(r"gpunode: epilog\.leftovers GPU0: 1 process\(es\) left \(4242 python\); 2\.0 GiB in use",
-                        scontrol.reason)
+    assert scontrol.reason.startswith("gpunode: epilog.leftovers GPU0: 1 process(es) on the GPU: pid 4242 (python")
 
 
 def test_epilog_fails_the_hook_when_it_cannot_drain(tmp_path):
@@ -426,11 +425,16 @@ def test_epilog_fails_the_hook_when_it_cannot_drain(tmp_path):
     assert v.blocked and v.exit_code == 2  # Slurm then drains it itself
 
 
-def test_epilog_memory_threshold(tmp_path):
-    small = h100_inventory(1, memory_used_bytes=LEFTOVER_MEMORY_BYTES - 1)
-    assert not _epilog(tmp_path, NvmlReads(small), FakeScontrol(), timeout=3).blocked
-    big = h100_inventory(1, memory_used_bytes=LEFTOVER_MEMORY_BYTES)
-    assert _epilog(tmp_path, NvmlReads(big), FakeScontrol(), timeout=3).blocked
+@pytest.mark.parametrize("used", [LEFTOVER_MEMORY_BYTES - 1, LEFTOVER_MEMORY_BYTES, LEFTOVER_MEMORY_BYTES + 1])
+def test_epilog_and_audit_judge_leftover_memory_alike(tmp_path, used):
+    """One rule: the epilog blocks exactly when the audit's gpu.processes is not PASS."""
+    from gpunode.checks.gpu import processes
+
+    inv = h100_inventory(1, memory_used_bytes=used)
+    blocked = _epilog(tmp_path, NvmlReads(inv), FakeScontrol(), timeout=3).blocked
+    host = make_host(tmp_path / "audit", GpuInventory.from_json(inv))
+    [audit] = run(processes, host)
+    assert blocked == (used > LEFTOVER_MEMORY_BYTES) == (audit.status != Status.PASS)
 
 
 def test_epilog_only_looks_at_the_jobs_gpus(tmp_path):

@@ -91,8 +91,10 @@ def test_broken_config_never_blocks_a_job_unless_strict(tmp_path, args, code):
 
 
 def test_bad_input(snaps, tmp_path):
-    r = gpunode("gate", "--prolog", "--health-check", "--snapshot", str(snaps["ok"]))
-    assert r.returncode == 2 and r.stderr.startswith("gpunode: error: give one of")
+    r = gpunode("gate", "--epilog", "--health-check", "--snapshot", str(snaps["ok"]))
+    assert r.returncode == 0 and r.stderr.startswith("gpunode: error: give one of")  # never blocks
+    r = gpunode("gate", "--json", "--json", "--snapshot", str(snaps["ok"]))
+    assert r.returncode == 0
     r = gpunode("gate", "--snapshot", str(tmp_path / "missing"))
     assert r.returncode == 2 and "not a directory" in r.stderr
     r = gpunode("gate", "--snapshot", str(snaps["ok"]), "--timeout", "0")
@@ -187,34 +189,65 @@ def test_prolog_hook_path_is_absolute(tmp_path):
 
 # --- the lean entry path (no typer) ----------------------------------------------------------
 
-def test_fast_parser_knows_exactly_the_typer_options():
-    """`gpunode gate` is parsed by gate_run without typer; both must offer the same options."""
+def test_typer_help_is_built_from_the_one_option_list():
+    """GATE_OPTIONS is the one declaration: typer's `gate` (help) is made from it."""
     import typer.main
 
     from gpunode.cli import app
-    from gpunode.slurm.fastpath import DEFAULTS, FLAGS, VALUES
+    from gpunode.slurm.fastpath import GATE_OPTIONS
 
     command = typer.main.get_command(app).commands["gate"]
-    typer_opts = {opt: p.name for p in command.params for opt in p.opts}
-    fast_opts = {**FLAGS, **{k: v[0] for k, v in VALUES.items()}}
-    assert typer_opts == fast_opts
-    assert {p.name: p.default for p in command.params} == DEFAULTS
+    assert {opt: p.name for p in command.params for opt in p.opts} == {o.flag: o.key for o in GATE_OPTIONS}
+    assert {p.name: p.default for p in command.params} == {o.key: o.default for o in GATE_OPTIONS}
+    assert {p.name: p.is_flag for p in command.params} == {o.key: o.kind is bool for o in GATE_OPTIONS}
 
 
 def test_fast_parser():
-    from gpunode.slurm.fastpath import parse_fast
+    from gpunode.slurm.fastpath import GateUsageError, parse_gate_args
 
-    kw = parse_fast(["--prolog", "--timeout", "7.5", "--snapshot=/x", "--strict"])
-    assert kw["prolog"] and kw["strict"] and kw["timeout"] == 7.5 and str(kw["snapshot"]) == "/x"
-    assert parse_fast([])["timeout"] == 20.0
-    # anything else goes to typer, which prints its usual help or usage error
-    for args in (["--help"], ["--timeout"], ["--timeout", "soon"], ["--timeout", "--json"], ["--bogus"], ["x"]):
-        assert parse_fast(args) is None
+    kw = parse_gate_args(["--prolog", "--timeout", "7.5", "--snapshot=/x", "--strict"])
+    assert kw["prolog"] and kw["strict"] and kw["timeout"] == 7.5 and kw["snapshot"] == "/x"
+    assert parse_gate_args([])["timeout"] == 20.0
+    for args in (["--timeout"], ["--timeout", "soon"], ["--timeout", "--json"], ["--bogus"], ["x"],
+                 ["--json=yes"], ["-p"]):
+        with pytest.raises(GateUsageError):
+            parse_gate_args(args)
 
 
-def test_typer_answers_what_the_fast_path_does_not(snaps):
+def test_a_usage_error_in_check_mode_is_gpunodes_own_one_line(snaps):
     r = gpunode("gate", "--timeout", "soon", "--snapshot", str(snaps["ok"]))
-    assert r.returncode == 2 and r.stderr.startswith("Usage:")  # typer's usage error
+    assert r.returncode == 2 and r.stderr == "gpunode: error: --timeout: 'soon' is not a number\n"
+
+
+# Each would make typer exit 2 in a prolog, and Slurm drain the node for gpunode's own mistake.
+MALFORMED = [("--bogus",), ("--timeout",), ("--timeout", "soon"), ("--timeout", "nan"), ("--timeout", "-1"),
+             ("--check-timeout", "inf"), ("--json=1",), ("--epilog",), ("--health-check",), ("stray",)]
+
+
+@pytest.mark.parametrize("extra", MALFORMED)
+@pytest.mark.parametrize(("mode", "code"), [("--prolog", 0), ("--epilog", 0), ("--health-check", 3)])
+def test_a_malformed_option_in_a_slurm_mode_never_blocks_nor_drains(snaps, tmp_path, mode, code, extra):
+    """gpunode's own error: one line, exit 0 (prolog/epilog) or 3 (health check, which Slurm
+    only logs), and no scontrol call at all (a stand-in on PATH records any)."""
+    if extra[0] == mode:
+        extra = ("--prolog",) if mode != "--prolog" else ("--epilog",)
+    if {"--prolog", "--epilog"} & {mode, *extra}:
+        code = 0  # two modes: the job hooks' rule (never block) wins over the health check's 3
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "scontrol-calls"
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nexit 1\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    r = gpunode("gate", mode, *extra, "--snapshot", str(snaps["bad"]),
+                env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURMD_NODENAME": "vm"})
+    assert r.returncode == code, r.stdout + r.stderr
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("gpunode: error: ")
+    assert not calls.exists()
+
+
+def test_a_malformed_option_blocks_only_with_strict(snaps):
+    r = gpunode("gate", "--prolog", "--strict", "--bogus", "--snapshot", str(snaps["ok"]))
+    assert r.returncode == 2 and "blocking (--strict)" in r.stderr
 
 
 def test_gate_does_not_import_typer_or_rich(snaps):
@@ -239,3 +272,93 @@ def test_hooks_quote_paths_with_spaces_and_quotes(tmp_path, snaps):
     run = subprocess.run([str(prefix / "gpunode-prolog")], env={"SLURMD_NODENAME": "nosuch"},
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "OK" in run.stdout, run.stdout + run.stderr
+
+
+# --- install refuses what would switch the gate off --------------------------------------------
+
+@pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "0", "-1", "1e-400"])
+def test_install_refuses_a_budget_the_gate_would_refuse(tmp_path, timeout):
+    r = gpunode("slurm", "install", "--prefix", str(tmp_path), f"--timeout={timeout}")
+    assert r.returncode == 2 and r.stderr.startswith("gpunode: error: --timeout"), r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_install_refuses_a_config_or_snapshot_the_gate_cannot_load(tmp_path):
+    bad_config = tmp_path / "c.yaml"
+    bad_config.write_text("expected_gpus: eight\n")
+    not_a_snapshot = tmp_path / "empty"
+    not_a_snapshot.mkdir()
+    prefix = tmp_path / "hooks"
+    prefix.mkdir()
+    for option, value in (("--config", bad_config), ("--snapshot", not_a_snapshot)):
+        r = gpunode("slurm", "install", "--prefix", str(prefix), option, str(value))
+        assert r.returncode == 2 and r.stderr.startswith(f"gpunode: error: {option}"), r.stderr
+    assert list(prefix.iterdir()) == []
+
+
+@pytest.mark.parametrize("timeout", ["0.001", "7.25", "1e6"])
+def test_every_budget_install_accepts_runs_the_gate(tmp_path, snaps, timeout):
+    """The hooks never answer "gate not run" because of a value install took."""
+    r = gpunode("slurm", "install", "--prefix", str(tmp_path), "--timeout", timeout, "--snapshot", str(snaps["bad"]))
+    assert r.returncode == 0, r.stderr
+    run = subprocess.run([str(tmp_path / "gpunode-prolog")], env={"SLURMD_NODENAME": "nosuch"},
+                         capture_output=True, text=True, timeout=60)
+    assert "gate not run" not in run.stderr and "gpunode gate (prolog):" in run.stdout, run.stderr
+    assert run.returncode == 2  # judged (the budget floor still runs the checks): the FAIL blocks
+
+
+# --- a damaged recorded document is judged on what it still shows ------------------------------
+
+def _drop(key):
+    return lambda gpu: gpu.pop(key)
+
+
+DAMAGE = {
+    "no index": _drop("index"),
+    "no field_errors": _drop("field_errors"),
+    "no processes": _drop("processes"),
+    "process without pid": lambda gpu: gpu.update(processes=[{"kind": "compute"}]),
+    "processes not a list": lambda gpu: gpu.update(processes="none"),
+    "nvlink without link": lambda gpu: gpu.update(nvlinks=[{"active": True}]),
+    "temperature as text": lambda gpu: gpu.update(temperature_c="hot"),
+    "ecc count as bool": lambda gpu: gpu.update(ecc_uncorrected_aggregate=True),
+    "unknown field": lambda gpu: gpu.update(future_field=1),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_a_failed_row_remap_in_a_damaged_document_still_blocks(tmp_path, damage):
+    inventory = h100_inventory(2, remap_failure=True)
+    DAMAGE[damage](inventory["gpus"][0])
+    snap = write_snapshot(tmp_path / "snap", inventory)
+    r = gpunode("gate", "--prolog", "--snapshot", str(snap), env={"SLURMD_NODENAME": "nosuch", "PATH": "/nonexistent"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("gpunode: gpu.memory.remap GPU0: row remapping failed")
+
+
+def test_a_damaged_field_errors_only_the_checks_that_read_it(tmp_path):
+    from gpunode.host.gpu.model import GpuInventory
+
+    inventory = h100_inventory(1, temperature_c="hot", processes=[{"kind": "compute"}, {"pid": 7, "kind": "compute"}])
+    gpu = GpuInventory.from_json(inventory).gpus[0]
+    assert gpu.temperature_c is None and "temperature_c" in gpu.field_errors
+    assert [p.pid for p in gpu.processes] == [7] and "processes" in gpu.field_errors
+    assert gpu.index == 0 and gpu.remap_failure is False and gpu.error is None
+    snap = write_snapshot(tmp_path / "snap", inventory)
+    doc = json.loads(gpunode("gate", "--json", "--snapshot", str(snap)).stdout)
+    status = {c["id"]: c["status"] for c in doc["checks"]}
+    assert status["gpu.processes"] == "ERROR" and status["gpu.memory.remap"] == "PASS"
+
+
+# --- gate and audit judge ECC mode alike ---------------------------------------------------------
+
+def test_gate_and_audit_both_fail_a_gpu_with_ecc_off(tmp_path):
+    snap = write_snapshot(tmp_path / "snap", h100_inventory(1, ecc_mode_current=False, ecc_mode_pending=False))
+    gate = json.loads(gpunode("gate", "--json", "--snapshot", str(snap)).stdout)
+    audit = json.loads(gpunode("audit", "--json", "--snapshot", str(snap)).stdout)
+
+    def ecc_mode(doc):
+        return [(c["id"], c["subject"], c["status"]) for c in doc["checks"] if c["id"].endswith("ecc_mode")]
+
+    assert ecc_mode(gate) == ecc_mode(audit) != [] and ecc_mode(gate)[0][2] == "FAIL"
+    assert gate["status"] == "FAIL" and gate["blocked"]

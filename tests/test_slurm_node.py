@@ -155,3 +155,28 @@ def test_failed_update_raises():
                stderr=slurm_text("update-resume-not-drained.stderr"))
     with pytest.raises(SlurmError, match="Invalid node state specified"):
         settle_node(Slurm(runner), _node("IDLE+DRAIN", "gpunode: x: y"), None)
+
+
+# A reason is ours only when it starts with `gpunode:`: these merely mention gpunode.
+LOOKALIKES = ["ops: gpunode: said FAIL, replacing HBM", "see gpunode report", "ngpunode: x", "gpunode x: y",
+              " gpunode: leading space", "GPUNODE: shouting"]
+
+
+@pytest.mark.parametrize("reason", LOOKALIKES)
+def test_a_reason_that_merely_mentions_gpunode_is_foreign(reason):
+    assert not _node("IDLE+DRAIN", reason).reason_is_ours
+
+
+@pytest.mark.parametrize("reason", LOOKALIKES)
+def test_a_lookalike_drain_is_never_resumed_nor_overwritten(reason):
+    slurm, runner = _slurm()
+    assert settle_node(slurm, _node("IDLE+DRAIN", reason), None).action == "left-foreign"
+    assert settle_node(slurm, _node("IDLE+DRAIN", reason), "gpunode: x: y").action == "left-foreign"
+    assert _updates(runner) == []
+
+
+def test_a_recorded_lookalike_reason_is_foreign():
+    """The real `scontrol show node` text with an operator's reason that quotes gpunode."""
+    text = slurm_text("show-node-drain-foreign.txt").replace("ops: cable check", "ops: gpunode: said so")
+    node = parse_show_node(text)
+    assert node.reason == "ops: gpunode: said so" and not node.reason_is_ours

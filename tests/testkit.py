@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from gpunode.audit.context import AuditConfig, AuditContext
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Check, Result, run_checks
+from gpunode.config import Config
 from gpunode.host import Facts, Host, snapshot_host
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import ReplayGpuSource
@@ -120,8 +121,8 @@ def derive_snapshot(
     return dest
 
 
-def run(check: Check, host: Host, profile: str = "training", config: AuditConfig | None = None) -> list[Result]:
-    ctx = AuditContext(host=host, profile=load_profile(profile), config=config or AuditConfig())
+def run(check: Check, host: Host, profile: str = "training", config: Config | None = None) -> list[Result]:
+    ctx = AuditContext(host=host, profile=load_profile(profile), config=config or Config())
     return run_checks([check], ctx)
 
 

@@ -1,10 +1,11 @@
-"""What a check gets: the Host, the profile, and the audit's configuration."""
+"""What a check gets: the Host, the profile, and the site configuration (gpunode.config.Config)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from gpunode.audit.engine import CheckSkipped
+from gpunode.config import Config
 from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInfo, GpuInventory
 from gpunode.tune.profiles import Profile
@@ -13,21 +14,10 @@ NVML_TIMEOUT_S = 8.0
 
 
 @dataclass
-class AuditConfig:
-    expected_gpus: int | None = None
-    xid_window_hours: float = 24.0
-    driver_pin: str | None = None  # e.g. "580.159.04", or a prefix "580."
-    cuda_pin: str | None = None
-    scratch_dirs: list[str] = field(default_factory=lambda: ["/tmp"])
-    min_free_gib: float = 1.0
-    data_mounts: list[str] = field(default_factory=list)  # empty: every local mount under /data /scratch /raid /mnt
-
-
-@dataclass
 class AuditContext:
     host: Host
     profile: Profile
-    config: AuditConfig = field(default_factory=AuditConfig)
+    config: Config = field(default_factory=Config)
     # How long a check waits for NVML; the gate keeps it under its per-check watchdog so a
     # hung driver is judged by gpu.nvml (FAIL) instead of ending as a hung check (ERROR).
     nvml_timeout: float = NVML_TIMEOUT_S

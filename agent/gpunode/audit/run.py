@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from gpunode import __version__
-from gpunode.audit.context import AuditConfig, AuditContext
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Check, Result, run_checks, select
 from gpunode.audit.report import iso_time
 from gpunode.config import Config
@@ -30,22 +30,10 @@ def make_host(snapshot: str | None = None, sysroot: str | None = None) -> tuple[
     return live_host(), "live"
 
 
-def audit_config(config: Config, expected_gpus: int | None = None, xid_window: float | None = None) -> AuditConfig:
-    return AuditConfig(
-        expected_gpus=expected_gpus if expected_gpus is not None else config.expected_gpus,
-        xid_window_hours=xid_window if xid_window is not None else config.xid_window_hours,
-        driver_pin=config.driver_pin,
-        cuda_pin=config.cuda_pin,
-        scratch_dirs=list(config.scratch_dirs),
-        min_free_gib=float(config.min_free_gib),
-        data_mounts=list(config.data_mounts),
-    )
-
-
-def choose_checks(profile: Profile, only=(), skip_ids=(), tags=()) -> list[Check]:
+def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=()) -> list[Check]:
     from gpunode.checks import catalogue
 
-    return select(catalogue(profile), only=only, skip_ids=skip_ids, tags=tags)
+    return select(catalogue(profile), only=only, skip_ids=skip_ids, tags=tags, areas=areas)
 
 
 def run_audit(
@@ -53,7 +41,7 @@ def run_audit(
     source: str,
     profile: Profile,
     checks: list[Check],
-    cfg: AuditConfig,
+    cfg: Config,
     check_timeout: float = 10.0,
     total_timeout: float | None = None,
     on_result=None,

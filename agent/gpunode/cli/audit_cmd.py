@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -12,10 +14,11 @@ from gpunode.cli.common import die, split_csv, stdout_console
 def audit(
     profile: str = typer.Option(None, "--profile", "-p", help="Profile name (training, inference) or a YAML path. Default: config, else training."),
     overlay: list[str] = typer.Option(None, "--overlay", help="Per-host YAML overlay on the profile (repeatable)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override one setting target: KIND/KEY=VALUE (repeatable)."),
-    only: list[str] = typer.Option(None, "--only", help="Only these check ids (globs, comma-separated)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override one setting target: KIND.KEY=VALUE (repeatable)."),
+    only: list[str] = typer.Option(None, "--only", help="Only these check ids (globs like 'gpu.*', comma-separated)."),
     skip: list[str] = typer.Option(None, "--skip", help="Skip these check ids (globs, comma-separated)."),
     tag: list[str] = typer.Option(None, "--tag", help="Only checks with one of these tags (e.g. gate, profile)."),
+    area: list[str] = typer.Option(None, "--area", help="Only checks of these areas (gpu, net, memory ...; comma-separated)."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON report (schema gpunode.audit/1) instead of the table."),
     prometheus: Path = typer.Option(None, "--prometheus", help="Also write a Prometheus textfile here (atomically)."),
     snapshot: Path = typer.Option(None, "--snapshot", help="Audit a recorded snapshot directory instead of this host."),
@@ -29,7 +32,7 @@ def audit(
     """Is this node tuned and healthy? Read-only. Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN."""
     from gpunode.audit.engine import EXIT_CODES, overall
     from gpunode.audit.report import audit_document, dumps, prometheus_text, render_table, write_atomic
-    from gpunode.audit.run import audit_config, choose_checks, load_audit_profile, make_host, run_audit
+    from gpunode.audit.run import choose_checks, load_audit_profile, make_host, run_audit
     from gpunode.config import ConfigError, load_config
     from gpunode.tune.profiles import ProfileError, parse_set_options
 
@@ -48,12 +51,15 @@ def audit(
         )
     except (ConfigError, ProfileError, ValueError, FileNotFoundError) as exc:
         die(str(exc))
-    checks = choose_checks(prof, only=split_csv(only), skip_ids=split_csv(skip) + cfg.disable_checks, tags=split_csv(tag))
+    checks = choose_checks(prof, only=split_csv(only), skip_ids=split_csv(skip) + cfg.disable_checks, tags=split_csv(tag),
+                           areas=split_csv(area))
     if golden is not None:
         checks = checks + _golden_checks(golden)
     if not checks:
         die("no check matches the selection (see `gpunode checks`)")
-    run = run_audit(host, source, prof, checks, audit_config(cfg, expected_gpus, xid_window))
+    overrides = {"expected_gpus": expected_gpus, "xid_window_hours": xid_window}
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    run = run_audit(host, source, prof, checks, cfg)
     document = audit_document(run.results, run.meta)
     if prometheus is not None:
         try:
@@ -64,6 +70,12 @@ def audit(
         typer.echo(dumps(document), nl=False)
     else:
         render_table(run.results, run.meta, stdout_console(), verbose=verbose)
+    if host.sys.is_live:  # a replayed snapshot or a --sysroot tree is not this node's history
+        from gpunode.history import record
+
+        warning = record("audit", document)
+        if warning and host.facts.is_root:  # without root the state dir is not ours to write
+            print(f"gpunode: warning: {warning}", file=sys.stderr)
     raise typer.Exit(EXIT_CODES[overall(run.results)])
 
 
@@ -117,7 +129,7 @@ def snapshot_cmd(
     profile: list[str] = typer.Option(None, "--profile", "-p", help="Profiles whose checks to record (default: all shipped)."),
 ) -> None:
     """Record everything an audit reads (files, NVML, command outputs) into DIR, for `audit --snapshot DIR`."""
-    from gpunode.audit.run import audit_config, run_audit
+    from gpunode.audit.run import run_audit
     from gpunode.checks import catalogue
     from gpunode.config import Config
     from gpunode.host.snapshot import recording_host, write_snapshot
@@ -134,7 +146,7 @@ def snapshot_cmd(
     for prof in profiles:
         checks = [c for c in catalogue(prof) if c.id not in seen]
         seen.update(c.id for c in checks)
-        run_audit(host, "live", prof, checks, audit_config(Config()), check_timeout=30)
+        run_audit(host, "live", prof, checks, Config(), check_timeout=30)
     write_snapshot(output, host, sysroot, runner)
     typer.echo(f"snapshot written to {output} ({len(sysroot.files)} files, {len(runner.recorded)} commands)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -9,28 +10,22 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die
-from gpunode.slurm.fastpath import SNAPSHOT_ENV, execute
+from gpunode.slurm.fastpath import GATE_HELP, GATE_OPTIONS, execute
 
 
-def gate(
-    prolog: bool = typer.Option(False, "--prolog", help="Slurm Prolog: exit non-zero on FAIL (Slurm drains the node and requeues the job)."),
-    epilog: bool = typer.Option(False, "--epilog", help="Slurm Epilog: wait briefly for leftover GPU processes/memory; drain if they stay."),
-    health_check: bool = typer.Option(False, "--health-check", help="Slurm HealthCheckProgram: drain on FAIL, resume only gpunode's own drain."),
-    timeout: float = typer.Option(20.0, "--timeout", help="Total budget in seconds, Slurm calls included."),
-    check_timeout: float = typer.Option(None, "--check-timeout", help="Watchdog per check in seconds (default: timeout/4, at most 5)."),
-    strict: bool = typer.Option(False, "--strict", help="An ERROR (a check that could not run) blocks too."),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON verdict (schema gpunode.gate/1)."),
-    snapshot: Path = typer.Option(None, "--snapshot", help=f"Gate a recorded snapshot instead of this host (also ${SNAPSHOT_ENV} or config `snapshot:`)."),
-    config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
-) -> None:
-    """Fast pre-job health gate: the checks tagged `gate`, within --timeout. A job opts out
-    with `gpunode=off` in its comment (`--comment`) or SLURM_JOB_EXTRA (`--extra`).
-    Exit: check mode 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN; --prolog 2 on FAIL; --epilog 2 when
-    leftovers stay and gpunode could not drain; --health-check 0 (3 when gpunode failed)."""
-    # Normally `gpunode gate` runs through gate_run.fast_main without typer; same code.
-    raise typer.Exit(execute(prolog=prolog, epilog=epilog, health_check=health_check, timeout=timeout,
-                             check_timeout=check_timeout, strict=strict, as_json=as_json, snapshot=snapshot,
-                             config=config))
+def gate_command():
+    """typer's `gate` command, built from GATE_OPTIONS (the one declaration the fast parser
+    reads too). `gpunode gate` normally runs through fastpath.fast_main; typer shows its help."""
+    params = [inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, annotation=o.kind,
+                                default=typer.Option(o.default, o.flag, help=o.help)) for o in GATE_OPTIONS]
+
+    def gate(**kwargs) -> None:
+        raise typer.Exit(execute(**kwargs))
+
+    gate.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    gate.__annotations__ = {o.key: o.kind for o in GATE_OPTIONS}
+    gate.__doc__ = GATE_HELP
+    return gate
 
 
 slurm_app = typer.Typer(help="Slurm integration: the gate as Prolog, Epilog and HealthCheckProgram.",
@@ -56,13 +51,14 @@ def slurm_install(
     for value, what in ((config, "--config"), (snapshot, "--snapshot"), (slurm_conf, "--slurm-conf")):
         if value is not None and not value.exists():
             die(f"{what} {value}: does not exist")
-    if timeout is not None and timeout <= 0:
-        die("--timeout must be positive")
     if interval <= 0:
         die("--interval must be positive")
-    scripts = hook_scripts(prefix, sys.executable, str(config.absolute()) if config else None,
-                           str(snapshot.absolute()) if snapshot else None, timeout, strict,
-                           str(slurm_conf.absolute()) if slurm_conf else None)
+    try:
+        scripts = hook_scripts(prefix, sys.executable, str(config.absolute()) if config else None,
+                               str(snapshot.absolute()) if snapshot else None, timeout, strict,
+                               str(slurm_conf.absolute()) if slurm_conf else None)
+    except ValueError as exc:
+        die(str(exc))
     if dry_run:
         for s in scripts:
             typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
@@ -85,5 +81,5 @@ def slurm_install(
 
 
 def register(app) -> None:
-    app.command("gate")(gate)
+    app.command("gate")(gate_command())
     app.add_typer(slurm_app, name="slurm")

@@ -1,66 +1,114 @@
 """Running `gpunode gate` without typer: the gate starts before every Slurm job, and typer
-(with the pydantic it loads to coerce options) costs ~100 ms of imports, a third of the
-gate's budget. `gpunode.cli.main` sends `gpunode gate ...` here; help, and anything this
-small parser does not understand, goes to the typer command in gate_cmd (same options).
+(with the click and rich it loads) costs ~100 ms of imports, a third of the gate's budget.
+`gpunode.cli.main` sends `gpunode gate ...` here. The options are declared once, as data
+(GATE_OPTIONS): this module parses them, and gate_cmd builds typer's `gate` command (its help)
+from the same list.
 
-In --prolog/--epilog mode a broken gpunode (bad config, a bug) must not block jobs: it prints
-one `gpunode: error: ...` line and exits 0, unless --strict. Only a FAIL blocks.
+In --prolog/--epilog mode a broken gpunode (bad config, a bug, an option it does not know)
+must not block jobs: it prints one `gpunode: error: ...` line and exits 0, unless --strict.
+Only a FAIL blocks.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 SNAPSHOT_ENV = "GPUNODE_SNAPSHOT"
 USAGE_EXIT = 2
+UNKNOWN_EXIT = 3
+DEFAULT_TIMEOUT_S = 20.0
+HELP_FLAGS = ("--help", "-h")
+# The Slurm modes, in the order a usage error is attributed to them.
+SLURM_MODE_FLAGS = {"--prolog": "prolog", "--epilog": "epilog", "--health-check": "health-check"}
 
-# The options of `gpunode gate` (gate_cmd.gate declares the same, with help texts).
-FLAGS = {"--prolog": "prolog", "--epilog": "epilog", "--health-check": "health_check", "--strict": "strict",
-         "--json": "as_json"}
-VALUES = {"--timeout": ("timeout", float), "--check-timeout": ("check_timeout", float),
-          "--snapshot": ("snapshot", Path), "--config": ("config", str)}
-DEFAULTS = {"prolog": False, "epilog": False, "health_check": False, "strict": False, "as_json": False,
-            "timeout": 20.0, "check_timeout": None, "snapshot": None, "config": None}
+GATE_HELP = """Fast pre-job health gate: the checks tagged `gate`, within --timeout. A job opts out
+with `gpunode=off` in its comment (`--comment`) or SLURM_JOB_EXTRA (`--extra`).
+Exit: check mode 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN; --prolog 2 on FAIL; --epilog 2 when
+leftovers stay and gpunode could not drain; --health-check 0 (3 when gpunode failed).
+In a Slurm mode gpunode's own failures (a bad option, config or snapshot) never block
+unless --strict."""
 
 
-def parse_fast(args: list[str]) -> dict | None:
-    """The gate's options -> keyword arguments; None for anything else (help, typos, bad
-    numbers), which typer then answers with its usual messages."""
-    kwargs = dict(DEFAULTS)
+class GateOption:
+    """One option of `gpunode gate`: flag, keyword, type (bool: a flag), default, help."""
+
+    __slots__ = ("flag", "key", "kind", "default", "help")
+
+    def __init__(self, flag: str, key: str, kind: type, default: object, help: str) -> None:
+        self.flag, self.key, self.kind, self.default, self.help = flag, key, kind, default, help
+
+
+GATE_OPTIONS = (
+    GateOption("--prolog", "prolog", bool, False,
+               "Slurm Prolog: exit non-zero on FAIL (Slurm drains the node and requeues the job)."),
+    GateOption("--epilog", "epilog", bool, False,
+               "Slurm Epilog: wait briefly for leftover GPU processes/memory; drain if they stay."),
+    GateOption("--health-check", "health_check", bool, False,
+               "Slurm HealthCheckProgram: drain on FAIL, resume only gpunode's own drain."),
+    GateOption("--timeout", "timeout", float, DEFAULT_TIMEOUT_S,
+               "Total budget in seconds, Slurm calls included."),
+    GateOption("--check-timeout", "check_timeout", float, None,
+               "Watchdog per check in seconds (default: timeout/4, at most 5)."),
+    GateOption("--strict", "strict", bool, False, "An ERROR (a check that could not run) blocks too."),
+    GateOption("--json", "as_json", bool, False, "Print the JSON verdict (schema gpunode.gate/1)."),
+    GateOption("--snapshot", "snapshot", str, None,
+               f"Gate a recorded snapshot instead of this host (also ${SNAPSHOT_ENV} or config `snapshot:`)."),
+    GateOption("--config", "config", str, None,
+               "Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+)
+_BY_FLAG = {o.flag: o for o in GATE_OPTIONS}
+
+
+class GateUsageError(ValueError):
+    """An option `gpunode gate` does not know, or a value it cannot read."""
+
+
+def parse_gate_args(args: list[str]) -> dict:
+    """The gate's argv -> keyword arguments for execute(); GateUsageError for anything else."""
+    kwargs = {o.key: o.default for o in GATE_OPTIONS}
     items = iter(args)
     for arg in items:
-        name, sep, inline = arg.partition("=")
-        if arg in FLAGS:
-            kwargs[FLAGS[arg]] = True
-        elif name in VALUES:
-            value = inline if sep else next(items, None)
-            if value is None or (not sep and value.startswith("--")):
-                return None
-            key, kind = VALUES[name]
-            try:
-                kwargs[key] = kind(value)
-            except ValueError:
-                return None
-        else:
-            return None
+        name, sep, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        option = _BY_FLAG.get(name)
+        if option is None:
+            raise GateUsageError(f"no such option: {arg!r} (see `gpunode gate --help`)")
+        if option.kind is bool:
+            if sep:
+                raise GateUsageError(f"{name} takes no value")
+            kwargs[option.key] = True
+            continue
+        value = inline if sep else next(items, None)
+        if value is None or (not sep and value.startswith("--")):
+            raise GateUsageError(f"{name} needs a value")
+        try:
+            kwargs[option.key] = option.kind(value)
+        except ValueError:
+            raise GateUsageError(f"{name}: {value!r} is not a number") from None
     return kwargs
 
 
 def fast_main(args: list[str]) -> int | None:
-    kwargs = parse_fast(args)
-    return None if kwargs is None else execute(**kwargs)
+    """The exit code of `gpunode gate ARGS`; None for help, which typer prints."""
+    if any(a in HELP_FLAGS for a in args):
+        return None
+    try:
+        kwargs = parse_gate_args(args)
+    except GateUsageError as exc:
+        # Slurm would drain the node for a non-zero prolog: a usage error is gpunode's own.
+        mode = next((m for flag, m in SLURM_MODE_FLAGS.items() if flag in args), "check")
+        return gpunode_failed(mode, "--strict" in args, str(exc))
+    return execute(**kwargs)
 
 
-def execute(prolog=False, epilog=False, health_check=False, timeout=20.0, check_timeout=None, strict=False,
-            as_json=False, snapshot=None, config=None) -> int:
+def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIMEOUT_S, check_timeout=None,
+            strict=False, as_json=False, snapshot=None, config=None) -> int:
     """Run the gate; print the report; return the exit code."""
     modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
-    if len(modes) > 1:
-        return _error("give one of --prolog, --epilog, --health-check")
     mode = modes[0] if modes else "check"
     try:
+        if len(modes) > 1:
+            raise GateUsageError("give one of --prolog, --epilog, --health-check")
         run = prepare(mode, timeout, check_timeout, strict, snapshot, config)
         from gpunode.slurm.gate import run_gate
 
@@ -72,7 +120,7 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=20.0, check_
 
 
 def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
-    from gpunode.audit.run import audit_config, choose_checks, load_audit_profile, make_host
+    from gpunode.audit.run import choose_checks, load_audit_profile, make_host
     from gpunode.config import load_config
     from gpunode.host.runner import Runner
     from gpunode.slurm.gate import GateOptions, GateRun
@@ -81,7 +129,7 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
     options = GateOptions(mode, timeout, check_timeout, strict)
     cfg = load_config(config_path)
     snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
-    if snap and not Path(snap).is_dir():
+    if snap and not os.path.isdir(snap):
         raise ValueError(f"snapshot {snap}: not a directory")
     host, source = make_host(snapshot=snap)
     _prefetch_gpus(host)
@@ -93,7 +141,7 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
 
         gpu_factory = LiveGpuSource  # the epilog polls: a fresh NVML read each time
     return GateRun(
-        host=host, source=source, profile=profile, config=audit_config(cfg), checks=checks, options=options,
+        host=host, source=source, profile=profile, config=cfg, checks=checks, options=options,
         env=dict(os.environ), slurm=Slurm(Runner()) if mode != "check" else None, gpu_factory=gpu_factory,
     )
 
@@ -117,7 +165,7 @@ def gpunode_failed(mode: str, strict: bool, message: str) -> int:
         print(f"gpunode: error: {message} (gate not run; {note})", file=sys.stderr)
         return USAGE_EXIT if strict else 0
     print(f"gpunode: error: {message} (health check not run)", file=sys.stderr)
-    return 3
+    return UNKNOWN_EXIT
 
 
 def _error(message: str) -> int:

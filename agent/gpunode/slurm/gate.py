@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from gpunode import __version__
-from gpunode.audit.context import NVML_TIMEOUT_S, AuditConfig, AuditContext
+from gpunode.audit.context import NVML_TIMEOUT_S, AuditContext
 from gpunode.audit.engine import (
     EXIT_CODES,
     Check,
@@ -32,8 +32,10 @@ from gpunode.audit.engine import (
     run_checks,
 )
 from gpunode.audit.report import iso_time, summary
+from gpunode.checks.gpu_common import field_problem, leftovers
+from gpunode.config import Config
 from gpunode.host import Host
-from gpunode.host.gpu.model import GpuInfo, GpuInventory
+from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import GpuSource
 from gpunode.slurm.scontrol import OUR_PREFIX, REASON_MAX, Slurm, SlurmAction, SlurmError, settle_node
 from gpunode.tune.profiles import Profile
@@ -43,9 +45,6 @@ MODES = ("check", "prolog", "epilog", "health-check")
 SLURM_MODES = ("prolog", "epilog", "health-check")
 OPT_OUT = re.compile(r"(?:^|[\s,;])gpunode=off(?:$|[\s,;])")
 EPILOG_CHECK_ID = "epilog.leftovers"
-# Memory still in use after a job: NVML's "used" excludes driver-reserved memory on current
-# drivers (0 B on an idle H100); older drivers count a few hundred MiB reserved, so 1 GiB.
-LEFTOVER_MEMORY_BYTES = 1 << 30
 EPILOG_POLL_S = 1.0
 # Time kept back from the checks for the scontrol calls that follow them (a local scontrol
 # answers in ~10 ms; a busy slurmctld in seconds), at most a quarter of the budget.
@@ -53,6 +52,14 @@ SLURM_RESERVE_S = 3.0
 # A check waits for NVML at most this share of its watchdog, so a hung driver reads as
 # gpu.nvml FAIL "NVML hung" (blocks) and not as a hung check (ERROR, does not block).
 NVML_SHARE = 0.8
+
+
+def seconds(value: float, option: str) -> float:
+    """A budget in seconds: positive and finite. The range test also refuses nan, which every
+    comparison with the budget would pass (a gate that never times out, or never runs)."""
+    if not 0 < value < math.inf:
+        raise ValueError(f"{option} must be positive and finite (seconds), got {value}")
+    return value
 
 
 @dataclass
@@ -65,11 +72,9 @@ class GateOptions:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown gate mode {self.mode!r}; modes: {', '.join(MODES)}")
-        # `not x > 0` also refuses nan, which every comparison with the budget would pass.
-        if not 0 < self.timeout < math.inf:
-            raise ValueError("--timeout must be positive and finite (seconds)")
-        if self.check_timeout is not None and not self.check_timeout > 0:
-            raise ValueError("--check-timeout must be positive")
+        seconds(self.timeout, "--timeout")
+        if self.check_timeout is not None:
+            seconds(self.check_timeout, "--check-timeout")
 
     @property
     def per_check_timeout(self) -> float:
@@ -125,7 +130,7 @@ class GateRun:
     host: Host
     source: str
     profile: Profile
-    config: AuditConfig
+    config: Config
     checks: Sequence[Check]
     options: GateOptions
     env: Mapping[str, str] = field(default_factory=dict)
@@ -183,36 +188,21 @@ def comment_opt_out(slurm: Slurm | None, env: Mapping[str, str]) -> str | None:
 # --- the epilog's own check: leftovers after a job ---------------------------------------------
 
 def leftover_findings(inventory: GpuInventory, indices: set[int] | None = None) -> list:
-    """Per GPU: FAIL when processes or >= 1 GiB of memory remain, else PASS."""
+    """Per GPU: FAIL when processes or more than 1 GiB of memory remain (the audit's rule,
+    gpu_common.leftovers), or when the GPU cannot be read; else PASS."""
     if not inventory.available:
         raise CheckSkipped(inventory.error or "no NVIDIA driver/NVML")
     found = []
     for gpu in inventory.gpus:
         if indices is not None and gpu.index not in indices:
             continue
-        problem = _leftover(gpu)
-        found.append(fail(problem, observed=_pids(gpu), subject=gpu.label) if problem
+        problem = (f"cannot read the GPU: {gpu.error}" if gpu.error
+                   else field_problem(gpu, ("processes", "memory_used_bytes")) or leftovers(gpu))
+        found.append(fail(problem, observed=[p.pid for p in gpu.processes], subject=gpu.label) if problem
                      else ok("no processes, memory free", subject=gpu.label))
     if not found:
         raise CheckSkipped("no GPU of this job found")
     return found
-
-
-def _leftover(gpu: GpuInfo) -> str | None:
-    if gpu.error:
-        return f"cannot read the GPU: {gpu.error}"
-    parts = []
-    if gpu.processes:
-        names = ", ".join(f"{p.pid} {p.name or '?'}" for p in gpu.processes[:3])
-        parts.append(f"{len(gpu.processes)} process(es) left ({names})")
-    used = gpu.memory_used_bytes or 0
-    if used >= LEFTOVER_MEMORY_BYTES:
-        parts.append(f"{used / (1 << 30):.1f} GiB in use")
-    return "; ".join(parts) or None
-
-
-def _pids(gpu: GpuInfo) -> list[int]:
-    return [p.pid for p in gpu.processes]
 
 
 def job_gpu_indices(env: Mapping[str, str]) -> set[int] | None:

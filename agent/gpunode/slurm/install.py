@@ -28,9 +28,34 @@ class HookScript:
     text: str
 
 
+def check_hook_values(config: str | None, snapshot: str | None, timeout: float | None) -> None:
+    """Refuse what would make every hook answer "gate not run" (a gate switched off by a value
+    gpunode accepted): a budget that is not a positive finite number, a config the gate cannot
+    load, a snapshot it cannot replay. ValueError names the option."""
+    from gpunode.config import load_config
+    from gpunode.host import snapshot_host
+    from gpunode.slurm.gate import seconds
+
+    if timeout is not None:
+        seconds(timeout, "--timeout")
+        if float(f"{timeout:g}") <= 0:  # what the hook will pass, as written
+            raise ValueError(f"--timeout {timeout} rounds to 0 in the hook")
+    if config is not None:
+        try:
+            load_config(config)
+        except Exception as exc:  # noqa: BLE001 - any failure here is one the hooks would hit
+            raise ValueError(f"--config {config}: the gate could not load it: {exc}") from None
+    if snapshot is not None:
+        try:
+            snapshot_host(snapshot)
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise ValueError(f"--snapshot {snapshot}: the gate could not replay it: {exc}") from None
+
+
 def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot: str | None = None,
                  timeout: float | None = None, strict: bool = False,
                  slurm_conf: str | None = None) -> list[HookScript]:
+    check_hook_values(config, snapshot, timeout)
     scripts = []
     for mode, name in HOOKS.items():
         # -I: the hook runs as root from whatever directory slurmd (or an operator) is in;

@@ -115,12 +115,30 @@ class GpuInfo:
     error: str | None = None  # the whole GPU could not be read
 
     @classmethod
-    def from_dict(cls, data: dict) -> GpuInfo:
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["processes"] = [GpuProcess(**p) for p in data.get("processes", [])]
-        kwargs["nvlinks"] = [NvLink(**n) for n in data.get("nvlinks", [])]
-        return cls(**kwargs)
+    def from_dict(cls, data: object, position: int = 0) -> GpuInfo:
+        """A recorded GPU (snapshot gpus.json). A field that is missing reads as not reported
+        (None); a field of the wrong type is None with a field_errors entry, so the checks
+        that read it ERROR while the others still judge what the document does show (a
+        failed row remap must FAIL even when another field is broken)."""
+        if not isinstance(data, dict):
+            return cls(index=position, error=f"recorded GPU entry is a {type(data).__name__}, not an object")
+        info = cls(index=position)
+        errors: dict[str, str] = {}
+        for f in fields(cls):
+            if f.name not in data or f.name in ("processes", "nvlinks", "field_errors"):
+                continue
+            value = data[f.name]
+            if value is None or _has_type(value, f.type):
+                setattr(info, f.name, value)
+            else:
+                errors[f.name] = f"recorded value {value!r:.40} is not {f.type}"
+        recorded = data.get("field_errors") or {}
+        if isinstance(recorded, dict):
+            errors.update({str(k): str(v) for k, v in recorded.items()})
+        info.processes = _records(GpuProcess, data.get("processes"), "processes", errors)
+        info.nvlinks = _records(NvLink, data.get("nvlinks"), "nvlinks", errors)
+        info.field_errors = errors
+        return info
 
     @property
     def label(self) -> str:
@@ -169,6 +187,45 @@ class GpuInventory:
 
     @classmethod
     def from_json(cls, data: dict) -> GpuInventory:
-        gpus = [GpuInfo.from_dict(g) for g in data.get("gpus", [])]
+        recorded = data.get("gpus") or []
+        if not isinstance(recorded, list):
+            raise ValueError(f"gpus: expected a list, got a {type(recorded).__name__}")
+        gpus = [GpuInfo.from_dict(g, i) for i, g in enumerate(recorded)]
         known = {f.name for f in fields(cls)} - {"gpus"}
         return cls(gpus=gpus, **{k: v for k, v in data.items() if k in known})
+
+
+# Annotation text -> the JSON types a recorded value may have (bool is not a number here).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "int | None": (int,), "float | None": (int, float), "bool | None": (bool,),
+    "str | None": (str,), "list[dict] | None": (list,),
+}
+
+
+def _has_type(value: object, annotation: object) -> bool:
+    allowed = _JSON_TYPES.get(str(annotation))
+    if allowed is None:
+        return True
+    if isinstance(value, bool) and bool not in allowed:
+        return False
+    return isinstance(value, allowed)
+
+
+def _records(kind: type, data: object, name: str, errors: dict[str, str]) -> list:
+    """Recorded processes or NVLinks: entries that cannot be read are left out and noted under
+    `name` in field_errors (checks needing them ERROR: a lost process must not read as none)."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        errors[name] = f"recorded {name} is a {type(data).__name__}, not a list"
+        return []
+    out = []
+    names = {f.name for f in fields(kind)}
+    for entry in data:
+        try:
+            if not isinstance(entry, dict):
+                raise TypeError(f"a {type(entry).__name__}, not an object")
+            out.append(kind(**{k: v for k, v in entry.items() if k in names}))
+        except TypeError as exc:
+            errors[name] = f"a recorded entry of {name} cannot be read: {exc}"
+    return out
