@@ -386,3 +386,129 @@ class NvmlGpuControl:
             for i in range(count.value):
                 self._call(f"GPU{index} destroy compute instance", lambda ci=array[i]: nvml.nvmlComputeInstanceDestroy(ci))
         self._call(f"GPU{index} destroy MIG instance {instance_id}", lambda: nvml.nvmlGpuInstanceDestroy(gi))
+
+
+# ============================================================================================
+# Telemetry (gpunode.host.gpu.telemetry): fast repeated reads of a few counters per GPU, and
+# Xid events through an NVML event set. Read-only, like the inventory above.
+# ============================================================================================
+
+
+class NvmlTelemetrySource:
+    """gpunode.host.gpu.telemetry.TelemetrySource over the live NVML."""
+
+    def __init__(self):
+        self.nvml = None
+        self.handles: dict[int, Any] = {}
+        self.events = None
+        self._index_of: dict[int, int] = {}
+        self._missing: dict[str, str] = {}
+        self._static: dict[int, dict] = {}
+
+    def open(self) -> list[int]:
+        import pynvml as nvml
+
+        nvml.nvmlInit()
+        self.nvml = nvml
+        for i in range(nvml.nvmlDeviceGetCount()):
+            try:
+                self.handles[i] = nvml.nvmlDeviceGetHandleByIndex(i)
+            except nvml.NVMLError as exc:
+                self._missing[f"gpu{i}"] = _text(str(exc))
+        self._open_events()
+        for i, h in self.handles.items():  # what does not change while we sample
+            self._static[i] = {
+                "pcie_max_gen": _safe(lambda h=h: int(nvml.nvmlDeviceGetMaxPcieLinkGeneration(h))),
+                "pcie_max_width": _safe(lambda h=h: int(nvml.nvmlDeviceGetMaxPcieLinkWidth(h))),
+                "ecc": bool((_safe(lambda h=h: nvml.nvmlDeviceGetEccMode(h)) or (0,))[0]),
+            }
+        return sorted(self.handles)
+
+    def _open_events(self) -> None:
+        nvml = self.nvml
+        try:
+            self.events = nvml.nvmlEventSetCreate()
+        except nvml.NVMLError as exc:
+            self._missing["xid"] = f"no NVML event set: {_text(str(exc))}"
+            return
+        refused = []
+        for i, h in self.handles.items():
+            try:
+                nvml.nvmlDeviceRegisterEvents(h, nvml.nvmlEventTypeXidCriticalError, self.events)
+                self._index_of[ctypes.addressof(h.contents)] = i
+            except nvml.NVMLError as exc:
+                refused.append(f"GPU{i}: {_text(str(exc))}")
+        if refused:
+            self._missing["xid"] = "Xid events not watched on " + "; ".join(refused)
+
+    def unavailable(self) -> dict[str, str]:
+        return dict(self._missing)
+
+    def wait_events(self, timeout_s: float) -> list[dict]:
+        nvml = self.nvml
+        if self.events is None or not self._index_of:
+            time.sleep(max(0.0, timeout_s))
+            return []
+        try:
+            data = nvml.nvmlEventSetWait_v2(self.events, max(1, int(timeout_s * 1000)))
+        except nvml.NVMLError as exc:
+            if getattr(exc, "value", None) != nvml.NVML_ERROR_TIMEOUT:
+                time.sleep(max(0.0, timeout_s))  # keep the tick rate; the next read shows the GPU state
+            return []
+        gpu = self._index_of.get(ctypes.addressof(data.device.contents)) if data.device else None
+        return [{"gpu": gpu, "xid": int(data.eventData)}]
+
+    def read(self, gpu: int, now: float, processes: bool):
+        from gpunode.host.gpu.model import clock_event_names
+        from gpunode.host.gpu.telemetry import Sample
+
+        nvml, h, static = self.nvml, self.handles[gpu], self._static[gpu]
+
+        def get(fn):
+            try:
+                return fn()
+            except nvml.NVMLError as exc:
+                if _is_not_supported(nvml, exc):
+                    return None
+                raise
+
+        s = Sample(t=now, gpu=gpu, pcie_max_gen=static["pcie_max_gen"], pcie_max_width=static["pcie_max_width"])
+        s.sm_clock_mhz = get(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM))
+        s.mem_clock_mhz = get(lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_MEM))
+        s.power_w = _watts(get(lambda: nvml.nvmlDeviceGetPowerUsage(h)))
+        s.power_limit_w = _watts(get(lambda: nvml.nvmlDeviceGetEnforcedPowerLimit(h)))
+        s.temp_c = get(lambda: nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU))
+        s.mem_temp_c = get(lambda: _field_value(nvml, h, nvml.NVML_FI_DEV_MEMORY_TEMP))
+        util = get(lambda: nvml.nvmlDeviceGetUtilizationRates(h))
+        s.utilization_pct = None if util is None else float(util.gpu)
+        s.clock_events = tuple(clock_event_names(get(lambda: int(_clock_events(nvml, h)))))
+        s.pcie_gen = get(lambda: nvml.nvmlDeviceGetCurrPcieLinkGeneration(h))
+        s.pcie_width = get(lambda: nvml.nvmlDeviceGetCurrPcieLinkWidth(h))
+        s.pcie_replay = get(lambda: nvml.nvmlDeviceGetPcieReplayCounter(h))
+        if static["ecc"]:
+            unc, cor = nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED
+            s.ecc_uncorrected = get(lambda: nvml.nvmlDeviceGetTotalEccErrors(h, unc, nvml.NVML_VOLATILE_ECC))
+            s.ecc_corrected = get(lambda: nvml.nvmlDeviceGetTotalEccErrors(h, cor, nvml.NVML_VOLATILE_ECC))
+        rows = get(lambda: nvml.nvmlDeviceGetRemappedRows(h))
+        if rows is not None:
+            s.remap_uncorrectable, s.remap_pending, s.remap_failure = int(rows[1]), bool(rows[2]), bool(rows[3])
+        if processes:
+            s.processes = tuple((p.pid, p.name, p.used_memory_bytes) for p in _processes(nvml, h, _Reader(nvml, GpuInfo(gpu))))
+        return s
+
+    def close(self) -> None:
+        if self.nvml is None:
+            return
+        if self.events is not None:
+            _safe(lambda: self.nvml.nvmlEventSetFree(self.events))
+        _safe(self.nvml.nvmlShutdown)
+        self.nvml = None
+
+
+def _field_value(nvml, handle, field_id: int):
+    """One NVML field value (memory temperature has no getter of its own); None when unsupported."""
+    value = nvml.nvmlDeviceGetFieldValues(handle, [field_id])[0]
+    if int(value.nvmlReturn) != nvml.NVML_SUCCESS:
+        return None
+    return float(getattr(value.value, {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}.get(
+        int(value.valueType), "uiVal")))
