@@ -71,7 +71,7 @@ def cmdline_facts(ctx: AuditContext):
 )
 def cmdline_thp(ctx: AuditContext):
     params = parse_cmdline(" ".join(cmdline_params(ctx)))
-    setting = ctx.profile.get("sysfs/thp.enabled")
+    setting = ctx.profile.get("sysfs.thp.enabled")
     target = None if setting is None else str(setting.target)
     boot = params.get("transparent_hugepage")
     if boot is None:

@@ -32,14 +32,14 @@ def main() -> None:
     current = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
     other = next(cc for cc in ["reno", *available] if cc != current)  # reno is always built in
-    common = ["--only", "sysctl/net.*", "--no-persist", "--state-dir", state, "--json"]
+    common = ["--only", "sysctl.net.*", "--no-persist", "--state-dir", state, "--json"]
     report = {"cc_target": other, "before": values()}
-    report["apply"] = gpunode("apply", *common, "--set", f"sysctl/net.ipv4.tcp_congestion_control={other}")
+    report["apply"] = gpunode("apply", *common, "--set", f"sysctl.net.ipv4.tcp_congestion_control={other}")
     report["applied"] = values()
-    report["again"] = gpunode("apply", *common, "--set", f"sysctl/net.ipv4.tcp_congestion_control={other}")
+    report["again"] = gpunode("apply", *common, "--set", f"sysctl.net.ipv4.tcp_congestion_control={other}")
     report["rollback"] = gpunode("rollback", "--state-dir", state, "--json")
     report["rolled_back"] = values()
-    report["failing"] = gpunode("apply", *common, "--set", "sysctl/net.ipv4.tcp_congestion_control=nosuchcc")
+    report["failing"] = gpunode("apply", *common, "--set", "sysctl.net.ipv4.tcp_congestion_control=nosuchcc")
     report["after_failing"] = values()
     print(json.dumps(report))
 

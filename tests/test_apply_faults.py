@@ -11,7 +11,7 @@ from apply_fixtures import apply_json, gpunode, make_tree, picture
 from gpunode.tune.journal import StateDir
 from gpunode.tune.lock import StateLock
 
-ONLY = "sysctl/vm.*,sysctl/kernel.*,sysfs/thp.*,limits/*"  # 5 runtime changes + limits file + persistence
+ONLY = "sysctl.vm.*,sysctl.kernel.*,sysfs.thp.*,limits.*"  # 5 runtime changes + limits file + persistence
 
 
 def _apply(root, state, *extra, env=None):
@@ -51,7 +51,7 @@ def test_failing_write_rolls_back_the_batch(tmp_path):
     before = picture(root)
     rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", ONLY)
     assert rc == 3 and doc["result"] == "failed"
-    assert "/etc/sysctl.d/90-gpunode.conf" in doc["reason"] and "persist/sysctl" in doc["reason"]
+    assert "/etc/sysctl.d/90-gpunode.conf" in doc["reason"] and "persist.sysctl" in doc["reason"]
     statuses = [c["status"] for c in doc["changes"]]
     assert statuses == ["rolled-back"] * 5 + ["failed"] + ["not-run"] * (len(statuses) - 6)
     assert [r["status"] for r in doc["rolled_back"]] == ["not-written"] + ["restored"] * 5
@@ -70,9 +70,9 @@ def test_verify_catches_a_value_that_does_not_stick(tmp_path):
     knob.unlink()
     knob.symlink_to("/dev/null")
     before = picture(root)
-    rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysfs/thp.*,sysctl/vm.swappiness")
+    rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysfs.thp.*,sysctl.vm.swappiness")
     assert rc == 3 and doc["result"] == "failed"
-    assert doc["reason"] == "sysctl/vm.swappiness /proc/sys/vm/swappiness: reads (empty) after writing 10"
+    assert doc["reason"] == "sysctl.vm.swappiness /proc/sys/vm/swappiness: reads (empty) after writing 10"
     assert [r["status"] for r in doc["rolled_back"]] == ["not-written", "restored"]
     assert picture(root) == before
 
@@ -120,9 +120,9 @@ def test_bad_profile_yaml_exits_2_and_changes_nothing(tmp_path, overlay, message
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--only", "sysctl/nope.*"], "no setting of profile training matches 'sysctl/nope.*'"),
-        (["--set", "sysctl/vm.swappiness"], "expected KIND/KEY=VALUE"),
-        (["--set", "sysctl/vm.nope=1"], "the profile has no such setting"),
+        (["--only", "sysctl.nope.*"], "no setting of profile training matches 'sysctl.nope.*'"),
+        (["--set", "sysctl.vm.swappiness"], "expected KIND.KEY=VALUE"),
+        (["--set", "sysctl.vm.nope=1"], "the profile has no such setting"),
         (["--profile", "no-such-profile"], "unknown profile 'no-such-profile'"),
         (["--boot", "--profile", "training"], "--boot re-applies the recorded settings"),
     ],
@@ -138,7 +138,7 @@ def test_bad_options_exit_2(tmp_path, args, message):
 def test_rollback_of_unknown_id_and_wrong_root(tmp_path):
     root, state = make_tree(tmp_path / "root"), tmp_path / "state"
     other = make_tree(tmp_path / "other")
-    _, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysctl/vm.swappiness")
+    _, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysctl.vm.swappiness")
     unknown = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--id", "nope")
     assert unknown.returncode == 2 and "no apply with id nope" in unknown.stderr
     wrong = gpunode("rollback", "--sysroot", str(other), "--state-dir", str(state), "--id", doc["id"])

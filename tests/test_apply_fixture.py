@@ -19,17 +19,17 @@ def test_dry_run_plans_and_changes_nothing(tmp_path):
     rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(tmp_path / "state"), "--dry-run")
     assert rc == 0 and doc["schema"] == "gpunode.apply/1" and doc["result"] == "planned"
     rows = {(c["setting"], c["subject"]): c for c in doc["changes"]}
-    swap = rows[("sysctl/vm.swappiness", "/proc/sys/vm/swappiness")]
+    swap = rows[("sysctl.vm.swappiness", "/proc/sys/vm/swappiness")]
     assert (swap["current"], swap["target"], swap["status"]) == ("60", "10", "planned")
     # >= never lowers a field: only the third tcp_rmem field moves; wmem_max (bigger) is left alone
-    assert rows[("sysctl/net.ipv4.tcp_rmem", "/proc/sys/net/ipv4/tcp_rmem")]["target"] == "4096 131072 268435456"
-    assert not any(s == "sysctl/net.core.wmem_max" for s, _ in rows)
+    assert rows[("sysctl.net.ipv4.tcp_rmem", "/proc/sys/net/ipv4/tcp_rmem")]["target"] == "4096 131072 268435456"
+    assert not any(s == "sysctl.net.core.wmem_max" for s, _ in rows)
     # only the governors that are wrong, only the IRQs off the NIC's node (round-robin on node 1)
-    assert [s for (k, s) in rows if k == "sysfs/cpu.governor"] == [
+    assert [s for (k, s) in rows if k == "sysfs.cpu.governor"] == [
         "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "/sys/devices/system/cpu/cpu2/cpufreq/scaling_governor"]
-    assert rows[("irq/nic-numa-local", "eth0 IRQ 40")]["target"] == "4 (node 1)"
-    assert rows[("irq/nic-numa-local", "eth0 IRQ 42")]["target"] == "6 (node 1)"
-    grub = rows[("cmdline/iommu", "/etc/default/grub")]
+    assert rows[("irq.nic-numa-local", "eth0 IRQ 40")]["target"] == "4 (node 1)"
+    assert rows[("irq.nic-numa-local", "eth0 IRQ 42")]["target"] == "6 (node 1)"
+    grub = rows[("cmdline.iommu", "/etc/default/grub")]
     assert grub["reboot_required"] and grub["status"] == "blocked" and "--allow-reboot-settings" in grub["note"]
     assert picture(root) == before
     assert not (tmp_path / "state").exists()
@@ -47,7 +47,7 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
     apply_id = doc["id"]
     # what apply wrote is what the audit checks
     audit = json.loads(gpunode("audit", "--sysroot", str(root), "--json", "--tag", "profile").stdout)
-    wrong = [c for c in audit["checks"] if c["status"] in ("WARN", "FAIL") and c["id"] != "cmdline/iommu"]
+    wrong = [c for c in audit["checks"] if c["status"] in ("WARN", "FAIL") and c["id"] != "cmdline.iommu"]
     assert wrong == []
     assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() == "always\n"
     assert (root / "proc/sys/net/core/wmem_max").read_text() == "1048576000\n"
@@ -64,9 +64,9 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
     assert os.readlink(root / "etc/systemd/system/multi-user.target.wants/gpunode-apply.service") == \
         "/etc/systemd/system/gpunode-apply.service"
     boot = json.loads((root / "etc/gpunode/apply-boot.json").read_text())
-    assert {s["kind"] + "/" + s["key"] for s in boot["settings"]} == {
-        "sysfs/cpu.governor", "sysfs/thp.enabled", "sysfs/nvme.scheduler", "sysfs/nvme.read_ahead_kb",
-        "irq/nic-numa-local"}
+    assert {s["kind"] + "." + s["key"] for s in boot["settings"]} == {
+        "sysfs.cpu.governor", "sysfs.thp.enabled", "sysfs.nvme.scheduler", "sysfs.nvme.read_ahead_kb",
+        "irq.nic-numa-local"}
     assert stat.S_IMODE((root / "etc/gpunode/apply-boot.json").stat().st_mode) == 0o600
     journal = tmp_path / "state" / "applies" / f"{apply_id}.jsonl"
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
@@ -76,7 +76,7 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
     rc, again = apply_json("--sysroot", str(root), "--state-dir", state, "--allow-reboot-settings")
     # only the kernel command line is left: it is in GRUB and waits for a reboot (exit 1)
     assert (rc, again["result"], again["id"]) == (1, "nothing-to-change", None)
-    assert [(c["setting"], c["status"]) for c in again["changes"]] == [("cmdline/iommu", "blocked")]
+    assert [(c["setting"], c["status"]) for c in again["changes"]] == [("cmdline.iommu", "blocked")]
     assert "reboot to take effect" in again["changes"][0]["note"]
     assert picture(root) == after
     plain = gpunode("apply", "--sysroot", str(root), "--state-dir", state, "--allow-reboot-settings")
@@ -102,7 +102,7 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
 def test_rollback_leaves_values_changed_by_someone_else(tmp_path):
     root = make_tree(tmp_path / "root")
     state = str(tmp_path / "state")
-    apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysctl/vm.*,sysfs/thp.*", "--no-persist")
+    apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysctl.vm.*,sysfs.thp.*", "--no-persist")
     (root / "proc/sys/vm/swappiness").write_text("33\n")  # an operator changed it since
     rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", state)
     assert rb.returncode == 1
@@ -117,9 +117,9 @@ def test_two_applies_roll_back_newest_first(tmp_path):
     root = make_tree(tmp_path / "root")
     before = picture(root)
     state = str(tmp_path / "state")
-    _, first = apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysctl/vm.swappiness")
-    _, second = apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysctl/vm.swappiness",
-                           "--set", "sysctl/vm.swappiness=1")
+    _, first = apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysctl.vm.swappiness")
+    _, second = apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysctl.vm.swappiness",
+                           "--set", "sysctl.vm.swappiness=1")
     assert first["result"] == second["result"] == "applied"
     assert (root / "proc/sys/vm/swappiness").read_text() == "1\n"
     assert "vm.swappiness = 1\n" in (root / "etc/sysctl.d/90-gpunode.conf").read_text()
@@ -132,12 +132,12 @@ def test_two_applies_roll_back_newest_first(tmp_path):
 def test_boot_reapplies_runtime_settings(tmp_path):
     root = make_tree(tmp_path / "root")
     state = str(tmp_path / "state")
-    apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysfs/thp.enabled,sysctl/vm.swappiness")
+    apply_json("--sysroot", str(root), "--state-dir", state, "--only", "sysfs.thp.enabled,sysctl.vm.swappiness")
     # a reboot: runtime knobs back at the kernel defaults, files kept
     (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("always [madvise] never\n")
     rc, doc = apply_json("--sysroot", str(root), "--state-dir", state, "--boot")
     assert (rc, doc["result"]) == (0, "applied")
-    assert _ids(doc) == [("sysfs/thp.enabled", "/sys/kernel/mm/transparent_hugepage/enabled")]
+    assert _ids(doc) == [("sysfs.thp.enabled", "/sys/kernel/mm/transparent_hugepage/enabled")]
     assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() == "always\n"
     hist = json.loads(gpunode("history", "--state-dir", state, "--json").stdout)
     assert len(hist["applies"]) == 1  # the boot re-apply is not an apply of its own
@@ -149,6 +149,6 @@ def test_boot_reapplies_runtime_settings(tmp_path):
 
 def test_limits_overridden_by_a_later_file_is_refused(tmp_path):
     root = make_tree(tmp_path / "root", {"/etc/security/limits.d/95-site.conf": "* soft memlock 64\n* hard memlock 64\n"})
-    rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(tmp_path / "s"), "--only", "limits/memlock")
+    rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(tmp_path / "s"), "--only", "limits.memlock")
     assert rc == 1 and doc["result"] == "nothing-to-change"
     assert "95-site.conf sorts after" in doc["changes"][0]["note"]

@@ -66,7 +66,7 @@ class FakeGpuControl(GpuControl):
         self.writes.append(("mig_destroy", instance_id))
 
 
-def _run(tmp_path, inv, control, only="gpu/*", overlay: str | None = None, **kw):
+def _run(tmp_path, inv, control, only="gpu.*", overlay: str | None = None, **kw):
     host = tree_host(tmp_path / "root", inventory=inv)
     overlays = []
     if overlay:
@@ -86,8 +86,8 @@ def test_recorded_h100_is_already_as_the_training_profile_wants(tmp_path):
     inv = h100()
     _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), dry_run=True)
     assert out.result == "nothing-to-change"
-    assert sorted(out.plan.satisfied) == ["gpu/compute_mode", "gpu/ecc_mode", "gpu/mig_mode", "gpu/persistence_mode",
-                                          "gpu/power_limit"]
+    assert sorted(out.plan.satisfied) == ["gpu.compute_mode", "gpu.ecc_mode", "gpu.mig_mode", "gpu.persistence_mode",
+                                          "gpu.power_limit"]
 
 
 def test_plan_apply_and_rollback_of_gpu_settings(tmp_path):
@@ -96,9 +96,9 @@ def test_plan_apply_and_rollback_of_gpu_settings(tmp_path):
     control = FakeGpuControl(inv)
     _, _, plan = _run(tmp_path / "a", inv, control, dry_run=True)
     rows = _rows(plan)
-    assert rows[("gpu/power_limit", "GPU0")]["target"] == "700 W"
-    assert rows[("gpu/ecc_mode", "GPU0")]["gpu_reset_required"] is True
-    assert rows[("gpu/persistence_mode", "GPU0")]["gpu_reset_required"] is False
+    assert rows[("gpu.power_limit", "GPU0")]["target"] == "700 W"
+    assert rows[("gpu.ecc_mode", "GPU0")]["gpu_reset_required"] is True
+    assert rows[("gpu.persistence_mode", "GPU0")]["gpu_reset_required"] is False
     assert control.writes == []  # a dry run never touches the GPU
 
     env, state, out = _run(tmp_path, inv, control)
@@ -122,9 +122,9 @@ def test_reset_settings_refused_while_gpu_processes_run(tmp_path):
     control = FakeGpuControl(inv)
     _, _, out = _run(tmp_path, inv, control)
     rows = _rows(out)
-    for key in ("gpu/ecc_mode", "gpu/mig_mode"):
+    for key in ("gpu.ecc_mode", "gpu.mig_mode"):
         assert rows[(key, "GPU0")]["status"] == "blocked" and "pids 4242" in rows[(key, "GPU0")]["note"]
-    assert rows[("gpu/persistence_mode", "GPU0")]["status"] == "applied"
+    assert rows[("gpu.persistence_mode", "GPU0")]["status"] == "applied"
     assert out.exit_code == 1
     assert control.writes == [("persistence_mode", True)]
 
@@ -141,7 +141,7 @@ def test_process_started_after_the_plan_is_caught_at_write_time(tmp_path):
 
 def test_pending_ecc_is_not_planned_again(tmp_path):
     inv = testkit.with_gpu(h100(), ecc_mode_current=False, ecc_mode_pending=True)
-    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/ecc_mode")
+    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu.ecc_mode")
     assert out.result == "nothing-to-change" and out.exit_code == 1
     assert "already pending" in out.rows[0]["note"]
 
@@ -160,7 +160,7 @@ def test_nvml_failure_rolls_back_earlier_gpu_writes(tmp_path):
 
 def test_power_limit_outside_the_gpu_range_is_refused(tmp_path):
     inv = h100()
-    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/power_limit",
+    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu.power_limit",
                      overlay="settings:\n  - {kind: gpu, key: power_limit, target: 900}\n")
     assert out.rows[0]["status"] == "blocked" and "outside this GPU's range 200.0-700.0 W" in out.rows[0]["note"]
 
@@ -176,9 +176,9 @@ LAYOUT = "settings:\n  - {kind: gpu, key: mig_mode, target: true}\n  - {kind: gp
 def test_mig_layout_applies_only_the_difference_and_rolls_back(tmp_path):
     inv = testkit.with_gpu(h100(), mig_mode_current=True, mig_mode_pending=True, mig_instances=MIG_NOW)
     control = FakeGpuControl(inv)
-    env, state, out = _run(tmp_path, inv, control, only="gpu/mig_*", overlay=LAYOUT)
+    env, state, out = _run(tmp_path, inv, control, only="gpu.mig_*", overlay=LAYOUT)
     assert out.result == "applied", out.reason
-    assert [r["subject"] for r in out.rows if r["setting"] == "gpu/mig_layout"] == [
+    assert [r["subject"] for r in out.rows if r["setting"] == "gpu.mig_layout"] == [
         "GPU0 MIG 1g.10gb #6", "GPU0 MIG 1g.10gb #5", "GPU0 MIG 2g.20gb"]
     assert control.writes == [("mig_destroy", 6), ("mig_destroy", 5), ("mig_create", "2g.20gb")]
     assert sorted(i["profile"] for i in control.instances) == ["2g.20gb", "3g.40gb"]
@@ -189,7 +189,7 @@ def test_mig_layout_applies_only_the_difference_and_rolls_back(tmp_path):
 
 def test_mig_layout_needs_mig_mode_first(tmp_path):
     inv = h100()  # MIG off
-    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/mig_layout", overlay=LAYOUT, dry_run=True)
+    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu.mig_layout", overlay=LAYOUT, dry_run=True)
     assert {r["status"] for r in out.rows} == {"blocked"}
     assert "MIG mode is off on GPU0" in out.rows[0]["note"]
 
@@ -218,7 +218,7 @@ def test_boot_unit_reapplies_gpu_settings_through_nvml(tmp_path, monkeypatch):
     from gpunode.cli import app, apply_cmd
 
     inv = testkit.with_gpu(h100(), persistence_mode=False)
-    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/persistence_mode")
+    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu.persistence_mode")
     assert out.result == "applied", out.reason
     rebooted = FakeGpuControl(inv)  # persistence mode is off again after a reboot
     monkeypatch.setattr(apply_cmd, "_host", lambda sysroot: tree_host(tmp_path / "root", inventory=inv))
@@ -240,7 +240,7 @@ def test_applications_clocks_back_to_default_and_rolled_back(tmp_path):
     inv = testkit.with_gpu(h100(), sm_app_clock_mhz=1500)  # someone ran `nvidia-smi -ac 2619,1500`
     control = FakeGpuControl(inv)
     control.values[0]["applications_clocks"] = "2619,1500"
-    env, state, out = _run(tmp_path, inv, control, only="gpu/applications_clocks", overlay=CLOCKS % "default")
+    env, state, out = _run(tmp_path, inv, control, only="gpu.applications_clocks", overlay=CLOCKS % "default")
     assert out.result == "applied", out.reason
     assert (out.rows[0]["current"], out.rows[0]["target"]) == ("2619,1500 MHz", "2619,1980 MHz")
     assert control.writes == [("applications_clocks", "2619,1980")]
@@ -254,7 +254,7 @@ def test_applications_clocks_above_the_maximum_are_refused_and_bad_ones_rejected
     from gpunode.tune.profiles import ProfileError
 
     inv = h100()
-    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu/applications_clocks", overlay=CLOCKS % "'2619,2100'")
+    _, _, out = _run(tmp_path, inv, FakeGpuControl(inv), only="gpu.applications_clocks", overlay=CLOCKS % "'2619,2100'")
     assert out.rows[0]["status"] == "blocked" and "above this GPU's maximum clocks 2619,1980 MHz" in out.rows[0]["note"]
     (tmp_path / "bad.yaml").write_text(CLOCKS % "fast")
     with pytest.raises(ProfileError, match="'MEM,SM' in MHz"):

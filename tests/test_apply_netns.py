@@ -47,7 +47,7 @@ def test_net_sysctls_apply_and_rollback_in_a_network_namespace(tmp_path):
     assert applied["net/ipv4/tcp_wmem"].split()[2] == str(max(int(before["net/ipv4/tcp_wmem"].split()[2]), 268435456))
     assert applied["net/ipv4/tcp_congestion_control"] == r["cc_target"]
     # rmem_max is the host's (absent, or read-only 0444 in a child namespace): refused, not failed
-    rmem_max = [c for c in doc["changes"] if c["setting"] == "sysctl/net.core.rmem_max"]
+    rmem_max = [c for c in doc["changes"] if c["setting"] == "sysctl.net.core.rmem_max"]
     assert all(c["status"] == "blocked" and "read-only here" in c["note"] for c in rmem_max)
     assert applied["net/core/rmem_max"] == before["net/core/rmem_max"]
     # idempotent, then rolled back exactly

@@ -110,11 +110,11 @@ def test_services_stop_disable_and_come_back(tmp_path):
     profile = load_profile("training")
     env = ApplyEnv(host=host, gpu=NoGpuControl())
     state = StateDir(tmp_path / "state")
-    out = apply_profile(env, profile, select_settings(profile, ["service/irqbalance"]), state)
+    out = apply_profile(env, profile, select_settings(profile, ["service.irqbalance"]), state)
     assert out.result == "applied"
     assert systemd.units["irqbalance"] == {"active": "inactive", "enabled": "disabled"}
     assert [c[1] for c in systemd.calls if c[1] != "show"] == ["stop", "disable"]
-    again = apply_profile(env, profile, select_settings(profile, ["service/irqbalance"]), state)
+    again = apply_profile(env, profile, select_settings(profile, ["service.irqbalance"]), state)
     assert again.result == "nothing-to-change"
     _, results = rollback(env, state)
     assert [r.status for r in results] == ["restored"]
@@ -128,7 +128,7 @@ def test_service_not_installed_is_refused_and_a_failing_systemctl_rolls_back(tmp
     (tmp_path / "o.yaml").write_text("settings:\n  - {kind: service, key: ghost, target: active}\n")
     profile = load_profile("training", overlays=[tmp_path / "o.yaml"])
     env = ApplyEnv(host=host, gpu=NoGpuControl())
-    out = apply_profile(env, profile, select_settings(profile, ["service/ghost"]), StateDir(tmp_path / "s"))
+    out = apply_profile(env, profile, select_settings(profile, ["service.ghost"]), StateDir(tmp_path / "s"))
     assert out.rows[0]["status"] == "blocked" and "not installed" in out.rows[0]["note"]
 
     original = systemd.run
@@ -139,7 +139,7 @@ def test_service_not_installed_is_refused_and_a_failing_systemctl_rolls_back(tmp
         return original(argv, **kw)
 
     systemd.run = broken_disable
-    out = apply_profile(env, profile, select_settings(profile, ["service/irqbalance"]), StateDir(tmp_path / "s2"))
+    out = apply_profile(env, profile, select_settings(profile, ["service.irqbalance"]), StateDir(tmp_path / "s2"))
     assert out.result == "failed" and "systemctl disable irqbalance failed: Failed to disable unit: Access denied" in out.reason
     assert systemd.units["irqbalance"] == {"active": "active", "enabled": "enabled"}  # started again
 
@@ -161,11 +161,11 @@ def test_boot_unit_is_blocked_not_failed_without_systemd(tmp_path):
     from gpunode.tune.persist import plan_persistence
 
     host = tree_host(tmp_path, {"/sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never\n"})
-    setting = load_profile("training").get("sysfs/thp.enabled")
+    setting = load_profile("training").get("sysfs.thp.enabled")
     plan = type("Plan", (), {"settings": [setting], "writes": [type("W", (), {"setting_id": setting.id, "after": "always"})()]})()
     without = plan_persistence(plan, PlannedFiles(_LiveLike(host.sys)), ["gpunode", "apply", "--boot"])
-    boot = [c for c in without if c.setting_id == "persist/boot"]
+    boot = [c for c in without if c.setting_id == "persist.boot"]
     assert boot and all("no systemd" in c.blocked for c in boot)
     (tmp_path / "run/systemd/system").mkdir(parents=True)
     with_systemd = plan_persistence(plan, PlannedFiles(_LiveLike(host.sys)), ["gpunode", "apply", "--boot"])
-    assert all(not c.blocked for c in with_systemd if c.setting_id == "persist/boot")
+    assert all(not c.blocked for c in with_systemd if c.setting_id == "persist.boot")

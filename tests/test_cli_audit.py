@@ -25,20 +25,20 @@ def test_live_audit_without_gpu_still_audits_host_and_skips_gpu_checks():
     doc = json.loads(proc.stdout)
     assert doc["schema"] == "gpunode.audit/1" and doc["exit_code"] == proc.returncode
     by_id = {(c["id"], c["subject"]): c for c in doc["checks"]}
-    gpu = [c for c in doc["checks"] if c["id"].startswith("gpu/")]
+    gpu = [c for c in doc["checks"] if "profile" in c["tags"] and c["id"].startswith("gpu.")]
     assert gpu and all(c["status"] == "SKIP" and "no NVIDIA driver/NVML" in c["message"] for c in gpu)
-    assert by_id[("sysctl/vm.swappiness", None)]["status"] in ("PASS", "WARN")
+    assert by_id[("sysctl.vm.swappiness", None)]["status"] in ("PASS", "WARN")
     for c in doc["checks"]:
         assert set(c) >= {"id", "status", "severity", "observed", "expected", "message", "remediation", "duration_s"}
 
 
 def test_table_output_and_exit_code_follow_results(tmp_path):
     write_files(tmp_path, {"/proc/sys/vm/swappiness": "60\n"})
-    result = cli.invoke(app, ["audit", "--sysroot", str(tmp_path), "--only", "sysctl/vm.swappiness"])
+    result = cli.invoke(app, ["audit", "--sysroot", str(tmp_path), "--only", "sysctl.vm.swappiness"])
     assert result.exit_code == 1
-    assert "sysctl/vm.swappiness" in result.stdout and "WARN (exit 1)" in result.stdout
+    assert "sysctl.vm.swappiness" in result.stdout and "WARN (exit 1)" in result.stdout
     write_files(tmp_path, {"/proc/sys/vm/swappiness": "1\n"})
-    result = cli.invoke(app, ["audit", "--sysroot", str(tmp_path), "--only", "sysctl/vm.swappiness"])
+    result = cli.invoke(app, ["audit", "--sysroot", str(tmp_path), "--only", "sysctl.vm.swappiness"])
     assert result.exit_code == 0 and "OK (exit 0)" in result.stdout
 
 
@@ -49,10 +49,10 @@ def test_critical_setting_fails_with_exit_2(tmp_path):
     inv = json.loads((Path(__file__).parent / "fixtures/nvml/h100-sxm-1gpu.json").read_text())
     inv["gpus"][0]["ecc_mode_current"] = False
     (snap / "gpus.json").write_text(json.dumps(inv))
-    result = cli.invoke(app, ["audit", "--snapshot", str(snap), "--only", "gpu/*", "--json"])
+    result = cli.invoke(app, ["audit", "--snapshot", str(snap), "--only", "gpu.*", "--json"])
     doc = json.loads(result.stdout)
     assert result.exit_code == 2 and doc["status"] == "FAIL"
-    ecc = next(c for c in doc["checks"] if c["id"] == "gpu/ecc_mode")
+    ecc = next(c for c in doc["checks"] if c["id"] == "gpu.ecc_mode")
     assert ecc["status"] == "FAIL" and ecc["subject"] == "GPU0" and ecc["remediation"]
     assert doc["gpus"]["devices"][0]["pci_device"] == "0x2330"
 
@@ -60,11 +60,11 @@ def test_critical_setting_fails_with_exit_2(tmp_path):
 def test_prometheus_textfile_is_written_atomically(tmp_path):
     write_files(tmp_path / "root", {"/proc/sys/vm/swappiness": "60\n"})
     prom = tmp_path / "textfile" / "gpunode.prom"
-    result = cli.invoke(app, ["audit", "--sysroot", str(tmp_path / "root"), "--only", "sysctl/vm.*",
+    result = cli.invoke(app, ["audit", "--sysroot", str(tmp_path / "root"), "--only", "sysctl.vm.*",
                               "--prometheus", str(prom)])
     assert result.exit_code == 1
     text = prom.read_text()
-    assert 'gpunode_check_status{check="sysctl/vm.swappiness",subject="",area="memory",severity="warning"' in text
+    assert 'gpunode_check_status{check="sysctl.vm.swappiness",subject="",area="memory",severity="warning"' in text
     assert "gpunode_audit_status{" in text and text.endswith("\n")
     assert [p.name for p in prom.parent.iterdir()] == ["gpunode.prom"]  # no temp file left behind
     for line in text.splitlines():
@@ -80,7 +80,7 @@ def test_bad_input_is_a_clear_error_with_exit_2(tmp_path):
         (["audit", "--snapshot", str(tmp_path / "missing")], "not a directory"),
         (["audit", "--snapshot", str(tmp_path)], "not a gpunode snapshot"),
         (["audit", "--only", "no.such.check"], "no check matches"),
-        (["audit", "--set", "sysctl/vm.swappiness"], "expected KIND/KEY=VALUE"),
+        (["audit", "--set", "sysctl.vm.swappiness"], "expected KIND.KEY=VALUE"),
         (["audit", "--config", str(tmp_path / "none.yaml")], "config file not found"),
         (["audit", "--expected-gpus", "-1"], "--expected-gpus must be 0 or more"),
         (["audit", "--xid-window", "-5"], "--xid-window must be positive"),
@@ -95,7 +95,7 @@ def test_bad_input_is_a_clear_error_with_exit_2(tmp_path):
 def test_config_file_sets_expectations_and_rejects_unknown_keys(tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("profile: inference\nexpected_gpus: 8\n")
-    doc = json.loads(gpunode("audit", "--json", "--only", "sysfs/thp.enabled", env={"GPUNODE_CONFIG": str(cfg)}).stdout)
+    doc = json.loads(gpunode("audit", "--json", "--only", "sysfs.thp.enabled", env={"GPUNODE_CONFIG": str(cfg)}).stdout)
     assert doc["profile"] == "inference"
     cfg.write_text("expectd_gpus: 8\n")
     proc = gpunode("audit", "--config", str(cfg))
@@ -130,7 +130,7 @@ def test_checks_and_profiles_listing():
     result = cli.invoke(app, ["checks", "--json"])
     rows = json.loads(result.stdout)
     ids = [r["id"] for r in rows]
-    assert len(ids) == len(set(ids)) and "sysctl/vm.swappiness" in ids
+    assert len(ids) == len(set(ids)) and "sysctl.vm.swappiness" in ids
     assert cli.invoke(app, ["checks", "--tag", "gate"]).exit_code == 0
     shown = cli.invoke(app, ["profiles", "inference"])
     assert shown.exit_code == 0 and "madvise" in shown.stdout

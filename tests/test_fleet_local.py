@@ -49,10 +49,10 @@ def test_fleet_audit_names_failing_hosts_and_checks(tmp_path):
     assert "port 1" in hosts["h100-dark"]["message"] and hosts["h100-dark"]["run"] == "unreachable"
     assert hosts["h200-a"]["gpu_names"] == ["NVIDIA H200"] and hosts["h100-ok"]["gpu_names"] == ["NVIDIA H100 80GB HBM3"]
     assert hosts["h100-bad"]["reported_host"] == "gpu-h100-02"  # the node's own report, not a copy
-    assert hosts["h100-bad"]["failing"] == ["gpu/ecc_mode"]
-    ecc = fleetkit.check_row(doc, "gpu/ecc_mode")
+    assert hosts["h100-bad"]["failing"] == ["gpu.ecc_mode"]
+    ecc = fleetkit.check_row(doc, "gpu.ecc_mode")
     assert ecc["fail_hosts"] == ["h100-bad"] and ecc["details"]["h100-bad"][0]["subject"] == "GPU0"
-    assert fleetkit.check_row(doc, "sysctl/vm.swappiness")["warn_hosts"] == ["h100-bad"]
+    assert fleetkit.check_row(doc, "sysctl.vm.swappiness")["warn_hosts"] == ["h100-bad"]
     assert doc["ansible"]["status"] == "failed" and doc["ansible"]["stats"]["dark"] == {"h100-dark": 1}
 
     # What stays on the controller: private per-host reports, the run, the fleet report.
@@ -70,7 +70,7 @@ def test_fleet_audit_names_failing_hosts_and_checks(tmp_path):
     again = fleetkit.fleet(["audit", "-i", str(inv), "--state-dir", str(state), "--limit", "h100-bad",
                             "--check", "--keep", "1"])
     assert again.rc == 2, again.stderr[-3000:]
-    assert "h100-bad" in again.stdout and "gpu/ecc_mode" in again.stdout and "FAIL (exit 2)" in again.stdout
+    assert "h100-bad" in again.stdout and "gpu.ecc_mode" in again.stdout and "FAIL (exit 2)" in again.stdout
     assert "[1/1] h100-bad FAIL" in again.stderr and "check mode" in again.stderr
     assert not artifact.exists()
     assert len(list((state / "fleet" / "audit" / "artifacts").iterdir())) == 1
@@ -89,7 +89,7 @@ def _apply_inventory(tmp_path: Path, roots: dict[str, Path], profiles: dict[str,
     lines = []
     for name, root in roots.items():
         own = ["--sysroot", str(root), "--state-dir", str(root.parent / "journal")]
-        apply_args = json.dumps([*own, "--only", "sysctl/vm.swappiness"])
+        apply_args = json.dumps([*own, "--only", "sysctl.vm.swappiness"])
         profile = (profiles or {}).get(name, "training")
         lines.append(f"{name} gpunode_profile={profile} gpunode_apply_args='{apply_args}' "
                      f"gpunode_rollback_args='{json.dumps(own)}'")

@@ -183,13 +183,13 @@ def test_audit_reports_name_failing_hosts_per_check(tmp_path):
     doc = fleet_document(make_run(tmp_path, "audit", hosts))
     status = {h["host"]: h["status"] for h in doc["hosts"]}
     assert status == {"noecc": "FAIL", "ok": "OK", "swap": "WARN"}
-    ecc = fleetkit.check_row(doc, "gpu/ecc_mode")
+    ecc = fleetkit.check_row(doc, "gpu.ecc_mode")
     assert ecc["fail_hosts"] == ["noecc"] and ecc["warn_hosts"] == [] and ecc["severity"] == "critical"
     assert ecc["details"]["noecc"][0]["subject"] == "GPU0"
-    swap = fleetkit.check_row(doc, "sysctl/vm.swappiness")
+    swap = fleetkit.check_row(doc, "sysctl.vm.swappiness")
     assert swap["warn_hosts"] == ["noecc", "swap"] and swap["fail_hosts"] == []
-    assert doc["checks"][0]["id"] == "gpu/ecc_mode"  # most failing hosts first
-    assert fleetkit.by_host(doc)["noecc"]["failing"] == ["gpu/ecc_mode"]
+    assert doc["checks"][0]["id"] == "gpu.ecc_mode"  # most failing hosts first
+    assert fleetkit.by_host(doc)["noecc"]["failing"] == ["gpu.ecc_mode"]
     assert doc["status"] == "FAIL" and doc["exit_code"] == 2
 
 

@@ -44,7 +44,7 @@ def test_apply_drains_and_resumes_only_its_own_drain(tmp_path, slurm):
     testkit.write_files(root, {"/proc/sys/vm/swappiness": "60\n"})
     own = ["--sysroot", str(root), "--state-dir", str(tmp_path / "journal")]
     inv = fleetkit.write_inventory(tmp_path / "inv.ini", {"h100": [
-        f"n1 gpunode_slurm_node={slurm.node} gpunode_apply_args='{json.dumps([*own, '--only', 'sysctl/vm.swappiness'])}'"
+        f"n1 gpunode_slurm_node={slurm.node} gpunode_apply_args='{json.dumps([*own, '--only', 'sysctl.vm.swappiness'])}'"
     ]}, fleetkit.local_vars(ansible_python_interpreter=sys.executable, gpunode_slurm_drain="true",
                             gpunode_drain_timeout="30"))
     base = ["apply", "-i", str(inv), "--state-dir", str(tmp_path / "state")]

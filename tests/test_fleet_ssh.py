@@ -192,7 +192,7 @@ def test_fleet_audit_over_ssh_with_one_node_unreachable(tmp_path, ssh_nodes):
     hosts = fleetkit.by_host(doc)
     assert {h: r["status"] for h, r in hosts.items()} == {"ns0": "OK", "ns1": "FAIL", "ns2": "UNREACHABLE"}
     assert nodes[2].address in hosts["ns2"]["message"] and hosts["ns2"]["run"] == "unreachable"
-    assert fleetkit.check_row(doc, "gpu/ecc_mode")["fail_hosts"] == ["ns1"]
+    assert fleetkit.check_row(doc, "gpu.ecc_mode")["fail_hosts"] == ["ns1"]
     assert hosts["ns0"]["reported_host"] == "gpu-h100-01" and hosts["ns1"]["reported_host"] == "gpu-h100-02"
     assert sorted(p.name for p in Path(doc["report_dir"]).iterdir()) == ["ns0.audit.json", "ns1.audit.json"]
     assert doc["ansible"]["stats"]["dark"] == {"ns2": 1}

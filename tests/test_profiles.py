@@ -6,12 +6,12 @@ from gpunode.tune.profiles import ProfileError, load_profile, parse_set_options,
 def test_shipped_profiles_load_and_inference_extends_training():
     assert shipped_profiles() == ["inference", "training"]
     training, inference = load_profile("training"), load_profile("inference")
-    assert training.get("sysfs/thp.enabled").target == "always"
-    assert inference.get("sysfs/thp.enabled").target == "madvise"
-    assert inference.get("sysctl/vm.swappiness").target == 1
-    assert "gpu/mig_mode" in training.settings and "gpu/mig_mode" not in inference.settings
-    assert "sysctl/net.ipv4.tcp_rmem" not in inference.settings
-    assert inference.get("sysctl/kernel.numa_balancing").target == 0  # inherited
+    assert training.get("sysfs.thp.enabled").target == "always"
+    assert inference.get("sysfs.thp.enabled").target == "madvise"
+    assert inference.get("sysctl.vm.swappiness").target == 1
+    assert "gpu.mig_mode" in training.settings and "gpu.mig_mode" not in inference.settings
+    assert "sysctl.net.ipv4.tcp_rmem" not in inference.settings
+    assert inference.get("sysctl.kernel.numa_balancing").target == 0  # inherited
     for s in training.settings.values():
         assert s.why, f"{s.id} has no reason/source"
 
@@ -63,18 +63,18 @@ def test_extends_loop_is_refused(tmp_path):
 def test_overlay_and_set_override_without_editing_shipped_files(tmp_path):
     overlay = write(tmp_path, "settings:\n  - {kind: sysctl, key: vm.swappiness, op: '<=', target: 0, why: site}\n"
                               "  - {kind: cmdline, key: iommu, remove: true}\n", "site.yaml")
-    profile = load_profile("training", overlays=[overlay], sets=parse_set_options(["sysctl/net.core.netdev_max_backlog=30000"]))
-    assert profile.get("sysctl/vm.swappiness").target == 0
-    assert profile.get("cmdline/iommu") is None
-    assert profile.get("sysctl/net.core.netdev_max_backlog").target == 30000
-    assert profile.get("sysctl/net.core.netdev_max_backlog").op == ">="
-    assert load_profile("training").get("sysctl/vm.swappiness").target == 10
+    profile = load_profile("training", overlays=[overlay], sets=parse_set_options(["sysctl.net.core.netdev_max_backlog=30000"]))
+    assert profile.get("sysctl.vm.swappiness").target == 0
+    assert profile.get("cmdline.iommu") is None
+    assert profile.get("sysctl.net.core.netdev_max_backlog").target == 30000
+    assert profile.get("sysctl.net.core.netdev_max_backlog").op == ">="
+    assert load_profile("training").get("sysctl.vm.swappiness").target == 10
 
 
 def test_bad_set_options():
-    with pytest.raises(ProfileError, match="expected KIND/KEY=VALUE"):
+    with pytest.raises(ProfileError, match="expected KIND.KEY=VALUE"):
         parse_set_options(["vm.swappiness"])
     with pytest.raises(ProfileError, match="no such setting"):
-        load_profile("training", sets={"sysctl/vm.nope": "1"})
+        load_profile("training", sets={"sysctl.vm.nope": "1"})
     with pytest.raises(ProfileError, match="true or false"):
-        load_profile("training", sets={"gpu/persistence_mode": "maybe"})
+        load_profile("training", sets={"gpu.persistence_mode": "maybe"})

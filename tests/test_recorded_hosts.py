@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpunode.cli import app
+from gpunode.ids import normalise
 from testkit import HOSTS, derive_snapshot
 
 cli = CliRunner()
@@ -30,7 +31,7 @@ def test_replay_matches_the_live_audit_recorded_on_the_device(name, live):
     recorded = json.loads((DEVICE / live).read_text())
     assert code == recorded["exit_code"] == 1  # tunables off profile, hardware healthy
     replayed = {(c["id"], c["subject"]): c["status"] for c in doc["checks"]}
-    original = {(c["id"], c["subject"]): c["status"] for c in recorded["checks"]}
+    original = {(normalise(c["id"]), c["subject"]): c["status"] for c in recorded["checks"]}  # recorded: old kind/key ids
     assert replayed == original
     assert "ERROR" not in replayed.values()
     assert not any(c["status"] == "FAIL" for c in doc["checks"])
@@ -48,16 +49,16 @@ def test_recorded_gpu_identity():
 @pytest.mark.parametrize(
     "change, check_id, status",
     [
-        ({"gpu": {"ecc_mode_current": False, "ecc_mode_pending": False}}, "gpu/ecc_mode", "FAIL"),
+        ({"gpu": {"ecc_mode_current": False, "ecc_mode_pending": False}}, "gpu.ecc_mode", "FAIL"),
         ({"gpu": {"remap_failure": True}}, "gpu.memory.remap", "FAIL"),
         ({"gpu": {"ecc_uncorrected_volatile": 3}}, "gpu.ecc.uncorrectable", "FAIL"),
         ({"gpu": {"pcie_width_current": 8}}, "gpu.pcie.link", "FAIL"),
         ({"gpu": {"clock_event_reasons": 0x8 | 0x40}}, "gpu.throttle", "FAIL"),
-        ({"gpu": {"persistence_mode": False}}, "gpu/persistence_mode", "WARN"),
-        ({"gpu": {"mig_mode_current": True, "mig_mode_pending": True}}, "gpu/mig_mode", "FAIL"),
-        ({"files": {"/sys/kernel/mm/transparent_hugepage/enabled": "[always] madvise never\n"}}, "sysfs/thp.enabled", "PASS"),
-        ({"files": {"/proc/sys/vm/swappiness": "10\n"}}, "sysctl/vm.swappiness", "PASS"),
-        ({"files": {"/proc/sys/kernel/numa_balancing": "1\n"}}, "sysctl/kernel.numa_balancing", "WARN"),
+        ({"gpu": {"persistence_mode": False}}, "gpu.persistence_mode", "WARN"),
+        ({"gpu": {"mig_mode_current": True, "mig_mode_pending": True}}, "gpu.mig_mode", "FAIL"),
+        ({"files": {"/sys/kernel/mm/transparent_hugepage/enabled": "[always] madvise never\n"}}, "sysfs.thp.enabled", "PASS"),
+        ({"files": {"/proc/sys/vm/swappiness": "10\n"}}, "sysctl.vm.swappiness", "PASS"),
+        ({"files": {"/proc/sys/kernel/numa_balancing": "1\n"}}, "sysctl.kernel.numa_balancing", "WARN"),
     ],
 )
 @pytest.mark.parametrize("name", REAL)
@@ -71,7 +72,7 @@ def test_derived_variants(tmp_path, name, change, check_id, status):
         assert code == 2
     # the one change moves only its own checks
     changed = {k for k, v in by_id(doc).items() if v["status"] != healthy[k]["status"]}
-    assert {k[0] for k in changed} <= {check_id, "gpu.nvml", "gpu/ecc_mode", "gpu.ecc.uncorrectable"}
+    assert {k[0] for k in changed} <= {check_id, "gpu.nvml", "gpu.ecc_mode", "gpu.ecc.uncorrectable"}
 
 
 def test_gpu_missing_against_expected_count(tmp_path):
@@ -86,5 +87,5 @@ def test_gate_tagged_subset_on_real_snapshot():
     code, doc = audit(HOSTS / "h100-sxm-1gpu", "--tag", "gate")
     ids = {c["id"] for c in doc["checks"]}
     assert {"gpu.nvml", "gpu.count", "gpu.ecc.uncorrectable", "gpu.memory.remap", "gpu.xid", "gpu.pcie.link",
-            "gpu/persistence_mode", "storage.scratch_space"} <= ids
+            "gpu.persistence_mode", "storage.scratch_space"} <= ids
     assert code == 0

@@ -45,17 +45,17 @@ def test_satisfies(op, current, target, expected):
 
 
 def test_sysctl_pass_fail_and_absent(tmp_path):
-    c = setting_check("sysctl/vm.swappiness")
+    c = setting_check("sysctl.vm.swappiness")
     assert statuses(run(c, tree_host(tmp_path / "a", {"/proc/sys/vm/swappiness": "10\n"}))) == ["PASS"]
     failing = run(c, tree_host(tmp_path / "b", {"/proc/sys/vm/swappiness": "60\n"}))
     assert statuses(failing) == ["WARN"] and "60; expected <= 10" in failing[0].message
-    assert "gpunode apply --profile training --only sysctl/vm.swappiness" in failing[0].remediation
+    assert "gpunode apply --profile training --only sysctl.vm.swappiness" in failing[0].remediation
     absent = run(c, tree_host(tmp_path / "c"))
     assert statuses(absent) == ["SKIP"] and "/proc/sys/vm/swappiness" in absent[0].message
 
 
 def test_tcp_buffers_compare_each_field(tmp_path):
-    c = setting_check("sysctl/net.ipv4.tcp_rmem")
+    c = setting_check("sysctl.net.ipv4.tcp_rmem")
     good = tree_host(tmp_path / "a", {"/proc/sys/net/ipv4/tcp_rmem": "4096\t131072\t536870912\n"})
     bad = tree_host(tmp_path / "b", {"/proc/sys/net/ipv4/tcp_rmem": "4096\t131072\t6291456\n"})
     assert statuses(run(c, good)) == ["PASS"]
@@ -63,7 +63,7 @@ def test_tcp_buffers_compare_each_field(tmp_path):
 
 
 def test_sysfs_per_cpu_governor_summarises(tmp_path):
-    c = setting_check("sysfs/cpu.governor")
+    c = setting_check("sysfs.cpu.governor")
     files = {f"/sys/devices/system/cpu/cpu{i}/cpufreq/scaling_governor": "performance\n" for i in range(4)}
     ok = run(c, tree_host(tmp_path / "a", files))
     assert statuses(ok) == ["PASS"] and ok[0].message == "performance (all 4)"
@@ -74,12 +74,12 @@ def test_sysfs_per_cpu_governor_summarises(tmp_path):
 
 def test_thp_active_value_and_profile_difference(tmp_path):
     host = tree_host(tmp_path, {"/sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never\n"})
-    assert statuses(run(setting_check("sysfs/thp.enabled"), host)) == ["WARN"]
-    assert statuses(run(setting_check("sysfs/thp.enabled", "inference"), host, "inference")) == ["PASS"]
+    assert statuses(run(setting_check("sysfs.thp.enabled"), host)) == ["WARN"]
+    assert statuses(run(setting_check("sysfs.thp.enabled", "inference"), host, "inference")) == ["PASS"]
 
 
 def test_nvme_settings_skip_without_nvme_and_judge_with(tmp_path):
-    c = setting_check("sysfs/nvme.scheduler")
+    c = setting_check("sysfs.nvme.scheduler")
     assert "no NVMe" in run(c, tree_host(tmp_path / "a"))[0].message
     host = tree_host(tmp_path / "b", {"/sys/block/nvme0n1/queue/scheduler": "[none] mq-deadline\n",
                                       "/sys/block/nvme1n1/queue/scheduler": "[mq-deadline] none\n"})
@@ -87,7 +87,7 @@ def test_nvme_settings_skip_without_nvme_and_judge_with(tmp_path):
 
 
 def test_limits_from_limits_d_override_limits_conf(tmp_path):
-    c = setting_check("limits/memlock")
+    c = setting_check("limits.memlock")
     files = {"/etc/security/limits.conf": "# comment\n*  soft  memlock  65536\n*  hard memlock 65536\n"}
     assert statuses(run(c, tree_host(tmp_path / "a", files))) == ["WARN"]
     files["/etc/security/limits.d/90-gpunode.conf"] = "*  -  memlock  unlimited\n"
@@ -99,7 +99,7 @@ def test_limits_from_limits_d_override_limits_conf(tmp_path):
 
 
 def test_cmdline_parameter(tmp_path):
-    c = setting_check("cmdline/iommu")
+    c = setting_check("cmdline.iommu")
     ok = tree_host(tmp_path / "a", {"/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 iommu=pt quiet\n"})
     bad = tree_host(tmp_path / "b", {"/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 quiet\n"})
     assert statuses(run(c, ok)) == ["PASS"]
@@ -114,7 +114,7 @@ def service_runner(unit, load, active):
 
 
 def test_service_states(tmp_path):
-    c = setting_check("service/irqbalance")
+    c = setting_check("service.irqbalance")
     assert statuses(run(c, tree_host(tmp_path / "a", runner=service_runner("irqbalance", "loaded", "active")))) == ["WARN"]
     assert statuses(run(c, tree_host(tmp_path / "b", runner=service_runner("irqbalance", "loaded", "inactive")))) == ["PASS"]
     assert statuses(run(c, tree_host(tmp_path / "c", runner=service_runner("irqbalance", "not-found", "inactive")))) == ["PASS"]
@@ -123,7 +123,7 @@ def test_service_states(tmp_path):
 
 
 def test_fabricmanager_only_on_nvswitch_systems(tmp_path):
-    c = setting_check("service/nvidia-fabricmanager")
+    c = setting_check("service.nvidia-fabricmanager")
     plain = tree_host(tmp_path / "a", inventory=h100(), runner=service_runner("nvidia-fabricmanager", "not-found", "inactive"))
     assert "no NVSwitch" in run(c, plain)[0].message
     hgx = tree_host(tmp_path / "b", {"/dev/nvidia-nvswitch0": ""}, inventory=h100(),
@@ -134,20 +134,20 @@ def test_fabricmanager_only_on_nvswitch_systems(tmp_path):
 
 def test_gpu_settings_per_gpu_on_real_h100_inventory(tmp_path):
     inv = h100()
-    assert statuses(run(setting_check("gpu/persistence_mode"), tree_host(tmp_path / "a", inventory=inv))) == ["PASS"]
+    assert statuses(run(setting_check("gpu.persistence_mode"), tree_host(tmp_path / "a", inventory=inv))) == ["PASS"]
     off = with_gpu(inv, persistence_mode=False)
-    result = run(setting_check("gpu/persistence_mode"), tree_host(tmp_path / "b", inventory=off))
+    result = run(setting_check("gpu.persistence_mode"), tree_host(tmp_path / "b", inventory=off))
     assert statuses(result) == ["WARN"] and result[0].subject == "GPU0"
     ecc_pending = with_gpu(inv, ecc_mode_current=False, ecc_mode_pending=True)
-    result = run(setting_check("gpu/ecc_mode"), tree_host(tmp_path / "c", inventory=ecc_pending))
+    result = run(setting_check("gpu.ecc_mode"), tree_host(tmp_path / "c", inventory=ecc_pending))
     assert statuses(result) == ["FAIL"] and "pending on after a GPU reset" in result[0].message
     capped = with_gpu(inv, power_limit_w=500.0)
-    assert statuses(run(setting_check("gpu/power_limit"), tree_host(tmp_path / "d", inventory=capped))) == ["WARN"]
-    assert statuses(run(setting_check("gpu/power_limit"), tree_host(tmp_path / "e", inventory=inv))) == ["PASS"]
+    assert statuses(run(setting_check("gpu.power_limit"), tree_host(tmp_path / "d", inventory=capped))) == ["WARN"]
+    assert statuses(run(setting_check("gpu.power_limit"), tree_host(tmp_path / "e", inventory=inv))) == ["PASS"]
 
 
 def test_gpu_settings_skip_without_driver_and_error_per_broken_gpu(tmp_path):
-    c = setting_check("gpu/persistence_mode")
+    c = setting_check("gpu.persistence_mode")
     none = run(c, tree_host(tmp_path / "a"))
     assert statuses(none) == ["SKIP"] and "no NVIDIA driver/NVML" in none[0].message
     inv = h100()
@@ -175,7 +175,7 @@ def nic_tree(affinity):
 
 
 def test_irq_affinity_numa_local(tmp_path):
-    c = setting_check("irq/nic-numa-local")
+    c = setting_check("irq.nic-numa-local")
     host = tree_host(tmp_path / "a", nic_tree("16-23\n"))
     (tmp_path / "a/sys/class/net/lo").mkdir()
     assert statuses(run(c, host)) == ["PASS"]

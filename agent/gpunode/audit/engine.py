@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from fnmatch import fnmatchcase
 from typing import Any
+
+from gpunode.ids import matches_any
 
 
 class Status(str, Enum):
@@ -149,15 +150,20 @@ def select(
     only: Sequence[str] = (),
     skip_ids: Sequence[str] = (),
     tags: Sequence[str] = (),
+    areas: Sequence[str] = (),
+    skip_areas: Sequence[str] = (),
 ) -> list[Check]:
-    """Filter by id globs (`gpu.*`), tags, and ids to skip."""
+    """Filter by id globs (`gpu.*`; old setting ids `gpu/*` too, see gpunode.ids), tags, areas,
+    and ids to skip."""
     chosen = []
     for c in checks:
-        if only and not any(fnmatchcase(c.id, pattern) for pattern in only):
+        if only and not matches_any(c.id, only):
             continue
         if tags and not (set(tags) & c.tags):
             continue
-        if any(fnmatchcase(c.id, pattern) for pattern in skip_ids):
+        if (areas and c.area not in areas) or c.area in skip_areas:
+            continue
+        if matches_any(c.id, skip_ids):
             continue
         chosen.append(c)
     return chosen

@@ -30,10 +30,10 @@ def make_host(snapshot: str | None = None, sysroot: str | None = None) -> tuple[
     return live_host(), "live"
 
 
-def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=()) -> list[Check]:
+def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=()) -> list[Check]:
     from gpunode.checks import catalogue
 
-    return select(catalogue(profile), only=only, skip_ids=skip_ids, tags=tags, areas=areas)
+    return select(catalogue(profile), only=only, skip_ids=skip_ids, tags=tags, areas=areas, skip_areas=skip_areas)
 
 
 def run_audit(

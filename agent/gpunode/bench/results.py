@@ -8,6 +8,7 @@ a run in which nothing was measured at all (every metric skipped) is UNKNOWN too
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -33,6 +34,8 @@ class Spread:
 
     @classmethod
     def from_json(cls, data: dict) -> Spread:
+        if not isinstance(data, dict) or not all(_is_number(data.get(f.name)) for f in fields(cls)):
+            raise ValueError(f"spread: expected numbers n, min, max, median, cov, got {data!r:.80}")
         return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
@@ -79,9 +82,12 @@ class Metric:
 
     @classmethod
     def from_json(cls, data: dict) -> Metric:
+        if not isinstance(data, dict):
+            raise ValueError(f"bench metric: expected an object, got {type(data).__name__}")
         missing = [k for k in ("name", "gpu", "value", "unit", "status") if k not in data]
         if missing:
             raise ValueError(f"bench metric {data.get('name', '?')!r} lacks {', '.join(missing)}")
+        _check_metric_types(data)
         return cls(
             name=data["name"],
             gpu=data["gpu"],
@@ -93,6 +99,26 @@ class Metric:
             spread=Spread.from_json(data["spread"]) if data.get("spread") else None,
             detail=data.get("detail"),
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_metric_types(data: dict) -> None:
+    """A metric read from a file (compare, baseline record, fleet report): types a verdict relies on."""
+    name = data["name"]
+    if not isinstance(name, str) or not name or not name.isprintable():
+        raise ValueError(f"bench metric name must be a one-line string, got {name!r:.80}")
+    if data["gpu"] is not None and (isinstance(data["gpu"], bool) or not isinstance(data["gpu"], int)):
+        raise ValueError(f"bench metric {name}: gpu must be a GPU index or null, got {data['gpu']!r:.80}")
+    if data["value"] is not None and not _is_number(data["value"]):
+        raise ValueError(f"bench metric {name}: value must be a finite number or null, got {data['value']!r:.80}")
+    for key in ("conditions", "detail", "telemetry"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ValueError(f"bench metric {name}: {key} must be a mapping, got {type(data[key]).__name__}")
+    if not isinstance(data.get("message", ""), str):
+        raise ValueError(f"bench metric {name}: message must be a string")
 
 
 def skipped(name: str, unit: str, reason: str, gpu: int | None = None, **conditions) -> Metric:

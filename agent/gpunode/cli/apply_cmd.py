@@ -40,10 +40,10 @@ def _gpu_control(host, changes):
 def apply(
     profile: str = typer.Option(None, "--profile", "-p", help="Profile name (training, inference) or a YAML path."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (current, target, root?, reboot?, GPU reset?) and change nothing."),
-    only: list[str] = typer.Option(None, "--only", help="Only these settings: KIND or KIND/ID globs, e.g. 'sysctl/net.*' (repeatable, comma-separated)."),
+    only: list[str] = typer.Option(None, "--only", help="Only these settings: KIND or KIND.KEY globs, e.g. 'sysctl.net.*' (repeatable, comma-separated)."),
     skip: list[str] = typer.Option(None, "--skip", help="Leave these settings alone (globs, like --only)."),
     overlay: list[str] = typer.Option(None, "--overlay", help="Per-host YAML overlay on the profile (repeatable)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override one setting target: KIND/KEY=VALUE (repeatable)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override one setting target: KIND.KEY=VALUE (repeatable)."),
     allow_reboot_settings: bool = typer.Option(False, "--allow-reboot-settings", help="Also edit the kernel command line in /etc/default/grub (takes effect after a reboot)."),
     no_persist: bool = typer.Option(False, "--no-persist", help="Change runtime values only: no /etc/sysctl.d file, no boot unit."),
     boot: bool = typer.Option(False, "--boot", help="Re-apply the runtime settings recorded by earlier applies (run by gpunode-apply.service)."),

@@ -132,7 +132,7 @@ def snapshot_cmd(
     from gpunode.audit.run import run_audit
     from gpunode.checks import catalogue
     from gpunode.config import Config
-    from gpunode.host.snapshot import recording_host, write_snapshot
+    from gpunode.host.snapshot import prepare_snapshot_dir, recording_host, write_snapshot
     from gpunode.tune.profiles import ProfileError, load_profile, shipped_profiles
 
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
@@ -141,13 +141,17 @@ def snapshot_cmd(
         profiles = [load_profile(p) for p in (profile or shipped_profiles())]
     except ProfileError as exc:
         die(str(exc))
+    prepare_snapshot_dir(output)  # InputError (exit 2) before minutes of audit, not after
     host, sysroot, runner = recording_host()
     seen: set[str] = set()
     for prof in profiles:
         checks = [c for c in catalogue(prof) if c.id not in seen]
         seen.update(c.id for c in checks)
         run_audit(host, "live", prof, checks, Config(), check_timeout=30)
-    write_snapshot(output, host, sysroot, runner)
+    try:
+        write_snapshot(output, host, sysroot, runner)
+    except OSError as exc:
+        die(f"{output}: cannot write the snapshot: {exc.strerror or exc}", 3)
     typer.echo(f"snapshot written to {output} ({len(sysroot.files)} files, {len(runner.recorded)} commands)")
 
 

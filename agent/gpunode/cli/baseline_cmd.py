@@ -23,14 +23,12 @@ def _catalogue(baselines: Path | None, config: str | None):
 
 
 def _read_results(path: Path) -> dict:
-    import json
+    from gpunode.inputs import InputError, load_json
 
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        die(f"{path}: cannot read: {exc.strerror or exc}")
-    except json.JSONDecodeError as exc:
-        die(f"{path}: not JSON ({exc.msg} at line {exc.lineno}); expected `gpunode bench --json` output")
+    try:  # bounded, regular files only; NaN is judged per metric (a value must be finite)
+        return load_json(path, max_bytes=64 * 1024 * 1024, allow_nonfinite=True)
+    except InputError as exc:
+        die(f"{exc}; expected `gpunode bench --json` output")
     raise AssertionError("unreachable")
 
 

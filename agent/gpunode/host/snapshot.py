@@ -29,9 +29,23 @@ def recording_host() -> tuple[Host, RecordingSysRoot, RecordingRunner]:
     return Host(sys=sysroot, gpu=LiveGpuSource(), runner=runner, facts=Facts.live_facts()), sysroot, runner
 
 
+def prepare_snapshot_dir(directory: Path) -> None:
+    """Create the output directory before the audit runs (minutes on a big host), so that a
+    path that cannot be written (`-o /proc/x`, a read-only mount) fails at once, not at the end."""
+    from gpunode.inputs import InputError
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)  # a support bundle holds host details: keep it private
+        probe = directory / ".gpunode-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"{directory}: cannot write the snapshot there: {exc.strerror or exc}") from None
+
+
 def write_snapshot(directory: Path, host: Host, sysroot: RecordingSysRoot, runner: RecordingRunner) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)  # a support bundle holds host details: keep it private
+    prepare_snapshot_dir(directory)
     sysroot.save(directory)
     runner.save(directory / "commands.json")
     try:

@@ -87,11 +87,11 @@ def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Ch
     """File changes that make the plan's writes last across a reboot."""
     writes = plan.writes
     changes: list[Change] = []
-    sysctls = {c.setting_id.partition("/")[2]: str(c.after) for c in writes if c.setting_id.startswith("sysctl/")}
+    sysctls = {c.setting_id.partition(".")[2]: str(c.after) for c in writes if c.setting_id.startswith("sysctl.")}
     if sysctls:
         values = parse_sysctl_conf(files.text(SYSCTL_FILE) or "")
         values.update(sysctls)
-        change = files.write_text("persist/sysctl", SYSCTL_FILE, sysctl_conf(values),
+        change = files.write_text("persist.sysctl", SYSCTL_FILE, sysctl_conf(values),
                                   current_text="(runtime only)", after_text=f"{len(sysctls)} sysctl(s) at boot")
         changes += [change] if change else []
     runtime_ids = {c.setting_id for c in writes}
@@ -104,12 +104,12 @@ def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Ch
             spec = {}  # unreadable: replace it (the old bytes are journaled)
         spec.update({s.id: _setting_dict(s) for s in runtime})
         for change in (
-            files.write_text("persist/boot", BOOT_SPEC, boot_spec_text(spec), mode=0o600,
+            files.write_text("persist.boot", BOOT_SPEC, boot_spec_text(spec), mode=0o600,
                              current_text="(runtime only)",
                              after_text=f"{len(runtime)} runtime setting(s) re-applied at boot"),
-            files.write_text("persist/boot", UNIT_FILE, unit_text(boot_argv), current_text="",
+            files.write_text("persist.boot", UNIT_FILE, unit_text(boot_argv), current_text="",
                              after_text=f"{UNIT_NAME} (oneshot at boot)", post=[["systemctl", "daemon-reload"]]),
-            files.change("persist/boot", UNIT_WANTS, FileState(True, link=UNIT_FILE), current_text="disabled",
+            files.change("persist.boot", UNIT_WANTS, FileState(True, link=UNIT_FILE), current_text="disabled",
                          after_text=f"{UNIT_NAME} enabled"),
         ):
             changes += [change] if change else []
@@ -117,7 +117,7 @@ def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Ch
         # Not booted with systemd (a container, some VMs): a unit would never run, and
         # daemon-reload would fail the whole batch. Say so instead of pretending to persist.
         for change in changes:
-            if change.setting_id == "persist/boot":
+            if change.setting_id == "persist.boot":
                 change.blocked = "no systemd on this host: runtime settings will not survive a reboot"
     for change in changes:
         change.needs_root = files.sys.is_live

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped
+from gpunode.ids import matches_any, unmatched
 from gpunode.tune.kinds import (
     cmdline,
     condition_holds,
@@ -47,17 +47,12 @@ class Plan:
         return next((s for s in self.settings if s.id == setting_id), None)
 
 
-def _matches(setting_id: str, pattern: str) -> bool:
-    return fnmatchcase(setting_id, pattern) or fnmatchcase(setting_id, pattern + "/*")
-
-
 def select_settings(profile: Profile, only: list[str] = (), skip: list[str] = ()) -> list[Setting]:
-    """--only / --skip KIND/ID globs ("sysctl/net.*", "gpu", "sysfs/thp.*")."""
-    for pattern in [*only, *skip]:
-        if not any(_matches(s, pattern) for s in profile.settings):
-            raise ValueError(f"no setting of profile {profile.name} matches {pattern!r} (ids look like sysctl/vm.swappiness)")
-    chosen = [s for s in profile.settings.values() if not only or any(_matches(s.id, p) for p in only)]
-    return [s for s in chosen if not any(_matches(s.id, p) for p in skip)]
+    """--only / --skip KIND.KEY globs ("sysctl.net.*", "gpu", "sysfs.thp.*"; old "gpu/*" too)."""
+    for pattern in unmatched(list(profile.settings), [*only, *skip]):
+        raise ValueError(f"no setting of profile {profile.name} matches {pattern!r} (ids look like sysctl.vm.swappiness)")
+    chosen = [s for s in profile.settings.values() if not only or matches_any(s.id, only)]
+    return [s for s in chosen if not matches_any(s.id, skip)]
 
 
 def _read_only_here(host, path: str) -> bool:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from gpunode.audit.engine import SEVERITIES
+from gpunode.ids import normalise
+from gpunode.ids import setting_id as make_setting_id
 from gpunode.inputs import InputError, load_yaml, parse_yaml
 
 SHIPPED_DIR = Path(__file__).parent / "shipped_profiles"
@@ -45,7 +47,7 @@ class Setting:
 
     @property
     def id(self) -> str:
-        return f"{self.kind}/{self.key}"
+        return make_setting_id(self.kind, self.key)
 
     @property
     def target_text(self) -> str:
@@ -66,7 +68,7 @@ class Profile:
     files: list[str] = field(default_factory=list)
 
     def get(self, setting_id: str) -> Setting | None:
-        return self.settings.get(setting_id)
+        return self.settings.get(normalise(setting_id))
 
 
 def shipped_profiles() -> list[str]:
@@ -112,9 +114,9 @@ def parse_setting(raw: Any, where: str) -> Setting | tuple[str, None]:
         raise ProfileError(f"{where}: unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
     if not isinstance(key, str) or not key:
         raise ProfileError(f"{where}: missing or empty 'key'")
-    where = f"{where} ({kind}/{key})"
+    where = f"{where} ({make_setting_id(kind, key)})"
     if raw.get("remove"):
-        return (f"{kind}/{key}", None)
+        return (make_setting_id(kind, key), None)
     if "target" not in raw:
         raise ProfileError(f"{where}: missing 'target'")
     target = raw["target"]
@@ -213,13 +215,15 @@ def load_profile(
 
 
 def apply_set(profile: Profile, setting_id: str, value: str) -> None:
-    """`--set sysctl/vm.swappiness=5`: change the target of a setting the profile has."""
+    """`--set sysctl.vm.swappiness=5` (or the old `sysctl/vm.swappiness=5`): change the target of
+    a setting the profile has."""
+    given, setting_id = setting_id, normalise(setting_id)
     existing = profile.settings.get(setting_id)
     if existing is None:
-        kind, _, key = setting_id.partition("/")
+        kind, _, key = setting_id.partition(".")
         raise ProfileError(
-            f"--set {setting_id}: the profile has no such setting"
-            + ("" if kind in KINDS and key else " (ids look like sysctl/vm.swappiness)")
+            f"--set {given}: the profile has no such setting"
+            + ("" if kind in KINDS and key else " (ids look like sysctl.vm.swappiness)")
         )
     try:
         target: Any = parse_yaml(value, f"--set {setting_id}") if value.strip() else value
@@ -248,6 +252,6 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ProfileError(f"--set {item!r}: expected KIND/KEY=VALUE, e.g. sysctl/vm.swappiness=5")
+            raise ProfileError(f"--set {item!r}: expected KIND.KEY=VALUE, e.g. sysctl.vm.swappiness=5")
         sets[key.strip()] = value.strip()
     return sets

@@ -25,7 +25,7 @@ def validate(key: str, target) -> str | None:
         return f"gpu key must be one of {', '.join(KEYS)}"
     _, kind = KEYS[key]
     if kind is bool and not isinstance(target, bool):
-        return f"gpu/{key} target must be true or false"
+        return f"gpu.{key} target must be true or false"
     if key == "compute_mode" and target not in COMPUTE_MODES:
         return f"compute_mode target must be one of {', '.join(COMPUTE_MODES)}"
     if key == "mig_layout":
@@ -212,7 +212,7 @@ def _plan_mig_layout(setting, gpu, busy: str) -> list:
     have = layout_counts(gpu.mig_instances or [])
     blocked = busy
     if gpu.mig_mode_current is not True:
-        blocked = f"MIG mode is off on {gpu.label}; set gpu/mig_mode true first (needs a GPU reset)"
+        blocked = f"MIG mode is off on {gpu.label}; set gpu.mig_mode true first (needs a GPU reset)"
     base = {"index": gpu.index, "uuid": gpu.uuid, "key": "mig_layout"}
     changes = []
     for name in sorted(have):

@@ -12,7 +12,7 @@ def validate(key: str, target) -> str | None:
     if key not in KEYS:
         return f"irq key must be one of {', '.join(KEYS)}"
     if target is not True:
-        return "irq/nic-numa-local target must be true"
+        return "irq.nic-numa-local target must be true"
     return None
 
 

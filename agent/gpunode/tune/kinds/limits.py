@@ -20,7 +20,7 @@ def validate(key: str, target) -> str | None:
     # pam_limits ignores a line whose value is not a number or unlimited/infinity/-1, so a
     # typo would be written, verified as "set" by nothing, and silently not take effect.
     if isinstance(target, bool) or not (normalize(str(target)) == "unlimited" or str(target).isdigit()):
-        return f"limits/{key} target must be a whole number or unlimited, got {target!r}"
+        return f"limits.{key} target must be a whole number or unlimited, got {target!r}"
     return None
 
 
