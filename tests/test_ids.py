@@ -64,7 +64,7 @@ def test_apply_skip_with_old_gpu_pattern_leaves_gpu_settings_out():
 
 
 def test_audit_cli_area_and_old_only():
-    result = cli.invoke(app, ["audit", "--snapshot", str(HOSTS / "h100-sxm-1gpu"), "--json", "--area", "gpu",
+    result = cli.invoke(app, ["audit", "--snapshot", str(HOSTS / "h100-sxm-1gpu"), "--json", "--tag", "profile",
                               "--only", "gpu/*"])
     doc = json.loads(result.stdout)
     ids = {c["id"] for c in doc["checks"]}
