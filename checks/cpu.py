@@ -4,23 +4,9 @@ from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip
-from gpunode.tune.kinds.irq import parse_cpulist
+from gpunode.host.facts.cpulist import format_cpulist, read_cpulist
 
 CPU = "/sys/devices/system/cpu"
-
-
-def format_cpulist(cpus: set[int]) -> str:
-    """{0,1,2,5} -> '0-2,5'."""
-    ranges, ordered = [], sorted(cpus)
-    start = prev = None
-    for c in ordered + [None]:
-        if start is not None and (c is None or c != prev + 1):
-            ranges.append(f"{start}" if start == prev else f"{start}-{prev}")
-            start = None
-        if c is not None and start is None:
-            start = c
-        prev = c
-    return ",".join(ranges)
 
 
 def model_name(cpuinfo: str | None) -> str | None:
@@ -34,7 +20,7 @@ def model_name(cpuinfo: str | None) -> str | None:
 @check("cpu.topology", "CPU model, sockets, cores and threads", area="cpu", severity="info")
 def topology(ctx: AuditContext):
     sys = ctx.host.sys
-    online = parse_cpulist(sys.read_value(f"{CPU}/online"))
+    online = read_cpulist(sys.read_value(f"{CPU}/online"))
     if not online:
         return skip(f"knob absent on this host: {CPU}/online")
     packages, cores = set(), set()
@@ -59,8 +45,8 @@ def topology(ctx: AuditContext):
 )
 def online(ctx: AuditContext):
     sys = ctx.host.sys
-    present = parse_cpulist(sys.read_value(f"{CPU}/present"))
-    up = parse_cpulist(sys.read_value(f"{CPU}/online"))
+    present = read_cpulist(sys.read_value(f"{CPU}/present"))
+    up = read_cpulist(sys.read_value(f"{CPU}/online"))
     if present is None or up is None:
         return skip(f"knob absent on this host: {CPU}/present or {CPU}/online")
     offline = present - up

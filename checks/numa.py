@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip
+from gpunode.host.facts.cpulist import read_cpulist
 from gpunode.host.facts.procfs import format_bytes, parse_meminfo
-from gpunode.tune.kinds.irq import parse_cpulist
 
 NODES = "/sys/devices/system/node"
 # CPU nodes of a healthy two-socket server hold nearly the same RAM (the kernel's own share
@@ -25,7 +25,7 @@ def numa_nodes(host) -> dict[int, dict]:
         text = host.sys.read(f"{NODES}/{name}/meminfo")
         nodes[int(name[4:])] = {
             "cpulist": cpulist or "",
-            "cpus": parse_cpulist(cpulist) or set(),
+            "cpus": read_cpulist(cpulist) or set(),
             "memory": parse_meminfo(text).get("MemTotal") if text else None,
         }
     return dict(sorted(nodes.items()))

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from gpunode.checks import cpu, host, kernel, memory, numa
+from gpunode.host.facts.cpulist import format_cpulist
 from gpunode.host.gpu.model import GpuInventory
 from testkit import run, statuses, tree_host, with_gpu
 
@@ -70,7 +71,7 @@ def test_offline_cpus_warn_unless_smt_is_off(tmp_path):
     assert r.status.value == "PASS" and "SMT off took 2-3 offline" in r.message
     r = one(cpu.online, tmp_path / "d", cpu_tree(online="0", smt="off"))  # more than the siblings
     assert r.status.value == "WARN"
-    assert cpu.format_cpulist({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+    assert format_cpulist({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
 
 
 # --- memory -------------------------------------------------------------------------------

@@ -13,28 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from gpunode.host.facts.cpulist import parse_cpulist
 from gpunode.host.sysroot import SysRoot
-
-
-def parse_cpulist(text: str) -> list[int]:
-    """Kernel cpulist format: `0-3,8-11,16` (also `0-6:2` strides) -> sorted CPU numbers."""
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        rng, _, stride_text = part.partition(":")
-        start_text, dash, end_text = rng.partition("-")
-        try:
-            start = int(start_text)
-            end = int(end_text) if dash else start
-            stride = int(stride_text) if stride_text else 1
-        except ValueError:
-            raise ValueError(f"bad cpulist {text.strip()!r}") from None
-        if start < 0 or end < start or stride < 1:
-            raise ValueError(f"bad cpulist {text.strip()!r}")
-        cpus.update(range(start, end + 1, stride))
-    return sorted(cpus)
 
 
 @dataclass(frozen=True)
@@ -56,7 +36,7 @@ def gpu_locality(sys: SysRoot, bdf: str | None) -> GpuLocality:
     if text is None:
         return GpuLocality(bdf, [], node, f"{base}/local_cpulist not readable: not bound")
     try:
-        cpus = parse_cpulist(text)
+        cpus = sorted(parse_cpulist(text))
     except ValueError as exc:
         return GpuLocality(bdf, [], node, f"{exc}: not bound")
     return GpuLocality(bdf, cpus, node)
