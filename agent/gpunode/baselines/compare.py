@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from gpunode.audit.engine import EXIT_CODES
@@ -42,6 +42,8 @@ class Verdict:
     fail: float | None = None
     baseline_key: str | None = None
     source: str = ""
+    peak_ratio: float | None = None  # measured / the datasheet peak the baseline cites
+    concerns: tuple[str, ...] = ()  # why the figure is doubtful (bench/trust.py)
 
 
 @dataclass
@@ -169,7 +171,7 @@ def judge_metric(metric, baseline: Baseline) -> tuple[Verdict, str | None]:
     for exp in candidates:
         why = condition_mismatch(exp, metric.conditions, metric.unit)
         if why is None:
-            return _rate(metric.value, exp, base), exp.key
+            return with_trust(_rate(metric.value, exp, base), metric, exp), exp.key
         mismatches.append((exp, why))
     exp, why = mismatches[0]
     more = f" (and {len(mismatches) - 1} other variant(s) of the baseline)" if len(mismatches) > 1 else ""
@@ -263,6 +265,37 @@ def _rate(measured: float | None, exp: Expectation, base: dict) -> Verdict:
     return Verdict(status=status, message=message, ratio=shown_ratio, **common, **base)
 
 
+_ORDER = (PASS, WARN, FAIL)
+
+
+def with_trust(verdict: Verdict, metric, exp: Expectation) -> Verdict:
+    """The ratio verdict, made worse where the telemetry or the spread says the figure is doubtful,
+    with the likely cause of a low figure and its share of the datasheet peak."""
+    from gpunode.bench import trust
+
+    if verdict.status not in _ORDER:
+        return verdict
+    cov = metric.spread.cov if metric.spread is not None else None
+    found = trust.concerns(metric.telemetry, cov, exp.max_cov if exp.max_cov is not None else trust.DEFAULT_MAX_COV)
+    status, notes = verdict.status, []
+    bad = trust.untrusted(found)
+    if bad:
+        status = max(status, FAIL if exp.untrusted == "fail" else WARN, key=_ORDER.index)
+        notes.append("not trustworthy: " + "; ".join(c.text for c in bad))
+    if any(c.kind == "unstable" for c in found):
+        status = max(status, WARN, key=_ORDER.index)
+        notes += [c.text for c in found if c.kind == "unstable"]
+    if verdict.status != PASS and not bad:
+        cause = trust.likely_cause(metric.telemetry)
+        if cause:
+            notes.append(f"likely cause: {cause}")
+    peak = None
+    if exp.peak and verdict.measured is not None and exp.better == "higher":
+        peak = round(verdict.measured / exp.peak, 4)
+    message = "; ".join(notes + [verdict.message]) if notes else verdict.message
+    return replace(verdict, status=status, message=message, peak_ratio=peak, concerns=tuple(c.text for c in found))
+
+
 def render_verdicts(verdicts: Verdicts, console) -> None:
     """The verdict table (rich) and one summary line."""
     from rich.table import Table
@@ -281,11 +314,17 @@ def render_verdicts(verdicts: Verdicts, console) -> None:
             _num(r.expected, r.unit),
             "" if r.ratio is None else f"{r.ratio:.3f}",
             "" if r.warn is None else f"{r.warn:.2f}/{r.fail:.2f}",
-            "" if r.status in (PASS,) else r.message,
+            _note(r),
         )
     console.print(table)
     parts = ", ".join(f"{n} {'not compared' if s == SKIP else s}" for s, n in verdicts.summary().items() if n)
     console.print(f"[bold]{verdicts.status}[/bold] (exit {verdicts.exit_code}): {parts}")
+
+
+def _note(r: Verdict) -> str:
+    peak = f"{r.peak_ratio:.0%} of datasheet peak" if r.peak_ratio is not None else ""
+    text = "" if r.status == PASS else r.message
+    return "; ".join(p for p in (text, peak) if p)
 
 
 def _num(value: float | None, unit: str) -> str:

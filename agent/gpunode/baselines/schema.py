@@ -46,8 +46,10 @@ BASIS = ("measured", "public", "derived", "gate", "recorded")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOP_KEYS = {"schema", "name", "description", "extends", "match", "defaults", "metrics", "recorded", "notes"}
 _MATCH_KEYS = {"gpu_name", "gpu_name_regex", "pci_device", "gpu_count"}
-_DEFAULT_KEYS = {"warn", "fail"}
-_METRIC_KEYS = {"metric", "value", "unit", "better", "warn", "fail", "conditions", "source", "basis", "note", "remove"}
+_DEFAULT_KEYS = {"warn", "fail", "max_cov", "untrusted"}
+_METRIC_KEYS = {"metric", "value", "unit", "better", "warn", "fail", "conditions", "source", "basis", "note", "remove",
+               "max_cov", "untrusted", "peak"}
+UNTRUSTED_LEVELS = ("warn", "fail")  # a figure measured under interference or throttling
 _RANGE_KEYS = {"min", "max"}
 MAX_EXTENDS_DEPTH = 8
 
@@ -127,6 +129,10 @@ class Expectation:
     source: str
     basis: str = ""
     note: str = ""
+    max_cov: float | None = None  # spread bound (CoV) above which the figure is "unstable"
+    untrusted: str = "warn"  # verdict for a figure measured beside a foreign process or throttled
+    peak: float | None = None  # the datasheet peak, in the metric's unit
+    peak_source: str = ""
 
     def matches_name(self, name: str) -> bool:
         return fnmatchcase(name, self.metric)
@@ -261,6 +267,7 @@ def _validate_own(path: Path, data: dict) -> None:
             if key in defaults:
                 _ratio(where, f"defaults.{key}", defaults[key])
         _ordered(where, "defaults", defaults.get("warn"), defaults.get("fail"))
+        _trust_keys(where, "defaults", defaults)
     metrics = data.get("metrics")
     if metrics is None:
         if "extends" not in data:
@@ -304,6 +311,9 @@ def _validate_entry(where: str, key: str, entry: Any) -> None:
         if key_ in entry:
             _ratio(where, f"{field_}.{key_}", entry[key_])
     _ordered(where, field_, entry.get("warn"), entry.get("fail"))
+    _trust_keys(where, field_, entry)
+    if "peak" in entry:
+        _peak(where, f"{field_}.peak", entry["peak"])
     if "conditions" in entry:
         _validate_conditions(where, f"{field_}.conditions", entry["conditions"])
     for key_ in ("source", "note"):
@@ -311,6 +321,24 @@ def _validate_entry(where: str, key: str, entry: Any) -> None:
             raise BaselineError(f"{where}: {field_}.{key_}: must be a non-empty string")
     if "basis" in entry and entry["basis"] not in BASIS:
         raise BaselineError(f"{where}: {field_}.basis: {entry['basis']!r} not in {BASIS}")
+
+
+def _trust_keys(where: str, field_: str, mapping: dict) -> None:
+    if "max_cov" in mapping:
+        _ratio(where, f"{field_}.max_cov", mapping["max_cov"])
+    if "untrusted" in mapping and mapping["untrusted"] not in UNTRUSTED_LEVELS:
+        raise BaselineError(f"{where}: {field_}.untrusted: {mapping['untrusted']!r} not in {UNTRUSTED_LEVELS}")
+
+
+def _peak(where: str, field_: str, peak: Any) -> None:
+    if not isinstance(peak, dict):
+        raise BaselineError(f"{where}: {field_}: must be a mapping {{value, source}}")
+    _unknown(where, field_, peak, {"value", "source"})
+    value = peak.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise BaselineError(f"{where}: {field_}.value: must be a positive number (got {value!r})")
+    if not isinstance(peak.get("source"), str) or not peak["source"].strip():
+        raise BaselineError(f"{where}: {field_}.source: required, where the datasheet figure comes from")
 
 
 def _unknown(where: str, field_: str, mapping: dict, known: set[str]) -> None:
@@ -461,4 +489,12 @@ def _expectation(where: str, key: str, entry: dict, defaults: dict) -> Expectati
         source=entry["source"].strip(),
         basis=entry.get("basis", ""),
         note=entry.get("note", ""),
+        max_cov=_optional_float(entry.get("max_cov", defaults.get("max_cov"))),
+        untrusted=entry.get("untrusted", defaults.get("untrusted", "warn")),
+        peak=float(entry["peak"]["value"]) if entry.get("peak") else None,
+        peak_source=entry["peak"]["source"].strip() if entry.get("peak") else "",
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -17,6 +17,19 @@ METRIC_STATUSES = ("ok", "fail", "error", "skip")
 UNITS = ("TFLOP/s", "GB/s", "IOPS", "us", "MB/s")
 MODES = ("quick", "full")
 EXIT_CODES = {"OK": 0, "WARN": 1, "FAIL": 2, "UNKNOWN": 3}
+LOWER_IS_BETTER_UNITS = ("ns", "us", "ms", "s")  # latencies; every other unit is a rate
+# Conditions that say how a figure was timed, not what was measured: they may differ from run to
+# run (iterations calibrated to the GPU's speed, fio's measured runtime) and must not split peers.
+TIMING_CONDITIONS = frozenset({"aggregate", "iters", "iters_per_batch", "output"})
+
+
+def lower_is_better(name: str, unit: str | None) -> bool:
+    return (unit or "").strip() in LOWER_IS_BETTER_UNITS or name.endswith(("_us", "_ms", ".latency"))
+
+
+def comparable_conditions(conditions: dict) -> dict:
+    """The conditions two figures must share to be compared (timing details left out)."""
+    return {k: v for k, v in conditions.items() if k not in TIMING_CONDITIONS}
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,9 @@ class Metric:
     # Optional extra data (per-size nccl rows, fio job figures). Written only when present, so
     # readers of the contract can ignore it.
     detail: dict[str, Any] | None = None
+    # What the GPU(s) did while this metric was measured (bench/watch.py: foreign processes,
+    # clocks, power, clock-event reasons, PCIe link, ECC/Xid deltas). Written only when sampled.
+    telemetry: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in METRIC_STATUSES:
@@ -78,6 +94,8 @@ class Metric:
         }
         if self.detail is not None:
             data["detail"] = self.detail
+        if self.telemetry is not None:
+            data["telemetry"] = self.telemetry
         return data
 
     @classmethod
@@ -98,6 +116,7 @@ class Metric:
             conditions=dict(data.get("conditions") or {}),
             spread=Spread.from_json(data["spread"]) if data.get("spread") else None,
             detail=data.get("detail"),
+            telemetry=data["telemetry"] if isinstance(data.get("telemetry"), dict) else None,
         )
 
 

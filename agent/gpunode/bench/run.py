@@ -18,6 +18,7 @@ from gpunode.audit.report import iso_time
 from gpunode.bench import fio, micro, nccl, numa, torch_dist
 from gpunode.bench.backend import Backend, find_backend
 from gpunode.bench.results import BenchDocument, Metric, errored, skipped
+from gpunode.bench.watch import watched
 from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInventory
 
@@ -141,13 +142,14 @@ def prepare(host: Host, opts: BenchOptions, find=find_backend) -> BenchRun:
     return BenchRun(host, opts, inv, tools, steps)
 
 
-def execute(run: BenchRun, on_step: Callable[[int, Step], None] | None = None) -> BenchDocument:
+def execute(run: BenchRun, on_step: Callable[[int, Step], None] | None = None, sampler=None) -> BenchDocument:
+    """Run the steps; with a started telemetry sampler, each metric carries what the GPUs did."""
     started = run.host.facts.now
     metrics: list[Metric] = []
     for i, step in enumerate(run.steps):
         if on_step:
             on_step(i, step)
-        metrics += step.run()
+        metrics += watched(step.run, sampler)
     return BenchDocument(
         gpunode_version=__version__, host=run.host.facts.hostname, time=iso_time(started), time_epoch=started,
         mode=run.opts.mode, gpus=gpu_summary(run.inv), tools=run.tools, metrics=metrics,
@@ -259,6 +261,6 @@ def _fio_step(host: Host, opts: BenchOptions, tools: dict) -> Step:
 
 
 def run_steps(host: Host, opts: BenchOptions, on_step: Callable[[int, Step], None] | None = None,
-              find=find_backend) -> BenchDocument:
-    """Plan and run in one call (`gpunode baseline record` uses this)."""
-    return execute(prepare(host, opts, find), on_step)
+              find=find_backend, sampler=None) -> BenchDocument:
+    """Plan and run in one call (`gpunode baseline record`, `apply --prove` use this)."""
+    return execute(prepare(host, opts, find), on_step, sampler)

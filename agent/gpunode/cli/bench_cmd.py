@@ -28,6 +28,10 @@ def bench(
     compare: bool = typer.Option(False, "--compare", help="Judge the results against the baseline for these GPUs."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline file or name to compare with (implies --compare)."),
     baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones (implies --compare)."),
+    history_warn: float = typer.Option(0.95, "--history-warn", help="With --compare: WARN when a figure is below this share of the node's own recent median."),
+    history_runs: int = typer.Option(10, "--history-runs", help="With --compare: how many of the node's earlier runs make its recent median."),
+    state_dir: str = typer.Option(None, "--state-dir", help="State directory holding the node's history. Default $GPUNODE_STATE_DIR or /var/lib/gpunode."),
+    no_history: bool = typer.Option(False, "--no-history", help="Do not keep this result in the node's history."),
 ) -> None:
     """Benchmark this node. Exit 0 OK, 2 a metric failed (wrong data), 3 a benchmark errored or nothing
     was measured; with --compare the exit code follows the verdicts (1 WARN)."""
@@ -66,6 +70,8 @@ def bench(
     if fio_dir is not None and not fio_dir.is_dir():
         die(f"--fio-dir {fio_dir}: not a directory")
     comparing = compare or baseline is not None or baselines_dir is not None
+    if not 0 < history_warn <= 1 or history_runs < 1:
+        die("--history-warn must be a ratio in (0, 1] and --history-runs 1 or more")
     # A bad --baseline/--baselines is bad input: said now, not after a long run.
     chosen = _choose_baseline(baseline, baselines_dir) if comparing else None
     host = live_host()
@@ -79,7 +85,16 @@ def bench(
         run = prepare(host, opts)
     except ValueError as exc:
         die(str(exc))
-    document = _run_with_progress(run, execute)
+    from functools import partial
+
+    from gpunode.bench.watch import live_sampler
+
+    sampler = live_sampler()  # what the GPUs did during each metric goes into the results
+    try:
+        document = _run_with_progress(run, partial(execute, sampler=sampler))
+    finally:
+        if sampler is not None:
+            sampler.stop()
     data = document.to_json()
     if json_file is not None and str(json_file) != "-":
         from gpunode.audit.report import dumps, write_atomic
@@ -95,10 +110,53 @@ def bench(
         typer.echo(dumps(data), nl=False)
     else:
         render_table(document, stdout_console())
+    console = stderr_console() if to_stdout else stdout_console()
+    code = document.exit_code
     if comparing:
         # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
-        raise typer.Exit(_compare(data, chosen, stderr_console() if to_stdout else stdout_console()))
-    raise typer.Exit(document.exit_code)
+        code = _compare(data, chosen, console)
+        code = max(code, _compare_history(data, state_dir, history_runs, history_warn, console), key=_SEVERITY.index)
+    if not no_history:
+        from gpunode.history import record
+
+        warning = record("bench", data, state_dir)
+        if warning:
+            print(f"gpunode: warning: {warning}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+_SEVERITY = (0, 1, 3, 2)  # exit codes, least to most severe: OK, WARN, UNKNOWN, FAIL
+
+
+def _compare_history(data: dict, state_dir: str | None, runs: int, warn: float, console) -> int:
+    """This run against the node's own recent median (read-only); exit 1 on any WARN."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from gpunode.history.record import state_dir_of
+    from gpunode.history.store import HistoryError, Store, history_path
+    from gpunode.history.trend import WARN, judge_against_history
+
+    try:
+        with Store.open(history_path(state_dir_of(state_dir)), readonly=True) as store:
+            earlier = store.figures("bench", before=float(data.get("time_epoch") or 0) or None)
+    except HistoryError as exc:
+        print(f"gpunode: warning: not compared with this node's history: {exc}", file=sys.stderr)
+        return 0
+    rows = judge_against_history(data, earlier, last=runs, warn=warn)
+    if not any(r.runs for r in rows):
+        console.print("[dim]no earlier runs of this node to compare with (its history is empty)[/dim]")
+        return 0
+    table = Table(title="against this node's own history", expand=False)
+    for col in ("Metric", "Subject", "Status", "Measured", "Node median", "Ratio", "Note"):
+        table.add_column(col, justify="right" if col in ("Measured", "Node median", "Ratio") else "left",
+                         no_wrap=col != "Note")
+    style = {"PASS": "green", "WARN": "yellow", "SKIP": "dim"}
+    for r in rows:
+        table.add_row(escape(r.metric), r.subject, f"[{style[r.status]}]{r.status}[/]", _fmt(r.measured),
+                      _fmt(r.median), "" if r.ratio is None else f"{r.ratio:.3f}", escape(r.message))
+    console.print(table)
+    return 1 if any(r.status == WARN for r in rows) else 0
 
 
 def _int_list(text: str | None) -> list[int] | None:
@@ -154,11 +212,24 @@ def render_table(document, console) -> None:
         if m.spread is not None:
             spread = f"{_fmt(m.spread.min)}–{_fmt(m.spread.max)}, {m.spread.cov:.1%}"
         table.add_row(m.name, "" if m.gpu is None else str(m.gpu), f"[{STATUS_STYLE[m.status]}]{m.status}[/]",
-                      _fmt(m.value), m.unit, spread, m.message)
+                      _fmt(m.value), m.unit, spread, _note(m))
     console.print(table)
     counts = {s: sum(1 for m in document.metrics if m.status == s) for s in ("ok", "fail", "error", "skip")}
     parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     console.print(f"[bold]{document.status}[/bold] (exit {document.exit_code}): {parts}")
+
+
+def _note(m) -> str:
+    """The metric's own message, then what makes it doubtful, then the GPU's conditions."""
+    from rich.markup import escape
+
+    from gpunode.bench import trust
+
+    if m.status != "ok":
+        return escape(m.message)
+    found = trust.concerns(m.telemetry, m.spread.cov if m.spread else None)
+    parts = [escape(m.message)] + [f"[yellow]{escape(c.text)}[/]" for c in found] + [escape(trust.describe(m.telemetry))]
+    return "; ".join(p for p in parts if p)
 
 
 def _choose_baseline(baseline: str | None, baselines_dir: Path | None):

@@ -15,6 +15,7 @@ from pathlib import Path
 from gpunode import __version__
 from gpunode.audit.engine import EXIT_CODES
 from gpunode.audit.report import iso_time
+from gpunode.bench.results import comparable_conditions, lower_is_better
 from gpunode.fleet.progress import HostOutcome
 from gpunode.fleet.runner import PlaybookRun
 from gpunode.fleet.specs import PLAYBOOKS
@@ -25,12 +26,8 @@ DEFAULT_MIN_PEERS = 3  # fewer hosts in a group: no median worth comparing again
 VERDICTS = ("OK", "WARN", "FAIL", "UNKNOWN")
 # Host states without a usable report; each makes the fleet verdict at least UNKNOWN.
 NO_VERDICT = ("UNREACHABLE", "FAILED", "NOT_RUN", "NO_REPORT", "INVALID")
-LOWER_IS_BETTER_UNITS = ("ns", "us", "ms", "s")  # latencies; every other unit is a rate
 BAD_CHECK = ("FAIL", "ERROR", "WARN")  # worst first
 BAD_METRIC = ("fail", "error")
-# Conditions that say how a figure was timed, not what was measured: they may differ from host to
-# host (iterations calibrated to the GPU's speed, fio's measured runtime) and must not split peers.
-TIMING_CONDITIONS = frozenset({"aggregate", "iters", "iters_per_batch", "output"})
 
 
 @dataclass
@@ -161,10 +158,6 @@ def _number(value) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def lower_is_better(name: str, unit: str | None) -> bool:
-    return (unit or "").strip() in LOWER_IS_BETTER_UNITS or name.endswith(("_us", "_ms", ".latency"))
-
-
 def metric_rows(hosts: list[HostReport], margin: float, min_peers: int) -> tuple[list[dict], list[dict]]:
     """Bench metrics: (comparisons per SKU group, metric and conditions; metric failures).
     Only results measured under identical conditions (TIMING_CONDITIONS aside) are compared; each
@@ -187,7 +180,7 @@ def metric_rows(hosts: list[HostReport], margin: float, min_peers: int) -> tuple
             if status != "ok" or value is None:
                 continue
             raw = m.get("conditions") if isinstance(m.get("conditions"), dict) else {}
-            cond = {k: v for k, v in raw.items() if k not in TIMING_CONDITIONS}
+            cond = comparable_conditions(raw)
             key = (h.sku, name, m.get("unit"), json.dumps(cond, sort_keys=True, default=str))
             samples.setdefault(key, []).append((h.host, m.get("gpu"), value))
             conditions[key] = cond

@@ -1,0 +1,137 @@
+"""`gpunode apply --prove`: bench, apply, bench again; keep the change only if no figure got worse
+beyond the measured noise, otherwise roll it back at once.
+
+Noise is what the two runs themselves say: a figure counts as worse when it dropped by more than
+`k` times the larger CoV of its repeats (before or after), and never by less than a floor (1 %)
+that covers run-to-run drift a single run's spread does not show. A figure measured before but
+failing or missing after the change is worse too. Nothing is kept on a doubt: a "before" run that
+measured nothing refuses to start, so the host is never changed without a yardstick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from gpunode.bench.results import BenchDocument, Metric, lower_is_better
+from gpunode.tune.session import ApplyOutcome, Refused, apply_profile, rollback
+
+DEFAULT_K = 2.0
+DEFAULT_FLOOR = 0.01
+BETTER, SAME, WORSE, UNCOMPARED = "better", "same", "worse", "not compared"
+
+
+@dataclass(frozen=True)
+class ProveRow:
+    metric: str
+    subject: str
+    unit: str
+    before: float | None
+    after: float | None
+    change: float | None  # relative, signed so that negative is worse (latencies inverted)
+    noise: float | None  # the relative change below which a difference is noise
+    verdict: str  # better | same | worse | not compared
+    note: str = ""
+
+
+@dataclass
+class ProveOutcome:
+    apply: ApplyOutcome
+    before: BenchDocument
+    after: BenchDocument | None
+    rows: list[ProveRow]
+    kept: bool
+    reason: str
+    restored: list = field(default_factory=list)  # RestoreResult of the rollback, when rolled back
+
+    @property
+    def result(self) -> str:
+        if self.apply.result != "applied":
+            return self.apply.result
+        return "proven" if self.kept else "rolled-back"
+
+    @property
+    def exit_code(self) -> int:
+        # A change that hurt and was rolled back did not go through: 3, as a failed apply, so that a
+        # fleet rollout stops at its canary.
+        return 3 if self.result == "rolled-back" else self.apply.exit_code
+
+    def to_json(self) -> dict:
+        return {"result": self.result, "kept": self.kept, "reason": self.reason, "k": DEFAULT_K,
+                "rows": [asdict(r) for r in self.rows],
+                "before": self.before.to_json(), "after": self.after.to_json() if self.after else None,
+                "restores": [r.to_json() for r in self.restored]}
+
+
+def noise(before: Metric, after: Metric, k: float = DEFAULT_K, floor: float = DEFAULT_FLOOR) -> float:
+    covs = [m.spread.cov for m in (before, after) if m.spread is not None]
+    return max(floor, k * max(covs, default=0.0))
+
+
+def compare_runs(before: BenchDocument, after: BenchDocument, k: float = DEFAULT_K,
+                 floor: float = DEFAULT_FLOOR) -> list[ProveRow]:
+    later = {m.key: m for m in after.metrics}
+    rows = []
+    for b in before.metrics:
+        if b.status != "ok" or b.value is None:
+            continue
+        subject = f"GPU{b.gpu}" if b.gpu is not None else ""
+        a = later.get(b.key)
+        if a is None or a.status != "ok" or a.value is None:
+            why = "not measured after the change" if a is None else f"{a.status} after the change: {a.message}"
+            rows.append(ProveRow(b.name, subject, b.unit, b.value, None, None, None, WORSE, why))
+            continue
+        if b.value <= 0 or a.value <= 0:
+            rows.append(ProveRow(b.name, subject, b.unit, b.value, a.value, None, None, UNCOMPARED, "zero figure"))
+            continue
+        change = b.value / a.value - 1 if lower_is_better(b.name, b.unit) else a.value / b.value - 1
+        margin = noise(b, a, k, floor)
+        verdict = WORSE if change < -margin else BETTER if change > margin else SAME
+        rows.append(ProveRow(b.name, subject, b.unit, b.value, a.value, round(change, 5), round(margin, 5), verdict))
+    return rows
+
+
+def prove_apply(env, profile, settings, state, bench: Callable[[], BenchDocument], *, k: float = DEFAULT_K,
+                floor: float = DEFAULT_FLOOR, **apply_kwargs) -> ProveOutcome:
+    """Bench, apply, bench; roll back when a figure got worse. Refused (nothing changed) when the
+    first bench measured nothing."""
+    before = bench()
+    if not any(m.status == "ok" for m in before.metrics):
+        raise Refused("--prove: the bench before the change measured nothing (see `gpunode bench`); nothing changed")
+    outcome = apply_profile(env, profile, settings, state, **apply_kwargs)
+    if outcome.result != "applied":
+        return ProveOutcome(outcome, before, None, [], kept=False, reason=f"apply {outcome.result}: nothing to prove")
+    after = bench()
+    rows = compare_runs(before, after, k, floor)
+    worse = [r for r in rows if r.verdict == WORSE]
+    if not worse:
+        return ProveOutcome(outcome, before, after, rows, kept=True,
+                            reason=f"no figure worse beyond the noise ({len(rows)} compared)")
+    _record, restored = rollback(env, state, outcome.apply_id)
+    names = ", ".join(f"{r.metric}{' ' + r.subject if r.subject else ''}" for r in worse[:4])
+    return ProveOutcome(outcome, before, after, rows, kept=False, restored=restored,
+                        reason=f"worse after the change: {names}; rolled back {outcome.apply_id}")
+
+
+def render_prove(outcome: ProveOutcome, console) -> None:
+    """The before/after table and one line saying what was kept."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    if outcome.rows:
+        table = Table(title="apply --prove: before and after the change", expand=False)
+        for col in ("Metric", "GPU", "Before", "After", "Change", "Noise", "Verdict"):
+            table.add_column(col, justify="left" if col in ("Metric", "GPU", "Verdict") else "right", no_wrap=True)
+        style = {BETTER: "green", SAME: "", WORSE: "bold red", UNCOMPARED: "dim"}
+        for r in outcome.rows:
+            verdict = f"[{style[r.verdict]}]{r.verdict}[/]" if style[r.verdict] else r.verdict
+            table.add_row(escape(r.metric), r.subject, _num(r.before), _num(r.after),
+                          "" if r.change is None else f"{r.change:+.1%}",
+                          "" if r.noise is None else f"±{r.noise:.1%}", verdict + (f" {escape(r.note)}" if r.note else ""))
+        console.print(table)
+    colour = "green" if outcome.kept else "bold red" if outcome.result == "rolled-back" else "yellow"
+    console.print(f"[{colour}]{outcome.result}[/]: {escape(outcome.reason)}")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"

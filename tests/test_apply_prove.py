@@ -1,0 +1,93 @@
+"""apply --prove on a fixture tree with a fake bench whose figures depend on the tree itself:
+a harmless change is kept, one that hurts is rolled back byte-exactly, noise is the runs' own
+spread, and nothing is changed when the first bench measured nothing."""
+
+from __future__ import annotations
+
+import pytest
+from apply_fixtures import make_tree, picture
+
+from gpunode.bench.results import BenchDocument, Metric, Spread
+from gpunode.host.gpu.control import NoGpuControl
+from gpunode.tune.actions import ApplyEnv
+from gpunode.tune.journal import StateDir
+from gpunode.tune.plan import select_settings
+from gpunode.tune.profiles import load_profile
+from gpunode.tune.prove import SAME, WORSE, compare_runs, noise, prove_apply
+from gpunode.tune.session import Refused
+from testkit import tree_host
+
+SWAPPINESS = "/proc/sys/vm/swappiness"
+
+
+def doc(gemm: float, cov: float = 0.005, p99: float = 80.0, status: str = "ok") -> BenchDocument:
+    spread = Spread(5, gemm * 0.99, gemm * 1.01, gemm, cov)
+    metrics = [Metric("gemm.bf16", 0, gemm if status == "ok" else None, "TFLOP/s", status, "", {"dtype": "bf16"}, spread),
+               Metric("fio.rand_read.p99_us", None, p99, "us", "ok", "", {}, Spread(3, p99, p99, p99, 0.0))]
+    return BenchDocument("t", "testhost", "", 0.0, "quick", {}, {}, metrics)
+
+
+class TreeBench:
+    """GEMM at 680 TFLOP/s, or `hurt_to` while vm.swappiness holds the profile's value."""
+
+    def __init__(self, root, hurt_to: float | None = None):
+        self.root, self.hurt_to, self.runs = root, hurt_to, 0
+
+    def __call__(self) -> BenchDocument:
+        self.runs += 1
+        tuned = (self.root / SWAPPINESS.lstrip("/")).read_text().strip() != "60"
+        return doc(self.hurt_to if tuned and self.hurt_to is not None else 680.0 + self.runs * 0.5)
+
+
+def _setup(tmp_path):
+    root = make_tree(tmp_path / "root")
+    host = tree_host(root)
+    profile = load_profile("training")
+    settings = select_settings(profile, ["*swappiness"])
+    assert len(settings) == 1
+    return root, ApplyEnv(host=host, gpu=NoGpuControl()), profile, settings, StateDir(tmp_path / "state")
+
+
+def test_a_harmless_change_is_kept(tmp_path):
+    root, env, profile, settings, state = _setup(tmp_path)
+    bench = TreeBench(root)
+    out = prove_apply(env, profile, settings, state, bench, persist=False)
+    assert out.result == "proven" and out.kept and out.exit_code == 0 and bench.runs == 2
+    assert (root / SWAPPINESS.lstrip("/")).read_text().strip() != "60"
+    assert [r.verdict for r in out.rows] == [SAME, SAME]
+
+
+def test_a_change_that_hurts_is_rolled_back_exactly(tmp_path):
+    root, env, profile, settings, state = _setup(tmp_path)
+    before = picture(root)
+    out = prove_apply(env, profile, settings, state, TreeBench(root, hurt_to=640.0), persist=False)
+    assert out.result == "rolled-back" and not out.kept and out.exit_code == 3
+    assert [r.status for r in out.restored] == ["restored"]
+    assert picture(root) == before
+    gemm = next(r for r in out.rows if r.metric == "gemm.bf16")
+    assert gemm.verdict == WORSE and gemm.change == pytest.approx(640 / 680.5 - 1, abs=1e-4)
+    assert "gemm.bf16 GPU0" in out.reason and out.apply.apply_id in out.reason
+
+
+def test_a_drop_inside_the_measured_noise_is_not_worse():
+    before, after = doc(680.0, cov=0.02), doc(660.0, cov=0.02)  # -2.9 % with 2 x 2 % noise: same
+    assert compare_runs(before, after)[0].verdict == SAME
+    assert compare_runs(doc(680.0, cov=0.01), doc(660.0, cov=0.01))[0].verdict == WORSE
+    assert noise(before.metrics[0], after.metrics[0]) == pytest.approx(0.04)
+    assert noise(doc(1, cov=0.0).metrics[0], doc(1, cov=0.0).metrics[0]) == pytest.approx(0.01)  # the floor
+
+
+def test_latency_going_up_is_worse_and_a_figure_lost_after_is_worse():
+    rows = {r.metric: r for r in compare_runs(doc(680.0), doc(680.0, p99=120.0))}
+    assert rows["fio.rand_read.p99_us"].verdict == WORSE and rows["gemm.bf16"].verdict == SAME
+    lost = {r.metric: r for r in compare_runs(doc(680.0), doc(0.0, status="error"))}
+    assert lost["gemm.bf16"].verdict == WORSE and "error after the change" in lost["gemm.bf16"].note
+
+
+def test_nothing_measured_before_refuses_and_changes_nothing(tmp_path):
+    root, env, profile, settings, state = _setup(tmp_path)
+    before = picture(root)
+    with pytest.raises(Refused, match="measured nothing"):
+        prove_apply(env, profile, settings, state, lambda: doc(0.0, status="skip").__class__(
+            "t", "h", "", 0.0, "quick", {}, {}, [Metric("gemm.bf16", 0, None, "TFLOP/s", "skip", "no GPU")]))
+    assert picture(root) == before and not state.root.exists()
