@@ -143,5 +143,16 @@ def leftovers(gpu: GpuInfo) -> str | None:
     return None
 
 
+def counter_growth(ctx: AuditContext, key: str, value: int):
+    """How an error counter moved since the last audit (gpunode.audit.counters); the reading is
+    kept for the next audit when this one keeps state."""
+    return ctx.counters.growth(key, value, ctx.host.facts.now)
+
+
+def gpu_key(gpu: GpuInfo) -> str:
+    """A GPU's name in the counter store: its UUID survives renumbering after a GPU falls off."""
+    return gpu.uuid or gpu.label
+
+
 def gib(nbytes: int | None) -> str:
     return "?" if nbytes is None else f"{nbytes / 2**30:.1f} GiB"

@@ -123,9 +123,9 @@ def ib_port_state(ctx: AuditContext):
 
 @check(
     "net.ib.errors",
-    "InfiniBand link error counters are zero",
+    "InfiniBand link error counters do not grow",
     area="net",
-    remediation="Non-zero symbol/recovery/link-downed counters point at a cable, optic or switch port: "
+    remediation="Growing symbol/recovery/link-downed counters point at a cable, optic or switch port: "
     "compare with the switch side (perfquery, ibqueryerrors), reseat or replace; reset with perfquery -R.",
 )
 def ib_errors(ctx: AuditContext):
@@ -137,12 +137,29 @@ def ib_errors(ctx: AuditContext):
         if not p.counters:
             findings.append(skip("no error counters readable", subject=p.name))
             continue
-        nonzero = {k: v for k, v in p.counters.items() if v}
-        if nonzero:
-            text = ", ".join(f"{k}={v}" for k, v in nonzero.items())
-            findings.append(bad(text, observed=nonzero, expected=0, subject=p.name))
+        growths = {k: ctx.counters.growth(f"ib/{p.name}/{k}", v, ctx.host.facts.now) for k, v in p.counters.items()}
+        lifetime = {k: v for k, v in p.counters.items() if v}
+        first = next((g for g in growths.values() if g.first), None)
+        if first is not None:
+            # No usable previous reading: all we have are totals since boot or the last reset.
+            text = ", ".join(f"{k}={v}" for k, v in lifetime.items())
+            if lifetime:
+                findings.append(bad(f"{text} (lifetime totals; {first.note()})",
+                                    observed=lifetime, expected=0, subject=p.name))
+            else:
+                findings.append(ok(f"{len(p.counters)} error counters at 0", observed=p.counters, subject=p.name))
+            continue
+        grown = {k: g.delta for k, g in growths.items() if g.delta}
+        hours = min(g.hours for g in growths.values())
+        observed = {"since_last_audit": grown, "lifetime": lifetime, "hours": round(hours, 3)}
+        if grown:
+            text = ", ".join(f"{k} +{v}" for k, v in grown.items())
+            findings.append(bad(f"{text} in {hours:.1f} h since the last audit", observed=observed, expected=0,
+                                subject=p.name))
         else:
-            findings.append(ok(f"{len(p.counters)} error counters at 0", observed=p.counters, subject=p.name))
+            old = f" (lifetime {', '.join(f'{k}={v}' for k, v in lifetime.items())})" if lifetime else ""
+            findings.append(ok(f"none of {len(p.counters)} error counters grew in {hours:.1f} h since the last "
+                               f"audit{old}", observed=observed, expected=0, subject=p.name))
     return findings
 
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, ok, skip, warn
-from gpunode.checks.gpu_common import each_gpu, readable_gpus, uptime_s
+from gpunode.checks.gpu_common import counter_growth, each_gpu, gpu_key, readable_gpus, uptime_s
 from gpunode.tune.kinds import has_nvswitch
 
 
@@ -64,8 +64,10 @@ def nvlink_state(ctx: AuditContext):
 
 
 # DCGM (dcgm_gpu_hardware_limits.h): any replay or recovery error is over its limit of 1;
-# "CRC errors only matter at rates of 100+ per second".
+# "CRC errors only matter at rates of 100+ per second". Judged on the growth since the last
+# audit; on a first reading (or without kept state) on the counts since the driver loaded.
 CRC_PER_SECOND = 100.0
+_COUNTERS = ("replay", "recovery", "crc_flit", "crc_data")
 
 
 @check("gpu.nvlink.errors", "NVLink error counters (replay, recovery, CRC) stay quiet", area="nvlink",
@@ -81,24 +83,39 @@ def nvlink_errors(ctx: AuditContext):
     def judge(g):
         if not g.nvlinks:
             return skip("no NVLink on this GPU")
-        totals = {"replay": 0, "recovery": 0, "crc_flit": 0, "crc_data": 0}
-        noisy = []
+        totals = dict.fromkeys(_COUNTERS, 0)  # since the driver loaded
+        growths = {}
         for link in g.nvlinks:
             counts = {"replay": link.replay_errors, "recovery": link.recovery_errors,
                       "crc_flit": link.crc_flit_errors, "crc_data": link.crc_data_errors}
             for key, value in counts.items():
-                totals[key] += value or 0
-            if link.replay_errors or link.recovery_errors:
-                noisy.append(f"link {link.link}: {link.replay_errors or 0} replay, "
-                             f"{link.recovery_errors or 0} recovery")
-        crc = totals["crc_flit"] + totals["crc_data"]
+                if value is not None:
+                    totals[key] += value
+                    growths[link.link, key] = counter_growth(ctx, f"{gpu_key(g)}/nvlink{link.link}/{key}", value)
+        # One counter without a usable previous reading: the whole GPU is judged on its totals.
+        first = not growths or any(gr.first for gr in growths.values())
+
+        def counted(link: int, key: str) -> int:
+            gr = growths.get((link, key))
+            return 0 if gr is None else gr.value if first else gr.delta
+
+        grown = {k: sum(counted(link.link, k) for link in g.nvlinks) for k in _COUNTERS}
+        hours = None if first else min(gr.hours for gr in growths.values())
+        noisy = [f"link {link.link}: {counted(link.link, 'replay')} replay, {counted(link.link, 'recovery')} recovery"
+                 for link in g.nvlinks if counted(link.link, "replay") or counted(link.link, "recovery")]
+        observed = {**totals, "since_last_audit": None if first else grown}
+        why = next((gr.note() for gr in growths.values() if gr.first), "no counter readable")
+        when = f"in {hours:.1f} h since the last audit" if hours is not None else f"since the driver loaded ({why})"
+        crc = grown["crc_flit"] + grown["crc_data"]
+        seconds = max(hours * 3600.0, 60.0) if hours is not None else uptime
         if noisy:
-            return bad(f"NVLink errors: {'; '.join(noisy)}", observed=totals, expected="no replay/recovery")
-        if crc and uptime and crc / uptime >= CRC_PER_SECOND:
-            return bad(f"{crc} CRC errors, {crc / uptime:.0f} per second since boot", observed=totals,
+            return bad(f"NVLink errors {when}: {'; '.join(noisy)}", observed=observed,
+                       expected="no replay/recovery")
+        if crc and seconds and crc / seconds >= CRC_PER_SECOND:
+            return bad(f"{crc} CRC errors {when}, {crc / seconds:.0f} per second", observed=observed,
                        expected=f"< {CRC_PER_SECOND:.0f}/s")
-        note = f"; {crc} CRC errors since boot, below NVIDIA's {CRC_PER_SECOND:.0f}/s concern" if crc else ""
-        return ok(f"no replay or recovery errors on {len(g.nvlinks)} links{note}", observed=totals)
+        note = f"; {crc} CRC errors, below NVIDIA's {CRC_PER_SECOND:.0f}/s concern" if crc else ""
+        return ok(f"no replay or recovery errors on {len(g.nvlinks)} links {when}{note}", observed=observed)
 
     return each_gpu(ctx, judge, needs=("nvlinks",), gpus=ctx.gpus())
 

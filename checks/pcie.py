@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip, warn
-from gpunode.checks.gpu_common import each_gpu, is_busy, uptime_s
+from gpunode.checks.gpu_common import counter_growth, each_gpu, gpu_key, is_busy, uptime_s
 
 
 def _link(gen, width) -> str:
@@ -39,8 +39,9 @@ def pcie_link(ctx: AuditContext):
 
 
 # DCGM_LIMIT_MAX_PCIREPLAY_RATE (dcgm_gpu_hardware_limits.h): "8 replays per minute is the
-# maximum recommended by RM". NVML's counter runs since the driver loaded; we average it over the
-# uptime (the driver loads after boot, so the true rate is a little higher).
+# maximum recommended by RM". Judged on the growth since the last audit; on a first reading
+# (or without kept state) NVML's count since the driver loaded is averaged over the uptime (the
+# driver loads after boot, so the true rate is a little higher).
 REPLAYS_PER_MINUTE = 8
 
 
@@ -55,14 +56,23 @@ def pcie_replay(ctx: AuditContext):
         count = g.pcie_replay_counter
         if count is None:
             return skip("NVML reports no PCIe replay counter on this GPU")
-        # Without an uptime, judge the count as if it grew in one minute (strict, never lenient).
-        minutes = max(uptime / 60.0, 1.0) if uptime else 1.0
+        growth = counter_growth(ctx, f"{gpu_key(g)}/pcie_replay", count)
+        expected = f"<= {REPLAYS_PER_MINUTE}/min"
+        if growth.first:
+            # Without an uptime, judge the count as if it grew in one minute (strict, never lenient).
+            minutes = max(uptime / 60.0, 1.0) if uptime else 1.0
+            since = f"over {minutes / 60:.1f} h of uptime" if uptime else "(uptime unknown)"
+            text = f"{count} replays {since} ({growth.note()})"
+        else:
+            minutes = max(growth.hours * 60.0, 1.0)
+            count = growth.delta
+            text = (f"{count} replays in {growth.hours:.1f} h since the last audit "
+                    f"({g.pcie_replay_counter} since the driver loaded)")
         rate = count / minutes
-        observed = {"replays": count, "per_minute": round(rate, 3)}
-        since = f"over {minutes / 60:.1f} h of uptime" if uptime else "(uptime unknown)"
+        observed = {"replays": g.pcie_replay_counter, "counted": count, "per_minute": round(rate, 3),
+                    "since_last_audit": not growth.first}
         if rate > REPLAYS_PER_MINUTE:
-            return bad(f"{count} replays, {rate:.1f} per minute {since}", observed=observed,
-                       expected=f"<= {REPLAYS_PER_MINUTE}/min")
-        return ok(f"{count} replays {since}", observed=observed, expected=f"<= {REPLAYS_PER_MINUTE}/min")
+            return bad(f"{rate:.1f} per minute: {text}", observed=observed, expected=expected)
+        return ok(text, observed=observed, expected=expected)
 
     return each_gpu(ctx, judge, needs=("pcie_replay_counter",))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpunode.audit.counters import CounterStore
 from gpunode.audit.engine import CheckSkipped
 from gpunode.config import Config
 from gpunode.host import Host
@@ -21,6 +22,9 @@ class AuditContext:
     # How long a check waits for NVML; the gate keeps it under its per-check watchdog so a
     # hung driver is judged by gpu.nvml (FAIL) instead of ending as a hung check (ERROR).
     nvml_timeout: float = NVML_TIMEOUT_S
+    # Previous readings of error counters (the state dir of a live audit); the default keeps
+    # nothing, so counters are judged as lifetime totals (snapshots, sysroots, tests).
+    counters: CounterStore = field(default_factory=CounterStore)
 
     def inventory(self) -> GpuInventory:
         return self.host.gpu.inventory(timeout=self.nvml_timeout)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from gpunode import __version__
 from gpunode.audit.context import AuditContext
+from gpunode.audit.counters import CounterStore
 from gpunode.audit.engine import Check, Result, run_checks, select
 from gpunode.audit.report import iso_time
 from gpunode.config import Config
@@ -45,8 +47,12 @@ def run_audit(
     check_timeout: float = 10.0,
     total_timeout: float | None = None,
     on_result=None,
+    state_dir: Path | None = None,
 ) -> AuditRun:
-    ctx = AuditContext(host=host, profile=profile, config=cfg)
+    """state_dir: where error counters' previous readings are kept (live audits only; None for
+    snapshots and sysroots, whose audits must not write the live node's state)."""
+    counters = CounterStore.load(state_dir, host)
+    ctx = AuditContext(host=host, profile=profile, config=cfg, counters=counters)
     started = time.monotonic()
     results = run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=total_timeout, on_result=on_result)
     duration = time.monotonic() - started
@@ -60,6 +66,9 @@ def run_audit(
         "duration_s": round(duration, 3),
         "gpus": _gpu_summary(ctx),
     }
+    warnings = [w for w in (counters.problem, counters.save()) if w]
+    if warnings:
+        meta["warnings"] = warnings
     return AuditRun(results, meta)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,7 @@ def audit(
     from gpunode.audit.report import audit_document, dumps, prometheus_text, render_table, write_atomic
     from gpunode.audit.run import choose_checks, load_audit_profile, make_host, run_audit
     from gpunode.config import ConfigError, load_config
+    from gpunode.tune.journal import resolve_state_dir
     from gpunode.tune.profiles import ProfileError, parse_set_options
 
     if expected_gpus is not None and expected_gpus < 0:
@@ -59,7 +61,10 @@ def audit(
         die("no check matches the selection (see `gpunode checks`)")
     overrides = {"expected_gpus": expected_gpus, "xid_window_hours": xid_window}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    run = run_audit(host, source, prof, checks, cfg)
+    # Error counters are judged on their growth since this node's last live audit (state dir);
+    # a snapshot or a --sysroot tree is not this node: nothing kept, nothing written.
+    state_dir = resolve_state_dir(None, os.environ) if host.sys.is_live else None
+    run = run_audit(host, source, prof, checks, cfg, state_dir=state_dir)
     document = audit_document(run.results, run.meta)
     if prometheus is not None:
         try:

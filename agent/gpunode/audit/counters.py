@@ -1,0 +1,121 @@
+"""The previous reading of each error counter, kept in the state directory, so checks judge how
+much a counter grew since the last audit instead of a lifetime total.
+
+A lifetime total hides a fresh burst after months of uptime and keeps one old link flap
+warning forever. A store without a directory (audits of snapshots and sysroots, which must not
+write the live state) remembers nothing: every reading is a first one, judged as a total.
+
+    <state>/counters.json   {"schema", "host", "boot_id", "readings": {key: {"value", "time"}}}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = "gpunode.counters/1"
+FILE = "counters.json"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+MAX_BYTES = 4 << 20  # thousands of counters fit; a larger file is not ours
+NO_STATE = "no state kept for this audit"
+
+
+@dataclass(frozen=True)
+class Growth:
+    """How a counter moved since the previous reading."""
+
+    value: int
+    first: bool  # no usable previous reading: judge `value` as a lifetime total
+    delta: int = 0
+    hours: float = 0.0
+    since: float | None = None  # epoch of the previous reading
+    why_first: str = "first reading"  # or "counter reset since the last audit", NO_STATE
+
+    def per_hour(self) -> float:
+        return self.delta / max(self.hours, 1 / 60)  # a minute at least: no rate from 1 s
+
+    def note(self) -> str:
+        """Why a count is judged as a total: 'first reading: the next audit judges the growth'."""
+        if self.why_first == NO_STATE:
+            return NO_STATE
+        return f"{self.why_first}: the next audit judges the growth since this one"
+
+
+class CounterStore:
+    def __init__(self, path: Path | None = None, host: str = "", boot_id: str | None = None,
+                 previous: dict | None = None, problem: str | None = None):
+        self.path = path
+        self.host = host
+        self.boot_id = boot_id
+        self.previous: dict[str, dict] = previous or {}
+        self.current: dict[str, dict] = {}
+        self.problem = problem  # why the previous readings could not be used (said once, in meta)
+
+    @classmethod
+    def load(cls, state_dir: Path | None, host) -> CounterStore:
+        """The store of the live host `host` in `state_dir`; state_dir None: remember nothing."""
+        boot_id = host.sys.read_value(BOOT_ID)
+        if state_dir is None:
+            return cls(None, host.facts.hostname, boot_id)
+        path = Path(state_dir) / FILE
+        previous: dict = {}
+        problem = None
+        try:
+            if path.stat().st_size > MAX_BYTES:
+                raise ValueError(f"larger than {MAX_BYTES} bytes")
+            data = json.loads(path.read_text(encoding="utf-8"))
+            previous = _readings(data, host.facts.hostname, boot_id)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            problem = f"{path}: unreadable, judging lifetime totals ({exc})"
+        return cls(path, host.facts.hostname, boot_id, previous, problem)
+
+    def growth(self, key: str, value: int, now: float) -> Growth:
+        """Judge `value` against the previous reading of `key` and remember it for the next run."""
+        self.current[key] = {"value": int(value), "time": now}
+        old = self.previous.get(key)
+        if old is None:
+            return Growth(value, True, why_first="first reading" if self.path else NO_STATE)
+        if value < old["value"]:  # the driver reloaded or someone cleared the counters
+            return Growth(value, True, since=old["time"], why_first="counter reset since the last audit")
+        hours = max(now - old["time"], 0.0) / 3600.0
+        return Growth(value, False, value - old["value"], hours, old["time"])
+
+    def save(self) -> str | None:
+        """Write what this audit read (readings it did not take are kept). -> a warning or None."""
+        if self.path is None or not self.current:
+            return None
+        from gpunode.audit.report import write_atomic
+        from gpunode.tune.journal import JournalError, ensure_dir
+
+        readings = {**self.previous, **self.current}
+        doc = {"schema": SCHEMA, "host": self.host, "boot_id": self.boot_id, "readings": readings}
+        try:
+            ensure_dir(self.path.parent)
+            write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
+        except (OSError, JournalError) as exc:
+            return f"cannot keep counter readings in {self.path}: {getattr(exc, 'strerror', None) or exc}"
+        return None
+
+
+def _readings(data, hostname: str, boot_id: str | None) -> dict[str, dict]:
+    """The usable previous readings: none from another host, another boot (counters restart at
+    boot), or with a malformed entry."""
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("readings"), dict):
+        raise ValueError(f"not a {SCHEMA} document")
+    if data.get("host") != hostname or (boot_id and data.get("boot_id") != boot_id):
+        return {}
+    readings = {}
+    for key, entry in data["readings"].items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"reading {key!r} is not a mapping")
+        value, when = entry.get("value"), entry.get("time")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"reading {key!r}: value must be a count")
+        if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
+            raise ValueError(f"reading {key!r}: time must be a number")
+        readings[str(key)] = {"value": value, "time": float(when)}
+    return readings
