@@ -71,8 +71,16 @@ class FioTarget:
     cleanup_dir: str | None = None  # the private temp dir holding a scratch file
 
 
+def fio_filename(path: str) -> str:
+    """fio splits --filename at every `:` (several files: /dev/sda:/dev/sdb), so a `:` in a
+    directory name made fio write another file; fio's documented escape is `\\:`."""
+    if "\\" in path and ":" in path:  # `\\:` would be ambiguous to fio: refuse rather than guess
+        raise FioRefused(f"{path}: a path with both '\\' and ':' cannot be handed to fio safely; choose another --fio-dir")
+    return path.replace(":", "\\:")
+
+
 def argv(fio: str, job: FioJob, target: FioTarget, plan: FioPlan) -> list[str]:
-    out = [fio, f"--name={job.name}", f"--filename={target.path}", f"--rw={job.rw}", f"--bs={job.bs}",
+    out = [fio, f"--name={job.name}", f"--filename={fio_filename(target.path)}", f"--rw={job.rw}", f"--bs={job.bs}",
            f"--size={target.size_bytes}", f"--direct={int(target.direct)}", f"--ioengine={plan.ioengine}",
            f"--iodepth={job.iodepth}", "--numjobs=1", f"--runtime={plan.runtime_s}", "--time_based",
            "--group_reporting", "--output-format=json"]
@@ -289,8 +297,11 @@ def scratch_target(directory: str | None, plan: FioPlan) -> FioTarget:
 
 
 def prepare_target(sys: SysRoot, plan: FioPlan, directory: str | None = None, destructive: str | None = None) -> FioTarget:
+    fio_filename(destructive or directory or tempfile.gettempdir())  # refused before anything is made
     if destructive:
-        return destructive_target(sys, destructive, plan)
+        target = destructive_target(sys, destructive, plan)
+        fio_filename(target.path)  # the real path a link led to
+        return target
     return scratch_target(directory, plan)
 
 
@@ -302,6 +313,63 @@ def cleaned(target: FioTarget) -> Iterator[FioTarget]:
     finally:
         if target.cleanup_dir:
             shutil.rmtree(target.cleanup_dir, ignore_errors=True)
+
+
+# ---- proof that fio touched nothing else ------------------------------------------------------
+
+MAX_WATCHED_ENTRIES = 20_000  # a huge directory is listed up to this many names
+
+
+def watched_dirs(target: FioTarget) -> list[str]:
+    """Where fio could write besides its target: the target's directory and the one above it
+    (--fio-dir / $TMPDIR: the neighbours), and the directory of every prefix before a `:` (what a
+    mis-split file name would overwrite). A block device's /dev is not watched (ttys move there)."""
+    first = os.path.dirname(target.path)
+    dirs = [] if target.kind == "block" else [first, os.path.dirname(first)]
+    dirs += [os.path.dirname(target.path[:i]) for i, char in enumerate(target.path) if char == ":"]
+    return list(dict.fromkeys(d for d in dirs if d))
+
+
+def dir_state(directory: str) -> dict[str, tuple[int, int, int]]:
+    """path -> (inode, size, mtime_ns) of each entry, links not followed; a directory's size and
+    mtime are left out (they move with its content: our own private directory)."""
+    state: dict[str, tuple[int, int, int]] = {}
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if len(state) >= MAX_WATCHED_ENTRIES:
+                    break
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                state[entry.path] = (st.st_ino, 0 if is_dir else st.st_size, 0 if is_dir else st.st_mtime_ns)
+    except OSError:
+        pass
+    return state
+
+
+def watch(target: FioTarget) -> dict[str, tuple[int, int, int]]:
+    state: dict[str, tuple[int, int, int]] = {}
+    for directory in watched_dirs(target):
+        state.update(dir_state(directory))
+    return state
+
+
+def touched_neighbours(before: dict, after: dict, own: str) -> list[str]:
+    """Files other than fio's own target that were written in place (fio overwrites, it never
+    makes, renames or removes a neighbour). New or removed names are not counted: other programs
+    make and delete files in $TMPDIR all the time. Someone else rewriting a neighbour at the same
+    moment shows too: such a run is reported, never trusted."""
+    out = []
+    for path, (ino, size, mtime) in before.items():
+        now = after.get(path)
+        if path == own or now is None or now[0] != ino:
+            continue
+        if now[1:] != (size, mtime):
+            out.append(f"{path} was written (size {size} -> {now[1]})")
+    return sorted(out)
 
 
 def fio_version(runner, fio: str) -> str | None:
@@ -319,6 +387,7 @@ def run_fio(runner, fio: str, target: FioTarget, plan: FioPlan, progress=None) -
         cond["note"] = target.note
     metrics: list[Metric] = []
     with cleaned(target):
+        before = watch(target)
         for job in JOBS:
             if progress:
                 progress(f"fio {job.name}")
@@ -331,4 +400,8 @@ def run_fio(runner, fio: str, target: FioTarget, plan: FioPlan, progress=None) -
             except ValueError as exc:
                 res, why = None, why or f"{exc}; stderr: {(r.stderr.strip().splitlines() or [''])[-1][:200]}"
             metrics += job_metrics(job, res, r.rc, why, cond)
+        touched = touched_neighbours(before, watch(target), target.path)
+    if touched:  # loud: a benchmark must never write beside its own file
+        why = f"fio changed files other than its own target: {'; '.join(touched[:5])}"
+        metrics = [errored(m.name, m.unit, why, m.gpu, **m.conditions) for m in metrics]
     return metrics
