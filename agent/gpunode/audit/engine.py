@@ -12,9 +12,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the context imports this module: a name for annotations only
+    from gpunode.audit.context import AuditContext
 
 from gpunode.ids import matches_any
+
+# What a check function returns: one finding or several.
+CheckFunc = Callable[["AuditContext"], "Finding | Sequence[Finding]"]
 
 
 class Status(str, Enum):
@@ -73,7 +79,7 @@ class Check:
     id: str
     title: str
     area: str
-    func: Callable[[Any], Finding | Sequence[Finding]]
+    func: CheckFunc
     severity: str = "warning"
     tags: frozenset[str] = frozenset()
     remediation: str = ""
@@ -96,8 +102,8 @@ def check(
     needs_root: bool = False,
     needs_gpu: bool = False,
     cost: str = "fast",
-) -> Callable[[Callable], Check]:
-    def wrap(func: Callable) -> Check:
+) -> Callable[[CheckFunc], Check]:
+    def wrap(func: CheckFunc) -> Check:
         return Check(id, title, area, func, severity, frozenset(tags), remediation, needs_root, needs_gpu, cost)
 
     return wrap
@@ -209,7 +215,7 @@ def _call_with_watchdog(func: Callable[[], Any], timeout: float) -> tuple[str, A
 
 def run_checks(
     checks: Sequence[Check],
-    ctx: Any,
+    ctx: AuditContext,
     check_timeout: float = 10.0,
     total_timeout: float | None = None,
     on_result: Callable[[Result], None] | None = None,
@@ -232,7 +238,7 @@ def run_checks(
     return results
 
 
-def _run_one(c: Check, ctx: Any, timeout: float) -> tuple[list[Finding], float]:
+def _run_one(c: Check, ctx: AuditContext, timeout: float) -> tuple[list[Finding], float]:
     if c.needs_root and not ctx.host.facts.is_root:
         return [skip("needs root")], 0.0
     t0 = time.monotonic()

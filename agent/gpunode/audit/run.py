@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpunode import __version__
@@ -13,6 +13,7 @@ from gpunode.audit.engine import Check, Result, run_checks, select
 from gpunode.audit.report import iso_time
 from gpunode.config import Config
 from gpunode.host import Host, live_host, snapshot_host, sysroot_host
+from gpunode.host.gpu.source import GpuSource
 from gpunode.tune.profiles import Profile, load_profile
 
 
@@ -22,14 +23,17 @@ class AuditRun:
     meta: dict
 
 
-def make_host(snapshot: str | None = None, sysroot: str | None = None) -> tuple[Host, str]:
+def make_host(snapshot: str | None = None, sysroot: str | None = None,
+              gpu: GpuSource | None = None) -> tuple[Host, str]:
+    """The host to audit and how to name it. `gpu`: a live NVML source already started."""
     if snapshot and sysroot:
         raise ValueError("give --snapshot or --sysroot, not both")
     if snapshot:
         return snapshot_host(snapshot), f"snapshot:{snapshot}"
     if sysroot:
         return sysroot_host(sysroot), f"sysroot:{sysroot}"
-    return live_host(), "live"
+    host = live_host()
+    return (replace(host, gpu=gpu) if gpu is not None else host), "live"
 
 
 def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=()) -> list[Check]:

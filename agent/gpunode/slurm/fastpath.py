@@ -98,18 +98,32 @@ def fast_main(args: list[str]) -> int | None:
         # Slurm would drain the node for a non-zero prolog: a usage error is gpunode's own.
         mode = next((m for flag, m in SLURM_MODE_FLAGS.items() if flag in args), "check")
         return gpunode_failed(mode, "--strict" in args, str(exc))
-    return execute(**kwargs)
+    return execute(**kwargs, live_gpu=_start_nvml(kwargs["snapshot"]))
+
+
+def _start_nvml(snapshot):
+    """Start the NVML read before anything else is imported: nvmlInit spends tens of ms in
+    the driver with the GIL released, time the imports and the profile loading can use. A
+    config that names a snapshot (rare: tests, demos) makes this read unused; it only reads."""
+    if snapshot or os.environ.get(SNAPSHOT_ENV):
+        return None
+    from gpunode.host.gpu.source import LiveGpuSource
+
+    source = LiveGpuSource()
+    _prefetch_gpus(source)
+    return source
 
 
 def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIMEOUT_S, check_timeout=None,
-            strict=False, as_json=False, snapshot=None, config=None) -> int:
-    """Run the gate; print the report; return the exit code."""
+            strict=False, as_json=False, snapshot=None, config=None, live_gpu=None) -> int:
+    """Run the gate; print the report; return the exit code. `live_gpu`: an NVML read
+    already under way (used unless the gate replays a snapshot)."""
     modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
     mode = modes[0] if modes else "check"
     try:
         if len(modes) > 1:
             raise GateUsageError("give one of --prolog, --epilog, --health-check")
-        run = prepare(mode, timeout, check_timeout, strict, snapshot, config)
+        run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu)
         from gpunode.slurm.gate import run_gate
 
         verdict = run_gate(run)
@@ -119,7 +133,7 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
     return verdict.exit_code
 
 
-def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
+def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None):
     from gpunode.audit.run import choose_checks, load_audit_profile, make_host
     from gpunode.config import load_config
     from gpunode.host.runner import Runner
@@ -131,8 +145,8 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
     snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
     if snap and not os.path.isdir(snap):
         raise ValueError(f"snapshot {snap}: not a directory")
-    host, source = make_host(snapshot=snap)
-    _prefetch_gpus(host)
+    host, source = make_host(snapshot=snap, gpu=None if snap else live_gpu)
+    _prefetch_gpus(host.gpu)
     profile = load_audit_profile(cfg.profile, cfg)
     checks = [] if mode == "epilog" else choose_checks(profile, tags=["gate"], skip_ids=cfg.disable_checks)
     gpu_factory = None
@@ -146,11 +160,11 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path):
     )
 
 
-def _prefetch_gpus(host) -> None:
+def _prefetch_gpus(gpu) -> None:
     """Start the NVML read now, in its background thread, so driver calls (which release the
     GIL) overlap with loading the profile and the check modules; the checks wait for it."""
     try:
-        host.gpu.inventory(timeout=0)
+        gpu.inventory(timeout=0)
     except TimeoutError:
         pass
 
