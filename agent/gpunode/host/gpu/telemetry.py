@@ -251,13 +251,15 @@ class TelemetrySampler:
 
     def __init__(self, source: TelemetrySource, gpus: Iterable[int] | None = None,
                  interval_s: float = DEFAULT_INTERVAL_S, ours: Callable[[int], bool] | None = None,
-                 clock: Callable[[], float] = time.monotonic, max_samples: int = MAX_SAMPLES):
+                 clock: Callable[[], float] = time.monotonic, max_samples: int = MAX_SAMPLES,
+                 process_every: int = PROCESS_EVERY):
         self.source = source
         self.wanted = None if gpus is None else list(gpus)
         self.interval_s = interval_s
         self.ours = ours or own_process_test()
         self.clock = clock
         self.max_samples = max_samples
+        self.process_every = max(1, process_every)  # bench: 1, its windows last under a second
         self._trace = Trace(interval_s=interval_s)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -320,7 +322,7 @@ class TelemetrySampler:
                 self._events(self.source.wait_events(min(left, 0.5)))
             if self._stop.is_set():
                 break
-            self._tick(processes=ticks % PROCESS_EVERY == 0)
+            self._tick(processes=ticks % self.process_every == 0)
             ticks += 1
 
     def _events(self, events: list[dict]) -> None:
