@@ -54,7 +54,7 @@ class Common:
 
 
 def parse_extra_vars(items: list[str] | None) -> dict:
-    import yaml
+    from gpunode.inputs import InputError, parse_yaml
 
     out: dict = {}
     for item in items or []:
@@ -62,9 +62,9 @@ def parse_extra_vars(items: list[str] | None) -> dict:
         name = name.strip()
         if not sep or not _VAR_NAME.match(name):
             die(f"--extra-var {item!r}: expected NAME=VALUE")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        try:  # bounded: an alias bomb or a 10 000-deep list is passed on as the plain string it is
+            value = parse_yaml(raw, f"--extra-var {name}") if raw.strip() else ""
+        except InputError:
             value = raw
         out[name] = raw if value is None else value
     return out

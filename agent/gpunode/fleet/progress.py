@@ -5,7 +5,6 @@ unreachable host as it happens; the outcome of every host is kept for the fleet 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,9 +137,11 @@ class Tracker:
 
 
 def _report_status(path: Path, rc_status: str | None = None) -> tuple[str, str]:
+    from gpunode.inputs import InputError, load_json
+
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        doc = load_json(path, max_bytes=64 * 1024 * 1024, allow_nonfinite=True)
+    except InputError:
         return "report", f"unreadable: {path.name}"
     if not isinstance(doc, dict):
         return "report", ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,16 +56,14 @@ def load_hosts(run: PlaybookRun) -> list[HostReport]:
 
 def read_report(path: Path) -> tuple[dict | None, str | None]:
     """(document, None), (None, why it is unusable), or (None, None) when there is no file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    from gpunode.inputs import InputError, load_json
+
+    if not os.path.lexists(path):
         return None, None
-    except OSError as exc:
-        return None, f"unreadable report {path.name}: {exc.strerror or exc}"
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"report {path.name} is not JSON ({exc.msg} at line {exc.lineno}; truncated?)"
+    try:  # a node wrote it: bounded, regular file only, duplicate keys refused
+        doc = load_json(path, max_bytes=64 * 1024 * 1024, allow_nonfinite=True)
+    except InputError as exc:
+        return None, f"unusable report {path.name}: {str(exc).removeprefix(str(path) + ':').strip()} (truncated?)"
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("gpunode."):
         return None, f"report {path.name} is not a gpunode report (no gpunode.* schema)"
     return doc, None

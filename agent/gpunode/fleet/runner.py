@@ -55,8 +55,10 @@ class PlaybookRun:
     def load(cls, artifact_dir: Path) -> PlaybookRun:
         """A finished run read back from its artifact directory (for `gpunode fleet report`)."""
         path = artifact_dir / RUN_FILE
+        from gpunode.inputs import load_json
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = load_json(path, max_bytes=64 * 1024 * 1024)
             inv = data["inventory"]
             inventory = FleetInventory(path=inv["path"], limit=inv.get("limit"), hosts=list(inv["hosts"]),
                                        groups=dict(inv.get("groups", {})),

@@ -193,6 +193,9 @@ def _shape_problems(merged: Mapping[str, object]) -> list[str]:
         if value is not None and not isinstance(value, (str, int, float)):
             problems.append(f"{name} must be a string, not {type(value).__name__}")
     for name, value in merged.items():
+        items = value if isinstance(value, list) else [value]
+        if name.startswith("gpunode_") and any(isinstance(v, str) and not v.isprintable() for v in items):
+            problems.append(f"{name}: a line break or control character in the value")  # reaches argv and logs
         if name.startswith("gpunode_") and name.endswith(LIST_SUFFIX) and value not in (None, ""):
             if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
                 problems.append(f'{name} must be a list of strings, e.g. ["--skip", "net.*"]')
