@@ -44,39 +44,81 @@ def iso_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def render_table(results: Sequence[Result], meta: dict, console, verbose: bool = False) -> None:
-    from rich.table import Table
+PROBLEMS = (Status.WARN, Status.FAIL, Status.ERROR, Status.SKIP)
+GROUP_SKIPS_FROM = 3  # this many SKIPs with one reason become one row in the table layouts
 
+
+def _status_style(value: str) -> str | None:
+    return STATUS_STYLE.get(Status(value)) if value in Status._value2member_map_ else None
+
+
+def render_report(results: Sequence[Result], meta: dict, console, fmt: str | None = None, verbose: bool = False,
+                  problems: bool = False, every_skip: bool = False) -> None:
+    """table / plain / tsv (gpunode.layout); `problems` leaves out PASS; the table layouts fold
+    SKIPs that share one reason into one row unless `every_skip` (plain and tsv never fold:
+    one result per line)."""
+    from gpunode.layout import Col, pick_format, show
+
+    fmt = pick_format(fmt, console)
+    shown = [r for r in results if r.status in PROBLEMS] if problems else list(results)
+    areas = list(dict.fromkeys(r.area for r in shown))
+    shown.sort(key=lambda r: areas.index(r.area))  # one block per area, checks in catalogue order
+    rows = []
+    grouped = {} if every_skip or fmt != "table" else _skip_groups(shown)
+    done: set[str] = set()
+    for r in shown:
+        message = r.message
+        if verbose and r.status in (Status.WARN, Status.FAIL) and r.remediation:
+            message += f" (fix: {r.remediation})"
+        group = grouped.get((r.area, r.message)) if r.status is Status.SKIP else None
+        if group is None:
+            rows.append([r.area, r.status.value, r.id, r.subject or "", message])
+        elif (r.area, r.message) not in done:
+            done.add((r.area, r.message))
+            rows.append([r.area, "SKIP", f"{len(group)} checks", "", f"{r.message}: {', '.join(group)}"])
     title = f"gpunode audit · {meta.get('host')} · profile {meta.get('profile')} · {meta.get('source')}"
-    table = Table(title=title, show_lines=False, expand=False)
-    table.add_column("Area", style="cyan", no_wrap=True)
-    table.add_column("Status", no_wrap=True)
-    table.add_column("Check", no_wrap=True)
-    table.add_column("Subject", no_wrap=True)
-    table.add_column("Result")
-    by_area: dict[str, list[Result]] = {}
+    cols = [Col("Area", group=True), Col("Status", whole=True, style=_status_style), Col("Check", whole=True),
+            Col("Subject", inline=True), Col("Result", label=False)]
+    show(console, title, cols, rows, fmt, footer=() if fmt == "tsv" else [verdict_line(results)])
+
+
+def render_table(results: Sequence[Result], meta: dict, console, verbose: bool = False) -> None:
+    render_report(results, meta, console, "table", verbose=verbose)
+
+
+def _skip_groups(results: Sequence[Result]) -> dict[tuple[str, str], list[str]]:
+    ids: dict[tuple[str, str], list[str]] = {}
     for r in results:
-        by_area.setdefault(r.area, []).append(r)
-    for area, rows in by_area.items():
-        first = True
-        for r in rows:
-            message = r.message
-            if verbose and r.status in (Status.WARN, Status.FAIL) and r.remediation:
-                message += f"\n[dim]fix: {r.remediation}[/dim]"
-            table.add_row(
-                area if first else "",
-                f"[{STATUS_STYLE[r.status]}]{r.status.value}[/]",
-                r.id,
-                r.subject or "",
-                message,
-            )
-            first = False
-        table.add_section()
-    console.print(table)
-    counts = summary(results)
+        if r.status is Status.SKIP:
+            ids.setdefault((r.area, r.message), []).append(r.id + (f" ({r.subject})" if r.subject else ""))
+    return {k: v for k, v in ids.items() if len(v) >= GROUP_SKIPS_FROM}
+
+
+def verdict_line(results: Sequence[Result]) -> str:
     verdict = overall(results)
-    parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    console.print(f"[bold]{verdict}[/bold] (exit {EXIT_CODES[verdict]}): {parts}")
+    parts = ", ".join(f"{n} {s}" for s, n in summary(results).items() if n)
+    return f"{verdict} (exit {EXIT_CODES[verdict]}): {parts}"
+
+
+NAGIOS_WORD = {"OK": "OK", "WARN": "WARNING", "FAIL": "CRITICAL", "UNKNOWN": "UNKNOWN"}
+
+
+def nagios_line(results: Sequence[Result], name: str = "GPUNODE", extra_perf: dict | None = None) -> str:
+    """One Nagios plugin line: `GPUNODE WARNING - 2 WARN: a, b | pass=19;;;0 ...` (exit code as usual)."""
+    verdict = overall(results)
+    bad = [r for r in results if r.status in (Status.FAIL, Status.ERROR)] + [r for r in results if r.status is Status.WARN]
+    counts = summary(results)
+    head = ", ".join(f"{counts[s.value]} {s.value}" for s in (Status.FAIL, Status.ERROR, Status.WARN) if counts[s.value])
+    names = []
+    for r in bad:
+        label = r.id + (f"[{r.subject}]" if r.subject else "")
+        if label not in names:
+            names.append(label)
+    text = f"{head}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}" if names else f"{counts['PASS']} checks passed"
+    perf = {s.lower(): n for s, n in counts.items()}
+    perf.update(extra_perf or {})
+    perfdata = " ".join(f"{k}={v};;;0" for k, v in perf.items())
+    return f"{name} {NAGIOS_WORD[verdict]} - {text.replace('|', '/')} | {perfdata}"
 
 
 def _label(value: str) -> str:

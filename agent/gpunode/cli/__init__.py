@@ -62,4 +62,8 @@ def main() -> None:
         code = fast_main(sys.argv[2:])
         if code is not None:
             sys.exit(code)
+    from gpunode.cli.common import nagios_requested, run_as_nagios_plugin
+
+    if nagios_requested(sys.argv[1:]):
+        sys.exit(run_as_nagios_plugin(_build_app(), sys.argv[1:]))
     _build_app()()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, split_csv, stdout_console
+from gpunode.cli.common import FORMAT_HELP, Format, die, format_name, split_csv, stdout_console, usage_exit
 
 
 def audit(
@@ -20,7 +20,11 @@ def audit(
     skip: list[str] = typer.Option(None, "--skip", help="Skip these check ids (globs, comma-separated)."),
     tag: list[str] = typer.Option(None, "--tag", help="Only checks with one of these tags (e.g. gate, profile)."),
     area: list[str] = typer.Option(None, "--area", help="Only checks of these areas (gpu, net, memory ...; comma-separated)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the JSON report (schema gpunode.audit/1) instead of the table."),
+    skip_area: list[str] = typer.Option(None, "--skip-area", help="Skip the checks of these areas (comma-separated)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON report (schema gpunode.audit/1); same as --format json."),
+    output: Format = typer.Option(None, "--format", "-f", help=FORMAT_HELP, show_default=False),
+    problems: bool = typer.Option(False, "--problems", help="Show only results that are not PASS (the verdict line still counts all)."),
+    expand: bool = typer.Option(False, "--expand", help="Every SKIP on its own row (tables fold SKIPs that share one reason)."),
     prometheus: Path = typer.Option(None, "--prometheus", help="Also write a Prometheus textfile here (atomically)."),
     snapshot: Path = typer.Option(None, "--snapshot", help="Audit a recorded snapshot directory instead of this host."),
     sysroot: Path = typer.Option(None, "--sysroot", help="Read host files under this directory instead of /."),
@@ -32,33 +36,42 @@ def audit(
 ) -> None:
     """Is this node tuned and healthy? Read-only. Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN."""
     from gpunode.audit.engine import EXIT_CODES, overall
-    from gpunode.audit.report import audit_document, dumps, prometheus_text, render_table, write_atomic
+    from gpunode.audit.report import (
+        audit_document,
+        dumps,
+        nagios_line,
+        prometheus_text,
+        render_report,
+        write_atomic,
+    )
     from gpunode.audit.run import choose_checks, load_audit_profile, make_host, run_audit
     from gpunode.config import ConfigError, load_config
     from gpunode.tune.journal import resolve_state_dir
     from gpunode.tune.profiles import ProfileError, parse_set_options
 
+    fmt = format_name(output, as_json)
+    usage = usage_exit(fmt)
     if expected_gpus is not None and expected_gpus < 0:
-        die("--expected-gpus must be 0 or more")
+        die("--expected-gpus must be 0 or more", usage)
     if xid_window is not None and not 0 < xid_window < float("inf"):
-        die("--xid-window must be positive (hours)")
+        die("--xid-window must be positive (hours)", usage)
     try:
         cfg = load_config(config)
         prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
         for path in (snapshot, sysroot):
             if path is not None and not path.is_dir():
-                die(f"{path}: not a directory")
+                die(f"{path}: not a directory", usage)
         host, source = make_host(
             str(snapshot) if snapshot else (cfg.snapshot if not sysroot else None), str(sysroot) if sysroot else None
         )
     except (ConfigError, ProfileError, ValueError, FileNotFoundError) as exc:
-        die(str(exc))
+        die(str(exc), usage)
     checks = choose_checks(prof, only=split_csv(only), skip_ids=split_csv(skip) + cfg.disable_checks, tags=split_csv(tag),
-                           areas=split_csv(area))
+                           areas=split_csv(area), skip_areas=split_csv(skip_area))
     if golden is not None:
-        checks = checks + _golden_checks(golden)
+        checks = checks + _golden_checks(golden, usage)
     if not checks:
-        die("no check matches the selection (see `gpunode checks`)")
+        die("no check matches the selection (see `gpunode checks`)", usage)
     overrides = {"expected_gpus": expected_gpus, "xid_window_hours": xid_window}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     # Error counters are judged on their growth since this node's last live audit (state dir);
@@ -71,10 +84,12 @@ def audit(
             write_atomic(prometheus, prometheus_text(run.results, run.meta))
         except OSError as exc:
             die(f"cannot write {prometheus}: {exc.strerror or exc}", 3)
-    if as_json:
+    if fmt == "json":
         typer.echo(dumps(document), nl=False)
+    elif fmt == "nagios":
+        typer.echo(nagios_line(run.results, extra_perf={"duration": f"{run.meta.get('duration_s', 0):.2f}s"}))
     else:
-        render_table(run.results, run.meta, stdout_console(), verbose=verbose)
+        render_report(run.results, run.meta, stdout_console(), fmt, verbose=verbose, problems=problems, every_skip=expand)
     if host.sys.is_live:  # a replayed snapshot or a --sysroot tree is not this node's history
         from gpunode.history import record
 
@@ -84,15 +99,13 @@ def audit(
     raise typer.Exit(EXIT_CODES[overall(run.results)])
 
 
-def _golden_checks(path: Path):
-    try:
-        from gpunode.audit.golden import golden_checks
-    except ImportError:
-        die("--golden is not available in this build")
+def _golden_checks(path: Path, usage: int):
+    from gpunode.audit.golden import golden_checks
+
     try:
         return golden_checks(path)
     except ValueError as exc:
-        die(str(exc))
+        die(str(exc), usage)
 
 
 def checks_list(

@@ -5,21 +5,62 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from enum import Enum
 
 import typer
 
 from gpunode.cli.streams import tolerant_output
 
 USAGE_EXIT = 2
+NAGIOS_USAGE_EXIT = 3  # a Nagios plugin answers UNKNOWN to a bad invocation, never CRITICAL
+FORMAT_HELP = ("Output: table (a terminal), plain (one result per line; the default when piped), tsv, "
+               "json, nagios (one status line with perfdata).")
+
+
+class Format(str, Enum):
+    table = "table"
+    plain = "plain"
+    tsv = "tsv"
+    json = "json"
+    nagios = "nagios"
+
+
+def format_name(fmt: Format | str | None, as_json: bool = False) -> str | None:
+    if as_json:
+        return "json"
+    return fmt.value if isinstance(fmt, Format) else fmt
+
+
+def usage_exit(fmt: str | None) -> int:
+    """Exit code of a usage error: 3 (UNKNOWN) for a Nagios check, else 2 like click/argparse."""
+    return NAGIOS_USAGE_EXIT if fmt == "nagios" else USAGE_EXIT
+
+
+def run_as_nagios_plugin(app, argv: list[str]) -> int:
+    """Run the app so that a usage error (unknown option, bad value) exits 3, not click's 2."""
+    from typer._click.exceptions import ClickException, UsageError
+
+    try:
+        code = app(args=argv, prog_name="gpunode", standalone_mode=False)
+    except UsageError as exc:
+        print(f"GPUNODE UNKNOWN - usage: {' '.join(exc.format_message().split())}")
+        return NAGIOS_USAGE_EXIT
+    except ClickException as exc:
+        print(f"GPUNODE UNKNOWN - {' '.join(exc.format_message().split())}")
+        return NAGIOS_USAGE_EXIT
+    return code if isinstance(code, int) else 0
+
+
+def nagios_requested(argv: list[str]) -> bool:
+    """`--format nagios` / `-f nagios` / `--format=nagios` anywhere on the command line."""
+    return any(a in ("--format=nagios", "-fnagios") or (a in ("--format", "-f") and b == "nagios")
+               for a, b in zip(argv, [*argv[1:], ""], strict=True))
 
 
 def stdout_console():
     from rich.console import Console
 
-    console = Console(soft_wrap=False)
-    if not console.is_terminal:
-        console.width = max(console.width, 160)  # logs and pipes: keep one line per result
-    return console
+    return Console(soft_wrap=False)  # piped: gpunode.layout prints one line per row, never wrapped
 
 
 def stderr_console():
@@ -29,7 +70,10 @@ def stderr_console():
 
 
 def die(message: str, code: int = USAGE_EXIT) -> None:
-    """A clear one-line error on stderr and a non-zero exit."""
+    """A clear one-line error on stderr and a non-zero exit; a Nagios check (exit 3 for a usage
+    error) also gets its one UNKNOWN status line on stdout."""
+    if code == NAGIOS_USAGE_EXIT and nagios_requested(sys.argv[1:]):
+        print(f"GPUNODE UNKNOWN - {' '.join(message.split())}")
     print(f"gpunode: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
 
@@ -62,7 +106,7 @@ def _guarded(command):
         try:
             return command(*args, **kwargs)
         except InputError as exc:
-            die(str(exc))
+            die(str(exc), usage_exit(format_name(kwargs.get("output"))))
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
