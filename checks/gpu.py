@@ -15,6 +15,7 @@ from gpunode.checks.gpu_common import (
     each_gpu,
     field_problem,
     gib,
+    is_busy,
     leftovers,
     nvidia_pci_gpus,
     readable_gpus,
@@ -238,28 +239,77 @@ def throttle(ctx: AuditContext):
     return each_gpu(ctx, judge, needs=("clock_event_reasons",))
 
 
-@check("gpu.clocks", "Applications clocks not locked below default", area="gpu", severity="warning",
-       tags=["gate"], needs_gpu=True,
-       remediation="Reset applications clocks: nvidia-smi -i N -rac (and -rgc / -rmc for locked clocks).")
+# nvmlClocksEventReasonApplicationsClocksSetting (0x2), called UserDefinedClocks before NVML
+# renamed it: the driver holds clocks at a user setting, applications clocks or locked clocks
+# (nvidia-smi -lgc/-lmc, nvmlDeviceSetGpuLockedClocks/SetMemoryLockedClocks).
+USER_CLOCKS_BIT = 0x2
+# Reasons that explain a busy GPU below its maximum clock without any lock.
+_EXPLAINED = ("gpu_idle", "sw_power_cap", "hw_slowdown", "sync_boost", "sw_thermal_slowdown",
+              "hw_thermal_slowdown", "hw_power_brake_slowdown", "display_clock_setting")
+SM_HELD_FRACTION = 0.9  # busy below 90% of the max clock with no reason: held down
+MEM_HELD_FRACTION = 0.98  # HBM runs at its maximum in P0, idle or not
+
+
+@check("gpu.clocks", "Clocks not locked or set below default (applications and locked clocks)", area="gpu",
+       severity="warning", tags=["gate"], needs_gpu=True,
+       remediation="Reset applications clocks (nvidia-smi -i N -rac) and locked clocks (nvidia-smi -i N -rgc; "
+                   "-rmc for memory); find what sets them (a job epilog, a benchmark script, a tuning service).")
 def clocks(ctx: AuditContext):
     def judge(g):
         pairs = (("SM", g.sm_app_clock_mhz, g.sm_app_clock_default_mhz),
                  ("memory", g.mem_app_clock_mhz, g.mem_app_clock_default_mhz))
         observed = {"sm_app": g.sm_app_clock_mhz, "sm_app_default": g.sm_app_clock_default_mhz,
                     "mem_app": g.mem_app_clock_mhz, "mem_app_default": g.mem_app_clock_default_mhz,
-                    "sm_max": g.sm_clock_max_mhz, "mem_max": g.mem_clock_max_mhz, "sm_now": g.sm_clock_mhz}
-        if all(now is None or default is None for _, now, default in pairs):
-            return skip("NVML reports no applications clocks on this GPU")
+                    "sm_max": g.sm_clock_max_mhz, "mem_max": g.mem_clock_max_mhz, "sm_now": g.sm_clock_mhz,
+                    "mem_now": g.mem_clock_mhz, "pstate": g.performance_state,
+                    "reasons": clock_event_names(g.clock_event_reasons)}
+        apps_known = any(now is not None and default is not None for _, now, default in pairs)
+        if not apps_known and g.clock_event_reasons is None and g.sm_clock_mhz is None:
+            return skip("NVML reports no applications clocks, clock event reasons or clocks on this GPU")
         low = [f"{what} {now} MHz < default {default} MHz" for what, now, default in pairs
                if now is not None and default is not None and now < default]
         if low:
             return bad(f"applications clocks locked low: {'; '.join(low)}", observed=observed,
                        expected={"sm_app": g.sm_app_clock_default_mhz, "mem_app": g.mem_app_clock_default_mhz})
-        return ok(f"applications clocks at default (SM {g.sm_app_clock_mhz}, memory {g.mem_app_clock_mhz} MHz; "
-                  f"max SM {g.sm_clock_max_mhz} MHz, now {g.sm_clock_mhz} MHz)", observed=observed)
+        held = locked_clock_signs(g)
+        if held:
+            return bad(f"clocks locked: {'; '.join(held)}", observed=observed, expected="no locked clocks")
+        apps = (f"applications clocks at default (SM {g.sm_app_clock_mhz}, memory {g.mem_app_clock_mhz} MHz)"
+                if apps_known else "no applications clocks reported")
+        return ok(f"{apps}; {lock_note(g)}; max SM {g.sm_clock_max_mhz} MHz, now {g.sm_clock_mhz} MHz",
+                  observed=observed)
 
     return each_gpu(ctx, judge, needs=("sm_app_clock_mhz", "sm_app_clock_default_mhz", "mem_app_clock_mhz",
-                                       "mem_app_clock_default_mhz"))
+                                       "mem_app_clock_default_mhz", "clock_event_reasons"))
+
+
+def locked_clock_signs(g) -> list[str]:
+    """What NVML shows of clocks held by a user setting while applications clocks are at default:
+    the user-defined clocks event reason, HBM below its maximum in P0, or a busy GPU below its
+    maximum SM clock with no power, thermal or sync reason."""
+    signs = []
+    names = clock_event_names(g.clock_event_reasons)
+    if g.clock_event_reasons is not None and g.clock_event_reasons & USER_CLOCKS_BIT:
+        signs.append("NVML reports the user-defined clocks event reason (applications_clocks_setting) "
+                     "with applications clocks at default")
+    mem, mem_max = g.mem_clock_mhz, g.mem_clock_max_mhz
+    if g.performance_state == 0 and mem is not None and mem_max and mem < MEM_HELD_FRACTION * mem_max:
+        signs.append(f"memory at {mem} of {mem_max} MHz in P0")
+    sm, sm_max = g.sm_clock_mhz, g.sm_clock_max_mhz
+    if (is_busy(g) and sm is not None and sm_max and sm < SM_HELD_FRACTION * sm_max
+            and not any(n in _EXPLAINED for n in names)):
+        signs.append(f"SM at {sm} of {sm_max} MHz under load with no power, thermal or sync reason")
+    return signs
+
+
+def lock_note(g) -> str:
+    """How far 'no locked clocks' can be trusted on this GPU."""
+    supported = g.clock_event_reasons_supported
+    if supported is None:
+        return "locked clocks not ruled out (NVML's supported clock event reasons not read)"
+    if not supported & USER_CLOCKS_BIT:
+        return "locked clocks not ruled out (this driver does not report user-defined clocks)"
+    return "no locked clocks"
 
 
 TEMPERATURE_MARGIN_C = 5

@@ -302,8 +302,51 @@ def test_memory_clock_locked_low_warns(tmp_path):
     assert r.status.value == "WARN" and "memory 1593 MHz" in r.message
 
 
+ALL_REASONS = 0x1FF  # what the recorded H100/H200 drivers (580) can report, 0x2 among them
+
+
+def test_clocks_locked_through_the_user_clocks_reason_warn(tmp_path):
+    # nvidia-smi -lgc while applications clocks stay at default: only the event reason shows it.
+    inv = change(h100(), clock_event_reasons=0x1 | 0x2, clock_event_reasons_supported=ALL_REASONS)
+    r = only(run(G.clocks, make_host(tmp_path, inv)))
+    assert r.status.value == "WARN" and "user-defined clocks event reason" in r.message
+    assert r.observed["reasons"] == ["gpu_idle", "applications_clocks_setting"]
+
+
+def test_memory_clock_locked_below_max_in_p0_warns(tmp_path):
+    # nvidia-smi -lmc 1593: HBM below its maximum although the GPU is in P0 (the real H100 idles at 2619).
+    r = only(run(G.clocks, make_host(tmp_path, change(h100(), mem_clock_mhz=1593))))
+    assert r.status.value == "WARN" and "memory at 1593 of 2619 MHz in P0" in r.message
+    # Out of P0 memory clocks drop on their own.
+    r = only(run(G.clocks, make_host(tmp_path, change(h100(), mem_clock_mhz=405, performance_state=8))))
+    assert r.status.value == "PASS"
+
+
+def test_busy_gpu_below_max_without_a_reason_is_locked(tmp_path):
+    busy = change(h100(), clock_event_reasons=0x0, sm_clock_mhz=1095, clock_event_reasons_supported=ALL_REASONS)
+    r = only(run(G.clocks, make_host(tmp_path / "a", busy)))
+    assert r.status.value == "WARN" and "SM at 1095 of 1980 MHz under load with no power" in r.message
+    # The same clock under a power cap is the power limit's doing, judged by gpu.throttle / gpu/power_limit.
+    capped = change(h100(), clock_event_reasons=0x4, sm_clock_mhz=1095, clock_event_reasons_supported=ALL_REASONS)
+    assert only(run(G.clocks, make_host(tmp_path / "b", capped))).status.value == "PASS"
+
+
+def test_clocks_unlocked_and_what_an_old_recording_cannot_rule_out(tmp_path):
+    r = only(run(G.clocks, make_host(tmp_path / "a", change(h100(), clock_event_reasons_supported=ALL_REASONS))))
+    assert r.status.value == "PASS" and "; no locked clocks;" in r.message
+    r = only(run(G.clocks, make_host(tmp_path / "b", h100())))  # recorded before the field existed: None
+    assert h100().gpus[0].clock_event_reasons_supported is None
+    assert r.status.value == "PASS" and "locked clocks not ruled out (NVML's supported clock event reasons not read)" \
+        in r.message
+    no_user_bit = change(h100(), clock_event_reasons_supported=ALL_REASONS & ~0x2)
+    r = only(run(G.clocks, make_host(tmp_path / "c", no_user_bit)))
+    assert "this driver does not report user-defined clocks" in r.message
+    failed = change(h100(), field_errors={"clock_event_reasons": "Unknown Error"})
+    assert statuses(run(G.clocks, make_host(tmp_path / "d", failed))) == ["ERROR"]
+
+
 def test_clocks_unsupported_skip(tmp_path):
-    inv = change(h100(), sm_app_clock_mhz=None, mem_app_clock_mhz=None)
+    inv = change(h100(), sm_app_clock_mhz=None, mem_app_clock_mhz=None, clock_event_reasons=None, sm_clock_mhz=None)
     assert statuses(run(G.clocks, make_host(tmp_path, inv))) == ["SKIP"]
 
 

@@ -75,6 +75,9 @@ class GpuInfo:
     remap_pending: bool | None = None
     remap_failure: bool | None = None
     clock_event_reasons: int | None = None
+    # Which of those reasons this driver can report (nvmlDeviceGetSupportedClocksEventReasons):
+    # tells "no user-defined clock limit" from "the driver cannot say". None in old recordings.
+    clock_event_reasons_supported: int | None = None
     performance_state: int | None = None
     sm_clock_mhz: int | None = None
     mem_clock_mhz: int | None = None

@@ -132,6 +132,8 @@ def _read_gpu(nvml, index: int) -> GpuInfo:
         info.remap_correctable, info.remap_uncorrectable = int(rows[0]), int(rows[1])
         info.remap_pending, info.remap_failure = bool(rows[2]), bool(rows[3])
     info.clock_event_reasons = r.get("clock_event_reasons", lambda: int(_clock_events(nvml, handle)))
+    info.clock_event_reasons_supported = r.get("clock_event_reasons_supported",
+                                               lambda: int(_clock_events(nvml, handle, supported=True)))
     info.performance_state = r.get("performance_state", lambda: int(nvml.nvmlDeviceGetPerformanceState(handle)))
     sm, mem = nvml.NVML_CLOCK_SM, nvml.NVML_CLOCK_MEM
     info.sm_clock_mhz = r.get("sm_clock_mhz", lambda: nvml.nvmlDeviceGetClockInfo(handle, sm))
@@ -181,10 +183,13 @@ def _watts(milliwatts) -> float | None:
     return None if milliwatts is None else round(milliwatts / 1000.0, 1)
 
 
-def _clock_events(nvml, handle) -> int:
-    getter = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+def _clock_events(nvml, handle, supported: bool = False) -> int:
+    """The active clock event reasons (or, supported=True, those this driver can report); the
+    *Throttle* names are what nvidia-ml-py called them before 12.x."""
+    which = "Supported" if supported else "Current"
+    getter = getattr(nvml, f"nvmlDeviceGet{which}ClocksEventReasons", None)
     if getter is None:
-        getter = nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        getter = getattr(nvml, f"nvmlDeviceGet{which}ClocksThrottleReasons")
     return getter(handle)
 
 
