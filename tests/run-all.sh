@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-PACKAGES=(fio slurm-wlm munge openssh-server openssh-client iproute2 util-linux procps kmod)
+PACKAGES=(fio slurm-wlm munge openssh-server openssh-client iproute2 util-linux procps kmod chromium chromium-driver)
 # Debian's python3 ships venv separately: install it with the rest, after the one apt-get update.
 "$PY" -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 
@@ -121,3 +122,36 @@ def test_telemetry_round_trips_through_the_results_contract():
     doc = _doc()
     again = BenchDocument.from_json(json.loads(json.dumps(BenchDocument.from_json(doc).to_json())))
     assert next(m for m in again.metrics if m.name == "gemm.bf16").telemetry == QUIET
+
+
+def _sampler_with(neighbour: bool):
+    from gpunode.host.gpu.telemetry import ReplayTelemetrySource, Sample, TelemetrySampler, Trace
+
+    procs = ((os.getpid(), "gpunode", 1 << 30),) + (((4242, "burn", 2 << 30),) if neighbour else ())
+    trace = Trace(samples=[Sample(t=0.0, gpu=0, sm_clock_mhz=1980, power_w=650, power_limit_w=700,
+                                  clock_events=("sw_power_cap",), processes=procs)])
+    return TelemetrySampler(ReplayTelemetrySource(trace), interval_s=0.01, process_every=1,
+                            ours=lambda pid: pid == os.getpid())
+
+
+@pytest.mark.parametrize("neighbour", [False, True])
+def test_every_measured_metric_carries_the_telemetry_of_its_step(tmp_path, neighbour):
+    from bench_fakes import FakeBackend
+    from test_bench_run import fake_find, host_with_h100, opts
+
+    from gpunode.bench import run as bench_run
+
+    sampler = _sampler_with(neighbour).start()
+    try:
+        doc = bench_run.run_steps(host_with_h100(tmp_path), opts(only=("gemm", "hbm")),
+                                  find=fake_find(FakeBackend(per_op_s=0.0014)), sampler=sampler)
+    finally:
+        sampler.stop()
+    measured = [m for m in doc.metrics if m.status == "ok"]
+    assert measured and all(m.telemetry and m.telemetry["gpus"] == [0] for m in measured)
+    assert all(m.telemetry is None for m in doc.metrics if m.status == "skip")
+    foreign = [p["pid"] for p in measured[0].telemetry["foreign_processes"]]
+    assert foreign == ([4242] if neighbour else [])  # gpunode itself is never foreign
+    saved = BenchDocument.from_json(json.loads(json.dumps(doc.to_json())))
+    assert [bool(trust.untrusted(trust.concerns(m.telemetry, None))) for m in saved.metrics if m.status == "ok"] \
+        == [neighbour] * len(measured)

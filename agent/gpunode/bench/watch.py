@@ -5,6 +5,7 @@ link, ECC/Xid deltas. bench/trust.py judges it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from gpunode.bench.results import Metric
@@ -34,9 +35,14 @@ def watched(run: Callable[[], list[Metric]], sampler) -> list[Metric]:
     """Run one step inside a telemetry window (no sampler: just run it)."""
     if sampler is None:
         return run()
-    since = sampler.now()
+    since = sampler.now() - sampler.interval_s  # the reading just before: what the GPU held as we began
     metrics = run()
-    attach(metrics, sampler.trace(since=since))
+    trace = sampler.trace(since=since)
+    deadline = sampler.now() + 3 * sampler.interval_s
+    while not trace.samples and sampler.now() < deadline:  # a step shorter than one tick
+        time.sleep(sampler.interval_s / 4)
+        trace = sampler.trace(since=since)
+    attach(metrics, trace)
     return metrics
 
 
@@ -45,11 +51,11 @@ def live_sampler():
     try:
         from gpunode.host.gpu.telemetry import TelemetrySampler
 
-        try:
-            sampler = TelemetrySampler.live(process_every=1)  # short windows: read processes every tick
-        except TypeError:
-            sampler = TelemetrySampler.live()
+        sampler = TelemetrySampler.live(process_every=1)  # short windows: read processes every tick
         sampler.start()
+        if not sampler.trace().samples:  # no NVML here: say nothing rather than wait on it per step
+            sampler.stop()
+            return None
     except Exception:  # noqa: BLE001 - telemetry is an addition to the figures, never their failure
         return None
     return sampler

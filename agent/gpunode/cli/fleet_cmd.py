@@ -70,7 +70,22 @@ def parse_extra_vars(items: list[str] | None) -> dict:
     return out
 
 
-def _run(name: str, opts: Common, extravars: dict) -> None:
+HTML = typer.Option(None, "--html", help="Also write the report as one self-contained HTML page (plots for trends).")
+
+
+def _write_html(path: Path | None, document: dict) -> None:
+    if path is None:
+        return
+    from gpunode.audit.report import write_atomic
+    from gpunode.fleet.html import fleet_html
+
+    try:
+        write_atomic(path, fleet_html(document))
+    except OSError as exc:
+        die(f"cannot write {path}: {exc.strerror or exc}", 3)
+
+
+def _run(name: str, opts: Common, extravars: dict, html: Path | None = None) -> None:
     from gpunode.audit.report import dumps
     from gpunode.fleet.render import render_fleet
     from gpunode.fleet.report import fleet_document
@@ -101,6 +116,7 @@ def _run(name: str, opts: Common, extravars: dict) -> None:
         die(f"cannot use state dir {state_dir}: {exc.strerror or exc}")
     document = fleet_document(run, margin=opts.margin, min_peers=opts.min_peers)
     write_private(run.artifact_dir / FLEET_FILE, dumps(document))
+    _write_html(html, document)
     if opts.as_json:
         typer.echo(dumps(document), nl=False)
     else:
@@ -175,6 +191,16 @@ def gate(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as
     _run("gate", opts, {})
 
 
+def trends(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
+           extra: list[str] = EXTRA, html: Path = HTML, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
+           keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+    """Collect every host's bench history: per SKU the distribution of each metric and the hosts
+    drifting down over time (--html FILE: the same with plots, for fleets of hundreds)."""
+    opts = Common(inventory, limit, forks, as_json, False, extra, 0.10, 3, playbooks, state_dir, keep,
+                  timeout, verbose, quiet)
+    _run("trends", opts, {}, html)
+
+
 def slurm(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
           check: bool = CHECK, extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
           keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
@@ -206,6 +232,7 @@ def install(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS,
 def report(
     artifact_dir: Path = typer.Argument(..., help="A run's artifact directory (printed after each fleet run)."),
     as_json: bool = AS_JSON, margin: float = MARGIN, min_peers: int = MIN_PEERS, verbose: bool = VERBOSE,
+    html: Path = HTML,
 ) -> None:
     """Print the fleet report of a finished run again (e.g. with another --margin)."""
     from gpunode.audit.report import dumps
@@ -223,6 +250,7 @@ def report(
     except FleetError as exc:
         die(str(exc))
     document = fleet_document(run, margin=margin, min_peers=min_peers)
+    _write_html(html, document)
     if as_json:
         typer.echo(dumps(document), nl=False)
     else:
@@ -234,7 +262,7 @@ def register(app: typer.Typer) -> None:
     fleet = typer.Typer(name="fleet", no_args_is_help=True,
                         help="Run gpunode on many hosts through Ansible (playbooks/) and aggregate the reports.")
     for name, func in (("audit", audit), ("apply", apply), ("rollback", rollback), ("bench", bench),
-                       ("gate", gate), ("slurm", slurm), ("install", install)):
+                       ("gate", gate), ("trends", trends), ("slurm", slurm), ("install", install)):
         fleet.command(name)(func)
     fleet.command("report")(report)
     app.add_typer(fleet, name="fleet")

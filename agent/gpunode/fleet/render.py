@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from gpunode.layout import show_table
+
 STATUS_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "UNKNOWN": "magenta",
                 "UNREACHABLE": "bold red", "FAILED": "bold red", "NOT_RUN": "magenta",
                 "NO_REPORT": "magenta", "INVALID": "magenta", "SKIPPED": "dim"}
@@ -33,7 +35,7 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
         failing = h["failing"]
         hosts.add_row(escape(h["host"]), escape(h["sku"]), _status(h["status"]), escape(h["message"] or ""),
                       _names(failing), escape(", ".join(h["outliers"])))
-    console.print(hosts)
+    show_table(console, hosts)
 
     if doc["checks"]:
         checks = Table(title="Checks not passing everywhere")
@@ -47,7 +49,7 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
                     for it in items:
                         subject = f" {it['subject']}" if it.get("subject") else ""
                         checks.add_row(f"  [dim]{escape(host + subject)}[/]", "", "", escape(str(it.get("message"))))
-        console.print(checks)
+        show_table(console, checks)
 
     if doc["metrics"]:
         margin = doc["margin"]
@@ -61,7 +63,10 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
             bench.add_row(escape(row["metric"]), escape(row["sku"]), str(row["peers"]), f"{row['median']:.6g}",
                           escape(str(row["unit"] or "")), escape(low["host"] if low else ""), ratio,
                           f"[yellow]{_names(outl)}[/]" if outl else (f"[dim]{escape(row['note'])}[/]" if row["note"] else ""))
-        console.print(bench)
+        show_table(console, bench)
+
+    if doc.get("trends"):
+        render_trends(doc["trends"], console)
 
     for row in doc["metric_failures"]:
         items = ", ".join(f"{h} {v['status']}" for h, v in row["hosts"].items())
@@ -70,3 +75,28 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in doc["summary"].items() if s not in ("hosts",) and n)
     console.print(f"[bold]{doc['status']}[/bold] (exit {doc['exit_code']}): {escape(counts)}")
     console.print(f"[dim]reports: {escape(doc['report_dir'])}[/dim]")
+
+
+def _short(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+
+
+def render_trends(trends: dict, console) -> None:
+    """Per SKU and metric: hosts, p10/median/p90 of their current figures, spread, the drifting
+    hosts with their change. Narrow enough for 80 columns."""
+    from rich.table import Table
+
+    table = Table(title=f"Trends: last {trends['window']} runs vs first {trends['window']} "
+                        f"(drift > max({trends['min_drop']:.0%}, {trends['k']:g}x spread))")
+    for col, justify in (("Metric", "left"), ("SKU", "left"), ("Hosts", "right"), ("p10/median/p90", "right"),
+                         ("Spread", "right"), ("Drifting", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "Drifting", overflow="fold")
+    for row in trends["metrics"]:
+        d = row["distribution"]
+        drifting = ", ".join(f"{x['series']} {x['change']:+.1%}" for x in row["drifting"][:MAX_NAMES])
+        if len(row["drifting"]) > MAX_NAMES:
+            drifting += f" +{len(row['drifting']) - MAX_NAMES} more"
+        table.add_row(escape(row["metric"]), escape(row["sku"]), str(row["hosts"]),
+                      f"{_short(d['p10'])}/{_short(d['median'])}/{_short(d['p90'])}", f"{row['spread']:.1%}",
+                      f"[yellow]{escape(drifting)}[/]" if drifting else "[dim]none[/]")
+    console.print(table)

@@ -244,6 +244,16 @@ def fleet_document(run: PlaybookRun, margin: float = DEFAULT_MARGIN, min_peers: 
                         "value": e["value"], "median": row["median"], "unit": row["unit"], "ratio": e["ratio"]}
                 outliers.append(item)
                 by_name[e["host"]].outliers.append(item)
+    trend_doc = None
+    if run.kind == "trends":  # each host's exported bench history: distribution and drift per SKU
+        from gpunode.fleet.trends import exports_of, trends
+
+        trend_doc = trends(exports_of(hosts))
+        for row in trend_doc["metrics"]:
+            for d in row["drifting"]:
+                by_name[d["host"]].outliers.append(
+                    {"host": d["host"], "sku": row["sku"], "metric": f"{row['metric']} drifting", "gpu": d["gpu"],
+                     "value": d["last"], "median": d["first"], "unit": row["unit"], "ratio": round(1 - d["worse_by"], 4)})
     verdict = fleet_verdict(hosts)
     counts: dict[str, int] = {}
     for h in hosts:
@@ -272,6 +282,7 @@ def fleet_document(run: PlaybookRun, margin: float = DEFAULT_MARGIN, min_peers: 
         "metrics": metrics,
         "metric_failures": metric_failures,
         "outliers": sorted(outliers, key=lambda o: (o["ratio"], o["host"], o["metric"])),
+        **({"trends": trend_doc} if trend_doc is not None else {}),
     }
 
 

@@ -44,6 +44,7 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
         PlaybookSpec("bench", "gpunode bench on every node; outliers against each SKU group's median",
                      report_on_stdout=False),
         PlaybookSpec("gate", "gpunode gate (the fast pre-job health subset) on every node"),
+        PlaybookSpec("trends", "each node's bench history: per SKU the distribution of each metric, drifting hosts"),
         PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)", changes_hosts=True),
         PlaybookSpec("install", "install gpunode into a venv on every node (from a wheel or an index)",
                      one_of=("gpunode_wheel", "gpunode_pip_spec"), changes_hosts=True),
