@@ -83,6 +83,8 @@ def show_table(console, table, fmt: str | None = None, footer: Sequence[str] = (
     if pick_format(fmt, console) != "table":
         show(console, title, cols, rows, fmt or pick_format(fmt, console), footer)
         return
+    for column in table.columns:  # a word is never cut to "…": the minimum width holds the longest
+        column.overflow = "fold"
     _table_or_folded(console, table, title, cols, [[_one_line(v) for v in row] for row in rows])
     _print_lines(console, footer)
 
@@ -130,5 +132,9 @@ def _folded(title: str, cols: Sequence[Col], rows: list[list[str]], width: int) 
 
 
 def _print_lines(console, lines) -> None:
+    """Verbatim: no markup, no tab expansion, no wrapping (tsv keeps its tabs)."""
     for line in lines:
-        console.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
+        if console.is_terminal:
+            console.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
+        else:
+            console.file.write(line + "\n")

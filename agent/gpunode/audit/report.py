@@ -70,11 +70,11 @@ def render_report(results: Sequence[Result], meta: dict, console, fmt: str | Non
         message = r.message
         if verbose and r.status in (Status.WARN, Status.FAIL) and r.remediation:
             message += f" (fix: {r.remediation})"
-        group = grouped.get((r.area, r.message)) if r.status is Status.SKIP else None
+        group = grouped.get(r.message) if r.status is Status.SKIP else None
         if group is None:
             rows.append([r.area, r.status.value, r.id, r.subject or "", message])
-        elif (r.area, r.message) not in done:
-            done.add((r.area, r.message))
+        elif r.message not in done:  # the group's row stands where its first SKIP would
+            done.add(r.message)
             rows.append([r.area, "SKIP", f"{len(group)} checks", "", f"{r.message}: {', '.join(group)}"])
     title = f"gpunode audit · {meta.get('host')} · profile {meta.get('profile')} · {meta.get('source')}"
     cols = [Col("Area", group=True), Col("Status", whole=True, style=_status_style), Col("Check", whole=True),
@@ -86,11 +86,11 @@ def render_table(results: Sequence[Result], meta: dict, console, verbose: bool =
     render_report(results, meta, console, "table", verbose=verbose)
 
 
-def _skip_groups(results: Sequence[Result]) -> dict[tuple[str, str], list[str]]:
-    ids: dict[tuple[str, str], list[str]] = {}
+def _skip_groups(results: Sequence[Result]) -> dict[str, list[str]]:
+    ids: dict[str, list[str]] = {}
     for r in results:
         if r.status is Status.SKIP:
-            ids.setdefault((r.area, r.message), []).append(r.id + (f" ({r.subject})" if r.subject else ""))
+            ids.setdefault(r.message, []).append(r.id + (f" ({r.subject})" if r.subject else ""))
     return {k: v for k, v in ids.items() if len(v) >= GROUP_SKIPS_FROM}
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from gpunode.audit.engine import EXIT_CODES
 from gpunode.baselines.schema import Baseline, BaselineError, Expectation
 from gpunode.baselines.select import Catalogue, Selection, site_dirs
+from gpunode.layout import show_table
 
 COMPARE_SCHEMA = "gpunode.compare/1"
 PASS, WARN, FAIL, ERROR, SKIP = "PASS", "WARN", "FAIL", "ERROR", "SKIP"  # SKIP: not compared
@@ -316,7 +317,7 @@ def render_verdicts(verdicts: Verdicts, console) -> None:
             "" if r.warn is None else f"{r.warn:.2f}/{r.fail:.2f}",
             _note(r),
         )
-    console.print(table)
+    show_table(console, table)
     parts = ", ".join(f"{n} {'not compared' if s == SKIP else s}" for s, n in verdicts.summary().items() if n)
     console.print(f"[bold]{verdicts.status}[/bold] (exit {verdicts.exit_code}): {parts}")
 

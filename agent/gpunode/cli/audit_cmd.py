@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import FORMAT_HELP, Format, die, format_name, split_csv, stdout_console, usage_exit
+from gpunode.layout import show_table
 
 
 def audit(
@@ -139,7 +140,7 @@ def checks_list(
         table.add_column(col)
     for c in checks:
         table.add_row(c.id, c.area, c.severity, ",".join(sorted(c.tags)), c.title)
-    stdout_console().print(table)
+    show_table(stdout_console(), table)
 
 
 def snapshot_cmd(
@@ -195,7 +196,7 @@ def profiles_cmd(
         table.add_column(col)
     for s in prof.settings.values():
         table.add_row(s.id, s.target_text, s.when, s.why)
-    stdout_console().print(table)
+    show_table(stdout_console(), table)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die, split_csv, stderr_console, stdout_console
+from gpunode.layout import show_table
 
 baseline_app = typer.Typer(help="Hardware baselines: list, show, record a host's own.", no_args_is_help=True)
 golden_app = typer.Typer(help="Golden config (pinned versions) for `gpunode audit --golden FILE`.", no_args_is_help=True)
@@ -94,7 +95,7 @@ def list_cmd(
                           str(len(b.expectations)), str(e.path))
         except BaselineError as exc:
             table.add_row(e.name, e.origin, f"[red]invalid: {exc}[/red]", "", str(e.path))
-    stdout_console().print(table)
+    show_table(stdout_console(), table)
 
 
 @baseline_app.command("show")
@@ -123,7 +124,7 @@ def show_cmd(
     for e in b.expectations:
         conds = ", ".join(f"{k}={_show(v)}" for k, v in e.conditions.items())
         table.add_row(e.key, f"{e.value:g} {e.unit}", e.better, f"{e.warn:.3g}/{e.fail:.3g}", conds, e.basis, e.source)
-    stdout_console().print(table)
+    show_table(stdout_console(), table)
 
 
 @baseline_app.command("record")

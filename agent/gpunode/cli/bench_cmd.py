@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die, split_csv, stderr_console, stdout_console
+from gpunode.layout import show_table
 
 STATUS_STYLE = {"ok": "green", "fail": "bold red", "error": "magenta", "skip": "dim"}
 
@@ -155,7 +156,7 @@ def _compare_history(data: dict, state_dir: str | None, runs: int, warn: float, 
     for r in rows:
         table.add_row(escape(r.metric), r.subject, f"[{style[r.status]}]{r.status}[/]", _fmt(r.measured),
                       _fmt(r.median), "" if r.ratio is None else f"{r.ratio:.3f}", escape(r.message))
-    console.print(table)
+    show_table(console, table)
     return 1 if any(r.status == WARN for r in rows) else 0
 
 
@@ -213,7 +214,7 @@ def render_table(document, console) -> None:
             spread = f"{_fmt(m.spread.min)}–{_fmt(m.spread.max)}, {m.spread.cov:.1%}"
         table.add_row(m.name, "" if m.gpu is None else str(m.gpu), f"[{STATUS_STYLE[m.status]}]{m.status}[/]",
                       _fmt(m.value), m.unit, spread, _note(m))
-    console.print(table)
+    show_table(console, table)
     counts = {s: sum(1 for m in document.metrics if m.status == s) for s in ("ok", "fail", "error", "skip")}
     parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     console.print(f"[bold]{document.status}[/bold] (exit {document.exit_code}): {parts}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die, stdout_console
+from gpunode.layout import show_table
 
 STATE_HELP = "State directory (history, journal). Default $GPUNODE_STATE_DIR or /var/lib/gpunode."
 EXPORT_SCHEMA = "gpunode.history-export/1"
@@ -93,7 +94,7 @@ def history(
             table.add_column(col, no_wrap=col != "Summary")
         for r in results:
             table.add_row(str(r["id"]), escape(r["time"]), r["kind"], escape(r["status"]), escape(r["summary"]))
-        console.print(table)
+        show_table(console, table)
     if applies:
         table = Table(title=escape(f"applies · {root}"))
         for col in ("Id", "Time", "Profile", "Changes", "Status", "Reason"):
@@ -101,7 +102,7 @@ def history(
         for a in applies:
             table.add_row(escape(a["id"]), escape(a["time"] or ""), escape(a["profile"] or ""), str(a["changes"]),
                           escape(a["status"]), escape(a["reason"]))
-        console.print(table)
+        show_table(console, table)
 
 
 @history_app.command("show")

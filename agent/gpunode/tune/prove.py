@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from gpunode.bench.results import BenchDocument, Metric, lower_is_better
+from gpunode.layout import show_table
 from gpunode.tune.session import ApplyOutcome, Refused, apply_profile, rollback
 
 DEFAULT_K = 2.0
@@ -128,7 +129,7 @@ def render_prove(outcome: ProveOutcome, console) -> None:
             table.add_row(escape(r.metric), r.subject, _num(r.before), _num(r.after),
                           "" if r.change is None else f"{r.change:+.1%}",
                           "" if r.noise is None else f"±{r.noise:.1%}", verdict + (f" {escape(r.note)}" if r.note else ""))
-        console.print(table)
+        show_table(console, table)
     colour = "green" if outcome.kept else "bold red" if outcome.result == "rolled-back" else "yellow"
     console.print(f"[{colour}]{outcome.result}[/]: {escape(outcome.reason)}")
 

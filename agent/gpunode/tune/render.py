@@ -3,6 +3,8 @@ the fleet playbooks."""
 
 from __future__ import annotations
 
+from gpunode.layout import show_table
+
 APPLY_SCHEMA = "gpunode.apply/1"
 ROLLBACK_SCHEMA = "gpunode.rollback/1"
 HISTORY_SCHEMA = "gpunode.history/1"
@@ -55,7 +57,7 @@ def render_changes(console, title: str, rows: list[dict]) -> None:
         status = r["status"] + (f": {r['note']}" if r["note"] else "")
         table.add_row(r["setting"], r["subject"], r["current"], r["target"], _yes(r["needs_root"]),
                       _yes(r["reboot_required"]), _yes(r["gpu_reset_required"]), status)
-    console.print(table)
+    show_table(console, table)
 
 
 def render_restores(console, title: str, results) -> None:
@@ -63,8 +65,8 @@ def render_restores(console, title: str, results) -> None:
 
     table = Table(title=title)
     for col in ("#", "Setting", "Subject", "Result", "Detail"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("#", "Setting", "Result"))
     for r in results:
         style = {"restored": "green", "not-written": "dim", "left": "yellow", "error": "bold red"}[r.status]
         table.add_row(str(r.seq), r.change.setting_id, r.change.subject, f"[{style}]{r.status}[/]", r.detail)
-    console.print(table)
+    show_table(console, table)
