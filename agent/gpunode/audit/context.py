@@ -9,9 +9,8 @@ from gpunode.audit.engine import CheckSkipped
 from gpunode.config import Config
 from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInfo, GpuInventory
+from gpunode.host.gpu.source import NVML_TIMEOUT_S
 from gpunode.tune.profiles import Profile
-
-NVML_TIMEOUT_S = 8.0
 
 
 @dataclass

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the context imports this module: a name for annotations only
     from gpunode.audit.context import AuditContext
 
+from gpunode.exits import EXIT_CODES  # noqa: F401 - re-exported: verdict -> exit code
 from gpunode.ids import matches_any
 
 # What a check function returns: one finding or several.
@@ -272,7 +273,6 @@ def _materialize(value) -> list | None:
     return list(value)
 
 
-EXIT_CODES = {"OK": 0, "WARN": 1, "FAIL": 2, "UNKNOWN": 3}
 
 
 def overall(results: Sequence[Result]) -> str:

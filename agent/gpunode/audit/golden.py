@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 
 from gpunode.audit.engine import Check, bad, error, ok
+from gpunode.host.gpu.source import NVML_TIMEOUT_S
 from gpunode.inputs import InputError, load_yaml
 
 SCHEMA = "gpunode.golden/1"
-NVML_TIMEOUT_S = 8.0
 FM_TIMEOUT_S = 15.0
 FM_ARGV = ("nv-fabricmanager", "--version")  # the binary of the nvidia-fabricmanager package
 _FM_VERSION = re.compile(r"Fabric Manager version is\s*:\s*(\S+)")
@@ -60,7 +60,6 @@ NCCL_WHEELS = (
     "/usr/lib/python3*/site-packages/nvidia_nccl_cu*.dist-info",
     "/opt/conda/lib/python3*/site-packages/nvidia_nccl_cu*.dist-info",
 )
-OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 IB_ROOT = "/sys/class/infiniband"
 PINS = ("driver_version", "cuda_driver_version", "vbios", "kernel_release", "os", "nccl_version",
         "fabric_manager_version", "gpu_count", "nic_firmware")
@@ -115,7 +114,7 @@ def fabric_manager_version(runner) -> tuple[str | None, str]:
 
 
 def os_release(sys) -> dict[str, str | None]:
-    from gpunode.checks.host import parse_os_release
+    from gpunode.checks.host import OS_RELEASE, parse_os_release
 
     text = next((t for t in (sys.read(p) for p in OS_RELEASE) if t is not None), None)
     fields = parse_os_release(text) if text is not None else {}

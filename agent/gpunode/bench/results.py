@@ -12,11 +12,12 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from gpunode.exits import EXIT_CODES
+
 SCHEMA = "gpunode.bench/1"
 METRIC_STATUSES = ("ok", "fail", "error", "skip")
 UNITS = ("TFLOP/s", "GB/s", "IOPS", "us", "MB/s")
 MODES = ("quick", "full")
-EXIT_CODES = {"OK": 0, "WARN": 1, "FAIL": 2, "UNKNOWN": 3}
 LOWER_IS_BETTER_UNITS = ("ns", "us", "ms", "s")  # latencies; every other unit is a rate
 # Conditions that say how a figure was timed, not what was measured: they may differ from run to
 # run (iterations calibrated to the GPU's speed, fio's measured runtime) and must not split peers.

@@ -21,9 +21,9 @@ from gpunode.bench.results import BenchDocument, Metric, errored, skipped
 from gpunode.bench.watch import watched
 from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInventory
+from gpunode.host.gpu.source import NVML_TIMEOUT_S
 
 SECTIONS = ("gemm", "hbm", "h2d", "p2p", "nccl", "fio", "allreduce")
-NVML_TIMEOUT_S = 8.0
 MICRO_NAMES = {
     "gemm": [("gemm.bf16", "TFLOP/s"), ("gemm.fp16", "TFLOP/s"), ("gemm.tf32", "TFLOP/s"), ("gemm.fp8", "TFLOP/s"),
              ("gemm.bf16.concurrent", "TFLOP/s")],

@@ -10,8 +10,8 @@ from enum import Enum
 import typer
 
 from gpunode.cli.streams import tolerant_output
+from gpunode.exits import USAGE_EXIT
 
-USAGE_EXIT = 2
 NAGIOS_USAGE_EXIT = 3  # a Nagios plugin answers UNKNOWN to a bad invocation, never CRITICAL
 FORMAT_HELP = ("Output: table (a terminal), plain (one result per line; the default when piped), tsv, "
                "json, nagios (one status line with perfdata).")

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
+from gpunode.exits import UNKNOWN_EXIT, USAGE_EXIT
+
 SNAPSHOT_ENV = "GPUNODE_SNAPSHOT"
-USAGE_EXIT = 2
-UNKNOWN_EXIT = 3
 DEFAULT_TIMEOUT_S = 20.0
 HELP_FLAGS = ("--help", "-h")
 # The Slurm modes, in the order a usage error is attributed to them.

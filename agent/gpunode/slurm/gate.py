@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from gpunode import __version__
-from gpunode.audit.context import NVML_TIMEOUT_S, AuditContext
+from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import (
     EXIT_CODES,
     Check,
@@ -36,7 +36,7 @@ from gpunode.checks.gpu_common import field_problem, leftovers
 from gpunode.config import Config
 from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInventory
-from gpunode.host.gpu.source import GpuSource
+from gpunode.host.gpu.source import NVML_TIMEOUT_S, GpuSource
 from gpunode.slurm.scontrol import OUR_PREFIX, REASON_MAX, Slurm, SlurmAction, SlurmError, settle_node
 from gpunode.tune.profiles import Profile
 

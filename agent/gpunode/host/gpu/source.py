@@ -14,6 +14,8 @@ from gpunode.host.gpu.model import GpuInventory
 # Once a wait has timed out, NVML is hung: later waits are this short, so each GPU check
 # reports it at once and the checks after them still run inside the budget.
 LATE_WAIT_S = 0.05
+# How long a reader waits for the NVML pass by default (the gate waits less: its watchdog).
+NVML_TIMEOUT_S = 8.0
 
 
 class GpuSource:
