@@ -64,16 +64,30 @@ def test_failing_write_rolls_back_the_batch(tmp_path):
 
 
 def test_verify_catches_a_value_that_does_not_stick(tmp_path):
-    # a knob that takes the write without error but does not keep it (/dev/null reads back empty)
-    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
-    knob = root / "proc/sys/vm/swappiness"
-    knob.unlink()
-    knob.symlink_to("/dev/null")
+    # a knob that takes the write without error but keeps its old value
+    from gpunode.host import sysroot_host
+    from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.host.sysroot import SysRoot
+    from gpunode.tune.actions import ApplyEnv
+    from gpunode.tune.plan import select_settings
+    from gpunode.tune.profiles import load_profile
+    from gpunode.tune.session import apply_profile
+
+    class Stubborn(SysRoot):
+        def write(self, path, data):
+            super().write(path, "60\n" if path == "/proc/sys/vm/swappiness" else data)
+
+    root = make_tree(tmp_path / "root")
     before = picture(root)
-    rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysfs.thp.*,sysctl.vm.swappiness")
-    assert rc == 3 and doc["result"] == "failed"
-    assert doc["reason"] == "sysctl.vm.swappiness /proc/sys/vm/swappiness: reads (empty) after writing 10"
-    assert [r["status"] for r in doc["rolled_back"]] == ["not-written", "restored"]
+    host = sysroot_host(root)
+    host.sys = Stubborn(root)
+    profile = load_profile("training")
+    env = ApplyEnv(host=host, gpu=NoGpuControl("none"))
+    outcome = apply_profile(env, profile, select_settings(profile, ["sysfs.thp.*", "sysctl.vm.swappiness"]),
+                            StateDir(tmp_path / "state"), persist=False)
+    assert outcome.result == "failed"
+    assert outcome.reason == "sysctl.vm.swappiness /proc/sys/vm/swappiness: reads 60 after writing 10"
+    assert [r.status for r in outcome.restored] == ["not-written", "restored"]
     assert picture(root) == before
 
 
@@ -91,6 +105,44 @@ def test_second_concurrent_apply_refuses(tmp_path):
     assert _apply(root, state).returncode == 0  # the lock is free again
 
 
+def test_one_lock_per_root_whatever_the_state_dir(tmp_path):
+    # Two applies on one root with different --state-dir (and the root named through a symlink)
+    # must exclude each other; another root is free.
+    import os
+
+    from gpunode.tune.lock import RootLock
+
+    root, other = make_tree(tmp_path / "root"), make_tree(tmp_path / "other")
+    alias = tmp_path / "alias"
+    alias.symlink_to(root)
+    before = picture(root)
+    with RootLock(root, "test holder"):
+        proc = _apply(alias, tmp_path / "state-b")
+        assert proc.returncode == 3, proc.stderr
+        assert f"another gpunode apply/rollback is changing {root}" in proc.stderr  # the CLI resolves it
+        assert f"(pid {os.getpid()})" in proc.stderr
+        assert picture(root) == before
+        assert _apply(other, tmp_path / "state-c").returncode == 0
+    assert _apply(root, tmp_path / "state-b").returncode == 0
+
+
+def test_flock_holder_reads_proc_locks():
+    from gpunode.tune.lock import flock_holder
+
+    locks = ("1: POSIX  ADVISORY  WRITE 99 fd:01:77 0 EOF\n"
+             "2: FLOCK  ADVISORY  WRITE 4242 fd:01:77 0 EOF\n"
+             "3: FLOCK  ADVISORY  WRITE 55 00:2e:77 0 EOF\n")
+    assert flock_holder(os_makedev(0xfd, 1), 77, locks) == 4242
+    assert flock_holder(os_makedev(0, 0x2e), 77, locks) == 55
+    assert flock_holder(os_makedev(0xfd, 1), 78, locks) is None
+
+
+def os_makedev(major, minor):
+    import os
+
+    return os.makedev(major, minor)
+
+
 @pytest.mark.parametrize(
     ("overlay", "message"),
     [
@@ -101,8 +153,8 @@ def test_second_concurrent_apply_refuses(tmp_path):
         ("settings:\n  - {kind: sysctl, key: vm.swappiness, target: [1, 2]}\n", "target must be a string, number or boolean"),
         ("settings: [\n", "not valid YAML"),
         ("settings:\n  - {kind: gpu, key: mig_layout, target: '4g.40gb:2'}\n", "needs 8 compute slices"),
-        ("settings:\n  - {kind: limits, key: memlock, target: lots}\n", "must be a whole number or unlimited"),
-        ("settings:\n  - {kind: gpu, key: power_limit, target: -300}\n", "positive number of watts"),
+        ("settings:\n  - {kind: limits, key: memlock, target: lots}\n", "memlock"),
+        ("settings:\n  - {kind: gpu, key: power_limit, target: -300}\n", "power_limit"),
     ],
 )
 def test_bad_profile_yaml_exits_2_and_changes_nothing(tmp_path, overlay, message):

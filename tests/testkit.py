@@ -55,6 +55,7 @@ def tree_host(
     now: float = NOW,
 ) -> Host:
     """A host over a fixture directory tree written from `files`."""
+    root.mkdir(parents=True, exist_ok=True)  # a root exists even with no files (apply locks it)
     write_files(root, files or {})
     return Host(
         sys=SysRoot(root),

@@ -1,4 +1,4 @@
-"""`gpunode apply`, `gpunode rollback`, `gpunode history`."""
+"""`gpunode apply`, `gpunode rollback` (`gpunode history` lives in history_cmd)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def _host(sysroot: Path | None):
 def _gpu_control(host, changes):
     """NVML only when a GPU change is to be written or restored on a live host."""
     from gpunode.host.gpu.control import GpuControlError, NoGpuControl
+    from gpunode.tune.actions import REGISTRY
 
-    if not host.sys.is_live or not any(c.action in ("gpu", "mig") for c in changes):
+    if not host.sys.is_live or not any(REGISTRY[c.action].needs_gpu for c in changes if c.action in REGISTRY):
         return NoGpuControl("GPU settings can only be changed on a live host")
     try:
         from gpunode.host.gpu.nvml import NvmlGpuControl
@@ -51,11 +52,14 @@ def apply(
     sysroot: Path = typer.Option(None, "--sysroot", help="Apply to files under this directory instead of / (tests, images)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.apply/1)."),
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Apply to the live host without asking (scripts, playbooks). Without it the plan is shown and confirmed on a terminal."),
+    prove: bool = typer.Option(False, "--prove", help="Bench (quick GEMM, HBM, host copies) before and after; keep the change only if no figure got worse beyond the measured noise, else roll it back (exit 3)."),
 ) -> None:
-    """Change this host to a profile: journaled, verified, rolled back on failure. Exit 0 done
-    (or nothing to change), 1 done but some changes wait (reboot, GPU reset, refused), 2 bad input, 3 failed."""
+    """Change this host to a profile: journaled, verified, rolled back on failure. On the live host
+    the plan is shown and confirmed first (--yes for scripts). Exit 0 done (or nothing to change),
+    1 done but some changes wait (reboot, GPU reset, refused), 2 bad input or not confirmed, 3 failed."""
     from gpunode.audit.run import load_audit_profile
-    from gpunode.config import ConfigError, load_config
+    from gpunode.config import DEFAULT_PATH, ConfigError, load_config
     from gpunode.host.gpu.control import NoGpuControl
     from gpunode.tune.actions import ApplyEnv
     from gpunode.tune.execute import CrashPoint
@@ -79,10 +83,15 @@ def apply(
             settings = select_settings(prof, split_csv(only), split_csv(skip))
     except (ConfigError, ProfileError, ValueError) as exc:
         die(" ".join(str(exc).split()))  # one line, even for YAML errors that span several
+    live_change = host.sys.is_live and not dry_run and not boot
+    if live_change and not profile and cfg.path is None:
+        die(f"apply changes this host: name the profile with --profile NAME (or set `profile:` in the site "
+            f"config {DEFAULT_PATH}); --dry-run shows the plan")
     if host.sys.is_live and not dry_run and not host.facts.is_root:
         die("apply changes the host and needs root (use --dry-run to see the plan)")
     boot_argv = [sys.executable, "-m", "gpunode", "apply", "--boot"] + (["--state-dir", str(state.root)] if state_dir else [])
     env = ApplyEnv(host=host, gpu=NoGpuControl(), run_post=host.sys.is_live)
+    proof = None
     try:
         if not dry_run:  # GPU control only if GPU changes are planned (at boot too: persistence, power)
             from gpunode.tune.session import _full_plan
@@ -92,27 +101,79 @@ def apply(
         if boot:
             outcome = boot_reapply(env, state, crash, dry_run=dry_run)
         else:
-            outcome = apply_profile(env, prof, settings, state, dry_run=dry_run, allow_reboot=allow_reboot_settings,
-                                    persist=not no_persist, boot_argv=boot_argv, crash=crash)
+            confirm = None if yes or not live_change else _confirmer(host, prof.name, as_json)
+            kw = {"allow_reboot": allow_reboot_settings, "persist": not no_persist, "boot_argv": boot_argv,
+                  "crash": crash, "confirm": confirm}
+            if prove and not dry_run:  # bench, apply, bench; rolled back when a figure got worse
+                from gpunode.tune import prove as proving
+
+                proof = proving.prove_apply(env, prof, settings, state, proving.bench_for_prove(host), **kw)
+                outcome = proof.apply
+            else:
+                outcome = apply_profile(env, prof, settings, state, dry_run=dry_run, **kw)
+    except NotConfirmed as exc:
+        _warn_all(state)
+        die(str(exc))
     except (LockBusy, Refused, JournalError) as exc:
+        _warn_all(state)
         die(str(exc), 3)
     except ValueError as exc:
         die(str(exc))
     finally:
         env.gpu.close()
-    _print_apply(outcome, host, prof.name, dry_run, as_json, state)
+    _warn_all(state)
+    _print_apply(outcome, host, prof.name, dry_run, as_json, state, {"prove": proof.to_json()} if proof else None)
+    if proof is not None:
+        if not as_json:
+            from gpunode.tune.prove import render_prove
+
+            render_prove(proof, stdout_console())
+        raise typer.Exit(proof.exit_code)
     raise typer.Exit(outcome.exit_code)
 
 
-def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state) -> None:
+class NotConfirmed(RuntimeError):
+    pass
+
+
+def _confirmer(host, profile_name: str, as_json: bool):
+    """Called by apply_profile under the lock with the plan it is about to write: show it, then
+    ask on a terminal; without one, refuse (scripts say --yes)."""
+
+    def confirm(rows: list[dict]) -> None:
+        from rich.console import Console
+
+        from gpunode.tune.render import render_changes
+
+        console = Console(stderr=True) if as_json else stdout_console()
+        render_changes(console, f"gpunode plan · {host.facts.hostname} · profile {profile_name}", rows)
+        n = sum(1 for r in rows if r["status"] == "planned")
+        if not sys.stdin.isatty():
+            raise NotConfirmed(f"apply would change {n} thing(s) on this live host (plan above); nothing changed. "
+                               "Pass --yes to apply without asking (no terminal to ask on)")
+        print(f"Apply these {n} change(s) to {host.facts.hostname}? [y/N] ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise NotConfirmed("not confirmed; nothing changed")
+
+    return confirm
+
+
+def _warn_all(state) -> None:
+    for text in state.warnings:
+        print(f"gpunode: warning: {text}", file=sys.stderr)
+
+
+def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state, extra: dict | None = None) -> None:
     from gpunode.audit.report import dumps, iso_time
     from gpunode.tune.render import apply_document, render_changes, render_restores
+    from gpunode.tune.session import undo_command
 
     meta = {"id": outcome.apply_id, "host": host.facts.hostname, "time": iso_time(host.facts.now),
             "profile": profile_name, "root": str(host.sys.root), "dry_run": dry_run, "state_dir": str(state.root)}
     if as_json:
-        typer.echo(dumps(apply_document(meta, outcome.rows, outcome.plan, outcome.result, outcome.reason,
-                                        outcome.restored)), nl=False)
+        typer.echo(dumps({**apply_document(meta, outcome.rows, outcome.plan, outcome.result, outcome.reason,
+                                           outcome.restored), **(extra or {})}), nl=False)
         return
     console = stdout_console()
     verb = "plan" if dry_run else "apply"
@@ -129,7 +190,7 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
     elif outcome.result == "applied":
         n = sum(1 for r in outcome.rows if r["status"] == "applied")
         console.print(f"[green]applied {n} change(s)[/green] as {outcome.apply_id}; undo with "
-                      f"`gpunode rollback --id {outcome.apply_id}`")
+                      f"`{undo_command(host, state, outcome.apply_id)}`", soft_wrap=True)
     else:
         if outcome.restored:
             render_restores(console, "batch rolled back", outcome.restored)
@@ -171,11 +232,14 @@ def rollback(
                               "exit_code": 0, "restores": []}), nl=False)
         raise typer.Exit(0) from None
     except (LockBusy, Refused) as exc:
+        _warn_all(state)
         die(str(exc), 3)
     except JournalError as exc:
+        _warn_all(state)
         die(str(exc))
     finally:
         env.gpu.close()
+    _warn_all(state)
     code = 3 if any(r.status == "error" for r in results) else 1 if any(r.status == "left" for r in results) else 0
     if as_json:
         typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": record.id, "profile": record.begin.get("profile"),
@@ -189,37 +253,6 @@ def rollback(
     raise typer.Exit(code)
 
 
-def history(
-    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.history/1)."),
-) -> None:
-    """List recorded applies, newest first: id, time, profile, changes, status."""
-    from rich.table import Table
-
-    from gpunode.audit.report import dumps
-    from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
-    from gpunode.tune.render import HISTORY_SCHEMA
-
-    state = StateDir(resolve_state_dir(state_dir, os.environ))
-    try:
-        rows = [r.summary() for r in reversed(state.records())]
-    except (JournalError, OSError) as exc:
-        die(str(exc), 3)
-    if as_json:
-        typer.echo(dumps({"schema": HISTORY_SCHEMA, "state_dir": str(state.root), "applies": rows}), nl=False)
-        return
-    if not rows:
-        typer.echo(f"no applies recorded in {state.root}")
-        return
-    table = Table(title=f"gpunode history · {state.root}")
-    for col in ("Id", "Time", "Profile", "Changes", "Status", "Reason"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["id"], r["time"] or "", r["profile"] or "", str(r["changes"]), r["status"], r["reason"])
-    stdout_console().print(table)
-
-
 def register(app: typer.Typer) -> None:
     app.command("apply")(apply)
     app.command("rollback")(rollback)
-    app.command("history")(history)

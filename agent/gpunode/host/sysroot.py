@@ -2,6 +2,11 @@
 
 The root is `/` on a live host, or a directory (a fixture tree or a snapshot's files/)
 in tests and offline audits. Reads never raise: a missing or unreadable file is None.
+
+Under a root other than `/`, a path never leads out of it: every symlink on the way is read
+as if the root were `/` (an image's `/etc/x -> /etc/shadow` means the image's own file) and
+`..` stops at the root, like a chroot. Reads take regular files only (a FIFO or a device is
+None at once, never a hang) up to MAX_READ bytes.
 """
 
 from __future__ import annotations
@@ -11,10 +16,14 @@ import fnmatch
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _ACTIVE = re.compile(r"\[([^\]]+)\]")
+MAX_READ = 16 << 20  # /proc/interrupts of a big host is ~2 MiB; nothing apply or audit reads is near this
+MAX_LINKS = 40  # as the kernel's ELOOP limit
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def active_choice(text: str | None) -> str | None:
@@ -62,18 +71,29 @@ class SysRoot:
         return self.root == Path("/") and self.index is None
 
     def path(self, path: str) -> Path:
-        """Host path -> real path under the root."""
+        """Host path -> real path under the root; the last component itself is not followed
+        (lstat, readlink, replace or remove that name), the ones before it stay inside the root."""
+        return self._real(path, follow_last=False)
+
+    def resolve(self, path: str) -> Path:
+        """Host path -> real path under the root with the last component followed too (inside the root)."""
+        return self._real(path, follow_last=True)
+
+    def _real(self, path: str, follow_last: bool) -> Path:
         if not path.startswith("/"):
             raise ValueError(f"SysRoot paths are absolute, got {path!r}")
-        return self.root / path.lstrip("/") if str(self.root) != "/" else Path(path)
+        if str(self.root) == "/":
+            return Path(path)  # nothing leads out of /
+        return self.root.joinpath(*in_root_parts(str(self.root), path, follow_last))
 
     def read(self, path: str) -> str | None:
         if self.index is not None and path in self.index.absent:
             return None
+        from gpunode.inputs import InputError, read_bytes
+
         try:
-            with open(self.path(path), encoding="utf-8", errors="replace") as fh:
-                return fh.read()
-        except (OSError, ValueError):
+            return read_bytes(self.resolve(path), MAX_READ).decode("utf-8", errors="replace")
+        except (InputError, OSError, ValueError):
             return None
 
     def read_value(self, path: str) -> str | None:
@@ -109,7 +129,7 @@ class SysRoot:
             entries = self.index.listdir[path]
             return None if entries is None else list(entries)
         try:
-            return sorted(os.listdir(self.path(path)))
+            return sorted(os.listdir(self.resolve(path)))
         except OSError:
             return None
 
@@ -141,11 +161,80 @@ class SysRoot:
         return sorted(found)
 
     def write(self, path: str, data: str) -> None:
-        """Write a value (apply only). Raises OSError with the path on failure."""
+        """Write a one-value knob (/proc/sys, /sys) in one write(2), as `echo v > knob` does.
+        Raises OSError with the path on failure. Whole files go through gpunode.tune.files."""
         if not self.writable:
             raise OSError(errno.EROFS, "this sysroot is read-only (a snapshot)", path)
-        with open(self.path(path), "w", encoding="utf-8") as fh:
-            fh.write(data)
+        real = self.resolve(path)
+        fd = os.open(real, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "not a regular file (a knob is one)", path)
+            raw = data.encode("utf-8")
+            if os.write(fd, raw) != len(raw):
+                raise OSError(errno.EIO, "short write", path)
+        finally:
+            os.close(fd)
+
+    def open_dir(self, path: str, create: bool = False, mode: int = 0o755) -> tuple[int, list[str]]:
+        """An fd of the directory `path` under the root, reached one component at a time with
+        O_NOFOLLOW from the root's own fd, so a link swapped in after resolving cannot lead out.
+        create: make missing directories; their host paths come back (outermost first)."""
+        if create and not self.writable:
+            raise OSError(errno.EROFS, "this sysroot is read-only (a snapshot)", path)
+        parts = in_root_parts(str(self.root), path, follow_last=True)  # on / too: /var/run -> /run
+        fd = os.open(self.root, _DIR_FLAGS)
+        created: list[str] = []
+        try:
+            for i, name in enumerate(parts):
+                try:
+                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(name, mode, dir_fd=fd)
+                    os.fsync(fd)  # the new entry is durable before anything is written in it
+                    created.append("/" + "/".join(parts[: i + 1]))
+                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, created
+
+
+def in_root_parts(root: str, path: str, follow_last: bool) -> list[str]:
+    """The components under `root` that host path `path` names, reading each symlink on the
+    way as if `root` were `/` and stopping `..` at the root (what openat2 RESOLVE_IN_ROOT does)."""
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while todo:
+        name = todo.pop(0)
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        if not todo and not follow_last:
+            done.append(name)
+            break
+        real = os.path.join(root, *done, name)
+        try:
+            is_link = stat.S_ISLNK(os.lstat(real).st_mode)
+        except OSError:
+            is_link = False  # missing (or unreadable): nothing below it can be a link either
+        if not is_link:
+            done.append(name)
+            continue
+        links += 1
+        if links > MAX_LINKS:
+            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+        target = os.readlink(real)
+        if target.startswith("/"):
+            done = []
+        todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+    return done
 
 
 class RecordingSysRoot(SysRoot):

@@ -2,10 +2,13 @@
 
 Each change is appended and fsync'ed *before* it is written, so after a crash (even
 SIGKILL) `gpunode rollback` knows every value that may have changed and what was there
-before. A torn last line (a crash inside a write) is ignored when reading.
+before. A line that cannot be read (a torn last line left by a kill, or one damaged by
+hand or disk) never blocks anything: it is reported, and under the lock moved aside into
+<state>/quarantine/<id>.jsonl (0600); the rest of that journal still counts.
 
     <state>/applies/<id>.jsonl   records: begin, change, done, failed, end,
                                  rollback, restore, rollback-end
+    <state>/quarantine/<id>.jsonl   lines taken out of applies/<id>.jsonl, with why
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ class JournalWriter:
             _fsync_dir(path.parent)
 
     def append(self, record: dict) -> None:
-        line = json.dumps(record, sort_keys=True) + "\n"
-        os.write(self.fd, line.encode("utf-8"))
-        os.fsync(self.fd)
+        line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+        if os.write(self.fd, line) != len(line):
+            raise JournalError(f"journal {self.path}: short write")
+        os.fsync(self.fd)  # durable before the caller goes on to change anything
 
     def close(self) -> None:
         os.close(self.fd)
@@ -93,7 +97,13 @@ class ApplyRecord:
     failed: dict[int, str] = field(default_factory=dict)
     end: dict | None = None
     rollbacks: list[dict] = field(default_factory=list)  # rollback-end records
-    torn: bool = False  # the last line was cut by a crash
+    rollback_starts: int = 0  # rollback records: one more than rollback-end = a rollback was killed
+    bad_lines: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, text, why)
+
+    @property
+    def torn(self) -> bool:
+        """The last line was cut by a crash (the only damage a kill can do to a journal)."""
+        return any(why == TORN for _, _, why in self.bad_lines)
 
     @property
     def seq(self) -> int:
@@ -101,6 +111,8 @@ class ApplyRecord:
 
     @property
     def status(self) -> str:
+        if self.rollback_starts > len(self.rollbacks):
+            return "rollback-interrupted"
         if self.rollbacks:
             return "rolled-back" if self.rollbacks[-1].get("result") == "complete" else "partly-rolled-back"
         if self.end is None:
@@ -109,7 +121,13 @@ class ApplyRecord:
 
     @property
     def needs_rollback(self) -> bool:
-        return self.status in ("applied", "interrupted", "partly-rolled-back") and bool(self.changes)
+        return self.status in ("applied", "interrupted", "partly-rolled-back", "rollback-interrupted") \
+            and bool(self.changes)
+
+    @property
+    def unfinished(self) -> bool:
+        """Killed in the middle: the host may be half-changed until this is rolled back."""
+        return self.status in ("interrupted", "rollback-interrupted")
 
     def summary(self) -> dict:
         return {
@@ -122,6 +140,7 @@ class ApplyRecord:
             "status": self.status,
             "reason": (self.end or {}).get("reason") or "",
             "rolled_back_at": self.rollbacks[-1].get("time") if self.rollbacks else None,
+            "damaged_lines": len(self.bad_lines),
         }
 
 
@@ -131,6 +150,8 @@ class StateDir:
     def __init__(self, root: Path):
         self.root = root
         self.applies = root / "applies"
+        self.quarantine = root / "quarantine"
+        self.warnings: list[str] = []  # damaged journals met so far, for the CLI to print
 
     def ensure(self) -> StateDir:
         ensure_dir(self.root)
@@ -159,41 +180,99 @@ class StateDir:
             return []
         return sorted(p.stem for p in self.applies.glob("*.jsonl"))
 
-    def load(self, apply_id: str) -> ApplyRecord:
-        return parse_journal(apply_id, self.path_of(apply_id).read_text(encoding="utf-8", errors="replace"))
+    def load(self, apply_id: str, repair: bool = False) -> ApplyRecord:
+        """repair (only under the lock): move damaged lines aside so later appends stay readable."""
+        path = self.path_of(apply_id)
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise JournalError(f"journal {path}: cannot read: {exc.strerror or exc}") from exc
+        record = parse_journal(apply_id, text)
+        if record.bad_lines:
+            where = self.quarantine / f"{apply_id}.jsonl"
+            lines = ", ".join(f"{n} ({why})" for n, _, why in record.bad_lines[:3])
+            if repair:
+                self._quarantine(path, text, record)
+                self._warn(f"journal {path}: line(s) {lines} could not be read; moved to {where}")
+            else:
+                self._warn(f"journal {path}: line(s) {lines} could not be read (the next apply or "
+                           f"rollback moves them to {where})")
+        return record
 
-    def records(self) -> list[ApplyRecord]:
+    def records(self, repair: bool = False) -> list[ApplyRecord]:
         """Oldest first, by the sequence number in each begin record."""
-        return sorted((self.load(i) for i in self.ids()), key=lambda r: (r.seq, r.id))
+        return sorted((self.load(i, repair) for i in self.ids()), key=lambda r: (r.seq, r.id))
 
     def next_seq(self) -> int:
         return max((r.seq for r in self.records()), default=0) + 1
 
+    def _warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def _quarantine(self, path: Path, text: str, record: ApplyRecord) -> None:
+        """Append the bad lines to quarantine/<id>.jsonl (fsync'ed first), then replace the
+        journal by its good lines (temp + fsync + rename + fsync dir): a kill in between
+        leaves a line in both places, never in neither."""
+        ensure_dir(self.quarantine)
+        bad = {n for n, _, _ in record.bad_lines}
+        with JournalWriter(self.quarantine / f"{record.id}.jsonl") as out:
+            for n, line, why in record.bad_lines:
+                out.append({"type": "quarantined", "line": n, "why": why, "text": line})
+        keep = [line for n, line in enumerate(text.split("\n"), 1) if n not in bad and line.strip()]
+        tmp = path.with_name(f".{path.name}.gpunode.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            os.write(fd, "".join(line + "\n" for line in keep).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        record.bad_lines = []
+
+
+TORN = "cut short by a crash"
+
 
 def parse_journal(apply_id: str, text: str) -> ApplyRecord:
+    """Every line that reads is used; the others are listed in record.bad_lines, never raised."""
     record = ApplyRecord(apply_id)
     lines = text.split("\n")
-    for i, line in enumerate(lines):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if n == len(lines):  # no newline after it: the write of this record never finished
+            record.bad_lines.append((n, line, TORN))
+            continue
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines) - 1 or all(not rest.strip() for rest in lines[i + 1:]):
-                record.torn = True  # a crash cut the last record; everything before it holds
-                continue
-            raise JournalError(f"journal {apply_id}: line {i + 1} is corrupt: {exc}") from exc
-        kind = entry.get("type")
-        if kind == "begin":
-            record.begin = entry
-        elif kind == "change":
-            record.changes[entry["seq"]] = Change.from_json(entry["change"])
-        elif kind == "done":
-            record.done[entry["seq"]] = entry.get("result")
-        elif kind == "failed":
-            record.failed[entry["seq"]] = entry.get("reason", "")
-        elif kind == "end":
-            record.end = entry
-        elif kind == "rollback-end":
-            record.rollbacks.append(entry)
+            _take(record, json.loads(line))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, json.JSONDecodeError) else "not JSON"
+            record.bad_lines.append((n, line, " ".join(why.split())[:200]))
     return record
+
+
+def _take(record: ApplyRecord, entry: dict) -> None:
+    kind = entry["type"]
+    if kind == "begin":
+        if not isinstance(entry.get("seq", 0), int):
+            raise TypeError("seq is not a number")
+        record.begin = entry
+    elif kind == "change":
+        change = Change.from_json(entry["change"])
+        if not isinstance(change.extra, dict) or not isinstance(change.post, list):
+            raise TypeError("change has a malformed extra/post")
+        record.changes[int(entry["seq"])] = change
+    elif kind == "done":
+        record.done[int(entry["seq"])] = entry.get("result")
+    elif kind == "failed":
+        record.failed[int(entry["seq"])] = str(entry.get("reason", ""))
+    elif kind == "end":
+        record.end = entry
+    elif kind == "rollback":
+        record.rollback_starts += 1
+    elif kind == "rollback-end":
+        record.rollbacks.append(entry)
+    elif kind != "restore":
+        raise ValueError(f"unknown record type {kind!r}")

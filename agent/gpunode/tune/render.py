@@ -11,15 +11,18 @@ HISTORY_SCHEMA = "gpunode.history/1"
 
 
 def change_rows(changes, statuses: dict[int, str]) -> list[dict]:
+    from gpunode.tune.actions import action_of
+
     rows = []
     for i, c in enumerate(changes):
+        shown = action_of(c).whole_file  # file states are bytes: show their description
         rows.append({
             "setting": c.setting_id,
             "subject": c.subject,
             "current": " ".join(str(c.current_text).split()),
             "target": " ".join(str(c.after_text).split()),
-            "before": c.before if c.action != "file" else c.current_text,
-            "after": c.after if c.action != "file" else c.after_text,
+            "before": c.current_text if shown else c.before,
+            "after": c.after_text if shown else c.after,
             "needs_root": c.needs_root,
             "reboot_required": c.reboot_required,
             "gpu_reset_required": c.gpu_reset_required,

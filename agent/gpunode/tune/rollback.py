@@ -1,7 +1,9 @@
 """Undoing changes: a failed batch (from execute) or a whole earlier apply (`gpunode rollback`).
 
-A value is restored only while it still holds what gpunode wrote; if someone changed it
-since, it is left alone and reported. Restores run in reverse order of the writes.
+A value is restored only while it still holds what gpunode wrote (or what a kill in the
+middle of gpunode's write left); if someone changed it since, it is left alone and reported.
+Restores run in reverse order of the writes. Whatever the verdict, what an interrupted write
+can leave besides the value (a temporary file, a directory made for it) is cleaned up.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from gpunode.host.gpu.control import GpuControlError
 from gpunode.tune.kinds.change import Change
 
 from . import actions
-from .actions import ApplyEnv, ApplyError
+from .actions import RESTORABLE, ApplyEnv, ApplyError
 
 
 @dataclass
@@ -32,8 +34,10 @@ def restore_one(env: ApplyEnv, seq: int, change: Change, result: dict | None, fo
     try:
         where, now = actions.state(env, change, result)
         if where == "before":
+            actions.clean(env, change)
             return RestoreResult(seq, change, "not-written", f"already {now}")
-        if where == "other" and not force:
+        if where not in RESTORABLE and not force:
+            actions.clean(env, change)
             return RestoreResult(seq, change, "left",
                                  f"now {now}, not what gpunode wrote ({change.after_text or change.after}); left as is")
         actions.undo(env, change, result)

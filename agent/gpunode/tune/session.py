@@ -13,7 +13,7 @@ from gpunode.tune.profiles import Profile
 from .actions import ApplyEnv
 from .execute import CrashPoint, execute
 from .journal import StateDir, new_apply_id
-from .lock import StateLock
+from .lock import ApplyLocks
 from .persist import BOOT_SPEC, load_boot_spec, plan_persistence
 from .plan import Plan, make_plan
 from .render import change_rows
@@ -43,8 +43,9 @@ class ApplyOutcome:
     def exit_code(self) -> int:
         if self.result == "failed":
             return 3
-        if self.result in ("applied", "nothing-to-change") and any(r["status"] == "blocked" for r in self.rows):
-            return 1  # done, but the host is not yet at the profile (reboot, GPU reset, refused)
+        if self.result in ("applied", "nothing-to-change") and any(
+                r["status"] == "blocked" or (r["status"] == "applied" and r["reboot_required"]) for r in self.rows):
+            return 1  # done, but the host is not yet at the profile (reboot pending, GPU reset, refused)
         return 0
 
 
@@ -52,22 +53,40 @@ def host_root(host) -> str:
     return str(host.sys.root)
 
 
+def undo_command(host, state: StateDir, apply_id: str | None) -> str:
+    """The rollback command for this root and state dir, safe to paste (never the live host's
+    when the apply was made under --sysroot)."""
+    import shlex
+
+    argv = ["gpunode", "rollback"] + (["--id", apply_id] if apply_id else [])
+    if not host.sys.is_live:
+        argv += ["--sysroot", host_root(host)]
+    argv += ["--state-dir", str(state.root)]
+    return shlex.join(argv)
+
+
 def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *, dry_run: bool = False,
                   allow_reboot: bool = False, persist: bool = True, boot_argv: list[str] | None = None,
-                  crash: CrashPoint | None = None, mode: str = "apply", journaled: bool = True) -> ApplyOutcome:
+                  crash: CrashPoint | None = None, mode: str = "apply", journaled: bool = True,
+                  confirm=None) -> ApplyOutcome:
+    """confirm(rows): called under the lock with exactly the plan about to be written; it
+    raises to stop (nothing is journaled or written then)."""
     host = env.host
     if dry_run:
         return _plan_only(env, profile, settings, allow_reboot, persist, boot_argv)
     state.ensure()
-    with StateLock(state.root, f"gpunode {mode}"):
-        interrupted = [r for r in state.records() if r.status == "interrupted"]
-        if interrupted and journaled:
-            raise Refused(f"apply {interrupted[-1].id} was interrupted before it finished; "
-                          f"run `gpunode rollback --id {interrupted[-1].id}` first")
+    with ApplyLocks(host.sys.root, state.root, f"gpunode {mode}"):
+        unfinished = [r for r in state.records(repair=True) if r.unfinished]
+        if unfinished and journaled:
+            what = "its rollback" if unfinished[-1].status == "rollback-interrupted" else "it"
+            raise Refused(f"apply {unfinished[-1].id} was interrupted before {what} finished; "
+                          f"run `{undo_command(host, state, unfinished[-1].id)}` first")
         plan, changes = _full_plan(env, profile, settings, allow_reboot, persist, boot_argv)
         writes = [c for c in changes if not c.blocked]
         if not writes:
             return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "nothing-to-change")
+        if confirm is not None:
+            confirm(change_rows(changes, {}))
         seq = state.next_seq()
         apply_id = new_apply_id(host.facts.now, seq) if journaled else None
         journal = state.start(apply_id) if journaled else None
@@ -126,15 +145,16 @@ def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None):
             raise Refused(f"no applies recorded in {state.root}")
         raise NothingToRollBack(f"nothing to roll back: no applies recorded in {state.root}")
     state.ensure()
-    with StateLock(state.root, "gpunode rollback"):
+    with ApplyLocks(env.host.sys.root, state.root, "gpunode rollback"):
+        records = state.records(repair=True)
         if apply_id is None:
-            candidates = [r for r in state.records() if r.needs_rollback]
+            candidates = [r for r in records if r.needs_rollback]
             if not candidates:
                 raise NothingToRollBack(
                     f"nothing to roll back: no apply in {state.root} holds changes (see `gpunode history`)")
             record = candidates[-1]
         else:
-            record = state.load(apply_id)
+            record = state.load(apply_id, repair=True)
         root = record.begin.get("root")
         if root is not None and root != host_root(env.host):
             raise Refused(f"apply {record.id} changed files under {root}, not {host_root(env.host)}; "
