@@ -91,3 +91,27 @@ def test_nothing_measured_before_refuses_and_changes_nothing(tmp_path):
         prove_apply(env, profile, settings, state, lambda: doc(0.0, status="skip").__class__(
             "t", "h", "", 0.0, "quick", {}, {}, [Metric("gemm.bf16", 0, None, "TFLOP/s", "skip", "no GPU")]))
     assert picture(root) == before and not state.root.exists()
+
+
+def test_cli_apply_prove_prints_the_table_and_exits_3_when_rolled_back(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gpunode.cli import app
+    from gpunode.tune import prove
+
+    root = make_tree(tmp_path / "root")
+    before = picture(root)
+    monkeypatch.setattr(prove, "bench_for_prove", lambda host: TreeBench(root, hurt_to=600.0))
+    res = CliRunner().invoke(app, ["apply", "--profile", "training", "--only", "*swappiness", "--no-persist",
+                                   "--sysroot", str(root), "--state-dir", str(tmp_path / "state"), "--prove"])
+    assert res.exit_code == 3, res.output
+    assert "before and after the change" in res.stdout and "worse" in res.stdout and "rolled-back" in res.stdout
+    assert picture(root) == before
+    monkeypatch.setattr(prove, "bench_for_prove", lambda host: TreeBench(root))
+    res = CliRunner().invoke(app, ["apply", "--profile", "training", "--only", "*swappiness", "--no-persist",
+                                   "--sysroot", str(root), "--state-dir", str(tmp_path / "state"), "--prove", "--json"])
+    assert res.exit_code == 0, res.output
+    import json
+
+    doc = json.loads(res.stdout)
+    assert doc["result"] == "applied" and doc["prove"]["result"] == "proven" and doc["prove"]["kept"] is True

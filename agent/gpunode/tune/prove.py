@@ -92,6 +92,30 @@ def compare_runs(before: BenchDocument, after: BenchDocument, k: float = DEFAULT
     return rows
 
 
+PROVE_SECTIONS = ("gemm", "hbm", "h2d")  # what a host-level change can move on a GPU node, in seconds
+
+
+def bench_for_prove(host) -> Callable[[], BenchDocument]:
+    """The quick in-process bench of this host (with telemetry), each run kept in its history."""
+
+    def run() -> BenchDocument:
+        from gpunode.bench.run import BenchOptions, run_steps
+        from gpunode.bench.watch import live_sampler
+        from gpunode.history import record
+
+        sampler = live_sampler() if host.sys.is_live else None
+        try:
+            doc = run_steps(host, BenchOptions(mode="quick", only=PROVE_SECTIONS), sampler=sampler)
+        finally:
+            if sampler is not None:
+                sampler.stop()
+        if host.sys.is_live:
+            record("bench", doc.to_json())
+        return doc
+
+    return run
+
+
 def prove_apply(env, profile, settings, state, bench: Callable[[], BenchDocument], *, k: float = DEFAULT_K,
                 floor: float = DEFAULT_FLOOR, **apply_kwargs) -> ProveOutcome:
     """Bench, apply, bench; roll back when a figure got worse. Refused (nothing changed) when the
