@@ -18,6 +18,7 @@ from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, error, ok, skip, warn
 from gpunode.checks.gpu_common import nvidia_pci_gpus
 from gpunode.host.facts.kernlog import LogRecord, kernel_log
+from gpunode.host.gpu.model import RECOVERY_ACTIONS
 
 # Hardware/driver Xids that need a reset, a reboot or service (the list public health checkers
 # such as Azure's use), plus 95: an uncontained ECC error, which NVIDIA resolves with a GPU reset.
@@ -49,7 +50,9 @@ DESCRIPTIONS = {
     95: "uncontained ECC error",
     119: "GSP RPC timeout",
     120: "GSP error",
+    154: "GPU recovery action changed",
 }
+RECOVERY_XID = 154  # "GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"
 SAME_EVENT_S = 60.0  # a "fallen off the bus" notice this close to an Xid 79 is the same event
 
 _ADDR = r"(?P<addr>[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.[0-7])?"
@@ -57,6 +60,9 @@ _XID = re.compile(r"NVRM: Xid \((?:PCI:)?" + _ADDR + r"\): (?P<xid>\d+)(?P<rest>
 _FALLEN = re.compile(r"NVRM: (?:GPU at (?:PCI:)?|The NVIDIA GPU )" + _ADDR + r"\b.*fallen off the bus")
 _PID = re.compile(r"\bpid='?(?P<pid>\d+)'?")
 _NAME = re.compile(r"\bname=(?P<name>[^,]+)")
+_ACTION = re.compile(r"recovery action changed (?:from 0x[0-9a-fA-F]+ \([^)]*\) )?to 0x(?P<code>[0-9a-fA-F]+)")
+# The driver (re)loaded: every GPU was initialised afresh after this line.
+_DRIVER_LOAD = re.compile(r"NVRM: loading NVIDIA UNIX")
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,25 @@ def _close(a: float | None, b: float | None) -> bool:
     return a is None or b is None or abs(a - b) <= SAME_EVENT_S
 
 
+def recovery_target(event: XidEvent) -> int | None:
+    """The recovery action an Xid 154 changed to (0: none any more), or None when unreadable."""
+    match = _ACTION.search(event.detail)
+    return int(match.group("code"), 16) if match else None
+
+
+def is_critical(event: XidEvent) -> bool:
+    """A critical Xid; an Xid 154 is one unless it says the recovery action went back to none."""
+    if event.xid == RECOVERY_XID:
+        return recovery_target(event) != 0
+    return event.xid in CRITICAL_XIDS
+
+
+def driver_loaded_at(records: list[LogRecord]) -> float | None:
+    """When the NVIDIA driver last loaded in this boot's log (None: not in the log)."""
+    times = [rec.time for rec in records if rec.time is not None and _DRIVER_LOAD.search(rec.text)]
+    return max(times) if times else None
+
+
 def _when(t: float | None) -> str:
     if t is None:
         return "time unknown"
@@ -141,23 +166,49 @@ def summarize(events: list[XidEvent]) -> str:
     return "; ".join(parts)
 
 
-def judge_events(events: list[XidEvent], window: str, older: int):
+def judge_events(events: list[XidEvent], window: str, older: int, recovery: int | None = None,
+                 recovery_error: str | None = None, before_load: int = 0):
+    """recovery: NVML's recovery action for this GPU now (None: not reported). When it is 0 (none),
+    critical Xids up to the GPU's last Xid 154 were dealt with (the reset or reboot it asked for
+    happened): they warn instead of failing, so a reset GPU is not drained for the rest of the window."""
     counts = dict(sorted(Counter(e.xid for e in events).items()))
-    critical = [e for e in events if e.xid in CRITICAL_XIDS]
-    other = [e for e in events if e.xid not in CRITICAL_XIDS and e.xid not in APPLICATION_XIDS]
-    application = [e for e in events if e.xid in APPLICATION_XIDS]
+    critical = [e for e in events if is_critical(e)]
+    other = [e for e in events if not is_critical(e) and e.xid not in APPLICATION_XIDS and e.xid != RECOVERY_XID]
+    benign = [e for e in events if e not in critical and e not in other]
+    observed = counts if recovery is None else {**counts, "recovery_action": recovery}
+    if recovery:
+        action = RECOVERY_ACTIONS.get(recovery, f"action {recovery}")
+        seen = f"; {summarize(critical)} ({window})" if critical else ""
+        return bad(f"NVML recovery action: {action}{seen}", observed=observed, expected="recovery action none")
+    resolved: list[XidEvent] = []
+    if recovery == 0:
+        asked = [e.time for e in events if e.xid == RECOVERY_XID and e.time is not None]
+        if asked:
+            resolved = [e for e in critical if e.time is not None and e.time <= max(asked)]
+            critical = [e for e in critical if e not in resolved]
     if critical:
-        return bad(f"critical {summarize(critical)} ({window})", observed=counts, expected="no critical Xid")
+        return bad(f"critical {summarize(critical)} ({window})", observed=observed, expected="no critical Xid")
+    notes = []
+    if before_load:
+        notes.append(f"{before_load} event(s) before the driver last loaded")
+    if older:
+        notes.append(f"{older} older event(s) outside the window")
+    if recovery_error:
+        notes.append(f"recovery action not read: {recovery_error}")
+    tail = f"; {'; '.join(notes)}" if notes else ""
+    if resolved:
+        return warn(f"{summarize(resolved)} ({window}); dealt with: NVML reports no recovery action pending "
+                    f"since{tail}", observed=observed, expected="no critical Xid")
     if other:
-        return warn(f"{summarize(other)} ({window})", observed=counts, expected="no Xid")
-    if application:
-        return ok(f"only application Xids, faults of user programs: {summarize(application)} ({window})",
-                  observed=counts)
-    older_text = f"; {older} older event(s) outside the window" if older else ""
-    return ok(f"no Xid ({window}){older_text}", observed=counts)
+        return warn(f"{summarize(other)} ({window}){tail}", observed=observed, expected="no Xid")
+    if benign:
+        what = ("only application Xids, faults of user programs" if all(e.xid in APPLICATION_XIDS for e in benign)
+                else "only Xids that need no service")
+        return ok(f"{what}: {summarize(benign)} ({window}){tail}", observed=observed)
+    return ok(f"no Xid ({window}){tail}", observed=observed)
 
 
-@check("gpu.xid", "No critical Xid events in the kernel log (within the window)", area="gpu",
+@check("gpu.xid", "No critical Xid in the kernel log (within the window) and no recovery action pending", area="gpu",
        severity="critical", tags=["gate"], needs_gpu=True, cost="slow",
        remediation="Look the Xid up in NVIDIA's catalog (docs.nvidia.com/deploy/xid-errors). Critical ones: "
                    "drain the node, reset the GPU or reboot; a GPU that repeats them needs service or RMA. "
@@ -190,13 +241,25 @@ def xid_events(ctx: AuditContext):
         if pci_address(bdf) not in label_of:
             subjects.setdefault(f"PCI {pci_address(bdf)}", [])
     older: Counter = Counter()
+    before_load: Counter = Counter()
+    loaded = driver_loaded_at(log.records)
     for e in events:
         label = label_of.get(e.address, f"PCI {e.address}")
         if e.time is not None and e.time < since:
             older[label] += 1
             continue
+        if e.time is not None and loaded is not None and e.time < loaded:
+            before_load[label] += 1  # the GPUs were initialised afresh when the driver loaded
+            continue
         subjects.setdefault(label, []).append(e)
-    findings = [replace(judge_events(evs, window, older[label]), subject=label) for label, evs in subjects.items()]
+    gpu_of = {g.label: g for g in gpus}
+    findings = []
+    for label, evs in subjects.items():
+        g = gpu_of.get(label)
+        recovery = g.recovery_action if g is not None else None
+        problem = g.field_errors.get("recovery_action") if g is not None else None
+        findings.append(replace(judge_events(evs, window, older[label], recovery, problem, before_load[label]),
+                                subject=label))
     garbled = [rec.text[:120] for rec in unreadable if rec.time is None or rec.time >= since]
     if garbled:
         findings.append(warn(f"{len(garbled)} Xid line(s) too garbled to read, e.g. {garbled[-1]!r} ({window})",

@@ -3,7 +3,7 @@
 from datetime import datetime, timezone
 
 import pytest
-from gpu_fixtures import KERNLOG, by_subject, h100, hgx, make_host, only
+from gpu_fixtures import KERNLOG, by_subject, change, h100, hgx, make_host, only
 
 from gpunode.checks.xid import parse_events, pci_address, xid_events
 from gpunode.config import Config
@@ -278,3 +278,58 @@ def test_unknown_xid_is_described_by_the_drivers_words(tmp_path):
     results = by_subject(run(xid_events, make_host(tmp_path, hgx(1), runner=runner(journal=line))))
     r = results["GPU0"]
     assert r.status.value == "WARN" and "Xid 145 (RLW_REMAP Nonfatal XC0 i0 Link 02) x1" in r.message
+
+
+# --- Xid 154, NVML's recovery action, and Xids from before a reset or a driver load ---------
+
+
+def xid154_host(tmp_path, recovery=None):
+    """The HGX layout with journal-hgx-xid154.txt; recovery: {GPU index: NVML recovery action}."""
+    inv = hgx()
+    for index, action in (recovery or {}).items():
+        inv = change(inv, index, recovery_action=action)
+    return make_host(tmp_path, inv, runner=runner(journal=fixture("journal-hgx-xid154.txt")))
+
+
+def test_xid_154_asking_for_a_reset_or_reboot_fails(tmp_path):
+    # A recording without NVML's recovery action (None): judged on the log alone.
+    results = by_subject(run(xid_events, xid154_host(tmp_path)))
+    assert {s: r.status.value for s, r in results.items()} == {
+        "GPU0": "FAIL", "GPU1": "FAIL", "GPU2": "FAIL", "GPU3": "PASS", "GPU4": "PASS", "GPU5": "FAIL",
+        "GPU6": "PASS", "GPU7": "PASS"}
+    assert "critical Xid 154 (GPU recovery action changed) x1" in results["GPU2"].message
+    assert "Node Reboot Required" not in results["GPU3"].message  # cleared: back to none
+    assert results["GPU3"].message.startswith("only Xids that need no service: Xid 154")
+
+
+def test_nvml_recovery_action_pending_fails_even_without_a_log_line(tmp_path):
+    results = by_subject(run(xid_events, xid154_host(tmp_path, {1: 1, 6: 2})))
+    assert results["GPU1"].status.value == "FAIL"
+    assert results["GPU1"].message.startswith("NVML recovery action: GPU reset required; Xid 154 (GPU recovery")
+    assert results["GPU6"].status.value == "FAIL" and results["GPU6"].message.startswith(
+        "NVML recovery action: node reboot required")  # nothing in the log, the driver still says so
+    assert results["GPU6"].observed == {"recovery_action": 2}
+
+
+def test_xid_before_an_operators_reset_no_longer_fails(tmp_path):
+    # GPU0 and GPU5 were reset after their Xid 48 + 154: NVML reports no recovery action now.
+    results = by_subject(run(xid_events, xid154_host(tmp_path, {0: 0, 5: 0, 2: 0})))
+    r = results["GPU0"]
+    assert r.status.value == "WARN" and "dealt with: NVML reports no recovery action pending since" in r.message
+    assert "Xid 48 (double-bit ECC error) x1" in r.message
+    # A critical Xid after the reset still fails.
+    assert results["GPU5"].status.value == "FAIL" and "Xid 48 (double-bit ECC error) x1, last 2026-11-23 06:00:00Z" \
+        in results["GPU5"].message
+    assert results["GPU2"].status.value == "WARN"  # the reboot it asked for happened (driver says none)
+
+
+def test_xid_before_the_driver_loaded_is_not_judged(tmp_path):
+    r = by_subject(run(xid_events, xid154_host(tmp_path)))["GPU4"]
+    assert r.status.value == "PASS" and r.message == \
+        "no Xid (last 24 h, journalctl, this boot); 1 event(s) before the driver last loaded"
+
+
+def test_recovery_action_unreadable_is_said(tmp_path):
+    inv = change(hgx(1), 0, field_errors={"recovery_action": "not available in this NVML: no field"})
+    r = only(run(xid_events, make_host(tmp_path, inv, runner=runner(journal=fixture("journal-debian12.txt")))))
+    assert r.status.value == "PASS" and "recovery action not read: not available in this NVML" in r.message

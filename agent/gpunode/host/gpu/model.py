@@ -22,6 +22,19 @@ CLOCK_EVENT_BITS = {
 }
 
 
+# nvmlDeviceGpuRecoveryAction_t (nvml.h); the words Xid 154 prints for the same codes.
+RECOVERY_ACTIONS = {
+    0: "none",
+    1: "GPU reset required",
+    2: "node reboot required",
+    3: "drain P2P",
+    4: "drain and reset",
+    5: "recover IMEX domain",
+    6: "bus reset",
+    7: "system reboot",
+}
+
+
 def clock_event_names(mask: int | None) -> list[str]:
     if mask is None:
         return []
@@ -112,6 +125,9 @@ class GpuInfo:
     memory_reserved_bytes: int | None = None
     processes: list[GpuProcess] = field(default_factory=list)
     nvlinks: list[NvLink] = field(default_factory=list)
+    # What the driver says the GPU needs now (NVML_FI_DEV_GET_GPU_RECOVERY_ACTION, driver 550+):
+    # 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain and reset (RECOVERY_ACTIONS).
+    recovery_action: int | None = None
     fabric_state: str | None = None  # not_supported | not_started | in_progress | completed
     fabric_status: str | None = None  # the NVML return of the fabric registration, "success" when fine
     field_errors: dict[str, str] = field(default_factory=dict)

@@ -173,6 +173,7 @@ def _read_gpu(nvml, index: int) -> GpuInfo:
         info.memory_total_bytes, info.memory_used_bytes, info.memory_reserved_bytes = memory
     info.processes = _processes(nvml, handle, r)
     info.nvlinks = _nvlinks(nvml, handle, r)
+    info.recovery_action = r.get("recovery_action", lambda: _recovery_action(nvml, handle))
     fabric = r.get("fabric", lambda: _fabric(nvml, handle))
     if fabric is not None:
         info.fabric_state, info.fabric_status = fabric
@@ -239,6 +240,16 @@ def _nvlinks(nvml, handle, r: _Reader) -> list[NvLink]:
             setattr(entry, attr, None if value is None else int(value))
         links.append(entry)
     return links
+
+
+def _recovery_action(nvml, handle) -> int:
+    """The driver's GPU recovery action through the field-value API (no dedicated getter in
+    nvidia-ml-py); a driver without the field answers NotSupported (-> None)."""
+    field = nvml.NVML_FI_DEV_GET_GPU_RECOVERY_ACTION  # AttributeError: an nvidia-ml-py older than the field
+    value = nvml.nvmlDeviceGetFieldValues(handle, [field])[0]
+    if value.nvmlReturn != nvml.NVML_SUCCESS:
+        raise nvml.NVMLError(value.nvmlReturn)
+    return int(value.value.uiVal)
 
 
 def _fabric(nvml, handle) -> tuple[str, str]:
