@@ -186,12 +186,20 @@ def systemd_manager_setting(host, key: str) -> tuple[str | None, str | None, boo
     "memory.memlock.systemd",
     "systemd services (slurmd, containers) get unlimited locked memory",
     area="memory",
-    remediation="Set DefaultLimitMEMLOCK=infinity in /etc/systemd/system.conf.d/gpunode.conf "
-    "(section [Manager]), then systemctl daemon-reexec and restart the services.",
+    remediation="gpunode apply --profile training (slurmd drop-in LimitMEMLOCK=infinity, then restart slurmd); "
+    "other services: DefaultLimitMEMLOCK=infinity in /etc/systemd/system.conf.d/gpunode.conf ([Manager]).",
 )
 def memlock_systemd(ctx: AuditContext):
-    value, source, present = systemd_manager_setting(ctx.host, "DefaultLimitMEMLOCK")
+    from gpunode.tune.kinds.unit import limit_is, unit_limit
+
     expected = "infinity"
+    slurmd, where = unit_limit(ctx.host, "slurmd", "LimitMEMLOCK")
+    if slurmd is not None:  # Slurm jobs inherit slurmd's own limit, whatever the default is
+        if limit_is(slurmd, expected):
+            return ok(f"slurmd LimitMEMLOCK={slurmd} ({where})", observed=slurmd, expected=expected)
+        return bad(f"slurmd LimitMEMLOCK={slurmd} ({where}): Slurm jobs inherit it; RDMA and pinned CUDA "
+                   "memory need infinity", observed=slurmd, expected=expected)
+    value, source, present = systemd_manager_setting(ctx.host, "DefaultLimitMEMLOCK")
     if not present:
         return skip(f"no systemd manager configuration ({SYSTEMD_CONF})")
     if value is None:

@@ -1,21 +1,15 @@
-"""One generic check per profile setting (sysctl, sysfs, limits, cmdline, service, gpu, irq)."""
+"""One generic check per profile setting, judged by its kind (gpunode.tune.kinds)."""
 
 from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Check
+from gpunode.tune.kinds.registry import kind_of
 from gpunode.tune.profiles import Profile, Setting
-
-_KIND_AREA = {"limits": "memory", "cmdline": "kernel", "service": "services", "gpu": "gpu", "irq": "net"}
-_SYSCTL_AREA = {"vm": "memory", "kernel": "kernel", "net": "net", "fs": "kernel"}
 
 
 def area_of(setting: Setting) -> str:
-    if setting.area:
-        return setting.area
-    if setting.kind == "sysctl":
-        return _SYSCTL_AREA.get(setting.key.split(".")[0], "kernel")
-    return _KIND_AREA.get(setting.kind, "host")
+    return kind_of(setting).area_of(setting)
 
 
 def _runner(setting: Setting):
@@ -40,7 +34,7 @@ def setting_checks(profile: Profile) -> list[Check]:
                 tags=frozenset({"profile", *setting.tags}),
                 remediation=(f"gpunode apply --profile {profile.name} --only {setting.id}"
                              + (f"  ({setting.why})" if setting.why else "")),
-                needs_gpu=setting.kind == "gpu",
+                needs_gpu=kind_of(setting).needs_gpu,
             )
         )
     return checks

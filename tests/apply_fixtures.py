@@ -35,6 +35,7 @@ UNTUNED = {
     "/etc/security/limits.d/10-site.conf": "*  soft  nofile  4096\n",
     "/etc/default/grub": 'GRUB_DEFAULT=0\nGRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX_DEFAULT="quiet"\nGRUB_CMDLINE_LINUX="console=ttyS0"\n',
     "/proc/cmdline": "BOOT_IMAGE=/vmlinuz-6.1.0 root=UUID=1234 ro console=ttyS0 quiet\n",
+    "/sys/kernel/iommu_groups/0/type": "DMA\n",  # an IOMMU translates DMA: iommu=pt means something
     "/etc/sysctl.d/99-site.conf": "# site settings\nvm.max_map_count = 262144\n",
     # a NIC on NUMA node 1 (CPUs 4-7) with two of its four IRQs on node 0
     "/sys/class/net/eth0/operstate": "up\n",

@@ -29,7 +29,7 @@ def test_dry_run_plans_and_changes_nothing(tmp_path):
         "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor", "/sys/devices/system/cpu/cpu2/cpufreq/scaling_governor"]
     assert rows[("irq.nic-numa-local", "eth0 IRQ 40")]["target"] == "4 (node 1)"
     assert rows[("irq.nic-numa-local", "eth0 IRQ 42")]["target"] == "6 (node 1)"
-    grub = rows[("cmdline.iommu", "/etc/default/grub")]
+    grub = rows[("cmdline.iommu", "/etc/default/grub.d/90-gpunode.cfg")]
     assert grub["reboot_required"] and grub["status"] == "blocked" and "--allow-reboot-settings" in grub["note"]
     assert picture(root) == before
     assert not (tmp_path / "state").exists()
@@ -51,9 +51,10 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
     assert wrong == []
     assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() == "always\n"
     assert (root / "proc/sys/net/core/wmem_max").read_text() == "1048576000\n"
-    grub = (root / "etc/default/grub").read_text()
-    assert 'GRUB_CMDLINE_LINUX="console=ttyS0 iommu=pt"\n' in grub
-    assert stat.S_IMODE((root / "etc/default/grub").stat().st_mode) == 0o640
+    # the kernel parameter goes into a drop-in update-grub sources last; /etc/default/grub is left alone
+    dropin = (root / "etc/default/grub.d/90-gpunode.cfg").read_text()
+    assert dropin.endswith('GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} iommu=pt"\n')
+    assert before["/etc/default/grub"] == picture(root)["/etc/default/grub"]
     limits = (root / "etc/security/limits.d/90-gpunode.conf").read_text()
     assert "*        soft  memlock  unlimited" in limits and "*        hard  nofile   1048576" in limits
     sysctl_d = (root / "etc/sysctl.d/90-gpunode.conf").read_text()

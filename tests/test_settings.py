@@ -101,9 +101,15 @@ def test_limits_from_limits_d_override_limits_conf(tmp_path):
 def test_cmdline_parameter(tmp_path):
     c = setting_check("cmdline.iommu")
     ok = tree_host(tmp_path / "a", {"/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 iommu=pt quiet\n"})
-    bad = tree_host(tmp_path / "b", {"/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 quiet\n"})
+    grub_host = {"/proc/cmdline": "BOOT_IMAGE=/vmlinuz root=/dev/sda1 quiet\n", "/etc/default/grub": "",
+                 "/sys/kernel/iommu_groups/0/type": "DMA\n"}
+    bad = tree_host(tmp_path / "b", grub_host)
     assert statuses(run(c, ok)) == ["PASS"]
     assert statuses(run(c, bad)) == ["WARN"] and "(not set)" in run(c, bad)[0].message
+    # nothing here can change the kernel line: SKIP with the why, as the plan says it
+    no_loader = run(c, tree_host(tmp_path / "c", {k: v for k, v in grub_host.items() if "grub" not in k}))
+    assert statuses(no_loader) == ["SKIP"]
+    assert no_loader[0].message.startswith("not applicable here: no boot loader configuration")
 
 
 def service_runner(unit, load, active):
@@ -119,7 +125,7 @@ def test_service_states(tmp_path):
     assert statuses(run(c, tree_host(tmp_path / "b", runner=service_runner("irqbalance", "loaded", "inactive")))) == ["PASS"]
     assert statuses(run(c, tree_host(tmp_path / "c", runner=service_runner("irqbalance", "not-found", "inactive")))) == ["PASS"]
     no_systemd = run(c, tree_host(tmp_path / "d"))
-    assert statuses(no_systemd) == ["SKIP"] and "systemctl not available" in no_systemd[0].message
+    assert statuses(no_systemd) == ["SKIP"] and "not applicable here: no systemd" in no_systemd[0].message
 
 
 def test_fabricmanager_only_on_nvswitch_systems(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gpunode import __version__
 from gpunode.host import Facts, Host, facts_to_json
+from gpunode.host.facts.kernel_config import copy_binary_files
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import LiveGpuSource
 from gpunode.host.runner import RecordingRunner
@@ -47,6 +48,8 @@ def prepare_snapshot_dir(directory: Path) -> None:
 def write_snapshot(directory: Path, host: Host, sysroot: RecordingSysRoot, runner: RecordingRunner) -> None:
     prepare_snapshot_dir(directory)
     sysroot.save(directory)
+    # capability detection reads the kernel's gzip config as bytes, past the text recorder
+    copy_binary_files(str(sysroot.root), str(directory / "files"))
     runner.save(directory / "commands.json")
     try:
         inventory = host.gpu.inventory(timeout=30)

@@ -9,15 +9,13 @@ from dataclasses import dataclass, field
 
 from gpunode.audit.context import AuditContext
 from gpunode.host.gpu.control import GpuControlError
-from gpunode.tune.kinds import is_satisfied, observe
+from gpunode.tune.kinds import is_satisfied, kind_of, observe
+from gpunode.tune.kinds.base import VERIFY_ALL, VERIFY_NONE
 from gpunode.tune.kinds.change import Change
 
 from . import actions
 from .actions import ApplyEnv, ApplyError
 from .rollback import RestoreResult, restore_all
-
-# Settings whose effect the audit sees only later (reboot, GPU reset) or through NVML.
-_NO_SETTING_VERIFY = ("cmdline", "gpu")
 
 
 @dataclass
@@ -97,10 +95,10 @@ def _last_of_setting(writes: list[Change], n: int) -> bool:
 def _verify_setting(env: ApplyEnv, plan, setting_id: str, subjects: set[str]) -> None:
     """Audit's own judgement after the writes: apply sets exactly what audit verifies."""
     setting = plan.setting(setting_id)
-    if setting is None or setting.kind in _NO_SETTING_VERIFY:
+    if setting is None or kind_of(setting).verify == VERIFY_NONE:
         return
     observed = observe(AuditContext(host=env.host, profile=plan.profile), setting)
-    if setting.kind in ("limits", "irq", "service"):
+    if kind_of(setting).verify == VERIFY_ALL:
         subjects = {o.subject for o in observed}  # one file or unit covers every subject
     wrong = [o for o in observed if o.subject in subjects and o.value is not None and not is_satisfied(setting, o)]
     if wrong:

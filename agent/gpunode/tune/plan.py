@@ -9,22 +9,9 @@ from dataclasses import dataclass, field
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped
 from gpunode.ids import matches_any, unmatched
-from gpunode.tune.kinds import (
-    cmdline,
-    condition_holds,
-    gpu,
-    irq,
-    is_satisfied,
-    limits,
-    observe,
-    service,
-    sysctl,
-    sysfs,
-)
+from gpunode.tune.kinds import assess, kind_of
 from gpunode.tune.kinds.change import Change, PlannedFiles
 from gpunode.tune.profiles import Profile, Setting
-
-_PLANNERS = {"sysctl": sysctl, "sysfs": sysfs, "limits": limits, "cmdline": cmdline, "service": service, "irq": irq}
 
 
 @dataclass
@@ -68,30 +55,27 @@ def make_plan(host, profile: Profile, settings: list[Setting], allow_reboot: boo
     plan = Plan(profile, settings)
     for setting in settings:
         try:
-            applies, why_not = condition_holds(ctx, setting.when)
-            if not applies:
-                plan.skipped.append((setting.id, f"not applicable: {why_not}"))
-                continue
-            observed = observe(ctx, setting)
+            a = assess(ctx, setting)
         except (CheckSkipped, TimeoutError) as exc:
             plan.skipped.append((setting.id, str(exc)))
             continue
-        readable = [o for o in observed if o.value is not None and not o.extra.get("error")]
-        if not readable:
-            note = observed[0].note if observed else ""
-            plan.skipped.append((setting.id, "absent on this host" + (f" ({note})" if note else "")))
+        if a.skip_reason:
+            plan.skipped.append((setting.id, a.skip_reason))
             continue
-        wrong = [o for o in readable if not is_satisfied(setting, o)]
-        if not wrong:
+        if not a.wrong:
             plan.satisfied.append(setting.id)
             continue
-        if setting.kind == "gpu":
-            changes = gpu.plan(host, setting, wrong, ctx.gpus())
-        else:
-            changes = _PLANNERS[setting.kind].plan(host, setting, wrong, files, allow_reboot=allow_reboot)
+        changes = kind_of(setting).plan(ctx, setting, a.wrong, files, allow_reboot=allow_reboot)
         for change in changes:
             change.needs_root = change.needs_root and host.sys.is_live
             if change.action == "knob" and not change.blocked and _read_only_here(host, change.target):
                 change.blocked = "read-only here (a container or network namespace: the host owns this knob)"
-        plan.changes += changes
+        plan.changes += _new_units(plan.changes, changes)
     return plan
+
+
+def _new_units(planned: list[Change], changes: list[Change]) -> list[Change]:
+    """One change per systemd unit: gpu.persistence_mode through nvidia-persistenced and
+    service.nvidia-persistenced would both start the same daemon."""
+    units = {c.target for c in planned if c.action == "service"}
+    return [c for c in changes if c.action != "service" or c.target not in units]

@@ -21,7 +21,6 @@ from gpunode.ids import setting_id as make_setting_id
 from gpunode.inputs import InputError, load_yaml, parse_yaml
 
 SHIPPED_DIR = Path(__file__).parent / "shipped_profiles"
-KINDS = ("sysctl", "sysfs", "limits", "cmdline", "service", "gpu", "irq")
 OPS = ("=", ">=", "<=")
 CONDITIONS = ("always", "gpu", "nvswitch", "infiniband", "nvme")
 _FIELDS = {"kind", "key", "target", "op", "why", "path", "severity", "area", "tags", "when", "remove"}
@@ -102,21 +101,28 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def parse_setting(raw: Any, where: str) -> Setting | tuple[str, None]:
-    """One settings entry -> Setting (or (id, None) for a removal). Raises ProfileError."""
+def parse_setting(raw: Any, source: str, index: int | None = None) -> Setting | tuple[str, None]:
+    """One settings entry -> Setting (or (id, None) for a removal), its target validated by its
+    kind. Raises ProfileError as one line `<source>: <setting id>: <problem>`."""
+    from gpunode.tune.kinds.registry import KINDS
+    from gpunode.tune.kinds.values import SettingInvalid
+
+    where = source if index is None else f"{source}: settings[{index}]"
     if not isinstance(raw, dict):
         raise ProfileError(f"{where}: a setting must be a mapping, got {type(raw).__name__}")
     unknown = set(raw) - _FIELDS
     if unknown:
-        raise ProfileError(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
-    kind, key = raw.get("kind"), raw.get("key")
-    if kind not in KINDS:
-        raise ProfileError(f"{where}: unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
-    if not isinstance(key, str) or not key:
+        raise ProfileError(f"{where}: unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    kind_name, key = raw.get("kind"), raw.get("key")
+    if not isinstance(kind_name, str) or kind_name not in KINDS:
+        raise ProfileError(f"{where}: unknown kind {kind_name!r}; kinds: {', '.join(KINDS)}")
+    if not isinstance(key, str) or not key.strip():
         raise ProfileError(f"{where}: missing or empty 'key'")
-    where = f"{where} ({make_setting_id(kind, key)})"
+    kind = KINDS[kind_name]
+    where = f"{source}: {make_setting_id(kind_name, key)!r}" if not key.isprintable() else \
+        f"{source}: {make_setting_id(kind_name, key)}"
     if raw.get("remove"):
-        return (make_setting_id(kind, key), None)
+        return (make_setting_id(kind_name, key), None)
     if "target" not in raw:
         raise ProfileError(f"{where}: missing 'target'")
     target = raw["target"]
@@ -133,29 +139,20 @@ def parse_setting(raw: Any, where: str) -> Setting | tuple[str, None]:
     when = raw.get("when", "always")
     if when not in CONDITIONS:
         raise ProfileError(f"{where}: when {when!r} not one of {', '.join(CONDITIONS)}")
-    path = raw.get("path")
-    if kind == "sysfs" and (not isinstance(path, str) or not path.startswith("/sys/")):
-        raise ProfileError(f"{where}: a sysfs setting needs 'path', an absolute glob under /sys/")
     tags = raw.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t.isprintable() for t in tags):
         raise ProfileError(f"{where}: tags must be a list of strings")
-    from gpunode.tune.kinds import validate_key
-
-    problem = validate_key(kind, key, target)
-    if problem:
-        raise ProfileError(f"{where}: {problem}")
-    return Setting(
-        kind=kind,
-        key=key,
-        target=target,
-        op=op,
-        why=str(raw.get("why", "")),
-        path=path,
-        severity=severity,
-        area=raw.get("area"),
-        tags=tuple(tags),
-        when=when,
-    )
+    area, why = raw.get("area"), raw.get("why", "")
+    if area is not None and (not isinstance(area, str) or not area.isidentifier()):
+        raise ProfileError(f"{where}: area must be a word such as net")
+    if not isinstance(why, str) or not why.isprintable():
+        raise ProfileError(f"{where}: why must be one line of text")
+    setting = Setting(kind=kind_name, key=key, target=target, op=op, why=why, path=raw.get("path"),
+                      severity=severity, area=area, tags=tuple(tags), when=when)
+    try:
+        return kind.validate(setting)
+    except SettingInvalid as exc:
+        raise ProfileError(f"{where}: {exc}") from None
 
 
 def _numeric_target(target: Any) -> bool:
@@ -173,7 +170,7 @@ def _merge_settings(profile: Profile, entries: Any, path: Path) -> None:
     if not isinstance(entries, list):
         raise ProfileError(f"{path}: 'settings' must be a list")
     for i, raw in enumerate(entries):
-        parsed = parse_setting(raw, f"{path}: settings[{i}]")
+        parsed = parse_setting(raw, str(path), i)
         if isinstance(parsed, tuple):
             profile.settings.pop(parsed[0], None)
         else:
@@ -217,13 +214,15 @@ def load_profile(
 def apply_set(profile: Profile, setting_id: str, value: str) -> None:
     """`--set sysctl.vm.swappiness=5` (or the old `sysctl/vm.swappiness=5`): change the target of
     a setting the profile has."""
+    from gpunode.tune.kinds.registry import kind_names
+
     given, setting_id = setting_id, normalise(setting_id)
     existing = profile.settings.get(setting_id)
     if existing is None:
         kind, _, key = setting_id.partition(".")
         raise ProfileError(
             f"--set {given}: the profile has no such setting"
-            + ("" if kind in KINDS and key else " (ids look like sysctl.vm.swappiness)")
+            + ("" if kind in kind_names() and key else " (ids look like sysctl.vm.swappiness)")
         )
     try:
         target: Any = parse_yaml(value, f"--set {setting_id}") if value.strip() else value
@@ -243,7 +242,7 @@ def apply_set(profile: Profile, setting_id: str, value: str) -> None:
         raw["path"] = existing.path
     if existing.area:
         raw["area"] = existing.area
-    parsed = parse_setting(raw, f"--set {setting_id}")
+    parsed = parse_setting(raw, "--set")
     profile.settings[setting_id] = replace(parsed, source="--set")
 
 

@@ -1,29 +1,20 @@
-"""Setting kinds: how each kind of profile setting is read and judged (and, for apply, written).
+"""Setting kinds: how each kind of profile setting is validated, observed, judged and planned
+(one SettingKind class per kind, by name in gpunode.tune.kinds.registry).
 
-Audit and apply use the same `observe` and `is_satisfied`, so what apply sets is exactly what
-audit verifies.
+Audit and apply share `assess`, so what apply plans (or calls not applicable here) is exactly
+what audit judges (or SKIPs with the same why).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from gpunode.audit.engine import CheckSkipped, Finding, bad, error, ok, skip
-from gpunode.tune.kinds import cmdline, gpu, irq, limits, service, sysctl, sysfs
-from gpunode.tune.kinds.base import Observed, satisfies
+from gpunode.tune.kinds.base import Observed
+from gpunode.tune.kinds.registry import kind_of
 from gpunode.tune.profiles import Setting, format_value
 
-_VALIDATORS = {
-    "sysctl": sysctl.validate,
-    "sysfs": sysfs.validate,
-    "limits": limits.validate,
-    "cmdline": cmdline.validate,
-    "service": service.validate,
-    "gpu": gpu.validate,
-    "irq": irq.validate,
-}
-
-
-def validate_key(kind: str, key: str, target) -> str | None:
-    return _VALIDATORS[kind](key, target)
+NOT_APPLICABLE = "not applicable here"
 
 
 def condition_holds(ctx, when: str) -> tuple[bool, str]:
@@ -53,62 +44,73 @@ def has_nvswitch(ctx) -> bool:
     return any(g.fabric_state not in (None, "not_supported") for g in inv.gpus)
 
 
-def observe(ctx, setting: Setting) -> list[Observed]:
-    host = ctx.host
-    if setting.kind == "gpu":
-        return gpu.observe(host, setting, ctx.gpus())
-    module = {"sysctl": sysctl, "sysfs": sysfs, "limits": limits, "cmdline": cmdline, "service": service, "irq": irq}[
-        setting.kind
-    ]
-    return module.observe(host, setting)
+@dataclass
+class Assessment:
+    """One setting on one host: not applicable (why), absent (why), or its observations and
+    the subjects not at the target (`wrong`)."""
+
+    setting: Setting
+    not_applicable: str = ""
+    absent: str = ""
+    observed: list[Observed] = field(default_factory=list)
+    wrong: list[Observed] = field(default_factory=list)
+
+    @property
+    def skip_reason(self) -> str:
+        return f"{NOT_APPLICABLE}: {self.not_applicable}" if self.not_applicable else self.absent
 
 
-def is_satisfied(setting: Setting, obs: Observed) -> bool:
-    if setting.kind == "gpu":
-        return gpu.gpu_satisfies(setting, obs)
-    if setting.kind == "service":
-        return service.service_satisfies(setting.target, obs.value)
-    if setting.kind == "irq":
-        return obs.value is True
-    return satisfies(setting.op, obs.value, setting.target)
+def assess(ctx, setting: Setting) -> Assessment:
+    kind = kind_of(setting)
+    applies, why_not = condition_holds(ctx, setting.when)
+    if not applies:
+        return Assessment(setting, not_applicable=why_not)
+    why_not = kind.precondition(ctx, setting)
+    if why_not:
+        return Assessment(setting, not_applicable=why_not)
+    observed = kind.observe(ctx, setting)
+    readable = [o for o in observed if o.value is not None and not o.extra.get("error")]
+    if not readable:
+        if observed and kind.needs_gpu:  # per-GPU errors and "not supported" are judged one by one
+            return Assessment(setting, observed=observed)
+        note = observed[0].note if observed else ""
+        absent = f"knob absent on this host: {kind.where(setting)}" + (f" ({note})" if note else "")
+        return Assessment(setting, absent=absent, observed=observed)
+    wrong = [o for o in readable if not kind.satisfied(setting, o)]
+    why_not = kind.cannot_apply(ctx, setting, wrong) if wrong else None
+    return Assessment(setting, not_applicable=why_not or "", observed=observed, wrong=wrong)
 
 
 def judge(ctx, setting: Setting) -> list[Finding]:
     """The audit of one setting: one finding, or one per GPU for gpu settings."""
-    applies, why_not = condition_holds(ctx, setting.when)
-    if not applies:
-        return [skip(f"not applicable: {why_not}")]
-    observed = observe(ctx, setting)
-    if not observed:
-        return [skip(_absent_reason(setting))]
+    a = assess(ctx, setting)
+    if a.skip_reason:
+        return [skip(a.skip_reason)]
+    kind = kind_of(setting)
     expected = setting.target_text
-    if setting.kind == "gpu":
-        return [_judge_one(setting, o, expected) for o in observed]
-    readable = [o for o in observed if o.value is not None]
-    if not readable:
-        note = observed[0].note
-        return [skip(_absent_reason(setting) + (f" ({note})" if note else ""))]
-    wrong = [o for o in readable if not is_satisfied(setting, o)]
+    if kind.needs_gpu:
+        return [_judge_one(setting, o, expected) for o in a.observed]
+    readable = [o for o in a.observed if o.value is not None]
     values = _summarize(readable)
-    if not wrong:
+    if not a.wrong:
         return [ok(f"{values}", observed=values, expected=expected)]
+    shown = [f"{format_value(o.value)}{' (' + o.note + ')' if o.note else ''}" for o in a.wrong]
     if len(readable) == 1:
-        o = wrong[0]
-        return [bad(f"{format_value(o.value)}{' (' + o.note + ')' if o.note else ''}; expected {expected}",
-                    observed=values, expected=expected)]
-    detail = "; ".join(f"{o.subject}: {format_value(o.value)}{' (' + o.note + ')' if o.note else ''}" for o in wrong[:4])
-    more = f" and {len(wrong) - 4} more" if len(wrong) > 4 else ""
+        return [bad(f"{shown[0]}; expected {expected}", observed=values, expected=expected)]
+    detail = "; ".join(f"{o.subject}: {text}" for o, text in zip(a.wrong[:4], shown, strict=False))
+    more = f" and {len(a.wrong) - 4} more" if len(a.wrong) > 4 else ""
     return [bad(f"{detail}{more}; expected {expected}", observed=values, expected=expected)]
 
 
 def _judge_one(setting: Setting, o: Observed, expected: str) -> Finding:
+    kind = kind_of(setting)
     if o.extra.get("error"):
         return error(f"cannot read: {o.extra['error']}", subject=o.subject)
     if o.value is None:
         return skip("not supported on this GPU", subject=o.subject)
-    value = format_value(o.value) + (" W" if setting.key == "power_limit" else "")
+    value = kind.show(setting, o)
     note = f" ({o.note})" if o.note else ""
-    if is_satisfied(setting, o):
+    if kind.satisfied(setting, o):
         return ok(f"{value}{note}", observed=o.value, expected=expected, subject=o.subject)
     return bad(f"{value}{note}; expected {expected}", observed=o.value, expected=expected, subject=o.subject)
 
@@ -125,9 +127,13 @@ def _summarize(observed: list[Observed]) -> str:
     return ", ".join(f"{v} ×{n}" for v, n in counts.items())
 
 
-def _absent_reason(setting: Setting) -> str:
-    where = setting.path or (sysctl.sysctl_path(setting.key) if setting.kind == "sysctl" else setting.key)
-    return f"knob absent on this host: {where}"
+def observe(ctx, setting: Setting) -> list[Observed]:
+    return kind_of(setting).observe(ctx, setting)
 
 
-__all__ = ["CheckSkipped", "Observed", "condition_holds", "is_satisfied", "judge", "observe", "validate_key"]
+def is_satisfied(setting: Setting, obs: Observed) -> bool:
+    return kind_of(setting).satisfied(setting, obs)
+
+
+__all__ = ["Assessment", "CheckSkipped", "Observed", "assess", "condition_holds", "is_satisfied", "judge",
+           "kind_of", "observe"]

@@ -1,9 +1,12 @@
-"""What every setting kind shares: an observation per subject and the comparison rules."""
+"""What every setting kind shares: the SettingKind protocol (one class per kind, registered in
+gpunode.tune.kinds.registry), an observation per subject, and the comparison rules."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from gpunode.tune.kinds.values import SettingInvalid, knob_value, one_line
 
 UNLIMITED = "unlimited"
 
@@ -89,3 +92,79 @@ def plan_knob_writes(setting, wrong: list[Observed]) -> list:
                    current_text=str(obs.value), after_text=after)
         )
     return changes
+
+
+# Where a kind's value is kept across a reboot (class attribute `persists_in`), read by
+# gpunode.tune.persist: it writes sysctl.d and the boot spec; the others persist by themselves.
+SYSCTL_D = "/etc/sysctl.d"  # gpunode.tune.persist writes the value into its sysctl.d file
+BOOT_SPEC = "boot spec"  # runtime only: re-applied at boot by gpunode-apply.service
+ITSELF = "itself"  # a file, a unit's enablement, the boot loader, the GPU's own memory
+# How apply verifies a kind after writing (class attribute `verify`), read by gpunode.tune.execute.
+VERIFY_SUBJECTS = "subjects"  # re-judge the subjects written
+VERIFY_ALL = "all"  # one file or unit covers every subject: re-judge them all
+VERIFY_NONE = "none"  # the effect shows only later (reboot, GPU reset) or through NVML
+
+
+class SettingKind:
+    """One kind of profile setting: how its values are validated, observed, judged and planned.
+
+    The facts about a kind are class attributes; everything else asks the registry
+    (gpunode.tune.kinds.registry.kind_of) instead of comparing kind names.
+    """
+
+    name: ClassVar[str]
+    area: ClassVar[str] = "host"  # audit area when the setting names none
+    needs_gpu: ClassVar[bool] = False  # observed through NVML: the audit skips it without GPUs
+    needs_reboot: ClassVar[bool] = False  # a change takes effect at the next boot only
+    persists_in: ClassVar[str] = ITSELF
+    verify: ClassVar[str] = VERIFY_SUBJECTS
+    signed_values: ClassVar[bool] = False  # may a numeric target be below zero?
+
+    def validate(self, setting):
+        """-> the setting with normalised fields; raises SettingInvalid naming the problem."""
+        self.validate_key(setting.key)
+        if setting.path is not None:
+            raise SettingInvalid(f"'path' is only for sysfs settings, not {self.name}")
+        return replace(setting, target=self.validate_target(setting.key, setting.target))
+
+    def validate_key(self, key: str) -> None:
+        one_line(key, "key")
+
+    def validate_target(self, key: str, target: Any) -> Any:
+        return knob_value(target, "target", signed=self.signed_values)
+
+    def persistence(self, setting) -> str:
+        """Where this setting's value is kept across a reboot (SYSCTL_D, BOOT_SPEC, ITSELF)."""
+        return self.persists_in
+
+    def area_of(self, setting) -> str:
+        return setting.area or self.area
+
+    def precondition(self, ctx, setting) -> str | None:
+        """Why this setting cannot even be observed here (no systemd, no GPU), or None."""
+        return None
+
+    def observe(self, ctx, setting) -> list[Observed]:
+        raise NotImplementedError
+
+    def satisfied(self, setting, obs: Observed) -> bool:
+        return satisfies(setting.op, obs.value, setting.target)
+
+    def cannot_apply(self, ctx, setting, wrong: list[Observed]) -> str | None:
+        """Why the wrong subjects cannot be changed here (a module the kernel lacks, a read-only
+        mount, no boot loader), or None. Plan and audit both say "not applicable here: <why>"."""
+        return None
+
+    def plan(self, ctx, setting, wrong: list[Observed], files, allow_reboot: bool = False) -> list:
+        """The Changes (gpunode.tune.kinds.change) that bring the wrong subjects to the target."""
+        raise NotImplementedError
+
+    def where(self, setting) -> str:
+        """Where the knob lives, for "knob absent on this host: <where>"."""
+        return setting.path or setting.key
+
+    def show(self, setting, obs: Observed) -> str:
+        """An observed value as the audit prints it."""
+        from gpunode.tune.profiles import format_value
+
+        return format_value(obs.value)

@@ -1,18 +1,34 @@
-"""Kernel command line parameters (/proc/cmdline). Changing one needs a reboot."""
+"""Kernel command line parameters (/proc/cmdline). A change takes effect at the next boot.
+
+Written the way the distribution expects (gpunode.host.facts.boot_loader):
+- Debian/Ubuntu: a drop-in /etc/default/grub.d/90-gpunode.cfg that update-grub sources after
+  /etc/default/grub; gpunode's parameters are appended to GRUB_CMDLINE_LINUX_DEFAULT, the end
+  of the kernel line, so they win over an earlier value of the same parameter;
+- RHEL/Rocky BLS: `grubby --update-kernel=ALL --args=...` (action "grubby").
+update-grub sources these files as shell: every token is checked against a kernel-parameter
+grammar when the profile is loaded, and the file is rendered from those tokens only.
+"""
 
 from __future__ import annotations
 
 import re
 
-from gpunode.tune.kinds.base import Observed
+from gpunode.host.facts.boot_loader import BLS_ENTRIES, BLS_GRUBBY, GRUB_DROPIN_DIR, boot_loader
+from gpunode.host.facts.iommu import param_not_applicable
+from gpunode.tune.kinds.base import VERIFY_NONE, Observed, SettingKind
+from gpunode.tune.kinds.values import MAX_INT64, SettingInvalid, whole_number
 
 NOT_SET = "(not set)"
-
-
-def validate(key: str, target) -> str | None:
-    if " " in key or "=" in key:
-        return f"cmdline key {key!r} must be a parameter name such as iommu"
-    return None
+DROPIN = f"{GRUB_DROPIN_DIR}/90-gpunode.cfg"
+# Parameter names: letters, digits, _ - and . (module.param); values add , : + / @ % =.
+# No quotes, $, backticks, ;, spaces, backslashes, |, &, <, >, (, ), {, }, *, ?, !, #, ~.
+PARAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:+/@%=-]{1,256}$")
+_DROPIN_LINE = re.compile(r'^GRUB_CMDLINE_LINUX_DEFAULT="\$\{GRUB_CMDLINE_LINUX_DEFAULT\}((?: [^ "$`\\]+)*)"$')
+DROPIN_HEADER = (
+    "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
+    "# update-grub sources this after /etc/default/grub: gpunode's kernel parameters go last.\n"
+)
 
 
 def parse_cmdline(text: str) -> dict[str, str | bool]:
@@ -21,19 +37,6 @@ def parse_cmdline(text: str) -> dict[str, str | bool]:
         name, sep, value = token.partition("=")
         params[name] = value if sep else True
     return params
-
-
-def observe(host, setting) -> list[Observed]:
-    text = host.sys.read("/proc/cmdline")
-    if text is None:
-        return [Observed("/proc/cmdline", None)]
-    return [Observed("/proc/cmdline", parse_cmdline(text).get(setting.key, NOT_SET), extra={"reboot": True})]
-
-
-# --- write side: GRUB_CMDLINE_LINUX in /etc/default/grub (takes effect after update-grub + reboot)
-GRUB_DEFAULT = "/etc/default/grub"
-_GRUB_LINE = re.compile(r"""^(\s*GRUB_CMDLINE_LINUX=)(["']?)(.*?)\2\s*$""")
-_GRUB_DEFAULT_LINE = re.compile(r"""^(\s*GRUB_CMDLINE_LINUX_DEFAULT=)(["']?)(.*?)\2\s*$""")
 
 
 def param_token(key: str, target) -> str | None:
@@ -45,65 +48,9 @@ def param_token(key: str, target) -> str | None:
     return f"{key}={target}"
 
 
-def _edit_line(lines: list[str], pattern, key: str, token: str | None) -> tuple[str, str] | None:
-    """Drop `key` from the last line the pattern matches (and append `token`): -> (old, new value)."""
-    for i in range(len(lines) - 1, -1, -1):
-        match = pattern.match(lines[i].rstrip("\n"))
-        if not match:
-            continue
-        prefix, quote, value = match.groups()
-        tokens = [t for t in value.split() if t.partition("=")[0] != key] + ([token] if token else [])
-        new_value = " ".join(tokens)
-        newline = "\n" if lines[i].endswith("\n") else ""
-        lines[i] = f'{prefix}{quote or chr(34)}{new_value}{quote or chr(34)}{newline}'
-        return value, new_value
-    return None
-
-
-def edit_grub(text: str, key: str, target) -> tuple[str, str, str] | None:
-    """-> (new text, old value, new value) of the last GRUB_CMDLINE_LINUX line, or None if absent.
-    The key is also dropped from GRUB_CMDLINE_LINUX_DEFAULT: GRUB puts that after
-    GRUB_CMDLINE_LINUX on the kernel line, and for a repeated parameter the last one wins."""
-    lines = text.splitlines(keepends=True)
-    edited = _edit_line(lines, _GRUB_LINE, key, param_token(key, target))
-    if edited is None:
-        return None
-    _edit_line(lines, _GRUB_DEFAULT_LINE, key, None)
-    return "".join(lines), *edited
-
-
-def plan(host, setting, wrong: list[Observed], files, allow_reboot: bool = False, **_) -> list:
-    from gpunode.tune.kinds.change import Change
-
-    if not wrong:
-        return []
-    current = format_param(setting.key, wrong[0].value)
-    wanted = param_token(setting.key, setting.target) or f"(no {setting.key})"
-    text = files.text(GRUB_DEFAULT)
-    edited = edit_grub(text, setting.key, setting.target) if text is not None else None
-    if edited is None:
-        return [Change(setting.id, "/proc/cmdline", "file", GRUB_DEFAULT, None, None, current_text=current,
-                       after_text=wanted, reboot_required=True,
-                       blocked=f"no GRUB_CMDLINE_LINUX in {GRUB_DEFAULT}: add {wanted} to the boot loader by hand")]
-    new_text, old_value, new_value = edited
-    if old_value.split() == new_value.split() and new_text.split() == text.split():
-        return [Change(setting.id, "/proc/cmdline", "file", GRUB_DEFAULT, None, None, current_text=current,
-                       after_text=wanted, reboot_required=True,
-                       blocked=f"already in {GRUB_DEFAULT}; reboot to take effect")]
-    blocked = "" if allow_reboot else "needs a reboot: rerun with --allow-reboot-settings to edit GRUB"
-    change = files.write_text(
-        setting.id, GRUB_DEFAULT, new_text, current_text=current, after_text=wanted, reboot_required=True,
-        blocked=blocked, note=f'GRUB_CMDLINE_LINUX="{old_value}" -> "{new_value}"' + _default_note(text, setting.key),
-        post=[["update-grub"]],
-    )
-    return [change] if change else []
-
-
-def _default_note(text: str, key: str) -> str:
-    default = _edit_line(text.splitlines(keepends=True), _GRUB_DEFAULT_LINE, key, None)
-    if default is None or default[0].split() == default[1].split():
-        return ""
-    return f'; GRUB_CMDLINE_LINUX_DEFAULT="{default[0]}" -> "{default[1]}" (it would override {key})'
+def valid_token(token: str) -> bool:
+    name, sep, value = token.partition("=")
+    return bool(PARAM_NAME.match(name)) and (not sep or bool(PARAM_VALUE.match(value)))
 
 
 def format_param(key: str, value) -> str:
@@ -112,3 +59,115 @@ def format_param(key: str, value) -> str:
     if value == NOT_SET or value is None:
         return f"(no {key})"
     return f"{key}={value}"
+
+
+# --- the Debian drop-in: one line gpunode writes and reads back ---------------------------------
+def dropin_tokens(text: str | None) -> list[str] | None:
+    """The parameters in gpunode's drop-in ([] when absent), None when it is not gpunode's format."""
+    if text is None:
+        return []
+    tokens: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _DROPIN_LINE.match(line)
+        if not match:
+            return None
+        tokens += match.group(1).split()
+    return tokens if all(valid_token(t) for t in tokens) else None
+
+
+def render_dropin(tokens: list[str]) -> str:
+    for token in tokens:  # the last guard before a shell-sourced file
+        if not valid_token(token):
+            raise ValueError(f"refusing to write kernel parameter {token!r} into {DROPIN}")
+    return DROPIN_HEADER + 'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} ' + " ".join(tokens) + '"\n'
+
+
+def with_param(tokens: list[str], key: str, target) -> list[str]:
+    token = param_token(key, target)
+    return [t for t in tokens if t.partition("=")[0] != key] + ([token] if token else [])
+
+
+class Cmdline(SettingKind):
+    name = "cmdline"
+    area = "kernel"
+    needs_reboot = True
+    verify = VERIFY_NONE  # /proc/cmdline changes at the next boot
+
+    def validate_key(self, key: str) -> None:
+        if not PARAM_NAME.match(key):
+            raise SettingInvalid(f"cmdline key {key!r} must be a kernel parameter name such as iommu "
+                                 "(letters, digits, _ - .)")
+
+    def validate_target(self, key, target):
+        if isinstance(target, bool):
+            return target
+        if isinstance(target, (int, float)):
+            return whole_number(target, "target", 0, MAX_INT64)
+        if not isinstance(target, str) or not PARAM_VALUE.match(target):
+            raise SettingInvalid(f"target {target!r} is not a kernel parameter value: use letters, digits "
+                                 "and _.,:+/@%=- only (no spaces, quotes, $, `, ;, \\)")
+        return target
+
+    def observe(self, ctx, setting) -> list[Observed]:
+        text = ctx.host.sys.read("/proc/cmdline")
+        if text is None:
+            return [Observed("/proc/cmdline", None)]
+        pending = self._pending(ctx.host, setting)
+        return [Observed("/proc/cmdline", parse_cmdline(text).get(setting.key, NOT_SET),
+                         note=f"set for the next boot in {pending}; reboot pending" if pending else "",
+                         extra={"reboot": True, "pending": bool(pending)})]
+
+    def _pending(self, host, setting) -> str | None:
+        """Where the wanted parameter already waits for the next boot (gpunode's drop-in)."""
+        token = param_token(setting.key, setting.target)
+        return DROPIN if token and token in (dropin_tokens(host.sys.read(DROPIN)) or []) else None
+
+    def cannot_apply(self, ctx, setting, wrong) -> str | None:
+        why = param_not_applicable(ctx.host, setting.key, setting.target)
+        return why or boot_loader(ctx.host).why_not or None
+
+    def plan(self, ctx, setting, wrong, files, allow_reboot=False) -> list:
+        from gpunode.tune.kinds.change import Change
+
+        if not wrong:
+            return []
+        current = format_param(setting.key, wrong[0].value)
+        wanted = param_token(setting.key, setting.target) or f"(no {setting.key})"
+        loader = boot_loader(ctx.host)
+        gate = "" if allow_reboot else "needs a reboot: rerun with --allow-reboot-settings to change the boot loader"
+        common = {"current_text": current, "after_text": wanted, "reboot_required": True}
+        if loader.style == BLS_GRUBBY:
+            return [self._plan_grubby(setting, loader.grubby, gate, common)]
+        tokens = dropin_tokens(files.text(DROPIN))
+        if tokens is None:
+            return [Change(setting.id, "/proc/cmdline", "file", DROPIN, None, None, **common,
+                           blocked=f"{DROPIN} is not in the format gpunode writes; fix or remove it by hand")]
+        if setting.target is False and wrong[0].value is not NOT_SET and setting.key not in {
+                t.partition("=")[0] for t in tokens}:
+            return [Change(setting.id, "/proc/cmdline", "file", DROPIN, None, None, **common,
+                           blocked=f"{setting.key} comes from the boot loader's own configuration; "
+                                   "remove it there by hand")]
+        new = with_param(tokens, setting.key, setting.target)
+        if new == tokens:
+            return [Change(setting.id, "/proc/cmdline", "file", DROPIN, None, None, **common,
+                           blocked=f"already in {DROPIN}; reboot to take effect")]
+        text = render_dropin(new) if new else None
+        from gpunode.tune.kinds.change import FileState
+
+        state = FileState(True, text.encode(), 0o644) if text else FileState(False)
+        change = files.change(setting.id, DROPIN, state, **common, blocked=gate, post=[["update-grub"]],
+                              note=f"{DROPIN}: {' '.join(new) or '(removed)'}")
+        return [change] if change else []
+
+    def _plan_grubby(self, setting, grubby: str, gate: str, common: dict):
+        from gpunode.tune.kinds.change import Change
+
+        token = param_token(setting.key, setting.target)
+        do = [grubby, "--update-kernel=ALL", f"--args={token}" if token else f"--remove-args={setting.key}"]
+        return Change(setting.id, "/proc/cmdline", "grubby", BLS_ENTRIES, None, token, **common,
+                      blocked=gate or "writing BLS entries through grubby is not implemented yet: run "
+                                      f"`{' '.join(do)}` by hand",
+                      extra={"do": do})

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from gpunode.tune.kinds.base import Observed
+from gpunode.tune.kinds.base import BOOT_SPEC, ITSELF, VERIFY_NONE, Observed, SettingKind
+from gpunode.tune.kinds.service import SYSTEMD_RUNNING, service_change, unit_state
+from gpunode.tune.kinds.values import SettingInvalid, finite_number, one_line
 
 # key -> (GpuInfo field, allowed target type)
 KEYS = {
@@ -18,9 +20,11 @@ KEYS = {
 }
 COMPUTE_MODES = ("default", "exclusive_process", "prohibited")
 MIG_OFF = "(MIG mode off)"
+MAX_POWER_W = 10_000  # no GPU board takes more; 1e90 or .inf is a typo
+PERSISTENCED = "nvidia-persistenced"
 
 
-def validate(key: str, target) -> str | None:
+def target_problem(key: str, target) -> str | None:
     if key not in KEYS:
         return f"gpu key must be one of {', '.join(KEYS)}"
     _, kind = KEYS[key]
@@ -32,14 +36,15 @@ def validate(key: str, target) -> str | None:
         return mig_layout_problem(target)
     if key == "applications_clocks" and target != "default" and clock_pair_text(target) is None:
         return "applications_clocks target must be 'default' or 'MEM,SM' in MHz, e.g. '2619,1980'"
-    if key == "power_limit" and target != "default" and (
-        isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0
-    ):
-        return "power_limit target must be 'default' or a positive number of watts"
+    if key == "power_limit" and target != "default":
+        try:
+            finite_number(target, "power_limit target", 1, MAX_POWER_W)
+        except SettingInvalid as exc:
+            return f"{exc} (or 'default')"
     return None
 
 
-def observe(host, setting, gpus) -> list[Observed]:
+def observe_gpus(setting, gpus) -> list[Observed]:
     field, _ = KEYS[setting.key]
     observed = []
     for gpu in gpus:
@@ -151,7 +156,7 @@ RESET_KEYS = ("ecc_mode", "mig_mode")  # take effect at the next GPU reset
 RUNTIME_KEYS = ("persistence_mode", "power_limit", "compute_mode", "mig_layout", "applications_clocks")  # lost at reboot
 
 
-def plan(host, setting, wrong: list[Observed], gpus, **_) -> list:
+def plan_gpus(setting, wrong: list[Observed], gpus) -> list:
     from gpunode.tune.kinds.change import Change
 
     by_label = {g.label: g for g in gpus}
@@ -228,3 +233,54 @@ def _plan_mig_layout(setting, gpu, busy: str) -> list:
                                   current_text="(none)", after_text=f"{name} + default compute instance",
                                   blocked=blocked, extra=base))
     return changes
+
+
+class Gpu(SettingKind):
+    name = "gpu"
+    area = "gpu"
+    needs_gpu = True
+    verify = VERIFY_NONE  # NVML reads back in the action; ECC/MIG wait for a GPU reset
+
+    def validate_target(self, key, target):
+        if isinstance(target, str):
+            one_line(target, "target")
+        problem = target_problem(key, target)
+        if problem:
+            raise SettingInvalid(problem)
+        return target
+
+    def validate_key(self, key: str) -> None:
+        if key not in KEYS:
+            raise SettingInvalid(f"gpu key must be one of {', '.join(KEYS)}")
+
+    def persistence(self, setting) -> str:
+        return BOOT_SPEC if setting.key in RUNTIME_KEYS else ITSELF
+
+    def observe(self, ctx, setting) -> list[Observed]:
+        return observe_gpus(setting, ctx.gpus())
+
+    def satisfied(self, setting, obs) -> bool:
+        return gpu_satisfies(setting, obs)
+
+    def show(self, setting, obs) -> str:
+        return super().show(setting, obs) + (" W" if setting.key == "power_limit" else "")
+
+    def plan(self, ctx, setting, wrong, files, allow_reboot=False) -> list:
+        if setting.key == "persistence_mode" and setting.target is True:
+            daemon = persistenced_change(ctx.host, setting)
+            if daemon is not None:
+                return [daemon]
+        return plan_gpus(setting, wrong, ctx.gpus())
+
+
+def persistenced_change(host, setting):
+    """Persistence through nvidia-persistenced where it is installed and systemd runs (the
+    driver logs NVML's persistence-mode call as deprecated): one service change for all GPUs."""
+    if not host.sys.exists(SYSTEMD_RUNNING):
+        return None
+    state = unit_state(host, PERSISTENCED)
+    if state is None or state.get("LoadState") == "not-found":
+        return None
+    change = service_change(host, setting.id, PERSISTENCED, "active", state.get("ActiveState", ""))
+    change.note = f"through {PERSISTENCED} (NVML's legacy persistence call is deprecated)"
+    return change

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from gpunode.tune.kinds.base import Observed
+from gpunode.tune.kinds.base import BOOT_SPEC, VERIFY_ALL, Observed, SettingKind
+from gpunode.tune.kinds.values import SettingInvalid
 
 KEYS = ("nic-numa-local",)
 VIRTUAL_PREFIXES = ("lo", "docker", "veth", "virbr", "br-", "cni", "flannel", "cali", "tun", "tap")
-
-
-def validate(key: str, target) -> str | None:
-    if key not in KEYS:
-        return f"irq key must be one of {', '.join(KEYS)}"
-    if target is not True:
-        return "irq.nic-numa-local target must be true"
-    return None
 
 
 def parse_cpulist(text: str | None) -> set[int] | None:
@@ -55,7 +48,23 @@ def node_cpus(host, node: int) -> set[int] | None:
     return parse_cpulist(host.sys.read_value(f"/sys/devices/system/node/node{node}/cpulist"))
 
 
-def observe(host, setting) -> list[Observed]:
+# --- write side: spread a NIC's remote IRQs over the CPUs of its NUMA node ------------------
+def format_cpulist(cpus) -> str:
+    """{0,1,2,3,8} -> '0-3,8' (the kernel's own format)."""
+    out, run = [], []
+    for cpu in sorted(cpus):
+        if run and cpu == run[-1] + 1:
+            run.append(cpu)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [cpu]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def observe_nics(host) -> list[Observed]:
     observed = []
     for nic in data_nics(host):
         node = host.sys.read_int(f"/sys/class/net/{nic}/device/numa_node")
@@ -83,23 +92,7 @@ def observe(host, setting) -> list[Observed]:
     return observed
 
 
-# --- write side: spread a NIC's remote IRQs over the CPUs of its NUMA node ------------------
-def format_cpulist(cpus) -> str:
-    """{0,1,2,3,8} -> '0-3,8' (the kernel's own format)."""
-    out, run = [], []
-    for cpu in sorted(cpus):
-        if run and cpu == run[-1] + 1:
-            run.append(cpu)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [cpu]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
-
-
-def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
+def plan_affinity(host, setting, wrong: list[Observed]) -> list:
     """One change per IRQ outside the node: IRQ k of the NIC gets local CPU k mod n, so the
     queues' interrupts land on different cores of the NIC's own node."""
     from gpunode.tune.kinds.change import Change
@@ -123,3 +116,28 @@ def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
                        extra={"nic": obs.subject})
             )
     return changes
+
+
+class Irq(SettingKind):
+    name = "irq"
+    area = "net"
+    persists_in = BOOT_SPEC
+    verify = VERIFY_ALL
+
+    def validate_key(self, key: str) -> None:
+        if key not in KEYS:
+            raise SettingInvalid(f"irq key must be one of {', '.join(KEYS)}")
+
+    def validate_target(self, key, target):
+        if target is not True:
+            raise SettingInvalid(f"irq.{key} target must be true")
+        return target
+
+    def observe(self, ctx, setting) -> list[Observed]:
+        return observe_nics(ctx.host)
+
+    def satisfied(self, setting, obs) -> bool:
+        return obs.value is True
+
+    def plan(self, ctx, setting, wrong, files, allow_reboot=False) -> list:
+        return plan_affinity(ctx.host, setting, wrong)

@@ -6,22 +6,17 @@ earlier ones for the same type and item, as pam_limits reads limits.d after limi
 
 from __future__ import annotations
 
-from gpunode.tune.kinds.base import Observed, normalize
+import re
+
+from gpunode.tune.kinds.base import UNLIMITED, VERIFY_ALL, Observed, SettingKind, normalize, value_to_write
+from gpunode.tune.kinds.values import MAX_INT64, SettingInvalid, whole_number
 
 LIMITS_CONF = "/etc/security/limits.conf"
 LIMITS_DIR = "/etc/security/limits.d"
 ITEMS = ("memlock", "nofile", "nproc", "stack", "core")
 NOT_SET = "(not set)"
-
-
-def validate(key: str, target) -> str | None:
-    if key not in ITEMS:
-        return f"limits key must be one of {', '.join(ITEMS)}"
-    # pam_limits ignores a line whose value is not a number or unlimited/infinity/-1, so a
-    # typo would be written, verified as "set" by nothing, and silently not take effect.
-    if isinstance(target, bool) or not (normalize(str(target)) == "unlimited" or str(target).isdigit()):
-        return f"limits.{key} target must be a whole number or unlimited, got {target!r}"
-    return None
+_VALUE = re.compile(r"^(unlimited|\d{1,19})$")
+_DOMAIN = re.compile(r"^[*@%:A-Za-z0-9_.-]+$")
 
 
 def limits_files(host) -> list[str]:
@@ -57,14 +52,6 @@ def wildcard_limit(host, item: str) -> dict[str, str]:
     return found
 
 
-def observe(host, setting) -> list[Observed]:
-    found = wildcard_limit(host, setting.key)
-    return [
-        Observed(f"* {t} {setting.key}", found.get(t, NOT_SET), note=found.get(f"{t}_file", ""))
-        for t in ("soft", "hard")
-    ]
-
-
 # --- write side: one managed file that pam_limits reads after limits.conf ---------------------
 MANAGED_FILE = f"{LIMITS_DIR}/90-gpunode.conf"
 MANAGED_HEADER = (
@@ -90,34 +77,64 @@ def render_managed(entries: dict[tuple[str, str, str], str]) -> str:
     return MANAGED_HEADER + "\n".join(lines) + "\n"
 
 
-def plan(host, setting, wrong: list[Observed], files, **_) -> list:
-    """Put `* soft/hard ITEM VALUE` lines into 90-gpunode.conf (merged with what is there)."""
-    from gpunode.tune.kinds.base import value_to_write
+class Limits(SettingKind):
+    name = "limits"
+    area = "memory"
+    verify = VERIFY_ALL  # one file sets soft and hard
 
-    if not wrong:
-        return []
-    current = {t: wildcard_limit(host, setting.key).get(t, NOT_SET) for t in ("soft", "hard")}
-    new: dict[str, str] = {}
-    for obs in wrong:
-        kind = obs.subject.split()[1]
-        new[kind] = normalize(value_to_write(setting.op, obs.value, setting.target))
-    # pam_limits cannot set a soft limit above the hard one: raise hard along with soft.
-    if "soft" in new and "hard" not in new and _bigger(new["soft"], str(current["hard"])) and current["hard"] != NOT_SET:
-        new["hard"] = new["soft"]
-    later = [o.note for o in wrong if o.note.startswith(LIMITS_DIR + "/") and o.note > MANAGED_FILE]
-    entries: dict[tuple[str, str, str], str] = {}
-    text = files.text(MANAGED_FILE)
-    for domain, kind, item, value in parse_limits(text or ""):
-        entries[(domain, kind, item)] = value
-    for kind, value in new.items():
-        entries[("*", kind, setting.key)] = value
-    change = files.write_text(
-        setting.id,
-        MANAGED_FILE,
-        render_managed(entries),
-        current_text=", ".join(f"{t} {current[t]}" for t in new),
-        after_text=", ".join(f"{t} {v}" for t, v in new.items()),
-        note="applies to new login sessions and jobs",
-        blocked=(f"{later[0]} sorts after {MANAGED_FILE} and overrides it; change that file" if later else ""),
-    )
-    return [change] if change else []
+    def validate_key(self, key: str) -> None:
+        if key not in ITEMS:
+            raise SettingInvalid(f"limits key must be one of {', '.join(ITEMS)}")
+
+    def validate_target(self, key, target):
+        # pam_limits ignores a line whose value is not a number or unlimited/infinity/-1, so a
+        # typo would be written, verified as "set" by nothing, and silently not take effect.
+        if isinstance(target, str) and normalize(target) == UNLIMITED:
+            return UNLIMITED
+        if target == -1 and not isinstance(target, bool):
+            return UNLIMITED
+        try:
+            return whole_number(target, "target", 0, MAX_INT64)
+        except SettingInvalid as exc:
+            raise SettingInvalid(f"{exc} (a whole number or unlimited)") from None
+
+    def where(self, setting) -> str:
+        return f"{LIMITS_CONF}, {LIMITS_DIR}/*.conf"
+
+    def observe(self, ctx, setting) -> list[Observed]:
+        found = wildcard_limit(ctx.host, setting.key)
+        return [
+            Observed(f"* {t} {setting.key}", found.get(t, NOT_SET), note=found.get(f"{t}_file", ""))
+            for t in ("soft", "hard")
+        ]
+
+    def plan(self, ctx, setting, wrong, files, allow_reboot=False) -> list:
+        """Put `* soft/hard ITEM VALUE` lines into 90-gpunode.conf (merged with what is there)."""
+        if not wrong:
+            return []
+        current = {t: wildcard_limit(ctx.host, setting.key).get(t, NOT_SET) for t in ("soft", "hard")}
+        new: dict[str, str] = {}
+        for obs in wrong:
+            kind = obs.subject.split()[1]
+            new[kind] = normalize(value_to_write(setting.op, obs.value, setting.target))
+        # pam_limits cannot set a soft limit above the hard one: raise hard along with soft.
+        if ("soft" in new and "hard" not in new and current["hard"] != NOT_SET
+                and _bigger(new["soft"], str(current["hard"]))):
+            new["hard"] = new["soft"]
+        later = [o.note for o in wrong if o.note.startswith(LIMITS_DIR + "/") and o.note > MANAGED_FILE]
+        entries: dict[tuple[str, str, str], str] = {}
+        for domain, kind, item, value in parse_limits(files.text(MANAGED_FILE) or ""):
+            if _VALUE.match(value) and _DOMAIN.match(domain):  # keep only what renders safely
+                entries[(domain, kind, item)] = value
+        for kind, value in new.items():
+            entries[("*", kind, setting.key)] = value
+        change = files.write_text(
+            setting.id,
+            MANAGED_FILE,
+            render_managed(entries),
+            current_text=", ".join(f"{t} {current[t]}" for t in new),
+            after_text=", ".join(f"{t} {v}" for t, v in new.items()),
+            note="applies to new login sessions and jobs",
+            blocked=(f"{later[0]} sorts after {MANAGED_FILE} and overrides it; change that file" if later else ""),
+        )
+        return [change] if change else []

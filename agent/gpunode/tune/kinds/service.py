@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from gpunode.tune.kinds.base import Observed
+import re
+
+from gpunode.tune.kinds.base import VERIFY_ALL, Observed, SettingKind
+from gpunode.tune.kinds.values import SettingInvalid
 
 TARGETS = ("active", "inactive")
-
-
-def validate(key: str, target) -> str | None:
-    if target not in TARGETS:
-        return f"service target must be one of {', '.join(TARGETS)}"
-    return None
+UNIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9:_.@-]{0,127}$")
+SYSTEMD_RUNNING = "/run/systemd/system"  # sd_booted(3): exists when systemd is PID 1
 
 
 def unit_state(host, unit: str) -> dict[str, str] | None:
@@ -28,42 +27,68 @@ def unit_state(host, unit: str) -> dict[str, str] | None:
     return state if "ActiveState" in state else None
 
 
-def observe(host, setting) -> list[Observed]:
-    state = unit_state(host, setting.key)
-    if state is None:
-        return [Observed(setting.key, None, note="systemctl not available")]
-    if state.get("LoadState") == "not-found":
-        return [Observed(setting.key, "not-installed")]
-    return [Observed(setting.key, state["ActiveState"], note=f"unit file {state.get('UnitFileState', '?')}")]
-
-
 def service_satisfies(target: str, value: str) -> bool:
     if target == "active":
         return value == "active"
     return value in ("inactive", "failed", "not-installed")
 
 
-# --- write side: systemctl stop+disable / enable+start, through host.runner -------------------
-def plan(host, setting, wrong: list[Observed], files=None, **_) -> list:
+class Service(SettingKind):
+    name = "service"
+    area = "services"
+    verify = VERIFY_ALL
+
+    def validate_key(self, key: str) -> None:
+        if not UNIT_NAME.match(key):
+            raise SettingInvalid(f"service key {key!r} must be a systemd unit name such as irqbalance")
+
+    def validate_target(self, key, target):
+        if target not in TARGETS:
+            raise SettingInvalid(f"service target must be one of {', '.join(TARGETS)}, got {target!r}")
+        return target
+
+    def precondition(self, ctx, setting) -> str | None:
+        return no_systemd(ctx.host, setting.key)
+
+    def observe(self, ctx, setting) -> list[Observed]:
+        state = unit_state(ctx.host, setting.key)
+        if state is None:
+            return [Observed(setting.key, None, note="systemctl not available")]
+        if state.get("LoadState") == "not-found":
+            return [Observed(setting.key, "not-installed")]
+        return [Observed(setting.key, state["ActiveState"], note=f"unit file {state.get('UnitFileState', '?')}")]
+
+    def satisfied(self, setting, obs) -> bool:
+        return service_satisfies(setting.target, obs.value)
+
+    def plan(self, ctx, setting, wrong, files, allow_reboot=False) -> list:
+        """systemctl stop+disable / enable+start, through host.runner (action "service")."""
+        return [service_change(ctx.host, setting.id, setting.key, setting.target, obs.value) for obs in wrong]
+
+
+def no_systemd(host, unit: str) -> str | None:
+    """Why systemd units cannot be managed here (not booted with systemd, no systemctl), or None."""
+    if host.sys.exists(SYSTEMD_RUNNING) or unit_state(host, unit) is not None:
+        return None
+    return f"no systemd on this host ({SYSTEMD_RUNNING} is absent and systemctl does not answer)"
+
+
+def service_change(host, setting_id: str, unit: str, target: str, active):
+    """The Change that takes `unit` to `target` (active: enable+start; inactive: stop+disable)."""
     from gpunode.tune.kinds.change import Change
 
-    changes = []
-    for obs in wrong:
-        state = unit_state(host, setting.key) or {}
-        enabled = state.get("UnitFileState", "")
-        before = {"active": obs.value, "enabled": enabled}
-        if setting.target == "active":
-            after = {"active": "active", "enabled": "enabled" if enabled == "disabled" else enabled}
-        else:
-            after = {"active": "inactive", "enabled": "disabled" if enabled == "enabled" else enabled}
-        blocked = ""
-        if obs.value == "not-installed":
-            blocked = f"{setting.key}.service is not installed"
-        elif enabled == "masked":
-            blocked = f"{setting.key}.service is masked; unmask it first"
-        changes.append(
-            Change(setting.id, setting.key, "service", setting.key, before, after,
-                   current_text=f"{obs.value} ({enabled or '?'})",
-                   after_text=f"{after['active']} ({after['enabled'] or '?'})", blocked=blocked)
-        )
-    return changes
+    state = unit_state(host, unit) or {}
+    enabled = state.get("UnitFileState", "")
+    before = {"active": active, "enabled": enabled}
+    if target == "active":
+        after = {"active": "active", "enabled": "enabled" if enabled == "disabled" else enabled}
+    else:
+        after = {"active": "inactive", "enabled": "disabled" if enabled == "enabled" else enabled}
+    blocked = ""
+    if active == "not-installed":
+        blocked = f"{unit}.service is not installed"
+    elif enabled == "masked":
+        blocked = f"{unit}.service is masked; unmask it first"
+    return Change(setting_id, unit, "service", unit, before, after,
+                  current_text=f"{active} ({enabled or '?'})",
+                  after_text=f"{after['active']} ({after['enabled'] or '?'})", blocked=blocked)
