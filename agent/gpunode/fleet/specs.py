@@ -55,7 +55,7 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
 INT_VARS = {"gpunode_expected_gpus": 0, "gpunode_drain_timeout": 1, "gpunode_audit_timeout": 1,
             "gpunode_apply_timeout": 1, "gpunode_rollback_timeout": 1, "gpunode_bench_timeout": 1,
             "gpunode_gate_timeout": 1}  # name -> minimum
-BOOL_VARS = ("gpunode_slurm_drain", "gpunode_become", "gpunode_os_packages")
+BOOL_VARS = ("gpunode_slurm_drain", "gpunode_become", "gpunode_os_packages", "gpunode_prove")
 PATH_VARS = ("gpunode_venv", "gpunode_bin", "gpunode_snapshot", "gpunode_node_dir", "gpunode_config",
              "gpunode_slurm_prefix", "gpunode_python", "gpunode_link")  # absolute paths on the node
 # Vars that become a command-line word on the node: a typo would fail every node, so say it first.
