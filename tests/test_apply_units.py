@@ -39,12 +39,14 @@ def test_cpulists_round_trip():
     assert format_cpulist({5}) == "5"
 
 
-def test_journal_tolerates_a_torn_last_line_but_not_a_corrupt_middle():
+def test_journal_reads_past_a_torn_last_line_and_a_corrupt_middle():
     begin = json.dumps({"type": "begin", "seq": 1, "profile": "training"})
     record = parse_journal("x", begin + '\n{"type": "cha')
     assert record.torn and record.status == "empty" and record.begin["profile"] == "training"
-    with pytest.raises(JournalError, match="line 1 is corrupt"):
-        parse_journal("x", '{"type": "beg\n' + begin + "\n")
+    record = parse_journal("x", '{"type": "beg\n' + begin + '\n{"type": "change"}\n[1]\n')
+    assert not record.torn and record.begin["profile"] == "training"
+    assert [(n, why.split(":")[0]) for n, _, why in record.bad_lines] == [
+        (1, "not JSON"), (3, "KeyError"), (4, "TypeError")]
 
 
 def test_state_dir_rejects_path_ids(tmp_path):
