@@ -352,3 +352,30 @@ def test_nvls_figure_is_not_used_for_a_run_with_nvls_switched_off(tmp_path, name
     assert row_on.status == "PASS"
     assert row_off and all(r.status not in ("PASS", "WARN", "FAIL") for r in row_off), row_off
     assert "NCCL_NVLS_ENABLE" in " ".join(r.message for r in row_off)
+
+
+@pytest.mark.parametrize("recorded", ["h100-quick.json", "h200-quick.json"])
+def test_compare_and_bench_compare_take_the_one_compare_path(monkeypatch, recorded):
+    """`gpunode compare FILE` and `bench --compare` both call baselines.compare.compare(), and
+    on the same recorded run they give the same verdicts."""
+    import gpunode.baselines.compare as compare_module
+    from gpunode.baselines.select import Catalogue
+    from gpunode.cli.bench_cmd import _compare
+    from gpunode.cli.common import stdout_console
+
+    real, calls = compare_module.compare, []
+
+    def spy(bench, catalogue, baseline=None):
+        verdicts = real(bench, catalogue, baseline)
+        calls.append(verdicts.to_json())
+        return verdicts
+
+    monkeypatch.setattr(compare_module, "compare", spy)
+    path = FIXTURES / "bench" / recorded
+    result = CliRunner().invoke(app, ["compare", str(path), "--json"])
+    assert len(calls) == 1 and json.loads(result.stdout) == json.loads(json.dumps(calls[0]))
+    document = BenchDocument.from_json(json.loads(path.read_text()))
+    console = stdout_console()
+    with console.capture():
+        code = _compare(document, (Catalogue(), None), console)
+    assert len(calls) == 2 and calls[1] == calls[0] and code == calls[0]["exit_code"] == result.exit_code

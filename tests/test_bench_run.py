@@ -186,7 +186,7 @@ def test_compare_hook_on_the_recorded_h100_result(tmp_path):
     data = json.loads((FIXTURES / "bench" / "h100-quick.json").read_text())
     console = stdout_console()
     with console.capture() as cap:
-        code = _compare(data, (Catalogue(), None), console)
+        code = _compare(BenchDocument.from_json(data), (Catalogue(), None), console)
     assert code == 0 and "gemm.bf16" in cap.get() and "h100-sxm5-80gb-1gpu" in cap.get()
 
 

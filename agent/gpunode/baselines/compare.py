@@ -94,21 +94,25 @@ class Verdicts:
         }
 
 
+def compare(bench, catalogue: Catalogue, baseline: str | os.PathLike | None = None) -> Verdicts:
+    """The one comparison: `gpunode compare FILE` and `gpunode bench --compare` both call it.
+    bench: a BenchDocument; baseline: a name or file, else chosen from the bench's GPUs.
+    Raises NoBaselineError (nothing matches this hardware), BaselineError (bad file)."""
+    selection = catalogue.resolve(str(baseline)) if baseline is not None else catalogue.select(bench.gpus)
+    return judge(bench, selection)
+
+
 def compare_document(
     doc: dict,
     baseline_file: str | os.PathLike | None = None,
     baselines_dir: str | os.PathLike | None = None,
     config_dir: str | None = None,
 ) -> Verdicts:
-    """Judge a bench result document. baseline_file: a path or a baseline name; else the
-    baseline is chosen from the document's "gpus". Raises BaselineError (bad file, no match) or
-    ValueError (not a bench result)."""
+    """compare() on a bench result as JSON-decoded, with the catalogue of --baselines DIR / the
+    config. Raises as compare(), and ValueError when it is not a bench result."""
     from gpunode.bench.results import BenchDocument
 
-    bench = BenchDocument.from_json(doc)
-    catalogue = catalogue_for(baselines_dir, config_dir)
-    selection = catalogue.resolve(baseline_file) if baseline_file is not None else catalogue.select(bench.gpus)
-    return judge(bench, selection)
+    return compare(BenchDocument.from_json(doc), catalogue_for(baselines_dir, config_dir), baseline_file)
 
 
 def catalogue_for(baselines_dir: str | os.PathLike | None = None, config_dir: str | None = None) -> Catalogue:

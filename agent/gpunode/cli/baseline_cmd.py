@@ -23,6 +23,22 @@ def _catalogue(baselines: Path | None, config: str | None):
     return Catalogue(site_dirs(baselines, cfg.baselines_dir)), cfg
 
 
+def compare_or_die(bench, catalogue, baseline: str | None):
+    """baselines.compare.compare() for both `gpunode compare` and `bench --compare`: no baseline
+    for this hardware exits 3 (UNKNOWN), a bad baseline file 2."""
+    from gpunode.baselines.compare import compare
+    from gpunode.baselines.schema import BaselineError
+    from gpunode.baselines.select import NoBaselineError
+
+    try:
+        return compare(bench, catalogue, baseline)
+    except NoBaselineError as exc:
+        die(str(exc), NoBaselineError.exit_code)
+    except BaselineError as exc:
+        die(str(exc))
+    raise AssertionError("unreachable")
+
+
 def _read_results(path: Path) -> dict:
     from gpunode.inputs import InputError, load_json
 
@@ -43,9 +59,8 @@ def compare_cmd(
     """Judge saved bench results against a hardware baseline: PASS/WARN/FAIL per metric.
     Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN (nothing comparable, no baseline for this hardware)."""
     from gpunode.audit.report import dumps
-    from gpunode.baselines.compare import judge, render_verdicts
+    from gpunode.baselines.compare import render_verdicts
     from gpunode.baselines.schema import BaselineError
-    from gpunode.baselines.select import NoBaselineError
     from gpunode.bench.results import BenchDocument
     from gpunode.config import ConfigError
 
@@ -56,12 +71,9 @@ def compare_cmd(
         die(f"{results}: {exc}")
     try:
         catalogue, _ = _catalogue(baselines, config)
-        selection = catalogue.resolve(baseline) if baseline else catalogue.select(bench.gpus)
-    except NoBaselineError as exc:
-        die(str(exc), NoBaselineError.exit_code)
     except (BaselineError, ConfigError) as exc:
         die(str(exc))
-    verdicts = judge(bench, selection)
+    verdicts = compare_or_die(bench, catalogue, baseline or None)
     if as_json:
         typer.echo(dumps(verdicts.to_json()), nl=False)
     else:

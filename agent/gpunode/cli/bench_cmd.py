@@ -115,7 +115,7 @@ def bench(
     code = document.exit_code
     if comparing:
         # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
-        code = _compare(data, chosen, console)
+        code = _compare(document, chosen, console)
         code = max(code, _compare_history(data, state_dir, history_runs, history_warn, console), key=_SEVERITY.index)
     if not no_history:
         from gpunode.history import record
@@ -234,15 +234,14 @@ def _note(m) -> str:
 
 
 def _choose_baseline(baseline: str | None, baselines_dir: Path | None):
-    """-> (catalogue, selection or None for auto-selection after the run); exit 2 on bad input."""
-    try:
-        from gpunode.baselines.compare import catalogue_for
-    except ImportError:
-        die("--compare is not available in this build (gpunode.baselines is missing)", 3)
+    """-> (catalogue, baseline or None for auto-selection after the run); exit 2 on bad input."""
+    from gpunode.baselines.compare import catalogue_for
+
     try:
         catalogue = catalogue_for(baselines_dir)
         if baseline is not None:
-            return catalogue, catalogue.resolve(baseline)
+            catalogue.resolve(baseline)  # a bad name or file is said before the run
+            return catalogue, baseline
         for entry in catalogue.entries():  # auto-selection reads them all after the run
             catalogue.load(entry.path)
         return catalogue, None
@@ -251,25 +250,13 @@ def _choose_baseline(baseline: str | None, baselines_dir: Path | None):
     raise AssertionError("unreachable")
 
 
-def _compare(data: dict, chosen, console) -> int:
-    """Verdicts and exit codes exactly as `gpunode compare` gives them on the saved JSON (no
-    baseline for this hardware: 3)."""
-    import json
+def _compare(document, chosen, console) -> int:
+    """The verdicts `gpunode compare` gives on the saved JSON: the same compare() call."""
+    from gpunode.baselines.compare import render_verdicts
+    from gpunode.cli.baseline_cmd import compare_or_die
 
-    from gpunode.audit.report import dumps
-    from gpunode.baselines.compare import judge, render_verdicts
-    from gpunode.baselines.select import NoBaselineError
-    from gpunode.bench.results import BenchDocument
-
-    document = BenchDocument.from_json(json.loads(dumps(data)))
-    catalogue, selection = chosen
-    try:
-        selection = selection or catalogue.select(document.gpus)
-    except NoBaselineError as exc:
-        die(str(exc), NoBaselineError.exit_code)
-    except ValueError as exc:  # an invalid or ambiguous baseline file
-        die(str(exc))
-    verdicts = judge(document, selection)
+    catalogue, baseline = chosen
+    verdicts = compare_or_die(document, catalogue, baseline)
     render_verdicts(verdicts, console)
     return verdicts.exit_code
 
