@@ -32,7 +32,8 @@ def main() -> None:
     current = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     available = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
     other = next(cc for cc in ["reno", *available] if cc != current)  # reno is always built in
-    common = ["--only", "sysctl.net.*", "--no-persist", "--state-dir", state, "--json"]
+    common = ["--profile", "training", "--only", "sysctl.net.*", "--no-persist", "--state-dir", state, "--json",
+              "--yes"]
     report = {"cc_target": other, "before": values()}
     report["apply"] = gpunode("apply", *common, "--set", f"sysctl.net.ipv4.tcp_congestion_control={other}")
     report["applied"] = values()
