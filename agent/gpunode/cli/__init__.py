@@ -17,8 +17,10 @@ def _build_app():
         name="gpunode",
         help="Audit, tune, benchmark and gate GPU servers.",
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
         pretty_exceptions_enable=False,
+        rich_markup_mode=None,  # plain help: reflowed paragraphs, 80 columns, no `<bool>` on flags
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
 
     def _version(value: bool) -> None:
@@ -28,7 +30,7 @@ def _build_app():
 
     @app.callback()
     def _root(
-        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+        version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version."),
     ) -> None:
         """Exit codes (audit, gate, compare): 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN/ERROR; 2 also for bad input."""
 
@@ -66,4 +68,4 @@ def main() -> None:
 
     if nagios_requested(sys.argv[1:]):
         sys.exit(run_as_nagios_plugin(_build_app(), sys.argv[1:]))
-    _build_app()()
+    _build_app()(prog_name="gpunode")  # also under `python -m gpunode`: usage lines, _GPUNODE_COMPLETE

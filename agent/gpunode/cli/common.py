@@ -53,8 +53,8 @@ def run_as_nagios_plugin(app, argv: list[str]) -> int:
 
 def nagios_requested(argv: list[str]) -> bool:
     """`--format nagios` / `-f nagios` / `--format=nagios` anywhere on the command line."""
-    return any(a in ("--format=nagios", "-fnagios") or (a in ("--format", "-f") and b == "nagios")
-               for a, b in zip(argv, [*argv[1:], ""], strict=True))
+    pairs = zip(argv, [*argv[1:], ""], strict=False)  # (option, the word after it)
+    return any(a in ("--format=nagios", "-fnagios") or (a in ("--format", "-f") and b == "nagios") for a, b in pairs)
 
 
 def stdout_console():

@@ -24,6 +24,7 @@ CHECK = typer.Option(False, "--check", help="Ansible check mode: apply/rollback/
 EXTRA = typer.Option(None, "--extra-var", "-e", help="NAME=VALUE for every host (YAML value; repeatable), e.g. -e gpunode_expected_gpus=8.")
 MARGIN = typer.Option(0.10, "--margin", help="Bench outlier: more than this fraction below the SKU group's median.")
 MIN_PEERS = typer.Option(3, "--min-peers", min=2, help="Fewest hosts in a SKU group before outliers are flagged.")
+NO_BENCH = (0.10, 3)  # margin and min-peers of commands without bench figures (their --help does not list them)
 PLAYBOOK_DIR = typer.Option(None, "--playbooks", help="Playbook directory (default $GPUNODE_PLAYBOOKS, else the shipped playbooks).")
 STATE_DIR = typer.Option(None, "--state-dir", help="Where runs and reports are kept (default /var/lib/gpunode as root, else ~/.local/state/gpunode).")
 ROTATE = typer.Option(20, "--keep", min=1, help="Runs kept per playbook (older artifact directories are removed).")
@@ -136,33 +137,33 @@ def _batch_vars(batch: str | None, max_fail: int | None) -> dict:
 
 
 def audit(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
-          check: bool = CHECK, extra: list[str] = EXTRA, profile: str = PROFILE, margin: float = MARGIN,
-          min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE,
-          timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+          check: bool = CHECK, extra: list[str] = EXTRA, profile: str = PROFILE, playbooks: Path = PLAYBOOK_DIR,
+          state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
+          quiet: bool = QUIET) -> None:
     """gpunode audit on every host; one report: hosts x status, and which hosts fail each check."""
-    opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
+    opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
     _run("audit", opts, {"gpunode_profile": profile} if profile else {})
 
 
 def apply(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
           check: bool = CHECK, extra: list[str] = EXTRA, profile: str = PROFILE, batch: str = BATCH,
-          max_fail: int = MAX_FAIL, margin: float = MARGIN, min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR,
-          state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-          quiet: bool = QUIET) -> None:
+          max_fail: int = MAX_FAIL, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE,
+          timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
+          prove: bool = typer.Option(False, "--prove", help="Each node benches before and after and keeps the change only if no figure got worse; the canary must prove it before the rest.")) -> None:
     """gpunode apply --profile on every host: one canary, then batches; --check shows the plans."""
-    opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
+    opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
-    _run("apply", opts, {**({"gpunode_profile": profile} if profile else {}), **_batch_vars(batch, max_fail)})
+    _run("apply", opts, {**({"gpunode_profile": profile} if profile else {}), **_batch_vars(batch, max_fail),
+                         **({"gpunode_prove": True} if prove else {})})
 
 
 def rollback(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
              check: bool = CHECK, extra: list[str] = EXTRA, batch: str = BATCH, max_fail: int = MAX_FAIL,
-             margin: float = MARGIN, min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR,
-             state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-             quiet: bool = QUIET) -> None:
+             playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT,
+             verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
     """gpunode rollback on every host: one canary, then batches; --check shows what would be restored."""
-    opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
+    opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
     _run("rollback", opts, _batch_vars(batch, max_fail))
 
@@ -182,11 +183,10 @@ def bench(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, a
 
 
 def gate(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
-         check: bool = CHECK, extra: list[str] = EXTRA, margin: float = MARGIN, min_peers: int = MIN_PEERS,
-         playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT,
-         verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+         check: bool = CHECK, extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
+         keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
     """gpunode gate (the fast pre-job health subset) on every host."""
-    opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
+    opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
     _run("gate", opts, {})
 
