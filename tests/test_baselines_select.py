@@ -7,7 +7,13 @@ import pytest
 from baseline_fixtures import gpus_of, h100_gpus, h100_inventory, inventory_like, write_yaml
 
 from gpunode.baselines.schema import BaselineError
-from gpunode.baselines.select import Catalogue, NoBaselineError, describe_gpus, site_dirs
+from gpunode.baselines.select import (
+    BaselineMismatchError,
+    Catalogue,
+    NoBaselineError,
+    describe_gpus,
+    site_dirs,
+)
 
 SITE = """\
 name: {name}
@@ -98,6 +104,35 @@ def test_resolve_by_name_or_file_and_unknown_names(tmp_path):
         catalogue.resolve("h300")
     with pytest.raises(BaselineError, match=r"baseline file not found"):
         catalogue.resolve(str(tmp_path / "missing.yaml"))
+
+
+def test_a_named_baseline_for_other_hardware_is_refused_unless_forced():
+    # The recorded 1 x H100 judged against the 8 x A100 baseline used to pass silently.
+    catalogue = Catalogue()
+    with pytest.raises(BaselineMismatchError) as info:
+        catalogue.resolve("a100-sxm4-80gb-8gpu", gpus=h100_gpus())
+    text = str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in text
+    assert text.startswith("baseline a100-sxm4-80gb-8gpu is for 8 × NVIDIA A100-SXM4-80GB (0x20b2), but the results "
+                           "are from 1 × NVIDIA H100 80GB HBM3 (0x2330) (1 GPU(s), baseline is for 8)")
+    assert text.endswith("or pass --force-baseline to judge against it anyway")
+    forced = catalogue.resolve("a100-sxm4-80gb-8gpu", gpus=h100_gpus(), force=True)
+    assert forced.baseline.name == "a100-sxm4-80gb-8gpu"
+    assert forced.reason.startswith("--baseline a100-sxm4-80gb-8gpu, forced: baseline a100-sxm4-80gb-8gpu is for 8 ×")
+    # Matching hardware, or no GPU identity asked for: as before.
+    assert catalogue.resolve("h100-sxm5-80gb-1gpu", gpus=h100_gpus()).reason == "--baseline h100-sxm5-80gb-1gpu"
+    assert catalogue.resolve("a100-sxm4-80gb-8gpu").reason == "--baseline a100-sxm4-80gb-8gpu"
+    # Same model, other count: 1 x H100 results against the 8-GPU node baseline (the 1-GPU
+    # baseline's per-GPU figures fit any count, so 8 x H100 against it is no mismatch).
+    with pytest.raises(BaselineMismatchError, match=r"1 GPU\(s\), baseline is for 8"):
+        catalogue.resolve("h100-sxm5-80gb-8gpu", gpus=h100_gpus())
+    assert catalogue.resolve("h100-sxm5-80gb-1gpu", gpus=h100_gpus(8)).baseline.name == "h100-sxm5-80gb-1gpu"
+
+
+def test_a_baseline_file_without_match_cannot_be_checked_and_is_used(tmp_path):
+    text = SITE.format(name="x", extends="").replace('match: {gpu_name: "NVIDIA H100 80GB HBM3", gpu_count: 1}\n', "")
+    chosen = Catalogue().resolve(str(write_yaml(tmp_path / "x.yaml", text)), gpus=h100_gpus(8))
+    assert chosen.baseline.match is None and chosen.reason == f"--baseline {tmp_path / 'x.yaml'}"
 
 
 def test_site_dirs_order(tmp_path):

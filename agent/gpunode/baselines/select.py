@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -24,6 +24,13 @@ class NoBaselineError(BaselineError):
     """No baseline fits this hardware: the figures cannot be judged (UNKNOWN, exit 3)."""
 
     exit_code = 3
+
+
+class BaselineMismatchError(BaselineError):
+    """--baseline names a baseline for other hardware than the results come from: its verdicts
+    would be meaningless (1 H100 judged against 8 A100s), so it is refused unless forced (exit 2)."""
+
+    exit_code = 2
 
 
 def shipped_dir() -> Path:
@@ -101,19 +108,22 @@ class Catalogue:
     def load(self, path: Path) -> Baseline:
         return load_baseline(path, find=self.find)
 
-    def resolve(self, name_or_path: str | os.PathLike) -> Selection:
-        """--baseline NAME|FILE."""
+    def resolve(self, name_or_path: str | os.PathLike, gpus: dict | None = None, force: bool = False) -> Selection:
+        """--baseline NAME|FILE; with the results' `gpus`, refuse one made for other hardware
+        unless `force` (see fit())."""
         path = Path(name_or_path)
         if path.suffix in (".yaml", ".yml") or path.exists():
             if not path.is_file():
                 raise BaselineError(f"{path}: baseline file not found")
-            return Selection(self.load(path), "file", f"--baseline {path}")
-        found = self.find(str(name_or_path))
-        if found is None:
-            known = ", ".join(sorted(e.name for e in self.entries())) or "none"
-            raise BaselineError(f"no baseline named {name_or_path!r}; known: {known}")
-        origin = next(e.origin for e in self.entries() if e.path == found)
-        return Selection(self.load(found), origin, f"--baseline {name_or_path}")
+            chosen = Selection(self.load(path), "file", f"--baseline {path}")
+        else:
+            found = self.find(str(name_or_path))
+            if found is None:
+                known = ", ".join(sorted(e.name for e in self.entries())) or "none"
+                raise BaselineError(f"no baseline named {name_or_path!r}; known: {known}")
+            origin = next(e.origin for e in self.entries() if e.path == found)
+            chosen = Selection(self.load(found), origin, f"--baseline {name_or_path}")
+        return chosen if gpus is None else fit(chosen, gpus, force)
 
     def select(self, gpus: dict) -> Selection:
         """The baseline for these GPUs: site before shipped, then the most specific match."""
@@ -135,6 +145,23 @@ class Catalogue:
         best = found[0]
         assert best.match is not None
         return Selection(best, tier, f"auto: {describe_gpus(gpus)} matches {best.match.describe()}")
+
+
+def fit(selection: Selection, gpus: dict, force: bool = False) -> Selection:
+    """A baseline named on the command line against the GPUs of the results it will judge.
+    A mismatch raises BaselineMismatchError; forced, the selection's reason says what was forced
+    (shown in the report and its JSON). A baseline without a match section cannot be checked."""
+    match = selection.baseline.match
+    why = match.check(gpus) if match is not None else None
+    if why is None:
+        return selection
+    assert match is not None
+    what = f"baseline {selection.baseline.name} is for {match.describe()}, but the results are from " \
+        f"{describe_gpus(gpus)} ({why})"
+    if not force:
+        raise BaselineMismatchError(f"{what}: its verdicts would judge other hardware; choose a baseline "
+                                    "for these GPUs, or pass --force-baseline to judge against it anyway")
+    return replace(selection, reason=f"{selection.reason}, forced: {what}")
 
 
 def _specificity(baseline: Baseline) -> tuple[int, int]:
