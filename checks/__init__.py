@@ -1,4 +1,5 @@
-"""The check catalogue: hand-written checks by area, plus one generic check per profile setting."""
+"""Every check: the hand-written ones by area (static_checks), plus one generic check per profile setting
+(all_checks). "Catalogue" names the baselines catalogue (baselines/select.py) only."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def static_checks() -> list[Check]:
     return found
 
 
-def catalogue(profile) -> list[Check]:
+def all_checks(profile) -> list[Check]:
     from gpunode.checks.settings import setting_checks
 
     return static_checks() + setting_checks(profile)

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpunode.audit.engine import select
-from gpunode.checks import catalogue
+from gpunode.checks import all_checks
 from gpunode.cli import app
 from gpunode.ids import matches, normalise, unmatched
 from gpunode.tune.plan import select_settings
@@ -33,21 +33,21 @@ def test_a_plain_prefix_selects_what_is_below_it_and_nothing_else():
 
 
 def test_every_id_is_dotted_and_unique():
-    ids = [c.id for c in catalogue(load_profile("training"))]
+    ids = [c.id for c in all_checks(load_profile("training"))]
     assert len(ids) == len(set(ids))
     assert not [i for i in ids if "/" in i or "." not in i]
     assert "gpu.ecc_mode" in ids and "sysctl.vm.swappiness" in ids
 
 
 def test_gpu_glob_selects_gpu_settings_too():
-    checks = catalogue(load_profile("training"))
+    checks = all_checks(load_profile("training"))
     chosen = {c.id for c in select(checks, only=["gpu.*"])}
     assert {"gpu.ecc.uncorrectable", "gpu.ecc_mode", "gpu.mig_mode"} <= chosen
     assert {c.id for c in select(checks, only=["gpu/*"])} == {c.id for c in checks if c.id.startswith("gpu.")}
 
 
 def test_area_selects_checks_and_settings_of_that_area():
-    checks = catalogue(load_profile("training"))
+    checks = all_checks(load_profile("training"))
     net = select(checks, areas=["net"])
     assert {c.area for c in net} == {"net"}
     assert {"net.mtu", "sysctl.net.core.rmem_max", "irq.nic-numa-local"} <= {c.id for c in net}

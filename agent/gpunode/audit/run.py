@@ -37,9 +37,9 @@ def make_host(snapshot: str | None = None, sysroot: str | None = None,
 
 
 def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=()) -> list[Check]:
-    from gpunode.checks import catalogue
+    from gpunode.checks import all_checks
 
-    return select(catalogue(profile), only=only, skip_ids=skip_ids, tags=tags, areas=areas, skip_areas=skip_areas)
+    return select(all_checks(profile), only=only, skip_ids=skip_ids, tags=tags, areas=areas, skip_areas=skip_areas)
 
 
 def run_audit(

@@ -149,7 +149,7 @@ def snapshot_cmd(
 ) -> None:
     """Record everything an audit reads (files, NVML, command outputs) into DIR, for `audit --snapshot DIR`."""
     from gpunode.audit.run import run_audit
-    from gpunode.checks import catalogue
+    from gpunode.checks import all_checks
     from gpunode.config import Config
     from gpunode.host.snapshot import prepare_snapshot_dir, recording_host, write_snapshot
     from gpunode.tune.profiles import ProfileError, load_profile, shipped_profiles
@@ -164,7 +164,7 @@ def snapshot_cmd(
     host, sysroot, runner = recording_host()
     seen: set[str] = set()
     for prof in profiles:
-        checks = [c for c in catalogue(prof) if c.id not in seen]
+        checks = [c for c in all_checks(prof) if c.id not in seen]
         seen.update(c.id for c in checks)
         run_audit(host, "live", prof, checks, Config(), check_timeout=30)
     try:

@@ -84,7 +84,7 @@ class GateOptions:
 
 
 @dataclass
-class Verdict:
+class GateVerdict:
     mode: str
     results: list[Result]
     blocking: list[Result]
@@ -238,14 +238,14 @@ def leftovers_check(run: GateRun, budget: float) -> Check:
 
 # --- the run ---------------------------------------------------------------------------------
 
-def run_gate(run: GateRun) -> Verdict:
+def run_gate(run: GateRun) -> GateVerdict:
     started = run.clock()
     opts = run.options
     meta = _meta(run)
     problems: list[str] = []
     opted = env_opt_out(run.env) if opts.mode in ("prolog", "epilog") else None
     if opted:
-        return Verdict(opts.mode, [], [], None, opts.strict, opted_out=opted, meta=_done(meta, run, started))
+        return GateVerdict(opts.mode, [], [], None, opts.strict, opted_out=opted, meta=_done(meta, run, started))
 
     node = None
     slurm = run.slurm if opts.mode in SLURM_MODES else None
@@ -275,7 +275,7 @@ def run_gate(run: GateRun) -> Verdict:
     results = run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=budget)
     blocking = blocking_results(results, opts.strict)
     reason = gate_reason(blocking)
-    verdict = Verdict(opts.mode, results, blocking, reason, opts.strict, problems=problems, meta=meta)
+    verdict = GateVerdict(opts.mode, results, blocking, reason, opts.strict, problems=problems, meta=meta)
 
     if slurm is None:
         return _finish(verdict, run, started)
@@ -329,14 +329,14 @@ def _done(meta: dict, run: GateRun, started: float) -> dict:
     return meta
 
 
-def _finish(verdict: Verdict, run: GateRun, started: float) -> Verdict:
+def _finish(verdict: GateVerdict, run: GateRun, started: float) -> GateVerdict:
     _done(verdict.meta, run, started)
     return verdict
 
 
 # --- outputs ---------------------------------------------------------------------------------
 
-def gate_document(verdict: Verdict) -> dict:
+def gate_document(verdict: GateVerdict) -> dict:
     return {
         "schema": GATE_SCHEMA,
         **verdict.meta,
@@ -352,7 +352,7 @@ def gate_document(verdict: Verdict) -> dict:
     }
 
 
-def render_text(verdict: Verdict) -> str:
+def render_text(verdict: GateVerdict) -> str:
     """Plain lines (no rich: the gate starts fast): every result that is not PASS/SKIP, then
     the verdict."""
     lines = []
