@@ -113,16 +113,16 @@ def bench(
         render_table(document, stdout_console())
     console = stderr_console() if to_stdout else stdout_console()
     code = document.exit_code
-    if comparing:
-        # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
-        code = _compare(document, chosen, console)
-        code = max(code, _compare_history(data, state_dir, history_runs, history_warn, console), key=_SEVERITY.index)
-    if not no_history:
+    if not no_history:  # kept first: a compare that finds no baseline must not lose the figures
         from gpunode.history import record
 
         warning = record("bench", data, state_dir)
         if warning:
             print(f"gpunode: warning: {warning}", file=sys.stderr)
+    if comparing:
+        # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
+        code = _compare(document, chosen, console)
+        code = max(code, _compare_history(data, state_dir, history_runs, history_warn, console), key=_SEVERITY.index)
     raise typer.Exit(code)
 
 
