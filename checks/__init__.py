@@ -15,12 +15,7 @@ def static_checks() -> list[Check]:
     found: list[Check] = []
     seen: set[str] = set()
     for name in AREA_MODULES:
-        try:
-            module = importlib.import_module(f"gpunode.checks.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"gpunode.checks.{name}":
-                continue
-            raise
+        module = importlib.import_module(f"gpunode.checks.{name}")  # every area module ships
         for value in vars(module).values():
             if isinstance(value, Check):
                 if value.id in seen:

@@ -185,10 +185,7 @@ def _check_written(text: str, name: str, load_baseline) -> None:
 
 
 def _bench_once(i: int, runs: int, full: bool, only: list[str]) -> dict:
-    try:
-        from gpunode.bench.run import SECTIONS, BenchOptions, run_steps
-    except ImportError:
-        die("the bench is not available in this build")
+    from gpunode.bench.run import SECTIONS, BenchOptions, run_steps
     from gpunode.host import live_host
 
     opts = BenchOptions(mode="full" if full else "quick", only=tuple(only) if only else SECTIONS)
