@@ -44,7 +44,9 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 BETTER = ("higher", "lower")
 BASIS = ("measured", "public", "derived", "gate", "recorded")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_TOP_KEYS = {"schema", "name", "description", "extends", "match", "defaults", "metrics", "recorded", "notes"}
+_TOP_KEYS = {"schema", "name", "description", "extends", "match", "defaults", "metrics", "recorded", "notes", "diag"}
+# `gpunode diag` floors under full load (optional): {sm_clock_min_mhz, power_min_ratio, source}
+_DIAG_KEYS = {"sm_clock_min_mhz", "power_min_ratio", "source"}
 _MATCH_KEYS = {"gpu_name", "gpu_name_regex", "pci_device", "gpu_count"}
 _DEFAULT_KEYS = {"warn", "fail", "max_cov", "untrusted"}
 _METRIC_KEYS = {"metric", "value", "unit", "better", "warn", "fail", "conditions", "source", "basis", "note", "remove",
@@ -147,6 +149,7 @@ class Baseline:
     expectations: tuple[Expectation, ...] = ()
     chain: tuple[Path, ...] = ()  # this file and the ones it extends, child first
     recorded: dict | None = None
+    diag: dict | None = None  # gpunode diag floors (validated by _validate_diag)
 
     def for_metric(self, name: str) -> list[Expectation]:
         """Expectations for a bench metric: exact names first, then globs, each in file order."""
@@ -258,6 +261,8 @@ def _validate_own(path: Path, data: dict) -> None:
         raise BaselineError(f"{where}: recorded: must be a mapping")
     if "match" in data:
         _parse_match(where, data["match"])
+    if "diag" in data:
+        _validate_diag(where, data["diag"])
     defaults = data.get("defaults")
     if defaults is not None:
         if not isinstance(defaults, dict):
@@ -277,6 +282,20 @@ def _validate_own(path: Path, data: dict) -> None:
         raise BaselineError(f"{where}: metrics: must be a mapping of metric name to expectation")
     for key, entry in metrics.items():
         _validate_entry(where, str(key), entry)
+
+
+def _validate_diag(where: str, diag: Any) -> None:
+    if not isinstance(diag, dict):
+        raise BaselineError(f"{where}: diag: must be a mapping (sm_clock_min_mhz, power_min_ratio, source)")
+    _unknown(where, "diag", diag, _DIAG_KEYS)
+    clock = diag.get("sm_clock_min_mhz")
+    if clock is not None and (isinstance(clock, bool) or not isinstance(clock, (int, float))
+                              or not math.isfinite(clock) or not 0 < clock < 10000):
+        raise BaselineError(f"{where}: diag.sm_clock_min_mhz: a clock in MHz, got {clock!r}")
+    if diag.get("power_min_ratio") is not None:
+        _ratio(where, "diag.power_min_ratio", diag["power_min_ratio"])
+    if not isinstance(diag.get("source"), str) or not diag["source"].strip():
+        raise BaselineError(f"{where}: diag.source: required (where the floors come from)")
 
 
 def _validate_entry(where: str, key: str, entry: Any) -> None:
@@ -463,6 +482,7 @@ def _build(path: Path, data: dict, chain: tuple[Path, ...]) -> Baseline:
         expectations=tuple(expectations),
         chain=chain,
         recorded=data.get("recorded"),
+        diag=data.get("diag"),
     )
 
 

@@ -1,0 +1,195 @@
+"""`gpunode diag`: prove each GPU computes correctly, holds its memory and sustains load."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from gpunode.cli.common import die, split_csv, stderr_console, stdout_console
+
+STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "ERROR": "magenta", "SKIP": "dim"}
+
+
+def diag(
+    level: int = typer.Option(1, "--level", help="1: gate checks + correctness GEMM (seconds). 2: + HBM memory test + "
+                                                 "sustained checked GEMM (~2 min). 3: + all GPUs under GEMM with verified "
+                                                 "PCIe/P2P copies (~9 min)."),
+    duration: float = typer.Option(None, "--duration", help="Seconds for the whole run at level 2 (default 120) or 3 "
+                                                            "(default 540); the load phase gets what the tests before it leave."),
+    gpus: str = typer.Option(None, "--gpus", help="GPU indices (NVML order, as nvidia-smi), e.g. 0,1. Default: all."),
+    json_file: Path = typer.Option(None, "--json", help="Write the results document (schema gpunode.diag/1) here; '-' prints it instead of the table."),
+    compare: bool = typer.Option(False, "--compare", help="Also judge the figures (checked GEMM TFLOP/s) against the baseline for these GPUs."),
+    baseline: str = typer.Option(None, "--baseline", help="Baseline file or name (floors and --compare). Default: chosen by the GPUs."),
+    baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones."),
+    with_dcgm: bool = typer.Option(False, "--with-dcgm", help="Also run `dcgmi diag -r N -j` (N = --dcgm-level) and fold its results in."),
+    dcgm_level: int = typer.Option(None, "--dcgm-level", help="DCGM diag level for --with-dcgm (1-4; default: --level)."),
+    config: Path = typer.Option(None, "--config", help="gpunode config for the gate checks (default: GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    state_dir: str = typer.Option(None, "--state-dir", help="State directory holding the node's history. Default $GPUNODE_STATE_DIR or /var/lib/gpunode."),
+    no_history: bool = typer.Option(False, "--no-history", help="Do not keep this result in the node's history."),
+) -> None:
+    """Diagnose this node's GPUs. Never changes GPU settings. Exit 0 PASS, 1 WARN, 2 FAIL (wrong results,
+    memory errors, throttling, new ECC/Xid errors), 3 ERROR (a test could not run, or interrupted)."""
+    from gpunode.diag.run import MIN_DURATION, DiagOptions
+
+    try:
+        opts = DiagOptions(level=level, duration=duration, gpus=_int_list(gpus), with_dcgm=with_dcgm)
+    except ValueError as exc:
+        die(str(exc))
+    if duration is not None and duration < MIN_DURATION[level]:
+        die(f"--duration must be at least {MIN_DURATION[level]:.0f} s at level {level}")
+    if dcgm_level is not None and not with_dcgm:
+        die("--dcgm-level needs --with-dcgm")
+    if dcgm_level is not None and dcgm_level not in (1, 2, 3, 4):
+        die(f"--dcgm-level {dcgm_level}: 1 to 4")
+    if config is not None and not config.is_file():
+        die(f"--config {config}: not a file")
+    explicit = _resolve_baseline(baseline, baselines_dir)
+    ctx, selection, floor_note = _context(opts, explicit, baselines_dir, str(config) if config else None,
+                                          dcgm_level or min(level, 3))
+    if compare and selection is None:
+        die(floor_note or "no baseline for these GPUs: give --baseline")
+    document = _run(ctx)
+    if floor_note:
+        document.notes.append(floor_note)
+    data = document.to_json()
+    to_stdout = json_file is not None and str(json_file) == "-"
+    if json_file is not None and not to_stdout:
+        from gpunode.audit.report import dumps, write_atomic
+
+        try:
+            write_atomic(json_file, dumps(data))
+        except OSError as exc:
+            die(f"cannot write {json_file}: {exc.strerror or exc}", 3)
+    if to_stdout:
+        from gpunode.audit.report import dumps
+
+        typer.echo(dumps(data), nl=False)
+    else:
+        render(data, stdout_console())
+    code = document.exit_code
+    if compare and selection is not None:
+        from gpunode.baselines.compare import render_verdicts
+        from gpunode.diag.compare import judge_document
+
+        verdicts = judge_document(data, selection)
+        render_verdicts(verdicts, stderr_console() if to_stdout else stdout_console())
+        code = max(code, verdicts.exit_code, key=(0, 1, 3, 2).index)
+    if not no_history:
+        from gpunode.history import record
+
+        warning = record("diag", data, state_dir)
+        if warning:
+            print(f"gpunode: warning: {warning}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _int_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    out = []
+    for item in split_csv([text]):
+        if not item.isdigit():
+            die(f"--gpus: {item!r} is not a GPU index")
+        out.append(int(item))
+    return out or None
+
+
+def _resolve_baseline(baseline: str | None, baselines_dir: Path | None):
+    """A bad --baseline/--baselines is bad input: said before the run, not after it."""
+    from gpunode.baselines.compare import catalogue_for
+    from gpunode.baselines.schema import BaselineError
+
+    try:
+        catalogue = catalogue_for(baselines_dir)
+        return catalogue.resolve(baseline) if baseline is not None else None
+    except BaselineError as exc:
+        die(str(exc))
+
+
+def _context(opts, explicit, baselines_dir, config_path, dcgm_level):
+    from gpunode.bench.run import inventory, select_gpus, targets
+    from gpunode.diag import dcgm
+    from gpunode.diag.backend import find_backend
+    from gpunode.diag.compare import floors_for
+    from gpunode.diag.gatecheck import gate_result
+    from gpunode.diag.run import DiagContext
+    from gpunode.host import live_host
+    from gpunode.host.gpu.telemetry import TelemetrySampler
+
+    host = live_host()
+    inv = inventory(host)
+    try:
+        chosen = select_gpus(inv, opts.gpus)
+    except ValueError as exc:
+        die(str(exc))
+    selection, note = explicit, None
+    if selection is None:
+        from gpunode.baselines.compare import catalogue_for
+        from gpunode.baselines.schema import BaselineError
+
+        try:
+            selection = catalogue_for(baselines_dir).select(inv.summary())
+        except BaselineError as exc:
+            note = f"no per-SKU floors (clocks, power) judged: {exc}"
+    backend, why = find_backend()
+    devices, tools = {}, {}
+    if backend is not None:
+        tools.update(backend.versions())
+        devices = {t.gpu: t.device for t in targets(host, backend, inv, chosen)}
+    names = {g.index: g.name or "?" for g in inv.gpus}
+    progress_console = stderr_console()
+
+    def progress(text: str, left: float | None) -> None:
+        tail = f" (about {left:.0f} s left)" if left is not None else ""
+        progress_console.print(f"gpunode diag: {text}{tail}", highlight=False, markup=False)
+
+    ctx = DiagContext(
+        opts=opts, hostname=host.facts.hostname, now_epoch=host.facts.now, gpus_meta=inv.summary(), devices=devices,
+        names=names, backend=backend, backend_why=why,
+        sampler=TelemetrySampler.live(gpus=sorted(devices) if devices else chosen),
+        floors=floors_for(selection), gate=lambda: gate_result(config_path),
+        dcgm=(lambda: dcgm.run(host.runner, dcgm_level, chosen)) if opts.with_dcgm else None,
+        progress=progress, tools=tools,
+    )
+    if selection is not None:
+        ctx.tools["baseline"] = selection.baseline.name
+    return ctx, selection, note
+
+
+def _run(ctx):
+    """SIGTERM (scancel, a Slurm time limit) stops the run like Ctrl-C: workers stop, memory is freed."""
+    from gpunode.diag.run import run_diag
+
+    def to_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, to_interrupt)
+    try:
+        return run_diag(ctx)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def render(data: dict, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"gpunode diag level {data['level']} on {escape(data['host'])}: "
+                        f"{data['status']} in {data['duration_s']:.0f} s", expand=False)
+    table.add_column("Test", no_wrap=True)
+    table.add_column("GPU", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    table.add_column("Result")
+    for r in data["results"]:
+        gpu = "" if r["gpu"] is None else str(r["gpu"])
+        table.add_row(escape(r["name"]), gpu, f"[{STYLE[r['status']]}]{r['status']}[/]", escape(r["message"]))
+    console.print(table)
+    for note in data.get("notes") or []:
+        console.print(f"note: {escape(note)}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("diag")(diag)

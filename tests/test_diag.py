@@ -1,0 +1,217 @@
+"""gpunode diag end to end on CPU torch (the same kernels as on a GPU, device_type="cpu"), with a
+replayed telemetry trace, and every fault injected through the backend seam: each must end FAIL
+or ERROR, never PASS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gpunode.bench.backend import Device
+from gpunode.diag.backend import Injector
+from gpunode.diag.gemm import GemmPlan
+from gpunode.diag.results import DiagDocument, TestResult
+from gpunode.diag.run import DiagContext, DiagOptions, run_diag
+from gpunode.diag.verdicts import Floors
+from gpunode.host.gpu.telemetry import ReplayTelemetrySource, Sample, TelemetrySampler, Trace
+
+torch = pytest.importorskip("torch")
+
+from gpunode.diag.backend_torch import TorchDiag  # noqa: E402 - needs torch
+
+FIXTURES = Path(__file__).parent / "fixtures" / "telemetry"
+CPU = Device(0, "cpu", None, (0, 0), 0)
+
+
+def healthy_trace(gpus=(0,), **over) -> Trace:
+    rows = []
+    for i in range(4):
+        for g in gpus:
+            s = Sample(t=float(i), gpu=g, sm_clock_mhz=1755, mem_clock_mhz=3201, power_w=650 + i, power_limit_w=700,
+                       temp_c=60, mem_temp_c=70, clock_events=("sw_power_cap",), ecc_uncorrected=0,
+                       ecc_corrected=0, remap_uncorrectable=0, remap_pending=False, remap_failure=False,
+                       pcie_replay=0, processes=())
+            for k, v in over.items():
+                setattr(s, k, v)
+            rows.append(s)
+    return Trace(samples=rows)
+
+
+def context(level=1, injector=None, trace=None, gpus=(0,), floors=None, gate="PASS", **opts) -> DiagContext:
+    backend = TorchDiag(torch, injector, device_type="cpu", cpu_memory_bytes=4 << 20)
+    options = DiagOptions(level=level, gemm=GemmPlan(size=64, batch=8, quick_batches=2), memtest_passes=1,
+                          memtest_chunk_bytes=1 << 20, min_load_s=0.3, duration=0.5 if level > 1 else None, **opts)
+    sampler = TelemetrySampler(ReplayTelemetrySource(trace or healthy_trace(gpus)), interval_s=0.01,
+                               ours=lambda pid: pid < 1000)
+    return DiagContext(opts=options, hostname="node1", now_epoch=1.7e9, gpus_meta={"count": len(gpus)},
+                       devices={g: Device(g, "cpu", None, (0, 0), 0) for g in gpus}, names={g: "cpu" for g in gpus}, backend=backend,
+                       sampler=sampler, floors=floors or Floors(),
+                       gate=(lambda: TestResult("gate", None, gate, "gate checks")) if gate else None)
+
+
+def by(doc: DiagDocument, name: str, gpu=None) -> TestResult:
+    found = [r for r in doc.results if r.name == name and (gpu is None or r.gpu == gpu)]
+    assert found, f"no {name} in {[r.name for r in doc.results]}"
+    return found[0]
+
+
+def test_level1_healthy_passes_and_round_trips():
+    doc = run_diag(context(1))
+    assert doc.status == "PASS", [(r.name, r.status, r.message) for r in doc.results]
+    assert [r.name for r in doc.results] == ["gate", "gemm.correctness", "telemetry"]
+    gemm = by(doc, "gemm.correctness")
+    assert gemm.figures["products"] == gemm.figures["products_checked"] == 3 + 2 * 8
+    again = DiagDocument.from_json(json.loads(json.dumps(doc.to_json())))
+    assert again.to_json() == doc.to_json() and again.exit_code == 0
+
+
+def test_flipped_bit_in_a_later_product_fails_naming_gpu_and_product():
+    inj = Injector(flip_bit={(0, 7): (100, 2)})  # a low mantissa bit: only the exact check sees it
+    doc = run_diag(context(1, inj))
+    gemm = by(doc, "gemm.correctness")
+    assert inj.fired and gemm.status == "FAIL" and doc.status == "FAIL" and doc.exit_code == 2
+    assert "GPU0" in gemm.message and "product 7" in gemm.message
+    assert gemm.detail["mismatches"][0]["iteration"] == 7
+
+
+def test_a_gpu_that_is_consistently_wrong_fails_the_abft_check():
+    # the same sign bit flipped in every product: repeats agree, only A·(B·1) can tell
+    doc = run_diag(context(1, Injector(flip_bit={(0, i): (5, 15) for i in range(64)})))
+    gemm = by(doc, "gemm.correctness")
+    assert gemm.status == "FAIL" and "ABFT" in gemm.message and "differ" not in gemm.message
+
+
+def test_abft_bound_holds_for_healthy_products_of_every_dtype():
+    backend = TorchDiag(torch, device_type="cpu")
+    for dtype in ("bf16", "fp16", "tf32"):
+        ref = backend.gemm(CPU, dtype, 96, 3).reference()
+        assert ref.abft_bad_rows == 0 and ref.abft_max_ratio < 1 and ref.repeat_mismatch == 0, dtype
+
+
+def test_cross_gpu_comparison_names_the_odd_gpu():
+    # GPU1's products all carry the same flipped bit: each GPU alone is consistent with itself
+    inj = Injector(flip_bit={(1, i): (3, 0) for i in range(64)})
+    doc = run_diag(context(1, inj, gpus=(0, 1, 2)))
+    cross = by(doc, "gemm.cross_gpu")
+    assert cross.status == "FAIL" and cross.detail == {"disagreeing": [1]} and "GPU1" in cross.message
+    assert doc.status == "FAIL"
+
+
+def test_level2_healthy_passes_with_memtest_and_sustained_gemm():
+    doc = run_diag(context(2))
+    assert doc.status == "PASS", [(r.name, r.status, r.message) for r in doc.results]
+    mem = by(doc, "hbm.memtest")
+    assert mem.figures["bytes_tested"] >= 0.9 * mem.figures["free_bytes"] and mem.figures["errors"] == 0
+    assert mem.figures["pattern_runs"] == 131
+    sustained = by(doc, "gemm.sustained")
+    assert sustained.figures["products_checked"] <= sustained.figures["products"]
+    assert by(doc, "load.gemm").status == "PASS"
+    names = [m["name"] for m in doc.to_json()["metrics"]]
+    assert names == ["hbm.memtest", "gemm.bf16"]
+
+
+def test_corrupted_memory_word_fails_with_its_address():
+    inj = Injector(corrupt_word={(0, 128): (2, 1234)})  # pattern 128: address-in-address
+    doc = run_diag(context(2, inj))
+    mem = by(doc, "hbm.memtest")
+    assert inj.fired and mem.status == "FAIL" and mem.figures["errors"] == 1
+    word = mem.detail["failing_words"][0]
+    assert word["chunk"] == 2 and word["word"] == 1234 and word["bits"] == "0x0000000000000001"
+    assert int(word["expected"], 16) == 2 * (1 << 17) + 1234  # the word's own index
+    assert doc.status == "FAIL"
+
+
+def test_allocation_failure_is_error_never_pass():
+    doc = run_diag(context(2, Injector(fail_alloc={0})))
+    mem = by(doc, "hbm.memtest")
+    assert mem.status == "ERROR" and "allocat" in mem.message
+    assert doc.status in ("ERROR", "FAIL") and doc.exit_code != 0
+
+
+def test_hw_slowdown_under_load_fails():
+    trace = healthy_trace(clock_events=("sw_power_cap", "hw_slowdown"))
+    doc = run_diag(context(2, trace=trace))
+    assert by(doc, "load.gemm").status == "FAIL" and "hw_slowdown" in by(doc, "load.gemm").message
+    assert by(doc, "telemetry").status == "FAIL" and doc.status == "FAIL"
+
+
+def test_xid_event_fails():
+    trace = healthy_trace()
+    trace.xids = [{"t": 0.0, "gpu": 0, "xid": 79}]
+    doc = run_diag(context(1, trace=trace))
+    tel = by(doc, "telemetry")
+    assert tel.status == "FAIL" and "79" in tel.message and doc.exit_code == 2
+
+
+def test_new_uncorrectable_ecc_and_remap_failure_fail():
+    trace = healthy_trace()
+    for later in trace.samples[1:]:  # start() and stop() each take a sample: the 2nd is always read
+        later.ecc_uncorrected = 3
+        later.remap_failure = True
+    doc = run_diag(context(1, trace=trace))
+    tel = by(doc, "telemetry")
+    assert tel.status == "FAIL" and "3 new uncorrectable" in tel.message and "remapping failed" in tel.message
+
+
+def test_foreign_process_is_flagged():
+    doc = run_diag(context(2, trace=healthy_trace(processes=((4242, "hog.py", 8 << 30),))))
+    tel = by(doc, "telemetry")
+    assert tel.status == "WARN" and "pid 4242 (hog.py)" in tel.message and doc.status == "WARN"
+
+
+def test_floors_under_full_load():
+    floors = Floors(sm_clock_min_mhz=1800, power_min_ratio=0.95, source="test")
+    doc = run_diag(context(2, floors=floors))
+    load = by(doc, "load.gemm")
+    assert load.status == "FAIL" and "below the 1800 MHz floor" in load.message and "never reaching 95%" in load.message
+    ok = run_diag(context(2, floors=Floors(sm_clock_min_mhz=1700, power_min_ratio=0.9, source="t")))
+    assert by(ok, "load.gemm").status == "PASS"
+
+
+def test_no_telemetry_is_said_not_passed():
+    class NoNvml(ReplayTelemetrySource):
+        def open(self):
+            raise OSError("NVML Shared Library Not Found")
+
+    ctx = context(2)
+    ctx.sampler = TelemetrySampler(NoNvml(Trace()))
+    doc = run_diag(ctx)
+    assert by(doc, "telemetry").status == "WARN" and "NVML Shared Library" in by(doc, "telemetry").message
+    assert by(doc, "load.gemm").status == "SKIP"
+
+
+def test_level3_runs_stress_with_verified_copies():
+    doc = run_diag(context(3, gpus=(0, 1), trace=healthy_trace((0, 1))))
+    assert doc.status == "PASS", [(r.name, r.status, r.message) for r in doc.results]
+    names = {(r.name, r.gpu) for r in doc.results}
+    assert {("stress.gemm", 0), ("stress.gemm", 1), ("load.stress", 0), ("pcie.copy", 0), ("pcie.copy", 1),
+            ("p2p.copy", 0), ("p2p.copy", 1), ("gemm.cross_gpu", None)} <= names
+
+
+def test_interrupt_is_error_and_stops_cleanly():
+    def interrupt(text, left):
+        if "sustained" in text:
+            raise KeyboardInterrupt
+
+    ctx = context(2)
+    ctx.progress = interrupt
+    doc = run_diag(ctx)
+    assert doc.interrupted and doc.status == "ERROR" and doc.exit_code == 3
+    assert ctx.stop.is_set() and ctx.sampler._thread is None
+    assert any("interrupted" in n for n in doc.notes)
+
+
+def test_nothing_tested_is_error():
+    ctx = context(1, gate=None)
+    ctx.backend, ctx.backend_why = None, "torch not installed"
+    doc = run_diag(ctx)
+    assert doc.status == "ERROR" and by(doc, "gpu.kernels").message.endswith("torch not installed")
+
+
+def test_options_are_validated():
+    for bad in ({"level": 4}, {"level": 1, "duration": 60}, {"level": 2, "duration": float("nan")},
+                {"level": 2, "duration": -1}):
+        with pytest.raises(ValueError):
+            DiagOptions(**bad)
