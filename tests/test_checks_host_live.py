@@ -11,9 +11,22 @@ import pytest
 MINE = "host.*,cpu.*,memory.*,kernel.*,numa.*,storage.*,net.*"
 
 
+CONFIG: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def empty_site_config(tmp_path_factory):
+    """An empty config file, so /etc/gpunode/config.yaml of the machine running the tests is not
+    read (the config loader takes regular files only: /dev/null is refused)."""
+    if "path" not in CONFIG:
+        path = tmp_path_factory.mktemp("config") / "config.yaml"
+        path.write_text("")
+        CONFIG["path"] = str(path)
+
+
 def gpunode(*args):
     return subprocess.run([sys.executable, "-m", "gpunode", *args], capture_output=True, text=True,
-                          env={**os.environ, "GPUNODE_CONFIG": os.devnull}, timeout=120)
+                          env={**os.environ, "GPUNODE_CONFIG": CONFIG["path"]}, timeout=120)
 
 
 def results(proc):

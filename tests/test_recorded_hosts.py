@@ -25,6 +25,14 @@ def by_id(doc):
     return {(c["id"], c["subject"]): c for c in doc["checks"]}
 
 
+# Judged differently since the device recording, on purpose (issue 12): both VMs mount a 128 GiB
+# /dev/shm on 125.9 GiB of RAM, and have no IOMMU (SWIOTLB), so iommu=pt is not applicable there.
+JUDGED_SINCE = {("memory.shm", None): "WARN", ("cmdline.iommu", None): "SKIP"}
+# Checks and settings added since: the NICs' qdiscs (tc was not recorded then: SKIP), slurmd's
+# LimitMEMLOCK (no systemd on the VMs: SKIP).
+NEW_SINCE = {("net.qdisc", None), ("unit.slurmd.LimitMEMLOCK", None)}
+
+
 @pytest.mark.parametrize("name, live", [("h100-sxm-1gpu", "audit-h100.json"), ("h200-1gpu", "audit-h200.json")])
 def test_replay_matches_the_live_audit_recorded_on_the_device(name, live):
     code, doc = audit(HOSTS / name)
@@ -32,7 +40,11 @@ def test_replay_matches_the_live_audit_recorded_on_the_device(name, live):
     assert code == recorded["exit_code"] == 1  # tunables off profile, hardware healthy
     replayed = {(c["id"], c["subject"]): c["status"] for c in doc["checks"]}
     original = {(normalise(c["id"]), c["subject"]): c["status"] for c in recorded["checks"]}  # recorded: old kind/key ids
-    assert replayed == original
+    for key, status in JUDGED_SINCE.items():
+        assert original[key] != status and replayed[key] == status, key
+        original[key] = status
+    assert {k for k in replayed if k not in original} == NEW_SINCE
+    assert {k: v for k, v in replayed.items() if k not in NEW_SINCE} == original
     assert "ERROR" not in replayed.values()
     assert not any(c["status"] == "FAIL" for c in doc["checks"])
 
@@ -59,6 +71,15 @@ def test_recorded_gpu_identity():
         ({"files": {"/sys/kernel/mm/transparent_hugepage/enabled": "[always] madvise never\n"}}, "sysfs.thp.enabled", "PASS"),
         ({"files": {"/proc/sys/vm/swappiness": "10\n"}}, "sysctl.vm.swappiness", "PASS"),
         ({"files": {"/proc/sys/kernel/numa_balancing": "1\n"}}, "sysctl.kernel.numa_balancing", "WARN"),
+        # bare metal with an IOMMU and GRUB: iommu=pt is what the profile wants and it is missing
+        ({"files": {"/proc/sys/kernel/arch": "x86_64\n", "/sys/kernel/iommu_groups/0/type": "DMA\n",
+                    "/etc/default/grub": 'GRUB_CMDLINE_LINUX=""\n'}}, "cmdline.iommu", "WARN"),
+        # nvidia-smi -lgc: the driver reports the user-defined clocks event reason
+        ({"gpu": {"clock_event_reasons": 0x1 | 0x2}}, "gpu.clocks", "WARN"),
+        # nvidia-smi -lmc: HBM below its maximum in P0
+        ({"gpu": {"mem_clock_mhz": 1593}}, "gpu.clocks", "WARN"),
+        # the driver says the GPU needs a reset
+        ({"gpu": {"recovery_action": 1}}, "gpu.xid", "FAIL"),
     ],
 )
 @pytest.mark.parametrize("name", REAL)
@@ -89,3 +110,54 @@ def test_gate_tagged_subset_on_real_snapshot():
     assert {"gpu.nvml", "gpu.count", "gpu.ecc.uncorrectable", "gpu.memory.remap", "gpu.xid", "gpu.pcie.link",
             "gpu.persistence_mode", "storage.scratch_space"} <= ids
     assert code == 0
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_iommu_pt_skips_with_why_on_the_vms_and_on_arm64(tmp_path, name):
+    doc = by_id(audit(HOSTS / name, "--only", "cmdline.iommu")[1])
+    assert "no IOMMU translates DMA here" in doc[("cmdline.iommu", None)]["message"]
+    arm = derive_snapshot(name, tmp_path / "arm", files={"/proc/sys/kernel/arch": "aarch64\n",
+                                                          "/sys/kernel/iommu_groups/0/type": "DMA\n"})
+    r = by_id(audit(arm, "--only", "cmdline.iommu")[1])[("cmdline.iommu", None)]
+    assert r["status"] == "SKIP" and "this kernel is aarch64; its counterpart there is iommu.passthrough=1" in r["message"]
+
+
+def with_xids(name, dest, lines, **gpu):
+    """The recorded snapshot with `lines` (seconds after the driver loaded, text) added to its dmesg."""
+    from datetime import datetime, timezone
+
+    recorded = json.loads((HOSTS / name / "commands.json").read_text())
+    dmesg = next(c for c in recorded if c["argv"][0] == "dmesg")
+    stamp = next(line.split()[0] for line in dmesg["stdout"].splitlines() if "NVRM: loading" in line)
+    loaded = datetime.fromisoformat(stamp.replace(",", ".")).timestamp()
+    extra = "".join(f"{datetime.fromtimestamp(loaded + dt, timezone.utc).strftime('%Y-%m-%dT%H:%M:%S,%f+00:00')} "
+                    f"{text}\n" for dt, text in lines)
+    return derive_snapshot(name, dest, gpu=gpu, commands={tuple(dmesg["argv"]): {"stdout": dmesg["stdout"] + extra}})
+
+
+XID48 = "NVRM: Xid (PCI:0000:00:06): 48, An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer"
+XID154 = "NVRM: Xid (PCI:0000:00:06): 154, GPU recovery action changed from 0x0 (None) to 0x1 (GPU Reset Required)"
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_xid_before_a_reset_warns_after_it_fails(tmp_path, name):
+    # The driver asked for a reset and NVML says none is pending any more: the operator reset it.
+    done = with_xids(name, tmp_path / "done", [(10, XID48), (10, XID154)], recovery_action=0)
+    code, doc = audit(done, "--only", "gpu.xid")
+    r = by_id(doc)[("gpu.xid", "GPU0")]
+    assert code == 1 and r["status"] == "WARN" and "dealt with" in r["message"]
+    # The same log with the reset still pending (or a recording without NVML's answer): FAIL.
+    for dest, action in (("pending", 1), ("unknown", None)):
+        code, doc = audit(with_xids(name, tmp_path / dest, [(10, XID48), (10, XID154)], recovery_action=action),
+                          "--only", "gpu.xid")
+        assert code == 2 and by_id(doc)[("gpu.xid", "GPU0")]["status"] == "FAIL"
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_shm_above_ram_warns_and_within_ram_passes(tmp_path, name):
+    r = by_id(audit(HOSTS / name, "--only", "memory.shm")[1])[("memory.shm", None)]
+    assert r["status"] == "WARN" and r["message"].startswith("128.0 GiB of 125.9 GiB RAM: larger than RAM")
+    mounts = (HOSTS / name / "files/proc/mounts").read_text().replace("size=134217728k", "size=50%")
+    fixed = derive_snapshot(name, tmp_path / "fixed", files={"/proc/mounts": mounts})
+    r = by_id(audit(fixed, "--only", "memory.shm")[1])[("memory.shm", None)]
+    assert r["status"] == "PASS" and r["message"] == "62.9 GiB of 125.9 GiB RAM"
