@@ -75,6 +75,7 @@ HOSTILE = [
     ("{kind: sysctl, key: vm.swappiness, target: .nan}", "finite"),
     ("{kind: sysctl, key: vm.swappiness, target: .inf}", "finite"),
     ("{kind: sysctl, key: vm.swappiness, target: -5}", "out of range"),
+    ("{kind: sysctl, key: net.ipv4.tcp_keepalive_time, target: -5}", "out of range 0.."),
     ("{kind: sysctl, key: net.core.rmem_max, target: 1e90}", "not a whole number"),
     ("{kind: sysctl, key: net.core.rmem_max, target: 1.0e+90}", "target 1e+90 is out of range"),
     ('{kind: sysctl, key: kernel.hostname, target: "; rm -rf /"}', "one word"),
@@ -176,3 +177,18 @@ def test_any_sysctl_target_that_passes_is_one_line_of_plain_fields(value):
     text = str(setting.target)
     assert "\n" not in text and "\r" not in text and text.strip() == text and text
     assert re.fullmatch(r"[A-Za-z0-9_.,:+@%\- ]+", text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["sys", "..", ".", "", "kernel", "mm", "x*", "a b", "..%2f", "\n", "etc"]),
+                min_size=1, max_size=7))
+def test_any_sysfs_path_that_passes_stays_under_sys(parts):
+    path = "/" + "/".join(parts)
+    try:
+        setting = parse_setting({"kind": "sysfs", "key": "k", "path": path, "target": 1}, "p.yaml")
+    except ProfileError:
+        return
+    assert setting.path.startswith("/sys/") and ".." not in setting.path.split("/")
+    import os
+
+    assert os.path.normpath(setting.path) == setting.path

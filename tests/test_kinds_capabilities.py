@@ -202,3 +202,47 @@ def test_snapshot_copies_the_gzip_config_it_read(tmp_path):
     (files / "proc/sys/kernel").mkdir(parents=True)
     (files / "proc/sys/kernel/osrelease").write_text(RELEASE + "\n")
     assert module_availability(sysroot_host(files), "sch_fq", "CONFIG_NET_SCH_FQ").available is False
+
+
+def _units_runner(states: dict[str, tuple[str, str, str]]):
+    from gpunode.host.runner import ReplayRunner
+
+    runner = ReplayRunner()
+    for unit, (load, active, enabled) in states.items():
+        runner.add(["systemctl", "show", "-p", "LoadState", "-p", "ActiveState", "-p", "UnitFileState", unit],
+                   stdout=f"LoadState={load}\nActiveState={active}\nUnitFileState={enabled}\n")
+    return runner
+
+
+def test_persistence_through_nvidia_persistenced_where_installed(tmp_path):
+    """Planned only (never run on the lent GPU): one service change for all GPUs instead of
+    NVML's deprecated per-GPU call, and one change even when service.nvidia-persistenced asks too."""
+    import json as _json
+
+    from gpunode.host import Facts, Host
+    from gpunode.host.gpu.model import GpuInventory
+    from gpunode.host.gpu.source import ReplayGpuSource
+    from gpunode.host.sysroot import SysRoot
+    from testkit import FIXTURES, with_gpu
+
+    inv = with_gpu(GpuInventory.from_json(_json.loads((FIXTURES / "nvml/h100-sxm-1gpu.json").read_text())),
+                   persistence_mode=False)
+    root = _tree(tmp_path, {"/run/systemd/system/.keep": ""})
+
+    def host(runner):
+        return Host(sys=SysRoot(root), gpu=ReplayGpuSource(inv), runner=runner,
+                    facts=Facts(is_root=True, hostname="t", now=0.0, live=False))
+
+    prof = load_profile("training")
+    chosen = select_settings(prof, ["gpu.persistence_mode", "service.nvidia-persistenced"])
+    daemon = host(_units_runner({"nvidia-persistenced": ("loaded", "inactive", "disabled")}))
+    plan = make_plan(daemon, prof, chosen, files=PlannedFiles(daemon.sys))
+    assert [(c.setting_id, c.action, c.target) for c in plan.changes] == [
+        ("service.nvidia-persistenced", "service", "nvidia-persistenced")]
+    plan = make_plan(daemon, prof, select_settings(prof, ["gpu.persistence_mode"]), files=PlannedFiles(daemon.sys))
+    (change,) = plan.changes
+    assert (change.action, change.after) == ("service", {"active": "active", "enabled": "enabled"})
+    assert "nvidia-persistenced" in change.note
+    legacy = host(_units_runner({"nvidia-persistenced": ("not-found", "inactive", "")}))
+    plan = make_plan(legacy, prof, select_settings(prof, ["gpu.persistence_mode"]), files=PlannedFiles(legacy.sys))
+    assert [(c.action, c.subject) for c in plan.changes] == [("gpu", "GPU0")]
