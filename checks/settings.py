@@ -14,9 +14,9 @@ def area_of(setting: Setting) -> str:
 
 def _runner(setting: Setting):
     def run(ctx: AuditContext):
-        from gpunode.tune.kinds import judge
+        from gpunode.tune.kinds import judge_setting
 
-        return judge(ctx, setting)
+        return judge_setting(ctx, setting)
 
     return run
 

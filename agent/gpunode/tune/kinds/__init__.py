@@ -81,7 +81,7 @@ def assess(ctx, setting: Setting) -> Assessment:
     return Assessment(setting, not_applicable=why_not or "", observed=observed, wrong=wrong)
 
 
-def judge(ctx, setting: Setting) -> list[Finding]:
+def judge_setting(ctx, setting: Setting) -> list[Finding]:
     """The audit of one setting: one finding, or one per GPU for gpu settings."""
     a = assess(ctx, setting)
     if a.skip_reason:
@@ -135,5 +135,5 @@ def is_satisfied(setting: Setting, obs: Observed) -> bool:
     return kind_of(setting).satisfied(setting, obs)
 
 
-__all__ = ["Assessment", "CheckSkipped", "Observed", "assess", "condition_holds", "is_satisfied", "judge",
+__all__ = ["Assessment", "CheckSkipped", "Observed", "assess", "condition_holds", "is_satisfied", "judge_setting",
            "kind_of", "observe"]
