@@ -107,6 +107,7 @@ HOSTILE = [
     ("{kind: gpu, key: power_limit, target: -5}", "out of range"),
     ("{kind: gpu, key: power_limit, target: 1.0e+90}", "out of range"),
     ("{kind: gpu, key: compute_mode, target: \"default\\n\"}", "control character"),
+    ("{kind: gpu, key: applications_clocks, target: '99999999,1980'}", "up to 10000"),
 ]
 
 

@@ -20,6 +20,7 @@ KEYS = {
 }
 COMPUTE_MODES = ("default", "exclusive_process", "prohibited")
 MIG_OFF = "(MIG mode off)"
+MAX_CLOCK_MHZ = 10_000  # HBM3e runs at 2619 MHz, SMs under 2100
 MAX_POWER_W = 10_000  # no GPU board takes more; 1e90 or .inf is a typo
 PERSISTENCED = "nvidia-persistenced"
 
@@ -34,8 +35,9 @@ def target_problem(key: str, target) -> str | None:
         return f"compute_mode target must be one of {', '.join(COMPUTE_MODES)}"
     if key == "mig_layout":
         return mig_layout_problem(target)
-    if key == "applications_clocks" and target != "default" and clock_pair_text(target) is None:
-        return "applications_clocks target must be 'default' or 'MEM,SM' in MHz, e.g. '2619,1980'"
+    if key == "applications_clocks" and target != "default" and (
+            clock_pair_text(target) is None or max(map(int, clock_pair_text(target).split(","))) > MAX_CLOCK_MHZ):
+        return f"applications_clocks target must be 'default' or 'MEM,SM' in MHz up to {MAX_CLOCK_MHZ}, e.g. '2619,1980'"
     if key == "power_limit" and target != "default":
         try:
             finite_number(target, "power_limit target", 1, MAX_POWER_W)

@@ -124,7 +124,7 @@ class Limits(SettingKind):
         later = [o.note for o in wrong if o.note.startswith(LIMITS_DIR + "/") and o.note > MANAGED_FILE]
         entries: dict[tuple[str, str, str], str] = {}
         for domain, kind, item, value in parse_limits(files.text(MANAGED_FILE) or ""):
-            if _VALUE.match(value) and _DOMAIN.match(domain):  # keep only what renders safely
+            if _VALUE.match(value) and _DOMAIN.match(domain) and item in ITEMS:  # only what renders safely
                 entries[(domain, kind, item)] = value
         for kind, value in new.items():
             entries[("*", kind, setting.key)] = value
