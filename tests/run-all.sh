@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-PACKAGES=(fio slurm-wlm munge openssh-server openssh-client iproute2 util-linux procps kmod chromium chromium-driver)
+PACKAGES=(fio slurm-wlm munge openssh-server openssh-client iproute2 util-linux procps kmod chromium chromium-driver prometheus groff-base)
+# prometheus: promtool checks every textfile and the alert rules (~19 MB download); groff-base: the man page renders
 # Debian's python3 ships venv separately: install it with the rest, after the one apt-get update.
 "$PY" -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

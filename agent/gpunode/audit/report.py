@@ -121,41 +121,20 @@ def nagios_line(results: Sequence[Result], name: str = "GPUNODE", extra_perf: di
     return f"{name} {NAGIOS_WORD[verdict]} - {text.replace('|', '/')} | {perfdata}"
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 def prometheus_text(results: Sequence[Result], meta: dict) -> str:
-    lines = [
-        "# HELP gpunode_check_status Result of a gpunode check: 0 pass, 1 warn, 2 fail, 3 error, -1 skip.",
-        "# TYPE gpunode_check_status gauge",
-    ]
-    host = _label(str(meta.get("host", "")))
-    for r in results:
-        labels = (
-            f'check="{_label(r.id)}",subject="{_label(r.subject or "")}",area="{_label(r.area)}",'
-            f'severity="{r.severity}",host="{host}"'
-        )
-        lines.append(f"gpunode_check_status{{{labels}}} {STATUS_VALUE[r.status]}")
+    from gpunode.prometheus import Family, exposition, item_family, verdict_families
+
+    host = str(meta.get("host", ""))
+    checks = item_family("gpunode_check_status", "Result of a gpunode check", (
+        ({"check": r.id, "subject": r.subject or "", "area": r.area, "severity": r.severity, "host": host},
+         r.status.value) for r in results))
     verdict = overall(results)
-    lines += [
-        "# HELP gpunode_audit_status Overall audit status, as the exit code: 0 ok, 1 warn, 2 fail, 3 unknown.",
-        "# TYPE gpunode_audit_status gauge",
-        f'gpunode_audit_status{{host="{host}",profile="{_label(str(meta.get("profile", "")))}"}} {EXIT_CODES[verdict]}',
-        "# HELP gpunode_audit_checks Number of check results by status.",
-        "# TYPE gpunode_audit_checks gauge",
-    ]
+    families = [checks, *verdict_families("audit", host, EXIT_CODES[verdict], meta.get("time_epoch", 0),
+                                          meta.get("duration_s", 0), {"profile": meta.get("profile", "")})]
+    counts = Family("gpunode_audit_checks", "Number of check results by status.")
     for status, count in summary(results).items():
-        lines.append(f'gpunode_audit_checks{{host="{host}",status="{status}"}} {count}')
-    lines += [
-        "# HELP gpunode_audit_timestamp_seconds When the audit ran (unix time).",
-        "# TYPE gpunode_audit_timestamp_seconds gauge",
-        f'gpunode_audit_timestamp_seconds{{host="{host}"}} {meta.get("time_epoch", 0):.0f}',
-        "# HELP gpunode_audit_duration_seconds How long the audit took.",
-        "# TYPE gpunode_audit_duration_seconds gauge",
-        f'gpunode_audit_duration_seconds{{host="{host}"}} {meta.get("duration_s", 0):.3f}',
-    ]
-    return "\n".join(lines) + "\n"
+        counts.add({"host": host, "status": status}, count)
+    return exposition([*families[:2], counts, *families[2:]])
 
 
 def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:

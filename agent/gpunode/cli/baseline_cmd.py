@@ -6,7 +6,14 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, split_csv, stderr_console, stdout_console
+from gpunode.cli.common import (
+    PROMETHEUS_HELP,
+    die,
+    split_csv,
+    stderr_console,
+    stdout_console,
+    write_prometheus,
+)
 from gpunode.layout import show_table
 
 baseline_app = typer.Typer(help="Hardware baselines: list, show, record a host's own.", no_args_is_help=True)
@@ -54,6 +61,7 @@ def compare_cmd(
     baseline: str = typer.Option(None, "--baseline", "-b", help="Baseline name or YAML file. Default: chosen from the results' GPUs."),
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON (schema gpunode.compare/1)."),
+    prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
 ) -> None:
     """Judge saved bench results against a hardware baseline: PASS/WARN/FAIL per metric.
@@ -74,6 +82,7 @@ def compare_cmd(
     except (BaselineError, ConfigError) as exc:
         die(str(exc))
     verdicts = compare_or_die(bench, catalogue, baseline or None)
+    write_prometheus(prometheus, verdicts.to_json())
     if as_json:
         typer.echo(dumps(verdicts.to_json()), nl=False)
     else:

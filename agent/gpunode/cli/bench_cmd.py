@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, split_csv, stderr_console, stdout_console
+from gpunode.cli.common import (
+    PROMETHEUS_HELP,
+    die,
+    split_csv,
+    stderr_console,
+    stdout_console,
+    write_prometheus,
+)
 from gpunode.layout import show_table
 
 STATUS_STYLE = {"ok": "green", "fail": "bold red", "error": "magenta", "skip": "dim"}
@@ -33,6 +40,7 @@ def bench(
     history_runs: int = typer.Option(10, "--history-runs", help="With --compare: how many of the node's earlier runs make its recent median."),
     state_dir: str = typer.Option(None, "--state-dir", help="State directory holding the node's history. Default $GPUNODE_STATE_DIR or /var/lib/gpunode."),
     no_history: bool = typer.Option(False, "--no-history", help="Do not keep this result in the node's history."),
+    prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
 ) -> None:
     """Benchmark this node. Exit 0 OK, 2 a metric failed (wrong data), 3 a benchmark errored or nothing
     was measured; with --compare the exit code follows the verdicts (1 WARN)."""
@@ -97,6 +105,7 @@ def bench(
         if sampler is not None:
             sampler.stop()
     data = document.to_json()
+    write_prometheus(prometheus, data)
     if json_file is not None and str(json_file) != "-":
         from gpunode.audit.report import dumps, write_atomic
 

@@ -31,6 +31,21 @@ def format_name(fmt: Format | str | None, as_json: bool = False) -> str | None:
     return fmt.value if isinstance(fmt, Format) else fmt
 
 
+PROMETHEUS_HELP = "Also write the verdict as a Prometheus textfile here (atomically; node_exporter's textfile dir)."
+
+
+def write_prometheus(path, document: dict) -> None:
+    """--prometheus FILE for gate, bench, compare, diag (audit keeps its own, older writer)."""
+    if path is None:
+        return
+    from gpunode.prometheus import write_document_textfile
+
+    try:
+        write_document_textfile(path, document)
+    except OSError as exc:
+        die(f"cannot write {path}: {exc.strerror or exc}", 3)
+
+
 def usage_exit(fmt: str | None) -> int:
     """Exit code of a usage error: 3 (UNKNOWN) for a Nagios check, else 2 like click/argparse."""
     return NAGIOS_USAGE_EXIT if fmt == "nagios" else USAGE_EXIT

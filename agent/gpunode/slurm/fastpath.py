@@ -56,6 +56,8 @@ GATE_OPTIONS = (
                f"Gate a recorded snapshot instead of this host (also ${SNAPSHOT_ENV} or config `snapshot:`)."),
     GateOption("--config", "config", str, None,
                "Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    GateOption("--prometheus", "prometheus", str, None,
+               "Also write the verdict as a Prometheus textfile here (atomically; node_exporter's textfile dir)."),
 )
 _BY_FLAG = {o.flag: o for o in GATE_OPTIONS}
 
@@ -115,7 +117,7 @@ def _start_nvml(snapshot):
 
 
 def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIMEOUT_S, check_timeout=None,
-            strict=False, as_json=False, snapshot=None, config=None, live_gpu=None) -> int:
+            strict=False, as_json=False, snapshot=None, config=None, live_gpu=None, prometheus=None) -> int:
     """Run the gate; print the report; return the exit code. `live_gpu`: an NVML read
     already under way (used unless the gate replays a snapshot)."""
     modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
@@ -128,9 +130,32 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
 
         verdict = run_gate(run)
     except Exception as exc:  # noqa: BLE001 - in Slurm hooks a gpunode failure must not block
+        _textfile(prometheus, None, mode)
         return gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
     report(verdict, as_json)
+    _textfile(prometheus, verdict, mode)
     return verdict.exit_code
+
+
+def _textfile(path, verdict, mode: str) -> None:
+    """--prometheus: the verdict, or UNKNOWN (3) when the gate itself failed. A textfile that
+    cannot be written is a warning: it must not turn a passing gate into a blocked job."""
+    if not path:
+        return
+    from gpunode.prometheus import gate_families, verdict_families, write_textfile
+
+    try:
+        if verdict is None:
+            import time
+
+            write_textfile(path, verdict_families("gate", os.uname().nodename, UNKNOWN_EXIT, time.time(),
+                                                  labels={"mode": mode}))
+        else:
+            from gpunode.slurm.gate import gate_document
+
+            write_textfile(path, gate_families(gate_document(verdict)))
+    except OSError as exc:
+        print(f"gpunode: warning: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
 def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None):

@@ -1,0 +1,159 @@
+"""Every textfile gpunode writes passes the real promtool (Debian's prometheus package); the
+families of different kinds never collide in one collector directory; the alert rules pass
+`promtool check rules` and their unit tests; the systemd units and the cron file shipped in
+docs/examples/ verify and, run as written, produce textfiles promtool accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpunode.prometheus import exposition, families_for
+from testkit import FIXTURES, HOSTS, require
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "docs" / "examples"
+SNAP = HOSTS / "h100-sxm-1gpu"
+GPUNODE = [sys.executable, "-m", "gpunode"]
+
+
+@pytest.fixture(autouse=True)
+def promtool():
+    require(shutil.which("promtool") is not None, "promtool (Debian package prometheus)")
+
+
+def check_metrics(text: str) -> None:
+    proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+def gpunode(*args):
+    return subprocess.run([*GPUNODE, *args], capture_output=True, text=True, timeout=120)
+
+
+def written(tmp_path, name, *args) -> str:
+    path = tmp_path / name
+    proc = gpunode(*args, "--prometheus", str(path))
+    assert proc.returncode in (0, 1, 2, 3), proc.stderr
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # node_exporter runs as its own user
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp file left
+    return path.read_text()
+
+
+def all_textfiles(tmp_path) -> dict[str, str]:
+    files = {
+        "audit": written(tmp_path, "audit.prom", "audit", "--snapshot", str(SNAP)),
+        "gate": written(tmp_path, "gate.prom", "gate", "--snapshot", str(SNAP)),
+        "gate-broken": written(tmp_path, "gate-broken.prom", "gate", "--snapshot", str(tmp_path / "missing")),
+        "compare": written(tmp_path, "compare.prom", "compare", str(FIXTURES / "bench" / "h100-full.json")),
+    }
+    for name in ("h100-full.json", "h200-quick.json"):  # bench --prometheus needs a GPU: the same writer on recordings
+        files[f"bench-{name}"] = exposition(families_for(json.loads((FIXTURES / "bench" / name).read_text())))
+    diag = sorted(FIXTURES.glob("**/diag*.json"))
+    for path in diag[:2]:
+        doc = json.loads(path.read_text())
+        if doc.get("schema") == "gpunode.diag/1":
+            files[f"diag-{path.name}"] = exposition(families_for(doc))
+    return files
+
+
+def test_every_textfile_passes_promtool(tmp_path):
+    files = all_textfiles(tmp_path)
+    for name, text in files.items():
+        assert text.startswith("# HELP gpunode_"), name
+        check_metrics(text)
+    assert 'gpunode_gate_status{host="' in files["gate-broken"] and '} 3\n' in files["gate-broken"]
+    assert 'gpunode_compare_metric_status{metric="gemm.bf16",subject="GPU0",host="vm"} 0' in files["compare"]
+
+
+def test_kinds_never_share_a_family_in_one_collector_dir(tmp_path):
+    files = all_textfiles(tmp_path)
+    kinds = {"audit": files["audit"], "gate": files["gate"], "compare": files["compare"],
+             "bench": files["bench-h100-full.json"]}
+    families = {k: {line.split()[2] for line in v.splitlines() if line.startswith("# TYPE")} for k, v in kinds.items()}
+    names = [n for fams in families.values() for n in fams]
+    assert len(names) == len(set(names)), families
+    check_metrics("".join(kinds.values()))  # what node_exporter merges from the directory
+
+
+def test_label_values_are_escaped():
+    from gpunode.prometheus import Family
+
+    text = exposition([Family("gpunode_x", "x").add({"a": 'q"uote\\back\nnl'}, 1)])
+    assert 'a="q\\"uote\\\\back\\nnl"' in text
+    check_metrics(text)
+
+
+def test_alert_rules_check_and_unit_tests():
+    rules = EXAMPLES / "prometheus"
+    proc = subprocess.run(["promtool", "check", "rules", "gpunode-rules.yml"], cwd=rules, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "SUCCESS: 8 rules found" in proc.stdout, proc.stdout + proc.stderr
+    proc = subprocess.run(["promtool", "test", "rules", "gpunode-rules.test.yml"], cwd=rules, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_alert_rules_use_only_families_gpunode_writes(tmp_path):
+    import re
+
+    import yaml
+
+    files = all_textfiles(tmp_path)
+    written_names = {line.split()[2] for text in files.values() for line in text.splitlines() if line.startswith("# TYPE")}
+    written_names |= {"gpunode_diag_status"}  # diag needs a GPU run; its family comes from verdict_families
+    rules = yaml.safe_load((EXAMPLES / "prometheus" / "gpunode-rules.yml").read_text())
+    used = {m for r in rules["groups"][0]["rules"] for m in re.findall(r"gpunode_[a-z_]+", r["expr"])}
+    assert used and used <= written_names, used - written_names
+
+
+def _exec_start(unit: Path) -> list[str]:
+    line = next(x for x in unit.read_text().splitlines() if x.startswith("ExecStart="))
+    return shlex.split(line.partition("=")[2])
+
+
+@pytest.mark.parametrize("unit", ["gpunode-audit.service", "gpunode-gate.service"])
+def test_systemd_units_verify_and_their_command_writes_a_valid_textfile(tmp_path, unit):
+    require(shutil.which("systemd-analyze") is not None, "systemd-analyze (Debian package systemd)")
+    gpunode_bin = Path(sys.executable).with_name("gpunode")
+    for name in (unit, unit.replace(".service", ".timer")):
+        text = (EXAMPLES / "systemd" / name).read_text().replace("/usr/local/bin/gpunode", str(gpunode_bin))
+        (tmp_path / name).write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / unit),
+                           str(tmp_path / unit.replace(".service", ".timer"))],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    argv = _exec_start(EXAMPLES / "systemd" / unit)
+    assert argv[0] == "/usr/local/bin/gpunode"
+    target = argv[argv.index("--prometheus") + 1]
+    assert target.startswith("/var/lib/node_exporter/textfile_collector/") and target.endswith(".prom")
+    out = tmp_path / "collector" / Path(target).name
+    argv[argv.index("--prometheus") + 1] = str(out)
+    proc = subprocess.run([*GPUNODE, *argv[1:], "--snapshot", str(SNAP)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    check_metrics(out.read_text())
+
+
+def test_cron_file_commands_run_as_written(tmp_path):
+    lines = [x for x in (EXAMPLES / "cron" / "gpunode").read_text().splitlines() if x and not x.startswith("#")
+             and "=" not in x.split()[0]]
+    assert len(lines) == 2
+    for line in lines:
+        fields = line.split()
+        assert fields[5] == "root" and fields[6] == "gpunode"
+        command = line.split(" root ", 1)[1].split(" >/dev/null")[0]
+        argv = shlex.split(command)
+        out = tmp_path / Path(argv[argv.index("--prometheus") + 1]).name
+        argv[argv.index("--prometheus") + 1] = str(out)
+        proc = subprocess.run([*GPUNODE, *argv[1:], "--snapshot", str(SNAP)], capture_output=True, text=True,
+                              timeout=120, env={**os.environ})
+        assert proc.returncode in (0, 1, 2), proc.stderr
+        check_metrics(out.read_text())
