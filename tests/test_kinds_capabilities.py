@@ -136,18 +136,38 @@ RHEL = {
 }
 
 
+GRUBBY_INFO = ('index=0\nkernel="/boot/vmlinuz-5.14.0-427.el9.x86_64"\nargs="ro crashkernel=auto iommu=on"\n'
+               'root="/dev/sda1"\nindex=1\nkernel="/boot/vmlinuz-0-rescue"\nargs="ro crashkernel=auto iommu=on"\n')
+
+
 def test_rhel_bls_plans_grubby_not_update_grub(tmp_path):
-    files = {**RHEL}
-    root = _tree(tmp_path, files)
+    from gpunode.host import Facts, Host
+    from gpunode.host.gpu.source import ReplayGpuSource
+    from gpunode.host.runner import ReplayRunner
+    from gpunode.host.sysroot import SysRoot
+
+    root = _tree(tmp_path, RHEL)
     (root / "etc/default/grub").unlink()
-    host = sysroot_host(root)
+    runner = ReplayRunner()
+    runner.add(["grubby", "--info=ALL"], stdout=GRUBBY_INFO)
+    host = Host(sys=SysRoot(root), gpu=ReplayGpuSource.load(root / "none.json"), runner=runner,
+                facts=Facts(is_root=True, hostname="t", now=0.0, live=False))
     assert boot_loader(host).style == BLS_GRUBBY
-    _, plan = _plan(root, ["cmdline.iommu"], allow_reboot=True)
+    prof = load_profile("training")
+    plan = make_plan(host, prof, select_settings(prof, ["cmdline.iommu"]), allow_reboot=True,
+                     files=PlannedFiles(host.sys))
     (change,) = plan.changes
-    assert change.action == "grubby" and change.reboot_required
+    assert change.action == "grubby" and change.reboot_required and not change.blocked
     assert change.extra["do"] == ["/usr/sbin/grubby", "--update-kernel=ALL", "--args=iommu=pt"]
-    assert change.blocked  # grubby writes are not implemented yet: planned, shown, never half-done
+    assert change.extra["undo"] == ["/usr/sbin/grubby", "--update-kernel=ALL", "--args=iommu=on"]
+    assert (change.before, change.after) == ("iommu=on", "iommu=pt")
     assert not (root / "etc/default/grub.d").exists()
+    # entries that disagree, or no grubby answer: planned, shown, not written
+    runner.add(["grubby", "--info=ALL"], stdout=GRUBBY_INFO.replace("rescue\"\nargs=\"ro crashkernel=auto iommu=on",
+                                                                   "rescue\"\nargs=\"ro"))
+    plan = make_plan(host, prof, select_settings(prof, ["cmdline.iommu"]), allow_reboot=True,
+                     files=PlannedFiles(host.sys))
+    assert "the boot entries differ on iommu" in plan.changes[0].blocked
 
 
 def test_rhel_without_grubby_is_not_applicable(tmp_path):
@@ -246,3 +266,54 @@ def test_persistence_through_nvidia_persistenced_where_installed(tmp_path):
     legacy = host(_units_runner({"nvidia-persistenced": ("not-found", "inactive", "")}))
     plan = make_plan(legacy, prof, select_settings(prof, ["gpu.persistence_mode"]), files=PlannedFiles(legacy.sys))
     assert [(c.action, c.subject) for c in plan.changes] == [("gpu", "GPU0")]
+
+
+class FakeGrubby:
+    """grubby over two boot entries held in memory (the Runner seam: argv in, output out)."""
+
+    def __init__(self, args: str):
+        self.entries = [args.split(), args.split()]
+        self.calls: list[list[str]] = []
+
+    def run(self, argv, timeout=10.0, env=None, cwd=None, input_text=None):
+        from gpunode.host.runner import CommandResult
+
+        argv = [str(a) for a in argv]
+        self.calls.append(argv)
+        if argv[0].endswith("grubby") and argv[1] == "--info=ALL":
+            out = "".join(f'index={i}\nargs="{" ".join(e)}"\n' for i, e in enumerate(self.entries))
+            return CommandResult(argv, 0, out, "")
+        if argv[0].endswith("grubby") and argv[1] == "--update-kernel=ALL":
+            for entry in self.entries:
+                op, _, token = argv[2].partition("=")
+                key = token.partition("=")[0]
+                entry[:] = [t for t in entry if t.partition("=")[0] != key]
+                if op == "--args":
+                    entry.append(token)
+            return CommandResult(argv, 0, "", "")
+        return CommandResult(argv, 127, "", "", error="not found")
+
+
+def test_grubby_apply_and_rollback_on_a_bls_host(tmp_path):
+    from gpunode.host import Facts, Host
+    from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.host.gpu.source import ReplayGpuSource
+    from gpunode.host.sysroot import SysRoot
+    from gpunode.tune.actions import ApplyEnv
+    from gpunode.tune.journal import StateDir
+    from gpunode.tune.session import apply_profile, rollback
+
+    root = _tree(tmp_path, RHEL)
+    (root / "etc/default/grub").unlink()
+    grubby = FakeGrubby("ro crashkernel=auto iommu=on")
+    host = Host(sys=SysRoot(root), gpu=ReplayGpuSource.load(root / "none.json"), runner=grubby,
+                facts=Facts(is_root=True, hostname="t", now=0.0, live=False))
+    prof = load_profile("training")
+    env = ApplyEnv(host=host, gpu=NoGpuControl("none"))
+    state = StateDir(tmp_path / "state")
+    out = apply_profile(env, prof, select_settings(prof, ["cmdline.iommu"]), state, allow_reboot=True)
+    assert out.result == "applied", out.reason
+    assert out.exit_code == 1  # waits for a reboot
+    assert all("iommu=pt" in e and "iommu=on" not in e for e in grubby.entries)
+    rollback(env, state)
+    assert grubby.entries == [["ro", "crashkernel=auto", "iommu=on"]] * 2

@@ -140,7 +140,7 @@ class Cmdline(SettingKind):
         gate = "" if allow_reboot else "needs a reboot: rerun with --allow-reboot-settings to change the boot loader"
         common = {"current_text": current, "after_text": wanted, "reboot_required": True}
         if loader.style == BLS_GRUBBY:
-            return [self._plan_grubby(setting, loader.grubby, gate, common)]
+            return [self._plan_grubby(ctx, setting, loader.grubby, gate, common)]
         tokens = dropin_tokens(files.text(DROPIN))
         if tokens is None:
             return [Change(setting.id, "/proc/cmdline", "file", DROPIN, None, None, **common,
@@ -162,12 +162,36 @@ class Cmdline(SettingKind):
                               note=f"{DROPIN}: {' '.join(new) or '(removed)'}")
         return [change] if change else []
 
-    def _plan_grubby(self, setting, grubby: str, gate: str, common: dict):
+    def _plan_grubby(self, ctx, setting, grubby: str, gate: str, common: dict):
+        """grubby --update-kernel=ALL --args=TOKEN; undo puts back the token the entries had
+        (or removes the parameter). Read-only `grubby --info=ALL` tells what they hold now."""
         from gpunode.tune.kinds.change import Change
 
         token = param_token(setting.key, setting.target)
-        do = [grubby, "--update-kernel=ALL", f"--args={token}" if token else f"--remove-args={setting.key}"]
-        return Change(setting.id, "/proc/cmdline", "grubby", BLS_ENTRIES, None, token, **common,
-                      blocked=gate or "writing BLS entries through grubby is not implemented yet: run "
-                                      f"`{' '.join(do)}` by hand",
-                      extra={"do": do})
+        base = [grubby, "--update-kernel=ALL"]
+        do = base + ([f"--args={token}"] if token else [f"--remove-args={setting.key}"])
+        before, why = entries_token(ctx.host, setting.key)
+        blocked = gate or why
+        if not token:
+            blocked = blocked or f"removing {setting.key} from every boot entry is left to the operator: `{' '.join(do)}`"
+        undo = base + ([f"--args={before}"] if before else [f"--remove-args={setting.key}"])
+        return Change(setting.id, "/proc/cmdline", "grubby", BLS_ENTRIES, before, token, **common,
+                      blocked=blocked, note=f"`{' '.join(do)}`", extra={"do": do, "undo": undo})
+
+
+def entries_token(host, key: str) -> tuple[str | None, str]:
+    """-> (the token `key` has in every BLS entry or None, why it cannot be told)."""
+    result = host.runner.run(["grubby", "--info=ALL"], timeout=60)
+    if not result.ok:
+        return None, "cannot read the boot entries (`grubby --info=ALL` failed)"
+    found = set()
+    for line in result.stdout.splitlines():
+        if line.startswith("args="):
+            tokens = [t for t in line.partition("=")[2].strip().strip('"').split() if t.partition("=")[0] == key]
+            found.add(tokens[-1] if tokens else None)
+    if len(found) > 1:
+        return None, f"the boot entries differ on {key} ({', '.join(sorted(map(str, found)))}): change them by hand"
+    token = next(iter(found), None)
+    if token is not None and not valid_token(token):
+        return None, f"the boot entries hold {token!r}, which gpunode would not write back"
+    return token, ""
