@@ -4,7 +4,15 @@ inventory, synthetic H200/A100/H100 PCIe and 8-GPU ones, and site directories ta
 from __future__ import annotations
 
 import pytest
-from baseline_fixtures import gpus_of, h100_gpus, h100_inventory, inventory_like, write_yaml
+from baseline_fixtures import (
+    bench_doc,
+    gpus_of,
+    h100_gpus,
+    h100_inventory,
+    h100_metrics,
+    inventory_like,
+    write_yaml,
+)
 
 from gpunode.baselines.schema import BaselineError
 from gpunode.baselines.select import (
@@ -127,6 +135,20 @@ def test_a_named_baseline_for_other_hardware_is_refused_unless_forced():
     with pytest.raises(BaselineMismatchError, match=r"1 GPU\(s\), baseline is for 8"):
         catalogue.resolve("h100-sxm5-80gb-8gpu", gpus=h100_gpus())
     assert catalogue.resolve("h100-sxm5-80gb-1gpu", gpus=h100_gpus(8)).baseline.name == "h100-sxm5-80gb-1gpu"
+
+
+def test_compare_refuses_a_named_baseline_for_other_hardware_unless_forced():
+    """The one comparison (`gpunode compare`, `bench --compare`): 1 x H100 results named against
+    the 8 x A100 baseline are refused; forced, the report says it was forced."""
+    from gpunode.baselines.compare import compare
+    from gpunode.bench.results import BenchDocument
+
+    bench = BenchDocument.from_json(bench_doc(h100_gpus(), h100_metrics()))
+    with pytest.raises(BaselineMismatchError, match="pass --force-baseline"):
+        compare(bench, Catalogue(), "a100-sxm4-80gb-8gpu")
+    verdicts = compare(bench, Catalogue(), "a100-sxm4-80gb-8gpu", force=True)
+    assert verdicts.baseline == "a100-sxm4-80gb-8gpu" and "forced: baseline a100-sxm4-80gb-8gpu is for 8 ×" in verdicts.reason
+    assert compare(bench, Catalogue()).baseline == "h100-sxm5-80gb-1gpu"  # chosen from the GPUs: as before
 
 
 def test_a_baseline_file_without_match_cannot_be_checked_and_is_used(tmp_path):

@@ -94,11 +94,15 @@ class Verdicts:
         }
 
 
-def compare(bench, catalogue: Catalogue, baseline: str | os.PathLike | None = None) -> Verdicts:
+def compare(bench, catalogue: Catalogue, baseline: str | os.PathLike | None = None, force: bool = False) -> Verdicts:
     """The one comparison: `gpunode compare FILE` and `gpunode bench --compare` both call it.
-    bench: a BenchDocument; baseline: a name or file, else chosen from the bench's GPUs.
-    Raises NoBaselineError (nothing matches this hardware), BaselineError (bad file)."""
-    selection = catalogue.resolve(str(baseline)) if baseline is not None else catalogue.select(bench.gpus)
+    bench: a BenchDocument; baseline: a name or file, else chosen from the bench's GPUs; a named
+    one made for other hardware is refused unless `force` (--force-baseline).
+    Raises NoBaselineError (nothing matches this hardware), BaselineError (bad file, mismatch)."""
+    if baseline is not None:
+        selection = catalogue.resolve(str(baseline), gpus=bench.gpus, force=force)
+    else:
+        selection = catalogue.select(bench.gpus)
     return judge(bench, selection)
 
 
