@@ -230,7 +230,7 @@ def test_cli_compare_bad_results_and_unknown_hardware(tmp_path):
     runner = CliRunner()
     notjson = write_yaml(tmp_path / "x.json", "{nope")
     out = runner.invoke(app, ["compare", str(notjson)])
-    assert out.exit_code == 2 and out.stderr.startswith(f"gpunode: error: {notjson}: not JSON")
+    assert out.exit_code == 2 and out.stderr.startswith(f"gpunode: error: {notjson}:1: not valid JSON")
     wrong = tmp_path / "audit.json"
     wrong.write_text(json.dumps({"schema": "gpunode.audit/1"}))
     out = runner.invoke(app, ["compare", str(wrong)])
@@ -243,14 +243,16 @@ def test_cli_compare_bad_results_and_unknown_hardware(tmp_path):
 
 
 def test_renderer_prints_every_row(baseline):
+    import io
+
     from rich.console import Console
 
-    v = verdicts_for(baseline, [gemm("bf16", 700.0), host_copy("h2d.pageable", 16.0)])
-    console = Console(width=200, record=True)
     from gpunode.baselines.compare import render_verdicts
 
-    render_verdicts(v, console)
-    text = console.export_text()
+    v = verdicts_for(baseline, [gemm("bf16", 700.0), host_copy("h2d.pageable", 16.0)])
+    out = io.StringIO()  # piped: one line per row, written to the console's file
+    render_verdicts(v, Console(width=200, file=out))
+    text = out.getvalue()
     assert "gemm.bf16" in text and "WARN" in text and "not compared" in text and "WARN (exit 1)" in text
 
 
