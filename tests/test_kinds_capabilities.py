@@ -317,3 +317,11 @@ def test_grubby_apply_and_rollback_on_a_bls_host(tmp_path):
     assert all("iommu=pt" in e and "iommu=on" not in e for e in grubby.entries)
     rollback(env, state)
     assert grubby.entries == [["ro", "crashkernel=auto", "iommu=on"]] * 2
+
+
+def test_a_loadable_module_is_planned_and_says_the_kernel_loads_it(tmp_path):
+    root = _tree(tmp_path, {"/boot/config-" + RELEASE: "CONFIG_NET_SCH_FQ=m\n",
+                            f"/lib/modules/{RELEASE}/modules.dep": "kernel/net/sched/sch_fq.ko.zst:\n"})
+    _, plan = _plan(root, [QDISC])
+    (change,) = plan.writes
+    assert change.note == "qdisc fq: loadable (the kernel loads it on first use)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 
-from gpunode.host.facts.kernel_config import module_availability
+from gpunode.host.facts.kernel_config import Availability, module_availability
 from gpunode.host.facts.procfs import mount_of, parse_mounts
 from gpunode.tune.kinds.base import SYSCTL_D, Observed, SettingKind, plan_knob_writes
 from gpunode.tune.kinds.values import SettingInvalid, knob_value
@@ -27,23 +27,25 @@ def sysctl_path(key: str) -> str:
     return "/proc/sys/" + key.replace(".", "/")
 
 
-def qdisc_missing(host, name: str) -> str | None:
-    if name in ALWAYS_QDISCS or not _ALGORITHM.match(name):
+# sysctls whose values name a kernel module: (what, module prefix, config prefix, always there, listed in)
+VALUE_MODULES = {
+    "net.core.default_qdisc": ("qdisc", "sch_", "CONFIG_NET_SCH_", ALWAYS_QDISCS, None),
+    "net.ipv4.tcp_congestion_control": ("congestion control", "tcp_", "CONFIG_TCP_CONG_", ALWAYS_CONGESTION,
+                                        "/proc/sys/net/ipv4/tcp_available_congestion_control"),
+}
+
+
+def value_availability(host, key: str, name: str) -> tuple[str, Availability] | None:
+    """(what, availability) of the module a value names (fq -> sch_fq), or None when the key
+    names no module. Loadable is enough: the kernel loads sch_*/tcp_* on the sysctl write
+    itself (request_module), and again at boot when systemd-sysctl writes it."""
+    spec = VALUE_MODULES.get(key)
+    if spec is None or not _ALGORITHM.match(name):
         return None
-    avail = module_availability(host, f"sch_{name}", f"CONFIG_NET_SCH_{name.upper()}")
-    return None if avail.available is not False else f"qdisc {name} is not available: {avail.how}"
-
-
-def congestion_missing(host, name: str) -> str | None:
-    listed = (host.sys.read_value("/proc/sys/net/ipv4/tcp_available_congestion_control") or "").split()
-    if name in listed or name in ALWAYS_CONGESTION or not _ALGORITHM.match(name):
-        return None
-    avail = module_availability(host, f"tcp_{name}", f"CONFIG_TCP_CONG_{name.upper()}")
-    return None if avail.available is not False else f"congestion control {name} is not available: {avail.how}"
-
-
-# sysctls whose values name something the kernel must have (a module built in or loadable).
-VALUE_SUPPORT = {"net.core.default_qdisc": qdisc_missing, "net.ipv4.tcp_congestion_control": congestion_missing}
+    what, prefix, symbol, always, listed_in = spec
+    if name in always or (listed_in and name in (host.sys.read_value(listed_in) or "").split()):
+        return what, Availability(True, "built in or loaded")
+    return what, module_availability(host, prefix + name, symbol + name.upper())
 
 
 def read_only_mount(host, path: str) -> str | None:
@@ -76,7 +78,7 @@ class Sysctl(SettingKind):
                 raise SettingInvalid(f"target {value!r} must be a whole number in {lo}..{hi}")
             if not all(lo <= f <= hi for f in fields):
                 raise SettingInvalid(f"target {value} is out of range {lo}..{hi}")
-        if key in VALUE_SUPPORT and not (isinstance(value, str) and _ALGORITHM.match(value)):
+        if key in VALUE_MODULES and not (isinstance(value, str) and _ALGORITHM.match(value)):
             raise SettingInvalid(f"target {value!r} must be a name such as fq or bbr")
         return value
 
@@ -92,10 +94,16 @@ class Sysctl(SettingKind):
 
     def cannot_apply(self, ctx, setting, wrong) -> str | None:
         host = ctx.host
-        check = VALUE_SUPPORT.get(setting.key)
-        why = check(host, str(setting.target)) if check else None
-        return why or read_only_mount(host, sysctl_path(setting.key))
+        found = value_availability(host, setting.key, str(setting.target))
+        if found and found[1].available is False:
+            return f"{found[0]} {setting.target} is not available: {found[1].how}"
+        return read_only_mount(host, sysctl_path(setting.key))
 
     def plan(self, ctx, setting, wrong, files, allow_reboot=False) -> list:
         """Write each wrong sysctl at runtime (/proc/sys); gpunode.tune.persist adds sysctl.d."""
-        return plan_knob_writes(setting, wrong)
+        changes = plan_knob_writes(setting, wrong)
+        found = value_availability(ctx.host, setting.key, str(setting.target))
+        if found and (found[1].available is None or found[1].how.startswith("loadable")):
+            for change in changes:  # say what the write depends on
+                change.note = f"{found[0]} {setting.target}: {found[1].how}"
+        return changes
