@@ -155,3 +155,29 @@ def test_every_measured_metric_carries_the_telemetry_of_its_step(tmp_path, neigh
     saved = BenchDocument.from_json(json.loads(json.dumps(doc.to_json())))
     assert [bool(trust.untrusted(trust.concerns(m.telemetry, None))) for m in saved.metrics if m.status == "ok"] \
         == [neighbour] * len(measured)
+
+
+DEVICE = FIXTURES / "device"
+
+
+def test_real_h200_idle_run_with_telemetry_passes():
+    doc = json.loads((DEVICE / "interference-h200-idle.json").read_text())
+    measured = [m for m in doc["metrics"] if m["status"] == "ok"]
+    assert measured and all(m["telemetry"]["foreign_processes"] == [] for m in measured)
+    assert all(m["telemetry"]["pcie"] == {"gen": 5, "width": 16, "max_gen": 5, "max_width": 16} for m in measured)
+    v = compare_document(doc)
+    assert v.status == "OK" and all(r.concerns == () for r in v.rows if r.status == PASS)
+
+
+@pytest.mark.parametrize("name, slowdown", [("load5", 0.05), ("load10", 0.10)])
+def test_real_h200_runs_beside_a_co_running_process_are_flagged_as_interference(name, slowdown):
+    """Recorded by benchmarks/interference.py: a second process slowed a plain torch GEMM by ~5 %
+    and ~10 %; by the ratio alone every figure PASSed (>= 90 %), the foreign process makes them WARN."""
+    summary = json.loads((DEVICE / "interference-h200.json").read_text())[name]
+    assert abs(summary["slowdown_before"] - slowdown) < 0.02 and abs(summary["slowdown_after"] - slowdown) < 0.02
+    v = compare_document(json.loads((DEVICE / f"interference-h200-{name}.json").read_text()))
+    compared = [r for r in v.rows if r.status != "SKIP"]
+    assert v.status == "WARN" and compared
+    for r in compared:
+        assert r.status == WARN and r.ratio >= 0.87  # the figure alone would not have said so
+        assert r.message.startswith("not trustworthy: foreign process on the GPU: pid ")

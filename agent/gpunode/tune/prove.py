@@ -10,6 +10,7 @@ measured nothing refuses to start, so the host is never changed without a yardst
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -99,16 +100,19 @@ def bench_for_prove(host) -> Callable[[], BenchDocument]:
     """The quick in-process bench of this host (with telemetry), each run kept in its history."""
 
     def run() -> BenchDocument:
+        from gpunode.audit.report import iso_time
         from gpunode.bench.run import BenchOptions, run_steps
         from gpunode.bench.watch import live_sampler
         from gpunode.history import record
 
+        started = time.time()  # host.facts.now is the command's start: the same for both runs
         sampler = live_sampler() if host.sys.is_live else None
         try:
             doc = run_steps(host, BenchOptions(mode="quick", only=PROVE_SECTIONS), sampler=sampler)
         finally:
             if sampler is not None:
                 sampler.stop()
+        doc.time_epoch, doc.time = started, iso_time(started)
         if host.sys.is_live:
             record("bench", doc.to_json())
         return doc
