@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped
 from gpunode.ids import matches_any, unmatched
+from gpunode.tune.actions import KnobAction, ServiceAction, action_of
 from gpunode.tune.kinds import assess, kind_of
 from gpunode.tune.kinds.change import Change, PlannedFiles
 from gpunode.tune.profiles import Profile, Setting
@@ -68,7 +69,7 @@ def make_plan(host, profile: Profile, settings: list[Setting], allow_reboot: boo
         changes = kind_of(setting).plan(ctx, setting, a.wrong, files, allow_reboot=allow_reboot)
         for change in changes:
             change.needs_root = change.needs_root and host.sys.is_live
-            if change.action == "knob" and not change.blocked and _read_only_here(host, change.target):
+            if isinstance(action_of(change), KnobAction) and not change.blocked and _read_only_here(host, change.target):
                 change.blocked = "read-only here (a container or network namespace: the host owns this knob)"
         plan.changes += _new_units(plan.changes, changes)
     return plan
@@ -77,5 +78,5 @@ def make_plan(host, profile: Profile, settings: list[Setting], allow_reboot: boo
 def _new_units(planned: list[Change], changes: list[Change]) -> list[Change]:
     """One change per systemd unit: gpu.persistence_mode through nvidia-persistenced and
     service.nvidia-persistenced would both start the same daemon."""
-    units = {c.target for c in planned if c.action == "service"}
-    return [c for c in changes if c.action != "service" or c.target not in units]
+    units = {c.target for c in planned if isinstance(action_of(c), ServiceAction)}
+    return [c for c in changes if not isinstance(action_of(c), ServiceAction) or c.target not in units]

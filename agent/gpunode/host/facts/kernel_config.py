@@ -66,7 +66,7 @@ def _read_gz(host, path: str) -> str | None:
     if not host.sys.exists(path):
         return None
     try:
-        data = read_bytes(host.sys.path(path), MAX_GZ)
+        data = read_bytes(host.sys.resolve(path), MAX_GZ)  # a link in a snapshot stays inside it
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         text = inflater.decompress(data, MAX_CONFIG)
     except (InputError, zlib.error, OSError, ValueError):
