@@ -98,14 +98,18 @@ def test_store_cannot_write_is_a_warning_not_a_crash(tmp_path):
 # --- PCIe replays --------------------------------------------------------------------------------
 
 
+def replays_twice(tmp_path, first_count, second_count, uptime):
+    """gpu.pcie.replay on the real H100 with `first_count`, then an hour later `second_count`."""
+    first = make_host(tmp_path / "a", change(h100(), pcie_replay_counter=first_count), uptime=uptime)
+    second = later(make_host(tmp_path / "b", change(h100(), pcie_replay_counter=second_count), uptime=uptime))
+    before, after = audit_twice(P.pcie_replay, first, second, tmp_path / "state")
+    return only(before), only(after), second
+
+
 def test_pcie_replay_burst_after_long_uptime_warns_on_growth(tmp_path):
     # A year of uptime averages 5000 replays to nothing; 5000 in the last hour is a marginal link now.
-    year = "31536000.0 0.0\n"
-    first = make_host(tmp_path / "a", change(h100(), pcie_replay_counter=10), uptime=year)
-    second = later(make_host(tmp_path / "b", change(h100(), pcie_replay_counter=5010), uptime=year))
-    before, after = audit_twice(P.pcie_replay, first, second, tmp_path / "state")
-    assert only(before).status.value == "PASS" and "first reading" in only(before).message
-    r = only(after)
+    before, r, second = replays_twice(tmp_path, 10, 5010, uptime="31536000.0 0.0\n")
+    assert before.status.value == "PASS" and "first reading" in before.message
     assert r.status.value == "WARN" and "83.3 per minute: 5000 replays in 1.0 h since the last audit" in r.message
     assert r.observed["replays"] == 5010 and r.observed["counted"] == 5000 and r.observed["since_last_audit"]
     # The same lifetime count without a previous reading is judged over the uptime: PASS.
@@ -115,12 +119,9 @@ def test_pcie_replay_burst_after_long_uptime_warns_on_growth(tmp_path):
 
 def test_pcie_replay_old_count_that_stopped_growing_passes(tmp_path):
     # 5000 replays within the first hour of uptime, none since: only the first audit warns.
-    hour = "3600.0 0.0\n"
-    first = make_host(tmp_path / "a", change(h100(), pcie_replay_counter=5000), uptime=hour)
-    second = later(make_host(tmp_path / "b", change(h100(), pcie_replay_counter=5000), uptime=hour))
-    before, after = audit_twice(P.pcie_replay, first, second, tmp_path / "state")
-    assert only(before).status.value == "WARN" and "over 1.0 h of uptime" in only(before).message
-    assert only(after).status.value == "PASS" and "0 replays in 1.0 h since the last audit" in only(after).message
+    before, after, _ = replays_twice(tmp_path, 5000, 5000, uptime="3600.0 0.0\n")
+    assert before.status.value == "WARN" and "over 1.0 h of uptime" in before.message
+    assert after.status.value == "PASS" and "0 replays in 1.0 h since the last audit" in after.message
 
 
 # --- NVLink ------------------------------------------------------------------------------------
