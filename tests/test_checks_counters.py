@@ -59,6 +59,23 @@ def test_store_is_private_and_atomic(tmp_path):
     assert not g.first and g.delta == 12 and g.hours == 2.0 and g.per_hour() == 6.0
 
 
+def test_store_keeps_readings_not_taken_this_time_for_a_month(tmp_path):
+    host = tree_host(tmp_path / "a", files={})
+    state = tmp_path / "state"
+    store = CounterStore.load(state, host)
+    store.growth("old-gpu/pcie_replay", 1, NOW)
+    store.growth("gpu/pcie_replay", 1, NOW)
+    store.save()
+    store = CounterStore.load(state, host)  # an audit with --only: reads one counter
+    store.growth("gpu/pcie_replay", 2, NOW + 29 * 86400)
+    store.save()
+    assert set(json.loads((state / FILE).read_text())["readings"]) == {"old-gpu/pcie_replay", "gpu/pcie_replay"}
+    store = CounterStore.load(state, host)
+    store.growth("gpu/pcie_replay", 3, NOW + 31 * 86400)  # the other GPU was replaced a month ago
+    store.save()
+    assert set(json.loads((state / FILE).read_text())["readings"]) == {"gpu/pcie_replay"}
+
+
 def test_store_forgets_other_boots_hosts_and_resets(tmp_path):
     state = tmp_path / "state"
     host = tree_host(tmp_path / "a", files={"/proc/sys/kernel/random/boot_id": "b1\n"})

@@ -20,6 +20,7 @@ FILE = "counters.json"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MAX_BYTES = 4 << 20  # thousands of counters fit; a larger file is not ours
 NO_STATE = "no state kept for this audit"
+KEEP_S = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,11 @@ class CounterStore:
         from gpunode.audit.report import write_atomic
         from gpunode.tune.journal import JournalError, ensure_dir
 
-        readings = {**self.previous, **self.current}
+        # Readings this audit did not take (a check skipped, --only) are kept for the next one,
+        # until they are too old to say anything: a replaced GPU or HCA does not linger forever.
+        newest = max(entry["time"] for entry in self.current.values())
+        kept = {k: v for k, v in self.previous.items() if v["time"] >= newest - KEEP_S}
+        readings = {**kept, **self.current}
         doc = {"schema": SCHEMA, "host": self.host, "boot_id": self.boot_id, "readings": readings}
         try:
             ensure_dir(self.path.parent)
