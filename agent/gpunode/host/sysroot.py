@@ -176,6 +176,17 @@ class SysRoot:
         finally:
             os.close(fd)
 
+    def missing_dirs(self, directory: str) -> list[str]:
+        """The directories open_dir(directory, create=True) would make, deepest first, as host
+        paths after resolving links inside the root (what rollback must remove again)."""
+        parts = in_root_parts(str(self.root), directory, follow_last=True)
+        missing = []
+        for i in range(len(parts)):
+            host_path = "/" + "/".join(parts[: i + 1])
+            if not os.path.lexists(self.root.joinpath(*parts[: i + 1])):
+                missing.append(host_path)
+        return list(reversed(missing))
+
     def open_dir(self, path: str, create: bool = False, mode: int = 0o755) -> tuple[int, list[str]]:
         """An fd of the directory `path` under the root, reached one component at a time with
         O_NOFOLLOW from the root's own fd, so a link swapped in after resolving cannot lead out.

@@ -54,12 +54,9 @@ def _classify(current, before, after, same=_same) -> str:
 
 
 def _missing_dirs(sysroot, path: str) -> list[str]:
-    """The parent directories of `path` that do not exist yet (outermost last)."""
-    missing, parent = [], os.path.dirname(path)
-    while parent not in ("/", "") and not sysroot.exists(parent):
-        missing.append(parent)
-        parent = os.path.dirname(parent)
-    return missing
+    """The directories writing `path` will create (deepest first), journaled so that rollback
+    removes them again even when a kill came before the file was there."""
+    return sysroot.missing_dirs(os.path.dirname(path))
 
 
 def _run(env, argv: list[str], timeout: float = 90, runner=None) -> str:

@@ -97,7 +97,7 @@ class ApplyRecord:
     failed: dict[int, str] = field(default_factory=dict)
     end: dict | None = None
     rollbacks: list[dict] = field(default_factory=list)  # rollback-end records
-    rollback_starts: int = 0  # rollback records: one more than rollback-end = a rollback was killed
+    rollback_open: bool = False  # a rollback record with no rollback-end after it: that rollback was killed
     bad_lines: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, text, why)
 
     @property
@@ -111,7 +111,7 @@ class ApplyRecord:
 
     @property
     def status(self) -> str:
-        if self.rollback_starts > len(self.rollbacks):
+        if self.rollback_open:
             return "rollback-interrupted"
         if self.rollbacks:
             return "rolled-back" if self.rollbacks[-1].get("result") == "complete" else "partly-rolled-back"
@@ -176,9 +176,13 @@ class StateDir:
         return path
 
     def ids(self) -> list[str]:
-        if not self.applies.is_dir():
+        try:
+            names = os.listdir(self.applies)
+        except FileNotFoundError:
             return []
-        return sorted(p.stem for p in self.applies.glob("*.jsonl"))
+        except OSError as exc:  # not root, on a root-only state dir: one line, not a traceback
+            raise JournalError(f"{self.applies}: cannot read: {exc.strerror or exc}") from exc
+        return sorted(n[: -len(".jsonl")] for n in names if n.endswith(".jsonl") and not n.startswith("."))
 
     def load(self, apply_id: str, repair: bool = False) -> ApplyRecord:
         """repair (only under the lock): move damaged lines aside so later appends stay readable."""
@@ -271,8 +275,9 @@ def _take(record: ApplyRecord, entry: dict) -> None:
     elif kind == "end":
         record.end = entry
     elif kind == "rollback":
-        record.rollback_starts += 1
+        record.rollback_open = True
     elif kind == "rollback-end":
         record.rollbacks.append(entry)
+        record.rollback_open = False
     elif kind != "restore":
         raise ValueError(f"unknown record type {kind!r}")

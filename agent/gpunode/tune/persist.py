@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from dataclasses import asdict
 
-from gpunode.tune.kinds.change import Change, FileState, PlannedFiles
-from gpunode.tune.kinds.gpu import RUNTIME_KEYS
+from gpunode.tune.kinds.base import BOOT_SPEC as BOOT_SPEC_PERSISTED
+from gpunode.tune.kinds.base import SYSCTL_D
+from gpunode.tune.kinds.change import Change, PlannedFiles
+from gpunode.tune.kinds.registry import kind_of
 from gpunode.tune.profiles import Setting
 
 SYSCTL_FILE = "/etc/sysctl.d/90-gpunode.conf"
@@ -29,7 +32,7 @@ HEADER = "# Written by `gpunode apply`; `gpunode rollback` restores the previous
 
 
 def is_runtime_only(setting: Setting) -> bool:
-    return setting.kind in ("sysfs", "irq") or (setting.kind == "gpu" and setting.key in RUNTIME_KEYS)
+    return kind_of(setting).persistence(setting) == BOOT_SPEC_PERSISTED
 
 
 def parse_sysctl_conf(text: str) -> dict[str, str]:
@@ -53,20 +56,35 @@ def boot_spec_text(settings: dict[str, dict]) -> str:
 
 
 def load_boot_spec(text: str | None) -> list[Setting]:
-    """The settings `gpunode apply --boot` re-applies (raises ValueError on a bad file)."""
+    """The settings `gpunode apply --boot` re-applies, each validated again by its kind as a
+    profile's would be (the file sits in /etc and may have been edited since): ValueError
+    naming the file and the setting on anything wrong."""
+    from gpunode.inputs import parse_json
+
     if text is None:
         return []
-    data = json.loads(text)
-    if data.get("schema") != BOOT_SCHEMA:
-        raise ValueError(f"{BOOT_SPEC}: unknown schema {data.get('schema')!r}")
+    data = parse_json(text, BOOT_SPEC)  # InputError is a ValueError: duplicate keys, NaN, depth
+    if not isinstance(data, dict) or data.get("schema") != BOOT_SCHEMA:
+        schema = data.get("schema") if isinstance(data, dict) else None
+        raise ValueError(f"{BOOT_SPEC}: unknown schema {schema!r}")
+    raws = data.get("settings", [])
+    if not isinstance(raws, list):
+        raise ValueError(f"{BOOT_SPEC}: 'settings' is not a list")
     out = []
-    for raw in data.get("settings", []):
+    for n, raw in enumerate(raws, 1):
+        if not isinstance(raw, dict):
+            raise ValueError(f"{BOOT_SPEC}: setting {n} is not a mapping")
         raw = dict(raw)
         raw["tags"] = tuple(raw.get("tags", ()))
         try:
-            out.append(Setting(**raw))
-        except TypeError as exc:  # a field this version does not know: say which file
-            raise ValueError(f"{BOOT_SPEC}: {exc}") from exc
+            setting = Setting(**raw)
+            kind = kind_of(setting)
+            valid = kind.validate(setting)
+        except KeyError as exc:
+            raise ValueError(f"{BOOT_SPEC}: setting {n}: unknown kind {raw.get('kind')!r}") from exc
+        except (TypeError, ValueError) as exc:  # a field this version does not know, a bad value
+            raise ValueError(f"{BOOT_SPEC}: setting {n} ({raw.get('id', '?')}): {exc}") from exc
+        out.append(valid)
     return out
 
 
@@ -83,11 +101,21 @@ def unit_text(boot_argv: list[str]) -> str:
     )
 
 
+def no_systemd_why(sysroot) -> str | None:
+    """Why the boot unit cannot be installed here, or None. Live: not booted with systemd (a
+    container, the lent GPU VMs). Another root: no systemctl here to enable it with."""
+    if sysroot.is_live:
+        return None if sysroot.exists("/run/systemd/system") else "no systemd"
+    return None if shutil.which("systemctl") else "no systemctl on this machine to enable the unit under the root"
+
+
 def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Change]:
-    """File changes that make the plan's writes last across a reboot."""
+    """File changes (and enabling the boot unit) that make the plan's writes last across a reboot."""
     writes = plan.writes
     changes: list[Change] = []
-    sysctls = {c.setting_id.partition(".")[2]: str(c.after) for c in writes if c.setting_id.startswith("sysctl.")}
+    by_id = {s.id: s for s in plan.settings}
+    sysctls = {by_id[c.setting_id].key: str(c.after) for c in writes
+               if c.setting_id in by_id and kind_of(by_id[c.setting_id]).persistence(by_id[c.setting_id]) == SYSCTL_D}
     if sysctls:
         values = parse_sysctl_conf(files.text(SYSCTL_FILE) or "")
         values.update(sysctls)
@@ -109,16 +137,19 @@ def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Ch
                              after_text=f"{len(runtime)} runtime setting(s) re-applied at boot"),
             files.write_text("persist.boot", UNIT_FILE, unit_text(boot_argv), current_text="",
                              after_text=f"{UNIT_NAME} (oneshot at boot)", post=[["systemctl", "daemon-reload"]]),
-            files.change("persist.boot", UNIT_WANTS, FileState(True, link=UNIT_FILE), current_text="disabled",
-                         after_text=f"{UNIT_NAME} enabled"),
         ):
             changes += [change] if change else []
-    if runtime and files.sys.is_live and not files.sys.exists("/run/systemd/system"):
-        # Not booted with systemd (a container, some VMs): a unit would never run, and
-        # daemon-reload would fail the whole batch. Say so instead of pretending to persist.
+        if not files.sys.exists(UNIT_WANTS):
+            changes.append(Change("persist.boot", UNIT_NAME, "enable", UNIT_NAME, "disabled", "enabled",
+                                  current_text="disabled", after_text=f"{UNIT_NAME} enabled",
+                                  extra={"link": UNIT_WANTS}))
+    no_systemd = no_systemd_why(files.sys) if runtime else None
+    if no_systemd:
+        # A unit would never run, and daemon-reload would fail the whole batch.
+        # Say so instead of pretending to persist.
         for change in changes:
             if change.setting_id == "persist.boot":
-                change.blocked = "no systemd on this host: runtime settings will not survive a reboot"
+                change.blocked = f"{no_systemd}: runtime settings will not survive a reboot"
     for change in changes:
         change.needs_root = files.sys.is_live
     return changes

@@ -1,0 +1,203 @@
+"""SIGKILL `gpunode apply` and `gpunode rollback` at random instants on a sysroot copy of the
+test fixture tree, then roll back and compare the tree byte-exact (content, modes, links, and
+no stray file or directory).
+
+    python benchmarks/crash_harness.py                      # 500 apply kills + 200 rollback kills
+    python benchmarks/crash_harness.py --apply 20 --rollback 10 --seed 7
+
+The kill instant is uniform over the whole run of the command (calibrated by one run without a
+kill), and every file-system call of the killed process sleeps 0-2 ms after it returns
+(benchmarks/crash_slowdown/sitecustomize.py, on PYTHONPATH for the harness only), so kills land
+between any two calls, not only at named crash points. tests/test_apply_crash.py runs a few
+rounds of the same code in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "agent"))
+
+from apply_fixtures import make_tree, picture  # noqa: E402
+
+APPLY_ARGS = ["--allow-reboot-settings", "--json"]
+
+
+@dataclass
+class Tally:
+    rounds: int = 0
+    killed_mid_run: int = 0  # the process was still running when the kill came
+    journal_unfinished: int = 0  # the kill left an unfinished apply/rollback in the journal
+    exact: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"rounds": self.rounds, "killed_mid_run": self.killed_mid_run,
+                "journal_unfinished": self.journal_unfinished, "byte_exact": self.exact,
+                "failures": self.failures[:20]}
+
+
+class Harness:
+    def __init__(self, workdir: Path, seed: int, delay_ms: float = 2.0):
+        self.workdir = workdir
+        self.rng = random.Random(seed)
+        self.template = make_tree(workdir / "template")
+        os.chmod(self.template / "etc/default/grub", 0o640)
+        self.pristine = picture(self.template)
+        self.env = {k: v for k, v in os.environ.items() if k not in ("GPUNODE_STATE_DIR", "GPUNODE_TEST_CRASH_AFTER")}
+        # This tree's own package first: a copy of the tree can be tested while the original changes.
+        self.env["PYTHONPATH"] = str(REPO / "agent")
+        self.slow_env = {**self.env, "PYTHONPATH": f"{HERE / 'crash_slowdown'}:{REPO / 'agent'}",
+                         "CRASH_HARNESS_DELAY_MS": str(delay_ms), "COLUMNS": "200"}
+        self.n = 0
+
+    def fresh(self) -> tuple[Path, Path]:
+        self.n += 1
+        root = self.workdir / f"r{self.n}"
+        shutil.copytree(self.template, root, symlinks=True)
+        return root, self.workdir / f"s{self.n}"
+
+    def argv(self, verb: str, root: Path, state: Path) -> list[str]:
+        extra = APPLY_ARGS if verb == "apply" else ["--json"]
+        return [sys.executable, "-m", "gpunode", verb, "--sysroot", str(root), "--state-dir", str(state), *extra]
+
+    def run(self, verb: str, root: Path, state: Path, slow: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(verb, root, state), capture_output=True, text=True, cwd=REPO,
+                              env=self.slow_env if slow else self.env, timeout=300)
+
+    def calibrate(self) -> dict[str, float]:
+        root, state = self.fresh()
+        t0 = time.monotonic()
+        applied = self.run("apply", root, state)
+        t_apply = time.monotonic() - t0
+        assert applied.returncode in (0, 1), applied.stderr
+        t0 = time.monotonic()
+        rolled = self.run("rollback", root, state)
+        t_rollback = time.monotonic() - t0
+        assert rolled.returncode == 0, rolled.stderr
+        assert picture(root) == self.pristine, "a plain apply + rollback is not byte-exact"
+        shutil.rmtree(root)
+        return {"apply": t_apply, "rollback": t_rollback}
+
+    def kill_at(self, verb: str, root: Path, state: Path, delay: float) -> bool:
+        """Start the command, SIGKILL it after `delay` s; -> whether it was still running."""
+        proc = subprocess.Popen(self.argv(verb, root, state), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                cwd=REPO, env=self.slow_env)
+        try:
+            proc.wait(timeout=delay)
+            return False
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            _wait_for_orphans(root)
+            return True
+
+    def unfinished(self, state: Path) -> bool:
+        from gpunode.tune.journal import StateDir
+
+        return any(r.unfinished for r in StateDir(state).records())
+
+    def check(self, tally: Tally, label: str, root: Path, state: Path) -> None:
+        rolled = self.run("rollback", root, state, slow=False)
+        after = picture(root)
+        tally.rounds += 1
+        if rolled.returncode == 0 and after == self.pristine:
+            tally.exact += 1
+            shutil.rmtree(root)
+            shutil.rmtree(state, ignore_errors=True)
+            return
+        diff = sorted(set(after.items()) ^ set(self.pristine.items()))[:4]
+        tally.failures.append(f"{label}: rollback rc {rolled.returncode} {rolled.stderr.strip()[-300:]} diff {diff}")
+
+    def apply_round(self, tally: Tally, t_apply: float) -> None:
+        root, state = self.fresh()
+        delay = self.rng.uniform(0, t_apply)
+        if self.kill_at("apply", root, state, delay):
+            tally.killed_mid_run += 1
+        tally.journal_unfinished += self.unfinished(state)
+        self.check(tally, f"apply killed at {delay:.3f}s ({root})", root, state)
+
+    def rollback_round(self, tally: Tally, t_rollback: float) -> None:
+        root, state = self.fresh()
+        applied = self.run("apply", root, state, slow=False)
+        assert applied.returncode in (0, 1), applied.stderr
+        delay = self.rng.uniform(0, t_rollback)
+        if self.kill_at("rollback", root, state, delay):
+            tally.killed_mid_run += 1
+        tally.journal_unfinished += self.unfinished(state)
+        self.check(tally, f"rollback killed at {delay:.3f}s ({root})", root, state)
+
+
+def _wait_for_orphans(root: Path, limit_s: float = 30) -> None:
+    """A killed gpunode leaves its children running (the Runner starts them in their own
+    session, e.g. `systemctl --root=ROOT enable`); a later rollback on a real host comes long
+    after they finished, so wait for them here too."""
+    needle = str(root).encode()
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle in cmdline:  # the killed gpunode is reaped: anything naming the root is its child
+                busy = True
+                break
+        if not busy:
+            return
+        time.sleep(0.01)
+
+
+def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None = None,
+        delay_ms: float = 2.0, progress: bool = False) -> dict:
+    with tempfile.TemporaryDirectory(prefix="gpunode-crash-", dir=workdir) as tmp:
+        harness = Harness(Path(tmp), seed, delay_ms)
+        times = harness.calibrate()
+        tallies = {"apply": Tally(), "rollback": Tally()}
+        started = time.monotonic()
+        for i in range(apply_rounds):
+            harness.apply_round(tallies["apply"], times["apply"])
+            if progress and (i + 1) % 25 == 0:
+                print(f"apply {i + 1}/{apply_rounds}: {tallies['apply'].to_json()}", file=sys.stderr, flush=True)
+        for i in range(rollback_rounds):
+            harness.rollback_round(tallies["rollback"], times["rollback"])
+            if progress and (i + 1) % 25 == 0:
+                print(f"rollback {i + 1}/{rollback_rounds}: {tallies['rollback'].to_json()}", file=sys.stderr,
+                      flush=True)
+        return {"seed": seed, "calibration_s": {k: round(v, 3) for k, v in times.items()},
+                "wall_s": round(time.monotonic() - started, 1),
+                **{k: t.to_json() for k, t in tallies.items()}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--apply", type=int, default=500, help="rounds that kill apply")
+    parser.add_argument("--rollback", type=int, default=200, help="rounds that kill rollback")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--delay-ms", type=float, default=2.0, help="max sleep after each file-system call")
+    args = parser.parse_args()
+    result = run(args.apply, args.rollback, args.seed, delay_ms=args.delay_ms, progress=True)
+    print(json.dumps(result, indent=1))
+    ok = all(not result[k]["failures"] for k in ("apply", "rollback"))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
