@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die
+from gpunode.slurm.chain import CHAIN_NAME
 from gpunode.slurm.fastpath import GATE_HELP, GATE_OPTIONS, execute
 
 
@@ -42,6 +43,8 @@ def slurm_install(
     strict: bool = typer.Option(False, "--strict", help="Hooks block on ERROR too."),
     interval: int = typer.Option(300, "--interval", help="HealthCheckInterval in seconds."),
     slurm_conf: Path = typer.Option(None, "--slurm-conf", help="Bake this SLURM_CONF default into the hooks (slurm.conf not in the default place)."),
+    chain: str = typer.Option(None, "--chain", help="Run this HealthCheckProgram (e.g. /usr/sbin/nhc) before gpunode's. Default: the one slurm.conf names already."),
+    no_chain: bool = typer.Option(False, "--no-chain", help="Replace an existing HealthCheckProgram instead of chaining with it."),
 ) -> None:
     """Install gpunode-prolog, gpunode-epilog, gpunode-healthcheck (0755, root-owned) under
     --prefix and print the slurm.conf lines that use them."""
@@ -59,6 +62,7 @@ def slurm_install(
                                str(slurm_conf.absolute()) if slurm_conf else None)
     except ValueError as exc:
         die(str(exc))
+    scripts, chained = _chain(scripts, prefix, chain, no_chain, slurm_conf)
     if dry_run:
         for s in scripts:
             typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
@@ -77,7 +81,29 @@ def slurm_install(
             typer.echo(f"{state}: {s.path}")
     typer.echo("\n# Add to slurm.conf (merge PrologFlags with existing flags), then `scontrol reconfigure`:")
     for line in slurm_conf_lines(prefix, interval):
+        if chained and line.startswith("HealthCheckProgram="):
+            line = f"HealthCheckProgram={prefix / CHAIN_NAME}  # runs {chained}, then gpunode"
         typer.echo(line)
+
+
+def _chain(scripts, prefix: Path, chain: str | None, no_chain: bool, slurm_conf: Path | None):
+    """Most Slurm sites run LBNL NHC as HealthCheckProgram: keep it, and run gpunode after it."""
+    from gpunode.slurm.chain import CHAIN_NAME, chain_script, site_program_to_chain
+    from gpunode.slurm.install import HOOKS, HookScript
+
+    if chain and no_chain:
+        die("give --chain or --no-chain, not both")
+    conf = slurm_conf or Path(os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf")
+    program = None if no_chain else (chain or site_program_to_chain(conf, prefix))
+    if program is None:
+        return scripts, None
+    try:
+        text = chain_script(program, prefix / HOOKS["health-check"])
+    except ValueError as exc:
+        die(str(exc))
+    print(f"gpunode: chaining with the existing HealthCheckProgram {program} (--no-chain replaces it)",
+          file=sys.stderr)
+    return [*scripts, HookScript("health-check-chain", prefix / CHAIN_NAME, text)], program
 
 
 def register(app) -> None:

@@ -56,6 +56,9 @@ GATE_OPTIONS = (
                f"Gate a recorded snapshot instead of this host (also ${SNAPSHOT_ENV} or config `snapshot:`)."),
     GateOption("--config", "config", str, None,
                "Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    GateOption("--no-scontrol", "no_scontrol", bool, False,
+               "Slurm modes without Slurm: the node counts as idle with no reason; drains and resumes are "
+               "printed as the scontrol commands they would be, never run (demos, snapshots)."),
     GateOption("--prometheus", "prometheus", str, None,
                "Also write the verdict as a Prometheus textfile here (atomically; node_exporter's textfile dir)."),
 )
@@ -117,7 +120,8 @@ def _start_nvml(snapshot):
 
 
 def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIMEOUT_S, check_timeout=None,
-            strict=False, as_json=False, snapshot=None, config=None, live_gpu=None, prometheus=None) -> int:
+            strict=False, as_json=False, snapshot=None, config=None, live_gpu=None, prometheus=None,
+            no_scontrol=False) -> int:
     """Run the gate; print the report; return the exit code. `live_gpu`: an NVML read
     already under way (used unless the gate replays a snapshot)."""
     modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
@@ -125,10 +129,14 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
     try:
         if len(modes) > 1:
             raise GateUsageError("give one of --prolog, --epilog, --health-check")
-        run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu)
+        run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu, no_scontrol)
         from gpunode.slurm.gate import run_gate
 
         verdict = run_gate(run)
+        if no_scontrol:
+            from gpunode.slurm.dryrun import dry_action
+
+            verdict.slurm = dry_action(verdict.slurm)
     except Exception as exc:  # noqa: BLE001 - in Slurm hooks a gpunode failure must not block
         _textfile(prometheus, None, mode)
         return gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
@@ -158,12 +166,10 @@ def _textfile(path, verdict, mode: str) -> None:
         print(f"gpunode: warning: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
 
 
-def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None):
+def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False):
     from gpunode.audit.run import choose_checks, load_audit_profile, make_host
     from gpunode.config import load_config
-    from gpunode.host.runner import Runner
     from gpunode.slurm.gate import GateOptions, GateRun
-    from gpunode.slurm.scontrol import Slurm
 
     options = GateOptions(mode, timeout, check_timeout, strict)
     cfg = load_config(config_path)
@@ -181,8 +187,21 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
         gpu_factory = LiveGpuSource  # the epilog polls: a fresh NVML read each time
     return GateRun(
         host=host, source=source, profile=profile, config=cfg, checks=checks, options=options,
-        env=dict(os.environ), slurm=Slurm(Runner()) if mode != "check" else None, gpu_factory=gpu_factory,
+        env=dict(os.environ), slurm=_slurm(mode, no_scontrol), gpu_factory=gpu_factory,
     )
+
+
+def _slurm(mode: str, no_scontrol: bool):
+    if mode == "check":
+        return None
+    if no_scontrol:
+        from gpunode.slurm.dryrun import DryRunSlurm
+
+        return DryRunSlurm()
+    from gpunode.host.runner import Runner
+    from gpunode.slurm.scontrol import Slurm
+
+    return Slurm(Runner())
 
 
 def _prefetch_gpus(gpu) -> None:

@@ -1,0 +1,195 @@
+"""gpunode chained with a site's existing HealthCheckProgram, on the REAL Slurm the suite starts
+(munged, slurmctld, slurmd from Debian's slurm-wlm; see tests/test_gate_slurm.py).
+
+LBNL NHC is not packaged for Debian 12 and cannot be fetched in CI, so a stand-in follows NHC's
+documented contract: on a failed check it drains the node with `scontrol update ... state=drain
+reason="NHC: <message>"` (unless the node already has a reason that is not NHC's) and exits
+non-zero; on success it resumes the node only when the reason is its own (`NHC:`).
+`gpunode slurm install` finds that program in slurm.conf and chains it: the node is drained
+with the right reason whichever fails, and neither clears the other's drain."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from gate_fixtures import h100_inventory, write_snapshot
+from test_gate_slurm import BINARIES, HEALTH_INTERVAL, LocalSlurm
+
+from testkit import require
+
+pytestmark = [pytest.mark.slow, pytest.mark.root]
+
+NHC_STANDIN = """#!/bin/sh
+# Stand-in for LBNL NHC (nhc): the same contract, one check read from a file.
+SLURM_CONF={conf}; export SLURM_CONF
+NODE=$(hostname -s)
+reason=$(scontrol show node "$NODE" | sed -n 's/^ *Reason=\\(.*\\) \\[.*$/\\1/p')
+if [ "$(cat {mode})" = fail ]; then
+    case "$reason" in
+        ""|NHC:*) scontrol update nodename="$NODE" state=drain reason="NHC: check_fs_mount: /scratch not mounted" ;;
+    esac
+    exit 1
+fi
+case "$reason" in NHC:*) scontrol update nodename="$NODE" state=resume ;; esac
+exit 0
+"""
+
+
+@pytest.fixture(scope="module")
+def chained(tmp_path_factory):
+    require(os.geteuid() == 0, "needs root to run munged/slurmctld/slurmd")
+    missing = [b for b in BINARIES if shutil.which(b) is None]
+    require(not missing, f"needs Debian packages slurm-wlm and munge (missing {', '.join(missing)})")
+    root = tmp_path_factory.mktemp("slurm-chain")
+    root.chmod(0o755)
+    healthy = write_snapshot(root / "snap" / "healthy", h100_inventory(2))
+    failing = write_snapshot(root / "snap" / "failing", h100_inventory(1, remap_failure=True))
+    hooks = root / "hooks"
+    hooks.mkdir()
+    slurm = LocalSlurm(root)
+    config, mode = root / "gpunode.yaml", root / "nhc-mode"
+    config.write_text(f"snapshot: {healthy}\n")
+    mode.write_text("pass\n")
+    nhc = root / "nhc"
+    nhc.write_text(NHC_STANDIN.format(conf=slurm.conf, mode=mode))
+    nhc.chmod(0o755)
+    try:
+        slurm.start_munge()
+        slurm.write_conf(hooks)
+        # The site already runs NHC as its HealthCheckProgram.
+        text = slurm.conf.read_text().replace(f"HealthCheckProgram={hooks}/gpunode-healthcheck",
+                                              f"HealthCheckProgram={nhc}")
+        slurm.conf.write_text(text)
+        install = subprocess.run([sys.executable, "-m", "gpunode", "slurm", "install", "--prefix", str(hooks),
+                                  "--config", str(config), "--timeout", "8", "--slurm-conf", str(slurm.conf)],
+                                 capture_output=True, text=True, timeout=60)
+        assert install.returncode == 0, install.stderr
+        slurm.start_slurm()
+        if slurm.sinfo_state() != "idle":
+            slurm.resume()
+        yield {"slurm": slurm, "install": install, "hooks": hooks, "nhc": nhc, "mode": mode, "config": config,
+               "healthy": healthy, "failing": failing}
+    finally:
+        slurm.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _set(c, nhc: str, gpunode: str) -> None:
+    c["mode"].write_text(nhc + "\n")
+    c["config"].write_text(f"snapshot: {c[gpunode]}\n")
+
+
+def _run_chain(c) -> subprocess.CompletedProcess:
+    """As slurmd runs a HealthCheckProgram: no arguments, an empty environment."""
+    return c["slurm"].cmd(str(c["hooks"] / "gpunode-healthcheck-chain"), env={})
+
+
+def test_install_chains_with_the_existing_program(chained):
+    out = chained["install"]
+    assert f"chaining with the existing HealthCheckProgram {chained['nhc']}" in out.stderr
+    assert f"HealthCheckProgram={chained['hooks']}/gpunode-healthcheck-chain" in out.stdout
+    chain = chained["hooks"] / "gpunode-healthcheck-chain"
+    assert chain.stat().st_mode & 0o7777 == 0o755 and chain.stat().st_uid == 0
+    text = chain.read_text()
+    assert text.index(str(chained["nhc"])) < text.index(str(chained["hooks"] / "gpunode-healthcheck"))
+
+
+def test_each_program_drains_with_its_own_reason_and_never_clears_the_other(chained):
+    slurm = chained["slurm"]
+    try:
+        _set(chained, "fail", "healthy")  # NHC fails, gpunode passes: NHC's drain stays
+        assert _run_chain(chained).returncode == 1
+        assert "DRAIN" in slurm.state() and slurm.reason() == "NHC: check_fs_mount: /scratch not mounted"
+
+        _set(chained, "pass", "healthy")  # both pass: NHC lifts its own drain
+        assert _run_chain(chained).returncode == 0
+        assert "DRAIN" not in slurm.state() and slurm.reason() is None
+
+        _set(chained, "pass", "failing")  # gpunode fails: its reason
+        assert _run_chain(chained).returncode == 0  # gpunode's health check reports through Slurm, exit 0
+        reason = slurm.reason()
+        assert "DRAIN" in slurm.state() and reason.startswith("gpunode: gpu."), reason
+
+        _set(chained, "fail", "failing")  # NHC fails too: gpunode's reason is not overwritten by NHC
+        _run_chain(chained)
+        assert slurm.reason() == reason
+
+        _set(chained, "pass", "failing")  # NHC passes: it must not lift gpunode's drain
+        _run_chain(chained)
+        assert "DRAIN" in slurm.state() and slurm.reason() == reason
+
+        _set(chained, "pass", "healthy")  # gpunode healthy again: it lifts its own drain
+        _run_chain(chained)
+        assert "DRAIN" not in slurm.state() and slurm.reason() is None
+    finally:
+        _set(chained, "pass", "healthy")
+        if slurm.reason():
+            slurm.resume()
+
+
+def test_nhc_drain_is_kept_when_gpunode_would_resume(chained):
+    slurm = chained["slurm"]
+    try:
+        _set(chained, "fail", "failing")  # NHC drains first; gpunode finds a foreign reason
+        _run_chain(chained)
+        assert slurm.reason() == "NHC: check_fs_mount: /scratch not mounted"
+        _set(chained, "fail", "healthy")  # gpunode healthy: must not resume NHC's drain
+        _run_chain(chained)
+        assert "DRAIN" in slurm.state() and slurm.reason().startswith("NHC: ")
+    finally:
+        _set(chained, "pass", "healthy")
+        _run_chain(chained)
+        if slurm.reason():
+            slurm.resume()
+
+
+def test_slurmd_runs_the_chain_itself(chained):
+    slurm = chained["slurm"]
+    text = slurm.conf.read_text()
+    periodic = text.replace(f"HealthCheckProgram={chained['nhc']}",
+                            f"HealthCheckProgram={chained['hooks']}/gpunode-healthcheck-chain")
+    periodic = periodic.replace("HealthCheckInterval=0", f"HealthCheckInterval={HEALTH_INTERVAL}")
+    slurm.conf.write_text(periodic)
+    assert slurm.cmd("scontrol", "reconfigure").returncode == 0
+    try:
+        _set(chained, "pass", "failing")
+        slurm._wait(lambda: (slurm.reason() or "").startswith("gpunode: "), HEALTH_INTERVAL * 4,
+                    "slurmd's chained HealthCheckProgram to drain for gpunode")
+        _set(chained, "pass", "healthy")
+        slurm._wait(lambda: slurm.reason() is None, HEALTH_INTERVAL * 4, "gpunode to resume its own drain")
+        _set(chained, "fail", "healthy")
+        slurm._wait(lambda: (slurm.reason() or "").startswith("NHC: "), HEALTH_INTERVAL * 4,
+                    "slurmd's chained HealthCheckProgram to drain for NHC")
+    finally:
+        _set(chained, "pass", "healthy")
+        slurm.conf.write_text(text)
+        slurm.cmd("scontrol", "reconfigure")
+
+
+def test_no_chain_replaces_and_chain_names_a_program(tmp_path):
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("HealthCheckProgram=/usr/sbin/nhc\n")
+    base = [sys.executable, "-m", "gpunode", "slurm", "install", "--prefix", str(tmp_path), "--slurm-conf",
+            str(conf), "--dry-run"]
+    out = subprocess.run([*base, "--no-chain"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "gpunode-healthcheck-chain" not in out.stdout
+    assert f"HealthCheckProgram={tmp_path}/gpunode-healthcheck\n" in out.stdout
+    out = subprocess.run([*base, "--chain", "/opt/site/check"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "\n/opt/site/check\nsite_rc=$?" in out.stdout
+    bad = subprocess.run([*base, "--chain", "relative/nhc"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("gpunode: error:")
+
+
+def test_gate_no_scontrol_prints_what_it_would_do(tmp_path):
+    snap = write_snapshot(tmp_path / "failing", h100_inventory(1, remap_failure=True))
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}
+    env["PATH"] = str(tmp_path)  # no scontrol anywhere: nothing could drain a node
+    out = subprocess.run([sys.executable, "-m", "gpunode", "gate", "--health-check", "--no-scontrol", "--snapshot",
+                          str(snap)], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "would run: scontrol update nodename=" in out.stderr and "state=drain" in out.stderr
+    assert "slurm: would-drain: gpunode: gpu." in out.stdout
