@@ -29,7 +29,7 @@ from testkit import FIXTURES
 
 DAY = 86400.0
 T0 = 1_793_000_000.0
-REAL = {"h200": json.loads((FIXTURES / "bench" / "h200-quick.json").read_text()),
+REAL = {"h200": json.loads((FIXTURES / "device" / "interference-h200-idle.json").read_text()),
         "h100": json.loads((FIXTURES / "bench" / "h100-quick.json").read_text())}
 DRIFTER = "gpu-h200-07"
 

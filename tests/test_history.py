@@ -6,8 +6,8 @@ real recorded H200 runs (tests/fixtures/bench)."""
 from __future__ import annotations
 
 import copy
+import io
 import json
-import os
 import sqlite3
 import stat
 
@@ -193,3 +193,23 @@ def test_audit_of_a_snapshot_does_not_write_the_live_history(tmp_path, monkeypat
     res = runner.invoke(app, ["audit", "--snapshot", str(snapshots[0]), "--json"])
     assert res.exit_code in (0, 1, 2, 3) and json.loads(res.stdout)["schema"] == "gpunode.audit/1"
     assert not (tmp_path / "state").exists()
+
+
+def test_bench_compare_against_history_warns_and_says_why(tmp_path, capsys):
+    from rich.console import Console
+
+    from gpunode.cli.bench_cmd import _compare_history
+
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    assert _compare_history(run_at(0.0), str(tmp_path), 10, 0.95, console) == 0
+    assert "no earlier runs" in out.getvalue()
+    for i in range(10):
+        record("bench", run_at(i * DAY), str(tmp_path))
+    assert _compare_history(run_at(20 * DAY, 0.94), str(tmp_path), 10, 0.95, console) == 1
+    text = out.getvalue()
+    assert "gemm.bf16" in text and "below this node's last 10 runs" in text
+    assert _compare_history(run_at(20 * DAY, 1.0), str(tmp_path), 10, 0.95, console) == 0
+    history_path(tmp_path).write_bytes(b"x" * 200)
+    assert _compare_history(run_at(20 * DAY, 0.5), str(tmp_path), 10, 0.95, console) == 0
+    assert "not compared with this node's history" in capsys.readouterr().err
