@@ -122,6 +122,7 @@ def shm(ctx: AuditContext):
         return bad(f"/dev/shm is {mount.fstype}, not tmpfs", observed=mount.fstype, expected=expected)
     size_opt = mount.option("size")
     parsed = parse_size(size_opt) if size_opt is not None else None
+    size: int | None
     if size_opt is None:
         size = mem_total // 2  # tmpfs default
     elif parsed is None:

@@ -42,7 +42,7 @@ def nodes(ctx: AuditContext):
     if not found:
         return skip(f"knob absent on this host: {NODES}/node*")
     system = meminfo_total(ctx.host)
-    observed = {f"node{n}": {"cpus": v["cpulist"], "memory": v["memory"]} for n, v in found.items()}
+    observed: dict[str, object] = {f"node{n}": {"cpus": v["cpulist"], "memory": v["memory"]} for n, v in found.items()}
     observed["meminfo_total"] = system
     # Only the CPU lists go into the message: node memory can still grow after boot (deferred
     # page init) and a message must read the same in a live audit and in its snapshot.
@@ -52,6 +52,7 @@ def nodes(ctx: AuditContext):
     known = [v["memory"] for v in found.values() if v["memory"] is not None]
     partial = bool(system and known and len(known) == len(found)
                    and abs(sum(known) - system) > NODE_SUM_TOLERANCE * system)
+    system = system or 0
     sizes = [v["memory"] for v in cpu_nodes.values() if v["memory"]]
     if partial and len(cpu_nodes) > 1:
         problems.append(f"the nodes' memory adds up to {format_bytes(sum(known))} but /proc/meminfo has "

@@ -175,7 +175,7 @@ def judge_events(events: list[XidEvent], window: str, older: int, recovery: int 
     critical = [e for e in events if is_critical(e)]
     other = [e for e in events if not is_critical(e) and e.xid not in APPLICATION_XIDS and e.xid != RECOVERY_XID]
     benign = [e for e in events if e not in critical and e not in other]
-    observed = counts if recovery is None else {**counts, "recovery_action": recovery}
+    observed: dict = counts if recovery is None else {**counts, "recovery_action": recovery}
     if recovery:
         action = RECOVERY_ACTIONS.get(recovery, f"action {recovery}")
         seen = f"; {summarize(critical)} ({window})" if critical else ""

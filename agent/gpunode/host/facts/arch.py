@@ -15,7 +15,7 @@ def machine(host) -> str | None:
 
 
 def arch_from_cpuinfo(text: str) -> str | None:
-    fields = {}
+    fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep:
