@@ -20,7 +20,7 @@ LAST_ROW = "   536870912     134217728     float     sum      -1   358.92  1495.
 
 
 def judged(text, rc=0, timed_out=False):
-    return nccl.judge(nccl.parse_text(text), rc, timed_out)
+    return nccl.nccl_verdict(nccl.parse_text(text), rc, timed_out)
 
 
 def test_real_all_reduce_text():
@@ -29,7 +29,7 @@ def test_real_all_reduce_text():
     assert len(run.rows) == 14 and run.rows[0].bytes == 8 and run.largest.bytes == 536870912
     assert run.largest.algbw == 1495.8 and run.largest.busbw == 0.0 and run.largest.in_place_algbw == 552251
     assert run.out_of_bounds == 0 and run.footer and run.avg_busbw == 0.0 and run.wrong == 0
-    assert nccl.judge(run, 0) == ("ok", "")
+    assert nccl.nccl_verdict(run, 0) == ("ok", "")
 
 
 def test_real_all_reduce_json_matches_text():
@@ -38,15 +38,15 @@ def test_real_all_reduce_json_matches_text():
     assert [r.bytes for r in run.rows] == [r.bytes for r in text.rows]
     assert run.nccl_version == "2.28.9" and run.ranks == 1 and run.out_of_bounds == 0
     assert run.largest.algbw == pytest.approx(1496.03577)
-    assert nccl.judge(run, 0) == ("ok", "")
+    assert nccl.nccl_verdict(run, 0) == ("ok", "")
 
 
 def test_real_all_gather_and_sendrecv():
     ag = nccl.parse_text((NCCL / "all_gather_g1.h100.txt").read_text())
-    assert ag.rows[0].bytes == 0 and ag.rows[0].redop == "none" and nccl.judge(ag, 0)[0] == "ok"
+    assert ag.rows[0].bytes == 0 and ag.rows[0].redop == "none" and nccl.nccl_verdict(ag, 0)[0] == "ok"
     sr = nccl.parse_text((NCCL / "sendrecv_g1.h100.txt").read_text())
     assert sr.rows[-1].busbw == 1083.8 and sr.rows[-1].in_place_wrong is None  # "N/A": check off in-place
-    assert sr.avg_busbw == 984.382 and nccl.judge(sr, 0)[0] == "ok"
+    assert sr.avg_busbw == 984.382 and nccl.nccl_verdict(sr, 0)[0] == "ok"
 
 
 def test_real_failed_footer_min_bw_text_and_json():
@@ -55,7 +55,7 @@ def test_real_failed_footer_min_bw_text_and_json():
     status, message = judged(text, rc=7)
     assert status == "fail" and "FAILED" in message
     run = nccl.parse_json((NCCL / "all_reduce_minbw_failed.h100.json").read_text())
-    assert nccl.judge(run, 7)[0] == "fail"
+    assert nccl.nccl_verdict(run, 7)[0] == "fail"
     assert any(": Test failure " in f for f in nccl.parse_text(text).failures)
 
 
@@ -112,7 +112,7 @@ def test_json_with_wrong_elements_fails():
     data = json.loads(AR_JSON)
     data["results"][-1]["out_of_place"]["nwrong"] = 12.0
     data["out_of_bounds"] = {"count": 1, "okay": "false"}
-    assert nccl.judge(nccl.parse_json(json.dumps(data)), 7)[0] == "fail"
+    assert nccl.nccl_verdict(nccl.parse_json(json.dumps(data)), 7)[0] == "fail"
 
 
 def test_json_cut_short_raises():
@@ -123,7 +123,7 @@ def test_json_cut_short_raises():
 def test_json_without_footer_is_error():
     data = json.loads(AR_JSON)
     del data["out_of_bounds"], data["average_bus_bandwidth"]
-    assert nccl.judge(nccl.parse_json(json.dumps(data)), 0)[0] == "error"
+    assert nccl.nccl_verdict(nccl.parse_json(json.dumps(data)), 0)[0] == "error"
 
 
 def test_argv_builder_is_pure_and_complete():

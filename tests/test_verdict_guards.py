@@ -33,7 +33,7 @@ def test_wrong_elements_in_the_in_place_column_fail():
     """nccl-tests prints #wrong twice per row (out-of-place, in-place): both are data checks."""
     assert LAST_ROW in AR_TEXT
     in_place_wrong = LAST_ROW[: -len("0")] + "5"
-    status, message = nccl.judge(nccl.parse_text(AR_TEXT.replace(LAST_ROW, in_place_wrong)), 0)
+    status, message = nccl.nccl_verdict(nccl.parse_text(AR_TEXT.replace(LAST_ROW, in_place_wrong)), 0)
     assert status == "fail" and "5 wrong element" in message
 
 
@@ -45,7 +45,7 @@ def test_wrong_elements_in_the_in_place_json_record_fail():
     assert '"nwrong": 0' in text or '"nwrong":0' in text
     # the last in-place record gets one wrong element
     mutated = _set_last_in_place_nwrong(doc, 1)
-    status, _ = nccl.judge(nccl.parse_json(json.dumps(mutated)), 0)
+    status, _ = nccl.nccl_verdict(nccl.parse_json(json.dumps(mutated)), 0)
     assert status == "fail"
 
 

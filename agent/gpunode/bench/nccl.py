@@ -144,7 +144,7 @@ class Row:
 
 @dataclass
 class NcclRun:
-    """What one nccl-tests run printed, parsed; `judge` decides its status."""
+    """What one nccl-tests run printed, parsed; `nccl_verdict` decides its status."""
 
     rows: list[Row] = field(default_factory=list)
     version: str | None = None
@@ -281,7 +281,7 @@ def parse_json(text: str) -> NcclRun:
     return run
 
 
-def judge(run: NcclRun, rc: int, timed_out: bool = False, spawn_error: str | None = None) -> tuple[str, str]:
+def nccl_verdict(run: NcclRun, rc: int, timed_out: bool = False, spawn_error: str | None = None) -> tuple[str, str]:
     """-> (status, message). Never ok unless everything says so."""
     if spawn_error:
         return "error", spawn_error
@@ -348,7 +348,7 @@ def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapp
                     run.rows = text_run.rows
             except ValueError as exc:
                 note = str(exc)
-    status, message = judge(run, result.rc, result.timed_out, result.error)
+    status, message = nccl_verdict(run, result.rc, result.timed_out, result.error)
     if status == "ok" and note:
         status, message = "error", note
     if status == "error" and result.stderr.strip():
