@@ -56,11 +56,13 @@ def test_net_sysctls_apply_and_rollback_in_a_network_namespace(tmp_path):
     assert {x["status"] for x in r["rollback"]["doc"]["restores"]} == {"restored"}
     assert rolled_back == before
     # a value the kernel refuses (no such congestion control): the batch is rolled back
+    # a congestion control this kernel lacks is "not applicable here" (issue 12), never a batch failure;
+    # the rest is applied (a kernel refusing a write is tests/test_apply_faults.py's rollback case)
     failing = r["failing"]
-    assert failing["rc"] == 3 and failing["doc"]["result"] == "failed"
-    assert "tcp_congestion_control" in failing["doc"]["reason"]
-    assert "writing 'nosuchcc' was refused: No such file or directory" in failing["doc"]["reason"]
-    assert any(x["status"] == "restored" for x in failing["doc"]["rolled_back"])
-    assert r["after_failing"] == before
+    assert failing["rc"] in (0, 1) and failing["doc"]["result"] in ("applied", "nothing-to-change"), failing
+    skipped = {x["setting"]: x["reason"] for x in failing["doc"]["skipped"]}
+    assert skipped["sysctl.net.ipv4.tcp_congestion_control"].startswith("not applicable here: ")
+    assert "nosuchcc" in skipped["sysctl.net.ipv4.tcp_congestion_control"]
+    assert r["after_failing"]["net/ipv4/tcp_congestion_control"] == before["net/ipv4/tcp_congestion_control"]
     # nothing leaked to the host's own network namespace
     assert _host_values() == host_before
