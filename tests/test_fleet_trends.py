@@ -7,6 +7,7 @@ whole `gpunode fleet trends` through Ansible against hosts with their own histor
 from __future__ import annotations
 
 import copy
+import io
 import json
 import random
 import shutil
@@ -106,12 +107,17 @@ def test_a_drift_inside_the_noise_is_not_flagged():
     assert bf16["spread"] > 0.03 and bf16["threshold"] > 0.09 and bf16["drifting"] == []
 
 
-def test_terminal_view_fits_80_columns():
-    console = Console(width=80, record=True, color_system=None)
-    render_trends(trends(fleet_exports()), console)
-    text = console.export_text()
+def test_terminal_view_fits_80_columns_and_pipes_one_line_per_metric():
+    out = io.StringIO()
+    render_trends(trends(fleet_exports()), Console(file=out, width=80, force_terminal=True, color_system=None))
+    text = out.getvalue()
     assert all(len(line) <= 80 for line in text.splitlines())
     assert DRIFTER in text and "gemm.bf16" in text
+    piped = io.StringIO()
+    render_trends(trends(fleet_exports()), Console(file=piped, width=80, color_system=None))
+    lines = piped.getvalue().splitlines()
+    bf16 = [line for line in lines if line.startswith("gemm.bf16  h200")]
+    assert len(bf16) == 1 and DRIFTER in bf16[0] and "-7." in bf16[0]
 
 
 def _free_port() -> int:

@@ -99,4 +99,4 @@ def render_trends(trends: dict, console) -> None:
         table.add_row(escape(row["metric"]), escape(row["sku"]), str(row["hosts"]),
                       f"{_short(d['p10'])}/{_short(d['median'])}/{_short(d['p90'])}", f"{row['spread']:.1%}",
                       f"[yellow]{escape(drifting)}[/]" if drifting else "[dim]none[/]")
-    console.print(table)
+    show_table(console, table)
