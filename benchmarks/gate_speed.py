@@ -62,11 +62,23 @@ def import_times(gate: list[str], top: int = 25) -> list[dict]:
 
 
 def cprofile_summary(gate: list[str], top: int = 30) -> str:
-    proc = subprocess.run([gate[0], "-m", "cProfile", "-s", "cumulative", *gate[1:]],  # noqa: S603
-                          capture_output=True, text=True, check=False)
-    lines = proc.stdout.splitlines()
+    """cProfile of one gate run, the imports included (`-m cProfile` prints nothing when the
+    program ends with sys.exit, as gpunode does)."""
+    code = ("import cProfile, io, pstats, sys\n"
+            "sys.argv = ['gpunode', *sys.argv[1:]]\n"
+            "profile = cProfile.Profile()\n"
+            "profile.enable()\n"
+            "try:\n    from gpunode.cli import main\n    main()\n"
+            "except SystemExit:\n    pass\n"
+            "profile.disable()\n"
+            "out = io.StringIO()\n"
+            f"pstats.Stats(profile, stream=out).sort_stats('cumulative').print_stats({top})\n"
+            "sys.stderr.write(out.getvalue())\n")
+    proc = subprocess.run([gate[0], "-c", code, *gate[3:]], capture_output=True, text=True,  # noqa: S603
+                          check=False)
+    lines = proc.stderr.splitlines()
     start = next((i for i, line in enumerate(lines) if "function calls" in line), 0)
-    return "\n".join(lines[start:start + top + 6])
+    return "\n".join(lines[start:])
 
 
 def main() -> int:
