@@ -166,8 +166,8 @@ def export_document(store, kind: str, host: str) -> dict:
         run["figures"].append({"name": f.name, "gpu": f.gpu, "value": f.value, "unit": f.unit,
                                "conditions": json.loads(f.conditions), "cov": f.cov, "trusted": f.trusted})
     for entry in store.entries(kind, 1):  # the GPU identity of the newest run names the SKU
-        doc = store.document(entry.id) or {}
-        gpus = doc.get("gpus") if isinstance(doc.get("gpus"), dict) else {}
+        found = (store.document(entry.id) or {}).get("gpus")
+        gpus = found if isinstance(found, dict) else {}
     return {"schema": EXPORT_SCHEMA, "gpunode_version": __version__, "host": host, "kind": kind,
             "gpus": gpus, "runs": list(runs.values())}
 

@@ -14,6 +14,7 @@ import json
 import math
 import statistics
 from dataclasses import dataclass
+from typing import Any
 
 from gpunode.bench.results import lower_is_better
 from gpunode.history.trend import drift
@@ -94,7 +95,7 @@ def metric_trend(key: tuple, series: dict[str, list[tuple[float, float]]], s: Se
     values = sorted(current.values())
     spread = robust_spread(values)
     threshold = max(s.min_drop, s.k * spread)
-    drifting = []
+    drifting: list[dict[str, Any]] = []
     for label, pts in series.items():
         d = drift(pts, s.window)
         if d is None:

@@ -35,8 +35,10 @@ def figures_of(doc: dict) -> list[Figure]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
         gpu = m.get("gpu") if isinstance(m.get("gpu"), int) else None
-        cond = comparable_conditions(m.get("conditions") if isinstance(m.get("conditions"), dict) else {})
-        spread = m.get("spread") if isinstance(m.get("spread"), dict) else {}
+        raw = m.get("conditions")
+        cond = comparable_conditions(raw if isinstance(raw, dict) else {})
+        spread_raw = m.get("spread")
+        spread: dict = spread_raw if isinstance(spread_raw, dict) else {}
         cov = spread.get("cov") if isinstance(spread.get("cov"), (int, float)) else None
         tel = m.get("telemetry") if isinstance(m.get("telemetry"), dict) else None
         out.append(Figure(str(m.get("name")), gpu, float(value), str(m.get("unit") or ""),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from gpunode.bench.results import comparable_conditions, lower_is_better
 
@@ -62,7 +63,7 @@ def judge_against_history(doc: dict, earlier: list[tuple], last: int = DEFAULT_L
         cond = json.dumps(comparable_conditions(m.get("conditions") or {}), sort_keys=True, default=str)
         values = series.get((name, gpu, unit, cond), [])[-last:]
         subject = f"GPU{gpu}" if gpu is not None else ""
-        base = {"metric": name, "subject": subject, "measured": float(m["value"]), "runs": len(values), "warn": warn}
+        base: dict[str, Any] = {"metric": name, "subject": subject, "measured": float(m["value"]), "runs": len(values), "warn": warn}
         if len(values) < min_runs:
             out.append(NodeVerdict(status=SKIP, median=None, ratio=None, **base,
                                    message=f"{len(values)} earlier comparable run(s) on this node; {min_runs} needed"))
