@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from gpunode.host.facts.cpulist import format_cpulist, read_cpulist
 from gpunode.host.gpu.control import NoGpuControl
 from gpunode.host.runner import CommandResult, Runner
 from gpunode.tune.actions import ApplyEnv
 from gpunode.tune.journal import JournalError, StateDir, parse_journal
 from gpunode.tune.kinds.base import value_to_write
-from gpunode.tune.kinds.irq import format_cpulist, parse_cpulist
 from gpunode.tune.plan import select_settings
 from gpunode.tune.profiles import load_profile
 from gpunode.tune.session import apply_profile, rollback
@@ -35,7 +35,7 @@ def test_value_to_write_never_moves_a_field_further_than_needed(op, current, tar
 
 
 def test_cpulists_round_trip():
-    assert format_cpulist(parse_cpulist("0-3,8,10-11")) == "0-3,8,10-11"
+    assert format_cpulist(read_cpulist("0-3,8,10-11")) == "0-3,8,10-11"
     assert format_cpulist({5}) == "5"
 
 

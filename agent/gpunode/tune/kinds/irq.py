@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
+from gpunode.host.facts.cpulist import read_cpulist
 from gpunode.tune.kinds.base import BOOT_SPEC, VERIFY_ALL, Observed, SettingKind
 from gpunode.tune.kinds.values import SettingInvalid
 
 KEYS = ("nic-numa-local",)
 VIRTUAL_PREFIXES = ("lo", "docker", "veth", "virbr", "br-", "cni", "flannel", "cali", "tun", "tap")
-
-
-def parse_cpulist(text: str | None) -> set[int] | None:
-    """'0-3,8,10-11' -> {0,1,2,3,8,10,11}."""
-    if text is None:
-        return None
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            cpus.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-        except ValueError:
-            return None
-    return cpus
 
 
 def data_nics(host) -> list[str]:
@@ -45,25 +30,10 @@ def nic_irqs(host, nic: str) -> list[int]:
 
 
 def node_cpus(host, node: int) -> set[int] | None:
-    return parse_cpulist(host.sys.read_value(f"/sys/devices/system/node/node{node}/cpulist"))
+    return read_cpulist(host.sys.read_value(f"/sys/devices/system/node/node{node}/cpulist"))
 
 
 # --- write side: spread a NIC's remote IRQs over the CPUs of its NUMA node ------------------
-def format_cpulist(cpus) -> str:
-    """{0,1,2,3,8} -> '0-3,8' (the kernel's own format)."""
-    out, run = [], []
-    for cpu in sorted(cpus):
-        if run and cpu == run[-1] + 1:
-            run.append(cpu)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [cpu]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
-
-
 def observe_nics(host) -> list[Observed]:
     observed = []
     for nic in data_nics(host):
@@ -78,7 +48,7 @@ def observe_nics(host) -> list[Observed]:
             continue
         remote = []
         for irq in irqs:
-            cpus = parse_cpulist(host.sys.read_value(f"/proc/irq/{irq}/smp_affinity_list"))
+            cpus = read_cpulist(host.sys.read_value(f"/proc/irq/{irq}/smp_affinity_list"))
             if cpus is not None and not cpus <= local:
                 remote.append(irq)
         observed.append(
