@@ -128,8 +128,9 @@ def test_snapshot_round_trip_gives_the_same_audit(tmp_path):
 
 def test_checks_and_profiles_listing():
     result = cli.invoke(app, ["checks", "--json"])
-    rows = json.loads(result.stdout)
-    ids = [r["id"] for r in rows]
+    doc = json.loads(result.stdout)
+    assert doc["schema"] == "gpunode.checks/1" and doc["profile"] == "training"
+    ids = [r["id"] for r in doc["checks"]]
     assert len(ids) == len(set(ids)) and "sysctl.vm.swappiness" in ids
     assert cli.invoke(app, ["checks", "--tag", "gate"]).exit_code == 0
     shown = cli.invoke(app, ["profiles", "inference"])

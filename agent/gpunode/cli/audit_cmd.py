@@ -112,14 +112,14 @@ def _golden_checks(path: Path, usage: int):
 def checks_list(
     profile: str = typer.Option("training", "--profile", "-p", help="Profile whose settings to list."),
     tag: list[str] = typer.Option(None, "--tag", help="Only checks with one of these tags."),
-    as_json: bool = typer.Option(False, "--json", help="JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON (schema gpunode.checks/1)."),
 ) -> None:
     """List the check catalogue: id, area, severity, tags, title."""
-    import json
-
     from rich.table import Table
 
+    from gpunode.audit.report import dumps
     from gpunode.audit.run import choose_checks
+    from gpunode.cli.listings import checks_document
     from gpunode.tune.profiles import ProfileError, load_profile
 
     try:
@@ -128,16 +128,11 @@ def checks_list(
         die(str(exc))
     checks = choose_checks(prof, tags=split_csv(tag))
     if as_json:
-        rows = [
-            {"id": c.id, "area": c.area, "severity": c.severity, "tags": sorted(c.tags), "title": c.title,
-             "needs_root": c.needs_root, "remediation": c.remediation}
-            for c in checks
-        ]
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(dumps(checks_document(prof, checks)), nl=False)
         return
     table = Table(title=f"gpunode checks ({len(checks)}, profile {prof.name})")
     for col in ("Id", "Area", "Severity", "Tags", "Title"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "Id")
     for c in checks:
         table.add_row(c.id, c.area, c.severity, ",".join(sorted(c.tags)), c.title)
     show_table(stdout_console(), table)
@@ -146,6 +141,7 @@ def checks_list(
 def snapshot_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write (must not exist or be empty)."),
     profile: list[str] = typer.Option(None, "--profile", "-p", help="Profiles whose checks to record (default: all shipped)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (schema gpunode.snapshot/1)."),
 ) -> None:
     """Record everything an audit reads (files, NVML, command outputs) into DIR, for `audit --snapshot DIR`."""
     from gpunode.audit.run import run_audit
@@ -171,29 +167,44 @@ def snapshot_cmd(
         write_snapshot(output, host, sysroot, runner)
     except OSError as exc:
         die(f"{output}: cannot write the snapshot: {exc.strerror or exc}", 3)
+    if as_json:
+        from gpunode.audit.report import dumps
+        from gpunode.cli.listings import snapshot_document
+
+        typer.echo(dumps(snapshot_document(output, len(sysroot.files), len(runner.recorded))), nl=False)
+        return
     typer.echo(f"snapshot written to {output} ({len(sysroot.files)} files, {len(runner.recorded)} commands)")
 
 
 def profiles_cmd(
     name: str = typer.Argument(None, help="Show this profile's settings (name or YAML path)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.profiles/1, or gpunode.profile/1 for one)."),
 ) -> None:
     """List shipped profiles, or show one profile's settings with their reasons."""
     from rich.table import Table
 
+    from gpunode.audit.report import dumps
+    from gpunode.cli.listings import profile_document, profiles_document
     from gpunode.tune.profiles import ProfileError, load_profile, shipped_profiles
 
     if name is None:
-        for p in shipped_profiles():
-            prof = load_profile(p)
-            typer.echo(f"{p:12s} {prof.description}")
+        profiles = [load_profile(p) for p in shipped_profiles()]
+        if as_json:
+            typer.echo(dumps(profiles_document(profiles)), nl=False)
+            return
+        for prof in profiles:
+            typer.echo(f"{prof.name:12s} {prof.description}")
         return
     try:
         prof = load_profile(name)
     except ProfileError as exc:
         die(str(exc))
+    if as_json:
+        typer.echo(dumps(profile_document(prof)), nl=False)
+        return
     table = Table(title=f"profile {prof.name}: {prof.description}")
     for col in ("Setting", "Target", "When", "Why"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "Setting")
     for s in prof.settings.values():
         table.add_row(s.id, s.target_text, s.when, s.why)
     show_table(stdout_console(), table)

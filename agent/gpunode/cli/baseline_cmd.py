@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from gpunode.cli.common import (
     PROMETHEUS_HELP,
@@ -94,11 +95,14 @@ def compare_cmd(
 def list_cmd(
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     config: str = typer.Option(None, "--config", help="Config file."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.baselines/1)."),
 ) -> None:
     """The baselines gpunode can use, site ones first: name, origin, what hardware they match."""
     from rich.table import Table
 
+    from gpunode.audit.report import dumps
     from gpunode.baselines.schema import BaselineError
+    from gpunode.cli.listings import baseline_row, baselines_document
     from gpunode.config import ConfigError
 
     try:
@@ -106,16 +110,22 @@ def list_cmd(
         entries = catalogue.entries()
     except (BaselineError, ConfigError) as exc:
         die(str(exc))
-    table = Table(title=f"gpunode baselines ({len(entries)})")
-    for col in ("Name", "Origin", "Matches", "Metrics", "File"):
-        table.add_column(col)
+    rows = []
     for e in entries:
         try:
-            b = catalogue.load(e.path)
-            table.add_row(e.name, e.origin, b.match.describe() if b.match else "(only by --baseline)",
-                          str(len(b.expectations)), str(e.path))
+            rows.append(baseline_row(e, catalogue.load(e.path)))
         except BaselineError as exc:
-            table.add_row(e.name, e.origin, f"[red]invalid: {exc}[/red]", "", str(e.path))
+            rows.append(baseline_row(e, error=str(exc)))
+    if as_json:
+        typer.echo(dumps(baselines_document(rows)), nl=False)
+        return
+    table = Table(title=f"gpunode baselines ({len(entries)})")
+    for col in ("Name", "Origin", "Matches", "Metrics", "File"):
+        table.add_column(col, no_wrap=col == "Name")
+    for r in rows:
+        matches = f"invalid: {r['error']}" if r["error"] else (r["matches"] or "(only by --baseline)")
+        table.add_row(r["name"], r["origin"], escape(matches), "" if r["metrics"] is None else str(r["metrics"]),
+                      r["file"])
     show_table(stdout_console(), table)
 
 
@@ -124,12 +134,15 @@ def show_cmd(
     name: str = typer.Argument(..., help="Baseline name or YAML file."),
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     config: str = typer.Option(None, "--config", help="Config file."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.baseline/1)."),
 ) -> None:
     """One baseline with `extends` applied: every metric, its conditions, ratios and source."""
     from rich.table import Table
 
+    from gpunode.audit.report import dumps
     from gpunode.baselines.compare import _show
     from gpunode.baselines.schema import BaselineError
+    from gpunode.cli.listings import baseline_document
     from gpunode.config import ConfigError
 
     try:
@@ -138,6 +151,9 @@ def show_cmd(
     except (BaselineError, ConfigError) as exc:
         die(str(exc))
     b = selection.baseline
+    if as_json:
+        typer.echo(dumps(baseline_document(b)), nl=False)
+        return
     chain = " <- ".join(str(p) for p in b.chain)
     table = Table(title=f"baseline {b.name}: {b.description}\n{b.match.describe() if b.match else 'no match (only by --baseline)'}; {chain}")
     for col in ("Metric", "Expected", "Better", "Warn/Fail", "Conditions", "Basis", "Source"):
