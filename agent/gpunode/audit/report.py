@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -139,6 +138,8 @@ def prometheus_text(results: Sequence[Result], meta: dict) -> str:
 
 def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
     """tmp file in the same directory + fsync + rename: readers never see half a file."""
+    import tempfile  # here, not at the top: the gate imports this module and never writes a file
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
