@@ -213,3 +213,20 @@ def test_bench_compare_against_history_warns_and_says_why(tmp_path, capsys):
     history_path(tmp_path).write_bytes(b"x" * 200)
     assert _compare_history(run_at(20 * DAY, 0.5), str(tmp_path), 10, 0.95, console) == 0
     assert "not compared with this node's history" in capsys.readouterr().err
+
+
+def test_a_damaged_table_or_document_is_one_line_not_a_traceback(tmp_path):
+    record("bench", run_at(0.0), str(tmp_path))
+    db = sqlite3.connect(history_path(tmp_path))
+    db.execute("UPDATE results SET doc = x'00ff00'")
+    db.execute("DROP TABLE figures")
+    db.commit()
+    db.close()
+    for args in (["history", "show", "1"], ["history", "export"], ["history"]):
+        res = runner.invoke(app, [*args, "--state-dir", str(tmp_path)])
+        if args == ["history"]:
+            assert res.exit_code == 0  # the list reads no document and no figure
+            continue
+        assert res.exit_code == 3, (args, res.output)
+        assert res.stderr.startswith("gpunode: error: ") and res.stderr.count("\n") == 1
+    assert "not kept" in record("bench", run_at(1.0), str(tmp_path))

@@ -35,6 +35,17 @@ def _open(root: Path):
     raise AssertionError("unreachable")
 
 
+def _read(fn):
+    """A history read; a damaged file is one line, exit 3."""
+    from gpunode.history.store import HistoryError
+
+    try:
+        return fn()
+    except HistoryError as exc:
+        die(str(exc), 3)
+    raise AssertionError("unreachable")
+
+
 def _applies(root: Path) -> list[dict]:
     from gpunode.tune.journal import JournalError, StateDir
 
@@ -52,7 +63,7 @@ def history_rows(root: Path, kind: str | None, limit: int | None) -> tuple[list[
     if kind != "apply":
         with _open(root) as store:
             results = [{"id": e.id, "kind": e.kind, "time": e.time, "time_epoch": e.time_epoch, "host": e.host,
-                        "status": e.status, "summary": e.summary} for e in store.entries(kind, limit)]
+                        "status": e.status, "summary": e.summary} for e in _read(lambda: store.entries(kind, limit))]
     applies = _applies(root) if kind in (None, "apply") else []
     return results, applies[:limit] if limit else applies
 
@@ -116,7 +127,7 @@ def show(
     root = _state(state_dir)
     if result_id.isdigit():
         with _open(root) as store:
-            doc = store.document(int(result_id))
+            doc = _read(lambda: store.document(int(result_id)))
         if doc is None:
             die(f"no result {result_id} in the history of {root}")
         typer.echo(dumps(doc), nl=False)
@@ -142,7 +153,7 @@ def export(
         die(f"--kind {kind}: choose bench or diag")
     root = _state(state_dir)
     with _open(root) as store:
-        doc = export_document(store, kind, live_host().facts.hostname)
+        doc = _read(lambda: export_document(store, kind, live_host().facts.hostname))
     text = dumps(doc)
     if output is None:
         typer.echo(text, nl=False)

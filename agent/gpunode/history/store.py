@@ -11,6 +11,7 @@ results are pruned on every write (per kind: a count and an age).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -28,6 +29,19 @@ DEFAULT_MAX_AGE_DAYS = 400.0
 
 class HistoryError(RuntimeError):
     """The history cannot be used; the message is one line naming the file."""
+
+
+def _guarded(method):
+    """A damaged file can pass the open checks and fail in a query: one HistoryError, never more."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise HistoryError(f"{self.path}: history unreadable ({exc}); move it away to start a new one") from None
+
+    return wrapper
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -130,6 +144,7 @@ class Store:
 
     # ---------------------------------------------------------------- writing
 
+    @_guarded
     def add(self, kind: str, doc: dict, host: str, time_epoch: float, time: str, status: str, summary: str,
             figures: Iterable[Figure]) -> int:
         if kind not in KINDS:
@@ -146,6 +161,7 @@ class Store:
                 [(rid, f.name, f.gpu, f.value, f.unit, f.conditions, f.cov, int(f.trusted)) for f in figures])
         return rid
 
+    @_guarded
     def prune(self, now: float, keep: int = DEFAULT_KEEP, max_age_days: float = DEFAULT_MAX_AGE_DAYS) -> int:
         """Drop results beyond `keep` per kind and older than `max_age_days`; -> rows removed."""
         assert self._db is not None
@@ -161,6 +177,7 @@ class Store:
 
     # ---------------------------------------------------------------- reading
 
+    @_guarded
     def entries(self, kind: str | None = None, limit: int | None = None) -> list[Entry]:
         """Newest first."""
         if self._db is None:
@@ -176,6 +193,7 @@ class Store:
             args.append(limit)
         return [Entry(*row) for row in self._db.execute(sql, args)]
 
+    @_guarded
     def document(self, result_id: int) -> dict | None:
         if self._db is None:
             return None
@@ -187,6 +205,7 @@ class Store:
         except (zlib.error, ValueError) as exc:
             raise HistoryError(f"{self.path}: result {result_id} is damaged ({exc})") from None
 
+    @_guarded
     def figures(self, kind: str = "bench", before: float | None = None) -> list[tuple[Entry, Figure]]:
         """Every figure of `kind` results (oldest first), optionally only those older than `before`."""
         if self._db is None:
