@@ -325,3 +325,23 @@ def test_a_loadable_module_is_planned_and_says_the_kernel_loads_it(tmp_path):
     _, plan = _plan(root, [QDISC])
     (change,) = plan.writes
     assert change.note == "qdisc fq: loadable (the kernel loads it on first use)"
+
+
+def test_a_gpu_setting_no_gpu_can_read_is_not_planned_as_satisfied(tmp_path):
+    from gpunode.host import Facts, Host
+    from gpunode.host.gpu.model import GpuInventory
+    from gpunode.host.gpu.source import ReplayGpuSource
+    from gpunode.host.sysroot import SysRoot
+    from testkit import FIXTURES, with_gpu
+
+    inv = GpuInventory.from_json(__import__("json").loads((FIXTURES / "nvml/h100-sxm-1gpu.json").read_text()))
+    inv = with_gpu(inv, power_limit_w=None, field_errors={"power_limit_w": "NVML: Unknown Error"})
+    root = _tree(tmp_path)
+    host = Host(sys=SysRoot(root), gpu=ReplayGpuSource(inv), runner=_units_runner({}),
+                facts=Facts(is_root=True, hostname="t", now=0.0, live=False))
+    prof = load_profile("training")
+    plan = make_plan(host, prof, select_settings(prof, ["gpu.power_limit"]), files=PlannedFiles(host.sys))
+    assert plan.satisfied == [] and plan.changes == []
+    assert plan.skipped[0][0] == "gpu.power_limit" and "NVML: Unknown Error" in plan.skipped[0][1]
+    result = _audit(host, "gpu.power_limit")
+    assert statuses(result) == ["ERROR"] and "Unknown Error" in result[0].message

@@ -71,9 +71,7 @@ def assess(ctx, setting: Setting) -> Assessment:
     observed = kind.observe(ctx, setting)
     readable = [o for o in observed if o.value is not None and not o.extra.get("error")]
     if not readable:
-        if observed and kind.needs_gpu:  # per-GPU errors and "not supported" are judged one by one
-            return Assessment(setting, observed=observed)
-        note = observed[0].note if observed else ""
+        note = (observed[0].note or observed[0].extra.get("error", "")) if observed else ""
         absent = f"knob absent on this host: {kind.where(setting)}" + (f" ({note})" if note else "")
         return Assessment(setting, absent=absent, observed=observed)
     wrong = [o for o in readable if not kind.satisfied(setting, o)]
@@ -84,12 +82,12 @@ def assess(ctx, setting: Setting) -> Assessment:
 def judge_setting(ctx, setting: Setting) -> list[Finding]:
     """The audit of one setting: one finding, or one per GPU for gpu settings."""
     a = assess(ctx, setting)
-    if a.skip_reason:
-        return [skip(a.skip_reason)]
     kind = kind_of(setting)
     expected = setting.target_text
-    if kind.needs_gpu:
+    if kind.needs_gpu and a.observed and not a.not_applicable:  # errors, "not supported": per GPU
         return [_judge_one(setting, o, expected) for o in a.observed]
+    if a.skip_reason:
+        return [skip(a.skip_reason)]
     readable = [o for o in a.observed if o.value is not None]
     values = _summarize(readable)
     if not a.wrong:
