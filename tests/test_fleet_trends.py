@@ -213,3 +213,14 @@ def test_a_broken_export_does_not_break_the_trends(bad):
     exports = fleet_exports(3, 0)
     exports.append(("gpu-bad", "h200", json.loads(bad) if bad.startswith('{"') else {}))
     assert trends(exports)["drifting_hosts"] == []
+
+
+def test_hundreds_of_hosts_stay_one_small_page():
+    exports = fleet_exports(300, 0)
+    doc = trends(exports)
+    assert doc["drifting_hosts"] == [DRIFTER]
+    page = fleet_html({"kind": "trends", "summary": {"hosts": 300}, "status": "WARN", "time": "", "inventory": "",
+                       "hosts": [{"host": h, "sku": s, "status": "OK", "message": ""} for h, s, _ in exports],
+                       "trends": doc})
+    assert len(page) < 600_000  # healthy hosts are one band per plot, not 300 lines
+    assert page.count('class="drift-line"') == len([r for r in doc["metrics"] if r["drifting"]])
