@@ -140,3 +140,26 @@ def test_without_systemctl_the_boot_unit_is_blocked(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     boot = [c for c in plan_persistence(plan, files, ["gpunode", "apply", "--boot"]) if c.setting_id == "persist.boot"]
     assert boot and all(c.blocked.startswith("no systemctl on this machine") for c in boot)
+
+
+def test_a_file_write_syncs_the_data_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
+    import stat
+
+    from gpunode.tune.files import FileState, write_file_state
+
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "rename", lambda *a, **kw: events.append(("rename", a[1])) or real_rename(*a, **kw))
+    created = write_file_state(SysRoot(tmp_path), "/etc/new/x.conf", FileState(True, b"a = 1\n", 0o640))
+    assert created == ["/etc", "/etc/new"]
+    where = [e for e in events if e[0] == "rename"]
+    assert where == [("rename", "x.conf")]
+    i = events.index(where[0])
+    assert any(p.startswith(str(tmp_path / "etc/new/.x.conf.gpunode.")) for _, p in events[:i])  # data first
+    assert events[i + 1:] == [("fsync", str(tmp_path / "etc/new"))]  # then the rename itself
+    assert ("fsync", str(tmp_path)) in events[:i]  # the new directory's entry too
+    target = tmp_path / "etc/new/x.conf"
+    assert target.read_bytes() == b"a = 1\n" and stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert os.listdir(tmp_path / "etc/new") == ["x.conf"]
