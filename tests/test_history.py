@@ -230,3 +230,14 @@ def test_a_damaged_table_or_document_is_one_line_not_a_traceback(tmp_path):
         assert res.exit_code == 3, (args, res.output)
         assert res.stderr.startswith("gpunode: error: ") and res.stderr.count("\n") == 1
     assert "not kept" in record("bench", run_at(1.0), str(tmp_path))
+
+
+def test_an_unreadable_state_dir_is_one_line(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "exists", refuse)
+    with pytest.raises(HistoryError, match="cannot read the history: Permission denied"):
+        Store.open(history_path(tmp_path), readonly=True)

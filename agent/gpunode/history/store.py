@@ -114,6 +114,14 @@ class Store:
     @classmethod
     def open(cls, path: str | os.PathLike, readonly: bool = False) -> Store:
         path = Path(path)
+        try:
+            return cls._open(path, readonly)
+        except OSError as exc:  # not root: the state dir is 0700 root's
+            raise HistoryError(f"{path}: cannot {'read' if readonly else 'write'} the history: "
+                               f"{exc.strerror or exc}") from None
+
+    @classmethod
+    def _open(cls, path: Path, readonly: bool) -> Store:
         if readonly and not path.exists():
             return cls(None, path)
         if not readonly:
