@@ -4,6 +4,7 @@ subjects that are not satisfied into Changes (each kind's `plan` in gpunode.tune
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gpunode.audit.context import AuditContext
@@ -35,7 +36,7 @@ class Plan:
         return next((s for s in self.settings if s.id == setting_id), None)
 
 
-def select_settings(profile: Profile, only: list[str] = (), skip: list[str] = ()) -> list[Setting]:
+def select_settings(profile: Profile, only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[Setting]:
     """--only / --skip KIND.KEY globs ("sysctl.net.*", "gpu", "sysfs.thp.*"; old "gpu/*" too)."""
     for pattern in unmatched(list(profile.settings), [*only, *skip]):
         raise ValueError(f"no setting of profile {profile.name} matches {pattern!r} (ids look like sysctl.vm.swappiness)")

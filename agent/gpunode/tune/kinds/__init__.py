@@ -62,9 +62,9 @@ class Assessment:
 
 def assess(ctx, setting: Setting) -> Assessment:
     kind = kind_of(setting)
-    applies, why_not = condition_holds(ctx, setting.when)
+    applies, unmet = condition_holds(ctx, setting.when)
     if not applies:
-        return Assessment(setting, not_applicable=why_not)
+        return Assessment(setting, not_applicable=unmet)
     why_not = kind.precondition(ctx, setting)
     if why_not:
         return Assessment(setting, not_applicable=why_not)

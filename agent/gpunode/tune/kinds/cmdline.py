@@ -12,6 +12,7 @@ grammar when the profile is loaded, and the file is rendered from those tokens o
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from gpunode.host.facts.boot_loader import BLS_ENTRIES, BLS_GRUBBY, GRUB_DROPIN_DIR, boot_loader
 from gpunode.host.facts.iommu import param_not_applicable
@@ -138,8 +139,8 @@ class Cmdline(SettingKind):
         wanted = param_token(setting.key, setting.target) or f"(no {setting.key})"
         loader = boot_loader(ctx.host)
         gate = "" if allow_reboot else "needs a reboot: rerun with --allow-reboot-settings to change the boot loader"
-        common = {"current_text": current, "after_text": wanted, "reboot_required": True}
-        if loader.style == BLS_GRUBBY:
+        common: dict[str, Any] = {"current_text": current, "after_text": wanted, "reboot_required": True}
+        if loader.style == BLS_GRUBBY and loader.grubby:
             return [self._plan_grubby(ctx, setting, loader.grubby, gate, common)]
         tokens = dropin_tokens(files.text(DROPIN))
         if tokens is None:

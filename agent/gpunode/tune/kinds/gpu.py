@@ -35,8 +35,8 @@ def target_problem(key: str, target) -> str | None:
         return f"compute_mode target must be one of {', '.join(COMPUTE_MODES)}"
     if key == "mig_layout":
         return mig_layout_problem(target)
-    if key == "applications_clocks" and target != "default" and (
-            clock_pair_text(target) is None or max(map(int, clock_pair_text(target).split(","))) > MAX_CLOCK_MHZ):
+    pair = clock_pair_text(target) if key == "applications_clocks" and target != "default" else "0,0"
+    if pair is None or max(map(int, pair.split(","))) > MAX_CLOCK_MHZ:
         return f"applications_clocks target must be 'default' or 'MEM,SM' in MHz up to {MAX_CLOCK_MHZ}, e.g. '2619,1980'"
     if key == "power_limit" and target != "default":
         try:
@@ -139,7 +139,8 @@ def mig_layout_problem(target) -> str | None:
 
 
 def layout_slices(counts: dict[str, int]) -> int:
-    return sum(int(_MIG_PROFILE.match(n).group(1)) * c for n, c in counts.items() if _MIG_PROFILE.match(n))
+    matches = ((_MIG_PROFILE.match(n), c) for n, c in counts.items())
+    return sum(int(m.group(1)) * c for m, c in matches if m)
 
 
 def layout_counts(instances: list[dict]) -> dict[str, int]:
