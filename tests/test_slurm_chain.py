@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from gate_fixtures import h100_inventory, write_snapshot
@@ -193,3 +194,24 @@ def test_gate_no_scontrol_prints_what_it_would_do(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "would run: scontrol update nodename=" in out.stderr and "state=drain" in out.stderr
     assert "slurm: would-drain: gpunode: gpu." in out.stdout
+
+
+def test_nhc_check_function_follows_nhcs_contract(tmp_path):
+    """docs/examples/nhc/gpunode.nhc under bash with NHC's die/log stubbed: FAIL dies with the
+    failing check, a healthy node does not."""
+    require(shutil.which("bash") is not None, "bash")
+    nhc = Path(__file__).resolve().parent.parent / "docs" / "examples" / "nhc" / "gpunode.nhc"
+    failing = write_snapshot(tmp_path / "failing", h100_inventory(1, remap_failure=True))
+    healthy = write_snapshot(tmp_path / "healthy", h100_inventory(1))
+    wrapper = tmp_path / "gpunode"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m gpunode \"$@\"\n")
+    wrapper.chmod(0o755)
+    for snap, dies in ((failing, True), (healthy, False)):
+        script = (f'die() {{ echo "DIE $*"; }}; log() {{ echo "LOG $*"; }}; source {nhc}; '
+                  f"GPUNODE_BIN={wrapper} GPUNODE_NHC_ARGS='--snapshot {snap}' check_gpunode; echo rc=$?")
+        out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+        if dies:
+            assert "DIE 1 gpunode: gpu.memory.remap GPU0: row remapping failed" in out.stdout, out.stdout + out.stderr
+            assert "rc=1" in out.stdout
+        else:
+            assert "DIE" not in out.stdout and "rc=0" in out.stdout, out.stdout + out.stderr
