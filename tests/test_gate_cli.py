@@ -326,10 +326,20 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+TOP_DAMAGE = {
+    "no available": lambda inv: inv.pop("available"),
+    "available as text": lambda inv: inv.update(available="yes"),
+    "driver version as number": lambda inv: inv.update(driver_version=580),
+}
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, *TOP_DAMAGE])
 def test_a_failed_row_remap_in_a_damaged_document_still_blocks(tmp_path, damage):
     inventory = h100_inventory(2, remap_failure=True)
-    DAMAGE[damage](inventory["gpus"][0])
+    if damage in TOP_DAMAGE:
+        TOP_DAMAGE[damage](inventory)
+    else:
+        DAMAGE[damage](inventory["gpus"][0])
     snap = write_snapshot(tmp_path / "snap", inventory)
     r = gpunode("gate", "--prolog", "--snapshot", str(snap), env={"SLURMD_NODENAME": "nosuch", "PATH": "/nonexistent"})
     assert r.returncode == 2, r.stdout + r.stderr

@@ -210,13 +210,17 @@ class GpuInventory:
         if not isinstance(recorded, list):
             raise ValueError(f"gpus: expected a list, got a {type(recorded).__name__}")
         gpus = [GpuInfo.from_dict(g, i) for i, g in enumerate(recorded)]
-        known = {f.name for f in fields(cls)} - {"gpus"}
-        return cls(gpus=gpus, **{k: v for k, v in data.items() if k in known})
+        inventory = cls(available=bool(gpus), gpus=gpus)  # recorded GPUs: NVML answered
+        for f in fields(cls):
+            value = data.get(f.name)
+            if f.name != "gpus" and value is not None and _has_type(value, f.type):
+                setattr(inventory, f.name, value)
+        return inventory
 
 
 # Annotation text -> the JSON types a recorded value may have (bool is not a number here).
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "int | None": (int,), "float | None": (int, float), "bool | None": (bool,),
+    "int": (int,), "int | None": (int,), "float | None": (int, float), "bool": (bool,), "bool | None": (bool,),
     "str | None": (str,), "list[dict] | None": (list,),
 }
 
