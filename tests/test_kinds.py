@@ -193,3 +193,23 @@ def test_any_sysfs_path_that_passes_stays_under_sys(parts):
     import os
 
     assert os.path.normpath(setting.path) == setting.path
+
+
+@pytest.mark.parametrize("args", [
+    ["--set", "gpu/power_limit=.nan"],
+    ["--set", 'cmdline.iommu=x" ; touch /tmp/p ; "'],
+    ["--set", "sysctl.vm.swappiness=1e90"],
+    ["--overlay", "OVERLAY"],
+])
+def test_cli_refuses_hostile_values_in_one_line_and_changes_nothing(tmp_path, args):
+    from apply_fixtures import gpunode, make_tree, picture
+
+    root = make_tree(tmp_path / "root")
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text('settings:\n  - {kind: sysctl, key: kernel.core_pattern, target: "x\\n|/tmp/evil %p"}\n')
+    before = picture(root)
+    args = [str(overlay) if a == "OVERLAY" else a for a in args]
+    proc = gpunode("apply", "--sysroot", str(root), "--state-dir", str(tmp_path / "state"), "--yes", *args)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gpunode: error: ")
+    assert picture(root) == before and not (tmp_path / "state").exists()
