@@ -195,3 +195,25 @@ def test_rollback_of_unknown_id_and_wrong_root(tmp_path):
     assert unknown.returncode == 2 and "no apply with id nope" in unknown.stderr
     wrong = gpunode("rollback", "--sysroot", str(other), "--state-dir", str(state), "--id", doc["id"])
     assert wrong.returncode == 3 and f"--sysroot {root}" in wrong.stderr
+
+
+@pytest.mark.parametrize("edit", [
+    lambda spec: spec["settings"][0].update(target="always\nnever"),  # a control character
+    lambda spec: spec["settings"][0].update(kind="sysctll"),
+    lambda spec: spec["settings"][0].update(path="/sys/../etc/shadow"),  # a sysfs path out of /sys
+    lambda spec: spec.update(settings="all"),
+])
+def test_boot_reapply_validates_the_saved_spec_again(tmp_path, edit):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    rc, _ = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysfs.thp.*")
+    assert rc == 0
+    spec_file = root / "etc/gpunode/apply-boot.json"
+    spec = json.loads(spec_file.read_text())
+    edit(spec)
+    spec_file.write_text(json.dumps(spec))
+    (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("always [madvise] never\n")
+    before = picture(root)
+    proc = gpunode("apply", "--boot", "--sysroot", str(root), "--state-dir", str(state))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("gpunode: error: /etc/gpunode/apply-boot.json") and proc.stderr.count("\n") == 1
+    assert picture(root) == before
