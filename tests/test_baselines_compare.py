@@ -367,8 +367,8 @@ def test_compare_and_bench_compare_take_the_one_compare_path(monkeypatch, record
 
     real, calls = compare_module.compare, []
 
-    def spy(bench, catalogue, baseline=None):
-        verdicts = real(bench, catalogue, baseline)
+    def spy(bench, catalogue, baseline=None, **kw):
+        verdicts = real(bench, catalogue, baseline, **kw)
         calls.append(verdicts.to_json())
         return verdicts
 

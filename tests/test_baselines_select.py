@@ -182,3 +182,23 @@ def test_config_baselines_dir_is_used_by_compare(tmp_path, monkeypatch):
 
 def test_describe_gpus():
     assert describe_gpus(h100_gpus(8)) == "8 × NVIDIA H100 80GB HBM3 (0x2330)"
+
+
+def test_cli_compare_and_bench_refuse_other_hardware_unless_forced(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from gpunode.cli import app
+
+    results = tmp_path / "h100.json"
+    results.write_text(json.dumps(bench_doc(h100_gpus(), h100_metrics())))
+    runner = CliRunner()
+    out = runner.invoke(app, ["compare", str(results), "--baseline", "a100-sxm4-80gb-8gpu"])
+    assert out.exit_code == 2 and out.stdout == ""
+    assert out.stderr.startswith("gpunode: error: baseline a100-sxm4-80gb-8gpu is for 8 × NVIDIA A100-SXM4-80GB")
+    assert out.stderr.count("\n") == 1
+    out = runner.invoke(app, ["compare", str(results), "--baseline", "a100-sxm4-80gb-8gpu", "--force-baseline", "--json"])
+    doc = json.loads(out.stdout)
+    assert doc["baseline"] == "a100-sxm4-80gb-8gpu" and "forced: baseline a100-sxm4-80gb-8gpu" in doc["selected"]
+    assert "--force-baseline" in runner.invoke(app, ["bench", "--help"]).stdout

@@ -31,15 +31,16 @@ def _catalogue(baselines: Path | None, config: str | None):
     return Catalogue(site_dirs(baselines, cfg.baselines_dir)), cfg
 
 
-def compare_or_die(bench, catalogue, baseline: str | None):
+def compare_or_die(bench, catalogue, baseline: str | None, force: bool = False):
     """baselines.compare.compare() for both `gpunode compare` and `bench --compare`: no baseline
-    for this hardware exits 3 (UNKNOWN), a bad baseline file 2."""
+    for this hardware exits 3 (UNKNOWN), a bad baseline file or one for other GPUs (unless
+    force, --force-baseline) 2."""
     from gpunode.baselines.compare import compare
     from gpunode.baselines.schema import BaselineError
     from gpunode.baselines.select import NoBaselineError
 
     try:
-        return compare(bench, catalogue, baseline)
+        return compare(bench, catalogue, baseline, force=force)
     except NoBaselineError as exc:
         die(str(exc), NoBaselineError.exit_code)
     except BaselineError as exc:
@@ -61,6 +62,7 @@ def compare_cmd(
     results: Path = typer.Argument(..., help="A `gpunode bench --json` result file."),
     baseline: str = typer.Option(None, "--baseline", "-b", help="Baseline name or YAML file. Default: chosen from the results' GPUs."),
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
+    force_baseline: bool = typer.Option(False, "--force-baseline", help="Judge against --baseline even when it is for other GPUs than the results' (the report says so)."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON (schema gpunode.compare/1)."),
     prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
@@ -82,7 +84,7 @@ def compare_cmd(
         catalogue, _ = _catalogue(baselines, config)
     except (BaselineError, ConfigError) as exc:
         die(str(exc))
-    verdicts = compare_or_die(bench, catalogue, baseline or None)
+    verdicts = compare_or_die(bench, catalogue, baseline or None, force_baseline)
     write_prometheus(prometheus, verdicts.to_json())
     if as_json:
         typer.echo(dumps(verdicts.to_json()), nl=False)
@@ -134,7 +136,7 @@ def show_cmd(
     name: str = typer.Argument(..., help="Baseline name or YAML file."),
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     config: str = typer.Option(None, "--config", help="Config file."),
-    as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.baseline/1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.baseline-resolved/1)."),
 ) -> None:
     """One baseline with `extends` applied: every metric, its conditions, ratios and source."""
     from rich.table import Table

@@ -35,6 +35,7 @@ def bench(
     fio_destructive: Path = typer.Option(None, "--fio-destructive", help="Let fio OVERWRITE this unmounted block device or existing file."),
     compare: bool = typer.Option(False, "--compare", help="Judge the results against the baseline for these GPUs."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline file or name to compare with (implies --compare)."),
+    force_baseline: bool = typer.Option(False, "--force-baseline", help="Judge against --baseline even when it is for other GPUs than these (the report says so)."),
     baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones (implies --compare)."),
     history_warn: float = typer.Option(0.95, "--history-warn", help="With --compare: WARN when a figure is below this share of the node's own recent median."),
     history_runs: int = typer.Option(10, "--history-runs", help="With --compare: how many of the node's earlier runs make its recent median."),
@@ -130,7 +131,7 @@ def bench(
             print(f"gpunode: warning: {warning}", file=sys.stderr)
     if comparing:
         # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
-        code = _compare(document, chosen, console)
+        code = _compare(document, chosen, console, force_baseline)
         code = max(code, _compare_history(data, state_dir, history_runs, history_warn, console), key=_SEVERITY.index)
     raise typer.Exit(code)
 
@@ -259,13 +260,13 @@ def _choose_baseline(baseline: str | None, baselines_dir: Path | None):
     raise AssertionError("unreachable")
 
 
-def _compare(document, chosen, console) -> int:
+def _compare(document, chosen, console, force: bool = False) -> int:
     """The verdicts `gpunode compare` gives on the saved JSON: the same compare() call."""
     from gpunode.baselines.compare import render_verdicts
     from gpunode.cli.baseline_cmd import compare_or_die
 
     catalogue, baseline = chosen
-    verdicts = compare_or_die(document, catalogue, baseline)
+    verdicts = compare_or_die(document, catalogue, baseline, force)
     render_verdicts(verdicts, console)
     return verdicts.exit_code
 
