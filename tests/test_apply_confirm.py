@@ -115,3 +115,14 @@ def test_the_undo_hint_names_the_sysroot_and_state_dir(tmp_path):
     hint = " ".join(hint.split())
     assert hint.startswith("gpunode rollback --id ")
     assert f"--sysroot {root} --state-dir '{state}'" in hint
+
+
+def test_a_dry_run_lists_what_is_not_applicable_and_says_when_nothing_can_change(tmp_path):
+    root = make_tree(tmp_path / "root")
+    (root / "proc/sys/vm/swappiness").unlink()  # an absent knob: not applicable here
+    proc = gpunode("apply", "--sysroot", str(root), "--state-dir", str(tmp_path / "s"), "--dry-run",
+                   "--only", "sysctl.vm.swappiness,cmdline.*")
+    assert proc.returncode in (0, 1), proc.stderr
+    rows = [" ".join(line.split()) for line in proc.stdout.splitlines()]
+    assert any("sysctl.vm.swappiness" in r and "n/a" in r for r in rows), proc.stdout
+    assert "nothing can be changed here: 1 blocked, 1 not applicable" in " ".join(rows)

@@ -177,12 +177,19 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
         return
     console = stdout_console()
     verb = "plan" if dry_run else "apply"
-    if outcome.rows:
-        render_changes(console, f"gpunode {verb} · {host.facts.hostname} · profile {profile_name}", outcome.rows)
+    # what is not applicable here is a row too, so the plan tells everything the profile asked
+    shown = outcome.rows + [{"setting": sid, "subject": "", "current": "", "target": "", "needs_root": False,
+                             "reboot_required": False, "gpu_reset_required": False, "status": "n/a",
+                             "note": why.removeprefix("not applicable here: ")} for sid, why in outcome.plan.skipped]
+    if shown:
+        render_changes(console, f"gpunode {verb} · {host.facts.hostname} · profile {profile_name}", shown)
     ok = len(outcome.plan.satisfied)
     skipped = len(outcome.plan.skipped)
+    blocked = sum(1 for r in outcome.rows if r["status"] == "blocked")
     console.print(f"{ok} setting(s) already as wanted, {skipped} not applicable here")
-    if outcome.result == "nothing-to-change":
+    if outcome.result == "nothing-to-change" and dry_run and (blocked or skipped):
+        console.print(f"nothing can be changed here: {blocked} blocked, {skipped} not applicable")
+    elif outcome.result == "nothing-to-change":
         console.print("[green]nothing to change[/green]")
     elif outcome.result == "planned":
         n = sum(1 for r in outcome.rows if r["status"] == "planned")
