@@ -101,7 +101,7 @@ def test_store_unreadable_file_means_totals_and_is_said(tmp_path):
     # No state dir (snapshots, sysroots, tests): nothing kept, nothing written, and said so.
     store = CounterStore.load(None, host)
     g = store.growth("k", 5, NOW)
-    assert g.first and g.note() == "no state kept for this audit" and store.save() is None
+    assert g.first and g.note() == "no earlier reading" and store.save() is None
 
 
 def test_store_cannot_write_is_a_warning_not_a_crash(tmp_path):
@@ -126,12 +126,12 @@ def replays_twice(tmp_path, first_count, second_count, uptime):
 def test_pcie_replay_burst_after_long_uptime_warns_on_growth(tmp_path):
     # A year of uptime averages 5000 replays to nothing; 5000 in the last hour is a marginal link now.
     before, r, second = replays_twice(tmp_path, 10, 5010, uptime="31536000.0 0.0\n")
-    assert before.status.value == "PASS" and "first reading" in before.message
+    assert before.status.value == "PASS" and "(no earlier reading)" in before.message
     assert r.status.value == "WARN" and "83.3 per minute: 5000 replays in 1.0 h since the last audit" in r.message
     assert r.observed["replays"] == 5010 and r.observed["counted"] == 5000 and r.observed["since_last_audit"]
     # The same lifetime count without a previous reading is judged over the uptime: PASS.
     alone = run_checks([P.pcie_replay], AuditContext(host=second, profile=load_profile("training")))
-    assert only(alone).status.value == "PASS" and "no state kept for this audit" in only(alone).message
+    assert only(alone).status.value == "PASS" and "(no earlier reading)" in only(alone).message
 
 
 def test_pcie_replay_old_count_that_stopped_growing_passes(tmp_path):
@@ -150,7 +150,7 @@ def test_nvlink_old_recovery_error_stops_warning_new_one_warns(tmp_path):
     old = change(hgx(1), 0, nvlinks=links)
     before, after = audit_twice(N.nvlink_errors, make_host(tmp_path / "a", old),
                                 later(make_host(tmp_path / "b", old)), tmp_path / "state")
-    assert only(before).status.value == "WARN" and "since the driver loaded (first reading" in only(before).message
+    assert only(before).status.value == "WARN" and "since the driver loaded (no earlier reading)" in only(before).message
     assert only(after).status.value == "PASS" and "in 1.0 h since the last audit" in only(after).message
     grown = nvlinks()
     grown[5].recovery_errors = 1
@@ -181,7 +181,7 @@ def test_ib_old_flap_passes_once_judged_new_errors_warn(tmp_path):
     before, after = audit_twice(net.ib_errors, tree_host(tmp_path / "a", files=flapped),
                                 later(tree_host(tmp_path / "b", files=grew)), tmp_path / "state")
     first = {r.subject: r for r in before}
-    assert first["mlx5_0/1"].status.value == "WARN" and "lifetime totals; first reading" in first["mlx5_0/1"].message
+    assert first["mlx5_0/1"].status.value == "WARN" and "lifetime totals; no earlier reading" in first["mlx5_0/1"].message
     second = {r.subject: r for r in after}
     assert second["mlx5_0/1"].status.value == "PASS"
     assert second["mlx5_0/1"].message == "none of 7 error counters grew in 1.0 h since the last audit (lifetime link_downed=2)"
@@ -198,7 +198,7 @@ def test_derived_snapshot_counters_grown_since_the_last_run(tmp_path):
     state = tmp_path / "state"
     profile = load_profile("training")
     first = run_audit(snapshot_host(HOSTS / "h100-sxm-1gpu"), "t", profile, [P.pcie_replay], Config(), state_dir=state)
-    assert [r.status.value for r in first.results] == ["PASS"] and "first reading" in first.results[0].message
+    assert [r.status.value for r in first.results] == ["PASS"] and "(no earlier reading)" in first.results[0].message
     meta = json.loads((HOSTS / "h100-sxm-1gpu" / "meta.json").read_text())
     grown = derive_snapshot("h100-sxm-1gpu", tmp_path / "grown", gpu={"pcie_replay_counter": 1000},
                             facts={"now": meta["facts"]["now"] + HOUR})

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -25,8 +26,12 @@ def empty_site_config(tmp_path_factory):
 
 
 def gpunode(*args):
+    """Each run with a state dir of its own: error counters read as on a node's first audit, the
+    way a snapshot replay reads them, whatever audits ran on this machine before."""
+    state = tempfile.mkdtemp(prefix="state-", dir=os.path.dirname(CONFIG["path"]))
     return subprocess.run([sys.executable, "-m", "gpunode", *args], capture_output=True, text=True,
-                          env={**os.environ, "GPUNODE_CONFIG": CONFIG["path"]}, timeout=120)
+                          env={**os.environ, "GPUNODE_CONFIG": CONFIG["path"], "GPUNODE_STATE_DIR": state},
+                          timeout=120)
 
 
 def results(proc):

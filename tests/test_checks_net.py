@@ -143,7 +143,7 @@ def test_ib_error_counters(tmp_path):
     r = by_subject(run(net.ib_errors, tree_host(tmp_path, files=files)))
     assert r["mlx5_0/1"].status.value == "PASS" and r["mlx5_0/1"].message == "7 error counters at 0"  # congestion only
     assert r["mlx5_1/1"].status.value == "WARN"
-    assert r["mlx5_1/1"].message == "symbol_error=65535, link_downed=2 (lifetime totals; no state kept for this audit)"
+    assert r["mlx5_1/1"].message == "symbol_error=65535, link_downed=2 (lifetime totals; no earlier reading)"
     assert r["mlx5_1/1"].observed == {"symbol_error": 65535, "link_downed": 2}
 
 

@@ -19,7 +19,10 @@ SCHEMA = "gpunode.counters/1"
 FILE = "counters.json"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MAX_BYTES = 4 << 20  # thousands of counters fit; a larger file is not ours
-NO_STATE = "no state kept for this audit"
+# The same words whether this is the node's first audit or an audit that keeps no state (a
+# snapshot, a sysroot): a live audit and the replay of its snapshot read the same.
+NO_EARLIER = "no earlier reading"
+RESET = "counter reset since the last audit"
 KEEP_S = 30 * 86400.0
 
 
@@ -32,16 +35,14 @@ class Growth:
     delta: int = 0
     hours: float = 0.0
     since: float | None = None  # epoch of the previous reading
-    why_first: str = "first reading"  # or "counter reset since the last audit", NO_STATE
+    why_first: str = NO_EARLIER  # or RESET
 
     def per_hour(self) -> float:
         return self.delta / max(self.hours, 1 / 60)  # a minute at least: no rate from 1 s
 
     def note(self) -> str:
-        """Why a count is judged as a total: 'first reading: the next audit judges the growth'."""
-        if self.why_first == NO_STATE:
-            return NO_STATE
-        return f"{self.why_first}: the next audit judges the growth since this one"
+        """Why a count is judged as a total."""
+        return self.why_first
 
 
 class CounterStore:
@@ -79,9 +80,9 @@ class CounterStore:
         self.current[key] = {"value": int(value), "time": now}
         old = self.previous.get(key)
         if old is None:
-            return Growth(value, True, why_first="first reading" if self.path else NO_STATE)
+            return Growth(value, True)
         if value < old["value"]:  # the driver reloaded or someone cleared the counters
-            return Growth(value, True, since=old["time"], why_first="counter reset since the last audit")
+            return Growth(value, True, since=old["time"], why_first=RESET)
         hours = max(now - old["time"], 0.0) / 3600.0
         return Growth(value, False, value - old["value"], hours, old["time"])
 
