@@ -141,7 +141,7 @@ def checks_list(
 def snapshot_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write (must not exist or be empty)."),
     profile: list[str] = typer.Option(None, "--profile", "-p", help="Profiles whose checks to record (default: all shipped)."),
-    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (schema gpunode.snapshot/1)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON (schema gpunode.snapshot-result/1)."),
 ) -> None:
     """Record everything an audit reads (files, NVML, command outputs) into DIR, for `audit --snapshot DIR`."""
     from gpunode.audit.run import run_audit

@@ -46,7 +46,7 @@ def baseline_row(entry, baseline=None, error: str | None = None) -> dict:
 
 
 def baseline_document(b) -> dict:
-    return _doc("gpunode.baseline/1", name=b.name, description=b.description,
+    return _doc("gpunode.baseline-resolved/1", name=b.name, description=b.description,
                 matches=b.match.describe() if b.match else None, files=[str(p) for p in b.chain],
                 metrics=[{"key": e.key, "metric": e.metric, "value": e.value, "unit": e.unit, "better": e.better,
                           "warn": e.warn, "fail": e.fail, "conditions": e.conditions, "basis": e.basis,
@@ -54,4 +54,4 @@ def baseline_document(b) -> dict:
 
 
 def snapshot_document(output, files: int, commands: int) -> dict:
-    return _doc("gpunode.snapshot/1", output=str(output), files=files, commands=commands)
+    return _doc("gpunode.snapshot-result/1", output=str(output), files=files, commands=commands)
