@@ -4,6 +4,8 @@ spread, and nothing is changed when the first bench measured nothing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from apply_fixtures import make_tree, picture
 
@@ -15,7 +17,7 @@ from gpunode.tune.plan import select_settings
 from gpunode.tune.profiles import load_profile
 from gpunode.tune.prove import SAME, WORSE, compare_runs, noise, prove_apply
 from gpunode.tune.session import Refused
-from testkit import tree_host
+from testkit import FIXTURES, tree_host
 
 SWAPPINESS = "/proc/sys/vm/swappiness"
 
@@ -115,3 +117,39 @@ def test_cli_apply_prove_prints_the_table_and_exits_3_when_rolled_back(tmp_path,
 
     doc = json.loads(res.stdout)
     assert doc["result"] == "applied" and doc["prove"]["result"] == "proven" and doc["prove"]["kept"] is True
+
+
+def test_fleet_canary_must_prove_the_change_before_the_rest(tmp_path):
+    """Through Ansible: with a bench that gets worse after the change (the recorded H200 runs, alone
+    then beside a co-running job), the canary rolls back and the other nodes are never touched;
+    with one that does not, every node keeps it."""
+    import json
+
+    import fleetkit
+    from test_fleet_local import _apply_hosts, _apply_inventory
+
+    fleetkit.require_ansible()
+    device = FIXTURES / "device"
+    idle, busy = (json.loads((device / f"interference-h200-{n}.json").read_text()) for n in ("idle", "load10"))
+    roots = _apply_hosts(tmp_path, ["n1", "n2", "n3"])
+    inv = _apply_inventory(tmp_path, roots)
+    state = ["--state-dir", str(tmp_path / "state")]
+    hurts = tmp_path / "hurts.json"
+    hurts.write_text(json.dumps({"before": idle, "after": busy}))
+    result, doc = fleetkit.fleet_json(["apply", "-i", str(inv), "--prove", *state],
+                                      env={"GPUNODE_TEST_PROVE_BENCH": str(hurts)})
+    assert result.rc == 2, result.stderr[-3000:]  # the canary's change did not go through: FAIL
+    hosts = fleetkit.by_host(doc)
+    assert hosts["n1"]["status"] == "FAIL" and hosts["n1"]["message"].startswith("rolled-back: ")
+    assert hosts["n2"]["status"] == hosts["n3"]["status"] == "NOT_RUN"
+    report = json.loads(Path(hosts["n1"]["report"]).read_text())
+    assert report["result"] == "rolled-back" and report["prove"]["result"] == "rolled-back"
+    assert "gemm.bf16 GPU0" in report["prove"]["reason"]
+    assert all((r / "proc/sys/vm/swappiness").read_text() == "60\n" for r in roots.values())
+
+    fine = tmp_path / "fine.json"
+    fine.write_text(json.dumps({"before": idle, "after": idle}))
+    result, doc = fleetkit.fleet_json(["apply", "-i", str(inv), "--prove", *state],
+                                      env={"GPUNODE_TEST_PROVE_BENCH": str(fine)})
+    assert result.rc == 0, result.stderr[-3000:]
+    assert all((r / "proc/sys/vm/swappiness").read_text().strip() == "10" for r in roots.values())

@@ -122,7 +122,7 @@ def apply(
     finally:
         env.gpu.close()
     _warn_all(state)
-    _print_apply(outcome, host, prof.name, dry_run, as_json, state, {"prove": proof.to_json()} if proof else None)
+    _print_apply(outcome, host, prof.name, dry_run, as_json, state, proof.apply_fields() if proof else None)
     if proof is not None:
         if not as_json:
             from gpunode.tune.prove import render_prove

@@ -10,6 +10,7 @@ measured nothing refuses to start, so the host is never changed without a yardst
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -58,6 +59,13 @@ class ProveOutcome:
         # fleet rollout stops at its canary.
         return 3 if self.result == "rolled-back" else self.apply.exit_code
 
+    def apply_fields(self) -> dict:
+        """What the apply document (gpunode.apply/1) carries: the proof, and a result that says
+        the change was rolled back (so nothing reads "applied" for a host left as it was)."""
+        if self.result == "rolled-back":
+            return {"result": "rolled-back", "reason": self.reason, "prove": self.to_json()}
+        return {"prove": self.to_json()}
+
     def to_json(self) -> dict:
         return {"result": self.result, "kept": self.kept, "reason": self.reason, "k": DEFAULT_K,
                 "rows": [asdict(r) for r in self.rows],
@@ -96,8 +104,23 @@ def compare_runs(before: BenchDocument, after: BenchDocument, k: float = DEFAULT
 PROVE_SECTIONS = ("gemm", "hbm", "h2d")  # what a host-level change can move on a GPU node, in seconds
 
 
+# Tests only (a fleet canary through Ansible has no GPU): a JSON file {"before": doc, "after": doc}
+# of recorded bench documents, played back in that order instead of benching.
+REPLAY_ENV = "GPUNODE_TEST_PROVE_BENCH"
+
+
+def _replayed(path: str) -> Callable[[], BenchDocument]:
+    from gpunode.inputs import load_json
+
+    data = load_json(path)
+    docs = [BenchDocument.from_json(data["before"]), BenchDocument.from_json(data["after"])]
+    return lambda: docs.pop(0)
+
+
 def bench_for_prove(host) -> Callable[[], BenchDocument]:
     """The quick in-process bench of this host (with telemetry), each run kept in its history."""
+    if os.environ.get(REPLAY_ENV):
+        return _replayed(os.environ[REPLAY_ENV])
 
     def run() -> BenchDocument:
         from gpunode.audit.report import iso_time
