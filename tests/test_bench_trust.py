@@ -124,24 +124,25 @@ def test_telemetry_round_trips_through_the_results_contract():
     assert next(m for m in again.metrics if m.name == "gemm.bf16").telemetry == QUIET
 
 
-def _sampler_with(neighbour: bool):
+def _sampler_with(neighbour: bool, interval_s: float = 0.01):
     from gpunode.host.gpu.telemetry import ReplayTelemetrySource, Sample, TelemetrySampler, Trace
 
     procs = ((os.getpid(), "gpunode", 1 << 30),) + (((4242, "burn", 2 << 30),) if neighbour else ())
     trace = Trace(samples=[Sample(t=0.0, gpu=0, sm_clock_mhz=1980, power_w=650, power_limit_w=700,
                                   clock_events=("sw_power_cap",), processes=procs)])
-    return TelemetrySampler(ReplayTelemetrySource(trace), interval_s=0.01, process_every=1,
+    return TelemetrySampler(ReplayTelemetrySource(trace), interval_s=interval_s, process_every=1,
                             ours=lambda pid: pid == os.getpid())
 
 
 @pytest.mark.parametrize("neighbour", [False, True])
-def test_every_measured_metric_carries_the_telemetry_of_its_step(tmp_path, neighbour):
+@pytest.mark.parametrize("interval_s", [0.01, 3600.0])  # 3600: steps shorter than a tick (the latest reading)
+def test_every_measured_metric_carries_the_telemetry_of_its_step(tmp_path, neighbour, interval_s):
     from bench_fakes import FakeBackend
     from test_bench_run import fake_find, host_with_h100, opts
 
     from gpunode.bench import run as bench_run
 
-    sampler = _sampler_with(neighbour).start()
+    sampler = _sampler_with(neighbour, interval_s).start()
     try:
         doc = bench_run.run_steps(host_with_h100(tmp_path), opts(only=("gemm", "hbm")),
                                   find=fake_find(FakeBackend(per_op_s=0.0014)), sampler=sampler)

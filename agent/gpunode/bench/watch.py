@@ -5,7 +5,6 @@ link, ECC/Xid deltas. bench/trust.py judges it."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from gpunode.bench.results import Metric
@@ -35,13 +34,13 @@ def watched(run: Callable[[], list[Metric]], sampler) -> list[Metric]:
     """Run one step inside a telemetry window (no sampler: just run it)."""
     if sampler is None:
         return run()
-    since = sampler.now() - sampler.interval_s  # the reading just before: what the GPU held as we began
+    since = sampler.now()
     metrics = run()
     trace = sampler.trace(since=since)
-    deadline = sampler.now() + 3 * sampler.interval_s
-    while not trace.samples and sampler.now() < deadline:  # a step shorter than one tick
-        time.sleep(sampler.interval_s / 4)
-        trace = sampler.trace(since=since)
+    if not trace.samples:  # a step shorter than one tick: the latest reading stands for it
+        full = sampler.trace()
+        if full.samples:
+            trace = full.between(since=max(s.t for s in full.samples))
     attach(metrics, trace)
     return metrics
 
