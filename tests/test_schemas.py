@@ -82,6 +82,10 @@ def test_listings():
     validate(run_json("baseline", "show", "h200-141gb-1gpu", "--json"))
 
 
+def test_config_show():
+    validate(run_json("config", "show", "--config", str(ROOT / "docs" / "examples" / "config.yaml"), "--json"))
+
+
 def test_snapshot_result(tmp_path):
     validate(run_json("snapshot", "-o", str(tmp_path / "snap"), "--profile", "training", "--json", ok=(0,)))
 

@@ -215,3 +215,39 @@ def test_nhc_check_function_follows_nhcs_contract(tmp_path):
             assert "rc=1" in out.stdout
         else:
             assert "DIE" not in out.stdout and "rc=0" in out.stdout, out.stdout + out.stderr
+
+
+def test_drains_and_resumes_go_to_the_audit_trail(chained, tmp_path):
+    import socket
+
+    slurm, path = chained["slurm"], tmp_path / "log.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.5)
+
+    def lines():
+        out = []
+        try:
+            while True:
+                out.append(sock.recv(4096).decode())
+        except TimeoutError:
+            return out
+
+    try:
+        chained["mode"].write_text("pass\n")
+        chained["config"].write_text(f"snapshot: {chained['failing']}\naudit_log: {path}\n")
+        _run_chain(chained)
+        drained = lines()
+        assert len(drained) == 1 and drained[0].startswith("<84>gpunode[")  # authpriv.warning
+        assert " drain mode=health-check detail='gpunode: gpu." in drained[0]
+        chained["config"].write_text(f"snapshot: {chained['healthy']}\naudit_log: {path}\n")
+        _run_chain(chained)
+        resumed = lines()
+        assert len(resumed) == 1 and " resume mode=health-check" in resumed[0]
+        _run_chain(chained)
+        assert lines() == []  # nothing changed: nothing logged
+    finally:
+        sock.close()
+        _set(chained, "pass", "healthy")
+        if slurm.reason():
+            slurm.resume()

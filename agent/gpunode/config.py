@@ -30,6 +30,7 @@ class Config:
     disable_checks: list[str] = field(default_factory=list)
     snapshot: str | None = None  # audit/gate this snapshot instead of the live host (tests, demos)
     baselines_dir: str | None = None  # site hardware baselines, ahead of the shipped ones
+    audit_log: str = "/dev/log"  # syslog socket for the audit trail (apply, rollback, drains); "off": none
     path: str | None = None
 
     _TYPES = {
@@ -45,6 +46,7 @@ class Config:
         "disable_checks": list,
         "snapshot": str,
         "baselines_dir": str,
+        "audit_log": str,
     }
 
 

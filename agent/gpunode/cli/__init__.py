@@ -48,9 +48,20 @@ def __getattr__(name: str):
 
 
 def _register(app) -> None:
-    from gpunode.cli import apply_cmd, audit_cmd, baseline_cmd, bench_cmd, diag_cmd, fleet_cmd, gate_cmd, history_cmd
+    from gpunode.cli import (
+        apply_cmd,
+        audit_cmd,
+        baseline_cmd,
+        bench_cmd,
+        config_cmd,
+        diag_cmd,
+        fleet_cmd,
+        gate_cmd,
+        history_cmd,
+    )
 
-    for module in (audit_cmd, apply_cmd, bench_cmd, diag_cmd, baseline_cmd, gate_cmd, fleet_cmd, history_cmd):
+    for module in (audit_cmd, apply_cmd, bench_cmd, diag_cmd, baseline_cmd, gate_cmd, fleet_cmd, history_cmd,
+                   config_cmd):
         module.register(app)
 
 

@@ -123,6 +123,12 @@ def apply(
         env.gpu.close()
     _warn_all(state)
     _print_apply(outcome, host, prof.name, dry_run, as_json, state, proof.apply_fields() if proof else None)
+    if not dry_run and outcome.result != "nothing-to-change":  # the audit trail (syslog/journal)
+        from gpunode.trail import log
+
+        log("apply", {"id": outcome.apply_id, "profile": prof.name, "root": str(sysroot or "/"),
+                      "result": outcome.result, "reason": outcome.reason,
+                      "changes": sum(1 for r in outcome.rows if r["status"] == "applied")}, None if boot else cfg)
     if proof is not None:
         if not as_json:
             from gpunode.tune.prove import render_prove
@@ -248,6 +254,11 @@ def rollback(
         env.gpu.close()
     _warn_all(state)
     code = 3 if any(r.status == "error" for r in results) else 1 if any(r.status == "left" for r in results) else 0
+    from gpunode.trail import log
+
+    log("rollback", {"id": record.id, "profile": record.begin.get("profile"), "root": str(sysroot or "/"),
+                     "restored": sum(1 for r in results if r.status == "restored"),
+                     "left": sum(1 for r in results if r.status in ("left", "error"))})
     if as_json:
         typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": record.id, "profile": record.begin.get("profile"),
                           "result": "complete" if code == 0 else "partial", "exit_code": code,

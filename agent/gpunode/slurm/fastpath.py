@@ -137,6 +137,12 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
             from gpunode.slurm.dryrun import dry_action
 
             verdict.slurm = dry_action(verdict.slurm)
+        elif verdict.slurm is not None and verdict.slurm.action in ("drained", "resumed"):
+            from gpunode.trail import log
+
+            log("drain" if verdict.slurm.action == "drained" else "resume",
+                {"mode": mode, "detail": verdict.slurm.detail}, run.config,
+                "warning" if verdict.slurm.action == "drained" else "notice")
     except Exception as exc:  # noqa: BLE001 - in Slurm hooks a gpunode failure must not block
         _textfile(prometheus, None, mode)
         return gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
