@@ -280,7 +280,7 @@ def clocks(ctx: AuditContext):
                   observed=observed)
 
     return each_gpu(ctx, judge, needs=("sm_app_clock_mhz", "sm_app_clock_default_mhz", "mem_app_clock_mhz",
-                                       "mem_app_clock_default_mhz", "clock_event_reasons"))
+                                       "mem_app_clock_default_mhz"))
 
 
 def locked_clock_signs(g) -> list[str]:
@@ -305,6 +305,9 @@ def locked_clock_signs(g) -> list[str]:
 def lock_note(g) -> str:
     """How far 'no locked clocks' can be trusted on this GPU."""
     supported = g.clock_event_reasons_supported
+    unread = field_problem(g, ("clock_event_reasons", "clock_event_reasons_supported"))
+    if unread:
+        return f"locked clocks not ruled out ({unread})"
     if supported is None:
         return "locked clocks not ruled out (NVML's supported clock event reasons not read)"
     if not supported & USER_CLOCKS_BIT:

@@ -341,8 +341,13 @@ def test_clocks_unlocked_and_what_an_old_recording_cannot_rule_out(tmp_path):
     no_user_bit = change(h100(), clock_event_reasons_supported=ALL_REASONS & ~0x2)
     r = only(run(G.clocks, make_host(tmp_path / "c", no_user_bit)))
     assert "this driver does not report user-defined clocks" in r.message
-    failed = change(h100(), field_errors={"clock_event_reasons": "Unknown Error"})
-    assert statuses(run(G.clocks, make_host(tmp_path / "d", failed))) == ["ERROR"]
+    # Reasons unreadable: applications clocks are still judged, and the lock is said to be unknown.
+    failed = change(h100(), clock_event_reasons=None, field_errors={"clock_event_reasons": "Unknown Error"})
+    r = only(run(G.clocks, make_host(tmp_path / "d", failed)))
+    assert r.status.value == "PASS" and "locked clocks not ruled out (NVML could not read clock_event_reasons: " \
+        "Unknown Error)" in r.message
+    low = change(h100(), sm_app_clock_mhz=1410, clock_event_reasons=None, field_errors={"clock_event_reasons": "x"})
+    assert only(run(G.clocks, make_host(tmp_path / "e", low))).status.value == "WARN"
 
 
 def test_clocks_unsupported_skip(tmp_path):
