@@ -225,9 +225,12 @@ def xid_events(ctx: AuditContext):
         raise CheckSkipped(no_nvml or "NVML found no GPU")
     log = kernel_log(host)
     if log.source is None:
+        # The driver's own word on a GPU that needs a reset or reboot does not need the log.
+        pending = [replace(judge_events([], "kernel log unreadable", 0, g.recovery_action), subject=g.label)
+                   for g in gpus if g.recovery_action]
         if log.denied and not host.facts.is_root:
-            return skip(f"needs root: the kernel log is not readable ({log.error})")
-        return error(f"cannot read the kernel log: {log.error}")
+            return [*pending, skip(f"needs root: the kernel log is not readable ({log.error})")]
+        return [*pending, error(f"cannot read the kernel log: {log.error}")]
 
     hours = ctx.config.xid_window_hours
     since = host.facts.now - hours * 3600.0

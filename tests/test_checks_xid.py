@@ -333,3 +333,11 @@ def test_recovery_action_unreadable_is_said(tmp_path):
     inv = change(hgx(1), 0, field_errors={"recovery_action": "not available in this NVML: no field"})
     r = only(run(xid_events, make_host(tmp_path, inv, runner=runner(journal=fixture("journal-debian12.txt")))))
     assert r.status.value == "PASS" and "recovery action not read: not available in this NVML" in r.message
+
+
+def test_pending_recovery_action_fails_even_when_the_log_is_unreadable(tmp_path):
+    inv = change(hgx(2), 1, recovery_action=2)
+    host = make_host(tmp_path, inv, runner=runner(journal=NO_JOURNAL, dmesg=DMESG_DENIED), is_root=False)
+    results = run(xid_events, host)
+    assert [(r.subject, r.status.value) for r in results] == [("GPU1", "FAIL"), (None, "SKIP")]
+    assert results[0].message == "NVML recovery action: node reboot required"
