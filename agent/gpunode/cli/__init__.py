@@ -31,14 +31,28 @@ def _build_app():
     @app.callback()
     def _root(
         version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version."),
+        debug: bool = typer.Option(False, "--debug", help="List every command gpunode runs and every file it reads, on stderr."),
     ) -> None:
         """Exit codes (audit, gate, compare): 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN/ERROR; 2 also for bad input."""
+        if debug:
+            _debug_to_stderr()
 
     _register(app)
     from gpunode.cli.common import guard_commands
 
     guard_commands(app)  # bad input: one `gpunode: error:` line, never a traceback
     return app
+
+
+def _debug_to_stderr() -> None:
+    """--debug: the Runner and SysRoot log each command and file read to `gpunode.debug`."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("gpunode: debug: %(message)s"))
+    log = logging.getLogger("gpunode.debug")
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
 
 
 def __getattr__(name: str):

@@ -7,7 +7,9 @@ timeout the whole process group is killed so that children (mpirun, nccl-tests) 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -37,6 +39,9 @@ def _key(argv: Sequence[str]) -> str:
     return json.dumps(list(argv))
 
 
+DEBUG = logging.getLogger("gpunode.debug")
+
+
 class Runner:
     """Runs real processes."""
 
@@ -51,6 +56,7 @@ class Runner:
         argv = [str(a) for a in argv]
         if not argv:
             raise ValueError("empty argv")
+        DEBUG.debug("run: %s (timeout %gs)", shlex.join(argv), timeout)  # `gpunode --debug`
         started = time.monotonic()
         try:
             proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
