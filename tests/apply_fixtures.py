@@ -81,6 +81,9 @@ def picture(root: Path) -> dict[str, tuple]:
 def gpunode(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k not in ("GPUNODE_TEST_CRASH_AFTER", "GPUNODE_STATE_DIR")}
     full_env.update({"COLUMNS": "200", **(env or {})})
+    if "GPUNODE_TEST_CRASH_AFTER" in full_env:  # crash points live in test code only (tests/crashpoint)
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests" / "crashpoint"),
+                                                               full_env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "gpunode", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
 

@@ -115,7 +115,7 @@ def test_the_boot_unit_is_enabled_by_systemctl_and_disabled_on_rollback(tmp_path
     root, state = make_tree(tmp_path / "root"), tmp_path / "state"
     before = picture(root)
     rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysfs.thp.*")
-    assert rc == 0, doc
+    assert rc == 0 == doc["exit_code"], doc
     enable = [c for c in doc["changes"] if c["subject"] == "gpunode-apply.service"]
     assert [(c["setting"], c["status"]) for c in enable] == [("persist.boot", "applied")]
     link = root / "etc/systemd/system/multi-user.target.wants/gpunode-apply.service"

@@ -62,7 +62,6 @@ def apply(
     from gpunode.config import DEFAULT_PATH, ConfigError, load_config
     from gpunode.host.gpu.control import NoGpuControl
     from gpunode.tune.actions import ApplyEnv
-    from gpunode.tune.execute import CrashPoint
     from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
     from gpunode.tune.lock import LockBusy
     from gpunode.tune.plan import select_settings
@@ -70,7 +69,6 @@ def apply(
     from gpunode.tune.session import Refused, apply_profile, boot_profile, boot_reapply
 
     try:
-        crash = CrashPoint.parse(os.environ.get("GPUNODE_TEST_CRASH_AFTER"))
         if boot and (profile or only or skip or overlay or set_):
             raise ValueError("--boot re-applies the recorded settings; it takes no --profile/--only/--skip/--overlay/--set")
         state = StateDir(resolve_state_dir(state_dir, os.environ))
@@ -99,11 +97,11 @@ def apply(
             _, preview = _full_plan(env, prof, settings, allow_reboot_settings, not (no_persist or boot), boot_argv)
             env.gpu = _gpu_control(host, preview)
         if boot:
-            outcome = boot_reapply(env, state, crash, dry_run=dry_run)
+            outcome = boot_reapply(env, state, dry_run=dry_run)
         else:
             confirm = None if yes or not live_change else _confirmer(host, prof.name, as_json)
             kw = {"allow_reboot": allow_reboot_settings, "persist": not no_persist, "boot_argv": boot_argv,
-                  "crash": crash, "confirm": confirm}
+                  "confirm": confirm}
             if prove and not dry_run:  # bench, apply, bench; rolled back when a figure got worse
                 from gpunode.tune import prove as proving
 
@@ -122,7 +120,8 @@ def apply(
     finally:
         env.gpu.close()
     _warn_all(state)
-    _print_apply(outcome, host, prof.name, dry_run, as_json, state, proof.apply_fields() if proof else None)
+    _print_apply(outcome, host, prof.name, dry_run, as_json, state, proof.apply_fields() if proof else None,
+                 proof.exit_code if proof else outcome.exit_code)
     if not dry_run and outcome.result != "nothing-to-change":  # the audit trail (syslog/journal)
         from gpunode.trail import log
 
@@ -170,13 +169,15 @@ def _warn_all(state) -> None:
         print(f"gpunode: warning: {text}", file=sys.stderr)
 
 
-def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state, extra: dict | None = None) -> None:
+def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state, extra: dict | None = None,
+                 exit_code: int | None = None) -> None:
     from gpunode.audit.report import dumps, iso_time
     from gpunode.tune.render import apply_document, render_changes, render_restores
     from gpunode.tune.session import undo_command
 
     meta = {"id": outcome.apply_id, "host": host.facts.hostname, "time": iso_time(host.facts.now),
-            "profile": profile_name, "root": str(host.sys.root), "dry_run": dry_run, "state_dir": str(state.root)}
+            "profile": profile_name, "root": str(host.sys.root), "dry_run": dry_run, "state_dir": str(state.root),
+            "exit_code": outcome.exit_code if exit_code is None else exit_code}
     if as_json:
         typer.echo(dumps({**apply_document(meta, outcome.rows, outcome.plan, outcome.result, outcome.reason,
                                            outcome.restored), **(extra or {})}), nl=False)

@@ -3,8 +3,6 @@ any failure roll the whole batch back in reverse order."""
 
 from __future__ import annotations
 
-import os
-import signal
 from dataclasses import dataclass, field
 
 from gpunode.audit.context import AuditContext
@@ -19,28 +17,6 @@ from .rollback import RestoreResult, restore_all
 
 
 @dataclass
-class CrashPoint:
-    """Test hook (GPUNODE_TEST_CRASH_AFTER=journal:N or write:N): SIGKILL this process right
-    after change N is journaled, or right after it is written (before it is marked done)."""
-
-    stage: str
-    number: int
-
-    @classmethod
-    def parse(cls, text: str | None) -> CrashPoint | None:
-        if not text:
-            return None
-        stage, _, number = text.partition(":")
-        if stage not in ("journal", "write") or not number.isdigit():
-            raise ValueError(f"GPUNODE_TEST_CRASH_AFTER={text!r}: expected journal:N or write:N")
-        return cls(stage, int(number))
-
-    def hit(self, stage: str, number: int) -> None:
-        if self.stage == stage and self.number == number:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclass
 class Outcome:
     ok: bool
     statuses: list[str] = field(default_factory=list)  # per plan.writes entry
@@ -48,19 +24,15 @@ class Outcome:
     restored: list[RestoreResult] = field(default_factory=list)
 
 
-def execute(env: ApplyEnv, plan, writes: list[Change], journal=None, crash: CrashPoint | None = None) -> Outcome:
+def execute(env: ApplyEnv, plan, writes: list[Change], journal=None) -> Outcome:
     outcome = Outcome(ok=True, statuses=["not-run"] * len(writes))
     done: list[tuple[int, Change, dict | None]] = []
     for n, change in enumerate(writes, 1):
         actions.prepare(env, change)
         if journal is not None:
             journal.append({"type": "change", "seq": n, "change": change.to_json()})
-        if crash:
-            crash.hit("journal", n)
         try:
             result = actions.write(env, change)
-            if crash:
-                crash.hit("write", n)
             where, now = actions.state(env, change, result)
             if where != "after":
                 raise ApplyError(f"reads {now or '(empty)'} after writing {change.after_text or change.after}")

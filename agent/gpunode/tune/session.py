@@ -11,7 +11,7 @@ from gpunode.tune.kinds.change import PlannedFiles
 from gpunode.tune.profiles import Profile
 
 from .actions import ApplyEnv
-from .execute import CrashPoint, execute
+from .execute import execute
 from .journal import StateDir, new_apply_id
 from .lock import ApplyLocks
 from .persist import BOOT_SPEC, load_boot_spec, plan_persistence
@@ -67,7 +67,7 @@ def undo_command(host, state: StateDir, apply_id: str | None) -> str:
 
 def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *, dry_run: bool = False,
                   allow_reboot: bool = False, persist: bool = True, boot_argv: list[str] | None = None,
-                  crash: CrashPoint | None = None, mode: str = "apply", journaled: bool = True,
+                  mode: str = "apply", journaled: bool = True,
                   confirm=None) -> ApplyOutcome:
     """confirm(rows): called under the lock with exactly the plan about to be written; it
     raises to stop (nothing is journaled or written then)."""
@@ -96,7 +96,7 @@ def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *,
                                 "profile": profile.name, "host": host.facts.hostname, "root": host_root(host),
                                 "mode": mode, "gpunode_version": __version__,
                                 "settings": [s.id for s in settings]})
-            outcome = execute(env, plan, writes, journal, crash)
+            outcome = execute(env, plan, writes, journal)
         finally:
             if journal is not None:
                 journal.close()
@@ -114,12 +114,12 @@ def boot_profile(host) -> tuple[Profile, list]:
     return profile, settings
 
 
-def boot_reapply(env: ApplyEnv, state: StateDir, crash: CrashPoint | None = None, dry_run: bool = False) -> ApplyOutcome:
+def boot_reapply(env: ApplyEnv, state: StateDir, dry_run: bool = False) -> ApplyOutcome:
     """`gpunode apply --boot`: re-assert the runtime-only settings recorded in the boot spec.
     Not journaled as an apply of its own: the apply that installed them holds the old values,
     and its rollback restores them (they hold what gpunode wrote, re-written at boot)."""
     profile, settings = boot_profile(env.host)
-    return apply_profile(env, profile, settings, state, dry_run=dry_run, persist=False, crash=crash, mode="boot",
+    return apply_profile(env, profile, settings, state, dry_run=dry_run, persist=False, mode="boot",
                          journaled=False)
 
 
