@@ -136,3 +136,94 @@ def test_own_process_test_follows_parents(tmp_path):
         (tmp_path / str(pid) / "stat").write_text(f"{pid} (a (b) c) S {ppid} 0 0\n")
     ours = own_process_test(me=10, proc=tmp_path)
     assert ours(10) and ours(30) and not ours(40) and not ours(55)
+
+
+# --- the live source over a stand-in for pynvml (nvidia-ml-py's names and constants) -------------
+
+def _fake_pynvml(xid_refused=False, lost=False):
+    import ctypes
+    from types import SimpleNamespace
+
+    import pynvml
+
+    handles = [ctypes.c_void_p(0x1000), ctypes.c_void_p(0x2000)]
+    events = [SimpleNamespace(device=handles[1], eventData=79)]
+    mem_temp = pynvml.c_nvmlFieldValue_t()
+    mem_temp.nvmlReturn, mem_temp.valueType, mem_temp.value.uiVal = pynvml.NVML_SUCCESS, 1, 71
+
+    def not_supported(*_):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    def wait(_set, timeout_ms):
+        if events:
+            return events.pop()
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT)
+
+    def register(h, kind, s):
+        if xid_refused:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+    def clock(h, which):
+        if lost and h is handles[1]:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+        return 1755 if which == pynvml.NVML_CLOCK_SM else 3201
+
+    fake = SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith(("NVML_", "nvmlEventType"))})
+    fake.NVMLError = pynvml.NVMLError
+    fake.__dict__.update(
+        nvmlInit=lambda: None, nvmlShutdown=lambda: None, nvmlDeviceGetCount=lambda: 2,
+        nvmlDeviceGetHandleByIndex=lambda i: handles[i], nvmlEventSetCreate=lambda: "set",
+        nvmlEventSetFree=lambda s: None, nvmlDeviceRegisterEvents=register, nvmlEventSetWait_v2=wait,
+        nvmlDeviceGetMaxPcieLinkGeneration=lambda h: 5, nvmlDeviceGetMaxPcieLinkWidth=lambda h: 16,
+        nvmlDeviceGetEccMode=lambda h: (1, 1), nvmlDeviceGetClockInfo=clock,
+        nvmlDeviceGetPowerUsage=lambda h: 690_500, nvmlDeviceGetEnforcedPowerLimit=lambda h: 700_000,
+        nvmlDeviceGetTemperature=lambda h, s: 64, nvmlDeviceGetFieldValues=lambda h, ids: [mem_temp],
+        nvmlDeviceGetUtilizationRates=lambda h: SimpleNamespace(gpu=100, memory=40),
+        nvmlDeviceGetCurrentClocksEventReasons=lambda h: 0x4 | 0x8,
+        nvmlDeviceGetCurrPcieLinkGeneration=lambda h: 5, nvmlDeviceGetCurrPcieLinkWidth=lambda h: 16,
+        nvmlDeviceGetPcieReplayCounter=lambda h: 2, nvmlDeviceGetTotalEccErrors=lambda h, t, c: 0,
+        nvmlDeviceGetRemappedRows=lambda h: (0, 1, 0, 0),
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [SimpleNamespace(pid=4242, usedGpuMemory=1 << 30)],
+        nvmlDeviceGetGraphicsRunningProcesses=not_supported,
+        nvmlSystemGetProcessName=lambda pid: b"hog.py",
+    )
+    return fake
+
+
+def test_live_source_reads_nvml_fields_and_xid_events(monkeypatch):
+    import sys
+
+    from gpunode.host.gpu.nvml import NvmlTelemetrySource
+
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml())
+    src = NvmlTelemetrySource()
+    assert src.open() == [0, 1] and src.unavailable() == {}
+    s = src.read(0, 1.0, processes=True)
+    assert (s.sm_clock_mhz, s.mem_clock_mhz, s.power_w, s.power_limit_w, s.temp_c, s.mem_temp_c) == \
+        (1755, 3201, 690.5, 700.0, 64, 71.0)
+    assert s.clock_events == ("sw_power_cap", "hw_slowdown") and s.utilization_pct == 100.0
+    assert (s.pcie_gen, s.pcie_width, s.pcie_max_gen, s.pcie_replay) == (5, 16, 5, 2)
+    assert (s.ecc_uncorrected, s.remap_uncorrectable, s.remap_pending, s.remap_failure) == (0, 1, False, False)
+    assert s.processes == ((4242, "hog.py", 1 << 30),)
+    assert src.read(0, 1.1, processes=False).processes is None
+    assert src.wait_events(0.01) == [{"gpu": 1, "xid": 79}] and src.wait_events(0.01) == []
+    src.close()
+
+
+def test_live_source_says_what_it_cannot_watch(monkeypatch):
+    import sys
+
+    import pynvml
+
+    from gpunode.host.gpu.nvml import NvmlTelemetrySource
+
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml(xid_refused=True, lost=True))
+    src = NvmlTelemetrySource()
+    src.open()
+    assert "Xid events not watched on GPU0" in src.unavailable()["xid"]
+    try:
+        src.read(1, 1.0, processes=False)
+    except pynvml.NVMLError as exc:  # the sampler turns this into a sample with an error
+        assert "lost" in str(exc).lower()
+    else:
+        raise AssertionError("a lost GPU must not read as a sample")

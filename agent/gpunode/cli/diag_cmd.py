@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, split_csv, stderr_console, stdout_console
+from gpunode.cli.common import (
+    PROMETHEUS_HELP,
+    die,
+    split_csv,
+    stderr_console,
+    stdout_console,
+    write_prometheus,
+)
 
 STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "ERROR": "magenta", "SKIP": "dim"}
 
@@ -27,11 +34,12 @@ def diag(
     with_dcgm: bool = typer.Option(False, "--with-dcgm", help="Also run `dcgmi diag -r N -j` (N = --dcgm-level) and fold its results in."),
     dcgm_level: int = typer.Option(None, "--dcgm-level", help="DCGM diag level for --with-dcgm (1-4; default: --level)."),
     config: Path = typer.Option(None, "--config", help="gpunode config for the gate checks (default: GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     state_dir: str = typer.Option(None, "--state-dir", help="State directory holding the node's history. Default $GPUNODE_STATE_DIR or /var/lib/gpunode."),
     no_history: bool = typer.Option(False, "--no-history", help="Do not keep this result in the node's history."),
 ) -> None:
-    """Diagnose this node's GPUs. Never changes GPU settings. Exit 0 PASS, 1 WARN, 2 FAIL (wrong results,
-    memory errors, throttling, new ECC/Xid errors), 3 ERROR (a test could not run, or interrupted)."""
+    """Diagnose this node's GPUs. Never changes GPU settings. Exit 0 OK, 1 WARN, 2 FAIL (wrong results,
+    memory errors, throttling, new ECC/Xid errors), 3 UNKNOWN (a test could not run, or interrupted)."""
     from gpunode.diag.run import MIN_DURATION, DiagOptions
 
     try:
@@ -55,6 +63,7 @@ def diag(
     if floor_note:
         document.notes.append(floor_note)
     data = document.to_json()
+    write_prometheus(prometheus, data)
     to_stdout = json_file is not None and str(json_file) == "-"
     if json_file is not None and not to_stdout:
         from gpunode.audit.report import dumps, write_atomic

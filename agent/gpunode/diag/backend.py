@@ -53,12 +53,16 @@ class Batch:
 
 @dataclass
 class Reference:
-    """The first products of a GEMM worker: ABFT-checked and repeated, so later ones compare exactly."""
+    """The first products of a GEMM worker: checked element by element against a full-precision
+    product and by ABFT row checksums, and repeated, so that later ones compare exactly."""
 
     fingerprint: bytes  # the reference row checksums, bit for bit (cross-GPU comparison)
     abft_max_ratio: float  # largest |row checksum - A(B1)| / its error bound (>1: wrong product)
     abft_bad_rows: int
     repeat_mismatch: float  # largest difference between the repeated first products (0: identical)
+    bad_elements: int = 0  # elements of product 0 off the full-precision product beyond their bound
+    element_max_ratio: float = 0.0
+    first_bad: list = field(default_factory=list)  # [{row, col, got, want}]
 
 
 class GemmWorker(Protocol):

@@ -162,16 +162,18 @@ class TorchGemm:
 
     def reference(self) -> Reference:
         t = self.t
-        for i in range(3):
+        self._product(0, self.sums[0])
+        elements = self._elementwise()  # product 0 against a full-precision product, element by element
+        for i in (1, 2):
             self._product(i, self.sums[i])
         rows = self.sums[:3]
         repeat = float((rows[1:] - rows[0]).abs().nan_to_num(nan=float("inf")).max().item())
         a64, b64 = self.a.double(), self.b.double()
         expected = a64 @ b64.sum(dim=1)
         # Rounding errors are independent and of either sign: bound them statistically (ABFT_SIGMA
-        # standard deviations), not by the worst case, which would hide any single wrong element.
+        # standard deviations of a sum of uniform roundings), not by the worst case.
         c64 = self.c.double()
-        out_term = OUT_ROUNDOFF[self.dtype] * (c64 * c64).sum(dim=1).sqrt()
+        out_term = OUT_ROUNDOFF[self.dtype] * (c64 * c64).sum(dim=1).sqrt() / 3 ** 0.5
         acc_term = ((2 * IN_ROUNDOFF[self.dtype] + ACC_ROUNDOFF) * self.size ** 0.5
                     * a64.norm(dim=1) * b64.norm())
         del a64, b64, c64
@@ -179,7 +181,37 @@ class TorchGemm:
         ratio = ((rows[0].double() - expected).abs() / tol).nan_to_num(nan=float("inf"))
         self.ref = rows[0].clone()
         fingerprint = bytes(self.ref.cpu().view(t.uint8).tolist())
-        return Reference(fingerprint, float(ratio.max().item()), int((ratio > 1).sum().item()), repeat)
+        return Reference(fingerprint, float(ratio.max().item()), int((ratio > 1).sum().item()), repeat, *elements)
+
+    def _elementwise(self) -> tuple[int, float, list]:
+        """C (product 0, as stored) against A·B in fp32 without TF32: each element within 2 units of
+        the stored type's roundoff of its value, plus the fp32 accumulation noise (|a_i|·|b_j|)."""
+        t = self.t
+        before = t.backends.cuda.matmul.allow_tf32
+        t.backends.cuda.matmul.allow_tf32 = False
+        try:
+            a32, b32 = self.a.float(), self.b.float()
+            want = a32 @ b32
+            noise = (ABFT_SIGMA * ACC_ROUNDOFF * 4) * t.outer(a32.norm(dim=1), b32.norm(dim=0))
+            if self.dtype == "tf32":  # inputs rounded to TF32 by the GEMM itself
+                noise += ABFT_SIGMA * 2 * IN_ROUNDOFF["tf32"] * t.outer(a32.norm(dim=1), b32.norm(dim=0))
+            del a32, b32
+        finally:
+            t.backends.cuda.matmul.allow_tf32 = before
+        got = self.c.float()
+        err = (got - want).abs().nan_to_num(nan=float("inf"))
+        bound = 2 * OUT_ROUNDOFF[self.dtype] * want.abs() + noise
+        ratio = err / bound
+        bad = ratio > 1
+        count = int(bad.sum().item())
+        first = []
+        if count:
+            where = t.nonzero(bad)[:5].tolist()
+            first = [{"row": r, "col": c, "got": float(got[r, c].item()), "want": float(want[r, c].item())}
+                     for r, c in where]
+        worst = float(ratio.max().item())
+        del got, want, err, bound, ratio, bad, noise
+        return count, worst, first
 
     def batch(self, iters: int, first_iteration: int, check: bool = True) -> Batch:
         iters = max(1, min(iters, self.sums.shape[0]))

@@ -21,7 +21,7 @@ from gpunode.diag.backend import GemmWorker, Mismatch, Reference
 from gpunode.diag.results import TestResult
 
 BATCH = 32  # products per batch (one device sync per batch)
-PLAIN_EVERY = 8
+PLAIN_EVERY = 16
 MAX_LISTED = 10  # mismatching products listed in a result
 
 
@@ -107,9 +107,16 @@ def gemm_result(run: GemmRun, name: str = "gemm.correctness") -> TestResult:
     problems = []
     if ref is not None:
         figures["abft_max_ratio"] = round(ref.abft_max_ratio, 4) if ref.abft_max_ratio < 1e30 else "inf"
+        figures["element_max_ratio"] = round(ref.element_max_ratio, 4) if ref.element_max_ratio < 1e30 else "inf"
         if ref.abft_bad_rows:
             problems.append(f"product 0 fails its ABFT checksum on {ref.abft_bad_rows} row(s), "
                             f"worst {_ratio_text(ref.abft_max_ratio)} the {run.dtype} error bound")
+        if ref.bad_elements:
+            first = ref.first_bad[0] if ref.first_bad else {}
+            problems.append(f"product 0 has {ref.bad_elements} element(s) off the full-precision product, first "
+                            f"C[{first.get('row')},{first.get('col')}] = {first.get('got', 0):.6g} instead of "
+                            f"{first.get('want', 0):.6g}")
+            detail["wrong_elements"] = ref.first_bad
         if ref.repeat_mismatch:
             problems.append(f"products 0-2 of the same inputs differ (row checksums by up to {ref.repeat_mismatch:.4g})")
     if run.mismatch_count:

@@ -1,9 +1,10 @@
 """The diag results contract (schema gpunode.diag/1).
 
 A document holds one result per test and subject (gate, gemm.correctness GPU0, hbm.memtest GPU0,
-stress.power_thermal GPU0 ...). Status: any FAIL -> FAIL (exit 2); else any ERROR -> ERROR (3);
-else any WARN -> WARN (1); else PASS (0). A run that tested nothing, or was interrupted, is ERROR:
-never a clean bill of health.
+load.stress GPU0 ...), each PASS/WARN/FAIL/ERROR/SKIP like an audit check. The document's status is
+the one vocabulary of every gpunode document: any FAIL -> FAIL (exit 2); else any ERROR -> UNKNOWN
+(3); else any WARN -> WARN (1); else OK (0). A run that tested nothing, or was interrupted, is
+UNKNOWN: never a clean bill of health.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpunode.exits import EXIT_CODES
+
 SCHEMA = "gpunode.diag/1"
 STATUSES = ("PASS", "WARN", "FAIL", "ERROR", "SKIP")
-EXIT_CODES = {"PASS": 0, "WARN": 1, "FAIL": 2, "ERROR": 3}
 LEVELS = (1, 2, 3)
 
 
@@ -73,10 +75,10 @@ def overall(results: list[TestResult], interrupted: bool = False) -> str:
     if "FAIL" in statuses:
         return "FAIL"
     if "ERROR" in statuses or interrupted or not statuses - {"SKIP"}:
-        return "ERROR"
+        return "UNKNOWN"
     if "WARN" in statuses:
         return "WARN"
-    return "PASS"
+    return "OK"
 
 
 @dataclass

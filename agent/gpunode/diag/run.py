@@ -206,9 +206,9 @@ def run_diag(ctx: DiagContext) -> DiagDocument:
     notes: list[str] = []
     interrupted = False
     trace: Trace | None = None
-    if ctx.sampler is not None:
-        ctx.sampler.start()
     try:
+        # The gate and DCGM read NVML themselves (init, read, shutdown): the sampler starts after
+        # them, so its samples are of the GPU phases only and no two NVML users overlap.
         if ctx.gate is not None:
             ctx.progress("gate checks", None if end is None else end - ctx.clock())
             results.append(ctx.gate())
@@ -218,6 +218,8 @@ def run_diag(ctx: DiagContext) -> DiagDocument:
             results += found
             if meta.get("version"):
                 ctx.tools["dcgm"] = meta["version"]
+        if ctx.sampler is not None:
+            ctx.sampler.start()
         if ctx.backend is None:
             results.append(TestResult("gpu.kernels", None, "ERROR", f"no GPU backend: {ctx.backend_why}"))
         elif not ctx.devices:
@@ -229,7 +231,7 @@ def run_diag(ctx: DiagContext) -> DiagDocument:
         interrupted = True
         notes.append(f"interrupted after {ctx.clock() - started:.0f} s; GPU memory freed")
     finally:
-        if ctx.sampler is not None:
+        if ctx.sampler is not None and ctx.sampler.started:
             trace = ctx.sampler.stop()
         if ctx.backend is not None:
             try:

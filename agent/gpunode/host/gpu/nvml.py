@@ -254,7 +254,7 @@ def _recovery_action(nvml, handle) -> int:
 
 def _fabric(nvml, handle) -> tuple[str, str]:
     info = nvml.c_nvmlGpuFabricInfo_t()
-    nvml.nvmlDeviceGetGpuFabricInfo(handle, info)
+    nvml.nvmlDeviceGetGpuFabricInfo(handle, ctypes.byref(info))  # a pointer: by value, NVML writes through garbage
     state = FABRIC_STATES.get(int(info.state), str(info.state))
     status = "success" if int(info.status) == nvml.NVML_SUCCESS else f"nvml_error_{int(info.status)}"
     return state, status
@@ -413,8 +413,9 @@ class NvmlGpuControl:
 class NvmlTelemetrySource:
     """gpunode.host.gpu.telemetry.TelemetrySource over the live NVML."""
 
-    def __init__(self):
+    def __init__(self, xid_events: bool = True):
         self.nvml = None
+        self.xid_events = xid_events
         self.handles: dict[int, Any] = {}
         self.events = None
         self._index_of: dict[int, int] = {}
@@ -431,7 +432,10 @@ class NvmlTelemetrySource:
                 self.handles[i] = nvml.nvmlDeviceGetHandleByIndex(i)
             except nvml.NVMLError as exc:
                 self._missing[f"gpu{i}"] = _text(str(exc))
-        self._open_events()
+        if self.xid_events:
+            self._open_events()
+        else:
+            self._missing["xid"] = "Xid events not watched (event set turned off by the caller)"
         for i, h in self.handles.items():  # what does not change while we sample
             self._static[i] = {
                 "pcie_max_gen": _safe(lambda h=h: int(nvml.nvmlDeviceGetMaxPcieLinkGeneration(h))),
@@ -451,7 +455,7 @@ class NvmlTelemetrySource:
         for i, h in self.handles.items():
             try:
                 nvml.nvmlDeviceRegisterEvents(h, nvml.nvmlEventTypeXidCriticalError, self.events)
-                self._index_of[ctypes.addressof(h.contents)] = i
+                self._index_of[_address(h)] = i
             except nvml.NVMLError as exc:
                 refused.append(f"GPU{i}: {_text(str(exc))}")
         if refused:
@@ -471,7 +475,7 @@ class NvmlTelemetrySource:
             if getattr(exc, "value", None) != nvml.NVML_ERROR_TIMEOUT:
                 time.sleep(max(0.0, timeout_s))  # keep the tick rate; the next read shows the GPU state
             return []
-        gpu = self._index_of.get(ctypes.addressof(data.device.contents)) if data.device else None
+        gpu = self._index_of.get(_address(data.device)) if data.device else None
         return [{"gpu": gpu, "xid": int(data.eventData)}]
 
     def read(self, gpu: int, now: float, processes: bool):
@@ -519,6 +523,11 @@ class NvmlTelemetrySource:
             _safe(lambda: self.nvml.nvmlEventSetFree(self.events))
         _safe(self.nvml.nvmlShutdown)
         self.nvml = None
+
+
+def _address(handle) -> int | None:
+    """A device handle's pointer value: event data names its device by the same pointer."""
+    return ctypes.cast(handle, ctypes.c_void_p).value
 
 
 def _field_value(nvml, handle, field_id: int):

@@ -265,17 +265,23 @@ class TelemetrySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._gpus: list[int] = []
+        self._started = False
 
     @classmethod
-    def live(cls, **kwargs) -> TelemetrySampler:
+    def live(cls, xid_events: bool = True, **kwargs) -> TelemetrySampler:
         from gpunode.host.gpu.nvml import NvmlTelemetrySource
 
-        return cls(NvmlTelemetrySource(), **kwargs)
+        return cls(NvmlTelemetrySource(xid_events=xid_events), **kwargs)
 
     def now(self) -> float:
         return self.clock()
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     def start(self) -> TelemetrySampler:
+        self._started = True
         try:
             found = self.source.open()
         except Exception as exc:  # noqa: BLE001 - no telemetry is reported, never fatal
