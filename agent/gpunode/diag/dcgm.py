@@ -7,7 +7,7 @@ older 3.x shape ("DCGM GPU Diagnostic", results[] -> {gpu_id, status}).
 Confirmed on real outputs (a capture of DCGM 4.2.3 quoted in a public parser, NVIDIA's tests):
 the keys above and metadata.version / "Driver Version Detected". NOT confirmed on a real output
 (documented or third-party only): "runtime_error", warnings[].error_id / error_severity, the
-3.x gpu_id key and its string form. gpunode's lent machine has no DCGM; fixtures are hand-made
+3.x gpu_id key and its string form. No DCGM was at hand to record from; fixtures are hand-made
 from those shapes (tests/fixtures/dcgm/).
 """
 
