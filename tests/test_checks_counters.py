@@ -104,6 +104,21 @@ def test_store_unreadable_file_means_totals_and_is_said(tmp_path):
     assert g.first and g.note() == "no earlier reading" and store.save() is None
 
 
+def test_store_bigger_than_its_bound_is_not_read(tmp_path):
+    from gpunode.audit.counters import MAX_BYTES
+
+    state = tmp_path / "state"
+    state.mkdir()
+    host = tree_host(tmp_path / "a", files={})
+    doc = {"schema": SCHEMA, "host": "testhost", "boot_id": None, "readings": {"k": {"value": 1, "time": NOW}}}
+    text = json.dumps(doc)
+    (state / FILE).write_text(text + " " * (MAX_BYTES - len(text)))  # at the bound: read
+    assert CounterStore.load(state, host).problem is None
+    (state / FILE).write_text(text + " " * (MAX_BYTES + 1 - len(text)))
+    store = CounterStore.load(state, host)
+    assert f"larger than {4 << 20} bytes" in store.problem and store.growth("k", 5, NOW).first
+
+
 def test_store_cannot_write_is_a_warning_not_a_crash(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

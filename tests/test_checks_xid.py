@@ -341,3 +341,13 @@ def test_pending_recovery_action_fails_even_when_the_log_is_unreadable(tmp_path)
     results = run(xid_events, host)
     assert [(r.subject, r.status.value) for r in results] == [("GPU1", "FAIL"), (None, "SKIP")]
     assert results[0].message == "NVML recovery action: node reboot required"
+
+
+@pytest.mark.parametrize(("xid", "critical"), [
+    (48, True), (63, True), (64, True), (74, True), (79, True), (92, True), (95, True), (119, True), (120, True),
+    (13, False), (31, False), (43, False), (45, False), (94, False), (38, False),
+])
+def test_which_xids_are_critical(xid, critical):
+    from gpunode.checks.xid import XidEvent, is_critical
+
+    assert is_critical(XidEvent(None, "0000:18:00", xid)) is critical
