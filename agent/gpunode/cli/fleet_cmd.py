@@ -182,6 +182,25 @@ def bench(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, a
     _run("bench", opts, {"gpunode_bench_mode": mode} if mode else {})
 
 
+def diag(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
+         check: bool = CHECK, extra: list[str] = EXTRA,
+         level: int = typer.Option(None, "--level", min=1, max=3, help="diag level 1, 2 or 3 (default: gpunode_diag_level, else 1)."),
+         duration: int = typer.Option(None, "--duration", min=45, help="Seconds per node at level 2 or 3 (default: the level's)."),
+         margin: float = MARGIN, min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR,
+         state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
+         quiet: bool = QUIET) -> None:
+    """gpunode diag on every host (run it on drained or idle nodes): which hosts fail which test, and the
+    checked-GEMM TFLOP/s against each SKU group's median."""
+    opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
+                  timeout, verbose, quiet)
+    extravars: dict = {}
+    if level is not None:
+        extravars["gpunode_diag_level"] = level
+    if duration is not None:
+        extravars["gpunode_diag_duration"] = duration
+    _run("diag", opts, extravars)
+
+
 def gate(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
          check: bool = CHECK, extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
          keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
@@ -262,7 +281,7 @@ def register(app: typer.Typer) -> None:
     fleet = typer.Typer(name="fleet", no_args_is_help=True,
                         help="Run gpunode on many hosts through Ansible (playbooks/) and aggregate the reports.")
     for name, func in (("audit", audit), ("apply", apply), ("rollback", rollback), ("bench", bench),
-                       ("gate", gate), ("trends", trends), ("slurm", slurm), ("install", install)):
+                       ("diag", diag), ("gate", gate), ("trends", trends), ("slurm", slurm), ("install", install)):
         fleet.command(name)(func)
     fleet.command("report")(report)
     app.add_typer(fleet, name="fleet")

@@ -112,6 +112,7 @@ class DiagDocument:
             "schema": SCHEMA, "gpunode_version": self.gpunode_version, "host": self.host, "time": self.time,
             "time_epoch": self.time_epoch, "level": self.level, "duration_s": round(self.duration_s, 2),
             "planned_s": self.planned_s, "gpus": self.gpus, "tools": dict(self.tools),
+            "summary": {s: n for s in STATUSES if (n := sum(1 for r in self.results if r.status == s))},
             "results": [r.to_json() for r in self.results], "metrics": metrics_of(self.results),
             "interrupted": self.interrupted,
             "telemetry": self.telemetry, "notes": list(self.notes),

@@ -127,11 +127,22 @@ def _doc_message(doc: dict) -> str:
     return str(doc.get("message") or doc.get("reason") or "")
 
 
+def check_list(doc: dict) -> list | None:
+    """An audit/gate report's "checks"; a diag report's "results" (name, gpu) read the same way."""
+    if isinstance(doc.get("checks"), list):
+        return doc["checks"]
+    if isinstance(doc.get("results"), list):
+        return [{"id": r.get("name"), "title": r.get("name"), "status": r.get("status"), "message": r.get("message"),
+                 "subject": None if r.get("gpu") is None else f"GPU{r.get('gpu')}"}
+                for r in doc["results"] if isinstance(r, dict)]
+    return None
+
+
 def check_rows(hosts: list[HostReport]) -> list[dict]:
     """Per check that is not PASS somewhere: which hosts FAIL, ERROR or WARN it (worst subject)."""
     rows: dict[str, dict] = {}
     for h in hosts:
-        checks = h.doc.get("checks") if h.doc else None
+        checks = check_list(h.doc) if h.doc else None
         for c in checks if isinstance(checks, list) else []:
             if not isinstance(c, dict) or c.get("status") not in BAD_CHECK:
                 continue

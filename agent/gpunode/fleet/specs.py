@@ -44,6 +44,8 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
         PlaybookSpec("bench", "gpunode bench on every node; outliers against each SKU group's median",
                      report_on_stdout=False),
         PlaybookSpec("gate", "gpunode gate (the fast pre-job health subset) on every node"),
+        PlaybookSpec("diag", "gpunode diag on every node: which hosts fail which test, checked-GEMM figures by SKU",
+                     report_on_stdout=False),
         PlaybookSpec("trends", "each node's bench history: per SKU the distribution of each metric, drifting hosts"),
         PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)", changes_hosts=True),
         PlaybookSpec("install", "install gpunode into a venv on every node (from a wheel or an index)",
@@ -54,12 +56,12 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
 # Vars whose value must have a given shape, checked for every host before a run.
 INT_VARS = {"gpunode_expected_gpus": 0, "gpunode_drain_timeout": 1, "gpunode_audit_timeout": 1,
             "gpunode_apply_timeout": 1, "gpunode_rollback_timeout": 1, "gpunode_bench_timeout": 1,
-            "gpunode_gate_timeout": 1}  # name -> minimum
+            "gpunode_gate_timeout": 1, "gpunode_diag_timeout": 1, "gpunode_diag_duration": 45}  # name -> minimum
 BOOL_VARS = ("gpunode_slurm_drain", "gpunode_become", "gpunode_os_packages", "gpunode_prove")
 PATH_VARS = ("gpunode_venv", "gpunode_bin", "gpunode_snapshot", "gpunode_node_dir", "gpunode_config",
              "gpunode_slurm_prefix", "gpunode_python", "gpunode_link")  # absolute paths on the node
 # Vars that become a command-line word on the node: a typo would fail every node, so say it first.
-CHOICE_VARS = {"gpunode_bench_mode": ("quick", "full")}
+CHOICE_VARS = {"gpunode_bench_mode": ("quick", "full"), "gpunode_diag_level": ("1", "2", "3")}
 STR_VARS = ("gpunode_profile", "gpunode_sku", "gpunode_baseline", "gpunode_nccl_tests_dir", "gpunode_pip_spec",
             "gpunode_wheel", "gpunode_slurm_node")
 LIST_SUFFIX = "_args"  # gpunode_audit_args, gpunode_pip_args ...: lists of strings

@@ -186,7 +186,7 @@ def _shape_problems(merged: Mapping[str, object]) -> list[str]:
             problems.append(f"{name}={value!r} is not an absolute path")
     for name, choices in CHOICE_VARS.items():
         value = merged.get(name)
-        if not _blank(value) and value not in choices:
+        if not _blank(value) and str(value) not in choices:  # YAML may give 2 for "2"
             problems.append(f"{name}={value!r} is not one of {', '.join(choices)}")
     for name in STR_VARS:
         value = merged.get(name)
