@@ -161,6 +161,7 @@ def test_arch_from_kernel_then_cpuinfo(tmp_path):
     ({"/proc/sys/kernel/arch": "x86_64\n", "/sys/kernel/iommu_groups/0/type": "identity\n",
       "/sys/kernel/iommu_groups/1/type": "identity\n"}, 2, None),
     ({"/proc/sys/kernel/arch": "x86_64\n"}, 0, "no IOMMU translates DMA here"),  # the recorded VMs: SWIOTLB
+    ({"/sys/kernel/iommu_groups/7/type": "DMA\n"}, 1, None),  # architecture unknown: never ruled out on a guess
     ({"/proc/cpuinfo": (PROC / "cpuinfo-arm64-neoverse-v2.txt").read_text(),
       "/sys/kernel/iommu_groups/0/type": "DMA\n"}, 1, "this kernel is aarch64; its counterpart there is iommu.passthrough=1"),
 ])
