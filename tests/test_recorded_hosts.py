@@ -161,3 +161,19 @@ def test_shm_above_ram_warns_and_within_ram_passes(tmp_path, name):
     fixed = derive_snapshot(name, tmp_path / "fixed", files={"/proc/mounts": mounts})
     r = by_id(audit(fixed, "--only", "memory.shm")[1])[("memory.shm", None)]
     assert r["status"] == "PASS" and r["message"] == "62.9 GiB of 125.9 GiB RAM"
+
+
+def test_the_new_nvml_fields_and_facts_on_the_real_h200():
+    """The snapshot the kinds evidence run recorded on the lent H200 (2026-12-01) after the fields
+    were added: NVML answered the recovery action (0, none) and the supported clock event reasons
+    (0x1FF, the user-defined clocks bit among them); /sys/kernel/iommu_groups was empty; no tc."""
+    name = "h200-1gpu-capabilities"
+    gpu = json.loads((HOSTS / name / "gpus.json").read_text())["gpus"][0]
+    assert gpu["recovery_action"] == 0 and gpu["clock_event_reasons_supported"] == 0x1FF and not gpu["field_errors"]
+    code, doc = audit(HOSTS / name, "--only", "gpu.clocks,gpu.xid,cmdline.iommu,net.qdisc")
+    found = by_id(doc)
+    assert found[("gpu.clocks", "GPU0")]["status"] == "PASS" and "; no locked clocks;" in found[("gpu.clocks", "GPU0")]["message"]
+    assert found[("gpu.xid", "GPU0")]["observed"] == {"recovery_action": 0}
+    assert found[("cmdline.iommu", None)]["status"] == "SKIP" and "no IOMMU" in found[("cmdline.iommu", None)]["message"]
+    assert found[("net.qdisc", None)]["message"] == "cannot see the interfaces' qdiscs: tc: command not found"
+    assert code == 0
