@@ -33,6 +33,7 @@ def diag(
     baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones."),
     with_dcgm: bool = typer.Option(False, "--with-dcgm", help="Also run `dcgmi diag -r N -j` (N = --dcgm-level) and fold its results in."),
     dcgm_level: int = typer.Option(None, "--dcgm-level", help="DCGM diag level for --with-dcgm (1-4; default: --level)."),
+    slurm: bool = typer.Option(False, "--slurm", help="Burn-in under Slurm: drain this node (gpunode: reason) while diag runs, resume it only when diag is OK; never touches a reason someone else set."),
     config: Path = typer.Option(None, "--config", help="gpunode config for the gate checks (default: GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
     prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     state_dir: str = typer.Option(None, "--state-dir", help="State directory holding the node's history. Default $GPUNODE_STATE_DIR or /var/lib/gpunode."),
@@ -59,10 +60,22 @@ def diag(
                                           dcgm_level or min(level, 3))
     if compare and selection is None:
         die(floor_note or "no baseline for these GPUs: give --baseline")
+    burn = None
+    if slurm:
+        import os
+
+        from gpunode.diag import burnin
+        from gpunode.host.runner import Runner
+        from gpunode.slurm.scontrol import Slurm
+
+        scontrol = Slurm(Runner())
+        burn = burnin.begin(scontrol, os.environ, level)
     document = _run(ctx)
     if floor_note:
         document.notes.append(floor_note)
     data = document.to_json()
+    if burn is not None:
+        data["slurm"] = burnin.finish(scontrol, burn, document).to_json()
     write_prometheus(prometheus, data)
     to_stdout = json_file is not None and str(json_file) == "-"
     if json_file is not None and not to_stdout:
@@ -198,6 +211,8 @@ def render(data: dict, console) -> None:
     console.print(table)
     for note in data.get("notes") or []:
         console.print(f"note: {escape(note)}", highlight=False)
+    if data.get("slurm"):
+        console.print(f"slurm: {data['slurm']['action']}: {escape(data['slurm']['detail'])}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
