@@ -43,11 +43,8 @@ class TestResult:
     def to_json(self) -> dict:
         data: dict[str, Any] = {"name": self.name, "gpu": self.gpu, "status": self.status, "message": self.message,
                                 "figures": self.figures}
-        if self.detail is not None:
-            data["detail"] = self.detail
-        if self.telemetry is not None:
-            data["telemetry"] = self.telemetry
-        return data
+        optional = {"detail": self.detail, "telemetry": self.telemetry}  # written only when present
+        return {**data, **{k: v for k, v in optional.items() if v is not None}}
 
     @classmethod
     def from_json(cls, data: Any) -> TestResult:
