@@ -5,8 +5,10 @@ no stray file or directory).
     python benchmarks/crash_harness.py                      # 500 apply kills + 200 rollback kills
     python benchmarks/crash_harness.py --apply 20 --rollback 10 --seed 7
 
-The kill instant is uniform over the whole run of the command (calibrated by one run without a
-kill), and every file-system call of the killed process sleeps 0-2 ms after it returns
+With --aim work (the default) the kill instant is uniform over the part of the run after the
+command's journal first moved (the apply began, the rollback began: among the writes); with
+--aim whole it is uniform over the whole run, start-up included (calibrated by one run without
+a kill). Every file-system call of the killed process sleeps 0-2 ms after it returns
 (benchmarks/crash_slowdown/sitecustomize.py, on PYTHONPATH for the harness only), so kills land
 between any two calls, not only at named crash points. tests/test_apply_crash.py runs a few
 rounds of the same code in CI.
@@ -80,23 +82,34 @@ class Harness:
                               env=self.slow_env if slow else self.env, timeout=300)
 
     def calibrate(self) -> dict[str, float]:
+        """-> how long each command runs, and how long its work lasts after the journal moved."""
         root, state = self.fresh()
-        t0 = time.monotonic()
-        applied = self.run("apply", root, state)
-        t_apply = time.monotonic() - t0
-        assert applied.returncode in (0, 1), applied.stderr
-        t0 = time.monotonic()
-        rolled = self.run("rollback", root, state)
-        t_rollback = time.monotonic() - t0
-        assert rolled.returncode == 0, rolled.stderr
+        times = {}
+        for verb in ("apply", "rollback"):
+            mark = _journal_mark(state)
+            t0 = time.monotonic()
+            proc = self.popen(verb, root, state)
+            t_work = _wait_for_work(proc, state, mark)
+            assert proc.wait() in (0, 1), f"{verb} failed in calibration"
+            t_end = time.monotonic()
+            times[verb] = t_end - t0
+            times[f"{verb}_work"] = t_end - (t_work or t_end)
         assert picture(root) == self.pristine, "a plain apply + rollback is not byte-exact"
         shutil.rmtree(root)
-        return {"apply": t_apply, "rollback": t_rollback}
+        return times
 
-    def kill_at(self, verb: str, root: Path, state: Path, delay: float) -> bool:
-        """Start the command, SIGKILL it after `delay` s; -> whether it was still running."""
-        proc = subprocess.Popen(self.argv(verb, root, state), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    def popen(self, verb: str, root: Path, state: Path) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(verb, root, state), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 cwd=REPO, env=self.slow_env)
+
+    def kill_at(self, verb: str, root: Path, state: Path, delay: float, aim: str = "whole") -> bool:
+        """Start the command, SIGKILL it `delay` s after it started (aim "whole") or after its
+        journal first moved (aim "work": the kill lands among the writes); -> whether it was
+        still running then."""
+        mark = _journal_mark(state)
+        proc = self.popen(verb, root, state)
+        if aim == "work" and _wait_for_work(proc, state, mark) is None:
+            return False  # it ended before its journal moved
         try:
             proc.wait(timeout=delay)
             return False
@@ -121,25 +134,48 @@ class Harness:
             shutil.rmtree(state, ignore_errors=True)
             return
         diff = sorted(set(after.items()) ^ set(self.pristine.items()))[:4]
-        tally.failures.append(f"{label}: rollback rc {rolled.returncode} {rolled.stderr.strip()[-300:]} diff {diff}")
+        try:
+            odd = [r for r in json.loads(rolled.stdout)["restores"] if r["status"] not in ("restored", "not-written")]
+        except (ValueError, KeyError):
+            odd = rolled.stdout[-300:]
+        tally.failures.append(f"{label}: rollback rc {rolled.returncode} {rolled.stderr.strip()[-300:]} "
+                              f"restores {odd} diff {diff}")
 
-    def apply_round(self, tally: Tally, t_apply: float) -> None:
+    def apply_round(self, tally: Tally, t_apply: float, aim: str = "whole") -> None:
         root, state = self.fresh()
         delay = self.rng.uniform(0, t_apply)
-        if self.kill_at("apply", root, state, delay):
+        if self.kill_at("apply", root, state, delay, aim):
             tally.killed_mid_run += 1
         tally.journal_unfinished += self.unfinished(state)
         self.check(tally, f"apply killed at {delay:.3f}s ({root})", root, state)
 
-    def rollback_round(self, tally: Tally, t_rollback: float) -> None:
+    def rollback_round(self, tally: Tally, t_rollback: float, aim: str = "whole") -> None:
         root, state = self.fresh()
         applied = self.run("apply", root, state, slow=False)
         assert applied.returncode in (0, 1), applied.stderr
         delay = self.rng.uniform(0, t_rollback)
-        if self.kill_at("rollback", root, state, delay):
+        if self.kill_at("rollback", root, state, delay, aim):
             tally.killed_mid_run += 1
         tally.journal_unfinished += self.unfinished(state)
         self.check(tally, f"rollback killed at {delay:.3f}s ({root})", root, state)
+
+
+def _journal_mark(state: Path) -> int:
+    """The total size of the journals: it grows when an apply or rollback begins its work."""
+    applies = state / "applies"
+    return sum(p.stat().st_size for p in applies.glob("*.jsonl")) if applies.is_dir() else 0
+
+
+def _wait_for_work(proc: subprocess.Popen, state: Path, mark: int) -> float | None:
+    """Poll (1 ms) until the journal grew past `mark`: -> that instant, None if the process ended first."""
+    while proc.poll() is None:
+        try:
+            if _journal_mark(state) > mark:
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.001)
+    return None
 
 
 def _wait_for_orphans(root: Path, limit_s: float = 30) -> None:
@@ -166,22 +202,25 @@ def _wait_for_orphans(root: Path, limit_s: float = 30) -> None:
 
 
 def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None = None,
-        delay_ms: float = 2.0, progress: bool = False) -> dict:
+        delay_ms: float = 2.0, progress: bool = False, aim: str = "whole") -> dict:
+    """aim "whole": the kill instant is uniform over the command's whole run (start-up included);
+    "work": uniform over the part after its journal first moved (among the writes)."""
     with tempfile.TemporaryDirectory(prefix="gpunode-crash-", dir=workdir) as tmp:
         harness = Harness(Path(tmp), seed, delay_ms)
         times = harness.calibrate()
+        span = {verb: times[verb if aim == "whole" else f"{verb}_work"] for verb in ("apply", "rollback")}
         tallies = {"apply": Tally(), "rollback": Tally()}
         started = time.monotonic()
         for i in range(apply_rounds):
-            harness.apply_round(tallies["apply"], times["apply"])
+            harness.apply_round(tallies["apply"], span["apply"], aim)
             if progress and (i + 1) % 25 == 0:
                 print(f"apply {i + 1}/{apply_rounds}: {tallies['apply'].to_json()}", file=sys.stderr, flush=True)
         for i in range(rollback_rounds):
-            harness.rollback_round(tallies["rollback"], times["rollback"])
+            harness.rollback_round(tallies["rollback"], span["rollback"], aim)
             if progress and (i + 1) % 25 == 0:
                 print(f"rollback {i + 1}/{rollback_rounds}: {tallies['rollback'].to_json()}", file=sys.stderr,
                       flush=True)
-        return {"seed": seed, "calibration_s": {k: round(v, 3) for k, v in times.items()},
+        return {"seed": seed, "aim": aim, "calibration_s": {k: round(v, 3) for k, v in times.items()},
                 "wall_s": round(time.monotonic() - started, 1),
                 **{k: t.to_json() for k, t in tallies.items()}}
 
@@ -192,8 +231,10 @@ def main() -> int:
     parser.add_argument("--rollback", type=int, default=200, help="rounds that kill rollback")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--delay-ms", type=float, default=2.0, help="max sleep after each file-system call")
+    parser.add_argument("--aim", choices=("whole", "work"), default="work",
+                        help="kill uniformly over the whole run, or over the part after the journal moved")
     args = parser.parse_args()
-    result = run(args.apply, args.rollback, args.seed, delay_ms=args.delay_ms, progress=True)
+    result = run(args.apply, args.rollback, args.seed, delay_ms=args.delay_ms, progress=True, aim=args.aim)
     print(json.dumps(result, indent=1))
     ok = all(not result[k]["failures"] for k in ("apply", "rollback"))
     return 0 if ok else 1

@@ -131,3 +131,18 @@ def test_unreadable_state_dir_is_one_line(tmp_path):
     proc = gpunode("rollback", "--sysroot", str(make_tree(tmp_path / "root")), "--state-dir", str(state))
     assert proc.returncode in (2, 3) and proc.stderr.startswith("gpunode: error:")
     assert proc.stderr.count("\n") == 1 and "x.jsonl" in proc.stderr
+
+
+def test_a_rollback_killed_after_its_last_restore_finishes_cleanly(tmp_path):
+    # limits.memlock creates the limits file and limits.nofile edits it: restoring both leaves
+    # the file absent, which is neither "before" nor "after" of the nofile change alone
+    root, state, before, journal = _applied(tmp_path)
+    assert gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state)).returncode == 0
+    lines = journal.read_text().splitlines()
+    assert json.loads(lines[-1])["type"] == "rollback-end"
+    journal.write_text("\n".join(lines[:-1]) + "\n")  # killed just before writing rollback-end
+    assert StateDir(state).load(journal.stem).status == "rollback-interrupted"
+    rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert {r["status"] for r in json.loads(rb.stdout)["restores"]} == {"restored"}
+    assert picture(root) == before

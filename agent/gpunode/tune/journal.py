@@ -98,6 +98,7 @@ class ApplyRecord:
     end: dict | None = None
     rollbacks: list[dict] = field(default_factory=list)  # rollback-end records
     rollback_open: bool = False  # a rollback record with no rollback-end after it: that rollback was killed
+    restored: set[int] = field(default_factory=set)  # seqs whose last restore record put them back
     bad_lines: list[tuple[int, str, str]] = field(default_factory=list)  # (line number, text, why)
 
     @property
@@ -279,5 +280,10 @@ def _take(record: ApplyRecord, entry: dict) -> None:
     elif kind == "rollback-end":
         record.rollbacks.append(entry)
         record.rollback_open = False
-    elif kind != "restore":
+    elif kind == "restore":
+        if entry["status"] in ("restored", "not-written"):
+            record.restored.add(int(entry["seq"]))
+        else:
+            record.restored.discard(int(entry["seq"]))
+    else:
         raise ValueError(f"unknown record type {kind!r}")

@@ -64,8 +64,16 @@ def rollback_record(env: ApplyEnv, record, journal, now_iso: str) -> list[Restor
     """Roll back one journaled apply, including changes of an interrupted one that were
     journaled but never marked done (the write may or may not have happened)."""
     journal.append({"type": "rollback", "time": now_iso})
-    entries = [(seq, change, record.done.get(seq)) for seq, change in record.changes.items()]
+    # Changes an earlier, killed rollback (or a failed batch) already put back are not judged
+    # again: a later restore of an earlier change to the same file has moved that file on since.
+    entries = [(seq, change, record.done.get(seq)) for seq, change in record.changes.items()
+               if seq not in record.restored]
     results = restore_all(env, entries, journal)
+    for seq in sorted(record.restored, reverse=True):
+        change = record.changes.get(seq)
+        if change is not None:
+            actions.clean(env, change)
+            results.append(RestoreResult(seq, change, "restored", "by an earlier rollback of this apply"))
     complete = all(r.status in ("restored", "not-written") for r in results)
     journal.append({"type": "rollback-end", "time": now_iso, "result": "complete" if complete else "partial",
                     "left": [r.to_json() for r in results if r.status not in ("restored", "not-written")]})
