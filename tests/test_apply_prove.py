@@ -83,7 +83,7 @@ def test_latency_going_up_is_worse_and_a_figure_lost_after_is_worse():
     rows = {r.metric: r for r in compare_runs(doc(680.0), doc(680.0, p99=120.0))}
     assert rows["fio.rand_read.p99_us"].verdict == WORSE and rows["gemm.bf16"].verdict == SAME
     lost = {r.metric: r for r in compare_runs(doc(680.0), doc(0.0, status="error"))}
-    assert lost["gemm.bf16"].verdict == WORSE and "error after the change" in lost["gemm.bf16"].note
+    assert lost["gemm.bf16"].verdict == WORSE and "ERROR after the change" in lost["gemm.bf16"].note
 
 
 def test_nothing_measured_before_refuses_and_changes_nothing(tmp_path):

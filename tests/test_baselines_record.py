@@ -72,8 +72,8 @@ def test_failed_and_skipped_metrics_are_left_out_with_a_note():
                                   nccl("all_reduce", None, 1, 1 << 30, status="error", message="hung")])
     mapping, notes = build_baseline([doc], "x")
     assert list(mapping["metrics"]) == ["gemm.bf16"]
-    assert any("gemm.fp8 GPU0: skip (no fp8 here)" in n for n in notes)
-    assert any("nccl.all_reduce.busbw: error (hung)" in n for n in notes)
+    assert any("gemm.fp8 GPU0: SKIP (no fp8 here)" in n for n in notes)
+    assert any("nccl.all_reduce.busbw: ERROR (hung)" in n for n in notes)
 
 
 def test_nothing_measured_or_no_runs_is_an_error():
@@ -174,7 +174,7 @@ def test_record_from_the_real_h100_recordings_and_compare_them(tmp_path):
     mapping, notes = build_baseline(docs, "lent-h100")
     assert mapping["match"] == {"gpu_name": "NVIDIA H100 80GB HBM3", "pci_device": ["0x2330"], "gpu_count": 1}
     assert {"gemm.bf16", "hbm.d2d", "h2d.pinned"} <= set(mapping["metrics"])
-    assert any(n.startswith("nccl.all_reduce.busbw: skip") for n in notes)  # 1 GPU: no bus bandwidth
+    assert any(n.startswith("nccl.all_reduce.busbw: SKIP") for n in notes)  # 1 GPU: no bus bandwidth
     (tmp_path / "lent-h100.yaml").write_text(to_yaml(mapping))
     baseline = load_baseline(tmp_path / "lent-h100.yaml")
     for doc in docs:

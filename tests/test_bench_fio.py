@@ -39,7 +39,7 @@ def test_real_outputs_give_metrics_in_decimal_units():
     seq = metrics_of("seq_read", "seq_read.debian12-vm.json")
     res = fio.parse_json((FIO / "seq_read.debian12-vm.json").read_text())
     assert [m.name for m in seq] == ["fio.seq_read"]
-    assert seq[0].status == "ok" and seq[0].unit == "MB/s"
+    assert seq[0].status == "PASS" and seq[0].unit == "MB/s"
     assert seq[0].value == pytest.approx(res.read_bw_bytes / 1e6, rel=1e-6)
     rand = metrics_of("rand_read", "rand_read.debian12-vm.json")
     rres = fio.parse_json((FIO / "rand_read.debian12-vm.json").read_text())
@@ -52,7 +52,7 @@ def test_real_enospc_is_error():
     text = (FIO / "seq_write_enospc.debian12-vm.json").read_text()
     assert text.startswith("fio: pid=")
     (m,) = metrics_of("seq_write", "seq_write_enospc.debian12-vm.json", rc=1)
-    assert m.status == "error" and "ENOSPC" in m.message and m.value is None
+    assert m.status == "ERROR" and "ENOSPC" in m.message and m.value is None
 
 
 def test_real_open_failure_is_error_even_with_job_error_zero():
@@ -60,7 +60,7 @@ def test_real_open_failure_is_error_even_with_job_error_zero():
     assert fio.parse_json((FIO / "seq_read_open_failed.debian12-vm.json").read_text()).error == 0
     (m,) = metrics_of("seq_read", "seq_read_open_failed.debian12-vm.json", rc=1,
                       why=(FIO / "seq_read_open_failed.debian12-vm.stderr").read_text().strip())
-    assert m.status == "error" and "exited with status 1" in m.message
+    assert m.status == "ERROR" and "exited with status 1" in m.message
 
 
 def test_run_fio_reports_fios_stderr_when_it_exits_non_zero(tmp_path):
@@ -75,7 +75,7 @@ def test_run_fio_reports_fios_stderr_when_it_exits_non_zero(tmp_path):
                    stdout=(FIO / "seq_read_open_failed.debian12-vm.json").read_text(),
                    stderr=(FIO / "seq_read_open_failed.debian12-vm.stderr").read_text())
     ms = fio.run_fio(runner, "fio", target, plan)
-    assert ms and all(m.status == "error" for m in ms)
+    assert ms and all(m.status == "ERROR" for m in ms)
     assert all("exited with status 1: fio: failed to create dir" in m.message for m in ms), ms[0].message
 
 
@@ -101,7 +101,7 @@ def test_truncated_output_is_error():
     with pytest.raises(ValueError, match="no JSON"):
         fio.parse_json("fio: engine libaio not loadable\n")
     ms = fio.job_metrics(JOB["rand_read"], None, 1, "fio JSON output is truncated", COND)
-    assert [m.status for m in ms] == ["error", "error"]
+    assert [m.status for m in ms] == ["ERROR", "ERROR"]
 
 
 def test_argv_is_direct_json_and_time_based():
@@ -243,6 +243,6 @@ def test_real_fio_run_on_temp_dir(tmp_path):
     metrics = fio.run_fio(Runner(), binary, target, plan)
     by = {m.name: m for m in metrics}
     assert sorted(by) == ["fio.rand_read.iops", "fio.rand_read.p99_us", "fio.seq_read", "fio.seq_write"]
-    assert all(m.status == "ok" and m.value > 0 for m in metrics), [m.message for m in metrics]
+    assert all(m.status == "PASS" and m.value > 0 for m in metrics), [m.message for m in metrics]
     assert by["fio.seq_read"].conditions["direct"] == int(target.direct)
     assert os.listdir(tmp_path) == []  # the scratch file and its directory are gone

@@ -35,7 +35,7 @@ def test_gemm_metric_is_median_of_repeats_with_spread():
     fb = FakeBackend(per_op_s=lambda d, iters, n: next(timings))
     m = micro.gemm_metric(fb, target(), "bf16", PLAN)
     tflops = 2 * 8192**3 / 0.0014 / 1e12
-    assert m.status == "ok" and m.unit == "TFLOP/s" and m.gpu == 0
+    assert m.status == "PASS" and m.unit == "TFLOP/s" and m.gpu == 0
     assert m.value == pytest.approx(tflops, rel=1e-4)  # the outlier does not move the median
     assert m.spread.n == 5 and m.spread.min == pytest.approx(tflops / 2, rel=1e-4)
     assert m.spread.max == pytest.approx(tflops, rel=1e-4)
@@ -69,15 +69,15 @@ def test_unsupported_dtype_skips_and_failure_errors_only_that_metric():
     fp8 = micro.gemm_metric(fb, target(), "fp8", PLAN)
     tf32 = micro.gemm_metric(fb, target(), "tf32", PLAN)
     bf16 = micro.gemm_metric(fb, target(), "bf16", PLAN)
-    assert (fp8.status, fp8.message) == ("skip", "fp8 needs compute capability 8.9+")
-    assert tf32.status == "error" and "out of memory" in tf32.message and tf32.value is None
-    assert bf16.status == "ok"
+    assert (fp8.status, fp8.message) == ("SKIP", "fp8 needs compute capability 8.9+")
+    assert tf32.status == "ERROR" and "out of memory" in tf32.message and tf32.value is None
+    assert bf16.status == "PASS"
 
 
 def test_zero_time_is_an_error_not_infinity():
     fb = FakeBackend(per_op_s=0.0)
     m = micro.d2d_metric(fb, target(), PLAN)
-    assert m.status == "error" and "CUDA events" in m.message
+    assert m.status == "ERROR" and "CUDA events" in m.message
 
 
 def test_p2p_names_and_peer_note():
@@ -95,7 +95,7 @@ def test_concurrent_gemm_runs_every_gpu_at_once():
     fb = FakeBackend(devices=devs, per_op_s=0.0014)
     out = micro.concurrent_gemm_metrics(fb, [target(d, d.index) for d in devs], PLAN)
     assert [m.gpu for m in out] == [0, 1, 2]
-    assert all(m.status == "ok" and m.name == "gemm.bf16.concurrent" for m in out)
+    assert all(m.status == "PASS" and m.name == "gemm.bf16.concurrent" for m in out)
     assert all(m.conditions["gpus_at_once"] == 3 for m in out)
     assert fb.closed == 3
 
@@ -110,13 +110,13 @@ def test_concurrent_gemm_one_failing_gpu_does_not_hang_the_others():
             return super().gemm(device, dtype, m, n, k)
 
     out = micro.concurrent_gemm_metrics(Flaky(devices=devs), [target(d, d.index) for d in devs], PLAN)
-    assert [m.status for m in out] == ["error", "error"]
+    assert [m.status for m in out] == ["ERROR", "ERROR"]
     assert "illegal memory access" in out[1].message
 
 
 def test_concurrent_gemm_with_one_gpu_skips():
     out = micro.concurrent_gemm_metrics(FakeBackend(), [target()], PLAN)
-    assert out[0].status == "skip"
+    assert out[0].status == "SKIP"
 
 
 @pytest.mark.parametrize("text,cpus", [

@@ -29,7 +29,7 @@ def test_real_all_reduce_text():
     assert len(run.rows) == 14 and run.rows[0].bytes == 8 and run.largest.bytes == 536870912
     assert run.largest.algbw == 1495.8 and run.largest.busbw == 0.0 and run.largest.in_place_algbw == 552251
     assert run.out_of_bounds == 0 and run.footer and run.avg_busbw == 0.0 and run.wrong == 0
-    assert nccl.nccl_verdict(run, 0) == ("ok", "")
+    assert nccl.nccl_verdict(run, 0) == ("PASS", "")
 
 
 def test_real_all_reduce_json_matches_text():
@@ -38,62 +38,62 @@ def test_real_all_reduce_json_matches_text():
     assert [r.bytes for r in run.rows] == [r.bytes for r in text.rows]
     assert run.nccl_version == "2.28.9" and run.ranks == 1 and run.out_of_bounds == 0
     assert run.largest.algbw == pytest.approx(1496.03577)
-    assert nccl.nccl_verdict(run, 0) == ("ok", "")
+    assert nccl.nccl_verdict(run, 0) == ("PASS", "")
 
 
 def test_real_all_gather_and_sendrecv():
     ag = nccl.parse_text((NCCL / "all_gather_g1.h100.txt").read_text())
-    assert ag.rows[0].bytes == 0 and ag.rows[0].redop == "none" and nccl.nccl_verdict(ag, 0)[0] == "ok"
+    assert ag.rows[0].bytes == 0 and ag.rows[0].redop == "none" and nccl.nccl_verdict(ag, 0)[0] == "PASS"
     sr = nccl.parse_text((NCCL / "sendrecv_g1.h100.txt").read_text())
     assert sr.rows[-1].busbw == 1083.8 and sr.rows[-1].in_place_wrong is None  # "N/A": check off in-place
-    assert sr.avg_busbw == 984.382 and nccl.nccl_verdict(sr, 0)[0] == "ok"
+    assert sr.avg_busbw == 984.382 and nccl.nccl_verdict(sr, 0)[0] == "PASS"
 
 
 def test_real_failed_footer_min_bw_text_and_json():
     """NCCL_TESTS_MIN_BW not reached: '# Avg bus bandwidth : 0 FAILED', a Test failure line, exit 7."""
     text = (NCCL / "all_reduce_minbw_failed.h100.txt").read_text()
     status, message = judged(text, rc=7)
-    assert status == "fail" and "FAILED" in message
+    assert status == "FAIL" and "FAILED" in message
     run = nccl.parse_json((NCCL / "all_reduce_minbw_failed.h100.json").read_text())
-    assert nccl.nccl_verdict(run, 7)[0] == "fail"
+    assert nccl.nccl_verdict(run, 7)[0] == "FAIL"
     assert any(": Test failure " in f for f in nccl.parse_text(text).failures)
 
 
 def test_real_invalid_gpu_count_is_error():
     text = (NCCL / "all_reduce_g2_invalid.h100.txt").read_text()
     status, message = judged(text, rc=5)
-    assert status == "error" and "Test failure" in message
+    assert status == "ERROR" and "Test failure" in message
 
 
 def test_cut_footer_is_error():
     cut = AR_TEXT[: AR_TEXT.index("# Out of bounds")]
-    assert judged(cut) == ("error", "output truncated: no '# Avg bus bandwidth' / out-of-bounds footer")
+    assert judged(cut) == ("ERROR", "output truncated: no '# Avg bus bandwidth' / out-of-bounds footer")
 
 
 def test_output_cut_mid_row_is_error():
     cut = AR_TEXT[: AR_TEXT.index(LAST_ROW) + 60]
     status, _ = judged(cut)
-    assert status == "error"
-    assert judged("")[0] == "error"
+    assert status == "ERROR"
+    assert judged("")[0] == "ERROR"
 
 
 def test_wrong_elements_fail_even_when_footer_says_ok():
     assert LAST_ROW in AR_TEXT
     wrong_row = LAST_ROW[: -len("0     0.97  552251    0.00       0")] + "7     0.97  552251    0.00       0"
     text = AR_TEXT.replace(LAST_ROW, wrong_row)
-    assert judged(text) == ("fail", "data check failed: 7 wrong element(s) (#wrong > 0)")
+    assert judged(text) == ("FAIL", "data check failed: 7 wrong element(s) (#wrong > 0)")
     # as nccl-tests really prints it: the error count in the footer too, and exit status 7
     text2 = text.replace("# Out of bounds values : 0 OK", "# Out of bounds values : 1 FAILED")
-    assert judged(text2, rc=7)[0] == "fail"
+    assert judged(text2, rc=7)[0] == "FAIL"
 
 
 def test_out_of_bounds_failed_line_fails():
     text = AR_TEXT.replace("# Out of bounds values : 0 OK", "# Out of bounds values : 3 FAILED")
-    assert judged(text, rc=7) == ("fail", "out of bounds values: 3 FAILED")
+    assert judged(text, rc=7) == ("FAIL", "out of bounds values: 3 FAILED")
 
 
 def test_nonzero_exit_with_complete_output_is_error():
-    assert judged(AR_TEXT, rc=1) == ("error", "exited with status 1")
+    assert judged(AR_TEXT, rc=1) == ("ERROR", "exited with status 1")
 
 
 def test_nccl_failure_line_is_error():
@@ -101,18 +101,18 @@ def test_nccl_failure_line_is_error():
     line = "vm: Test NCCL failure common.cu:1187 'unhandled cuda error (run with NCCL_DEBUG=INFO for details) / '"
     cut = AR_TEXT[: AR_TEXT.index("     8388608")] + line + "\n .. vm pid 1257: Test failure common.cu:1454\n"
     status, message = judged(cut, rc=3)
-    assert status == "error" and "Test NCCL failure" in message
+    assert status == "ERROR" and "Test NCCL failure" in message
 
 
 def test_timeout_is_error():
-    assert judged(AR_TEXT[:600], rc=-9, timed_out=True)[0] == "error"
+    assert judged(AR_TEXT[:600], rc=-9, timed_out=True)[0] == "ERROR"
 
 
 def test_json_with_wrong_elements_fails():
     data = json.loads(AR_JSON)
     data["results"][-1]["out_of_place"]["nwrong"] = 12.0
     data["out_of_bounds"] = {"count": 1, "okay": "false"}
-    assert nccl.nccl_verdict(nccl.parse_json(json.dumps(data)), 7)[0] == "fail"
+    assert nccl.nccl_verdict(nccl.parse_json(json.dumps(data)), 7)[0] == "FAIL"
 
 
 def test_json_cut_short_raises():
@@ -123,7 +123,7 @@ def test_json_cut_short_raises():
 def test_json_without_footer_is_error():
     data = json.loads(AR_JSON)
     del data["out_of_bounds"], data["average_bus_bandwidth"]
-    assert nccl.nccl_verdict(nccl.parse_json(json.dumps(data)), 0)[0] == "error"
+    assert nccl.nccl_verdict(nccl.parse_json(json.dumps(data)), 0)[0] == "ERROR"
 
 
 def test_argv_builder_is_pure_and_complete():
@@ -173,10 +173,10 @@ def test_busbw_factors():
 def test_metric_single_gpu_all_reduce_skips_but_sendrecv_counts():
     run = nccl.parse_text(AR_TEXT)
     m = nccl.metric(nccl.NcclConfig(), run, "ok", "", 1, {"NCCL_ALGO": "Ring"})
-    assert m.status == "skip" and "0 by definition" in m.message and len(m.detail["rows"]) == 14
+    assert m.status == "SKIP" and "0 by definition" in m.message and len(m.detail["rows"]) == 14
     sr = nccl.parse_text((NCCL / "sendrecv_g1.h100.txt").read_text())
     m2 = nccl.metric(nccl.NcclConfig(test="sendrecv"), sr, "ok", "", 1, {})
-    assert (m2.status, m2.value, m2.unit, m2.conditions["largest_bytes"]) == ("ok", 1083.8, "GB/s", 33554432)
+    assert (m2.status, m2.value, m2.unit, m2.conditions["largest_bytes"]) == ("PASS", 1083.8, "GB/s", 33554432)
 
 
 def test_metric_multi_gpu_reports_busbw_at_largest_size():
@@ -240,7 +240,7 @@ def test_run_test_uses_json_when_supported(tmp_path):
     script, data = fake_binary(tmp_path)
     m = nccl.run_test(Runner(), str(script), nccl.NcclConfig(max_bytes=1 << 30, step_factor=4), 30,
                       {"PATH": os.environ["PATH"], "NCCL_ALGO": "Ring"})
-    assert m.status == "skip" and m.conditions["output"] == "json (-J)"  # 1 GPU: busbw 0 by definition
+    assert m.status == "SKIP" and m.conditions["output"] == "json (-J)"  # 1 GPU: busbw 0 by definition
     assert m.detail["rows"][-1]["algbw"] == pytest.approx(1496.03577)  # the JSON's figure, not the text's
     assert m.detail["nccl_tests"] == "2.19.6" and m.conditions["algo env"] == {"NCCL_ALGO": "Ring"}
     assert "-J" in (data / "argv").read_text()
@@ -256,20 +256,20 @@ def test_run_test_crash_with_cut_json_is_error(tmp_path):
     cut_text = AR_TEXT[: AR_TEXT.index("# Out of bounds")]
     script, _ = fake_binary(tmp_path, text=cut_text, json_text=AR_JSON[:500], rc=3)
     m = nccl.run_test(Runner(), str(script), nccl.NcclConfig(), 30, {"PATH": os.environ["PATH"]})
-    assert m.status == "error" and m.value is None
+    assert m.status == "ERROR" and m.value is None
 
 
 def test_run_test_timeout_kills_and_errors(tmp_path):
     script, _ = fake_binary(tmp_path, sleep=30)
     m = nccl.run_test(Runner(), str(script), nccl.NcclConfig(), 1.5, {"PATH": os.environ["PATH"]})
-    assert m.status == "error" and "timed out" in m.message
+    assert m.status == "ERROR" and "timed out" in m.message
 
 
 def test_run_test_missing_binary_is_error():
     m = nccl.run_test(Runner(), "/nonexistent/all_reduce_perf", nccl.NcclConfig(), 5, {})
-    assert m.status == "error" and "not found" in m.message
+    assert m.status == "ERROR" and "not found" in m.message
 
 
 def test_not_installed_skip_says_how_to_install():
     m = nccl.not_installed("all_reduce")
-    assert m.status == "skip" and "github.com/NVIDIA/nccl-tests" in m.message and "--nccl-tests-dir" in m.message
+    assert m.status == "SKIP" and "github.com/NVIDIA/nccl-tests" in m.message and "--nccl-tests-dir" in m.message

@@ -59,9 +59,9 @@ def test_steps_for_one_gpu_and_document(tmp_path):
                                         "pci_bus_id": "00000000:00:06.0", "pci_device": "0x2330"}]
     assert data["tools"] == {"fake": "1.0"}
     by = {m.name: m for m in doc.metrics}
-    assert by["gemm.bf16"].gpu == 0 and by["gemm.bf16"].status == "ok"
+    assert by["gemm.bf16"].gpu == 0 and by["gemm.bf16"].status == "PASS"
     assert by["h2d.pinned"].conditions["binding"].startswith(("bound to", "not bound"))
-    assert by["p2p"].status == "skip" and by["gemm.bf16.concurrent"].status == "skip"
+    assert by["p2p"].status == "SKIP" and by["gemm.bf16.concurrent"].status == "SKIP"
     assert doc.status == "OK" and doc.exit_code == 0
     assert BenchDocument.from_json(json.loads(json.dumps(data))).to_json() == data
 
@@ -94,7 +94,7 @@ def test_no_backend_skips_every_micro_metric(tmp_path):
     doc = bench_run.execute(plan)
     assert [m.name for m in doc.metrics] == ["gemm.bf16", "gemm.fp16", "gemm.tf32", "gemm.fp8", "gemm.bf16.concurrent",
                                              "h2d.pinned", "d2h.pinned", "h2d.pageable", "d2h.pageable"]
-    assert all(m.status == "skip" and m.message == "no torch here" for m in doc.metrics)
+    assert all(m.status == "SKIP" and m.message == "no torch here" for m in doc.metrics)
     assert doc.status == "UNKNOWN" and doc.exit_code == 3  # nothing was measured
 
 
@@ -106,7 +106,7 @@ def test_nccl_step_runs_the_binary_through_the_hosts_runner(tmp_path):
              environ={"PATH": os.environ["PATH"], "NCCL_ALGO": "Ring"})
     doc = bench_run.execute(bench_run.prepare(host, o))
     (m,) = doc.metrics
-    assert m.name == "nccl.all_reduce.busbw" and m.status == "skip" and "0 by definition" in m.message
+    assert m.name == "nccl.all_reduce.busbw" and m.status == "SKIP" and "0 by definition" in m.message
     assert doc.tools["nccl-tests"] == "2.19.6" and doc.tools["nccl"] == "2.28.9"
     args = (data / "argv").read_text().split()
     assert args[args.index("-e") + 1] == str(256 << 20) and args[args.index("-g") + 1] == "1"
@@ -116,12 +116,12 @@ def test_nccl_not_installed_skips_with_hint(tmp_path):
     doc = bench_run.execute(bench_run.prepare(host_with_h100(tmp_path), opts(only=("nccl",), mode="full")))
     assert [m.name for m in doc.metrics] == [f"nccl.{t}.busbw" for t in
                                              ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")]
-    assert all(m.status == "skip" and "nccl-tests" in m.message for m in doc.metrics)
+    assert all(m.status == "SKIP" and "nccl-tests" in m.message for m in doc.metrics)
 
 
 def test_run_steps_wrapper(tmp_path):
     doc = bench_run.run_steps(host_with_h100(tmp_path), opts(only=("hbm",)), find=fake_find(FakeBackend()))
-    assert [m.name for m in doc.metrics] == ["hbm.d2d"] and doc.metrics[0].status == "ok"
+    assert [m.name for m in doc.metrics] == ["hbm.d2d"] and doc.metrics[0].status == "PASS"
 
 
 # ---- the CLI, live on this machine (no GPU here) ---------------------------------------------
@@ -146,7 +146,7 @@ def test_cli_json_to_stdout_nothing_measured_exit_3():
     result = cli.invoke(app, ["bench", "--quick", "--only", "nccl", "--json", "-"])
     assert result.exit_code == 3
     doc = json.loads(result.stdout)
-    assert doc["status"] == "UNKNOWN" and doc["metrics"][0]["status"] == "skip"
+    assert doc["status"] == "UNKNOWN" and doc["metrics"][0]["status"] == "SKIP"
 
 
 @pytest.mark.parametrize("args,message", [

@@ -42,7 +42,7 @@ def test_run_two_gpus_reports_largest_size():
     runner = ReplayRunner()
     runner.add(ARGV, 0, two_gpu_result())
     m = torch_dist.run(runner, [0, 1], [1 << 20, 64 << 20], 10, 3, 60, {}, python="/usr/bin/python3")
-    assert (m.name, m.status, m.value, m.unit) == ("torch.all_reduce.busbw", "ok", 335.5, "GB/s")
+    assert (m.name, m.status, m.value, m.unit) == ("torch.all_reduce.busbw", "PASS", 335.5, "GB/s")
     assert m.conditions["ngpus"] == 2 and m.conditions["largest_bytes"] == 64 << 20
     assert m.conditions["algo env"] == {"NCCL_NVLS_ENABLE": "0"}
 
@@ -51,19 +51,19 @@ def test_wrong_sum_fails():
     runner = ReplayRunner()
     runner.add(ARGV, 0, two_gpu_result(correct=False))
     m = torch_dist.run(runner, [0, 1], [1 << 20, 64 << 20], 10, 3, 60, {}, python="/usr/bin/python3")
-    assert m.status == "fail" and "wrong sum" in m.message
+    assert m.status == "FAIL" and "wrong sum" in m.message
 
 
 def test_crash_timeout_and_one_gpu():
     runner = ReplayRunner()
     runner.add(ARGV, 1, "", "torch.distributed.DistBackendError: NCCL error in: ...\n")
     m = torch_dist.run(runner, [0, 1], [1 << 20, 64 << 20], 10, 3, 60, {}, python="/usr/bin/python3")
-    assert m.status == "error" and "DistBackendError" in m.message
+    assert m.status == "ERROR" and "DistBackendError" in m.message
     runner.add(ARGV, -9, "", "", timed_out=True)
     m = torch_dist.run(runner, [0, 1], [1 << 20, 64 << 20], 10, 3, 60, {}, python="/usr/bin/python3")
-    assert m.status == "error" and "timed out" in m.message
+    assert m.status == "ERROR" and "timed out" in m.message
     one = torch_dist.run(ReplayRunner(), [0], [1 << 20], 10, 3, 60, {})
-    assert one.status == "skip" and "2+ GPUs" in one.message
+    assert one.status == "SKIP" and "2+ GPUs" in one.message
 
 
 def test_launcher_argv():

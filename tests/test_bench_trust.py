@@ -148,13 +148,13 @@ def test_every_measured_metric_carries_the_telemetry_of_its_step(tmp_path, neigh
                                   find=fake_find(FakeBackend(per_op_s=0.0014)), sampler=sampler)
     finally:
         sampler.stop()
-    measured = [m for m in doc.metrics if m.status == "ok"]
+    measured = [m for m in doc.metrics if m.status == "PASS"]
     assert measured and all(m.telemetry and m.telemetry["gpus"] == [0] for m in measured)
-    assert all(m.telemetry is None for m in doc.metrics if m.status == "skip")
+    assert all(m.telemetry is None for m in doc.metrics if m.status == "SKIP")
     foreign = [p["pid"] for p in measured[0].telemetry["foreign_processes"]]
     assert foreign == ([4242] if neighbour else [])  # gpunode itself is never foreign
     saved = BenchDocument.from_json(json.loads(json.dumps(doc.to_json())))
-    assert [bool(trust.untrusted(trust.concerns(m.telemetry, None))) for m in saved.metrics if m.status == "ok"] \
+    assert [bool(trust.untrusted(trust.concerns(m.telemetry, None))) for m in saved.metrics if m.status == "PASS"] \
         == [neighbour] * len(measured)
 
 

@@ -34,7 +34,7 @@ def test_colon_in_fio_dir_does_not_overwrite_the_neighbour(tmp_path):
     target = fio.prepare_target(SysRoot("/"), PLAN, directory=str(tmp_path / "data:set"))
     metrics = fio.run_fio(Runner(), real_fio(), target, PLAN)
     assert neighbour.read_bytes() == b"precious data\n"
-    assert all(m.status == "ok" for m in metrics), [m.message for m in metrics]
+    assert all(m.status == "PASS" for m in metrics), [m.message for m in metrics]
     assert os.listdir(tmp_path / "data:set") == []  # scratch file and private dir removed
 
 
@@ -46,7 +46,7 @@ def test_colon_in_tmpdir_does_not_overwrite_the_neighbour(tmp_path, monkeypatch)
     assert target.path.startswith(str(tmp_path / "tmp:1") + "/")
     metrics = fio.run_fio(Runner(), real_fio(), target, PLAN)
     assert neighbour.read_bytes() == b"precious data\n"
-    assert all(m.status == "ok" for m in metrics), [m.message for m in metrics]
+    assert all(m.status == "PASS" for m in metrics), [m.message for m in metrics]
 
 
 def test_fio_gets_the_documented_escape():
@@ -80,7 +80,7 @@ def test_a_written_neighbour_turns_every_figure_into_a_loud_error(tmp_path):
     victim = precious(tmp_path / "victim")
     target = fio.scratch_target(str(tmp_path), PLAN)
     metrics = fio.run_fio(NeighbourWriter(victim), "fio", target, PLAN)
-    assert metrics and all(m.status == "error" for m in metrics)
+    assert metrics and all(m.status == "ERROR" for m in metrics)
     assert all("fio changed files other than its own target" in m.message and str(victim) in m.message
                for m in metrics)
 
@@ -94,7 +94,7 @@ def test_a_quiet_run_keeps_its_figures(tmp_path):
     precious(tmp_path / "neighbour")
     target = fio.scratch_target(str(tmp_path), PLAN)
     metrics = fio.run_fio(Quiet(None), "fio", target, PLAN)
-    assert metrics and all(m.status == "ok" for m in metrics), [m.message for m in metrics]
+    assert metrics and all(m.status == "PASS" for m in metrics), [m.message for m in metrics]
 
 
 def test_watch_covers_the_directory_a_split_name_would_hit():

@@ -149,7 +149,7 @@ def test_failed_metrics_are_listed_and_never_compared(tmp_path):
     hosts["d"] = {"doc": d}
     doc = fleet_document(make_run(tmp_path, "bench", hosts))
     assert doc["metric_failures"] == [{"metric": "nccl.all_reduce.busbw",
-                                       "hosts": {"d": {"status": "fail", "message": "#wrong 3 > 0"}}}]
+                                       "hosts": {"d": {"status": "FAIL", "message": "#wrong 3 > 0"}}}]
     nccl = next(r for r in doc["metrics"] if r["metric"] == "nccl.all_reduce.busbw")
     assert nccl["peers"] == 3 and fleetkit.by_host(doc)["d"]["status"] == "FAIL"
     assert doc["status"] == "FAIL" and doc["exit_code"] == 2

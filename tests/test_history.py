@@ -14,6 +14,7 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
+from gpunode.bench.results import metric_status
 from gpunode.cli import app
 from gpunode.history import record
 from gpunode.history.record import figures_of
@@ -52,7 +53,7 @@ def test_record_creates_a_private_store_and_keeps_the_figures(tmp_path):
         assert (entry.kind, entry.host, entry.time_epoch) == ("bench", H200["host"], T0 + 1000.0)
         assert store.document(entry.id)["metrics"] == H200["metrics"]
         figs = [f for _, f in store.figures("bench")]
-    assert {f.name for f in figs} == {m["name"] for m in H200["metrics"] if m["status"] == "ok"}
+    assert {f.name for f in figs} == {m["name"] for m in H200["metrics"] if metric_status(m["status"]) == "PASS"}
     assert all(f.trusted for f in figs)
     assert all("iters_per_batch" not in f.conditions for f in figs)  # timing details do not split runs
 

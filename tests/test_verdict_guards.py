@@ -34,7 +34,7 @@ def test_wrong_elements_in_the_in_place_column_fail():
     assert LAST_ROW in AR_TEXT
     in_place_wrong = LAST_ROW[: -len("0")] + "5"
     status, message = nccl.nccl_verdict(nccl.parse_text(AR_TEXT.replace(LAST_ROW, in_place_wrong)), 0)
-    assert status == "fail" and "5 wrong element" in message
+    assert status == "FAIL" and "5 wrong element" in message
 
 
 def test_wrong_elements_in_the_in_place_json_record_fail():
@@ -46,7 +46,7 @@ def test_wrong_elements_in_the_in_place_json_record_fail():
     # the last in-place record gets one wrong element
     mutated = _set_last_in_place_nwrong(doc, 1)
     status, _ = nccl.nccl_verdict(nccl.parse_json(json.dumps(mutated)), 0)
-    assert status == "fail"
+    assert status == "FAIL"
 
 
 def _set_last_in_place_nwrong(node, value):

@@ -47,7 +47,7 @@ def show(console, title: str, cols: Sequence[Col], rows: Sequence[Sequence], fmt
     fmt = pick_format(fmt, console)
     cells = [[_one_line(v) for v in row] for row in rows]
     if fmt == "tsv":
-        _print_lines(console, ["\t".join(c.header for c in cols)] + ["\t".join(row) for row in cells])
+        _print_lines(console, ["\t".join(c.header for c in cols)] + ["\t".join(row) for row in cells], tabs=True)
         return
     if fmt == "plain":
         lines = [title] if title else []
@@ -131,10 +131,11 @@ def _folded(title: str, cols: Sequence[Col], rows: list[list[str]], width: int) 
     return lines
 
 
-def _print_lines(console, lines) -> None:
-    """Verbatim: no markup, no tab expansion, no wrapping (tsv keeps its tabs)."""
+def _print_lines(console, lines, tabs: bool = False) -> None:
+    """Verbatim: no markup, no wrapping. `tabs` (tsv): written as they are, past rich, which
+    would expand them."""
     for line in lines:
-        if console.is_terminal:
-            console.print(line, markup=False, highlight=False, soft_wrap=True, emoji=False)
-        else:
+        if tabs:
             console.file.write(line + "\n")
+        else:
+            console.out(line, highlight=False)

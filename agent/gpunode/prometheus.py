@@ -116,6 +116,8 @@ def _metric_labels(m: Mapping, host: str) -> dict:
 
 
 def bench_families(doc: Mapping) -> list[Family]:
+    from gpunode.bench.results import metric_status  # bench results of any age: ok -> PASS
+
     host = str(doc.get("host", ""))
     values = Family("gpunode_bench_value", "A measured bench figure, in the unit of its unit label.")
     for m in doc.get("metrics", []):
@@ -125,13 +127,8 @@ def bench_families(doc: Mapping) -> list[Family]:
         *verdict_families("bench", host, int(doc["exit_code"]), _time(doc), None, {"mode": doc.get("mode", "")}),
         values,
         item_family("gpunode_bench_metric_status", "Whether a bench measurement ran and its data was right",
-                    ((_metric_labels(m, host), _word(m.get("status"))) for m in doc.get("metrics", []))),
+                    ((_metric_labels(m, host), metric_status(m.get("status"))) for m in doc.get("metrics", []))),
     ]
-
-
-def _word(status) -> str:
-    """Bench results written before the one vocabulary said ok/fail/error/skip."""
-    return {"OK": "PASS"}.get(str(status).upper(), str(status).upper())
 
 
 def compare_families(doc: Mapping) -> list[Family]:

@@ -168,11 +168,11 @@ def judge_metric(metric, baseline: Baseline) -> tuple[Verdict, str | None]:
     subject = f"GPU{metric.gpu}" if metric.gpu is not None else ""
     candidates = baseline.for_metric(metric.name)
     base = {"metric": metric.name, "subject": subject, "measured": metric.value, "unit": metric.unit}
-    if metric.status == "fail":
+    if metric.status == "FAIL":
         return Verdict(status=FAIL, message=f"bench failed: {metric.message or 'no reason given'}", **base), None
-    if metric.status == "error":
+    if metric.status == "ERROR":
         return Verdict(status=ERROR, message=f"bench error: {metric.message or 'no reason given'}", **base), None
-    if metric.status == "skip":
+    if metric.status == "SKIP":
         return Verdict(status=SKIP, message=f"not measured: {metric.message or 'skipped'}", **base), None
     if not candidates:
         return Verdict(status=SKIP, message="not compared: the baseline has no figure for this metric", **base), None

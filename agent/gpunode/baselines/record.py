@@ -95,7 +95,7 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
     groups: dict[str, list] = {}
     for bench in benches:
         for m in bench.metrics:
-            if m.status != "ok" or m.value is None:
+            if m.status != "PASS" or m.value is None:
                 notes.append(f"{m.name}{'' if m.gpu is None else f' GPU{m.gpu}'}: {m.status} ({m.message}), not recorded")
                 continue
             purpose = str(m.conditions.get("purpose") or "")

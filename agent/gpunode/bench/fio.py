@@ -160,7 +160,7 @@ def job_metrics(job: FioJob, res: FioResult | None, rc: int, why: str, cond: dic
         elif v <= 0 and n != "fio.rand_read.p99_us":
             out.append(errored(n, u, f"fio job {job.name} moved no data", **cond))
         else:
-            out.append(Metric(n, None, round(v, 3), u, "ok", "", {**cond, "aggregate": f"fio over {res.runtime_ms} ms"},
+            out.append(Metric(n, None, round(v, 3), u, "PASS", "", {**cond, "aggregate": f"fio over {res.runtime_ms} ms"},
                               None, detail))
     return out
 

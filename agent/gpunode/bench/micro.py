@@ -94,7 +94,7 @@ def rate_metric(name: str, gpu: int | None, unit: str, work: float, scale: float
     rates = [work / s / scale for s in seconds]
     spread = stats.spread(rates)
     cond = {**conditions, "aggregate": f"median of {len(rates)}", "iters_per_batch": iters}
-    return Metric(name, gpu, round(spread.median, 3), unit, "ok", "", cond, spread)
+    return Metric(name, gpu, round(spread.median, 3), unit, "PASS", "", cond, spread)
 
 
 def _guarded(name: str, unit: str, gpu: int | None, fn: Callable[[], Metric], backend: Backend) -> Metric:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpunode.bench.results import Metric, errored, skipped
+from gpunode.bench.results import Metric, errored, metric_status, skipped
 
 TESTS = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
 INSTALL_HINT = (
@@ -282,31 +282,32 @@ def parse_json(text: str) -> NcclRun:
 
 
 def nccl_verdict(run: NcclRun, rc: int, timed_out: bool = False, spawn_error: str | None = None) -> tuple[str, str]:
-    """-> (status, message). Never ok unless everything says so."""
+    """-> (status, message). Never PASS unless everything says so."""
     if spawn_error:
-        return "error", spawn_error
+        return "ERROR", spawn_error
     if run.wrong > 0:
-        return "fail", f"data check failed: {run.wrong} wrong element(s) (#wrong > 0)"
+        return "FAIL", f"data check failed: {run.wrong} wrong element(s) (#wrong > 0)"
     if run.out_of_bounds:
-        return "fail", f"out of bounds values: {run.out_of_bounds} FAILED"
+        return "FAIL", f"out of bounds values: {run.out_of_bounds} FAILED"
     footer_failed = [f for f in run.failures if "FAILED" in f]
     if footer_failed:
-        return "fail", footer_failed[0]
+        return "FAIL", footer_failed[0]
     if timed_out:
-        return "error", "timed out: the process group was killed"
+        return "ERROR", "timed out: the process group was killed"
     if run.failures:
-        return "error", f"nccl-tests reported: {run.failures[0]}"
+        return "ERROR", f"nccl-tests reported: {run.failures[0]}"
     if rc != 0:
-        return "error", f"exited with status {rc}"
+        return "ERROR", f"exited with status {rc}"
     if not run.rows:
-        return "error", "no result rows in the output"
+        return "ERROR", "no result rows in the output"
     if not run.footer or run.out_of_bounds is None:
-        return "error", f"output truncated: no '{FOOTER}' / out-of-bounds footer"
-    return "ok", ""
+        return "ERROR", f"output truncated: no '{FOOTER}' / out-of-bounds footer"
+    return "PASS", ""
 
 
 def metric(cfg: NcclConfig, run: NcclRun, status: str, message: str, nprocs: int, env: Mapping[str, str]) -> Metric:
     """busbw (GB/s, out-of-place) at the largest size as `nccl.<test>.busbw`."""
+    status = metric_status(status)
     name = f"nccl.{cfg.test}.busbw"
     total = run.ranks or (run.ngpus or cfg.ngpus) * max(nprocs, 1)
     cond = {"test": cfg.test, "ngpus": total, "nprocs": nprocs, "min_bytes": cfg.min_bytes,
@@ -316,16 +317,16 @@ def metric(cfg: NcclConfig, run: NcclRun, status: str, message: str, nprocs: int
     detail = {"rows": [r.to_json() for r in run.rows], "avg_busbw": run.avg_busbw,
               "nccl_tests": run.version, "nccl": run.nccl_version}
     largest = run.largest
-    if status != "ok" or largest is None:
+    if status != "PASS" or largest is None:
         # A FAIL keeps the figure it measured (wrong data at that speed); an ERROR has none.
-        value = largest.busbw if largest is not None and status == "fail" else None
+        value = largest.busbw if largest is not None and status == "FAIL" else None
         return Metric(name, None, value, "GB/s", status, message, cond, None, detail)
     cond["largest_bytes"] = largest.bytes
     if busbw_factor(cfg.test, total) == 0:
-        return Metric(name, None, None, "GB/s", "skip",
+        return Metric(name, None, None, "GB/s", "SKIP",
                       f"1 GPU: {cfg.test} bus bandwidth is 0 by definition (data check passed; algbw "
                       f"{largest.algbw:.1f} GB/s at {largest.bytes} bytes)", cond, None, detail)
-    return Metric(name, None, largest.busbw, "GB/s", "ok", "", cond, None, detail)
+    return Metric(name, None, largest.busbw, "GB/s", "PASS", "", cond, None, detail)
 
 
 def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapping[str, str],
@@ -349,9 +350,9 @@ def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapp
             except ValueError as exc:
                 note = str(exc)
     status, message = nccl_verdict(run, result.rc, result.timed_out, result.error)
-    if status == "ok" and note:
-        status, message = "error", note
-    if status == "error" and result.stderr.strip():
+    if status == "PASS" and note:
+        status, message = "ERROR", note
+    if status == "ERROR" and result.stderr.strip():
         message += f" (stderr: {result.stderr.strip().splitlines()[-1][:200]})"
     m = metric(cfg, run, status, message, nprocs, env)
     m.conditions["output"] = "json (-J)" if use_json and not note else "text"

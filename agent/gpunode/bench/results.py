@@ -15,7 +15,15 @@ from typing import Any
 from gpunode.exits import EXIT_CODES
 
 SCHEMA = "gpunode.bench/1"
-METRIC_STATUSES = ("ok", "fail", "error", "skip")
+# The audit's words (one vocabulary): PASS measured (data right), FAIL wrong data, ERROR the
+# benchmark broke, SKIP not run. Results written before that said ok/fail/error/skip.
+METRIC_STATUSES = ("PASS", "FAIL", "ERROR", "SKIP")
+LEGACY_STATUS = {"ok": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "SKIP"}
+
+
+def metric_status(raw: object) -> str:
+    """A metric's status in today's words, from a document of any age."""
+    return LEGACY_STATUS.get(raw, raw) if isinstance(raw, str) else str(raw)
 UNITS = ("TFLOP/s", "GB/s", "IOPS", "us", "MB/s")
 MODES = ("quick", "full")
 LOWER_IS_BETTER_UNITS = ("ns", "us", "ms", "s")  # latencies; every other unit is a rate
@@ -59,7 +67,7 @@ class Metric:
     gpu: int | None  # NVML index of the GPU measured; None for node-wide metrics
     value: float | None
     unit: str
-    status: str  # ok | fail | error | skip
+    status: str  # PASS | FAIL | ERROR | SKIP (old ok/fail/error/skip accepted)
     message: str = ""
     conditions: dict[str, Any] = field(default_factory=dict)
     spread: Spread | None = None
@@ -71,12 +79,13 @@ class Metric:
     telemetry: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        self.status = metric_status(self.status)
         if self.status not in METRIC_STATUSES:
             raise ValueError(f"metric {self.name}: status {self.status!r} not in {METRIC_STATUSES}")
         if self.unit not in UNITS:
             raise ValueError(f"metric {self.name}: unit {self.unit!r} not in {UNITS}")
-        if self.status == "ok" and self.value is None:
-            raise ValueError(f"metric {self.name}: status ok needs a value")
+        if self.status == "PASS" and self.value is None:
+            raise ValueError(f"metric {self.name}: status PASS needs a value")
 
     @property
     def key(self) -> tuple[str, int | None]:
@@ -142,20 +151,20 @@ def _check_metric_types(data: dict) -> None:
 
 
 def skipped(name: str, unit: str, reason: str, gpu: int | None = None, **conditions) -> Metric:
-    return Metric(name, gpu, None, unit, "skip", reason, conditions)
+    return Metric(name, gpu, None, unit, "SKIP", reason, conditions)
 
 
 def errored(name: str, unit: str, reason: str, gpu: int | None = None, **conditions) -> Metric:
-    return Metric(name, gpu, None, unit, "error", reason, conditions)
+    return Metric(name, gpu, None, unit, "ERROR", reason, conditions)
 
 
 def overall(metrics: list[Metric]) -> str:
     statuses = {m.status for m in metrics}
-    if "fail" in statuses:
+    if "FAIL" in statuses:
         return "FAIL"
-    if "error" in statuses:
+    if "ERROR" in statuses:
         return "UNKNOWN"
-    if "ok" not in statuses:
+    if "PASS" not in statuses:
         return "UNKNOWN"  # nothing was measured: not a clean bill of health
     return "OK"
 

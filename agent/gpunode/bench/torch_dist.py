@@ -59,13 +59,13 @@ def to_metric(data: dict, iters: int) -> Metric:
             "formula": "busbw = algbw * 2(n-1)/n", "algo env": data.get("env", {})}
     bad = [r for r in rows if not r.get("correct")]
     if bad:
-        return Metric(NAME, None, None, "GB/s", "fail",
+        return Metric(NAME, None, None, "GB/s", "FAIL",
                       f"all-reduce returned a wrong sum at {bad[0]['bytes']} bytes", cond, None, {"rows": rows})
     if not rows:
         return errored(NAME, "GB/s", "all-reduce launcher reported no sizes", **cond)
     largest = max(rows, key=lambda r: r["bytes"])
     cond["largest_bytes"] = largest["bytes"]
-    return Metric(NAME, None, round(largest["busbw"], 3), "GB/s", "ok", "", cond, None, {"rows": rows})
+    return Metric(NAME, None, round(largest["busbw"], 3), "GB/s", "PASS", "", cond, None, {"rows": rows})
 
 
 def run(runner, devices: Sequence[int], sizes: Sequence[int], iters: int, warmup: int, timeout: float,

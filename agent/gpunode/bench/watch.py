@@ -23,7 +23,7 @@ def gpus_of(metric: Metric) -> list[int] | None:
 def attach(metrics: list[Metric], trace) -> None:
     """Give each measured metric the telemetry of its GPUs over `trace` (a telemetry.Trace)."""
     for m in metrics:
-        if m.status == "skip" or m.telemetry is not None:
+        if m.status == "SKIP" or m.telemetry is not None:
             continue
         summary = trace.summary(gpus_of(m))
         if summary is not None:

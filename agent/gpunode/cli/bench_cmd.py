@@ -17,7 +17,7 @@ from gpunode.cli.common import (
 )
 from gpunode.layout import show_table
 
-STATUS_STYLE = {"ok": "green", "fail": "bold red", "error": "magenta", "skip": "dim"}
+STATUS_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "magenta", "SKIP": "dim"}
 
 
 def bench(
@@ -225,7 +225,7 @@ def render_table(document, console) -> None:
         table.add_row(m.name, "" if m.gpu is None else str(m.gpu), f"[{STATUS_STYLE[m.status]}]{m.status}[/]",
                       _fmt(m.value), m.unit, spread, _note(m))
     show_table(console, table)
-    counts = {s: sum(1 for m in document.metrics if m.status == s) for s in ("ok", "fail", "error", "skip")}
+    counts = {s: sum(1 for m in document.metrics if m.status == s) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
     parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     console.print(f"[bold]{document.status}[/bold] (exit {document.exit_code}): {parts}")
 
@@ -236,7 +236,7 @@ def _note(m) -> str:
 
     from gpunode.bench import trust
 
-    if m.status != "ok":
+    if m.status != "PASS":
         return escape(m.message)
     found = trust.concerns(m.telemetry, m.spread.cov if m.spread else None)
     parts = [escape(m.message)] + [f"[yellow]{escape(c.text)}[/]" for c in found] + [escape(trust.describe(m.telemetry))]

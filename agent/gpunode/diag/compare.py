@@ -32,7 +32,7 @@ def metrics_of(results: list[TestResult]) -> list[dict[str, Any]]:
 
 
 def _metric(name: str, gpu: int | None, value: float, unit: str, conditions: dict, tel: dict | None) -> dict:
-    data = {"name": name, "gpu": gpu, "value": value, "unit": unit, "status": "ok", "message": "",
+    data = {"name": name, "gpu": gpu, "value": value, "unit": unit, "status": "PASS", "message": "",
             "conditions": conditions, "spread": None}
     if tel:
         data["telemetry"] = tel

@@ -16,7 +16,7 @@ from pathlib import Path
 from gpunode import __version__
 from gpunode.audit.engine import EXIT_CODES
 from gpunode.audit.report import iso_time
-from gpunode.bench.results import comparable_conditions, lower_is_better
+from gpunode.bench.results import comparable_conditions, lower_is_better, metric_status
 from gpunode.fleet.progress import HostOutcome
 from gpunode.fleet.runner import PlaybookRun
 from gpunode.fleet.specs import PLAYBOOKS
@@ -28,7 +28,7 @@ VERDICTS = ("OK", "WARN", "FAIL", "UNKNOWN")
 # Host states without a usable report; each makes the fleet verdict at least UNKNOWN.
 NO_VERDICT = ("UNREACHABLE", "FAILED", "NOT_RUN", "NO_REPORT", "INVALID")
 BAD_CHECK = ("FAIL", "ERROR", "WARN")  # worst first
-BAD_METRIC = ("fail", "error")
+BAD_METRIC = ("FAIL", "ERROR")
 
 
 @dataclass
@@ -181,13 +181,13 @@ def metric_rows(hosts: list[HostReport], margin: float, min_peers: int) -> tuple
         for m in metrics if isinstance(metrics, list) else []:
             if not isinstance(m, dict) or not m.get("name"):
                 continue
-            name, status = str(m["name"]), m.get("status")
+            name, status = str(m["name"]), metric_status(m.get("status"))
             if status in BAD_METRIC:
                 row = failures.setdefault(name, {"metric": name, "hosts": {}})
                 label = h.host if m.get("gpu") is None else f"{h.host}:gpu{m.get('gpu')}"
                 row["hosts"][label] = {"status": status, "message": m.get("message")}
             value = _number(m.get("value"))
-            if status != "ok" or value is None:
+            if status != "PASS" or value is None:
                 continue
             raw = m.get("conditions") if isinstance(m.get("conditions"), dict) else {}
             cond = comparable_conditions(raw)

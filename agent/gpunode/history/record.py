@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from gpunode.bench import trust
-from gpunode.bench.results import comparable_conditions
+from gpunode.bench.results import comparable_conditions, metric_status
 from gpunode.history.store import DEFAULT_KEEP, Figure, HistoryError, Store, history_path
 
 
@@ -26,10 +26,10 @@ def state_dir_of(state_dir: str | None, environ: Mapping[str, str] | None = None
 
 
 def figures_of(doc: dict) -> list[Figure]:
-    """The measured figures of a bench or diag document (metrics with status ok and a number)."""
+    """The measured figures of a bench or diag document (metrics with status PASS, once ok, and a number)."""
     out = []
     for m in doc.get("metrics") or []:
-        if not isinstance(m, dict) or m.get("status") != "ok":
+        if not isinstance(m, dict) or metric_status(m.get("status")) != "PASS":
             continue
         value = m.get("value")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gpunode.bench.results import comparable_conditions, lower_is_better
+from gpunode.bench.results import comparable_conditions, lower_is_better, metric_status
 
 DEFAULT_LAST = 10  # runs that make "this node's recent median"
 DEFAULT_WARN = 0.95  # a figure below 95 % of it is WARN
@@ -57,7 +57,7 @@ def judge_against_history(doc: dict, earlier: list[tuple], last: int = DEFAULT_L
             series.setdefault((f.name, f.gpu, f.unit, f.conditions), []).append(f.value)
     out = []
     for m in doc.get("metrics") or []:
-        if not isinstance(m, dict) or m.get("status") != "ok" or not isinstance(m.get("value"), (int, float)):
+        if not isinstance(m, dict) or metric_status(m.get("status")) != "PASS" or not isinstance(m.get("value"), (int, float)):
             continue
         name, gpu, unit = str(m["name"]), m.get("gpu"), str(m.get("unit") or "")
         cond = json.dumps(comparable_conditions(m.get("conditions") or {}), sort_keys=True, default=str)

@@ -83,11 +83,11 @@ def compare_runs(before: BenchDocument, after: BenchDocument, k: float = DEFAULT
     later = {m.key: m for m in after.metrics}
     rows = []
     for b in before.metrics:
-        if b.status != "ok" or b.value is None:
+        if b.status != "PASS" or b.value is None:
             continue
         subject = f"GPU{b.gpu}" if b.gpu is not None else ""
         a = later.get(b.key)
-        if a is None or a.status != "ok" or a.value is None:
+        if a is None or a.status != "PASS" or a.value is None:
             why = "not measured after the change" if a is None else f"{a.status} after the change: {a.message}"
             rows.append(ProveRow(b.name, subject, b.unit, b.value, None, None, None, WORSE, why))
             continue
@@ -148,7 +148,7 @@ def prove_apply(env, profile, settings, state, bench: Callable[[], BenchDocument
     """Bench, apply, bench; roll back when a figure got worse. Refused (nothing changed) when the
     first bench measured nothing."""
     before = bench()
-    if not any(m.status == "ok" for m in before.metrics):
+    if not any(m.status == "PASS" for m in before.metrics):
         raise Refused("--prove: the bench before the change measured nothing (see `gpunode bench`); nothing changed")
     outcome = apply_profile(env, profile, settings, state, **apply_kwargs)
     if outcome.result != "applied":
