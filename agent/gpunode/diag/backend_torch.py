@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from gpunode.bench.backend import Device
 from gpunode.bench.backend_torch import TorchBackend
@@ -146,7 +147,7 @@ class TorchGemm:
             if _is_oom(t, exc):
                 raise AllocationError(f"GPU{device.index}: cannot allocate the GEMM buffers: {exc}") from exc
             raise
-        self.ref = None
+        self.ref: Any = None  # the reference row checksums (a tensor) once reference() ran
 
     def _product(self, iteration: int, out_row) -> None:
         t = self.t
@@ -303,7 +304,7 @@ class TorchMemTest:
             c, w = fault
             self.chunks_[c][w] ^= 1
             self.diag.inject.fired.append(f"GPU{self.device.index} pattern {index} ({name}): chunk {c} word {w}")
-        errors, first = 0, []
+        errors, first = 0, []  # type: tuple[int, list[WordError]]
         flags = []
         for i, chunk in enumerate(self.chunks_):
             if constant:

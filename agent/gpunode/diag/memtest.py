@@ -36,7 +36,8 @@ def run_memtest(backend: DiagBackend, device: Device, gpu: int, passes: int, sto
     except AllocationError as exc:
         return TestResult("hbm.memtest", gpu, "ERROR", f"memory test could not allocate its memory: {exc}",
                           {"free_bytes": free, "total_bytes": total, "target_bytes": target})
-    errors, first, moved, seconds, runs = 0, [], 0, 0.0, 0
+    errors, moved, seconds, runs = 0, 0, 0.0, 0
+    first: list[dict] = []
     failing: dict[str, int] = {}
     names = worker.patterns()
     try:

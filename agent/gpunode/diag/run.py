@@ -254,7 +254,8 @@ def run_diag(ctx: DiagContext) -> DiagDocument:
 
 
 def _gpu_phases(ctx: DiagContext, end: float | None, notes: list[str]) -> list[TestResult]:
-    opts = ctx.opts
+    opts, backend = ctx.opts, ctx.backend
+    assert backend is not None  # run_diag says ERROR without one
     out: list[TestResult] = []
     gpus = sorted(ctx.devices)
     ctx.progress(f"correctness GEMM on {len(gpus)} GPU(s)", None if end is None else end - ctx.clock())
@@ -273,9 +274,11 @@ def _gpu_phases(ctx: DiagContext, end: float | None, notes: list[str]) -> list[T
     if opts.level < 2 or ctx.stop.is_set():
         return out
     ctx.progress(f"HBM memory test, {opts.passes} pass(es)", None if end is None else end - ctx.clock())
-    mem = _parallel(ctx, "memtest", {g: (lambda g=g: run_memtest(
-        ctx.backend, ctx.devices[g], g, opts.passes, ctx.stop, fraction=opts.memtest_fraction,
-        chunk_bytes=opts.memtest_chunk_bytes)) for g in gpus}, end)
+    def memtest(g: int) -> Callable[[], object]:
+        return lambda: run_memtest(backend, ctx.devices[g], g, opts.passes, ctx.stop,
+                                   fraction=opts.memtest_fraction, chunk_bytes=opts.memtest_chunk_bytes)
+
+    mem = _parallel(ctx, "memtest", {g: memtest(g) for g in gpus}, end)
     for g in gpus:
         out.append(mem[g] if isinstance(mem[g], TestResult) else _error("hbm.memtest", g, mem[g]))
     if ctx.stop.is_set():
@@ -298,7 +301,7 @@ def _gpu_phases(ctx: DiagContext, end: float | None, notes: list[str]) -> list[T
             out.append(load_result("load.gemm", g, _window(ctx, r.started + warm, r.ended, g), ctx.floors, errors))
         return out
     ctx.progress(f"stress: GEMM + verified copies on all GPUs, {left:.0f} s", left)
-    stress, workers = start_stress(ctx.backend, ctx.devices, opts.gemm, left, ctx.stop, copies=opts.copies)
+    stress, workers = start_stress(backend, ctx.devices, opts.gemm, left, ctx.stop, copies=opts.copies)
     _wait(ctx, "stress", [w.thread for w in workers], end)
     stress.ended = ctx.clock()
     for g in gpus:
