@@ -95,7 +95,7 @@ def test_console_example_prints_what_the_doc_shows(path, line, command, expected
         want.pop()
     ok = len(got) == len(want) and all(matches(w, g) for w, g in zip(want, got, strict=True))
     assert ok, f"{path.name}:{line}: `{command}` (exit {out.returncode}) printed:\n" + "\n".join(got) + \
-        f"\n--- the doc shows:\n" + "\n".join(want) + (f"\n--- stderr:\n{out.stderr}" if out.stderr else "")
+        "\n--- the doc shows:\n" + "\n".join(want) + (f"\n--- stderr:\n{out.stderr}" if out.stderr else "")
 
 
 def test_recorded_output_says_where_it_was_recorded():
