@@ -173,3 +173,13 @@ def test_generic_layouts_never_cut_whole_columns():
     console, buf = _console(80, False)
     show(console, "t", cols, rows, "tsv")
     assert buf.getvalue().splitlines() == ["Status\tCheck\tResult", "\t".join([*rows[0][:2], " ".join(rows[0][2].split())])]
+
+
+def test_audit_tsv_has_a_header_and_one_row_per_result(audit_json):
+    _, text = gpunode("audit", "--snapshot", str(HOSTS / "h100-sxm-1gpu"), "--format", "tsv", width=80, tty=True)
+    lines = text.splitlines()
+    assert lines[0] == "Area\tStatus\tCheck\tSubject\tResult"
+    rows = [line.split("\t") for line in lines[1:]]
+    assert len(rows) == len(audit_json["checks"]) and all(len(r) == 5 for r in rows)
+    assert [r[2] for r in rows] == [c["id"] for c in sorted(
+        audit_json["checks"], key=lambda c: [x["area"] for x in audit_json["checks"]].index(c["area"]))]
