@@ -54,6 +54,7 @@ def all_textfiles(tmp_path) -> dict[str, str]:
         "gate": written(tmp_path, "gate.prom", "gate", "--snapshot", str(SNAP)),
         "gate-broken": written(tmp_path, "gate-broken.prom", "gate", "--snapshot", str(tmp_path / "missing")),
         "compare": written(tmp_path, "compare.prom", "compare", str(FIXTURES / "bench" / "h100-full.json")),
+        "diag": written(tmp_path, "diag.prom", "diag"),  # no GPU here: level 1 judges what it can
     }
     for name in ("h100-full.json", "h200-quick.json"):  # bench --prometheus needs a GPU: the same writer on recordings
         files[f"bench-{name}"] = exposition(families_for(json.loads((FIXTURES / "bench" / name).read_text())))
@@ -77,7 +78,7 @@ def test_every_textfile_passes_promtool(tmp_path):
 def test_kinds_never_share_a_family_in_one_collector_dir(tmp_path):
     files = all_textfiles(tmp_path)
     kinds = {"audit": files["audit"], "gate": files["gate"], "compare": files["compare"],
-             "bench": files["bench-h100-full.json"]}
+             "bench": files["bench-h100-full.json"], "diag": files["diag"]}
     families = {k: {line.split()[2] for line in v.splitlines() if line.startswith("# TYPE")} for k, v in kinds.items()}
     names = [n for fams in families.values() for n in fams]
     assert len(names) == len(set(names)), families
@@ -109,7 +110,6 @@ def test_alert_rules_use_only_families_gpunode_writes(tmp_path):
 
     files = all_textfiles(tmp_path)
     written_names = {line.split()[2] for text in files.values() for line in text.splitlines() if line.startswith("# TYPE")}
-    written_names |= {"gpunode_diag_status"}  # diag needs a GPU run; its family comes from verdict_families
     rules = yaml.safe_load((EXAMPLES / "prometheus" / "gpunode-rules.yml").read_text())
     used = {m for r in rules["groups"][0]["rules"] for m in re.findall(r"gpunode_[a-z_]+", r["expr"])}
     assert used and used <= written_names, used - written_names
