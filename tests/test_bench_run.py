@@ -219,5 +219,5 @@ def test_bench_compare_exit_code_agrees_with_compare_when_no_baseline_fits(tmp_p
     saved.write_text(json.dumps(data))
     offline = cli.invoke(app, ["compare", str(saved), "--baselines", str(tmp_path)])
     with pytest.raises(typer.Exit) as bench_exit:
-        _compare(data, (Catalogue([tmp_path]), None), stdout_console())
+        _compare(BenchDocument.from_json(data), (Catalogue([tmp_path]), None), stdout_console())
     assert offline.exit_code == bench_exit.value.exit_code == 3, offline.output
