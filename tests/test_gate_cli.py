@@ -372,3 +372,24 @@ def test_gate_and_audit_both_fail_a_gpu_with_ecc_off(tmp_path):
 
     assert ecc_mode(gate) == ecc_mode(audit) != [] and ecc_mode(gate)[0][2] == "FAIL"
     assert gate["status"] == "FAIL" and gate["blocked"]
+
+
+def test_the_nvml_worker_thread_imports_nothing():
+    """The gate starts the NVML read in a thread while it imports the rest. Two threads that
+    import at once can hand one of them a half-made module ("partially initialized module
+    'typing'", seen in this suite): every module the worker needs is imported before it starts."""
+    code = "\n".join([
+        "import builtins, sys, threading",
+        "late = []",
+        "real = builtins.__import__",
+        "def spy(name, globals=None, locals=None, fromlist=(), level=0):",
+        "    if threading.current_thread().name == 'nvml-collect' and name not in sys.modules:",
+        "        late.append(name)",
+        "    return real(name, globals, locals, fromlist, level)",
+        "builtins.__import__ = spy",
+        "from gpunode.host.gpu.source import LiveGpuSource",
+        "LiveGpuSource().inventory(timeout=30)",
+        "print(late)",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

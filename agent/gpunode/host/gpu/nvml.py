@@ -51,6 +51,16 @@ def _is_not_supported(nvml, exc) -> bool:
     )
 
 
+def preload() -> None:
+    """Import pynvml in the calling thread, before the NVML pass starts in its worker thread:
+    two threads importing at once can each hold a module lock the other needs, and Python
+    then hands one of them a half-made module ("partially initialized module 'typing'")."""
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        pass  # collect() says so
+
+
 class NvmlGpuSource:
     """Reads the live GPUs through NVML."""
 

@@ -43,6 +43,9 @@ class LiveGpuSource(GpuSource):
     def inventory(self, timeout: float | None = None) -> GpuInventory:
         with self._lock:
             if self._thread is None:
+                from gpunode.host.gpu import nvml
+
+                nvml.preload()  # every import here, none in the worker (see preload)
                 self._thread = threading.Thread(target=self._collect, name="nvml-collect", daemon=True)
                 self._thread.start()
         if self._hung is not None and timeout is not None:
