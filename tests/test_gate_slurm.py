@@ -335,7 +335,7 @@ def test_4_epilog_drains_when_gpu_processes_outlive_the_job(cluster):
         # The epilog polls for the budget of its hook (--timeout 8), then drains.
         slurm._wait(lambda: (slurm.reason() or "").startswith("gpunode: epilog.leftovers GPU0: "), 30,
                     "the epilog to drain the node")
-        assert "4242 python" in slurm.reason() and "DRAIN" in slurm.state()
+        assert "pid 4242 (python" in slurm.reason() and "DRAIN" in slurm.state()
     finally:
         _use(cluster["config"], cluster["healthy"])
         slurm.resume()
