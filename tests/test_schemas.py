@@ -131,3 +131,27 @@ def test_a_broken_document_is_refused():
     audit["checks"][0]["status"] = "ok"
     with pytest.raises(AssertionError):
         validate(audit)
+
+
+@pytest.mark.parametrize("host", ["h100-sxm-1gpu", "h200-1gpu"])
+def test_snapshot_bundle_meta(host):
+    validate(json.loads((HOSTS / host / "meta.json").read_text()))
+
+
+def test_apply_boot_spec(tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(HOSTS / "h100-sxm-1gpu" / "files", root, symlinks=True)
+    run_json("apply", "--sysroot", str(root), "--state-dir", str(tmp_path / "s"), "--profile", "training",
+             "--only", "sysfs.thp.*", "--yes", "--json")
+    validate(json.loads((root / "etc" / "gpunode" / "apply-boot.json").read_text()))
+
+
+def test_history_export_and_fleet_trends(tmp_path):
+    from gpunode.fleet.trends import trends
+    from gpunode.history import record
+
+    for name in ("h100-quick.json", "h100-full.json"):
+        assert record("bench", json.loads((FIXTURES / "bench" / name).read_text()), state_dir=str(tmp_path)) is None
+    export = run_json("history", "export", "--state-dir", str(tmp_path), ok=(0,))
+    validate(export)
+    validate(trends([("node-a", "h100", export), ("node-b", "h100", export)]))
