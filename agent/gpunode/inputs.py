@@ -159,8 +159,9 @@ def parse_yaml(
     max_nodes: int = MAX_NODES,
 ) -> Any:
     """yaml.safe_load with duplicate keys refused and depth/aliases/expanded size bounded."""
-    loader = _BoundedLoader(text, max_depth, max_aliases, max_nodes)
-    try:
+    loader = None
+    try:  # the reader checks characters as soon as it is made: inside the try
+        loader = _BoundedLoader(text, max_depth, max_aliases, max_nodes)
         return loader.get_single_data()
     except _Refused as exc:
         raise InputError(f"{_where(source, exc.mark)}: {exc.message}") from None
@@ -168,12 +169,15 @@ def parse_yaml(
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "not valid YAML"
         raise InputError(f"{_where(source, mark)}: not valid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
+    except yaml.YAMLError as exc:  # e.g. a NUL or other control character the YAML reader refuses
         raise InputError(f"{source}: not valid YAML: {exc}") from None
     except RecursionError:  # belt and braces: the depth bound should come first
         raise InputError(f"{source}: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # an integer of 5000 digits (Python's conversion limit)
+        raise InputError(f"{source}: not a usable value: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _where(source: str | os.PathLike, mark) -> str:
