@@ -502,3 +502,21 @@ def test_corpus_has_every_class_the_issue_names():
     assert all(p.stat().st_size < 64 * 1024 for p in corpus())  # huge, FIFO, device, links: made at run time
     assert not PWNED.exists()
     assert stat.S_ISDIR(CORPUS.stat().st_mode)
+
+
+def test_the_pure_python_parser_keeps_the_same_bounds(monkeypatch):
+    """Without libyaml (a minimal install) the loader composes PyYAML's own events: same refusals."""
+    import importlib.util
+
+    import gpunode.inputs
+
+    monkeypatch.setitem(sys.modules, "yaml._yaml", None)  # import fails: the fallback class is made
+    spec = importlib.util.spec_from_file_location("inputs_without_libyaml", gpunode.inputs.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "CParser" not in [c.__name__ for c in module._BoundedLoader.__mro__]
+    assert module.parse_yaml("a: &a [1, 2]\nb: *a\n") == {"a": [1, 2], "b": [1, 2]}
+    for source, message in (("alias_bomb.yaml", "aliases are expanded"), ("duplicate_keys.yaml", "duplicate key"),
+                            ("deep_nesting.yaml", "nested deeper"), ("recursive_alias.yaml", "refers to itself")):
+        with pytest.raises(module.InputError, match=message):
+            module.load_yaml(CORPUS / source)
