@@ -306,6 +306,10 @@ def test_a_narrow_stdout_encoding_never_crashes(tmp_path, encoding):
     root = make_tree(tmp_path / "root")
     proc = run_cli("apply", "--dry-run", "--sysroot", str(root), "--state-dir", str(tmp_path / "s"), env=env)
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    proc = run_cli("apply", "--sysroot", str(root), "--state-dir", str(tmp_path / "s"), env=env)  # for real
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    proc = run_cli("rollback", "--sysroot", str(root), "--state-dir", str(tmp_path / "s"), env=env)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     proc = run_cli("compare", str(BENCH_DOC), env=env)
     assert proc.returncode in (0, 1, 2, 3) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
 
@@ -520,3 +524,23 @@ def test_the_pure_python_parser_keeps_the_same_bounds(monkeypatch):
                             ("deep_nesting.yaml", "nested deeper"), ("recursive_alias.yaml", "refers to itself")):
         with pytest.raises(module.InputError, match=message):
             module.load_yaml(CORPUS / source)
+
+
+def test_rollback_on_an_unreadable_state_dir_is_one_line(tmp_path):
+    """As an operator without the rights (root without CAP_DAC_OVERRIDE reads like any user)."""
+    import testkit
+
+    setpriv = shutil.which("setpriv")
+    testkit.require(os.geteuid() == 0 and setpriv is not None, "needs root and setpriv (util-linux)")
+    state = tmp_path / "state"
+    (state / "applies").mkdir(parents=True)
+    (state / "applies" / "1.jsonl").write_text("{}\n")
+    root = make_tree(tmp_path / "root")
+    state.chmod(0)
+    try:
+        proc = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m",
+                               "gpunode", "rollback", "--sysroot", str(root), "--state-dir", str(state)],
+                              capture_output=True, text=True, timeout=120, errors="replace")
+    finally:
+        state.chmod(0o700)
+    assert_one_line_error(proc, str(state))
