@@ -69,6 +69,17 @@ def one_line_naming(exc: BaseException, path: Path | str) -> None:
     assert str(path) in text or Path(path).name in text, text
 
 
+def valid_or_one_line(load, named: Path | str, check, refused: bool = False) -> None:
+    """The contract: `load()` gives a value that passes `check`, or one InputError line naming the file."""
+    try:
+        value = load()
+    except InputError as exc:
+        one_line_naming(exc, named)
+    else:
+        assert not refused, f"{named} was accepted"
+        check(value)
+
+
 def as_yaml_file(tmp_path: Path, source: Path) -> Path:
     """Profiles and overlays are found by their .yaml suffix: every corpus entry under that name."""
     target = tmp_path / f"{source.stem}.yaml"
@@ -138,24 +149,13 @@ def test_special_files_are_refused_without_reading(tmp_path, make):
 def test_corpus_as_profile_and_overlay(tmp_path, source):
     path = as_yaml_file(tmp_path, source)
     for load in (lambda: load_profile(str(path)), lambda: load_profile("training", overlays=[path])):
-        try:
-            profile = load()
-        except ProfileError as exc:
-            one_line_naming(exc, path)
-        else:
-            assert source.name not in REFUSED_AS_PROFILE, f"{source.name} was accepted"
-            assert_valid_profile(profile)
+        valid_or_one_line(load, path, assert_valid_profile, refused=source.name in REFUSED_AS_PROFILE)
 
 
 @pytest.mark.parametrize("source", corpus(), ids=lambda p: p.name)
 def test_corpus_as_site_config(source):
-    try:
-        config = load_config(str(source))
-    except InputError as exc:
-        one_line_naming(exc, source)
-    else:
-        assert source.name not in REFUSED_AS_CONFIG, f"{source.name} was accepted"
-        assert_valid_config(config)
+    valid_or_one_line(lambda: load_config(str(source)), source, assert_valid_config,
+                      refused=source.name in REFUSED_AS_CONFIG)
 
 
 @pytest.mark.parametrize("source", corpus(), ids=lambda p: p.name)
@@ -393,12 +393,7 @@ SETTING = st.fixed_dictionaries(
 def test_any_overlay_loads_valid_or_is_one_line_refusal(tmp_path, settings_):
     path = tmp_path / "overlay.yaml"
     path.write_text(yaml.safe_dump({"settings": settings_}))
-    try:
-        profile = load_profile("training", overlays=[path])
-    except ProfileError as exc:
-        one_line_naming(exc, path)
-    else:
-        assert_valid_profile(profile)
+    valid_or_one_line(lambda: load_profile("training", overlays=[path]), path, assert_valid_profile)
 
 
 @PROPERTY
@@ -427,12 +422,7 @@ CONFIG_KEYS = st.sampled_from(["profile", "overlays", "expected_gpus", "driver_p
 def test_any_site_config_is_valid_or_one_line_refusal(tmp_path, data):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    try:
-        config = load_config(str(path))
-    except InputError as exc:
-        one_line_naming(exc, path)
-    else:
-        assert_valid_config(config)
+    valid_or_one_line(lambda: load_config(str(path)), path, assert_valid_config)
 
 
 META_FIELDS = st.sampled_from(["schema", "facts", "facts.is_root", "facts.hostname", "facts.now", "gpunode_version"])
@@ -452,13 +442,12 @@ def test_any_snapshot_meta_is_valid_or_one_line_refusal(tmp_path, field, value):
         holder[key] = value
     path = tmp_path / "meta.json"
     path.write_text(json.dumps(meta))
-    try:
-        facts = load_facts(path)
-    except InputError as exc:
-        one_line_naming(exc, path)
-    else:
+
+    def typed(facts) -> None:
         assert isinstance(facts.is_root, bool) and isinstance(facts.hostname, str) and facts.hostname.isprintable()
         assert isinstance(facts.now, (int, float)) and not isinstance(facts.now, bool)
+
+    valid_or_one_line(lambda: load_facts(path), path, typed)
 
 
 @PROPERTY
