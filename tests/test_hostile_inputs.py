@@ -533,3 +533,14 @@ def test_rollback_on_an_unreadable_state_dir_is_one_line(tmp_path):
     finally:
         state.chmod(0o700)
     assert_one_line_error(proc, str(state))
+
+
+def test_a_fifo_as_the_audit_counter_store_does_not_block(tmp_path):
+    from gpunode.audit.counters import FILE, CounterStore
+    from testkit import tree_host
+
+    state = tmp_path / "state"
+    state.mkdir()
+    os.mkfifo(state / FILE)  # a blocking open would hang every live audit here
+    store = CounterStore.load(state, tree_host(tmp_path / "root"))
+    assert store.problem and "not a regular file" in store.problem and store.previous == {}

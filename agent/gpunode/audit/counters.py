@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpunode.inputs import load_json
+
 SCHEMA = "gpunode.counters/1"
 FILE = "counters.json"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -67,7 +69,7 @@ class CounterStore:
         try:
             if path.stat().st_size > MAX_BYTES:
                 raise ValueError(f"larger than {MAX_BYTES} bytes")
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = load_json(path, max_bytes=MAX_BYTES)  # a regular file only: a FIFO never blocks an audit
             previous = _readings(data, host.facts.hostname, boot_id)
         except FileNotFoundError:
             pass
