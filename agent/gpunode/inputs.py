@@ -13,7 +13,6 @@ import json
 import math
 import os
 import stat
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -288,11 +287,3 @@ def expect_mapping(data: Any, source: str | os.PathLike, what: str = "the top le
 def _type_name(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
-
-def in_directory(directory: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """`path` resolved (links followed) and required to stay inside `directory`."""
-    base = Path(directory).resolve()
-    real = Path(path).resolve()
-    if real != base and base not in real.parents:
-        raise InputError(f"{path}: leads outside {directory}")
-    return real
