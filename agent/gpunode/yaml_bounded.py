@@ -1,0 +1,132 @@
+"""The YAML half of gpunode.inputs: yaml.safe_load with duplicate keys refused and depth,
+aliases and expanded size bounded. Kept apart so that importing gpunode.inputs does not import
+PyYAML (~25 ms): the gate reads its profile from a cache (gpunode.slurm.gatecache) before every
+job and parses no YAML at all on a hit. Callers use gpunode.inputs.parse_yaml / load_yaml."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
+
+from gpunode.inputs import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES, InputError, read_text
+
+try:  # libyaml makes the events (about 6x faster: the gate loads a profile before every job) ...
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # ... or PyYAML's pure-Python reader, scanner and parser
+
+    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str):
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
+
+class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
+    """yaml.SafeLoader's parts, composed in Python so that it counts while composing: a bomb is
+    refused before it is built. (Composer comes first: its composing, not libyaml's, is used.)"""
+
+    def __init__(self, stream: str, max_depth: int, max_aliases: int, max_nodes: int):
+        _Parser.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
+        self._limits = (max_depth, max_aliases, max_nodes)
+        self._depth = self._aliases = self._nodes = 0
+        self._weight: dict[int, int] = {}  # id(node) -> nodes it expands to, once composed
+
+    def compose_node(self, parent, index):
+        max_depth, max_aliases, max_nodes = self._limits
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                self._aliases += 1
+                if self._aliases > max_aliases:
+                    raise _Refused(event.start_mark, f"more than {max_aliases} aliases")
+                weight = self._weight.get(id(target))
+                if weight is None:  # the anchor is still open: `&a [*a]` would be endless
+                    raise _Refused(event.start_mark, f"alias *{event.anchor} refers to itself")
+                self._count(weight, event.start_mark)
+            return super().compose_node(parent, index)
+        nests = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        self._depth += nests
+        if self._depth > max_depth:
+            raise _Refused(self.peek_event().start_mark, f"nested deeper than {max_depth} levels")
+        before = self._nodes
+        self._count(1, self.peek_event().start_mark)
+        node = super().compose_node(parent, index)
+        self._weight[id(node)] = self._nodes - before
+        self._depth -= nests
+        return node
+
+    def _count(self, weight: int, mark) -> None:
+        self._nodes += weight
+        if self._nodes > self._limits[2]:
+            raise _Refused(mark, f"more than {self._limits[2]} values once aliases are expanded")
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error follows
+                    continue
+                if duplicate:
+                    raise _Refused(key_node.start_mark, f"duplicate key {key!r}")
+        return super().construct_mapping(node, deep=deep)
+
+
+class _Refused(Exception):
+    def __init__(self, mark, message: str):
+        super().__init__(message)
+        self.mark, self.message = mark, message
+
+
+def parse_yaml(
+    text: str,
+    source: str | os.PathLike = "<yaml>",
+    max_depth: int = MAX_DEPTH,
+    max_aliases: int = MAX_ALIASES,
+    max_nodes: int = MAX_NODES,
+) -> Any:
+    """yaml.safe_load with duplicate keys refused and depth/aliases/expanded size bounded."""
+    loader = None
+    try:  # the reader checks characters as soon as it is made: inside the try
+        loader = _BoundedLoader(text, max_depth, max_aliases, max_nodes)
+        return loader.get_single_data()
+    except _Refused as exc:
+        raise InputError(f"{_where(source, exc.mark)}: {exc.message}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "not valid YAML"
+        raise InputError(f"{_where(source, mark)}: not valid YAML: {problem}") from None
+    except yaml.YAMLError as exc:  # e.g. a NUL or other control character the YAML reader refuses
+        raise InputError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:  # belt and braces: the depth bound should come first
+        raise InputError(f"{source}: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # an integer of 5000 digits (Python's conversion limit)
+        raise InputError(f"{source}: not a usable value: {exc}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _where(source: str | os.PathLike, mark) -> str:
+    return f"{source}:{mark.line + 1}" if mark is not None else str(source)
+
+
+def load_yaml(path: str | os.PathLike, max_bytes: int = MAX_BYTES, **limits: int) -> Any:
+    return parse_yaml(read_text(path, max_bytes), path, **limits)
