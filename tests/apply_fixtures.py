@@ -78,12 +78,19 @@ def picture(root: Path) -> dict[str, tuple]:
     return out
 
 
+TEST_HOOK_VARS = {"GPUNODE_TEST_CRASH_AFTER", "GPUNODE_TEST_PROVE_BENCH"}
+
+
+def with_test_hooks(pythonpath: str | None) -> str:
+    """PYTHONPATH with tests/testhooks first (its sitecustomize installs the hooks)."""
+    return os.pathsep.join(filter(None, [str(ROOT / "tests" / "testhooks"), pythonpath]))
+
+
 def gpunode(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if k not in ("GPUNODE_TEST_CRASH_AFTER", "GPUNODE_STATE_DIR")}
     full_env.update({"COLUMNS": "200", **(env or {})})
-    if "GPUNODE_TEST_CRASH_AFTER" in full_env:  # crash points live in test code only (tests/crashpoint)
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "tests" / "crashpoint"),
-                                                               full_env.get("PYTHONPATH")]))
+    if TEST_HOOK_VARS & full_env.keys():  # test hooks live in test code only (tests/testhooks)
+        full_env["PYTHONPATH"] = with_test_hooks(full_env.get("PYTHONPATH"))
     return subprocess.run([sys.executable, "-m", "gpunode", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=ROOT)
 

@@ -4,10 +4,11 @@ spread, and nothing is changed when the first bench measured nothing."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from apply_fixtures import make_tree, picture
+from apply_fixtures import make_tree, picture, with_test_hooks
 
 from gpunode.bench.results import BenchDocument, Metric, Spread
 from gpunode.host.gpu.control import NoGpuControl
@@ -137,7 +138,8 @@ def test_fleet_canary_must_prove_the_change_before_the_rest(tmp_path):
     hurts = tmp_path / "hurts.json"
     hurts.write_text(json.dumps({"before": idle, "after": busy}))
     result, doc = fleetkit.fleet_json(["apply", "-i", str(inv), "--prove", *state],
-                                      env={"GPUNODE_TEST_PROVE_BENCH": str(hurts)})
+                                      env={"GPUNODE_TEST_PROVE_BENCH": str(hurts),
+                                           "PYTHONPATH": with_test_hooks(os.environ.get("PYTHONPATH"))})
     assert result.rc == 2, result.stderr[-3000:]  # the canary's change did not go through: FAIL
     hosts = fleetkit.by_host(doc)
     assert hosts["n1"]["status"] == "FAIL" and hosts["n1"]["message"].startswith("rolled-back: ")
@@ -150,6 +152,7 @@ def test_fleet_canary_must_prove_the_change_before_the_rest(tmp_path):
     fine = tmp_path / "fine.json"
     fine.write_text(json.dumps({"before": idle, "after": idle}))
     result, doc = fleetkit.fleet_json(["apply", "-i", str(inv), "--prove", *state],
-                                      env={"GPUNODE_TEST_PROVE_BENCH": str(fine)})
+                                      env={"GPUNODE_TEST_PROVE_BENCH": str(fine),
+                                           "PYTHONPATH": with_test_hooks(os.environ.get("PYTHONPATH"))})
     assert result.rc == 0, result.stderr[-3000:]
     assert all((r / "proc/sys/vm/swappiness").read_text().strip() == "10" for r in roots.values())

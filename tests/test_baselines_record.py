@@ -179,7 +179,7 @@ def test_record_from_the_real_h100_recordings_and_compare_them(tmp_path):
     baseline = load_baseline(tmp_path / "lent-h100.yaml")
     for doc in docs:
         v = judge(BenchDocument.from_json(doc), Selection(baseline, "file", "test"))
-        assert v.status == "OK", [(r.metric, r.ratio, r.warn) for r in v.rows if r.status not in ("PASS", "SKIP")]
+        assert v.status == "OK", [(r.metric, r.ratio, r.warn, r.message) for r in v.rows if r.status not in ("PASS", "SKIP")]
 
 
 def test_information_only_metrics_are_not_recorded_so_a_later_run_does_not_warn_on_them(tmp_path):
@@ -193,4 +193,4 @@ def test_information_only_metrics_are_not_recorded_so_a_later_run_does_not_warn_
     (tmp_path / "lent-h100.yaml").write_text(to_yaml(mapping))
     later = json.loads((FIXTURES / "bench" / "h100-quick-compare-alone.json").read_text())
     v = judge(BenchDocument.from_json(later), Selection(load_baseline(tmp_path / "lent-h100.yaml"), "file", "test"))
-    assert v.status == "OK", [(r.metric, r.ratio, r.warn) for r in v.rows if r.status not in ("PASS", "SKIP")]
+    assert v.status == "OK", [(r.metric, r.ratio, r.warn, r.message) for r in v.rows if r.status not in ("PASS", "SKIP")]

@@ -501,10 +501,10 @@ def test_the_pure_python_parser_keeps_the_same_bounds(monkeypatch):
     """Without libyaml (a minimal install) the loader composes PyYAML's own events: same refusals."""
     import importlib.util
 
-    import gpunode.inputs
+    import gpunode.yaml_bounded
 
     monkeypatch.setitem(sys.modules, "yaml._yaml", None)  # import fails: the fallback class is made
-    spec = importlib.util.spec_from_file_location("inputs_without_libyaml", gpunode.inputs.__file__)
+    spec = importlib.util.spec_from_file_location("yaml_without_libyaml", gpunode.yaml_bounded.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert "CParser" not in [c.__name__ for c in module._BoundedLoader.__mro__]

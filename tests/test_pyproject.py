@@ -48,3 +48,12 @@ def test_every_gpunode_import_is_a_path_on_disk():
             if not (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
                 missing.add(f"{source.name}: {module}")
     assert missing == set()
+
+
+def test_no_test_hook_is_read_by_the_shipped_package():
+    """Test-only switches (crash points, replayed benches, injected faults) live in tests/ or
+    benchmarks/: the package itself never reads a GPUNODE_TEST_* variable."""
+    root = PYPROJECT.parent
+    hits = [f"{p.relative_to(root)}:{n}" for p in [*root.glob("agent/**/*.py"), *root.glob("checks/*.py")]
+            for n, line in enumerate(p.read_text().splitlines(), 1) if "GPUNODE_TEST" in line]
+    assert hits == []

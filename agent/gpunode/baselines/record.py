@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from gpunode.baselines.schema import NAME, SCHEMA, BaselineError, family_unit
+from gpunode.bench.trust import DEFAULT_MAX_COV
 
 # (warn margin floor, fail margin floor) per family: storage varies more with fill and caches.
 FLOORS: tuple[tuple[str, tuple[float, float]], ...] = (
@@ -125,6 +126,10 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
         if better == "lower":
             entry["better"] = "lower"
         entry.update({"warn": warn, "fail": fail})
+        if covs and max(covs) > DEFAULT_MAX_COV:  # never call the recorded runs themselves unstable
+            entry["max_cov"] = round(max(covs) * 1.25, 3)
+            notes.append(f"{metric_name}: the recorded runs spread up to CoV {max(covs):.1%}: "
+                         f"its stability bound is {entry['max_cov']:.1%} (default {DEFAULT_MAX_COV:.0%})")
         conditions = pinned_conditions([m.conditions for m in samples])
         if conditions:
             entry["conditions"] = conditions

@@ -10,7 +10,6 @@ measured nothing refuses to start, so the host is never changed without a yardst
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -104,24 +103,8 @@ def compare_runs(before: BenchDocument, after: BenchDocument, k: float = DEFAULT
 PROVE_SECTIONS = ("gemm", "hbm", "h2d")  # what a host-level change can move on a GPU node, in seconds
 
 
-# Tests only (a fleet canary through Ansible has no GPU): a JSON file {"before": doc, "after": doc}
-# of recorded bench documents, played back in that order instead of benching.
-REPLAY_ENV = "GPUNODE_TEST_PROVE_BENCH"
-
-
-def _replayed(path: str) -> Callable[[], BenchDocument]:
-    from gpunode.inputs import load_json
-
-    data = load_json(path)
-    docs = [BenchDocument.from_json(data["before"]), BenchDocument.from_json(data["after"])]
-    return lambda: docs.pop(0)
-
-
 def bench_for_prove(host) -> Callable[[], BenchDocument]:
     """The quick in-process bench of this host (with telemetry), each run kept in its history."""
-    if os.environ.get(REPLAY_ENV):
-        return _replayed(os.environ[REPLAY_ENV])
-
     def run() -> BenchDocument:
         from gpunode.audit.report import iso_time
         from gpunode.bench.run import BenchOptions, run_steps
