@@ -13,6 +13,7 @@ from gpunode.host.facts.procfs import (
     parse_proc_limits,
     parse_size,
 )
+from gpunode.host.facts.systemd_ini import section_values
 
 GIB = 1 << 30
 SHM_MIN_BYTES = GIB
@@ -169,17 +170,9 @@ def systemd_manager_setting(host, key: str) -> tuple[str | None, str | None, boo
         if text is None:
             continue
         present = True
-        section = None
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line[0] in "#;":
-                continue
-            if line.startswith("[") and line.endswith("]"):
-                section = line[1:-1]
-            elif section == "Manager":
-                name, sep, val = line.partition("=")
-                if sep and name.strip() == key:
-                    value, source = val.strip(), path
+        found = section_values(text, "Manager", key)
+        if found:
+            value, source = found[-1], path
     return value, source, present
 
 

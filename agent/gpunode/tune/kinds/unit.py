@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from gpunode.host.facts.systemd_ini import section_values
 from gpunode.tune.kinds.base import VERIFY_ALL, Observed, SettingKind
 from gpunode.tune.kinds.values import MAX_INT64, SettingInvalid, whole_number
 
@@ -34,22 +35,6 @@ def split_key(key: str) -> tuple[str, str]:
 
 def dropin_path(unit: str) -> str:
     return f"/etc/systemd/system/{unit_file_name(unit)}.d/{DROPIN_NAME}"
-
-
-def section_values(text: str, section: str, key: str) -> list[str]:
-    """Every `key=value` of `[section]` in a systemd ini file, in order."""
-    values, current = [], None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            current = line[1:-1]
-        elif current == section:
-            name, sep, value = line.partition("=")
-            if sep and name.strip() == key:
-                values.append(value.strip())
-    return values
 
 
 def _ordered_dropins(host, unit_file: str) -> list[str]:
