@@ -169,6 +169,13 @@ def overall(metrics: list[Metric]) -> str:
     return "OK"
 
 
+def require_schema(data: Any, schema: str, what: str) -> None:
+    """ValueError unless `data` is a mapping that names `schema` (a gpunode document of that kind)."""
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"not a gpunode {what} (schema {found!r}, expected {schema!r})")
+
+
 @dataclass
 class BenchDocument:
     gpunode_version: str
@@ -205,9 +212,7 @@ class BenchDocument:
 
     @classmethod
     def from_json(cls, data: dict) -> BenchDocument:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"not a gpunode bench result (schema {found!r}, expected {SCHEMA!r})")
+        require_schema(data, SCHEMA, "bench result")
         if data.get("mode") not in MODES:
             raise ValueError(f"bench result: mode {data.get('mode')!r} not in {MODES}")
         return cls(

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpunode.bench.results import require_schema
 from gpunode.exits import EXIT_CODES
 
 SCHEMA = "gpunode.diag/1"
@@ -118,9 +119,7 @@ class DiagDocument:
 
     @classmethod
     def from_json(cls, data: Any) -> DiagDocument:
-        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"not a gpunode diag result (schema {found!r}, expected {SCHEMA!r})")
+        require_schema(data, SCHEMA, "diag result")
         if data.get("level") not in LEVELS:
             raise ValueError(f"diag result: level {data.get('level')!r} not in {LEVELS}")
         results = data.get("results")
