@@ -31,13 +31,25 @@ def trace(name: str) -> Trace:
 
 
 @pytest.mark.parametrize("name,status", [("h200-l1.json", "OK"), ("h200-l2.json", "OK"),
-                                         ("h200-l2-hog.json", "WARN"), ("h200-l3.json", "OK")])
+                                         ("h200-l2-hog.json", "WARN"), ("h200-l3.json", "OK"),
+                                         ("h200-l3-default.json", "OK")])
 def test_recorded_documents_round_trip_with_their_verdicts(name, status):
     data = doc(name)
     parsed = DiagDocument.from_json(data)
     assert parsed.status == data["status"] == status
     again = parsed.to_json()
     assert again["results"] == data["results"] and again["status"] == status
+
+
+def test_recorded_h200_level3_at_its_default_duration():
+    """`gpunode diag --level 3 --compare` as run (CLI) on the H200: 540 s planned, PASS throughout."""
+    data = doc("h200-l3-default.json")
+    assert data["level"] == 3 and data["planned_s"] == 540 and 500 < data["duration_s"] <= 545
+    results = {r["name"]: r for r in data["results"]}
+    assert {"gate", "gemm.correctness", "hbm.memtest", "stress.gemm", "load.stress", "pcie.copy",
+            "telemetry"} <= set(results)
+    assert all(r["status"] == "PASS" for r in results.values())
+    assert results["stress.gemm"]["figures"]["tflops_checked"] > 600
 
 
 def test_recorded_h200_level2_figures():
