@@ -323,3 +323,125 @@ def test_gpu_numa_skips_without_gpu_or_sysfs(tmp_path):
     no_bus = with_gpu(H100, pci_bus_id=None)
     r = run(numa.gpu_locality, tree_host(tmp_path / "c", files=node_files(), inventory=no_bus))
     assert statuses(r) == ["SKIP"]
+
+
+# === mutation survivors: kernel, cpu, numa (benchmarks/mutation.py) ===========================
+# Kept as one block at the end of the file; each test pins a verdict a surviving mutant changed.
+
+def test_tainted_decodes_every_documented_bit(tmp_path):
+    # Documentation/admin-guide/tainted-kernels.rst, bits 0-18 in order.
+    every = (1 << 19) - 1
+    r = one(kernel.tainted, tmp_path / "a", {"/proc/sys/kernel/tainted": f"{every}\n"})
+    assert r.status.value == "WARN" and r.expected == 0 and r.observed == every
+    assert r.message == (f"tainted {every} [PFSRMBUDAWCIOELKXTN]: M (machine check exception), "
+                         "B (bad page referenced), D (kernel died (oops or BUG)), L (soft lockup) since boot")
+    # Every bit that is not a health problem, by its meaning.
+    harmless = sum(1 << b for b in (0, 1, 2, 3, 6, 8, 9, 10, 11, 12, 13, 15, 16, 17, 18))
+    r = one(kernel.tainted, tmp_path / "b", {"/proc/sys/kernel/tainted": f"{harmless}\n"})
+    assert r.status.value == "PASS" and r.message == (
+        f"tainted {harmless} [PFSRUAWCIOEKXTN]: proprietary module, module force-loaded, unsafe SMP / out of spec, "
+        "module force-unloaded, tainted on request, ACPI table overridden, kernel warning, staging driver, "
+        "firmware bug workaround, out-of-tree module, unsigned module, live patched, distribution taint, "
+        "randstruct plugin, in-kernel test (not a health problem)")
+
+
+def test_cmdline_facts_show_bare_flags_without_a_value(tmp_path):
+    r = one(kernel.cmdline_facts, tmp_path, {"/proc/cmdline": "ro nosmt iommu=pt quiet\n"})
+    assert r.status.value == "PASS" and r.message == "nosmt; iommu=pt"
+    assert r.observed == {"nosmt": True, "iommu": "pt"}
+
+
+def test_topology_observed_counts_and_partial_topology(tmp_path):
+    r = one(cpu.topology, tmp_path / "a", cpu_tree())
+    assert r.observed == {"model": "Intel(R) Xeon(R) Platinum 8480C", "sockets": 2, "cores": 4, "threads": 4}
+    # Packages readable but no core_id: no socket/core shape in the message, sockets still counted.
+    files = {k: v for k, v in cpu_tree().items() if not k.endswith("/core_id")}
+    r = one(cpu.topology, tmp_path / "b", files)
+    assert r.status.value == "PASS" and r.message == "Intel(R) Xeon(R) Platinum 8480C; 4 online CPUs"
+    assert r.observed == {"model": "Intel(R) Xeon(R) Platinum 8480C", "sockets": 2, "cores": None, "threads": 4}
+
+
+def test_cpu_online_skips_when_present_or_online_is_missing(tmp_path):
+    files = cpu_tree()
+    for n, gone in enumerate(("/sys/devices/system/cpu/present", "/sys/devices/system/cpu/online")):
+        r = one(cpu.online, tmp_path / str(n), {k: v for k, v in files.items() if k != gone})
+        assert r.status.value == "SKIP" and "knob absent on this host" in r.message
+
+
+def test_numa_nodes_ignores_entries_that_are_not_nodeN(tmp_path):
+    files = {**node_files(), "/sys/devices/system/node/has_cpu": "0-223\n",
+             "/sys/devices/system/node/possible": "0-1\n", "/sys/devices/system/node/node_x/uevent": "\n"}
+    r = one(numa.nodes, tmp_path, files)
+    assert r.status.value == "PASS" and r.message.startswith("2 node(s), memory balanced: node0:")
+
+
+def test_numa_single_node_is_not_called_balanced(tmp_path):
+    r = one(numa.nodes, tmp_path, node_files(mem=(1056000000,), cpus=("0-15",)))
+    assert r.status.value == "PASS" and r.message == "1 node(s): node0: CPUs 0-15"
+
+
+def test_numa_memory_balance_at_exactly_the_threshold(tmp_path):
+    # Smaller node at exactly MEMORY_BALANCE (0.9) of the larger: balanced; one kB less: not.
+    r = one(numa.nodes, tmp_path / "a", node_files(mem=(1000000, 900000)))
+    assert r.status.value == "PASS" and "memory balanced" in r.message
+    r = one(numa.nodes, tmp_path / "b", node_files(mem=(1000000, 899999)))
+    assert r.status.value == "WARN" and "memory unbalanced" in r.message
+
+
+def test_numa_node_sum_at_exactly_the_tolerance(tmp_path):
+    # MemTotal 100000 kB: the nodes may fall short by NODE_SUM_TOLERANCE (2 %, 2000 kB) and still count.
+    r = one(numa.nodes, tmp_path / "a", {**node_files(mem=(49000, 49000)), "/proc/meminfo": meminfo_of(100000)})
+    assert r.status.value == "PASS" and r.message.startswith("2 node(s), memory balanced") and "add up" not in r.message
+    r = one(numa.nodes, tmp_path / "b", {**node_files(mem=(49000, 48999)), "/proc/meminfo": meminfo_of(100000)})
+    assert r.status.value == "WARN" and "per-node figures are incomplete" in r.message
+
+
+# --- memory: edges and inputs the checks must read right (mutation survivors) -------------------
+
+HUGE16 = (PROC / "meminfo-hugepages16.txt").read_text()  # 16 x 2 MiB, all free, none reserved
+
+
+def test_hugepages_one_free_page_is_not_exhaustion(tmp_path):
+    one_free = HUGE16.replace("HugePages_Free:       16", "HugePages_Free:        1")
+    r = one(memory.hugepages, tmp_path / "a", {"/proc/meminfo": one_free})
+    assert r.status.value == "PASS" and r.message == "16 x 2.0 MiB pages, 1 free"
+    # The one free page promised to a mapping: nothing is left.
+    promised = one_free.replace("HugePages_Rsvd:        0", "HugePages_Rsvd:        1")
+    r = one(memory.hugepages, tmp_path / "b", {"/proc/meminfo": promised})
+    assert r.status.value == "WARN" and "pool exhausted: 1 free, 1 promised to mappings" in r.message
+    # A meminfo without HugePages_Rsvd (kernels before 2.6.17) promises nothing.
+    no_rsvd = one_free.replace("HugePages_Rsvd:        0\n", "")
+    r = one(memory.hugepages, tmp_path / "c", {"/proc/meminfo": no_rsvd})
+    assert r.status.value == "PASS" and r.observed["reserved"] == 0
+
+
+def test_hugepages_only_hugepages_tokens_are_requests(tmp_path):
+    # Other numeric kernel parameters are not hugepage requests.
+    r = one(memory.hugepages, tmp_path, {"/proc/meminfo": MEMINFO,
+                                         "/proc/cmdline": "BOOT_IMAGE=/vmlinuz ro loglevel=3 nr_cpus=64 quiet\n"})
+    assert r.status.value == "PASS" and r.message == "no static hugepages (transparent hugepages serve large pages)"
+    assert memory.hugepage_requests(["loglevel=3", "hugepages=8", "hugepagesz=1G", "hugepages=2",
+                                     "hugepages=many"]) == {0: 8, 1048576: 2}
+
+
+def test_shm_skips_when_either_input_is_missing(tmp_path):
+    mounts = shm_files("tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0")["/proc/mounts"]
+    r = one(memory.shm, tmp_path / "a", {"/proc/mounts": mounts})
+    assert r.status.value == "SKIP" and "knob absent" in r.message
+    r = one(memory.shm, tmp_path / "b", {"/proc/meminfo": MEMINFO})
+    assert r.status.value == "SKIP" and "knob absent" in r.message
+
+
+def test_systemd_memlock_slurmd_unit_decides(tmp_path):
+    # slurmd's own limit is what Slurm jobs inherit, whatever DefaultLimitMEMLOCK says.
+    unit = "[Service]\nExecStart=/usr/sbin/slurmd\nLimitMEMLOCK=infinity\n"
+    r = one(memory.memlock_systemd, tmp_path / "a", {"/etc/systemd/system.conf": SYSTEM_CONF,
+                                                     "/lib/systemd/system/slurmd.service": unit})
+    assert r.status.value == "PASS"
+    assert r.message == "slurmd LimitMEMLOCK=infinity (/lib/systemd/system/slurmd.service)"
+    r = one(memory.memlock_systemd, tmp_path / "b", {
+        "/etc/systemd/system.conf": "[Manager]\nDefaultLimitMEMLOCK=infinity\n",
+        "/lib/systemd/system/slurmd.service": unit,
+        "/etc/systemd/system/slurmd.service.d/50-site.conf": "[Service]\nLimitMEMLOCK=64M\n"})
+    assert r.status.value == "WARN" and r.message.startswith(
+        "slurmd LimitMEMLOCK=64M (/etc/systemd/system/slurmd.service.d/50-site.conf): Slurm jobs inherit it")
