@@ -442,3 +442,72 @@ def test_every_gpu_check_has_remediation_and_a_stable_id():
         assert c.id.startswith("gpu.") and c.remediation, c.id
         assert c.needs_gpu, c.id
 
+
+
+# --- what a verdict reports and the rules gpu_common shares (mutation survivors) -------------
+
+
+def test_count_hung_nvml_reports_no_usable_gpu(tmp_path):
+    r = only(run(G.gpu_count, hung_host(tmp_path, ["0000:18:00.0"])))
+    assert r.status.value == "FAIL" and r.observed == 0 and r.expected == 1
+
+
+def test_ecc_volatile_failure_expects_zero(tmp_path):
+    inv = change(h100(), ecc_uncorrected_volatile=2, ecc_uncorrected_aggregate=2)
+    r = only(run(G.ecc_uncorrectable, make_host(tmp_path, inv)))
+    assert r.status.value == "FAIL" and r.observed == {"volatile": 2, "aggregate": 2} and r.expected == 0
+
+
+@pytest.mark.parametrize("field", ["processes_compute", "processes_graphics", "nvlink3", "nvlink_state"])
+def test_a_failed_field_a_check_does_not_need_leaves_its_verdict_alone(tmp_path, field):
+    # gpu.temperature reads neither processes nor NVLinks: NVML failing those is not its ERROR.
+    r = only(run(G.temperature, make_host(tmp_path, change(h100(), field_errors={field: "Unknown Error"}))))
+    assert r.status.value == "PASS" and "below slowdown" in r.message
+
+
+@pytest.mark.parametrize("used, status", [
+    (GiB, "PASS"),  # exactly the 1 GiB allowance: not more than it
+    (GiB + 1, "WARN"),
+    (3 * GiB // 2, "WARN"),  # 1.5 GiB: over 1 GiB, the allowance is not 2 GiB
+])
+def test_leftover_memory_allowance_is_one_gib(tmp_path, used, status):
+    r = only(run(G.processes, make_host(tmp_path, change(h100(), memory_used_bytes=used))))
+    assert r.status.value == status
+    if status == "WARN":
+        assert "no process is visible" in r.message and r.expected == "<= 1.0 GiB"
+
+
+def test_uptime_is_the_first_field_of_proc_uptime(tmp_path):
+    from gpunode.checks import pcie as P
+    from gpunode.checks.gpu_common import uptime_s
+
+    # /proc/uptime: seconds since boot, then idle seconds summed over CPUs (here twice as many).
+    host = make_host(tmp_path, change(h100(), pcie_replay_counter=500), uptime="3600.00 7200.00\n")
+    assert uptime_s(host) == 3600.0
+    r = only(run(P.pcie_replay, host))  # 500 replays in one hour: 8.3/min, over 8
+    assert r.status.value == "WARN" and "8.3 per minute" in r.message and "over 1.0 h of uptime" in r.message
+
+
+def test_error_counters_follow_a_renumbered_gpu_by_uuid(tmp_path):
+    # A GPU falls off: NVML renumbers the rest, GPU1 becomes GPU0. Its replay count did not grow,
+    # so it passes; keyed by label it would be compared with the old GPU0's reading instead.
+    from gpunode.audit.context import AuditContext
+    from gpunode.audit.counters import CounterStore
+    from gpunode.audit.engine import run_checks
+    from gpunode.checks import pcie as P
+    from gpunode.tune.profiles import load_profile
+
+    before = change(change(hgx(2), 0, pcie_replay_counter=0), 1, pcie_replay_counter=50000)
+    after = replace(before, gpus=[replace(before.gpus[1], index=0)])
+    state = tmp_path / "state"
+    results = []
+    for name, inv, now in (("a", before, NOW), ("b", after, NOW + 3600.0)):
+        host = make_host(tmp_path / name, inv, uptime="3600.00 7200.00\n")
+        host = replace(host, facts=replace(host.facts, now=now))
+        ctx = AuditContext(host=host, profile=load_profile("training"), counters=CounterStore.load(state, host))
+        results.append(run_checks([P.pcie_replay], ctx))
+        assert ctx.counters.save() is None
+    assert by_subject(results[0])["GPU1"].status.value == "WARN"  # 50000 in one hour of uptime
+    r = only(results[1])
+    assert r.subject == "GPU0" and r.status.value == "PASS"
+    assert "0 replays in 1.0 h since the last audit (50000 since the driver loaded)" in r.message

@@ -226,3 +226,68 @@ def test_fabric_read_error_errors_that_gpu(tmp_path):
     inv = change(hgx(), 7, fabric_state=None, field_errors={"fabric": "Unknown Error"})
     results = by_subject(run(N.fabric, make_host(tmp_path, inv)))
     assert results["GPU7"].status.value == "ERROR" and results["GPU0"].status.value == "PASS"
+
+
+# --- limits at their edge, and counters judged against the last audit (mutation survivors) ---
+
+
+def audit_twice(check, first_inv, second_inv, tmp_path, uptime="3600.00 7000.00\n"):
+    """Judge first_inv, keep its counter readings, then judge second_inv an hour later."""
+    from dataclasses import replace
+
+    from gpunode.audit.context import AuditContext
+    from gpunode.audit.counters import CounterStore
+    from gpunode.audit.engine import run_checks
+    from gpunode.tune.profiles import load_profile
+
+    results = []
+    for name, inv, hours in (("a", first_inv, 0.0), ("b", second_inv, 1.0)):
+        host = make_host(tmp_path / name, inv, uptime=uptime)
+        host = replace(host, facts=replace(host.facts, now=host.facts.now + hours * 3600.0))
+        ctx = AuditContext(host=host, profile=load_profile("training"),
+                           counters=CounterStore.load(tmp_path / "state", host))
+        results.append(run_checks([check], ctx))
+        assert ctx.counters.save() is None
+    return results
+
+
+def test_replay_rate_at_the_limit_passes(tmp_path):
+    # NVIDIA's limit is a maximum: 480 replays in one hour is 8.0 per minute, not over it.
+    inv = change(h100(), pcie_replay_counter=480)
+    r = only(run(P.pcie_replay, make_host(tmp_path, inv, uptime="3600.0 7000.0\n")))
+    assert r.status.value == "PASS" and "480 replays over 1.0 h of uptime" in r.message
+
+
+def test_replay_observed_rate_and_what_it_was_counted_over(tmp_path):
+    r = only(run(P.pcie_replay, make_host(tmp_path / "a", h100())))  # 2 replays in a day of uptime
+    assert r.observed == {"replays": 2, "counted": 2, "per_minute": 0.001, "since_last_audit": False}
+    first, second = audit_twice(P.pcie_replay, change(h100(), pcie_replay_counter=100),
+                                change(h100(), pcie_replay_counter=160), tmp_path / "b")
+    assert only(first).observed["since_last_audit"] is False
+    r = only(second)
+    assert r.status.value == "PASS" and "60 replays in 1.0 h since the last audit (160 since the driver loaded)" in r.message
+    assert r.observed == {"replays": 160, "counted": 60, "per_minute": 1.0, "since_last_audit": True}
+
+
+def test_nvlink_errors_that_stopped_growing_pass_on_the_next_audit(tmp_path):
+    links = nvlinks()
+    links[3].replay_errors = 5
+    inv = change(hgx(1), 0, nvlinks=links)
+    first, second = audit_twice(N.nvlink_errors, inv, inv, tmp_path)
+    r = only(first)  # no earlier reading: judged on the counts since the driver loaded
+    assert r.status.value == "WARN" and "NVLink errors since the driver loaded (no earlier reading): link 3: 5 replay" \
+        in r.message
+    assert r.observed["replay"] == 5 and r.observed["since_last_audit"] is None
+    r = only(second)  # none grew since
+    assert r.status.value == "PASS" and "no replay or recovery errors on 18 links in 1.0 h since the last audit" \
+        in r.message
+    assert r.observed["replay"] == 5
+    assert r.observed["since_last_audit"] == {"replay": 0, "recovery": 0, "crc_flit": 0, "crc_data": 0}
+
+
+def test_nvlink_crc_rate_at_the_concern_line_warns(tmp_path):
+    # DCGM: CRC errors matter at 100+ per second. 18 links x 20000 in one hour of uptime: 100/s exactly.
+    inv = change(hgx(1), 0, nvlinks=nvlinks(crc_flit_errors=20000))
+    r = only(run(N.nvlink_errors, make_host(tmp_path, inv, uptime="3600.0 7000.0\n")))
+    assert r.status.value == "WARN" and "360000 CRC errors since the driver loaded" in r.message \
+        and "100 per second" in r.message

@@ -351,3 +351,38 @@ def test_which_xids_are_critical(xid, critical):
     from gpunode.checks.xid import XidEvent, is_critical
 
     assert is_critical(XidEvent(None, "0000:18:00", xid)) is critical
+
+
+# NVIDIA's Xid catalog (docs.nvidia.com/deploy/xid-errors): each Xid the check names, what it is
+# called in the message, and how it is judged.
+CATALOG = [
+    (13, "graphics engine exception", "PASS"), (31, "GPU memory page fault", "PASS"),
+    (43, "GPU stopped processing", "PASS"), (45, "preemptive cleanup", "PASS"),
+    (48, "double-bit ECC error", "FAIL"), (56, "display engine error", "FAIL"),
+    (57, "video memory interface error", "FAIL"), (58, "unstable video memory interface", "FAIL"),
+    (62, "internal micro-controller halt", "FAIL"), (63, "ECC page retirement or row remap recorded", "FAIL"),
+    (64, "ECC page retirement or row remap failed", "FAIL"), (65, "video processor exception", "FAIL"),
+    (68, "NVDEC0 exception", "FAIL"), (69, "graphics engine class error", "FAIL"), (73, "NVENC2 error", "FAIL"),
+    (74, "NVLink error", "FAIL"), (79, "GPU has fallen off the bus", "FAIL"),
+    (80, "corrupted data sent to the GPU", "FAIL"), (81, "VGA subsystem error", "FAIL"),
+    (92, "high single-bit ECC error rate", "FAIL"), (94, "contained ECC error", "WARN"),
+    (95, "uncontained ECC error", "FAIL"), (119, "GSP RPC timeout", "FAIL"), (120, "GSP error", "FAIL"),
+]
+
+
+@pytest.mark.parametrize("xid, meaning, status", CATALOG, ids=lambda v: str(v))
+def test_each_catalogued_xid_is_named_and_classified(tmp_path, xid, meaning, status):
+    line = f"2026-11-23T10:00:00+0000 h kernel: NVRM: Xid (PCI:0000:18:00): {xid}, pid=77, name=job, driver words\n"
+    r = only(run(xid_events, make_host(tmp_path, hgx(1), runner=runner(journal=line))))
+    assert r.status.value == status and f"Xid {xid} ({meaning}) x1, last 2026-11-23 10:00:00Z pid 77 job" in r.message
+    assert "driver words" not in r.message  # the catalog's name, not the driver's free text
+
+
+def test_an_xid_logged_in_the_same_second_as_the_driver_load_is_judged(tmp_path):
+    # journalctl short-iso has one-second stamps: an Xid stamped with the load line's second came
+    # from the driver that just loaded (the old one was unloaded before), so it counts.
+    log = ("2026-11-23T10:00:00+0000 h kernel: NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  580.159.04\n"
+           "2026-11-23T10:00:00+0000 h kernel: NVRM: Xid (PCI:0000:18:00): 79, GPU has fallen off the bus.\n")
+    r = only(run(xid_events, make_host(tmp_path, hgx(1), runner=runner(journal=log))))
+    assert r.status.value == "FAIL" and "Xid 79 (GPU has fallen off the bus) x1" in r.message
+    assert "before the driver last loaded" not in r.message
