@@ -109,6 +109,7 @@ def test_cli_apply_prove_prints_the_table_and_exits_3_when_rolled_back(tmp_path,
                                    "--sysroot", str(root), "--state-dir", str(tmp_path / "state"), "--prove"])
     assert res.exit_code == 3, res.output
     assert "before and after the change" in res.stdout and "worse" in res.stdout and "rolled-back" in res.stdout
+    assert "then rolled back by --prove" in res.stdout and "undo with" not in res.stdout  # nothing left to undo
     assert picture(root) == before
     monkeypatch.setattr(prove, "bench_for_prove", lambda host: TreeBench(root))
     res = CliRunner().invoke(app, ["apply", "--profile", "training", "--only", "*swappiness", "--no-persist",

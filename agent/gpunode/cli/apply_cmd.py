@@ -201,6 +201,9 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
     elif outcome.result == "planned":
         n = sum(1 for r in outcome.rows if r["status"] == "planned")
         console.print(f"dry run: {n} change(s) would be written; nothing changed")
+    elif outcome.result == "applied" and (extra or {}).get("result") == "rolled-back":
+        n = sum(1 for r in outcome.rows if r["status"] == "applied")  # --prove undid them: no undo hint
+        console.print(f"applied {n} change(s) as {outcome.apply_id}, then rolled back by --prove (below)")
     elif outcome.result == "applied":
         n = sum(1 for r in outcome.rows if r["status"] == "applied")
         console.print(f"[green]applied {n} change(s)[/green] as {outcome.apply_id}; undo with "
