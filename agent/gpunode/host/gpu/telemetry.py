@@ -369,9 +369,9 @@ class ReplayTelemetrySource:
 
     @classmethod
     def load(cls, path: Path) -> ReplayTelemetrySource:
-        import json
+        from gpunode.inputs import load_json  # bounded: a recorded trace is input like any other
 
-        return cls(Trace.from_json(json.loads(Path(path).read_text())))
+        return cls(Trace.from_json(load_json(path)))
 
     def open(self) -> list[int]:
         return sorted({s.gpu for s in self.trace.samples})
