@@ -236,3 +236,26 @@ def test_qdisc_unreadable_is_never_a_pass(tmp_path):
     assert statuses(r) == ["SKIP"] and "cannot see the interfaces' qdiscs" in r[0].message
     r = run(net.interface_qdiscs, tree_host(tmp_path / "d", files=rails()))
     assert statuses(r) == ["SKIP"] and "default_qdisc" in r[0].message
+
+
+# === mutation survivors: net (benchmarks/mutation.py) ==========================================
+
+def test_mtu_unreadable_is_a_skip_row_and_peers_still_judged(tmp_path):
+    files = {k: v for k, v in rails().items() if k != "/sys/class/net/ibp1s0/mtu"}
+    r = by_subject(run(net.mtu, tree_host(tmp_path, files=files)))
+    assert set(r) == {"ibp0s0", "ibp1s0", "ibp2s0", "ibp3s0", "eno1"}
+    assert r["ibp1s0"].status.value == "SKIP" and r["ibp1s0"].message == "knob absent on this host: /sys/class/net/ibp1s0/mtu"
+    assert r["ibp0s0"].status.value == "PASS" and r["ibp0s0"].message == "MTU 4092 (infiniband, 400 Gb/s)"
+
+
+def test_ib_port_without_state_is_a_skip_row(tmp_path):
+    files = fabric(ib_port("mlx5_0"), {k: v for k, v in ib_port("mlx5_1").items() if not k.endswith("/ports/1/state")})
+    r = by_subject(run(net.ib_port_state, tree_host(tmp_path, files=files)))
+    assert set(r) == {"mlx5_0/1", "mlx5_1/1"} and r["mlx5_0/1"].status.value == "PASS"
+    assert r["mlx5_1/1"].status.value == "SKIP" and r["mlx5_1/1"].message == "knob absent on this host: ports/1/state"
+
+
+def test_ib_error_lifetime_totals_expect_zero(tmp_path):
+    files = fabric(ib_port("mlx5_0", counters={"link_downed": 1}))
+    r = run(net.ib_errors, tree_host(tmp_path, files=files))
+    assert statuses(r) == ["WARN"] and r[0].expected == 0 and r[0].message.startswith("link_downed=1 (lifetime totals")

@@ -173,3 +173,97 @@ def test_ext4_recorded_error_warns(tmp_path):
 def test_fs_errors_skips_without_ext4(tmp_path):
     r = run(storage.fs_errors, tree_host(tmp_path, files={"/proc/mounts": MOUNTS}))
     assert statuses(r) == ["SKIP"] and r[0].message == "no ext4 filesystem mounted"
+
+
+# === mutation survivors: storage (benchmarks/mutation.py) ======================================
+
+def df_lines(tmp_path, lines, paths=("/dev/shm", "/tmp")):
+    runner = ReplayRunner()
+    runner.add(df.argv(list(paths)), 0, "   1B-blocks        Used       Avail File\n" + "".join(lines), "")
+    return tree_host(tmp_path, runner=runner)
+
+
+def test_scratch_space_at_exactly_the_minimum_passes(tmp_path):
+    gib = 1 << 30
+    host = df_lines(tmp_path / "a", [f"{64 * gib} {54 * gib} {10 * gib} /dev/shm\n",
+                                     f"{64 * gib} {54 * gib + 1} {10 * gib - 1} /tmp\n"])
+    r = by_subject(run(storage.scratch_space, host, config=Config(min_free_gib=10)))
+    assert r["/dev/shm"].status.value == "PASS" and r["/dev/shm"].message == "10.0 GiB free of 64.0 GiB"
+    assert r["/tmp"].status.value == "FAIL" and r["/tmp"].expected == ">= 10 GiB free"
+
+
+def test_scratch_space_without_an_avail_figure_is_an_error(tmp_path):
+    host = df_lines(tmp_path, ["25276502016 0 25276502016 /dev/shm\n", "- - - /tmp\n"])
+    r = by_subject(run(storage.scratch_space, host))
+    assert r["/dev/shm"].status.value == "PASS"
+    assert r["/tmp"].status.value == "ERROR" and r["/tmp"].message == "df reports no available-space figure"
+
+
+def test_writable_skips_a_path_no_mount_holds(tmp_path):
+    only_shm = "tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0\n"  # no root filesystem listed
+    r = by_subject(run(storage.writable, tree_host(tmp_path, files={"/proc/mounts": only_shm}),
+                       config=Config(scratch_dirs=["/scratch"])))
+    assert r["/dev/shm"].status.value == "PASS"
+    assert r["/scratch"].status.value == "SKIP" and r["/scratch"].message == "no mount holds this path"
+
+
+RAID_RO = "/dev/md0 /raid xfs ro,noatime 0 0\n"
+
+
+def test_writable_follows_an_absolute_link_below_the_top_level(tmp_path):
+    root = tmp_path / "root"
+    host = tree_host(root, files={"/proc/mounts": MOUNTS + RAID_RO})
+    (root / "data").mkdir()
+    os.symlink("/raid/scratch", root / "data" / "scratch")  # /data/scratch -> /raid/scratch
+    assert storage.resolve(host, "/data/scratch/jobs") == "/raid/scratch/jobs"
+    r = by_subject(run(storage.writable, host, config=Config(scratch_dirs=["/data/scratch/jobs"])))
+    assert r["/data/scratch/jobs"].status.value == "FAIL" and "read-only xfs mount /raid" in r["/data/scratch/jobs"].message
+
+
+def test_writable_follows_a_relative_link_with_dotdot(tmp_path):
+    root = tmp_path / "root"
+    host = tree_host(root, files={"/proc/mounts": MOUNTS + RAID_RO})
+    (root / "data").mkdir()
+    os.symlink("../raid/scratch", root / "data" / "scratch")  # /data/scratch -> ../raid/scratch
+    assert storage.resolve(host, "/data/scratch") == "/raid/scratch"
+    r = by_subject(run(storage.writable, host, config=Config(scratch_dirs=["/data/scratch"])))
+    assert r["/data/scratch"].status.value == "FAIL" and "/raid" in r["/data/scratch"].message
+
+
+def test_writable_keeps_the_path_after_a_linked_parent(tmp_path):
+    # /data -> /mnt/d, and /mnt/d/scratch is its own (read-only) mount: the rest of the path decides.
+    root = tmp_path / "root"
+    mounts = MOUNTS + "/dev/md0 /mnt/d xfs rw,noatime 0 0\n/dev/md1 /mnt/d/scratch xfs ro,noatime 0 0\n"
+    host = tree_host(root, files={"/proc/mounts": mounts})
+    os.symlink("/mnt/d", root / "data")
+    assert storage.resolve(host, "/data/scratch") == "/mnt/d/scratch"
+    r = by_subject(run(storage.writable, host, config=Config(scratch_dirs=["/data/scratch"])))
+    assert r["/data/scratch"].status.value == "FAIL" and "mount /mnt/d/scratch (/dev/md1)" in r["/data/scratch"].message
+
+
+def test_ext4_without_errors_count_is_a_skip_row(tmp_path):
+    files = {"/proc/mounts": MOUNTS + RELATIME, **ext4_files("vda"),
+             **{k: v for k, v in ext4_files("loop0").items() if not k.endswith("/errors_count")}}
+    r = by_subject(run(storage.fs_errors, tree_host(tmp_path, files=files)))
+    assert r["/"].status.value == "PASS" and (r["/"].observed, r["/"].expected) == (0, 0)
+    assert r["/mnt/data"].status.value == "SKIP"
+    assert r["/mnt/data"].message == "knob absent on this host: /sys/fs/ext4/loop0/errors_count"
+
+
+def test_ext4_recorded_error_expects_zero(tmp_path):
+    files = {"/proc/mounts": MOUNTS, **ext4_files("vda", errors=3)}
+    r = run(storage.fs_errors, tree_host(tmp_path, files=files))
+    assert statuses(r) == ["WARN"] and (r[0].observed, r[0].expected) == (3, 0)
+    assert r[0].message == "3 error(s) recorded on /dev/vda"  # no error times recorded: no details
+
+
+def test_writable_follows_a_chain_of_as_many_links_as_the_kernel(tmp_path):
+    # Linux follows up to 40 symlinks in one lookup (MAXSYMLINKS); so does resolve().
+    root = tmp_path / "root"
+    host = tree_host(root, files={"/proc/mounts": MOUNTS + RAID_RO})
+    for i in range(39):
+        os.symlink(f"/l{i + 1}", root / f"l{i}")
+    os.symlink("/raid/scratch", root / "l39")  # the 40th link
+    assert storage.resolve(host, "/l0") == "/raid/scratch"
+    r = by_subject(run(storage.writable, host, config=Config(scratch_dirs=["/l0"])))
+    assert r["/l0"].status.value == "FAIL" and "read-only xfs mount /raid" in r["/l0"].message
