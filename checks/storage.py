@@ -188,7 +188,7 @@ EXT4 = "/sys/fs/ext4"
     "the node, unmount and e2fsck the filesystem; check the disk (smartctl, nvme smart-log).",
 )
 def fs_errors(ctx: AuditContext):
-    from gpunode.audit.report import iso_time
+    from gpunode.outputs import iso_time
 
     devices = [d for d in ctx.host.sys.listdir(EXT4) or [] if d != "features"]
     if not devices:

@@ -21,10 +21,10 @@ from gpunode.audit.golden import (
     load_golden,
     nccl_installs,
 )
-from gpunode.audit.report import iso_time
 from gpunode.cli import app
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.runner import ReplayRunner
+from gpunode.outputs import iso_time
 from gpunode.tune.profiles import load_profile
 from testkit import FIXTURES, statuses, tree_host, with_gpu
 

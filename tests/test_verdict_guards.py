@@ -5,9 +5,9 @@ import os
 
 from gpu_fixtures import change, h100, make_host, only
 
-from gpunode.audit.report import write_atomic
 from gpunode.bench import nccl
 from gpunode.checks import gpu as G
+from gpunode.outputs import write_atomic
 from testkit import FIXTURES, run
 
 AR_TEXT = (FIXTURES / "nccl" / "all_reduce_g1.h100.txt").read_text()

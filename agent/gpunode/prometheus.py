@@ -87,7 +87,7 @@ def item_family(name: str, what: str, items: Iterable[tuple[Mapping[str, object]
 def write_textfile(path, families: Iterable[Family]) -> None:
     """Atomically (tmp + fsync + rename): node_exporter never reads half a file. 0644: the
     collector runs as its own user."""
-    from gpunode.audit.report import write_atomic
+    from gpunode.outputs import write_atomic
 
     write_atomic(path, exposition(families), mode=0o644)
 

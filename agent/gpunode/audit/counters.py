@@ -92,7 +92,7 @@ class CounterStore:
         """Write what this audit read (readings it did not take are kept). -> a warning or None."""
         if self.path is None or not self.current:
             return None
-        from gpunode.audit.report import write_atomic
+        from gpunode.outputs import write_atomic
         from gpunode.tune.journal import JournalError, ensure_dir
 
         # Readings this audit did not take (a check skipped, --only) are kept for the next one,

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gpunode import __version__
-from gpunode.audit.report import iso_time
 from gpunode.bench import fio, micro, nccl, numa, torch_dist
 from gpunode.bench.backend import Backend, find_backend
 from gpunode.bench.results import BenchDocument, Metric, errored, skipped
@@ -22,6 +21,7 @@ from gpunode.bench.watch import watched
 from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S
+from gpunode.outputs import iso_time
 
 SECTIONS = ("gemm", "hbm", "h2d", "p2p", "nccl", "fio", "allreduce")
 MICRO_NAMES = {

@@ -171,7 +171,7 @@ def _warn_all(state) -> None:
 
 def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state, extra: dict | None = None,
                  exit_code: int | None = None) -> None:
-    from gpunode.audit.report import dumps, iso_time
+    from gpunode.outputs import dumps, iso_time
     from gpunode.tune.render import apply_document, render_changes, render_restores
     from gpunode.tune.session import undo_command
 
@@ -222,8 +222,8 @@ def rollback(
 ) -> None:
     """Undo an apply exactly, in reverse order. A value someone changed since is left alone (warned).
     Exit 0 all restored (or nothing to roll back), 1 some left as they were, 3 errors."""
-    from gpunode.audit.report import dumps
     from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.outputs import dumps
     from gpunode.tune.actions import ApplyEnv
     from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
     from gpunode.tune.lock import LockBusy

@@ -37,16 +37,10 @@ def audit(
 ) -> None:
     """Is this node tuned and healthy? Read-only. Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN."""
     from gpunode.audit.engine import EXIT_CODES, overall
-    from gpunode.audit.report import (
-        audit_document,
-        dumps,
-        nagios_line,
-        prometheus_text,
-        render_report,
-        write_atomic,
-    )
+    from gpunode.audit.report import audit_document, nagios_line, prometheus_text, render_report
     from gpunode.audit.run import choose_checks, load_audit_profile, make_host, run_audit
     from gpunode.config import ConfigError, load_config
+    from gpunode.outputs import dumps, write_atomic
     from gpunode.tune.journal import resolve_state_dir
     from gpunode.tune.profiles import ProfileError, parse_set_options
 
@@ -117,9 +111,9 @@ def checks_list(
     """List the check catalogue: id, area, severity, tags, title."""
     from rich.table import Table
 
-    from gpunode.audit.report import dumps
     from gpunode.audit.run import choose_checks
     from gpunode.cli.listings import checks_document
+    from gpunode.outputs import dumps
     from gpunode.tune.profiles import ProfileError, load_profile
 
     try:
@@ -168,8 +162,8 @@ def snapshot_cmd(
     except OSError as exc:
         die(f"{output}: cannot write the snapshot: {exc.strerror or exc}", 3)
     if as_json:
-        from gpunode.audit.report import dumps
         from gpunode.cli.listings import snapshot_document
+        from gpunode.outputs import dumps
 
         typer.echo(dumps(snapshot_document(output, len(sysroot.files), len(runner.recorded))), nl=False)
         return
@@ -183,8 +177,8 @@ def profiles_cmd(
     """List shipped profiles, or show one profile's settings with their reasons."""
     from rich.table import Table
 
-    from gpunode.audit.report import dumps
     from gpunode.cli.listings import profile_document, profiles_document
+    from gpunode.outputs import dumps
     from gpunode.tune.profiles import ProfileError, load_profile, shipped_profiles
 
     if name is None:

@@ -69,11 +69,11 @@ def compare_cmd(
 ) -> None:
     """Judge saved bench results against a hardware baseline: PASS/WARN/FAIL per metric.
     Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN (nothing comparable, no baseline for this hardware)."""
-    from gpunode.audit.report import dumps
     from gpunode.baselines.compare import render_verdicts
     from gpunode.baselines.schema import BaselineError
     from gpunode.bench.results import BenchDocument
     from gpunode.config import ConfigError
+    from gpunode.outputs import dumps
 
     doc = _read_results(results)
     try:
@@ -102,10 +102,10 @@ def list_cmd(
     """The baselines gpunode can use, site ones first: name, origin, what hardware they match."""
     from rich.table import Table
 
-    from gpunode.audit.report import dumps
     from gpunode.baselines.schema import BaselineError
     from gpunode.cli.listings import baseline_row, baselines_document
     from gpunode.config import ConfigError
+    from gpunode.outputs import dumps
 
     try:
         catalogue, _ = _catalogue(baselines, config)
@@ -141,11 +141,11 @@ def show_cmd(
     """One baseline with `extends` applied: every metric, its conditions, ratios and source."""
     from rich.table import Table
 
-    from gpunode.audit.report import dumps
     from gpunode.baselines.compare import _show
     from gpunode.baselines.schema import BaselineError
     from gpunode.cli.listings import baseline_document
     from gpunode.config import ConfigError
+    from gpunode.outputs import dumps
 
     try:
         catalogue, _ = _catalogue(baselines, config)
@@ -231,8 +231,8 @@ def golden_record_cmd(
     """Write a golden config from this host: driver, CUDA driver, VBIOS, kernel, OS, NCCL,
     Fabric Manager, GPU count, NIC firmware (whatever can be read; the rest is said on stderr)."""
     from gpunode.audit.golden import collect, golden_yaml
-    from gpunode.audit.report import iso_time
     from gpunode.host import live_host, snapshot_host
+    from gpunode.outputs import iso_time
 
     if severity not in ("warning", "critical"):
         die(f"--severity {severity!r}: warning or critical")
@@ -255,7 +255,7 @@ def golden_record_cmd(
 
 def _emit(text: str, output: str | None, notes: list[str], done: str) -> None:
     """Notes on stderr; the YAML on stdout (output None) or written atomically to `output`."""
-    from gpunode.audit.report import write_atomic
+    from gpunode.outputs import write_atomic
 
     err = stderr_console()
     for note in notes:

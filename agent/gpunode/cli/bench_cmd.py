@@ -108,7 +108,7 @@ def bench(
     data = document.to_json()
     write_prometheus(prometheus, data)
     if json_file is not None and str(json_file) != "-":
-        from gpunode.audit.report import dumps, write_atomic
+        from gpunode.outputs import dumps, write_atomic
 
         try:
             write_atomic(json_file, dumps(data))
@@ -116,7 +116,7 @@ def bench(
             die(f"cannot write {json_file}: {exc.strerror or exc}", 3)
     to_stdout = json_file is not None and str(json_file) == "-"
     if to_stdout:
-        from gpunode.audit.report import dumps
+        from gpunode.outputs import dumps
 
         typer.echo(dumps(data), nl=False)
     else:

@@ -51,10 +51,10 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.config/1)."),
 ) -> None:
     """Print every setting's effective value and where it came from (the file or the default)."""
-    from gpunode.audit.report import dumps
     from gpunode.config import ConfigError
     from gpunode.layout import Col
     from gpunode.layout import show as show_rows
+    from gpunode.outputs import dumps
 
     try:
         doc = explain(config)

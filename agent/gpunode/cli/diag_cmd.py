@@ -79,14 +79,14 @@ def diag(
     write_prometheus(prometheus, data)
     to_stdout = json_file is not None and str(json_file) == "-"
     if json_file is not None and not to_stdout:
-        from gpunode.audit.report import dumps, write_atomic
+        from gpunode.outputs import dumps, write_atomic
 
         try:
             write_atomic(json_file, dumps(data))
         except OSError as exc:
             die(f"cannot write {json_file}: {exc.strerror or exc}", 3)
     if to_stdout:
-        from gpunode.audit.report import dumps
+        from gpunode.outputs import dumps
 
         typer.echo(dumps(data), nl=False)
     else:

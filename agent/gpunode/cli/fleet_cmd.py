@@ -77,8 +77,8 @@ HTML = typer.Option(None, "--html", help="Also write the report as one self-cont
 def _write_html(path: Path | None, document: dict) -> None:
     if path is None:
         return
-    from gpunode.audit.report import write_atomic
     from gpunode.fleet.html import fleet_html
+    from gpunode.outputs import write_atomic
 
     try:
         write_atomic(path, fleet_html(document))
@@ -87,12 +87,12 @@ def _write_html(path: Path | None, document: dict) -> None:
 
 
 def _run(name: str, opts: Common, extravars: dict, html: Path | None = None) -> None:
-    from gpunode.audit.report import dumps
     from gpunode.fleet.render import render_fleet
     from gpunode.fleet.report import fleet_document
     from gpunode.fleet.runner import FLEET_FILE, default_state_dir, run_playbook, write_private
     from gpunode.fleet.specs import playbooks_dir
     from gpunode.fleet.validate import FleetError, validate
+    from gpunode.outputs import dumps
 
     spec = PLAYBOOKS[name]
     if not 0 < opts.margin < 1:
@@ -254,11 +254,11 @@ def report(
     html: Path = HTML,
 ) -> None:
     """Print the fleet report of a finished run again (e.g. with another --margin)."""
-    from gpunode.audit.report import dumps
     from gpunode.fleet.render import render_fleet
     from gpunode.fleet.report import fleet_document
     from gpunode.fleet.runner import PlaybookRun
     from gpunode.fleet.validate import FleetError
+    from gpunode.outputs import dumps
 
     if not 0 < margin < 1:
         die(f"--margin {margin}: give a fraction between 0 and 1 (0.1 = 10 %)")

@@ -82,7 +82,7 @@ def history(
     from rich.markup import escape
     from rich.table import Table
 
-    from gpunode.audit.report import dumps
+    from gpunode.outputs import dumps
     from gpunode.tune.render import HISTORY_SCHEMA
 
     if kind is not None and kind not in KIND_CHOICES:
@@ -122,7 +122,7 @@ def show(
     state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
 ) -> None:
     """Print one recorded result document (JSON), or an apply's summary."""
-    from gpunode.audit.report import dumps
+    from gpunode.outputs import dumps
 
     root = _state(state_dir)
     if result_id.isdigit():
@@ -146,8 +146,8 @@ def export(
     state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
 ) -> None:
     """The figures of every recorded bench (or diag) result, for `gpunode fleet trends`."""
-    from gpunode.audit.report import dumps, write_atomic
     from gpunode.host import live_host
+    from gpunode.outputs import dumps, write_atomic
 
     if kind not in ("bench", "diag"):
         die(f"--kind {kind}: choose bench or diag")

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gpunode import __version__
-from gpunode.audit.report import iso_time
 from gpunode.bench.backend import Device
 from gpunode.diag import gemm as gemm_mod
 from gpunode.diag.backend import AllocationError, DiagBackend
@@ -27,6 +26,7 @@ from gpunode.diag.results import DiagDocument, TestResult
 from gpunode.diag.stress import copy_result, start_stress
 from gpunode.diag.verdicts import Floors, load_findings, telemetry_gap, worst
 from gpunode.host.gpu.telemetry import TelemetrySampler, Trace
+from gpunode.outputs import iso_time
 
 DEFAULT_DURATION = {1: None, 2: 120.0, 3: 540.0}
 MIN_DURATION = {2: 45.0, 3: 90.0}

@@ -109,7 +109,7 @@ class Tracker:
         stdout = res.get("stdout")
         if not isinstance(stdout, str) or not stdout.strip().startswith("{"):
             return False
-        from gpunode.audit.report import write_atomic
+        from gpunode.outputs import write_atomic
 
         self.report_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_atomic(self.report_path(host), stdout + "\n", mode=0o600)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from gpunode import __version__
 from gpunode.audit.engine import EXIT_CODES
-from gpunode.audit.report import iso_time
 from gpunode.bench.results import comparable_conditions, lower_is_better, metric_status
 from gpunode.fleet.progress import HostOutcome
 from gpunode.fleet.runner import PlaybookRun
 from gpunode.fleet.specs import PLAYBOOKS
+from gpunode.outputs import iso_time
 
 FLEET_SCHEMA = "gpunode.fleet/1"
 DEFAULT_MARGIN = 0.10  # a host this far below its SKU group's median is an outlier

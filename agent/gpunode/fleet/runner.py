@@ -159,6 +159,6 @@ def run_playbook(
 
 
 def write_private(path: Path, text: str) -> None:
-    from gpunode.audit.report import write_atomic
+    from gpunode.outputs import write_atomic
 
     write_atomic(path, text, mode=0o600)

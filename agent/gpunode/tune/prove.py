@@ -106,10 +106,10 @@ PROVE_SECTIONS = ("gemm", "hbm", "h2d")  # what a host-level change can move on 
 def bench_for_prove(host) -> Callable[[], BenchDocument]:
     """The quick in-process bench of this host (with telemetry), each run kept in its history."""
     def run() -> BenchDocument:
-        from gpunode.audit.report import iso_time
         from gpunode.bench.run import BenchOptions, run_steps
         from gpunode.bench.watch import live_sampler
         from gpunode.history import record
+        from gpunode.outputs import iso_time
 
         started = time.time()  # host.facts.now is the command's start: the same for both runs
         sampler = live_sampler() if host.sys.is_live else None

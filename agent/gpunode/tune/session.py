@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpunode import __version__
-from gpunode.audit.report import iso_time
+from gpunode.outputs import iso_time
 from gpunode.tune.kinds.change import PlannedFiles
 from gpunode.tune.profiles import Profile
 
