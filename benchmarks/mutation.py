@@ -10,6 +10,11 @@ touched, so this can run beside other work.
     python benchmarks/mutation.py                      # every target, up to 30 mutants each
     python benchmarks/mutation.py --only checks/gpu.py --per-module 0   # all mutants of one module
     python benchmarks/mutation.py --json mutation.json
+    python benchmarks/mutation.py --retry mutation.json --retry-rev REV --json after.json
+
+--retry runs again only the mutants an earlier run left alive (found in today's code by their kind,
+change and source line as it read at REV, the commit that run measured): after tests were added,
+the kill rate over that earlier run's sample is its killed plus the survivors now killed.
 
 Sampling is seeded, so two runs on the same code pick the same mutants.
 """
@@ -142,6 +147,25 @@ def _replace(tree: ast.AST, old: ast.AST, new: ast.AST) -> None:
                 return
 
 
+def survivors_now(previous: dict, module: str, found: list[Mutant], source: str, rev: str) -> list[Mutant]:
+    """The earlier run's survivors in `module`, matched in today's code by kind, change and the
+    text of the line they were on at `rev` (line numbers move when code is added above them)."""
+    then = subprocess.run(["git", "show", f"{rev}:{module}"], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+    now = source.splitlines()
+    chosen = []
+    for s in (s for s in previous["survivors"] if s["module"] == module):
+        text = then[s["line"] - 1].strip()
+        same = [m for m in found if m.kind == s["kind"] and m.what == s["what"] and now[m.line - 1].strip() == text]
+        if not same:
+            print(f"{module}:{s['line']} {s['kind']}: no longer in the code, not run", file=sys.stderr)
+        # one mutant per survivor: the same change on an identical line elsewhere counts once
+        closest = min(same, key=lambda m: abs(m.line - s["line"]), default=None)
+        if closest is not None and closest not in chosen:
+            chosen.append(closest)
+    return chosen
+
+
 def copy_tree(dest: Path) -> None:
     """The working tree as it is now (tracked and untracked files), without .git and the venv."""
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
@@ -178,8 +202,13 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=180.0)
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--retry", help="a --json file of an earlier run: run only its survivors again")
+    ap.add_argument("--retry-rev", default="HEAD", help="the commit the earlier run measured (its line numbers)")
     args = ap.parse_args(argv)
 
+    previous = json.loads(Path(args.retry).read_text()) if args.retry else None
+    if previous:
+        args.only = sorted({s["module"] for s in previous["survivors"]})
     targets = {m: t for m, t in TARGETS.items() if not args.only or m in args.only}
     work = Path(tempfile.mkdtemp(prefix="gpunode-mutation-"))
     trees = []
@@ -200,7 +229,10 @@ def main(argv=None) -> int:
             continue
         found = candidates(module, ast.parse(source))
         rng = random.Random(f"{args.seed}:{module}")
-        chosen = found if args.per_module == 0 or len(found) <= args.per_module else rng.sample(found, args.per_module)
+        if previous:
+            chosen = survivors_now(previous, module, found, source, args.retry_rev)
+        else:
+            chosen = found if args.per_module == 0 or len(found) <= args.per_module else rng.sample(found, args.per_module)
         plan += [(m, tests) for m in sorted(chosen, key=lambda m: m.index)]
         print(f"{module}: {len(chosen)} of {len(found)} mutants, tests {seconds:.1f} s", file=sys.stderr)
 
@@ -243,6 +275,12 @@ def main(argv=None) -> int:
         print(f"{module:44} {n:7} {k:6} {k / n:6.0%}")
     rate = killed / total if total else 0.0
     print(f"{'all':44} {total:7} {killed:6} {rate:6.0%}")
+    if previous:
+        before_total = sum(m["mutants"] for m in previous["modules"].values())
+        before_killed = sum(m["killed"] for m in previous["modules"].values())
+        rate = (before_killed + killed) / before_total if before_total else 0.0
+        print(f"over the earlier run's {before_total} mutants: {before_killed} killed then, {killed} of its "
+              f"{len(previous['survivors'])} survivors killed now: {before_killed + killed} ({rate:.0%})")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "seed": args.seed, "per_module": args.per_module, "kill_rate": rate,
