@@ -484,3 +484,119 @@ def test_options_are_validated():
     assert GateOptions("check", timeout=20).per_check_timeout == 5.0
     assert GateOptions("check", timeout=2).per_check_timeout == 0.5
     assert GateOptions("check", timeout=2, check_timeout=9).per_check_timeout == 2
+
+
+# --- mutation survivors: the Slurm steps after a block, budgets, reasons -----------------------
+
+def test_prolog_with_configured_gpus_reads_the_node_only_to_drain_it(tmp_path):
+    """expected_gpus in the config: no node read at the job's start, so a block reads it then."""
+    scontrol = FakeScontrol()
+    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURMD_NODENAME": "vm"}, config=Config(expected_gpus=2))
+    assert v.exit_code == 2 and v.slurm.action == "drained"
+    assert scontrol.state == "IDLE+DRAIN" and scontrol.reason == "gpunode: test.remap GPU0: row remapping failed"
+    assert [c[:3] for c in scontrol.calls].count(["scontrol", "show", "node"]) == 1
+
+
+def test_a_node_read_that_failed_is_not_retried(tmp_path):
+    scontrol = FakeScontrol(broken=True)
+    v = _run(tmp_path, [failing], "health-check", scontrol, env={"SLURMD_NODENAME": "vm"})
+    assert scontrol.calls == [["scontrol", "show", "node", "vm"]]
+    assert v.problems == ["scontrol show node vm: scontrol: command not found"] and v.exit_code == 3
+
+
+@pytest.mark.parametrize("env", [{"SLURMD_NODENAME": "vm"},
+                                 {"SLURMD_NODENAME": "vm", "SLURM_JOB_ID": "7", "SLURM_JOB_COMMENT": "resnet run"}])
+def test_job_comment_is_not_asked_without_a_job_id_or_when_slurm_passed_it(tmp_path, env):
+    scontrol = FakeScontrol(comment="gpunode=off x")  # would opt out if it were asked
+    v = _run(tmp_path, [failing], "prolog", scontrol, env=env)
+    assert scontrol.job_lookups == [] and v.opted_out is None and v.blocked and v.exit_code == 2
+    assert v.slurm.action == "drained"
+
+
+class JobLookupFails(FakeScontrol):
+    def run(self, argv, timeout=10.0, env=None, cwd=None, input_text=None):
+        if list(argv[:3]) == ["scontrol", "show", "job"]:
+            self.calls.append([str(a) for a in argv])
+            return CommandResult(list(argv), 1, stderr="slurm_load_jobs error: Invalid job id specified\n")
+        return super().run(argv, timeout, env, cwd, input_text)
+
+
+def test_a_failed_job_comment_lookup_is_reported_and_still_blocks(tmp_path):
+    scontrol = JobLookupFails()
+    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURMD_NODENAME": "vm", "SLURM_JOB_ID": "7"})
+    assert v.blocked and v.exit_code == 2 and v.slurm.action == "drained"
+    assert v.problems == ["scontrol show job 7: slurm_load_jobs error: Invalid job id specified"]
+    assert gate_document(v)["problems"] == v.problems
+    assert "problem: scontrol show job 7: slurm_load_jobs error: Invalid job id specified" in render_text(v)
+
+
+def test_text_names_what_was_done_to_the_node(tmp_path):
+    v = _run(tmp_path, [failing], "prolog", FakeScontrol(), env={"SLURMD_NODENAME": "vm"})
+    assert "slurm: drained: gpunode: test.remap GPU0: row remapping failed" in render_text(v).splitlines()
+    v = _run(tmp_path, [passing], "health-check", FakeScontrol(), env={"SLURMD_NODENAME": "vm"})
+    assert render_text(v).splitlines()[-1] == "slurm: none: healthy; nothing to change"
+
+
+def test_reason_cut_to_exactly_the_limit():
+    r = _result("gpu.xid", Status.FAIL, "x" * 300, "GPU0")
+    line = reason_line(r)
+    assert line == ("gpunode: gpu.xid GPU0: " + "x" * 300)[:REASON_MAX - 3] + "..."
+    assert len(line) == REASON_MAX
+    assert reason_line(r, limit=40) == "gpunode: gpu.xid GPU0: xxxxxxxxxxxxxx..."
+
+
+def test_a_drain_reason_is_at_most_100_characters(tmp_path):
+    """sinfo/squeue columns and alerting tools cut long reasons: the one sent to scontrol fits."""
+    @check("test.long", "long message", area="test", severity="critical", tags=["gate"])
+    def long_message(ctx):
+        return fail("y" * 400, subject="GPU0")
+
+    scontrol = FakeScontrol()
+    v = _run(tmp_path, [long_message], "prolog", scontrol, env={"SLURMD_NODENAME": "vm"})
+    assert v.reason == scontrol.reason and len(scontrol.reason) == 100
+    assert scontrol.reason.startswith("gpunode: test.long GPU0: yyy") and scontrol.reason.endswith("y...")
+
+
+class TimedReads(NvmlReads):
+    """NvmlReads that records the timeout each NVML read was given."""
+
+    def __init__(self, *inventories):
+        super().__init__(*inventories)
+        self.timeouts = []
+
+    def source(self):
+        src = super().source()
+        outer = self
+
+        class Recorded(ReplayGpuSource):
+            def inventory(self, timeout=None):
+                outer.timeouts.append(timeout)
+                return src.inventory(timeout)
+
+        return Recorded(src.inventory())
+
+
+@pytest.mark.parametrize("timeout", [2.0, 6.0, 8.0, 20.0])
+@pytest.mark.parametrize("with_slurm", [True, False])
+def test_epilog_keeps_a_quarter_of_a_short_budget_for_scontrol(tmp_path, timeout, with_slurm):
+    """The Slurm reserve: min(3 s, a quarter of --timeout), only when there is scontrol to call;
+    the epilog's poll then gets the rest less half a second."""
+    seq = TimedReads(h100_inventory(1))
+    host = tree_host(tmp_path / "root")
+    run_gate(GateRun(
+        host=host, source="test", profile=load_profile("training"), config=Config(), checks=[],
+        options=GateOptions("epilog", timeout=timeout), env={"SLURMD_NODENAME": "vm"},
+        slurm=Slurm(FakeScontrol()) if with_slurm else None, gpu_factory=seq.source, clock=seq.clock,
+        sleep=seq.sleep,
+    ))
+    reserve = min(3.0, timeout / 4) if with_slurm else 0.0
+    assert seq.timeouts == [pytest.approx(timeout - reserve - 0.5)]
+
+
+def test_epilog_skip_says_why_the_driver_could_not_be_read(tmp_path):
+    seq = NvmlReads({"available": False, "error": "NVML: Driver/library version mismatch"})
+    v = _epilog(tmp_path, seq, FakeScontrol(), timeout=3)
+    assert [(r.status, r.message) for r in v.results] == [(Status.SKIP, "NVML: Driver/library version mismatch")]
+    seq = NvmlReads({"available": False})
+    v = _epilog(tmp_path, seq, FakeScontrol(), timeout=3)
+    assert [(r.status, r.message) for r in v.results] == [(Status.SKIP, "no NVIDIA driver/NVML")]
