@@ -56,9 +56,11 @@ TARGETS: dict[str, list[str]] = {
     f"{PKG}/slurm/scontrol.py": ["tests/test_slurm_node.py", "tests/test_gate.py"],
     f"{PKG}/bench/nccl.py": ["tests/test_bench_nccl.py", "tests/test_verdict_guards.py"],
     f"{PKG}/bench/fio.py": ["tests/test_bench_fio.py"],
-    f"{PKG}/baselines/compare.py": ["tests/test_baselines_compare.py"],
-    f"{PKG}/tune/journal.py": ["tests/test_apply_fixture.py", "tests/test_apply_faults.py"],
-    f"{PKG}/tune/rollback.py": ["tests/test_apply_fixture.py", "tests/test_apply_faults.py"],
+    f"{PKG}/baselines/compare.py": ["tests/test_baselines_compare.py", "tests/test_bench_trust.py"],
+    f"{PKG}/tune/journal.py": ["tests/test_apply_journal.py", "tests/test_apply_writepath.py",
+                               "tests/test_apply_fixture.py", "tests/test_apply_faults.py"],
+    f"{PKG}/tune/rollback.py": ["tests/test_apply_journal.py", "tests/test_apply_writepath.py",
+                                "tests/test_apply_fixture.py", "tests/test_apply_faults.py"],
 }
 
 FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
