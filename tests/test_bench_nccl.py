@@ -273,3 +273,41 @@ def test_run_test_missing_binary_is_error():
 def test_not_installed_skip_says_how_to_install():
     m = nccl.not_installed("all_reduce")
     assert m.status == "SKIP" and "github.com/NVIDIA/nccl-tests" in m.message and "--nccl-tests-dir" in m.message
+
+
+# ---- mutation survivors: defaults, config checks, PATH lookup, the time column ----------------
+
+
+def test_default_config_gives_the_documented_argv():
+    """The defaults a plain `gpunode bench` runs with: 8 B .. 1 GiB, x2, 20 iterations after 5 warm-up."""
+    assert nccl.argv("all_reduce_perf", nccl.NcclConfig()) == [
+        "all_reduce_perf", "-b", "8", "-e", str(1 << 30), "-f", "2", "-g", "1", "-n", "20", "-w", "5",
+        "-c", "1", "-o", "sum", "-d", "float"]
+
+
+@pytest.mark.parametrize("bad", [{"ngpus": 0}, {"iters": 0}, {"warmup": -1}, {"step_factor": 1}])
+def test_each_bad_count_alone_is_refused(bad):
+    """One bad setting is enough: the others being valid must not let it through."""
+    with pytest.raises(ValueError, match="ngpus and iters >= 1"):
+        nccl.NcclConfig(**bad)
+    nccl.NcclConfig(warmup=0)  # no warm-up is allowed
+
+
+def test_find_binary_searches_the_path_it_is_given_not_the_environment(tmp_path, monkeypatch):
+    script, _ = fake_binary(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("PATH", str(elsewhere))
+    assert nccl.find_binary("all_reduce", path_env=str(tmp_path)) == str(script)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert nccl.find_binary("all_reduce", path_env=str(elsewhere)) is None
+    assert nccl.find_binary("all_reduce") == str(script)  # no path given: $PATH
+
+
+def test_row_time_is_the_time_column_not_the_bandwidth():
+    """`size count type redop root time algbw busbw #wrong | time algbw busbw #wrong`."""
+    run = nccl.parse_text(AR_TEXT)
+    last = run.largest
+    assert (last.time_us, last.algbw, last.busbw, last.wrong) == (358.92, 1495.8, 0.0, 0)
+    assert (last.in_place_time_us, last.in_place_algbw, last.in_place_busbw, last.in_place_wrong) == (0.97, 552251, 0.0, 0)
+    assert nccl.parse_json(AR_JSON).largest.time_us == pytest.approx(358.9, abs=0.1)
