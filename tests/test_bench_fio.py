@@ -246,3 +246,177 @@ def test_real_fio_run_on_temp_dir(tmp_path):
     assert all(m.status == "PASS" and m.value > 0 for m in metrics), [m.message for m in metrics]
     assert by["fio.seq_read"].conditions["direct"] == int(target.direct)
     assert os.listdir(tmp_path) == []  # the scratch file and its directory are gone
+
+
+# ---- mutation survivors: sizes and argv, figures without runtime or data, refusals, the neighbour watch ----
+
+
+def recorded(name, **changes):
+    """A recorded fio JSON document with job 0's fields changed (a key set to None is removed)."""
+    import json
+
+    doc = json.loads((FIO / name).read_text())
+    job = doc["jobs"][0]
+    for key, value in changes.items():
+        if value is None:
+            job.pop(key)
+        else:
+            job[key] = value
+    return json.dumps(doc)
+
+
+def test_plans_are_in_binary_mebibytes():
+    assert fio.FioPlan.quick() == fio.FioPlan(size_bytes=268435456, runtime_s=3)
+    assert fio.FioPlan.full() == fio.FioPlan(size_bytes=4294967296, runtime_s=20)
+    assert fio.SPACE_MARGIN == 67108864
+    t = fio.FioTarget("/x/scratch.dat", "scratch", fio.FioPlan.quick().size_bytes, True)
+    assert "--size=268435456" in fio.argv("fio", JOB["seq_read"], t, fio.FioPlan.quick())
+
+
+def test_rand_read_argv_is_4k_at_queue_depth_64():
+    plan = fio.FioPlan(size_bytes=256 << 20, runtime_s=3)
+    t = fio.FioTarget("/data/scratch.dat", "scratch", 256 << 20, True)
+    assert fio.argv("fio", JOB["rand_read"], t, plan) == [
+        "fio", "--name=rand_read", "--filename=/data/scratch.dat", "--rw=randread", "--bs=4k",
+        f"--size={256 << 20}", "--direct=1", "--ioengine=libaio", "--iodepth=64", "--numjobs=1",
+        "--runtime=3", "--time_based", "--group_reporting", "--output-format=json"]
+
+
+def test_a_job_without_runtime_gives_no_figure():
+    """No job_runtime in the JSON (a cut or foreign document): no rate can be trusted."""
+    res = fio.parse_json(recorded("seq_read.debian12-vm.json", job_runtime=None))
+    assert res.runtime_ms == 0 and res.read_bw_bytes > 0
+    (m,) = fio.job_metrics(JOB["seq_read"], res, 0, "", COND)
+    assert (m.status, m.value, m.message) == ("ERROR", None, "fio job seq_read reported no runtime")
+
+
+def test_a_zero_runtime_or_missing_percentiles_give_no_figure():
+    res = fio.parse_json(recorded("seq_read.debian12-vm.json", job_runtime=0))
+    (m,) = fio.job_metrics(JOB["seq_read"], res, 0, "", COND)
+    assert (m.status, m.message) == ("ERROR", "fio job seq_read reported no runtime")
+    import json
+
+    doc = json.loads((FIO / "rand_read.debian12-vm.json").read_text())
+    del doc["jobs"][0]["read"]["clat_ns"]["percentile"]  # fio run with --clat_percentiles=0
+    res = fio.parse_json(json.dumps(doc))
+    assert res.read_p99_ns is None
+    iops, p99 = fio.job_metrics(JOB["rand_read"], res, 0, "", COND)
+    assert iops.status == "PASS" and iops.value > 0
+    assert (p99.status, p99.value, p99.message) == ("ERROR", None, "fio job rand_read reported no latency percentiles")
+
+
+def test_a_job_that_moved_no_data_is_error():
+    import json
+
+    doc = json.loads((FIO / "seq_read.debian12-vm.json").read_text())
+    doc["jobs"][0]["read"]["bw_bytes"] = 0
+    (m,) = fio.job_metrics(JOB["seq_read"], fio.parse_json(json.dumps(doc)), 0, "", COND)
+    assert (m.status, m.value, m.message) == ("ERROR", None, "fio job seq_read moved no data")
+
+
+def test_a_swap_file_named_through_a_symlink_is_refused(tmp_path):
+    """/proc/swaps names the real file; --fio-destructive may name a link to it."""
+    swapfile = tmp_path / "swapfile"
+    swapfile.write_bytes(b"\0" * 4096)
+    link = tmp_path / "bench.dat"
+    link.symlink_to(swapfile)
+    host = tree_host(tmp_path / "root", files={"/proc/swaps": f"Filename Type Size Used Priority\n{swapfile} file 4 0 -2\n"})
+    with pytest.raises(fio.FioRefused, match="in use as swap"):
+        fio.destructive_target(host.sys, str(link), fio.FioPlan(size_bytes=1 << 20, runtime_s=1))
+    assert swapfile.read_bytes() == b"\0" * 4096
+
+
+def test_a_link_to_a_path_fio_cannot_take_is_refused(tmp_path):
+    """The named path is plain, but the file it leads to has both '\\' and ':' in its path."""
+    odd = tmp_path / "a\\b:c"
+    odd.mkdir()
+    (odd / "bench.dat").write_bytes(b"x" * 4096)
+    link = tmp_path / "bench.dat"
+    link.symlink_to(odd / "bench.dat")
+    with pytest.raises(fio.FioRefused, match="cannot be handed to fio safely"):
+        fio.prepare_target(SysRoot(tmp_path / "empty"), fio.FioPlan(size_bytes=1 << 20, runtime_s=1),
+                           destructive=str(link))
+
+
+def test_probe_direct_falls_back_only_when_the_filesystem_refuses_o_direct(tmp_path, monkeypatch):
+    import errno
+
+    f = tmp_path / "probe"
+    f.write_bytes(b"")
+    real_open = os.open
+
+    def refusing(code):
+        def open_(path, flags, *a, **kw):
+            if str(path) == str(f) and flags & os.O_DIRECT:
+                raise OSError(code, os.strerror(code))
+            return real_open(path, flags, *a, **kw)
+        return open_
+
+    monkeypatch.setattr(fio.os, "open", refusing(errno.EINVAL))
+    direct, note = fio.probe_direct(str(f))
+    assert direct is False and "refuses O_DIRECT" in note
+    monkeypatch.setattr(fio.os, "open", refusing(errno.EACCES))
+    with pytest.raises(fio.FioRefused, match="Permission denied"):
+        fio.probe_direct(str(f))
+
+
+def test_watch_sees_a_neighbour_written_in_place_but_not_fios_own_file(tmp_path):
+    target = fio.scratch_target(str(tmp_path), fio.FioPlan(size_bytes=1 << 20, runtime_s=1))
+    neighbour = tmp_path / "neighbour"
+    neighbour.write_bytes(b"precious data\n")
+    same_size = tmp_path / "same-size"
+    same_size.write_bytes(b"0123456789")
+    os.utime(same_size, ns=(1_000_000_000, 1_000_000_000))
+    (tmp_path / "subdir").mkdir()
+    with fio.cleaned(target):
+        before = fio.watch(target)
+        assert {str(neighbour), str(same_size), str(tmp_path / "subdir"), target.path} <= set(before)
+        with open(target.path, "wb") as own:
+            own.write(b"\0" * 8192)
+        with open(neighbour, "r+b") as f:
+            f.write(b"\0" * 4096)
+        with open(same_size, "r+b") as f:
+            f.write(b"9876543210")
+        os.utime(same_size, ns=(2_000_000_000, 2_000_000_000))
+        (tmp_path / "subdir" / "new").write_text("a new name in a subdirectory is not a write")
+        touched = fio.touched_neighbours(before, fio.watch(target), target.path)
+    assert touched == [f"{neighbour} was written (size 14 -> 4096)", f"{same_size} was written (size 10 -> 10)"]
+
+
+def test_a_huge_directory_is_watched_up_to_the_cap(tmp_path, monkeypatch):
+    for name in "abc":
+        (tmp_path / name).write_text(name)
+    assert len(fio.dir_state(str(tmp_path))) == 3
+    monkeypatch.setattr(fio, "MAX_WATCHED_ENTRIES", 2)
+    assert len(fio.dir_state(str(tmp_path))) == 2
+
+
+def test_fio_version_without_the_prefix():
+    from gpunode.host.runner import ReplayRunner
+
+    runner = ReplayRunner()
+    runner.add(["fio", "--version"], stdout="fio-3.33\n")
+    assert fio.fio_version(runner, "fio") == "3.33"
+    empty = ReplayRunner()
+    empty.add(["fio", "--version"], stdout="\n")
+    assert fio.fio_version(empty, "fio") is None
+    assert fio.fio_version(ReplayRunner(), "fio") is None  # not runnable
+
+
+def test_run_fio_gives_each_job_three_times_its_runtime_plus_two_minutes(tmp_path):
+    from gpunode.host.runner import CommandResult, Runner
+
+    class Recording(Runner):
+        def __init__(self):
+            self.timeouts = []
+
+        def run(self, argv, timeout=10.0, env=None, cwd=None, input_text=None):
+            self.timeouts.append(timeout)
+            job = next(a for a in argv if a.startswith("--name=")).split("=", 1)[1]
+            return CommandResult(list(argv), 0, (FIO / f"{job}.debian12-vm.json").read_text(), "")
+
+    plan = fio.FioPlan(size_bytes=1 << 20, runtime_s=7)
+    runner = Recording()
+    metrics = fio.run_fio(runner, "fio", fio.scratch_target(str(tmp_path), plan), plan)
+    assert runner.timeouts == [141, 141, 141]
+    assert all(m.status == "PASS" for m in metrics), [m.message for m in metrics]
