@@ -381,3 +381,115 @@ def test_compare_and_bench_compare_take_the_one_compare_path(monkeypatch, record
     with console.capture():
         code = _compare(document, (Catalogue(), None), console)
     assert len(calls) == 2 and calls[1] == calls[0] and code == calls[0]["exit_code"] == result.exit_code
+
+
+# ---- mutation survivors: which catalogue, the message, trust, ranges, exactly 1, the rendered note ----
+
+TRUST_BASELINE = """\
+name: trust
+defaults: {warn: 0.9, fail: 0.8}
+metrics:
+  gemm.bf16:
+    value: 796
+    unit: TFLOP/s
+    conditions: {dtype: bf16}
+    source: test
+    peak: {value: 989.5, source: datasheet dense BF16}
+  hbm.d2d:
+    value: 3010
+    unit: GB/s
+    conditions: {bytes: {min: 268435456, max: 4294967296}}
+    source: test
+"""
+
+
+@pytest.fixture
+def trust_baseline(tmp_path):
+    return load_baseline(write_yaml(tmp_path / "trust.yaml", TRUST_BASELINE))
+
+
+def test_catalogue_for_reads_the_config_only_when_no_directory_is_given(tmp_path, monkeypatch):
+    from gpunode.baselines.compare import catalogue_for
+    from gpunode.baselines.schema import BaselineError
+
+    mine, configured = tmp_path / "mine", tmp_path / "configured"
+    mine.mkdir()
+    configured.mkdir()
+    monkeypatch.setenv("GPUNODE_CONFIG", str(write_yaml(tmp_path / "config.yaml", f"baselines_dir: {configured}\n")))
+    assert catalogue_for().site == [configured]
+    assert catalogue_for(config_dir=str(mine)).site == [mine]  # the caller's config dir, not re-read
+    assert catalogue_for(baselines_dir=mine).site == [mine]
+    monkeypatch.setenv("GPUNODE_CONFIG", str(tmp_path / "missing.yaml"))
+    assert catalogue_for(baselines_dir=mine).site == [mine]  # --baselines DIR: a broken config is not read
+    with pytest.raises(BaselineError, match="config file not found"):
+        catalogue_for()
+
+
+def test_the_message_says_lower_is_better_only_where_it_is(baseline):
+    assert only_row(baseline, gemm("bf16", 796.0)).message == "100.0% of expected; within 90%/80%"
+    assert only_row(baseline, metric("fio.rand_read.p99_us", 125, "us", None)).message == (
+        "80.0% of expected (lower is better); below the warn level of 90%/80%")
+
+
+def test_a_full_figure_beside_a_foreign_process_is_not_trusted(trust_baseline):
+    foreign = {"foreign_processes": [{"pid": 4242, "name": "python", "used_bytes": 2 << 30}]}
+    row = only_row(trust_baseline, gemm("bf16", 796.0) | {"telemetry": foreign})
+    assert row.status == "WARN" and row.ratio == 1.0
+    assert row.message == ("not trustworthy: foreign process on the GPU: pid 4242 (python, 2.0 GiB); "
+                           "100.0% of expected; within 90%/80%")
+    assert row.concerns == ("foreign process on the GPU: pid 4242 (python, 2.0 GiB)",)
+    clean = only_row(trust_baseline, gemm("bf16", 791.6))
+    assert (clean.status, clean.peak_ratio, clean.concerns) == ("PASS", 0.8, ())  # 791.6 / 989.5
+
+
+def test_a_low_figure_names_its_likely_cause_and_only_then(trust_baseline):
+    capped = {"power_w": {"median": 695.0}, "power_limit_w": 700.0}
+    low = only_row(trust_baseline, gemm("bf16", 700.0) | {"telemetry": capped})
+    assert low.status == "WARN"
+    assert low.message == ("likely cause: power-capped: 695 W of a 700 W limit; "
+                           "87.9% of expected; below the warn level of 90%/80%")
+    assert "likely cause" not in only_row(trust_baseline, gemm("bf16", 700.0)).message  # no telemetry: no guess
+    assert "likely cause" not in only_row(trust_baseline, gemm("bf16", 796.0) | {"telemetry": capped}).message
+
+
+def test_a_range_condition_holds_its_upper_bound(trust_baseline):
+    assert only_row(trust_baseline, d2d(3010.0, nbytes=GIB)).status == "PASS"
+    assert only_row(trust_baseline, d2d(3010.0, nbytes=4 * GIB)).status == "PASS"  # at max
+    above = only_row(trust_baseline, d2d(3010.0, nbytes=8 * GIB))
+    assert above.status == "SKIP" and "bytes 8589934592, baseline >= 268435456 and <= 4294967296" in above.message
+
+
+def test_lower_is_better_at_exactly_one(baseline):
+    """A p99 of exactly 1 us is 100 x better than the expected 100 us, not an infinite ratio."""
+    row = only_row(baseline, metric("fio.rand_read.p99_us", 1.0, "us", None))
+    assert (row.status, row.ratio) == ("PASS", 100.0)
+    assert row.message.startswith("10000.0% of expected (lower is better)")
+
+
+def _rendered(verdicts, **console):
+    import io
+
+    from rich.console import Console
+
+    from gpunode.baselines.compare import render_verdicts
+
+    out = io.StringIO()
+    render_verdicts(verdicts, Console(file=out, **console))
+    return out.getvalue().splitlines()
+
+
+def test_the_rendered_note_is_the_message_of_what_did_not_pass(baseline):
+    v = verdicts_for(baseline, [gemm("bf16", 796.0, gpu=0), gemm("bf16", 700.0, gpu=1)], h100_gpus(2))
+    lines = _rendered(v, width=200)  # piped: one plain line per row
+    passed = next(line for line in lines if line.startswith("gemm.bf16  GPU0"))
+    warned = next(line for line in lines if line.startswith("gemm.bf16  GPU1"))
+    assert passed.endswith("0.90/0.80  -") and "of expected" not in passed
+    assert warned.endswith("0.90/0.80  87.9% of expected; below the warn level of 90%/80%")
+
+
+def test_on_a_narrow_terminal_only_the_note_folds_below_its_row(baseline):
+    v = verdicts_for(baseline, [gemm("bf16", 700.0)])
+    lines = _rendered(v, width=80, force_terminal=True, color_system=None)
+    i = next(i for i, line in enumerate(lines) if line.startswith("gemm.bf16"))
+    assert lines[i] == "gemm.bf16  GPU0  WARN  700.0 TFLOP/s  796.0 TFLOP/s  0.879  0.90/0.80"
+    assert lines[i + 1] == "    Note: 87.9% of expected; below the warn level of 90%/80%"
