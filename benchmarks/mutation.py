@@ -209,8 +209,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     previous = json.loads(Path(args.retry).read_text()) if args.retry else None
-    if previous:
-        args.only = sorted({s["module"] for s in previous["survivors"]})
+    if previous:  # its survivors' modules (those of them named by --only, if any)
+        args.only = sorted({s["module"] for s in previous["survivors"]} & set(args.only or TARGETS))
     targets = {m: t for m, t in TARGETS.items() if not args.only or m in args.only}
     work = Path(tempfile.mkdtemp(prefix="gpunode-mutation-"))
     trees = []
