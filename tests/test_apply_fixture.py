@@ -153,3 +153,18 @@ def test_limits_overridden_by_a_later_file_is_refused(tmp_path):
     rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(tmp_path / "s"), "--only", "limits.memlock")
     assert rc == 1 and doc["result"] == "nothing-to-change"
     assert "95-site.conf sorts after" in doc["changes"][0]["note"]
+
+
+def test_a_partial_rollback_journals_exactly_the_values_it_left(tmp_path):
+    root = make_tree(tmp_path / "root")
+    state = tmp_path / "state"
+    _, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysctl.vm.*,sysfs.thp.*",
+                        "--no-persist")
+    (root / "proc/sys/vm/swappiness").write_text("33\n")  # an operator changed it since
+    rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
+    assert rb.returncode == 1, rb.stdout + rb.stderr
+    restores = json.loads(rb.stdout)["restores"]
+    assert len(restores) > 1 and [r["status"] for r in restores].count("left") == 1
+    end = json.loads((state / "applies" / f"{doc['id']}.jsonl").read_text().splitlines()[-1])
+    assert end["type"] == "rollback-end" and end["result"] == "partial"
+    assert [(r["subject"], r["status"]) for r in end["left"]] == [("/proc/sys/vm/swappiness", "left")]

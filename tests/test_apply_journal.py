@@ -6,13 +6,14 @@ import json
 import os
 import stat
 
+import pytest
 from apply_fixtures import apply_json, gpunode, make_tree, picture
 
 from gpunode.host import sysroot_host
 from gpunode.host.gpu.control import NoGpuControl
 from gpunode.host.sysroot import SysRoot
 from gpunode.tune.actions import ApplyEnv
-from gpunode.tune.journal import JournalWriter, StateDir
+from gpunode.tune.journal import JournalError, JournalWriter, StateDir, parse_journal
 from gpunode.tune.plan import select_settings
 from gpunode.tune.profiles import load_profile
 from gpunode.tune.session import apply_profile
@@ -146,3 +147,116 @@ def test_a_rollback_killed_after_its_last_restore_finishes_cleanly(tmp_path):
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert {r["status"] for r in json.loads(rb.stdout)["restores"]} == {"restored"}
     assert picture(root) == before
+
+
+def _fd_name(fd):
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
+def _record_os(monkeypatch, events):
+    """os.open/write/fsync/close/replace as (call, path) events, paths read back from the fd."""
+    real = {name: getattr(os, name) for name in ("open", "write", "fsync", "close", "replace")}
+
+    def opened(path, *a, **kw):
+        fd = real["open"](path, *a, **kw)
+        events.append(("open", str(path)))
+        return fd
+
+    monkeypatch.setattr(os, "open", opened)
+    monkeypatch.setattr(os, "write", lambda fd, data: events.append(("write", _fd_name(fd))) or real["write"](fd, data))
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", _fd_name(fd))) or real["fsync"](fd))
+    monkeypatch.setattr(os, "close", lambda fd: events.append(("close", _fd_name(fd))) or real["close"](fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real["replace"](a, b))
+
+
+def test_a_new_journal_file_is_made_durable_in_its_directory_before_the_first_record(tmp_path, monkeypatch):
+    """Fails if the directory fsync after creating the journal is dropped, or done only for an
+    existing journal: a crash could lose the whole file, with every change recorded in it."""
+    applies = tmp_path / "applies"
+    applies.mkdir()
+    path = applies / "a.jsonl"
+    events = []
+    _record_os(monkeypatch, events)
+    with JournalWriter(path) as journal:
+        journal.append({"type": "begin"})
+    assert events == [("open", str(path)), ("open", str(applies)), ("fsync", str(applies)), ("close", str(applies)),
+                      ("write", str(path)), ("fsync", str(path)), ("close", str(path))]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    events.clear()
+    with JournalWriter(path) as journal:  # appending to an existing journal: its entry is already durable
+        journal.append({"type": "rollback"})
+    assert events == [("open", str(path)), ("write", str(path)), ("fsync", str(path)), ("close", str(path))]
+
+
+def _damaged(tmp_path):
+    state = StateDir(tmp_path / "state").ensure()
+    path = state.applies / "20250101T000000Z-1.jsonl"
+    good = [json.dumps({"type": "begin", "seq": 1}), json.dumps({"type": "end", "result": "applied"})]
+    path.write_text(good[0] + "\n" + '{"type": "done", "seq"\n' + good[1] + "\n")
+    return state, path, good
+
+
+def test_quarantine_syncs_the_moved_lines_and_the_new_journal_before_replacing_it(tmp_path, monkeypatch):
+    """Fails if the fsync of the rewritten journal (or its close) is dropped: a crash after the
+    rename could leave an empty journal, every recorded change lost."""
+    state, path, good = _damaged(tmp_path)
+    tmp = str(path.with_name(f".{path.name}.gpunode.tmp"))
+    quarantine = str(state.quarantine / path.name)
+    fds_before = sorted(os.listdir("/proc/self/fd"))
+    events = []
+    _record_os(monkeypatch, events)
+    record = state.load(path.stem, repair=True)
+    monkeypatch.undo()
+    assert record.bad_lines == [] and record.status == "applied"
+    assert sorted(os.listdir("/proc/self/fd")) == fds_before  # no descriptor left open
+    replace = events.index(("replace", str(path)))
+    assert events.index(("fsync", quarantine)) < replace
+    written = events.index(("write", tmp))
+    assert events[written:replace] == [("write", tmp), ("fsync", tmp), ("close", tmp)]
+    assert events[replace + 1:] == [("open", str(state.applies)), ("fsync", str(state.applies)),
+                                    ("close", str(state.applies))]
+    assert path.read_text() == "\n".join(good) + "\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_damaged_line_read_without_the_lock_is_reported_and_left_in_place(tmp_path):
+    state, path, _ = _damaged(tmp_path)
+    text = path.read_text()
+    record = state.load(path.stem)
+    assert [(n, why) for n, _, why in record.bad_lines] == [(2, "not JSON")]
+    assert state.warnings == [f"journal {path}: line(s) 2 (not JSON) could not be read (the next apply or rollback "
+                              f"moves them to {state.quarantine / path.name})"]
+    assert path.read_text() == text and not state.quarantine.exists()
+
+
+def test_an_apply_id_cannot_name_a_file_outside_the_applies_directory(tmp_path):
+    state = StateDir(tmp_path / "state").ensure()
+    (state.root / "x.jsonl").write_text(json.dumps({"type": "begin", "seq": 1}) + "\n")
+    (state.applies / ".hidden.jsonl").write_text(json.dumps({"type": "begin", "seq": 1}) + "\n")
+    (state.applies / ".jsonl").write_text(json.dumps({"type": "begin", "seq": 1}) + "\n")
+    for bad in ("../x", ".hidden", ""):
+        with pytest.raises(JournalError, match="not an apply id"):
+            state.path_of(bad)
+
+
+def test_only_journal_files_count_as_applies(tmp_path):
+    state = StateDir(tmp_path / "state").ensure()
+    (state.applies / "20250101T000000Z-1.jsonl").write_text(json.dumps({"type": "begin", "seq": 1}) + "\n")
+    (state.applies / "notes.txt").write_text("an operator's notes\n")
+    (state.applies / ".20250101T000000Z-1.jsonl.gpunode.tmp").write_text("")
+    (state.applies / ".half.jsonl").write_text("")
+    assert state.ids() == ["20250101T000000Z-1"]
+    assert [r.id for r in state.records()] == ["20250101T000000Z-1"]
+
+
+def test_the_last_restore_record_of_a_change_decides_whether_it_is_back(tmp_path):
+    def restore(seq, status):
+        return json.dumps({"type": "restore", "seq": seq, "status": status})
+
+    lines = [restore(1, "error"), restore(1, "restored"), restore(2, "restored"), restore(2, "left"),
+             restore(3, "not-written"), restore(4, "restored"), restore(4, "error")]
+    record = parse_journal("x", "\n".join(lines) + "\n")
+    assert record.bad_lines == [] and record.restored == {1, 3}

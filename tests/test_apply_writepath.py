@@ -163,3 +163,41 @@ def test_a_file_write_syncs_the_data_before_the_rename_and_the_directory_after(t
     target = tmp_path / "etc/new/x.conf"
     assert target.read_bytes() == b"a = 1\n" and stat.S_IMODE(target.stat().st_mode) == 0o640
     assert os.listdir(tmp_path / "etc/new") == ["x.conf"]
+
+
+def test_a_file_changed_by_someone_else_is_left_but_a_killed_write_s_temp_file_is_cleaned(tmp_path):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    only = ("--only", "sysfs.thp.*")
+    n = _index_of(root, tmp_path, "/etc/gpunode/apply-boot.json", *only)
+    killed = gpunode("apply", "--sysroot", str(root), "--state-dir", str(state), *only,
+                     env={"GPUNODE_TEST_CRASH_AFTER": f"journal:{n}"})
+    assert killed.returncode == -9, killed.stderr
+    # gpunode's write was killed after making its temporary file; someone wrote the file since
+    (root / "etc/gpunode").mkdir()
+    (root / "etc/gpunode/apply-boot.json").write_text('{"theirs": true}\n')
+    (root / "etc/gpunode/.apply-boot.json.gpunode.0badf00d").write_text('{"half": ')
+    rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
+    assert rb.returncode == 1, rb.stdout + rb.stderr
+    left = [r for r in json.loads(rb.stdout)["restores"] if r["status"] == "left"]
+    assert [r["subject"] for r in left] == ["/etc/gpunode/apply-boot.json"]
+    assert os.listdir(root / "etc/gpunode") == ["apply-boot.json"]
+    assert (root / "etc/gpunode/apply-boot.json").read_text() == '{"theirs": true}\n'
+
+
+def test_a_directory_kept_by_someone_s_file_is_removed_by_the_rerun_of_a_killed_rollback(tmp_path):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysfs.thp.*")
+    assert rc == 0, doc
+    (root / "etc/gpunode/notes").write_text("someone's\n")  # keeps the directory gpunode made
+    assert gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state)).returncode == 0
+    assert os.listdir(root / "etc/gpunode") == ["notes"]
+    journal = state / "applies" / f"{doc['id']}.jsonl"
+    lines = journal.read_text().splitlines()
+    assert json.loads(lines[-1])["type"] == "rollback-end"
+    journal.write_text("\n".join(lines[:-1]) + "\n")  # killed just before writing rollback-end
+    (root / "etc/gpunode/notes").unlink()
+    rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert {r["status"] for r in json.loads(rb.stdout)["restores"]} == {"restored"}
+    assert picture(root) == before
