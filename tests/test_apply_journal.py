@@ -260,3 +260,15 @@ def test_the_last_restore_record_of_a_change_decides_whether_it_is_back(tmp_path
              restore(3, "not-written"), restore(4, "restored"), restore(4, "error")]
     record = parse_journal("x", "\n".join(lines) + "\n")
     assert record.bad_lines == [] and record.restored == {1, 3}
+
+
+def test_a_journal_whose_begin_line_was_lost_keeps_its_place_among_the_applies(tmp_path):
+    """The newest apply's begin line damaged: it still sorts last (its number from its id), so a
+    plain rollback undoes it first and the next apply gets a fresh number."""
+    state = StateDir(tmp_path / "state").ensure()
+    change = json.dumps({"type": "change", "seq": 1, "setting": "sysctl.vm.swappiness"})
+    (state.applies / "20250101T000000Z-1.jsonl").write_text(json.dumps({"type": "begin", "seq": 1}) + "\n")
+    (state.applies / "20250101T000100Z-2.jsonl").write_text("{not json\n" + change + "\n")
+    records = state.records()
+    assert [(r.id, r.seq) for r in records] == [("20250101T000000Z-1", 1), ("20250101T000100Z-2", 2)]
+    assert state.next_seq() == 3

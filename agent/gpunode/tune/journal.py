@@ -108,7 +108,12 @@ class ApplyRecord:
 
     @property
     def seq(self) -> int:
-        return int(self.begin.get("seq", 0))
+        """The apply's number: from its begin record, or, where that line was lost, from its id
+        (`...-<seq>`), so a damaged journal keeps its place among the applies."""
+        if "seq" in self.begin:
+            return int(self.begin["seq"])
+        _, _, tail = self.id.rpartition("-")
+        return int(tail) if tail.isdigit() else 0
 
     @property
     def status(self) -> str:
