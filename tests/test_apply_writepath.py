@@ -82,7 +82,8 @@ def _index_of(root, tmp_path, subject, *args):
     return 1 + [c["subject"] for c in writes].index(subject)
 
 
-def test_rollback_cleans_a_temp_file_and_new_directory_left_by_a_kill(tmp_path):
+def _killed_before_writing_the_boot_spec(tmp_path):
+    """An apply SIGKILLed right after journaling the boot spec's write: (root, state, picture before)."""
     root, state = make_tree(tmp_path / "root"), tmp_path / "state"
     before = picture(root)
     only = ("--only", "sysfs.thp.*")
@@ -90,6 +91,11 @@ def test_rollback_cleans_a_temp_file_and_new_directory_left_by_a_kill(tmp_path):
     killed = gpunode("apply", "--sysroot", str(root), "--state-dir", str(state), *only,
                      env={"GPUNODE_TEST_CRASH_AFTER": f"journal:{n}"})
     assert killed.returncode == -9, killed.stderr
+    return root, state, before
+
+
+def test_rollback_cleans_a_temp_file_and_new_directory_left_by_a_kill(tmp_path):
+    root, state, before = _killed_before_writing_the_boot_spec(tmp_path)
     # what a kill between creating the temporary file and renaming it leaves behind
     (root / "etc/gpunode").mkdir()
     (root / "etc/gpunode/.apply-boot.json.gpunode.0badf00d").write_text('{"half": ')
@@ -166,12 +172,7 @@ def test_a_file_write_syncs_the_data_before_the_rename_and_the_directory_after(t
 
 
 def test_a_file_changed_by_someone_else_is_left_but_a_killed_write_s_temp_file_is_cleaned(tmp_path):
-    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
-    only = ("--only", "sysfs.thp.*")
-    n = _index_of(root, tmp_path, "/etc/gpunode/apply-boot.json", *only)
-    killed = gpunode("apply", "--sysroot", str(root), "--state-dir", str(state), *only,
-                     env={"GPUNODE_TEST_CRASH_AFTER": f"journal:{n}"})
-    assert killed.returncode == -9, killed.stderr
+    root, state, _ = _killed_before_writing_the_boot_spec(tmp_path)
     # gpunode's write was killed after making its temporary file; someone wrote the file since
     (root / "etc/gpunode").mkdir()
     (root / "etc/gpunode/apply-boot.json").write_text('{"theirs": true}\n')
