@@ -63,6 +63,14 @@ GATE_OPTIONS = (
                "Also write the verdict as a Prometheus textfile here (atomically; node_exporter's textfile dir)."),
 )
 _BY_FLAG = {o.flag: o for o in GATE_OPTIONS}
+# NVML reads no gate check judges (tests/test_gate_nvml_reads.py proves it on recorded GPUs):
+# leaving them out saves ~10 ms of first-call costs per GPU (H200: 3 temperature thresholds
+# 6.8 ms together, power 1.5 ms, corrected ECC counters 1.6 ms).
+GATE_UNREAD = frozenset({
+    "serial", "vbios_version", "board_part_number", "architecture", "ecc_corrected_volatile",
+    "ecc_corrected_aggregate", "power_usage_w", "power_limit_w", "power_default_limit_w", "power_limit_constraints",
+    "temperature_shutdown_c", "temperature_gpu_max_c", "nvlink_details",
+})
 
 
 class GateUsageError(ValueError):
@@ -114,7 +122,7 @@ def _start_nvml(snapshot):
         return None
     from gpunode.host.gpu.source import LiveGpuSource
 
-    source = LiveGpuSource()
+    source = LiveGpuSource(unread=GATE_UNREAD)
     _prefetch_gpus(source)
     return source
 
@@ -190,7 +198,7 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
     if not snap:
         from gpunode.host.gpu.source import LiveGpuSource
 
-        gpu_factory = LiveGpuSource  # the epilog polls: a fresh NVML read each time
+        gpu_factory = lambda: LiveGpuSource(unread=GATE_UNREAD)  # noqa: E731 - the epilog polls: a fresh read each time
     return GateRun(
         host=host, source=source, profile=profile, config=cfg, checks=checks, options=options,
         env=dict(os.environ), slurm=_slurm(mode, no_scontrol), gpu_factory=gpu_factory,

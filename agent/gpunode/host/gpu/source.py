@@ -24,7 +24,16 @@ class GpuSource:
 
 
 class LiveGpuSource(GpuSource):
-    def __init__(self) -> None:
+    """`unread`: NVML reads to leave out (gpunode.host.gpu.nvml.READ_NAMES), for a caller
+    that judges only some fields (the gate)."""
+
+    def __init__(self, unread: frozenset[str] = frozenset()) -> None:
+        if unread:
+            from gpunode.host.gpu.nvml import READ_NAMES
+
+            if not unread <= READ_NAMES:
+                raise ValueError(f"no such NVML read: {', '.join(sorted(unread - READ_NAMES))}")
+        self.unread = unread
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -35,10 +44,15 @@ class LiveGpuSource(GpuSource):
         from gpunode.host.gpu.nvml import NvmlGpuSource
 
         try:
-            self._result = NvmlGpuSource().collect()
+            # on_read: readers go on during nvmlShutdown; a read that never started NVML returns
+            self._publish(NvmlGpuSource(self.unread).collect(on_read=self._publish))
         except Exception as exc:  # noqa: BLE001 - reported as unavailable, never a crash
-            self._result = GpuInventory(available=False, error=f"NVML collection failed: {exc!r}")
-        self._done.set()
+            self._publish(GpuInventory(available=False, error=f"NVML collection failed: {exc!r}"))
+
+    def _publish(self, inventory: GpuInventory) -> None:
+        if self._result is None:
+            self._result = inventory
+            self._done.set()
 
     def inventory(self, timeout: float | None = None) -> GpuInventory:
         with self._lock:
