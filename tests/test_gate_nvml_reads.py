@@ -9,6 +9,7 @@ from dataclasses import fields, replace
 
 import gpu_fixtures
 import pytest
+
 import testkit
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import run_checks
