@@ -31,6 +31,9 @@ NVIDIA_SMI_QUERY = ["nvidia-smi", "--query-gpu=name,persistence_mode,ecc.errors.
                     "--format=csv"]
 BARE_NVML = ("import pynvml; pynvml.nvmlInit(); "
              "h = pynvml.nvmlDeviceGetHandleByIndex(0); pynvml.nvmlDeviceGetTemperature(h, 0)")
+# What the console script `gpunode` (pip's entry point, what Slurm's Prolog runs) executes;
+# `python -m gpunode` adds runpy's imports (~5 ms), shown on a row of its own.
+ENTRY_POINT = "import sys; from gpunode.cli import main; sys.argv[0] = 'gpunode'; sys.exit(main())"
 TARGET_OWN_COST_S = 0.03
 MIN_RUNS = 15
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -91,11 +94,12 @@ def main() -> int:
         parser.error(f"--runs must be at least {MIN_RUNS} (the median is the figure)")
     compileall.compile_dir(str(PACKAGE_ROOT / "agent"), quiet=1)
     compileall.compile_dir(str(PACKAGE_ROOT / "checks"), quiet=1)
-    gate = [sys.executable, "-m", "gpunode", "gate"]
+    gate = [sys.executable, "-c", ENTRY_POINT, "gate"]
     commands = {
         "python3 -c pass": [sys.executable, "-c", "pass"],
         "bare NVML script": [sys.executable, "-c", BARE_NVML],
         "gpunode gate": gate,
+        "python3 -m gpunode gate": [sys.executable, "-m", "gpunode", "gate"],
     }
     has_smi = shutil.which("nvidia-smi") is not None
     if has_smi:

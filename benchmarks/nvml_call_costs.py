@@ -158,6 +158,16 @@ def main() -> int:
               "collect_wall_ms": [round(1000 * w, 2) for w in walls],
               "gpus": len(inventory.gpus), "driver": inventory.driver_version, "calls": rows}
     result["concurrency"] = concurrency(pynvml, args.passes)
+    from gpunode.slurm.fastpath import GATE_UNREAD
+
+    gate_walls = []
+    for _ in range(args.passes):  # the gate's read: what it leaves out, left out (cold each pass)
+        importlib.reload(pynvml)
+        t0 = time.perf_counter()
+        NvmlGpuSource(GATE_UNREAD).collect()
+        gate_walls.append(time.perf_counter() - t0)
+    result["gate_collect_wall_ms"] = [round(1000 * w, 2) for w in gate_walls]
+    print("gate collect wall ms:", result["gate_collect_wall_ms"])
     for row in rows[:40]:
         print(f"{row['function']:50s} {row['calls_per_pass']:4d} calls {row['median_ms_per_pass']:8.3f} ms")
     print("collect wall ms:", result["collect_wall_ms"])

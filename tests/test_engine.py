@@ -126,3 +126,22 @@ def test_a_malformed_return_is_an_error_of_that_check_only():
     assert [(r.id, r.status) for r in results] == [("t.stray", Status.ERROR), ("t.text", Status.ERROR),
                                                   ("t.gen", Status.ERROR), ("t.ok", Status.PASS)]
     assert "not a finding" in results[0].message and "second subject unreadable" in results[2].message
+
+
+def test_the_gate_imports_every_module_that_holds_a_gate_check():
+    """The gate imports only GATE_MODULES: a gate check in another module would be dropped."""
+    import importlib
+
+    from gpunode.audit.run import choose_checks
+    from gpunode.checks import AREA_MODULES, GATE_MODULES, all_checks
+    from gpunode.tune.profiles import load_profile
+
+    for name in AREA_MODULES:
+        module = importlib.import_module(f"gpunode.checks.{name}")
+        gated = [v.id for v in vars(module).values() if isinstance(v, Check) and "gate" in v.tags]
+        assert bool(gated) == (name in GATE_MODULES), (name, gated)
+    for profile_name in ("training", "inference"):
+        profile = load_profile(profile_name)
+        everything = [c.id for c in all_checks(profile) if "gate" in c.tags]
+        assert [c.id for c in choose_checks(profile, tags=["gate"])] == everything
+        assert len(everything) >= 14

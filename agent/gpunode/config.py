@@ -55,8 +55,9 @@ _POSITIVE = {"xid_window_hours"}
 _NOT_NEGATIVE = {"expected_gpus", "min_free_gib"}
 
 
-def load_config(path: str | None = None) -> Config:
-    """Explicit path > $GPUNODE_CONFIG > /etc/gpunode/config.yaml (if present) > defaults."""
+def load_config(path: str | None = None, cache=None) -> Config:
+    """Explicit path > $GPUNODE_CONFIG > /etc/gpunode/config.yaml (if present) > defaults.
+    `cache`: the gate's parsed-YAML cache (gpunode.parsed_cache)."""
     explicit = path or os.environ.get("GPUNODE_CONFIG")
     candidate = Path(explicit) if explicit else Path(DEFAULT_PATH)
     if not candidate.exists():
@@ -64,7 +65,7 @@ def load_config(path: str | None = None) -> Config:
             raise ConfigError(f"config file not found: {candidate}")
         return Config()
     try:
-        data = load_yaml(candidate)
+        data = load_yaml(candidate, cache=cache)
     except InputError as exc:
         raise ConfigError(str(exc)) from None
     data = {} if data is None else data

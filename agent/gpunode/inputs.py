@@ -99,8 +99,18 @@ def parse_yaml(
     return parse(text, source, max_depth, max_aliases, max_nodes)
 
 
-def load_yaml(path: str | os.PathLike, max_bytes: int = MAX_BYTES, **limits: int) -> Any:
-    return parse_yaml(read_text(path, max_bytes), path, **limits)
+def load_yaml(path: str | os.PathLike, max_bytes: int = MAX_BYTES, cache=None, **limits: int) -> Any:
+    """`cache`: a gpunode.parsed_cache.ParsedCache (the gate's): the document of a text parsed
+    before, without PyYAML; a new text is parsed and kept."""
+    text = read_text(path, max_bytes)
+    if cache is None:
+        return parse_yaml(text, path, **limits)
+    key = cache.key(text, tuple(sorted(limits.items())))
+    hit, document = cache.get(key)
+    if not hit:
+        document = parse_yaml(text, path, **limits)
+        cache.put(key, document)
+    return document
 
 
 # --- JSON -------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The YAML half of gpunode.inputs: yaml.safe_load with duplicate keys refused and depth,
 aliases and expanded size bounded. Kept apart so that importing gpunode.inputs does not import
-PyYAML (~25 ms): the gate reads its profile from a cache (gpunode.slurm.gatecache) before every
+PyYAML (~12 ms): the gate reads its config and profile through a cache (gpunode.parsed_cache) before every
 job and parses no YAML at all on a hit. Callers use gpunode.inputs.parse_yaml / load_yaml."""
 
 from __future__ import annotations

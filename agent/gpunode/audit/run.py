@@ -37,9 +37,11 @@ def make_host(snapshot: str | None = None, sysroot: str | None = None,
 
 
 def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=()) -> list[Check]:
-    from gpunode.checks import all_checks
+    from gpunode.checks import AREA_MODULES, GATE_MODULES, all_checks
 
-    return select(all_checks(profile), only=only, skip_ids=skip_ids, tags=tags, areas=areas, skip_areas=skip_areas)
+    modules = GATE_MODULES if list(tags) == ["gate"] and not only else AREA_MODULES
+    return select(all_checks(profile, modules), only=only, skip_ids=skip_ids, tags=tags, areas=areas,
+                  skip_areas=skip_areas)
 
 
 def run_audit(
@@ -84,5 +86,5 @@ def _gpu_summary(ctx: AuditContext) -> dict:
         return {"available": False, "error": str(exc)}
 
 
-def load_audit_profile(name: str, config: Config, overlays=(), sets=None) -> Profile:
-    return load_profile(name, overlays=[*config.overlays, *overlays], sets=sets)
+def load_audit_profile(name: str, config: Config, overlays=(), sets=None, cache=None) -> Profile:
+    return load_profile(name, overlays=[*config.overlays, *overlays], sets=sets, cache=cache)

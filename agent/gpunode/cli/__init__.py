@@ -48,9 +48,11 @@ def _debug_to_stderr() -> None:
     """--debug: the Runner and SysRoot log each command and file read to `gpunode.debug`."""
     import logging
 
+    from gpunode.host.debug import LOGGER
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("gpunode: debug: %(message)s"))
-    log = logging.getLogger("gpunode.debug")
+    log = logging.getLogger(LOGGER)
     log.addHandler(handler)
     log.setLevel(logging.DEBUG)
 

@@ -61,8 +61,9 @@ def apply(
     from gpunode.audit.run import load_audit_profile
     from gpunode.config import DEFAULT_PATH, ConfigError, load_config
     from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.state_dir import resolve_state_dir
     from gpunode.tune.actions import ApplyEnv
-    from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
+    from gpunode.tune.journal import JournalError, StateDir
     from gpunode.tune.lock import LockBusy
     from gpunode.tune.plan import select_settings
     from gpunode.tune.profiles import ProfileError, parse_set_options
@@ -224,8 +225,9 @@ def rollback(
     Exit 0 all restored (or nothing to roll back), 1 some left as they were, 3 errors."""
     from gpunode.host.gpu.control import NoGpuControl
     from gpunode.outputs import dumps
+    from gpunode.state_dir import resolve_state_dir
     from gpunode.tune.actions import ApplyEnv
-    from gpunode.tune.journal import JournalError, StateDir, resolve_state_dir
+    from gpunode.tune.journal import JournalError, StateDir
     from gpunode.tune.lock import LockBusy
     from gpunode.tune.render import ROLLBACK_SCHEMA, render_restores
     from gpunode.tune.session import NothingToRollBack, Refused

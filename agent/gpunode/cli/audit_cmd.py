@@ -41,7 +41,7 @@ def audit(
     from gpunode.audit.run import choose_checks, load_audit_profile, make_host, run_audit
     from gpunode.config import ConfigError, load_config
     from gpunode.outputs import dumps, write_atomic
-    from gpunode.tune.journal import resolve_state_dir
+    from gpunode.state_dir import resolve_state_dir
     from gpunode.tune.profiles import ProfileError, parse_set_options
 
     fmt = format_name(output, as_json)

@@ -20,7 +20,7 @@ history_app = typer.Typer(help="This node's recorded results and applies.", no_a
 
 
 def _state(state_dir: str | None) -> Path:
-    from gpunode.tune.journal import resolve_state_dir
+    from gpunode.state_dir import resolve_state_dir
 
     return resolve_state_dir(state_dir, dict(os.environ))
 

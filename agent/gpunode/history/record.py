@@ -20,7 +20,7 @@ from gpunode.history.store import DEFAULT_KEEP, Figure, HistoryError, Store, his
 
 
 def state_dir_of(state_dir: str | None, environ: Mapping[str, str] | None = None) -> str:
-    from gpunode.tune.journal import resolve_state_dir
+    from gpunode.state_dir import resolve_state_dir
 
     return str(resolve_state_dir(state_dir, dict(os.environ if environ is None else environ)))
 

@@ -7,7 +7,6 @@ timeout the whole process group is killed so that children (mpirun, nccl-tests) 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shlex
 import signal
@@ -16,6 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from gpunode.host.debug import debug
 
 NOT_FOUND_RC = 127
 
@@ -39,7 +40,6 @@ def _key(argv: Sequence[str]) -> str:
     return json.dumps(list(argv))
 
 
-DEBUG = logging.getLogger("gpunode.debug")
 
 
 class Runner:
@@ -56,7 +56,7 @@ class Runner:
         argv = [str(a) for a in argv]
         if not argv:
             raise ValueError("empty argv")
-        DEBUG.debug("run: %s (timeout %gs)", shlex.join(argv), timeout)  # `gpunode --debug`
+        debug("run: %s (timeout %gs)", shlex.join(argv), timeout)  # `gpunode --debug`
         started = time.monotonic()
         try:
             proc = subprocess.Popen(  # noqa: S603 - argv list, no shell

@@ -14,17 +14,17 @@ from __future__ import annotations
 import errno
 import fnmatch
 import json
-import logging
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpunode.host.debug import debug
+
 _ACTIVE = re.compile(r"\[([^\]]+)\]")
 MAX_READ = 16 << 20  # /proc/interrupts of a big host is ~2 MiB; nothing apply or audit reads is near this
 MAX_LINKS = 40  # as the kernel's ELOOP limit
-DEBUG = logging.getLogger("gpunode.debug")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -89,7 +89,7 @@ class SysRoot:
         return self.root.joinpath(*in_root_parts(str(self.root), path, follow_last))
 
     def read(self, path: str) -> str | None:
-        DEBUG.debug("read: %s", path if self.is_live else f"{path} (under {self.root})")  # `gpunode --debug`
+        debug("read: %s", path if self.is_live else f"{path} (under {self.root})")  # `gpunode --debug`
         if self.index is not None and path in self.index.absent:
             return None
         from gpunode.inputs import InputError, read_bytes

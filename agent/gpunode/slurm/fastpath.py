@@ -183,16 +183,19 @@ def _textfile(path, verdict, mode: str) -> None:
 def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False):
     from gpunode.audit.run import choose_checks, load_audit_profile, make_host
     from gpunode.config import load_config
+    from gpunode.parsed_cache import ParsedCache
     from gpunode.slurm.gate import GateOptions, GateRun
+    from gpunode.state_dir import resolve_state_dir
 
     options = GateOptions(mode, timeout, check_timeout, strict)
-    cfg = load_config(config_path)
+    cache = ParsedCache(resolve_state_dir(None, os.environ))  # no PyYAML before each job
+    cfg = load_config(config_path, cache=cache)
     snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
     if snap and not os.path.isdir(snap):
         raise ValueError(f"snapshot {snap}: not a directory")
     host, source = make_host(snapshot=snap, gpu=None if snap else live_gpu)
     _prefetch_gpus(host.gpu)
-    profile = load_audit_profile(cfg.profile, cfg)
+    profile = load_audit_profile(cfg.profile, cfg, cache=cache)
     checks = [] if mode == "epilog" else choose_checks(profile, tags=["gate"], skip_ids=cfg.disable_checks)
     gpu_factory = None
     if not snap:

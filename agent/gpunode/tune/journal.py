@@ -21,18 +21,12 @@ from pathlib import Path
 
 from gpunode.tune.kinds.change import Change
 
-DEFAULT_STATE_DIR = "/var/lib/gpunode"
-STATE_ENV = "GPUNODE_STATE_DIR"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
 class JournalError(RuntimeError):
     pass
-
-
-def resolve_state_dir(option: str | None, environ: dict) -> Path:
-    return Path(option or environ.get(STATE_ENV) or DEFAULT_STATE_DIR)
 
 
 def ensure_dir(path: Path) -> Path:

@@ -88,9 +88,9 @@ def _resolve(name_or_path: str, relative_to: Path | None = None) -> Path:
     return shipped
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path, cache=None) -> dict:
     try:
-        data = load_yaml(path)  # regular files only; duplicate keys, alias bombs, depth refused
+        data = load_yaml(path, cache=cache)  # regular files only; duplicate keys, alias bombs, depth refused
     except InputError as exc:
         raise ProfileError(str(exc)) from None
     if not isinstance(data, dict):
@@ -182,17 +182,19 @@ def load_profile(
     overlays: list[str | Path] = (),
     sets: dict[str, str] | None = None,
     _seen: tuple[Path, ...] = (),
+    cache=None,
 ) -> Profile:
-    """Load a profile with its parents, then per-host overlays, then `--set id=value`."""
+    """Load a profile with its parents, then per-host overlays, then `--set id=value`.
+    `cache`: the gate's parsed-YAML cache (gpunode.parsed_cache); validation is the same."""
     path = _resolve(name_or_path, _seen[-1].parent if _seen else None).resolve()
     if path in _seen:
         raise ProfileError(f"{path}: 'extends' loops back to itself")
-    data = _read_yaml(path)
+    data = _read_yaml(path, cache)
     parent = data.get("extends")
     if parent is not None:
         if not isinstance(parent, str):
             raise ProfileError(f"{path}: 'extends' must be a profile name or path")
-        profile = load_profile(parent, _seen=(*_seen, path))
+        profile = load_profile(parent, _seen=(*_seen, path), cache=cache)
     else:
         profile = Profile(name=path.stem)
     profile.name = str(data.get("name", path.stem))
@@ -203,7 +205,7 @@ def load_profile(
         overlay_path = Path(overlay)
         if not overlay_path.exists():
             raise ProfileError(f"overlay file not found: {overlay}")
-        overlay_data = _read_yaml(overlay_path)
+        overlay_data = _read_yaml(overlay_path, cache)
         profile.files.append(str(overlay_path))
         _merge_settings(profile, overlay_data.get("settings"), overlay_path)
     for setting_id, value in (sets or {}).items():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+from typing import TYPE_CHECKING
 
-from gpunode.host.facts.kernel_config import Availability, module_availability
 from gpunode.host.facts.procfs import mount_of, parse_mounts
 from gpunode.tune.kinds.base import SYSCTL_D, Observed, SettingKind, plan_knob_writes
 from gpunode.tune.kinds.values import SettingInvalid, knob_value
+
+if TYPE_CHECKING:
+    from gpunode.host.facts.kernel_config import Availability
 
 _KEY = re.compile(r"^[a-z0-9_][a-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_:-]*)+$")
 # sysctls that take values below zero (kernel/sysctl docs); everywhere else -5 is refused.
@@ -42,6 +45,8 @@ def value_availability(host, key: str, name: str) -> tuple[str, Availability] | 
     spec = VALUE_MODULES.get(key)
     if spec is None or not _ALGORITHM.match(name):
         return None
+    from gpunode.host.facts.kernel_config import Availability, module_availability  # apply's question only
+
     what, prefix, symbol, always, listed_in = spec
     if name in always or (listed_in and name in (host.sys.read_value(listed_in) or "").split()):
         return what, Availability(True, "built in or loaded")
