@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from gpunode.config import load_config
 from gpunode.inputs import InputError, load_yaml
 from gpunode.parsed_cache import ParsedCache, exact_json
