@@ -13,8 +13,8 @@ import pytest
 from apply_fixtures import ROOT, gpunode, make_tree, picture
 
 from gpunode.cli.apply_cmd import NotConfirmed, _confirmer
-from gpunode.host import sysroot_host
 from gpunode.host.gpu.control import NoGpuControl
+from gpunode.host.seam import sysroot_host
 from gpunode.tune.actions import ApplyEnv
 from gpunode.tune.journal import StateDir
 from gpunode.tune.lock import LockBusy, RootLock

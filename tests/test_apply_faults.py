@@ -65,8 +65,8 @@ def test_failing_write_rolls_back_the_batch(tmp_path):
 
 def test_verify_catches_a_value_that_does_not_stick(tmp_path):
     # a knob that takes the write without error but keeps its old value
-    from gpunode.host import sysroot_host
     from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.host.seam import sysroot_host
     from gpunode.host.sysroot import SysRoot
     from gpunode.tune.actions import ApplyEnv
     from gpunode.tune.plan import select_settings

@@ -9,8 +9,8 @@ import stat
 import pytest
 from apply_fixtures import apply_json, gpunode, make_tree, picture
 
-from gpunode.host import sysroot_host
 from gpunode.host.gpu.control import NoGpuControl
+from gpunode.host.seam import sysroot_host
 from gpunode.host.sysroot import SysRoot
 from gpunode.tune.actions import ApplyEnv
 from gpunode.tune.journal import JournalError, JournalWriter, StateDir, parse_journal

@@ -133,7 +133,7 @@ def test_the_boot_unit_is_enabled_by_systemctl_and_disabled_on_rollback(tmp_path
 def test_without_systemctl_the_boot_unit_is_blocked(tmp_path, monkeypatch):
     import shutil
 
-    from gpunode.host import sysroot_host
+    from gpunode.host.seam import sysroot_host
     from gpunode.tune.kinds.change import PlannedFiles
     from gpunode.tune.persist import plan_persistence
     from gpunode.tune.plan import make_plan, select_settings

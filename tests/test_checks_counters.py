@@ -18,7 +18,7 @@ from gpunode.checks import net
 from gpunode.checks import nvlink as N
 from gpunode.checks import pcie as P
 from gpunode.config import Config
-from gpunode.host import snapshot_host
+from gpunode.host.seam import snapshot_host
 from gpunode.tune.profiles import load_profile
 from testkit import HOSTS, NOW, derive_snapshot, tree_host
 

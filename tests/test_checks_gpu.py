@@ -8,10 +8,10 @@ from gpu_fixtures import broken_gpu, by_subject, change, h100, hgx, make_host, o
 from gpunode.checks import gpu as G
 from gpunode.checks import static_checks
 from gpunode.config import Config
-from gpunode.host import Facts, Host
 from gpunode.host.gpu.model import GpuInventory, GpuProcess
 from gpunode.host.gpu.source import GpuSource
 from gpunode.host.runner import ReplayRunner
+from gpunode.host.seam import Facts, Host
 from testkit import NOW, run, statuses, tree_host
 
 GPU_CHECKS = [c for c in static_checks() if c.id.startswith("gpu.")]

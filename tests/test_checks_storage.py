@@ -131,7 +131,7 @@ def test_scratch_space_skips_when_df_cannot_run(tmp_path):
 
 def test_scratch_space_live_df_on_this_machine(tmp_path):
     from gpunode.audit.context import AuditContext
-    from gpunode.host import live_host
+    from gpunode.host.seam import live_host
     from gpunode.tune.profiles import load_profile
 
     ctx = AuditContext(host=live_host(), profile=load_profile("training"), config=Config(scratch_dirs=[str(tmp_path)]))

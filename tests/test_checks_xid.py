@@ -7,11 +7,11 @@ from gpu_fixtures import KERNLOG, by_subject, change, h100, hgx, make_host, only
 
 from gpunode.checks.xid import parse_events, pci_address, xid_events
 from gpunode.config import Config
-from gpunode.host import Host
 from gpunode.host.facts import kernlog
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import GpuSource
 from gpunode.host.runner import ReplayRunner
+from gpunode.host.seam import Host
 from testkit import run, statuses
 
 JOURNAL = list(kernlog.JOURNAL_ARGV)

@@ -11,7 +11,7 @@ from gpunode.audit.engine import (
     run_checks,
     select,
 )
-from gpunode.host import Facts
+from gpunode.host.seam import Facts
 
 
 class Ctx:

@@ -293,7 +293,7 @@ def test_snapshot_symlink_to_a_host_file_is_not_read(tmp_path):
     link = snap / "files" / "proc" / "sys" / "vm" / "swappiness"
     link.unlink()
     link.symlink_to(secret)  # absolute: leads out of the snapshot
-    from gpunode.host import snapshot_host
+    from gpunode.host.seam import snapshot_host
 
     assert snapshot_host(snap).sys.read("/proc/sys/vm/swappiness") is None
 

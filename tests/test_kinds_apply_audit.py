@@ -13,8 +13,8 @@ from gpunode.audit.engine import run_checks
 from gpunode.checks import memory
 from gpunode.checks.settings import setting_checks
 from gpunode.config import Config
-from gpunode.host import sysroot_host
 from gpunode.host.gpu.control import NoGpuControl
+from gpunode.host.seam import sysroot_host
 from gpunode.tune.actions import ApplyEnv
 from gpunode.tune.journal import StateDir
 from gpunode.tune.kinds.registry import kind_of

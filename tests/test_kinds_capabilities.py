@@ -13,9 +13,9 @@ from apply_fixtures import make_tree
 
 from gpunode.audit.context import AuditContext
 from gpunode.checks.settings import setting_checks
-from gpunode.host import sysroot_host
 from gpunode.host.facts.boot_loader import BLS_GRUBBY, DEBIAN_GRUB, boot_loader
 from gpunode.host.facts.kernel_config import copy_binary_files, module_availability, module_name, parse_config
+from gpunode.host.seam import sysroot_host
 from gpunode.tune.kinds import assess
 from gpunode.tune.kinds.change import PlannedFiles
 from gpunode.tune.plan import make_plan, select_settings
@@ -141,9 +141,9 @@ GRUBBY_INFO = ('index=0\nkernel="/boot/vmlinuz-5.14.0-427.el9.x86_64"\nargs="ro 
 
 
 def test_rhel_bls_plans_grubby_not_update_grub(tmp_path):
-    from gpunode.host import Facts, Host
     from gpunode.host.gpu.source import ReplayGpuSource
     from gpunode.host.runner import ReplayRunner
+    from gpunode.host.seam import Facts, Host
     from gpunode.host.sysroot import SysRoot
 
     root = _tree(tmp_path, RHEL)
@@ -205,7 +205,7 @@ def test_the_recorded_h200_with_its_kernel_config_replays_offline(tmp_path):
     src = HOSTS / "h200-1gpu-capabilities"
     if not src.exists():
         pytest.skip("capability snapshot of the lent H200 not recorded yet")
-    from gpunode.host import snapshot_host
+    from gpunode.host.seam import snapshot_host
 
     host = snapshot_host(src)
     ctx = AuditContext(host=host, profile=load_profile("training"))
@@ -239,9 +239,9 @@ def test_persistence_through_nvidia_persistenced_where_installed(tmp_path):
     NVML's deprecated per-GPU call, and one change even when service.nvidia-persistenced asks too."""
     import json as _json
 
-    from gpunode.host import Facts, Host
     from gpunode.host.gpu.model import GpuInventory
     from gpunode.host.gpu.source import ReplayGpuSource
+    from gpunode.host.seam import Facts, Host
     from gpunode.host.sysroot import SysRoot
     from testkit import FIXTURES, with_gpu
 
@@ -295,9 +295,9 @@ class FakeGrubby:
 
 
 def test_grubby_apply_and_rollback_on_a_bls_host(tmp_path):
-    from gpunode.host import Facts, Host
     from gpunode.host.gpu.control import NoGpuControl
     from gpunode.host.gpu.source import ReplayGpuSource
+    from gpunode.host.seam import Facts, Host
     from gpunode.host.sysroot import SysRoot
     from gpunode.tune.actions import ApplyEnv
     from gpunode.tune.journal import StateDir
@@ -328,9 +328,9 @@ def test_a_loadable_module_is_planned_and_says_the_kernel_loads_it(tmp_path):
 
 
 def test_a_gpu_setting_no_gpu_can_read_is_not_planned_as_satisfied(tmp_path):
-    from gpunode.host import Facts, Host
     from gpunode.host.gpu.model import GpuInventory
     from gpunode.host.gpu.source import ReplayGpuSource
+    from gpunode.host.seam import Facts, Host
     from gpunode.host.sysroot import SysRoot
     from testkit import FIXTURES, with_gpu
 

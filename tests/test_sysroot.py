@@ -81,9 +81,9 @@ def test_snapshot_sysroot_is_read_only(tmp_path):
 def test_snapshot_of_a_hung_driver_records_the_hang(tmp_path):
     """A wedged driver is when a support bundle is wanted: the snapshot is written and says so."""
     from gpunode.checks.gpu import nvml_responsive
-    from gpunode.host import Facts, Host, snapshot_host
     from gpunode.host.gpu.source import GpuSource
     from gpunode.host.runner import RecordingRunner
+    from gpunode.host.seam import Facts, Host, snapshot_host
     from gpunode.host.snapshot import write_snapshot
     from testkit import run
 

@@ -17,10 +17,10 @@ import pytest
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Check, Result, run_checks
 from gpunode.config import Config
-from gpunode.host import Facts, Host, snapshot_host
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import ReplayGpuSource
 from gpunode.host.runner import ReplayRunner
+from gpunode.host.seam import Facts, Host, snapshot_host
 from gpunode.host.sysroot import SysRoot
 from gpunode.tune.profiles import load_profile
 

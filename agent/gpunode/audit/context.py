@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from gpunode.audit.counters import CounterStore
 from gpunode.audit.engine import CheckSkipped
 from gpunode.config import Config
-from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInfo, GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S
+from gpunode.host.seam import Host
 from gpunode.tune.profiles import Profile
 
 

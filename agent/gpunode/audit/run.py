@@ -11,8 +11,8 @@ from gpunode.audit.context import AuditContext
 from gpunode.audit.counters import CounterStore
 from gpunode.audit.engine import Check, Result, run_checks, select
 from gpunode.config import Config
-from gpunode.host import Host, live_host, snapshot_host, sysroot_host
 from gpunode.host.gpu.source import GpuSource
+from gpunode.host.seam import Host, live_host, snapshot_host, sysroot_host
 from gpunode.outputs import iso_time
 from gpunode.tune.profiles import Profile, load_profile
 

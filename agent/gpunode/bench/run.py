@@ -18,9 +18,9 @@ from gpunode.bench import fio, micro, nccl, numa, torch_dist
 from gpunode.bench.backend import Backend, find_backend
 from gpunode.bench.results import BenchDocument, Metric, errored, skipped
 from gpunode.bench.watch import watched
-from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S
+from gpunode.host.seam import Host
 from gpunode.outputs import iso_time
 
 SECTIONS = ("gemm", "hbm", "h2d", "p2p", "nccl", "fio", "allreduce")

@@ -14,7 +14,7 @@ STATE_HELP = "State directory (journal, lock). Default $GPUNODE_STATE_DIR or /va
 
 
 def _host(sysroot: Path | None):
-    from gpunode.host import live_host, sysroot_host
+    from gpunode.host.seam import live_host, sysroot_host
 
     if sysroot is None:
         return live_host()

@@ -213,7 +213,7 @@ def _check_written(text: str, name: str, load_baseline) -> None:
 
 def _bench_once(i: int, runs: int, full: bool, only: list[str]) -> dict:
     from gpunode.bench.run import SECTIONS, BenchOptions, run_steps
-    from gpunode.host import live_host
+    from gpunode.host.seam import live_host
 
     opts = BenchOptions(mode="full" if full else "quick", only=tuple(only) if only else SECTIONS)
     err = stderr_console()
@@ -231,7 +231,7 @@ def golden_record_cmd(
     """Write a golden config from this host: driver, CUDA driver, VBIOS, kernel, OS, NCCL,
     Fabric Manager, GPU count, NIC firmware (whatever can be read; the rest is said on stderr)."""
     from gpunode.audit.golden import collect, golden_yaml
-    from gpunode.host import live_host, snapshot_host
+    from gpunode.host.seam import live_host, snapshot_host
     from gpunode.outputs import iso_time
 
     if severity not in ("warning", "critical"):

@@ -47,7 +47,7 @@ def bench(
     was measured; with --compare the exit code follows the verdicts (1 WARN)."""
     from gpunode.bench import fio
     from gpunode.bench.run import BenchOptions, execute, prepare
-    from gpunode.host import live_host
+    from gpunode.host.seam import live_host
 
     if quick and full:
         die("give --quick or --full, not both")

@@ -138,8 +138,8 @@ def _context(opts, explicit, baselines_dir, config_path, dcgm_level):
     from gpunode.diag.compare import floors_for
     from gpunode.diag.gatecheck import gate_result
     from gpunode.diag.run import DiagContext
-    from gpunode.host import live_host
     from gpunode.host.gpu.telemetry import TelemetrySampler
+    from gpunode.host.seam import live_host
 
     host = live_host()
     inv = inventory(host)

@@ -146,7 +146,7 @@ def export(
     state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
 ) -> None:
     """The figures of every recorded bench (or diag) result, for `gpunode fleet trends`."""
-    from gpunode.host import live_host
+    from gpunode.host.seam import live_host
     from gpunode.outputs import dumps, write_atomic
 
     if kind not in ("bench", "diag"):

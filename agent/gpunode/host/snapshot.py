@@ -15,11 +15,11 @@ import os
 from pathlib import Path
 
 from gpunode import __version__
-from gpunode.host import Facts, Host, facts_to_json
 from gpunode.host.facts.kernel_config import copy_binary_files
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import LiveGpuSource
 from gpunode.host.runner import RecordingRunner
+from gpunode.host.seam import Facts, Host, facts_to_json
 from gpunode.host.sysroot import RecordingSysRoot
 
 SNAPSHOT_SCHEMA = "gpunode.snapshot/1"

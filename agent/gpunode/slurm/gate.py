@@ -34,9 +34,9 @@ from gpunode.audit.engine import (
 from gpunode.audit.report import summary
 from gpunode.checks.gpu_common import field_problem, leftovers
 from gpunode.config import Config
-from gpunode.host import Host
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S, GpuSource
+from gpunode.host.seam import Host
 from gpunode.outputs import iso_time
 from gpunode.slurm.scontrol import OUR_PREFIX, REASON_MAX, Slurm, SlurmAction, SlurmError, settle_node
 from gpunode.tune.profiles import Profile

@@ -33,7 +33,7 @@ def check_hook_values(config: str | None, snapshot: str | None, timeout: float |
     gpunode accepted): a budget that is not a positive finite number, a config the gate cannot
     load, a snapshot it cannot replay. ValueError names the option."""
     from gpunode.config import load_config
-    from gpunode.host import snapshot_host
+    from gpunode.host.seam import snapshot_host
     from gpunode.slurm.gate import seconds
 
     if timeout is not None:
