@@ -35,6 +35,16 @@ BARE_NVML = ("import pynvml; pynvml.nvmlInit(); "
 # `python -m gpunode` adds runpy's imports (~5 ms), shown on a row of its own.
 ENTRY_POINT = "import sys; from gpunode.cli import main; sys.argv[0] = 'gpunode'; sys.exit(main())"
 TARGET_OWN_COST_S = 0.03
+# The gate's reads asked of nvidia-smi, NVIDIA's C tool: what the same NVML reads cost a fresh
+# process without Python (names this driver's nvidia-smi does not know are dropped).
+GATE_FIELDS_SMI = ("name,pci.bus_id,driver_version,persistence_mode,ecc.mode.current,"
+                   "ecc.errors.uncorrected.volatile.total,ecc.errors.uncorrected.aggregate.total,"
+                   "retired_pages.pending,remapped_rows.pending,remapped_rows.failure,"
+                   "clocks_event_reasons.active,clocks_event_reasons.supported,pstate,clocks.sm,clocks.mem,"
+                   "clocks.max.sm,clocks.max.mem,clocks.applications.graphics,clocks.applications.memory,"
+                   "clocks.default_applications.graphics,clocks.default_applications.memory,temperature.gpu,"
+                   "pcie.link.gen.current,pcie.link.gen.max,pcie.link.width.current,pcie.link.width.max,"
+                   "mig.mode.current,compute_mode,memory.used,memory.total")
 MIN_RUNS = 15
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -84,6 +94,13 @@ def cprofile_summary(gate: list[str], top: int = 30) -> str:
     return "\n".join(lines[start:])
 
 
+def smi_fields() -> str:
+    """GATE_FIELDS_SMI less what this nvidia-smi does not know (`--help-query-gpu` lists them)."""
+    known = subprocess.run(["nvidia-smi", "--help-query-gpu"], capture_output=True, text=True,  # noqa: S603, S607
+                           check=False).stdout
+    return ",".join(f for f in GATE_FIELDS_SMI.split(",") if f'"{f}"' in known)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=21, help=f"timed runs per command (>= {MIN_RUNS})")
@@ -104,6 +121,7 @@ def main() -> int:
     has_smi = shutil.which("nvidia-smi") is not None
     if has_smi:
         commands["nvidia-smi --query-gpu"] = NVIDIA_SMI_QUERY
+        commands["nvidia-smi, the gate's fields"] = ["nvidia-smi", f"--query-gpu={smi_fields()}", "--format=csv"]
     else:
         print("nvidia-smi not found: no reference figure (run this on a GPU node)", file=sys.stderr)
 

@@ -386,3 +386,37 @@ def test_an_xid_logged_in_the_same_second_as_the_driver_load_is_judged(tmp_path)
     r = only(run(xid_events, make_host(tmp_path, hgx(1), runner=runner(journal=log))))
     assert r.status.value == "FAIL" and "Xid 79 (GPU has fallen off the bus) x1" in r.message
     assert "before the driver last loaded" not in r.message
+
+
+def test_the_log_is_read_while_nvml_answers(tmp_path):
+    """The gate's NVML pass takes tens of ms: with GPUs on the bus the Xid check reads the log
+    before it waits for NVML, so the two overlap; without any GPU on the bus it reads nothing."""
+    order = []
+    inv = hgx(2)
+
+    class Recording(GpuSource):
+        def inventory(self, timeout=None):
+            order.append("nvml")
+            return inv
+
+    class LogRunner(ReplayRunner):
+        def run(self, argv, *args, **kwargs):
+            order.append(argv[0])
+            return super().run(argv, *args, **kwargs)
+
+    r = LogRunner()
+    r.add(JOURNAL, 0, fixture("journal-debian12.txt"), "")
+    host = make_host(tmp_path, inv, runner=r)
+    results = run(xid_events, Host(host.sys, Recording(), host.runner, host.facts))
+    assert order[:2] == ["journalctl", "nvml"] and statuses(results) == ["PASS", "PASS"]
+    order.clear()
+    host = make_host(tmp_path / "nobus", inv, runner=r, pci=[])
+    empty = GpuInventory(available=True, gpus=[])
+
+    class NoGpus(Recording):
+        def inventory(self, timeout=None):
+            order.append("nvml")
+            return empty
+
+    results = run(xid_events, Host(host.sys, NoGpus(), host.runner, host.facts))
+    assert order == ["nvml"] and statuses(results) == ["SKIP"]
