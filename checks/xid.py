@@ -67,6 +67,8 @@ _DRIVER_LOAD = re.compile(r"NVRM: loading NVIDIA UNIX")
 
 @dataclass(frozen=True)
 class XidEvent:
+    """One `NVRM: Xid` line of the kernel log: when, which GPU (PCI address), which Xid."""
+
     time: float | None
     address: str  # 0000:18:00, the form the driver prints
     xid: int

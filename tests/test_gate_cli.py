@@ -262,6 +262,36 @@ def test_gate_does_not_import_typer_or_rich(snaps):
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
 
 
+def test_the_live_gate_path_imports_only_what_it_needs(tmp_path):
+    """Each module is start-up time before every job: no logging (only --debug sets it up), no
+    pathlib before the NVML read starts, no check module without gate checks, no PyYAML once the
+    profile is in the parse cache; and every dataclass it defines has a docstring (without one,
+    dataclasses calls inspect.signature on the class at import)."""
+    code = "\n".join([
+        "import sys, dataclasses",
+        "start = set(sys.modules)  # what the interpreter and site imported (a .pth may add some)",
+        "from gpunode.slurm import fastpath",
+        "source = fastpath._start_nvml(None)",
+        "early = sorted(m for m in ('pathlib', 'logging', 'gpunode.host.seam', 'gpunode.host.runner') if m in sys.modules and m not in start)",
+        "sys.argv = ['gpunode', 'gate']",
+        "from gpunode.cli import main",
+        "try:\n    main()\nexcept SystemExit:\n    pass",
+        "checks = sorted(m.split('.')[-1] for m in sys.modules if m.startswith('gpunode.checks.'))",
+        "undocumented = sorted(f'{m}.{v.__name__}' for m, mod in list(sys.modules.items()) if m.startswith('gpunode')"
+        " for v in vars(mod).values() if isinstance(v, type) and dataclasses.is_dataclass(v)"
+        " and v.__module__ == m and (v.__doc__ or '').startswith(v.__name__ + '('))",
+        "late = [m for m in ('logging', 'yaml') if m in sys.modules and m not in start]",
+        "print(early, late, checks, undocumented)",
+    ])
+    env = dict(os.environ, GPUNODE_STATE_DIR=str(tmp_path))
+    env.pop("GPUNODE_SNAPSHOT", None)
+    for _ in range(2):  # the second run finds its profile in the parse cache
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.stdout.strip().splitlines()[-1] == (
+        "[] [] ['gpu', 'gpu_common', 'net', 'nvlink', 'pcie', 'settings', 'storage', 'xid'] []"), \
+        r.stdout + r.stderr
+
+
 def test_hooks_quote_paths_with_spaces_and_quotes(tmp_path, snaps):
     odd = tmp_path / "it's a snap"
     shutil.copytree(snaps["ok"], odd)

@@ -18,6 +18,8 @@ class ConfigError(InputError):
 
 @dataclass
 class Config:
+    """The site's facts a host cannot tell; defaults when there is no config file."""
+
     profile: str = "training"
     overlays: list[str] = field(default_factory=list)
     expected_gpus: int | None = None

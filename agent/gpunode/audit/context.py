@@ -15,6 +15,8 @@ from gpunode.tune.profiles import Profile
 
 @dataclass
 class AuditContext:
+    """What every check reads: the host, the profile, the site config and the kept counters."""
+
     host: Host
     profile: Profile
     config: Config = field(default_factory=Config)

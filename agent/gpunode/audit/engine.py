@@ -77,6 +77,8 @@ class CheckSkipped(Exception):
 
 @dataclass(frozen=True)
 class Check:
+    """One check: an id, what it judges, its function and how a bad finding counts (severity)."""
+
     id: str
     title: str
     area: str
@@ -112,6 +114,8 @@ def check(
 
 @dataclass
 class Result:
+    """One judged finding of a check, as reports, the gate and Prometheus show it."""
+
     id: str
     title: str
     area: str

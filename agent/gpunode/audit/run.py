@@ -19,6 +19,8 @@ from gpunode.tune.profiles import Profile, load_profile
 
 @dataclass
 class AuditRun:
+    """The results of one audit and what describes the run (host, profile, time, GPUs)."""
+
     results: list[Result]
     meta: dict
 

@@ -23,6 +23,8 @@ NOT_FOUND_RC = 127
 
 @dataclass
 class CommandResult:
+    """What one command did: exit code, output, and why it could not run or timed out."""
+
     argv: list[str]
     rc: int
     stdout: str = ""

@@ -30,6 +30,8 @@ class Facts:
 
 @dataclass
 class Host:
+    """The one way checks and apply touch a machine: its files, GPUs, commands and facts."""
+
     sys: SysRoot
     gpu: GpuSource
     runner: Runner

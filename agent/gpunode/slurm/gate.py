@@ -65,6 +65,8 @@ def seconds(value: float, option: str) -> float:
 
 @dataclass
 class GateOptions:
+    """How one gate run is asked to behave (mode, budgets, strictness)."""
+
     mode: str = "check"
     timeout: float = 20.0
     check_timeout: float | None = None  # default: a quarter of the budget, at most 5 s
@@ -86,6 +88,8 @@ class GateOptions:
 
 @dataclass
 class GateVerdict:
+    """What one gate run found and decided; its exit code follows the mode."""
+
     mode: str
     results: list[Result]
     blocking: list[Result]

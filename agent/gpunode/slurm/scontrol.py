@@ -31,6 +31,8 @@ class SlurmError(RuntimeError):
 
 @dataclass(frozen=True)
 class NodeInfo:
+    """The parts of `scontrol show node` the gate acts on."""
+
     name: str
     state: str  # as Slurm prints it: IDLE+DRAIN, ALLOCATED+DRAIN, DOWN+NOT_RESPONDING
     reason: str | None  # without Slurm's [user@time] stamp; None when unset

@@ -32,6 +32,8 @@ class ProfileError(InputError):
 
 @dataclass(frozen=True)
 class Setting:
+    """One profile line: what a kind must make true (key, op, target) and why."""
+
     kind: str
     key: str
     target: Any
@@ -61,6 +63,8 @@ def format_value(value: Any) -> str:
 
 @dataclass
 class Profile:
+    """A loaded profile: its settings by id, after parents, overlays and --set."""
+
     name: str
     description: str = ""
     settings: dict[str, Setting] = field(default_factory=dict)

@@ -24,6 +24,8 @@ BLS_GRUBBY = "bls-grubby"
 
 @dataclass(frozen=True)
 class BootLoader:
+    """How this distribution takes kernel parameters, or why gpunode cannot set them here."""
+
     style: str | None  # DEBIAN_GRUB, BLS_GRUBBY, or None
     why_not: str = ""  # when style is None
     grubby: str | None = None  # the grubby binary's path

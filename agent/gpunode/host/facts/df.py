@@ -17,6 +17,8 @@ LINE = re.compile(r"^\s*(\d+|-)\s+(\d+|-)\s+(\d+|-) (/.*)$")
 
 @dataclass(frozen=True)
 class Space:
+    """df's figures for one path, in bytes."""
+
     path: str
     size: int | None
     used: int | None
@@ -25,6 +27,8 @@ class Space:
 
 @dataclass
 class DfAnswer:
+    """What one df run said about each path asked, and why it could not answer."""
+
     spaces: dict[str, Space]
     problems: dict[str, str]  # path -> why df could not answer for it ("No such file or directory")
     error: str | None = None  # df itself could not run or its output is unusable

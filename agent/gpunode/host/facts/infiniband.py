@@ -22,6 +22,8 @@ ERROR_COUNTERS = (
 
 @dataclass(frozen=True)
 class IbPort:
+    """One InfiniBand/RDMA port as sysfs shows it."""
+
     device: str  # mlx5_0
     port: int
     state: str | None  # "4: ACTIVE"

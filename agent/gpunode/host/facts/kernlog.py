@@ -29,12 +29,16 @@ _DENIED = ("operation not permitted", "permission denied", "insufficient permiss
 
 @dataclass(frozen=True)
 class LogRecord:
+    """One kernel log message (continuation lines joined)."""
+
     time: float | None  # epoch seconds; None when the line carried no time
     text: str
 
 
 @dataclass
 class KernelLog:
+    """The kernel log of this boot and where it came from, or why it could not be read."""
+
     source: str | None  # "journalctl" | "dmesg" | None when unreadable
     records: list[LogRecord] = field(default_factory=list)
     error: str | None = None  # why it could not be read

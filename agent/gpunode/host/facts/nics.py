@@ -12,6 +12,8 @@ IFF_UP = 0x1
 
 @dataclass(frozen=True)
 class Nic:
+    """One network interface with what its checks compare between peers."""
+
     name: str
     kind: str  # infiniband (IPoIB) | roce (Ethernet with an RDMA device) | ethernet
     model: str  # PCI vendor:device, e.g. 0x15b3:0x1021 (ConnectX-7); NICs of one model are peers

@@ -13,6 +13,8 @@ _LIMIT_LINE = re.compile(r"^(\S.*?)\s{2,}(\S+)\s+(\S+)(?:\s+(\S+))?\s*$")
 
 @dataclass(frozen=True)
 class Mount:
+    """One line of /proc/mounts, octal escapes decoded."""
+
     source: str
     target: str
     fstype: str
@@ -95,6 +97,8 @@ def parse_meminfo(text: str) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Limit:
+    """One line of /proc/<pid>/limits."""
+
     soft: str  # "unlimited" or a number in `units`
     hard: str
     units: str

@@ -18,6 +18,8 @@ MULTIQUEUE_ROOTS = ("mq",)
 
 @dataclass(frozen=True)
 class Qdisc:
+    """One queueing discipline as `tc -j qdisc show` lists it."""
+
     dev: str
     kind: str
     handle: str

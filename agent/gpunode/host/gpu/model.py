@@ -43,6 +43,8 @@ def clock_event_names(mask: int | None) -> list[str]:
 
 @dataclass
 class GpuProcess:
+    """A process holding a GPU, as NVML lists it."""
+
     pid: int
     kind: str  # compute | graphics
     used_memory_bytes: int | None = None
@@ -51,6 +53,8 @@ class GpuProcess:
 
 @dataclass
 class NvLink:
+    """One NVLink of a GPU: state, version, peer and error counters."""
+
     link: int
     active: bool | None
     version: int | None = None
@@ -63,6 +67,8 @@ class NvLink:
 
 @dataclass
 class GpuInfo:
+    """Everything one NVML pass read of one GPU; None: not supported or not read."""
+
     index: int
     name: str | None = None
     uuid: str | None = None
