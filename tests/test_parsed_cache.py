@@ -132,6 +132,15 @@ def test_a_directory_of_another_user_is_not_trusted(tmp_path, state):
     assert cache.get(cache.key(src.read_text(), ())) == (False, None)
 
 
+def test_a_new_state_dir_is_made_private(tmp_path):
+    src = tmp_path / "c.yaml"
+    src.write_text("profile: inference\n")
+    state = tmp_path / "var" / "lib" / "gpunode"
+    load_yaml(src, cache=ParsedCache(state))
+    assert oct(os.stat(state).st_mode & 0o777) == oct(os.stat(state / "cache").st_mode & 0o777) == "0o700"
+    assert len(entries(state)) == 1
+
+
 def test_an_unwritable_state_dir_is_no_error(tmp_path):
     src = tmp_path / "c.yaml"
     src.write_text("profile: inference\n")

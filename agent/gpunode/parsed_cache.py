@@ -88,8 +88,9 @@ class ParsedCache:
         """The cache directory and the state directory above it: real directories, ours, and
         writable by nobody else (else someone else could choose what the gate reads)."""
         if create:
-            try:
-                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+            try:  # the state directory too is made 0700 (makedirs gives only the leaf its mode)
+                for path in (os.path.dirname(self.directory), self.directory):
+                    os.makedirs(path, mode=0o700, exist_ok=True)
             except OSError:
                 return False
         for path in (os.path.dirname(self.directory), self.directory):
