@@ -218,9 +218,8 @@ def judge_events(events: list[XidEvent], window: str, older: int, recovery: int 
 def xid_events(ctx: AuditContext):
     host = ctx.host
     pci = nvidia_pci_gpus(host)
-    # With GPUs on the bus, read the log first: it does not depend on NVML, so it is read while
-    # the NVML pass (tens of ms before a job) is still under way.
-    early_log = kernel_log(host) if pci else None
+    if pci:  # read the log (kept for the run) while the NVML pass, tens of ms before a job, goes on
+        kernel_log(host)
     try:
         inv = ctx.inventory()
         gpus, no_nvml = (inv.gpus, None) if inv.available else ([], inv.error or "no NVIDIA driver/NVML")
@@ -228,7 +227,7 @@ def xid_events(ctx: AuditContext):
         gpus, no_nvml = [], f"NVML hung: {exc}"
     if not gpus and not pci:
         raise CheckSkipped(no_nvml or "NVML found no GPU")
-    log = early_log or kernel_log(host)
+    log = kernel_log(host)
     if log.source is None:
         # The driver's own word on a GPU that needs a reset or reboot does not need the log.
         pending = [replace(judge_events([], "kernel log unreadable", 0, g.recovery_action), subject=g.label)

@@ -41,7 +41,7 @@ def make_host(snapshot: str | None = None, sysroot: str | None = None,
 def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=()) -> list[Check]:
     from gpunode.checks import AREA_MODULES, GATE_MODULES, all_checks
 
-    modules = GATE_MODULES if list(tags) == ["gate"] and not only else AREA_MODULES
+    modules = GATE_MODULES if set(tags) == {"gate"} else AREA_MODULES
     return select(all_checks(profile, modules), only=only, skip_ids=skip_ids, tags=tags, areas=areas,
                   skip_areas=skip_areas)
 

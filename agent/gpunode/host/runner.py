@@ -42,8 +42,6 @@ def _key(argv: Sequence[str]) -> str:
     return json.dumps(list(argv))
 
 
-
-
 class Runner:
     """Runs real processes."""
 

@@ -64,8 +64,8 @@ GATE_OPTIONS = (
 )
 _BY_FLAG = {o.flag: o for o in GATE_OPTIONS}
 # NVML reads no gate check judges (tests/test_gate_nvml_reads.py proves it on recorded GPUs):
-# leaving them out saves ~10 ms of first-call costs per GPU (H200: 3 temperature thresholds
-# 6.8 ms together, power 1.5 ms, corrected ECC counters 1.6 ms).
+# their first calls in a process cost 5-8 ms per H200 (the gate's read 36-43 ms, the full one
+# 44-47 ms: tests/fixtures/device/nvml-call-costs-h200.json).
 GATE_UNREAD = frozenset({
     "serial", "vbios_version", "board_part_number", "architecture", "ecc_corrected_volatile",
     "ecc_corrected_aggregate", "power_usage_w", "power_limit_w", "power_default_limit_w", "power_limit_constraints",

@@ -100,21 +100,18 @@ class NvmlGpuSource:
         except OSError as exc:
             return GpuInventory(available=False, error=f"no NVIDIA driver/NVML: {exc}")
         try:
-            inv = GpuInventory(available=True)
-            inv.driver_version = _safe(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
-            inv.nvml_version = _safe(lambda: _text(nvml.nvmlSystemGetNVMLVersion()))
-            cuda = _safe(nvml.nvmlSystemGetCudaDriverVersion_v2)
-            if cuda:
-                inv.cuda_driver_version = f"{cuda // 1000}.{(cuda % 1000) // 10}"
-            count = nvml.nvmlDeviceGetCount()
-            inv.gpus = [_read_gpu(nvml, i, self.unread) for i in range(count)]
-        except nvml.NVMLError as exc:
-            inv = GpuInventory(available=False, error=f"NVML failed: {_text(str(exc))}")
-        except BaseException:
-            _safe(nvml.nvmlShutdown)
-            raise
-        inv.collect_s = round(time.monotonic() - started, 4)
-        try:
+            try:
+                inv = GpuInventory(available=True)
+                inv.driver_version = _safe(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
+                inv.nvml_version = _safe(lambda: _text(nvml.nvmlSystemGetNVMLVersion()))
+                cuda = _safe(nvml.nvmlSystemGetCudaDriverVersion_v2)
+                if cuda:
+                    inv.cuda_driver_version = f"{cuda // 1000}.{(cuda % 1000) // 10}"
+                count = nvml.nvmlDeviceGetCount()
+                inv.gpus = [_read_gpu(nvml, i, self.unread) for i in range(count)]
+            except nvml.NVMLError as exc:
+                inv = GpuInventory(available=False, error=f"NVML failed: {_text(str(exc))}")
+            inv.collect_s = round(time.monotonic() - started, 4)
             if on_read is not None:
                 on_read(inv)
         finally:
