@@ -5,7 +5,9 @@ them changes no result."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields, replace
+from pathlib import Path
 
 import gpu_fixtures
 import pytest
@@ -119,15 +121,12 @@ def test_gate_checks_read_none_of_the_fields_the_gate_leaves_out(tmp_path):
 
 
 def test_the_tracking_catches_a_field_a_gate_check_needs(tmp_path):
-    """The guard against a GATE_UNREAD that grew too far: these reads are judged by the gate."""
+    """The guard against a GATE_UNREAD that grew too far: the fields these reads fill are judged
+    by the gate, so leaving any of the reads out would show in the test above."""
     read = fields_read_by_gate(tmp_path)
-    for needed in ("temperature_slowdown_c", "remapped_rows", "sm_app_clock_mhz", "processes_compute", "fabric"):
-        attrs = filled([needed]) | {"remap_pending"} if needed == "remapped_rows" else filled([needed])
-        if needed == "processes_compute":
-            attrs = {"processes"}
-        if needed == "fabric":
-            attrs = {"fabric_state"}
-        assert read & attrs, needed
+    needed = {"temperature_slowdown_c": "temperature_slowdown_c", "remapped_rows": "remap_pending",
+              "sm_app_clock_mhz": "sm_app_clock_mhz", "processes_compute": "processes", "fabric": "fabric_state"}
+    assert {name: field in read for name, field in needed.items()} == dict.fromkeys(needed, True)
 
 
 @pytest.mark.parametrize("profile", ["training", "inference"])
@@ -137,7 +136,8 @@ def test_blanking_the_left_out_fields_changes_no_gate_result(tmp_path, profile):
         lean = gate_results(tmp_path / name / "lean", blank(inv, GATE_UNREAD), profile)
         key = [(r.id, r.subject, r.status, r.message) for r in full]
         assert key == [(r.id, r.subject, r.status, r.message) for r in lean], name
-        assert {r.status.value for r in full} - {"PASS", "SKIP"} or name not in ("hgx-faults",), name
+        if name == "hgx-faults":  # the faults are judged, so the comparison covers failing verdicts too
+            assert {r.status.value for r in full} - {"PASS", "SKIP"}, name
 
 
 def test_blanking_a_judged_field_does_change_results(tmp_path):
@@ -150,9 +150,7 @@ def test_blanking_a_judged_field_does_change_results(tmp_path):
 
 def test_gate_unread_names_real_reads_and_the_list_matches_the_reader():
     assert GATE_UNREAD <= reader.READ_NAMES
-    source = (reader.__file__ and open(reader.__file__, encoding="utf-8").read())
-    import re
-
+    source = Path(reader.__file__).read_text(encoding="utf-8")
     named = set(re.findall(r'r\.get\("([a-z_]+)"', source)) | {"processes_compute", "processes_graphics",
                                                                  "nvlink_details"}
     assert named == reader.READ_NAMES

@@ -28,6 +28,15 @@ def entries(state) -> list[str]:
     return sorted(os.listdir(cache)) if cache.exists() else []
 
 
+def cached_once(tmp_path, state):
+    """A config parsed once through the cache: (its path, the cache, its one entry)."""
+    src = tmp_path / "c.yaml"
+    src.write_text("profile: inference\n")
+    cache = ParsedCache(state)
+    load_yaml(src, cache=cache)
+    return src, cache, state / "cache" / entries(state)[0]
+
+
 def test_a_second_load_is_a_hit_with_the_same_document(tmp_path, state):
     src = tmp_path / "c.yaml"
     src.write_text("profile: inference\nmin_free_gib: 2.5\nscratch_dirs: [/scratch]\n")
@@ -78,11 +87,7 @@ def test_exact_json():
 
 
 def test_a_damaged_or_foreign_entry_is_a_miss_and_is_rewritten(tmp_path, state):
-    src = tmp_path / "c.yaml"
-    src.write_text("profile: inference\n")
-    cache = ParsedCache(state)
-    load_yaml(src, cache=cache)
-    entry = state / "cache" / entries(state)[0]
+    src, cache, entry = cached_once(tmp_path, state)
     for damage in ("{not json", json.dumps({"key": "other", "document": {"profile": "evil"}}), "[]"):
         entry.write_text(damage)
         assert cache.get(entry.stem) == (False, None)
@@ -91,11 +96,7 @@ def test_a_damaged_or_foreign_entry_is_a_miss_and_is_rewritten(tmp_path, state):
 
 
 def test_a_linked_entry_is_not_followed(tmp_path, state):
-    src = tmp_path / "c.yaml"
-    src.write_text("profile: inference\n")
-    cache = ParsedCache(state)
-    load_yaml(src, cache=cache)
-    entry = state / "cache" / entries(state)[0]
+    src, cache, entry = cached_once(tmp_path, state)
     elsewhere = tmp_path / "elsewhere.json"
     elsewhere.write_text(json.dumps({"key": entry.stem, "document": {"profile": "evil"}}))
     entry.unlink()
@@ -106,11 +107,8 @@ def test_a_linked_entry_is_not_followed(tmp_path, state):
 
 @pytest.mark.parametrize("mode", [0o770, 0o707, 0o777])
 def test_a_directory_others_can_write_is_neither_read_nor_written(tmp_path, state, mode):
-    src = tmp_path / "c.yaml"
-    src.write_text("profile: inference\n")
-    cache = ParsedCache(state)
-    load_yaml(src, cache=cache)
-    key = cache.key(src.read_text(), ())
+    src, cache, entry = cached_once(tmp_path, state)
+    key = entry.stem
     os.chmod(state / "cache", mode)
     assert cache.get(key) == (False, None)
     os.chmod(state / "cache", 0o700)
@@ -124,12 +122,10 @@ def test_a_directory_others_can_write_is_neither_read_nor_written(tmp_path, stat
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory to another user")
 def test_a_directory_of_another_user_is_not_trusted(tmp_path, state):
-    src = tmp_path / "c.yaml"
-    src.write_text("profile: inference\n")
-    cache = ParsedCache(state)
-    load_yaml(src, cache=cache)
+    _, cache, entry = cached_once(tmp_path, state)
+    assert cache.get(entry.stem)[0]
     os.chown(state / "cache", 65534, 65534)
-    assert cache.get(cache.key(src.read_text(), ())) == (False, None)
+    assert cache.get(entry.stem) == (False, None)
 
 
 def test_a_new_state_dir_is_made_private(tmp_path):
@@ -139,6 +135,22 @@ def test_a_new_state_dir_is_made_private(tmp_path):
     load_yaml(src, cache=ParsedCache(state))
     assert oct(os.stat(state).st_mode & 0o777) == oct(os.stat(state / "cache").st_mode & 0o777) == "0o700"
     assert len(entries(state)) == 1
+
+
+def test_the_cache_keeps_at_most_max_entries_the_newest(tmp_path, state, monkeypatch):
+    import gpunode.parsed_cache as parsed_cache
+
+    monkeypatch.setattr(parsed_cache, "MAX_ENTRIES", 3)
+    cache = ParsedCache(state)
+    keys = []
+    for i in range(5):
+        src = tmp_path / f"c{i}.yaml"
+        src.write_text(f"min_free_gib: {i}\n")
+        load_yaml(src, cache=cache)
+        keys.append(cache.key(src.read_text(), ()))
+        os.utime(state / "cache" / f"{keys[-1]}.json", ns=(i * 10**9, i * 10**9))  # written in order
+    assert entries(state) == sorted(f"{k}.json" for k in keys[2:])
+    assert cache.get(keys[4]) == (True, {"min_free_gib": 4}) and cache.get(keys[0]) == (False, None)
 
 
 def test_an_unwritable_state_dir_is_no_error(tmp_path):

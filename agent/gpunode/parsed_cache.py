@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - another interpreter
 
 SCHEMA = b"gpunode.parsed-yaml/1\0"
 MAX_ENTRY_BYTES = 8 * 1024 * 1024
+MAX_ENTRIES = 64  # each edit of a config or profile adds one; the oldest go beyond this
 SUBDIR = "cache"
 
 
@@ -80,6 +81,20 @@ class ParsedCache:
                 os.unlink(tmp)
             except OSError:
                 pass
+            return
+        self._prune()
+
+    def _prune(self) -> None:
+        """Only on a write (a miss): drop the least recently written entries over MAX_ENTRIES."""
+        try:
+            names = [n for n in os.listdir(self.directory) if n.endswith(".json")]
+            if len(names) <= MAX_ENTRIES:
+                return
+            aged = sorted(names, key=lambda n: os.lstat(os.path.join(self.directory, n)).st_mtime_ns)
+            for name in aged[: len(names) - MAX_ENTRIES]:
+                os.unlink(os.path.join(self.directory, name))
+        except OSError:
+            pass  # another gate pruned at the same time, or the directory went away
 
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.json")
