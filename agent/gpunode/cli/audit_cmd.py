@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import FORMAT_HELP, Format, die, format_name, split_csv, stdout_console, usage_exit
+from gpunode.cli.common import FORMAT_HELP, Format, check_outputs, die, format_name, split_csv, stdout_console, usage_exit
 from gpunode.layout import show_table
 
 
@@ -50,6 +50,7 @@ def audit(
         die("--expected-gpus must be 0 or more", usage)
     if xid_window is not None and not 0 < xid_window < float("inf"):
         die("--xid-window must be positive (hours)", usage)
+    check_outputs(prometheus)
     try:
         cfg = load_config(config)
         prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))

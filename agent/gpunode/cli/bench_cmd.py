@@ -9,6 +9,7 @@ import typer
 
 from gpunode.cli.common import (
     PROMETHEUS_HELP,
+    check_outputs,
     die,
     split_csv,
     stderr_console,
@@ -79,6 +80,7 @@ def bench(
         die("--fio-dir/--fio-destructive need fio among --only")
     if fio_dir is not None and not fio_dir.is_dir():
         die(f"--fio-dir {fio_dir}: not a directory")
+    check_outputs(prometheus, json_file)
     comparing = compare or baseline is not None or baselines_dir is not None
     if not 0 < history_warn <= 1 or history_runs < 1:
         die("--history-warn must be a ratio in (0, 1] and --history-runs 1 or more")

@@ -46,6 +46,19 @@ def write_prometheus(path, document: dict) -> None:
         die(f"cannot write {path}: {exc.strerror or exc}", 3)
 
 
+def check_outputs(*paths) -> None:
+    """Output paths write_atomic would refuse (a missing directory, a block device ...) are one
+    error line and exit 3 now, before a long run and before anything is written."""
+    from gpunode.outputs import OutputError, check_output
+
+    for path in paths:
+        if path is not None and str(path) != "-":
+            try:
+                check_output(path)
+            except OutputError as exc:
+                die(f"cannot write {path}: {exc.strerror}", 3)
+
+
 def usage_exit(fmt: str | None) -> int:
     """Exit code of a usage error: 3 (UNKNOWN) for a Nagios check, else 2 like click/argparse."""
     return NAGIOS_USAGE_EXIT if fmt == "nagios" else USAGE_EXIT

@@ -10,6 +10,7 @@ import typer
 
 from gpunode.cli.common import (
     PROMETHEUS_HELP,
+    check_outputs,
     die,
     split_csv,
     stderr_console,
@@ -55,6 +56,7 @@ def diag(
         die(f"--dcgm-level {dcgm_level}: 1 to 4")
     if config is not None and not config.is_file():
         die(f"--config {config}: not a file")
+    check_outputs(prometheus, json_file)
     explicit = _resolve_baseline(baseline, baselines_dir)
     ctx, selection, floor_note = _context(opts, explicit, baselines_dir, str(config) if config else None,
                                           dcgm_level or min(level, 3))

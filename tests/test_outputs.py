@@ -1,0 +1,194 @@
+"""Output files write through, never over (outputs.write_atomic, the one writer of every output
+path): a device node, a FIFO, a symlink to either, this process's stdout are written through or
+refused; only a regular file (or a new name in an existing directory) is replaced atomically; no
+directory is ever created. Device nodes are made under a temp dir (never the real /dev)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from gpunode.outputs import OutputError, check_output, write_atomic
+from testkit import HOSTS, require
+
+SNAP = HOSTS / "h100-sxm-1gpu"
+DEV_NULL = os.makedev(1, 3)  # /dev/null's major/minor: writes vanish, reads are empty
+
+
+def gpunode(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "gpunode", *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.fixture
+def null_node(tmp_path):
+    require(os.geteuid() == 0, "root (mknod of a character device)")
+    path = tmp_path / "null"
+    os.mknod(path, stat.S_IFCHR | 0o666, DEV_NULL)
+    return path
+
+
+def only_names(directory) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())  # a leftover temp file shows here
+
+
+def test_new_file_and_regular_file_are_replaced_atomically(tmp_path):
+    target = tmp_path / "out.prom"
+    write_atomic(target, "one\n", mode=0o644)
+    inode = target.stat().st_ino
+    write_atomic(target, "two\n", mode=0o600)
+    assert target.read_text() == "two\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.stat().st_ino != inode  # a new file renamed over: readers never saw half of it
+    assert only_names(tmp_path) == ["out.prom"]
+
+
+def test_character_device_is_written_through_not_replaced(null_node, tmp_path):
+    write_atomic(null_node, "report\n")
+    assert stat.S_ISCHR(null_node.lstat().st_mode) and null_node.lstat().st_rdev == DEV_NULL
+    assert only_names(tmp_path) == ["null"]
+
+
+def test_symlink_to_a_device_keeps_link_and_device(null_node, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to("null")
+    write_atomic(link, "report\n")
+    assert link.is_symlink() and os.readlink(link) == "null"
+    assert stat.S_ISCHR(null_node.lstat().st_mode)
+    assert only_names(tmp_path) == ["link", "null"]
+
+
+def test_fifo_is_written_through_to_its_reader(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    opened = threading.Event()
+
+    def reader():
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # open at once, then read until EOF
+        opened.set()
+        os.set_blocking(fd, True)
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:  # EOF: the writer closed (or has not opened yet: wait for it)
+                if chunks:
+                    break
+                time.sleep(0.01)
+                continue
+            chunks.append(chunk)
+        got.append(b"".join(chunks))
+        os.close(fd)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    assert opened.wait(10)
+    text = "x" * 200_000 + "\n"  # larger than a pipe buffer: the writes block while the reader reads
+    write_atomic(fifo, text)
+    thread.join(10)
+    assert got == [text.encode()]
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and only_names(tmp_path) == ["fifo"]
+
+
+def test_fifo_without_reader_is_an_error_not_a_hang(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)
+    for path in (fifo, link):
+        with pytest.raises(OutputError, match="FIFO with no reader"):
+            write_atomic(path, "x\n")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()
+    assert only_names(tmp_path) == ["fifo", "link"]
+
+
+def test_symlink_to_a_regular_file_replaces_the_file_not_the_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "audit.prom"
+    target.write_text("old\n")
+    link = tmp_path / "audit.prom"
+    link.symlink_to(target)
+    write_atomic(link, "new\n")
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_text() == "new\n"
+    assert only_names(tmp_path / "real") == ["audit.prom"]
+
+
+@pytest.mark.parametrize("what", ["missing-dir", "directory", "dangling-link", "block-device"])
+def test_refused_targets_are_one_reason_and_nothing_written(tmp_path, what):
+    if what == "missing-dir":
+        path = tmp_path / "no" / "such" / "gpunode.prom"
+        reason = "no directory"
+    elif what == "directory":
+        path = tmp_path / "d"
+        path.mkdir()
+        reason = "a directory"
+    elif what == "dangling-link":
+        path = tmp_path / "link"
+        path.symlink_to(tmp_path / "gone")
+        reason = "which does not exist"
+    else:
+        require(os.geteuid() == 0, "root (mknod of a block device)")
+        path = tmp_path / "loop"
+        os.mknod(path, stat.S_IFBLK | 0o600, os.makedev(7, 250))  # an unused loop device number
+        reason = "a block device"
+    before = only_names(tmp_path)
+    with pytest.raises(OutputError, match=reason):
+        check_output(path)
+    with pytest.raises(OutputError, match=reason) as exc:
+        write_atomic(path, "x\n")
+    assert "\n" not in exc.value.strerror
+    assert only_names(tmp_path) == before
+    assert not (tmp_path / "no").exists()
+
+
+def test_dev_stdout_is_this_process_stdout_whatever_it_is(tmp_path):
+    """--json /dev/stdout: a pipe, or a file the shell opened: written to the descriptor, the
+    file the shell holds is the one that gets the text (not replaced behind its back)."""
+    code = ("import sys; from gpunode.outputs import write_atomic; print('first', flush=True); "
+            "write_atomic(sys.argv[1], 'second\\n'); print('third')")
+    for name in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+        piped = subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, timeout=60)
+        assert piped.returncode == 0 and piped.stdout == "first\nsecond\nthird\n", (name, piped.stderr)
+        out = tmp_path / "out.txt"
+        with open(out, "w") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            subprocess.run([sys.executable, "-c", code, name], stdout=fh, timeout=60, check=True)
+        assert out.read_text() == "first\nsecond\nthird\n" and out.stat().st_ino == inode
+
+
+def test_cli_outputs_on_device_nodes_stay_device_nodes(null_node, tmp_path):
+    link = tmp_path / "stdout-link"
+    link.symlink_to("null")
+    runs = [
+        ("audit", "--snapshot", str(SNAP), "--prometheus", str(null_node)),
+        ("audit", "--snapshot", str(SNAP), "--prometheus", str(link)),
+        ("history", "export", "--state-dir", str(tmp_path / "state"), "-o", str(null_node)),
+    ]
+    (tmp_path / "state").mkdir(mode=0o700)
+    for argv in runs:
+        proc = gpunode(*argv)
+        assert proc.returncode in (0, 1, 2), (argv, proc.stderr)
+        assert stat.S_ISCHR(null_node.lstat().st_mode) and null_node.lstat().st_rdev == DEV_NULL, argv
+        assert link.is_symlink()
+    assert only_names(tmp_path) == ["null", "state", "stdout-link"]
+
+
+def test_cli_json_to_dev_stdout_prints_the_document():
+    proc = gpunode("audit", "--snapshot", str(SNAP), "--prometheus", "/dev/stdout", "--format", "plain")
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    assert "# TYPE gpunode_check_status gauge" in proc.stdout
+
+
+@pytest.mark.parametrize("command", [["audit", "--snapshot", str(SNAP)], ["compare", "tests/fixtures/bench/h100-full.json"]])
+def test_prometheus_into_a_missing_directory_is_one_error_exit_3(tmp_path, command):
+    target = tmp_path / "textfile_collector" / "gpunode.prom"
+    proc = gpunode(*command, "--prometheus", str(target))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"gpunode: error: cannot write {target}: no directory"), lines
+    assert only_names(tmp_path) == []  # nothing created, nothing written
