@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from gpunode.exits import UNKNOWN_EXIT, USAGE_EXIT
+from gpunode.exits import UNKNOWN_EXIT, own_error_exit
 
 SNAPSHOT_ENV = "GPUNODE_SNAPSHOT"
 DEFAULT_TIMEOUT_S = 20.0
@@ -69,7 +69,7 @@ _BY_FLAG = {o.flag: o for o in GATE_OPTIONS}
 GATE_UNREAD = frozenset({
     "serial", "vbios_version", "board_part_number", "architecture", "ecc_corrected_volatile",
     "ecc_corrected_aggregate", "power_usage_w", "power_limit_w", "power_default_limit_w", "power_limit_constraints",
-    "temperature_shutdown_c", "temperature_gpu_max_c", "nvlink_details",
+    "temperature_shutdown_c", "temperature_gpu_max_c", "nvlink_details", "memory_bus_width_bits", "cuda_cores",
 })
 
 
@@ -105,13 +105,14 @@ def fast_main(args: list[str]) -> int | None:
     """The exit code of `gpunode gate ARGS`; None for help, which typer prints."""
     if any(a in HELP_FLAGS for a in args):
         return None
+    # Slurm would drain the node for a non-zero prolog: a usage error is gpunode's own.
+    mode = next((m for flag, m in SLURM_MODE_FLAGS.items() if flag in args), "check")
     try:
         kwargs = parse_gate_args(args)
-    except GateUsageError as exc:
-        # Slurm would drain the node for a non-zero prolog: a usage error is gpunode's own.
-        mode = next((m for flag, m in SLURM_MODE_FLAGS.items() if flag in args), "check")
-        return gpunode_failed(mode, "--strict" in args, str(exc))
-    return execute(**kwargs, live_gpu=_start_nvml(kwargs["snapshot"]))
+        live_gpu = _start_nvml(kwargs["snapshot"])
+    except Exception as exc:  # noqa: BLE001 - a usage error, or a broken install (an import)
+        return gpunode_failed(mode, "--strict" in args, str(exc) or type(exc).__name__)
+    return execute(**kwargs, live_gpu=live_gpu)
 
 
 def _start_nvml(snapshot):
@@ -181,7 +182,7 @@ def _textfile(path, verdict, mode: str) -> None:
 
 
 def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False):
-    from gpunode.audit.run import choose_checks, load_audit_profile, make_host
+    from gpunode.audit.run import Selection, choose, load_audit_profile, make_host
     from gpunode.config import load_config
     from gpunode.parsed_cache import ParsedCache
     from gpunode.slurm.gate import GateOptions, GateRun
@@ -196,14 +197,15 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
     host, source = make_host(snapshot=snap, gpu=None if snap else live_gpu)
     _prefetch_gpus(host.gpu)
     profile = load_audit_profile(cfg.profile, cfg, cache=cache)
-    checks = [] if mode == "epilog" else choose_checks(profile, tags=["gate"], skip_ids=cfg.disable_checks)
+    chosen = Selection([]) if mode == "epilog" else choose(profile, tags=["gate"], disabled=cfg.disable_checks)
     gpu_factory = None
     if not snap:
         from gpunode.host.gpu.source import LiveGpuSource
 
         gpu_factory = lambda: LiveGpuSource(unread=GATE_UNREAD)  # noqa: E731 - the epilog polls: a fresh read each time
     return GateRun(
-        host=host, source=source, profile=profile, config=cfg, checks=checks, options=options,
+        host=host, source=source, profile=profile, config=cfg, checks=chosen.checks, options=options,
+        gate_not_run=chosen.gate_not_run_json(),
         env=dict(os.environ), slurm=_slurm(mode, no_scontrol), gpu_factory=gpu_factory,
     )
 
@@ -231,21 +233,17 @@ def _prefetch_gpus(gpu) -> None:
 
 
 def gpunode_failed(mode: str, strict: bool, message: str) -> int:
-    """check: bad input is exit 2. Slurm hooks: never block a job or drain for our own failure
-    unless --strict; the health check says UNKNOWN (3), which Slurm only logs."""
-    if mode == "check":
-        return _error(message)
+    """gpunode could not run the gate: one `gpunode: error:` line and the own-error exit of
+    the mode (gpunode.exits.own_error_exit: never 2, never a drain unless --strict)."""
+    code = own_error_exit(mode, strict)
     if mode in ("prolog", "epilog"):
-        note = "blocking (--strict)" if strict else "not blocking the job"
+        note = "blocking (--strict)" if code else "not blocking the job"
         print(f"gpunode: error: {message} (gate not run; {note})", file=sys.stderr)
-        return USAGE_EXIT if strict else 0
-    print(f"gpunode: error: {message} (health check not run)", file=sys.stderr)
-    return UNKNOWN_EXIT
-
-
-def _error(message: str) -> int:
-    print(f"gpunode: error: {message}", file=sys.stderr)
-    return USAGE_EXIT
+    elif mode == "health-check":
+        print(f"gpunode: error: {message} (health check not run)", file=sys.stderr)
+    else:
+        print(f"gpunode: error: {message}", file=sys.stderr)
+    return code
 
 
 def report(verdict, as_json: bool) -> None:

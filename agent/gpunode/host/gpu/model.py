@@ -121,6 +121,8 @@ class GpuInfo:
     pcie_width_current: int | None = None
     pcie_width_max: int | None = None
     pcie_replay_counter: int | None = None
+    memory_bus_width_bits: int | None = None  # 5120 on H100 SXM: HBM bandwidth = width x clock x 2
+    cuda_cores: int | None = None  # SMs x cores per SM (128 on Hopper and Blackwell)
     mig_mode_current: bool | None = None
     mig_mode_pending: bool | None = None
     compute_mode: str | None = None  # default | exclusive_process | prohibited

@@ -30,6 +30,7 @@ READ_NAMES = frozenset({
     "temperature_gpu_max_c", "pcie_gen_current", "pcie_gen_max", "pcie_gen_gpu_max", "pcie_width_current",
     "pcie_width_max", "pcie_replay_counter", "mig_mode", "mig_instances", "compute_mode", "memory",
     "processes_compute", "processes_graphics", "nvlink_details", "recovery_action", "fabric",
+    "memory_bus_width_bits", "cuda_cores",
 })
 
 
@@ -197,6 +198,9 @@ def _read_gpu(nvml, index: int, unread: frozenset[str] = frozenset()) -> GpuInfo
     info.pcie_width_current = r.get("pcie_width_current", lambda: nvml.nvmlDeviceGetCurrPcieLinkWidth(handle))
     info.pcie_width_max = r.get("pcie_width_max", lambda: nvml.nvmlDeviceGetMaxPcieLinkWidth(handle))
     info.pcie_replay_counter = r.get("pcie_replay_counter", lambda: nvml.nvmlDeviceGetPcieReplayCounter(handle))
+    # what `gpunode expect` derives HBM bandwidth and GEMM peaks from (not judged by any check)
+    info.memory_bus_width_bits = r.get("memory_bus_width_bits", lambda: int(nvml.nvmlDeviceGetMemoryBusWidth(handle)))
+    info.cuda_cores = r.get("cuda_cores", lambda: int(nvml.nvmlDeviceGetNumGpuCores(handle)))
     mig = r.get("mig_mode", lambda: nvml.nvmlDeviceGetMigMode(handle))
     if mig is not None:
         info.mig_mode_current, info.mig_mode_pending = bool(mig[0]), bool(mig[1])
