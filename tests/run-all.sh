@@ -58,4 +58,5 @@ if [ "${CI:-}" = "true" ]; then export GPUNODE_REQUIRE_ALL=1; fi
 echo "run-all: ruff"
 .venv/bin/ruff check .
 echo "run-all: pytest"
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# GPU tests run on a GPU machine (`pytest -m gpu`); a later -m in "$@" replaces this one
+.venv/bin/python -m pytest -q -p no:cacheprovider -m "not gpu" "$@"
