@@ -88,3 +88,24 @@ def test_apply_is_changed_once_and_check_mode_only_plans(tmp_path):
 def test_a_missing_gpunode_fails_clearly(tmp_path):
     result, failures = play(tmp_path, {"gpunode_bin": str(tmp_path / "nope")})
     assert result.status == "failed" and failures
+
+
+@pytest.mark.parametrize("target", ["playbooks", "playbooks/roles/gpunode"])
+def test_ansible_lint_production_profile_is_clean(tmp_path, target):
+    """ansible-lint's strictest profile on the shipped playbooks and on the role a site uses on
+    its own: offline (no Galaxy), on a copy (its caches never land in the repo)."""
+    import subprocess
+
+    from testkit import require
+
+    lint = Path(sys.executable).with_name("ansible-lint")
+    require(lint.exists(), "ansible-lint not installed (pip install -e '.[dev]')")
+    root = ROLES.parent.parent
+    copy = tmp_path / "lint"
+    shutil.copytree(root / "playbooks", copy / "playbooks", ignore=shutil.ignore_patterns("__pycache__"))
+    proc = subprocess.run([str(lint), "--offline", "--profile", "production", "--nocolor", target],
+                          cwd=copy, capture_output=True, text=True, timeout=300,
+                          env={"PATH": f"{lint.parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+                               "ANSIBLE_HOME": str(tmp_path / "ansible"), "NO_COLOR": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Profile 'production' was required, and it passed" in proc.stdout + proc.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import fleetkit
 import pytest
 
+from gpunode.exits import USAGE_EXIT
 from gpunode.fleet.progress import HostOutcome, Tracker, failure_message
 from gpunode.fleet.report import fleet_document, lower_is_better
 from gpunode.fleet.runner import PlaybookRun
@@ -249,7 +250,7 @@ def test_tracker_keeps_outcomes_from_runner_events(tmp_path):
     events = [
         {"event": "playbook_on_start", "event_data": {}},
         {"event": "runner_on_ok", "event_data": {"host": "n1", "task": "Run gpunode audit", "res": {"rc": 1}}},
-        {"event": "runner_on_ok", "event_data": {"host": "n1", "task": "Save the audit report on the controller",
+        {"event": "runner_on_ok", "event_data": {"host": "n1", "task": "Save the report on the controller: audit",
                                                  "res": {"dest": str(tmp_path / "n1.audit.json")}}},
         {"event": "runner_on_failed", "event_data": {"host": "n2", "task": "Run gpunode audit", "res": {
             "rc": 2, "msg": "non-zero return code", "stderr": "Traceback ...\ngpunode: error: /x: not a directory"}}},
@@ -279,7 +280,7 @@ def test_fleet_report_command_rerenders_a_saved_run(tmp_path):
     result = fleetkit.fleet(["report", str(run.artifact_dir), "--margin", "0.2"])
     assert result.rc == 0 and "gemm.bf16" in result.stdout and "OK (exit 0)" in result.stdout
     bad = fleetkit.fleet(["report", str(tmp_path)])
-    assert bad.rc == 2 and bad.stderr.startswith("gpunode: error:") and "run.json" in bad.stderr
+    assert bad.rc == USAGE_EXIT and bad.stderr.startswith("gpunode: error:") and "run.json" in bad.stderr
 
 
 def test_real_h100_and_h200_recordings_by_sku(tmp_path):
