@@ -4,13 +4,15 @@ Hand-written checks are `<area>.<name>` (`gpu.ecc.uncorrectable`); profile setti
 `<kind>.<key>` (`gpu.ecc_mode`, `sysctl.vm.swappiness`). A kind name never holds a dot, so the
 first dot always ends the kind even when the key has dots of its own (sysctl keys do).
 `--only 'gpu.*'` thus selects GPU checks and GPU settings alike.
-Before this scheme settings were `<kind>/<key>`; such patterns (`--skip 'gpu/*'`) still work.
+Before this scheme settings were `<kind>/<key>`; such patterns (`--skip 'gpu/*'`) keep their old
+meaning: they select profile settings of that kind only, never a hand-written check (else an old
+`--skip 'gpu/*'` would turn off GPU health: count, ECC, Xid).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from fnmatch import fnmatchcase
 
 _OLD_SETTING = re.compile(r"^([a-z][a-z0-9_-]*)/")
@@ -25,17 +27,27 @@ def normalise(pattern: str) -> str:
     return _OLD_SETTING.sub(r"\1.", pattern.strip(), count=1)
 
 
-def matches(check_id: str, pattern: str) -> bool:
+def is_old_setting_pattern(pattern: str) -> bool:
+    """`gpu/*`, `sysctl/vm.swappiness`: the older setting scheme, which names settings only."""
+    return _OLD_SETTING.match(pattern.strip()) is not None
+
+
+def matches(check_id: str, pattern: str, setting: bool = True) -> bool:
     """A glob on the whole id; a plain prefix also selects what is below it (`gpu` ~ `gpu.*`,
-    `gpu.memory` ~ `gpu.memory.remap`)."""
+    `gpu.memory` ~ `gpu.memory.remap`). `setting`: the id is a profile setting's (an old
+    `kind/key` pattern matches only those)."""
+    if not setting and is_old_setting_pattern(pattern):
+        return False
     pattern = normalise(pattern)
     return fnmatchcase(check_id, pattern) or fnmatchcase(check_id, pattern + ".*")
 
 
-def matches_any(check_id: str, patterns: Iterable[str]) -> bool:
-    return any(matches(check_id, p) for p in patterns)
+def matches_any(check_id: str, patterns: Iterable[str], setting: bool = True) -> bool:
+    return any(matches(check_id, p, setting) for p in patterns)
 
 
-def unmatched(ids: Sequence[str], patterns: Iterable[str]) -> list[str]:
-    """The patterns that select none of `ids` (a typo in --only must not select nothing silently)."""
-    return [p for p in patterns if not any(matches(i, p) for i in ids)]
+def unmatched(ids: Sequence[str], patterns: Iterable[str], settings: Container[str] | None = None) -> list[str]:
+    """The patterns that select none of `ids` (a typo in --only must not select nothing silently).
+    `settings`: which of `ids` are profile settings (None: all of them)."""
+    return [p for p in patterns
+            if not any(matches(i, p, settings is None or i in settings) for i in ids)]

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # the context imports this module: a name for annotations onl
     from gpunode.audit.context import AuditContext
 
 from gpunode.exits import EXIT_CODES  # noqa: F401 - re-exported: verdict -> exit code
-from gpunode.ids import matches_any
+from gpunode.ids import is_old_setting_pattern, matches, matches_any, normalise, unmatched
 
 # What a check function returns: one finding or several.
 CheckFunc = Callable[["AuditContext"], "Finding | Sequence[Finding]"]
@@ -156,6 +156,38 @@ def _jsonable(value):
     return str(value)
 
 
+SETTING_TAG = "profile"  # every profile setting's check carries it (checks/settings.py)
+GATE_TAG = "gate"
+
+
+def is_setting(c: Check) -> bool:
+    return SETTING_TAG in c.tags
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a selection keeps; the options that matched nothing (a typo must never run a smaller
+    audit silently), and the gate-tagged checks a skip removed, each with what removed it."""
+
+    checks: list[Check]
+    unmatched: list[str] = field(default_factory=list)  # one message each: `--only 'gpu.eccc' matches no check ...`
+    gate_not_run: list[tuple[str, str]] = field(default_factory=list)  # (check id, "--skip 'gpu.*'")
+
+
+    def gate_not_run_json(self) -> list[dict]:
+        return [{"id": i, "by": by} for i, by in self.gate_not_run]
+
+
+def gate_not_run_line(entries: Sequence[dict]) -> str:
+    """The report's own line for gate checks a skip took out (`gate_checks_not_run` of a
+    document): `gate checks not run: gpu.count, gpu.ecc (--skip 'gpu.*')`; "" when none."""
+    by: dict[str, list[str]] = {}
+    for e in entries:
+        by.setdefault(e["by"], []).append(e["id"])
+    parts = [f"{', '.join(ids)} ({why})" for why, ids in by.items()]
+    return f"gate checks not run: {'; '.join(parts)}" if parts else ""
+
+
 def select(
     checks: Sequence[Check],
     only: Sequence[str] = (),
@@ -164,20 +196,68 @@ def select(
     areas: Sequence[str] = (),
     skip_areas: Sequence[str] = (),
 ) -> list[Check]:
-    """Filter by id globs (`gpu.*`; old setting ids `gpu/*` too, see gpunode.ids), tags, areas,
-    and ids to skip."""
+    """Filter by id globs (`gpu.*`; old setting ids `gpu/*` select settings only, see
+    gpunode.ids), tags, areas, and ids to skip."""
+    return selection(checks, only, skip_ids, tags, areas, skip_areas).checks
+
+
+def selection(
+    checks: Sequence[Check],
+    only: Sequence[str] = (),
+    skip_ids: Sequence[str] = (),
+    tags: Sequence[str] = (),
+    areas: Sequence[str] = (),
+    skip_areas: Sequence[str] = (),
+    disabled: Sequence[str] = (),
+) -> Selection:
+    """`select` that also says which options match none of `checks` and which gate-tagged checks
+    --skip, --skip-area or the config's `disable_checks` (`disabled`) took out."""
     chosen = []
+    gate_not_run = []
     for c in checks:
-        if only and not matches_any(c.id, only):
+        setting = is_setting(c)
+        if only and not matches_any(c.id, only, setting):
             continue
         if tags and not (set(tags) & c.tags):
             continue
-        if (areas and c.area not in areas) or c.area in skip_areas:
+        if areas and c.area not in areas:
             continue
-        if matches_any(c.id, skip_ids):
+        removed_by = _removed_by(c, setting, skip_ids, skip_areas, disabled)
+        if removed_by:
+            if GATE_TAG in c.tags:
+                gate_not_run.append((c.id, removed_by))
             continue
         chosen.append(c)
-    return chosen
+    return Selection(chosen, _unmatched(checks, only, skip_ids, tags, areas, skip_areas, disabled), gate_not_run)
+
+
+def _removed_by(c: Check, setting: bool, skip_ids, skip_areas, disabled) -> str:
+    for option, patterns in (("--skip", skip_ids), ("config disable_checks", disabled)):
+        pattern = next((p for p in patterns if matches(c.id, p, setting)), None)
+        if pattern is not None:
+            return f"{option} {pattern!r}"
+    return f"--skip-area {c.area!r}" if c.area in skip_areas else ""
+
+
+def _unmatched(checks: Sequence[Check], only, skip_ids, tags, areas, skip_areas, disabled) -> list[str]:
+    from difflib import get_close_matches  # only a typo pays for it, not every gate run
+
+    ids = [c.id for c in checks]
+    settings = {c.id for c in checks if is_setting(c)}
+    out = []
+    for option, patterns in (("--only", only), ("--skip", skip_ids), ("config disable_checks", disabled)):
+        for p in unmatched(ids, patterns, settings):
+            near = get_close_matches(normalise(p), ids, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            if is_old_setting_pattern(p):
+                hint += "(old kind/key ids name profile settings only, never checks) "
+            out.append(f"{option} {p!r} matches no check; {hint}`gpunode checks` lists the ids")
+    known_tags = sorted({t for c in checks for t in c.tags})
+    known_areas = sorted({c.area for c in checks})
+    for option, values, known in (("--tag", tags, known_tags), ("--area", areas, known_areas),
+                                  ("--skip-area", skip_areas, known_areas)):
+        out.extend(f"{option} {v!r} matches no check; there are: {', '.join(known)}" for v in values if v not in known)
+    return out
 
 
 def _to_result(c: Check, f: Finding, duration: float) -> Result:
@@ -280,8 +360,11 @@ def _materialize(value) -> list | None:
 
 
 def overall(results: Sequence[Result]) -> str:
-    """Nagios-style: any FAIL -> FAIL; else any ERROR -> UNKNOWN; else any WARN -> WARN; else OK."""
+    """Nagios-style: any FAIL -> FAIL; else any ERROR -> UNKNOWN; else any WARN -> WARN; else OK.
+    Nothing judged (every result SKIP, or none) is UNKNOWN: nothing measured is never OK."""
     statuses = {r.status for r in results}
+    if not statuses - {Status.SKIP}:
+        return "UNKNOWN"
     if Status.FAIL in statuses:
         return "FAIL"
     if Status.ERROR in statuses:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from gpunode.audit.engine import EXIT_CODES, Result, Status, overall
+from gpunode.audit.engine import EXIT_CODES, Result, Status, gate_not_run_line, overall
 
 AUDIT_SCHEMA = "gpunode.audit/1"
 STATUS_STYLE = {
@@ -70,7 +70,9 @@ def render_report(results: Sequence[Result], meta: dict, console, fmt: str | Non
     title = f"gpunode audit · {meta.get('host')} · profile {meta.get('profile')} · {meta.get('source')}"
     cols = [Col("Area", group=True), Col("Status", whole=True, style=_status_style), Col("Check", whole=True),
             Col("Subject", inline=True), Col("Result", label=False)]
-    show(console, title, cols, rows, fmt, footer=() if fmt == "tsv" else [verdict_line(results)])
+    not_run = gate_not_run_line(meta.get("gate_checks_not_run", ()))  # on its own line: the gate is weaker
+    footer = [verdict_line(results), *([not_run] if not_run else [])]
+    show(console, title, cols, rows, fmt, footer=() if fmt == "tsv" else footer)
 
 
 def render_table(results: Sequence[Result], meta: dict, console, verbose: bool = False) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from gpunode import __version__
 from gpunode.audit.context import AuditContext
 from gpunode.audit.counters import CounterStore
-from gpunode.audit.engine import Check, Result, run_checks, select
+from gpunode.audit.engine import Check, Result, Selection, run_checks, selection
 from gpunode.config import Config
 from gpunode.host.gpu.source import GpuSource
 from gpunode.host.seam import Host, live_host, snapshot_host, sysroot_host
@@ -39,11 +39,24 @@ def make_host(snapshot: str | None = None, sysroot: str | None = None,
 
 
 def choose_checks(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=()) -> list[Check]:
+    return choose(profile, only, skip_ids, tags, areas, skip_areas).checks
+
+
+class SelectionError(ValueError):
+    """An --only/--skip pattern, --tag, --area or disable_checks entry that matches no check."""
+
+
+def choose(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=(), disabled=()) -> Selection:
+    """The checks of a selection; SelectionError when a part of it matches nothing."""
     from gpunode.checks import AREA_MODULES, GATE_MODULES, all_checks
 
     modules = GATE_MODULES if set(tags) == {"gate"} else AREA_MODULES
-    return select(all_checks(profile, modules), only=only, skip_ids=skip_ids, tags=tags, areas=areas,
-                  skip_areas=skip_areas)
+    chosen = selection(all_checks(profile, modules), only, skip_ids, tags, areas, skip_areas, disabled)
+    if chosen.unmatched and modules != AREA_MODULES:  # it may name a check the gate's modules do not hold
+        chosen = selection(all_checks(profile, AREA_MODULES), only, skip_ids, tags, areas, skip_areas, disabled)
+    if chosen.unmatched:
+        raise SelectionError("; ".join(chosen.unmatched))
+    return chosen
 
 
 def run_audit(

@@ -38,7 +38,7 @@ def audit(
     """Is this node tuned and healthy? Read-only. Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN."""
     from gpunode.audit.engine import EXIT_CODES, overall
     from gpunode.audit.report import audit_document, nagios_line, prometheus_text, render_report
-    from gpunode.audit.run import choose_checks, load_audit_profile, make_host, run_audit
+    from gpunode.audit.run import choose, load_audit_profile, make_host, run_audit
     from gpunode.config import ConfigError, load_config
     from gpunode.outputs import dumps, write_atomic
     from gpunode.state_dir import resolve_state_dir
@@ -62,8 +62,12 @@ def audit(
         )
     except (ConfigError, ProfileError, ValueError, FileNotFoundError) as exc:
         die(str(exc), usage)
-    checks = choose_checks(prof, only=split_csv(only), skip_ids=split_csv(skip) + cfg.disable_checks, tags=split_csv(tag),
-                           areas=split_csv(area), skip_areas=split_csv(skip_area))
+    try:  # a part of the selection that matches nothing is an error, never a smaller audit
+        chosen = choose(prof, only=split_csv(only), skip_ids=split_csv(skip), tags=split_csv(tag),
+                        areas=split_csv(area), skip_areas=split_csv(skip_area), disabled=cfg.disable_checks)
+    except ValueError as exc:
+        die(str(exc), usage)
+    checks = chosen.checks
     if golden is not None:
         checks = checks + _golden_checks(golden, usage)
     if not checks:
@@ -74,6 +78,8 @@ def audit(
     # a snapshot or a --sysroot tree is not this node: nothing kept, nothing written.
     state_dir = resolve_state_dir(None, os.environ) if host.sys.is_live else None
     run = run_audit(host, source, prof, checks, cfg, state_dir=state_dir)
+    if chosen.gate_not_run:
+        run.meta["gate_checks_not_run"] = chosen.gate_not_run_json()
     document = audit_document(run.results, run.meta)
     if prometheus is not None:
         try:
@@ -121,7 +127,10 @@ def checks_list(
         prof = load_profile(profile)
     except ProfileError as exc:
         die(str(exc))
-    checks = choose_checks(prof, tags=split_csv(tag))
+    try:
+        checks = choose_checks(prof, tags=split_csv(tag))
+    except ValueError as exc:  # `--tag nosuch` lists nothing: an error, not an empty catalogue
+        die(str(exc))
     if as_json:
         typer.echo(dumps(checks_document(prof, checks)), nl=False)
         return

@@ -27,6 +27,7 @@ from gpunode.audit.engine import (
     Result,
     Status,
     fail,
+    gate_not_run_line,
     ok,
     overall,
     run_checks,
@@ -141,6 +142,7 @@ class GateRun:
     env: Mapping[str, str] = field(default_factory=dict)
     slurm: Slurm | None = None
     gpu_factory: Callable[[], GpuSource] | None = None  # fresh NVML reads (epilog polling)
+    gate_not_run: list[dict] = field(default_factory=list)  # gate checks disable_checks took out
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -326,6 +328,7 @@ def _meta(run: GateRun) -> dict:
         "mode": run.options.mode,
         "timeout_s": run.options.timeout,
         "strict": run.options.strict,
+        **({"gate_checks_not_run": run.gate_not_run} if run.gate_not_run else {}),
     }
 
 
@@ -377,4 +380,7 @@ def render_text(verdict: GateVerdict) -> str:
     if verdict.slurm:
         lines.append(f"slurm: {verdict.slurm.action}: {verdict.slurm.detail}")
     lines.extend(f"problem: {p}" for p in verdict.problems)
+    not_run = gate_not_run_line(verdict.meta.get("gate_checks_not_run", ()))
+    if not_run:  # its own line: this gate judged less than the catalogue's gate checks
+        lines.append(not_run)
     return "\n".join(lines) + "\n"
