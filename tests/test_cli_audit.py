@@ -60,6 +60,7 @@ def test_critical_setting_fails_with_exit_2(tmp_path):
 def test_prometheus_textfile_is_written_atomically(tmp_path):
     write_files(tmp_path / "root", {"/proc/sys/vm/swappiness": "60\n"})
     prom = tmp_path / "textfile" / "gpunode.prom"
+    prom.parent.mkdir()  # gpunode creates no directory (tests/test_outputs.py)
     result = cli.invoke(app, ["audit", "--sysroot", str(tmp_path / "root"), "--only", "sysctl.vm.*",
                               "--prometheus", str(prom)])
     assert result.exit_code == 1

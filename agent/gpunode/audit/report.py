@@ -94,24 +94,50 @@ def verdict_line(results: Sequence[Result]) -> str:
 
 
 NAGIOS_WORD = {"OK": "OK", "WARN": "WARNING", "FAIL": "CRITICAL", "UNKNOWN": "UNKNOWN"}
+NAGIOS_LONG_LINES = 30  # the plugin API allows 8 KB in all (NRPE often less): the rest is counted
+NAGIOS_LINE_CHARS = 200
 
 
-def nagios_line(results: Sequence[Result], name: str = "GPUNODE", extra_perf: dict | None = None) -> str:
-    """One Nagios plugin line: `GPUNODE WARNING - 2 WARN: a, b | pass=19;;;0 ...` (exit code as usual)."""
+def nagios_output(results: Sequence[Result], name: str = "GPUNODE", extra_perf: dict | None = None) -> str:
+    """Nagios plugin output (plugin API, "Plugin Output Spec"): the status line
+    `GPUNODE WARNING - 2 WARN: a, b | pass=19;;;0 ...`, then one long-output line per problem,
+    worst first (`FAIL gpu.memory.remap[GPU0]: ...`). A run where every check was skipped is
+    UNKNOWN ("nothing checked"), never OK. `|` only separates perfdata: never in the text."""
     verdict = overall(results)
-    bad = [r for r in results if r.status in (Status.FAIL, Status.ERROR)] + [r for r in results if r.status is Status.WARN]
+    order = (Status.FAIL, Status.ERROR, Status.WARN)
+    bad = [r for s in order for r in results if r.status is s]
     counts = summary(results)
-    head = ", ".join(f"{counts[s.value]} {s.value}" for s in (Status.FAIL, Status.ERROR, Status.WARN) if counts[s.value])
+    head = ", ".join(f"{counts[s.value]} {s.value}" for s in order if counts[s.value])
     names = []
     for r in bad:
-        label = r.id + (f"[{r.subject}]" if r.subject else "")
+        label = _nagios_label(r)
         if label not in names:
             names.append(label)
-    text = f"{head}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}" if names else f"{counts['PASS']} checks passed"
+    if names:
+        text = f"{head}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+    elif counts["PASS"]:
+        text = f"{counts['PASS']} checks passed" + (f", {counts['SKIP']} skipped" if counts["SKIP"] else "")
+    else:
+        reasons = sorted({r.message for r in results})
+        text = f"nothing checked: all {len(results)} checks skipped ({'; '.join(reasons[:3])}{' ...' if len(reasons) > 3 else ''})"
     perf = {s.lower(): n for s, n in counts.items()}
     perf.update(extra_perf or {})
     perfdata = " ".join(f"{k}={v};;;0" for k, v in perf.items())
-    return f"{name} {NAGIOS_WORD[verdict]} - {text.replace('|', '/')} | {perfdata}"
+    lines = [f"{name} {NAGIOS_WORD[verdict]} - {_one_line(text)} | {perfdata}"]
+    lines += [_one_line(f"{r.status.value} {_nagios_label(r)}: {r.message}", NAGIOS_LINE_CHARS)
+              for r in bad[:NAGIOS_LONG_LINES]]
+    if len(bad) > NAGIOS_LONG_LINES:
+        lines.append(f"... and {len(bad) - NAGIOS_LONG_LINES} more (gpunode audit --problems)")
+    return "\n".join(lines)
+
+
+def _nagios_label(r: Result) -> str:
+    return r.id + (f"[{r.subject}]" if r.subject else "")
+
+
+def _one_line(text: str, limit: int = NAGIOS_LINE_CHARS * 4) -> str:
+    text = " ".join(text.replace("|", "/").split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def prometheus_text(results: Sequence[Result], meta: dict) -> str:

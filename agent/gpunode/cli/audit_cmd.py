@@ -37,7 +37,7 @@ def audit(
 ) -> None:
     """Is this node tuned and healthy? Read-only. Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN."""
     from gpunode.audit.engine import EXIT_CODES, overall
-    from gpunode.audit.report import audit_document, nagios_line, prometheus_text, render_report
+    from gpunode.audit.report import audit_document, nagios_output, prometheus_text, render_report
     from gpunode.audit.run import choose, load_audit_profile, make_host, run_audit
     from gpunode.config import ConfigError, load_config
     from gpunode.outputs import dumps, write_atomic
@@ -89,7 +89,7 @@ def audit(
     if fmt == "json":
         typer.echo(dumps(document), nl=False)
     elif fmt == "nagios":
-        typer.echo(nagios_line(run.results, extra_perf={"duration": f"{run.meta.get('duration_s', 0):.2f}s"}))
+        typer.echo(nagios_output(run.results, extra_perf={"duration": f"{run.meta.get('duration_s', 0):.2f}s"}))
     else:
         render_report(run.results, run.meta, stdout_console(), fmt, verbose=verbose, problems=problems, every_skip=expand)
     if host.sys.is_live:  # a replayed snapshot or a --sysroot tree is not this node's history
