@@ -73,6 +73,7 @@ def run_memtest(backend: DiagBackend, device: Device, gpu: int, passes: int, sto
     if runs < passes * len(names):
         return TestResult("hbm.memtest", gpu, "ERROR", f"stopped after {runs} of {passes * len(names)} pattern runs",
                           figures)
+    share = f" ({tested / free:.0%} of free)" if free else ""  # a backend may report no free memory
     return TestResult("hbm.memtest", gpu, "PASS",
-                      f"{gib:.1f} GiB ({tested / free:.0%} of free) x {len(names)} patterns x {passes} pass(es), "
+                      f"{gib:.1f} GiB{share} x {len(names)} patterns x {passes} pass(es), "
                       f"no errors, {figures['gbps']} GB/s", figures)

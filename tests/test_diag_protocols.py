@@ -1,0 +1,271 @@
+"""diag's protocols (gemm.py, memtest.py, results.py) against scripted workers: what a result
+says for each count, bound and list length, with no clock and no kernels involved."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from gpunode.bench.backend import Device
+from gpunode.diag import gemm, memtest
+from gpunode.diag.backend import AllocationError, Batch, Mismatch, PatternResult, Reference, WordError
+from gpunode.diag.gemm import GemmPlan, GemmRun, cross_gpu_result, gemm_result, run_gemm
+from gpunode.diag.results import DiagDocument, TestResult, overall
+
+CPU = Device(0, "cpu", None, (0, 0), 0)
+GOOD = Reference(b"ref", 0.5, 0, 0.0)
+
+
+class ScriptedGemm:
+    """Products in batches; `wrong` iterations mismatch; records each batch call."""
+
+    flops = 2 * 64 ** 3
+
+    def __init__(self, wrong=(), seconds=0.5):
+        self.wrong, self.seconds, self.calls = set(wrong), seconds, []
+
+    def reference(self):
+        return GOOD
+
+    def batch(self, iters, first_iteration, check=True):
+        self.calls.append((iters, first_iteration, check))
+        bad = [Mismatch(i, 2, 0.5) for i in range(first_iteration, first_iteration + iters) if i in self.wrong]
+        return Batch(self.seconds, iters, bad if check else [])
+
+    def close(self):
+        pass
+
+
+def test_quick_run_checks_every_product_in_batches():
+    worker = ScriptedGemm()
+    run = run_gemm(worker, 0, GemmPlan(size=64, batch=8, quick_batches=3), None, threading.Event())
+    assert worker.calls == [(8, 3, True), (8, 11, True), (8, 19, True)]
+    assert run.products == run.checked_products == 3 + 24 and run.mismatch_count == 0
+    assert run.reference is GOOD and len(run.checked_tflops) == 3 and run.plain_tflops == []
+    assert run.checked_tflops[0] == pytest.approx(8 * worker.flops / 0.5 / 1e12)
+
+
+def test_a_given_reference_is_not_recomputed_and_stop_ends_the_run():
+    class NoReference(ScriptedGemm):
+        def reference(self):
+            raise AssertionError("reference() called although one was given")
+
+    stop = threading.Event()
+    stop.set()
+    run = run_gemm(NoReference(), 1, GemmPlan(batch=4, quick_batches=2), None, stop, reference=GOOD)
+    assert run.reference is GOOD and run.products == 3 and run.checked_products == 3
+
+
+def test_every_plain_batch_still_checks_its_last_product():
+    worker = ScriptedGemm(wrong={3 + 15 * 4 + 4})  # the product right after the 16th (plain) batch
+    run = run_gemm(worker, 0, GemmPlan(batch=4, quick_batches=gemm.PLAIN_EVERY), None, threading.Event(),
+                   measure_plain=True)
+    plain = [c for c in worker.calls if not c[2]]
+    assert plain == [(4, 3 + 15 * 4, False)] and worker.calls[-1] == (1, 3 + 16 * 4, True)
+    assert run.products == 3 + 16 * 4 + 1 and run.checked_products == 3 + 15 * 4 + 1
+    assert len(run.plain_tflops) == 1 and len(run.checked_tflops) == 15
+    assert run.mismatch_count == 1 and run.mismatches[0].iteration == 3 + 16 * 4
+
+
+def test_zero_second_batches_give_no_rate():
+    run = run_gemm(ScriptedGemm(seconds=0.0), 0, GemmPlan(batch=2, quick_batches=2), None, threading.Event())
+    assert run.checked_tflops == [] and "TFLOP/s" not in gemm_result(run).message
+
+
+def test_mismatches_are_counted_all_but_listed_up_to_max_listed():
+    worker = ScriptedGemm(wrong=range(3, 3 + 40))
+    run = run_gemm(worker, 2, GemmPlan(batch=8, quick_batches=5), None, threading.Event())
+    assert run.mismatch_count == 40 and len(run.mismatches) == gemm.MAX_LISTED
+    result = gemm_result(run)
+    assert result.status == "FAIL" and result.gpu == 2
+    assert "40 product(s) differ from the reference; first: product 3, 2 row checksum(s) off by up to 0.5" \
+        in result.message
+    assert [m["iteration"] for m in result.detail["mismatches"]] == list(range(3, 3 + gemm.MAX_LISTED))
+
+
+def test_sustained_run_ends_at_its_deadline_after_at_least_one_batch():
+    worker = ScriptedGemm()
+    run = run_gemm(worker, 0, GemmPlan(batch=2), 0.0, threading.Event())
+    assert len(worker.calls) == 1 and run.products == 5
+
+
+def run_of(ref=GOOD, **over) -> GemmRun:
+    run = GemmRun(0, "bf16", 64, reference=ref, products=19, checked_products=19, seconds=1.234)
+    for k, v in over.items():
+        setattr(run, k, v)
+    return run
+
+
+def test_a_clean_run_passes_with_its_figures():
+    result = gemm_result(run_of(checked_tflops=[10.0, 30.0, 20.0]))
+    assert result.status == "PASS" and result.message == "19 of 19 products checked, all correct, 20 TFLOP/s checked"
+    assert result.figures["tflops_checked"] == 20.0 and result.figures["seconds"] == 1.23
+    assert result.figures["abft_max_ratio"] == 0.5 and result.detail is None
+
+
+def test_verification_overhead_from_plain_and_checked_rates():
+    result = gemm_result(run_of(checked_tflops=[90.0], plain_tflops=[100.0]))
+    assert result.figures["tflops_plain"] == 100.0 and result.figures["verification_overhead_pct"] == 10.0
+    no_checked = gemm_result(run_of(plain_tflops=[100.0]))
+    assert "verification_overhead_pct" not in no_checked.figures and "tflops_checked" not in no_checked.figures
+
+
+@pytest.mark.parametrize(("ref", "words"), [
+    (Reference(b"r", 3.5, 2, 0.0), "fails its ABFT checksum on 2 row(s), worst 3.5x the bf16 error bound"),
+    (Reference(b"r", float("inf"), 1, 0.0), "worst beyond the bf16 error bound"),
+    (Reference(b"r", 0.2, 0, 0.25), "products 0-2 of the same inputs differ (row checksums by up to 0.25)"),
+    (Reference(b"r", 0.2, 0, 0.0, 3, 9.0, [{"row": 1, "col": 2, "got": 1.5, "want": -1.5}]),
+     "product 0 has 3 element(s) off the full-precision product, first C[1,2] = 1.5 instead of -1.5"),
+])
+def test_each_reference_check_fails_on_its_own(ref, words):
+    result = gemm_result(run_of(ref))
+    assert result.status == "FAIL" and words in result.message and result.message.startswith("GPU0: wrong results: ")
+
+
+def test_infinite_ratios_are_written_as_text():
+    figures = gemm_result(run_of(Reference(b"r", float("inf"), 1, 0.0, 1, float("inf")))).figures
+    assert figures["abft_max_ratio"] == "inf" and figures["element_max_ratio"] == "inf"
+    result = gemm_result(run_of(mismatches=[Mismatch(5, 1, float("inf"))], mismatch_count=1))
+    assert result.detail["mismatches"] == [{"iteration": 5, "rows": 1, "max_abs": "inf"}]
+
+
+def test_no_reference_means_no_reference_figures():
+    result = gemm_result(run_of(ref=None))
+    assert result.status == "PASS" and "abft_max_ratio" not in result.figures
+
+
+def refs(*prints: bytes) -> dict[int, Reference]:
+    return {i: Reference(p, 0.1, 0, 0.0) for i, p in enumerate(prints)}
+
+
+def test_cross_gpu_majority_and_no_majority():
+    names = {i: "H100" for i in range(4)}
+    assert cross_gpu_result(refs(b"a"), names) is None
+    same = cross_gpu_result(refs(b"a", b"a", b"a"), names)
+    assert same.status == "PASS" and same.message == "3 GPUs computed bit-identical products"
+    odd = cross_gpu_result(refs(b"a", b"b", b"a"), names)
+    assert odd.status == "FAIL" and odd.detail == {"disagreeing": [1]} and odd.message.startswith("GPU1 computed")
+    tie = cross_gpu_result(refs(b"a", b"a", b"b", b"b"), names)
+    assert tie.status == "FAIL" and tie.detail == {"disagreeing": [0, 1, 2, 3]}
+    assert tie.message.startswith("GPU0, GPU1, GPU2, GPU3 computed")
+
+
+def test_cross_gpu_compares_within_a_model_only():
+    mixed = cross_gpu_result(refs(b"a", b"b"), {0: "H100", 1: "H200"})
+    assert mixed.status == "SKIP" and "GPU0 (H100) has no GPU of its model" in mixed.message
+    three = cross_gpu_result(refs(b"a", b"a", b"z"), {0: "H100", 1: "H100", 2: "H200"})
+    assert three.status == "PASS" and three.message.startswith("2 GPUs computed bit-identical products (GPU2 (H200)")
+
+
+# --- memory test --------------------------------------------------------------------------------------
+
+
+class ScriptedMem:
+    bytes_tested = 900
+    chunks = 3
+
+    def __init__(self, errors=None, names=("walking_ones:0", "address", "random:0")):
+        self.errors, self.names, self.closed, self.ran = errors or {}, list(names), False, []
+
+    def patterns(self):
+        return self.names
+
+    def run(self, index):
+        self.ran.append(index)
+        n = self.errors.get(index, 0)
+        first = [WordError(1, 7 + k, 0x1000 + 8 * k, 0xFF, 0xFE) for k in range(n)]
+        return PatternResult(n, first, 0.5, 3 * 10 ** 9)
+
+    def close(self):
+        self.closed = True
+
+
+class ScriptedBackend:
+    def __init__(self, worker=None, fail=False, free=1000):
+        self.worker, self.fail, self.free, self.asked, self.released = worker, fail, free, None, False
+
+    def memory(self, device):
+        return self.free, 2000
+
+    def memtest(self, device, nbytes, chunk_bytes, seed):
+        self.asked = (nbytes, chunk_bytes, seed)
+        if self.fail:
+            raise AllocationError("GPU0: out of memory")
+        return self.worker
+
+    def release(self):
+        self.released = True
+
+
+def test_memtest_pass_figures_and_cleanup():
+    worker = ScriptedMem()
+    backend = ScriptedBackend(worker)
+    result = memtest.run_memtest(backend, CPU, 0, 2, threading.Event(), seed=3, fraction=0.5, chunk_bytes=100)
+    assert backend.asked == (500, 100, 3) and worker.ran == [0, 1, 2, 0, 1, 2]
+    assert worker.closed and backend.released
+    f = result.figures
+    assert result.status == "PASS" and f["pattern_runs"] == 6 and f["errors"] == 0 and f["passes"] == 2
+    assert f["share_of_free"] == 0.9 and f["gbps"] == 6.0  # 6 runs x 3 GB in 6 x 0.5 s
+    assert f["bytes_tested"] == 900 and f["chunks"] == 3 and f["patterns"] == 3 and f["free_bytes"] == 1000
+    assert result.message.endswith("(90% of free) x 3 patterns x 2 pass(es), no errors, 6.0 GB/s")
+
+
+def test_memtest_errors_fail_with_the_first_words_and_the_worst_patterns():
+    worker = ScriptedMem(errors={1: 20, 2: 1})
+    result = memtest.run_memtest(ScriptedBackend(worker), CPU, 4, 1, threading.Event())
+    assert result.status == "FAIL" and result.gpu == 4 and result.figures["errors"] == 21
+    assert "GPU4: 21 memory word(s) read back wrong" in result.message and "(address: 20, random:0: 1)" in result.message
+    assert "first at 0x1000 expected 0x00000000000000ff found 0x00000000000000fe" in result.message
+    words = result.detail["failing_words"]
+    assert len(words) == 16 and words[0] == {"chunk": 1, "word": 7, "address": "0x1000", "expected": "0x00000000000000ff",
+                                             "found": "0x00000000000000fe", "bits": "0x0000000000000001"}
+    assert result.detail["errors_by_pattern"] == {"address": 20, "random:0": 1}
+
+
+def test_memtest_words_are_shown_as_unsigned_64_bits():
+    assert memtest._word(WordError(0, 0, 16, -1, 0))["expected"] == "0xffffffffffffffff"
+    assert memtest._word(WordError(0, 0, 16, -1, 0))["bits"] == "0xffffffffffffffff"
+
+
+def test_memtest_allocation_failure_is_error():
+    backend = ScriptedBackend(fail=True, free=4000)
+    result = memtest.run_memtest(backend, CPU, 0, 1, threading.Event())
+    assert result.status == "ERROR" and "could not allocate" in result.message
+    assert result.figures == {"free_bytes": 4000, "total_bytes": 2000, "target_bytes": 3600}
+
+
+def test_a_stopped_memtest_is_error_not_pass():
+    stop = threading.Event()
+
+    class Stopping(ScriptedMem):
+        def run(self, index):
+            stop.set()
+            return super().run(index)
+
+    worker = Stopping()
+    result = memtest.run_memtest(ScriptedBackend(worker), CPU, 0, 1, stop)
+    assert result.status == "ERROR" and result.message == "stopped after 1 of 3 pattern runs" and worker.closed
+
+
+def test_memtest_with_no_free_memory_reported_says_no_share_and_does_not_crash():
+    result = memtest.run_memtest(ScriptedBackend(ScriptedMem(), free=0), CPU, 0, 1, threading.Event())
+    assert result.status == "PASS" and result.figures["share_of_free"] is None and "of free" not in result.message
+
+
+# --- the document's status ----------------------------------------------------------------------------
+
+
+def r(status: str) -> TestResult:
+    return TestResult("x", 0, status, "")
+
+
+def test_overall_status_and_exit_code():
+    assert overall([r("PASS"), r("WARN"), r("ERROR"), r("FAIL")]) == "FAIL"
+    assert overall([r("PASS"), r("WARN"), r("ERROR")]) == "UNKNOWN"
+    assert overall([r("PASS"), r("WARN")]) == "WARN"
+    assert overall([r("PASS"), r("SKIP")]) == "OK"
+    assert overall([r("SKIP")]) == "UNKNOWN" and overall([]) == "UNKNOWN"
+    assert overall([r("PASS")], interrupted=True) == "UNKNOWN"
+    doc = DiagDocument("t", "n", "", 0.0, 1, 1.0, None, {}, {}, [r("PASS"), r("WARN")])
+    assert doc.exit_code == 1 and doc.to_json()["summary"] == {"PASS": 1, "WARN": 1}
