@@ -316,3 +316,69 @@ def test_hosts_cut_off_by_the_run_timeout_say_so(tmp_path):
     assert rows["mid"]["status"] == "NO_REPORT" and "timed out (--timeout)" in rows["mid"]["message"]
     assert rows["later"]["status"] == "NOT_RUN" and "timed out (--timeout)" in rows["later"]["message"]
     assert "canary" not in rows["later"]["message"]
+
+
+def _plan_doc(host: str, swappiness: str, dry_run: bool = True) -> dict:
+    """gpunode apply --dry-run --json (gpunode.apply/1): one planned change, one already right."""
+    status = "planned" if dry_run else "applied"
+    return {"schema": "gpunode.apply/1", "id": None if dry_run else "a1", "host": host, "profile": "training",
+            "dry_run": dry_run, "result": status, "reason": None,
+            "changes": [{"setting": "sysctl.vm.swappiness", "subject": "vm.swappiness", "current": swappiness,
+                         "target": "10", "before": swappiness, "after": "10", "needs_root": True,
+                         "reboot_required": False, "gpu_reset_required": False, "status": status, "note": ""}],
+            "satisfied": ["sysctl.vm.max_map_count"], "skipped": [], "rolled_back": []}
+
+
+def _render(doc: dict, width: int = 80, tty: bool = False) -> str:
+    import io
+
+    from rich.console import Console
+
+    from gpunode.fleet.render import render_fleet
+
+    out = io.StringIO()
+    render_fleet(doc, Console(file=out, width=width, force_terminal=tty, color_system=None, soft_wrap=False))
+    return out.getvalue()
+
+
+def test_fleet_apply_check_shows_per_host_what_would_change_from_and_to(tmp_path):
+    """fleet apply --check: each planned change with its current and target value, the hosts
+    that change alike in one compressed list (node[01-03]), a host that differs on its own."""
+    hosts = {f"node0{i}": {"doc": _plan_doc(f"node0{i}", "60"), "rc": 0} for i in (1, 2, 3)}
+    hosts["node04"] = {"doc": _plan_doc("node04", "30"), "rc": 0}
+    doc = fleet_document(make_run(tmp_path, "apply", hosts, check=True))
+    assert [(c["hostlist"], c["from"], c["to"], c["status"]) for c in doc["changes"]] == [
+        ("node04", "30", "10", "planned"), ("node[01-03]", "60", "10", "planned")]
+    assert fleetkit.by_host(doc)["node04"]["changes"][0] == {
+        "setting": "sysctl.vm.swappiness", "subject": "vm.swappiness", "from": "30", "to": "10", "status": "planned",
+        "note": None}
+    for tty in (False, True):
+        text = _render(doc, tty=tty)
+        assert "check mode" in text
+        lines = [ln for ln in text.splitlines() if "sysctl.vm.swappiness" in ln or "node[01-03]" in ln]
+        assert any("node[01-03]" in ln for ln in lines), text
+        assert "60 -> 10" in text and "30 -> 10" in text, text
+
+
+def test_fleet_reports_compress_host_lists_like_slurm(tmp_path):
+    """node[01-04,07] (python-hostlist), in the check rows, the bench outliers and the per-status
+    lines under the verdict; the JSON keeps every name."""
+    hosts = {f"node{i:02d}": {"doc": bench_doc(f"node{i:02d}", [796.0]), "sku": "h100"} for i in range(1, 9)}
+    for slow in ("node01", "node02", "node03", "node04", "node07"):
+        hosts[slow]["doc"] = bench_doc(slow, [600.0])
+    for i in (9, 10, 11, 12, 13):  # a big enough healthy majority for a median
+        hosts[f"node{i:02d}"] = {"doc": bench_doc(f"node{i:02d}", [796.0]), "sku": "h100"}
+    doc = fleet_document(make_run(tmp_path, "bench", hosts))
+    assert sorted(o["host"] for o in doc["outliers"] if o["metric"] == "gemm.bf16") == \
+        ["node01", "node02", "node03", "node04", "node07"]
+    assert doc["hostlists"] == {"OK": "node[01-13]"}
+    text = _render(doc, width=200)
+    assert "node[01-04,07]" in text, text
+    assert "OK node[01-13]" in text, text
+
+
+def test_compressed_names_that_hostlist_cannot_express_stay_a_plain_list():
+    from gpunode.fleet.report import compressed
+
+    assert compressed(["gpu-2", "gpu-1", "gpu-3", "login"]) == "gpu-[1-3],login"
+    assert compressed(["a,b", "c"]) == "a,b,c"

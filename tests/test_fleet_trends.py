@@ -177,7 +177,7 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert f"Drifting hosts: {DRIFTER}" in seen["text"]
+    assert f"Drifting hosts (their own status): {DRIFTER} (WARN)" in seen["text"]
     assert len(seen["boxes"]) >= 2 * 4 and all(w > 100 and h > 40 for _, w, h in seen["boxes"])
     assert seen["lines"] and all(w > 50 for w in seen["lines"])  # the drifter's line is drawn across the plot
     assert seen["dots"] >= 12
@@ -224,3 +224,41 @@ def test_hundreds_of_hosts_stay_one_small_page():
                        "trends": doc})
     assert len(page) < 600_000  # healthy hosts are one band per plot, not 300 lines
     assert page.count('class="drift-line"') == len([r for r in doc["metrics"] if r["drifting"]])
+
+
+def _trends_fleet_doc(drifter_status: str = "OK") -> dict:
+    from gpunode.fleet.report import compressed
+
+    hosts = [{"host": h, "sku": s, "status": drifter_status if h == DRIFTER else "OK", "message": "",
+              "failing": [], "outliers": [], "changes": []} for h, s, _ in fleet_exports()]
+    return {"kind": "trends", "summary": {"hosts": len(hosts)}, "status": "WARN", "exit_code": 1, "time": "test",
+            "inventory": "inv.ini", "report_dir": "/r", "check_mode": False, "hosts": hosts, "checks": [],
+            "metrics": [], "metric_failures": [], "hostlists": {"OK": compressed(h["host"] for h in hosts)},
+            "trends": trends(fleet_exports())}
+
+
+def test_trends_summary_names_the_drifting_host_with_its_own_status():
+    """A host drifts while its own report says OK: the summary (HTML and terminal) says both."""
+    from gpunode.fleet.render import render_fleet
+
+    page = fleet_html(_trends_fleet_doc("OK"))
+    assert f'Drifting hosts (their own status): {DRIFTER} (<span class="OK">OK</span>)' in page
+    out = io.StringIO()
+    render_fleet(_trends_fleet_doc("WARN"), Console(file=out, width=80, color_system=None))
+    assert f"drifting hosts (their own status): {DRIFTER} WARN" in out.getvalue()
+
+
+def test_fleet_audit_html_names_the_failing_check_ids_per_host(tmp_path):
+    """The page's host table lists, per host, the ids of the checks it FAILs."""
+    from test_fleet_report import audit_doc, make_run
+
+    from gpunode.fleet.report import fleet_document
+
+    hosts = {"ok": {"doc": audit_doc(tmp_path, "ok")},
+             "noecc": {"doc": audit_doc(tmp_path, "noecc", gpu={"ecc_mode_current": False, "ecc_mode_pending": False})}}
+    page = fleet_html(fleet_document(make_run(tmp_path, "audit", hosts)))
+    assert "<th>Failing checks</th>" in page
+    row = next(r for r in page.split("<tr>") if r.startswith("<td>noecc</td>"))
+    assert '<td class="failing">gpu.ecc_mode</td>' in row
+    row = next(r for r in page.split("<tr>") if r.startswith("<td>ok</td>"))
+    assert '<td class="failing"></td>' in row

@@ -12,6 +12,7 @@ import statistics
 import time
 from html import escape
 
+from gpunode.fleet.report import drifting_hosts
 from gpunode.fleet.trends import quantile
 
 WIDTH, STRIP_H, PLOT_H, PAD = 720, 70, 230, 48
@@ -122,19 +123,24 @@ def time_svg(row: dict) -> str:
 
 
 def _hosts_table(doc: dict) -> str:
+    """One row per host: its status, what it said, and the ids of the checks it FAILs."""
     rows = "".join(
         f'<tr><td>{escape(h["host"])}</td><td>{escape(h["sku"])}</td><td class="{escape(h["status"])}">'
-        f'{escape(h["status"])}</td><td>{escape(h.get("message") or "")}</td></tr>' for h in doc["hosts"])
-    return f"<table><tr><th>Host</th><th>SKU</th><th>Status</th><th>Result</th></tr>{rows}</table>"
+        f'{escape(h["status"])}</td><td>{escape(h.get("message") or "")}</td>'
+        f'<td class="failing">{escape(", ".join(h.get("failing") or []))}</td></tr>' for h in doc["hosts"])
+    return ("<table><tr><th>Host</th><th>SKU</th><th>Status</th><th>Result</th><th>Failing checks</th></tr>"
+            f"{rows}</table>")
 
 
-def _trend_section(trends: dict) -> str:
+def _trend_section(doc: dict) -> str:
+    trends = doc["trends"]
     out = [f'<h2>Trends per SKU</h2><p class="note">Drifting: the median of a host\'s last {trends["window"]} '
            f'runs is worse than the median of its first {trends["window"]} by more than '
            f'{trends["min_drop"]:.0%} and more than {trends["k"]:g}× the SKU\'s spread (robust, across hosts), '
            'with a Theil–Sen slope the same way. Only figures measured without interference count.</p>']
     if trends["drifting_hosts"]:
-        out.append('<p class="drift">Drifting hosts: ' + escape(", ".join(trends["drifting_hosts"])) + "</p>")
+        named = ", ".join(f'{escape(h)} (<span class="{escape(s)}">{escape(s)}</span>)' for h, s in drifting_hosts(doc))
+        out.append(f'<p class="drift">Drifting hosts (their own status): {named}</p>')
     for row in trends["metrics"]:
         title = f'{row["metric"]} · {row["sku"]} · {row["hosts"]} hosts · spread {row["spread"]:.1%}'
         out.append(f'<section class="metric"><h2>{escape(title)}</h2>')
@@ -156,7 +162,7 @@ def fleet_html(doc: dict) -> str:
     body = [f"<h1>{escape(title)}</h1>", f'<p class="note">{escape(doc.get("time") or "")} · '
             f'{escape(str(doc.get("inventory") or ""))}</p>']
     if doc.get("trends"):
-        body.append(_trend_section(doc["trends"]))
+        body.append(_trend_section(doc))
     body.append("<h2>Hosts</h2>" + _hosts_table(doc))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")

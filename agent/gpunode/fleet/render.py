@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from gpunode.fleet.report import compressed, drifting_hosts
 from gpunode.layout import show_table
 
 STATUS_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "UNKNOWN": "magenta",
                 "UNREACHABLE": "bold red", "FAILED": "bold red", "NOT_RUN": "magenta",
                 "NO_REPORT": "magenta", "INVALID": "magenta", "SKIPPED": "dim"}
-MAX_NAMES = 6  # host names shown per cell before "+N more"
+MAX_NAMES = 6  # check ids or drifting series shown per cell before "+N more"
+MAX_HOSTLIST = 60  # characters of a compressed host list in a cell before "+N more"
 
 
 def _status(text: str) -> str:
@@ -18,9 +20,21 @@ def _status(text: str) -> str:
     return f"[{style}]{escape(text)}[/]" if style else escape(text)
 
 
+def _ids(ids: list[str]) -> str:
+    shown = ", ".join(ids[:MAX_NAMES])
+    return escape(shown + (f" +{len(ids) - MAX_NAMES} more" if len(ids) > MAX_NAMES else ""))
+
+
 def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:MAX_NAMES])
-    return escape(shown + (f" +{len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""))
+    """node[01-04,07]: the longest compressed prefix of the sorted names that fits the cell, then
+    how many more (the JSON keeps every name)."""
+    names = sorted(set(names))
+    shown = compressed(names)
+    n = len(names)
+    while len(shown) > MAX_HOSTLIST and n > 1:
+        n -= 1
+        shown = f"{compressed(names[:n])} +{len(names) - n} more"
+    return escape(shown)
 
 
 def render_fleet(doc: dict, console, verbose: bool = False) -> None:
@@ -34,8 +48,11 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
     for h in doc["hosts"]:
         failing = h["failing"]
         hosts.add_row(escape(h["host"]), escape(h["sku"]), _status(h["status"]), escape(h["message"] or ""),
-                      _names(failing), escape(", ".join(h["outliers"])))
+                      _ids(failing), escape(", ".join(h["outliers"])))
     show_table(console, hosts)
+
+    if doc.get("changes"):
+        render_changes(doc, console)
 
     if doc["checks"]:
         checks = Table(title="Checks not passing everywhere")
@@ -67,6 +84,10 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
 
     if doc.get("trends"):
         render_trends(doc["trends"], console)
+        drifting = drifting_hosts(doc)
+        if drifting:
+            console.print("drifting hosts (their own status): "
+                          + ", ".join(f"{escape(h)} {_status(s)}" for h, s in drifting), soft_wrap=True)
 
     for row in doc["metric_failures"]:
         items = ", ".join(f"{h} {v['status']}" for h, v in row["hosts"].items())
@@ -74,7 +95,33 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
 
     counts = ", ".join(f"{n} {s}" for s, n in doc["summary"].items() if s not in ("hosts",) and n)
     console.print(f"[bold]{doc['status']}[/bold] (exit {doc['exit_code']}): {escape(counts)}")
-    console.print(f"[dim]reports: {escape(doc['report_dir'])}[/dim]")
+    for status, names in (doc.get("hostlists") or {}).items():
+        console.print(f"  {_status(status)} {escape(names)}", soft_wrap=True)
+    console.print(f"[dim]reports: {escape(doc['report_dir'])}[/dim]", soft_wrap=True)
+
+
+def _value(v) -> str:
+    return "-" if v is None or v == "" else str(v)
+
+
+def render_changes(doc: dict, console) -> None:
+    """apply/rollback: what changes per host, from -> to; hosts that change alike share a row."""
+    from rich.table import Table
+
+    check = doc.get("check_mode") or any(c["status"] == "planned" for c in doc["changes"])
+    table = Table(title="Changes that would be made (check mode)" if check else "Changes")
+    for col in ("Hosts", "Setting", "From -> to", "Status"):
+        table.add_column(col, no_wrap=col in ("Setting", "Status"))
+    for c in doc["changes"]:
+        subject = c["subject"] if c["subject"] and not c["setting"].endswith(c["subject"]) else ""
+        setting = c["setting"] + (f" {subject}" if subject else "")
+        note = c.get("note") or ""
+        if c["from"] is None and c["to"] is None:  # a rollback's restore: its detail says what it found
+            move, status = note, c["status"]
+        else:
+            move, status = f"{_value(c['from'])} -> {_value(c['to'])}", c["status"] + (f": {note}" if note else "")
+        table.add_row(_names(c["hosts"]), escape(setting), escape(move), escape(status))
+    show_table(console, table)
 
 
 def _short(v: float) -> str:

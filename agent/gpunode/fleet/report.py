@@ -127,6 +127,45 @@ def _doc_message(doc: dict) -> str:
     return str(doc.get("message") or doc.get("reason") or "")
 
 
+def compressed(names) -> str:
+    """Slurm's compressed host list (node[01-04,10]), as scontrol and sinfo print them, through
+    python-hostlist; names it cannot express (a bracket or comma in them) stay a plain list."""
+    import hostlist
+
+    unique = sorted(set(names))
+    try:
+        return hostlist.collect_hostlist(unique)
+    except hostlist.BadHostlist:
+        return ",".join(unique)
+
+
+def host_changes(doc: dict) -> list[dict]:
+    """An apply report's changes as (setting, subject, from, to, status); a rollback's restores
+    (no values: the detail says what it found)."""
+    rows = []
+    for key in ("changes", "restores"):
+        items = doc.get(key)
+        for r in items if isinstance(items, list) else []:
+            if isinstance(r, dict):
+                rows.append({"setting": str(r.get("setting") or ""), "subject": str(r.get("subject") or ""),
+                             "from": r.get("current"), "to": r.get("target"), "status": str(r.get("status") or ""),
+                             "note": r.get("note") or r.get("detail") or None})
+    return rows
+
+
+def change_rows(hosts: list[HostReport]) -> list[dict]:
+    """Per change (setting, subject, from -> to, status): the hosts it is planned or made on, so
+    one line stands for every host that changes the same way."""
+    groups: dict[tuple, list[str]] = {}
+    for h in hosts:
+        for c in host_changes(h.doc) if h.doc else []:
+            key = (c["setting"], c["subject"], c["from"], c["to"], c["status"], c["note"])
+            groups.setdefault(key, []).append(h.host)
+    return [{"setting": k[0], "subject": k[1], "from": k[2], "to": k[3], "status": k[4], "note": k[5],
+             "hosts": sorted(names), "hostlist": compressed(names)}
+            for k, names in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0]))]
+
+
 def check_list(doc: dict) -> list | None:
     """An audit/gate report's "checks"; a diag report's "results" (name, gpu) read the same way."""
     if isinstance(doc.get("checks"), list):
@@ -288,8 +327,10 @@ def fleet_document(run: PlaybookRun, margin: float = DEFAULT_MARGIN, min_peers: 
         "status": verdict,
         "exit_code": EXIT_CODES[verdict],
         "summary": {"hosts": len(hosts), **dict(sorted(counts.items())), "outliers": len({o["host"] for o in outliers})},
+        "hostlists": {s: compressed(h.host for h in hosts if h.status == s) for s in sorted(counts)},
         "hosts": [_host_json(h) for h in hosts],
         "checks": check_rows(hosts),
+        "changes": change_rows(hosts),
         "metrics": metrics,
         "metric_failures": metric_failures,
         "outliers": sorted(outliers, key=lambda o: (o["ratio"], o["host"], o["metric"])),
@@ -309,4 +350,12 @@ def _host_json(h: HostReport) -> dict:
         "failing": sorted({c.get("id") for c in doc.get("checks", []) or []
                            if isinstance(c, dict) and c.get("status") == "FAIL"}),
         "outliers": [f"{o['metric']}" + (f"[gpu{o['gpu']}]" if o["gpu"] is not None else "") for o in h.outliers],
+        "changes": host_changes(doc),
     }
+
+
+def drifting_hosts(doc: dict) -> list[tuple[str, str]]:
+    """(host, the host's own status in this run) for each drifting host: a host can drift while
+    its report says OK, and an operator needs both to decide."""
+    status = {h["host"]: h["status"] for h in doc["hosts"]}
+    return [(name, status.get(name, "UNKNOWN")) for name in doc["trends"]["drifting_hosts"]]
