@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sys
 
 import pytest
 import typer
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 import testkit
 from gpunode.bench import run as bench_run
 from gpunode.bench.backend import Device
-from gpunode.bench.results import SCHEMA, BenchDocument
+from gpunode.bench.results import SCHEMA, BenchDocument, Metric
 from gpunode.cli import app
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.runner import Runner
@@ -88,14 +89,23 @@ def test_bad_options():
         opts(nccl_tests=("broadcast",))
 
 
-def test_no_backend_skips_every_micro_metric(tmp_path):
+def test_no_backend_is_one_error_and_unknown_even_beside_a_pass(tmp_path):
     plan = bench_run.prepare(host_with_h100(tmp_path), opts(only=("gemm", "h2d")),
                              find=lambda p: (None, "no torch here"))
     doc = bench_run.execute(plan)
-    assert [m.name for m in doc.metrics] == ["gemm.bf16", "gemm.fp16", "gemm.tf32", "gemm.fp8", "gemm.bf16.concurrent",
-                                             "h2d.pinned", "d2h.pinned", "h2d.pageable", "d2h.pageable"]
-    assert all(m.status == "SKIP" and m.message == "no torch here" for m in doc.metrics)
+    (m,) = doc.metrics
+    assert m.name == "gpu.backend" and m.status == "ERROR"
+    assert m.message == "no GPU measured (gemm, h2d): no GPU backend (torch or cupy) found: no torch here"
     assert doc.status == "UNKNOWN" and doc.exit_code == 3  # nothing was measured
+    doc.metrics.append(Metric("fio.seq_read", None, 1.0, "GB/s", "PASS"))  # fio measured, the GPUs not
+    assert doc.status == "UNKNOWN" and doc.exit_code == 3
+
+
+def test_no_gpu_visible_to_the_backend_is_unknown(tmp_path):
+    plan = bench_run.prepare(host_with_h100(tmp_path), opts(only=("hbm",)), find=fake_find(FakeBackend(devices=[])))
+    doc = bench_run.execute(plan)
+    assert [(m.name, m.status) for m in doc.metrics] == [("gpu.backend", "ERROR")]
+    assert "no GPU selected or visible" in doc.metrics[0].message and doc.exit_code == 3
 
 
 def test_nccl_step_runs_the_binary_through_the_hosts_runner(tmp_path):
@@ -142,6 +152,22 @@ def test_cli_fio_only_real_run_writes_json(tmp_path):
     assert list(scratch.iterdir()) == []  # scratch file removed
 
 
+def test_cli_without_gpu_backend_is_unknown_though_fio_passed(tmp_path, monkeypatch):
+    """Neither torch nor cupy importable: fio's figures do not make a GPU node OK."""
+    testkit.require(shutil.which("fio") is not None, "fio is not installed (apt-get install fio)")
+    for module in ("torch", "cupy"):
+        monkeypatch.setitem(sys.modules, module, None)  # `import torch` raises ImportError
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    result = cli.invoke(app, ["bench", "--quick", "--only", "hbm,fio", "--fio-dir", str(scratch), "--json", "-",
+                              "--no-history"])
+    assert result.exit_code == 3, result.output
+    doc = json.loads(result.stdout)
+    statuses = {m["name"]: m["status"] for m in doc["metrics"]}
+    assert statuses["gpu.backend"] == "ERROR" and statuses["fio.seq_read"] == "PASS" and doc["status"] == "UNKNOWN"
+    assert "no GPU backend (torch or cupy) found" in doc["metrics"][0]["message"]
+
+
 def test_cli_json_to_stdout_nothing_measured_exit_3():
     result = cli.invoke(app, ["bench", "--quick", "--only", "nccl", "--json", "-"])
     assert result.exit_code == 3
@@ -162,7 +188,7 @@ def test_cli_json_to_stdout_nothing_measured_exit_3():
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, message):
     result = cli.invoke(app, ["bench", *args])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert result.stderr.startswith("gpunode: error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -173,7 +199,7 @@ def test_cli_refuses_mounted_root_device_before_running_anything():
     dev = root_block_device()
     testkit.require(dev is not None, "the root filesystem is not on a block device visible in /dev")
     result = cli.invoke(app, ["bench", "--only", "fio", "--fio-destructive", dev])
-    assert result.exit_code == 2 and "mounted" in result.stderr and result.stdout == ""
+    assert result.exit_code == 3 and "mounted" in result.stderr and result.stdout == ""
 
 
 def test_compare_hook_on_the_recorded_h100_result(tmp_path):
@@ -200,7 +226,7 @@ def test_cli_bad_baseline_is_refused_before_the_bench_runs(args, message, tmp_pa
     (tmp_path / "broken.yaml").write_text("name: broken\nmatch: {gpu_count: 1}\nmetrics: {gemm.bf16: {value: 1}}\n")
     args = [str(tmp_path) if a == "BROKEN_DIR" else a for a in args]
     result = cli.invoke(app, ["bench", "--quick", "--only", "nccl", *args])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 3, result.output
     assert result.stderr == f"gpunode: error: {result.stderr.removeprefix('gpunode: error: ')}"
     assert message in result.stderr and result.stderr.count("\n") == 1  # no progress line: nothing ran
     assert result.stdout == ""

@@ -103,8 +103,13 @@ def targets(host: Host, backend: Backend, inv: GpuInventory, chosen: list[int] |
     return sorted(out, key=lambda t: t.gpu)
 
 
-def _micro_skips(sections, reason: str) -> list[Metric]:
-    return [skipped(name, unit, reason) for s in sections for name, unit in MICRO_NAMES.get(s, [])]
+NO_BACKEND = "gpu.backend"  # the one metric of a run that asked for GPU figures and could take none
+
+
+def _no_gpu_measured(sections, reason: str) -> list[Metric]:
+    """GPU sections asked for but nothing can measure them: one ERROR, so the run is UNKNOWN
+    (exit 3) even when fio or nccl-tests passed: a node is never OK having measured no GPU."""
+    return [errored(NO_BACKEND, "", f"no GPU measured ({', '.join(sections)}): {reason}")]
 
 
 @dataclass
@@ -129,7 +134,8 @@ def prepare(host: Host, opts: BenchOptions, find=find_backend) -> BenchRun:
         backend, why = find(opts.backend)
         if backend is None:
             if micro_sections:
-                steps.append(Step("microbenchmarks: no backend", lambda: _micro_skips(micro_sections, why)))
+                steps.append(Step("microbenchmarks: no backend", lambda: _no_gpu_measured(
+                    micro_sections, f"no GPU backend (torch or cupy) found: {why}")))
         else:
             tools.update(backend.versions())
             steps += _micro_steps(host, backend, inv, chosen, micro_sections, opts)
@@ -160,7 +166,7 @@ def _micro_steps(host, backend, inv, chosen, sections, opts) -> list[Step]:
     plan = micro.MicroPlan.quick() if opts.quick else micro.MicroPlan.full()
     tgts = targets(host, backend, inv, chosen)
     if not tgts:
-        return [Step("microbenchmarks: no GPU", lambda: _micro_skips(sections, "no GPU selected or visible to the backend"))]
+        return [Step("microbenchmarks: no GPU", lambda: _no_gpu_measured(sections, "no GPU selected or visible to the backend"))]
     steps = []
     for t in tgts:
         if "gemm" in sections:
