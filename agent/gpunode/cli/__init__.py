@@ -13,8 +13,11 @@ def _build_app():
     typer and the pydantic it loads (~100 ms); see gpunode.slurm.fastpath."""
     import typer
 
+    from gpunode.cli.common import command_group_class
+
     app = typer.Typer(
         name="gpunode",
+        cls=command_group_class(),  # click's usage errors: one `gpunode: error:` line, exit 3
         help="Audit, tune, benchmark and gate GPU servers.",
         no_args_is_help=True,
         add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
@@ -33,7 +36,7 @@ def _build_app():
         version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True, help="Print the version."),
         debug: bool = typer.Option(False, "--debug", help="List every command gpunode runs and every file it reads, on stderr."),
     ) -> None:
-        """Exit codes (audit, gate, compare): 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN/ERROR; 2 also for bad input."""
+        """Exit codes (every command): 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN, gpunode's own error or bad input."""
         if debug:
             _debug_to_stderr()
 
@@ -74,10 +77,11 @@ def _register(app) -> None:
         fleet_cmd,
         gate_cmd,
         history_cmd,
+        topo_cmd,
     )
 
     for module in (audit_cmd, apply_cmd, bench_cmd, diag_cmd, baseline_cmd, gate_cmd, fleet_cmd, history_cmd,
-                   config_cmd):
+                   config_cmd, topo_cmd):
         module.register(app)
 
 

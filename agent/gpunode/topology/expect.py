@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpunode.host.facts.pci import Link
-from gpunode.host.facts.topology import Endpoint, Topology, rank
+from gpunode.host.facts.topology import Endpoint, Topology
 from gpunode.host.gpu.model import GpuInfo
 from gpunode.topology.rates import (
     CORES_PER_SM,
@@ -147,33 +147,34 @@ def _between_gpus(topo: Topology, gpus: list[GpuInfo]) -> list[Expectation]:
         if raw is None:
             return []
         return [_make("nccl.sendrecv.busbw", "copy.local", raw[0], "GB/s", f"one GPU: a copy in HBM {raw[1]}")]
-    if not gpus:
-        return []
-    arch = gpus[0].architecture or -1
+    arch = gpus[0].architecture if gpus else None
     pairs = [(i, j) for i in range(len(gpus)) for j in range(i + 1, len(gpus))]
-    paths = {p: topo.path(topo.gpus[p[0]], topo.gpus[p[1]]) for p in pairs}
-    out = []
-    nv = [int(paths[p][2:]) for p in pairs if paths[p].startswith("NV")]
-    if len(nv) == len(pairs) and arch in NVLINK_GBPS:
-        links = min(nv)
-        out.append(_make("p2p", "p2p", links * NVLINK_GBPS[arch], "GB/s",
-                         f"{links} NVLinks x {NVLINK_GBPS[arch]:g} GB/s"))
+    out = [e for p in pairs if (e := _p2p(topo, gpus, p, arch)) is not None]
+    paths = [topo.path(topo.gpus[i], topo.gpus[j]) for i, j in pairs]
+    if pairs and all(p.startswith("NV") for p in paths) and arch in NCCL_NVLINK_GBPS:
+        links = min(int(p[2:]) for p in paths)
+        what = f"NCCL ring model {links} NVLinks x {NCCL_NVLINK_GBPS[arch]:g} GB/s"
         ring = links * NCCL_NVLINK_GBPS[arch]
-        for coll in NCCL_COLLECTIVES:
-            out.append(_make(f"nccl.{coll}.busbw", "nccl.ring", ring, "GB/s",
-                             f"NCCL ring model {links} NVLinks x {NCCL_NVLINK_GBPS[arch]:g} GB/s"))
-        out.append(_make("torch.all_reduce.busbw", "nccl.ring", ring, "GB/s",
-                         f"NCCL ring model {links} NVLinks x {NCCL_NVLINK_GBPS[arch]:g} GB/s"))
+        for name in [f"nccl.{c}.busbw" for c in NCCL_COLLECTIVES] + ["torch.all_reduce.busbw"]:
+            out.append(_make(name, "nccl.ring", ring, "GB/s", what))
         if _on_nvswitch(topo, pairs) and arch >= 9:
-            out.append(_make("nccl.all_reduce.busbw.nvls", "nccl.nvls", ring, "GB/s",
-                             "NVLink SHARP over the ring model"))
-        return out
-    worst = max((paths[p] for p in pairs), key=rank)
-    links = [gpu_links(topo, g)[0].gbps for g in gpus]
-    if all(links):
-        raw = min(x for x in links if x)
-        out.append(_make("p2p", "p2p", raw, "GB/s", f"PCIe path {worst}, slowest GPU link"))
+            out.append(_make("nccl.all_reduce.busbw.nvls", "nccl.nvls", ring, "GB/s", f"NVLink SHARP on {what}"))
     return out
+
+
+def _p2p(topo: Topology, gpus: list[GpuInfo], pair: tuple[int, int], arch: int | None) -> Expectation | None:
+    """The copy from one GPU to another: its NVLinks, else the slower of the two PCIe links."""
+    i, j = pair
+    path = topo.path(topo.gpus[i], topo.gpus[j])
+    name = f"p2p.{gpus[i].index}-{gpus[j].index}"
+    if path.startswith("NV") and arch in NVLINK_GBPS:
+        links = int(path[2:])
+        return _make(name, "p2p", links * NVLINK_GBPS[arch], "GB/s", f"{links} NVLinks x {NVLINK_GBPS[arch]:g} GB/s")
+    rates = [gpu_links(topo, gpus[k])[0] for k in pair]
+    slower = min(rates, key=lambda link: link.gbps or 0.0)
+    if not slower.gbps:
+        return None
+    return _make(name, "p2p", slower.gbps, "GB/s", f"PCIe {slower} through {path}")
 
 
 def _on_nvswitch(topo: Topology, pairs: list[tuple[int, int]]) -> bool:

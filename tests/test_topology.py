@@ -1,0 +1,285 @@
+"""Topology: the PCI tree and NVLinks read from sysfs and NVML, pairs classified as nvidia-smi
+does, wiring checks, and expected figures derived from the links (gpunode topo / expect)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import topology_kit
+
+import testkit
+from gpunode.checks import topology as topo_checks
+from gpunode.host.facts.pci import Link, parse_lspci_acs, parse_speed, parse_width, place
+from gpunode.host.facts.topology import build
+from gpunode.topology.expect import expectations
+
+FIXTURES = testkit.FIXTURES
+
+
+def topo_of(host):
+    return build(host, host.gpu.inventory().gpus)
+
+
+def by_metric(host) -> dict[str, object]:
+    return {(e.metric, e.gpu): e for e in expectations(topo_of(host), host.gpu.inventory().gpus)}
+
+
+def test_sysfs_values_parse_as_the_kernel_prints_them():
+    assert parse_speed("32.0 GT/s PCIe") == 5
+    assert parse_speed("8 GT/s") == 3
+    assert parse_speed("2.5 GT/s PCIe") == 1
+    assert parse_speed("Unknown") is None
+    assert parse_width("16\n") == 16
+    assert parse_width("0") is None  # a link that is down
+    assert parse_width("255") is None
+    assert Link(5, 16).gbps == pytest.approx(63.0, abs=0.05)
+    assert Link(4, 8).gbps == pytest.approx(15.75, abs=0.05)
+    assert place("../../../devices/pci0000:15/0000:15:01.0/0000:16:00.0/0000:17:00.0/0000:18:00.0") == (
+        "pci0000:15", ("0000:15:01.0", "0000:16:00.0", "0000:17:00.0"))
+    assert place("../../../devices/platform/foo") is None
+    assert place(None) is None
+
+
+def test_dgx_h100_pairs_classified_as_nvidia_smi_prints_them(tmp_path):
+    topo = topo_of(topology_kit.topology_host(tmp_path, "dgx-h100"))
+    gpus, nics = topo.gpus, {n.name: n for n in topo.nics}
+    assert topo.path(gpus[0], gpus[0]) == "X"
+    assert {topo.path(gpus[0], g) for g in gpus[1:]} == {"NV18"}
+    # the User Guide's pairing: each GPU with its own ConnectX-7 behind one switch
+    for gpu, nic in zip(gpus, ["mlx5_0", "mlx5_3", "mlx5_4", "mlx5_5", "mlx5_6", "mlx5_9", "mlx5_10", "mlx5_11"],
+                        strict=True):
+        assert topo.path(gpu, nics[nic]) == "PIX"
+    assert topo.path(gpus[0], nics["mlx5_3"]) == "NODE"  # another root complex of socket 0
+    assert topo.path(gpus[0], nics["mlx5_6"]) == "SYS"  # across the sockets
+    assert topo.nearest_nics(gpus[5]) == ("PIX", [nics["mlx5_9"]])
+
+
+def test_pcie_cards_with_nvlink_bridges(tmp_path):
+    topo = topo_of(topology_kit.topology_host(tmp_path, "h100-pcie-nvlink"))
+    g = topo.gpus
+    assert topo.path(g[0], g[1]) == "NV12"
+    assert topo.path(g[2], g[3]) == "NV12"
+    assert topo.path(g[0], g[2]) == "SYS"
+    assert topo.path(g[0], topo.nics[0]) == "NODE"
+    assert topo.path(g[0], topo.nics[1]) == "SYS"
+
+
+def test_switch_depth_gives_pix_then_pxb():
+    from gpunode.host.facts.pci import PciDevice, PciTree
+    from gpunode.host.facts.topology import Endpoint, pci_path
+
+    def dev(bdf, parents):
+        return PciDevice(bdf, "pci0000:00", tuple(parents), 0x030200, 0x10de, 0, 0, Link(5, 16), Link(5, 16))
+
+    tree = PciTree({d.bdf: d for d in [
+        dev("a", ["rp", "up", "d1"]), dev("b", ["rp", "up", "d2"]),  # one switch
+        dev("c", ["rp", "up", "d3", "up2", "d4"]),  # a second switch below
+        dev("e", ["rp2"]),  # another root port of the same host bridge
+    ]})
+    end = {n: Endpoint(n, "gpu", n, 0) for n in "abce"}
+    assert pci_path(tree, end["a"], end["b"]) == "PIX"
+    assert pci_path(tree, end["a"], end["c"]) == "PXB"
+    assert pci_path(tree, end["a"], end["e"]) == "PHB"
+
+
+def _published(layout_name: str) -> dict:
+    return topology_kit.load_layout(layout_name)["published"]
+
+
+@pytest.mark.parametrize("layout, pair", [("dgx-h100", ("p2p.0-1", None)), ("h100-pcie-nvlink", ("p2p.0-1", None)),
+                                          ("gb200-tray", ("p2p.0-1", None))])
+def test_nvlink_figures_match_what_nvidia_publishes(tmp_path, layout, pair):
+    """The raw NVLink rate of a GPU pair, both directions, is NVIDIA's published NVLink bandwidth."""
+    expected = by_metric(topology_kit.topology_host(tmp_path, layout))[pair]
+    assert expected.raw * 2 == pytest.approx(_published(layout)["nvlink_bidirectional_gbps"], rel=0.10)
+
+
+def test_dgx_h100_all_reduce_expectations_match_nccl_tests(tmp_path):
+    exp = by_metric(topology_kit.topology_host(tmp_path, "dgx-h100"))
+    published = _published("dgx-h100")
+    assert exp[("nccl.all_reduce.busbw", None)].value == pytest.approx(published["nccl_all_reduce_busbw_ring"], rel=0.10)
+    assert exp[("nccl.all_reduce.busbw.nvls", None)].value == pytest.approx(
+        published["nccl_all_reduce_busbw_nvls"], rel=0.10)
+    assert exp[("nic.mlx5_0", None)].value == pytest.approx(400 / 8 * 0.92)
+
+
+def test_partial_nvlink_gives_no_all_gpu_ring_and_pcie_for_unbridged_pairs(tmp_path):
+    exp = by_metric(topology_kit.topology_host(tmp_path, "h100-pcie-nvlink"))
+    assert ("nccl.all_reduce.busbw", None) not in exp
+    assert exp[("p2p.0-2", None)].raw == pytest.approx(63.0, abs=0.1)  # the PCIe path
+    assert "SYS" in exp[("p2p.0-2", None)].arithmetic
+
+
+def test_gb200_gets_no_pcie_host_link_expectation(tmp_path):
+    exp = by_metric(topology_kit.topology_host(tmp_path, "gb200-tray"))
+    assert not [k for k in exp if k[0].startswith(("h2d", "d2h"))]
+    assert exp[("hbm.d2d", 0)].raw > 0
+
+
+RECORDED = [("h100-sxm-1gpu", "h100-full.json"), ("h200-1gpu", "h200-full.json"),
+            ("h100-sxm-1gpu", "h100-quick.json"), ("h200-1gpu", "h200-quick.json")]
+
+
+@pytest.mark.parametrize("host, bench", RECORDED)
+def test_expectations_lie_within_ten_percent_of_recorded_healthy_runs(host, bench):
+    exp = {e.metric: e for e in expectations(*_recorded(host))}
+    measured = {m["name"]: m["value"] for m in json.loads((FIXTURES / "bench" / bench).read_text())["metrics"]
+                if m["value"] is not None}
+    compared = [name for name in measured if name in exp]
+    assert len(compared) >= 4, compared
+    for name in compared:
+        assert measured[name] == pytest.approx(exp[name].value, rel=0.10), (name, exp[name].arithmetic)
+
+
+def _recorded(name: str):
+    host = testkit.fixture_host(name)
+    gpus = host.gpu.inventory().gpus
+    return build(host, gpus), gpus
+
+
+def test_expectation_shows_its_arithmetic():
+    exp = {e.metric: e for e in expectations(*_recorded("h100-sxm-1gpu"))}
+    assert exp["h2d.pinned"].arithmetic == "PCIe Gen5 x16 = 63.0 GB/s x 0.87 = 54.8 GB/s"
+    assert exp["hbm.d2d"].arithmetic.startswith("5120-bit (datasheet) x 2619 MHz x 2 = 3,352.3 GB/s")
+
+
+# ---- derived faulty hosts: each is flagged with its cause named
+
+def test_gpu_link_at_x8_names_the_link_in_the_expectation(tmp_path):
+    host = topology_kit.topology_host(tmp_path, "dgx-h100", gpu_changes={2: {"pcie_width_current": 8}})
+    exp = by_metric(host)
+    h2d = exp[("h2d.pinned", 2)]
+    assert h2d.limited_by == "GPU2 link at Gen5 x8 of Gen5 x16"
+    assert h2d.limited_value == pytest.approx(63.0 / 2 * 0.87, rel=0.01)
+    assert exp[("h2d.pinned", 1)].limited_by is None
+
+
+def test_gpu_at_gen4_names_the_link(tmp_path):
+    host = topology_kit.topology_host(tmp_path, "dgx-h100", gpu_changes={0: {"pcie_gen_max": 4}})
+    assert by_metric(host)[("h2d.pinned", 0)].limited_by == "GPU0 link at Gen4 x16 of Gen5 x16"
+
+
+def test_switch_uplink_at_x8_limits_the_gpus_below_it(tmp_path):
+    layout = topology_kit.load_layout("dgx-h100")
+    uplink = layout["switches"][1]["upstream"]
+    host = topology_kit.topology_host(tmp_path, layout, changes={uplink: {"cur_width": 8}})
+    h2d = by_metric(host)[("h2d.pinned", 1)]
+    assert h2d.limited_by == f"upstream link of bridge {uplink} at Gen5 x8"
+    results = testkit.run(topo_checks.link, host)
+    assert [r.subject for r in results if r.status.value == "FAIL"] == [uplink]
+
+
+def test_half_width_nic_fails_the_link_check_and_limits_its_figure(tmp_path):
+    host = topology_kit.topology_host(tmp_path, "dgx-h100", changes={"0000:40:00.0": {"cur_width": 8}})
+    results = {r.subject: r for r in testkit.run(topo_checks.link, host)}
+    assert results["mlx5_3"].status.value == "FAIL"
+    assert "x8 of x16" in results["mlx5_3"].message
+    assert results["mlx5_0"].status.value == "PASS"
+    assert results["nvme0"].status.value == "PASS"
+    assert by_metric(host)[("nic.mlx5_3", None)].limited_by == "mlx5_3 PCIe link at Gen5 x8 of Gen5 x16"
+
+
+def test_healthy_dgx_passes_every_topology_check(tmp_path):
+    host = topology_kit.topology_host(tmp_path, "dgx-h100")
+    for check in (topo_checks.link, topo_checks.gpu_nic, topo_checks.acs, topo_checks.nic_share):
+        assert {r.status.value for r in testkit.run(check, host)} == {"PASS"}, check.id
+
+
+def test_acs_redirect_between_a_gpu_and_its_nic_is_flagged_with_the_bridge(tmp_path):
+    layout = topology_kit.load_layout("dgx-h100")
+    up = layout["switches"][0]["upstream"]
+    down = f"{up[:5]}{int(up.split(':')[1], 16) + 1:02x}:01.0"  # the GPU's downstream port
+    host = topology_kit.topology_host(tmp_path, layout, redirect={down})
+    results = {r.subject: r for r in testkit.run(topo_checks.acs, host)}
+    assert results["GPU0"].status.value == "FAIL"
+    assert down in results["GPU0"].message
+    assert results["GPU1"].status.value == "PASS"
+
+
+def test_acs_skips_without_lspci(tmp_path):
+    host = topology_kit.topology_host(tmp_path, "dgx-h100", lspci=False)
+    assert {r.status.value for r in testkit.run(topo_checks.acs, host)} == {"SKIP"}
+
+
+def _nics_moved_to_socket_1(layout: dict) -> dict:
+    moved = copy.deepcopy(layout)
+    for low, high in zip(moved["switches"][:4], moved["switches"][4:], strict=True):
+        nic = next(d for d in low["devices"] if d["kind"] == "nic")
+        low["devices"].remove(nic)
+        high["devices"].append(nic)
+    return moved
+
+
+def test_gpu_whose_nic_is_across_the_socket_fails_pairing(tmp_path):
+    host = topology_kit.topology_host(tmp_path, _nics_moved_to_socket_1(topology_kit.load_layout("dgx-h100")))
+    results = {r.subject: r for r in testkit.run(topo_checks.gpu_nic, host)}
+    assert results["GPU0"].status.value == "FAIL"
+    assert "at SYS" in results["GPU0"].message
+    assert results["GPU4"].status.value == "PASS"
+
+
+def test_fewer_nics_than_gpus_warns_only_for_gpus_with_every_nic_across_the_socket(tmp_path):
+    layout = topology_kit.load_layout("h100-pcie-nvlink")
+    layout["direct"] = [d for d in layout["direct"] if d.get("name") != "mlx5_1"]
+    host = topology_kit.topology_host(tmp_path, layout)
+    results = {r.subject: r.status.value for r in testkit.run(topo_checks.gpu_nic, host)}
+    assert results == {"GPU0": "PASS", "GPU1": "PASS", "GPU2": "WARN", "GPU3": "WARN"}
+
+
+def test_eight_gpus_sharing_two_nics_warn_on_network_share(tmp_path):
+    layout = topology_kit.load_layout("dgx-h100")
+    for sw in layout["switches"][1:]:
+        for d in sw["devices"]:
+            if d["kind"] == "nic" and d["name"] != "mlx5_6":
+                sw["devices"].remove(d)
+    host = topology_kit.topology_host(tmp_path, layout)
+    result = testkit.run(topo_checks.nic_share, host)[0]
+    assert result.status.value == "WARN"
+    assert "2 NICs, 8 GPUs" in result.message
+    assert testkit.run(topo_checks.nic_share, topology_kit.topology_host(tmp_path / "h", "dgx-h100"))[0].status.value == "PASS"
+
+
+LSPCI = """0000:16:00.0 PCI bridge: Broadcom / LSI PEX890xx PCIe Gen 5 Switch (rev b0) (prog-if 00 [Normal decode])
+\tCapabilities: [220 v1] Access Control Services
+\t\tACSCap:\tSrcValid+ TransBlk+ ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl+ DirectTrans+
+\t\tACSCtl:\tSrcValid+ TransBlk- ReqRedir+ CmpltRedir+ UpstreamFwd+ EgressCtrl- DirectTrans-
+0000:18:00.0 Infiniband controller: Mellanox Technologies MT2910 Family [ConnectX-7]
+\tCapabilities: [48] Vital Product Data
+0000:1b:00.0 3D controller: NVIDIA Corporation GH100 [H100 SXM5 80GB] (rev a1)
+\tCapabilities: [2a0 v1] Access Control Services
+\t\tACSCap:\tSrcValid- TransBlk- ReqRedir- CmpltRedir- UpstreamFwd- EgressCtrl- DirectTrans-
+\t\tACSCtl:\tSrcValid- TransBlk- ReqRedir- CmpltRedir- UpstreamFwd- EgressCtrl- DirectTrans-
+"""
+
+
+def test_lspci_acs_control_parsed_per_function():
+    acs = parse_lspci_acs(LSPCI)
+    assert acs["0000:16:00.0"]["ReqRedir"] is True
+    assert acs["0000:16:00.0"]["TransBlk"] is False
+    assert acs["0000:1b:00.0"] == dict.fromkeys(("SrcValid", "TransBlk", "ReqRedir", "CmpltRedir", "UpstreamFwd",
+                                                 "EgressCtrl", "DirectTrans"), False)
+    assert "0000:18:00.0" not in acs
+    assert parse_lspci_acs(LSPCI[:200]) == {}  # cut before any ACSCtl line
+    assert parse_lspci_acs("") == {}
+
+
+def test_topo_and_expect_commands_on_a_recorded_host(tmp_path):
+    from typer.testing import CliRunner
+
+    from gpunode.cli import app
+
+    snap = str(FIXTURES / "hosts" / "h200-1gpu")
+    runner = CliRunner()
+    out = runner.invoke(app, ["expect", "--snapshot", snap, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["schema"] == "gpunode.expect/1"
+    assert {e["metric"] for e in doc["expectations"]} >= {"gemm.bf16", "hbm.d2d", "h2d.pinned"}
+    out = runner.invoke(app, ["topo", "--snapshot", snap, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["matrix"] == [{"from": "GPU0", "GPU0": "X"}]
+    out = runner.invoke(app, ["expect", "--sysroot", str(tmp_path)])
+    assert out.exit_code == 3
+    assert "nothing to derive" in out.output
