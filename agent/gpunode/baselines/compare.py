@@ -24,6 +24,8 @@ from gpunode.layout import show_table
 COMPARE_SCHEMA = "gpunode.compare/1"
 PASS, WARN, FAIL, ERROR, SKIP = "PASS", "WARN", "FAIL", "ERROR", "SKIP"  # SKIP: not compared
 STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red", ERROR: "magenta", SKIP: "dim"}
+# A figure the baseline holds no number for: said in its row, but not a failed comparison.
+NO_FIGURE = "nothing to compare: the baseline has no figure for this metric"
 # Ratios are compared with this slack so that a figure exactly at a threshold is not pushed
 # below it by binary floating point (0.9 * 796 / 796 == 0.8999999999999999).
 EPSILON = 1e-9
@@ -73,6 +75,12 @@ class Verdicts:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
+
+    @property
+    def compared(self) -> bool:
+        """Whether anything was up for comparison: rows of figures the baseline has no number
+        for are not (a run of them alone has nothing to compare, which is not a failure)."""
+        return any(not (r.status == SKIP and r.message == NO_FIGURE) for r in self.rows)
 
     def summary(self) -> dict[str, int]:
         counts = Counter(r.status for r in self.rows)
@@ -136,8 +144,10 @@ def _config_baselines_dir() -> str | None:
         raise BaselineError(str(exc)) from exc
 
 
-def judge(bench, selection: Selection) -> Verdicts:
-    """Pure: a parsed BenchDocument and a chosen baseline -> verdicts."""
+def judge(bench, selection: Selection, unmeasured: bool = True) -> Verdicts:
+    """Pure: a parsed BenchDocument and a chosen baseline -> verdicts. `unmeasured`: also a row
+    for each baseline figure the run did not measure (diag leaves them out: it never measures
+    H2D or HBM copies, so they are not missing from its run)."""
     baseline = selection.baseline
     out = Verdicts(
         baseline=baseline.name,
@@ -154,7 +164,7 @@ def judge(bench, selection: Selection) -> Verdicts:
         if key is not None:
             used.add(key)
     measured_names = {m.name for m in bench.metrics}
-    for exp in baseline.expectations:
+    for exp in baseline.expectations if unmeasured else ():
         if exp.key in used or any(exp.matches_name(n) for n in measured_names):
             continue
         out.rows.append(
@@ -175,7 +185,7 @@ def judge_metric(metric, baseline: Baseline) -> tuple[Verdict, str | None]:
     if metric.status == "SKIP":
         return Verdict(status=SKIP, message=f"not measured: {metric.message or 'skipped'}", **base), None
     if not candidates:
-        return Verdict(status=SKIP, message="not compared: the baseline has no figure for this metric", **base), None
+        return Verdict(status=SKIP, message=NO_FIGURE, **base), None
     mismatches = []
     for exp in candidates:
         why = condition_mismatch(exp, metric.conditions, metric.unit)

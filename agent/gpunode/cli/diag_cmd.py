@@ -96,11 +96,15 @@ def diag(
     code = document.exit_code
     if compare and selection is not None:
         from gpunode.baselines.compare import render_verdicts
-        from gpunode.diag.compare import judge_document
+        from gpunode.diag.compare import exit_with_compare, judge_document, nothing_to_compare
 
         verdicts = judge_document(data, selection)
-        render_verdicts(verdicts, stderr_console() if to_stdout else stdout_console())
-        code = max(code, verdicts.exit_code, key=(0, 1, 3, 2).index)
+        console = stderr_console() if to_stdout else stdout_console()
+        if verdicts.compared:
+            render_verdicts(verdicts, console)
+        else:
+            console.print(nothing_to_compare(verdicts, level), markup=False, highlight=False)
+        code = exit_with_compare(code, verdicts)
     if not no_history:
         from gpunode.history import record
 

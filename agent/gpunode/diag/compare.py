@@ -56,4 +56,21 @@ def judge_document(doc: dict, selection: Selection):
         "time": doc.get("time", ""), "time_epoch": doc.get("time_epoch", 0.0), "mode": "full",
         "gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],
     })
-    return judge(bench, selection)
+    return judge(bench, selection, unmeasured=False)
+
+
+def exit_with_compare(diag_code: int, verdicts) -> int:
+    """The run's exit code and the comparison's, the worse (FAIL > UNKNOWN > WARN > OK); a
+    comparison with nothing to compare (level 1 records no figure; hbm.memtest has none in
+    the shipped baselines) leaves the run's code as it is: it never turns a healthy run UNKNOWN."""
+    if not verdicts.compared:
+        return diag_code
+    return max(diag_code, verdicts.exit_code, key=(0, 1, 3, 2).index)
+
+
+def nothing_to_compare(verdicts, level: int) -> str:
+    names = sorted({r.metric for r in verdicts.rows})
+    if names:
+        return f"nothing to compare: baseline {verdicts.baseline} has no figure for {', '.join(names)}"
+    return (f"nothing to compare: diag level {level} records no figure (the checked GEMM's sustained "
+            f"TFLOP/s and the memory test's GB/s come from levels 2 and 3)")
