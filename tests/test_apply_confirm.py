@@ -27,7 +27,7 @@ def test_a_bare_live_apply_needs_a_profile(tmp_path):
     if Path("/etc/gpunode/config.yaml").exists():
         pytest.skip("a site config on this machine names a profile")
     proc = gpunode("apply", "--state-dir", str(tmp_path / "s"))
-    assert proc.returncode == 2 and "name the profile with --profile" in proc.stderr
+    assert proc.returncode == 3 and "name the profile with --profile" in proc.stderr
     assert not (tmp_path / "s").exists()
 
 
@@ -42,7 +42,7 @@ def test_a_live_apply_without_a_terminal_refuses_unless_yes(tmp_path):
          ("11" if before.strip() != "11" else "12")],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert knob.read_text() == before
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert "Pass --yes" in proc.stderr and "/proc/sys/vm/swappiness" in proc.stdout  # the plan was shown
     assert not list((tmp_path / "s" / "applies").glob("*.jsonl"))
 

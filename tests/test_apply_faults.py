@@ -163,7 +163,7 @@ def test_bad_profile_yaml_exits_2_and_changes_nothing(tmp_path, overlay, message
     bad = tmp_path / "host.yaml"
     bad.write_text(overlay)
     proc = gpunode("apply", "--sysroot", str(root), "--state-dir", str(state), "--overlay", str(bad))
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert proc.stderr.startswith("gpunode: error: ") and proc.stderr.count("\n") == 1
     assert message in proc.stderr
     assert picture(root) == before and not state.exists()
@@ -183,7 +183,7 @@ def test_bad_options_exit_2(tmp_path, args, message):
     root = make_tree(tmp_path / "root")
     before = picture(root)
     proc = gpunode("apply", "--sysroot", str(root), "--state-dir", str(tmp_path / "s"), *args)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert proc.returncode == 3 and message in proc.stderr, proc.stderr
     assert picture(root) == before
 
 
@@ -192,7 +192,7 @@ def test_rollback_of_unknown_id_and_wrong_root(tmp_path):
     other = make_tree(tmp_path / "other")
     _, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysctl.vm.swappiness")
     unknown = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--id", "nope")
-    assert unknown.returncode == 2 and "no apply with id nope" in unknown.stderr
+    assert unknown.returncode == 3 and "no apply with id nope" in unknown.stderr
     wrong = gpunode("rollback", "--sysroot", str(other), "--state-dir", str(state), "--id", doc["id"])
     assert wrong.returncode == 3 and f"--sysroot {root}" in wrong.stderr
 
@@ -214,6 +214,6 @@ def test_boot_reapply_validates_the_saved_spec_again(tmp_path, edit):
     (root / "sys/kernel/mm/transparent_hugepage/enabled").write_text("always [madvise] never\n")
     before = picture(root)
     proc = gpunode("apply", "--boot", "--sysroot", str(root), "--state-dir", str(state))
-    assert proc.returncode == 2, proc.stderr
+    assert proc.returncode == 3, proc.stderr
     assert proc.stderr.startswith("gpunode: error: /etc/gpunode/apply-boot.json") and proc.stderr.count("\n") == 1
     assert picture(root) == before

@@ -230,11 +230,11 @@ def test_cli_compare_bad_results_and_unknown_hardware(tmp_path):
     runner = CliRunner()
     notjson = write_yaml(tmp_path / "x.json", "{nope")
     out = runner.invoke(app, ["compare", str(notjson)])
-    assert out.exit_code == 2 and out.stderr.startswith(f"gpunode: error: {notjson}:1: not valid JSON")
+    assert out.exit_code == 3 and out.stderr.startswith(f"gpunode: error: {notjson}:1: not valid JSON")
     wrong = tmp_path / "audit.json"
     wrong.write_text(json.dumps({"schema": "gpunode.audit/1"}))
     out = runner.invoke(app, ["compare", str(wrong)])
-    assert out.exit_code == 2 and "not a gpunode bench result" in out.stderr
+    assert out.exit_code == 3 and "not a gpunode bench result" in out.stderr
     other = tmp_path / "l40.json"
     gpus = h100_gpus() | {"devices": [h100_gpus()["devices"][0] | {"name": "NVIDIA L40S", "pci_device": "0x26b9"}]}
     other.write_text(json.dumps(bench_doc(gpus, h100_metrics())))

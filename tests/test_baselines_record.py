@@ -106,7 +106,7 @@ def test_cli_record_from_saved_results(tmp_path):
     assert "baseline node42 written" in result.stderr
     assert load_baseline(out_file).recorded["runs"] == 2
     again = CliRunner().invoke(app, args)
-    assert again.exit_code == 2 and "exists; choose another path or pass --force" in again.stderr
+    assert again.exit_code == 3 and "exists; choose another path or pass --force" in again.stderr
     compare = CliRunner().invoke(app, ["compare", str(files[0]), "--baselines", str(out_file.parent)])
     assert compare.exit_code == 0, compare.output
     assert "baseline node42" in compare.stdout
@@ -116,11 +116,11 @@ def test_cli_record_rejects_bad_names_and_inputs(tmp_path):
     good = tmp_path / "r.json"
     good.write_text(json.dumps(runs(1.0)[0]))
     result = CliRunner().invoke(app, ["baseline", "record", "--name", "bad name!", "--from", str(good)])
-    assert result.exit_code == 2 and "--name 'bad name!': use letters" in result.stderr
+    assert result.exit_code == 3 and "--name 'bad name!': use letters" in result.stderr
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "gpunode.bench/1", "mode": "slow", "metrics": []}))
     result = CliRunner().invoke(app, ["baseline", "record", "--name", "x", "--from", str(bad)])
-    assert result.exit_code == 2 and "mode 'slow'" in result.stderr
+    assert result.exit_code == 3 and "mode 'slow'" in result.stderr
 
 
 def test_cli_list_and_show():
@@ -130,7 +130,7 @@ def test_cli_list_and_show():
     shown = runner.invoke(app, ["baseline", "show", "a100-sxm4-80gb-8gpu"])
     assert shown.exit_code == 0 and "nccl.all_reduce.busbw" in shown.stdout and "derived" in shown.stdout
     missing = runner.invoke(app, ["baseline", "show", "nope"])
-    assert missing.exit_code == 2 and "no baseline named 'nope'" in missing.stderr
+    assert missing.exit_code == 3 and "no baseline named 'nope'" in missing.stderr
 
 
 def test_pip_install_of_the_wheel_carries_the_shipped_baselines(tmp_path):

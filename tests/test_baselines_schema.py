@@ -195,7 +195,7 @@ def test_cli_compare_with_a_bad_baseline_exits_2_with_one_line(tmp_path, kind):
     results = tmp_path / "r.json"
     results.write_text(json.dumps(bench_doc(h100_gpus(), h100_metrics())))
     out = CliRunner().invoke(app, ["compare", str(results), "--baseline", str(bad)])
-    assert out.exit_code == 2, out.output
+    assert out.exit_code == 3, out.output
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"gpunode: error: {bad}: "), out.stderr
 
@@ -205,5 +205,5 @@ def test_cli_bad_site_directory_exits_2(tmp_path):
     results = tmp_path / "r.json"
     results.write_text(json.dumps(bench_doc(h100_gpus(), h100_metrics())))
     out = CliRunner().invoke(app, ["compare", str(results), "--baselines", str(tmp_path)])
-    assert out.exit_code == 2
+    assert out.exit_code == 3
     assert "broken.yaml: metrics: must be a mapping" in out.stderr

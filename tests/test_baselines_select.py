@@ -120,7 +120,7 @@ def test_a_named_baseline_for_other_hardware_is_refused_unless_forced():
     with pytest.raises(BaselineMismatchError) as info:
         catalogue.resolve("a100-sxm4-80gb-8gpu", gpus=h100_gpus())
     text = str(info.value)
-    assert info.value.exit_code == 2 and "\n" not in text
+    assert info.value.exit_code == 3 and "\n" not in text
     assert text.startswith("baseline a100-sxm4-80gb-8gpu is for 8 × NVIDIA A100-SXM4-80GB (0x20b2), but the results "
                            "are from 1 × NVIDIA H100 80GB HBM3 (0x2330) (1 GPU(s), baseline is for 8)")
     assert text.endswith("or pass --force-baseline to judge against it anyway")
@@ -195,7 +195,7 @@ def test_cli_compare_and_bench_refuse_other_hardware_unless_forced(tmp_path):
     results.write_text(json.dumps(bench_doc(h100_gpus(), h100_metrics())))
     runner = CliRunner()
     out = runner.invoke(app, ["compare", str(results), "--baseline", "a100-sxm4-80gb-8gpu"])
-    assert out.exit_code == 2 and out.stdout == ""
+    assert out.exit_code == 3 and out.stdout == ""
     assert out.stderr.startswith("gpunode: error: baseline a100-sxm4-80gb-8gpu is for 8 × NVIDIA A100-SXM4-80GB")
     assert out.stderr.count("\n") == 1
     out = runner.invoke(app, ["compare", str(results), "--baseline", "a100-sxm4-80gb-8gpu", "--force-baseline", "--json"])

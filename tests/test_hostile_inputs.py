@@ -198,7 +198,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, names: str = "") -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert proc.returncode == 3, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpunode: error: "), proc.stderr[-2000:]

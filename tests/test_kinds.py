@@ -210,6 +210,6 @@ def test_cli_refuses_hostile_values_in_one_line_and_changes_nothing(tmp_path, ar
     before = picture(root)
     args = [str(overlay) if a == "OVERLAY" else a for a in args]
     proc = gpunode("apply", "--sysroot", str(root), "--state-dir", str(tmp_path / "state"), "--yes", *args)
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 3 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("gpunode: error: ")
     assert picture(root) == before and not (tmp_path / "state").exists()

@@ -83,4 +83,4 @@ def test_usage_errors_are_unknown_in_nagios_mode(bad):
     assert out.returncode == 3, (bad, out.stdout, out.stderr)
     assert out.stdout.startswith("GPUNODE UNKNOWN - ") and out.stdout.count("\n") == 1, out.stdout
     plain = gpunode("audit", *bad)
-    assert plain.returncode == 2 and plain.stdout == ""  # outside nagios mode: click's usage exit
+    assert plain.returncode == 3 and plain.stdout == ""  # outside nagios mode: the usage exit (3) too

@@ -182,7 +182,7 @@ def test_no_chain_replaces_and_chain_names_a_program(tmp_path):
     out = subprocess.run([*base, "--chain", "/opt/site/check"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "\n/opt/site/check\nsite_rc=$?" in out.stdout
     bad = subprocess.run([*base, "--chain", "relative/nhc"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and bad.stderr.startswith("gpunode: error:")
+    assert bad.returncode == 3 and bad.stderr.startswith("gpunode: error:")
 
 
 def test_gate_no_scontrol_prints_what_it_would_do(tmp_path):

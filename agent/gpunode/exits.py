@@ -1,5 +1,48 @@
-"""Exit codes of every command, Nagios-style: one place (audit, gate, compare, bench, fleet)."""
+"""The one exit-code contract of every command and mode (audit, gate, compare, bench, diag, fleet):
+
+    0 OK   1 WARN   2 FAIL (a confirmed finding)   3 UNKNOWN: nothing judged, gpunode's own
+    error (a bug, a config it cannot load, a file it cannot write) or a usage error.
+
+Only a FAIL is ever 2, so a caller that drains on 2 (NHC, a Slurm hook, a monitoring rule)
+never drains for gpunode's own failure. The Slurm hook modes map this onto what Slurm does
+with an exit code (slurm_hook_exit); docs/gate.md has the table."""
 
 EXIT_CODES = {"OK": 0, "WARN": 1, "FAIL": 2, "UNKNOWN": 3}
-USAGE_EXIT = 2  # bad input: one `gpunode: error: ...` line (typer's usage errors exit 2 too)
+FAIL_EXIT = EXIT_CODES["FAIL"]
 UNKNOWN_EXIT = EXIT_CODES["UNKNOWN"]
+OWN_ERROR_EXIT = UNKNOWN_EXIT  # gpunode could not judge: never the FAIL code
+USAGE_EXIT = OWN_ERROR_EXIT  # bad input: one `gpunode: error: ...` line (click's usage errors too)
+
+# Slurm drains the node for any non-zero Prolog/Epilog exit, and only logs a non-zero
+# HealthCheckProgram; the hook modes therefore exit non-zero only as listed here.
+HOOK_MODES = ("prolog", "epilog", "health-check")
+
+
+def verdict_exit(status: str) -> int:
+    """A verdict word (OK, WARN, FAIL, UNKNOWN) -> its exit code."""
+    return EXIT_CODES[status]
+
+
+def slurm_hook_exit(mode: str, blocked: bool, drained: bool = False, own_problems: bool = False) -> int:
+    """The exit code of a gate run that judged the node, per mode:
+    check: the verdict's code (the caller passes blocked only for a FAIL);
+    prolog: 2 on a FAIL (Slurm drains the node and requeues the job), else 0;
+    epilog: 2 only when a FAIL stays and gpunode could not drain it itself, else 0;
+    health-check: gpunode drains itself, so 0, or 3 when its own Slurm calls failed (logged)."""
+    if mode == "prolog":
+        return FAIL_EXIT if blocked else 0
+    if mode == "epilog":
+        return FAIL_EXIT if blocked and not drained else 0
+    if mode == "health-check":
+        return OWN_ERROR_EXIT if own_problems else 0
+    raise ValueError(f"not a Slurm hook mode: {mode!r}")
+
+
+def own_error_exit(mode: str, strict: bool) -> int:
+    """gpunode could not run the gate (bad option, config, snapshot, a bug): never 2.
+    check and health-check: 3 (Slurm only logs a health check's exit code). prolog and
+    epilog: 0, so a broken install never drains a node, unless --strict asked for 3 (a
+    non-zero hook exit: Slurm then drains, by the site's choice)."""
+    if mode in ("prolog", "epilog"):
+        return OWN_ERROR_EXIT if strict else 0
+    return OWN_ERROR_EXIT

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from gpunode.baselines.schema import Baseline, BaselineError, load_baseline, read_yaml
+from gpunode.exits import USAGE_EXIT
 
 DEFAULT_SITE_DIR = "/etc/gpunode/baselines"
 
@@ -28,9 +29,10 @@ class NoBaselineError(BaselineError):
 
 class BaselineMismatchError(BaselineError):
     """--baseline names a baseline for other hardware than the results come from: its verdicts
-    would be meaningless (1 H100 judged against 8 A100s), so it is refused unless forced (exit 2)."""
+    would be meaningless (1 H100 judged against 8 A100s), so it is refused unless forced (exit 3:
+    bad input, gpunode.exits)."""
 
-    exit_code = 2
+    exit_code = USAGE_EXIT
 
 
 def shipped_dir() -> Path:

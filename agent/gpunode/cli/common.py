@@ -60,7 +60,7 @@ def check_outputs(*paths) -> None:
 
 
 def usage_exit(fmt: str | None) -> int:
-    """Exit code of a usage error: 3 (UNKNOWN) for a Nagios check, else 2 like click/argparse."""
+    """Exit code of a usage error: 3 (UNKNOWN) in every format (gpunode.exits)."""
     return NAGIOS_USAGE_EXIT if fmt == "nagios" else USAGE_EXIT
 
 
@@ -77,6 +77,36 @@ def run_as_nagios_plugin(app, argv: list[str]) -> int:
         print(f"GPUNODE UNKNOWN - {' '.join(exc.format_message().split())}")
         return NAGIOS_USAGE_EXIT
     return code if isinstance(code, int) else 0
+
+
+def command_group_class():
+    """The root group's class: click's own usage errors (an unknown option or command, a bad
+    value, a missing argument) are one `gpunode: error:` line and exit 3 (exits.USAGE_EXIT), the
+    contract of every other usage error, instead of click's usage block and exit 2 (the FAIL
+    code). Help for a bare group (`gpunode slurm`) is still printed, with the same exit."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.core import TyperGroup
+
+    class GpunodeGroup(TyperGroup):
+        def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+            if not standalone_mode:  # the Nagios runner and tests that handle errors themselves
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            try:
+                code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except NoArgsIsHelpError as exc:
+                exc.show()
+                sys.exit(USAGE_EXIT)
+            except ClickException as exc:
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                print(f"gpunode: error: {' '.join(exc.format_message().split())}{hint}", file=sys.stderr)
+                sys.exit(USAGE_EXIT)
+            except typer.Abort:
+                print("Aborted!", file=sys.stderr)
+                sys.exit(1)
+            sys.exit(code if isinstance(code, int) else 0)
+
+    return GpunodeGroup
 
 
 def nagios_requested(argv: list[str]) -> bool:
@@ -115,7 +145,7 @@ def split_csv(values: list[str] | None) -> list[str]:
 
 def guard_commands(app) -> None:
     """Wrap every command of `app` and its sub-apps: bad input that escaped a command's own
-    handling is one `gpunode: error:` line and exit 2, never a traceback; anything else that
+    handling is one `gpunode: error:` line and exit 3 (exits.USAGE_EXIT), never a traceback; anything else that
     escapes is one line and exit 3 (ERROR/UNKNOWN), with the traceback under GPUNODE_TRACEBACK=1."""
     for info in app.registered_commands:
         if info.callback is not None and not getattr(info.callback, "_gpunode_guarded", False):

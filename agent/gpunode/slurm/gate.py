@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 from gpunode import __version__
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import (
-    EXIT_CODES,
     Check,
     CheckSkipped,
     Result,
@@ -35,6 +34,7 @@ from gpunode.audit.engine import (
 from gpunode.audit.report import summary
 from gpunode.checks.gpu_common import field_problem, leftovers
 from gpunode.config import Config
+from gpunode.exits import slurm_hook_exit, verdict_exit
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S, GpuSource
 from gpunode.host.seam import Host
@@ -115,17 +115,11 @@ class GateVerdict:
 
     @property
     def exit_code(self) -> int:
-        """check: Nagios codes. prolog: non-zero only on a block (Slurm drains and requeues).
-        epilog: non-zero only when leftovers stay and gpunode could not drain (Slurm then
-        drains with "Epilog error"). health-check: 0 unless gpunode itself failed (3)."""
+        """check: the verdict's code; the Slurm modes: gpunode.exits.slurm_hook_exit."""
         if self.mode == "check":
-            return EXIT_CODES["FAIL"] if self.blocked else EXIT_CODES[overall(self.results)]
-        if self.mode == "prolog":
-            return EXIT_CODES["FAIL"] if self.blocked else 0
-        if self.mode == "epilog":
-            drained = self.slurm is not None and self.slurm.action in ("drained", "unchanged", "left-foreign")
-            return EXIT_CODES["FAIL"] if self.blocked and not drained else 0
-        return EXIT_CODES["UNKNOWN"] if self.problems else 0
+            return verdict_exit("FAIL" if self.blocked else overall(self.results))
+        drained = self.slurm is not None and self.slurm.action in ("drained", "unchanged", "left-foreign")
+        return slurm_hook_exit(self.mode, self.blocked, drained, bool(self.problems))
 
 
 @dataclass
