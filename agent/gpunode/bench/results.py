@@ -186,6 +186,9 @@ class BenchDocument:
     gpus: dict  # the audit's meta["gpus"] object
     tools: dict[str, str]
     metrics: list[Metric]
+    # What each figure should be on this host's links (gpunode expect), recorded at run time so an
+    # offline `gpunode compare` can judge against it when no baseline matches.
+    topology: list[dict] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -206,6 +209,8 @@ class BenchDocument:
             "gpus": self.gpus,
             "tools": dict(self.tools),
             "metrics": [m.to_json() for m in self.metrics],
+            # absent when nothing was derived (results recorded before gpunode recorded it)
+            **({"topology": list(self.topology)} if self.topology else {}),
             "status": self.status,
             "exit_code": self.exit_code,
         }
@@ -224,4 +229,40 @@ class BenchDocument:
             gpus=dict(data.get("gpus") or {}),
             tools=dict(data.get("tools") or {}),
             metrics=[Metric.from_json(m) for m in data.get("metrics", [])],
+            topology=topology_entries(data.get("topology")),
         )
+
+
+_TOPOLOGY_TYPES = {"metric": str, "unit": str, "arithmetic": str}
+
+
+def topology_entries(data: Any) -> list[dict]:
+    """A result's recorded topology expectations, each checked for shape: a figure must be finite
+    and positive, texts one line; anything else makes the result unreadable (ValueError)."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ValueError(f"bench result: topology is a {type(data).__name__}, not a list")
+    out = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            raise ValueError("bench result: a topology entry is not an object")
+        for key, kind in _TOPOLOGY_TYPES.items():
+            if not isinstance(entry.get(key), kind) or "\n" in entry[key]:
+                raise ValueError(f"bench result: topology entry {key} is not one line of text")
+        value, gpu = entry.get("value"), entry.get("gpu")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"bench result: topology {entry['metric']}: value {value!r} is not a positive number")
+        if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int)):
+            raise ValueError(f"bench result: topology {entry['metric']}: gpu {gpu!r} is not an index")
+        limited = entry.get("limited_by")
+        limited_value = entry.get("limited_value")
+        if limited is not None and (not isinstance(limited, str) or "\n" in limited):
+            raise ValueError(f"bench result: topology {entry['metric']}: limited_by is not one line of text")
+        if limited_value is not None and (isinstance(limited_value, bool) or not isinstance(limited_value, (int, float))
+                                          or not math.isfinite(limited_value)):
+            raise ValueError(f"bench result: topology {entry['metric']}: limited_value is not a number")
+        out.append({"metric": entry["metric"], "gpu": gpu, "value": float(value), "unit": entry["unit"],
+                    "arithmetic": entry["arithmetic"], "limited_by": limited,
+                    "limited_value": None if limited_value is None else float(limited_value)})
+    return out

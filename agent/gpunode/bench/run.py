@@ -159,7 +159,22 @@ def execute(run: BenchRun, on_step: Callable[[int, Step], None] | None = None, s
     return BenchDocument(
         gpunode_version=__version__, host=run.host.facts.hostname, time=iso_time(started), time_epoch=started,
         mode=run.opts.mode, gpus=gpu_summary(run.inv), tools=run.tools, metrics=metrics,
+        topology=topology_expectations(run.host, run.inv),
     )
+
+
+def topology_expectations(host: Host, inv: GpuInventory) -> list[dict]:
+    """This host's expected figures (gpunode expect), kept with the result; a host whose PCI tree
+    cannot be read still gets its measured figures, just nothing derived to judge them by."""
+    from gpunode.host.facts.topology import build
+    from gpunode.topology.expect import expectations
+
+    gpus = inv.gpus if inv.available else []
+    try:
+        return [e.to_json() for e in expectations(build(host, gpus), gpus)]
+    except (OSError, ValueError) as exc:
+        print(f"gpunode: warning: no topology expectations: {exc}", file=sys.stderr)
+        return []
 
 
 def _micro_steps(host, backend, inv, chosen, sections, opts) -> list[Step]:

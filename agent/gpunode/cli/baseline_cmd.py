@@ -60,7 +60,7 @@ def _read_results(path: Path) -> dict:
 
 def compare_cmd(
     results: Path = typer.Argument(..., help="A `gpunode bench --json` result file."),
-    baseline: str = typer.Option(None, "--baseline", "-b", help="Baseline name or YAML file. Default: chosen from the results' GPUs."),
+    baseline: str = typer.Option(None, "--baseline", "-b", help="Baseline name or YAML file, or `topology` (what the host's links should give). Default: chosen from the results' GPUs, else the topology expectation."),
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     force_baseline: bool = typer.Option(False, "--force-baseline", help="Judge against --baseline even when it is for other GPUs than the results' (the report says so)."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON (schema gpunode.compare/1)."),
@@ -169,7 +169,7 @@ def show_cmd(
 @baseline_app.command("record")
 def record_cmd(
     name: str = typer.Option(..., "--name", help="Name of the new baseline (letters, digits, . _ -)."),
-    runs: int = typer.Option(3, "--runs", "-n", help="How many bench runs to take the medians of."),
+    runs: int = typer.Option(3, "--runs", help="How many bench runs to take the medians of."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the YAML here (default: stdout)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     full: bool = typer.Option(False, "--full", help="Record `bench --full` figures (default: --quick)."),

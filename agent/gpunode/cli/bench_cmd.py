@@ -35,7 +35,7 @@ def bench(
     fio_dir: Path = typer.Option(None, "--fio-dir", help="Directory for fio's scratch file (default $TMPDIR). The file is removed afterwards."),
     fio_destructive: Path = typer.Option(None, "--fio-destructive", help="Let fio OVERWRITE this unmounted block device or existing file."),
     compare: bool = typer.Option(False, "--compare", help="Judge the results against the baseline for these GPUs."),
-    baseline: str = typer.Option(None, "--baseline", help="Baseline file or name to compare with (implies --compare)."),
+    baseline: str = typer.Option(None, "--baseline", help="Baseline file or name to compare with, or `topology` (implies --compare)."),
     force_baseline: bool = typer.Option(False, "--force-baseline", help="Judge against --baseline even when it is for other GPUs than these (the report says so)."),
     baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones (implies --compare)."),
     history_warn: float = typer.Option(0.95, "--history-warn", help="With --compare: WARN when a figure is below this share of the node's own recent median."),
@@ -247,12 +247,13 @@ def _note(m) -> str:
 
 def _choose_baseline(baseline: str | None, baselines_dir: Path | None):
     """-> (catalogue, baseline or None for auto-selection after the run); exit 2 on bad input."""
-    from gpunode.baselines.compare import catalogue_for
+    from gpunode.baselines.compare import TOPOLOGY_BASELINE, catalogue_for
 
     try:
         catalogue = catalogue_for(baselines_dir)
         if baseline is not None:
-            catalogue.resolve(baseline)  # a bad name or file is said before the run
+            if baseline != TOPOLOGY_BASELINE:  # derived from this host's links after the run
+                catalogue.resolve(baseline)  # a bad name or file is said before the run
             return catalogue, baseline
         for entry in catalogue.entries():  # auto-selection reads them all after the run
             catalogue.load(entry.path)
