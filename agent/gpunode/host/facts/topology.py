@@ -33,6 +33,7 @@ class Endpoint:
     link: Link | None = None  # its own PCIe link, current
     link_max: Link | None = None
     line_rate_gbps: float | None = None  # NICs: port rate in Gb/s
+    rdma: bool = False  # a NIC with an RDMA device (InfiniBand or RoCE): GPUDirect RDMA can use it
 
 
 @dataclass
@@ -118,11 +119,12 @@ def build(host, gpus: list[GpuInfo], tree: PciTree | None = None) -> Topology:
     return topo
 
 
-def _endpoint(tree: PciTree, name: str, kind: str, bdf: str | None, rate: float | None = None) -> Endpoint:
+def _endpoint(tree: PciTree, name: str, kind: str, bdf: str | None, rate: float | None = None,
+              rdma: bool = False) -> Endpoint:
     dev: PciDevice | None = tree.devices.get(bdf or "")
     return Endpoint(name=name, kind=kind, bdf=bdf, numa_node=dev.numa_node if dev else None,
                     link=dev.current if dev else None, link_max=dev.maximum if dev else None,
-                    line_rate_gbps=rate)
+                    line_rate_gbps=rate, rdma=rdma)
 
 
 def _nics(host, tree: PciTree) -> list[Endpoint]:
@@ -136,7 +138,7 @@ def _nics(host, tree: PciTree) -> list[Endpoint]:
     for dev in sorted({p.device for p in ib_ports(host)}):
         bdf = device_of(host, "infiniband", dev)
         if bdf:
-            out[bdf] = _endpoint(tree, dev, "nic", bdf, rates.get(dev))
+            out[bdf] = _endpoint(tree, dev, "nic", bdf, rates.get(dev), rdma=True)
     for nic in physical_nics(host):
         bdf = device_of(host, "net", nic.name)
         if bdf and bdf not in out:
