@@ -1,7 +1,8 @@
 """Every textfile gpunode writes passes the real promtool (Debian's prometheus package); the
 families of different kinds never collide in one collector directory; the alert rules pass
-`promtool check rules` and their unit tests; the systemd units and the cron file shipped in
-docs/examples/ verify and, run as written, produce textfiles promtool accepts."""
+`promtool check rules` and their unit tests (staleness at 2x each shipped interval included); the
+systemd units and the cron file shipped in docs/examples/ write into the packaged node exporter's
+directory, verify and, run as written, produce textfiles promtool accepts."""
 
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 SNAP = HOSTS / "h100-sxm-1gpu"
 GPUNODE = [sys.executable, "-m", "gpunode"]
+# The packaged node exporter's textfile directory: Debian 12's prometheus-node-exporter (its
+# README.textfile and built-in default) and RHEL 9 + EPEL's golang-github-prometheus-node-exporter.
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +101,7 @@ def test_alert_rules_check_and_unit_tests():
     rules = EXAMPLES / "prometheus"
     proc = subprocess.run(["promtool", "check", "rules", "gpunode-rules.yml"], cwd=rules, capture_output=True,
                           text=True, timeout=60)
-    assert proc.returncode == 0 and "SUCCESS: 8 rules found" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "SUCCESS: 11 rules found" in proc.stdout, proc.stdout + proc.stderr
     proc = subprocess.run(["promtool", "test", "rules", "gpunode-rules.test.yml"], cwd=rules, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
@@ -134,12 +138,59 @@ def test_systemd_units_verify_and_their_command_writes_a_valid_textfile(tmp_path
     argv = _exec_start(EXAMPLES / "systemd" / unit)
     assert argv[0] == "/usr/local/bin/gpunode"
     target = argv[argv.index("--prometheus") + 1]
-    assert target.startswith("/var/lib/node_exporter/textfile_collector/") and target.endswith(".prom")
+    assert target.startswith(TEXTFILE_DIR + "/") and target.endswith(".prom")
     out = tmp_path / "collector" / Path(target).name
+    out.parent.mkdir()  # the node exporter's package makes it; gpunode never does
     argv[argv.index("--prometheus") + 1] = str(out)
     proc = subprocess.run([*GPUNODE, *argv[1:], "--snapshot", str(SNAP)], capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, 1, 2), proc.stderr
     check_metrics(out.read_text())
+
+
+def _interval_s(text: str) -> int:
+    value = text.strip()
+    return int(value[:-3]) * 60 if value.endswith("min") else int(value)
+
+
+def test_staleness_rules_alert_after_two_shipped_intervals():
+    """The rules' thresholds are 2x the intervals the timers and cron run at, on both the
+    verdict's own timestamp and the file's mtime as node_exporter sees it."""
+    import yaml
+
+    rules = {r["alert"]: r["expr"] for r in
+             yaml.safe_load((EXAMPLES / "prometheus" / "gpunode-rules.yml").read_text())["groups"][0]["rules"]}
+    cron = (EXAMPLES / "cron" / "gpunode").read_text()
+    for kind in ("audit", "gate"):
+        timer = (EXAMPLES / "systemd" / f"gpunode-{kind}.timer").read_text()
+        every = _interval_s(next(x for x in timer.splitlines() if x.startswith("OnUnitActiveSec=")).split("=")[1])
+        cron_line = next(x for x in cron.splitlines() if f" gpunode {kind} " in x)
+        assert cron_line.startswith(f"*/{every // 60} "), (kind, cron_line)
+        assert f"time() - gpunode_{kind}_timestamp_seconds > 2 * {every}" in rules[f"Gpunode{kind.title()}Stale"]
+        assert (f'node_textfile_mtime_seconds{{file=~"(.*/)?gpunode-{kind}[.]prom"}} > 2 * {every}'
+                in rules["GpunodeTextfileStale"])
+    assert "node_textfile_scrape_error == 1" in rules["GpunodeTextfileDirUnreadable"]
+
+
+def test_every_shipped_textfile_path_is_the_packaged_directory():
+    for path in (*(EXAMPLES / "systemd").glob("*.service"), EXAMPLES / "cron" / "gpunode"):
+        targets = [w for line in path.read_text().splitlines() if not line.startswith("#")
+                   for w in line.split() if w.endswith(".prom")]
+        assert targets and all(os.path.dirname(t) == TEXTFILE_DIR for t in targets), (path, targets)
+
+
+def test_textfile_into_a_missing_directory_fails_the_unit(tmp_path):
+    """The audit unit run against a node without that directory: exit 3, which is not in
+    SuccessExitStatus, so the unit fails visibly; nothing is created."""
+    argv = _exec_start(EXAMPLES / "systemd" / "gpunode-audit.service")
+    unit = (EXAMPLES / "systemd" / "gpunode-audit.service").read_text()
+    ok = next(x for x in unit.splitlines() if x.startswith("SuccessExitStatus=")).split("=")[1].split()
+    target = tmp_path / "var" / "lib" / "prometheus" / "node-exporter" / "gpunode-audit.prom"
+    argv[argv.index("--prometheus") + 1] = str(target)
+    proc = subprocess.run([*GPUNODE, *argv[1:], "--snapshot", str(SNAP)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "3" not in ok, (proc.returncode, ok)
+    assert proc.stderr.strip().splitlines() == [
+        f"gpunode: error: cannot write {target}: no directory {target.parent} (gpunode creates none: check the path)"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cron_file_commands_run_as_written(tmp_path):
