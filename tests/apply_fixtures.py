@@ -78,7 +78,8 @@ def picture(root: Path) -> dict[str, tuple]:
     return out
 
 
-TEST_HOOK_VARS = {"GPUNODE_TEST_CRASH_AFTER", "GPUNODE_TEST_PROVE_BENCH"}
+TEST_HOOK_VARS = {"GPUNODE_TEST_CRASH_AFTER", "GPUNODE_TEST_PROVE_BENCH", "GPUNODE_TEST_JOURNAL_FAIL",
+                  "GPUNODE_TEST_SIGNAL_IN_UNDO"}
 
 
 def with_test_hooks(pythonpath: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -179,6 +180,12 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
     meta = {"id": outcome.apply_id, "host": host.facts.hostname, "time": iso_time(host.facts.now),
             "profile": profile_name, "root": str(host.sys.root), "dry_run": dry_run, "state_dir": str(state.root),
             "exit_code": outcome.exit_code if exit_code is None else exit_code}
+    if outcome.signal is not None:
+        meta["signal"] = signal.Signals(outcome.signal).name
+    if outcome.unrecorded:
+        meta["journal_unrecorded"] = {"records": outcome.unrecorded, "reason": outcome.unrecorded_why}
+    if outcome.result in ("failed", "interrupted"):
+        _report_rolled_back(outcome, host, state)  # on stderr, in both modes
     if as_json:
         typer.echo(dumps({**apply_document(meta, outcome.rows, outcome.plan, outcome.result, outcome.reason,
                                            outcome.restored), **(extra or {})}), nl=False)
@@ -209,10 +216,36 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
         n = sum(1 for r in outcome.rows if r["status"] == "applied")
         console.print(f"[green]applied {n} change(s)[/green] as {outcome.apply_id}; undo with "
                       f"`{undo_command(host, state, outcome.apply_id)}`", soft_wrap=True)
-    else:
-        if outcome.restored:
-            render_restores(console, "batch rolled back", outcome.restored)
-        print(f"gpunode: error: apply failed and was rolled back: {outcome.reason}", file=sys.stderr)
+    elif outcome.restored:
+        render_restores(console, "batch rolled back", outcome.restored)
+
+
+def _report_rolled_back(outcome, host, state) -> None:
+    """A failed or stopped batch: what was and was not put back, on which root and state dir,
+    and what the journal could not record."""
+    from gpunode.tune.execute import BACK
+    from gpunode.tune.session import undo_command
+
+    def say(text: str) -> None:
+        print(f"gpunode: {text}", file=sys.stderr)
+
+    what = f"interrupted by {signal.Signals(outcome.signal).name}" if outcome.signal is not None else "failed"
+    left = [r for r in outcome.restored if r.status not in BACK]
+    done = "was rolled back" if not left else "was NOT fully rolled back"
+    say(f"error: apply {what} and {done}: {outcome.reason}")
+    restored = sum(1 for r in outcome.restored if r.status == "restored")
+    untouched = sum(1 for r in outcome.restored if r.status == "not-written")
+    say(f"{restored} change(s) restored, {untouched} found unchanged, {len(left)} NOT restored "
+        f"under {host.sys.root} (state dir {state.root})")
+    for r in left:
+        say(f"error: NOT restored: {r.change.setting_id} {r.change.subject}: {r.detail}")
+    if outcome.unrecorded:
+        say(f"warning: the journal could not record {len(outcome.unrecorded)} record(s) after the failure "
+            f"({outcome.unrecorded_why}): {', '.join(outcome.unrecorded)}")
+    if (left or (outcome.unrecorded and outcome.restored)) and outcome.apply_id:
+        say(f"run `{undo_command(host, state, outcome.apply_id)}` once the state dir can be written again: "
+            + ("it restores what is listed above" if left else
+               "the host is already restored; it settles the journal (until then the next apply refuses)"))
 
 
 def rollback(
@@ -227,7 +260,7 @@ def rollback(
     from gpunode.outputs import dumps
     from gpunode.state_dir import resolve_state_dir
     from gpunode.tune.actions import ApplyEnv
-    from gpunode.tune.journal import JournalError, StateDir
+    from gpunode.tune.journal import JournalError, JournalWriteError, StateDir
     from gpunode.tune.lock import LockBusy
     from gpunode.tune.render import ROLLBACK_SCHEMA, render_restores
     from gpunode.tune.session import NothingToRollBack, Refused
@@ -250,7 +283,7 @@ def rollback(
             typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
                               "exit_code": 0, "restores": []}), nl=False)
         raise typer.Exit(0) from None
-    except (LockBusy, Refused) as exc:
+    except (LockBusy, Refused, JournalWriteError) as exc:  # a full disk is not bad input
         _warn_all(state)
         die(str(exc), 3)
     except JournalError as exc:

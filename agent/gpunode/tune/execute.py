@@ -1,8 +1,17 @@
 """Writing a plan: journal each change (fsync) before writing it, verify it after, and on
-any failure roll the whole batch back in reverse order."""
+any failure roll the whole batch back in reverse order.
+
+gpunode's own failures end the batch the same way: a journal record that cannot be made
+durable (disk full, I/O error under the state dir) and SIGINT/SIGTERM stop it before its next
+step and roll back what it changed. The rollback goes on when the journal cannot record it
+(the host matters more than its record; what went unrecorded is reported) and signals that
+come during it only wait. SIGKILL is left to the journal: `gpunode rollback` finishes it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from dataclasses import dataclass, field
 
 from gpunode.audit.context import AuditContext
@@ -13,7 +22,10 @@ from gpunode.tune.kinds.change import Change
 
 from . import actions
 from .actions import ApplyEnv, ApplyError
+from .journal import JournalError
 from .rollback import RestoreResult, restore_all
+
+BACK = ("restored", "not-written")  # restore statuses that leave the host as before
 
 
 @dataclass
@@ -22,42 +34,139 @@ class Outcome:
     statuses: list[str] = field(default_factory=list)  # per plan.writes entry
     reason: str = ""
     restored: list[RestoreResult] = field(default_factory=list)
+    signal: int | None = None  # the SIGINT/SIGTERM that stopped the batch
+    unrecorded: list[str] = field(default_factory=list)  # journal records that could not be written
+    unrecorded_why: str = ""
 
 
-def execute(env: ApplyEnv, plan, writes: list[Change], journal=None) -> Outcome:
-    outcome = Outcome(ok=True, statuses=["not-run"] * len(writes))
-    done: list[tuple[int, Change, dict | None]] = []
-    for n, change in enumerate(writes, 1):
-        actions.prepare(env, change)
-        if journal is not None:
-            journal.append({"type": "change", "seq": n, "change": change.to_json()})
+class StopSignals:
+    """SIGINT and SIGTERM while a batch runs are noted, never raised in the middle of a step
+    (a half-written file, a journal line without its fsync): the batch looks between steps,
+    stops and rolls back; during a rollback they only wait. Handlers are put back on exit.
+    Only the main thread can take signals; elsewhere this notes nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, undoing: bool = False) -> None:
+        self.signum: int | None = None
+        self.undoing = undoing  # a rollback runs: a signal only waits for it
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup and `cmd &` stay immune
+                    self._previous[signum] = signal.signal(signum, self._note)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _note(self, signum: int, _frame) -> None:
+        first, self.signum = self.signum is None, self.signum or signum
+        what = ("stopping after the current step, then undoing what this run changed" if first and not self.undoing
+                else "the rollback finishes first (SIGKILL stops at once; `gpunode rollback` then finishes it)")
+        try:  # os.write: a print here could land inside another print
+            os.write(2, f"gpunode: {signal.Signals(signum).name}: {what}\n".encode())
+        except OSError:
+            pass
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Book:
+    """The journal as a batch uses it. `record`: a forward record; when it cannot be written
+    the batch stops (JournalError). `append`: a record of the rollback (restore_all calls it);
+    when it cannot be written it is listed in the outcome and the rollback goes on."""
+
+    def __init__(self, journal, outcome: Outcome):
+        self.journal, self.outcome = journal, outcome
+
+    def record(self, entry: dict) -> None:
+        if self.journal is not None:
+            self.journal.append(entry)
+
+    def append(self, entry: dict) -> None:
+        if self.journal is None:
+            return
         try:
-            result = actions.write(env, change)
-            where, now = actions.state(env, change, result)
-            if where != "after":
-                raise ApplyError(f"reads {now or '(empty)'} after writing {change.after_text or change.after}")
-            done.append((n, change, result))
-            if _last_of_setting(writes, n):
-                _verify_setting(env, plan, change.setting_id, {c.subject for _, c, _ in done if c.setting_id == change.setting_id})
-        except (OSError, ApplyError, GpuControlError) as exc:
-            reason = f"{change.setting_id} {change.subject}: {_reason(exc)}"
-            if journal is not None:
-                journal.append({"type": "failed", "seq": n, "reason": reason})
-            outcome.ok, outcome.reason = False, reason
-            outcome.statuses[n - 1] = "failed"
-            pending = done if any(d[0] == n for d in done) else [*done, (n, change, None)]
-            outcome.restored = restore_all(env, [(seq, c, r) for seq, c, r in pending], journal, failing=n)
-            for seq, _, _ in done:
-                outcome.statuses[seq - 1] = "rolled-back"
-            if journal is not None:
-                journal.append({"type": "end", "result": "failed", "reason": reason})
-            return outcome
-        if journal is not None:
-            journal.append({"type": "done", "seq": n, "result": result})
-        outcome.statuses[n - 1] = "applied"
-    if journal is not None:
-        journal.append({"type": "end", "result": "applied"})
+            self.journal.append(entry)
+        except (JournalError, OSError) as exc:
+            self.outcome.unrecorded.append(_describe(entry))
+            self.outcome.unrecorded_why = self.outcome.unrecorded_why or str(exc)
+
+
+def execute(env: ApplyEnv, plan, writes: list[Change], journal=None, stop: StopSignals | None = None) -> Outcome:
+    outcome = Outcome(ok=True, statuses=["not-run"] * len(writes))
+    book = _Book(journal, outcome)
+    done: list[tuple[int, Change, dict | None]] = []
+    step = "the first change"
+    try:
+        for n, change in enumerate(writes, 1):
+            step = f"change {n} of {len(writes)}"
+            _check(stop)
+            actions.prepare(env, change)
+            book.record({"type": "change", "seq": n, "change": change.to_json()})
+            try:
+                result = actions.write(env, change)
+                where, now = actions.state(env, change, result)
+                if where != "after":
+                    raise ApplyError(f"reads {now or '(empty)'} after writing {change.after_text or change.after}")
+                done.append((n, change, result))
+                if _last_of_setting(writes, n):
+                    _verify_setting(env, plan, change.setting_id,
+                                    {c.subject for _, c, _ in done if c.setting_id == change.setting_id})
+            except (OSError, ApplyError, GpuControlError) as exc:
+                reason = f"{change.setting_id} {change.subject}: {_reason(exc)}"
+                book.append({"type": "failed", "seq": n, "reason": reason})
+                outcome.statuses[n - 1] = "failed"
+                pending = done if any(d[0] == n for d in done) else [*done, (n, change, None)]
+                _roll_back(env, outcome, book, pending, done, reason, failing=n, stop=stop)
+                return outcome
+            step = f"the end of change {n} of {len(writes)}"
+            book.record({"type": "done", "seq": n, "result": result})
+            outcome.statuses[n - 1] = "applied"
+        step = "the end of the apply"
+        _check(stop)
+        book.record({"type": "end", "result": "applied"})
+    except JournalError as exc:  # the journal cannot hold what comes next: undo what it holds
+        _roll_back(env, outcome, book, done, done, f"{exc} (recording {step})", stop=stop)
+    except _Stopped as stopped:
+        outcome.signal = stopped.signum
+        _roll_back(env, outcome, book, done, done,
+                   f"stopped by {signal.Signals(stopped.signum).name} before {step}", stop=stop)
     return outcome
+
+
+def _check(stop: StopSignals | None) -> None:
+    if stop is not None and stop.signum is not None:
+        raise _Stopped(stop.signum)
+
+
+def _roll_back(env, outcome: Outcome, book: _Book, pending, done, reason: str, failing: int | None = None,
+               stop: StopSignals | None = None) -> None:
+    if stop is not None:
+        stop.undoing = True
+    outcome.ok, outcome.reason = False, reason
+    outcome.restored = restore_all(env, list(pending), book, failing=failing)
+    status = {r.seq: r.status for r in outcome.restored}
+    for seq, _, _ in done:
+        outcome.statuses[seq - 1] = "rolled-back" if status.get(seq) in BACK else "not-rolled-back"
+    book.append({"type": "end", "result": "failed", "reason": reason})
+
+
+def _describe(entry: dict) -> str:
+    kind = entry.get("type")
+    if kind == "restore":
+        return f"restore #{entry.get('seq')} {entry.get('setting')} ({entry.get('status')})"
+    if kind == "failed":
+        return f"failure of #{entry.get('seq')}"
+    return "end of the apply" if kind == "end" else str(kind)
 
 
 def _last_of_setting(writes: list[Change], n: int) -> bool:

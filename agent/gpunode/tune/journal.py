@@ -13,6 +13,8 @@ hand or disk) never blocks anything: it is reported, and under the lock moved as
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import time
@@ -27,6 +29,10 @@ FILE_MODE = 0o600
 
 class JournalError(RuntimeError):
     pass
+
+
+class JournalWriteError(JournalError):
+    """A record could not be made durable: the disk is full or failing under the state dir."""
 
 
 def ensure_dir(path: Path) -> Path:
@@ -57,10 +63,20 @@ class JournalWriter:
             _fsync_dir(path.parent)
 
     def append(self, record: dict) -> None:
+        """Raises JournalWriteError when the record is not durable (disk full, I/O error); the
+        part of it that reached the file is cut off again, so that the journal stays readable."""
         line = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
-        if os.write(self.fd, line) != len(line):
-            raise JournalError(f"journal {self.path}: short write")
-        os.fsync(self.fd)  # durable before the caller goes on to change anything
+        start = None
+        try:
+            start = os.fstat(self.fd).st_size
+            if os.write(self.fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            os.fsync(self.fd)  # durable before the caller goes on to change anything
+        except OSError as exc:
+            if start is not None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, start)
+            raise JournalWriteError(f"journal {self.path}: cannot write: {exc.strerror or exc}") from exc
 
     def close(self) -> None:
         os.close(self.fd)

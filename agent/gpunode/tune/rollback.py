@@ -51,13 +51,31 @@ def restore_one(env: ApplyEnv, seq: int, change: Change, result: dict | None, fo
 
 def restore_all(env: ApplyEnv, entries: list[tuple[int, Change, dict | None]], journal=None,
                 failing: int | None = None) -> list[RestoreResult]:
+    first: dict[tuple[str, str], tuple[int, Change, dict | None]] = {}
+    for entry in sorted(entries, key=lambda e: e[0]):
+        first.setdefault((entry[1].action, entry[1].target), entry)
     results = []
     for seq, change, result in sorted(entries, key=lambda e: -e[0]):
         outcome = restore_one(env, seq, change, result, force=seq == failing)
+        if outcome.status == "left" and _back_before_batch(env, first[(change.action, change.target)], seq):
+            outcome = RestoreResult(seq, change, "not-written", "already as before the first change to it")
         if journal is not None:
             journal.append({"type": "restore", **outcome.to_json()})
         results.append(outcome)
     return results
+
+
+def _back_before_batch(env: ApplyEnv, first: tuple[int, Change, dict | None], seq: int) -> bool:
+    """Change `seq` finds its target neither as it left it nor as it found it, but an earlier
+    change of the batch wrote the same target and finds it as before: a rollback whose restore
+    records the journal could not keep (disk full) already put the target back."""
+    first_seq, change, result = first
+    if first_seq == seq:
+        return False
+    try:
+        return actions.state(env, change, result)[0] == "before"
+    except (OSError, ApplyError, GpuControlError):
+        return False
 
 
 def rollback_record(env: ApplyEnv, record, journal, now_iso: str) -> list[RestoreResult]:

@@ -11,8 +11,8 @@ from gpunode.tune.kinds.change import PlannedFiles
 from gpunode.tune.profiles import Profile
 
 from .actions import ApplyEnv
-from .execute import execute
-from .journal import StateDir, new_apply_id
+from .execute import StopSignals, execute
+from .journal import JournalError, StateDir, new_apply_id
 from .lock import ApplyLocks
 from .persist import BOOT_SPEC, load_boot_spec, plan_persistence
 from .plan import Plan, make_plan
@@ -35,12 +35,17 @@ class ApplyOutcome:
     plan: Plan
     changes: list  # plan.changes + persistence changes, in the order shown
     rows: list[dict]
-    result: str  # planned | nothing-to-change | applied | failed
+    result: str  # planned | nothing-to-change | applied | failed | interrupted (rolled back after a signal)
     reason: str = ""
     restored: list[RestoreResult] = field(default_factory=list)
+    signal: int | None = None  # SIGINT/SIGTERM that stopped the batch
+    unrecorded: list[str] = field(default_factory=list)  # what the journal could not record
+    unrecorded_why: str = ""
 
     @property
     def exit_code(self) -> int:
+        if self.signal is not None:
+            return 128 + self.signal  # as a shell reports a command a signal ended
         if self.result == "failed":
             return 3
         if self.result in ("applied", "nothing-to-change") and any(
@@ -89,21 +94,35 @@ def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *,
             confirm(change_rows(changes, {}))
         seq = state.next_seq()
         apply_id = new_apply_id(host.facts.now, seq) if journaled else None
-        journal = state.start(apply_id) if journaled else None
-        try:
-            if journal is not None:
-                journal.append({"type": "begin", "id": apply_id, "seq": seq, "time": iso_time(host.facts.now),
-                                "profile": profile.name, "host": host.facts.hostname, "root": host_root(host),
-                                "mode": mode, "gpunode_version": __version__,
-                                "settings": [s.id for s in settings]})
-            outcome = execute(env, plan, writes, journal)
-        finally:
-            if journal is not None:
-                journal.close()
+        with StopSignals() as stop:  # from the journal's first line to the end, a signal rolls back
+            journal = _start_journal(state, apply_id, host) if journaled else None
+            try:
+                if journal is not None:
+                    try:
+                        journal.append({"type": "begin", "id": apply_id, "seq": seq, "time": iso_time(host.facts.now),
+                                        "profile": profile.name, "host": host.facts.hostname, "root": host_root(host),
+                                        "mode": mode, "gpunode_version": __version__,
+                                        "settings": [s.id for s in settings]})
+                    except JournalError as exc:
+                        raise JournalError(f"{exc}; nothing changed on {host_root(host)} "
+                                           f"(state dir {state.root})") from exc
+                outcome = execute(env, plan, writes, journal, stop)
+            finally:
+                if journal is not None:
+                    journal.close()
     index = {id(c): i for i, c in enumerate(changes)}
     statuses = {index[id(c)]: s for c, s in zip(writes, outcome.statuses, strict=True)}
-    return ApplyOutcome(apply_id, plan, changes, change_rows(changes, statuses),
-                        "applied" if outcome.ok else "failed", outcome.reason, outcome.restored)
+    result = "applied" if outcome.ok else "interrupted" if outcome.signal is not None else "failed"
+    return ApplyOutcome(apply_id, plan, changes, change_rows(changes, statuses), result, outcome.reason,
+                        outcome.restored, outcome.signal, outcome.unrecorded, outcome.unrecorded_why)
+
+
+def _start_journal(state: StateDir, apply_id: str, host):
+    try:
+        return state.start(apply_id)
+    except OSError as exc:  # no inode left, read-only file system: nothing changed yet
+        raise JournalError(f"cannot create the journal in {state.applies}: {exc.strerror or exc}; "
+                           f"nothing changed on {host_root(host)}") from exc
 
 
 def boot_profile(host) -> tuple[Profile, list]:
@@ -159,6 +178,6 @@ def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None):
         if root is not None and root != host_root(env.host):
             raise Refused(f"apply {record.id} changed files under {root}, not {host_root(env.host)}; "
                           f"pass --sysroot {root}" if root != "/" else f"apply {record.id} was made on the live host (no --sysroot)")
-        with state.append_to(record.id) as journal:
+        with StopSignals(undoing=True), state.append_to(record.id) as journal:  # a signal waits for the restores
             results = rollback_record(env, record, journal, iso_time(env.host.facts.now))
     return record, results

@@ -1,0 +1,203 @@
+"""Apply is a transaction against its own failures too: a journal record that cannot be
+written (disk full, I/O error) and SIGINT/SIGTERM roll the batch back like a failed change,
+say what was and was not restored (root and state dir named), and exit non-zero (3 as any
+failed apply; 128 + the signal's number). Signals during a rollback wait for it. Faults come
+from tests/testhooks (GPUNODE_TEST_JOURNAL_FAIL fails the journal's own os.write/os.fsync)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+from apply_fixtures import apply_json, gpunode, make_tree, picture
+from test_schemas import validate
+
+from gpunode.tune.execute import StopSignals
+from gpunode.tune.journal import JournalWriteError, JournalWriter, StateDir, parse_journal
+
+ONLY = "sysctl.vm.*,sysctl.kernel.*,sysfs.thp.*,limits.*"  # 9 changes: 1 begin + 9 x (change, done) + 1 end
+JOURNAL_WRITES = 20
+
+
+def _apply(root, state, *extra, env=None):
+    return gpunode("apply", "--sysroot", str(root), "--state-dir", str(state), "--only", ONLY, *extra, env=env)
+
+
+def _history(state) -> list[dict]:
+    """The applies as their journals say, newest first (wherever below the state dir a
+    --sysroot apply keeps them)."""
+    return [r.summary() for d in sorted(state.rglob("applies")) for r in reversed(StateDir(d.parent).records())]
+
+
+def _settles_and_works_again(root, state, before) -> None:
+    """Afterwards (the disk has room again) rollback leaves the tree as it was and a new apply runs."""
+    rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert picture(root) == before
+    assert _apply(root, state).returncode == 0
+
+
+# N: the journal write that fails first; 2 = change 1's record, 6 = change 3's, 9 = done of change 4,
+# 19 = done of the last change, 20 = the end record (everything was written)
+@pytest.mark.parametrize("fault", ["ENOSPC:2", "ENOSPC:6", "ENOSPC:9", "ENOSPC:19", f"ENOSPC:{JOURNAL_WRITES}",
+                                   "EIO:7", "EIO:12:once"])
+def test_a_journal_write_that_fails_rolls_the_batch_back(tmp_path, fault):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    proc = _apply(root, state, env={"GPUNODE_TEST_JOURNAL_FAIL": fault})
+    assert proc.returncode == 3, proc.stderr
+    assert picture(root) == before  # restored by the apply itself, journal or not
+    lines = proc.stderr.splitlines()
+    why = "No space left on device" if fault.startswith("ENOSPC") else "Input/output error"
+    assert lines[0].startswith("gpunode: error: apply failed and was rolled back: journal ")
+    assert f"cannot write: {why}" in lines[0]
+    assert f"NOT restored under {root} (state dir {state}" in lines[1]
+    n = int(fault.split(":")[1])
+    changed = (n - 1) // 2  # changes written before the failing record
+    assert lines[1].startswith(f"gpunode: {changed} change(s) restored, 0 found unchanged, 0 NOT restored")
+    if fault.endswith("once"):  # the fault passed: the rollback is journaled, the apply settled
+        assert len(lines) == 2 and _history(state)[0]["status"] == "failed"
+    elif changed:  # the disk stayed full: the journal says what it could not record, and how to settle it
+        assert f"could not record {changed + 1} record(s)" in lines[2] and why in lines[2]
+        assert f"gpunode rollback --id {_history(state)[0]['id']} --sysroot {root} --state-dir {state}" in lines[3]
+        assert "the host is already restored" in lines[3]
+    _settles_and_works_again(root, state, before)
+
+
+def test_journal_failure_json_says_what_went_unrecorded(tmp_path):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", ONLY,
+                         env={"GPUNODE_TEST_JOURNAL_FAIL": "ENOSPC:8"})
+    validate(doc)
+    assert rc == 3 and doc["exit_code"] == 3 and doc["result"] == "failed"
+    assert [c["status"] for c in doc["changes"]][:5] == ["rolled-back"] * 3 + ["not-run"] * 2
+    assert [r["status"] for r in doc["rolled_back"]] == ["restored"] * 3
+    assert doc["journal_unrecorded"]["records"][-1] == "end of the apply"
+    assert "No space left on device" in doc["journal_unrecorded"]["reason"]
+    assert picture(root) == before
+
+
+def test_a_journal_that_cannot_begin_changes_nothing(tmp_path):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    proc = _apply(root, state, env={"GPUNODE_TEST_JOURNAL_FAIL": "ENOSPC:1"})
+    assert proc.returncode == 3
+    assert proc.stderr.startswith("gpunode: error: journal ") and proc.stderr.count("\n") == 1
+    assert f"No space left on device; nothing changed on {root} (state dir {state}" in proc.stderr
+    assert picture(root) == before
+    assert _apply(root, state).returncode == 0
+
+
+def test_a_failed_append_cuts_its_partial_line(tmp_path, monkeypatch):
+    # a disk that fills in the middle of a record: the part written is cut off again, so the
+    # next record (once there is room) is not glued to a torn line and the journal reads whole
+    path = tmp_path / "j.jsonl"
+    writer = JournalWriter(path)
+    writer.append({"type": "begin", "seq": 1})
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[:7]))
+    with pytest.raises(JournalWriteError, match="cannot write: short write"):
+        writer.append({"type": "end", "result": "applied"})
+    monkeypatch.setattr(os, "write", real_write)
+    writer.append({"type": "end", "result": "failed"})
+    writer.close()
+    record = parse_journal("j", path.read_text())
+    assert record.bad_lines == [] and record.end == {"type": "end", "result": "failed"}
+
+
+@pytest.mark.parametrize(("sig", "point", "restored"), [
+    ("TERM", "journal:4", 4),  # while change 4 is written: it is finished (and verified), then undone
+    ("INT", "write:1", 1),
+    ("TERM", "write:9", 9),  # after the last write: nothing is kept
+])
+def test_a_signal_during_apply_rolls_the_batch_back(tmp_path, sig, point, restored):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    signum = getattr(signal, "SIG" + sig)
+    env = {"GPUNODE_TEST_CRASH_AFTER": point, "GPUNODE_TEST_CRASH_SIGNAL": sig}
+    proc = _apply(root, state, "--json", env=env)
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert picture(root) == before
+    doc = json.loads(proc.stdout)
+    validate(doc)
+    assert doc["result"] == "interrupted" and doc["signal"] == f"SIG{sig}" and doc["exit_code"] == 128 + signum
+    assert [r["status"] for r in doc["rolled_back"]] == ["restored"] * restored
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"gpunode: SIG{sig}: stopping after the current step, then undoing what this run changed"
+    assert lines[1].startswith(f"gpunode: error: apply interrupted by SIG{sig} and was rolled back: stopped by SIG{sig}")
+    assert lines[2].startswith(f"gpunode: {restored} change(s) restored, 0 found unchanged, 0 NOT restored "
+                               f"under {root} (state dir {state}")
+    assert _history(state)[0]["status"] == "failed"  # settled: nothing left for rollback
+    nothing = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
+    assert nothing.returncode == 0 and "nothing to roll back" in nothing.stderr
+    assert _apply(root, state).returncode == 0
+
+
+def test_signals_during_the_batch_rollback_wait_for_it(tmp_path):
+    # SIGINT stops the batch after change 5; every undo of the rollback is then hit by SIGTERM
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    env = {"GPUNODE_TEST_CRASH_AFTER": "write:5", "GPUNODE_TEST_CRASH_SIGNAL": "INT",
+           "GPUNODE_TEST_SIGNAL_IN_UNDO": "TERM"}
+    proc = _apply(root, state, env=env)
+    assert proc.returncode == 130, proc.stderr
+    assert picture(root) == before
+    assert proc.stderr.count("gpunode: SIGTERM: the rollback finishes first") == 5
+    assert "5 change(s) restored" in proc.stderr
+
+
+def test_signals_during_the_rollback_of_a_failed_change_wait_for_it(tmp_path):
+    # /etc/sysctl.d is a file: change 6 fails for real; SIGTERM at every undo of the rollback
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    (root / "etc/sysctl.d/99-site.conf").unlink()
+    (root / "etc/sysctl.d").rmdir()
+    (root / "etc/sysctl.d").write_text("not a directory\n")
+    before = picture(root)
+    proc = _apply(root, state, env={"GPUNODE_TEST_SIGNAL_IN_UNDO": "TERM"})
+    assert proc.returncode == 3, proc.stderr
+    assert picture(root) == before
+    assert "persist.sysctl" in proc.stderr and "5 change(s) restored, 1 found unchanged" in proc.stderr
+    assert proc.stderr.count("gpunode: SIGTERM: the rollback finishes first") == 5
+
+
+def test_signals_during_gpunode_rollback_wait_for_it(tmp_path):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    assert _apply(root, state).returncode == 0
+    rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json",
+                 env={"GPUNODE_TEST_SIGNAL_IN_UNDO": "INT"})
+    assert rb.returncode == 0, rb.stderr
+    assert json.loads(rb.stdout)["result"] == "complete"
+    assert picture(root) == before and _history(state)[0]["status"] == "rolled-back"
+
+
+def test_stop_signals_puts_the_handlers_back_and_leaves_ignored_signals_ignored():
+    previous_int, previous_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as nohup or a service manager may start gpunode
+    try:
+        with StopSignals() as stop:
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)  # noted, not a KeyboardInterrupt
+            assert stop.signum == signal.SIGINT
+        assert signal.getsignal(signal.SIGINT) is previous_int
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+
+
+def test_stop_signals_outside_the_main_thread_installs_nothing():
+    seen = []
+
+    def other():
+        with StopSignals() as stop:
+            seen.append(stop.signum)
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == [None]
