@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, ok, skip, warn
+from gpunode.host.facts.cpulist import format_cpulist, read_cpulist
+from gpunode.host.facts.gres import gpu_minors, read_gres, slurm_cores
 from gpunode.host.facts.iommu import iommu_groups
 from gpunode.host.facts.pci import ACS_REDIRECT_BITS
 from gpunode.host.facts.topology import Endpoint, Topology, build, rank
@@ -165,3 +167,44 @@ def nic_share(ctx: AuditContext):
     if share < NETWORK_SHARE_MIN:
         return warn(observed, observed=round(share, 3), expected=f">= {NETWORK_SHARE_MIN}")
     return ok(observed, observed=round(share, 3), expected=f">= {NETWORK_SHARE_MIN}")
+
+
+@check("topology.gres", "Slurm gres.conf binds each GPU to cores of its own NUMA node", area="topology",
+       severity="warning", needs_gpu=True,
+       remediation="Fix Cores= in gres.conf to the cores local to each GPU (nvidia-smi topo -m's CPU "
+                   "affinity, in Slurm's core numbering), or use AutoDetect=nvml; restart slurmd.")
+def gres(ctx: AuditContext):
+    ctx.gpus()
+    conf = read_gres(ctx.host, ctx.host.facts.hostname)
+    if conf is None:
+        raise CheckSkipped("no gres.conf (/etc/slurm/gres.conf): not a Slurm node, or GPUs not declared as gres")
+    findings = [bad(e, subject=conf.path) for e in conf.errors]
+    if not conf.gpus:
+        if conf.autodetect == "nvml":
+            return findings + [ok("AutoDetect=nvml: slurmd takes GPU files and core affinity from NVML",
+                                  subject=conf.path)]
+        return findings or [skip(f"{conf.path} declares no GPU device file for this node", subject=conf.path)]
+    cores, minors = slurm_cores(ctx.host), gpu_minors(ctx.host)
+    for g in conf.gpus:
+        findings.append(_judge_gres(ctx, g, cores, minors))
+    return findings
+
+
+def _judge_gres(ctx: AuditContext, g, cores: dict[int, set[int]], minors: dict[int, str]):
+    if g.cores is None:
+        return warn(f"{g.device} (line {g.line}) has no Cores=: jobs may get CPUs on the far socket",
+                    subject=g.device)
+    bdf = minors.get(g.minor)
+    local = read_cpulist(ctx.host.sys.read_value(f"/sys/bus/pci/devices/{bdf}/local_cpulist")) if bdf else None
+    if not local or not cores:
+        return skip(f"{g.device}: its GPU's local CPUs or the core topology are not readable", subject=g.device)
+    unknown = sorted(c for c in g.cores if c not in cores)
+    if unknown:
+        return bad(f"{g.device} (line {g.line}): Cores= names cores this node does not have ({unknown[:4]})",
+                   subject=g.device)
+    far = sorted(c for c in g.cores if not cores[c] <= local)
+    observed = f"Cores={format_cpulist(set(g.cores))}"
+    if far:
+        return bad(f"{g.device} ({bdf}) bound to cores off its NUMA node: {format_cpulist(set(far))} "
+                   f"(line {g.line})", observed=observed, expected=f"CPUs {format_cpulist(local)}", subject=g.device)
+    return ok(f"{g.device} ({bdf}) bound to its own NUMA node's cores", observed=observed, subject=g.device)

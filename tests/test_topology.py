@@ -376,3 +376,62 @@ def test_a_failed_bench_metric_stays_failed_against_the_links():
     rows = {r.metric: r for r in _verdicts(doc).rows}
     assert rows["gemm.bf16"].status == "FAIL"
     assert "bench failed: checksum mismatch" in rows["gemm.bf16"].message
+
+
+# ---- gres.conf: each GPU bound to its own NUMA node's cores, in Slurm's core numbering
+
+# 2 sockets x 2 cores x 2 threads: Linux cpu0-1 socket 0, cpu2-3 socket 1, cpu4-7 their siblings.
+CPU_TOPOLOGY = {0: (0, 0), 1: (0, 1), 2: (1, 0), 3: (1, 1), 4: (0, 0), 5: (0, 1), 6: (1, 0), 7: (1, 1)}
+
+
+def _gres_host(tmp_path, gres_conf: str | None):
+    host = topology_kit.topology_host(tmp_path, "h100-pcie-nvlink")
+    files = {}
+    for cpu, (package, core) in CPU_TOPOLOGY.items():
+        files[f"/sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id"] = f"{package}\n"
+        files[f"/sys/devices/system/cpu/cpu{cpu}/topology/core_id"] = f"{core}\n"
+    for g in host.gpu.inventory().gpus:
+        files[f"/proc/driver/nvidia/gpus/{g.sysfs_bdf}/information"] = f"Model: H100\nDevice Minor: {g.index}\n"
+        files[f"/sys/bus/pci/devices/{g.sysfs_bdf}/local_cpulist"] = "0-1,4-5\n" if g.index < 2 else "2-3,6-7\n"
+    if gres_conf is not None:
+        files["/etc/slurm/gres.conf"] = gres_conf
+    testkit.write_files(tmp_path / "root", files)
+    return host
+
+
+def _gres(tmp_path, conf):
+    return {r.subject: r for r in testkit.run(topo_checks.gres, _gres_host(tmp_path, conf))}
+
+
+def test_gres_cores_on_each_gpus_own_node_pass(tmp_path):
+    results = _gres(tmp_path, "# site file\nName=gpu File=/dev/nvidia[0-1] Cores=0-1\n"
+                              "Name=gpu File=/dev/nvidia[2-3] Cores=2-3  # socket 1\n")
+    assert {s: r.status.value for s, r in results.items()} == dict.fromkeys(
+        ("/dev/nvidia0", "/dev/nvidia1", "/dev/nvidia2", "/dev/nvidia3"), "PASS")
+
+
+def test_gres_cores_of_the_other_socket_fail(tmp_path):
+    results = _gres(tmp_path, "Name=gpu File=/dev/nvidia[0-1] Cores=0-1\nName=gpu File=/dev/nvidia[2-3] Cores=0-1\n")
+    assert results["/dev/nvidia0"].status.value == "PASS"
+    assert results["/dev/nvidia2"].status.value == "WARN"
+    assert "off its NUMA node" in results["/dev/nvidia2"].message
+
+
+def test_gres_cores_given_as_linux_cpu_ids_are_caught(tmp_path):
+    results = _gres(tmp_path, "Name=gpu File=/dev/nvidia[0-1] Cores=0-1,4-5\n")
+    assert "does not have" in results["/dev/nvidia0"].message
+    assert results["/dev/nvidia0"].status.value == "WARN"
+
+
+def test_gres_lines_of_other_nodes_and_autodetect(tmp_path):
+    results = _gres(tmp_path, "NodeName=other[01-04] Name=gpu File=/dev/nvidia[0-3] Cores=2-3\nAutoDetect=nvml\n")
+    assert [r.status.value for r in results.values()] == ["PASS"]
+    assert "AutoDetect=nvml" in next(iter(results.values())).message
+
+
+def test_gres_bad_lines_and_missing_file(tmp_path):
+    results = _gres(tmp_path, "Name=gpu File=/dev/nvidia[0-1] Cores=zero\nName=gpu File=/dev/nvidia[2-3]\n")
+    assert results["/etc/slurm/gres.conf"].status.value == "WARN"
+    assert "line 1" in results["/etc/slurm/gres.conf"].message
+    assert "no Cores=" in results["/dev/nvidia2"].message
+    assert {r.status.value for r in testkit.run(topo_checks.gres, _gres_host(tmp_path / "none", None))} == {"SKIP"}
