@@ -14,7 +14,7 @@ from gpunode.exits import USAGE_EXIT
 
 NAGIOS_USAGE_EXIT = 3  # a Nagios plugin answers UNKNOWN to a bad invocation, never CRITICAL
 FORMAT_HELP = ("Output: table (a terminal), plain (one result per line; the default when piped), tsv, "
-               "json, nagios (one status line with perfdata).")
+               "json, nagios (a status line with perfdata, then one line per problem).")
 
 
 class Format(str, Enum):
