@@ -141,7 +141,7 @@ def test_install_writes_root_owned_hooks_and_is_idempotent(tmp_path, snaps):
         text = path.read_text()
         assert text.startswith("#!/bin/sh\n") and "PATH=/usr/local/sbin:" in text
         assert f'|| GPUNODE_SNAPSHOT={snaps["ok"]}' in text and "--timeout 12" in text
-        assert text.rstrip().splitlines()[-1].startswith(f"exec {sys.executable} -I -m gpunode gate --")
+        assert f"python={sys.executable}\n" in text and '\n"$python" -I -m gpunode gate --' in text
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(HOOKS)  # no temp files left
     again = gpunode("slurm", "install", "--prefix", str(tmp_path), "--snapshot", str(snaps["ok"]), "--timeout", "12")
     assert again.stdout.count("unchanged: ") == 3

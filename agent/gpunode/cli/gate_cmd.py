@@ -48,7 +48,13 @@ def slurm_install(
 ) -> None:
     """Install gpunode-prolog, gpunode-epilog, gpunode-healthcheck (0755, root-owned) under
     --prefix and print the slurm.conf lines that use them."""
-    from gpunode.slurm.install import hook_scripts, install_script, slurm_conf_lines
+    from gpunode.slurm.install import (
+        hook_scripts,
+        install_script,
+        package_main,
+        slurm_conf_lines,
+        transient_install,
+    )
 
     prefix = prefix.absolute()
     for value, what in ((config, "--config"), (snapshot, "--snapshot"), (slurm_conf, "--slurm-conf")):
@@ -62,6 +68,11 @@ def slurm_install(
                                str(slurm_conf.absolute()) if slurm_conf else None)
     except ValueError as exc:
         die(str(exc))
+    transient = transient_install(sys.executable, package_main())
+    if transient:
+        print(f"gpunode: warning: the hooks run {transient}, a place installs come and go; if it goes they "
+              "step aside (a syslog line, no drain) and the gate stops. A dedicated venv such as /opt/gpunode "
+              "lasts (docs/gate.md)", file=sys.stderr)
     scripts, chained = _chain(scripts, prefix, chain, no_chain, slurm_conf)
     if dry_run:
         for s in scripts:

@@ -4,7 +4,13 @@ slurm.conf lines that use them.
 Slurm runs a HealthCheckProgram without arguments and starts prologs with an almost empty
 environment (no PATH), so each hook is a tiny root-owned shell script that sets PATH, passes
 GPUNODE_CONFIG / GPUNODE_SNAPSHOT on (defaults baked in at install time, an inherited value
-wins) and execs `gpunode gate --<mode>` with this installation's Python.
+wins) and runs `gpunode gate --<mode>` with this installation's Python.
+
+Slurm drains the node for any non-zero Prolog or Epilog exit, so the hook itself keeps
+gpunode's own failures from draining (docs/gate.md, "Installing into Slurm"): when the Python
+or the gpunode package it names is gone (a deleted venv), or gpunode exits with anything but
+its verdict codes (a crash), the hook logs one syslog line (`logger -t gpunode`) and exits 0;
+installed with --strict it exits non-zero instead (3, or gpunode's own code).
 """
 
 from __future__ import annotations
@@ -52,10 +58,34 @@ def check_hook_values(config: str | None, snapshot: str | None, timeout: float |
             raise ValueError(f"--snapshot {snapshot}: the gate could not replay it: {exc}") from None
 
 
+# What each mode passes through from the gate: its verdict codes (gpunode.exits). Anything
+# else (a traceback's 1, a missing module, a signal) is gpunode's own failure.
+VERDICT_CODES = {"prolog": "0|2", "epilog": "0|2", "health-check": "0|3"}
+
+
+def package_main() -> Path:
+    """The file `python -I -m gpunode` runs: its absence means this install is gone."""
+    return Path(__file__).resolve().parent.parent / "__main__.py"
+
+
+# Where an install is usually short-lived: a clone's .venv in a home directory, a temp dir.
+TRANSIENT_PREFIXES = ("/tmp/", "/var/tmp/", "/dev/shm/", "/home/", "/root/", "/run/user/")
+
+
+def transient_install(python: str, entry: Path) -> str | None:
+    """The path of this install that lives where installs come and go, or None. The hooks
+    step aside when it goes (no drain), but the gate then stops gating."""
+    for path in (python, str(entry)):
+        if os.path.abspath(path).startswith(TRANSIENT_PREFIXES):
+            return path
+    return None
+
+
 def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot: str | None = None,
                  timeout: float | None = None, strict: bool = False,
-                 slurm_conf: str | None = None) -> list[HookScript]:
+                 slurm_conf: str | None = None, entry: Path | None = None) -> list[HookScript]:
     check_hook_values(config, snapshot, timeout)
+    entry = entry or package_main()
     scripts = []
     for mode, name in HOOKS.items():
         # -I: the hook runs as root from whatever directory slurmd (or an operator) is in;
@@ -65,11 +95,14 @@ def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot:
             argv += ["--timeout", f"{timeout:g}"]
         if strict:
             argv.append("--strict")
-        scripts.append(HookScript(mode, prefix / name, _script(mode, argv, config, snapshot, slurm_conf)))
+        scripts.append(HookScript(mode, prefix / name,
+                                  _script(mode, argv, config, snapshot, slurm_conf, str(entry), strict)))
     return scripts
 
 
-def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None, slurm_conf: str | None) -> str:
+def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None, slurm_conf: str | None,
+            entry: str, strict: bool) -> str:
+    q = shlex.quote
     lines = [
         "#!/bin/sh",
         f"# gpunode Slurm {mode} hook, written by `gpunode slurm install` (gpunode {__version__}).",
@@ -82,8 +115,26 @@ def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None
     # place (and not configless) must be named here for scontrol.
     for name, value in (("GPUNODE_CONFIG", config), ("GPUNODE_SNAPSHOT", snapshot), ("SLURM_CONF", slurm_conf)):
         if value:  # an inherited value wins; quotes inside "${X:=...}" would not be removed
-            lines += [f'[ -n "${{{name}:-}}" ] || {name}={shlex.quote(value)}', f"export {name}"]
-    lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
+            lines += [f'[ -n "${{{name}:-}}" ] || {name}={q(value)}', f"export {name}"]
+    gone_exit, own_exit = ("3", '"$rc"') if strict else ("0", "0")
+    note = "blocking (--strict)" if strict else "not blocking"
+    lines += [
+        "# Slurm drains the node for a non-zero hook exit: gpunode's own failure must not do that",
+        "# (unless installed with --strict). One syslog line says what happened.",
+        f"python={q(argv[0])}",
+        f"entry={q(entry)}",
+        'if [ ! -x "$python" ] || [ ! -f "$entry" ]; then',
+        f'    logger -t gpunode -p daemon.err "{mode} hook: gpunode is gone ($python or $entry missing):'
+        f' gate not run, {note}; reinstall with gpunode slurm install" 2>/dev/null',
+        f"    exit {gone_exit}",
+        "fi",
+        '"$python" ' + " ".join(q(a) for a in argv[1:]),
+        "rc=$?",
+        f'case "$rc" in {VERDICT_CODES[mode]}) exit "$rc" ;; esac',
+        f'logger -t gpunode -p daemon.err "{mode} hook: gpunode failed (exit $rc): gate not run, {note}"'
+        " 2>/dev/null",
+        f"exit {own_exit}",
+    ]
     return "\n".join(lines) + "\n"
 
 
