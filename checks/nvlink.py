@@ -1,6 +1,9 @@
-"""NVLink and the NVSwitch fabric: every link up, few link errors, fabric registration done.
+"""NVLink and the NVSwitch fabric: every link up, few link errors, fabric registration done;
+on GB200/GB300 NVL compute trays the IMEX domain too (its node list, `nvidia-imex-ctl -N`).
 
-The nvidia-fabricmanager service itself is a profile setting (service kind, when: nvswitch).
+The nvidia-fabricmanager and nvidia-imex services themselves are profile settings (service kind,
+when: nvswitch / when: imex: Fabric Manager runs on the switch trays of an NVL rack, not on its
+compute trays).
 """
 
 from __future__ import annotations
@@ -8,9 +11,16 @@ from __future__ import annotations
 from collections import defaultdict
 
 from gpunode.audit.context import AuditContext
-from gpunode.audit.engine import CheckSkipped, bad, check, ok, skip, warn
+from gpunode.audit.engine import CheckSkipped, bad, check, error, ok, skip, warn
 from gpunode.checks.gpu_common import counter_growth, each_gpu, gpu_key, readable_gpus, uptime_s
-from gpunode.tune.kinds import has_nvswitch
+from gpunode.host.facts.imex import (
+    IMEX_CONFIG,
+    IMEX_CTL_DOMAIN,
+    nodes_config_path,
+    parse_imex_ctl,
+    parse_nodes_config,
+)
+from gpunode.tune.kinds import NVL_TRAY, has_nvswitch, is_nvl_tray
 
 
 def _links_by_model(gpus) -> dict[str | None, int]:
@@ -123,7 +133,8 @@ def nvlink_errors(ctx: AuditContext):
 @check("gpu.fabric", "NVSwitch fabric registration completed on every GPU", area="nvlink", severity="critical",
        tags=["gate"], needs_gpu=True,
        remediation="Start or restart nvidia-fabricmanager (systemctl status nvidia-fabricmanager; its log in "
-                   "/var/log/fabricmanager.log); its version must match the driver's.")
+                   "/var/log/fabricmanager.log); its version must match the driver's. On GB200/GB300 NVL racks "
+                   "Fabric Manager runs on the NVLink switch trays: look there.")
 def fabric(ctx: AuditContext):
     gpus = ctx.gpus()
     if not has_nvswitch(ctx):
@@ -147,3 +158,71 @@ def fabric(ctx: AuditContext):
                    expected=expected)
 
     return each_gpu(ctx, judge, needs=("fabric_state",), gpus=gpus)
+
+
+def _nvl_tray(ctx: AuditContext) -> None:
+    ctx.gpus()  # SKIP without a driver
+    if not is_nvl_tray(ctx):
+        raise CheckSkipped(f"not a {NVL_TRAY}: no IMEX domain to judge")
+
+
+@check("gpu.imex.config", "IMEX node list present and sane (GB200/GB300 NVL compute trays)", area="nvlink",
+       severity="critical", tags=["gate"], needs_gpu=True,
+       remediation="Write every compute tray's IP address of this NVLink domain, one per line, to the file "
+                   "IMEX_NODE_CONFIG_FILE names in /etc/nvidia-imex/config.cfg (default "
+                   "/etc/nvidia-imex/nodes_config.cfg), the same on every tray; then restart nvidia-imex.")
+def imex_config(ctx: AuditContext):
+    _nvl_tray(ctx)
+    path = nodes_config_path(ctx.host.sys.read(IMEX_CONFIG))
+    if not path.startswith("/"):
+        return bad(f"{IMEX_CONFIG}: IMEX_NODE_CONFIG_FILE={path[:60]} is not an absolute path", observed=path,
+                   expected="an absolute path")
+    text = ctx.host.sys.read(path)
+    if text is None:
+        return bad(f"{path} missing or unreadable: IMEX cannot form a domain", observed=None,
+                   expected="one IP address per tray")
+    nodes = parse_nodes_config(text)
+    observed = {"path": path, "nodes": len(nodes.addresses), "invalid": nodes.invalid, "duplicates": nodes.duplicates}
+    if nodes.invalid:
+        return bad(f"{path}: not an IP address: {', '.join(nodes.invalid[:3])}", observed=observed,
+                   expected="one IP address per line")
+    if nodes.duplicates:  # IMEX refuses node maps that differ between trays; a repeat is a broken copy
+        return bad(f"{path}: listed twice: {', '.join(nodes.duplicates[:3])}", observed=observed,
+                   expected="each tray once")
+    if not nodes.addresses:
+        return bad(f"{path} lists no node", observed=observed, expected="one IP address per tray")
+    return ok(f"{len(nodes.addresses)} nodes in {path}", observed=observed)
+
+
+IMEX_CTL_TIMEOUT_S = 3.0  # a local socket query; the gate's budget is a few seconds in all
+
+
+@check("gpu.imex.domain", "IMEX domain UP, every node READY and connected (nvidia-imex-ctl -N)", area="nvlink",
+       severity="critical", tags=["gate"], needs_gpu=True, cost="slow",
+       remediation="journalctl -u nvidia-imex on the trays not READY; the node lists must match on every tray "
+                   "(!M! in the table); restart nvidia-imex where the list changed.")
+def imex_domain(ctx: AuditContext):
+    _nvl_tray(ctx)
+    result = ctx.host.runner.run(list(IMEX_CTL_DOMAIN), timeout=IMEX_CTL_TIMEOUT_S)
+    if result.error:
+        raise CheckSkipped(f"{result.error}: the IMEX domain state is not checked here "
+                           "(the nvidia-imex service and its node list still are)")
+    if result.timed_out:
+        return error(f"nvidia-imex-ctl -N gave no answer within {IMEX_CTL_TIMEOUT_S:.0f}s")
+    try:
+        domain = parse_imex_ctl(result.stdout)
+    except ValueError as exc:
+        said = (result.stderr or result.stdout).strip().splitlines()
+        return error(f"{exc} (exit {result.rc}{': ' + said[0][:120] if said else ''})")
+    not_ready = [f"{n.address} {n.state}" for n in domain.not_ready]
+    links = [f"{a}->{b} {code}" for a, b, code in sorted(set(domain.not_connected))]
+    observed = {"state": domain.state, "nodes": len(domain.nodes), "not_ready": not_ready,
+                "not_connected": links[:16]}
+    detail = "; ".join(part for part in (", ".join(not_ready[:4]), ", ".join(links[:4])) if part)
+    if domain.state == "DOWN":
+        return bad(f"IMEX domain DOWN{': ' + detail if detail else ''}", observed=observed, expected="UP")
+    if domain.state == "DEGRADED" or not_ready or links:
+        # Some trays of the domain are unreachable: jobs that span them fail, but draining every
+        # tray for one bad tray would drain the rack; the bad tray's own IMEX service check fails.
+        return warn(f"IMEX domain {domain.state}: {detail or 'no detail given'}", observed=observed, expected="UP")
+    return ok(f"IMEX domain UP: {len(domain.nodes)} nodes READY, all connected", observed=observed)
