@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,53 @@ def test_prometheus_into_a_missing_directory_is_one_error_exit_3(tmp_path, comma
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"gpunode: error: cannot write {target}: no directory"), lines
     assert only_names(tmp_path) == []  # nothing created, nothing written
+
+
+# ---- one writer: every output path goes through outputs.write_atomic ---------------------------
+
+AGENT = Path(__file__).resolve().parent.parent / "agent" / "gpunode"
+# The modules that write what a user or another program reads: reports, textfiles, exports,
+# snapshots, fleet reports. (apply's write path in tune/, the state dir, the Slurm hooks and
+# SQLite history are written by their own guarded writers, not scanned here.)
+OUTPUT_MODULES = ["cli", "fleet", "audit", "bench", "diag", "baselines", "history/record.py", "history/trend.py",
+                  "host/snapshot.py", "host/runner.py", "prometheus.py"]
+# (module, function): the only writes there that are not outputs, and why.
+NOT_OUTPUTS = {
+    ("cli/baseline_cmd.py", "_check_written"): "a temporary copy loaded back before the real write",
+    ("bench/fio.py", "probe_direct"): "opens fio's target read-only to probe O_DIRECT",
+    ("bench/fio.py", "scratch_target"): "fio's scratch file in a private directory, removed afterwards",
+    ("host/snapshot.py", "prepare_snapshot_dir"): "an empty probe file: is the new directory writable?",
+}
+
+
+def _writes(tree):
+    """(function name, call text) of each call that writes or replaces a file."""
+    import ast
+
+    for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+        for node in ast.walk(func):
+            if not isinstance(node, ast.Call):
+                continue
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+            mode = next((a.value for a in node.args[1:2] if isinstance(a, ast.Constant)), None)
+            mode = next((k.value.value for k in node.keywords if k.arg == "mode" and isinstance(k.value, ast.Constant)), mode)
+            if (name in ("write_text", "write_bytes", "mkstemp", "NamedTemporaryFile")
+                    or (owner == "os" and name in ("replace", "rename", "link", "open"))
+                    or (name in ("open", "fdopen") and isinstance(mode, str) and any(c in mode for c in "wax+"))):
+                yield func.name, ast.unparse(node)[:80]
+
+
+def test_every_output_is_written_by_write_atomic():
+    import ast
+
+    found = []
+    for entry in OUTPUT_MODULES:
+        base = AGENT / entry
+        for path in sorted(base.rglob("*.py")) if base.is_dir() else [base]:
+            rel = str(path.relative_to(AGENT))
+            for func, call in _writes(ast.parse(path.read_text())):
+                if (rel, func) not in NOT_OUTPUTS:
+                    found.append(f"{rel}:{func}: {call}")
+    assert found == [], "write these through gpunode.outputs.write_atomic:\n" + "\n".join(found)

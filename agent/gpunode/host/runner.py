@@ -110,8 +110,10 @@ class RecordingRunner(Runner):
         return result
 
     def save(self, path: Path) -> None:
+        from gpunode.outputs import write_atomic  # the one writer of output files
+
         data = [asdict(r) for r in self.recorded.values()]
-        path.write_text(json.dumps(data, indent=1) + "\n")
+        write_atomic(path, json.dumps(data, indent=1) + "\n", mode=0o600)
 
 
 @dataclass

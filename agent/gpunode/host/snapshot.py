@@ -55,9 +55,11 @@ def write_snapshot(directory: Path, host: Host, sysroot: RecordingSysRoot, runne
         inventory = host.gpu.inventory(timeout=30)
     except TimeoutError as exc:  # a wedged driver is just when a support bundle is wanted
         inventory = GpuInventory(available=False, error=f"NVML hung: {exc}")
-    (directory / "gpus.json").write_text(json.dumps(inventory.to_json(), indent=1) + "\n")
+    from gpunode.outputs import write_atomic  # the one writer of output files
+
+    write_atomic(directory / "gpus.json", json.dumps(inventory.to_json(), indent=1) + "\n", mode=0o600)
     meta = {"schema": SNAPSHOT_SCHEMA, "gpunode_version": __version__, "facts": facts_to_json(host.facts)}
-    (directory / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_atomic(directory / "meta.json", json.dumps(meta, indent=1) + "\n", mode=0o600)
 
 
 # ---------------------------------------------------------------- replay

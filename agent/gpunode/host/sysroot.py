@@ -290,13 +290,15 @@ class RecordingSysRoot(SysRoot):
         return present
 
     def save(self, directory: Path) -> None:
+        from gpunode.outputs import write_atomic  # the one writer of output files
+
         files_dir = directory / "files"
         for path, text in self.files.items():
             target = files_dir / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            write_atomic(target, text, mode=0o600)
         files_dir.mkdir(parents=True, exist_ok=True)
-        (directory / "fs.json").write_text(json.dumps(self.recorded.to_json(), indent=1) + "\n")
+        write_atomic(directory / "fs.json", json.dumps(self.recorded.to_json(), indent=1) + "\n", mode=0o600)
 
 
 def load_snapshot_sysroot(directory: Path) -> SysRoot:
