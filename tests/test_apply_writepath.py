@@ -61,7 +61,6 @@ def test_reads_stay_in_the_root_and_take_regular_files_only(tmp_path):
     assert sysroot.read("/etc/fifo") is None
     assert time.monotonic() - started < 5
     assert sysroot.listdir("/etc/abs") is None
-    assert sysroot.resolve("/etc/abs") == root / str(secret).lstrip("/")
     assert sysroot.path("/etc/abs") == root / "etc/abs"
 
 

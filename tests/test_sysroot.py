@@ -100,3 +100,58 @@ def test_snapshot_of_a_hung_driver_records_the_hang(tmp_path):
     write_snapshot(tmp_path / "snap", host, rec, host.runner)
     [result] = run(nvml_responsive, snapshot_host(tmp_path / "snap"))
     assert result.status.value == "FAIL" and "NVML hung" in result.message
+
+
+def test_the_live_root_walks_its_own_links_inside_it():
+    # /proc/self and /sys/class/net/lo are links (relative, `..` included): the chain reads them
+    # component by component from `/`'s fd and gets what a plain open gets
+    import os
+
+    live = SysRoot("/")
+    assert live.read("/proc/self/status") is not None and "Pid:" in live.read("/proc/self/status")
+    assert live.readlink("/proc/self") == os.readlink("/proc/self")
+    if os.path.exists("/sys/class/net/lo/mtu"):
+        assert live.read_value("/sys/class/net/lo/mtu") == open("/sys/class/net/lo/mtu").read().strip()
+        assert "lo" in live.listdir("/sys/class/net")
+
+
+def test_links_inside_a_root_resolve_component_by_component(tmp_path):
+    import os
+
+    write_files(tmp_path, {"/real/dir/knob": "1\n"})
+    os.symlink("../real", tmp_path / "rel")  # relative, one level up: still inside
+    os.symlink("/real/dir", tmp_path / "real/abs")  # absolute: from the root, not from /
+    os.symlink("loop", tmp_path / "loop")
+    root = SysRoot(tmp_path)
+    assert root.read("/rel/dir/knob") == "1\n"
+    assert root.read("/real/abs/knob") == "1\n"
+    assert root.read("/rel/abs/../dir/knob") == "1\n"
+    assert root.read("/loop/x") is None  # ELOOP after MAX_LINKS, no hang
+    assert root.exists("/rel") and not root.exists("/rel/nope") and root.exists("/")
+    assert root.listdir("/rel/abs") == ["knob"]
+    assert root.missing_dirs("/rel/abs/new/deeper") == ["/real/dir/new/deeper", "/real/dir/new"]
+    fd, created = root.open_dir("/rel/abs/new/deeper", create=True)
+    os.close(fd)
+    assert created == ["/real/dir/new", "/real/dir/new/deeper"]
+    assert (tmp_path / "real/dir/new/deeper").is_dir()
+    root.write("/rel/abs/knob", "2\n")
+    assert (tmp_path / "real/dir/knob").read_text() == "2\n"
+    os.chmod(tmp_path / "real/dir/knob", 0o640)
+    assert root.file_state("/rel/abs/knob") == (b"2\n", 0o640, None)
+    assert root.file_state("/rel") == (None, None, "../real")
+    assert root.file_state("/rel/nope") is None
+
+
+def test_a_knob_that_is_a_link_out_of_the_root_is_read_and_written_inside_it(tmp_path):
+    import os
+
+    outside = tmp_path / "outside"
+    outside.write_text("outside\n")
+    write_files(tmp_path / "root", {str(outside): "inside\n"})  # the image's own file of that name
+    (tmp_path / "root/knobs").mkdir()
+    os.symlink(str(outside), tmp_path / "root/knobs/k")
+    root = SysRoot(tmp_path / "root")
+    assert root.read("/knobs/k") == "inside\n"
+    root.write("/knobs/k", "new\n")
+    assert outside.read_text() == "outside\n"
+    assert root.read("/knobs/k") == "new\n"

@@ -35,6 +35,14 @@ def read_bytes(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> bytes:
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
+        return read_fd(fd, max_bytes, path)
+    finally:
+        os.close(fd)
+
+
+def read_fd(fd: int, max_bytes: int, path: str | os.PathLike) -> bytes:
+    """The content of the open regular file `fd` (named `path` in errors), at most `max_bytes`."""
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InputError(f"{path}: not a regular file ({_file_type(info.st_mode)})")
@@ -52,8 +60,6 @@ def read_bytes(path: str | os.PathLike, max_bytes: int = MAX_BYTES) -> bytes:
         return b"".join(chunks)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    finally:
-        os.close(fd)
 
 
 def _file_type(mode: int) -> str:

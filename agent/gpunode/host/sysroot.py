@@ -7,6 +7,11 @@ Under a root other than `/`, a path never leads out of it: every symlink on the 
 as if the root were `/` (an image's `/etc/x -> /etc/shadow` means the image's own file) and
 `..` stops at the root, like a chroot. Reads take regular files only (a FIFO or a device is
 None at once, never a hang) up to MAX_READ bytes.
+
+Every read, write, listing and stat (on `/` too) walks the path from the root's fd one
+component at a time with O_NOFOLLOW (`_walk`): a symlink met on the way is read with
+readlinkat and its target walked the same way, inside the root. No path is resolved first
+and opened by name afterwards, so a directory swapped for a link mid-way cannot lead out.
 """
 
 from __future__ import annotations
@@ -26,6 +31,19 @@ _ACTIVE = re.compile(r"\[([^\]]+)\]")
 MAX_READ = 16 << 20  # /proc/interrupts of a big host is ~2 MiB; nothing apply or audit reads is near this
 MAX_LINKS = 40  # as the kernel's ELOOP limit
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_STEP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC  # search, no read right needed
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_WRITE_FLAGS = os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+_LINK_ERRNOS = (errno.ELOOP, errno.ENOTDIR)  # what an O_NOFOLLOW open of a symlink says
+
+
+class Absent(FileNotFoundError):
+    """A directory on the way is missing: `found` are the in-root components reached,
+    `rest` the ones after them (none of which can be a link: they do not exist)."""
+
+    def __init__(self, path: str, found: list[str], rest: list[str]):
+        super().__init__(errno.ENOENT, "No such file or directory", path)
+        self.found, self.rest = found, rest
 
 
 def active_choice(text: str | None) -> str | None:
@@ -73,31 +91,133 @@ class SysRoot:
         return self.root == Path("/") and self.index is None
 
     def path(self, path: str) -> Path:
-        """Host path -> real path under the root; the last component itself is not followed
-        (lstat, readlink, replace or remove that name), the ones before it stay inside the root."""
-        return self._real(path, follow_last=False)
-
-    def resolve(self, path: str) -> Path:
-        """Host path -> real path under the root with the last component followed too (inside the root)."""
-        return self._real(path, follow_last=True)
-
-    def _real(self, path: str, follow_last: bool) -> Path:
+        """Host path -> where it lies under the root, links not followed: for messages only;
+        nothing is opened by this name (the `_walk` chain does that)."""
         if not path.startswith("/"):
             raise ValueError(f"SysRoot paths are absolute, got {path!r}")
-        if str(self.root) == "/":
-            return Path(path)  # nothing leads out of /
-        return self.root.joinpath(*in_root_parts(str(self.root), path, follow_last))
+        return self.root.joinpath(*[p for p in path.split("/") if p not in ("", ".")])
+
+    def _walk(self, path: str, final, follow_last: bool = True, create: int | None = None, into: bool = False):
+        """final(dirfd, name) on the last component of host path `path`, the directory reached
+        from the root's fd one component at a time with O_NOFOLLOW. A link on the way (and the
+        last component when follow_last and final raised ELOOP/ENOTDIR on it) is read by
+        readlinkat and its target walked the same way: absolute from the root, `..` stopping
+        at the root, as openat2's RESOLVE_IN_ROOT does. into: the last component is a directory
+        walked into too, and final gets ".". create: make missing directories on the way with
+        this mode. -> (final's result, the host paths of the directories made)."""
+        if not path.startswith("/"):
+            raise ValueError(f"SysRoot paths are absolute, got {path!r}")
+        todo = _parts(path)
+        names: list[str] = []  # in-root components of the directory reached
+        fds = [os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)]
+        created: list[str] = []
+        links = 0
+        try:
+            while True:
+                if not todo or todo == [".."]:
+                    if todo and len(fds) > 1:
+                        os.close(fds.pop())
+                        names.pop()
+                    return final(fds[-1], "."), created
+                name = todo.pop(0)
+                if name == "..":
+                    if len(fds) > 1:
+                        os.close(fds.pop())
+                        names.pop()
+                    continue
+                last = not todo and not into
+                try:
+                    if last:
+                        try:
+                            return final(fds[-1], name), created
+                        except FileNotFoundError as exc:
+                            raise Absent(path, list(names), [name]) from exc
+                    fds.append(self._step(fds[-1], name, create, names, created, path, todo))
+                    names.append(name)
+                    continue
+                except OSError as exc:
+                    if isinstance(exc, Absent) or exc.errno not in _LINK_ERRNOS or (last and not follow_last):
+                        raise
+                    try:
+                        target = os.readlink(name, dir_fd=fds[-1])
+                    except OSError:
+                        raise exc from None  # not a link after all (a file, or swapped back): as it was
+                links += 1
+                if links > MAX_LINKS:
+                    raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+                if target.startswith("/"):
+                    while len(fds) > 1:
+                        os.close(fds.pop())
+                    names.clear()
+                todo = _parts(target) + todo
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _step(self, dfd: int, name: str, create, names, created, path, todo) -> int:
+        """An O_PATH fd of directory `name` in `dfd`, never through a link (ELOOP/ENOTDIR)."""
+        try:
+            return os.open(name, _STEP_FLAGS, dir_fd=dfd)
+        except FileNotFoundError:
+            if create is None:
+                raise Absent(path, list(names), [name, *todo]) from None
+        os.mkdir(name, create, dir_fd=dfd)
+        sync = os.open(".", _DIR_FLAGS, dir_fd=dfd)
+        try:
+            os.fsync(sync)  # the new entry is durable before anything is written in it
+        finally:
+            os.close(sync)
+        created.append("/" + "/".join([*names, name]))
+        return os.open(name, _STEP_FLAGS, dir_fd=dfd)
+
+    def read_bytes(self, path: str, max_bytes: int = MAX_READ) -> bytes | None:
+        """The bytes of a regular file (links followed inside the root), at most max_bytes; else None."""
+        if self.index is not None and path in self.index.absent:
+            return None
+        from gpunode.inputs import InputError, read_fd
+
+        def final(dfd, name):
+            fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+            try:
+                return read_fd(fd, max_bytes, path)
+            finally:
+                os.close(fd)
+
+        try:
+            return self._walk(path, final)[0]
+        except (InputError, OSError, ValueError):
+            return None
+
+    def file_state(self, path: str) -> tuple[bytes | None, int | None, str | None] | None:
+        """A file exactly as it is, the last component not followed: None when absent,
+        (None, None, target) for a symlink, (bytes, mode, None) for a regular file; anything
+        else, or more than MAX_READ bytes, is an OSError naming the path."""
+        from gpunode.inputs import InputError, read_fd
+
+        def final(dfd, name):
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:
+                    raise
+                return None, None, os.readlink(name, dir_fd=dfd)  # EINVAL if swapped back: an error, no guess
+            try:
+                mode = stat.S_IMODE(os.fstat(fd).st_mode)
+                return read_fd(fd, MAX_READ, path), mode, None
+            except InputError as exc:
+                raise OSError(errno.EINVAL, str(exc).removeprefix(f"{path}: "), path) from None
+            finally:
+                os.close(fd)
+
+        try:
+            return self._walk(path, final, follow_last=False)[0]
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # as lstat says: no such file (a component on the way is missing or a file)
 
     def read(self, path: str) -> str | None:
         debug("read: %s", path if self.is_live else f"{path} (under {self.root})")  # `gpunode --debug`
-        if self.index is not None and path in self.index.absent:
-            return None
-        from gpunode.inputs import InputError, read_bytes
-
-        try:
-            return read_bytes(self.resolve(path), MAX_READ).decode("utf-8", errors="replace")
-        except (InputError, OSError, ValueError):
-            return None
+        data = self.read_bytes(path)
+        return None if data is None else data.decode("utf-8", errors="replace")
 
     def read_value(self, path: str) -> str | None:
         """The stripped content of a one-value file (sysctl, sysfs knob)."""
@@ -125,23 +245,27 @@ class SysRoot:
             parent, name = os.path.split(path)
             if name in (self.index.listdir.get(parent) or []):
                 return True
-        return os.path.lexists(self.path(path))
+        try:
+            self._walk(path, _lstat, follow_last=False)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def listdir(self, path: str) -> list[str] | None:
         if self.index is not None and path in self.index.listdir:
             entries = self.index.listdir[path]
             return None if entries is None else list(entries)
         try:
-            return sorted(os.listdir(self.resolve(path)))
-        except OSError:
+            return sorted(self._walk(path, _list_dir)[0])
+        except (OSError, ValueError):
             return None
 
     def readlink(self, path: str) -> str | None:
         if self.index is not None and path in self.index.readlink:
             return self.index.readlink[path]
         try:
-            return os.readlink(self.path(path))
-        except OSError:
+            return self._walk(path, _read_link, follow_last=False)[0]
+        except (OSError, ValueError):
             return None
 
     def glob(self, pattern: str) -> list[str]:
@@ -168,87 +292,69 @@ class SysRoot:
         Raises OSError with the path on failure. Whole files go through gpunode.tune.files."""
         if not self.writable:
             raise OSError(errno.EROFS, "this sysroot is read-only (a snapshot)", path)
-        real = self.resolve(path)
-        fd = os.open(real, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(errno.EINVAL, "not a regular file (a knob is one)", path)
-            raw = data.encode("utf-8")
-            if os.write(fd, raw) != len(raw):
-                raise OSError(errno.EIO, "short write", path)
-        finally:
-            os.close(fd)
+        raw = data.encode("utf-8")
+
+        def final(dfd, name):
+            fd = os.open(name, _WRITE_FLAGS, dir_fd=dfd)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "not a regular file (a knob is one)", path)
+                if os.write(fd, raw) != len(raw):
+                    raise OSError(errno.EIO, "short write", path)
+            finally:
+                os.close(fd)
+
+        self._walk(path, final)
 
     def missing_dirs(self, directory: str) -> list[str]:
         """The directories open_dir(directory, create=True) would make, deepest first, as host
         paths after resolving links inside the root (what rollback must remove again)."""
-        parts = in_root_parts(str(self.root), directory, follow_last=True)
-        missing = []
-        for i in range(len(parts)):
-            host_path = "/" + "/".join(parts[: i + 1])
-            if not os.path.lexists(self.root.joinpath(*parts[: i + 1])):
-                missing.append(host_path)
-        return list(reversed(missing))
+        try:
+            self._walk(directory, _lstat, into=True)
+        except Absent as gone:
+            found, missing = list(gone.found), []
+            for name in gone.rest:
+                if name == "..":
+                    found.pop() if found else None
+                    continue
+                found.append(name)
+                missing.append("/" + "/".join(found))
+            return list(reversed(missing))
+        except OSError:
+            pass  # in the way but not missing (a file where a directory goes): the write says why
+        return []
 
     def open_dir(self, path: str, create: bool = False, mode: int = 0o755) -> tuple[int, list[str]]:
-        """An fd of the directory `path` under the root, reached one component at a time with
-        O_NOFOLLOW from the root's own fd, so a link swapped in after resolving cannot lead out.
+        """An fd of the directory `path` under the root, reached by the `_walk` chain (on `/`
+        too: /var/run -> /run), so a link swapped in during the walk cannot lead out.
         create: make missing directories; their host paths come back (outermost first)."""
         if create and not self.writable:
             raise OSError(errno.EROFS, "this sysroot is read-only (a snapshot)", path)
-        parts = in_root_parts(str(self.root), path, follow_last=True)  # on / too: /var/run -> /run
-        fd = os.open(self.root, _DIR_FLAGS)
-        created: list[str] = []
-        try:
-            for i, name in enumerate(parts):
-                try:
-                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    os.mkdir(name, mode, dir_fd=fd)
-                    os.fsync(fd)  # the new entry is durable before anything is written in it
-                    created.append("/" + "/".join(parts[: i + 1]))
-                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = nxt
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd, created
+        return self._walk(path, _open_dir, create=mode if create else None, into=True)
 
 
-def in_root_parts(root: str, path: str, follow_last: bool) -> list[str]:
-    """The components under `root` that host path `path` names, reading each symlink on the
-    way as if `root` were `/` and stopping `..` at the root (what openat2 RESOLVE_IN_ROOT does)."""
-    todo = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    links = 0
-    while todo:
-        name = todo.pop(0)
-        if name == "..":
-            if done:
-                done.pop()
-            continue
-        if not todo and not follow_last:
-            done.append(name)
-            break
-        real = os.path.join(root, *done, name)
-        try:
-            is_link = stat.S_ISLNK(os.lstat(real).st_mode)
-        except OSError:
-            is_link = False  # missing (or unreadable): nothing below it can be a link either
-        if not is_link:
-            done.append(name)
-            continue
-        links += 1
-        if links > MAX_LINKS:
-            raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
-        target = os.readlink(real)
-        if target.startswith("/"):
-            done = []
-        todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-    return done
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p not in ("", ".")]
+
+
+def _lstat(dfd: int, name: str) -> os.stat_result:
+    return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+
+
+def _open_dir(dfd: int, name: str) -> int:
+    return os.open(name, _DIR_FLAGS, dir_fd=dfd)
+
+
+def _list_dir(dfd: int, name: str) -> list[str]:
+    fd = _open_dir(dfd, name)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_link(dfd: int, name: str) -> str:
+    return os.readlink(name, dir_fd=dfd)
 
 
 class RecordingSysRoot(SysRoot):

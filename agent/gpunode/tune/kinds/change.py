@@ -83,21 +83,13 @@ def format_lines(lines: list[str], limit: int = 3) -> str:
 
 
 def read_file_state(sysroot, path: str) -> FileState:
-    """The exact state of a file under the SysRoot (bytes, mode, or symlink target)."""
-    import os
-    import stat
-
-    real = sysroot.path(path)
-    try:
-        st = os.lstat(real)
-    except (FileNotFoundError, NotADirectoryError):
+    """The exact state of a file under the SysRoot (bytes, mode, or symlink target), read
+    through its openat chain: the fd that is read is the one whose mode is recorded."""
+    found = sysroot.file_state(path)
+    if found is None:
         return FileState(False)
-    if stat.S_ISLNK(st.st_mode):
-        return FileState(True, link=os.readlink(real))
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(f"{path} is not a regular file")
-    with open(real, "rb") as fh:
-        return FileState(True, fh.read(), stat.S_IMODE(st.st_mode))
+    data, mode, link = found
+    return FileState(True, link=link) if link is not None else FileState(True, data, mode)
 
 
 class PlannedFiles:
