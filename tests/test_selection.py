@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from test_schemas import validate
 from typer.testing import CliRunner
 
 from gpunode.audit.engine import Check, ok
@@ -87,6 +88,7 @@ def test_old_setting_ids_never_take_out_gpu_health_on_a_node_with_1_of_8_gpus():
     assert ran["gpu.count"] == "FAIL" and doc["status"] == "FAIL" and r.exit_code == 2
     assert not {"gpu.ecc_mode", "gpu.persistence_mode"} & set(ran)  # the settings it names are skipped
     assert {e["id"] for e in doc["gate_checks_not_run"]} == {"gpu.ecc_mode", "gpu.persistence_mode"}
+    validate(doc)  # docs/schemas/audit.schema.json names the field
 
 
 def test_the_gate_with_an_old_disable_checks_pattern_still_fails_1_of_8_gpus(tmp_path):
@@ -98,6 +100,7 @@ def test_the_gate_with_an_old_disable_checks_pattern_still_fails_1_of_8_gpus(tmp
     assert GPU_HEALTH - {"gpu.nvml"} <= {c["id"] for c in doc["checks"]}
     assert {e["id"]: e["by"] for e in doc["gate_checks_not_run"]} == {
         "gpu.persistence_mode": "config disable_checks 'gpu/*'", "gpu.ecc_mode": "config disable_checks 'gpu/*'"}
+    validate(doc)
     r = gpunode("gate", "--snapshot", H100, config=config)
     assert ("gate checks not run: gpu.persistence_mode, gpu.ecc_mode (config disable_checks 'gpu/*')"
             in r.stdout.splitlines())
