@@ -243,3 +243,25 @@ def test_every_output_is_written_by_write_atomic():
                 if (rel, func) not in NOT_OUTPUTS:
                     found.append(f"{rel}:{func}: {call}")
     assert found == [], "write these through gpunode.outputs.write_atomic:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("mode,code,word", [((), 3, "error"), (("--health-check", "--no-scontrol"), 3, "error"),
+                                            (("--prolog",), 0, "warning")])
+def test_gate_textfile_into_a_missing_directory(tmp_path, mode, code, word):
+    """Plain gate (timers, cron) and health check: an unwritable textfile is gpunode's own error
+    (exit 3); in a prolog it is a warning and never blocks the job."""
+    target = tmp_path / "collector" / "gpunode-gate.prom"
+    proc = gpunode("gate", *mode, "--snapshot", str(SNAP), "--prometheus", str(target))
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    line = f"gpunode: {word}: cannot write {target}: no directory {target.parent} (gpunode creates none: check the path)"
+    assert line in proc.stderr.splitlines(), proc.stderr
+    assert only_names(tmp_path) == []
+
+
+def test_gate_fail_stays_fail_when_its_textfile_cannot_be_written(tmp_path):
+    from gate_fixtures import h100_inventory, write_snapshot
+
+    snap = write_snapshot(tmp_path / "failing", h100_inventory(1, remap_failure=True))
+    proc = gpunode("gate", "--snapshot", str(snap), "--prometheus", str(tmp_path / "no" / "gate.prom"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cannot write" in proc.stderr and not (tmp_path / "no").exists()

@@ -153,18 +153,20 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
                 {"mode": mode, "detail": verdict.slurm.detail}, run.config,
                 "warning" if verdict.slurm.action == "drained" else "notice")
     except Exception as exc:  # noqa: BLE001 - in Slurm hooks a gpunode failure must not block
-        _textfile(prometheus, None, mode)
+        _textfile(prometheus, None, mode, strict)
         return gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
     report(verdict, as_json)
-    _textfile(prometheus, verdict, mode)
-    return verdict.exit_code
+    unwritten = _textfile(prometheus, verdict, mode, strict)
+    return max(verdict.exit_code, unwritten, key=(0, 1, 3, 2).index)  # a FAIL stays a FAIL
 
 
-def _textfile(path, verdict, mode: str) -> None:
+def _textfile(path, verdict, mode: str, strict: bool = False) -> int:
     """--prometheus: the verdict, or UNKNOWN (3) when the gate itself failed. A textfile that
-    cannot be written is a warning: it must not turn a passing gate into a blocked job."""
+    cannot be written (a missing directory: gpunode creates none) is gpunode's own error: one
+    error line and the mode's own-error exit (3 for check and health-check), returned; in a
+    prolog or epilog a warning and 0: it must not turn a passing gate into a blocked job."""
     if not path:
-        return
+        return 0
     from gpunode.prometheus import gate_families, verdict_families, write_textfile
 
     try:
@@ -178,7 +180,10 @@ def _textfile(path, verdict, mode: str) -> None:
 
             write_textfile(path, gate_families(gate_document(verdict)))
     except OSError as exc:
-        print(f"gpunode: warning: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        code = own_error_exit(mode, strict=False)  # a textfile never blocks a job, --strict or not
+        print(f"gpunode: {'error' if code else 'warning'}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return code
+    return 0
 
 
 def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False):
