@@ -66,7 +66,7 @@ APPLY = ["tests/test_apply_fixture.py", "tests/test_apply_faults.py", "tests/tes
          "tests/test_apply_writepath.py"]
 KINDS = ["tests/test_kinds.py", "tests/test_kinds_apply_audit.py", "tests/test_settings.py",
          "tests/test_kinds_capabilities.py", "tests/test_kind_rules.py"]
-DIAG = ["tests/test_diag.py", "tests/test_diag_verdicts.py", "tests/test_diag_recorded.py"]
+DIAG = ["tests/test_diag.py", "tests/test_diag_verdicts.py", "tests/test_diag_protocols.py", "tests/test_diag_recorded.py"]
 # issue 20 item 11: the modules the first passes did not target. Not here: diag/backend_torch.py
 # (its tests need torch: `pytest -m gpu` on a GPU machine) and diag/backend_numpy.py (the tests'
 # own CPU stand-in, checked by what it must catch in tests/test_diag.py).
@@ -93,6 +93,12 @@ TARGETS.update({
        for name in ("record", "store", "trend")},
     f"{PKG}/layout.py": ["tests/test_layout.py"],
 })
+
+# Survivors no test can kill because the program means the same, or the change is to a value no
+# verdict depends on: (module, the mutated line as it reads, kind, change) -> why. Reported apart:
+# a module's rate is killed / (mutants - equivalent).
+EQUIVALENT: dict[tuple[str, str, str, str], str] = {
+}
 
 FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,
         ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is}
@@ -187,7 +193,7 @@ def survivors_now(previous: dict, module: str, found: list[Mutant], source: str,
                           check=True).stdout.splitlines()
     now = source.splitlines()
     chosen = []
-    for s in (s for s in previous["survivors"] if s["module"] == module):
+    for s in (s for s in unkilled(previous) if s["module"] == module):
         text = then[s["line"] - 1].strip()
         same = [m for m in found if m.kind == s["kind"] and m.what == s["what"] and now[m.line - 1].strip() == text]
         if not same:
@@ -197,6 +203,16 @@ def survivors_now(previous: dict, module: str, found: list[Mutant], source: str,
         if closest is not None and closest not in chosen:
             chosen.append(closest)
     return chosen
+
+
+def unkilled(previous: dict) -> list[dict]:
+    """An earlier run's mutants left alive: its survivors and those it named equivalent."""
+    return [*previous["survivors"], *previous.get("equivalents", [])]
+
+
+def equivalent_why(mutant: Mutant, source: str) -> str | None:
+    text = source.splitlines()[mutant.line - 1].strip()
+    return EQUIVALENT.get((mutant.module, text, mutant.kind, mutant.what))
 
 
 def copy_tree(dest: Path) -> None:
@@ -257,7 +273,7 @@ def main(argv=None) -> int:
 
     previous = json.loads(Path(args.retry).read_text()) if args.retry else None
     if previous:  # its survivors' modules (those of them named by --only, if any)
-        args.only = sorted({s["module"] for s in previous["survivors"]} & set(args.only or TARGETS))
+        args.only = sorted({s["module"] for s in unkilled(previous)} & set(args.only or TARGETS))
     targets = {m: t for m, t in TARGETS.items()
                if not args.only or any(m == o or (o.endswith("/") and m.startswith(o)) for o in args.only)}
     work = Path(tempfile.mkdtemp(prefix="gpunode-mutation-"))
@@ -318,32 +334,41 @@ def main(argv=None) -> int:
                 print(f"SURVIVED {mutant.module}:{mutant.line} {mutant.kind}: {mutant.what}", file=sys.stderr)
 
     shutil.rmtree(work, ignore_errors=True)
+    # per module: [mutants, killed, equivalent]; after --retry, over the earlier run's sample
     per_module: dict[str, list[int]] = {}
-    for mutant, killed in results:
-        per_module.setdefault(mutant.module, [0, 0])
-        per_module[mutant.module][0] += 1
-        per_module[mutant.module][1] += int(killed)
-    total = sum(v[0] for v in per_module.values())
-    killed = sum(v[1] for v in per_module.values())
-    print(f"{'module':44} {'mutants':>7} {'killed':>6} {'rate':>6}")
-    for module, (n, k) in per_module.items():
-        print(f"{module:44} {n:7} {k:6} {k / n:6.0%}")
-    rate = killed / total if total else 0.0
-    print(f"{'all':44} {total:7} {killed:6} {rate:6.0%}")
     if previous:
-        before_total = sum(m["mutants"] for m in previous["modules"].values())
-        before_killed = sum(m["killed"] for m in previous["modules"].values())
-        rate = (before_killed + killed) / before_total if before_total else 0.0
-        print(f"over the earlier run's {before_total} mutants: {before_killed} killed then, {killed} of its "
-              f"{len(previous['survivors'])} survivors killed now: {before_killed + killed} ({rate:.0%})")
+        for m, counts in previous["modules"].items():
+            if m in originals:
+                per_module[m] = [counts["mutants"], counts["killed"], 0]
+    survivors, equivalents = [], []
+    for mutant, killed in results:
+        counts = per_module.setdefault(mutant.module, [0, 0, 0])
+        if not previous:
+            counts[0] += 1
+        counts[1] += int(killed)
+        if killed:
+            continue
+        entry = {"module": mutant.module, "line": mutant.line, "kind": mutant.kind, "what": mutant.what}
+        why = equivalent_why(mutant, originals[mutant.module])
+        if why:
+            counts[2] += 1
+            equivalents.append({**entry, "why": why})
+        else:
+            survivors.append(entry)
+    print(f"{'module':44} {'mutants':>7} {'killed':>6} {'equiv':>5} {'rate':>6}")
+    for module, (n, k, e) in per_module.items():
+        print(f"{module:44} {n:7} {k:6} {e:5} {k / max(n - e, 1):6.0%}")
+    total, killed, equiv = (sum(v[i] for v in per_module.values()) for i in range(3))
+    rate = killed / max(total - equiv, 1)
+    print(f"{'all':44} {total:7} {killed:6} {equiv:5} {rate:6.0%}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "seed": args.seed, "per_module": args.per_module, "kill_rate": rate,
             "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip(),
-            "deselected": sorted(deselected_all),
-            "modules": {m: {"mutants": n, "killed": k} for m, (n, k) in per_module.items()},
-            "survivors": [{"module": m.module, "line": m.line, "kind": m.kind, "what": m.what}
-                          for m, k in results if not k],
+            "retry_of": args.retry, "deselected": sorted(deselected_all),
+            "modules": {m: {"mutants": n, "killed": k, "equivalent": e, "rate": round(k / max(n - e, 1), 3)}
+                        for m, (n, k, e) in per_module.items()},
+            "survivors": survivors, "equivalents": equivalents,
         }, indent=2) + "\n")
     return 0
 

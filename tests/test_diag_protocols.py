@@ -98,10 +98,11 @@ def run_of(ref=GOOD, **over) -> GemmRun:
 
 
 def test_a_clean_run_passes_with_its_figures():
-    result = gemm_result(run_of(checked_tflops=[10.0, 30.0, 20.0]))
+    result = gemm_result(run_of(Reference(b"r", 0.123456, 0, 0.0, 0, 0.654321), checked_tflops=[10.0, 30.0, 20.0]))
     assert result.status == "PASS" and result.message == "19 of 19 products checked, all correct, 20 TFLOP/s checked"
     assert result.figures["tflops_checked"] == 20.0 and result.figures["seconds"] == 1.23
-    assert result.figures["abft_max_ratio"] == 0.5 and result.detail is None
+    assert result.figures["abft_max_ratio"] == 0.1235 and result.figures["element_max_ratio"] == 0.6543
+    assert result.detail is None
 
 
 def test_verification_overhead_from_plain_and_checked_rates():
@@ -162,7 +163,7 @@ def test_cross_gpu_compares_within_a_model_only():
 
 
 class ScriptedMem:
-    bytes_tested = 900
+    bytes_tested = 3 << 30
     chunks = 3
 
     def __init__(self, errors=None, names=("walking_ones:0", "address", "random:0")):
@@ -175,7 +176,7 @@ class ScriptedMem:
         self.ran.append(index)
         n = self.errors.get(index, 0)
         first = [WordError(1, 7 + k, 0x1000 + 8 * k, 0xFF, 0xFE) for k in range(n)]
-        return PatternResult(n, first, 0.5, 3 * 10 ** 9)
+        return PatternResult(n, first, 0.7, 3 * 10 ** 9)
 
     def close(self):
         self.closed = True
@@ -200,22 +201,28 @@ class ScriptedBackend:
 
 def test_memtest_pass_figures_and_cleanup():
     worker = ScriptedMem()
-    backend = ScriptedBackend(worker)
+    backend = ScriptedBackend(worker, free=7 << 30)
     result = memtest.run_memtest(backend, CPU, 0, 2, threading.Event(), seed=3, fraction=0.5, chunk_bytes=100)
-    assert backend.asked == (500, 100, 3) and worker.ran == [0, 1, 2, 0, 1, 2]
+    assert backend.asked == (7 << 29, 100, 3) and worker.ran == [0, 1, 2, 0, 1, 2]
     assert worker.closed and backend.released
     f = result.figures
     assert result.status == "PASS" and f["pattern_runs"] == 6 and f["errors"] == 0 and f["passes"] == 2
-    assert f["share_of_free"] == 0.9 and f["gbps"] == 6.0  # 6 runs x 3 GB in 6 x 0.5 s
-    assert f["bytes_tested"] == 900 and f["chunks"] == 3 and f["patterns"] == 3 and f["free_bytes"] == 1000
-    assert result.message.endswith("(90% of free) x 3 patterns x 2 pass(es), no errors, 6.0 GB/s")
+    assert f["share_of_free"] == 0.4286 and f["gbps"] == 4.3  # 6 runs x 3 GB in 6 x 0.7 s
+    assert f["bytes_tested"] == 3 << 30 and f["chunks"] == 3 and f["patterns"] == 3 and f["free_bytes"] == 7 << 30
+    assert result.message == "3.0 GiB (43% of free) x 3 patterns x 2 pass(es), no errors, 4.3 GB/s"
+
+
+def test_memtest_default_fraction_and_chunks():
+    backend = ScriptedBackend(ScriptedMem(), free=10 << 30)
+    memtest.run_memtest(backend, CPU, 0, 1, threading.Event())
+    assert backend.asked[:2] == (9 << 30, 1 << 30)  # 90 % of free, in 1 GiB chunks
 
 
 def test_memtest_errors_fail_with_the_first_words_and_the_worst_patterns():
     worker = ScriptedMem(errors={1: 20, 2: 1})
     result = memtest.run_memtest(ScriptedBackend(worker), CPU, 4, 1, threading.Event())
     assert result.status == "FAIL" and result.gpu == 4 and result.figures["errors"] == 21
-    assert "GPU4: 21 memory word(s) read back wrong" in result.message and "(address: 20, random:0: 1)" in result.message
+    assert "GPU4: 21 memory word(s) read back wrong in 3.0 GiB" in result.message and "(address: 20, random:0: 1)" in result.message
     assert "first at 0x1000 expected 0x00000000000000ff found 0x00000000000000fe" in result.message
     words = result.detail["failing_words"]
     assert len(words) == 16 and words[0] == {"chunk": 1, "word": 7, "address": "0x1000", "expected": "0x00000000000000ff",
