@@ -240,13 +240,13 @@ def _removed_by(c: Check, setting: bool, skip_ids, skip_areas, disabled) -> str:
 
 
 def _unmatched(checks: Sequence[Check], only, skip_ids, tags, areas, skip_areas, disabled) -> list[str]:
-    from difflib import get_close_matches  # only a typo pays for it, not every gate run
-
     ids = [c.id for c in checks]
     settings = {c.id for c in checks if is_setting(c)}
     out = []
     for option, patterns in (("--only", only), ("--skip", skip_ids), ("config disable_checks", disabled)):
         for p in unmatched(ids, patterns, settings):
+            from difflib import get_close_matches  # only a typo pays for it, not every gate run
+
             near = get_close_matches(normalise(p), ids, n=1)
             hint = f"did you mean {near[0]}? " if near else ""
             if is_old_setting_pattern(p):

@@ -8,7 +8,6 @@ connectivity table (C = connected) and `Domain State: UP | DEGRADED | DOWN`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 
@@ -19,8 +18,8 @@ DOMAIN_STATES = ("UP", "DEGRADED", "DOWN")
 NODE_READY = "READY"
 CONNECTED = "C"
 
-_NODE = re.compile(r"^Node #(\d+)\s+-\s+(\S+)\s+-\s+([A-Z_]+)(?:\s+-\s+Version:\s*(\S*))?\s*$")
-_DOMAIN = re.compile(r"^Domain State:\s*(\S+)\s*$")
+_NODE = re.compile(r"^Node #(\d+)\s+-\s+(\S+)\s+-\s+([A-Z_]+)(?:\s+-\s+Version:\s*(\S*))?\s*")
+_DOMAIN = re.compile(r"^Domain State:\s*(\S+)\s*")
 _TABLE_HEAD = re.compile(r"^Nodes From\\To\b")
 
 
@@ -43,6 +42,8 @@ class NodesConfig:
 
 
 def parse_nodes_config(text: str) -> NodesConfig:
+    import ipaddress  # only GB200/GB300 trays get here: the gate elsewhere does not pay for it
+
     out = NodesConfig()
     seen: set[str] = set()
     for raw in text.splitlines():
@@ -93,11 +94,11 @@ def parse_imex_ctl(text: str) -> ImexDomain:
     in_table = False
     for raw in text.splitlines():
         line = raw.strip()
-        node = _NODE.match(line)
+        node = _NODE.fullmatch(line)
         if node:
             nodes.append(ImexNode(int(node[1]), node[2], node[3], node[4] or None))
             continue
-        domain = _DOMAIN.match(line)
+        domain = _DOMAIN.fullmatch(line)
         if domain:
             state = domain[1].upper()
             in_table = False
