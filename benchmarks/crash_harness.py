@@ -4,6 +4,16 @@ no stray file or directory).
 
     python benchmarks/crash_harness.py                      # 500 apply kills + 200 rollback kills
     python benchmarks/crash_harness.py --apply 20 --rollback 10 --seed 7
+    python benchmarks/crash_harness.py --apply 0 --rollback 0 --enospc 200 --sigterm 150 --sigint 150
+
+gpunode's own failures during apply, each round on a fresh tree: --enospc makes one journal
+write fail (every write of a full apply in turn: ENOSPC with the disk staying full, EIO at
+fsync, ENOSPC that passes; tests/testhooks GPUNODE_TEST_JOURNAL_FAIL, the journal's own
+os.write/os.fsync); --sigterm/--sigint send that signal at a random instant of the apply's
+work. The apply must undo itself: exit 3 (journal) or 130/143 (signal) with the tree
+byte-exact right then, before any rollback; or, where the signal came too late, have
+finished. Every round then ends with a plain `gpunode rollback` (settling what the journal
+could not record) that must exit 0 and leave the tree byte-exact.
 
 With --aim work (the default) the kill instant is uniform over the part of the run after the
 command's journal first moved (the apply began, the rollback began: among the writes); with
@@ -53,6 +63,27 @@ class Tally:
                 "failures": self.failures[:20]}
 
 
+@dataclass
+class FaultTally:
+    """Rounds where apply meets its own failure (a journal write, a signal) and must undo itself."""
+
+    rounds: int = 0
+    hit: int = 0  # the fault stopped the apply (exit 3 for the journal, 128 + n for a signal)
+    restored_by_apply: int = 0  # of those: the tree byte-exact right after the apply, before any rollback
+    finished_first: int = 0  # a signal that came after the batch: the apply had finished (exit 0/1)
+    journal_unrecorded: int = 0  # the apply said its journal could not hold all of its rollback
+    exact: int = 0  # byte-exact after the settling rollback (every round)
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"rounds": self.rounds, "stopped_by_the_fault": self.hit, "restored_by_apply": self.restored_by_apply,
+                "finished_before_the_signal": self.finished_first, "journal_unrecorded": self.journal_unrecorded,
+                "byte_exact": self.exact, "failures": self.failures[:20]}
+
+
+JOURNAL_FAULTS = ("ENOSPC:{n}", "EIO:{n}", "ENOSPC:{n}:once")  # disk stays full, fsync fails, a passing fault
+
+
 class Harness:
     def __init__(self, workdir: Path, seed: int, delay_ms: float = 2.0):
         self.workdir = workdir
@@ -65,6 +96,8 @@ class Harness:
         self.env["PYTHONPATH"] = str(REPO / "agent")
         self.slow_env = {**self.env, "PYTHONPATH": f"{HERE / 'crash_slowdown'}:{REPO / 'agent'}",
                          "CRASH_HARNESS_DELAY_MS": str(delay_ms), "COLUMNS": "200"}
+        self.hook_env = {**self.env, "PYTHONPATH": f"{REPO / 'tests' / 'testhooks'}:{REPO / 'agent'}"}
+        self.journal_writes = 0  # records one full apply journals (calibrate)
         self.n = 0
 
     def fresh(self) -> tuple[Path, Path]:
@@ -91,6 +124,8 @@ class Harness:
             proc = self.popen(verb, root, state)
             t_work = _wait_for_work(proc, state, mark)
             assert proc.wait() in (0, 1), f"{verb} failed in calibration"
+            if verb == "apply":
+                self.journal_writes = sum(len(p.read_bytes().splitlines()) for p in state.glob("**/applies/*.jsonl"))
             t_end = time.monotonic()
             times[verb] = t_end - t0
             times[f"{verb}_work"] = t_end - (t_work or t_end)
@@ -122,7 +157,13 @@ class Harness:
     def unfinished(self, state: Path) -> bool:
         from gpunode.tune.journal import StateDir
 
-        return any(r.unfinished for r in StateDir(state).records())
+        # --sysroot applies live in their own directory below the state dir (sysroots/<key>/)
+        return any(r.unfinished for d in state.rglob("applies") for r in StateDir(d.parent).records())
+
+    def applied(self, state: Path) -> bool:
+        from gpunode.tune.journal import StateDir
+
+        return [r.status for d in state.rglob("applies") for r in StateDir(d.parent).records()] == ["applied"]
 
     def check(self, tally: Tally, label: str, root: Path, state: Path) -> None:
         rolled = self.run("rollback", root, state, slow=False)
@@ -160,10 +201,64 @@ class Harness:
         self.check(tally, f"rollback killed at {delay:.3f}s ({root})", root, state)
 
 
+    def enospc_round(self, tally: FaultTally, fault: str) -> None:
+        """One journal write of the apply fails (tests/testhooks: GPUNODE_TEST_JOURNAL_FAIL)."""
+        root, state = self.fresh()
+        proc = subprocess.run(self.argv("apply", root, state), capture_output=True, text=True, cwd=REPO,
+                              env={**self.hook_env, "GPUNODE_TEST_JOURNAL_FAIL": fault}, timeout=300)
+        self._judge(tally, f"apply with journal fault {fault} ({root})", root, state, proc.returncode, 3, proc.stderr)
+
+    def signal_round(self, tally: FaultTally, signum: int, t_work: float) -> None:
+        """SIGTERM or SIGINT at a uniform instant of the apply's work (after its journal moved)."""
+        root, state = self.fresh()
+        delay = self.rng.uniform(0, t_work)
+        mark = _journal_mark(state)
+        proc = subprocess.Popen(self.argv("apply", root, state), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, cwd=REPO, env=self.slow_env)
+        if _wait_for_work(proc, state, mark) is not None:
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=300)
+        _wait_for_orphans(root)
+        label = f"{signal.Signals(signum).name} at {delay:.3f}s of the work ({root})"
+        self._judge(tally, label, root, state, proc.returncode, 128 + signum, stderr)
+
+    def _judge(self, tally: FaultTally, label: str, root: Path, state: Path, rc: int, stopped: int,
+               stderr: str) -> None:
+        if rc == stopped:
+            tally.hit += 1
+            now = picture(root)
+            if now == self.pristine:
+                tally.restored_by_apply += 1
+            else:
+                diff = sorted(set(now.items()) ^ set(self.pristine.items()))[:4]
+                tally.failures.append(f"{label}: exit {rc} but the tree differs right after the apply: {diff}; "
+                                      f"{stderr.strip()[-300:]}")
+            tally.journal_unrecorded += "could not record" in stderr
+        elif rc in (0, 1) or (rc == 128 - stopped and self.applied(state)):
+            tally.finished_first += 1  # -n: the batch had ended (journaled as applied), the report had not
+        else:
+            tally.failures.append(f"{label}: apply exit {rc}, wanted {stopped} (or 0/1: finished first); "
+                                  f"{stderr.strip()[-300:]}")
+        self.check(tally, label, root, state)  # settles the journal; every round must end byte-exact
+
+
+def journal_fault_schedule(writes: int, rounds: int) -> list[str]:
+    """Each kind of fault at every journal write of one apply, in turn; fewer rounds than that
+    take evenly spaced ones (first and last write included)."""
+    every = [f.format(n=n) for f in JOURNAL_FAULTS for n in range(1, writes + 1)]
+    if rounds >= len(every):
+        return [every[i % len(every)] for i in range(rounds)]
+    if rounds <= 1:
+        return every[:rounds]
+    return [every[round(i * (len(every) - 1) / (rounds - 1))] for i in range(rounds)]
+
+
 def _journal_mark(state: Path) -> int:
     """The total size of the journals: it grows when an apply or rollback begins its work."""
-    applies = state / "applies"
-    return sum(p.stat().st_size for p in applies.glob("*.jsonl")) if applies.is_dir() else 0
+    return sum(p.stat().st_size for p in state.glob("**/applies/*.jsonl"))  # --sysroot ones: sysroots/<key>/
 
 
 def _wait_for_work(proc: subprocess.Popen, state: Path, mark: int) -> float | None:
@@ -202,9 +297,11 @@ def _wait_for_orphans(root: Path, limit_s: float = 30) -> None:
 
 
 def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None = None,
-        delay_ms: float = 2.0, progress: bool = False, aim: str = "whole") -> dict:
+        delay_ms: float = 2.0, progress: bool = False, aim: str = "whole", enospc: int = 0, sigterm: int = 0,
+        sigint: int = 0) -> dict:
     """aim "whole": the kill instant is uniform over the command's whole run (start-up included);
-    "work": uniform over the part after its journal first moved (among the writes)."""
+    "work": uniform over the part after its journal first moved (among the writes). enospc,
+    sigterm, sigint: rounds of each of apply's own failures (the module's docstring)."""
     with tempfile.TemporaryDirectory(prefix="gpunode-crash-", dir=workdir) as tmp:
         harness = Harness(Path(tmp), seed, delay_ms)
         times = harness.calibrate()
@@ -220,9 +317,29 @@ def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None
             if progress and (i + 1) % 25 == 0:
                 print(f"rollback {i + 1}/{rollback_rounds}: {tallies['rollback'].to_json()}", file=sys.stderr,
                       flush=True)
-        return {"seed": seed, "aim": aim, "calibration_s": {k: round(v, 3) for k, v in times.items()},
-                "wall_s": round(time.monotonic() - started, 1),
-                **{k: t.to_json() for k, t in tallies.items()}}
+        faults = {"enospc": FaultTally(), "sigterm": FaultTally(), "sigint": FaultTally()}
+        schedule = journal_fault_schedule(harness.journal_writes, enospc)
+        for i, fault in enumerate(schedule):
+            harness.enospc_round(faults["enospc"], fault)
+            if progress and (i + 1) % 25 == 0:
+                print(f"enospc {i + 1}/{enospc}: {faults['enospc'].to_json()}", file=sys.stderr, flush=True)
+        for name, signum, rounds in (("sigterm", signal.SIGTERM, sigterm), ("sigint", signal.SIGINT, sigint)):
+            for i in range(rounds):
+                harness.signal_round(faults[name], signum, times["apply_work"])
+                if progress and (i + 1) % 25 == 0:
+                    print(f"{name} {i + 1}/{rounds}: {faults[name].to_json()}", file=sys.stderr, flush=True)
+        out = {"seed": seed, "aim": aim, "calibration_s": {k: round(v, 3) for k, v in times.items()},
+               "wall_s": round(time.monotonic() - started, 1),
+               **{k: t.to_json() for k, t in tallies.items()}}
+        if enospc:
+            kinds = [f.split(":")[0] + (" once" if f.endswith(":once") else "") for f in schedule]
+            out["enospc"] = {**faults["enospc"].to_json(), "journal_writes_per_apply": harness.journal_writes,
+                             "faults": {k: kinds.count(k) for k in dict.fromkeys(kinds)},
+                             "distinct_fault_points": len(set(schedule))}
+        for name in ("sigterm", "sigint"):
+            if faults[name].rounds:
+                out[name] = faults[name].to_json()
+        return out
 
 
 def main() -> int:
@@ -233,10 +350,14 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=2.0, help="max sleep after each file-system call")
     parser.add_argument("--aim", choices=("whole", "work"), default="work",
                         help="kill uniformly over the whole run, or over the part after the journal moved")
+    parser.add_argument("--enospc", type=int, default=0, help="rounds with a failing journal write")
+    parser.add_argument("--sigterm", type=int, default=0, help="rounds that send apply SIGTERM")
+    parser.add_argument("--sigint", type=int, default=0, help="rounds that send apply SIGINT")
     args = parser.parse_args()
-    result = run(args.apply, args.rollback, args.seed, delay_ms=args.delay_ms, progress=True, aim=args.aim)
+    result = run(args.apply, args.rollback, args.seed, delay_ms=args.delay_ms, progress=True, aim=args.aim,
+                 enospc=args.enospc, sigterm=args.sigterm, sigint=args.sigint)
     print(json.dumps(result, indent=1))
-    ok = all(not result[k]["failures"] for k in ("apply", "rollback"))
+    ok = all(not result[k]["failures"] for k in ("apply", "rollback", "enospc", "sigterm", "sigint") if k in result)
     return 0 if ok else 1
 
 
