@@ -265,3 +265,12 @@ def test_gate_fail_stays_fail_when_its_textfile_cannot_be_written(tmp_path):
     proc = gpunode("gate", "--snapshot", str(snap), "--prometheus", str(tmp_path / "no" / "gate.prom"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "cannot write" in proc.stderr and not (tmp_path / "no").exists()
+
+
+def test_baseline_record_refuses_a_missing_directory_before_any_bench(tmp_path):
+    target = tmp_path / "site-baselines" / "mine.yaml"
+    proc = gpunode("baseline", "record", "--name", "mine", "--runs", "1", "-o", str(target))
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"gpunode: error: cannot write {target}: no directory {target.parent} (gpunode creates none: check the path)"]
+    assert only_names(tmp_path) == []

@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from gpunode.cli.common import (
     PROMETHEUS_HELP,
+    check_outputs,
     die,
     split_csv,
     stderr_console,
@@ -184,6 +185,7 @@ def record_cmd(
 
     if output is not None and output.exists() and not force:
         die(f"{output}: exists; choose another path or pass --force")
+    check_outputs(output)  # said now, not after the bench runs
     try:
         if from_:
             docs = [_read_results(p) for p in from_]
