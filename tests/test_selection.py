@@ -120,7 +120,7 @@ def test_the_report_names_gate_checks_a_skip_took_out_on_a_line_of_their_own(fmt
     config = tmp_path / "c.yaml"
     config.write_text("disable_checks: [gpu.xid]\n")
     r = cli.invoke(app, ["audit", "--snapshot", H100, "--skip", "gpu.ecc.*", "--skip-area", "storage", "-f", fmt,
-                         "--config", str(config)], terminal_width=200)
+                         "--config", str(config)], env={"COLUMNS": "250"})
     lines = [line.strip() for line in r.stdout.splitlines()]
     line = next(line for line in lines if line.startswith("gate checks not run: "))
     assert "gpu.ecc.uncorrectable" in line and "(--skip 'gpu.ecc.*')" in line
