@@ -29,3 +29,5 @@ run "${G[@]}" bench --quick --no-history --baselines "$empty" --json "$OUT/bench
 run "${G[@]}" compare "$OUT/bench-quick.json" --baseline topology
 "${G[@]}" compare "$OUT/bench-quick.json" --baseline topology --json >"$OUT/compare-topology.json" 2>>"$LOG"
 run python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_diag.py
+python3 benchmarks/nccl_log_record.py >"$OUT/nccl-info.log" 2>&1
+echo "== nccl_log_record exit $?" >>"$LOG"
