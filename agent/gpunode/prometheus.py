@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 ITEM_VALUE = {"PASS": 0, "WARN": 1, "FAIL": 2, "ERROR": 3, "SKIP": -1}
 STATUS_HELP = "0 pass, 1 warn, 2 fail, 3 error, -1 skip"
-_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*")
 
 
 @dataclass
@@ -50,7 +50,7 @@ def _number(value: float) -> str:
 def exposition(families: Iterable[Family]) -> str:
     lines: list[str] = []
     for f in families:
-        if not _NAME.match(f.name):
+        if not _NAME.fullmatch(f.name):
             raise ValueError(f"bad metric name {f.name!r}")
         if not f.samples:
             continue

@@ -33,8 +33,8 @@ SCHEMA = "gpunode.golden/1"
 FM_TIMEOUT_S = 15.0
 FM_ARGV = ("nv-fabricmanager", "--version")  # the binary of the nvidia-fabricmanager package
 _FM_VERSION = re.compile(r"Fabric Manager version is\s*:\s*(\S+)")
-_LIB_VERSION = re.compile(r"^libnccl\.so\.(\d+\.\d+\.\d+)$")
-_WHEEL_VERSION = re.compile(r"^nvidia_nccl_cu\d+-(\d+\.\d+\.\d+)[^/]*\.dist-info$")
+_LIB_VERSION = re.compile(r"^libnccl\.so\.(\d+\.\d+\.\d+)")
+_WHEEL_VERSION = re.compile(r"^nvidia_nccl_cu\d+-(\d+\.\d+\.\d+)[^/]*\.dist-info")
 _HEADER_DEFINE = re.compile(r"^#define\s+NCCL_(MAJOR|MINOR|PATCH)\s+(\d+)\s*$", re.MULTILINE)
 # Where NCCL is installed: distribution packages, CUDA and NVIDIA tarball prefixes, pip wheels.
 NCCL_LIBS = (
@@ -75,7 +75,7 @@ def nccl_installs(sys) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     for pattern in NCCL_LIBS:
         for path in sys.glob(pattern):
-            m = _LIB_VERSION.match(Path(path).name)
+            m = _LIB_VERSION.fullmatch(Path(path).name)
             if m:
                 found.append((path, m.group(1)))
     for pattern in NCCL_HEADERS:
@@ -85,7 +85,7 @@ def nccl_installs(sys) -> list[tuple[str, str]]:
                 found.append((path, version))
     for pattern in NCCL_WHEELS:
         for path in sys.glob(pattern):
-            m = _WHEEL_VERSION.match(Path(path).name)
+            m = _WHEEL_VERSION.fullmatch(Path(path).name)
             if m:
                 found.append((path, m.group(1)))
     return found

@@ -87,7 +87,7 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
     was left out)."""
     from gpunode.bench.results import BenchDocument
 
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise BaselineError(f"--name {name!r}: use letters, digits, '.', '_', '-'")
     if not docs:
         raise BaselineError("no bench runs to record from")

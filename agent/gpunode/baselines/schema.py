@@ -43,7 +43,7 @@ FAMILIES: tuple[tuple[str, str], ...] = (
 )
 BETTER = ("higher", "lower")
 BASIS = ("measured", "public", "derived", "gate", "recorded")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 _TOP_KEYS = {"schema", "name", "description", "extends", "match", "defaults", "metrics", "recorded", "notes", "diag"}
 # `gpunode diag` floors under full load (optional): {sm_clock_min_mhz, power_min_ratio, source}
 _DIAG_KEYS = {"sm_clock_min_mhz", "power_min_ratio", "source"}
@@ -252,7 +252,7 @@ def _validate_own(path: Path, data: dict) -> None:
     if "schema" in data and data["schema"] != SCHEMA:
         raise BaselineError(f"{where}: schema: {data['schema']!r} is not {SCHEMA!r}")
     name = data.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise BaselineError(f"{where}: name: required, letters, digits, '.', '_', '-' (got {name!r})")
     for key in ("description", "extends"):
         if key in data and not isinstance(data[key], str):

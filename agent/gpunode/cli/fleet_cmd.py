@@ -13,8 +13,8 @@ import typer
 from gpunode.cli.common import die, stderr_console, stdout_console
 from gpunode.fleet.specs import PLAYBOOKS
 
-_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BATCH = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)$")
+_VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*")
+_BATCH = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)")
 
 INVENTORY = typer.Option(..., "--inventory", "-i", help="Ansible inventory (INI or YAML file, or a directory).")
 LIMIT = typer.Option(None, "--limit", "-l", help="Only these hosts or groups (an Ansible pattern, e.g. 'h100:!gpu-07').")
@@ -61,7 +61,7 @@ def parse_extra_vars(items: list[str] | None) -> dict:
     for item in items or []:
         name, sep, raw = item.partition("=")
         name = name.strip()
-        if not sep or not _VAR_NAME.match(name):
+        if not sep or not _VAR_NAME.fullmatch(name):
             die(f"--extra-var {item!r}: expected NAME=VALUE")
         try:  # bounded: an alias bomb or a 10 000-deep list is passed on as the plain string it is
             value = parse_yaml(raw, f"--extra-var {name}") if raw.strip() else ""
@@ -128,7 +128,7 @@ def _run(name: str, opts: Common, extravars: dict, html: Path | None = None) -> 
 def _batch_vars(batch: str | None, max_fail: int | None) -> dict:
     out: dict = {}
     if batch is not None:
-        if not _BATCH.match(batch.strip()):
+        if not _BATCH.fullmatch(batch.strip()):
             die(f"--batch {batch!r}: give a host count (5) or a percentage (25%)")
         out["gpunode_batch"] = batch.strip()
     if max_fail is not None:

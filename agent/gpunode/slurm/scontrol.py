@@ -20,9 +20,9 @@ SCONTROL_TIMEOUT_S = 5.0
 REASON_MAX = 100
 
 # `Reason=text [user@2026-11-24T00:06:10]`: the bracket is Slurm's who/when, not the reason.
-_REASON_STAMP = re.compile(r"\s*\[[^\[\]@]*@[^\[\]]*\]\s*$")
+_REASON_STAMP = re.compile(r"\s*\[[^\[\]@]*@[^\[\]]*\]\s*\Z")
 # One gres entry: name[:type][:count][(S:0-1)], e.g. gpu:h100:8(S:0-1); count may be missing (1).
-_GRES_ENTRY = re.compile(r"^(?P<name>[^:(]+)(?::(?P<type>[^:(]+))?(?::(?P<count>\d+))?(?:\(.*\))?$")
+_GRES_ENTRY = re.compile(r"^(?P<name>[^:(]+)(?::(?P<type>[^:(]+))?(?::(?P<count>\d+))?(?:\(.*\))?")
 
 
 class SlurmError(RuntimeError):
@@ -95,7 +95,7 @@ def gres_gpu_count(gres: str | None) -> int | None:
     total, found = 0, False
     # Split on commas outside parentheses: (S:0-1) never holds a comma, but (S:0,1) might.
     for entry in re.split(r",(?![^()]*\))", gres):
-        match = _GRES_ENTRY.match(entry.strip())
+        match = _GRES_ENTRY.fullmatch(entry.strip())
         if not match or match.group("name") != "gpu":
             continue
         found = True

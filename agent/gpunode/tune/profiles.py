@@ -109,7 +109,7 @@ def parse_setting(raw: Any, source: str, index: int | None = None) -> Setting | 
     """One settings entry -> Setting (or (id, None) for a removal), its target validated by its
     kind. Raises ProfileError as one line `<source>: <setting id>: <problem>`."""
     from gpunode.tune.kinds.registry import KINDS
-    from gpunode.tune.kinds.values import SettingInvalid
+    from gpunode.tune.kinds.values import SettingInvalid, one_line
 
     where = source if index is None else f"{source}: settings[{index}]"
     if not isinstance(raw, dict):
@@ -132,6 +132,12 @@ def parse_setting(raw: Any, source: str, index: int | None = None) -> Setting | 
     target = raw["target"]
     if not isinstance(target, (str, int, float, bool)):
         raise ProfileError(f"{where}: target must be a string, number or boolean, got {type(target).__name__}")
+    try:  # every kind: one line (a newline would split what is rendered into GRUB, sysctl.d ...)
+        one_line(key, "key")
+        if isinstance(target, str):
+            one_line(target, "target")
+    except SettingInvalid as exc:
+        raise ProfileError(f"{where}: {exc}") from None
     op = raw.get("op", "=")
     if op not in OPS:
         raise ProfileError(f"{where}: op {op!r} not one of {', '.join(OPS)}")

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 
 TIMEOUT_S = 5.0  # a hung network filesystem must not hold up a prolog
-HEADER = re.compile(r"^\s*1B-blocks\s+Used\s+Avail\s+File\s*$")
-LINE = re.compile(r"^\s*(\d+|-)\s+(\d+|-)\s+(\d+|-) (/.*)$")
+HEADER = re.compile(r"^\s*1B-blocks\s+Used\s+Avail\s+File\s*")
+LINE = re.compile(r"^\s*(\d+|-)\s+(\d+|-)\s+(\d+|-) (/.*)")
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,10 @@ def parse(stdout: str, stderr: str, paths: list[str]) -> DfAnswer:
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     spaces: dict[str, Space] = {}
     if lines:
-        if not HEADER.match(lines[0]):
+        if not HEADER.fullmatch(lines[0]):
             raise ValueError(f"not df output (header {lines[0][:60]!r})")
         for line in lines[1:]:
-            match = LINE.match(line)
+            match = LINE.fullmatch(line)
             if not match:
                 raise ValueError(f"unexpected df line {line[:80]!r}")
             size, used, avail, path = match.groups()

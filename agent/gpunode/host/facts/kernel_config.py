@@ -20,9 +20,9 @@ PROC_CONFIG = "/proc/config.gz"
 BINARY_FILES = (PROC_CONFIG,)
 MAX_GZ = 4 << 20
 MAX_CONFIG = 16 << 20
-_CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
-_NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
-_MODULE_FILE = re.compile(r"([^/]+?)\.ko(\.[a-z]+)?$")
+_CONFIG_LINE = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)")
+_NOT_SET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set")
+_MODULE_FILE = re.compile(r"([^/]+?)\.ko(\.[a-z]+)?\Z")
 
 
 def kernel_release(host) -> str | None:
@@ -35,7 +35,7 @@ def parse_config(text: str) -> dict[str, str]:
     options: dict[str, str] = {}
     for line in text.splitlines():
         line = line.strip()
-        match = _CONFIG_LINE.match(line) or _NOT_SET.match(line)
+        match = _CONFIG_LINE.fullmatch(line) or _NOT_SET.fullmatch(line)
         if match:
             options[match.group(1)] = match.group(2) if match.re is _CONFIG_LINE else "n"
     return options

@@ -21,7 +21,7 @@ READ_TIMEOUT_S = 4.0  # both tries stay inside a check's 10 s watchdog
 # journalctl short-iso (systemd 252): 2026-11-24T00:07:20+0000 vm kernel: msg
 # dmesg iso (util-linux 2.38):       2026-11-23T23:51:59,277574+00:00 msg
 _STAMP = re.compile(
-    r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(Z|[+-]\d\d:?\d\d)\s(.*)$"
+    r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?(Z|[+-]\d\d:?\d\d)\s(.*)"
 )
 _JOURNAL_PREFIX = re.compile(r"^\S+ kernel: ")
 _DENIED = ("operation not permitted", "permission denied", "insufficient permissions")
@@ -65,7 +65,7 @@ def parse(text: str, journal: bool) -> list[LogRecord]:
     for line in text.splitlines():
         if not line.strip():
             continue
-        match = _STAMP.match(line)
+        match = _STAMP.fullmatch(line)
         if match is None:
             if records and line[:1].isspace():
                 last = records[-1]

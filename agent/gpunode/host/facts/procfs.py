@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
-_SIZE = re.compile(r"^(\d+)([kKmMgGtTpPeE%]?)$")
+_SIZE = re.compile(r"^(\d+)([kKmMgGtTpPeE%]?)")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
-_LIMIT_LINE = re.compile(r"^(\S.*?)\s{2,}(\S+)\s+(\S+)(?:\s+(\S+))?\s*$")
+_LIMIT_LINE = re.compile(r"^(\S.*?)\s{2,}(\S+)\s+(\S+)(?:\s+(\S+))?\s*")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def mount_of(mounts: list[Mount], path: str) -> Mount | None:
 
 def parse_size(text: str) -> tuple[int, str] | None:
     """'24684084k' -> (bytes, ''); '50%' -> (50, '%'); None when not a size."""
-    match = _SIZE.match(text.strip())
+    match = _SIZE.fullmatch(text.strip())
     if not match:
         return None
     number, unit = int(match.group(1)), match.group(2).lower()
@@ -108,7 +108,7 @@ def parse_proc_limits(text: str) -> dict[str, Limit]:
     """/proc/<pid>/limits -> {'Max locked memory': Limit('8388608', '8388608', 'bytes'), ...}."""
     limits: dict[str, Limit] = {}
     for line in text.splitlines()[1:]:
-        match = _LIMIT_LINE.match(line)
+        match = _LIMIT_LINE.fullmatch(line)
         if match:
             name, soft, hard, units = match.groups()
             limits[name] = Limit(soft, hard, units or "")

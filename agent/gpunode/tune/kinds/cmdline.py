@@ -23,9 +23,9 @@ NOT_SET = "(not set)"
 DROPIN = f"{GRUB_DROPIN_DIR}/90-gpunode.cfg"
 # Parameter names: letters, digits, _ - and . (module.param); values add , : + / @ % =.
 # No quotes, $, backticks, ;, spaces, backslashes, |, &, <, >, (, ), {, }, *, ?, !, #, ~.
-PARAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:+/@%=-]{1,256}$")
-_DROPIN_LINE = re.compile(r'^GRUB_CMDLINE_LINUX_DEFAULT="\$\{GRUB_CMDLINE_LINUX_DEFAULT\}((?: [^ "$`\\]+)*)"$')
+PARAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:+/@%=-]{1,256}")
+_DROPIN_LINE = re.compile(r'^GRUB_CMDLINE_LINUX_DEFAULT="\$\{GRUB_CMDLINE_LINUX_DEFAULT\}((?: [^ "$`\\]+)*)"')
 DROPIN_HEADER = (
     "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
     "# update-grub sources this after /etc/default/grub: gpunode's kernel parameters go last.\n"
@@ -51,7 +51,7 @@ def param_token(key: str, target) -> str | None:
 
 def valid_token(token: str) -> bool:
     name, sep, value = token.partition("=")
-    return bool(PARAM_NAME.match(name)) and (not sep or bool(PARAM_VALUE.match(value)))
+    return bool(PARAM_NAME.fullmatch(name)) and (not sep or bool(PARAM_VALUE.fullmatch(value)))
 
 
 def format_param(key: str, value) -> str:
@@ -72,7 +72,7 @@ def dropin_tokens(text: str | None) -> list[str] | None:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        match = _DROPIN_LINE.match(line)
+        match = _DROPIN_LINE.fullmatch(line)
         if not match:
             return None
         tokens += match.group(1).split()
@@ -98,7 +98,7 @@ class Cmdline(SettingKind):
     verify = VERIFY_NONE  # /proc/cmdline changes at the next boot
 
     def validate_key(self, key: str) -> None:
-        if not PARAM_NAME.match(key):
+        if not PARAM_NAME.fullmatch(key):
             raise SettingInvalid(f"cmdline key {key!r} must be a kernel parameter name such as iommu "
                                  "(letters, digits, _ - .)")
 
@@ -107,7 +107,7 @@ class Cmdline(SettingKind):
             return target
         if isinstance(target, (int, float)):
             return whole_number(target, "target", 0, MAX_INT64)
-        if not isinstance(target, str) or not PARAM_VALUE.match(target):
+        if not isinstance(target, str) or not PARAM_VALUE.fullmatch(target):
             raise SettingInvalid(f"target {target!r} is not a kernel parameter value: use letters, digits "
                                  "and _.,:+/@%=- only (no spaces, quotes, $, `, ;, \\)")
         return target

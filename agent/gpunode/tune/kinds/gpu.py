@@ -107,7 +107,7 @@ def clock_pair_text(mem, sm=None) -> str | None:
 
 
 # --- MIG layouts: "3g.40gb:1,1g.10gb:4" (profile:count), the same on every GPU of the host ---
-_MIG_PROFILE = re.compile(r"^(\d+)g\.\d+gb(\+[a-z]+)?$")
+_MIG_PROFILE = re.compile(r"^(\d+)g\.\d+gb(\+[a-z]+)?")
 MIG_SLICES = 7  # compute slices of A100/H100/H200/B200
 
 
@@ -130,7 +130,7 @@ def mig_layout_problem(target) -> str | None:
     except ValueError:
         return f"mig_layout {target!r}: counts must be whole numbers, e.g. 1g.10gb:7"
     for name, count in counts.items():
-        if not _MIG_PROFILE.match(name) or count < 1:
+        if not _MIG_PROFILE.fullmatch(name) or count < 1:
             return f"mig_layout {target!r}: {name!r} is not a MIG profile like 1g.10gb (count >= 1)"
     slices = layout_slices(counts)
     if slices > MIG_SLICES:
@@ -139,7 +139,7 @@ def mig_layout_problem(target) -> str | None:
 
 
 def layout_slices(counts: dict[str, int]) -> int:
-    matches = ((_MIG_PROFILE.match(n), c) for n, c in counts.items())
+    matches = ((_MIG_PROFILE.fullmatch(n), c) for n, c in counts.items())
     return sum(int(m.group(1)) * c for m, c in matches if m)
 
 

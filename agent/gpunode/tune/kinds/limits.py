@@ -15,8 +15,8 @@ LIMITS_CONF = "/etc/security/limits.conf"
 LIMITS_DIR = "/etc/security/limits.d"
 ITEMS = ("memlock", "nofile", "nproc", "stack", "core")
 NOT_SET = "(not set)"
-_VALUE = re.compile(r"^(unlimited|\d{1,19})$")
-_DOMAIN = re.compile(r"^[*@%:A-Za-z0-9_.-]+$")
+_VALUE = re.compile(r"^(unlimited|\d{1,19})")
+_DOMAIN = re.compile(r"^[*@%:A-Za-z0-9_.-]+")
 
 
 def limits_files(host) -> list[str]:
@@ -124,7 +124,7 @@ class Limits(SettingKind):
         later = [o.note for o in wrong if o.note.startswith(LIMITS_DIR + "/") and o.note > MANAGED_FILE]
         entries: dict[tuple[str, str, str], str] = {}
         for domain, kind, item, value in parse_limits(files.text(MANAGED_FILE) or ""):
-            if _VALUE.match(value) and _DOMAIN.match(domain) and item in ITEMS:  # only what renders safely
+            if _VALUE.fullmatch(value) and _DOMAIN.fullmatch(domain) and item in ITEMS:  # only what renders safely
                 entries[(domain, kind, item)] = value
         for kind, value in new.items():
             entries[("*", kind, setting.key)] = value

@@ -8,7 +8,7 @@ from gpunode.tune.kinds.base import VERIFY_ALL, Observed, SettingKind
 from gpunode.tune.kinds.values import SettingInvalid
 
 TARGETS = ("active", "inactive")
-UNIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9:_.@-]{0,127}$")
+UNIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9:_.@-]{0,127}")
 SYSTEMD_RUNNING = "/run/systemd/system"  # sd_booted(3): exists when systemd is PID 1
 
 
@@ -39,7 +39,7 @@ class Service(SettingKind):
     verify = VERIFY_ALL
 
     def validate_key(self, key: str) -> None:
-        if not UNIT_NAME.match(key):
+        if not UNIT_NAME.fullmatch(key):
             raise SettingInvalid(f"service key {key!r} must be a systemd unit name such as irqbalance")
 
     def validate_target(self, key, target):

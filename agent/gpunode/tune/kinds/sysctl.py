@@ -13,7 +13,7 @@ from gpunode.tune.kinds.values import SettingInvalid, knob_value
 if TYPE_CHECKING:
     from gpunode.host.facts.kernel_config import Availability
 
-_KEY = re.compile(r"^[a-z0-9_][a-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_:-]*)+$")
+_KEY = re.compile(r"^[a-z0-9_][a-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_:-]*)+")
 # sysctls that take values below zero (kernel/sysctl docs); everywhere else -5 is refused.
 SIGNED = frozenset({"kernel.perf_event_paranoid", "kernel.panic", "kernel.sched_rt_runtime_us"})
 # Ranges the kernel documents for the sysctls shipped profiles set (admin-guide/sysctl).
@@ -23,7 +23,7 @@ RANGES = {"vm.swappiness": (0, 200), "kernel.numa_balancing": (0, 3), "vm.zone_r
 # Qdiscs and congestion control algorithms the kernel always has (not modules).
 ALWAYS_QDISCS = ("pfifo_fast", "pfifo", "bfifo", "noqueue", "mq")
 ALWAYS_CONGESTION = ("reno",)
-_ALGORITHM = re.compile(r"^[a-z][a-z0-9_]*$")
+_ALGORITHM = re.compile(r"^[a-z][a-z0-9_]*")
 
 
 def sysctl_path(key: str) -> str:
@@ -43,7 +43,7 @@ def value_availability(host, key: str, name: str) -> tuple[str, Availability] | 
     names no module. Loadable is enough: the kernel loads sch_*/tcp_* on the sysctl write
     itself (request_module), and again at boot when systemd-sysctl writes it."""
     spec = VALUE_MODULES.get(key)
-    if spec is None or not _ALGORITHM.match(name):
+    if spec is None or not _ALGORITHM.fullmatch(name):
         return None
     from gpunode.host.facts.kernel_config import Availability, module_availability  # apply's question only
 
@@ -71,7 +71,7 @@ class Sysctl(SettingKind):
     _AREAS = {"vm": "memory", "kernel": "kernel", "net": "net", "fs": "kernel"}
 
     def validate_key(self, key: str) -> None:
-        if not _KEY.match(key) or ".." in key:
+        if not _KEY.fullmatch(key) or ".." in key:
             raise SettingInvalid(f"sysctl key {key!r} must look like vm.swappiness")
 
     def validate_target(self, key, target):
@@ -83,7 +83,7 @@ class Sysctl(SettingKind):
                 raise SettingInvalid(f"target {value!r} must be a whole number in {lo}..{hi}")
             if not all(lo <= f <= hi for f in fields):
                 raise SettingInvalid(f"target {value} is out of range {lo}..{hi}")
-        if key in VALUE_MODULES and not (isinstance(value, str) and _ALGORITHM.match(value)):
+        if key in VALUE_MODULES and not (isinstance(value, str) and _ALGORITHM.fullmatch(value)):
             raise SettingInvalid(f"target {value!r} must be a name such as fq or bbr")
         return value
 

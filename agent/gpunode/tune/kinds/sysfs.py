@@ -11,8 +11,8 @@ from gpunode.tune.kinds.base import BOOT_SPEC, Observed, SettingKind, plan_knob_
 from gpunode.tune.kinds.sysctl import read_only_mount
 from gpunode.tune.kinds.values import SettingInvalid, one_line
 
-_PATH = re.compile(r"^/sys(/[A-Za-z0-9_.:+@*?\[\]-]+)+$")
-_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_PATH = re.compile(r"^/sys(/[A-Za-z0-9_.:+@*?\[\]-]+)+")
+_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def normalise_path(path) -> str:
@@ -25,7 +25,7 @@ def normalise_path(path) -> str:
     normal = os.path.normpath(path)
     if normal.startswith("//"):
         normal = "/" + normal.lstrip("/")
-    if not _PATH.match(normal) or any(part in (".", "..") for part in normal.split("/")):
+    if not _PATH.fullmatch(normal) or any(part in (".", "..") for part in normal.split("/")):
         raise SettingInvalid(f"path {path!r} must stay under /sys/ (normalised: {normal!r}) and hold only "
                              "letters, digits, _.:+@- and the glob characters *?[]")
     return normal
@@ -37,7 +37,7 @@ class Sysfs(SettingKind):
     persists_in = BOOT_SPEC
 
     def validate(self, setting):
-        if not _KEY.match(setting.key):
+        if not _KEY.fullmatch(setting.key):
             raise SettingInvalid(f"sysfs key {setting.key!r} must be a name such as thp.enabled")
         return replace(setting, path=normalise_path(setting.path),
                        target=self.validate_target(setting.key, setting.target))

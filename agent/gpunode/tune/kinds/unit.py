@@ -19,7 +19,7 @@ UNIT_DIRS = ("/etc/systemd/system", "/run/systemd/system", "/usr/local/lib/syste
              "/usr/lib/systemd/system", "/lib/systemd/system")
 PROPERTIES = ("LimitMEMLOCK", "LimitNOFILE", "LimitNPROC", "LimitSTACK", "LimitCORE")
 DROPIN_NAME = "90-gpunode.conf"
-_UNIT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9:_.@-]{0,120}$")
+_UNIT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9:_.@-]{0,120}")
 INFINITY = "infinity"
 HEADER = "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
 
@@ -83,7 +83,7 @@ class Unit(SettingKind):
 
     def validate_key(self, key: str) -> None:
         unit, sep, prop = key.rpartition(".")
-        if not sep or not _UNIT.match(unit) or prop not in PROPERTIES:
+        if not sep or not _UNIT.fullmatch(unit) or prop not in PROPERTIES:
             raise SettingInvalid(f"unit key {key!r} must be UNIT.PROPERTY, e.g. slurmd.LimitMEMLOCK "
                                  f"(properties: {', '.join(PROPERTIES)})")
 

@@ -13,9 +13,9 @@ MAX_UINT64 = 2**64 - 1
 MAX_INT64 = 2**63 - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # A word a kernel knob takes: bbr, fq, performance, mq-deadline, 0-7, 4096, 1G, ...
-WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,:+@%-]*$")
+WORD = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.,:+@%-]*")
 # What looks like a number but is not a whole one: 1e90, 0.5, .nan, 1_000.
-_NOT_WHOLE = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$|^[+-]?\.?(nan|inf|infinity)$", re.I)
+_NOT_WHOLE = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?|^[+-]?\.?(nan|inf|infinity)", re.I)
 
 
 class SettingInvalid(ValueError):
@@ -82,9 +82,9 @@ def knob_value(value: Any, what: str, signed: bool = False) -> Any:
         for f in fields:
             whole_number(f, what, lo)
         return text
-    if len(fields) == 1 and _NOT_WHOLE.match(text):
+    if len(fields) == 1 and _NOT_WHOLE.fullmatch(text):
         raise SettingInvalid(f"{what} {_show(text)} is not a whole number or a word")
-    if len(fields) != 1 or not WORD.match(text):
+    if len(fields) != 1 or not WORD.fullmatch(text):
         raise SettingInvalid(f"{what} {_show(text)} must be whole numbers or one word of letters, digits and _.,:+@%-")
     return text
 
