@@ -83,7 +83,7 @@ class Verdicts:
     def compared(self) -> bool:
         """Whether anything was up for comparison: rows of figures the baseline has no number
         for are not (a run of them alone has nothing to compare, which is not a failure)."""
-        return any(True for r in self.rows)
+        return any(not (r.status == SKIP and r.message == NO_FIGURE) for r in self.rows)
 
     def summary(self) -> dict[str, int]:
         counts = Counter(r.status for r in self.rows)
