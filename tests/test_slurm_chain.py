@@ -251,3 +251,151 @@ def test_drains_and_resumes_go_to_the_audit_trail(chained, tmp_path):
         _set(chained, "pass", "healthy")
         if slurm.reason():
             slurm.resume()
+
+
+# --- docs/examples/nhc/gpunode.nhc under an NHC stand-in, on the real Slurm ----------------------
+
+NHC_CHECK = Path(__file__).resolve().parent.parent / "docs" / "examples" / "nhc" / "gpunode.nhc"
+# NHC's contract as the check sees it: die() marks the node offline with "NHC: <message>"
+# (unless another reason is set) and NHC exits non-zero; log() writes NHC's log; a clean run
+# resumes only NHC's own drain.
+NHC_RUNNING_GPUNODE = """#!/bin/bash
+SLURM_CONF={conf}; export SLURM_CONF
+NODE=$(hostname -s)
+reason() {{ scontrol show node "$NODE" | sed -n 's/^ *Reason=\\(.*\\) \\[.*$/\\1/p'; }}
+log() {{ echo "$*" >> {log}; }}
+die() {{
+    shift
+    case "$(reason)" in ""|NHC:*) scontrol update nodename="$NODE" state=drain reason="NHC: check_gpunode: $*" ;; esac
+    exit 1
+}}
+source {check}
+GPUNODE_BIN={gpunode} GPUNODE_NHC_ARGS="--config {config}" check_gpunode
+case "$(reason)" in NHC:*) scontrol update nodename="$NODE" state=resume ;; esac
+exit 0
+"""
+
+
+def test_nhc_check_drains_on_a_fail_only_never_on_gpunodes_own_error(chained, tmp_path):
+    """A bad config push (not YAML), a missing snapshot, gpunode not installed: NHC logs them and
+    the node keeps running jobs. A real FAIL drains with the failing check; healthy again, NHC
+    lifts its own drain."""
+    require(shutil.which("bash") is not None, "bash")
+    slurm = chained["slurm"]
+    config, log = tmp_path / "gpunode.yaml", tmp_path / "nhc.log"
+    wrapper = tmp_path / "gpunode"
+    wrapper.write_text(f'#!/bin/sh\nexec {sys.executable} -I -m gpunode "$@"\n')
+    wrapper.chmod(0o755)
+
+    def nhc(gpunode: Path = wrapper) -> subprocess.CompletedProcess:
+        script = tmp_path / "nhc-gpunode"
+        script.write_text(NHC_RUNNING_GPUNODE.format(conf=slurm.conf, log=log, check=NHC_CHECK, gpunode=gpunode,
+                                                     config=config))
+        script.chmod(0o755)
+        return slurm.cmd(str(script), env={}, timeout=120)
+
+    try:
+        for own_error, text in (("not YAML", "expected_gpus: [8\n"),
+                                ("missing snapshot", f"snapshot: {tmp_path / 'gone'}\n"),
+                                ("unknown key", "expectd_gpus: 8\n")):
+            config.write_text(text)
+            r = nhc()
+            assert r.returncode == 0, (own_error, r.stdout, r.stderr)
+            assert "DRAIN" not in slurm.state() and slurm.reason() is None, own_error
+            assert "check_gpunode: gpunode gate exit 3 (not a FAIL: not draining)" in log.read_text(), own_error
+        config.write_text(f"snapshot: {chained['healthy']}\n")
+        assert nhc(gpunode=tmp_path / "not-installed").returncode == 0 and slurm.reason() is None
+        assert "gpunode gate exit 127" in log.read_text()
+
+        config.write_text(f"snapshot: {chained['failing']}\n")
+        assert nhc().returncode == 1
+        reason = slurm.reason() or ""
+        assert "DRAIN" in slurm.state() and reason.startswith("NHC: check_gpunode: gpunode: gpu."), reason
+
+        config.write_text(f"snapshot: {chained['healthy']}\n")
+        assert nhc().returncode == 0
+        assert "DRAIN" not in slurm.state() and slurm.reason() is None
+    finally:
+        if slurm.reason():
+            slurm.resume()
+
+
+def test_chain_never_drains_for_gpunodes_own_error(chained):
+    """The chained HealthCheckProgram with a broken gpunode config: gpunode's health check
+    exits 3 (Slurm only logs a health check's exit code) and drains nothing; NHC's own result
+    still counts."""
+    slurm = chained["slurm"]
+    try:
+        chained["mode"].write_text("pass\n")
+        chained["config"].write_text("expected_gpus: [8\n")  # a bad config push: not YAML
+        r = _run_chain(chained)
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "DRAIN" not in slurm.state() and slurm.reason() is None
+        chained["mode"].write_text("fail\n")  # NHC still drains for its own finding
+        assert _run_chain(chained).returncode == 1
+        assert slurm.reason() == "NHC: check_fs_mount: /scratch not mounted"
+    finally:
+        _set(chained, "pass", "healthy")
+        _run_chain(chained)
+        if slurm.reason():
+            slurm.resume()
+
+
+def test_a_sites_own_prolog_keeps_running_through_the_chain(chained, tmp_path):
+    """The site already has a Prolog: install chains it, the printed line goes into slurm.conf,
+    and slurmd runs both for a real job: the site's prolog, then gpunode's gate, which still
+    refuses a failing node with its own reason."""
+    slurm, hooks = chained["slurm"], chained["hooks"]
+    ran = tmp_path / "site-prolog.ran"
+    site = tmp_path / "site-prolog"
+    site.write_text(f"#!/bin/sh\necho \"job $SLURM_JOB_ID\" >> {ran}\nexit 0\n")
+    site.chmod(0o755)
+    tmp_path.chmod(0o755)
+    text = slurm.conf.read_text()
+    try:
+        slurm.conf.write_text(text.replace(f"Prolog={hooks}/gpunode-prolog\n", f"Prolog={site}  # the site's\n"))
+        install = subprocess.run([sys.executable, "-m", "gpunode", "slurm", "install", "--prefix", str(hooks),
+                                  "--config", str(chained["config"]), "--timeout", "8", "--slurm-conf",
+                                  str(slurm.conf)], capture_output=True, text=True, timeout=60)
+        assert install.returncode == 0, install.stderr
+        line = next(x for x in install.stdout.splitlines() if x.startswith("Prolog="))
+        assert line == f"Prolog={hooks}/gpunode-prolog-chain  # runs {site}, then gpunode"
+        assert "# PrologFlags=Alloc already runs the prolog at allocation: unchanged" in install.stdout
+        slurm.conf.write_text(text.replace(f"Prolog={hooks}/gpunode-prolog\n", line + "\n"))
+        assert slurm.cmd("scontrol", "reconfigure").returncode == 0
+
+        _set(chained, "pass", "healthy")
+        r = slurm.cmd("srun", "-N1", "--immediate=20", "hostname", timeout=60)
+        assert r.returncode == 0, f"{r.stderr}\n{slurm.logs()}"
+        assert ran.read_text().startswith("job ")
+
+        _set(chained, "pass", "failing")
+        r = slurm.cmd("srun", "-N1", "--immediate=20", "hostname", timeout=60)
+        assert r.returncode != 0 and "Prolog" in r.stderr, r.stderr
+        assert len(ran.read_text().splitlines()) == 2  # the site's prolog ran for this job too
+        assert (slurm.reason() or "").startswith("gpunode: "), slurm.reason()
+    finally:
+        slurm.conf.write_text(text)
+        slurm.cmd("scontrol", "reconfigure")
+        _set(chained, "pass", "healthy")
+        if slurm.reason():
+            slurm.resume()
+
+
+@pytest.mark.parametrize(("rc", "output"), [
+    (2, "/opt/gpunode/bin/python: can't open file '/opt/gpunode/gpunode': [Errno 2] No such file or directory"),
+    (3, "gpunode: error: /etc/gpunode/config.yaml: not valid YAML"),
+    (1, "Traceback (most recent call last):"),
+])
+def test_nhc_check_drains_only_on_the_gates_fail_verdict(tmp_path, rc, output):
+    """Exit 2 alone is not a FAIL: a Python that cannot start exits 2 too. Only exit 2 with
+    the gate's verdict line dies; everything else is logged."""
+    require(shutil.which("bash") is not None, "bash")
+    fake = tmp_path / "gpunode"
+    fake.write_text(f"#!/bin/sh\necho \"{output}\" >&2\nexit {rc}\n")
+    fake.chmod(0o755)
+    script = (f'die() {{ echo "DIE $*"; }}; log() {{ echo "LOG $*"; }}; source {NHC_CHECK}; '
+              f"GPUNODE_BIN={fake} check_gpunode; echo rc=$?")
+    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "DIE" not in out.stdout and "rc=0" in out.stdout, out.stdout + out.stderr
+    assert f"LOG check_gpunode: gpunode gate exit {rc} (not a FAIL: not draining)" in out.stdout

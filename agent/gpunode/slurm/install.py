@@ -138,17 +138,6 @@ def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None
     return "\n".join(lines) + "\n"
 
 
-def slurm_conf_lines(prefix: Path, interval: int = 300) -> list[str]:
-    return [
-        f"Prolog={prefix / HOOKS['prolog']}",
-        "PrologFlags=Alloc",
-        f"Epilog={prefix / HOOKS['epilog']}",
-        f"HealthCheckProgram={prefix / HOOKS['health-check']}",
-        f"HealthCheckInterval={interval}",
-        "HealthCheckNodeState=ANY",
-    ]
-
-
 def install_script(script: HookScript, as_root: bool) -> str:
     """Write atomically, 0755, owned by root when we are root. -> written | unchanged."""
     try:
