@@ -10,7 +10,6 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die
-from gpunode.slurm.chain import CHAIN_NAME
 from gpunode.slurm.fastpath import GATE_HELP, GATE_OPTIONS, execute
 
 
@@ -41,7 +40,7 @@ def slurm_install(
     snapshot: Path = typer.Option(None, "--snapshot", help="Bake this GPUNODE_SNAPSHOT default into the hooks (tests, demos)."),
     timeout: float = typer.Option(None, "--timeout", help="Gate budget passed to the hooks (default: the gate's 20 s)."),
     strict: bool = typer.Option(False, "--strict", help="Hooks block on ERROR too."),
-    interval: int = typer.Option(300, "--interval", help="HealthCheckInterval in seconds."),
+    interval: int = typer.Option(None, "--interval", help="HealthCheckInterval in seconds (default: the one slurm.conf has, else 300)."),
     slurm_conf: Path = typer.Option(None, "--slurm-conf", help="Bake this SLURM_CONF default into the hooks (slurm.conf not in the default place)."),
     chain: str = typer.Option(None, "--chain", help="Run this HealthCheckProgram (e.g. /usr/sbin/nhc) before gpunode's. Default: the one slurm.conf names already."),
     no_chain: bool = typer.Option(False, "--no-chain", help="Replace an existing HealthCheckProgram instead of chaining with it."),
@@ -52,7 +51,6 @@ def slurm_install(
         hook_scripts,
         install_script,
         package_main,
-        slurm_conf_lines,
         transient_install,
     )
 
@@ -60,7 +58,7 @@ def slurm_install(
     for value, what in ((config, "--config"), (snapshot, "--snapshot"), (slurm_conf, "--slurm-conf")):
         if value is not None and not value.exists():
             die(f"{what} {value}: does not exist")
-    if interval <= 0:
+    if interval is not None and interval <= 0:
         die("--interval must be positive")
     try:
         scripts = hook_scripts(prefix, sys.executable, str(config.absolute()) if config else None,
@@ -73,7 +71,8 @@ def slurm_install(
         print(f"gpunode: warning: the hooks run {transient}, a place installs come and go; if it goes they "
               "step aside (a syslog line, no drain) and the gate stops. A dedicated venv such as /opt/gpunode "
               "lasts (docs/gate.md)", file=sys.stderr)
-    scripts, chained = _chain(scripts, prefix, chain, no_chain, slurm_conf)
+    plan = _plan(prefix, chain, no_chain, slurm_conf, interval)
+    scripts += plan.scripts
     if dry_run:
         for s in scripts:
             typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
@@ -90,31 +89,27 @@ def slurm_install(
             except OSError as exc:
                 die(f"cannot write {s.path}: {exc.strerror or exc}", 3)
             typer.echo(f"{state}: {s.path}")
-    typer.echo("\n# Add to slurm.conf (merge PrologFlags with existing flags), then `scontrol reconfigure`:")
-    for line in slurm_conf_lines(prefix, interval):
-        if chained and line.startswith("HealthCheckProgram="):
-            line = f"HealthCheckProgram={prefix / CHAIN_NAME}  # runs {chained}, then gpunode"
+    typer.echo("\n# Set in slurm.conf (the site's own hooks run first, through the chains), then "
+               "`scontrol reconfigure`:")
+    for line in plan.conf_lines:
         typer.echo(line)
 
 
-def _chain(scripts, prefix: Path, chain: str | None, no_chain: bool, slurm_conf: Path | None):
-    """Most Slurm sites run LBNL NHC as HealthCheckProgram: keep it, and run gpunode after it."""
-    from gpunode.slurm.chain import CHAIN_NAME, chain_script, site_program_to_chain
-    from gpunode.slurm.install import HOOKS, HookScript
+def _plan(prefix: Path, chain: str | None, no_chain: bool, slurm_conf: Path | None, interval: int | None):
+    """Read the site's slurm.conf (--slurm-conf, $SLURM_CONF, /etc/slurm/slurm.conf): keep its
+    Prolog, Epilog and HealthCheckProgram running (chains) and its settings (gpunode.slurm.chain)."""
+    from gpunode.slurm.chain import conf_values, plan_install
 
     if chain and no_chain:
         die("give --chain or --no-chain, not both")
     conf = slurm_conf or Path(os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf")
-    program = None if no_chain else (chain or site_program_to_chain(conf, prefix))
-    if program is None:
-        return scripts, None
     try:
-        text = chain_script(program, prefix / HOOKS["health-check"])
+        plan = plan_install(prefix, conf_values(conf), chain, no_chain, interval)
     except ValueError as exc:
         die(str(exc))
-    print(f"gpunode: chaining with the existing HealthCheckProgram {program} (--no-chain replaces it)",
-          file=sys.stderr)
-    return [*scripts, HookScript("health-check-chain", prefix / CHAIN_NAME, text)], program
+    for note in plan.notes:
+        print(f"gpunode: {note}", file=sys.stderr)
+    return plan
 
 
 def register(app) -> None:
