@@ -69,7 +69,8 @@ def test_audit_report(audit_json, width, tty):
 def test_piped_audit_has_one_line_per_result_and_grep_finds_it(audit_json):
     _, text = gpunode("audit", "--snapshot", str(HOSTS / "h100-sxm-1gpu"), width=80, tty=False)
     lines = text.splitlines()
-    assert len(lines) == len(audit_json["checks"]) + 2  # title, one per result, verdict
+    assert len(lines) == len(audit_json["checks"]) + 3  # title, column header, one per result, verdict
+    assert lines[1] == "Area  Status  Check  Subject  Result"
     swap = [x for x in lines if "sysctl.vm.swappiness" in x]
     assert swap == ["memory  WARN  sysctl.vm.swappiness  -  60; expected <= 10"]
 
@@ -77,7 +78,7 @@ def test_piped_audit_has_one_line_per_result_and_grep_finds_it(audit_json):
 def test_problems_leaves_out_pass_only(audit_json):
     _, text = gpunode("audit", "--snapshot", str(HOSTS / "h100-sxm-1gpu"), "--problems", width=80, tty=False)
     shown = [c for c in audit_json["checks"] if c["status"] != "PASS"]
-    assert len(text.splitlines()) == len(shown) + 2
+    assert len(text.splitlines()) == len(shown) + 3  # title, column header, results, verdict
     assert not [x for x in text.splitlines() if "  PASS  " in x]
 
 

@@ -4,8 +4,8 @@
   an id, a status or a verdict;
 - folded: on a narrower terminal, one line per row with its key fields (ids, statuses), the
   other fields indented below it, wrapped at words; nothing is cut;
-- plain: piped or redirected, one line per row, never wrapped, so `grep <check id>` finds the
-  whole result;
+- plain: piped or redirected, a header line naming the columns, then one line per row, never
+  wrapped, so `grep <check id>` finds the whole result;
 - tsv: a header and tab-separated rows for scripts.
 Cells of whole columns (ids, statuses, verdicts) are never truncated in any layout.
 """
@@ -51,18 +51,36 @@ def show(console, title: str, cols: Sequence[Col], rows: Sequence[Sequence], fmt
         return
     if fmt == "plain":
         lines = [title] if title else []
+        if cells:  # the header names the columns: the rows are fields without box or labels
+            lines.append("  ".join(c.header for c in cols))
         lines += ["  ".join(v or "-" for v in row) for row in cells]
         _print_lines(console, lines + list(footer))
         return
     _table_or_folded(console, _rich_table(title, cols, cells), title, cols, cells)
-    _print_lines(console, footer)
+    _print_lines(console, fit(footer, console.width))
 
 
 def _table_or_folded(console, table, title: str, cols: Sequence[Col], cells: list[list[str]]) -> None:
     if console.width >= WIDE and console.measure(table).minimum <= console.width:
         console.print(table)
     else:
-        _print_lines(console, _folded(title, cols, cells, console.width))
+        _print_lines(console, fit(_folded(title, cols, cells, console.width), console.width))
+
+
+def fit(lines: Sequence[str], width: int) -> list[str]:
+    """A terminal's lines: each wrapped at words to the terminal's width, continuation lines
+    indented under it (a word wider than the terminal is split, never run off the screen). Piped
+    output does not come here: it is never wrapped."""
+    from rich.cells import cell_len
+
+    out: list[str] = []
+    for line in lines:
+        if cell_len(line) <= width:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
+        out += textwrap.wrap(line, max(width, 20), subsequent_indent=indent, break_on_hyphens=False) or [line]
+    return out
 
 
 def show_table(console, table, fmt: str | None = None, footer: Sequence[str] = ()) -> None:
@@ -86,7 +104,7 @@ def show_table(console, table, fmt: str | None = None, footer: Sequence[str] = (
     for column in table.columns:  # a word is never cut to "…": the minimum width holds the longest
         column.overflow = "fold"
     _table_or_folded(console, table, title, cols, [[_one_line(v) for v in row] for row in rows])
-    _print_lines(console, footer)
+    _print_lines(console, fit(footer, console.width))
 
 
 def _rich_table(title: str, cols: Sequence[Col], rows: list[list[str]]):

@@ -41,7 +41,7 @@ def _gpu_control(host, changes):
 
 def apply(
     profile: str = typer.Option(None, "--profile", "-p", help="Profile name (training, inference) or a YAML path."),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Show the plan (current, target, root?, reboot?, GPU reset?) and change nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", "--check", "-n", help="Show the plan (each change from current to target, root?, reboot?, GPU reset?) and change nothing (--check: Ansible's word for it)."),
     only: list[str] = typer.Option(None, "--only", help="Only these settings: KIND or KIND.KEY globs, e.g. 'sysctl.net.*' (repeatable, comma-separated)."),
     skip: list[str] = typer.Option(None, "--skip", help="Leave these settings alone (globs, like --only)."),
     overlay: list[str] = typer.Option(None, "--overlay", help="Per-host YAML overlay on the profile (repeatable)."),

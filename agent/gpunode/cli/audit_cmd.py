@@ -9,16 +9,7 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import (
-    FORMAT_HELP,
-    Format,
-    check_outputs,
-    die,
-    format_name,
-    split_csv,
-    stdout_console,
-    usage_exit,
-)
+from gpunode.cli.common import FORMAT_HELP, Format, check_outputs, die, format_name, split_csv, stdout_console, usage_exit
 from gpunode.layout import show_table
 
 
@@ -205,8 +196,10 @@ def profiles_cmd(
         if as_json:
             typer.echo(dumps(profiles_document(profiles)), nl=False)
             return
-        for prof in profiles:
-            typer.echo(f"{prof.name:12s} {prof.description}")
+        from gpunode.layout import Col, show
+
+        show(stdout_console(), "", [Col("Profile", whole=True), Col("Description", label=False)],
+             [[prof.name, prof.description] for prof in profiles])  # fits a terminal, one line each piped
         return
     try:
         prof = load_profile(name)

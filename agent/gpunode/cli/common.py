@@ -118,7 +118,11 @@ def nagios_requested(argv: list[str]) -> bool:
 def stdout_console():
     from rich.console import Console
 
-    return Console(soft_wrap=False)  # piped: gpunode.layout prints one line per row, never wrapped
+    console = Console(soft_wrap=False)
+    # Piped or redirected: no hard wrap at rich's 80-column default (a path or a message split
+    # across lines breaks grep); a terminal wraps at its width.
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def stderr_console():

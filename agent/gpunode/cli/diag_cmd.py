@@ -214,7 +214,9 @@ def render(data: dict, console) -> None:
     for r in data["results"]:
         gpu = "" if r["gpu"] is None else str(r["gpu"])
         table.add_row(escape(r["name"]), gpu, f"[{STYLE[r['status']]}]{r['status']}[/]", escape(r["message"]))
-    console.print(table)
+    from gpunode.layout import show_table
+
+    show_table(console, table)  # a box on a wide terminal; folded when narrow; piped: plain lines
     for note in data.get("notes") or []:
         console.print(f"note: {escape(note)}", highlight=False)
     if data.get("slurm"):

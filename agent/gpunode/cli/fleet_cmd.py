@@ -18,7 +18,8 @@ _BATCH = re.compile(r"^(?:[1-9][0-9]*|(?:[1-9][0-9]?|100)%)")
 
 INVENTORY = typer.Option(..., "--inventory", "-i", help="Ansible inventory (INI or YAML file, or a directory).")
 LIMIT = typer.Option(None, "--limit", "-l", help="Only these hosts or groups (an Ansible pattern, e.g. 'h100:!gpu-07').")
-FORKS = typer.Option(10, "--forks", "-f", min=1, max=500, help="Hosts worked on in parallel.")
+# No -f: it is --format in every gpunode command (one meaning per short option; tests/test_cli_options.py).
+FORKS = typer.Option(10, "--forks", min=1, max=500, help="Hosts worked on in parallel (ansible-playbook's --forks).")
 AS_JSON = typer.Option(False, "--json", help="Print the fleet report as JSON (schema gpunode.fleet/1).")
 CHECK = typer.Option(False, "--check", help="Ansible check mode: apply/rollback/slurm run with --dry-run, bench does not run.")
 EXTRA = typer.Option(None, "--extra-var", "-e", help="NAME=VALUE for every host (YAML value; repeatable), e.g. -e gpunode_expected_gpus=8.")

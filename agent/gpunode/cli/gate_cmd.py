@@ -35,7 +35,7 @@ slurm_app = typer.Typer(help="Slurm integration: the gate as Prolog, Epilog and 
 @slurm_app.command("install")
 def slurm_install(
     prefix: Path = typer.Option(Path("/etc/slurm"), "--prefix", help="Directory for the hook scripts."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the scripts and the slurm.conf lines; write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", "--check", "-n", help="Print the scripts and the slurm.conf lines; write nothing."),
     config: Path = typer.Option(None, "--config", help="Bake this GPUNODE_CONFIG default into the hooks."),
     snapshot: Path = typer.Option(None, "--snapshot", help="Bake this GPUNODE_SNAPSHOT default into the hooks (tests, demos)."),
     timeout: float = typer.Option(None, "--timeout", help="Gate budget passed to the hooks (default: the gate's 20 s)."),

@@ -72,7 +72,7 @@ def history_rows(root: Path, kind: str | None, limit: int | None) -> tuple[list[
 def history(
     ctx: typer.Context,
     kind: str = typer.Option(None, "--kind", help="Only bench, diag, audit or apply."),
-    limit: int = typer.Option(None, "--limit", "-n", help="At most this many of each (newest)."),
+    limit: int = typer.Option(None, "--limit", help="At most this many of each (newest)."),
     state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.history/1)."),
 ) -> None:

@@ -133,7 +133,7 @@ class Tracker:
             f"[{done}/{len(self.hosts)}] {escape(host)} {escape(status)}")
         if detail:
             text += f"  {escape(detail)}"
-        self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.print(text, highlight=False, soft_wrap=not self.console.is_terminal)
 
 
 def _report_status(path: Path, rc_status: str | None = None) -> tuple[str, str]:

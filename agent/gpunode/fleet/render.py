@@ -15,6 +15,11 @@ MAX_NAMES = 6  # check ids or drifting series shown per cell before "+N more"
 MAX_HOSTLIST = 60  # characters of a compressed host list in a cell before "+N more"
 
 
+def _line(console, markup: str) -> None:
+    """One line of the report: wrapped at words on a terminal, never when piped (grep, paths)."""
+    console.print(markup, soft_wrap=not console.is_terminal, highlight=False)
+
+
 def _status(text: str) -> str:
     style = STATUS_STYLE.get(text, "")
     return f"[{style}]{escape(text)}[/]" if style else escape(text)
@@ -86,18 +91,18 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
         render_trends(doc["trends"], console)
         drifting = drifting_hosts(doc)
         if drifting:
-            console.print("drifting hosts (their own status): "
-                          + ", ".join(f"{escape(h)} {_status(s)}" for h, s in drifting), soft_wrap=True)
+            _line(console, "drifting hosts (their own status): "
+                          + ", ".join(f"{escape(h)} {_status(s)}" for h, s in drifting))
 
     for row in doc["metric_failures"]:
         items = ", ".join(f"{h} {v['status']}" for h, v in row["hosts"].items())
-        console.print(f"[bold red]bench {escape(row['metric'])}[/]: {escape(items)}")
+        _line(console, f"[bold red]bench {escape(row['metric'])}[/]: {escape(items)}")
 
     counts = ", ".join(f"{n} {s}" for s, n in doc["summary"].items() if s not in ("hosts",) and n)
-    console.print(f"[bold]{doc['status']}[/bold] (exit {doc['exit_code']}): {escape(counts)}")
+    _line(console, f"[bold]{doc['status']}[/bold] (exit {doc['exit_code']}): {escape(counts)}")
     for status, names in (doc.get("hostlists") or {}).items():
-        console.print(f"  {_status(status)} {escape(names)}", soft_wrap=True)
-    console.print(f"[dim]reports: {escape(doc['report_dir'])}[/dim]", soft_wrap=True)
+        _line(console, f"  {_status(status)} {escape(names)}")
+    _line(console, f"[dim]reports: {escape(doc['report_dir'])}[/dim]")
 
 
 def _value(v) -> str:

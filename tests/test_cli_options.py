@@ -1,0 +1,68 @@
+"""One meaning per option spelling across every gpunode command: the options are read off the
+typer app itself (every command and sub-command), so a new command cannot bring a short letter
+that means something else elsewhere."""
+
+from __future__ import annotations
+
+import typer.main
+from typer.core import TyperGroup, TyperOption
+
+from gpunode.cli import _build_app
+
+# The one long option each short letter stands for, in every command that has it.
+SHORT = {"-V": "--version", "-b": "--baseline", "-e": "--extra-var", "-f": "--format", "-i": "--inventory",
+         "-l": "--limit", "-n": "--dry-run", "-o": "--output", "-p": "--profile", "-q": "--quiet",
+         "-v": "--verbose", "-y": "--yes", "-h": "--help"}
+
+
+def options() -> list[tuple[str, TyperOption]]:
+    """(command path, option) for every option of every command."""
+    found: list[tuple[str, TyperOption]] = []
+
+    def walk(command, path: str) -> None:
+        for param in command.params:
+            if isinstance(param, TyperOption):
+                found.append((path, param))
+        if isinstance(command, TyperGroup):
+            for name, sub in command.commands.items():
+                walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(_build_app()), "gpunode")
+    return found
+
+
+def test_each_short_option_means_one_thing_everywhere():
+    meaning: dict[str, set[str]] = {}
+    for path, opt in options():
+        longs = [o for o in opt.opts + opt.secondary_opts if o.startswith("--")]
+        for short in (o for o in opt.opts + opt.secondary_opts if not o.startswith("--")):
+            assert short in SHORT, f"{path}: {short} is new; give it one meaning in SHORT first"
+            assert SHORT[short] in longs, f"{path}: {short} is {longs}, elsewhere {SHORT[short]}"
+            meaning.setdefault(short, set()).add(SHORT[short])
+    assert {"-f", "-n", "-p", "-o"} <= set(meaning)
+
+
+def test_dry_run_is_spelled_alike_wherever_a_command_can_plan():
+    """apply and slurm install plan with --dry-run, Ansible's --check, or -n."""
+    for path, opt in options():
+        if "--dry-run" in opt.opts:
+            assert {"--check", "-n"} <= set(opt.opts), path
+
+
+def test_apply_check_shows_each_change_from_and_to_and_changes_nothing(tmp_path):
+    """`gpunode apply --check` (Ansible's word; --dry-run, -n): the plan with each setting's
+    current and target value, piped under a header that names them; the tree is untouched."""
+    from apply_fixtures import gpunode, make_tree, picture
+
+    root = make_tree(tmp_path / "root")
+    before = picture(root)
+    proc = gpunode("apply", "--check", "--sysroot", str(root), "--profile", "training", "--only", "sysctl.vm.*",
+                   "--state-dir", str(tmp_path / "state"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    swap = next(ln for ln in lines if ln.startswith("sysctl.vm.swappiness"))
+    assert swap.split()[2:4] == ["60", "10"], proc.stdout  # current, then target
+    header = lines[lines.index(swap) - 1]
+    assert header.split()[:4] == ["Setting", "Subject", "Current", "Target"], proc.stdout
+    assert "nothing changed" in proc.stdout
+    assert picture(root) == before
