@@ -9,7 +9,16 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import FORMAT_HELP, Format, check_outputs, die, format_name, split_csv, stdout_console, usage_exit
+from gpunode.cli.common import (
+    FORMAT_HELP,
+    Format,
+    check_outputs,
+    die,
+    format_name,
+    split_csv,
+    stdout_console,
+    usage_exit,
+)
 from gpunode.layout import show_table
 
 
