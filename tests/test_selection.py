@@ -152,6 +152,12 @@ def test_selection_unit():
     assert s.checks == [ecc_mode] and s.gate_not_run == [("gpu.count", "config disable_checks 'gpu.count'")]
     s = selection(every, tags=["gate"], areas=["net"])  # each part matches something: no error
     assert s.checks == [] and not s.unmatched
+    golden = _check("golden.os", area="golden")  # --golden adds checks: chosen by id patterns only
+    s = selection(every, only=["golden.*"], added=[golden])
+    assert s.checks == [golden] and not s.unmatched
+    assert selection(every, tags=["gate"], added=[golden]).checks == [count, ecc_mode, golden]
+    assert selection(every, skip_ids=["golden.os"], added=[golden]).checks == every
+    assert selection(every, only=["golden.*"]).unmatched  # without --golden: nothing to match
     s = selection(every, only=["gpu.ecc"], tags=["nosuch"], areas=["x"], skip_areas=["y"])
     assert [m.split(" matches")[0] for m in s.unmatched] == ["--only 'gpu.ecc'", "--tag 'nosuch'", "--area 'x'",
                                                              "--skip-area 'y'"]

@@ -209,9 +209,11 @@ def selection(
     areas: Sequence[str] = (),
     skip_areas: Sequence[str] = (),
     disabled: Sequence[str] = (),
+    added: Sequence[Check] = (),
 ) -> Selection:
     """`select` that also says which options match none of `checks` and which gate-tagged checks
-    --skip, --skip-area or the config's `disable_checks` (`disabled`) took out."""
+    --skip, --skip-area or the config's `disable_checks` (`disabled`) took out. `added`: checks a
+    command adds on request (--golden): kept unless an id pattern leaves them out."""
     chosen = []
     gate_not_run = []
     for c in checks:
@@ -228,7 +230,10 @@ def selection(
                 gate_not_run.append((c.id, removed_by))
             continue
         chosen.append(c)
-    return Selection(chosen, _unmatched(checks, only, skip_ids, tags, areas, skip_areas, disabled), gate_not_run)
+    chosen += [c for c in added if not (only and not matches_any(c.id, only, False))
+               and not _removed_by(c, False, skip_ids, (), disabled)]
+    unmatched_parts = _unmatched(checks, added, only, skip_ids, tags, areas, skip_areas, disabled)
+    return Selection(chosen, unmatched_parts, gate_not_run)
 
 
 def _removed_by(c: Check, setting: bool, skip_ids, skip_areas, disabled) -> str:
@@ -239,8 +244,8 @@ def _removed_by(c: Check, setting: bool, skip_ids, skip_areas, disabled) -> str:
     return f"--skip-area {c.area!r}" if c.area in skip_areas else ""
 
 
-def _unmatched(checks: Sequence[Check], only, skip_ids, tags, areas, skip_areas, disabled) -> list[str]:
-    ids = [c.id for c in checks]
+def _unmatched(checks: Sequence[Check], added, only, skip_ids, tags, areas, skip_areas, disabled) -> list[str]:
+    ids = [c.id for c in [*checks, *added]]
     settings = {c.id for c in checks if is_setting(c)}
     out = []
     for option, patterns in (("--only", only), ("--skip", skip_ids), ("config disable_checks", disabled)):

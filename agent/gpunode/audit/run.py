@@ -46,14 +46,17 @@ class SelectionError(ValueError):
     """An --only/--skip pattern, --tag, --area or disable_checks entry that matches no check."""
 
 
-def choose(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=(), disabled=()) -> Selection:
-    """The checks of a selection; SelectionError when a part of it matches nothing."""
+def choose(profile: Profile, only=(), skip_ids=(), tags=(), areas=(), skip_areas=(), disabled=(),
+           added=()) -> Selection:
+    """The checks of a selection; SelectionError when a part of it matches nothing. `added`:
+    checks asked for besides the catalogue (--golden), chosen by id patterns only."""
     from gpunode.checks import AREA_MODULES, GATE_MODULES, all_checks
 
     modules = GATE_MODULES if set(tags) == {"gate"} else AREA_MODULES
-    chosen = selection(all_checks(profile, modules), only, skip_ids, tags, areas, skip_areas, disabled)
+    chosen = selection(all_checks(profile, modules), only, skip_ids, tags, areas, skip_areas, disabled, added)
     if chosen.unmatched and modules != AREA_MODULES:  # it may name a check the gate's modules do not hold
-        chosen = selection(all_checks(profile, AREA_MODULES), only, skip_ids, tags, areas, skip_areas, disabled)
+        chosen = selection(all_checks(profile, AREA_MODULES), only, skip_ids, tags, areas, skip_areas, disabled,
+                           added)
     if chosen.unmatched:
         raise SelectionError("; ".join(chosen.unmatched))
     return chosen

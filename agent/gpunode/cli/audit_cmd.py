@@ -71,14 +71,14 @@ def audit(
         )
     except (ConfigError, ProfileError, ValueError, FileNotFoundError) as exc:
         die(str(exc), usage)
+    golden_checks = _golden_checks(golden, usage) if golden is not None else []
     try:  # a part of the selection that matches nothing is an error, never a smaller audit
         chosen = choose(prof, only=split_csv(only), skip_ids=split_csv(skip), tags=split_csv(tag),
-                        areas=split_csv(area), skip_areas=split_csv(skip_area), disabled=cfg.disable_checks)
+                        areas=split_csv(area), skip_areas=split_csv(skip_area), disabled=cfg.disable_checks,
+                        added=golden_checks)
     except ValueError as exc:
         die(str(exc), usage)
     checks = chosen.checks
-    if golden is not None:
-        checks = checks + _golden_checks(golden, usage)
     if not checks:
         die("no check matches the selection (see `gpunode checks`)", usage)
     overrides = {"expected_gpus": expected_gpus, "xid_window_hours": xid_window}
