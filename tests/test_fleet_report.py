@@ -92,7 +92,7 @@ def test_slow_gpu_among_peers_is_an_outlier_even_when_it_passes(tmp_path):
     assert doc["outliers"] == [{"host": "c", "sku": "h100", "metric": "gemm.bf16", "gpu": 2, "value": 690.0,
                                 "median": 796.0, "unit": "TFLOP/s", "ratio": pytest.approx(0.8668, abs=1e-4)}]
     host_c = fleetkit.by_host(doc)["c"]
-    assert host_c["status"] == "OK" and host_c["outliers"] == ["gemm.bf16[gpu2]"]
+    assert host_c["status"] == "OK" and host_c["outliers"] == ["gemm.bf16[GPU2]"]
     assert doc["status"] == "WARN" and doc["exit_code"] == 1  # an outlier alone is a warning
     assert doc["summary"]["outliers"] == 1
 
@@ -382,3 +382,19 @@ def test_compressed_names_that_hostlist_cannot_express_stay_a_plain_list():
 
     assert compressed(["gpu-2", "gpu-1", "gpu-3", "login"]) == "gpu-[1-3],login"
     assert compressed(["a,b", "c"]) == "a,b,c"
+
+
+def test_gpu_subjects_are_spelled_gpu0_as_everywhere_else(tmp_path):
+    """One spelling of a GPU in every output (the audit's subject GPU0): the fleet's failed
+    metrics, outliers and trend series say host:GPU1 and metric[GPU1], not gpu1 or GPU 1."""
+    from gpunode.fleet.trends import collect
+
+    bad = {"name": "gemm.bf16", "gpu": 1, "value": None, "unit": "TFLOP/s", "status": "FAIL", "message": "x",
+           "conditions": {}, "spread": None}
+    hosts = {n: {"doc": bench_doc(n, [796.0, 790.0])} for n in ("a", "b", "c")}
+    hosts["d"] = {"doc": bench_doc("d", [796.0, 600.0], extra=[bad])}
+    doc = fleet_document(make_run(tmp_path, "bench", hosts))
+    assert list(doc["metric_failures"][0]["hosts"]) == ["d:GPU1"]
+    assert fleetkit.by_host(doc)["d"]["outliers"] == ["gemm.bf16[GPU1]"]
+    export = {"runs": [{"time_epoch": 1.0, "figures": [{"name": "gemm.bf16", "gpu": 3, "value": 1.0}]}]}
+    assert list(next(iter(collect([("h", "h100", export)]).values()))) == ["h:GPU3"]

@@ -19,6 +19,7 @@ from gpunode.bench.results import comparable_conditions, lower_is_better, metric
 from gpunode.fleet.progress import HostOutcome
 from gpunode.fleet.runner import PlaybookRun
 from gpunode.fleet.specs import PLAYBOOKS
+from gpunode.host.gpu.model import gpu_label
 from gpunode.outputs import iso_time
 
 FLEET_SCHEMA = "gpunode.fleet/1"
@@ -172,7 +173,7 @@ def check_list(doc: dict) -> list | None:
         return doc["checks"]
     if isinstance(doc.get("results"), list):
         return [{"id": r.get("name"), "title": r.get("name"), "status": r.get("status"), "message": r.get("message"),
-                 "subject": None if r.get("gpu") is None else f"GPU{r.get('gpu')}"}
+                 "subject": None if r.get("gpu") is None else gpu_label(r.get("gpu"))}
                 for r in doc["results"] if isinstance(r, dict)]
     return None
 
@@ -223,7 +224,7 @@ def metric_rows(hosts: list[HostReport], margin: float, min_peers: int) -> tuple
             name, status = str(m["name"]), metric_status(m.get("status"))
             if status in BAD_METRIC:
                 row = failures.setdefault(name, {"metric": name, "hosts": {}})
-                label = h.host if m.get("gpu") is None else f"{h.host}:gpu{m.get('gpu')}"
+                label = h.host if m.get("gpu") is None else f"{h.host}:{gpu_label(m.get('gpu'))}"
                 row["hosts"][label] = {"status": status, "message": m.get("message")}
             value = _number(m.get("value"))
             if status != "PASS" or value is None:
@@ -349,7 +350,7 @@ def _host_json(h: HostReport) -> dict:
         "gpu_count": gpus.get("count"), "gpu_names": names,
         "failing": sorted({c.get("id") for c in doc.get("checks", []) or []
                            if isinstance(c, dict) and c.get("status") == "FAIL"}),
-        "outliers": [f"{o['metric']}" + (f"[gpu{o['gpu']}]" if o["gpu"] is not None else "") for o in h.outliers],
+        "outliers": [f"{o['metric']}" + (f"[{gpu_label(o['gpu'])}]" if o["gpu"] is not None else "") for o in h.outliers],
         "changes": host_changes(doc),
     }
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from gpunode.bench.results import lower_is_better
 from gpunode.history.trend import drift
+from gpunode.host.gpu.model import gpu_label
 
 TRENDS_SCHEMA = "gpunode.trends/1"
 EXPORT_SCHEMA = "gpunode.history-export/1"
@@ -62,7 +63,7 @@ def thin(points: list[tuple[float, float]], limit: int = MAX_POINTS) -> list[lis
 
 
 def collect(exports: list[tuple[str, str, dict]]) -> dict[tuple, dict[str, list[tuple[float, float]]]]:
-    """(host, sku, export) -> {(sku, metric, unit, conditions): {"host" or "host:gpuN": points}}."""
+    """(host, sku, export) -> {(sku, metric, unit, conditions): {"host" or "host:GPUn": points}}."""
     groups: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
     for host, sku, doc in exports:
         runs = doc.get("runs") if isinstance(doc, dict) else None
@@ -80,7 +81,7 @@ def collect(exports: list[tuple[str, str, dict]]) -> dict[tuple, dict[str, list[
                     continue
                 cond = json.dumps(f.get("conditions") or {}, sort_keys=True, default=str)
                 key = (sku, str(f.get("name")), str(f.get("unit") or ""), cond)
-                label = host if f.get("gpu") is None else f"{host}:gpu{f['gpu']}"
+                label = host if f.get("gpu") is None else f"{host}:{gpu_label(f['gpu'])}"
                 groups.setdefault(key, {}).setdefault(label, []).append((float(t), float(value)))
     return groups
 
@@ -104,7 +105,7 @@ def metric_trend(key: tuple, series: dict[str, list[tuple[float, float]]], s: Se
         slope_worse = d.slope_per_day is not None and (d.slope_per_day > 0 if lower else d.slope_per_day < 0)
         if worse > threshold and slope_worse:
             host, _, gpu = label.partition(":")
-            drifting.append({"host": host, "series": label, "gpu": int(gpu[3:]) if gpu else None,
+            drifting.append({"host": host, "series": label, "gpu": int(gpu.removeprefix("GPU")) if gpu else None,
                              "first": d.first, "last": d.last, "change": d.change, "worse_by": round(worse, 5),
                              "slope_per_day": d.slope_per_day, "runs": d.runs})
     drifting.sort(key=lambda x: -x["worse_by"])

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+
+def gpu_label(index) -> str:
+    """The one spelling of a GPU as a subject in every output: GPU0 (as nvidia-smi numbers them)."""
+    return f"GPU{index}"
+
 # Clock event ("throttle") reason bits, as in nvml.h nvmlClocksEventReason*.
 CLOCK_EVENT_BITS = {
     0x1: "gpu_idle",
@@ -169,7 +174,7 @@ class GpuInfo:
 
     @property
     def label(self) -> str:
-        return f"GPU{self.index}"
+        return gpu_label(self.index)
 
     @property
     def pci_device(self) -> str | None:

@@ -132,7 +132,7 @@ def _read_gpu(nvml, index: int, unread: frozenset[str] = frozenset()) -> GpuInfo
     try:
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
     except nvml.NVMLError as exc:
-        info.error = f"cannot open GPU {index}: {_text(str(exc))}"
+        info.error = f"cannot open GPU{index}: {_text(str(exc))}"  # the subject's one spelling (model.gpu_label)
         return info
     r = _Reader(nvml, info, unread)
     info.name = r.get("name", lambda: _text(nvml.nvmlDeviceGetName(handle)))
