@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import fleetkit
 import pytest
@@ -68,3 +69,20 @@ def test_apply_drains_and_resumes_only_its_own_drain(tmp_path, slurm):
     result, doc = fleetkit.fleet_json([*base, "-e", "gpunode_profile=training"], env=env)
     assert result.rc == 0, result.stderr[-3000:]
     assert "DRAIN" in slurm.state() and slurm.reason() == "disk swap ticket 123"
+
+
+def test_fleet_gate_honours_the_inventorys_expected_gpus_as_audit_does(tmp_path):
+    """`gpunode_expected_gpus` reaches the gate as it reaches the audit: a 1-GPU node that the
+    inventory says has 8 fails gpu.count; the same node expected with 1 passes."""
+    fleetkit.require_ansible()
+    snap = fleetkit.make_snapshot(tmp_path / "one-gpu", "gpu-01", files=fleetkit.TUNED_FILES)
+    inv = fleetkit.write_inventory(tmp_path / "inv.ini", {"h100": [
+        f"gpu-01 gpunode_snapshot={snap} gpunode_expected_gpus=1",
+        f"gpu-02 gpunode_snapshot={snap} gpunode_expected_gpus=8"]}, fleetkit.local_vars())
+    result, doc = fleetkit.fleet_json(["gate", "-i", str(inv), "--state-dir", str(tmp_path / "state")])
+    hosts = fleetkit.by_host(doc)
+    assert hosts["gpu-02"]["status"] == "FAIL", hosts
+    assert fleetkit.check_row(doc, "gpu.count")["fail_hosts"] == ["gpu-02"]
+    assert hosts["gpu-01"]["status"] != "FAIL", hosts
+    gate = json.loads(Path(hosts["gpu-02"]["report"]).read_text())
+    assert gate["expected_gpus"] == 8 and result.rc == 2

@@ -423,3 +423,15 @@ def test_the_nvml_worker_thread_imports_nothing():
     ])
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_expected_gpus_option_overrides_the_config(tmp_path):
+    one = write_snapshot(tmp_path / "one", h100_inventory(1))
+    config = tmp_path / "c.yaml"
+    config.write_text("expected_gpus: 1\n")
+    assert gpunode("gate", "--snapshot", str(one), config=config).returncode == 0
+    r = gpunode("gate", "--snapshot", str(one), "--expected-gpus", "8", "--json", config=config)
+    assert r.returncode == 2 and json.loads(r.stdout)["expected_gpus"] == 8
+    for bad in ("-1", "eight"):
+        r = gpunode("gate", "--snapshot", str(one), "--expected-gpus", bad)
+        assert r.returncode == 3 and r.stderr.startswith("gpunode: error: --expected-gpus"), r.stderr

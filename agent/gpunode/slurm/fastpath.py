@@ -56,6 +56,8 @@ GATE_OPTIONS = (
                f"Gate a recorded snapshot instead of this host (also ${SNAPSHOT_ENV} or config `snapshot:`)."),
     GateOption("--config", "config", str, None,
                "Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    GateOption("--expected-gpus", "expected_gpus", int, None,
+               "GPU count this node must have (instead of the config's expected_gpus or Slurm's gres)."),
     GateOption("--no-scontrol", "no_scontrol", bool, False,
                "Slurm modes without Slurm: the node counts as idle with no reason; drains and resumes are "
                "printed as the scontrol commands they would be, never run (demos, snapshots)."),
@@ -130,7 +132,7 @@ def _start_nvml(snapshot):
 
 def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIMEOUT_S, check_timeout=None,
             strict=False, as_json=False, snapshot=None, config=None, live_gpu=None, prometheus=None,
-            no_scontrol=False) -> int:
+            no_scontrol=False, expected_gpus=None) -> int:
     """Run the gate; print the report; return the exit code. `live_gpu`: an NVML read
     already under way (used unless the gate replays a snapshot)."""
     modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
@@ -138,7 +140,7 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
     try:
         if len(modes) > 1:
             raise GateUsageError("give one of --prolog, --epilog, --health-check")
-        run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu, no_scontrol)
+        run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu, no_scontrol, expected_gpus)
         from gpunode.slurm.gate import run_gate
 
         verdict = run_gate(run)
@@ -186,7 +188,8 @@ def _textfile(path, verdict, mode: str, strict: bool = False) -> int:
     return 0
 
 
-def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False):
+def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False,
+            expected_gpus=None):
     from gpunode.audit.run import Selection, choose, load_audit_profile, make_host
     from gpunode.config import load_config
     from gpunode.parsed_cache import ParsedCache
@@ -196,6 +199,12 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
     options = GateOptions(mode, timeout, check_timeout, strict)
     cache = ParsedCache(resolve_state_dir(None, os.environ))  # no PyYAML before each job
     cfg = load_config(config_path, cache=cache)
+    if expected_gpus is not None:  # `fleet gate` passes the inventory's gpunode_expected_gpus, as audit
+        if expected_gpus < 0:
+            raise GateUsageError(f"--expected-gpus must be 0 or more, got {expected_gpus}")
+        from dataclasses import replace
+
+        cfg = replace(cfg, expected_gpus=expected_gpus)
     snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
     if snap and not os.path.isdir(snap):
         raise ValueError(f"snapshot {snap}: not a directory")
