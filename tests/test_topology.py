@@ -358,7 +358,8 @@ def test_without_recorded_expectations_no_baseline_is_still_unknown():
 
 
 @pytest.mark.parametrize("field, value", [("value", float("nan")), ("value", -1.0), ("value", True), ("gpu", "0"),
-                                          ("arithmetic", "a\nb"), ("metric", None), ("limited_value", float("inf"))])
+                                          ("arithmetic", "a\nb"), ("metric", None), ("limited_value", float("inf")),
+                                          ("max_cov", 0), ("max_cov", 2.0))])
 def test_hostile_topology_entries_make_the_result_unreadable(field, value):
     from gpunode.bench.results import BenchDocument
 
@@ -435,3 +436,4 @@ def test_gres_bad_lines_and_missing_file(tmp_path):
     assert "line 1" in results["/etc/slurm/gres.conf"].message
     assert "no Cores=" in results["/dev/nvidia2"].message
     assert {r.status.value for r in testkit.run(topo_checks.gres, _gres_host(tmp_path / "none", None))} == {"SKIP"}
+

@@ -140,7 +140,7 @@ def _topology_index(bench) -> dict[tuple[str, int | None], dict]:
 def _topology_expectation(entry: dict) -> Expectation:
     return Expectation(key=f"topology:{entry['metric']}", metric=entry["metric"], value=entry["value"],
                        unit=entry["unit"], better="higher", warn=TOPOLOGY_WARN, fail=TOPOLOGY_FAIL, conditions={},
-                       source=entry["arithmetic"])
+                       source=entry["arithmetic"], max_cov=entry.get("max_cov"))
 
 
 def _limit_note(entry: dict) -> str:

@@ -262,7 +262,12 @@ def topology_entries(data: Any) -> list[dict]:
         if limited_value is not None and (isinstance(limited_value, bool) or not isinstance(limited_value, (int, float))
                                           or not math.isfinite(limited_value)):
             raise ValueError(f"bench result: topology {entry['metric']}: limited_value is not a number")
+        max_cov = entry.get("max_cov")
+        if max_cov is not None and (isinstance(max_cov, bool) or not isinstance(max_cov, (int, float))
+                                    or not 0 < max_cov <= 1):
+            raise ValueError(f"bench result: topology {entry['metric']}: max_cov {max_cov!r} is not in (0, 1]")
         out.append({"metric": entry["metric"], "gpu": gpu, "value": float(value), "unit": entry["unit"],
                     "arithmetic": entry["arithmetic"], "limited_by": limited,
-                    "limited_value": None if limited_value is None else float(limited_value)})
+                    "limited_value": None if limited_value is None else float(limited_value),
+                    **({} if max_cov is None else {"max_cov": float(max_cov)})})
     return out

@@ -39,21 +39,24 @@ class Expectation:
     gpu: int | None = None
     limited_by: str | None = None  # the link below its full rate, when one is
     limited_value: float | None = None  # what the figure can reach through that link
+    max_cov: float = 0.06  # the spread above which a measurement is too unstable to judge
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "gpu": self.gpu, "value": round(self.value, 3), "unit": self.unit,
                 "raw": round(self.raw, 3), "efficiency": self.efficiency, "arithmetic": self.arithmetic,
                 "limited_by": self.limited_by,
-                "limited_value": None if self.limited_value is None else round(self.limited_value, 3)}
+                "limited_value": None if self.limited_value is None else round(self.limited_value, 3),
+                "max_cov": self.max_cov}
 
 
 def _make(metric: str, family: str, raw: float, unit: str, what: str, gpu: int | None = None,
           limited: tuple[str, float] | None = None) -> Expectation:
-    eff = EFFICIENCY[family].value
+    family_eff = EFFICIENCY[family]
+    eff = family_eff.value
     value = raw * eff
     text = f"{what} = {raw:,.1f} {unit} x {eff:g} = {value:,.1f} {unit}"
     lim_by, lim_value = (limited[0], limited[1] * eff) if limited else (None, None)
-    return Expectation(metric, value, unit, raw, eff, text, gpu, lim_by, lim_value)
+    return Expectation(metric, value, unit, raw, eff, text, gpu, lim_by, lim_value, family_eff.max_cov)
 
 
 def expectations(topo: Topology, gpus: list[GpuInfo]) -> list[Expectation]:

@@ -13,26 +13,29 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Efficiency:
-    """The share of a raw rate a healthy host measures, and where that share comes from."""
+    """The share of a raw rate a healthy host measures, and where that share comes from, with
+    the spread (CoV) above which a measurement of the family is too unstable to trust: the bounds
+    the shipped H100/H200 baselines state from their recorded runs (baselines/*.yaml)."""
 
     value: float
     source: str
+    max_cov: float = 0.06
 
 
 EFFICIENCY: dict[str, Efficiency] = {
     "h2d": Efficiency(0.87, "H100 54.4, H200 54.2-55.2 GB/s pinned of Gen5 x16 63.0 (0.86-0.88); "
-                            "Azure's nvbandwidth gate 48 GB/s = 0.76"),
+                            "Azure's nvbandwidth gate 48 GB/s = 0.76", max_cov=0.08),
     "hbm": Efficiency(0.88, "hbm.d2d (bytes read + written) H100 3008 of 3352 GB/s (0.90), H200 4244 of "
                             "4917 (0.86)"),
     "gemm.bf16": Efficiency(0.64, "sustained 8192^3: H100 694, H200 683 TFLOP/s of 1070 (132 SMs x 1980 MHz x "
                                   "4096 FLOP/clk); spec-sheet 989 assumes 1830 MHz"),
     "gemm.fp16": Efficiency(0.61, "sustained: H100 656, H200 650 of 1070 TFLOP/s"),
     "gemm.tf32": Efficiency(0.66, "sustained: H100 353, H200 355 of 535 TFLOP/s"),
-    "gemm.fp8": Efficiency(0.60, "sustained: H100 1276, H200 1273 of 2141 TFLOP/s"),
+    "gemm.fp8": Efficiency(0.60, "sustained: H100 1276, H200 1273 of 2141 TFLOP/s", max_cov=0.12),
     "copy.local": Efficiency(0.40, "nccl-tests sendrecv on one GPU is a copy within HBM: H100 1406 of 3352, "
                                    "H200 1923 of 4917 GB/s"),
     "p2p": Efficiency(0.87, "nvbandwidth device-to-device copy on NVLink4 ~390 of 450 GB/s per direction "
-                            "(H100 SXM, 18 links x 25 GB/s); PCIe paths as h2d"),
+                            "(H100 SXM, 18 links x 25 GB/s); PCIe paths as h2d", max_cov=0.08),
     "nccl.ring": Efficiency(1.0, "NCCL's own per-link model (src/graph/topo.h: SM90 20.6 GB/s, SM100 40.1, "
                                  "SM80 20.0 per NVLink) is already what its rings reach: 8x H100 ring "
                                  "all_reduce ~370 GB/s busbw (NVIDIA/nccl-tests#212) = 18 x 20.6"),
