@@ -1,5 +1,5 @@
 """Prometheus textfiles (node_exporter's textfile collector) for every verdict gpunode gives:
-audit, gate, bench, compare, diag. One exposition writer, one atomic file writer.
+audit, gate, bench, compare, diag. One exposition writer; files through gpunode.outputs.write_atomic.
 
 Each kind has its own metric names (gpunode_<kind>_...), so several textfiles in one collector
 directory never repeat a series. Values: the overall status is the exit code (0 OK, 1 WARN,
@@ -86,7 +86,8 @@ def item_family(name: str, what: str, items: Iterable[tuple[Mapping[str, object]
 
 def write_textfile(path, families: Iterable[Family]) -> None:
     """Atomically (tmp + fsync + rename): node_exporter never reads half a file. 0644: the
-    collector runs as its own user."""
+    collector runs as its own user. A FIFO or /dev/stdout is written through; a missing
+    directory is an OSError (gpunode.outputs.OutputError), never created."""
     from gpunode.outputs import write_atomic
 
     write_atomic(path, exposition(families), mode=0o644)
