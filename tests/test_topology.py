@@ -359,7 +359,7 @@ def test_without_recorded_expectations_no_baseline_is_still_unknown():
 
 @pytest.mark.parametrize("field, value", [("value", float("nan")), ("value", -1.0), ("value", True), ("gpu", "0"),
                                           ("arithmetic", "a\nb"), ("metric", None), ("limited_value", float("inf")),
-                                          ("max_cov", 0), ("max_cov", 2.0))])
+                                          ("max_cov", 0), ("max_cov", 2.0)])
 def test_hostile_topology_entries_make_the_result_unreadable(field, value):
     from gpunode.bench.results import BenchDocument
 
