@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpunode.inputs import InputError, load_yaml
+from gpunode.inputs import InputError, key_name, load_yaml
 
 DEFAULT_PATH = "/etc/gpunode/config.yaml"
 
@@ -77,7 +77,7 @@ def load_config(path: str | None = None, cache=None) -> Config:
     for key, value in data.items():
         expected = Config._TYPES.get(key)
         if expected is None:
-            raise ConfigError(f"{candidate}: unknown key {key!r}; known: {', '.join(sorted(Config._TYPES))}")
+            raise ConfigError(f"{candidate}: unknown key {key_name(key)}; known: {', '.join(sorted(Config._TYPES))}")
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, expected):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import stat
 from typing import Any
 
@@ -156,7 +157,7 @@ def parse_json(
     except json.JSONDecodeError as exc:
         raise InputError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     except _Duplicate as exc:
-        raise InputError(f"{source}: duplicate key {exc.args[0]!r}") from None
+        raise InputError(f"{source}: duplicate key {key_name(exc.args[0])}") from None
     except _NonFinite as exc:
         raise InputError(f"{source}: {exc.args[0]} is not a number gpunode accepts") from None
     except RecursionError:
@@ -193,6 +194,27 @@ def expect_mapping(data: Any, source: str | os.PathLike, what: str = "the top le
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping at {what}, got {_type_name(data)}")
     return data
+
+
+def unknown_keys(keys, known) -> str | None:
+    """`unknown key(s) a, b; known: ...` for the keys of a document gpunode does not know, or
+    None. Only keys that look like key names are quoted: a file that is not gpunode's at all
+    (`--config /etc/shadow`, whose lines parse as keys) is never echoed into an error."""
+    unknown = sorted({str(k) for k in keys} - set(known))
+    if not unknown:
+        return None
+    shown = [k for k in unknown if _KEY_NAME.fullmatch(k)]
+    hidden = len(unknown) - len(shown)
+    parts = shown + ([f"{hidden} that are not key names (not shown: is this gpunode's file?)"] if hidden else [])
+    return f"unknown key(s) {', '.join(parts)}; known: {', '.join(sorted(known))}"
+
+
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+
+def key_name(key: Any) -> str:
+    """A key quoted for an error when it looks like a key name; else not shown (see unknown_keys)."""
+    return repr(key) if isinstance(key, str) and _KEY_NAME.fullmatch(key) else "(not shown: not a key name)"
 
 
 def _type_name(value: Any) -> str:

@@ -6,6 +6,7 @@ job and parses no YAML at all on a hit. Callers use gpunode.inputs.parse_yaml / 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import yaml
@@ -16,7 +17,7 @@ from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
-from gpunode.inputs import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES, InputError, read_text
+from gpunode.inputs import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES, InputError, key_name, read_text
 
 try:  # libyaml makes the events (about 6x faster: the gate loads a profile before every job) ...
     from yaml._yaml import CParser as _Parser
@@ -85,8 +86,30 @@ class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
                 except TypeError:  # an unhashable key: SafeLoader's own error follows
                     continue
                 if duplicate:
-                    raise _Refused(key_node.start_mark, f"duplicate key {key!r}")
+                    raise _Refused(key_node.start_mark, f"duplicate key {key_name(key)}")
         return super().construct_mapping(node, deep=deep)
+
+
+# Plain scalars YAML 1.1 (PyYAML) reads as numbers where YAML 1.2 reads another number or text:
+# `010` is 8 in 1.1 and 10 in 1.2, `1:30` is 90 or text, `0b11` 3 or text, `1_000` 1000 or text.
+# gpunode refuses them rather than pick one reading silently: a sysctl written as 8 because a
+# profile said `010` is the kind of quiet mistake these checks exist to stop. Quoting the value
+# ('010') or writing it plainly (8, 10, 90) says which is meant.
+_AMBIGUOUS_NUMBER = re.compile(r"[-+]?(0[0-7_]+|0b[01_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?|[0-9.]*_[0-9_.]*([eE][-+][0-9]+)?|0x[0-9a-fA-F]*_[0-9a-fA-F_]*)")
+
+
+def _refuse_ambiguous(construct):
+    def checked(loader, node):
+        if _AMBIGUOUS_NUMBER.fullmatch(node.value):
+            raise _Refused(node.start_mark, "a number YAML 1.1 and YAML 1.2 read differently (a leading 0, "
+                           "':' or '_'); quote it or write it plainly")  # the value unquoted: never echo a foreign file
+        return construct(loader, node)
+
+    return checked
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _refuse_ambiguous(SafeConstructor.construct_yaml_int))
+_BoundedLoader.add_constructor("tag:yaml.org,2002:float", _refuse_ambiguous(SafeConstructor.construct_yaml_float))
 
 
 class _Refused(Exception):

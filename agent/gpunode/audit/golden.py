@@ -27,7 +27,7 @@ import yaml
 
 from gpunode.audit.engine import Check, bad, error, ok
 from gpunode.host.gpu.source import NVML_TIMEOUT_S
-from gpunode.inputs import InputError, load_yaml
+from gpunode.inputs import InputError, load_yaml, unknown_keys
 
 SCHEMA = "gpunode.golden/1"
 FM_TIMEOUT_S = 15.0
@@ -198,7 +198,7 @@ def load_golden(path: str | Path) -> Golden:
         raise InputError(f"{path}: a golden file must be a mapping of pinned facts")
     unknown = set(data) - _KEYS
     if unknown:
-        raise InputError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_KEYS))}")
+        raise InputError(f"{path}: {unknown_keys(data, _KEYS)}")  # never echoes a foreign file
     if "schema" in data and data["schema"] != SCHEMA:
         raise InputError(f"{path}: schema: {data['schema']!r} is not {SCHEMA!r}")
     severity = data.get("severity", "warning")

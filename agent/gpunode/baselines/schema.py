@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from gpunode.inputs import InputError, load_yaml
+from gpunode.inputs import InputError, load_yaml, unknown_keys
 
 SCHEMA = "gpunode.baseline/1"
 UNITS = ("TFLOP/s", "GB/s", "MB/s", "IOPS", "us")  # as in the bench contract (gpunode.bench/1)
@@ -248,7 +248,7 @@ def _validate_own(path: Path, data: dict) -> None:
     where = str(path)
     unknown = set(data) - _TOP_KEYS
     if unknown:
-        raise BaselineError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; known: {', '.join(sorted(_TOP_KEYS))}")
+        raise BaselineError(f"{where}: {unknown_keys(data, _TOP_KEYS)}")  # never echoes a foreign file
     if "schema" in data and data["schema"] != SCHEMA:
         raise BaselineError(f"{where}: schema: {data['schema']!r} is not {SCHEMA!r}")
     name = data.get("name")

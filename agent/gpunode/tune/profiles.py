@@ -18,7 +18,7 @@ from typing import Any
 from gpunode.audit.engine import SEVERITIES
 from gpunode.ids import normalise
 from gpunode.ids import setting_id as make_setting_id
-from gpunode.inputs import InputError, load_yaml, parse_yaml
+from gpunode.inputs import InputError, load_yaml, parse_yaml, unknown_keys
 
 SHIPPED_DIR = Path(__file__).parent / "shipped_profiles"
 OPS = ("=", ">=", "<=")
@@ -99,9 +99,9 @@ def _read_yaml(path: Path, cache=None) -> dict:
         raise ProfileError(str(exc)) from None
     if not isinstance(data, dict):
         raise ProfileError(f"{path}: expected a mapping at the top level")
-    unknown = set(data) - {"name", "description", "extends", "settings"}
+    unknown = unknown_keys(data, ("name", "description", "extends", "settings"))
     if unknown:
-        raise ProfileError(f"{path}: unknown top-level keys: {', '.join(sorted(unknown))}")
+        raise ProfileError(f"{path}: {unknown}")
     return data
 
 

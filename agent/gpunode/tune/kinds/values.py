@@ -80,6 +80,8 @@ def knob_value(value: Any, what: str, signed: bool = False) -> Any:
     fields = text.split(" ")
     if all(re.fullmatch(r"[+-]?\d+", f) for f in fields):
         for f in fields:
+            if re.fullmatch(r"[+-]?0\d+", f):  # the kernel's sysctl parser reads 010 as octal 8
+                raise SettingInvalid(f"{what} {_show(text)}: a number with a leading 0 (the kernel reads it as octal)")
             whole_number(f, what, lo)
         return text
     if len(fields) == 1 and _NOT_WHOLE.fullmatch(text):
