@@ -37,3 +37,15 @@ def test_format():
 @given(st.sets(st.integers(min_value=0, max_value=4096), max_size=200))
 def test_round_trip(cpus):
     assert parse_cpulist(format_cpulist(cpus)) == cpus
+
+
+@pytest.mark.parametrize("text", ["0-999999999", "65536", "0-65536", "0-70000:2", "1-" + "9" * 5000])
+def test_cpu_ids_are_bounded(text):
+    # a damaged or hostile snapshot: 0-999999999 took 2.8 GB before the bound
+    with pytest.raises(ValueError, match="bad cpulist"):
+        parse_cpulist(text)
+    assert read_cpulist(text) is None
+
+
+def test_the_largest_cpu_id_still_parses():
+    assert parse_cpulist("65535") == {65535} and len(parse_cpulist("0-65535")) == 65536

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+MAX_CPUS = 65_536  # ids 0..65535; Linux builds for at most 8192 (x86 MAXSMP): a bigger id is damage
+
+
 
 def parse_cpulist(text: str) -> set[int]:
-    """`0-3,8,10-11` -> {0,1,2,3,8,10,11}; ValueError naming the text when it is not a cpulist."""
+    """`0-3,8,10-11` -> {0,1,2,3,8,10,11}; ValueError naming the text when it is not a cpulist
+    or names a CPU id of MAX_CPUS or more (`0-999999999` in a snapshot would take gigabytes)."""
     cpus: set[int] = set()
     for part in text.strip().split(","):
         part = part.strip()
@@ -23,11 +27,18 @@ def parse_cpulist(text: str) -> set[int]:
             end = int(end_text) if dash else start
             stride = int(stride_text) if stride_text else 1
         except ValueError:
-            raise ValueError(f"bad cpulist {text.strip()!r}") from None
+            raise ValueError(f"bad cpulist {_show(text)}") from None
         if start < 0 or end < start or stride < 1:
-            raise ValueError(f"bad cpulist {text.strip()!r}")
+            raise ValueError(f"bad cpulist {_show(text)}")
+        if end >= MAX_CPUS:
+            raise ValueError(f"bad cpulist {_show(text)}: CPU {end} is beyond {MAX_CPUS - 1}")
         cpus.update(range(start, end + 1, stride))
     return cpus
+
+
+def _show(text: str) -> str:
+    shown = repr(text.strip())
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def read_cpulist(text: str | None) -> set[int] | None:
