@@ -4,6 +4,7 @@ that means something else elsewhere."""
 
 from __future__ import annotations
 
+import pytest
 import typer.main
 from typer.core import TyperGroup, TyperOption
 
@@ -66,3 +67,42 @@ def test_apply_check_shows_each_change_from_and_to_and_changes_nothing(tmp_path)
     assert header.split()[:4] == ["Setting", "Subject", "Current", "Target"], proc.stdout
     assert "nothing changed" in proc.stdout
     assert picture(root) == before
+
+
+def test_json_is_a_flag_in_every_command():
+    """--json prints the JSON document wherever it exists; bench and diag took a file name
+    there (now -o FILE, the older spelling still read)."""
+    for path, opt in options():
+        if "--json" in opt.opts:
+            assert opt.is_flag, f"{path}: --json takes a value"
+
+
+@pytest.mark.parametrize("args,printed,written", [
+    (["--json"], True, False),
+    (["--json", "-"], True, False),  # the older spelling of printing it
+    (["-o", "{out}"], False, True),
+    (["--json", "{out}"], False, True),  # the older spelling of writing it (fleet playbooks send it)
+    (["--json={out}"], False, True),
+])
+def test_bench_prints_or_writes_its_document(tmp_path, args, printed, written):
+    import json
+
+    from typer.testing import CliRunner
+
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--quick", "--only", "nccl", "--no-history", *[a.format(out=out) for a in args]]
+    result = CliRunner().invoke(_build_app(), argv)
+    assert result.exit_code == 3, result.output  # nothing measured without nccl-tests: UNKNOWN
+    assert (result.stdout.startswith("{") and json.loads(result.stdout)["schema"] == "gpunode.bench/1") == printed
+    assert out.exists() == written
+    if written:
+        assert json.loads(out.read_text())["schema"] == "gpunode.bench/1"
+
+
+def test_json_and_output_together_is_a_usage_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from gpunode.exits import USAGE_EXIT
+
+    result = CliRunner().invoke(_build_app(), ["diag", "--json", "-o", str(tmp_path / "d.json")])
+    assert result.exit_code == USAGE_EXIT and "give one of them" in result.output

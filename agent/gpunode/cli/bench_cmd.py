@@ -11,6 +11,8 @@ from gpunode.cli.common import (
     PROMETHEUS_HELP,
     check_outputs,
     die,
+    document_target,
+    legacy_json_command,
     split_csv,
     stderr_console,
     stdout_console,
@@ -25,7 +27,8 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="Short run (fewer repeats, smaller nccl/fio sizes): < 60 s on one GPU."),
     full: bool = typer.Option(False, "--full", help="Full run (the default): 20 repeats, nccl-tests up to 4 GiB, all five tests."),
     only: list[str] = typer.Option(None, "--only", help="Only these: gemm,hbm,h2d,p2p,nccl,fio,allreduce (comma-separated)."),
-    json_file: Path = typer.Option(None, "--json", help="Write the results document (schema gpunode.bench/1) here; '-' prints it instead of the table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results document (schema gpunode.bench/1) instead of the table."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the results document (schema gpunode.bench/1) to this file; the table is printed too."),
     gpus: str = typer.Option(None, "--gpus", help="GPU indices (NVML order, as nvidia-smi), e.g. 0,1. Default: all."),
     backend: str = typer.Option("auto", "--backend", help="Microbenchmark backend: auto, torch or cupy."),
     nccl_tests_dir: Path = typer.Option(None, "--nccl-tests-dir", help="Directory holding all_reduce_perf etc. (or its build/). Default: PATH."),
@@ -80,6 +83,7 @@ def bench(
         die("--fio-dir/--fio-destructive need fio among --only")
     if fio_dir is not None and not fio_dir.is_dir():
         die(f"--fio-dir {fio_dir}: not a directory")
+    json_file = document_target(as_json, output)  # '-': print it; a path: write it
     check_outputs(prometheus, json_file)
     comparing = compare or baseline is not None or baselines_dir is not None
     if not 0 < history_warn <= 1 or history_runs < 1:
@@ -275,4 +279,4 @@ def _compare(document, chosen, console, force: bool = False) -> int:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    app.command("bench", cls=legacy_json_command())(bench)  # `--json FILE` of earlier versions still works

@@ -140,6 +140,52 @@ def die(message: str, code: int = USAGE_EXIT) -> None:
     raise typer.Exit(code)
 
 
+def document_target(as_json: bool, output):
+    """--json prints the document (as in every command), -o FILE writes it: '-', the file, or
+    None (the table only)."""
+    from pathlib import Path
+
+    if as_json and output is not None:
+        die("--json prints the document, -o FILE writes it to a file: give one of them")
+    return output if output is not None else (Path("-") if as_json else None)
+
+
+def legacy_json_command():
+    """The command class of bench and diag, whose `--json` once took a file: `--json FILE` and
+    `--json -` (documented, and what fleet playbooks of earlier versions send) still work, read
+    as `-o FILE` and `--json`. A word after --json can only be that file: neither command takes
+    an argument."""
+    from typer.core import TyperCommand
+
+    class LegacyJsonCommand(TyperCommand):
+        def parse_args(self, ctx, args):
+            out, i = [], 0
+            while i < len(args):
+                arg = args[i]
+                if arg == "--":
+                    out += args[i:]
+                    break
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                if arg == "--json" and nxt == "-":
+                    out.append("--json")
+                    i += 2
+                    continue
+                if arg == "--json" and nxt is not None and not nxt.startswith("-"):
+                    out += ["--output", nxt]
+                    i += 2
+                    continue
+                if arg.startswith("--json="):
+                    value = arg.removeprefix("--json=")
+                    out += ["--json"] if value == "-" else [f"--output={value}"]
+                    i += 1
+                    continue
+                out.append(arg)
+                i += 1
+            return super().parse_args(ctx, out)
+
+    return LegacyJsonCommand
+
+
 def split_csv(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:

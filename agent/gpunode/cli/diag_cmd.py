@@ -12,6 +12,8 @@ from gpunode.cli.common import (
     PROMETHEUS_HELP,
     check_outputs,
     die,
+    document_target,
+    legacy_json_command,
     split_csv,
     stderr_console,
     stdout_console,
@@ -28,7 +30,8 @@ def diag(
     duration: float = typer.Option(None, "--duration", help="Seconds for the whole run at level 2 (default 120) or 3 "
                                                             "(default 540); the load phase gets what the tests before it leave."),
     gpus: str = typer.Option(None, "--gpus", help="GPU indices (NVML order, as nvidia-smi), e.g. 0,1. Default: all."),
-    json_file: Path = typer.Option(None, "--json", help="Write the results document (schema gpunode.diag/1) here; '-' prints it instead of the table."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results document (schema gpunode.diag/1) instead of the table."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the results document (schema gpunode.diag/1) to this file; the table is printed too."),
     compare: bool = typer.Option(False, "--compare", help="Also judge the figures (checked GEMM TFLOP/s) against the baseline for these GPUs."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline file or name (floors and --compare). Default: chosen by the GPUs."),
     baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones."),
@@ -56,6 +59,7 @@ def diag(
         die(f"--dcgm-level {dcgm_level}: 1 to 4")
     if config is not None and not config.is_file():
         die(f"--config {config}: not a file")
+    json_file = document_target(as_json, output)  # '-': print it; a path: write it
     check_outputs(prometheus, json_file)
     explicit = _resolve_baseline(baseline, baselines_dir)
     ctx, selection, floor_note = _context(opts, explicit, baselines_dir, str(config) if config else None,
@@ -224,4 +228,4 @@ def render(data: dict, console) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("diag")(diag)
+    app.command("diag", cls=legacy_json_command())(diag)  # `--json FILE` of earlier versions still works
