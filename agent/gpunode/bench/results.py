@@ -262,12 +262,18 @@ def topology_entries(data: Any) -> list[dict]:
         if limited_value is not None and (isinstance(limited_value, bool) or not isinstance(limited_value, (int, float))
                                           or not math.isfinite(limited_value)):
             raise ValueError(f"bench result: topology {entry['metric']}: limited_value is not a number")
-        max_cov = entry.get("max_cov")
-        if max_cov is not None and (isinstance(max_cov, bool) or not isinstance(max_cov, (int, float))
-                                    or not 0 < max_cov <= 1):
-            raise ValueError(f"bench result: topology {entry['metric']}: max_cov {max_cov!r} is not in (0, 1]")
-        out.append({"metric": entry["metric"], "gpu": gpu, "value": float(value), "unit": entry["unit"],
-                    "arithmetic": entry["arithmetic"], "limited_by": limited,
-                    "limited_value": None if limited_value is None else float(limited_value),
-                    **({} if max_cov is None else {"max_cov": float(max_cov)})})
+        numbers = {}
+        for key in ("raw", "efficiency", "max_cov"):
+            number = entry.get(key)
+            if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
+                                       or not math.isfinite(number) or number <= 0):
+                raise ValueError(f"bench result: topology {entry['metric']}: {key} {number!r} is not a positive number")
+            if number is not None:
+                numbers[key] = number
+        if numbers.get("max_cov", 1) > 1:
+            raise ValueError(f"bench result: topology {entry['metric']}: max_cov {numbers['max_cov']!r} is above 1")
+        out.append({"metric": entry["metric"], "gpu": gpu, "value": value, "unit": entry["unit"],
+                    **{k: numbers[k] for k in ("raw", "efficiency") if k in numbers},
+                    "arithmetic": entry["arithmetic"], "limited_by": limited, "limited_value": limited_value,
+                    **({"max_cov": numbers["max_cov"]} if "max_cov" in numbers else {})})
     return out
