@@ -80,7 +80,7 @@ def test_bad_input_is_a_clear_error_with_exit_2(tmp_path):
         (["audit", "--profile", "nope"], "unknown profile 'nope'"),
         (["audit", "--snapshot", str(tmp_path / "missing")], "not a directory"),
         (["audit", "--snapshot", str(tmp_path)], "not a gpunode snapshot"),
-        (["audit", "--only", "no.such.check"], "no check matches"),
+        (["audit", "--only", "no.such.check"], "--only 'no.such.check' matches no check"),
         (["audit", "--set", "sysctl.vm.swappiness"], "expected KIND.KEY=VALUE"),
         (["audit", "--config", str(tmp_path / "none.yaml")], "config file not found"),
         (["audit", "--expected-gpus", "-1"], "--expected-gpus must be 0 or more"),
