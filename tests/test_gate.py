@@ -142,6 +142,9 @@ def test_only_fail_blocks_unless_strict():
 
 # --- opt-out -----------------------------------------------------------------------------------
 
+OPT_OUT_ON = Config(allow_job_opt_out=True)  # the site allows jobs to opt out (off by default)
+
+
 @pytest.mark.parametrize(
     ("env", "source"),
     [
@@ -160,24 +163,36 @@ def test_env_opt_out(env, source):
 
 def test_prolog_opt_out_from_env_runs_nothing(tmp_path):
     scontrol = FakeScontrol()
-    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURM_JOB_EXTRA": "gpunode=off"})
+    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURM_JOB_EXTRA": "gpunode=off"}, config=OPT_OUT_ON)
     assert v.opted_out == "SLURM_JOB_EXTRA" and v.results == [] and v.exit_code == 0
     assert scontrol.calls == []
+
+
+def test_opt_out_is_off_unless_the_site_allows_it(tmp_path):
+    """By default no job can switch the gate off: gpunode=off in the job's environment or in its
+    comment is neither honoured nor looked up."""
+    scontrol = FakeScontrol(comment="gpunode=off x")
+    env = {"SLURM_JOB_EXTRA": "gpunode=off", "SLURM_JOB_ID": "7", "SLURMD_NODENAME": "vm"}
+    v = _run(tmp_path, [failing], "prolog", scontrol, env=env)
+    assert Config().allow_job_opt_out is False
+    assert v.opted_out is None and v.blocked and v.exit_code == 2 and scontrol.job_lookups == []
 
 
 def test_prolog_opt_out_from_job_comment_is_asked_only_on_a_block(tmp_path):
     scontrol = FakeScontrol(comment="gpunode=off x")
     env = {"SLURM_JOB_ID": "2", "SLURMD_NODENAME": "vm"}
-    v = _run(tmp_path, [passing], "prolog", scontrol, env=env, config=Config(expected_gpus=2))
+    config = Config(expected_gpus=2, allow_job_opt_out=True)
+    v = _run(tmp_path, [passing], "prolog", scontrol, env=env, config=config)
     assert v.exit_code == 0 and scontrol.calls == []  # healthy: no RPC at all
-    v = _run(tmp_path, [failing], "prolog", scontrol, env=env, config=Config(expected_gpus=2))
+    v = _run(tmp_path, [failing], "prolog", scontrol, env=env, config=config)
     assert v.opted_out == "job comment" and v.exit_code == 0 and not v.blocked
     assert scontrol.job_lookups == [["scontrol", "show", "job", "2"]] and scontrol.updates == []
 
 
 def test_job_comment_without_opt_out_still_blocks(tmp_path):
     scontrol = FakeScontrol(comment="resnet run 5")
-    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURM_JOB_ID": "7", "SLURMD_NODENAME": "vm"})
+    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURM_JOB_ID": "7", "SLURMD_NODENAME": "vm"},
+             config=OPT_OUT_ON)
     assert v.opted_out is None and v.blocked and v.exit_code == 2
 
 
@@ -390,10 +405,10 @@ class NvmlReads:
         self.now += seconds
 
 
-def _epilog(tmp_path, seq, scontrol, env=None, timeout=10.0):
+def _epilog(tmp_path, seq, scontrol, env=None, timeout=10.0, config=None):
     host = tree_host(tmp_path / "root")
     return run_gate(GateRun(
-        host=host, source="test", profile=load_profile("training"), config=Config(), checks=[],
+        host=host, source="test", profile=load_profile("training"), config=config or Config(), checks=[],
         options=GateOptions("epilog", timeout=timeout), env=env or {"SLURMD_NODENAME": "vm"},
         slurm=Slurm(scontrol), gpu_factory=seq.source, clock=seq.clock, sleep=seq.sleep,
     ))
@@ -456,8 +471,10 @@ def test_epilog_without_driver_skips(tmp_path):
 def test_epilog_opt_out(tmp_path):
     seq = NvmlReads(h100_inventory(1, **BUSY))
     env = {"SLURMD_NODENAME": "vm", "SLURM_JOB_COMMENT": "gpunode=off"}
-    v = _epilog(tmp_path, seq, FakeScontrol(), env=env)
+    v = _epilog(tmp_path, seq, FakeScontrol(), env=env, config=OPT_OUT_ON)
     assert v.opted_out and seq.reads == 0 and v.exit_code == 0
+    v = _epilog(tmp_path, NvmlReads(h100_inventory(1, **BUSY)), FakeScontrol(), env=env, timeout=2)  # not allowed
+    assert v.opted_out is None and v.blocked
 
 
 # --- outputs -----------------------------------------------------------------------------------

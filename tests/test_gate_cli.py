@@ -112,9 +112,27 @@ def test_prolog_without_slurm_still_gates(snaps):
     assert "gpunode: warning: scontrol" in bad.stderr
 
 
-def test_prolog_opt_out_from_env(snaps):
-    r = gpunode("gate", "--prolog", "--snapshot", str(snaps["bad"]), env={"SLURM_JOB_COMMENT": "gpunode=off"})
-    assert r.returncode == 0 and "opted out" in r.stdout
+def test_prolog_opt_out_only_where_the_site_allows_it_and_always_logged(snaps, tmp_path):
+    """Off by default: a job's gpunode=off does not skip the gate. Allowed by the config
+    (allow_job_opt_out: true), each opt-out is one audit-trail (syslog) line naming the job
+    and its user."""
+    import socket
+
+    job = {"SLURM_JOB_COMMENT": "gpunode=off", "SLURM_JOB_ID": "4711", "SLURM_JOB_USER": "alice",
+           "SLURMD_NODENAME": "nosuch", "PATH": str(tmp_path)}  # no scontrol: nothing drains
+    r = gpunode("gate", "--prolog", "--snapshot", str(snaps["bad"]), env=job)
+    assert r.returncode == 2 and "opted out" not in r.stdout
+    sock_path = tmp_path / "log.sock"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"allow_job_opt_out: true\naudit_log: {sock_path}\n")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(5)
+        r = gpunode("gate", "--prolog", "--snapshot", str(snaps["bad"]), env=job, config=config)
+        assert r.returncode == 0 and "opted out" in r.stdout, r.stdout + r.stderr
+        line = sock.recv(4096).decode()
+    assert line.startswith("<84>gpunode[") and " opt-out mode=prolog job=4711 user=alice " in line, line
+    assert "from=SLURM_JOB_COMMENT" in line
 
 
 # --- slurm install ---------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 one node on localhost, with the hooks that `gpunode slurm install` writes, pointed at recorded
 snapshots through the config file the hooks pass on (GPUNODE_CONFIG).
 
-1. healthy snapshot -> `srun hostname` runs (and a job with `--comment=gpunode=off` runs on a
-   failing node: the prolog asks scontrol for the comment);
+1. healthy snapshot -> `srun hostname` runs (and, where the site config allows opt-outs, a job
+   with `--comment=gpunode=off` runs on a failing node: the prolog asks scontrol for the comment);
 2. failing snapshot (GPU0 row remap failed, one GPU of the two in Slurm's gres missing) ->
    the job does not run, the node is DRAIN with a reason starting `gpunode:`;
 3. HealthCheckProgram mode drains with the reason, leaves an operator's reason untouched,
@@ -255,16 +255,26 @@ def test_1_healthy_node_runs_the_job(cluster):
     slurm._wait(lambda: slurm.sinfo_state() == "idle", 20, "the node to be idle after the epilog")
 
 
-def test_1b_a_job_that_opts_out_runs_on_a_failing_node(cluster):
+def test_1b_a_job_that_opts_out_runs_on_a_failing_node_where_the_site_allows_it(cluster, tmp_path):
+    """The site allows opt-outs (allow_job_opt_out: true, off by default): the job runs on a
+    failing node, and the audit trail names the job and its user."""
     slurm = cluster["slurm"]
-    _use(cluster["config"], cluster["failing"])
+    log_path = tmp_path / "log.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(log_path))
+    sock.settimeout(10)
+    cluster["config"].write_text(f"snapshot: {cluster['failing']}\nallow_job_opt_out: true\naudit_log: {log_path}\n")
     try:
         r = _srun(slurm, "--comment=debug run gpunode=off")
+        line = sock.recv(4096).decode()
     finally:
+        sock.close()
         _use(cluster["config"], cluster["healthy"])
     assert r.returncode == 0, f"{r.stderr}\n{slurm.logs()}"
     assert r.stdout.strip() == socket.gethostname()
     assert slurm.reason() is None
+    assert " opt-out mode=prolog job=" in line and " user=root " in line, line
+    assert "from=SLURM_JOB_COMMENT" in line or "from='job comment'" in line, line  # 22.05 passes the comment
 
 
 def test_2_failing_node_is_drained_and_the_job_does_not_run(cluster):

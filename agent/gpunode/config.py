@@ -33,6 +33,7 @@ class Config:
     snapshot: str | None = None  # audit/gate this snapshot instead of the live host (tests, demos)
     baselines_dir: str | None = None  # site hardware baselines, ahead of the shipped ones
     audit_log: str = "/dev/log"  # syslog socket for the audit trail (apply, rollback, drains); "off": none
+    allow_job_opt_out: bool = False  # jobs may skip the Slurm gate with gpunode=off (logged); the site decides
     path: str | None = None
 
     _TYPES = {
@@ -49,6 +50,7 @@ class Config:
         "snapshot": str,
         "baselines_dir": str,
         "audit_log": str,
+        "allow_job_opt_out": bool,
     }
 
 
@@ -80,7 +82,7 @@ def load_config(path: str | None = None, cache=None) -> Config:
             raise ConfigError(f"{candidate}: unknown key {key_name(key)}; known: {', '.join(sorted(Config._TYPES))}")
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, expected):
+        if isinstance(value, bool) is not (expected is bool) or not isinstance(value, expected):
             raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
         if key in _POSITIVE and not value > 0 or key in _NOT_NEGATIVE and not value >= 0:  # nan too
             raise ConfigError(f"{candidate}: {key} must be {'positive' if key in _POSITIVE else '0 or more'}, got {value}")

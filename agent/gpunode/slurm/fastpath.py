@@ -144,6 +144,11 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
         from gpunode.slurm.gate import run_gate
 
         verdict = run_gate(run)
+        if verdict.opted_out is not None:  # a job skipped the gate: say who, in the audit trail
+            from gpunode.slurm.gate import opt_out_fields
+            from gpunode.trail import log
+
+            log("opt-out", opt_out_fields(verdict, run.env), run.config, "warning")
         if no_scontrol:
             from gpunode.slurm.dryrun import dry_action
 

@@ -6,7 +6,8 @@ and turns the results into one verdict. Rules, from NHC and others' bugs:
 - a Slurm reason reads `gpunode: <check id>[ <subject>]: <short message>`; gpunode never
   overwrites a reason it did not set and resumes only its own drains (gpunode.slurm.scontrol);
 - a job opts out with `gpunode=off` in SLURM_JOB_EXTRA or its comment (SLURM_JOB_COMMENT,
-  else `scontrol show job $SLURM_JOB_ID`, asked only when the gate would block);
+  else `scontrol show job $SLURM_JOB_ID`, asked only when the gate would block), and only
+  where the site config allows it (`allow_job_opt_out: true`); each opt-out is logged;
 - the whole run, Slurm calls included, stays inside --timeout.
 """
 
@@ -167,7 +168,7 @@ def blocking_results(results: Sequence[Result], strict: bool) -> list[Result]:
     return [r for r in results if r.status in blocked]
 
 
-# --- opt-out ---------------------------------------------------------------------------------
+# --- opt-out (only where the site config allows it: Config.allow_job_opt_out) ------------------
 
 def env_opt_out(env: Mapping[str, str]) -> str | None:
     """`gpunode=off` in SLURM_JOB_EXTRA (`sbatch --extra`, Slurm >= 23.02) or SLURM_JOB_COMMENT."""
@@ -175,6 +176,13 @@ def env_opt_out(env: Mapping[str, str]) -> str | None:
         if OPT_OUT.search(env.get(name, "")):
             return name
     return None
+
+
+def opt_out_fields(verdict: GateVerdict, env: Mapping[str, str]) -> dict:
+    """What the audit trail records about an opt-out: who skipped the gate, for which job."""
+    return {"mode": verdict.mode, "job": env.get("SLURM_JOB_ID"), "user": env.get("SLURM_JOB_USER"),
+            "uid": env.get("SLURM_JOB_UID"), "from": verdict.opted_out,
+            "would_block": verdict.reason}
 
 
 def comment_opt_out(slurm: Slurm | None, env: Mapping[str, str]) -> str | None:
@@ -244,7 +252,8 @@ def run_gate(run: GateRun) -> GateVerdict:
     opts = run.options
     meta = _meta(run)
     problems: list[str] = []
-    opted = env_opt_out(run.env) if opts.mode in ("prolog", "epilog") else None
+    may_opt_out = opts.mode in ("prolog", "epilog") and run.config.allow_job_opt_out
+    opted = env_opt_out(run.env) if may_opt_out else None
     if opted:
         return GateVerdict(opts.mode, [], [], None, opts.strict, opted_out=opted, meta=_done(meta, run, started))
 
@@ -280,7 +289,7 @@ def run_gate(run: GateRun) -> GateVerdict:
 
     if slurm is None:
         return _finish(verdict, run, started)
-    if blocking and opts.mode in ("prolog", "epilog"):
+    if blocking and may_opt_out:
         try:
             verdict.opted_out = comment_opt_out(slurm, run.env)
         except SlurmError as exc:
