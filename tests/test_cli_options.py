@@ -106,3 +106,40 @@ def test_json_and_output_together_is_a_usage_error(tmp_path):
 
     result = CliRunner().invoke(_build_app(), ["diag", "--json", "-o", str(tmp_path / "d.json")])
     assert result.exit_code == USAGE_EXIT and "give one of them" in result.output
+
+
+def _leaf_commands() -> list[str]:
+    paths = []
+
+    def walk(command, path: list[str]) -> None:
+        if isinstance(command, TyperGroup):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+        else:
+            paths.append(" ".join(path))
+
+    walk(typer.main.get_command(_build_app()), [])
+    return paths
+
+
+@pytest.mark.parametrize("argv", [
+    *[f"{p} --no-such-option" for p in _leaf_commands()],
+    "fleet report",  # a missing argument
+    "audit --format bogus",  # a bad choice
+    "history --kind",  # an option without its value
+    "no-such-command",
+])
+def test_every_usage_error_is_one_gpunode_error_line(argv):
+    """click's own usage errors too: one `gpunode: error:` line on stderr, the usage exit code,
+    never click's usage block."""
+    import subprocess
+    import sys
+
+    from gpunode.exits import USAGE_EXIT
+
+    proc = subprocess.run([sys.executable, "-m", "gpunode", *argv.split()], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == USAGE_EXIT, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpunode: error: "), proc.stderr
+    assert proc.stdout == ""
