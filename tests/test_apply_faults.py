@@ -24,7 +24,7 @@ def test_sigkill_mid_apply_then_rollback_restores_everything(tmp_path, point):
     before = picture(root)
     proc = _apply(root, state, env={"GPUNODE_TEST_CRASH_AFTER": point})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    hist = json.loads(gpunode("history", "--state-dir", str(state), "--json").stdout)
+    hist = json.loads(gpunode("history", "--state-dir", str(state), "--sysroot", str(root), "--json").stdout)
     assert hist["applies"][0]["status"] == "interrupted"
     stage, n = point.split(":")
     if stage == "write":  # the value was written and the process died before marking it done
@@ -56,7 +56,7 @@ def test_failing_write_rolls_back_the_batch(tmp_path):
     assert statuses == ["rolled-back"] * 5 + ["failed"] + ["not-run"] * (len(statuses) - 6)
     assert [r["status"] for r in doc["rolled_back"]] == ["not-written"] + ["restored"] * 5
     assert picture(root) == before
-    hist = json.loads(gpunode("history", "--state-dir", str(state), "--json").stdout)
+    hist = json.loads(gpunode("history", "--state-dir", str(state), "--sysroot", str(root), "--json").stdout)
     assert hist["applies"][0]["status"] == "failed"
     # plain output: the reason on stderr, one line
     rc2 = _apply(root, state)

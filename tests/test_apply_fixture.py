@@ -8,6 +8,8 @@ import stat
 
 from apply_fixtures import apply_json, gpunode, make_tree, picture
 
+from gpunode.tune.journal import StateDir
+
 
 def _ids(doc, status=None):
     return [(c["setting"], c["subject"]) for c in doc["changes"] if status is None or c["status"] == status]
@@ -69,7 +71,7 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
         "sysfs.cpu.governor", "sysfs.thp.enabled", "sysfs.nvme.scheduler", "sysfs.nvme.read_ahead_kb",
         "irq.nic-numa-local"}
     assert stat.S_IMODE((root / "etc/gpunode/apply-boot.json").stat().st_mode) == 0o600
-    journal = tmp_path / "state" / "applies" / f"{apply_id}.jsonl"
+    journal = StateDir(tmp_path / "state", root).applies / f"{apply_id}.jsonl"
     assert stat.S_IMODE(journal.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "state").stat().st_mode) == 0o700
 
@@ -87,7 +89,7 @@ def test_apply_is_idempotent_and_rollback_is_byte_exact(tmp_path):
     assert rb.returncode == 0, rb.stderr
     assert {r["status"] for r in json.loads(rb.stdout)["restores"]} == {"restored"}
     assert picture(root) == before
-    hist = json.loads(gpunode("history", "--state-dir", state, "--json").stdout)
+    hist = json.loads(gpunode("history", "--state-dir", state, "--sysroot", str(root), "--json").stdout)
     assert [(a["id"], a["status"]) for a in hist["applies"]] == [(apply_id, "rolled-back")]
     nothing = gpunode("rollback", "--sysroot", str(root), "--state-dir", state)
     assert nothing.returncode == 0 and "nothing to roll back" in nothing.stderr  # a fleet may run it twice
@@ -110,7 +112,7 @@ def test_rollback_leaves_values_changed_by_someone_else(tmp_path):
     assert "vm.swappiness" in rb.stderr and "not what gpunode wrote" in rb.stderr
     assert (root / "proc/sys/vm/swappiness").read_text() == "33\n"
     assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() == "always [madvise] never\n"
-    hist = json.loads(gpunode("history", "--state-dir", state, "--json").stdout)
+    hist = json.loads(gpunode("history", "--state-dir", state, "--sysroot", str(root), "--json").stdout)
     assert hist["applies"][0]["status"] == "partly-rolled-back"
 
 
@@ -140,7 +142,7 @@ def test_boot_reapplies_runtime_settings(tmp_path):
     assert (rc, doc["result"]) == (0, "applied")
     assert _ids(doc) == [("sysfs.thp.enabled", "/sys/kernel/mm/transparent_hugepage/enabled")]
     assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() == "always\n"
-    hist = json.loads(gpunode("history", "--state-dir", state, "--json").stdout)
+    hist = json.loads(gpunode("history", "--state-dir", state, "--sysroot", str(root), "--json").stdout)
     assert len(hist["applies"]) == 1  # the boot re-apply is not an apply of its own
     assert gpunode("rollback", "--sysroot", str(root), "--state-dir", state).returncode == 0
     assert (root / "sys/kernel/mm/transparent_hugepage/enabled").read_text() == "always [madvise] never\n"
@@ -165,6 +167,6 @@ def test_a_partial_rollback_journals_exactly_the_values_it_left(tmp_path):
     assert rb.returncode == 1, rb.stdout + rb.stderr
     restores = json.loads(rb.stdout)["restores"]
     assert len(restores) > 1 and [r["status"] for r in restores].count("left") == 1
-    end = json.loads((state / "applies" / f"{doc['id']}.jsonl").read_text().splitlines()[-1])
+    end = json.loads((StateDir(state, root).applies / f"{doc['id']}.jsonl").read_text().splitlines()[-1])
     assert end["type"] == "rollback-end" and end["result"] == "partial"
     assert [(r["subject"], r["status"]) for r in end["left"]] == [("/proc/sys/vm/swappiness", "left")]

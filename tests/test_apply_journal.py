@@ -70,7 +70,7 @@ def _applied(tmp_path):
     before = picture(root)
     rc, doc = apply_json("--sysroot", str(root), "--state-dir", str(state), "--only", "sysctl.vm.*,limits.*")
     assert rc == 0, doc
-    return root, state, before, state / "applies" / f"{doc['id']}.jsonl"
+    return root, state, before, StateDir(state, root).applies / f"{doc['id']}.jsonl"
 
 
 def test_a_corrupt_line_is_quarantined_and_blocks_nothing(tmp_path):
@@ -80,13 +80,13 @@ def test_a_corrupt_line_is_quarantined_and_blocks_nothing(tmp_path):
     lines.insert(3, json.dumps({"type": "change", "seq": 99}))  # a line missing a field
     journal.write_text("\n".join(lines) + "\n")
 
-    hist = gpunode("history", "--state-dir", str(state), "--json")
+    hist = gpunode("history", "--state-dir", str(state), "--sysroot", str(root), "--json")
     assert hist.returncode == 0, hist.stderr
     rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
     assert rb.returncode == 0, rb.stderr
     assert "could not be read; moved to" in rb.stderr and "line(s) 3 (not JSON), 4 (KeyError" in rb.stderr
     assert picture(root) == before
-    quarantine = state / "quarantine" / journal.name
+    quarantine = StateDir(state, root).quarantine / journal.name
     assert stat.S_IMODE(quarantine.stat().st_mode) == 0o600
     assert stat.S_IMODE(quarantine.parent.stat().st_mode) == 0o700
     moved = [json.loads(line) for line in quarantine.read_text().splitlines()]
@@ -104,7 +104,7 @@ def test_a_torn_last_line_is_moved_aside_before_the_next_append(tmp_path):
     rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
     assert rb.returncode == 0, rb.stderr
     assert picture(root) == before
-    record = StateDir(state).load(journal.stem)
+    record = StateDir(state, root).load(journal.stem)
     assert record.bad_lines == [] and record.status == "rolled-back"
 
 
@@ -112,9 +112,9 @@ def test_a_killed_rollback_is_not_shown_as_applied(tmp_path):
     root, state, before, journal = _applied(tmp_path)
     with open(journal, "a") as fh:  # what a rollback killed after its first restore leaves
         fh.write(json.dumps({"type": "rollback", "time": "t"}) + "\n")
-    record = StateDir(state).load(journal.stem)
+    record = StateDir(state, root).load(journal.stem)
     assert record.status == "rollback-interrupted" and record.needs_rollback and record.unfinished
-    hist = json.loads(gpunode("history", "--state-dir", str(state), "--json").stdout)
+    hist = json.loads(gpunode("history", "--state-dir", str(state), "--sysroot", str(root), "--json").stdout)
     assert hist["applies"][0]["status"] == "rollback-interrupted"
     refused = gpunode("apply", "--sysroot", str(root), "--state-dir", str(state), "--only", "sysctl.vm.*")
     assert refused.returncode == 3 and "before its rollback finished" in refused.stderr
@@ -122,15 +122,15 @@ def test_a_killed_rollback_is_not_shown_as_applied(tmp_path):
     rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
     assert rb.returncode == 0, rb.stderr
     assert picture(root) == before
-    assert StateDir(state).load(journal.stem).status == "rolled-back"
+    assert StateDir(state, root).load(journal.stem).status == "rolled-back"
 
 
 def test_unreadable_state_dir_is_one_line(tmp_path):
-    state = tmp_path / "state"
-    (state / "applies").mkdir(parents=True)
-    (state / "applies" / "x.jsonl").mkdir()  # a directory where a journal should be
-    proc = gpunode("rollback", "--sysroot", str(make_tree(tmp_path / "root")), "--state-dir", str(state))
-    assert proc.returncode in (2, 3) and proc.stderr.startswith("gpunode: error:")
+    state, root = tmp_path / "state", make_tree(tmp_path / "root")
+    StateDir(state, root).ensure()
+    (StateDir(state, root).applies / "x.jsonl").mkdir()  # a directory where a journal should be
+    proc = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
+    assert proc.returncode == 3 and proc.stderr.startswith("gpunode: error:")
     assert proc.stderr.count("\n") == 1 and "x.jsonl" in proc.stderr
 
 
@@ -142,7 +142,7 @@ def test_a_rollback_killed_after_its_last_restore_finishes_cleanly(tmp_path):
     lines = journal.read_text().splitlines()
     assert json.loads(lines[-1])["type"] == "rollback-end"
     journal.write_text("\n".join(lines[:-1]) + "\n")  # killed just before writing rollback-end
-    assert StateDir(state).load(journal.stem).status == "rollback-interrupted"
+    assert StateDir(state, root).load(journal.stem).status == "rollback-interrupted"
     rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert {r["status"] for r in json.loads(rb.stdout)["restores"]} == {"restored"}

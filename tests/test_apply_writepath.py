@@ -10,6 +10,7 @@ import time
 from apply_fixtures import apply_json, gpunode, make_tree, picture
 
 from gpunode.host.sysroot import SysRoot
+from gpunode.tune.journal import StateDir
 
 
 def _outside(tmp_path):
@@ -192,7 +193,7 @@ def test_a_directory_kept_by_someone_s_file_is_removed_by_the_rerun_of_a_killed_
     (root / "etc/gpunode/notes").write_text("someone's\n")  # keeps the directory gpunode made
     assert gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state)).returncode == 0
     assert os.listdir(root / "etc/gpunode") == ["notes"]
-    journal = state / "applies" / f"{doc['id']}.jsonl"
+    journal = StateDir(state, root).applies / f"{doc['id']}.jsonl"
     lines = journal.read_text().splitlines()
     assert json.loads(lines[-1])["type"] == "rollback-end"
     journal.write_text("\n".join(lines[:-1]) + "\n")  # killed just before writing rollback-end

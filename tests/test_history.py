@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import sqlite3
 import stat
 
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from gpunode.bench.results import metric_status
 from gpunode.cli import app
+from gpunode.exits import USAGE_EXIT
 from gpunode.history import record
 from gpunode.history.record import figures_of
 from gpunode.history.store import SCHEMA_VERSION, HistoryError, Store, history_path
@@ -162,7 +164,7 @@ def test_history_cli_lists_and_shows_results_and_applies(tmp_path):
     table = runner.invoke(app, ["history", "--state-dir", str(tmp_path)])
     assert "bench" in table.stdout and "ok" in table.stdout
     missing = runner.invoke(app, ["history", "show", "999", "--state-dir", str(tmp_path)])
-    assert missing.exit_code == 2 and "no result 999" in missing.stderr
+    assert missing.exit_code == USAGE_EXIT and "no result 999" in missing.stderr
 
 
 def test_history_cli_on_a_corrupt_file_is_one_line(tmp_path):
@@ -234,11 +236,13 @@ def test_a_damaged_table_or_document_is_one_line_not_a_traceback(tmp_path):
 
 
 def test_an_unreadable_state_dir_is_one_line(tmp_path, monkeypatch):
-    from pathlib import Path
+    real_open = os.open
 
-    def refuse(self, *a, **k):
-        raise PermissionError(13, "Permission denied")
+    def refuse(path, *a, **k):  # what a user who is not root meets on root's 0700 state dir
+        if os.fspath(path) == str(tmp_path):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *a, **k)
 
-    monkeypatch.setattr(Path, "exists", refuse)
-    with pytest.raises(HistoryError, match="cannot read the history: Permission denied"):
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(HistoryError, match=f"{tmp_path}: cannot open: Permission denied"):
         Store.open(history_path(tmp_path), readonly=True)

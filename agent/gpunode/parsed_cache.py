@@ -6,10 +6,10 @@ bounds) to the document that text parsed to, so a hit can never be stale: a chan
 different key. Only a document JSON represents exactly (mappings with string keys, lists,
 strings, finite numbers, booleans, null) is kept; anything else is parsed every time.
 
-Trust: the cache lives in the state directory, written only by its owner. A directory that is
-not ours, or that others can write, is neither read nor written; entries are opened without
-following links, size-bounded and read as JSON only (never executed, never YAML). A damaged
-entry is a miss and is rewritten. Callers validate the document as they would a fresh parse.
+Trust: the cache lives in the state directory, written only by its owner. A directory or entry
+the state-dir guard (gpunode.state_dir) does not trust is neither read nor written, only a
+miss; entries are opened without following links, size-bounded and read as JSON only (never
+executed, never YAML). A damaged entry is a miss and is rewritten. Callers validate the document as they would a fresh parse.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 from typing import Any
 
 try:  # CPython's built-in BLAKE2: hashlib would load OpenSSL first (~3 ms of every gate)
@@ -40,15 +39,16 @@ class ParsedCache:
 
     def get(self, key: str) -> tuple[bool, Any]:
         """(True, document) on a hit; (False, None) on a miss, an unsafe directory or a damaged entry."""
+        from gpunode.state_dir import UntrustedState, open_file
+
         if not self._trusted(create=False):
             return False, None
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+        try:  # the guard: a regular file, ours, writable by nobody else, not a link
+            fd = open_file(self._path(key))
+        except (OSError, UntrustedState):
             return False, None
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_size > MAX_ENTRY_BYTES:
+            if os.fstat(fd).st_size > MAX_ENTRY_BYTES:
                 return False, None
             data = os.read(fd, MAX_ENTRY_BYTES + 1)
         except OSError:
@@ -100,22 +100,11 @@ class ParsedCache:
         return os.path.join(self.directory, f"{key}.json")
 
     def _trusted(self, create: bool) -> bool:
-        """The cache directory and the state directory above it: real directories, ours, and
-        writable by nobody else (else someone else could choose what the gate reads)."""
-        if create:
-            try:  # the state directory too is made 0700 (makedirs gives only the leaf its mode)
-                for path in (os.path.dirname(self.directory), self.directory):
-                    os.makedirs(path, mode=0o700, exist_ok=True)
-            except OSError:
-                return False
-        for path in (os.path.dirname(self.directory), self.directory):
-            try:
-                info = os.lstat(path)
-            except OSError:
-                return False
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
-                return False
-        return True
+        """The state directory and the cache directory in it pass the state-dir guard (else
+        someone else could choose what the gate reads); `create` makes them 0700 when missing."""
+        from gpunode.state_dir import dir_trusted
+
+        return all(dir_trusted(path, create) for path in (os.path.dirname(self.directory), self.directory))
 
 
 def exact_json(value: Any, depth: int = 0) -> bool:

@@ -73,8 +73,8 @@ def apply(
     try:
         if boot and (profile or only or skip or overlay or set_):
             raise ValueError("--boot re-applies the recorded settings; it takes no --profile/--only/--skip/--overlay/--set")
-        state = StateDir(resolve_state_dir(state_dir, os.environ))
         host = _host(sysroot)
+        state = StateDir(resolve_state_dir(state_dir, os.environ), sysroot=host.sys.root)  # a --sysroot's own
         if boot:
             prof, settings = boot_profile(host)
         else:
@@ -253,6 +253,7 @@ def rollback(
     state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
     sysroot: Path = typer.Option(None, "--sysroot", help="The --sysroot the apply was made with."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.rollback/1)."),
+    force: bool = typer.Option(False, "--force", help="Roll back an apply whose journal lost the line naming its root, onto this root."),
 ) -> None:
     """Undo an apply exactly, in reverse order. A value someone changed since is left alone (warned).
     Exit 0 all restored (or nothing to roll back), 1 some left as they were, 3 errors."""
@@ -267,29 +268,25 @@ def rollback(
     from gpunode.tune.session import rollback as do_rollback
 
     host = _host(sysroot)
-    state = StateDir(resolve_state_dir(state_dir, os.environ))
+    state = StateDir(resolve_state_dir(state_dir, os.environ), sysroot=host.sys.root)  # a --sysroot's own applies
     if host.sys.is_live and not host.facts.is_root:
         die("rollback changes the host and needs root")
     env = ApplyEnv(host=host, gpu=NoGpuControl(), run_post=host.sys.is_live)
     try:
-        if state.root.exists():
+        if state.exists():
             target = state.load(apply_id) if apply_id else None
             changes = list(target.changes.values()) if target else [c for r in state.records() for c in r.changes.values()]
             env.gpu = _gpu_control(host, changes)
-        record, results = do_rollback(env, state, apply_id)
+        record, results = do_rollback(env, state, apply_id, force=force)
     except NothingToRollBack as exc:
         print(f"gpunode: {exc}", file=sys.stderr)
         if as_json:
             typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
                               "exit_code": 0, "restores": []}), nl=False)
         raise typer.Exit(0) from None
-    except (LockBusy, Refused) as exc:
+    except (LockBusy, Refused, JournalWriteError) as exc:  # a full disk is not bad input
         _warn_all(state)
         die(str(exc), 3)
-    except JournalWriteError as exc:  # a full disk is not bad input; what was restored stays restored
-        _warn_all(state)
-        die(f"{exc}; the rollback stopped there (root {host.sys.root}, state dir {state.root}): "
-            "run it again once the state dir can be written", 3)
     except JournalError as exc:
         _warn_all(state)
         die(str(exc))

@@ -46,25 +46,29 @@ def _read(fn):
     raise AssertionError("unreachable")
 
 
-def _applies(root: Path) -> list[dict]:
+def _applies(root: Path, sysroot: Path | None = None) -> list[dict]:
+    """The applies of the live host, or of those made under `sysroot` (kept apart)."""
     from gpunode.tune.journal import JournalError, StateDir
 
-    state = StateDir(root)
+    state = StateDir(root, sysroot=None if sysroot is None else sysroot.resolve())
     try:
-        return [r.summary() for r in reversed(state.records())] if state.applies.is_dir() else []
-    except (JournalError, OSError) as exc:
-        die(f"{state.applies}: {exc}", 3)
+        return [r.summary() for r in reversed(state.records())]
+    except JournalError as exc:
+        die(str(exc), 3)
+    except OSError as exc:
+        die(f"{state.applies}: {exc.strerror or exc}", 3)
     raise AssertionError("unreachable")
 
 
-def history_rows(root: Path, kind: str | None, limit: int | None) -> tuple[list[dict], list[dict]]:
+def history_rows(root: Path, kind: str | None, limit: int | None,
+                 sysroot: Path | None = None) -> tuple[list[dict], list[dict]]:
     """(results, applies), newest first."""
     results: list[dict] = []
     if kind != "apply":
         with _open(root) as store:
             results = [{"id": e.id, "kind": e.kind, "time": e.time, "time_epoch": e.time_epoch, "host": e.host,
                         "status": e.status, "summary": e.summary} for e in _read(lambda: store.entries(kind, limit))]
-    applies = _applies(root) if kind in (None, "apply") else []
+    applies = _applies(root, sysroot) if kind in (None, "apply") else []
     return results, applies[:limit] if limit else applies
 
 
@@ -75,6 +79,7 @@ def history(
     limit: int = typer.Option(None, "--limit", help="At most this many of each (newest)."),
     state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.history/1)."),
+    sysroot: Path = typer.Option(None, "--sysroot", help="List the applies made with this --sysroot (kept apart from the live host's)."),
 ) -> None:
     """List recorded results and applies, newest first. `history show ID` prints one."""
     if ctx.invoked_subcommand is not None:
@@ -90,7 +95,7 @@ def history(
     if limit is not None and limit < 1:
         die("--limit must be 1 or more")
     root = _state(state_dir)
-    results, applies = history_rows(root, kind, limit)
+    results, applies = history_rows(root, kind, limit, sysroot)
     if as_json:
         typer.echo(dumps({"schema": HISTORY_SCHEMA, "state_dir": str(root), "results": results,
                           "applies": applies}), nl=False)

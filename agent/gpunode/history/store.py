@@ -4,7 +4,8 @@ and the fleet's trend report.
 
 The schema is versioned (PRAGMA user_version) and marked as ours (PRAGMA application_id): a file
 that is not SQLite, another program's database or one written by a newer gpunode is refused with
-one line (HistoryError), never a traceback and never rewritten. Each result keeps its whole
+one line (HistoryError), never a traceback and never rewritten; so is a state directory or file
+the state-dir guard does not trust (a link, not ours, writable by others). Each result keeps its whole
 document (compressed) plus one row per measured figure, so trends need no JSON parsing. Old
 results are pruned on every write (per kind: a count and an age).
 """
@@ -122,15 +123,16 @@ class Store:
 
     @classmethod
     def _open(cls, path: Path, readonly: bool) -> Store:
-        if readonly and not path.exists():
-            return cls(None, path)
-        if not readonly:
-            _ensure_dir(path.parent)
-            if not path.exists():
-                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-                os.close(fd)
-        if path.is_symlink() or not path.is_file():
-            raise HistoryError(f"{path}: not a regular file; refusing to use it as the history")
+        from gpunode.state_dir import UntrustedState, check_dir, open_file
+
+        try:
+            if not check_dir(path.parent, create=not readonly) or (readonly and not os.path.lexists(path)):
+                return cls(None, path)  # nothing recorded yet
+            os.close(open_file(path, os.O_RDONLY if readonly else os.O_RDWR, create_mode=None if readonly else 0o600))
+        except UntrustedState as exc:
+            raise HistoryError(str(exc)) from None
+        # SQLite opens it again by name (its journal lives beside it): in a directory only we can
+        # write, the file just judged is the one it opens.
         uri = f"file:{path}?mode={'ro' if readonly else 'rw'}"
         try:
             db = sqlite3.connect(uri, uri=True, timeout=10)
@@ -228,15 +230,6 @@ class Store:
         sql += " ORDER BY r.time_epoch, r.id"
         return [(Entry(*row[:7]), Figure(row[7], row[8], row[9], row[10], row[11], row[12], bool(row[13])))
                 for row in self._db.execute(sql, args)]
-
-
-def _ensure_dir(path: Path) -> None:
-    try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HistoryError(f"cannot create the state directory {path}: {exc.strerror or exc}") from None
-    if path.is_symlink() or not path.is_dir():
-        raise HistoryError(f"{path}: not a directory")
 
 
 def _check_and_migrate(db: sqlite3.Connection, path: Path, readonly: bool) -> None:

@@ -3,12 +3,17 @@
 Each change is appended and fsync'ed *before* it is written, so after a crash (even
 SIGKILL) `gpunode rollback` knows every value that may have changed and what was there
 before. A line that cannot be read (a torn last line left by a kill, or one damaged by
-hand or disk) never blocks anything: it is reported, and under the lock moved aside into
-<state>/quarantine/<id>.jsonl (0600); the rest of that journal still counts.
+hand or disk, or one whose fields are not of the types gpunode writes) never blocks anything:
+it is reported, and under the lock moved aside into <state>/quarantine/<id>.jsonl (0600); the
+rest of that journal still counts. The directory and each journal pass the state-dir guard
+(gpunode.state_dir: ours, not a link, writable by nobody else) and are read through the
+bounded loader (a FIFO is refused at once, size bound, finite numbers, no duplicate keys).
 
     <state>/applies/<id>.jsonl   records: begin, change, done, failed, end,
                                  rollback, restore, rollback-end
     <state>/quarantine/<id>.jsonl   lines taken out of applies/<id>.jsonl, with why
+    <state>/sysroots/<key>/applies/, .../quarantine/   the same for applies made under --sysroot
+                                 (key: the root's path), apart from the live host's
 """
 
 from __future__ import annotations
@@ -21,10 +26,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpunode.inputs import parse_json
+from gpunode.state_dir import FILE_MODE, SYSROOTS, UntrustedState, check_dir, open_file, read_file
+from gpunode.state_dir import sysroot_home as _sysroot_home
 from gpunode.tune.kinds.change import Change
 
-DIR_MODE = 0o700
-FILE_MODE = 0o600
+from . import journal_check as check
+
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024  # a journal holds whole config files (before and after); a few KB in practice
+MAX_LINE_DEPTH = 12  # gpunode's own records nest 5 deep
 
 
 class JournalError(RuntimeError):
@@ -36,13 +46,12 @@ class JournalWriteError(JournalError):
 
 
 def ensure_dir(path: Path) -> Path:
-    """Create the directory 0700 (and tighten an existing one gpunode made)."""
+    """Create the directory 0700 when missing; an existing one is used only when the state-dir
+    guard trusts it, and its mode is never changed."""
     try:
-        path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, DIR_MODE)
-    except OSError as exc:
-        raise JournalError(f"cannot use state directory {path}: {exc.strerror or exc}") from exc
+        check_dir(path, create=True)
+    except UntrustedState as exc:
+        raise JournalError(str(exc)) from None
     return path
 
 
@@ -56,8 +65,11 @@ class JournalWriter:
 
     def __init__(self, path: Path):
         self.path = path
-        created = not path.exists()
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        created = not os.path.lexists(path)
+        try:  # never through a link, and only into a journal that is ours alone
+            self.fd = open_file(path, os.O_WRONLY | os.O_APPEND, create_mode=FILE_MODE)
+        except UntrustedState as exc:
+            raise JournalError(str(exc)) from None
         if created:
             os.fchmod(self.fd, FILE_MODE)
             _fsync_dir(path.parent)
@@ -123,7 +135,7 @@ class ApplyRecord:
         if "seq" in self.begin:
             return int(self.begin["seq"])
         _, _, tail = self.id.rpartition("-")
-        return int(tail) if tail.isdigit() else 0
+        return int(tail) if tail.isascii() and tail.isdigit() and len(tail) < 19 else 0
 
     @property
     def status(self) -> str:
@@ -161,18 +173,34 @@ class ApplyRecord:
 
 
 class StateDir:
-    """The applies directory of a state dir: list, read, start a journal."""
+    """The applies directory of a state dir: list, read, start a journal. `sysroot` (an absolute
+    resolved path): the applies made under that --sysroot, kept in <root>/sysroots/<key>/ so
+    they never appear in, or block, the live host's history and rollback."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, sysroot: str | os.PathLike | None = None):
         self.root = root
-        self.applies = root / "applies"
-        self.quarantine = root / "quarantine"
+        self.sysroot = None if sysroot is None or os.fspath(sysroot) == "/" else os.fspath(sysroot)
+        self.home = root if self.sysroot is None else _sysroot_home(root, self.sysroot)
+        self.applies = self.home / "applies"
+        self.quarantine = self.home / "quarantine"
         self.warnings: list[str] = []  # damaged journals met so far, for the CLI to print
 
+    def _dirs(self) -> list[Path]:
+        """From the state dir down to applies/: each must pass the guard."""
+        middle = [] if self.home == self.root else [self.root / SYSROOTS, self.home]
+        return [self.root, *middle, self.applies]
+
     def ensure(self) -> StateDir:
-        ensure_dir(self.root)
-        ensure_dir(self.applies)
+        for path in self._dirs():
+            ensure_dir(path)
         return self
+
+    def exists(self) -> bool:
+        """Whether any apply was recorded here (applies/ there); an untrusted one raises JournalError."""
+        try:
+            return all(check_dir(path) for path in self._dirs())
+        except UntrustedState as exc:
+            raise JournalError(str(exc)) from None
 
     def start(self, apply_id: str) -> JournalWriter:
         path = self.applies / f"{apply_id}.jsonl"
@@ -184,14 +212,37 @@ class StateDir:
         return JournalWriter(self.path_of(apply_id))
 
     def path_of(self, apply_id: str) -> Path:
-        if "/" in apply_id or apply_id.startswith(".") or not apply_id:
+        if "/" in apply_id or "\0" in apply_id or apply_id.startswith(".") or not apply_id:
             raise JournalError(f"not an apply id: {apply_id!r}")
         path = self.applies / f"{apply_id}.jsonl"
-        if not path.exists():
-            raise JournalError(f"no apply with id {apply_id} in {self.applies} (see `gpunode history`)")
+        if not self.exists() or not os.path.lexists(path):  # a link is found, then refused by the guard
+            raise JournalError(self._elsewhere(apply_id) or
+                               f"no apply with id {apply_id} in {self.applies} (see `gpunode history`)")
         return path
 
+    def _elsewhere(self, apply_id: str) -> str | None:
+        """Where the state dir keeps an apply of that id made on another root, said as the flag to pass."""
+        try:
+            homes = [self.root, *sorted((self.root / SYSROOTS).iterdir())] if check_dir(self.root) else []
+        except (OSError, UntrustedState):
+            homes = [self.root]
+        for home in homes:
+            if home == self.home or not os.path.lexists(home / "applies" / f"{apply_id}.jsonl"):
+                continue
+            other = StateDir(self.root)
+            other.home, other.applies, other.quarantine = home, home / "applies", home / "quarantine"
+            try:
+                root = other.load(apply_id).begin.get("root")
+            except JournalError:
+                root = None
+            if root == "/" or home == self.root:
+                return f"apply {apply_id} was made on the live host (no --sysroot)"
+            return f"apply {apply_id} was made under another root{f'; pass --sysroot {root}' if root else ''}"
+        return None
+
     def ids(self) -> list[str]:
+        if not self.exists():
+            return []
         try:
             names = os.listdir(self.applies)
         except FileNotFoundError:
@@ -203,10 +254,14 @@ class StateDir:
     def load(self, apply_id: str, repair: bool = False) -> ApplyRecord:
         """repair (only under the lock): move damaged lines aside so later appends stay readable."""
         path = self.path_of(apply_id)
-        try:
-            text = path.read_bytes().decode("utf-8", errors="replace")
+        try:  # the guard (ours, a regular file, not a link) and the bound, on the opened fd
+            data = read_file(path, MAX_JOURNAL_BYTES)
+        except UntrustedState as exc:
+            raise JournalError(f"journal {exc}") from None
         except OSError as exc:
             raise JournalError(f"journal {path}: cannot read: {exc.strerror or exc}") from exc
+        # bytes that are not UTF-8 stay visible (as surrogates) so their line is quarantined, not altered
+        text = data.decode("utf-8", errors="surrogateescape")
         record = parse_journal(apply_id, text)
         if record.bad_lines:
             where = self.quarantine / f"{apply_id}.jsonl"
@@ -266,39 +321,62 @@ def parse_journal(apply_id: str, text: str) -> ApplyRecord:
             record.bad_lines.append((n, line, TORN))
             continue
         try:
-            _take(record, json.loads(line))
+            if _not_utf8(line):
+                raise UnicodeError("not UTF-8")
+            _take(record, parse_json(line, f"line {n}", max_depth=MAX_LINE_DEPTH))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            why = f"{type(exc).__name__}: {exc}" if not isinstance(exc, json.JSONDecodeError) else "not JSON"
+            why = "not JSON" if "not valid JSON" in str(exc) else f"{type(exc).__name__}: {exc}"
             record.bad_lines.append((n, line, " ".join(why.split())[:200]))
     return record
 
 
-def _take(record: ApplyRecord, entry: dict) -> None:
+def _not_utf8(line: str) -> bool:
+    return any("\udc80" <= c <= "\udcff" for c in line)
+
+
+_BEGIN_TEXT = ("id", "time", "profile", "host", "root", "mode", "gpunode_version")
+
+
+def _take(record: ApplyRecord, entry) -> None:
+    """One record, its fields type-checked (TypeError/ValueError/KeyError: the line is quarantined)."""
+    if not isinstance(entry, dict):
+        raise TypeError("a record is a mapping")
     kind = entry["type"]
     if kind == "begin":
-        if not isinstance(entry.get("seq", 0), int):
-            raise TypeError("seq is not a number")
+        if "seq" in entry:
+            check.need_int(entry["seq"], "seq", 1)
+        for name in _BEGIN_TEXT:
+            check.need_text(entry.get(name), name, optional=True)
+        if not isinstance(entry.get("settings", []), list):
+            raise TypeError("settings is not a list")
         record.begin = entry
     elif kind == "change":
-        change = Change.from_json(entry["change"])
-        if not isinstance(change.extra, dict) or not isinstance(change.post, list):
-            raise TypeError("change has a malformed extra/post")
-        record.changes[int(entry["seq"])] = change
+        record.changes[check.need_int(entry["seq"], "seq", 1)] = check.change_from_line(entry["change"])
     elif kind == "done":
-        record.done[int(entry["seq"])] = entry.get("result")
+        record.done[check.need_int(entry["seq"], "seq", 1)] = check.done_result(entry.get("result"))
     elif kind == "failed":
-        record.failed[int(entry["seq"])] = str(entry.get("reason", ""))
+        record.failed[check.need_int(entry["seq"], "seq", 1)] = str(check.need_text(entry.get("reason", ""), "reason"))
     elif kind == "end":
+        check.need_text(entry.get("result"), "result")
+        check.need_text(entry.get("reason"), "reason", optional=True)
         record.end = entry
     elif kind == "rollback":
+        check.need_text(entry.get("time"), "time", optional=True)
         record.rollback_open = True
     elif kind == "rollback-end":
+        check.need_text(entry.get("result"), "result")
+        check.need_text(entry.get("time"), "time", optional=True)
+        if not isinstance(entry.get("left", []), list):
+            raise TypeError("left is not a list")
         record.rollbacks.append(entry)
         record.rollback_open = False
     elif kind == "restore":
+        seq = check.need_int(entry["seq"], "seq", 1)
+        if entry["status"] not in check.RESTORE_STATUSES:
+            raise ValueError(f"unknown restore status {entry['status']!r}")
         if entry["status"] in ("restored", "not-written"):
-            record.restored.add(int(entry["seq"]))
+            record.restored.add(seq)
         else:
-            record.restored.discard(int(entry["seq"]))
+            record.restored.discard(seq)
     else:
         raise ValueError(f"unknown record type {kind!r}")

@@ -17,7 +17,9 @@ import fcntl
 import os
 from pathlib import Path
 
-from .journal import FILE_MODE
+from gpunode.state_dir import UntrustedState, open_file
+
+from .journal import FILE_MODE, JournalError
 
 
 class LockBusy(RuntimeError):
@@ -71,7 +73,10 @@ class StateLock:
         self.fd: int | None = None
 
     def __enter__(self) -> StateLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        try:  # the state-dir guard: never through a link, never a FIFO or another user's file
+            fd = open_file(self.path, os.O_RDWR, create_mode=FILE_MODE)
+        except UntrustedState as exc:
+            raise JournalError(str(exc)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -47,6 +47,24 @@ def restore_one(env: ApplyEnv, seq: int, change: Change, result: dict | None, fo
         return RestoreResult(seq, change, "restored", f"back to {change.current_text or change.before}")
     except (OSError, ApplyError, GpuControlError) as exc:
         return RestoreResult(seq, change, "error", str(exc))
+    except Exception as exc:  # noqa: BLE001 - an entry the loader let through: this change fails, the others go on
+        return RestoreResult(seq, change, "error", f"cannot restore from its journal entry ({type(exc).__name__}: {exc})")
+
+
+def root_refusal(record, root: str, force: bool = False) -> str | None:
+    """Why `record` must not be rolled back onto `root`, or None. Its begin line names the root
+    it changed; where that line was lost the root is unknown, and only --force takes it as this one."""
+    recorded = record.begin.get("root")
+    if recorded is None:
+        if force:
+            return None
+        return (f"apply {record.id} lost its begin line, so the root it changed is unknown; check its journal, "
+                f"then pass --force to roll it back onto {root}")
+    if recorded == root:
+        return None
+    if recorded == "/":
+        return f"apply {record.id} was made on the live host (no --sysroot)"
+    return f"apply {record.id} changed files under {recorded}, not {root}; pass --sysroot {recorded}"
 
 
 def restore_all(env: ApplyEnv, entries: list[tuple[int, Change, dict | None]], journal=None,

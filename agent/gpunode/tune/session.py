@@ -17,7 +17,7 @@ from .lock import ApplyLocks
 from .persist import BOOT_SPEC, load_boot_spec, plan_persistence
 from .plan import Plan, make_plan
 from .render import change_rows
-from .rollback import RestoreResult, rollback_record
+from .rollback import RestoreResult, rollback_record, root_refusal
 
 
 class Refused(RuntimeError):
@@ -157,10 +157,12 @@ def _plan_only(env, profile, settings, allow_reboot, persist, boot_argv) -> Appl
     return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "planned" if writes else "nothing-to-change")
 
 
-def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None):
-    """-> (record, results). Restores the newest apply that still holds changes, or `apply_id`."""
-    if not state.root.exists():
+def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None, force: bool = False):
+    """-> (record, results). Restores the newest apply that still holds changes, or `apply_id`.
+    force: roll back an apply whose begin line (naming its root) was lost."""
+    if not state.exists():
         if apply_id is not None:
+            state.path_of(apply_id)  # JournalError: where else that id is kept (another root's)
             raise Refused(f"no applies recorded in {state.root}")
         raise NothingToRollBack(f"nothing to roll back: no applies recorded in {state.root}")
     state.ensure()
@@ -174,10 +176,9 @@ def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None):
             record = candidates[-1]
         else:
             record = state.load(apply_id, repair=True)
-        root = record.begin.get("root")
-        if root is not None and root != host_root(env.host):
-            raise Refused(f"apply {record.id} changed files under {root}, not {host_root(env.host)}; "
-                          f"pass --sysroot {root}" if root != "/" else f"apply {record.id} was made on the live host (no --sysroot)")
+        refusal = root_refusal(record, host_root(env.host), force)
+        if refusal:
+            raise Refused(refusal)
         with StopSignals(undoing=True), state.append_to(record.id) as journal:  # a signal waits for the restores
             results = rollback_record(env, record, journal, iso_time(env.host.facts.now))
     return record, results
