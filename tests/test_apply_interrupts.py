@@ -201,3 +201,31 @@ def test_stop_signals_outside_the_main_thread_installs_nothing():
     t.start()
     t.join()
     assert seen == [None]
+
+
+def test_rollback_whose_journal_cannot_be_written_exits_3_and_can_be_run_again(tmp_path):
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    before = picture(root)
+    assert _apply(root, state).returncode == 0
+    full = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state),
+                   env={"GPUNODE_TEST_JOURNAL_FAIL": "ENOSPC:3"})  # after two restores
+    assert full.returncode == 3, full.stderr
+    assert full.stderr.startswith("gpunode: error: journal ") and full.stderr.count("\n") == 1
+    assert "No space left on device; the rollback stopped there" in full.stderr and str(root) in full.stderr
+    again = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
+    assert again.returncode == 0, again.stderr
+    assert picture(root) == before
+
+
+def test_a_shared_file_someone_else_changed_is_still_left_alone(tmp_path):
+    # limits.memlock and limits.nofile both write limits.d/90-gpunode.conf: a rollback that
+    # finds neither gpunode's content nor the file before the batch leaves both alone (the
+    # check that lets a later change pass when the file is back as before the batch must not
+    # hide someone else's edit)
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    assert _apply(root, state).returncode == 0
+    (root / "etc/security/limits.d/90-gpunode.conf").write_text("*  soft  nofile  2048\n")
+    rb = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
+    assert rb.returncode == 1, rb.stderr
+    statuses = {r["setting"]: r["status"] for r in json.loads(rb.stdout)["restores"]}
+    assert statuses["limits.nofile"] == statuses["limits.memlock"] == "left"

@@ -284,9 +284,13 @@ def rollback(
             typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
                               "exit_code": 0, "restores": []}), nl=False)
         raise typer.Exit(0) from None
-    except (LockBusy, Refused, JournalWriteError) as exc:  # a full disk is not bad input
+    except (LockBusy, Refused) as exc:
         _warn_all(state)
         die(str(exc), 3)
+    except JournalWriteError as exc:  # a full disk is not bad input; what was restored stays restored
+        _warn_all(state)
+        die(f"{exc}; the rollback stopped there (root {host.sys.root}, state dir {state.root}): "
+            "run it again once the state dir can be written", 3)
     except JournalError as exc:
         _warn_all(state)
         die(str(exc))
