@@ -276,3 +276,136 @@ def test_overall_status_and_exit_code():
     assert overall([r("PASS")], interrupted=True) == "UNKNOWN"
     doc = DiagDocument("t", "n", "", 0.0, 1, 1.0, None, {}, {}, [r("PASS"), r("WARN")])
     assert doc.exit_code == 1 and doc.to_json()["summary"] == {"PASS": 1, "WARN": 1}
+
+
+def test_a_result_names_its_subject():
+    assert TestResult("gemm.correctness", 3, "PASS", "").subject == "GPU3"
+    assert TestResult("gemm.cross_gpu", None, "PASS", "").subject == ""
+    with pytest.raises(ValueError, match="status 'OK'"):
+        TestResult("x", 0, "OK", "")
+
+
+# --- the document contract, diag figures as metrics, dcgmi -----------------------------------------
+
+
+def test_a_non_finite_figure_is_refused_and_optional_fields_are_read_back():
+    good = {"name": "x", "gpu": 0, "status": "PASS", "message": "m", "figures": {"gbps": 1.5}}
+    assert TestResult.from_json(good).figures == {"gbps": 1.5}
+    with pytest.raises(ValueError, match="figure gbps is not finite"):
+        TestResult.from_json({**good, "figures": {"gbps": float("inf")}})
+    data = DiagDocument("t", "n", "", 0.0, 2, 1.0, 120.0, {}, {}, [r("PASS")], notes=["a"]).to_json()
+    back = DiagDocument.from_json(data)
+    assert back.planned_s == 120.0 and back.notes == ["a"]
+    assert DiagDocument.from_json({**data, "planned_s": "soon", "notes": None}).planned_s is None
+    assert DiagDocument.from_json({**data, "notes": None}).notes == []
+
+
+def test_metrics_take_the_telemetry_of_their_own_load_window():
+    from gpunode.diag.compare import metrics_of
+
+    t_gemm, t_stress = {"samples": 1}, {"samples": 2}
+    figures = {"tflops_checked": 600.0, "dtype": "bf16", "m": 8192, "n": 8192, "k": 8192}
+    results = [TestResult("load.gemm", 0, "PASS", "", telemetry=t_gemm),
+               TestResult("load.stress", 0, "PASS", "", telemetry=t_stress),
+               TestResult("gemm.sustained", 0, "PASS", "", figures), TestResult("stress.gemm", 0, "PASS", "", figures),
+               TestResult("gemm.sustained", 1, "PASS", "", figures)]
+    got = metrics_of(results)
+    assert [m.get("telemetry") for m in got] == [t_gemm, t_stress, None]
+    assert "telemetry" not in got[2] and got[0]["conditions"]["source"] == "gemm.sustained"
+
+
+def test_judging_a_document_without_gpus_or_tools(monkeypatch):
+    import gpunode.baselines.compare as baselines_compare
+    from gpunode.bench.results import BenchDocument
+    from gpunode.diag import compare
+
+    seen = {}
+    monkeypatch.setattr(baselines_compare, "judge", lambda bench, selection, unmeasured: seen.setdefault("b", bench))
+    compare.judge_document({"metrics": None}, None)
+    bench = seen["b"]
+    assert isinstance(bench, BenchDocument) and bench.gpus == {} and bench.tools == {} and bench.metrics == []
+
+
+def test_dcgm_runtime_error_is_kept_beside_test_results():
+    from gpunode.diag import dcgm
+
+    doc = {"DCGM Diagnostic": {"runtime_error": "nvvs crashed", "test_categories": [
+        {"category": "Hardware", "tests": ["junk", {"name": 7}, {"name": "Memory", "results": [
+            "junk", {"entity_group": "GPU", "entity_id": 0, "status": "Pass"}]}]}]}}
+    import json
+
+    results, _ = dcgm.parse(json.dumps(doc))
+    assert [(x.name, x.gpu, x.status) for x in results] == [("dcgm", None, "ERROR"), ("dcgm.memory", 0, "PASS")]
+    assert results[0].message == "DCGM runtime error: nvvs crashed"
+    empty, _ = dcgm.parse(json.dumps({"DCGM Diagnostic": {"test_categories": []}}))
+    assert [(x.name, x.status, x.message) for x in empty] == [("dcgm", "ERROR", "dcgmi diag reported no test results")]
+
+
+def test_dcgm_run_timeouts_and_empty_output():
+    from gpunode.diag import dcgm
+    from gpunode.host.runner import CommandResult
+
+    class Scripted:
+        def __init__(self, **result):
+            self.result, self.timeouts = result, []
+
+        def run(self, argv, timeout=10.0, **kw):
+            self.timeouts.append(timeout)
+            return CommandResult(list(argv), **self.result)
+
+    slow = Scripted(rc=-9, timed_out=True)
+    results, _ = dcgm.run(slow, 2)
+    assert slow.timeouts == [900] and results[0].message == "dcgmi diag -r 2 did not finish in 900 s"
+    silent, _ = dcgm.run(Scripted(rc=1, stdout="  \n", stderr="starting\nError: unable to connect to host engine\n"), 1)
+    assert silent[0].status == "ERROR" and silent[0].message == "dcgmi diag failed: Error: unable to connect to host engine"
+    bare, _ = dcgm.run(Scripted(rc=3), 1)
+    assert bare[0].message == "dcgmi diag failed: exit 3"
+    denied, _ = dcgm.run(Scripted(rc=126, error="permission denied"), 1)
+    assert denied[0].status == "ERROR" and denied[0].message == "permission denied"
+
+
+# --- level 1's gate result ------------------------------------------------------------------------------
+
+
+def check(cid: str, status: str, message: str = "", subject: str | None = None):
+    from gpunode.audit.engine import Result, Status
+
+    return Result(cid, cid, "gpu", "critical", Status(status), message or f"{cid} {status.lower()}", subject=subject)
+
+
+def test_gate_result_status_is_the_worst_check():
+    from gpunode.diag.gatecheck import result_of
+
+    ok = result_of([check("a", "PASS"), check("b", "SKIP")], blocked=False)
+    assert (ok.status, ok.message, ok.figures, ok.detail) == ("PASS", "2 gate checks, none failed",
+                                                              {"pass": 1, "skip": 1}, None)
+    assert result_of([check("a", "PASS"), check("w", "WARN")], False).status == "WARN"
+    assert result_of([check("w", "WARN"), check("e", "ERROR")], False).status == "ERROR"
+    assert result_of([check("e", "ERROR"), check("f", "FAIL")], False).status == "FAIL"
+    assert result_of([check("a", "PASS")], blocked=True).status == "FAIL"  # the gate blocked (a stale state, say)
+
+
+def test_gate_result_lists_fail_then_error_then_warn_up_to_four():
+    from gpunode.diag.gatecheck import LISTED, result_of
+
+    results = [check("w1", "WARN"), check("e1", "ERROR"), check("f1", "FAIL", "two\n  lines", subject="GPU3"),
+               check("w2", "WARN"), check("f2", "FAIL"), check("p", "PASS")]
+    got = result_of(results, False)
+    assert LISTED == 4
+    assert got.message == "f1 GPU3: two lines; f2: f2 fail; e1: e1 error; w1: w1 warn (+1 more)"
+    assert [c["id"] for c in got.detail["checks"]] == ["f1", "f2", "e1", "w1", "w2"]
+    assert got.figures == {"pass": 1, "warn": 2, "fail": 2, "error": 1}
+    four = result_of(results[:4], False)
+    assert "more" not in four.message
+
+
+def test_gate_result_from_a_recorded_host_and_from_a_broken_config(tmp_path):
+    from gpunode.diag.gatecheck import gate_result
+    from testkit import HOSTS
+
+    result = gate_result(snapshot=str(HOSTS / "h100-sxm-1gpu"))
+    assert result.name == "gate" and result.status == "PASS" and result.figures["pass"] > 0
+    bad = tmp_path / "config.yaml"
+    bad.write_text("gate: [unclosed\n")
+    broken = gate_result(config_path=str(bad), snapshot=str(HOSTS / "h100-sxm-1gpu"))
+    assert broken.status == "ERROR" and broken.message.startswith("the gate's checks could not run: ")

@@ -188,6 +188,7 @@ def test_stress_closes_every_worker_and_copies_only_between_several_gpus():
     for w in workers:
         w.thread.join()
     assert [c.name for c in one.copies] == ["pcie.copy"] and backend.closed == backend.made == 2
+    assert one.copies[0].rounds == 1 and one.copies[0].nbytes == 2 * MEMORY  # there and back, once
     two, workers = start_stress(backend, {g: Device(g, "cpu", None, (0, 0), 0) for g in (0, 1)},
                                 GemmPlan(size=32, batch=2), 0.0, stop, copies=False)
     for w in workers:

@@ -105,6 +105,7 @@ def test_telemetry_gap():
     assert telemetry_gap({"samples": 10, "read_errors": {"count": 5, "first": "x"}}, []) is None  # half
     most = telemetry_gap({"samples": 10, "read_errors": {"count": 6, "first": "NVML timeout"}}, [])
     assert most is not None and most.status == "ERROR" and "NVML timeout" in most.text
+    assert telemetry_gap({"samples": 1, "read_errors": {"first": "x"}}, []) is None  # no count: none failed
     none = telemetry_gap(None, ["no NVML", "no driver"])
     assert none is not None and none.status == "WARN" and none.text.endswith("(no NVML; no driver)")
     assert telemetry_gap({}, []).text.endswith("(no samples)")
