@@ -113,6 +113,11 @@ def test_fleet_apply_canary_batches_check_mode_and_rollback(tmp_path):
         assert report["dry_run"] is True and report["result"] == "planned", report
         assert host["status"] == "OK" and host["message"] == "planned: 2 planned"  # the sysctl and its /etc/sysctl.d file
     assert all(p.read_text() == "60\n" for p in swappiness.values())
+    # ... and says per host what would change, from -> to, the hosts alike in one compressed list
+    swap = next(c for c in doc["changes"] if c["setting"] == "sysctl.vm.swappiness")
+    assert (swap["hostlist"], swap["from"], swap["to"], swap["status"]) == ("n[1-3]", "60", "10", "planned")
+    shown = fleetkit.fleet(["report", doc["artifact_dir"]]).stdout
+    assert any("n[1-3]" in line and "sysctl.vm.swappiness" in line and "60 -> 10" in line for line in shown.splitlines())
 
     # A canary that fails stops the rollout: the other nodes are listed as not run, untouched.
     inv = _apply_inventory(tmp_path, roots, profiles={"n1": str(tmp_path / "no-such-profile.yaml")})
