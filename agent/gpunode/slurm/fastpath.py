@@ -22,12 +22,13 @@ HELP_FLAGS = ("--help", "-h")
 # The Slurm modes, in the order a usage error is attributed to them.
 SLURM_MODE_FLAGS = {"--prolog": "prolog", "--epilog": "epilog", "--health-check": "health-check"}
 
-GATE_HELP = """Fast pre-job health gate: the checks tagged `gate`, within --timeout. A job opts out
-with `gpunode=off` in its comment (`--comment`) or SLURM_JOB_EXTRA (`--extra`).
-Exit: check mode 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN; --prolog 2 on FAIL; --epilog 2 when
-leftovers stay and gpunode could not drain; --health-check 0 (3 when gpunode failed).
-In a Slurm mode gpunode's own failures (a bad option, config or snapshot) never block
-unless --strict."""
+GATE_HELP = """Fast pre-job health gate: the checks tagged `gate`, within --timeout. Where the
+site config allows it (allow_job_opt_out), a job opts out with `gpunode=off` in its comment
+(`--comment`) or SLURM_JOB_EXTRA (`--extra`); each opt-out is logged.
+Exit: check mode 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN or gpunode's own error; --prolog 2 on
+FAIL; --epilog 2 when leftovers stay and gpunode could not drain; --health-check 0 (3 when
+gpunode failed). In a Slurm mode gpunode's own failures (a bad option, config or snapshot)
+never block unless --strict."""
 
 
 class GateOption:
