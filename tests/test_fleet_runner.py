@@ -40,3 +40,17 @@ def test_progress_line_gives_the_verdict_of_reports_without_status(tmp_path):
                                                           "res": {"rc": rc, "stdout": json.dumps(doc)}}})
     lines = out.getvalue().splitlines()
     assert lines == ["[1/2] n1 OK  applied", "[2/2] n2 WARN  applied"], lines
+
+
+def test_progress_line_says_what_a_host_would_change(tmp_path):
+    """fleet apply --check: each host's line names its planned changes, from -> to."""
+    out = io.StringIO()
+    tracker = Tracker(hosts=["n1"], report_dir=tmp_path, kind="apply", from_stdout=True,
+                      console=Console(file=out, width=200, color_system=None))
+    rows = [{"setting": f"sysctl.s{i}", "current": str(i), "target": "10", "status": "planned"} for i in range(5)]
+    doc = {"schema": "gpunode.apply/1", "result": "planned", "changes": [*rows, {"setting": "x", "status": "blocked"}]}
+    tracker({"event": "runner_on_ok", "event_data": {"host": "n1", "task": "Run gpunode apply",
+                                                      "res": {"rc": 0, "stdout": json.dumps(doc)}}})
+    assert out.getvalue().splitlines() == [
+        "[1/1] n1 OK  planned: sysctl.s0 0 -> 10, sysctl.s1 1 -> 10, sysctl.s2 2 -> 10 +2 more"]
+

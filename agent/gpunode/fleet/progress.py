@@ -13,6 +13,7 @@ from gpunode.fleet.specs import PLAYBOOKS
 # Controller-side bookkeeping that runs once per batch on the batch's first host: it says nothing
 # about whether that host ran (a skipped benchmark in check mode must read as skipped).
 BOOKKEEPING_TASKS = frozenset({"Make the report directory on the controller"})
+MAX_MOVES = 3  # changes named on a host's progress line (the report lists them all)
 STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "UNKNOWN": "magenta",
          "UNREACHABLE": "bold red", "FAILED": "bold red"}
 
@@ -149,4 +150,14 @@ def _report_status(path: Path, rc_status: str | None = None) -> tuple[str, str]:
     # audit/gate: the counts; apply/rollback: what was done (applied, planned, complete ...)
     detail = (", ".join(f"{n} {s}" for s, n in summary.items() if n) if isinstance(summary, dict)
               else str(doc.get("result") or ""))
-    return str(doc.get("status") or rc_status or "report"), detail
+    return str(doc.get("status") or rc_status or "report"), detail + _moves(doc.get("changes"))
+
+
+def _moves(changes) -> str:
+    """apply: what the host changes (or would, in check mode), from -> to, the first few."""
+    rows = changes if isinstance(changes, list) else []  # a node's file: any shape may come back
+    moves = [f"{c.get('setting')} {c.get('current')} -> {c.get('target')}" for c in rows
+             if isinstance(c, dict) and c.get("setting") and c.get("status") in ("planned", "applied")]
+    if not moves:
+        return ""
+    return ": " + ", ".join(moves[:MAX_MOVES]) + (f" +{len(moves) - MAX_MOVES} more" if len(moves) > MAX_MOVES else "")
