@@ -89,3 +89,16 @@ def test_diag_report_piped_is_plain_lines_under_a_header():
             assert not BOX.search(out.getvalue())
             assert lines[1] == "Test  GPU  Status  Result"
             assert "memory  1  FAIL  2 bad words at 0x7f00" in lines
+
+
+def test_consoles_wrap_only_on_a_terminal(monkeypatch):
+    """stdout and stderr (progress lines in a CI log) are never hard-wrapped when redirected."""
+    from gpunode.cli.common import stderr_console, stdout_console
+
+    monkeypatch.delenv("TTY_COMPATIBLE", raising=False)
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    for make in (stdout_console, stderr_console):
+        assert make().soft_wrap is True
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    for make in (stdout_console, stderr_console):
+        assert make().soft_wrap is False

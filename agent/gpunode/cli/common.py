@@ -128,7 +128,9 @@ def stdout_console():
 def stderr_console():
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    console.soft_wrap = not console.is_terminal  # progress lines in a log: one line each, as on stdout
+    return console
 
 
 def die(message: str, code: int = USAGE_EXIT) -> None:
