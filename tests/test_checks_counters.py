@@ -116,7 +116,7 @@ def test_store_bigger_than_its_bound_is_not_read(tmp_path):
     assert CounterStore.load(state, host).problem is None
     (state / FILE).write_text(text + " " * (MAX_BYTES + 1 - len(text)))
     store = CounterStore.load(state, host)
-    assert f"larger than {4 << 20} bytes" in store.problem and store.growth("k", 5, NOW).first
+    assert f"at most {4 << 20}" in store.problem and store.growth("k", 5, NOW).first
 
 
 def test_store_cannot_write_is_a_warning_not_a_crash(tmp_path):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import stat
 
+import pytest
 from rich.console import Console
 
 from gpunode.fleet.progress import Tracker
@@ -54,3 +56,16 @@ def test_progress_line_says_what_a_host_would_change(tmp_path):
     assert out.getvalue().splitlines() == [
         "[1/1] n1 OK  planned: sysctl.s0 0 -> 10, sysctl.s1 1 -> 10, sysctl.s2 2 -> 10 +2 more"]
 
+
+def test_a_fleet_dir_someone_else_made_in_a_shared_state_dir_is_refused(tmp_path):
+    """`--state-dir /tmp`: a fleet/ made there by another user was chmod'ed and written into."""
+    from gpunode.fleet.validate import FleetError
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "fleet").mkdir()
+    (shared / "fleet").chmod(0o777)  # as a user could leave it (root cannot chown in every test run)
+    with pytest.raises(FleetError, match="writable by group and others"):
+        private_dir(shared, PLAYBOOKS["audit"])
+    assert stat.S_IMODE((shared / "fleet").stat().st_mode) == 0o777 and os.listdir(shared / "fleet") == []

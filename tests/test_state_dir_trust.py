@@ -370,3 +370,20 @@ def test_a_restore_that_raises_is_one_error_and_the_rollback_still_ends(tmp_path
     assert [r.status for r in results].count("error") == 1 and len(calls) == len(results) > 1
     assert "TypeError: a value of the wrong type" in next(r.detail for r in results if r.status == "error")
     assert state.load(apply_id).status == "partly-rolled-back"
+
+
+def test_the_audit_s_counter_readings_use_the_same_guard(tmp_path):
+    """The audit kept its error-counter readings through ensure_dir, which chmod'ed the state dir."""
+    from gpunode.audit.counters import FILE, SCHEMA, CounterStore
+
+    NOW = testkit.NOW
+
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o1777)
+    doc = {"schema": SCHEMA, "host": "testhost", "boot_id": None, "readings": {"k": {"value": 1, "time": NOW}}}
+    (state / FILE).write_text(json.dumps(doc))
+    store = CounterStore.load(state, testkit.tree_host(tmp_path / "a", files={}))
+    assert "writable by group and others" in store.problem and store.growth("k", 5, NOW).first  # not read
+    assert "writable by group and others" in store.save()
+    assert stat.S_IMODE(state.stat().st_mode) == 0o1777 and json.loads((state / FILE).read_text()) == doc

@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpunode.inputs import load_json
+from gpunode.inputs import decode, parse_json
+from gpunode.state_dir import UntrustedState, check_dir, read_file
 
 SCHEMA = "gpunode.counters/1"
 FILE = "counters.json"
@@ -66,14 +67,13 @@ class CounterStore:
         path = Path(state_dir) / FILE
         previous: dict = {}
         problem = None
-        try:
-            if path.stat().st_size > MAX_BYTES:
-                raise ValueError(f"larger than {MAX_BYTES} bytes")
-            data = load_json(path, max_bytes=MAX_BYTES)  # a regular file only: a FIFO never blocks an audit
-            previous = _readings(data, host.facts.hostname, boot_id)
+        try:  # the state-dir guard: ours, not a link, a regular file (a FIFO never blocks an audit)
+            if check_dir(path.parent):
+                data = parse_json(decode(read_file(path, MAX_BYTES), path), path)
+                previous = _readings(data, host.facts.hostname, boot_id)
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError, UnicodeDecodeError, UntrustedState) as exc:
             problem = f"{path}: unreadable, judging lifetime totals ({exc})"
         return cls(path, host.facts.hostname, boot_id, previous, problem)
 
@@ -93,7 +93,6 @@ class CounterStore:
         if self.path is None or not self.current:
             return None
         from gpunode.outputs import write_atomic
-        from gpunode.tune.journal import JournalError, ensure_dir
 
         # Readings this audit did not take (a check skipped, --only) are kept for the next one,
         # until they are too old to say anything: a replaced GPU or HCA does not linger forever.
@@ -102,9 +101,9 @@ class CounterStore:
         readings = {**kept, **self.current}
         doc = {"schema": SCHEMA, "host": self.host, "boot_id": self.boot_id, "readings": readings}
         try:
-            ensure_dir(self.path.parent)
+            check_dir(self.path.parent, create=True)  # never chmod'ed: an untrusted one is refused
             write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n", mode=0o600)
-        except (OSError, JournalError) as exc:
+        except (OSError, UntrustedState) as exc:
             return f"cannot keep counter readings in {self.path}: {getattr(exc, 'strerror', None) or exc}"
         return None
 

@@ -85,12 +85,18 @@ def default_state_dir() -> Path:
 def private_dir(state_dir: Path, spec: PlaybookSpec) -> Path:
     # A state dir that already exists (--state-dir /tmp, a home dir) keeps its mode: a 0700
     # fleet/ inside it is enough to keep reports and run logs, which describe hosts, private.
+    # fleet/ and its subdirectory pass the state-dir guard (made 0700, never chmod'ed): one
+    # someone else made in a shared directory is refused, never written into.
+    from gpunode.state_dir import UntrustedState, check_dir
+
     if not state_dir.exists():
         state_dir.mkdir(mode=0o700, parents=True)
     path = state_dir / "fleet" / spec.name
-    path.mkdir(parents=True, exist_ok=True)
-    for p in (state_dir / "fleet", path):
-        os.chmod(p, 0o700)
+    try:
+        for p in (state_dir / "fleet", path):
+            check_dir(p, create=True)
+    except UntrustedState as exc:
+        raise FleetError(str(exc)) from None
     return path
 
 
