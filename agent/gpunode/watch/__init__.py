@@ -1,0 +1,1 @@
+"""The resident watcher (`gpunode watch`): sources, state document, loop and policy."""
