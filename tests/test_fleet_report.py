@@ -349,6 +349,9 @@ def test_fleet_apply_check_shows_per_host_what_would_change_from_and_to(tmp_path
     doc = fleet_document(make_run(tmp_path, "apply", hosts, check=True))
     assert [(c["hostlist"], c["from"], c["to"], c["status"]) for c in doc["changes"]] == [
         ("node04", "30", "10", "planned"), ("node[01-03]", "60", "10", "planned")]
+    from test_schemas import validate
+
+    validate(doc)  # docs/schemas/fleet.schema.json describes changes and hostlists
     assert fleetkit.by_host(doc)["node04"]["changes"][0] == {
         "setting": "sysctl.vm.swappiness", "subject": "vm.swappiness", "from": "30", "to": "10", "status": "planned",
         "note": None}
