@@ -122,6 +122,10 @@ def gpu_count(ctx: AuditContext):
     broken = [g.label for g in inv.gpus if g.error]
     if broken:
         problems.append(f"NVML cannot open {', '.join(broken)}")
+    twice = inv.duplicates()  # one GPU listed twice must not stand in for a missing one
+    if twice:
+        problems.append("; ".join(f"{g.label} is {first.label} again (same {what})" for g, first, what in twice))
+        usable = [g for g in usable if all(g is not dup for dup, _, _ in twice)]
     if expected is not None and len(usable) < expected:
         problems.append(f"{len(usable)} usable GPU(s), expected {expected}")
     observed = {"nvml": len(inv.gpus), "usable": len(usable), "pci": len(pci)}

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Finding, error
-from gpunode.host.gpu.model import GpuInfo, clock_event_names
+from gpunode.host.gpu.model import GpuInfo, clock_event_names, watch_reads
 
 NVIDIA_VENDOR = "0x10de"
 # VGA (0x0300) and 3D controller (0x0302) functions; leaves out NVSwitch bridges and HDMI audio.
@@ -96,8 +96,15 @@ def each_gpu(
         if problem:
             findings.append(error(problem, subject=gpu.label))
             continue
-        found = judge(gpu)
-        for f in [found] if isinstance(found, Finding) else found:
+        watched, read = watch_reads(gpu) if gpu.damaged else (gpu, set())
+        found = judge(watched)
+        found = [found] if isinstance(found, Finding) else list(found)
+        hit = sorted(gpu.damaged & read)
+        if hit and not any(f.status is None for f in found):  # never a PASS on a damaged recording
+            findings.append(error(f"the recording is damaged: {hit[0]}: {gpu.field_errors.get(hit[0], '?')}",
+                                  subject=gpu.label))
+            continue
+        for f in found:
             findings.append(f if f.subject else replace(f, subject=gpu.label))
     return findings
 

@@ -6,7 +6,9 @@ field failed for another reason, `field_errors[name]` says why, and checks readi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
 
 
 def gpu_label(index) -> str:
@@ -145,6 +147,9 @@ class GpuInfo:
     fabric_status: str | None = None  # the NVML return of the fabric registration, "success" when fine
     field_errors: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # the whole GPU could not be read
+    # Fields a recorded document held with the wrong type (`remap_failure: "yes"`): the recording
+    # is damaged there, and a check that read one never passes (gpu_common.each_gpu).
+    damaged: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def from_dict(cls, data: object, position: int = 0) -> GpuInfo:
@@ -164,11 +169,13 @@ class GpuInfo:
                 setattr(info, f.name, value)
             else:
                 errors[f.name] = f"recorded value {value!r:.40} is not {f.type}"
+        wrong_types = set(errors)
+        info.processes = _records(GpuProcess, data.get("processes"), "processes", errors)
+        info.nvlinks = _records(NvLink, data.get("nvlinks"), "nvlinks", errors)
+        info.damaged = frozenset(wrong_types | ({"processes", "nvlinks"} & set(errors)))
         recorded = data.get("field_errors") or {}
         if isinstance(recorded, dict):
             errors.update({str(k): str(v) for k, v in recorded.items()})
-        info.processes = _records(GpuProcess, data.get("processes"), "processes", errors)
-        info.nvlinks = _records(NvLink, data.get("nvlinks"), "nvlinks", errors)
         info.field_errors = errors
         return info
 
@@ -188,6 +195,24 @@ class GpuInfo:
             return None
         domain, _, rest = self.pci_bus_id.lower().partition(":")
         return f"{domain[-4:]}:{rest}"
+
+
+class _ReadsSeen(GpuInfo):
+    """A GpuInfo that remembers which fields were read (see watch_reads)."""
+
+    def __getattribute__(self, name: str):
+        if not name.startswith("_"):
+            object.__getattribute__(self, "_seen").add(name)
+        return object.__getattribute__(self, name)
+
+
+def watch_reads(gpu: GpuInfo) -> tuple[GpuInfo, set[str]]:
+    """A copy of `gpu` (a GpuInfo still) that notes every field read, and that set."""
+    watched = copy.copy(gpu)
+    seen: set[str] = set()
+    watched.__class__ = _ReadsSeen
+    watched.__dict__["_seen"] = seen
+    return watched, seen
 
 
 @dataclass
@@ -216,6 +241,23 @@ class GpuInventory:
             "devices": [{"index": g.index, "name": g.name, "uuid": g.uuid, "pci_bus_id": g.pci_bus_id,
                          "pci_device": g.pci_device} for g in self.gpus],
         }
+
+    def duplicates(self) -> list[tuple[GpuInfo, GpuInfo, str]]:
+        """Entries that name a GPU an earlier entry already named (same UUID or same PCI bus
+        id), each with that first entry and what they share. NVML never lists a GPU twice; a
+        recording that does would count one GPU as two and hide a missing one."""
+        first: dict[tuple[str, str], GpuInfo] = {}
+        out = []
+        for gpu in self.gpus:
+            keys = [("UUID", gpu.uuid)] if gpu.uuid else []
+            if gpu.sysfs_bdf:
+                keys.append(("PCI bus id", gpu.sysfs_bdf))
+            seen = next(((first[k], k[0]) for k in keys if k in first), None)
+            if seen is not None:
+                out.append((gpu, *seen))
+            for k in keys:
+                first.setdefault(k, gpu)
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> GpuInventory:
