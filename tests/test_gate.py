@@ -540,7 +540,8 @@ class JobLookupFails(FakeScontrol):
 
 def test_a_failed_job_comment_lookup_is_reported_and_still_blocks(tmp_path):
     scontrol = JobLookupFails()
-    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURMD_NODENAME": "vm", "SLURM_JOB_ID": "7"})
+    v = _run(tmp_path, [failing], "prolog", scontrol, env={"SLURMD_NODENAME": "vm", "SLURM_JOB_ID": "7"},
+             config=OPT_OUT_ON)  # the comment is looked up only where opt-outs are allowed
     assert v.blocked and v.exit_code == 2 and v.slurm.action == "drained"
     assert v.problems == ["scontrol show job 7: slurm_load_jobs error: Invalid job id specified"]
     assert gate_document(v)["problems"] == v.problems
