@@ -107,6 +107,12 @@ def test_other_whole_value_checks_refuse_a_trailing_newline():
 
 
 _PATTERN_END = re.compile(r"""\$(["'])""")
+# Record parsers (not validation) where matching before one final newline is the intent, by
+# (file, pattern name). A validation pattern never belongs here.
+RECORD_PARSERS = {
+    ("agent/gpunode/watch/sources.py", "_KMSG"): "one /dev/kmsg record, which ends in a newline",
+    ("agent/gpunode/fleet/locate/pairtests.py", "_IB_ROW"): "a row of ib_write_bw's table (splitlines)",
+}
 
 
 def test_no_validation_pattern_in_the_source_ends_in_dollar():
@@ -119,6 +125,9 @@ def test_no_validation_pattern_in_the_source_ends_in_dollar():
                 if not re.search(r"""\br["']""", line) or not _PATTERN_END.search(line):
                     continue
                 if "re.MULTILINE" in line or "re.M)" in line:
+                    continue
+                name = line.split("=", 1)[0].strip()
+                if (str(path.relative_to(ROOT)), name) in RECORD_PARSERS:
                     continue
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert offenders == []
