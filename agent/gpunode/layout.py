@@ -69,8 +69,8 @@ def _table_or_folded(console, table, title: str, cols: Sequence[Col], cells: lis
 
 def fit(lines: Sequence[str], width: int) -> list[str]:
     """A terminal's lines: each wrapped at words to the terminal's width, continuation lines
-    indented under it (a word wider than the terminal is split, never run off the screen). Piped
-    output does not come here: it is never wrapped."""
+    indented under it. A word wider than the terminal (an id, a path) stays whole: an id is never
+    cut. Piped output does not come here: it is never wrapped."""
     from rich.cells import cell_len
 
     out: list[str] = []
@@ -79,7 +79,8 @@ def fit(lines: Sequence[str], width: int) -> list[str]:
             out.append(line)
             continue
         indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
-        out += textwrap.wrap(line, max(width, 20), subsequent_indent=indent, break_on_hyphens=False) or [line]
+        out += textwrap.wrap(line, max(width, 20), subsequent_indent=indent, break_long_words=False,
+                             break_on_hyphens=False) or [line]
     return out
 
 
