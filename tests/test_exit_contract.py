@@ -100,3 +100,8 @@ def test_gpunode_own_usage_errors_exit_3():
     """die() (every command's own bad-input path) uses the contract's usage code."""
     r = gpunode("slurm", "install", "--prefix", "/nonexistent/dir/x")
     assert r.returncode == 3 and r.stderr.startswith("gpunode: error: --prefix")
+
+
+def test_worst_exit_ranks_fail_above_own_error_above_warn():
+    assert exits.worst_exit(0, 1) == 1 and exits.worst_exit(1, 3) == 3 and exits.worst_exit(3, 2) == 2
+    assert exits.worst_exit(2, 0, 3, 1) == 2 and exits.worst_exit(0) == 0

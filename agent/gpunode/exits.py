@@ -18,6 +18,16 @@ USAGE_EXIT = OWN_ERROR_EXIT  # bad input: one `gpunode: error: ...` line (click'
 HOOK_MODES = ("prolog", "epilog", "health-check")
 
 
+# Exit codes from least to most severe: a FAIL outranks gpunode's own UNKNOWN, which outranks WARN.
+SEVERITY = (0, 1, UNKNOWN_EXIT, FAIL_EXIT)
+
+
+def worst_exit(*codes: int) -> int:
+    """The most severe of several exit codes (a run's and its comparison's, a verdict's and a
+    textfile's): a FAIL stays a FAIL, gpunode's own error never hides behind a WARN."""
+    return max(codes, key=SEVERITY.index)
+
+
 def verdict_exit(status: str) -> int:
     """A verdict word (OK, WARN, FAIL, UNKNOWN) -> its exit code."""
     return EXIT_CODES[status]

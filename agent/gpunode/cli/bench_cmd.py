@@ -18,6 +18,7 @@ from gpunode.cli.common import (
     stdout_console,
     write_prometheus,
 )
+from gpunode.exits import worst_exit
 from gpunode.layout import show_table
 
 STATUS_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "magenta", "SKIP": "dim"}
@@ -138,11 +139,9 @@ def bench(
     if comparing:
         # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
         code = _compare(document, chosen, console, force_baseline)
-        code = max(code, _compare_history(data, state_dir, history_runs, history_warn, console), key=_SEVERITY.index)
+        code = worst_exit(code, _compare_history(data, state_dir, history_runs, history_warn, console))
     raise typer.Exit(code)
 
-
-_SEVERITY = (0, 1, 3, 2)  # exit codes, least to most severe: OK, WARN, UNKNOWN, FAIL
 
 
 def _compare_history(data: dict, state_dir: str | None, runs: int, warn: float, console) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 from gpunode.baselines.select import Selection
 from gpunode.diag.results import TestResult
+from gpunode.exits import worst_exit
 
 SUSTAINED = ("gemm.sustained", "stress.gemm")
 
@@ -65,7 +66,7 @@ def exit_with_compare(diag_code: int, verdicts) -> int:
     the shipped baselines) leaves the run's code as it is: it never turns a healthy run UNKNOWN."""
     if not verdicts.compared:
         return diag_code
-    return max(diag_code, verdicts.exit_code, key=(0, 1, 3, 2).index)
+    return worst_exit(diag_code, verdicts.exit_code)
 
 
 def nothing_to_compare(verdicts, level: int) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from gpunode.exits import UNKNOWN_EXIT, own_error_exit
+from gpunode.exits import UNKNOWN_EXIT, own_error_exit, worst_exit
 
 SNAPSHOT_ENV = "GPUNODE_SNAPSHOT"
 DEFAULT_TIMEOUT_S = 20.0
@@ -165,7 +165,7 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
         return gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
     report(verdict, as_json)
     unwritten = _textfile(prometheus, verdict, mode, strict)
-    return max(verdict.exit_code, unwritten, key=(0, 1, 3, 2).index)  # a FAIL stays a FAIL
+    return worst_exit(verdict.exit_code, unwritten)  # a FAIL stays a FAIL
 
 
 def _textfile(path, verdict, mode: str, strict: bool = False) -> int:
