@@ -11,9 +11,10 @@ PY=${PYTHON:-python3}
 #   openssh-server openssh-client iproute2: the ssh fleet nodes in network namespaces;
 #   util-linux: unshare, setpriv; chromium chromium-driver: the fleet HTML page renders;
 #   prometheus: promtool (Debian 12 ships it in no smaller package; its daemon is never started);
-#   groff-base: the man page renders.
+#   groff-base: the man page renders; systemd: systemd-analyze verifies the shipped units (no
+#   systemd is started: a container keeps its own init).
 PACKAGES=(fio slurmctld slurmd slurm-client munge openssh-server openssh-client iproute2 util-linux
-          chromium chromium-driver prometheus groff-base)
+          chromium chromium-driver prometheus groff-base systemd)
 # Debian's python3 ships venv separately: install it with the rest, after the one apt-get update.
 "$PY" -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
 # Packages must not start their daemons (prometheus, munged, slurmctld, slurmd, sshd): the tests
