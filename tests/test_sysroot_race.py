@@ -59,15 +59,19 @@ class Swapper:
     """A thread exchanging each (directory, link) pair in turn until stopped."""
 
     def __init__(self, pairs: list[tuple[Path, Path]]):
-        self.pairs, self.swaps = pairs, 0
+        self.pairs, self.swaps, self.failed = pairs, 0, None
         self.stop, self.started = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self.stop.is_set():
-            for a, b in self.pairs:
-                exchange(a, b)
-                self.swaps += 1
+        try:
+            while not self.stop.is_set():
+                for a, b in self.pairs:
+                    exchange(a, b)
+                self.swaps += 1  # rounds: every pair exchanged once more
+                self.started.set()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test, which fails with it
+            self.failed = exc
             self.started.set()
 
     @contextmanager
@@ -75,16 +79,18 @@ class Swapper:
         old = sys.getswitchinterval()
         sys.setswitchinterval(1e-6)  # hand the GIL over as often as the interpreter allows
         self.thread.start()
-        self.started.wait(10)
+        self.started.wait()  # at least one round before the calls: the race really runs
         try:
             yield self
         finally:
             self.stop.set()
             self.thread.join()
             sys.setswitchinterval(old)
-            if self.swaps % 2:  # leave every pair as it was made
-                for a, b in self.pairs:
-                    exchange(a, b)
+        if self.failed is not None:
+            raise AssertionError(f"the swapping thread failed: {self.failed!r}")
+        if self.swaps % 2:  # leave every pair as it was made
+            for a, b in self.pairs:
+                exchange(a, b)
 
 
 @pytest.fixture
@@ -152,10 +158,11 @@ def test_knob_reads_and_writes_never_leave_the_root_while_a_dir_and_a_link_swap(
             if (out / "etc/state.conf").read_text() != OUTSIDE or len(os.listdir(out / "etc")) != 1:
                 escapes.append(("write_file_state", i))
                 break
-    print(f"\n{calls} calls, {swapper.swaps} exchanges, {refused} calls refused mid-swap, escapes: {escapes}")
+    print(f"\n{calls} calls, {swapper.swaps} rounds of exchanges, {refused} calls refused mid-swap, escapes: {escapes}")
     assert escapes == []
     assert picture(out) == outside_before
     assert calls >= CALLS
+    assert not knob_dir.is_symlink() and knob_link.is_symlink()  # put back as made
 
 
 def test_applies_never_leave_the_root_while_a_dir_and_a_link_swap(fast_tmp):
