@@ -24,7 +24,7 @@ try:  # CPython's built-in BLAKE2: hashlib would load OpenSSL first (~3 ms of ev
 except ImportError:  # pragma: no cover - another interpreter
     from hashlib import blake2b
 
-SCHEMA = b"gpunode.parsed-yaml/1\0"
+SCHEMA = b"gpunode.parsed-yaml/2\0"  # /2: numbers YAML 1.1 and 1.2 read differently are refused (an entry from before holds 010 as 8)
 MAX_ENTRY_BYTES = 8 * 1024 * 1024
 MAX_ENTRIES = 64  # each edit of a config or profile adds one; the oldest go beyond this
 SUBDIR = "cache"
