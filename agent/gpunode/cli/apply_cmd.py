@@ -57,8 +57,10 @@ def apply(
     prove: bool = typer.Option(False, "--prove", help="Bench (quick GEMM, HBM, host copies) before and after; keep the change only if no figure got worse beyond the measured noise, else roll it back (exit 3)."),
 ) -> None:
     """Change this host to a profile: journaled, verified, rolled back on failure. On the live host
-    the plan is shown and confirmed first (--yes for scripts). Exit 0 done (or nothing to change),
-    1 done but some changes wait (reboot, GPU reset, refused), 2 bad input or not confirmed, 3 failed."""
+    the plan is shown and confirmed first (--yes for scripts). A journal write that fails (disk full)
+    and SIGINT/SIGTERM roll the batch back too. Exit 0 done (or nothing to change), 1 done but some
+    changes wait (reboot, GPU reset, refused), 3 bad input, not confirmed, or failed and rolled back,
+    130/143 stopped by SIGINT/SIGTERM and rolled back."""
     from gpunode.audit.run import load_audit_profile
     from gpunode.config import DEFAULT_PATH, ConfigError, load_config
     from gpunode.host.gpu.control import NoGpuControl
