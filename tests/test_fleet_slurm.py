@@ -86,3 +86,7 @@ def test_fleet_gate_honours_the_inventorys_expected_gpus_as_audit_does(tmp_path)
     assert hosts["gpu-01"]["status"] != "FAIL", hosts
     gate = json.loads(Path(hosts["gpu-02"]["report"]).read_text())
     assert gate["expected_gpus"] == 8 and result.rc == 2
+    # `fleet slurm` reports the same gate verdict after installing the hooks (--check: none written).
+    result, doc = fleetkit.fleet_json(["slurm", "-i", str(inv), "--check", "--state-dir", str(tmp_path / "state"),
+                                       "-e", f"gpunode_slurm_prefix={tmp_path / 'hooks'}"])
+    assert fleetkit.by_host(doc)["gpu-02"]["status"] == "FAIL" and result.rc == 2, doc["hosts"]
