@@ -159,7 +159,37 @@ def diag_families(doc: Mapping) -> list[Family]:
     ]
 
 
-BY_SCHEMA = {"gpunode.gate/1": gate_families, "gpunode.bench/1": bench_families,
+def watch_families(doc: Mapping) -> list[Family]:
+    """The resident watcher's state (gpunode.watch/1): its verdict, when it last wrote and
+    polled (a stale watcher is an alert), events and actions counted since it started, each
+    source's health and each gate check's last result."""
+    host = str(doc.get("host", ""))
+    code = {"OK": 0, "WARN": 1, "FAIL": 2}.get(str(doc.get("verdict")), 3)
+    poll = doc.get("poll") or {}
+    events = Family("gpunode_watch_events_total", "Events the watcher saw since it started, by kind.", type="counter")
+    for kind, n in sorted((doc.get("counts") or {}).items()):
+        events.add({"host": host, "kind": kind}, n)
+    actions = Family("gpunode_watch_actions_total",
+                     "Actions the watcher took (would-<kind> in shadow mode) since it started.", type="counter")
+    for action, n in sorted((doc.get("action_counts") or {}).items()):
+        actions.add({"host": host, "action": action}, n)
+    sources = Family("gpunode_watch_source_up", "1 when a watcher source reads normally, 0 when it cannot.")
+    for name, status in sorted((doc.get("sources") or {}).items()):
+        sources.add({"host": host, "source": name}, 1 if str(status).startswith("ok") else 0)
+    return [
+        *verdict_families("watch", host, code, doc.get("time"), poll.get("duration_s")),
+        Family("gpunode_watch_poll_timestamp_seconds", "When the watcher last read the gate checks (unix time).")
+        .add({"host": host}, round(float(poll.get("time") or 0))),
+        Family("gpunode_watch_poll_interval_seconds", "How often the watcher reads the gate checks.")
+        .add({"host": host}, float(doc.get("poll_s") or 0)),
+        events, actions, sources,
+        item_family("gpunode_watch_check_status", "Last polled result of a gate check",
+                    (({"check": c["id"], "subject": c.get("subject") or "", "host": host}, c["status"])
+                     for c in doc.get("checks", []))),
+    ]
+
+
+BY_SCHEMA = {"gpunode.gate/1": gate_families, "gpunode.watch/1": watch_families, "gpunode.bench/1": bench_families,
              "gpunode.compare/1": compare_families, "gpunode.diag/1": diag_families}
 
 

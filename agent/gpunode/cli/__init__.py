@@ -78,10 +78,11 @@ def _register(app) -> None:
         gate_cmd,
         history_cmd,
         topo_cmd,
+        watch_cmd,
     )
 
     for module in (audit_cmd, apply_cmd, bench_cmd, diag_cmd, baseline_cmd, gate_cmd, fleet_cmd, history_cmd,
-                   config_cmd, topo_cmd):
+                   config_cmd, topo_cmd, watch_cmd):
         module.register(app)
 
 

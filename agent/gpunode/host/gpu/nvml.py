@@ -580,3 +580,112 @@ def _field_value(nvml, handle, field_id: int):
         return None
     return float(getattr(value.value, {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal"}.get(
         int(value.valueType), "uiVal")))
+
+
+# ============================================================================================
+# Events for the resident watcher (gpunode.watch.sources): one NVML event set over every GPU,
+# each GPU registered for the kinds its driver supports, plus a cheap read of the compute
+# processes (a foreign process shows between polls). Read-only, like everything above.
+# ============================================================================================
+
+# Event kind (gpunode.watch.events.Event.kind) -> the pynvml name of its event type; a pynvml
+# without a name (older nvidia-ml-py) simply watches less, said in `unavailable`.
+WATCH_EVENT_TYPES = {
+    "xid": "nvmlEventTypeXidCriticalError",
+    "ecc_sbe": "nvmlEventTypeSingleBitEccError",
+    "ecc_dbe": "nvmlEventTypeDoubleBitEccError",
+    "clock": "nvmlEventTypeClock",
+    "power": "nvmlEventTypePowerSourceChange",
+    "recovery_action": "nvmlEventTypeGpuRecoveryAction",
+}
+
+
+class NvmlEventWatch:
+    """The watcher's NVML event set. open() -> {GPU UUID: [kinds watched]}; wait(timeout_s)
+    -> [{"gpu": uuid, "kind": kind, "code": int}] (empty on a timeout); processes() ->
+    {uuid: [(pid, name)]} of compute processes. The caller owns the thread it waits in."""
+
+    def __init__(self) -> None:
+        self.nvml = None
+        self.events = None
+        self.handles: dict[str, Any] = {}  # uuid -> handle
+        self.bus_ids: dict[str, str] = {}  # uuid -> PCI bus id (00000000:18:00.0): kernel lines name GPUs so
+        self._uuid_of: dict[int, str] = {}  # handle address -> uuid
+        self._kind_of: dict[int, str] = {}  # event type bit -> kind
+        self._missing: dict[str, str] = {}
+
+    def open(self) -> dict[str, list[str]]:
+        import pynvml as nvml
+
+        nvml.nvmlInit()
+        self.nvml = nvml
+        for i in range(nvml.nvmlDeviceGetCount()):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(i)
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                self.handles[uuid] = handle
+                self.bus_ids[uuid] = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
+            except nvml.NVMLError as exc:
+                self._missing[f"gpu{i}"] = _text(str(exc))
+        wanted = 0
+        for kind, name in WATCH_EVENT_TYPES.items():
+            bit = getattr(nvml, name, None)
+            if bit is None:
+                self._missing[kind] = f"not in this nvidia-ml-py ({name})"
+                continue
+            self._kind_of[int(bit)] = kind
+            wanted |= int(bit)
+        watched: dict[str, list[str]] = {}
+        try:
+            self.events = nvml.nvmlEventSetCreate()
+        except nvml.NVMLError as exc:
+            self._missing["events"] = f"no NVML event set: {_text(str(exc))}"
+            return watched
+        for uuid, handle in self.handles.items():
+            try:
+                supported = int(nvml.nvmlDeviceGetSupportedEventTypes(handle)) & wanted
+                nvml.nvmlDeviceRegisterEvents(handle, supported, self.events)
+            except nvml.NVMLError as exc:
+                self._missing[uuid] = f"events not watched: {_text(str(exc))}"
+                continue
+            self._uuid_of[_address(handle)] = uuid
+            watched[uuid] = [k for bit, k in self._kind_of.items() if supported & bit]
+        return watched
+
+    def unavailable(self) -> dict[str, str]:
+        return dict(self._missing)
+
+    def wait(self, timeout_s: float) -> list[dict]:
+        nvml = self.nvml
+        if nvml is None or self.events is None or not self._uuid_of:
+            time.sleep(max(0.0, timeout_s))
+            return []
+        try:
+            data = nvml.nvmlEventSetWait_v2(self.events, max(1, int(timeout_s * 1000)))
+        except nvml.NVMLError as exc:
+            if getattr(exc, "value", None) != nvml.NVML_ERROR_TIMEOUT:
+                time.sleep(max(0.0, timeout_s))  # a broken wait must not spin
+            return []
+        uuid = self._uuid_of.get(_address(data.device)) if data.device else None
+        bits = int(data.eventType)
+        kinds = [k for bit, k in self._kind_of.items() if bits & bit] or [f"type 0x{bits:x}"]
+        return [{"gpu": uuid, "kind": kind, "code": int(data.eventData)} for kind in kinds]
+
+    def processes(self) -> dict[str, list[tuple[int, str | None]]]:
+        nvml = self.nvml
+        found: dict[str, list[tuple[int, str | None]]] = {}
+        if nvml is None:
+            return found
+        for uuid, handle in self.handles.items():
+            procs = _safe(lambda h=handle: nvml.nvmlDeviceGetComputeRunningProcesses(h)) or []
+            found[uuid] = [(int(p.pid), _safe(lambda p=p: _text(nvml.nvmlSystemGetProcessName(p.pid))))
+                           for p in procs]
+        return found
+
+    def close(self) -> None:
+        if self.nvml is None:
+            return
+        if self.events is not None:
+            _safe(lambda: self.nvml.nvmlEventSetFree(self.events))
+        _safe(self.nvml.nvmlShutdown)
+        self.nvml = None

@@ -1,0 +1,168 @@
+"""`gpunode watch`: the resident watcher in the foreground (systemd runs it as
+gpunode-watch.service; docs/watch.md)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import typer
+
+from gpunode.cli.common import die
+
+WATCH_HELP = """Watch this node between checks: NVML events (Xid, ECC, clocks, power, recovery
+action), the kernel log (/dev/kmsg: Xid, SXid, fallen off the bus, PCIe AER, mlx5) and the gate's
+checks every --poll seconds. Keeps --state-dir/health.json (the gate judges from it while it is
+fresh) and a one-line verdict for the Slurm prolog hook; acts by NVIDIA's Xid catalog (--shadow:
+logs would-<action>, takes none). Runs until SIGTERM/SIGINT; under systemd it sends READY=1 and
+WATCHDOG=1. --status prints the state document's summary instead (exit by its verdict)."""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("watch", help=WATCH_HELP)(watch)
+
+
+def watch(
+    state_dir: Path = typer.Option(Path("/run/gpunode"), "--state-dir", help="Where health.json and the verdict go."),
+    poll: float = typer.Option(None, "--poll", help="Seconds between polls of the gate checks (default: config watch.poll_s, else 10)."),
+    shadow: bool = typer.Option(False, "--shadow", help="Log every action as would-<action>; take none."),
+    config: Path = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
+    kmsg: str = typer.Option("/dev/kmsg", "--kmsg", help="Kernel log device (or a FIFO fed the same records)."),
+    no_nvml: bool = typer.Option(False, "--no-nvml", help="Do not open NVML events (the polls still read NVML)."),
+    textfile: Path = typer.Option(None, "--textfile", help="Keep this Prometheus textfile current (e.g. /var/lib/prometheus/node-exporter/gpunode-watch.prom)."),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="Serve /metrics on 127.0.0.1:PORT (needs the `watch` extra: prometheus_client)."),
+    status: bool = typer.Option(False, "--status", help="Print the state in --state-dir and exit 0/1/2/3 by its verdict."),
+    as_json: bool = typer.Option(False, "--json", help="--status: the whole document as JSON."),
+) -> None:
+    if status:
+        raise typer.Exit(print_status(state_dir, as_json))
+    from gpunode.config import load_config
+
+    try:
+        cfg = load_config(str(config) if config else None)
+    except Exception as exc:  # noqa: BLE001 - a config it cannot load is a usage error
+        die(str(exc))
+    poll_s = poll if poll is not None else _config_poll(cfg)
+    if not 1.0 <= poll_s <= 600.0:
+        die(f"--poll must be between 1 and 600 seconds, got {poll_s:g}")
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        die(f"--metrics-port must be 1-65535, got {metrics_port}")
+    watcher = build_watcher(str(state_dir), cfg, poll_s, shadow, kmsg, not no_nvml,
+                            str(textfile) if textfile else None)
+    if metrics_port is not None:
+        try:
+            serve_metrics(watcher, metrics_port)
+        except ImportError:
+            die("--metrics-port needs prometheus_client: pip install 'gpunode[watch]'")
+        except OSError as exc:
+            die(f"cannot serve /metrics on 127.0.0.1:{metrics_port}: {exc.strerror or exc}")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: watcher.stop.set())
+    watcher.log(f"watching (poll {poll_s:g} s, state {state_dir}{', shadow' if shadow else ''})")
+    watcher.run()
+
+
+def _config_poll(cfg) -> float:
+    watch_cfg = getattr(cfg, "watch", None)
+    value = getattr(watch_cfg, "poll_s", None) if watch_cfg is not None else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 10.0
+
+
+def log_line(line: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    print(f"{stamp}Z gpunode watch: {line}", file=sys.stderr, flush=True)
+
+
+def build_watcher(state_dir: str, cfg, poll_s: float, shadow: bool, kmsg: str, nvml: bool, textfile: str | None):
+    import os
+    import queue
+
+    from gpunode.audit.run import choose, load_audit_profile
+    from gpunode.state_dir import resolve_state_dir
+    from gpunode.watch.loop import Watcher
+    from gpunode.watch.sources import Kmsg, NvmlEvents, Poll
+
+    profile = load_audit_profile(cfg.profile, cfg)
+    checks = choose(profile, tags=["gate"], disabled=cfg.disable_checks).checks
+    events: queue.Queue = queue.Queue()
+    sources: list = []
+    nvml_source = NvmlEvents(events) if nvml else None
+    if nvml_source is not None:
+        sources.append(nvml_source)
+
+    def gpu_of(address: str) -> str:  # kernel lines name a GPU by PCI address; NVML by UUID
+        bus = {b: u for u, b in (nvml_source.bus_ids if nvml_source else {}).items()}
+        return bus.get(address, address)
+
+    sources.append(Kmsg(events, kmsg, gpu_of=gpu_of))
+    poll_source = Poll(cfg, profile, checks, state_dir=resolve_state_dir(None, os.environ))
+    return Watcher(state_dir, poll_source, poll_s, sources, config=_policy_config(cfg, poll_s, shadow),
+                   actor=_actor(cfg, shadow), stop=threading.Event(), events=events, textfile=textfile,
+                   log=log_line)
+
+
+def _policy_config(cfg, poll_s: float, shadow: bool):
+    """W2's WatchConfig where it exists (watch/policy.py), else None (the record-only policy)."""
+    try:
+        from gpunode.watch.policy import WatchConfig  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    from dataclasses import replace
+
+    base = getattr(cfg, "watch", None)
+    base = base if isinstance(base, WatchConfig) else WatchConfig()
+    return replace(base, poll_s=poll_s, shadow=shadow or base.shadow)
+
+
+def _actor(cfg, shadow: bool):
+    """The Slurm actions (slurm/watch_actions.py, W2) where they exist; else each action is a log line."""
+    try:
+        from gpunode.slurm.watch_actions import build_actor  # type: ignore[attr-defined]
+    except ImportError:
+        return lambda action: log_line(f"{'would-' if shadow or action.shadow else ''}{action.kind}: {action.reason}")
+    return build_actor(cfg, shadow=shadow, log=log_line)
+
+
+def serve_metrics(watcher, port: int) -> None:
+    """/metrics on 127.0.0.1 through prometheus_client, from the same families as the textfile."""
+    from gpunode.watch.metrics import serve
+
+    serve(lambda: watcher.document(watcher.clock()), port)
+
+
+def print_status(state_dir: Path, as_json: bool) -> int:
+    import json
+
+    from gpunode.exits import EXIT_CODES, UNKNOWN_EXIT
+    from gpunode.watch.state import STATE_FILE, StateRefused, read_document, read_fresh, validate
+
+    path = state_dir / STATE_FILE
+    try:
+        doc = validate(read_document(str(path)))
+    except (OSError, StateRefused) as exc:
+        print(f"gpunode: error: {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return UNKNOWN_EXIT
+    try:
+        _, age = read_fresh(str(state_dir), time.time())
+        fresh = f"fresh (last poll {age:.1f} s ago)"
+    except StateRefused as exc:
+        fresh = f"stale: {exc}"
+    if as_json:
+        sys.stdout.write(json.dumps({**doc, "fresh": fresh}, indent=1, sort_keys=True) + "\n")
+    else:
+        print(f"gpunode watch on {doc.get('host')}: {doc.get('verdict')}; {fresh}; pid {doc['pid']}")
+        for name, said in sorted((doc.get("sources") or {}).items()):
+            print(f"source {name}: {said}")
+        for c in doc["checks"]:
+            if c["status"] not in ("PASS", "SKIP"):
+                print(f"{c['status']:5s} {c['id']}{' ' + c['subject'] if c.get('subject') else ''}: {c['message']}")
+        for e in doc["events"][-10:]:
+            print(f"event {e['kind']} gpu={e.get('gpu')} code={e.get('code')}: {e['text']}")
+        for a in (doc.get("actions") or [])[-10:]:
+            print(f"action {a.get('action')}: {a.get('reason')}")
+    if not fresh.startswith("fresh"):
+        return UNKNOWN_EXIT
+    return EXIT_CODES.get(str(doc.get("verdict")), UNKNOWN_EXIT)

@@ -1,0 +1,297 @@
+"""The watcher's three sources, each in its own thread, each putting Events on one queue:
+
+- NvmlEvents: an NVML event set (Xid, ECC, clocks, power, recovery action) through
+  gpunode.host.gpu.nvml.NvmlEventWatch, and the compute processes between waits (a process
+  that appears is in the state within a second);
+- Kmsg: the kernel log from /dev/kmsg (or any readable fd: a pipe in tests), read from its end
+  at start without blocking; Xid and "fallen off the bus" lines through checks.xid's parser,
+  plus SXid, PCIe AER and mlx5 errors;
+- Poll: the gate's checks every poll_s through the audit engine; error counters are judged as
+  deltas against the previous poll (an in-memory CounterStore chain).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import re
+import select
+import threading
+import time
+from collections.abc import Callable
+
+from gpunode.checks.xid import CRITICAL_XIDS, parse_events, pci_address
+from gpunode.host.facts.kernlog import LogRecord
+from gpunode.watch.events import Event
+
+TEXT_MAX = 500
+WAIT_S = 0.5  # how long a source thread blocks before it looks at the stop flag
+
+# /dev/kmsg: "<prio>,<seq>,<usec since boot>,<flags>[,...];<message>"; continuation lines
+# (" SUBSYSTEM=pci") start with a space and are dropped.
+_KMSG = re.compile(r"^(?P<prio>\d+),(?P<seq>\d+),(?P<usec>\d+),[^;]*;(?P<msg>.*)$")
+_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
+_SXID = re.compile(r"SXid \((?:PCI:)?(?P<addr>[0-9a-fA-F:.]+)\): (?P<code>\d+)")
+_AER = re.compile(r"\bAER: (?P<what>Corrected|Uncorrected \((?P<sev>Fatal|Non-Fatal)\)|Multiple Uncorrected)"
+                  r"(?: \((?P<sev2>Fatal|Non-Fatal)\))?")
+_MLX5 = re.compile(r"\bmlx5_core [0-9a-fA-F:.]+: .*(?:\berr(?:or)?\b|fail|fatal|health compromised|syndrome)",
+                   re.IGNORECASE)
+AER_CODES = {"Corrected": 0, "Non-Fatal": 1, "Fatal": 2}  # Event.code of an "aer" event
+
+
+def bounded(text: str) -> str:
+    return " ".join(text.split())[:TEXT_MAX]
+
+
+# --- the kernel log -------------------------------------------------------------------------
+
+def kmsg_record(line: str, boot_epoch: float) -> LogRecord | None:
+    """One /dev/kmsg line -> LogRecord (kernel time converted to epoch); None for a continuation
+    or a line that is not a kmsg record."""
+    match = _KMSG.match(line)
+    if match is None:
+        return None
+    message = _ESCAPE.sub(lambda m: " " if m.group(1) in ("0a", "0A", "09") else chr(int(m.group(1), 16)),
+                          match.group("msg"))  # a multi-line printk arrives with \x0a escapes
+    return LogRecord(boot_epoch + int(match.group("usec")) / 1e6, message)
+
+
+def kernel_events(records: list[LogRecord], gpu_of: Callable[[str], str] = lambda a: a) -> list[Event]:
+    """Events in kernel log records. `gpu_of`: PCI address (0000:18:00) -> GPU UUID where known."""
+    found: list[Event] = []
+    xids, _ = parse_events(records)
+    for x in xids:
+        kind = "fallen_off_bus" if x.inferred else "xid"
+        found.append(Event("kmsg", kind, x.time or time.time(), gpu_of(x.address), x.xid,
+                           text=bounded(f"Xid {x.xid} {x.detail}" if not x.inferred else x.detail)))
+    for rec in records:
+        when = rec.time or time.time()
+        if sxid := _SXID.search(rec.text):
+            found.append(Event("kmsg", "sxid", when, None, int(sxid.group("code")), text=bounded(rec.text)))
+        elif aer := _AER.search(rec.text):
+            severity = aer.group("sev") or aer.group("sev2") or ("Corrected" if aer.group("what") == "Corrected"
+                                                                 else "Non-Fatal")
+            found.append(Event("kmsg", "aer", when, None, AER_CODES[severity], text=bounded(rec.text)))
+        elif _MLX5.search(rec.text):
+            found.append(Event("kmsg", "mlx5", when, None, text=bounded(rec.text)))
+    return found
+
+
+def blocking(event: Event) -> bool:
+    """Whether the gate must FAIL on this event before the next poll has judged the node: a
+    critical Xid (checks.xid's list), a GPU off the bus, an uncorrectable ECC error, an
+    uncorrected fatal PCIe error, a recovery action other than none."""
+    if event.kind in ("xid", "fallen_off_bus"):
+        return event.code in CRITICAL_XIDS
+    if event.kind in ("ecc_dbe",):
+        return True
+    if event.kind == "aer":
+        return event.code == AER_CODES["Fatal"]
+    if event.kind == "recovery_action":
+        return bool(event.code)
+    return False
+
+
+class Kmsg:
+    """Reads kernel log records from `path` (/dev/kmsg) or an open fd; starts at the end."""
+
+    name = "kmsg"
+
+    def __init__(self, out: queue.Queue, path: str = "/dev/kmsg", fd: int | None = None,
+                 boot_epoch: float | None = None, gpu_of: Callable[[str], str] = lambda a: a) -> None:
+        self.out = out
+        self.path = path
+        self.fd = fd
+        # usec since boot -> epoch: CLOCK_MONOTONIC and the kernel's printk clock agree on
+        # a server that does not suspend; good to well under a second.
+        self.boot_epoch = time.time() - time.monotonic() if boot_epoch is None else boot_epoch
+        self.gpu_of = gpu_of
+        self.status = "not started"
+        self._buffer = b""
+
+    def open(self) -> None:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                os.lseek(self.fd, 0, os.SEEK_END)  # only what happens from now on
+            except OSError:
+                pass  # a pipe has no end to seek to
+        else:
+            os.set_blocking(self.fd, False)
+        self.status = "ok"
+
+    def read_available(self) -> list[Event]:
+        """Every complete record readable now, without blocking."""
+        lines: list[str] = []
+        while True:
+            try:
+                chunk = os.read(self.fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # the ring buffer overwrote records we had not read
+                    self.status = "ok (some kernel messages were overwritten before they were read)"
+                    continue
+                raise
+            if not chunk:
+                break  # a pipe's writer went away
+            self._buffer += chunk
+            *complete, self._buffer = self._buffer.split(b"\n")
+            lines += [c.decode("utf-8", "replace") for c in complete]
+            if len(self._buffer) > 65536:  # a line without an end: not a kernel record
+                self._buffer = b""
+        records = [r for r in (kmsg_record(line, self.boot_epoch) for line in lines) if r is not None]
+        return kernel_events(records, self.gpu_of) if records else []
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            self.open()
+        except OSError as exc:
+            self.status = f"unreadable: {exc.strerror or exc}"
+            return
+        while not stop.is_set():
+            ready, _, _ = select.select([self.fd], [], [], WAIT_S)
+            if not ready:
+                continue
+            try:
+                events = self.read_available()
+            except OSError as exc:
+                self.status = f"read failed: {exc.strerror or exc}"
+                return
+            for event in events:
+                self.out.put(event)
+
+
+# --- NVML events ----------------------------------------------------------------------------
+
+class NvmlEvents:
+    """Waits on the NVML event set in its own thread; between waits, notes compute processes that
+    appear (Event kind "foreign_process", code = pid). `watch`: an NvmlEventWatch or a fake with
+    open/wait/processes/close/unavailable."""
+
+    name = "nvml"
+
+    def __init__(self, out: queue.Queue, watch=None, clock: Callable[[], float] = time.time) -> None:
+        self.out = out
+        self.watch = watch
+        self.clock = clock
+        self.status = "not started"
+        self.bus_ids: dict[str, str] = {}  # uuid -> 0000:18:00
+        self.processes: dict[str, list] = {}
+        self._seen: dict[str, set[int]] = {}
+
+    def open(self) -> None:
+        if self.watch is None:
+            from gpunode.host.gpu.nvml import NvmlEventWatch
+
+            self.watch = NvmlEventWatch()
+        watched = self.watch.open()
+        missing = self.watch.unavailable()
+        self.bus_ids = {u: pci_address(b) for u, b in getattr(self.watch, "bus_ids", {}).items()}
+        self.status = "ok" if watched and not missing else (
+            f"partial: {'; '.join(f'{k}: {v}' for k, v in missing.items())}" if watched else
+            f"no GPU events: {'; '.join(f'{k}: {v}' for k, v in missing.items()) or 'no GPU'}")
+        self.check_processes(first=True)
+
+    def step(self, timeout_s: float = WAIT_S) -> list[Event]:
+        now_events = [Event("nvml", e["kind"], self.clock(), e.get("gpu"), e.get("code"),
+                            text=bounded(f"NVML event {e['kind']} data {e.get('code')}"))
+                      for e in self.watch.wait(timeout_s)]
+        return now_events + self.check_processes()
+
+    def check_processes(self, first: bool = False) -> list[Event]:
+        found = []
+        current = self.watch.processes()
+        for gpu, procs in current.items():
+            pids = {pid for pid, _ in procs}
+            for pid, name in procs:
+                if not first and pid not in self._seen.get(gpu, set()):
+                    found.append(Event("nvml", "foreign_process", self.clock(), gpu, pid,
+                                       text=bounded(f"compute process {pid} ({name or 'unknown'}) appeared")))
+            self._seen[gpu] = pids
+        self.processes = {gpu: [[pid, name] for pid, name in procs] for gpu, procs in current.items()}
+        return found
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            self.open()
+        except Exception as exc:  # noqa: BLE001 - no driver: the other sources go on
+            self.status = f"unavailable: {exc}"
+            return
+        try:
+            while not stop.is_set():
+                for event in self.step():
+                    self.out.put(event)
+        except Exception as exc:  # noqa: BLE001 - said in the state; the watcher goes on
+            self.status = f"stopped: {exc!r}"
+        finally:
+            self.watch.close()
+
+
+class ScriptedNvmlWatch:
+    """A fake NvmlEventWatch: `script` is a list of wait() answers (lists of event dicts), then
+    nothing; `procs` a list of processes() answers, the last one repeated. For tests and the
+    benchmarks' dry mode."""
+
+    def __init__(self, script=(), procs=({},), bus_ids=None) -> None:
+        self.script = list(script)
+        self.procs = list(procs)
+        self.bus_ids = bus_ids or {}
+        self.closed = False
+
+    def open(self) -> dict:
+        return {uuid: ["xid"] for uuid in self.bus_ids} or {"GPU-fake": ["xid"]}
+
+    def unavailable(self) -> dict:
+        return {}
+
+    def wait(self, timeout_s: float) -> list[dict]:
+        return self.script.pop(0) if self.script else []
+
+    def processes(self) -> dict:
+        return self.procs.pop(0) if len(self.procs) > 1 else self.procs[0]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+# --- the gate's checks, polled --------------------------------------------------------------
+
+class Poll:
+    """Runs the gate's checks (tag `gate`) through the audit engine. `run_checks_now`: a stand-in
+    for tests -> list of Result."""
+
+    name = "poll"
+
+    def __init__(self, config, profile=None, checks=None, run_checks_now=None, check_timeout: float = 5.0,
+                 state_dir=None) -> None:
+        self.config = config
+        self.profile = profile
+        self.checks = checks
+        self.check_timeout = check_timeout
+        self.state_dir = state_dir
+        self.counters = None
+        self.run_checks_now = run_checks_now or self._run
+        self.status = "ok"
+
+    def _run(self) -> list:
+        from gpunode.audit.context import AuditContext
+        from gpunode.audit.counters import CounterStore
+        from gpunode.audit.engine import run_checks
+        from gpunode.host.seam import live_host
+
+        host = live_host()  # a fresh NVML read and kernel log each poll
+        if self.counters is None:  # deltas since the last audit's readings, then since each poll
+            self.counters = CounterStore.load(self.state_dir, host)
+        else:
+            previous = {**self.counters.previous, **self.counters.current}
+            self.counters = CounterStore(None, host.facts.hostname, self.counters.boot_id, previous)
+        self.counters.path = None  # never saved: the audits own counters.json
+        ctx = AuditContext(host=host, profile=self.profile, config=self.config, counters=self.counters)
+        return run_checks(self.checks, ctx, check_timeout=self.check_timeout,
+                          total_timeout=self.check_timeout * 4)
+
+    def events(self, results, now: float) -> list[Event]:
+        return [Event("poll", "check", now, r.subject, check_id=r.id, status=r.status.value,
+                      text=bounded(r.message)) for r in results]
