@@ -387,3 +387,29 @@ def test_the_audit_s_counter_readings_use_the_same_guard(tmp_path):
     assert "writable by group and others" in store.problem and store.growth("k", 5, NOW).first  # not read
     assert "writable by group and others" in store.save()
     assert stat.S_IMODE(state.stat().st_mode) == 0o1777 and json.loads((state / FILE).read_text()) == doc
+
+
+def test_a_quarantine_file_that_is_a_link_is_never_written_through(tmp_path):
+    """The quarantine's journal writer followed a link: a bad line was appended to any file."""
+    root, state, before, journal = _applied(tmp_path)
+    with open(journal, "a") as fh:
+        fh.write('{"type": "rollback", "ti')  # a torn line: moved to quarantine/<id>.jsonl
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    quarantine = journal.parent.parent / "quarantine"
+    quarantine.mkdir(mode=0o700)
+    (quarantine / journal.name).symlink_to(victim)
+    proc = _rollback(root, state)  # a warning about the torn line comes first
+    assert proc.returncode == USAGE_EXIT and "Traceback" not in proc.stderr, proc.stderr
+    assert f"gpunode: error: {quarantine / journal.name}: a symlink" in proc.stderr
+    assert victim.read_text() == "keep\n"
+
+
+def test_a_history_file_others_can_write_is_refused(tmp_path):
+    from gpunode.history import record
+
+    state = tmp_path / "state"
+    assert record("bench", {"metrics": []}, str(state)) is None
+    (state / "history.sqlite").chmod(0o666)
+    one_error_line(_history(state), f"{state / 'history.sqlite'}: writable by group and others")
+    assert "writable by group and others" in record("bench", {"metrics": []}, str(state))

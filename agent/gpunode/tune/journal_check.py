@@ -71,17 +71,16 @@ def file_state(doc: Any, what: str) -> dict:
         if data is not None or mode is not None:
             raise ValueError(f"{what}: a symlink with content or mode")
         return doc
-    need_text(data, f"{what}.data")
     try:
-        base64.b64decode(data, validate=True)
+        base64.b64decode(str(need_text(data, f"{what}.data")), validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"{what}.data is not base64") from None
     # The mode was read from the file by fstat (S_IMODE): at most 0o7777. Whatever special
     # bits it had, a rollback restores only the permission bits: a line cannot add setuid.
-    need_int(mode, f"{what}.mode")
-    if mode > PERMISSION_BITS | SPECIAL_BITS:
-        raise ValueError(f"{what}.mode {mode:o} is not a file mode")
-    return {**doc, "mode": mode & PERMISSION_BITS}
+    bits = need_int(mode, f"{what}.mode")
+    if bits > PERMISSION_BITS | SPECIAL_BITS:
+        raise ValueError(f"{what}.mode {bits:o} is not a file mode")
+    return {**doc, "mode": bits & PERMISSION_BITS}
 
 
 def _service(doc: Any, what: str) -> dict:
