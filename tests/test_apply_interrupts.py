@@ -229,3 +229,61 @@ def test_a_shared_file_someone_else_changed_is_still_left_alone(tmp_path):
     assert rb.returncode == 1, rb.stderr
     statuses = {r["setting"]: r["status"] for r in json.loads(rb.stdout)["restores"]}
     assert statuses["limits.nofile"] == statuses["limits.memlock"] == "left"
+
+
+def _in_process(tmp_path, sysroot_class=None):
+    from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.host.seam import sysroot_host
+    from gpunode.tune.actions import ApplyEnv
+    from gpunode.tune.plan import select_settings
+    from gpunode.tune.profiles import load_profile
+
+    root = make_tree(tmp_path / "root")
+    host = sysroot_host(root)
+    if sysroot_class is not None:
+        host.sys = sysroot_class(root)
+    profile = load_profile("training")
+    settings = select_settings(profile, ["sysfs.thp.*", "sysctl.vm.swappiness", "sysctl.kernel.*"])
+    return root, ApplyEnv(host=host, gpu=NoGpuControl("none")), profile, settings
+
+
+def test_an_unexpected_error_in_a_write_still_undoes_the_batch_including_that_write(tmp_path):
+    from gpunode.host.sysroot import SysRoot
+    from gpunode.tune.session import apply_profile
+
+    class Buggy(SysRoot):  # writes, then fails as a bug would
+        def write(self, path, data):
+            super().write(path, data)
+            if path == "/proc/sys/kernel/numa_balancing" and data == "0\n":
+                raise TypeError("a bug")
+
+    root, env, profile, settings = _in_process(tmp_path, Buggy)
+    before = picture(root)
+    outcome = apply_profile(env, profile, settings, StateDir(tmp_path / "state"), persist=False)
+    assert outcome.result == "failed" and outcome.exit_code == 3
+    assert outcome.reason.endswith("internal error: TypeError: a bug")
+    assert [r.status for r in outcome.restored] == ["restored"] * 3  # the half-done write too
+    assert picture(root) == before
+
+
+def test_an_unexpected_error_before_a_write_still_undoes_the_batch(tmp_path, monkeypatch):
+    from gpunode.tune import actions
+    from gpunode.tune.session import apply_profile
+
+    prepare, calls = actions.prepare, []
+
+    def failing_third(env, change):
+        calls.append(change)
+        if len(calls) == 3:
+            raise KeyError("a bug")
+        prepare(env, change)
+
+    monkeypatch.setattr(actions, "prepare", failing_third)
+    root, env, profile, settings = _in_process(tmp_path)
+    before = picture(root)
+    outcome = apply_profile(env, profile, settings, StateDir(tmp_path / "state"), persist=False)
+    assert outcome.result == "failed" and "internal error: KeyError" in outcome.reason
+    assert "(at change 3 of 3)" in outcome.reason
+    assert [r.status for r in outcome.restored] == ["restored"] * 2
+    assert picture(root) == before
+    assert [r.status for r in StateDir(tmp_path / "state").records()] == ["failed"]

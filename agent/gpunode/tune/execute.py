@@ -121,7 +121,7 @@ def execute(env: ApplyEnv, plan, writes: list[Change], journal=None, stop: StopS
                 if _last_of_setting(writes, n):
                     _verify_setting(env, plan, change.setting_id,
                                     {c.subject for _, c, _ in done if c.setting_id == change.setting_id})
-            except (OSError, ApplyError, GpuControlError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever stopped gpunode's write, the batch is undone
                 reason = f"{change.setting_id} {change.subject}: {_reason(exc)}"
                 book.append({"type": "failed", "seq": n, "reason": reason})
                 outcome.statuses[n - 1] = "failed"
@@ -140,6 +140,8 @@ def execute(env: ApplyEnv, plan, writes: list[Change], journal=None, stop: StopS
         outcome.signal = stopped.signum
         _roll_back(env, outcome, book, done, done,
                    f"stopped by {signal.Signals(stopped.signum).name} before {step}", stop=stop)
+    except Exception as exc:  # noqa: BLE001 - gpunode's own bug before a write (prepare): still undone
+        _roll_back(env, outcome, book, done, done, f"{_reason(exc)} (at {step})", stop=stop)
     return outcome
 
 
@@ -190,4 +192,6 @@ def _verify_setting(env: ApplyEnv, plan, setting_id: str, subjects: set[str]) ->
 def _reason(exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}" + (f" ({exc.filename})" if exc.filename else "")
+    if not isinstance(exc, (OSError, ApplyError, GpuControlError)):
+        return f"internal error: {type(exc).__name__}: {exc}"  # a bug: name it, as the CLI's guard would
     return str(exc)
