@@ -147,3 +147,10 @@ def test_install_warns_about_an_install_in_a_temporary_place(tmp_path):
     assert transient_install("/opt/gpunode/bin/python", Path("/tmp/x/gpunode/__main__.py")) == \
         "/tmp/x/gpunode/__main__.py"
     assert transient_install("/opt/gpunode/bin/python", Path("/opt/gpunode/lib/gpunode/__main__.py")) is None
+
+
+def test_the_temporary_place_warning_comes_after_the_work_never_ahead_of_an_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}
+    r = subprocess.run([sys.executable, "-m", "gpunode", "slurm", "install", "--prefix", str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 3 and r.stderr.startswith("gpunode: error: --prefix") and "warning" not in r.stderr

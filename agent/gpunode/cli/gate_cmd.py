@@ -66,11 +66,6 @@ def slurm_install(
                                str(slurm_conf.absolute()) if slurm_conf else None)
     except ValueError as exc:
         die(str(exc))
-    transient = transient_install(sys.executable, package_main())
-    if transient:
-        print(f"gpunode: warning: the hooks run {transient}, a place installs come and go; if it goes they "
-              "step aside (a syslog line, no drain) and the gate stops. A dedicated venv such as /opt/gpunode "
-              "lasts (docs/gate.md)", file=sys.stderr)
     plan = _plan(prefix, chain, no_chain, slurm_conf, interval)
     scripts += plan.scripts
     if dry_run:
@@ -93,6 +88,11 @@ def slurm_install(
                "`scontrol reconfigure`:")
     for line in plan.conf_lines:
         typer.echo(line)
+    transient = transient_install(sys.executable, package_main())  # after the work: never ahead of an error
+    if transient:
+        print(f"gpunode: warning: the hooks run {transient}, a place installs come and go; if it goes they "
+              "step aside (a syslog line, no drain) and the gate stops. A dedicated venv such as /opt/gpunode "
+              "lasts (docs/gate.md)", file=sys.stderr)
 
 
 def _plan(prefix: Path, chain: str | None, no_chain: bool, slurm_conf: Path | None, interval: int | None):
