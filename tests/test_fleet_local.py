@@ -38,7 +38,9 @@ def test_fleet_audit_names_failing_hosts_and_checks(tmp_path):
         "h200": [f"h200-a gpunode_snapshot={h200}"],
     }, fleetkit.local_vars(gpunode_audit_args='["--tag", "profile"]'))
     state = tmp_path / "state"
-    result, doc = fleetkit.fleet_json(["audit", "-i", str(inv), "--state-dir", str(state), "--forks", "4"])
+    page = tmp_path / "audit.html"
+    result, doc = fleetkit.fleet_json(["audit", "-i", str(inv), "--state-dir", str(state), "--forks", "4",
+                                       "--html", str(page)])
     assert result.rc == 2, result.stderr[-3000:]  # a FAIL in the fleet
     assert doc["schema"] == "gpunode.fleet/1" and doc["kind"] == "audit" and doc["status"] == "FAIL"
     hosts = fleetkit.by_host(doc)
@@ -53,6 +55,8 @@ def test_fleet_audit_names_failing_hosts_and_checks(tmp_path):
     assert hosts["h200-a"]["gpu_names"] == ["NVIDIA H200"] and hosts["h100-ok"]["gpu_names"] == ["NVIDIA H100 80GB HBM3"]
     assert hosts["h100-bad"]["reported_host"] == "gpu-h100-02"  # the node's own report, not a copy
     assert hosts["h100-bad"]["failing"] == ["gpu.ecc_mode"]
+    assert '<td>h100-bad</td><td>h100</td><td class="FAIL">FAIL</td>' in page.read_text()
+    assert '<td class="failing">gpu.ecc_mode</td>' in page.read_text()  # the page names it per host
     ecc = fleetkit.check_row(doc, "gpu.ecc_mode")
     assert ecc["fail_hosts"] == ["h100-bad"] and ecc["details"]["h100-bad"][0]["subject"] == "GPU0"
     assert fleetkit.check_row(doc, "sysctl.vm.swappiness")["warn_hosts"] == ["h100-bad"]

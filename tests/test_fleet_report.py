@@ -355,6 +355,11 @@ def test_fleet_apply_check_shows_per_host_what_would_change_from_and_to(tmp_path
     assert fleetkit.by_host(doc)["node04"]["changes"][0] == {
         "setting": "sysctl.vm.swappiness", "subject": "vm.swappiness", "from": "30", "to": "10", "status": "planned",
         "note": None}
+    from gpunode.fleet.html import fleet_html
+
+    page = fleet_html(doc)
+    assert "<h2>Changes that would be made (check mode)</h2>" in page
+    assert "<tr><td>node[01-03]</td><td>sysctl.vm.swappiness</td><td>60 → 10</td><td>planned</td></tr>" in page
     for tty in (False, True):
         text = _render(doc, tty=tty)
         assert "check mode" in text

@@ -262,3 +262,4 @@ def test_fleet_audit_html_names_the_failing_check_ids_per_host(tmp_path):
     assert '<td class="failing">gpu.ecc_mode</td>' in row
     row = next(r for r in page.split("<tr>") if r.startswith("<td>ok</td>"))
     assert '<td class="failing"></td>' in row
+    assert '<tr><td>gpu.ecc_mode</td><td class="FAIL">noecc</td>' in page  # the checks table, hosts per check

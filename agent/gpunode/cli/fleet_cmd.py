@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, stderr_console, stdout_console
+from gpunode.cli.common import check_outputs, die, stderr_console, stdout_console
 from gpunode.fleet.specs import PLAYBOOKS
 
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*")
@@ -72,7 +72,7 @@ def parse_extra_vars(items: list[str] | None) -> dict:
     return out
 
 
-HTML = typer.Option(None, "--html", help="Also write the report as one self-contained HTML page (plots for trends).")
+HTML = typer.Option(None, "--html", help="Also write the report as one self-contained HTML page (hosts, failing checks, changes; plots for trends).")
 
 
 def _write_html(path: Path | None, document: dict) -> None:
@@ -98,6 +98,7 @@ def _run(name: str, opts: Common, extravars: dict, html: Path | None = None) -> 
     spec = PLAYBOOKS[name]
     if not 0 < opts.margin < 1:
         die(f"--margin {opts.margin}: give a fraction between 0 and 1 (0.1 = 10 %)")
+    check_outputs(html)  # a path that cannot be written: said now, not after the run
     extravars = {**parse_extra_vars(opts.extra), **extravars}
     pdir = playbooks_dir(opts.playbooks)
     try:
@@ -140,33 +141,33 @@ def _batch_vars(batch: str | None, max_fail: int | None) -> dict:
 def audit(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
           check: bool = CHECK, extra: list[str] = EXTRA, profile: str = PROFILE, playbooks: Path = PLAYBOOK_DIR,
           state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-          quiet: bool = QUIET) -> None:
+          quiet: bool = QUIET, html: Path = HTML) -> None:
     """gpunode audit on every host; one report: hosts x status, and which hosts fail each check."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
-    _run("audit", opts, {"gpunode_profile": profile} if profile else {})
+    _run("audit", opts, {"gpunode_profile": profile} if profile else {}, html)
 
 
 def apply(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
           check: bool = CHECK, extra: list[str] = EXTRA, profile: str = PROFILE, batch: str = BATCH,
           max_fail: int = MAX_FAIL, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE,
-          timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
+          timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET, html: Path = HTML,
           prove: bool = typer.Option(False, "--prove", help="Each node benches before and after and keeps the change only if no figure got worse; the canary must prove it before the rest.")) -> None:
     """gpunode apply --profile on every host: one canary, then batches; --check shows the plans."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
     _run("apply", opts, {**({"gpunode_profile": profile} if profile else {}), **_batch_vars(batch, max_fail),
-                         **({"gpunode_prove": True} if prove else {})})
+                         **({"gpunode_prove": True} if prove else {})}, html)
 
 
 def rollback(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
              check: bool = CHECK, extra: list[str] = EXTRA, batch: str = BATCH, max_fail: int = MAX_FAIL,
              playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT,
-             verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+             verbose: bool = VERBOSE, quiet: bool = QUIET, html: Path = HTML) -> None:
     """gpunode rollback on every host: one canary, then batches; --check shows what would be restored."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
-    _run("rollback", opts, _batch_vars(batch, max_fail))
+    _run("rollback", opts, _batch_vars(batch, max_fail), html)
 
 
 def bench(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
@@ -174,13 +175,13 @@ def bench(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, a
           mode: str = typer.Option(None, "--mode", help="quick or full (default: gpunode_bench_mode, else quick)."),
           margin: float = MARGIN, min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR,
           state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-          quiet: bool = QUIET) -> None:
+          quiet: bool = QUIET, html: Path = HTML) -> None:
     """gpunode bench on every host; per metric each SKU group's median, each host's ratio, outliers."""
     if mode is not None and mode not in ("quick", "full"):
         die(f"--mode {mode!r}: give quick or full")
     opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
-    _run("bench", opts, {"gpunode_bench_mode": mode} if mode else {})
+    _run("bench", opts, {"gpunode_bench_mode": mode} if mode else {}, html)
 
 
 def diag(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
@@ -189,7 +190,7 @@ def diag(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as
          duration: int = typer.Option(None, "--duration", min=45, help="Seconds per node at level 2 or 3 (default: the level's)."),
          margin: float = MARGIN, min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR,
          state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-         quiet: bool = QUIET) -> None:
+         quiet: bool = QUIET, html: Path = HTML) -> None:
     """gpunode diag on every host (run it on drained or idle nodes): which hosts fail which test, and the
     checked-GEMM TFLOP/s against each SKU group's median."""
     opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
@@ -199,16 +200,17 @@ def diag(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as
         extravars["gpunode_diag_level"] = level
     if duration is not None:
         extravars["gpunode_diag_duration"] = duration
-    _run("diag", opts, extravars)
+    _run("diag", opts, extravars, html)
 
 
 def gate(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
          check: bool = CHECK, extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
-         keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+         keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
+         html: Path = HTML) -> None:
     """gpunode gate (the fast pre-job health subset) on every host."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
                   timeout, verbose, quiet)
-    _run("gate", opts, {})
+    _run("gate", opts, {}, html)
 
 
 def trends(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,

@@ -12,7 +12,7 @@ import statistics
 import time
 from html import escape
 
-from gpunode.fleet.report import drifting_hosts
+from gpunode.fleet.report import compressed, drifting_hosts
 from gpunode.fleet.trends import quantile
 
 WIDTH, STRIP_H, PLOT_H, PAD = 720, 70, 230, 48
@@ -132,6 +132,30 @@ def _hosts_table(doc: dict) -> str:
             f"{rows}</table>")
 
 
+def _checks_table(doc: dict) -> str:
+    """Checks not passing everywhere: per check the hosts that FAIL, ERROR or WARN it."""
+    rows = "".join(
+        f'<tr><td>{escape(c["id"])}</td><td class="FAIL">{escape(compressed(c["fail_hosts"]))}</td>'
+        f'<td class="UNKNOWN">{escape(compressed(c["error_hosts"]))}</td>'
+        f'<td class="WARN">{escape(compressed(c["warn_hosts"]))}</td></tr>' for c in doc.get("checks") or [])
+    return ("<h2>Checks not passing everywhere</h2><table><tr><th>Check</th><th>FAIL on</th><th>ERROR on</th>"
+            f"<th>WARN on</th></tr>{rows}</table>") if rows else ""
+
+
+def _changes_table(doc: dict) -> str:
+    """apply/rollback: each change once, from -> to, with the hosts it is planned or made on."""
+    def move(c: dict) -> str:
+        if c["from"] is None and c["to"] is None:
+            return escape(c.get("note") or "")
+        return f'{escape(str(c["from"]))} → {escape(str(c["to"]))}'
+
+    rows = "".join(f'<tr><td>{escape(c["hostlist"])}</td><td>{escape(c["setting"])}</td><td>{move(c)}</td>'
+                   f'<td>{escape(c["status"])}</td></tr>' for c in doc.get("changes") or [])
+    title = "Changes that would be made (check mode)" if doc.get("check_mode") else "Changes"
+    return (f"<h2>{title}</h2><table><tr><th>Hosts</th><th>Setting</th><th>From → to</th><th>Status</th></tr>"
+            f"{rows}</table>") if rows else ""
+
+
 def _trend_section(doc: dict) -> str:
     trends = doc["trends"]
     out = [f'<h2>Trends per SKU</h2><p class="note">Drifting: the median of a host\'s last {trends["window"]} '
@@ -164,5 +188,6 @@ def fleet_html(doc: dict) -> str:
     if doc.get("trends"):
         body.append(_trend_section(doc))
     body.append("<h2>Hosts</h2>" + _hosts_table(doc))
+    body.append(_changes_table(doc) + _checks_table(doc))
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{''.join(body)}</body></html>\n")
