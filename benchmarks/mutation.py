@@ -307,11 +307,14 @@ def main(argv=None) -> int:
     plan: list[tuple[Mutant, list[str]]] = []
     originals: dict[str, str] = {}
     deselected_all: set[str] = set()
+    baselines: dict[tuple[str, ...], tuple] = {}
     for module, tests in targets.items():
         tests = [t for t in tests if (trees[0] / t).exists()]
         source = (trees[0] / module).read_text()
         originals[module] = source
-        ready, seconds, deselected = baseline(trees[0], tests, args.timeout)
+        if tuple(tests) not in baselines:  # modules sharing their tests share one baseline run
+            baselines[tuple(tests)] = baseline(trees[0], tests, args.timeout)
+        ready, seconds, deselected = baselines[tuple(tests)]
         if ready is None:
             print(f"{module}: its tests fail unmutated; left out", file=sys.stderr)
             continue
