@@ -413,3 +413,15 @@ def test_a_history_file_others_can_write_is_refused(tmp_path):
     (state / "history.sqlite").chmod(0o666)
     one_error_line(_history(state), f"{state / 'history.sqlite'}: writable by group and others")
     assert "writable by group and others" in record("bench", {"metrics": []}, str(state))
+
+
+def test_a_journal_over_the_size_bound_is_refused_unread(tmp_path, monkeypatch):
+    from gpunode.tune import journal as journal_module
+    from gpunode.tune.journal import JournalError
+
+    state = StateDir(tmp_path / "state").ensure()
+    path = state.applies / "20250101T000000Z-1.jsonl"
+    _write(path, [{"type": "begin", "seq": 1, "root": "/"}, {"type": "end", "result": "applied"}])
+    monkeypatch.setattr(journal_module, "MAX_JOURNAL_BYTES", path.stat().st_size - 1)
+    with pytest.raises(JournalError, match=f"{path}: too large"):
+        state.records()
