@@ -42,7 +42,7 @@ def test_a_recorded_boot_log_has_no_events_and_continuations_are_dropped():
     lines = kmsg_lines("vm-boot.txt")
     records = [kmsg_record(line, 1000.0) for line in lines]
     assert any(line.startswith(" ") for line in lines)  # the recording has continuation lines
-    assert all(r is None for r, line in zip(records, lines) if line.startswith(" "))
+    assert all(r is None for r, line in zip(records, lines, strict=True) if line.startswith(" "))
     first = next(r for r in records if r is not None)
     assert first.time == 1000.0 and first.text.startswith("Linux version")
     assert kernel_events([r for r in records if r is not None]) == []

@@ -44,6 +44,9 @@ def slurm_install(
     slurm_conf: Path = typer.Option(None, "--slurm-conf", help="Bake this SLURM_CONF default into the hooks (slurm.conf not in the default place)."),
     chain: str = typer.Option(None, "--chain", help="Run this HealthCheckProgram (e.g. /usr/sbin/nhc) before gpunode's. Default: the one slurm.conf names already."),
     no_chain: bool = typer.Option(False, "--no-chain", help="Replace an existing HealthCheckProgram instead of chaining with it."),
+    watch: bool = typer.Option(False, "--watch", help="Also install gpunode-watch.service (enabled and started where systemd runs) and let the prolog trust its fresh OK verdict without starting Python."),
+    watch_poll: float = typer.Option(10.0, "--watch-poll", help="--watch: seconds between the watcher's polls; its verdict counts for 2 polls."),
+    unit_dir: Path = typer.Option(Path("/etc/systemd/system"), "--unit-dir", help="--watch: where the unit goes (enabled only in /etc/systemd/system)."),
 ) -> None:
     """Install gpunode-prolog, gpunode-epilog, gpunode-healthcheck (0755, root-owned) under
     --prefix and print the slurm.conf lines that use them."""
@@ -61,9 +64,10 @@ def slurm_install(
     if interval is not None and interval <= 0:
         die("--interval must be positive")
     try:
+        verdict, unit = _watch_parts(watch, watch_poll, config)
         scripts = hook_scripts(prefix, sys.executable, str(config.absolute()) if config else None,
                                str(snapshot.absolute()) if snapshot else None, timeout, strict,
-                               str(slurm_conf.absolute()) if slurm_conf else None)
+                               str(slurm_conf.absolute()) if slurm_conf else None, watch=verdict)
     except ValueError as exc:
         die(str(exc))
     plan = _plan(prefix, chain, no_chain, slurm_conf, interval)
@@ -71,6 +75,8 @@ def slurm_install(
     if dry_run:
         for s in scripts:
             typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
+        if unit:
+            typer.echo(f"# would write {unit_dir / 'gpunode-watch.service'} (0644) and enable it\n{unit}")
     else:
         if not prefix.is_dir():
             die(f"--prefix {prefix}: not a directory")
@@ -84,6 +90,8 @@ def slurm_install(
             except OSError as exc:
                 die(f"cannot write {s.path}: {exc.strerror or exc}", 3)
             typer.echo(f"{state}: {s.path}")
+        if unit:
+            _install_unit(unit_dir, unit)
     typer.echo("\n# Set in slurm.conf (the site's own hooks run first, through the chains), then "
                "`scontrol reconfigure`:")
     for line in plan.conf_lines:
@@ -93,6 +101,49 @@ def slurm_install(
         print(f"gpunode: warning: the hooks run {transient}, a place installs come and go; if it goes they "
               "step aside (a syslog line, no drain) and the gate stops. A dedicated venv such as /opt/gpunode "
               "lasts (docs/gate.md)", file=sys.stderr)
+
+
+def _watch_parts(watch: bool, poll_s: float, config: Path | None):
+    """--watch: the prolog's view of the watcher's verdict and the unit text; (None, None) without it."""
+    if not watch:
+        return None, None
+    import math
+
+    from gpunode.slurm.install import WatchVerdict
+    from gpunode.watch.unit import unit_text
+
+    unit = unit_text(sys.executable, poll_s, config=str(config.absolute()) if config else None)
+    return WatchVerdict(max_age_s=math.ceil(2 * poll_s)), unit
+
+
+SYSTEM_UNIT_DIR = "/etc/systemd/system"
+
+
+def _install_unit(unit_dir: Path, unit: str) -> None:
+    """Write gpunode-watch.service (0644); enable and start it where systemd runs."""
+    from gpunode.outputs import write_atomic
+    from gpunode.watch.unit import UNIT_NAME
+
+    path = unit_dir / UNIT_NAME
+    try:
+        old = path.read_text() if path.is_file() else None
+        if old != unit:
+            write_atomic(path, unit, mode=0o644)
+    except OSError as exc:
+        die(f"cannot write {path}: {exc.strerror or exc}", 3)
+    typer.echo(f"{'unchanged' if old == unit else 'written'}: {path}")
+    if unit_dir != Path(SYSTEM_UNIT_DIR) or not Path("/run/systemd/system").is_dir():
+        why = "systemd is not running here" if unit_dir == Path(SYSTEM_UNIT_DIR) else f"{unit_dir} is not {SYSTEM_UNIT_DIR}"
+        print(f"gpunode: note: {why}: enable it yourself with systemctl enable --now {UNIT_NAME}", file=sys.stderr)
+        return
+    from gpunode.host.runner import Runner
+
+    runner = Runner()
+    for argv in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", UNIT_NAME]):
+        result = runner.run(argv, timeout=60)
+        if not result.ok:
+            die(f"{' '.join(argv)} failed: {(result.stderr or result.error or '').strip()}", 3)
+    typer.echo(f"enabled and started: {UNIT_NAME}")
 
 
 def _plan(prefix: Path, chain: str | None, no_chain: bool, slurm_conf: Path | None, interval: int | None):

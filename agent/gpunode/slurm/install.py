@@ -83,7 +83,9 @@ def transient_install(python: str, entry: Path) -> str | None:
 
 def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot: str | None = None,
                  timeout: float | None = None, strict: bool = False,
-                 slurm_conf: str | None = None, entry: Path | None = None) -> list[HookScript]:
+                 slurm_conf: str | None = None, entry: Path | None = None,
+                 watch: WatchVerdict | None = None) -> list[HookScript]:
+    """`watch`: the prolog first trusts a fresh OK verdict of `gpunode watch` (no Python)."""
     check_hook_values(config, snapshot, timeout)
     entry = entry or package_main()
     scripts = []
@@ -95,8 +97,10 @@ def hook_scripts(prefix: Path, python: str, config: str | None = None, snapshot:
             argv += ["--timeout", f"{timeout:g}"]
         if strict:
             argv.append("--strict")
-        scripts.append(HookScript(mode, prefix / name,
-                                  _script(mode, argv, config, snapshot, slurm_conf, str(entry), strict)))
+        text = _script(mode, argv, config, snapshot, slurm_conf, str(entry), strict)
+        if watch is not None and mode == "prolog":
+            text = watch_fast_path(text, watch)
+        scripts.append(HookScript(mode, prefix / name, text))
     return scripts
 
 
@@ -136,6 +140,64 @@ def _script(mode: str, argv: list[str], config: str | None, snapshot: str | None
         f"exit {own_exit}",
     ]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class WatchVerdict:
+    """Where the watcher's one-line verdict is and how old it may be (2 x its poll interval)."""
+
+    path: str = "/run/gpunode/verdict"
+    max_age_s: int = 20
+
+    def __post_init__(self) -> None:
+        from gpunode.watch.unit import plain_path
+
+        plain_path(self.path, "verdict file")
+        if not 1 <= self.max_age_s <= 1200:
+            raise ValueError(f"verdict age {self.max_age_s}: must be 1-1200 seconds")
+
+
+# The watcher's line: `OK <epoch> <boot id> <pid> <uptime s>` (gpunode.watch.state.verdict_line).
+# Every field is checked as text (digits only, a boot id's characters and length) and compared;
+# nothing in it is ever run or eval'ed. Any doubt runs the full gate.
+_WATCH_CHECK = """\
+# gpunode watch keeps a one-line verdict: a fresh OK of this boot from a live watcher answers
+# without starting Python; anything else (missing, stale, another boot, not OK) runs the gate.
+gpunode_watch_ok() {
+    [ -f "$1" ] && [ -O "$1" ] || return 1
+    read -r w_status w_time w_boot w_pid w_up w_rest < "$1" || return 1
+    [ "$w_status" = OK ] && [ -z "$w_rest" ] || return 1
+    # Digits only, no leading zero (sh arithmetic reads 010 as octal and stops the hook on 09).
+    for w_n in "$w_time" "$w_pid" "$w_up"; do
+        case "$w_n" in ''|*[!0-9]*|0?*) return 1 ;; esac
+        [ "${#w_n}" -le 12 ] || return 1
+    done
+    case "$w_boot" in *[!0-9a-f-]*) return 1 ;; esac
+    [ "${#w_boot}" -eq 36 ] || return 1
+    read -r w_now_boot < /proc/sys/kernel/random/boot_id || return 1
+    [ "$w_boot" = "$w_now_boot" ] || return 1
+    [ -d "/proc/$w_pid" ] || return 1
+    read -r w_now w_idle < /proc/uptime || return 1
+    w_now=${w_now%%.*}
+    case "$w_now" in ''|*[!0-9]*|0?*) return 1 ;; esac
+    [ "${#w_now}" -le 12 ] || return 1
+    w_age=$((w_now - w_up))
+    [ "$w_age" -ge 0 ] && [ "$w_age" -le MAX_AGE ]
+}
+if gpunode_watch_ok VERDICT; then
+    exit 0
+fi
+"""
+
+
+def watch_fast_path(script: str, watch: WatchVerdict) -> str:
+    """The prolog hook with the watcher's verdict checked first (before Python is even looked for)."""
+    block = _WATCH_CHECK.replace("MAX_AGE", str(int(watch.max_age_s))).replace("VERDICT", shlex.quote(watch.path))
+    marker = "# Slurm drains the node for a non-zero hook exit"
+    head, sep, tail = script.partition(marker)
+    if not sep:
+        raise ValueError("the hook has no place for the watcher's fast path")
+    return head + block + sep + tail
 
 
 def install_script(script: HookScript, as_root: bool) -> str:
