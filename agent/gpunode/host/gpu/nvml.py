@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gpunode.host.gpu.model import GpuInfo, GpuInventory, GpuProcess, NvLink
+from gpunode.host.gpu.model import GpuInfo, GpuInventory, GpuProcess, NvLink, gpu_label
 
 NVLINK_MAX_LINKS = 18
 FABRIC_STATES = {0: "not_supported", 1: "not_started", 2: "in_progress", 3: "completed"}
@@ -474,7 +474,7 @@ class NvmlTelemetrySource:
             try:
                 self.handles[i] = nvml.nvmlDeviceGetHandleByIndex(i)
             except nvml.NVMLError as exc:
-                self._missing[f"gpu{i}"] = _text(str(exc))
+                self._missing[gpu_label(i)] = _text(str(exc))
         if self.xid_events:
             self._open_events()
         else:
@@ -626,7 +626,7 @@ class NvmlEventWatch:
                 self.handles[uuid] = handle
                 self.bus_ids[uuid] = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
             except nvml.NVMLError as exc:
-                self._missing[f"gpu{i}"] = _text(str(exc))
+                self._missing[gpu_label(i)] = _text(str(exc))
         wanted = 0
         for kind, name in WATCH_EVENT_TYPES.items():
             bit = getattr(nvml, name, None)
