@@ -287,4 +287,7 @@ def register(app: typer.Typer) -> None:
                        ("diag", diag), ("gate", gate), ("trends", trends), ("slurm", slurm), ("install", install)):
         fleet.command(name)(func)
     fleet.command("report")(report)
+    from gpunode.cli.fleet_locate_cmd import locate  # the pair-test command lives in its own module
+
+    fleet.command("locate")(locate)
     app.add_typer(fleet, name="fleet")

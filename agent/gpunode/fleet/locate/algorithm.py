@@ -207,16 +207,17 @@ def classify(n: int, matches: list[Round], plan: Plan, anchored: list[Round]) ->
     return out
 
 
-def robust_low(values: list[float], z: float = -3.5) -> list[bool]:
-    """Which values sit below their own distribution: robust z = 0.6745 (x - median) / MAD."""
+def robust_low(values: list[float], z: float = -3.5, min_drop: float = 0.05) -> list[bool]:
+    """Which values sit below their own distribution: robust z = 0.6745 (x - median) / MAD under z,
+    and at least min_drop below the median (a tight fleet's MAD would flag a 1 % wobble)."""
     if len(values) < 4:
         return [False] * len(values)
     med = _median(values)
     mad = _median([abs(x - med) for x in values])
-    if mad <= 0:
-        # more than half identical: anything clearly (1 %) below them is the outlier
-        return [x < med * 0.99 for x in values]
-    return [0.6745 * (x - med) / mad < z for x in values]
+    floor = med * (1 - min_drop)
+    if mad <= 0:  # more than half identical: anything clearly below them is the outlier
+        return [x < floor for x in values]
+    return [x < floor and 0.6745 * (x - med) / mad < z for x in values]
 
 
 def _median(values: list[float]) -> float:

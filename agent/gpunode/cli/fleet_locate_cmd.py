@@ -1,0 +1,97 @@
+"""`gpunode fleet locate -i INVENTORY`: which node or which link of the fleet is bad, from disjoint
+two-node tests (tcp: iperf3, ib: ib_write_bw per rail, nccl: all_reduce_perf across the pair),
+pair then anchor (gpunode/fleet/locate/). Registered by cli/fleet_cmd.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from gpunode.cli.common import FORMAT_HELP, Format, die, stderr_console, stdout_console
+
+TEST_NAMES = ("tcp", "ib", "nccl")
+
+
+def locate(
+    inventory: Path = typer.Option(..., "--inventory", "-i", help="Ansible inventory (INI or YAML file, or a directory)."),
+    limit: str = typer.Option(None, "--limit", "-l", help="Only these hosts or groups (an Ansible pattern)."),
+    test: str = typer.Option("tcp", "--test", help="Pair test: tcp (iperf3), ib (ib_write_bw per rail) or nccl (all_reduce_perf across the pair)."),
+    repeat: int = typer.Option(1, "--repeat", min=1, max=9, help="Fresh random matchings (and anchors per suspect): 3 for a noisy fabric."),
+    seed: int = typer.Option(None, "--seed", help="Seed of the random matchings (the same seed, the same pairs)."),
+    ratio: float = typer.Option(0.8, "--ratio", help="A test fails below this fraction of the expectation."),
+    expect: float = typer.Option(None, "--expect", help="Expected figure per pair test in the test's unit (e.g. `gpunode expect`'s nic.<name> x 8 for Gb/s); default: the fleet's median of round 1."),
+    seconds: int = typer.Option(2, "--seconds", min=1, max=600, help="Duration of one pair test (iperf3 -t, ib_write_bw -D)."),
+    port: int = typer.Option(5201, "--port", min=1024, max=65000, help="First port of the test servers (rail i: port + i)."),
+    rail: list[str] = typer.Option(None, "--rail", help="ib: an HCA to test on its own (repeatable: mlx5_0, mlx5_1 ...)."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", min=1, max=64, help="nccl: processes (GPUs) per node."),
+    launcher: str = typer.Option("mpirun", "--launcher", help="nccl: mpirun or srun."),
+    timeout: int = typer.Option(120, "--timeout", min=1, help="Seconds before one pair test is given up (a failed test)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema gpunode.fleet.locate/1)."),
+    fmt: Format = typer.Option(None, "--format", help=FORMAT_HELP, show_default=False),
+    html: Path = typer.Option(None, "--html", help="Also write the report as one self-contained HTML page."),
+    forks: int = typer.Option(50, "--forks", min=2, max=500, help="Hosts worked on in parallel (a round's tests run at once)."),
+    playbooks: Path = typer.Option(None, "--playbooks", help="Playbook directory (default $GPUNODE_PLAYBOOKS, else the shipped playbooks)."),
+    state_dir: Path = typer.Option(None, "--state-dir", help="Where runs are kept (default /var/lib/gpunode as root, else ~/.local/state/gpunode)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-round progress on stderr."),
+) -> None:
+    """Find the bad node or the bad link: random pairs, then each member of a failing pair against a
+    passed node (2 rounds, N/2 + 2 tests for one bad node). Suggests drain lines; never drains."""
+    from gpunode.fleet.locate.driver import SPEC, FleetRounds, run_locate
+    from gpunode.fleet.locate.pairtests import PLUGINS, Config
+    from gpunode.fleet.locate.report import locate_document, locate_html, render_table, render_text
+    from gpunode.fleet.runner import default_state_dir
+    from gpunode.fleet.specs import playbooks_dir
+    from gpunode.fleet.validate import FleetError, validate
+    from gpunode.outputs import dumps, write_atomic
+
+    name = "json" if as_json else (fmt.value if fmt is not None else None)
+    if name == "nagios":
+        die("--format nagios: locate reports table, plain, tsv or json")
+    if test not in TEST_NAMES:
+        die(f"--test {test!r}: give tcp, ib or nccl")
+    if launcher not in ("mpirun", "srun"):
+        die(f"--launcher {launcher!r}: give mpirun or srun")
+    if not 0 < ratio < 1:
+        die(f"--ratio {ratio}: give a fraction between 0 and 1 (0.8 = fail below 80 % of the expectation)")
+    if expect is not None and not expect > 0:
+        die(f"--expect {expect}: give a positive figure")
+    cfg = Config(seconds=seconds, port=port, rails=tuple(rail or ()), gpus_per_node=gpus_per_node, launcher=launcher)
+    pdir = playbooks_dir(playbooks)
+    try:
+        inv = validate(SPEC, inventory, limit, {}, pdir)
+    except FleetError as exc:
+        die(str(exc))
+    if len(inv.hosts) < 2:
+        die(f"{inventory}: locate needs at least 2 hosts, the selection has {len(inv.hosts)}")
+    if seed is None:  # said in the report: the same seed gives the same pairs again
+        import secrets
+
+        seed = secrets.randbelow(1 << 31)
+    console = None if quiet else stderr_console()
+    rounds = FleetRounds(PLUGINS[test], cfg, inv, pdir, state_dir or default_state_dir(), forks=forks,
+                         timeout=timeout, console=console)
+    started = time.monotonic()
+    try:
+        outcome, judge = run_locate(rounds, repeat, seed, ratio, expect)
+    except FleetError as exc:
+        die(str(exc))
+    except OSError as exc:
+        die(f"cannot use state dir {state_dir}: {exc.strerror or exc}")
+    doc = locate_document(outcome, rounds.names, test=test, unit=PLUGINS[test].unit, seed=seed, repeat=repeat,
+                          ratio=ratio, expectation=judge.expectation, expectation_source=judge.source,
+                          details=rounds.details, runs=rounds.runs, wall_s=round(time.monotonic() - started, 2))
+    if html is not None:
+        try:
+            write_atomic(html, locate_html(doc))
+        except OSError as exc:
+            die(f"cannot write {html}: {exc.strerror or exc}")
+    out = stdout_console()
+    if name == "json":
+        typer.echo(dumps(doc), nl=False)
+    elif name in ("plain", "tsv") or (name is None and not out.is_terminal):
+        typer.echo(render_text(doc, name or "plain"), nl=False)
+    else:
+        render_table(doc, out)
+    raise typer.Exit(doc["exit_code"])
