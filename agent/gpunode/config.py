@@ -34,6 +34,7 @@ class Config:
     baselines_dir: str | None = None  # site hardware baselines, ahead of the shipped ones
     audit_log: str = "/dev/log"  # syslog socket for the audit trail (apply, rollback, drains); "off": none
     allow_job_opt_out: bool = False  # jobs may skip the Slurm gate with gpunode=off (logged); the site decides
+    watch: dict = field(default_factory=dict)  # gpunode watch's settings (WATCH_KEYS), validated here
     path: str | None = None
 
     _TYPES = {
@@ -51,8 +52,23 @@ class Config:
         "baselines_dir": str,
         "audit_log": str,
         "allow_job_opt_out": bool,
+        "watch": dict,
     }
 
+
+# watch: key -> (types, the rule a value must meet, said when it does not). Defaults live in
+# watch.policy.WatchConfig; unset keys keep them.
+WATCH_KEYS = {
+    "poll_s": ((int, float), lambda v: 0 < v <= 3600, "a number of seconds in (0, 3600]"),
+    "hysteresis_k": (int, lambda v: 1 <= v <= 100, "a whole number from 1 to 100"),
+    "breaker_fraction": ((int, float), lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
+    "breaker_window_s": ((int, float), lambda v: 0 < v <= 7 * 86400, "a number of seconds in (0, 604800]"),
+    "escalate_n": (int, lambda v: 1 <= v <= 1000, "a whole number from 1 to 1000"),
+    "escalate_days": ((int, float), lambda v: 0 < v <= 365, "a number of days in (0, 365]"),
+    "remediate": (str, lambda v: v == "reset", 'null (off) or "reset"'),
+    "shadow": (bool, lambda v: True, "true or false"),
+    "prove_level": (int, lambda v: v in (1, 2, 3), "a diag level: 1, 2 or 3"),
+}
 
 # Numbers whose wrong sign would silently disable a check (a window of -5 h finds no Xid).
 _POSITIVE = {"xid_window_hours"}
@@ -92,8 +108,26 @@ def load_config(path: str | None = None, cache=None) -> Config:
             raise ConfigError(f"{candidate}: {key} must be a list of one-line strings")
         if isinstance(value, str) and not _one_line(value):
             raise ConfigError(f"{candidate}: {key} must be one line without control characters")
+        if key == "watch":
+            value = _watch_settings(candidate, value)
         setattr(config, key, value)
     return config
+
+
+def _watch_settings(candidate: Path, value: dict) -> dict:
+    """The `watch:` mapping, each key known and each value within its rule (NaN fails every rule)."""
+    out = {}
+    for key, item in value.items():
+        rule = WATCH_KEYS.get(key) if isinstance(key, str) else None
+        if rule is None:
+            raise ConfigError(f"{candidate}: unknown key watch.{key_name(key)}; known: {', '.join(sorted(WATCH_KEYS))}")
+        if item is None:
+            continue
+        types, ok, said = rule
+        if isinstance(item, bool) is not (types is bool) or not isinstance(item, types) or not ok(item):
+            raise ConfigError(f"{candidate}: watch.{key} must be {said}")
+        out[key] = item
+    return out
 
 
 def _one_line(text: str) -> bool:
