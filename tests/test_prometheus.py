@@ -62,6 +62,7 @@ def all_textfiles(tmp_path) -> dict[str, str]:
     }
     for name in ("h100-full.json", "h200-quick.json"):  # bench --prometheus needs a GPU: the same writer on recordings
         files[f"bench-{name}"] = exposition(families_for(json.loads((FIXTURES / "bench" / name).read_text())))
+    files["watch"] = exposition(families_for(watch_document(tmp_path)))
     diag = sorted(FIXTURES.glob("**/diag*.json"))
     for path in diag[:2]:
         doc = json.loads(path.read_text())
@@ -82,11 +83,64 @@ def test_every_textfile_passes_promtool(tmp_path):
 def test_kinds_never_share_a_family_in_one_collector_dir(tmp_path):
     files = all_textfiles(tmp_path)
     kinds = {"audit": files["audit"], "gate": files["gate"], "compare": files["compare"],
-             "bench": files["bench-h100-full.json"], "diag": files["diag"]}
+             "bench": files["bench-h100-full.json"], "diag": files["diag"], "watch": files["watch"]}
     families = {k: {line.split()[2] for line in v.splitlines() if line.startswith("# TYPE")} for k, v in kinds.items()}
     names = [n for fams in families.values() for n in fams]
     assert len(names) == len(set(names)), families
     check_metrics("".join(kinds.values()))  # what node_exporter merges from the directory
+
+
+def watch_document(tmp_path) -> dict:
+    """A watcher's state after a poll (one FAIL), an Xid and a shadowed drain, with its sources."""
+    from gpunode.audit.engine import Result, Status
+    from gpunode.watch.events import Action, Event
+    from gpunode.watch.loop import Watcher
+
+    class Poll:
+        def run_checks_now(self):
+            return [Result("gpu.ecc", "t", "gpu", "critical", Status.FAIL, "DBE", subject="GPU0")]
+
+        def events(self, results, now):
+            return []
+
+    class Source:
+        def __init__(self, name, status):
+            self.name, self.status = name, status
+
+    w = Watcher(str(tmp_path / "watch-run"), Poll(), 10.0, sources=[Source("nvml", "ok"), Source("kmsg", "unreadable")],
+                decide=lambda s, e, c, n: [Action("drain", "gpunode: xid 79", e.gpu, e, shadow=True)],
+                notify=lambda m: True, host="vm", boot_id="0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")
+    w.tick(1000.0)
+    w.handle(Event("kmsg", "xid", 1001.0, "GPU0", 79))
+    return w.document(1001.0)
+
+
+def test_the_watchers_textfile_and_its_metrics_endpoint(tmp_path):
+    """--textfile: written at each state write, promtool-clean; --metrics-port: the same
+    families from prometheus_client on 127.0.0.1."""
+    import urllib.request
+
+    from gpunode.prometheus import watch_families
+    from gpunode.watch.metrics import serve
+
+    doc = watch_document(tmp_path)
+    text = exposition(watch_families(doc))
+    check_metrics(text)
+    for line in ('gpunode_watch_status{host="vm"} 2', 'gpunode_watch_events_total{host="vm",kind="xid"} 1',
+                 'gpunode_watch_actions_total{host="vm",action="would-drain"} 1',
+                 'gpunode_watch_source_up{host="vm",source="kmsg"} 0',
+                 'gpunode_watch_check_status{check="gpu.ecc",subject="GPU0",host="vm"} 2'):
+        assert line in text.splitlines(), line
+    server, thread = serve(lambda: doc, 0)
+    try:
+        port = server.server_port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            served = response.read().decode()
+    finally:
+        server.shutdown()
+    check_metrics(served)
+    assert 'gpunode_watch_events_total{host="vm",kind="xid"} 1.0' in served
+    assert 'gpunode_watch_status{host="vm"} 2.0' in served
 
 
 def test_label_values_are_escaped():
@@ -101,7 +155,7 @@ def test_alert_rules_check_and_unit_tests():
     rules = EXAMPLES / "prometheus"
     proc = subprocess.run(["promtool", "check", "rules", "gpunode-rules.yml"], cwd=rules, capture_output=True,
                           text=True, timeout=60)
-    assert proc.returncode == 0 and "SUCCESS: 11 rules found" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "SUCCESS: 17 rules found" in proc.stdout, proc.stdout + proc.stderr
     proc = subprocess.run(["promtool", "test", "rules", "gpunode-rules.test.yml"], cwd=rules, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
