@@ -36,13 +36,13 @@ def rdma_nics(topo: Topology) -> list[Endpoint]:
                    "BIOS PCIe settings; a slot that cannot do the device's speed limits it for good.")
 def link(ctx: AuditContext):
     topo = topology(ctx)
-    devices = [(d.name, d.kind, d.bdf) for d in topo.nics + topo.nvmes if d.bdf in topo.tree.devices]
+    devices = [(d.name, d.role, d.bdf) for d in topo.nics + topo.nvmes if d.bdf in topo.tree.devices]
     # the switch ports above GPUs and NICs: a downtrained uplink halves every device below it
     above = {b for d in topo.gpus + topo.nics for b in _parents(topo, d)}
     devices += [(bdf, "bridge", bdf) for bdf in sorted(above)]
     if not devices:
         return skip("no PCI NIC or NVMe drive found in sysfs")
-    return [_judge_link(topo, name, kind, bdf or "") for name, kind, bdf in devices]
+    return [_judge_link(topo, name, role, bdf or "") for name, role, bdf in devices]
 
 
 def _parents(topo: Topology, d: Endpoint) -> tuple[str, ...]:
@@ -50,18 +50,18 @@ def _parents(topo: Topology, d: Endpoint) -> tuple[str, ...]:
     return dev.parents if dev else ()
 
 
-def _judge_link(topo: Topology, name: str, kind: str, bdf: str):
+def _judge_link(topo: Topology, name: str, role: str, bdf: str):
     dev = topo.tree.devices[bdf]
     port = topo.tree.upstream(bdf)
     observed, expected = str(dev.current), str(dev.maximum)
     if dev.current.width and dev.maximum.width and dev.current.width < dev.maximum.width:
-        return bad(f"{kind} link downtrained to x{dev.current.width} of x{dev.maximum.width}",
+        return bad(f"{role} link downtrained to x{dev.current.width} of x{dev.maximum.width}",
                    observed=observed, expected=expected, subject=name)
     if dev.current.gen and dev.maximum.gen and dev.current.gen < dev.maximum.gen:
-        return warn(f"{kind} link at Gen{dev.current.gen} of Gen{dev.maximum.gen}",
+        return warn(f"{role} link at Gen{dev.current.gen} of Gen{dev.maximum.gen}",
                     observed=observed, expected=expected, subject=name)
     if port and port.maximum.gen and dev.maximum.gen and port.maximum.gen < dev.maximum.gen:
-        return warn(f"the slot ({port.bdf}) limits the link to Gen{port.maximum.gen}; the {kind} can do "
+        return warn(f"the slot ({port.bdf}) limits the link to Gen{port.maximum.gen}; the {role} can do "
                     f"Gen{dev.maximum.gen}", observed=observed, expected=expected, subject=name)
     if dev.current.gen is None and dev.current.width is None:
         return skip("sysfs shows no link state for this device", subject=name)

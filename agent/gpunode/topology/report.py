@@ -21,7 +21,7 @@ def topo_document(host) -> dict:
     topo, _, nvml_error = host_topology(host)
     ends = topo.gpus + topo.nics
     matrix = [{"from": a.name, **{b.name: topo.path(a, b) for b in ends}} for a in topo.gpus]
-    devices = [{"name": d.name, "kind": d.kind, "bdf": d.bdf, "numa_node": d.numa_node,
+    devices = [{"name": d.name, "kind": d.role, "bdf": d.bdf, "numa_node": d.numa_node,
                 "link": str(d.link) if d.link else None, "link_max": str(d.link_max) if d.link_max else None,
                 "line_rate_gbps": d.line_rate_gbps, "rdma": d.rdma}
                for d in topo.gpus + topo.nics + topo.nvmes]

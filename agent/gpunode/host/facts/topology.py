@@ -27,7 +27,7 @@ class Endpoint:
     """A GPU, NIC or NVMe drive and where it sits in the PCI tree."""
 
     name: str  # GPU0, mlx5_0, eth0, nvme0
-    kind: str  # gpu | nic | nvme
+    role: str  # gpu | nic | nvme
     bdf: str | None
     numa_node: int | None
     link: Link | None = None  # its own PCIe link, current
@@ -51,7 +51,7 @@ class Topology:
         """The connection type of a pair, as nvidia-smi topo -m prints it ('X' for itself)."""
         if a is b:
             return "X"
-        if a.kind == b.kind == "gpu":
+        if a.role == b.role == "gpu":
             links = self.nvlinks.get(_pair(self.gpus.index(a), self.gpus.index(b)), 0)
             if links:
                 return f"NV{links}"
@@ -119,10 +119,10 @@ def build(host, gpus: list[GpuInfo], tree: PciTree | None = None) -> Topology:
     return topo
 
 
-def _endpoint(tree: PciTree, name: str, kind: str, bdf: str | None, rate: float | None = None,
+def _endpoint(tree: PciTree, name: str, role: str, bdf: str | None, rate: float | None = None,
               rdma: bool = False) -> Endpoint:
     dev: PciDevice | None = tree.devices.get(bdf or "")
-    return Endpoint(name=name, kind=kind, bdf=bdf, numa_node=dev.numa_node if dev else None,
+    return Endpoint(name=name, role=role, bdf=bdf, numa_node=dev.numa_node if dev else None,
                     link=dev.current if dev else None, link_max=dev.maximum if dev else None,
                     line_rate_gbps=rate, rdma=rdma)
 
