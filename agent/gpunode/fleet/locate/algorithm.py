@@ -118,12 +118,14 @@ def plan_anchors(n: int, matches: list[Round], repeat: int) -> Plan:
     busy: list[set[int]] = []
     width = max(1, min(len(retested), len(pool)))  # suspects per round: each needs its own anchor
     chunks = [retested[i:i + width] for i in range(0, len(retested), width)]
+    # Offset by layer: a suspect meets `repeat` distinct anchors whenever the pool has that many;
+    # spread over the whole pool when it is large enough for every anchor to be used once.
+    step = width if len(pool) >= width * repeat else 1
     for layer in range(repeat):
-        for c, chunk in enumerate(chunks):
+        for chunk in chunks:
             pairs = []
             for i, v in enumerate(chunk):
-                # offset by layer: a suspect meets `repeat` distinct anchors while the pool allows
-                anchor = pool[(i + layer * width + c) % len(pool)]
+                anchor = pool[(i + layer * step) % len(pool)]
                 anchors[v].append(anchor)
                 pairs.append((v, anchor))
             layers.append(pairs)
