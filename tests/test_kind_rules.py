@@ -115,3 +115,63 @@ def test_one_subject_is_shown_as_its_value_many_as_a_summary(tmp_path):
     mixed = judge_setting(ctx_of(tmp_path / "c", governors(["performance", "powersave", "performance"])),
                           governor_setting())
     assert mixed[0].observed == "performance ×2, powersave ×1"
+
+
+# --- shared value rules (tune/kinds/base.py) and planned files (tune/kinds/change.py) -------------
+
+
+@pytest.mark.parametrize(("op", "current", "target", "expected"), [
+    ("=", True, True, True), ("=", 1, True, False), ("=", True, 1, False), ("=", "1", "1", True),
+    ("<=", 5, 10, True), ("<=", 11, 10, False), (">=", 5, 10, False), (">=", 10, 10, True), ("=", 5, 5, True),
+    ("=", 5, 6, False), ("<=", "4096 87380", "8192 87380", True), ("<=", "a", "b", False)])
+def test_satisfies(op, current, target, expected):
+    from gpunode.tune.kinds.base import satisfies
+
+    assert satisfies(op, current, target) is expected
+
+
+@pytest.mark.parametrize(("op", "current", "target", "written"), [
+    ("=", "0", True, "1"), ("=", "1", False, "0"), ("=", "5", 7, "7"), (">=", "9", 7, "9"), ("<=", "9", 7, "7"),
+    (">=", "4096 1", "1 2", "4096 2")])
+def test_value_to_write(op, current, target, written):
+    from gpunode.tune.kinds.base import value_to_write
+
+    assert value_to_write(op, current, target) == written
+
+
+def test_where_a_knob_lives_defaults_to_its_path_else_its_key():
+    from gpunode.tune.kinds.base import SettingKind
+
+    assert SettingKind().where(Setting("sysfs", "thp.enabled", "x", path="/sys/kernel/mm/x")) == "/sys/kernel/mm/x"
+    assert SettingKind().where(Setting("sysctl", "vm.swappiness", 1)) == "vm.swappiness"
+
+
+def test_file_states_describe_themselves_and_long_lists_are_cut():
+    from gpunode.tune.kinds.change import FileState, format_lines
+
+    assert FileState(False).describe() == "(absent)"
+    assert FileState(True, link="../x").describe() == "-> ../x"
+    assert FileState(True, b"abc", 0o644).describe() == "3 bytes"
+    assert format_lines(["a", "b", "c"]) == "a; b; c"
+    assert format_lines(["a", "b", "c", "d"]) == "a; b; c (+1 more)"
+
+
+def test_a_rewritten_file_keeps_its_mode_a_new_one_or_a_link_gets_the_default(tmp_path):
+    import os
+
+    from gpunode.host.sysroot import SysRoot
+    from gpunode.tune.kinds.change import FileState, PlannedFiles
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/kept.conf").write_text("old\n")
+    os.chmod(root / "etc/kept.conf", 0o600)
+    os.symlink("kept.conf", root / "etc/link.conf")
+    files = PlannedFiles(SysRoot(root))
+    kept = files.write_text("s", "/etc/kept.conf", "new\n")
+    assert FileState.from_json(kept.after).mode == 0o600
+    linked = files.write_text("s", "/etc/link.conf", "new\n")
+    assert FileState.from_json(linked.after).mode == 0o644
+    new = files.write_text("s", "/etc/new.conf", "x\n", mode=0o640)
+    assert FileState.from_json(new.after).mode == 0o640
+    assert files.write_text("s", "/etc/new.conf", "x\n", mode=0o640) is None  # as planned already: no change
