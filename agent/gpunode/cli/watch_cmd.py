@@ -47,7 +47,7 @@ def watch(
         die(str(exc))
     poll_s = poll if poll is not None else _config_poll(cfg)
     if not 1.0 <= poll_s <= 600.0:
-        die(f"--poll must be between 1 and 600 seconds, got {poll_s:g}")
+        die(f"the poll interval (--poll or the config's watch.poll_s) must be 1-600 seconds, got {poll_s:g}")
     if metrics_port is not None and not 1 <= metrics_port <= 65535:
         die(f"--metrics-port must be 1-65535, got {metrics_port}")
     watcher = build_watcher(str(state_dir), cfg, poll_s, shadow, kmsg, not no_nvml,
@@ -66,9 +66,8 @@ def watch(
 
 
 def _config_poll(cfg) -> float:
-    watch_cfg = getattr(cfg, "watch", None)
-    value = getattr(watch_cfg, "poll_s", None) if watch_cfg is not None else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 10.0
+    value = (cfg.watch or {}).get("poll_s")  # validated by gpunode.config
+    return float(value) if value is not None else 10.0
 
 
 def log_line(line: str) -> None:
@@ -82,11 +81,17 @@ def build_watcher(state_dir: str, cfg, poll_s: float, shadow: bool, kmsg: str, n
 
     from gpunode.audit.run import choose, load_audit_profile
     from gpunode.state_dir import resolve_state_dir
+    from gpunode.watch import memory
     from gpunode.watch.loop import Watcher
     from gpunode.watch.sources import Kmsg, NvmlEvents, Poll
 
     profile = load_audit_profile(cfg.profile, cfg)
     checks = choose(profile, tags=["gate"], disabled=cfg.disable_checks).checks
+    gpunode_state = resolve_state_dir(None, os.environ)
+    try:  # escalation memory and our own drain, kept across restarts; refused, never repaired
+        policy_state = memory.load(gpunode_state)
+    except memory.WatchMemoryError as exc:
+        die(str(exc), 3)
     events: queue.Queue = queue.Queue()
     sources: list = []
     nvml_source = NvmlEvents(events) if nvml else None
@@ -98,32 +103,36 @@ def build_watcher(state_dir: str, cfg, poll_s: float, shadow: bool, kmsg: str, n
         return bus.get(address, address)
 
     sources.append(Kmsg(events, kmsg, gpu_of=gpu_of))
-    poll_source = Poll(cfg, profile, checks, state_dir=resolve_state_dir(None, os.environ))
-    return Watcher(state_dir, poll_source, poll_s, sources, config=_policy_config(cfg, poll_s, shadow),
-                   actor=_actor(cfg, shadow), stop=threading.Event(), events=events, textfile=textfile,
-                   log=log_line)
+    poll_source = Poll(cfg, profile, checks, state_dir=gpunode_state)
+    serials = nvml_source.serials if nvml_source is not None else {}
+    actor, policy_config = build_actor(cfg, poll_s, shadow, str(gpunode_state), policy_state, serials)
+    return Watcher(state_dir, poll_source, poll_s, sources, config=policy_config, actor=actor,
+                   stop=threading.Event(), events=events, textfile=textfile, log=log_line,
+                   policy_state=policy_state)
 
 
-def _policy_config(cfg, poll_s: float, shadow: bool):
-    """W2's WatchConfig where it exists (watch/policy.py), else None (the record-only policy)."""
-    try:
-        from gpunode.watch.policy import WatchConfig  # type: ignore[attr-defined]
-    except ImportError:
-        return None
+def build_actor(cfg, poll_s: float, shadow: bool, gpunode_state: str, policy_state, serials):
+    """The Slurm actions (slurm/watch_actions.py) and the policy's settings (the config's
+    `watch:` keys; --poll and --shadow win); the circuit breaker reads the partition through
+    the actor's sinfo."""
     from dataclasses import replace
 
-    base = getattr(cfg, "watch", None)
-    base = base if isinstance(base, WatchConfig) else WatchConfig()
-    return replace(base, poll_s=poll_s, shadow=shadow or base.shadow)
+    from gpunode.host.runner import Runner
+    from gpunode.slurm.scontrol import Slurm, SlurmError
+    from gpunode.slurm.watch_actions import WatchActor
+    from gpunode.watch.policy import WatchConfig
 
-
-def _actor(cfg, shadow: bool):
-    """The Slurm actions (slurm/watch_actions.py, W2) where they exist; else each action is a log line."""
+    config = WatchConfig.from_site(cfg.watch, serials=serials)
+    config = replace(config, poll_s=poll_s, shadow=shadow or config.shadow)
+    runner = Runner()
     try:
-        from gpunode.slurm.watch_actions import build_actor  # type: ignore[attr-defined]
-    except ImportError:
-        return lambda action: log_line(f"{'would-' if shadow or action.shadow else ''}{action.kind}: {action.reason}")
-    return build_actor(cfg, shadow=shadow, log=log_line)
+        actor = WatchActor(Slurm(runner), runner, gpunode_state, config, site_config=cfg, state=policy_state,
+                           log=log_line)
+    except SlurmError as exc:
+        die(f"cannot set up the Slurm actions: {exc}", 3)
+    config = replace(config, partition=actor.partition_view)
+    actor.config = config
+    return actor, config
 
 
 def serve_metrics(watcher, port: int) -> None:

@@ -20,6 +20,7 @@ from gpunode.watch.sources import blocking
 from gpunode.watch.state import (
     MAX_EVENTS,
     SCHEMA,
+    blocking_events_since,
     pid_start,
     read_boot_id,
     write_state,
@@ -76,7 +77,8 @@ class Watcher:
                  clock: Callable[[], float] = time.time, stop: threading.Event | None = None,
                  events: queue.Queue | None = None, notify: Callable[[str], bool] = sd_notify,
                  textfile: str | None = None, host: str | None = None, boot_id: str | None = None,
-                 pid: int | None = None, log: Callable[[str], None] | None = None) -> None:
+                 pid: int | None = None, log: Callable[[str], None] | None = None,
+                 policy_state: PolicyState | None = None) -> None:
         self.state_dir = state_dir
         self.poll = poll
         self.poll_s = poll_s
@@ -94,12 +96,12 @@ class Watcher:
         self.pid = pid or os.getpid()
         self.pid_start = pid_start(self.pid)
         self.log = log or (lambda line: None)
-        self.policy = PolicyState()
+        self.policy = policy_state or PolicyState()  # the actor persists the same object (watch.memory)
         self.seen: dict[tuple, float] = {}
         self.events: list[dict] = []
         self.checks: list[dict] = []
         self.gpus: dict[str, dict] = {}
-        self.last_poll: dict = {"time": 0.0, "duration_s": 0.0, "status": "UNKNOWN"}
+        self.last_poll: dict = {"time": 0.0, "started": 0.0, "duration_s": 0.0, "status": "UNKNOWN"}
         self.actions: list[dict] = []
         self.next_poll = 0.0
         self.problems: list[str] = []
@@ -188,7 +190,7 @@ class Watcher:
 
         self.checks = [{**r.to_json(), "read_at": read_at} for r in results]
         self.gpus = self._gpu_verdicts(results, read_at)
-        self.last_poll = {"time": read_at, "duration_s": round(read_at - done.started, 3),
+        self.last_poll = {"time": read_at, "started": done.started, "duration_s": round(read_at - done.started, 3),
                           "status": overall(results)}
         self.write(read_at)
 
@@ -209,7 +211,7 @@ class Watcher:
 
     def verdict(self, now: float) -> str:
         """The one word the prolog hook trusts: a blocking event since the last poll is FAIL."""
-        if any(e["blocking"] and e["time"] >= self.last_poll["time"] for e in self.events):
+        if blocking_events_since({"events": self.events}, self.last_poll):
             return "FAIL"
         return self.last_poll["status"]
 
@@ -275,8 +277,8 @@ class Watcher:
 
     def run(self) -> None:
         """Until the stop event: sources and polls in their threads, events handled here."""
-        self.poll_now(self.clock())  # the state exists before systemd hears READY
         threads = self.start_sources()
+        self.poll_now(self.clock())  # the state exists before systemd hears READY
         self.notify("READY=1")
         try:
             while not self.stop.is_set():

@@ -108,6 +108,7 @@ class Kmsg:
         self.boot_epoch = time.time() - time.monotonic() if boot_epoch is None else boot_epoch
         self.gpu_of = gpu_of
         self.status = "not started"
+        self.eof = False
         self._buffer = b""
 
     def open(self) -> None:
@@ -124,6 +125,7 @@ class Kmsg:
     def read_available(self) -> list[Event]:
         """Every complete record readable now, without blocking."""
         lines: list[str] = []
+        self.eof = False
         while True:
             try:
                 chunk = os.read(self.fd, 8192)
@@ -135,7 +137,8 @@ class Kmsg:
                     continue
                 raise
             if not chunk:
-                break  # a pipe's writer went away
+                self.eof = True  # a FIFO without a writer: readable at once, forever
+                break
             self._buffer += chunk
             *complete, self._buffer = self._buffer.split(b"\n")
             lines += [c.decode("utf-8", "replace") for c in complete]
@@ -161,6 +164,8 @@ class Kmsg:
                 return
             for event in events:
                 self.out.put(event)
+            if self.eof:
+                stop.wait(WAIT_S)  # no writer on a FIFO: do not spin
 
 
 # --- NVML events ----------------------------------------------------------------------------
@@ -178,6 +183,7 @@ class NvmlEvents:
         self.clock = clock
         self.status = "not started"
         self.bus_ids: dict[str, str] = {}  # uuid -> 0000:18:00
+        self.serials: dict[str, str] = {}  # uuid and PCI address -> board serial (filled at open)
         self.processes: dict[str, list] = {}
         self._seen: dict[str, set[int]] = {}
 
@@ -189,6 +195,10 @@ class NvmlEvents:
         watched = self.watch.open()
         missing = self.watch.unavailable()
         self.bus_ids = {u: pci_address(b) for u, b in getattr(self.watch, "bus_ids", {}).items()}
+        for uuid, serial in getattr(self.watch, "serials", {}).items():  # the same dict object: shared, filled here
+            self.serials[uuid] = serial
+            if uuid in self.bus_ids:
+                self.serials[self.bus_ids[uuid]] = serial
         self.status = "ok" if watched and not missing else (
             f"partial: {'; '.join(f'{k}: {v}' for k, v in missing.items())}" if watched else
             f"no GPU events: {'; '.join(f'{k}: {v}' for k, v in missing.items()) or 'no GPU'}")
@@ -234,10 +244,11 @@ class ScriptedNvmlWatch:
     nothing; `procs` a list of processes() answers, the last one repeated. For tests and the
     benchmarks' dry mode."""
 
-    def __init__(self, script=(), procs=({},), bus_ids=None) -> None:
+    def __init__(self, script=(), procs=({},), bus_ids=None, serials=None) -> None:
         self.script = list(script)
         self.procs = list(procs)
         self.bus_ids = bus_ids or {}
+        self.serials = serials or {}
         self.closed = False
 
     def open(self) -> dict:

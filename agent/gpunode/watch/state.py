@@ -168,6 +168,8 @@ def validate(data: dict) -> dict:
     if not isinstance(poll, dict):
         raise StateRefused("poll: not an object")
     _number(poll, "time")
+    if "started" in poll:
+        _number(poll, "started")
     checks = data.get("checks")
     if not isinstance(checks, list) or len(checks) > 10000:
         raise StateRefused("checks: not a list")
@@ -189,6 +191,7 @@ def validate(data: dict) -> dict:
         if not isinstance(event, dict):
             raise StateRefused(f"events[{i}]: not an object")
         _number(event, "time")
+        _number(event, "seen")
         _text(event, "kind", limit=64)
         _text(event, "gpu", optional=True, limit=128)
         _text(event, "text", limit=1000)
@@ -223,6 +226,8 @@ def read_fresh(directory: str, now: float, boot_id: str | None = None, proc: str
     return data, max(age, 0.0)
 
 
-def blocking_events_since(data: dict, since: float) -> list[dict]:
-    """Events the gate must FAIL on at once: blocking ones newer than the last poll."""
-    return [e for e in data["events"] if e["blocking"] and e["time"] >= since]
+def blocking_events_since(data: dict, poll: dict) -> list[dict]:
+    """Events the gate must FAIL on at once: blocking ones the watcher saw after its last poll
+    began (by its own clock: the kernel's time of a line may lag or lead by seconds)."""
+    since = poll.get("started", poll["time"])
+    return [e for e in data["events"] if e["blocking"] and e["seen"] >= since]

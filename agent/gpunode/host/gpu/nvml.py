@@ -610,6 +610,7 @@ class NvmlEventWatch:
         self.events = None
         self.handles: dict[str, Any] = {}  # uuid -> handle
         self.bus_ids: dict[str, str] = {}  # uuid -> PCI bus id (00000000:18:00.0): kernel lines name GPUs so
+        self.serials: dict[str, str] = {}  # uuid -> board serial (the policy's escalation memory is per serial)
         self._uuid_of: dict[int, str] = {}  # handle address -> uuid
         self._kind_of: dict[int, str] = {}  # event type bit -> kind
         self._missing: dict[str, str] = {}
@@ -625,6 +626,9 @@ class NvmlEventWatch:
                 uuid = _text(nvml.nvmlDeviceGetUUID(handle))
                 self.handles[uuid] = handle
                 self.bus_ids[uuid] = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
+                serial = _safe(lambda h=handle: _text(nvml.nvmlDeviceGetSerial(h)))
+                if serial:
+                    self.serials[uuid] = serial
             except nvml.NVMLError as exc:
                 self._missing[gpu_label(i)] = _text(str(exc))
         wanted = 0
