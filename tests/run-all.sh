@@ -9,11 +9,12 @@ PY=${PYTHON:-python3}
 # Only packages whose programs the tests run (grep tests/ for each before adding one):
 #   fio; slurmctld slurmd slurm-client munge: the real Slurm the gate/fleet tests start themselves;
 #   openssh-server openssh-client iproute2: the ssh fleet nodes in network namespaces;
+#   iperf3: `fleet locate --test tcp` between those nodes (tests/test_fleet_locate_netns.py);
 #   util-linux: unshare, setpriv; chromium chromium-driver: the fleet HTML page renders;
 #   prometheus: promtool (Debian 12 ships it in no smaller package; its daemon is never started);
 #   groff-base: the man page renders; systemd: systemd-analyze verifies the shipped units (no
 #   systemd is started: a container keeps its own init).
-PACKAGES=(fio slurmctld slurmd slurm-client munge openssh-server openssh-client iproute2 util-linux
+PACKAGES=(fio slurmctld slurmd slurm-client munge openssh-server openssh-client iproute2 iperf3 util-linux
           chromium chromium-driver prometheus groff-base systemd)
 # Debian's python3 ships venv separately: install it with the rest, after the one apt-get update.
 "$PY" -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)

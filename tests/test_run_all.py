@@ -81,11 +81,11 @@ def test_only_packages_whose_programs_the_tests_run(tmp_path):
     install = next(line for line in log.read_text().splitlines() if " install " in f" {line} ")
     packages = set(install.split()[4:])
     assert packages == {"fio", "slurmctld", "slurmd", "slurm-client", "munge", "openssh-server", "openssh-client",
-                        "iproute2", "util-linux", "chromium", "chromium-driver", "prometheus", "groff-base",
+                        "iproute2", "iperf3", "util-linux", "chromium", "chromium-driver", "prometheus", "groff-base",
                         "systemd"}, packages
     tests = "".join(p.read_text() for p in SCRIPT.parent.glob("test_*.py"))
-    for program in ("fio", "slurmctld", "slurmd", "munged", "sshd", "ssh", "ip", "unshare", "setpriv", "chromium",
-                    "chromedriver", "promtool", "groff", "systemd-analyze"):
+    for program in ("fio", "slurmctld", "slurmd", "munged", "sshd", "ssh", "ip", "iperf3", "unshare", "setpriv",
+                    "chromium", "chromedriver", "promtool", "groff", "systemd-analyze"):
         assert f'"{program}"' in tests or f"/{program}\"" in tests, program
 
 
