@@ -290,3 +290,17 @@ def test_usage_errors_exit_3_with_one_line(tmp_path, args, message):
 def test_locate_needs_at_least_two_nodes():
     with pytest.raises(ValueError):
         locate(1, lambda rnd: None)
+
+
+def test_the_document_matches_its_schema():
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((Path(__file__).parent.parent / "docs" / "schemas" / "fleet.locate.schema.json").read_text())
+    Draft202012Validator.check_schema(schema)
+    outcome, _ = Fleet(64, bad_nodes=(5,), stragglers=(9,), link_in_matching=True, figures=True).run(
+        random.Random(2), repeat=3)
+    doc = locate_document(outcome, [f"n{i}" for i in range(64)], test="tcp", unit="Gb/s", seed=2, repeat=3,
+                          ratio=0.5, expectation=None, expectation_source="fleet median", wall_s=1.0)
+    assert {v["kind"] for v in doc["verdicts"]} >= {"node", "link", "straggler"}
+    errors = list(Draft202012Validator(schema).iter_errors(json.loads(json.dumps(doc))))
+    assert not errors, errors[:3]

@@ -8,6 +8,7 @@ import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gpunode.fleet.locate.algorithm import Judge, Outcome, Round, locate
 from gpunode.fleet.locate.pairtests import Config, Figure, PairTest
@@ -72,7 +73,7 @@ class FleetRounds:
     state_dir: Path
     forks: int = 50
     timeout: int = 120
-    console: object | None = None
+    console: Any = None  # a rich Console on stderr, or None
     names: list[str] = field(default_factory=list)
     details: list[list[Figure]] = field(default_factory=list)  # per round, per test
     runs: list[dict] = field(default_factory=list)  # per round: artifact dir, seconds
