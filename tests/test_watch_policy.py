@@ -259,3 +259,21 @@ def test_watch_settings_are_validated_and_reach_watchconfig(tmp_path):
         cfg.write_text(f"watch:\n  {bad}\n")
         with pytest.raises(ConfigError, match=said.replace(".", r"\.").replace("(", r"\(")):
             load_config(str(cfg))
+
+
+# --- the actor's record of a restart-app fault (no Slurm daemons: a replayed squeue) -------
+
+def test_a_restart_app_fault_is_attributed_to_the_running_job(tmp_path):
+    from gpunode.host.runner import ReplayRunner
+    from gpunode.slurm.scontrol import Slurm
+    from gpunode.slurm.watch_actions import WatchActor
+
+    runner = ReplayRunner()
+    runner.add(["squeue", "-h", "-w", "gpu07", "-t", "RUNNING,COMPLETING", "-o", "%A"], 0, "81234\n")
+    site = Config(audit_log="off")
+    actor = WatchActor(Slurm(runner), runner, str(tmp_path), WatchConfig(), node="gpu07", site_config=site,
+                       env={}, background=False)
+    for action in decide(PolicyState(), xid(94), WatchConfig(), NOW) + decide(PolicyState(), xid(63), WatchConfig(), NOW):
+        actor(action)
+    assert actor.done == [("record", "class restart-app, job 81234"), ("record", "class ignore")]
+    assert runner.calls == [["squeue", "-h", "-w", "gpu07", "-t", "RUNNING,COMPLETING", "-o", "%A"]]

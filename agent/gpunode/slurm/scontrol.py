@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from gpunode.host.runner import Runner
 
 OUR_PREFIX = "gpunode:"
+# The watcher's drains (gpunode watch): lifted only by the watcher or a diag burn-in, after a
+# proof of the fix, never by a passing gate alone. watch.policy.WATCH_REASON spells it too (a
+# test holds them equal: the watch floor cannot import this one).
+WATCH_PREFIX = OUR_PREFIX + " watch:"
 SCONTROL_TIMEOUT_S = 5.0
 # Slurm keeps long reasons, but sinfo/squeue columns and alerting tools cut them: stay short.
 REASON_MAX = 100
@@ -160,6 +164,13 @@ class Slurm:
     def resume(self, name: str) -> None:
         self._update(["nodename=" + name, "state=resume"])
 
+    def reboot(self, name: str, reason: str) -> None:
+        """Reboot when idle, back in service after (the watcher's reboot class)."""
+        argv = ["scontrol", "reboot", "ASAP", "nextstate=RESUME", "reason=" + reason, name]
+        result = self.runner.run(argv, timeout=self._timeout())
+        if not result.ok:
+            raise SlurmError(f"scontrol reboot ASAP nextstate=RESUME {name}: {_why(result)}")
+
     def _update(self, args: list[str]) -> None:
         result = self.runner.run(["scontrol", "update", *args], timeout=self._timeout())
         if not result.ok:
@@ -189,6 +200,8 @@ class SlurmAction:
 def settle_node(slurm: Slurm, node: NodeInfo, reason: str | None) -> SlurmAction:
     """Drain with `reason` (a FAIL), or resume our own drain (reason None: healthy).
     A reason set by someone else is never touched, either way."""
+    if node.drained and node.reason and node.reason.startswith(WATCH_PREFIX):
+        return SlurmAction("unchanged", f"drained by gpunode watch until a diag proves the fix: {node.reason}")
     if reason is not None:
         if node.reason and not node.reason_is_ours:
             return SlurmAction("left-foreign", f"node already has a reason not set by gpunode: {node.reason!r}")
