@@ -72,3 +72,21 @@ def test_bench_compare_still_lists_what_the_run_did_not_measure():
     assert any(r.metric == "hbm.d2d" and r.message == "not measured in this run" for r in verdicts.rows)
     bench["metrics"] = []
     assert compare_document(bench).status == "UNKNOWN"
+
+
+def _h200_topology() -> list[dict]:
+    from gpunode.bench.run import topology_expectations
+    from testkit import fixture_host
+
+    host = fixture_host("h200-1gpu")
+    return topology_expectations(host, host.gpu.inventory())
+
+
+def test_no_baseline_judges_the_checked_gemm_against_the_links():
+    verdicts = judge_document(doc("h200-l2.json"), None, _h200_topology())
+    rows = {r.metric: r for r in verdicts.rows}
+    assert verdicts.origin == "topology" and verdicts.compared
+    assert rows["gemm.bf16"].status == "PASS" and rows["gemm.bf16"].expected == pytest.approx(685.1, abs=0.1)
+    assert rows["hbm.memtest"].status == "SKIP"  # no expectation: a memory test is not a copy
+    hog = judge_document(doc("h200-l2-hog.json"), None, _h200_topology())
+    assert exit_with_compare(1, hog) == 2

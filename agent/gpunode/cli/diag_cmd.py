@@ -62,9 +62,9 @@ def diag(
     json_file = document_target(as_json, output)  # '-': print it; a path: write it
     check_outputs(prometheus, json_file)
     explicit = _resolve_baseline(baseline, baselines_dir)
-    ctx, selection, floor_note = _context(opts, explicit, baselines_dir, str(config) if config else None,
+    ctx, selection, floor_note, topology = _context(opts, explicit, baselines_dir, str(config) if config else None,
                                           dcgm_level or min(level, 3))
-    if compare and selection is None:
+    if compare and selection is None and not topology:
         die(floor_note or "no baseline for these GPUs: give --baseline")
     burn = None
     if slurm:
@@ -98,11 +98,11 @@ def diag(
     else:
         render(data, stdout_console())
     code = document.exit_code
-    if compare and selection is not None:
+    if compare:  # a baseline, else (none matches) this host's topology expectation
         from gpunode.baselines.compare import render_verdicts
         from gpunode.diag.compare import exit_with_compare, judge_document, nothing_to_compare
 
-        verdicts = judge_document(data, selection)
+        verdicts = judge_document(data, selection, topology)
         console = stderr_console() if to_stdout else stdout_console()
         if verdicts.compared:
             render_verdicts(verdicts, console)
@@ -188,7 +188,15 @@ def _context(opts, explicit, baselines_dir, config_path, dcgm_level):
     )
     if selection is not None:
         ctx.tools["baseline"] = selection.baseline.name
-    return ctx, selection, note
+    # no baseline fits: --compare judges against what this host's links should give (gpunode expect)
+    topology = [] if selection is not None else _topology(host, inv)
+    return ctx, selection, note, topology
+
+
+def _topology(host, inv) -> list[dict]:
+    from gpunode.bench.run import topology_expectations
+
+    return topology_expectations(host, inv)
 
 
 def _run(ctx):

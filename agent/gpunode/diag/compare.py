@@ -46,9 +46,10 @@ def floors_for(selection: Selection | None):
     return Floors.from_mapping(selection.baseline.diag if selection is not None else None)
 
 
-def judge_document(doc: dict, selection: Selection):
-    """The diag document's figures against a chosen baseline -> baselines.compare.Verdicts."""
-    from gpunode.baselines.compare import judge
+def judge_document(doc: dict, selection: Selection | None, topology: list[dict] | None = None):
+    """The diag document's figures against a chosen baseline, else (none matches these GPUs)
+    against this host's topology expectation -> baselines.compare.Verdicts."""
+    from gpunode.baselines.compare import judge, judge_topology
     from gpunode.bench.results import SCHEMA as BENCH_SCHEMA
     from gpunode.bench.results import BenchDocument
 
@@ -56,7 +57,10 @@ def judge_document(doc: dict, selection: Selection):
         "schema": BENCH_SCHEMA, "gpunode_version": doc.get("gpunode_version", ""), "host": doc.get("host", ""),
         "time": doc.get("time", ""), "time_epoch": doc.get("time_epoch", 0.0), "mode": "full",
         "gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],
+        "topology": topology or None,
     })
+    if selection is None:
+        return judge_topology(bench, "no baseline matches these GPUs")
     return judge(bench, selection, unmeasured=False)
 
 
