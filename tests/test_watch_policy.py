@@ -277,3 +277,93 @@ def test_a_restart_app_fault_is_attributed_to_the_running_job(tmp_path):
         actor(action)
     assert actor.done == [("record", "class restart-app, job 81234"), ("record", "class ignore")]
     assert runner.calls == [["squeue", "-h", "-w", "gpu07", "-t", "RUNNING,COMPLETING", "-o", "%A"]]
+
+
+SLURM_FIXTURES = Path(__file__).parent / "fixtures" / "slurm"
+
+
+class Sequenced:
+    """A runner answering `scontrol show node` from a list of recorded outputs, in turn."""
+
+    def __init__(self, outputs: list[str]):
+        self.outputs, self.calls = outputs, []
+
+    def run(self, argv, timeout=10.0, **kw):
+        from gpunode.host.runner import CommandResult
+
+        self.calls.append(list(argv))
+        text = self.outputs.pop(0) if len(self.outputs) > 1 else self.outputs[0]
+        return CommandResult(list(argv), 0, text)
+
+
+def _watch_drained(state: str) -> str:
+    """show-node-draining-ours.txt (a real recording) with the watcher's reason and this state."""
+    text = (SLURM_FIXTURES / "show-node-draining-ours.txt").read_text()
+    text = text.replace("gpunode: gpu.memory.remap GPU0: row remap failure", "gpunode: watch: Xid 95 GPU-a: reset")
+    return text.replace("State=ALLOCATED+DRAIN", f"State={state}")
+
+
+class Resets:
+    def __init__(self):
+        self.calls = []
+
+    def reset(self, gpu):
+        self.calls.append(gpu)
+        return True, "reset"
+
+
+def _actor(outputs, clock, **kw):
+    from gpunode.slurm.scontrol import Slurm
+    from gpunode.slurm.watch_actions import WatchActor
+
+    runner = Sequenced(outputs)
+    return WatchActor(Slurm(runner), runner, "/nonexistent", WatchConfig(remediate="reset"), node="vm",
+                      site_config=Config(audit_log="off"), env={}, background=False, clock=clock,
+                      sleep=lambda s: clock.advance(s), **kw)
+
+
+class Clock:
+    def __init__(self):
+        self.now = NOW
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+def test_a_reset_waits_for_the_running_job_and_gives_up_at_its_limit():
+    from gpunode.watch.events import Action
+
+    reset = Resets()
+    clock = Clock()
+    busy = _watch_drained("ALLOCATED+DRAIN")
+    actor = _actor([busy], clock, reset=reset, idle_wait_s=60)
+    actor(Action("reset", "gpunode: watch: Xid 95 GPU-a: reset", "GPU-a", xid(95)))
+    assert actor.done == [("reset-skipped", "jobs still run after 60 s: left drained")] and reset.calls == []
+    assert clock.now >= NOW + 60
+    # The job ends after two polls: the reset runs then.
+    actor = _actor([busy, busy, _watch_drained("IDLE+DRAIN")], Clock(), reset=reset, idle_wait_s=3600)
+    actor(Action("reset", "gpunode: watch: Xid 95 GPU-a: reset", "GPU-a", xid(95)))
+    assert actor.done == [("reset", "reset")] and reset.calls == ["GPU-a"]
+
+
+def test_the_proof_is_diag_at_the_configured_level(tmp_path):
+    import sys
+
+    from gpunode.host.runner import ReplayRunner
+    from gpunode.slurm.watch_actions import diag_prover
+
+    argv = [sys.executable, "-m", "gpunode", "diag", "--level", "2", "--json", "--state-dir", str(tmp_path)]
+    for rc, out, ok, said in ((0, '{"schema": "gpunode.diag/1", "status": "OK"}', True, "diag level 2: OK (exit 0)"),
+                              (2, '{"schema": "gpunode.diag/1", "status": "FAIL"}', False, "FAIL (exit 2)"),
+                              (1, '{"schema": "gpunode.diag/1", "status": "WARN"}', False, "WARN (exit 1)"),
+                              (0, '{"schema": "gpunode.diag/1", "status": "FAIL"}', False, "FAIL (exit 0)"),
+                              (2, '{"schema": "gpunode.diag/1", "status": "OK"}', False, "OK (exit 2)"),
+                              (0, '{"schema": "gpunode.diag/1"', False, "gave no result"),
+                              (3, "", False, "gave no result")):
+        runner = ReplayRunner()
+        runner.add(argv, rc, out)
+        proof = diag_prover(runner, 2, str(tmp_path))()
+        assert proof.ok is ok and said in proof.detail, (rc, out, proof)
