@@ -150,6 +150,9 @@ def test_xid79_requests_a_reboot_asap_with_nextstate_resume(slurm, tmp_path):
     assert "REBOOT_REQUESTED" in node_state or "REBOOT_ISSUED" in node_state, shown
     assert "NextState=RESUME" in shown, shown
     assert (slurm.reason() or "").startswith("gpunode: watch: Xid 79 "), shown
+    # A node waiting for the watcher's reboot counts for the circuit breaker, as a drain does.
+    assert actor.partition_view(time.time()).ours_recent == 1, slurm.cmd("sinfo", "-N", "-o", "%N|%T|%H|%E").stdout
+    assert actor.partition_view(time.time() + 301).ours_recent == 0  # out of the window
 
 
 def test_xid95_drains_resets_proves_and_resumes_its_own_drain(slurm, tmp_path):
