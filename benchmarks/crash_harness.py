@@ -47,6 +47,13 @@ sys.path.insert(0, str(REPO / "agent"))
 from apply_fixtures import make_tree, picture  # noqa: E402
 
 APPLY_ARGS = ["--allow-reboot-settings", "--json"]
+# Docker installed with a daemon.json the training profile's json settings rewrite (issue 24):
+# its rollback must give back these bytes, indentation and key order included.
+DOCKER_HOST = {
+    "/usr/bin/dockerd": "",
+    "/etc/docker/daemon.json": '{\n    "runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}},\n'
+                               '    "default-shm-size": "64M",\n    "log-opts": {"max-size": "10m"}\n}\n',
+}
 
 
 @dataclass
@@ -88,7 +95,7 @@ class Harness:
     def __init__(self, workdir: Path, seed: int, delay_ms: float = 2.0):
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.template = make_tree(workdir / "template")
+        self.template = make_tree(workdir / "template", DOCKER_HOST)
         os.chmod(self.template / "etc/default/grub", 0o640)
         self.pristine = picture(self.template)
         self.env = {k: v for k, v in os.environ.items() if k not in ("GPUNODE_STATE_DIR", "GPUNODE_TEST_CRASH_AFTER")}

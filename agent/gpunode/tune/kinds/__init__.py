@@ -37,6 +37,10 @@ def condition_holds(ctx, when: str) -> tuple[bool, str]:
         return bool(host.sys.listdir("/sys/class/infiniband")), "no InfiniBand device"
     if when == "nvme":
         return bool(host.sys.glob("/sys/block/nvme*")), "no NVMe device"
+    if when == "docker":
+        from gpunode.host.facts.docker import DOCKERD
+
+        return any(host.sys.exists(p) for p in DOCKERD), f"Docker is not installed (no {DOCKERD[0]})"
     return False, f"unknown condition {when}"
 
 

@@ -7,6 +7,7 @@ from gpunode.tune.kinds.base import SettingKind
 from gpunode.tune.kinds.cmdline import Cmdline
 from gpunode.tune.kinds.gpu import Gpu
 from gpunode.tune.kinds.irq import Irq
+from gpunode.tune.kinds.jsonkey import JsonKey
 from gpunode.tune.kinds.limits import Limits
 from gpunode.tune.kinds.service import Service
 from gpunode.tune.kinds.sysctl import Sysctl
@@ -14,7 +15,7 @@ from gpunode.tune.kinds.sysfs import Sysfs
 from gpunode.tune.kinds.unit import Unit
 
 KINDS: dict[str, SettingKind] = {k.name: k for k in (
-    Sysctl(), Sysfs(), Limits(), Cmdline(), Service(), Unit(), Irq(), Gpu(),
+    Sysctl(), Sysfs(), Limits(), Cmdline(), Service(), Unit(), Irq(), Gpu(), JsonKey(),
 )}
 
 
