@@ -154,10 +154,11 @@ def test_stragglers_are_told_from_faults():
 
 
 def test_robust_low_needs_both_the_z_and_a_real_drop():
-    assert robust_low([1.0, 1.001, 0.999, 1.0, 1.002, 0.998, 0.85]) == [False] * 6 + [True]
-    # a 1 % wobble in a very tight fleet is no straggler, however many MADs it is
-    assert robust_low([1.0, 1.0001, 0.9999, 1.0, 1.0002, 0.9998, 0.99]) == [False] * 7
-    assert robust_low([1.0, 0.5]) == [False, False]
+    assert robust_low([1.0, 1.001, 0.999, 1.0, 1.002, 0.998, 1.0, 0.85]) == [False] * 7 + [True]
+    # a 5 % wobble in a very tight fleet is no straggler, however many MADs it is
+    assert robust_low([1.0, 1.0001, 0.9999, 1.0, 1.0002, 0.9998, 1.0, 0.95]) == [False] * 8
+    # too few figures to have a distribution
+    assert robust_low([1.0, 1.001, 0.999, 1.0, 1.002, 0.998, 0.5]) == [False] * 7
 
 
 # --- plug-ins --------------------------------------------------------------------------------

@@ -127,6 +127,9 @@ def test_locate_names_the_slow_node_and_the_slow_link(tmp_path, routed_nodes):
     wall = time.monotonic() - started
     print(f"locate: {wall:.1f}s wall, {doc['rounds']} rounds, {doc['tests']} tests (seed {seed} pairs ns1 with "
           f"ns2), verdicts {[(v['kind'], v['nodes']) for v in doc['verdicts']]}")
+    from gpunode.fleet.locate.report import render_text
+
+    print(render_text(doc, "plain"))  # docs/fleet.md shows this, recorded
     assert result.rc == 2, (result.stderr[-3000:], doc["results"])
     faults = sorted((v["kind"], sorted(v["nodes"])) for v in doc["verdicts"] if v["status"] == "FAIL")
     assert faults == [("link", ["ns1", "ns2"]), ("node", ["ns6"])], doc["verdicts"]

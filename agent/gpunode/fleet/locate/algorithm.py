@@ -209,10 +209,13 @@ def classify(n: int, matches: list[Round], plan: Plan, anchored: list[Round]) ->
     return out
 
 
-def robust_low(values: list[float], z: float = -3.5, min_drop: float = 0.05) -> list[bool]:
+MIN_FIGURES = 8  # fewer passing figures than this: no distribution to be low against
+
+
+def robust_low(values: list[float], z: float = -3.5, min_drop: float = 0.10) -> list[bool]:
     """Which values sit below their own distribution: robust z = 0.6745 (x - median) / MAD under z,
-    and at least min_drop below the median (a tight fleet's MAD would flag a 1 % wobble)."""
-    if len(values) < 4:
+    and at least min_drop below the median (a tight fleet's MAD would flag a few % of wobble)."""
+    if len(values) < MIN_FIGURES:
         return [False] * len(values)
     med = _median(values)
     mad = _median([abs(x - med) for x in values])
