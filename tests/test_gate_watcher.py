@@ -67,13 +67,16 @@ def gate(*args, watch_dir: Path, code: str | None = None):
 # --- fresh: judged from the watcher, no NVML -------------------------------------------------
 
 def test_a_fresh_state_answers_the_gate_without_nvml(tmp_path):
+    """Nor anything else a non-blocking verdict does not need: no config, profile, check module,
+    engine, and not json/re/enum (the state is parsed by the C scanner)."""
     write_state(tmp_path)
     code = "\n".join([
         "import sys; sys.argv = ['gpunode', 'gate', '--prolog']",
         "from gpunode.cli import main",
         "try:\n    main()\nexcept SystemExit as e:\n    rc = e.code",
         "heavy = sorted(m for m in sys.modules if m in ('pynvml', 'yaml', 'gpunode.host.gpu.nvml', 'gpunode.config',"
-        " 'gpunode.audit.engine', 'gpunode.slurm.gate', 'logging') or m.startswith('gpunode.checks'))",
+        " 'gpunode.audit.engine', 'gpunode.slurm.gate', 'logging', 'json', 're', 'enum', 'pathlib')"
+        " or m.startswith('gpunode.checks'))",
         "print('rc', rc, heavy)",
     ])
     r = gate(watch_dir=tmp_path, code=code)
@@ -179,6 +182,11 @@ HOSTILE = [
     {"events": "none"},
     {"events": [{"time": 1, "kind": "xid", "gpu": None, "text": "t", "blocking": True}]},  # no `seen`
     {"poll": {"time": 1.0, "started": "then"}},
+    {"time": float("inf")},
+    {"checks": [{"id": "gpu.ecc", "title": "t", "area": "gpu", "severity": "critical", "message": "a\x1b[2Jb",
+                 "status": "PASS"}]},
+    {"checks": [{"id": "gpu.ecc", "title": "t", "area": "gpu", "severity": "critical", "message": "\ud800",
+                 "status": "PASS"}]},
 ]
 
 
@@ -188,8 +196,10 @@ def test_a_hostile_document_is_refused(tmp_path, change):
     refused(tmp_path)
 
 
-@pytest.mark.parametrize("text", ["", "[]", "{", '{"time": NaN}', "\xff"])
+@pytest.mark.parametrize("text", ["", "[]", "{", '{"time": NaN}', "\xff", "[" * 100000, '{"a": 1} {}'],
+                         ids=["empty", "a list", "cut", "NaN", "not UTF-8", "too deep", "two documents"])
 def test_a_document_that_is_not_json_is_refused(tmp_path, text):
+    """Parsed by CPython's C scanner without importing json (the gate's start-up)."""
     (tmp_path / STATE_FILE).write_text(text, errors="surrogateescape") if text != "\xff" else \
         (tmp_path / STATE_FILE).write_bytes(b"\xff")
     refused(tmp_path)

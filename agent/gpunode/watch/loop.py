@@ -188,7 +188,7 @@ class Watcher:
             self.handle(event, read_at)
         from gpunode.audit.engine import overall
 
-        self.checks = [{**r.to_json(), "read_at": read_at} for r in results]
+        self.checks = [one_line({**r.to_json(), "read_at": read_at}) for r in results]
         self.gpus = self._gpu_verdicts(results, read_at)
         self.last_poll = {"time": read_at, "started": done.started, "duration_s": round(read_at - done.started, 3),
                           "status": overall(results)}
@@ -291,6 +291,14 @@ class Watcher:
             self.stop.set()
             for t in threads:
                 t.join(timeout=2.0)
+
+
+def one_line(check: dict) -> dict:
+    """A result as the state keeps it: its words on one printable line (the gate refuses others)."""
+    for key in ("title", "message", "subject", "remediation"):
+        if isinstance(check.get(key), str):
+            check[key] = "".join(c if c.isprintable() else " " for c in " ".join(check[key].split()))
+    return check
 
 
 class PollDone:

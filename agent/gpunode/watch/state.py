@@ -16,7 +16,6 @@ because the document is input like any other (another writer, a stale file, a ho
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import stat
@@ -92,6 +91,8 @@ def verdict_line(status: str, epoch: float, boot_id: str | None, pid: int, up: i
 
 def write_state(directory: str, document: dict, verdict: str, now: float) -> None:
     """health.json, then the verdict line (the hook trusts only the line; the gate the document)."""
+    import json
+
     from gpunode.outputs import write_atomic
 
     ensure_dir(directory)
@@ -122,8 +123,8 @@ def read_document(path: str) -> dict:
     finally:
         os.close(fd)
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        data = parse_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise StateRefused(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise StateRefused("not a JSON object")
@@ -134,10 +135,42 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a number")
 
 
+class _Strict:
+    """What CPython's C JSON scanner reads from its decoder (json.decoder.JSONDecoder's fields)."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_no_constant)  # NaN, Infinity: refused
+    memo: dict = {}
+
+
+def parse_json(text: str):
+    """json.loads without importing json: the gate reads the state before every job, and json
+    imports re and enum (~10 ms). CPython's C scanner (_json) does the work; elsewhere, json."""
+    try:
+        from _json import make_scanner
+    except ImportError:
+        import json
+
+        return json.loads(text, parse_constant=_no_constant)
+    text = text.strip(" \t\n\r")
+    try:
+        value, end = make_scanner(_Strict())(text, 0)
+    except StopIteration as stop:
+        raise ValueError(f"no JSON value at character {stop.value}") from None
+    if end != len(text):
+        raise ValueError(f"extra data at character {end}")
+    return value
+
+
 def _number(doc: dict, key: str, low: float = 0.0, high: float = math.inf) -> float:
     value = doc.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise StateRefused(f"{key}: not a number in [{low:g}, {high:g}]")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+            or not math.isfinite(value):  # 1e999 parses as inf: no time is infinite
+        raise StateRefused(f"{key}: not a finite number in [{low:g}, {high:g}]")
     return float(value)
 
 
@@ -145,8 +178,8 @@ def _text(doc: dict, key: str, optional: bool = False, limit: int = 4096) -> str
     value = doc.get(key)
     if value is None and optional:
         return None
-    if not isinstance(value, str) or len(value) > limit:
-        raise StateRefused(f"{key}: not a string of at most {limit} characters")
+    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+        raise StateRefused(f"{key}: not one line of at most {limit} printable characters")
     return value
 
 
