@@ -106,6 +106,18 @@ def test_reboot_class_and_contact_support():
     assert kinds(decide(PolicyState(), Event("nvml", "recovery_action", NOW, "GPU-a", 1), WatchConfig(), NOW)) == ["drain"]
 
 
+def test_slurms_word_on_the_watchers_drain_wins_over_the_remembered_one():
+    stale = PolicyState(drained_by_us=True)  # the operator resumed the node, or it rebooted
+    assert kinds(decide(stale, xid(95), WatchConfig(own_drain=lambda: False), NOW)) == ["drain"]
+    assert decide(PolicyState(), xid(95), WatchConfig(own_drain=lambda: True), NOW) == []
+
+    def broken():
+        raise RuntimeError("scontrol: timed out")
+
+    assert decide(PolicyState(drained_by_us=True), xid(95), WatchConfig(own_drain=broken), NOW) == []
+    assert kinds(decide(PolicyState(), xid(95), WatchConfig(own_drain=lambda: None), NOW)) == ["drain"]
+
+
 def test_shadow_marks_every_action_and_changes_no_kind():
     live = decide(PolicyState(), xid(95), WatchConfig(remediate="reset"), NOW)
     shadow = decide(PolicyState(), xid(95), WatchConfig(remediate="reset", shadow=True), NOW)

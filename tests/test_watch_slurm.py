@@ -213,10 +213,8 @@ def test_a_foreign_reason_is_never_touched(slurm, tmp_path):
 
 
 def test_the_breaker_holds_at_20_percent_of_the_partition(slurm, tmp_path):
-    config = WatchConfig()
-    actor, _ = make_actor(slurm, tmp_path, config)
-    config = WatchConfig(partition=actor.partition_view)
-    actor.config = config
+    actor, _ = make_actor(slurm, tmp_path, WatchConfig())
+    config = actor.policy_config(WatchConfig())
     view = actor.partition_view(time.time())
     assert (view.total, view.ours_recent) == (FAKES + 1, 0)
     # A foreign drain does not count; one gpunode drain (10 %) leaves room.
@@ -272,3 +270,13 @@ def test_contact_support_stays_drained_with_an_evidence_bundle(slurm, tmp_path):
     assert (bundle / "snapshot").is_dir()
     assert "snapshot ok; history ok; " in actor.done[-1][1]
     assert not actor.proofs  # nothing resumes a contact-support drain
+
+
+def test_a_drain_the_operator_lifted_is_no_longer_the_watchers(slurm, tmp_path):
+    """The policy asks Slurm whether its drain stands: after a resume by hand, the next fault drains."""
+    actor, state = make_actor(slurm, tmp_path, WatchConfig())
+    config = actor.policy_config(WatchConfig())
+    assert [a.kind for a in act(actor, state, xid(64), config)] == ["drain"] and state.drained_by_us
+    assert act(actor, state, xid(64), config) == []  # drained already: nothing new
+    slurm.resume()
+    assert [a.kind for a in act(actor, state, xid(64), config)] == ["drain"] and "DRAIN" in slurm.state()

@@ -230,6 +230,21 @@ class WatchActor:
 
     # -- Slurm reads --------------------------------------------------------------------
 
+    def policy_config(self, config: WatchConfig) -> WatchConfig:
+        """`config` with this actor's Slurm readers: the breaker's partition view and whether
+        the watcher's drain stands."""
+        from dataclasses import replace
+
+        self.config = replace(config, partition=self.partition_view, own_drain=self.own_drain)
+        return self.config
+
+    def own_drain(self) -> bool | None:
+        """Whether the watcher's own drain stands on this node (None: scontrol did not answer)."""
+        try:
+            return _watch_drained(self.slurm.show_node(self.node))
+        except SlurmError:
+            return None
+
     def jobs(self) -> list[str]:
         """The jobs running on this node now (squeue), for a restart-app fault's record."""
         result = self.runner.run(["squeue", "-h", "-w", self.node, "-t", "RUNNING,COMPLETING", "-o", "%A"],

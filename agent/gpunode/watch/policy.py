@@ -54,6 +54,9 @@ class WatchConfig:
     serials: Mapping[str, str] = field(default_factory=dict)
     # now -> PartitionView, or None when sinfo cannot be read; None: no Slurm (no breaker to hold).
     partition: Callable[[float], PartitionView | None] | None = None
+    # -> whether a drain of the watcher's stands now (Slurm's word; None: unknown). The operator
+    # may have resumed the node, or the reboot happened: PolicyState.drained_by_us alone goes stale.
+    own_drain: Callable[[], bool | None] | None = None
 
     @classmethod
     def from_site(cls, settings: Mapping | None, **facts) -> WatchConfig:
@@ -121,6 +124,9 @@ def _node_actions(state: PolicyState, event: Event, cls: str, reason: str, confi
                   now: float) -> list[Action]:
     gpu = event.gpu
     actions: list[Action] = []
+    standing = _ask(config.own_drain)
+    if standing is not None:
+        state.drained_by_us = standing
     if not state.drained_by_us:  # a new drain: the breaker decides
         held = breaker_holds(config, now)
         if held:
@@ -155,6 +161,15 @@ def breaker_holds(config: WatchConfig, now: float) -> str | None:
         return (f"{view.ours_recent} of {view.total} nodes drained by gpunode within "
                 f"{config.breaker_window_s:g} s, limit {config.breaker_fraction:.0%}")
     return None
+
+
+def _ask(reader: Callable[[], bool | None] | None) -> bool | None:
+    if reader is None:
+        return None
+    try:
+        return reader()
+    except Exception:  # noqa: BLE001 - unknown: keep what the state remembers
+        return None
 
 
 def remediations(state: PolicyState, serial: str, config: WatchConfig, now: float) -> int:
