@@ -502,17 +502,19 @@ def test_the_pure_python_parser_keeps_the_same_bounds(monkeypatch):
     import importlib.util
 
     import gpunode.yaml_bounded
+    from gpunode import inputs
 
     monkeypatch.setitem(sys.modules, "yaml._yaml", None)  # import fails: the fallback class is made
     spec = importlib.util.spec_from_file_location("yaml_without_libyaml", gpunode.yaml_bounded.__file__)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert "CParser" not in [c.__name__ for c in module._BoundedLoader.__mro__]
-    assert module.parse_yaml("a: &a [1, 2]\nb: *a\n") == {"a": [1, 2], "b": [1, 2]}
+    limits = (inputs.MAX_DEPTH, inputs.MAX_ALIASES, inputs.MAX_NODES)
+    assert module.parse_yaml("a: &a [1, 2]\nb: *a\n", "<yaml>", *limits) == {"a": [1, 2], "b": [1, 2]}
     for source, message in (("alias_bomb.yaml", "aliases are expanded"), ("duplicate_keys.yaml", "duplicate key"),
                             ("deep_nesting.yaml", "nested deeper"), ("recursive_alias.yaml", "refers to itself")):
-        with pytest.raises(module.InputError, match=message):
-            module.load_yaml(CORPUS / source)
+        with pytest.raises(module.Refused, match=message):
+            module.parse_yaml(inputs.read_text(CORPUS / source), source, *limits)
 
 
 def test_rollback_on_an_unreadable_state_dir_is_one_line(tmp_path):

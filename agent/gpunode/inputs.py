@@ -101,9 +101,13 @@ def parse_yaml(
     max_nodes: int = MAX_NODES,
 ) -> Any:
     """yaml.safe_load with duplicate keys refused and depth/aliases/expanded size bounded."""
-    from gpunode.yaml_bounded import parse_yaml as parse  # PyYAML only when YAML is parsed
+    from gpunode import yaml_bounded  # PyYAML only when YAML is parsed
 
-    return parse(text, source, max_depth, max_aliases, max_nodes)
+    try:
+        return yaml_bounded.parse_yaml(text, source, max_depth, max_aliases, max_nodes)
+    except yaml_bounded.Refused as exc:
+        key = f" {key_name(exc.key[0])}" if exc.key else ""
+        raise InputError(f"{exc.where}: {exc.message}{key}") from None
 
 
 def load_yaml(path: str | os.PathLike, max_bytes: int = MAX_BYTES, cache=None, **limits: int) -> Any:

@@ -1,7 +1,9 @@
 """The YAML half of gpunode.inputs: yaml.safe_load with duplicate keys refused and depth,
 aliases and expanded size bounded. Kept apart so that importing gpunode.inputs does not import
 PyYAML (~12 ms): the gate reads its config and profile through a cache (gpunode.parsed_cache) before every
-job and parses no YAML at all on a hit. Callers use gpunode.inputs.parse_yaml / load_yaml."""
+job and parses no YAML at all on a hit. Callers use gpunode.inputs.parse_yaml / load_yaml; this module
+imports nothing of gpunode (it stays below inputs: no import circle), and inputs turns its
+Refused into an InputError."""
 
 from __future__ import annotations
 
@@ -16,8 +18,6 @@ from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
-
-from gpunode.inputs import MAX_ALIASES, MAX_BYTES, MAX_DEPTH, MAX_NODES, InputError, key_name, read_text
 
 try:  # libyaml makes the events (about 6x faster: the gate loads a profile before every job) ...
     from yaml._yaml import CParser as _Parser
@@ -86,7 +86,7 @@ class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
                 except TypeError:  # an unhashable key: SafeLoader's own error follows
                     continue
                 if duplicate:
-                    raise _Refused(key_node.start_mark, f"duplicate key {key_name(key)}")
+                    raise _Refused(key_node.start_mark, "duplicate key", key=(key,))
         return super().construct_mapping(node, deep=deep)
 
 
@@ -113,35 +113,45 @@ _BoundedLoader.add_constructor("tag:yaml.org,2002:float", _refuse_ambiguous(Safe
 
 
 class _Refused(Exception):
-    def __init__(self, mark, message: str):
+    def __init__(self, mark, message: str, key: tuple = ()):
         super().__init__(message)
-        self.mark, self.message = mark, message
+        self.mark, self.message, self.key = mark, message, key
+
+
+class Refused(ValueError):
+    """A document refused: `where` (source:line), why, and the offending key as a 1-tuple when
+    there is one (inputs shows it only when it looks like a key name: a foreign file is not echoed)."""
+
+    def __init__(self, where: str, message: str, key: tuple = ()):
+        super().__init__(f"{where}: {message}")
+        self.where, self.message, self.key = where, message, key
 
 
 def parse_yaml(
     text: str,
-    source: str | os.PathLike = "<yaml>",
-    max_depth: int = MAX_DEPTH,
-    max_aliases: int = MAX_ALIASES,
-    max_nodes: int = MAX_NODES,
+    source: str | os.PathLike,
+    max_depth: int,
+    max_aliases: int,
+    max_nodes: int,
 ) -> Any:
-    """yaml.safe_load with duplicate keys refused and depth/aliases/expanded size bounded."""
+    """yaml.safe_load with duplicate keys refused and depth/aliases/expanded size bounded
+    (the bounds are gpunode.inputs'); raises Refused."""
     loader = None
     try:  # the reader checks characters as soon as it is made: inside the try
         loader = _BoundedLoader(text, max_depth, max_aliases, max_nodes)
         return loader.get_single_data()
     except _Refused as exc:
-        raise InputError(f"{_where(source, exc.mark)}: {exc.message}") from None
+        raise Refused(_where(source, exc.mark), exc.message, exc.key) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "not valid YAML"
-        raise InputError(f"{_where(source, mark)}: not valid YAML: {problem}") from None
+        raise Refused(_where(source, mark), f"not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:  # e.g. a NUL or other control character the YAML reader refuses
-        raise InputError(f"{source}: not valid YAML: {exc}") from None
+        raise Refused(str(source), f"not valid YAML: {exc}") from None
     except RecursionError:  # belt and braces: the depth bound should come first
-        raise InputError(f"{source}: nested too deeply") from None
+        raise Refused(str(source), "nested too deeply") from None
     except (ValueError, OverflowError) as exc:  # an integer of 5000 digits (Python's conversion limit)
-        raise InputError(f"{source}: not a usable value: {exc}") from None
+        raise Refused(str(source), f"not a usable value: {exc}") from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -149,7 +159,3 @@ def parse_yaml(
 
 def _where(source: str | os.PathLike, mark) -> str:
     return f"{source}:{mark.line + 1}" if mark is not None else str(source)
-
-
-def load_yaml(path: str | os.PathLike, max_bytes: int = MAX_BYTES, **limits: int) -> Any:
-    return parse_yaml(read_text(path, max_bytes), path, **limits)
