@@ -175,3 +175,119 @@ def test_a_rewritten_file_keeps_its_mode_a_new_one_or_a_link_gets_the_default(tm
     new = files.write_text("s", "/etc/new.conf", "x\n", mode=0o640)
     assert FileState.from_json(new.after).mode == 0o640
     assert files.write_text("s", "/etc/new.conf", "x\n", mode=0o640) is None  # as planned already: no change
+
+
+def test_cmdline_parameters_as_shown_and_as_tokens():
+    from gpunode.tune.kinds.cmdline import NOT_SET, format_param, param_token
+
+    assert format_param("iommu", True) == "iommu" and format_param("iommu", "pt") == "iommu=pt"
+    assert format_param("iommu", None) == "(no iommu)" and format_param("iommu", NOT_SET) == "(no iommu)"
+    assert param_token("iommu", True) == "iommu" and param_token("iommu", False) is None
+    assert param_token("iommu", "pt") == "iommu=pt"
+
+
+# --- irq, sysctl, sysfs, service, cmdline edges -------------------------------------------------------
+
+
+def nic_tree(node: str, irqs=(40, 41), affinity="0-3", node_cpus="0-3") -> dict[str, str]:
+    files = {"/sys/class/net/eth0/device/numa_node": node + "\n", "/sys/class/net/eth0/operstate": "up\n",
+             "/sys/devices/system/node/node0/cpulist": node_cpus + "\n"}
+    for irq in irqs:
+        files[f"/sys/class/net/eth0/device/msi_irqs/{irq}"] = ""
+        files[f"/proc/irq/{irq}/smp_affinity_list"] = affinity + "\n"
+    return files
+
+
+def test_a_nic_on_numa_node_0_is_judged_and_one_without_a_node_is_not(tmp_path):
+    from gpunode.tune.kinds.irq import observe_nics
+
+    (local,) = observe_nics(tree_host(tmp_path / "a", nic_tree("0")))
+    assert local.value is True and local.note == "node 0"
+    (remote,) = observe_nics(tree_host(tmp_path / "b", nic_tree("0", affinity="4-7")))
+    assert remote.value is False and remote.note == "node 0; 2/2 IRQs outside node CPUs"
+    (none,) = observe_nics(tree_host(tmp_path / "c", nic_tree("-1")))
+    assert none.value is None and "no NUMA node" in none.note
+    (no_irqs,) = observe_nics(tree_host(tmp_path / "d", nic_tree("0", irqs=())))
+    assert no_irqs.value is None and "no MSI IRQs" in no_irqs.note
+
+
+@pytest.mark.parametrize(("key", "target", "ok"), [
+    ("net.core.netdev_max_backlog", 0, False), ("net.core.netdev_max_backlog", 1, True),
+    ("net.core.netdev_max_backlog", 2**31 - 1, True), ("net.core.netdev_max_backlog", 2**31, False),
+    ("net.core.rmem_max", 0, True), ("net.core.rmem_max", 2**31 - 1, True), ("net.core.rmem_max", 2**31, False),
+    ("net.core.wmem_max", 0, True), ("net.core.wmem_max", 2**31, False),
+    ("vm.swappiness", 200, True), ("vm.swappiness", 201, False), ("kernel.numa_balancing", 4, False)])
+def test_sysctl_ranges_the_kernel_documents(key, target, ok):
+    kind = kind_of(Setting("sysctl", key, target))
+    if ok:
+        assert kind.validate_target(key, target) == target
+    else:
+        with pytest.raises(SettingInvalid, match="out of range"):
+            kind.validate_target(key, target)
+
+
+def test_a_congestion_control_the_kernel_lists_is_available(tmp_path):
+    from gpunode.tune.kinds.sysctl import value_availability
+
+    host = tree_host(tmp_path, {"/proc/sys/net/ipv4/tcp_available_congestion_control": "reno cubic bbr\n"})
+    what, found = value_availability(host, "net.ipv4.tcp_congestion_control", "bbr")
+    assert what == "congestion control" and found.available
+    assert value_availability(host, "net.ipv4.tcp_congestion_control", "reno")[1].available
+    assert value_availability(host, "vm.swappiness", "bbr") is None
+
+
+def test_sysfs_paths_are_normalised_and_one_line():
+    from gpunode.tune.kinds.sysfs import normalise_path
+
+    assert normalise_path("//sys/kernel/mm/x") == "/sys/kernel/mm/x"
+    with pytest.raises(SettingInvalid, match="control character"):
+        normalise_path("/sys/kernel\n/mm")
+
+
+@pytest.mark.parametrize(("target", "enabled", "after"), [
+    ("active", "disabled", {"active": "active", "enabled": "enabled"}),
+    ("active", "static", {"active": "active", "enabled": "static"}),
+    ("inactive", "enabled", {"active": "inactive", "enabled": "disabled"}),
+    ("inactive", "static", {"active": "inactive", "enabled": "static"})])
+def test_service_changes_enable_or_disable_only_what_can_be(tmp_path, target, enabled, after):
+    from gpunode.host.runner import ReplayRunner
+    from gpunode.tune.kinds.service import service_change
+
+    runner = ReplayRunner()
+    runner.add(["systemctl", "show", "-p", "LoadState", "-p", "ActiveState", "-p", "UnitFileState", "nvidia-dcgm"],
+               stdout=f"LoadState=loaded\nActiveState=inactive\nUnitFileState={enabled}\n")
+    change = service_change(tree_host(tmp_path, runner=runner), "service.nvidia-dcgm", "nvidia-dcgm", target, "inactive")
+    assert change.after == after and not change.blocked
+
+
+def test_a_grubby_host_whose_entries_hold_a_token_gpunode_would_not_write_is_blocked(tmp_path):
+    from gpunode.host.runner import ReplayRunner
+    from gpunode.tune.kinds.cmdline import entries_token
+
+    runner = ReplayRunner()
+    runner.add(["grubby", "--info=ALL"], stdout='index=0\nargs="ro iommu=$(id)"\n')
+    token, why = entries_token(tree_host(tmp_path / "a", runner=runner), "iommu")
+    assert token is None and "which gpunode would not write back" in why
+    runner = ReplayRunner()
+    runner.add(["grubby", "--info=ALL"], stdout='index=0\nargs="ro iommu=pt"\nindex=1\nargs="ro"\n')
+    token, why = entries_token(tree_host(tmp_path / "b", runner=runner), "iommu")
+    assert token is None and "the boot entries differ on iommu" in why
+    runner = ReplayRunner()
+    runner.add(["grubby", "--info=ALL"], stdout='index=0\nargs="ro iommu=pt"\n')
+    assert entries_token(tree_host(tmp_path / "c", runner=runner), "iommu") == ("iommu=pt", "")
+
+
+DEBIAN_GRUB = {"/etc/default/grub": 'GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n', "/etc/default/grub.d/.keep": ""}
+
+
+def test_the_grub_dropin_is_planned_0644_and_a_parameter_from_elsewhere_is_left(tmp_path):
+    from gpunode.tune.kinds.change import FileState
+
+    host = tree_host(tmp_path / "a", {**DEBIAN_GRUB, "/proc/cmdline": "BOOT_IMAGE=/vmlinuz ro quiet\n"})
+    setting = Setting("cmdline", "pcie_aspm", "off")
+    (change,) = make_plan(host, Profile("t", settings={setting.id: setting}), [setting], allow_reboot=True).changes
+    assert FileState.from_json(change.after).mode == 0o644 and not change.blocked
+    host = tree_host(tmp_path / "b", {**DEBIAN_GRUB, "/proc/cmdline": "BOOT_IMAGE=/vmlinuz ro quiet pcie_aspm=off\n"})
+    off = Setting("cmdline", "pcie_aspm", False)
+    (change,) = make_plan(host, Profile("t", settings={off.id: off}), [off], allow_reboot=True).changes
+    assert "comes from the boot loader's own configuration" in change.blocked
