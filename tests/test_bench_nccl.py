@@ -149,7 +149,7 @@ def test_json_support_from_real_help():
 def test_launcher_prefixes():
     assert nccl.launcher_prefix("mpirun", ["n1", "n2"], 8, ["NCCL_IB_HCA", "NCCL_DEBUG"]) == [
         "mpirun", "-np", "16", "-H", "n1:8,n2:8", "--bind-to", "none", "--map-by", "ppr:8:node",
-        "-x", "NCCL_DEBUG", "-x", "NCCL_IB_HCA"]
+        "-x", "NCCL_DEBUG", "-x", "NCCL_DEBUG_SUBSYS", "-x", "NCCL_IB_HCA"]  # the debug pair goes to every rank
     assert nccl.launcher_prefix("srun", ["n1", "n2"], 4) == [
         "srun", "--nodes", "2", "--ntasks-per-node", "4", "--nodelist", "n1,n2", "--export", "ALL",
         "--kill-on-bad-exit=1"]
@@ -311,3 +311,54 @@ def test_row_time_is_the_time_column_not_the_bandwidth():
     assert (last.time_us, last.algbw, last.busbw, last.wrong) == (358.92, 1495.8, 0.0, 0)
     assert (last.in_place_time_us, last.in_place_algbw, last.in_place_busbw, last.in_place_wrong) == (0.97, 552251, 0.0, 0)
     assert nccl.parse_json(AR_JSON).largest.time_us == pytest.approx(358.9, abs=0.1)
+
+
+# ---- NCCL_DEBUG=INFO mixed into the output (gpunode.bench.nccl_log) ----------------------------
+INFO_LOG = (FIXTURES / "device" / "topology-h100" / "nccl-info.log").read_text().splitlines()[1:]
+SOCKET_LOG = (NCCL / "info" / "socket_2node.nccl1232.log").read_text()
+TWO_NODE = (NCCL / "all_reduce_2node.doc.txt").read_text()
+
+
+def _interleave(text: str, log: list[str]) -> str:
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        out += [log[i % len(log)], line]
+    return "\n".join(out + log) + "\n"
+
+
+@pytest.mark.parametrize("name", ["all_reduce_g1.h100.txt", "all_gather_g1.h100.txt", "sendrecv_g1.h100.txt",
+                                  "all_reduce_minbw_failed.h100.txt", "all_reduce_2node.doc.txt",
+                                  "all_reduce_2node_neterror.doc.txt"])
+def test_nccl_info_lines_mixed_into_real_outputs_change_nothing(name):
+    text = (NCCL / name).read_text()
+    plain, mixed = nccl.parse_text(text), nccl.parse_text(_interleave(text, INFO_LOG))
+    assert mixed.rows == plain.rows and mixed.failures == plain.failures and mixed.ranks == plain.ranks
+    assert (mixed.footer, mixed.avg_busbw, mixed.out_of_bounds) == (plain.footer, plain.avg_busbw, plain.out_of_bounds)
+    assert nccl.nccl_verdict(mixed, 0) == nccl.nccl_verdict(plain, 0)
+
+
+def test_run_test_sets_nccl_debug_and_records_the_transports(tmp_path):
+    script, _ = fake_binary(tmp_path, text=_interleave(AR_TEXT, INFO_LOG), help_json=False)
+    env_file = tmp_path / "env"
+    wrapper = tmp_path / "wrap"
+    wrapper.write_text(f"#!/bin/sh\nenv > {env_file}\nexec {script} \"$@\"\n")
+    wrapper.chmod(0o755)
+    m = nccl.run_test(Runner(), str(wrapper), nccl.NcclConfig(), 30,
+                      {"PATH": os.environ["PATH"], "NCCL_DEBUG_FILE": "/tmp/x.%h.%p"})
+    seen = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    assert seen["NCCL_DEBUG"] == "INFO" and seen["NCCL_DEBUG_SUBSYS"] == "INIT,NET,GRAPH,ENV,TUNING"
+    assert "NCCL_DEBUG_FILE" not in seen  # the lines must come back in the output
+    assert m.status == "SKIP" and m.detail["nccl_transport"]["version"] == "2.28.9+cuda13.0"
+    assert m.detail["nccl_transport"]["network"] == "Socket" and m.detail["nccl_transport"]["verdict"] == "PASS"
+    assert "NCCL_DEBUG" not in m.conditions["algo env"]  # conditions stay the caller's settings
+
+
+def test_run_test_multinode_on_sockets_with_rdma_ports_up_fails(tmp_path):
+    script, _ = fake_binary(tmp_path, text=_interleave(TWO_NODE, SOCKET_LOG.splitlines()), help_json=False)
+    env = {"PATH": os.environ["PATH"]}
+    up = nccl.nccl_log.Fabric(rdma_ports=("mlx5_0/1 (InfiniBand)",))
+    m = nccl.run_test(Runner(), str(script), nccl.NcclConfig(), 30, env, fabric=up)
+    assert m.status == "FAIL" and m.value == 458.99  # the figure stays, the verdict says why
+    assert "TCP sockets (NET/Socket)" in m.message and "mlx5_0/1" in m.message
+    m = nccl.run_test(Runner(), str(script), nccl.NcclConfig(), 30, env, fabric=nccl.nccl_log.Fabric())
+    assert m.status == "PASS" and m.detail["nccl_transport"]["transports"]["NET/Socket"] == 9

@@ -69,3 +69,19 @@ def test_crash_timeout_and_one_gpu():
 def test_launcher_argv():
     assert ARGV == ["/usr/bin/python3", "-m", "gpunode.bench.torch_dist", "--devices", "0,1",
                     "--sizes", f"{1 << 20},{64 << 20}", "--iters", "10", "--warmup", "3"]
+
+
+def test_nccl_info_lines_judged_shm_beside_nvlink_fails():
+    # Real NCCL INFO lines (NVIDIA/nccl#1232, tests/fixtures/nccl/info/README.md) printed by the workers.
+    from gpunode.bench.nccl_log import Fabric
+
+    log = (FIXTURES / "nccl" / "info" / "socket_2node.nccl1232.log").read_text()
+    shm = "\n".join(line for line in log.splitlines() if "SHM" in line) + "\n"
+    runner = ReplayRunner()
+    runner.add(ARGV, 0, shm + two_gpu_result())
+    m = torch_dist.run(runner, [0, 1], [1 << 20, 64 << 20], 10, 3, 60, {}, python="/usr/bin/python3",
+                       fabric=Fabric(nvlink=True))
+    assert m.status == "FAIL" and "fell back to host shared memory" in m.message and m.value == 335.5
+    assert m.detail["nccl_transport"]["transports"] == {"SHM/direct/direct": 2}
+    m = torch_dist.run(runner, [0, 1], [1 << 20, 64 << 20], 10, 3, 60, {}, python="/usr/bin/python3")
+    assert m.status == "PASS"

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpunode.bench import nccl_log
 from gpunode.bench.results import Metric, errored, metric_status, skipped
 
 TESTS = ("all_reduce", "all_gather", "reduce_scatter", "alltoall", "sendrecv")
@@ -109,7 +110,7 @@ def launcher_prefix(kind: str, hosts: Sequence[str], procs_per_host: int, env_na
     if kind == "mpirun":
         prefix = ["mpirun", "-np", str(total), "-H", ",".join(f"{h}:{procs_per_host}" for h in hosts),
                   "--bind-to", "none", "--map-by", f"ppr:{procs_per_host}:node"]
-        for name in sorted(env_names):
+        for name in sorted(set(env_names) | set(DEBUG_ENV)):
             prefix += ["-x", name]
         return prefix
     if kind == "srun":
@@ -121,6 +122,23 @@ def launcher_prefix(kind: str, hosts: Sequence[str], procs_per_host: int, env_na
 def nccl_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The NCCL_* (and NCCL-test) settings of the caller, passed through and recorded."""
     return {k: v for k, v in sorted(environ.items()) if k.startswith("NCCL_")}
+
+
+# What every run adds so that NCCL says which transports it chose (gpunode.bench.nccl_log); the
+# caller's own NCCL_DEBUG_FILE would take the lines away from the output, so it is dropped.
+DEBUG_ENV = {"NCCL_DEBUG": "INFO", "NCCL_DEBUG_SUBSYS": "INIT,NET,GRAPH,ENV,TUNING"}
+
+
+def with_debug(environ: Mapping[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k != "NCCL_DEBUG_FILE"}
+    return {**env, **DEBUG_ENV}
+
+
+def transport_verdict(output: str, fabric: nccl_log.Fabric) -> tuple[str, str, dict]:
+    """-> (status, why, what NCCL chose) from the run's NCCL INFO lines (nccl_log.judge)."""
+    log = nccl_log.parse(output)
+    status, why = nccl_log.judge(log, fabric)
+    return status, why, {**log.to_json(), "verdict": status, "why": why}
 
 
 @dataclass
@@ -178,11 +196,12 @@ def _nccl_code(code: int) -> str:
 
 
 def parse_text(output: str) -> NcclRun:
+    """nccl-tests' text output; NCCL's own INFO lines mixed into it (NCCL_DEBUG=INFO) are skipped."""
     run = NcclRun()
     for raw in output.splitlines():
         line = raw.rstrip()
         stripped = line.strip()
-        if not stripped:
+        if not stripped or nccl_log.is_nccl_line(stripped):
             continue
         m = _VERSION.match(stripped)
         if m:
@@ -330,11 +349,14 @@ def metric(cfg: NcclConfig, run: NcclRun, status: str, message: str, nprocs: int
 
 
 def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapping[str, str],
-             prefix: Sequence[str] = (), nprocs: int = 1) -> Metric:
-    """Run one nccl-tests binary through the Runner (its timeout kills the process group)."""
+             prefix: Sequence[str] = (), nprocs: int = 1, fabric: nccl_log.Fabric | None = None) -> Metric:
+    """Run one nccl-tests binary through the Runner (its timeout kills the process group), with
+    NCCL_DEBUG=INFO: a PASS whose transports are wrong (sockets beside active RDMA ports, SHM
+    beside NVLink) becomes FAIL with the reason; what NCCL chose is kept in the detail."""
     help_result = runner.run([binary, "-h"], timeout=30, env=dict(environ))
     use_json = supports_json(help_result.stdout + help_result.stderr)
-    env = nccl_env(environ)
+    env = nccl_env(environ)  # the caller's settings, recorded as conditions (not the debug ones)
+    environ = with_debug(environ)
     with tempfile.TemporaryDirectory(prefix="gpunode-nccl-") as tmp:  # 0700, removed afterwards
         json_file = str(Path(tmp) / "result.json") if use_json else None
         result = runner.run([*prefix, *argv(binary, cfg, json_file)], timeout=timeout, env=dict(environ))
@@ -354,8 +376,15 @@ def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapp
         status, message = "ERROR", note
     if status == "ERROR" and result.stderr.strip():
         message += f" (stderr: {result.stderr.strip().splitlines()[-1][:200]})"
+    t_status, t_why, chosen = transport_verdict(result.stdout + "\n" + result.stderr, fabric or nccl_log.Fabric())
+    if status == "PASS" and t_status == "FAIL":
+        status, message = "FAIL", t_why
     m = metric(cfg, run, status, message, nprocs, env)
     m.conditions["output"] = "json (-J)" if use_json and not note else "text"
+    if m.detail is not None:
+        m.detail["nccl_transport"] = chosen
+    if t_status == "WARN" and not m.message:
+        m.message = t_why  # a metric has no WARN: the figure stands, the note says why it may be low
     return m
 
 

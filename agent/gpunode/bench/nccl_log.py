@@ -211,6 +211,12 @@ class Fabric:
     rdma_ports: tuple[str, ...] = ()  # "mlx5_0/1 (InfiniBand)"
     nvlink: bool = False
 
+    @classmethod
+    def of(cls, ports, gpus) -> Fabric:
+        """From host.facts.infiniband.ib_ports(host) and the NVML inventory's GPUs."""
+        active = tuple(f"{p.name} ({p.link_layer or '?'})" for p in ports if p.active)
+        return cls(active, any(link.active for g in gpus for link in (g.nvlinks or [])))
+
 
 def summary(log: NcclLog) -> str:
     """One line: 'NCCL 2.28.9, network Socket (IB: no device), GDR off, 1 rank on 1 node'."""
@@ -248,7 +254,7 @@ def judge(log: NcclLog, fabric: Fabric) -> tuple[str, str]:
                         f"{c.dst} via {c.via}) although the GPUs have active NVLinks: P2P is disabled or broken "
                         f"({text})")
     rdma = [c for c in log.net_connections if c.rdma]
-    if log.inter_node and rdma and not any(c.gdr for c in rdma):
+    if rdma and not any(c.gdr for c in rdma):
         return "WARN", (f"RDMA without GPUDirect: no connection says GDRDMA, every transfer is staged through "
                         f"host memory (nvidia_peermem or DMA-BUF missing?) ({text})")
     if not log.inter_node:

@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gpunode import __version__
-from gpunode.bench import fio, micro, nccl, numa, torch_dist
+from gpunode.bench import fio, micro, nccl, nccl_log, numa, torch_dist
 from gpunode.bench.backend import Backend, find_backend
 from gpunode.bench.results import BenchDocument, Metric, errored, skipped
 from gpunode.bench.watch import watched
+from gpunode.host.facts.infiniband import ib_ports
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S
 from gpunode.host.seam import Host
@@ -217,6 +218,7 @@ def nccl_config(test: str, ngpus: int, quick: bool) -> nccl.NcclConfig:
 def _nccl_steps(host: Host, inv: GpuInventory, chosen: list[int] | None, opts: BenchOptions, tools: dict) -> list[Step]:
     tests = opts.nccl_tests or (("all_reduce",) if opts.quick else nccl.TESTS)
     indices = chosen if chosen is not None else [g.index for g in inv.gpus]
+    fabric = nccl_log.Fabric.of(ib_ports(host), inv.gpus)  # what NCCL's transports are judged against
 
     def run(test: str) -> list[Metric]:
         binary = nccl.find_binary(test, [opts.nccl_tests_dir] if opts.nccl_tests_dir else [],
@@ -235,7 +237,7 @@ def _nccl_steps(host: Host, inv: GpuInventory, chosen: list[int] | None, opts: B
             cfg, nprocs = nccl_config(test, 1, opts.quick), len(indices) * max(1, len(opts.hosts))
         else:
             prefix, cfg, nprocs = [], nccl_config(test, len(indices), opts.quick), 1
-        m = nccl.run_test(host.runner, binary, cfg, 300 if opts.quick else 1800, env, prefix, nprocs)
+        m = nccl.run_test(host.runner, binary, cfg, 300 if opts.quick else 1800, env, prefix, nprocs, fabric)
         detail = m.detail or {}
         if detail.get("nccl_tests"):
             tools["nccl-tests"] = detail["nccl_tests"]
@@ -253,7 +255,8 @@ def _allreduce_step(host: Host, backend, inv, chosen, opts: BenchOptions) -> Ste
         devices = [t.device.index for t in targets(host, backend, inv, chosen)]
         sizes = [64 << 20, 256 << 20] if opts.quick else [1 << 20, 64 << 20, 1 << 30]
         return [torch_dist.run(host.runner, devices, sizes, 10 if opts.quick else 50, 3 if opts.quick else 10,
-                               120 if opts.quick else 600, opts.environ, python=sys.executable)]
+                               120 if opts.quick else 600, opts.environ, python=sys.executable,
+                               fabric=nccl_log.Fabric.of(ib_ports(host), inv.gpus))]
 
     return Step("torch.distributed all-reduce", run)
 

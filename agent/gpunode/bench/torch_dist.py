@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 
+from gpunode.bench import nccl_log
 from gpunode.bench.results import Metric, errored, skipped
 
 RESULT_PREFIX = "GPUNODE_ALLREDUCE_RESULT "
@@ -69,10 +70,13 @@ def to_metric(data: dict, iters: int) -> Metric:
 
 
 def run(runner, devices: Sequence[int], sizes: Sequence[int], iters: int, warmup: int, timeout: float,
-        environ: Mapping[str, str], python: str = sys.executable) -> Metric:
+        environ: Mapping[str, str], python: str = sys.executable, fabric: nccl_log.Fabric | None = None) -> Metric:
+    """With NCCL_DEBUG=INFO (bench.nccl.with_debug): NCCL's transports judged as for nccl-tests."""
+    from gpunode.bench.nccl import transport_verdict, with_debug
+
     if len(devices) < 2:
         return skipped(NAME, "GB/s", "needs 2+ GPUs: with one rank the bus bandwidth is 0 by definition")
-    r = runner.run(launcher_argv(python, devices, sizes, iters, warmup), timeout=timeout, env=dict(environ))
+    r = runner.run(launcher_argv(python, devices, sizes, iters, warmup), timeout=timeout, env=with_debug(environ))
     if r.error:
         return errored(NAME, "GB/s", r.error)
     if r.timed_out:
@@ -84,7 +88,14 @@ def run(runner, devices: Sequence[int], sizes: Sequence[int], iters: int, warmup
         return errored(NAME, "GB/s", f"{exc} (exit {r.rc}; {tail})")
     if r.rc != 0:
         return errored(NAME, "GB/s", f"launcher exited with status {r.rc}")
-    return to_metric(data, iters)
+    m = to_metric(data, iters)
+    t_status, t_why, chosen = transport_verdict(r.stdout + "\n" + r.stderr, fabric or nccl_log.Fabric())
+    if m.status == "PASS" and t_status == "FAIL":
+        m.status, m.message = "FAIL", t_why
+    elif t_status == "WARN" and not m.message:
+        m.message = t_why
+    m.detail = {**(m.detail or {}), "nccl_transport": chosen}
+    return m
 
 
 # ---- the launcher and its workers (run in their own processes) -------------------------------
@@ -151,7 +162,7 @@ def _launch(argv: list[str]) -> int:
         mp.start_processes(_worker, args=(devices, sizes, args.iters, args.warmup, init_file, queue),
                            nprocs=len(devices), join=True, start_method="spawn")
     rows = queue.get()
-    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")}
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_") and k not in ("NCCL_DEBUG", "NCCL_DEBUG_SUBSYS")}
     result = {"world_size": len(devices), "sizes": rows, "torch": torch.__version__,
               "nccl": ".".join(map(str, torch.cuda.nccl.version())), "env": env}
     print(RESULT_PREFIX + json.dumps(result), flush=True)
