@@ -379,3 +379,18 @@ def test_the_proof_is_diag_at_the_configured_level(tmp_path):
         runner.add(argv, rc, out)
         proof = diag_prover(runner, 2, str(tmp_path))()
         assert proof.ok is ok and said in proof.detail, (rc, out, proof)
+
+
+def test_the_gpu_reset_seam_runs_nvidia_smi_for_that_gpu_only():
+    from gpunode.host.gpu.control import GpuReset
+    from gpunode.host.runner import ReplayRunner
+
+    runner = ReplayRunner()
+    argv = ["nvidia-smi", "--gpu-reset", "-i", "GPU-7a0e5c1d"]
+    runner.add(argv, 0, "GPU 00000000:18:00.0 was successfully reset.\n")
+    assert GpuReset(runner).reset("GPU-7a0e5c1d") == (True, "GPU 00000000:18:00.0 was successfully reset.")
+    runner = ReplayRunner()
+    runner.add(argv, 255, "", "The following GPUs could not be reset:\n  GPU 00000000:18:00.0: In use by another client\n")
+    ok, said = GpuReset(runner).reset("GPU-7a0e5c1d")
+    assert not ok and said == "GPU 00000000:18:00.0: In use by another client"
+    assert runner.calls == [argv]

@@ -3,8 +3,8 @@
 - drain / resume / reboot through slurm/scontrol.py (the gate's etiquette: a reason that is not
   gpunode's is never overwritten or cleared; resume lifts only the watcher's own drain);
 - reboot: `scontrol reboot ASAP nextstate=RESUME reason="gpunode: watch: ..." NODE`;
-- reset: wait until no job runs on the node, then the GpuReset seam (never live on a lent
-  machine: tests pass a fake, `--shadow` logs it);
+- reset: wait until no job runs on the node, then host.gpu.control.GpuReset (never live on a
+  lent machine: tests pass a fake, `--shadow` logs it);
 - resume: prove the fix first, `gpunode diag --level N` (its level 1 runs the gate's checks
   too, and diag keeps its result in the node's history); a failed proof leaves the node drained;
 - evidence: a bundle in <state dir>/evidence/<time>/ (the event, a snapshot, the history,
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpunode import trail
+from gpunode.host.gpu.control import GpuReset
 from gpunode.host.runner import Runner
 from gpunode.slurm.scontrol import OUR_PREFIX, REASON_MAX, NodeInfo, Slurm, SlurmError, settle_node
 from gpunode.state_dir import UntrustedState, check_dir
@@ -39,7 +40,6 @@ from gpunode.watch.policy import WATCH_REASON, PartitionView, WatchConfig, class
 BUSY = {"ALLOCATED", "MIXED", "COMPLETING"}
 IDLE_WAIT_S = 3600.0  # how long a reset waits for the running jobs to end
 IDLE_POLL_S = 10.0
-RESET_TIMEOUT_S = 120.0
 SNAPSHOT_TIMEOUT_S = 120.0
 BUG_REPORT_TIMEOUT_S = 300.0
 PROVE_TIMEOUT_S = {1: 300.0, 2: 900.0, 3: 7200.0}
@@ -48,17 +48,6 @@ PROVE_TIMEOUT_S = {1: 300.0, 2: 900.0, 3: 7200.0}
 def in_slurm_hook(env: Mapping[str, str]) -> bool:
     """Run by slurmd as a prolog or epilog (Slurm sets SLURM_SCRIPT_CONTEXT there), or inside a job."""
     return bool(env.get("SLURM_SCRIPT_CONTEXT") or env.get("SLURM_JOB_ID"))
-
-
-class GpuReset:
-    """The one way the watcher resets a GPU: `nvidia-smi --gpu-reset -i <UUID or PCI id>`."""
-
-    def __init__(self, runner: Runner, timeout: float = RESET_TIMEOUT_S) -> None:
-        self.runner, self.timeout = runner, timeout
-
-    def reset(self, gpu: str) -> tuple[bool, str]:
-        result = self.runner.run(["nvidia-smi", "--gpu-reset", "-i", gpu], timeout=self.timeout)
-        return result.ok, _said(result)
 
 
 @dataclass(frozen=True)

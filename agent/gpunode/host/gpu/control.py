@@ -54,3 +54,24 @@ class NoGpuControl(GpuControl):
         raise GpuControlError(self.reason)
 
     read = write = processes = mig_instances = mig_create = mig_destroy = _refuse
+
+
+class GpuReset:
+    """Resetting one GPU (gpunode watch's reset class): `nvidia-smi --gpu-reset -i <UUID or PCI
+    id>` through the Runner. NVIDIA's tool refuses a GPU that processes still use; the watcher
+    calls it only on a drained node with no job left. Never run on a lent machine: tests pass a
+    fake with the same `reset` method, and `--shadow` logs it."""
+
+    TIMEOUT_S = 120.0
+
+    def __init__(self, runner, timeout: float = TIMEOUT_S) -> None:
+        self.runner, self.timeout = runner, timeout
+
+    def reset(self, gpu: str) -> tuple[bool, str]:
+        """-> (reset, what nvidia-smi said)."""
+        result = self.runner.run(["nvidia-smi", "--gpu-reset", "-i", gpu], timeout=self.timeout)
+        if result.ok:
+            return True, (result.stdout.strip().splitlines() or ["GPU reset"])[-1][:200]
+        said = result.error or ("timed out" if result.timed_out else
+                                ((result.stderr or result.stdout).strip().splitlines() or [f"exit code {result.rc}"])[-1])
+        return False, said.strip()[:200]
