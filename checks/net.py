@@ -9,8 +9,8 @@ from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, error, ok, skip, warn
 from gpunode.host.facts import qdisc
 from gpunode.host.facts.infiniband import ib_devices, ib_ports, state_code
-from gpunode.host.facts.nics import Nic, describe, format_speed, physical_nics
-from gpunode.tune.kinds.irq import data_nics
+from gpunode.host.facts.modules import PEERMEM_MODULES, dmabuf_reason, loaded_modules
+from gpunode.host.facts.nics import Nic, data_nics, describe, format_speed, physical_nics
 
 JUMBO_SPEED_MBPS = 100_000  # at 100 Gb/s and up a 1500-byte MTU costs CPU and RoCE goodput
 
@@ -216,24 +216,6 @@ def _counted(kinds: list[str]) -> str:
     return ", ".join(f"{k} x{n}" if n > 1 else k for k, n in counts.items())
 
 
-PEERMEM_MODULES = ("nvidia_peermem", "nv_peer_mem")  # the driver's module; the older Mellanox one
-
-
-def loaded_modules(host) -> set[str]:
-    text = host.sys.read("/proc/modules")
-    if text is not None:
-        return {line.split()[0] for line in text.splitlines() if line.strip()}
-    return set(host.sys.listdir("/sys/module") or [])
-
-
-def _kernel_at_least(release: str | None, major: int, minor: int) -> bool:
-    parts = (release or "").split(".")
-    try:
-        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
-    except (IndexError, ValueError):
-        return False
-
-
 @check(
     "net.peermem",
     "GPUDirect RDMA possible: nvidia_peermem loaded (or DMA-BUF available)",
@@ -250,10 +232,7 @@ def peermem(ctx: AuditContext):
     loaded = [m for m in PEERMEM_MODULES if m in modules]
     if loaded:
         return ok(f"{loaded[0]} loaded", observed=loaded[0], expected="nvidia_peermem")
-    version = ctx.host.sys.read("/proc/driver/nvidia/version") or ""
-    kernel = ctx.host.sys.read_value("/proc/sys/kernel/osrelease")
-    if "Open Kernel Module" in version and _kernel_at_least(kernel, 5, 12):
-        # NCCL >= 2.19 registers GPU memory through DMA-BUF with the open kernel modules on 5.12+.
-        return ok(f"nvidia_peermem not loaded; DMA-BUF is available (open kernel module, kernel {kernel})",
-                  observed=None, expected="nvidia_peermem or DMA-BUF")
+    dmabuf = dmabuf_reason(ctx.host)
+    if dmabuf:
+        return ok(f"nvidia_peermem not loaded; {dmabuf}", observed=None, expected="nvidia_peermem or DMA-BUF")
     return bad("nvidia_peermem not loaded: no GPUDirect RDMA", observed=None, expected="nvidia_peermem")

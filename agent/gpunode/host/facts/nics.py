@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpunode.tune.kinds.irq import VIRTUAL_PREFIXES
-
+VIRTUAL_PREFIXES = ("lo", "docker", "veth", "virbr", "br-", "cni", "flannel", "cali", "tun", "tap")
 ARPHRD_INFINIBAND = 32  # /sys/class/net/X/type of an IPoIB interface
 IFF_UP = 0x1
+
+
+def data_nics(host) -> list[str]:
+    """Physical NICs (with a PCI device) that are up."""
+    nics = []
+    for name in host.sys.listdir("/sys/class/net") or []:
+        if name.startswith(VIRTUAL_PREFIXES):
+            continue
+        if not host.sys.exists(f"/sys/class/net/{name}/device"):
+            continue
+        if host.sys.read_value(f"/sys/class/net/{name}/operstate") not in ("up", "unknown"):
+            continue
+        nics.append(name)
+    return nics
 
 
 @dataclass(frozen=True)

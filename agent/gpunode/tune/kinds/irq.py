@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 from gpunode.host.facts.cpulist import read_cpulist
+from gpunode.host.facts.nics import data_nics
 from gpunode.tune.kinds.base import BOOT_SPEC, VERIFY_ALL, Observed, SettingKind
 from gpunode.tune.kinds.values import SettingInvalid
 
 KEYS = ("nic-numa-local",)
-VIRTUAL_PREFIXES = ("lo", "docker", "veth", "virbr", "br-", "cni", "flannel", "cali", "tun", "tap")
-
-
-def data_nics(host) -> list[str]:
-    """Physical NICs (with a PCI device) that are up."""
-    nics = []
-    for name in host.sys.listdir("/sys/class/net") or []:
-        if name.startswith(VIRTUAL_PREFIXES):
-            continue
-        if not host.sys.exists(f"/sys/class/net/{name}/device"):
-            continue
-        if host.sys.read_value(f"/sys/class/net/{name}/operstate") not in ("up", "unknown"):
-            continue
-        nics.append(name)
-    return nics
 
 
 def nic_irqs(host, nic: str) -> list[int]:
