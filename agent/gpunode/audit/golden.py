@@ -11,6 +11,10 @@
     fabric_manager_version: "580.159.04"
     gpu_count: 8
     nic_firmware: {mlx5_0: "28.39.1002"}   # /sys/class/infiniband/<dev>/fw_ver
+    eth_firmware: {eth0: "28.39.1002 (MT_0000000838)"}   # every NIC's `ethtool -i` firmware-version
+    bios: {bios_version: "2.1.1", bios_date: "03/14/2024"}   # DMI (/sys/class/dmi/id)
+    platform: {product_name: "...", board_name: "..."}        # DMI product and board
+    bmc_firmware: "3.44"              # `ipmitool mc info` Firmware Revision
 
 `gpunode audit --golden FILE` adds the checks; `gpunode golden record -o FILE` writes one from
 this host (or a snapshot). Every fact is read through the Host, by the same code for both.
@@ -26,6 +30,8 @@ from typing import Any
 import yaml
 
 from gpunode.audit.engine import Check, bad, error, ok
+from gpunode.host.facts import firmware
+from gpunode.host.facts.os_release import OS_RELEASE, parse_os_release
 from gpunode.host.gpu.source import NVML_TIMEOUT_S
 from gpunode.inputs import InputError, load_yaml, unknown_keys
 
@@ -62,8 +68,9 @@ NCCL_WHEELS = (
 )
 IB_ROOT = "/sys/class/infiniband"
 PINS = ("driver_version", "cuda_driver_version", "vbios", "kernel_release", "os", "nccl_version",
-        "fabric_manager_version", "gpu_count", "nic_firmware")
+        "fabric_manager_version", "gpu_count", "nic_firmware", "eth_firmware", "bios", "platform", "bmc_firmware")
 _KEYS = {"schema", "severity", "recorded", *PINS}
+_DMI_PINS = {"bios": firmware.BIOS_FIELDS, "platform": firmware.PLATFORM_FIELDS}  # pin -> its DMI fields
 _OS_KEYS = {"pretty_name", "version_id"}
 
 
@@ -114,8 +121,6 @@ def fabric_manager_version(runner) -> tuple[str | None, str]:
 
 
 def os_release(sys) -> dict[str, str | None]:
-    from gpunode.checks.host import OS_RELEASE, parse_os_release
-
     text = next((t for t in (sys.read(p) for p in OS_RELEASE) if t is not None), None)
     fields = parse_os_release(text) if text is not None else {}
     return {"pretty_name": fields.get("PRETTY_NAME"), "version_id": fields.get("VERSION_ID")}
@@ -128,6 +133,18 @@ def nic_firmware(sys) -> dict[str, str]:
         if fw:
             out[device] = fw
     return out
+
+
+def eth_firmware(host) -> tuple[dict[str, str], list[str]]:
+    """{nic: ethtool -i firmware-version} of every NIC with a device, and why others have none."""
+    found, whys = {}, []
+    for nic in firmware.physical_nics(host.sys):
+        fw, why = firmware.nic_firmware(host.runner, nic)
+        if fw:
+            found[nic] = fw
+        else:
+            whys.append(why)
+    return found, whys
 
 
 def collect(host) -> tuple[dict, list[str]]:
@@ -173,6 +190,22 @@ def collect(host) -> tuple[dict, list[str]]:
         facts["nic_firmware"] = fw
     else:
         notes.append(f"nic_firmware left out: no {IB_ROOT}/*/fw_ver")
+    for pin, fields in _DMI_PINS.items():
+        found = firmware.dmi(host.sys, fields)
+        if found:
+            facts[pin] = found
+        else:
+            notes.append(f"{pin} left out: no readable {firmware.DMI}/{{{','.join(fields)}}}")
+    bmc, why = firmware.bmc_firmware(host.runner)
+    if bmc:
+        facts["bmc_firmware"] = bmc
+    else:
+        notes.append(f"bmc_firmware left out: {why}")
+    eth, whys = eth_firmware(host)
+    if eth:
+        facts["eth_firmware"] = eth
+    else:
+        notes.append(f"eth_firmware left out: {'; '.join(whys[:3]) or 'no NIC with a device'}")
     return {k: v for k, v in facts.items() if v is not None}, notes
 
 
@@ -217,10 +250,14 @@ def load_golden(path: str | Path) -> Golden:
             if not isinstance(value, dict) or not value or set(value) - _OS_KEYS:
                 raise InputError(f"{path}: os: a mapping with pretty_name and/or version_id")
             pins[key] = {k: _allowed(path, f"os.{k}", v) for k, v in value.items()}
-        elif key == "nic_firmware":
+        elif key in ("nic_firmware", "eth_firmware"):
             if not isinstance(value, dict) or not value:
-                raise InputError(f"{path}: nic_firmware: a mapping of device (mlx5_0) to firmware version")
-            pins[key] = {str(k): _allowed(path, f"nic_firmware.{k}", v) for k, v in value.items()}
+                raise InputError(f"{path}: {key}: a mapping of device (mlx5_0, eth0) to firmware version")
+            pins[key] = {str(k): _allowed(path, f"{key}.{k}", v) for k, v in value.items()}
+        elif key in _DMI_PINS:
+            if not isinstance(value, dict) or not value or set(value) - set(_DMI_PINS[key]):
+                raise InputError(f"{path}: {key}: a mapping with some of {', '.join(_DMI_PINS[key])}")
+            pins[key] = {k: _allowed(path, f"{key}.{k}", v) for k, v in value.items()}
         else:
             pins[key] = _allowed(path, key, value)
     if not pins:
@@ -249,13 +286,16 @@ def golden_checks(path: str | Path) -> list[Check]:
     makers = {
         "driver_version": _driver, "cuda_driver_version": _cuda, "vbios": _vbios, "kernel_release": _kernel,
         "os": _os, "nccl_version": _nccl, "fabric_manager_version": _fabric_manager, "gpu_count": _gpu_count,
-        "nic_firmware": _nic_firmware,
+        "nic_firmware": _nic_firmware, "eth_firmware": _eth_firmware, "bios": _dmi("bios"),
+        "platform": _dmi("platform"), "bmc_firmware": _bmc,
     }
     titles = {
         "driver_version": "NVIDIA driver version", "cuda_driver_version": "CUDA driver API version",
         "vbios": "GPU VBIOS version", "kernel_release": "Kernel release", "os": "OS release",
         "nccl_version": "NCCL version", "fabric_manager_version": "Fabric Manager version",
         "gpu_count": "GPU count", "nic_firmware": "NIC firmware version",
+        "eth_firmware": "NIC firmware (ethtool -i)", "bios": "BIOS version (DMI)",
+        "platform": "Product and board (DMI)", "bmc_firmware": "BMC firmware (ipmitool mc info)",
     }
     checks = []
     for key, pinned in golden.pins.items():
@@ -268,7 +308,7 @@ def golden_checks(path: str | Path) -> list[Check]:
             tags=frozenset({"golden"}),
             remediation=f"Bring this host to the golden config ({golden.path}) or, if the change is intended, "
                         f"record a new one with `gpunode golden record`.",
-            cost="slow" if key == "fabric_manager_version" else "fast",
+            cost="slow" if key in ("fabric_manager_version", "bmc_firmware", "eth_firmware") else "fast",
         ))
     return checks
 
@@ -391,6 +431,45 @@ def _nic_firmware(pinned: dict):
             out.append(bad(f"firmware {observed[device]}: this NIC is not in the golden file", observed=observed[device],
                            subject=device))
         return out
+    return run
+
+
+def _eth_firmware(pinned: dict):
+    def run(ctx):
+        out = []
+        nics = firmware.physical_nics(ctx.host.sys)
+        for nic, allowed in pinned.items():
+            if nic not in nics:
+                out.append(bad(f"{nic} absent (no {firmware.NET}/{nic}/device), golden firmware {_show(allowed)}",
+                               expected=_show(allowed), subject=nic))
+                continue
+            fw, why = firmware.nic_firmware(ctx.host.runner, nic)
+            out.append(_compare("firmware", fw, allowed, subject=nic) if fw else
+                       bad(f"firmware unknown ({why}), golden {_show(allowed)}", expected=_show(allowed), subject=nic))
+        return out
+    return run
+
+
+def _dmi(pin: str):
+    def make(pinned: dict):
+        def run(ctx):
+            observed = firmware.dmi(ctx.host.sys, _DMI_PINS[pin])
+            diffs = [f"{k} {observed.get(k) or 'unknown'!r} (golden {_show(v)})"
+                     for k, v in pinned.items() if (observed.get(k) or "").strip() not in v]
+            expected = {k: _show(v) for k, v in pinned.items()}
+            if diffs:
+                return bad(f"{pin} differs: " + "; ".join(diffs), observed=observed, expected=expected)
+            return ok(", ".join(observed.get(k, "") for k in pinned), observed=observed, expected=expected)
+        return run
+    return make
+
+
+def _bmc(allowed):
+    def run(ctx):
+        version, why = firmware.bmc_firmware(ctx.host.runner)
+        if version is None:
+            return bad(f"BMC firmware unknown ({why}), golden {_show(allowed)}", expected=_show(allowed))
+        return _compare("BMC firmware", version, allowed)
     return run
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpunode.host.facts.os_release import OS_RELEASE, parse_os_release
+
 GRUB_DEFAULT = "/etc/default/grub"
 GRUB_DROPIN_DIR = "/etc/default/grub.d"
 BLS_ENTRIES = "/boot/loader/entries"
@@ -33,8 +35,6 @@ class BootLoader:
 
 def os_ids(host) -> set[str]:
     """ID and ID_LIKE of /etc/os-release (or /usr/lib/os-release), lower case."""
-    from gpunode.checks.host import OS_RELEASE, parse_os_release
-
     for path in OS_RELEASE:
         text = host.sys.read(path)
         if text is not None:
