@@ -38,9 +38,9 @@ class WatchSlurm(LocalSlurm):
     """LocalSlurm, plus FAKES nodes nobody serves and a RebootProgram that does nothing."""
 
     def write_conf(self, hooks, interval: int = 0) -> None:
+        if not hasattr(self, "fake_port"):  # three distinct ports, taken together
+            *self.ports, self.fake_port = _free_ports(3)
         super().write_conf(hooks, interval)
-        if not hasattr(self, "fake_port"):
-            self.fake_port = _free_ports(1)[0]
         text = self.conf.read_text().replace("MailProg=/bin/true\n", "MailProg=/bin/true\nRebootProgram=/bin/true\n")
         node_line = next(line for line in text.splitlines() if line.startswith("NodeName="))
         fakes = f"NodeName=wfake[1-{FAKES}] NodeAddr=127.0.0.1 Port={self.fake_port} CPUs=1 State=UNKNOWN"
