@@ -125,7 +125,8 @@ def test_telemetry_round_trips_through_the_results_contract():
 
 
 def _sampler_with(neighbour: bool, interval_s: float = 0.01):
-    from gpunode.host.gpu.telemetry import ReplayTelemetrySource, Sample, TelemetrySampler, Trace
+    from gpunode.host.gpu.model import Sample
+    from gpunode.host.gpu.telemetry import ReplayTelemetrySource, TelemetrySampler, Trace
 
     procs = ((os.getpid(), "gpunode", 1 << 30),) + (((4242, "burn", 2 << 30),) if neighbour else ())
     trace = Trace(samples=[Sample(t=0.0, gpu=0, sm_clock_mhz=1980, power_w=650, power_limit_w=700,

@@ -522,8 +522,7 @@ class NvmlTelemetrySource:
         return [{"gpu": gpu, "xid": int(data.eventData)}]
 
     def read(self, gpu: int, now: float, processes: bool):
-        from gpunode.host.gpu.model import clock_event_names
-        from gpunode.host.gpu.telemetry import Sample
+        from gpunode.host.gpu.model import Sample, clock_event_names
 
         nvml, h, static = self.nvml, self.handles[gpu], self._static[gpu]
 

@@ -22,9 +22,11 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from gpunode.host.gpu.model import Sample
 
 # Clock-event reasons that slow a GPU below what it can do. SW power cap is not one: a
 # power-limited GPU under sustained GEMM sits at its cap by design.
@@ -32,52 +34,6 @@ THROTTLE_EVENTS = ("hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", 
 DEFAULT_INTERVAL_S = 0.1
 PROCESS_EVERY = 5  # process lists cost more than counters: read them every 5th tick (~2 Hz)
 MAX_SAMPLES = 200_000  # bound memory on very long runs: ~40 min of 8 GPUs at 10 Hz
-
-
-@dataclass
-class Sample:
-    """One reading of one GPU. None: NVML does not support the field here (or it failed)."""
-
-    t: float  # seconds, monotonic clock of the sampler
-    gpu: int
-    sm_clock_mhz: float | None = None
-    mem_clock_mhz: float | None = None
-    power_w: float | None = None
-    power_limit_w: float | None = None
-    temp_c: float | None = None
-    mem_temp_c: float | None = None
-    utilization_pct: float | None = None
-    clock_events: tuple[str, ...] = ()
-    pcie_gen: int | None = None
-    pcie_width: int | None = None
-    pcie_max_gen: int | None = None
-    pcie_max_width: int | None = None
-    pcie_replay: int | None = None  # cumulative replay counter
-    ecc_uncorrected: int | None = None  # volatile totals, cumulative
-    ecc_corrected: int | None = None
-    remap_uncorrectable: int | None = None  # rows remapped for uncorrectable errors, cumulative
-    remap_pending: bool | None = None
-    remap_failure: bool | None = None
-    processes: tuple[tuple[int, str | None, int | None], ...] | None = None  # (pid, name, bytes); None: not read
-    error: str | None = None  # the whole read failed (GPU fell off the bus, NVML error)
-
-    def to_json(self) -> dict:
-        data = {k: v for k, v in asdict(self).items() if v is not None and v != ()}
-        data["t"] = round(self.t, 3)
-        if self.processes is not None:
-            data["processes"] = [list(p) for p in self.processes]
-        if self.clock_events:
-            data["clock_events"] = list(self.clock_events)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> Sample:
-        known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in data.items() if k in known}
-        kw["clock_events"] = tuple(str(e) for e in kw.get("clock_events") or ())
-        if kw.get("processes") is not None:
-            kw["processes"] = tuple((int(p[0]), p[1], p[2]) for p in kw["processes"])
-        return cls(**kw)
 
 
 class TelemetrySource(Protocol):
