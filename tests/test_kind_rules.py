@@ -242,6 +242,9 @@ def test_sysfs_paths_are_normalised_and_one_line():
     assert normalise_path("//sys/kernel/mm/x") == "/sys/kernel/mm/x"
     with pytest.raises(SettingInvalid, match="control character"):
         normalise_path("/sys/kernel\n/mm")
+    for missing in ("", None):
+        with pytest.raises(SettingInvalid, match="needs 'path'"):
+            normalise_path(missing)
 
 
 @pytest.mark.parametrize(("target", "enabled", "after"), [
@@ -291,3 +294,29 @@ def test_the_grub_dropin_is_planned_0644_and_a_parameter_from_elsewhere_is_left(
     off = Setting("cmdline", "pcie_aspm", False)
     (change,) = make_plan(host, Profile("t", settings={off.id: off}), [off], allow_reboot=True).changes
     assert "comes from the boot loader's own configuration" in change.blocked
+
+
+def test_whole_numbers_and_text_at_their_bounds():
+    from gpunode.tune.kinds.values import MAX_TEXT, knob_value, one_line
+
+    kind = kind_of(Setting("limits", "nofile", 1))
+    assert kind.validate_target("nofile", 2**63 - 1) == 2**63 - 1
+    with pytest.raises(SettingInvalid, match="out of range"):
+        kind.validate_target("nofile", 2**63)
+    assert knob_value(2**64 - 1, "target") == 2**64 - 1
+    with pytest.raises(SettingInvalid, match="out of range"):
+        knob_value(2**64, "target")
+    assert MAX_TEXT == 512 and one_line("x" * 512, "target") == "x" * 512
+    with pytest.raises(SettingInvalid, match="513 characters long"):
+        one_line("x" * 513, "target")
+
+
+def test_a_sysfs_knob_on_a_read_only_mount_is_not_applicable(tmp_path):
+    from gpunode.audit.context import AuditContext
+    from gpunode.tune.kinds import assess
+
+    host = tree_host(tmp_path, {"/proc/mounts": "sysfs /sys sysfs ro,nosuid,nodev,noexec 0 0\n",
+                                "/sys/kernel/mm/transparent_hugepage/enabled": "always [madvise] never\n"})
+    setting = Setting("sysfs", "thp.enabled", "never", path="/sys/kernel/mm/transparent_hugepage/enabled")
+    a = assess(AuditContext(host=host, profile=Profile("t")), setting)
+    assert a.wrong and "read-only" in a.not_applicable
