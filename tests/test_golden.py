@@ -55,12 +55,23 @@ FILES = {
     "/usr/lib/x86_64-linux-gnu/libnccl.so.2.28.9": "",
     "/usr/include/nccl.h": NCCL_H,
     "/usr/local/lib/python3.12/dist-packages/nvidia_nccl_cu13-2.28.9.dist-info/METADATA": "Name: nvidia-nccl-cu13\n",
+    "/sys/class/dmi/id/bios_version": "2.1.1\n",
+    "/sys/class/dmi/id/bios_date": "03/14/2024\n",
+    "/sys/class/dmi/id/product_name": "SYS-821GE-TNHR\n",
+    "/sys/class/dmi/id/board_name": "X13DEG-OAD\n",
+    "/sys/class/net/eth0/device/vendor": "0x15b3\n",  # a NIC with a device: ethtool -i is asked
+    "/sys/class/net/lo/operstate": "unknown\n",  # no device: not a NIC of the golden file
 }
+FIRMWARE = FIXTURES / "firmware"
 
 
-def fm_runner(stdout: str = FM_OUTPUT, rc: int = 0) -> ReplayRunner:
+def fm_runner(stdout: str | None = FM_OUTPUT, rc: int = 0, ethtool: str = "ethtool-i-mlx5_core.txt") -> ReplayRunner:
+    """Fabric Manager (None: not installed), the BMC and eth0's ethtool -i as recorded/documented."""
     runner = ReplayRunner()
-    runner.add(["nv-fabricmanager", "--version"], rc=rc, stdout=stdout)
+    if stdout is not None:
+        runner.add(["nv-fabricmanager", "--version"], rc=rc, stdout=stdout)
+    runner.add(["ipmitool", "mc", "info"], stdout=(FIRMWARE / "ipmitool-mc-info.txt").read_text())
+    runner.add(["ethtool", "-i", "eth0"], stdout=(FIRMWARE / ethtool).read_text())
     return runner
 
 
@@ -77,6 +88,8 @@ def golden_file(tmp_path, **changes) -> Path:
         "os": {"pretty_name": "Debian GNU/Linux 12 (bookworm)", "version_id": "12"}, "nccl_version": "2.28.9",
         "fabric_manager_version": "580.159.04", "gpu_count": 1,
         "nic_firmware": {"mlx5_0": "28.39.1002", "mlx5_1": "28.39.1002"},
+        "eth_firmware": {"eth0": "28.39.1002 (MT_0000000838)"}, "bmc_firmware": "3.44",
+        "bios": {"bios_version": "2.1.1", "bios_date": "03/14/2024"}, "platform": {"product_name": "SYS-821GE-TNHR"},
     }
     base.update(changes)
     path = tmp_path / "golden.yaml"
@@ -101,7 +114,7 @@ def test_a_host_that_matches_its_golden_file_passes(tmp_path):
     assert set(statuses(results)) == {"PASS"}, [(r.id, r.subject, r.message) for r in results if r.status.value != "PASS"]
     assert set(by_id(results)) == {f"golden.{k}" for k in (
         "driver_version", "cuda_driver_version", "vbios", "kernel_release", "os", "nccl_version",
-        "fabric_manager_version", "gpu_count", "nic_firmware")}
+        "fabric_manager_version", "gpu_count", "nic_firmware", "eth_firmware", "bmc_firmware", "bios", "platform")}
     assert by_id(results)["golden.nccl_version"] == ["PASS"] * 3  # library, header, wheel
     assert all(r.area == "golden" and "golden" in r.tags for r in results)
 
@@ -120,7 +133,17 @@ def test_a_host_that_matches_its_golden_file_passes(tmp_path):
     ({}, {"files": {"/sys/class/infiniband/mlx5_2/fw_ver": "28.39.1002\n"}}, "golden.nic_firmware",
      "this NIC is not in the golden file"),
     ({}, {"drop": ("/sys/class/infiniband/mlx5_1/fw_ver",)}, "golden.nic_firmware", "mlx5_1 absent"),
-    ({}, {"runner": ReplayRunner()}, "golden.fabric_manager_version", "Fabric Manager version unknown"),
+    ({}, {"runner": fm_runner(None)}, "golden.fabric_manager_version", "Fabric Manager version unknown"),
+    # issue 24 item 6: BIOS, board, BMC and every NIC's firmware drift
+    ({"bios": {"bios_version": "2.3.0"}}, {}, "golden.bios", "bios_version '2.1.1' (golden 2.3.0)"),
+    ({"platform": {"board_name": "X14DBG-AP"}}, {}, "golden.platform", "board_name 'X13DEG-OAD' (golden X14DBG-AP)"),
+    ({}, {"drop": ("/sys/class/dmi/id/bios_date",)}, "golden.bios", "bios_date 'unknown' (golden 03/14/2024)"),
+    ({"bmc_firmware": "3.50"}, {}, "golden.bmc_firmware", "BMC firmware 3.44, golden 3.50"),
+    ({}, {"runner": fm_runner(ethtool="ethtool-i-virtio_net.txt")}, "golden.eth_firmware",
+     "firmware unknown (ethtool -i eth0: no firmware version (exit 0))"),
+    ({"eth_firmware": {"eth0": "28.40.1000"}}, {}, "golden.eth_firmware",
+     "firmware 28.39.1002 (MT_0000000838), golden 28.40.1000"),
+    ({"eth_firmware": {"eth1": "28.39.1002"}}, {}, "golden.eth_firmware", "eth1 absent"),
     ({}, {"runner": fm_runner("nv-fabricmanager: error while loading shared libraries\n", rc=127)},
      "golden.fabric_manager_version", "exited 127 without a version"),
     ({}, {"drop": tuple(k for k in FILES if "nccl" in k)}, "golden.nccl_version", "no NCCL found"),
@@ -185,6 +208,10 @@ def test_record_then_check_round_trips(tmp_path):
         "kernel_release": "6.1.0-28-amd64", "os": {"pretty_name": "Debian GNU/Linux 12 (bookworm)", "version_id": "12"},
         "nccl_version": "2.28.9", "fabric_manager_version": "580.159.04",
         "nic_firmware": {"mlx5_0": "28.39.1002", "mlx5_1": "28.39.1002"},
+        "eth_firmware": {"eth0": "28.39.1002 (MT_0000000838)"},
+        "bios": {"bios_version": "2.1.1", "bios_date": "03/14/2024"},
+        "platform": {"product_name": "SYS-821GE-TNHR", "board_name": "X13DEG-OAD"},
+        "bmc_firmware": "3.44",
     }
     path = tmp_path / "golden.yaml"
     path.write_text(golden_yaml(facts, "testhost", "2026-11-23T00:00:00+00:00", "live"))
