@@ -251,6 +251,17 @@ def install(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS,
     _run("install", opts, extravars)
 
 
+def watch_status(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
+                 extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
+                 keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
+                 html: Path = HTML) -> None:
+    """Each host's gpunode watch state (/run/gpunode/health.json): its verdict, whether a live watcher
+    keeps it fresh, the checks it last read, its recent events and actions. No watcher: UNKNOWN."""
+    opts = Common(inventory, limit, forks, as_json, False, extra, *NO_BENCH, playbooks, state_dir, keep,
+                  timeout, verbose, quiet)
+    _run("watch", opts, {}, html)
+
+
 def report(
     artifact_dir: Path = typer.Argument(..., help="A run's artifact directory (printed after each fleet run)."),
     as_json: bool = AS_JSON, margin: float = MARGIN, min_peers: int = MIN_PEERS, verbose: bool = VERBOSE,
@@ -290,4 +301,7 @@ def register(app: typer.Typer) -> None:
     from gpunode.cli.fleet_locate_cmd import locate  # the pair-test command lives in its own module
 
     fleet.command("locate")(locate)
+    watch = typer.Typer(name="watch", no_args_is_help=True, help="The resident watchers (gpunode watch) of many hosts.")
+    watch.command("status")(watch_status)
+    fleet.add_typer(watch, name="watch")
     app.add_typer(fleet, name="fleet")

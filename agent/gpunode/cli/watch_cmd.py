@@ -36,9 +36,20 @@ def watch(
     metrics_port: int = typer.Option(None, "--metrics-port", help="Serve /metrics on 127.0.0.1:PORT (needs the `watch` extra: prometheus_client)."),
     status: bool = typer.Option(False, "--status", help="Print the state in --state-dir and exit 0/1/2/3 by its verdict."),
     as_json: bool = typer.Option(False, "--json", help="--status: the whole document as JSON."),
+    unit: bool = typer.Option(False, "--unit", help="Print the systemd unit gpunode-watch.service for this installation (with --poll, --shadow, --textfile, --config) and exit."),
 ) -> None:
     if status:
         raise typer.Exit(print_status(state_dir, as_json))
+    if unit:
+        from gpunode.watch.unit import unit_text
+
+        try:
+            typer.echo(unit_text(sys.executable, poll if poll is not None else 10.0, shadow,
+                                 str(textfile) if textfile else None, str(config.absolute()) if config else None),
+                       nl=False)
+        except ValueError as exc:
+            die(str(exc))
+        return
     from gpunode.config import load_config
 
     try:
@@ -130,9 +141,7 @@ def build_actor(cfg, poll_s: float, shadow: bool, gpunode_state: str, policy_sta
                            log=log_line)
     except SlurmError as exc:
         die(f"cannot set up the Slurm actions: {exc}", 3)
-    config = replace(config, partition=actor.partition_view)
-    actor.config = config
-    return actor, config
+    return actor, actor.policy_config(config)  # the breaker's partition view and whether our drain stands
 
 
 def serve_metrics(watcher, port: int) -> None:
@@ -146,21 +155,28 @@ def print_status(state_dir: Path, as_json: bool) -> int:
     import json
 
     from gpunode.exits import EXIT_CODES, UNKNOWN_EXIT
-    from gpunode.watch.state import STATE_FILE, StateRefused, read_document, read_fresh, validate
+    from gpunode.watch.state import SCHEMA, STATE_FILE, StateRefused, read_document, read_fresh, validate
 
     path = state_dir / STATE_FILE
     try:
         doc = validate(read_document(str(path)))
     except (OSError, StateRefused) as exc:
-        print(f"gpunode: error: {path}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        why = f"{path}: {getattr(exc, 'strerror', None) or exc}"
+        print(f"gpunode: error: {why}", file=sys.stderr)
+        if as_json:  # still a report for the fleet: this host has no watcher state to trust
+            sys.stdout.write(json.dumps({"schema": SCHEMA, "status": "UNKNOWN", "exit_code": UNKNOWN_EXIT,
+                                         "fresh": f"no state: {why}", "checks": [], "events": [], "actions": []},
+                                        indent=1, sort_keys=True) + "\n")
         return UNKNOWN_EXIT
     try:
         _, age = read_fresh(str(state_dir), time.time())
         fresh = f"fresh (last poll {age:.1f} s ago)"
     except StateRefused as exc:
         fresh = f"stale: {exc}"
-    if as_json:
-        sys.stdout.write(json.dumps({**doc, "fresh": fresh}, indent=1, sort_keys=True) + "\n")
+    verdict = str(doc.get("verdict")) if fresh.startswith("fresh") and doc.get("verdict") in EXIT_CODES else "UNKNOWN"
+    if as_json:  # a fleet report reads "status" and "exit_code" (gpunode fleet watch status)
+        out = {**doc, "fresh": fresh, "status": verdict, "exit_code": EXIT_CODES[verdict]}
+        sys.stdout.write(json.dumps(out, indent=1, sort_keys=True) + "\n")
     else:
         print(f"gpunode watch on {doc.get('host')}: {doc.get('verdict')}; {fresh}; pid {doc['pid']}")
         for name, said in sorted((doc.get("sources") or {}).items()):
@@ -172,6 +188,4 @@ def print_status(state_dir: Path, as_json: bool) -> int:
             print(f"event {e['kind']} gpu={e.get('gpu')} code={e.get('code')}: {e['text']}")
         for a in (doc.get("actions") or [])[-10:]:
             print(f"action {a.get('action')}: {a.get('reason')}")
-    if not fresh.startswith("fresh"):
-        return UNKNOWN_EXIT
-    return EXIT_CODES.get(str(doc.get("verdict")), UNKNOWN_EXIT)
+    return EXIT_CODES[verdict]

@@ -87,6 +87,16 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
                           f"[yellow]{_names(outl)}[/]" if outl else (f"[dim]{escape(row['note'])}[/]" if row["note"] else ""))
         show_table(console, bench)
 
+    for host in doc["hosts"] if doc.get("kind") == "watch" else []:
+        w = host.get("watch")
+        if not w:
+            continue
+        _line(console, f"{escape(host['host'])}: {escape(str(w.get('fresh')))}")
+        for a in w["actions"]:
+            _line(console, f"  action {escape(str(a.get('action')))}: {escape(str(a.get('reason')))}")
+        for e in w["events"] if verbose else []:
+            _line(console, f"  event {escape(str(e.get('kind')))} {escape(str(e.get('code')))} gpu={escape(str(e.get('gpu')))}")
+
     if doc.get("trends"):
         render_trends(doc["trends"], console)
         drifting = drifting_hosts(doc)

@@ -352,7 +352,18 @@ def _host_json(h: HostReport) -> dict:
                            if isinstance(c, dict) and c.get("status") == "FAIL"}),
         "outliers": [f"{o['metric']}" + (f"[{gpu_label(o['gpu'])}]" if o["gpu"] is not None else "") for o in h.outliers],
         "changes": host_changes(doc),
+        **({"watch": watch_summary(doc)} if doc.get("schema") == "gpunode.watch/1" else {}),
     }
+
+
+def watch_summary(doc: dict, last: int = 5) -> dict:
+    """A watcher's state in the fleet report: fresh or why not, and what it saw and did lately."""
+    def rows(key: str) -> list:
+        items = doc.get(key) if isinstance(doc.get(key), list) else []
+        return [i for i in items if isinstance(i, dict)][-last:]
+
+    return {"fresh": doc.get("fresh"), "verdict": doc.get("verdict"), "pid": doc.get("pid"),
+            "events": rows("events"), "actions": rows("actions"), "problems": (doc.get("problems") or [])[-last:]}
 
 
 def drifting_hosts(doc: dict) -> list[tuple[str, str]]:

@@ -47,6 +47,7 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
         PlaybookSpec("diag", "gpunode diag on every node: which hosts fail which test, checked-GEMM figures by SKU",
                      report_on_stdout=False),
         PlaybookSpec("trends", "each node's bench history: per SKU the distribution of each metric, drifting hosts"),
+        PlaybookSpec("watch", "each node's gpunode watch state: verdict, freshness, recent events and actions"),
         PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)", changes_hosts=True),
         PlaybookSpec("install", "install gpunode into a venv on every node (from a wheel or an index)",
                      one_of=("gpunode_wheel", "gpunode_pip_spec"), changes_hosts=True),
