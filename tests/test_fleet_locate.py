@@ -324,3 +324,46 @@ def test_a_node_whose_pairs_fail_their_retests_with_two_partners_is_a_node_not_t
     assert outcome.plan.suspects == [0] and len(outcome.plan.anchors[0]) == 3
     assert _kinds(outcome) == [("node", (0,))]
     assert "2 different partners" in outcome.verdicts[0].why
+
+
+def test_round0_is_one_nccl_run_over_all_nodes():
+    names = [f"gpu-{i:02d}" for i in range(4)]
+    step = pairtests.PLUGINS["nccl"].plan_all(pairtests.Config(gpus_per_node=8), names)
+    assert step.clients[0][:5] == ("mpirun", "-np", "32", "-H", "gpu-00:8,gpu-01:8,gpu-02:8,gpu-03:8")
+    assert pairtests.PLUGINS["tcp"].plan_all(pairtests.Config(), names) is None
+    assert pairtests.PLUGINS["ib"].plan_all(pairtests.Config(), names) is None
+
+
+def test_round0_passed_stops_healthy_and_failed_goes_on_to_pairs():
+    from gpunode.fleet.locate.driver import healthy_at_scale
+
+    outcome, judge = healthy_at_scale(16, 1, 400.0)
+    doc = locate_document(outcome, [f"n{i}" for i in range(16)], test="nccl", unit="GB/s", seed=1, repeat=1,
+                          ratio=0.8, expectation=judge.expectation, expectation_source=judge.source,
+                          round0={"figure": 459.0, "passed": True, "error": None})
+    assert doc["status"] == "OK" and doc["exit_code"] == 0 and doc["rounds"] == 1 and doc["tests"] == 1
+    assert "passed: no pair tests needed" in render_text(doc, "plain")
+    outcome, _ = Fleet(16, bad_nodes=(3,), figures=True).run(random.Random(1))
+    doc = locate_document(outcome, [f"n{i}" for i in range(16)], test="nccl", unit="GB/s", seed=1, repeat=1,
+                          ratio=0.8, expectation=400.0, expectation_source="given",
+                          round0={"figure": 46.3, "passed": False, "error": None})
+    assert doc["status"] == "FAIL" and doc["rounds"] == 3 and doc["tests"] == 8 + 2 + 1
+    assert "46.3 GB/s below the floor: pair tests" in render_text(doc, "plain")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--round0", "--expect", "400"], "--round0: --test tcp has no all-nodes test (nccl has)"),
+    (["--round0", "--test", "nccl"], "--round0 needs --expect"),
+])
+def test_round0_usage_errors(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["fleet", "locate", "-i", str(tmp_path / "inv.ini"), *args])
+    assert result.exit_code == USAGE_EXIT and f"gpunode: error: {message}" in result.output
+
+
+def test_round0_is_judged_against_the_expectation():
+    from gpunode.fleet.locate.driver import round0_result
+
+    assert round0_result(pairtests.Figure(320.0), 0.8, 400.0)["passed"] is True  # at the floor
+    assert round0_result(pairtests.Figure(319.9), 0.8, 400.0)["passed"] is False
+    broken = round0_result(pairtests.Figure(None, error="nccl-tests: Test NCCL failure"), 0.8, 400.0)
+    assert broken == {"figure": None, "passed": False, "error": "nccl-tests: Test NCCL failure"}

@@ -27,6 +27,7 @@ def locate(
     rail: list[str] = typer.Option(None, "--rail", help="ib: an HCA to test on its own (repeatable: mlx5_0, mlx5_1 ...)."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", min=1, max=64, help="nccl: processes (GPUs) per node."),
     launcher: str = typer.Option("mpirun", "--launcher", help="nccl: mpirun or srun."),
+    round0: bool = typer.Option(False, "--round0", help="First one test over all nodes at once (nccl); if it reaches --expect x --ratio, stop: healthy at scale."),
     timeout: int = typer.Option(120, "--timeout", min=1, help="Seconds before one pair test is given up (a failed test)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema gpunode.fleet.locate/1)."),
     fmt: Format = typer.Option(None, "--format", help=FORMAT_HELP, show_default=False),
@@ -38,7 +39,7 @@ def locate(
 ) -> None:
     """Find the bad node or the bad link: random pairs, then each member of a failing pair against a
     passed node (2 rounds, N/2 + 2 tests for one bad node). Suggests drain lines; never drains."""
-    from gpunode.fleet.locate.driver import SPEC, FleetRounds, run_locate
+    from gpunode.fleet.locate.driver import SPEC, FleetRounds, healthy_at_scale, round0_result, run_locate
     from gpunode.fleet.locate.pairtests import PLUGINS, Config
     from gpunode.fleet.locate.report import locate_document, locate_html, render_table, render_text
     from gpunode.fleet.runner import default_state_dir
@@ -58,6 +59,10 @@ def locate(
     if expect is not None and not expect > 0:
         die(f"--expect {expect}: give a positive figure")
     cfg = Config(seconds=seconds, port=port, rails=tuple(rail or ()), gpus_per_node=gpus_per_node, launcher=launcher)
+    if round0 and PLUGINS[test].plan_all(cfg, ["a", "b"]) is None:
+        die(f"--round0: --test {test} has no all-nodes test (nccl has)")
+    if round0 and expect is None:
+        die("--round0 needs --expect: one all-nodes figure has no fleet median to be judged by")
     pdir = playbooks_dir(playbooks)
     try:
         inv = validate(SPEC, inventory, limit, {}, pdir)
@@ -73,15 +78,22 @@ def locate(
     rounds = FleetRounds(PLUGINS[test], cfg, inv, pdir, state_dir or default_state_dir(), forks=forks,
                          timeout=timeout, console=console)
     started = time.monotonic()
+    first: dict | None = None
     try:
-        outcome, judge = run_locate(rounds, repeat, seed, ratio, expect)
+        if round0:
+            first = round0_result(rounds.run_all(), ratio, expect)
+        if first and first["passed"]:
+            outcome, judge = healthy_at_scale(len(rounds.names), repeat, expect)
+        else:
+            outcome, judge = run_locate(rounds, repeat, seed, ratio, expect)
     except FleetError as exc:
         die(str(exc))
     except OSError as exc:
         die(f"cannot use state dir {state_dir}: {exc.strerror or exc}")
     doc = locate_document(outcome, rounds.names, test=test, unit=PLUGINS[test].unit, seed=seed, repeat=repeat,
                           ratio=ratio, expectation=judge.expectation, expectation_source=judge.source,
-                          details=rounds.details, runs=rounds.runs, wall_s=round(time.monotonic() - started, 2))
+                          details=rounds.details, runs=rounds.runs, wall_s=round(time.monotonic() - started, 2),
+                          round0=first)
     if html is not None:
         try:
             write_atomic(html, locate_html(doc))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpunode.fleet.locate.algorithm import Judge, Outcome, Round, locate
+from gpunode.fleet.locate.algorithm import Judge, Outcome, Plan, Round, locate
 from gpunode.fleet.locate.pairtests import Config, Figure, PairTest
 from gpunode.fleet.specs import PlaybookSpec
 from gpunode.fleet.validate import FleetError, FleetInventory
@@ -81,17 +81,33 @@ class FleetRounds:
     def __post_init__(self) -> None:
         self.names = list(self.inventory.hosts)
 
-    def __call__(self, rnd: Round) -> None:
+    def _play(self, plan: dict[str, dict], phase: str, tests: int):
         from gpunode.fleet.runner import run_playbook
 
-        plan = round_plan(self.plugin, self.cfg, self.inventory, self.names, rnd.pairs)
         hosts = [h for h in self.names if h in plan]
         sub = dataclasses.replace(self.inventory, hosts=hosts, limit=":".join(hosts))
         run = run_playbook(SPEC, sub, self.playbook_dir, self.state_dir, forks=self.forks,
                            extravars={"gpunode_locate_plan": plan, "gpunode_locate_timeout": self.timeout},
                            console=None)
-        self.runs.append({"round": len(self.runs) + 1, "phase": rnd.phase, "tests": len(rnd.pairs),
+        self.runs.append({"round": len(self.runs) + 1, "phase": phase, "tests": tests,
                           "artifact_dir": str(run.artifact_dir), "seconds": run.duration_s, "status": run.status})
+        return run
+
+    def run_all(self) -> Figure | None:
+        """Round 0: the plug-in's all-nodes test (nccl: all_reduce_perf over every node), started on
+        the first node; None when the plug-in has none."""
+        step = self.plugin.plan_all(self.cfg, self.names)
+        if step is None:
+            return None
+        first = self.names[0]
+        run = self._play({first: {"servers": [], "listens": [], "clients": [list(c) for c in step.clients]}},
+                         "all", 1)
+        outputs = read_outputs(run.artifact_dir).get(first)
+        return self.plugin.parse(outputs, self.cfg) if outputs is not None else Figure(None, error=f"{first}: no output")
+
+    def __call__(self, rnd: Round) -> None:
+        plan = round_plan(self.plugin, self.cfg, self.inventory, self.names, rnd.pairs)
+        run = self._play(plan, rnd.phase, len(rnd.pairs))
         sent = read_outputs(run.artifact_dir)
         figures = []
         for a, b in rnd.pairs:
@@ -116,3 +132,15 @@ def run_locate(rounds: FleetRounds, repeat: int, seed: int | None, ratio: float,
     judge = Judge(ratio=ratio, expectation=expectation)
     outcome = locate(len(rounds.names), rounds, repeat=repeat, rng=random.Random(seed), judge=judge)
     return outcome, judge
+
+
+def healthy_at_scale(n: int, repeat: int, expectation: float | None) -> tuple[Outcome, Judge]:
+    """Round 0 passed: no pair rounds, nothing suspected."""
+    return Outcome(n, [], Plan([], [], [], {}, [], repeat), []), Judge(expectation=expectation)
+
+
+def round0_result(fig: Figure | None, ratio: float, expectation: float) -> dict:
+    """The all-nodes test judged: passed at or above ratio x the expectation (no figure: failed)."""
+    value = fig.value if fig is not None else None
+    return {"figure": value, "passed": value is not None and value >= ratio * expectation,
+            "error": fig.error if fig is not None else "no all-nodes test"}

@@ -63,6 +63,10 @@ class PairTest:
         """The client outputs of one test (one per rail) -> its figure."""
         raise NotImplementedError
 
+    def plan_all(self, cfg: Config, names: list[str]) -> Step | None:
+        """Round 0: one test over all nodes, run on the first (None: this test has none)."""
+        return None
+
 
 class Tcp(PairTest):
     name, unit = "tcp", "Gb/s"
@@ -146,10 +150,16 @@ class Nccl(PairTest):
 
     def plan(self, cfg, a_addr, b_addr, a_name, b_name):
         # Started on A for both nodes; the launcher reaches B by its name (mpirun over ssh, srun).
-        prefix = nccl_tests.launcher_prefix(cfg.launcher, [a_name, b_name], cfg.gpus_per_node, cfg.env_names)
+        return Step((), (self._argv(cfg, [a_name, b_name]),)), Step((), ())
+
+    def plan_all(self, cfg, names):
+        return Step((), (self._argv(cfg, names),))
+
+    def _argv(self, cfg: Config, names: list[str]) -> tuple[str, ...]:
+        prefix = nccl_tests.launcher_prefix(cfg.launcher, names, cfg.gpus_per_node, cfg.env_names)
         run = nccl_tests.argv(cfg.nccl_bin, nccl_tests.NcclConfig(ngpus=1, min_bytes=cfg.nccl_bytes,
                                                                   max_bytes=cfg.nccl_bytes))
-        return Step((), (tuple(prefix + run),)), Step((), ())
+        return tuple(prefix + run)
 
     def parse(self, outputs, cfg):
         if len(outputs) != 1:

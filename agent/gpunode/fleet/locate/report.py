@@ -56,19 +56,22 @@ def drain_lines(verdicts: list[dict], test: str) -> list[str]:
 def locate_document(outcome: Outcome, names: list[str], *, test: str, unit: str, seed: int | None,
                     repeat: int, ratio: float, expectation: float | None, expectation_source: str,
                     details: list[list[Figure]] | None = None, runs: list[dict] | None = None,
-                    wall_s: float | None = None, z: float = -3.5) -> dict:
+                    wall_s: float | None = None, z: float = -3.5, round0: dict | None = None) -> dict:
+    """round0: the all-nodes test's {figure, passed, error} when one ran; passed: locate stopped there."""
     tests = _tests(outcome, names, details)
     faults = {x for v in outcome.verdicts if v.kind == "node" for x in v.nodes}
     verdicts = [_verdict(v, names, tests) for v in outcome.verdicts + stragglers(outcome.rounds, faults, z)]
     worst = max((EXIT_CODES[v["status"]] for v in verdicts), default=0)
-    if not any(t["figure"] is not None for t in tests):
+    if not any(t["figure"] is not None for t in tests) and not (round0 and round0["passed"]):
         worst = EXIT_CODES["UNKNOWN"]  # nothing measured: nothing judged
     status = next(s for s, c in EXIT_CODES.items() if c == worst)
     return {
         "schema": SCHEMA, "test": test, "unit": unit, "hosts": names, "seed": seed, "repeat": repeat,
         "expectation": {"value": expectation, "source": expectation_source, "ratio": ratio,
                         "floor": None if expectation is None else round(expectation * ratio, 4)},
-        "rounds": len(outcome.rounds), "tests": len(tests), "wall_s": wall_s, "runs": runs or [],
+        "round0": round0,
+        "rounds": len(outcome.rounds) + (1 if round0 else 0), "tests": len(tests) + (1 if round0 else 0),
+        "wall_s": wall_s, "runs": runs or [],
         "verdicts": verdicts, "drain": drain_lines(verdicts, test), "results": tests,
         "summary": {k: sum(1 for v in verdicts if v["kind"] == k) for k in ("node", "link", "inconclusive", "straggler")},
         "status": status, "exit_code": worst,
@@ -92,6 +95,8 @@ def render_text(doc: dict, fmt: str) -> str:
                  f"{v['anchors_agreeing']}\t{v['why']}" for v in doc["verdicts"]]
         return "\n".join(rows) + "\n"
     lines = [_headline(doc)]
+    if doc.get("round0"):
+        lines.append(_round0_line(doc))
     if not doc["verdicts"]:
         lines.append("no node or link fault: every pair test passed")
     for v in doc["verdicts"]:
@@ -99,6 +104,14 @@ def render_text(doc: dict, fmt: str) -> str:
         lines.append(f"{v['status']} {v['kind']} {' - '.join(v['nodes'])}: {v['why']} [{figs}]")
     lines += [f"suggested: {line}" for line in doc["drain"]]
     return "\n".join(lines) + "\n"
+
+
+def _round0_line(doc: dict) -> str:
+    r0 = doc["round0"]
+    figure = "no figure" if r0["figure"] is None else f"{r0['figure']:.4g} {doc['unit']}"
+    if r0["passed"]:
+        return f"round 0, all {len(doc['hosts'])} nodes at once: {figure}, passed: no pair tests needed"
+    return f"round 0, all {len(doc['hosts'])} nodes at once: {figure} {r0['error'] or 'below the floor'}: pair tests"
 
 
 def _evidence(v: dict, most: int) -> str:
@@ -113,6 +126,8 @@ def render_table(doc: dict, console) -> None:
     from rich.table import Table
 
     console.print(_headline(doc), highlight=False)
+    if doc.get("round0"):
+        console.print(_round0_line(doc), highlight=False)
     table = Table(show_lines=False)
     for col in ("verdict", "nodes", "why", "evidence (pair figure)"):
         table.add_column(col)
