@@ -367,3 +367,9 @@ def test_round0_is_judged_against_the_expectation():
     assert round0_result(pairtests.Figure(319.9), 0.8, 400.0)["passed"] is False
     broken = round0_result(pairtests.Figure(None, error="nccl-tests: Test NCCL failure"), 0.8, 400.0)
     assert broken == {"figure": None, "passed": False, "error": "nccl-tests: Test NCCL failure"}
+
+
+def test_nccl_binary_is_the_configured_one():
+    a, _ = pairtests.PLUGINS["nccl"].plan(pairtests.Config(nccl_bin="/opt/nccl-tests/build/all_reduce_perf"),
+                                          "x", "y", "g1", "g2")
+    assert "/opt/nccl-tests/build/all_reduce_perf" in a.clients[0] and "all_reduce_perf" not in a.clients[0]

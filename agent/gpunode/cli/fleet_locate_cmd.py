@@ -27,6 +27,7 @@ def locate(
     rail: list[str] = typer.Option(None, "--rail", help="ib: an HCA to test on its own (repeatable: mlx5_0, mlx5_1 ...)."),
     gpus_per_node: int = typer.Option(8, "--gpus-per-node", min=1, max=64, help="nccl: processes (GPUs) per node."),
     launcher: str = typer.Option("mpirun", "--launcher", help="nccl: mpirun or srun."),
+    nccl_bin: str = typer.Option("all_reduce_perf", "--nccl-bin", help="nccl: the all_reduce_perf binary on the nodes (built with MPI=1 for mpirun), a name on PATH or a path."),
     round0: bool = typer.Option(False, "--round0", help="First one test over all nodes at once (nccl); if it reaches --expect x --ratio, stop: healthy at scale."),
     timeout: int = typer.Option(120, "--timeout", min=1, help="Seconds before one pair test is given up (a failed test)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema gpunode.fleet.locate/1)."),
@@ -58,7 +59,8 @@ def locate(
         die(f"--ratio {ratio}: give a fraction between 0 and 1 (0.8 = fail below 80 % of the expectation)")
     if expect is not None and not expect > 0:
         die(f"--expect {expect}: give a positive figure")
-    cfg = Config(seconds=seconds, port=port, rails=tuple(rail or ()), gpus_per_node=gpus_per_node, launcher=launcher)
+    cfg = Config(seconds=seconds, port=port, rails=tuple(rail or ()), gpus_per_node=gpus_per_node, launcher=launcher,
+                 nccl_bin=nccl_bin)
     if round0 and PLUGINS[test].plan_all(cfg, ["a", "b"]) is None:
         die(f"--round0: --test {test} has no all-nodes test (nccl has)")
     if round0 and expect is None:
