@@ -20,7 +20,7 @@ CHECKS = Path(__file__).resolve().parent.parent / "checks"
 
 
 def test_every_kind_is_one_class_with_its_facts_as_attributes():
-    assert set(KINDS) == {"sysctl", "sysfs", "limits", "cmdline", "service", "unit", "irq", "gpu", "json"}
+    assert set(KINDS) == {"sysctl", "sysfs", "limits", "cmdline", "service", "unit", "irq", "gpu", "json", "module"}
     for name, kind in KINDS.items():
         assert kind.name == name and isinstance(kind, base.SettingKind)
         assert kind.verify in (base.VERIFY_SUBJECTS, base.VERIFY_ALL, base.VERIFY_NONE)

@@ -391,17 +391,17 @@ def write(env: ApplyEnv, ch: Change) -> dict | None:
 def undo(env: ApplyEnv, ch: Change, result: dict | None = None) -> None:
     """Put back what was there before (the caller decides whether it may)."""
     action_of(ch).undo(env, ch, result)
-    _post(env, ch, strict=False)
+    _post(env, ch, strict=False, argvs=ch.extra.get("undo_post"))  # e.g. modprobe -r, not the write's modprobe
 
 
 def clean(env: ApplyEnv, ch: Change) -> None:
     action_of(ch).clean(env, ch)
 
 
-def _post(env: ApplyEnv, ch: Change, strict: bool) -> None:
+def _post(env: ApplyEnv, ch: Change, strict: bool, argvs: list[list[str]] | None = None) -> None:
     if not env.run_post:
         return
-    for argv in ch.post:
+    for argv in ch.post if argvs is None else argvs:
         result = env.host.runner.run(argv, timeout=300)
         if not result.ok and strict:
             detail = (result.stderr or result.error or "").strip().splitlines()

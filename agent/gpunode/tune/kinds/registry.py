@@ -9,13 +9,14 @@ from gpunode.tune.kinds.gpu import Gpu
 from gpunode.tune.kinds.irq import Irq
 from gpunode.tune.kinds.jsonkey import JsonKey
 from gpunode.tune.kinds.limits import Limits
+from gpunode.tune.kinds.module import Module
 from gpunode.tune.kinds.service import Service
 from gpunode.tune.kinds.sysctl import Sysctl
 from gpunode.tune.kinds.sysfs import Sysfs
 from gpunode.tune.kinds.unit import Unit
 
 KINDS: dict[str, SettingKind] = {k.name: k for k in (
-    Sysctl(), Sysfs(), Limits(), Cmdline(), Service(), Unit(), Irq(), Gpu(), JsonKey(),
+    Sysctl(), Sysfs(), Limits(), Cmdline(), Service(), Unit(), Irq(), Gpu(), JsonKey(), Module(),
 )}
 
 
