@@ -200,6 +200,17 @@ def test_breaker_holds_reboots_and_polled_drains_and_an_unreadable_partition():
     assert kinds(decide(PolicyState(), xid(95), WatchConfig(partition=lambda now: PartitionView(10, 1)), NOW)) == ["drain"]
 
 
+def test_a_polled_drain_the_breaker_held_is_asked_again_on_the_next_failed_poll():
+    part = {"drained": 2}
+    config = WatchConfig(hysteresis_k=2, partition=lambda now: PartitionView(10, part["drained"]))
+    state = PolicyState()
+    got = [kinds(decide(state, check("FAIL", NOW + i), config, NOW + i)) for i in range(4)]
+    assert got == [[], ["none"], ["none"], ["none"]]
+    part["drained"] = 1  # one drain of the partition came back: room again
+    assert kinds(decide(state, check("FAIL", NOW + 5), config, NOW + 5)) == ["drain"]
+    assert decide(state, check("FAIL", NOW + 6), config, NOW + 6) == []
+
+
 def test_a_held_fault_is_no_remediation():
     state = PolicyState()
     decide(state, xid(95), WatchConfig(partition=lambda now: PartitionView(10, 5)), NOW)

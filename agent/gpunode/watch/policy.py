@@ -114,7 +114,10 @@ def _polled(state: PolicyState, event: Event, config: WatchConfig, now: float) -
         if count != config.hysteresis_k:  # not yet, or acted on already when it reached K
             return []
         reason = f"{WATCH_REASON} {event.check_id}{' ' + event.gpu if event.gpu else ''}: failed {count} polls"
-        return _node_actions(state, event, DRAIN, reason, config, now)
+        actions = _node_actions(state, event, DRAIN, reason, config, now)
+        if [a.kind for a in actions] == ["none"]:  # the breaker held: the next failed poll asks again
+            state.consecutive_failures[key] = count - 1
+        return actions
     if event.status != "ERROR":  # gpunode's own failure neither counts nor clears a streak
         state.consecutive_failures.pop(key, None)
     return []
