@@ -405,3 +405,19 @@ def test_the_gpu_reset_seam_runs_nvidia_smi_for_that_gpu_only():
     ok, said = GpuReset(runner).reset("GPU-7a0e5c1d")
     assert not ok and said == "GPU 00000000:18:00.0: In use by another client"
     assert runner.calls == [argv]
+
+
+def test_the_breakers_partition_view_from_a_recorded_sinfo():
+    """`sinfo -h -N -p debug -o '%N|%T|%H|%E'` recorded from slurm-wlm 22.05 (the test cluster of
+    test_watch_slurm.py): a reboot issued (reboot^) and requested (reboot), a gpunode drain, a
+    gpunode reason on a down node, an operator's drain, nodes never seen (Unknown)."""
+    import time as _time
+
+    from gpunode.slurm.watch_actions import parse_partition
+
+    text = (SLURM_FIXTURES / "sinfo-watch-partition.txt").read_text()
+    at = _time.mktime(_time.strptime("2026-12-06T14:53:00", "%Y-%m-%dT%H:%M:%S"))
+    assert parse_partition(text, at, 300) == PartitionView(total=10, ours_recent=4)
+    assert parse_partition(text, at + 3600, 300) == PartitionView(total=10, ours_recent=0)
+    assert parse_partition(text + text, at, 300) == PartitionView(total=10, ours_recent=4)  # two partitions
+    assert parse_partition(text.splitlines()[0][:20] + "\n", at, 300) == PartitionView(total=0, ours_recent=0)
