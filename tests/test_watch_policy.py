@@ -211,6 +211,14 @@ def test_a_polled_drain_the_breaker_held_is_asked_again_on_the_next_failed_poll(
     assert decide(state, check("FAIL", NOW + 6), config, NOW + 6) == []
 
 
+def test_the_breaker_fraction_is_exact_at_its_limit():
+    """7 of 100 is 7 %: held (0.07 * 100 in floating point is 7.000000000000001, above 7)."""
+    config = WatchConfig(breaker_fraction=0.07, partition=lambda now: PartitionView(100, 7))
+    assert kinds(decide(PolicyState(), xid(95), config, NOW)) == ["none"]
+    config = WatchConfig(breaker_fraction=0.07, partition=lambda now: PartitionView(100, 6))
+    assert kinds(decide(PolicyState(), xid(95), config, NOW)) == ["drain"]
+
+
 def test_a_held_fault_is_no_remediation():
     state = PolicyState()
     decide(state, xid(95), WatchConfig(partition=lambda now: PartitionView(10, 5)), NOW)

@@ -160,7 +160,8 @@ def breaker_holds(config: WatchConfig, now: float) -> str | None:
         return f"partition unreadable: {exc}"
     if view is None or view.total <= 0:
         return "partition unreadable"
-    if view.ours_recent >= config.breaker_fraction * view.total:
+    # Divide, never multiply: 0.07 * 100 is 7.000000000000001, which 7 drains would not reach.
+    if view.ours_recent / view.total >= config.breaker_fraction:
         return (f"{view.ours_recent} of {view.total} nodes drained by gpunode within "
                 f"{config.breaker_window_s:g} s, limit {config.breaker_fraction:.0%}")
     return None
