@@ -30,7 +30,7 @@ WAIT_S = 0.5  # how long a source thread blocks before it looks at the stop flag
 
 # /dev/kmsg: "<prio>,<seq>,<usec since boot>,<flags>[,...];<message>"; continuation lines
 # (" SUBSYSTEM=pci") start with a space and are dropped.
-_KMSG = re.compile(r"^(?P<prio>\d+),(?P<seq>\d+),(?P<usec>\d+),[^;]*;(?P<msg>.*)$")
+_KMSG = re.compile(r"^(?P<prio>\d+),(?P<seq>\d+),(?P<usec>\d+),[^;]*;(?P<msg>.*)")
 _ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})")
 _SXID = re.compile(r"SXid \((?:PCI:)?(?P<addr>[0-9a-fA-F:.]+)\): (?P<code>\d+)")
 _AER = re.compile(r"\bAER: (?P<what>Corrected|Uncorrected \((?P<sev>Fatal|Non-Fatal)\)|Multiple Uncorrected)"
