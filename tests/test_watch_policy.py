@@ -273,6 +273,11 @@ def test_memory_round_trip_0600_and_refuses_what_it_cannot_trust(tmp_path):
     path.symlink_to("/etc/passwd")
     with pytest.raises(memory.WatchMemoryError, match="watch-memory.json"):
         memory.load(state_dir)
+    path.unlink()
+    state_dir.chmod(0o777)  # writable by anyone: refused, never chmod'ed back
+    with pytest.raises(memory.WatchMemoryError, match="cannot keep the watcher's memory"):
+        memory.save(state_dir, kept, NOW)
+    assert os.stat(state_dir).st_mode & 0o777 == 0o777 and not path.exists()
 
 
 # --- the site config ----------------------------------------------------------------------
@@ -378,6 +383,15 @@ def test_a_reset_waits_for_the_running_job_and_gives_up_at_its_limit():
     actor = _actor([busy, busy, _watch_drained("IDLE+DRAIN")], Clock(), reset=reset, idle_wait_s=3600)
     actor(Action("reset", "gpunode: watch: Xid 95 GPU-a: reset", "GPU-a", xid(95)))
     assert actor.done == [("reset", "reset")] and reset.calls == ["GPU-a"]
+
+
+def test_a_reset_names_its_gpu_or_is_not_made():
+    from gpunode.watch.events import Action
+
+    reset = Resets()
+    actor = _actor([_watch_drained("IDLE+DRAIN")], Clock(), reset=reset)
+    actor(Action("reset", "gpunode: watch: recovery_action 1: reset", None, None))
+    assert actor.done == [("reset-skipped", "no GPU named: left drained")] and reset.calls == []
 
 
 def test_the_proof_is_diag_at_the_configured_level(tmp_path):

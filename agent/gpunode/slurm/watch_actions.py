@@ -167,12 +167,14 @@ class WatchActor:
         self._note(action, "reboot-requested", "scontrol reboot ASAP nextstate=RESUME")
 
     def _reset(self, action: Action) -> None:
+        if not action.gpu:  # never a reset of "all GPUs" by default: nvidia-smi would pick
+            return self._note(action, "reset-skipped", "no GPU named: left drained")
         node = self._wait_idle()
         if node is None:
             return self._note(action, "reset-skipped", f"jobs still run after {self.idle_wait_s:g} s: left drained")
         if not _watch_drained(node):
             return self._note(action, "reset-skipped", f"node not drained by the watcher ({node.reason!r})")
-        ok, said = self.gpu_reset.reset(action.gpu or "")
+        ok, said = self.gpu_reset.reset(action.gpu)
         self._note(action, "reset" if ok else "reset-failed", said)
 
     def _resume(self, action: Action) -> None:
