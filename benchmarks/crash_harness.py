@@ -54,6 +54,17 @@ DOCKER_HOST = {
     "/etc/docker/daemon.json": '{\n    "runtimes": {"nvidia": {"path": "nvidia-container-runtime", "args": []}},\n'
                                '    "default-shm-size": "64M",\n    "log-opts": {"max-size": "10m"}\n}\n',
 }
+# A ConnectX NIC beside the proprietary driver (no DMA-BUF): the training profile's
+# module.nvidia_peermem writes /etc/modules-load.d/gpunode-nvidia_peermem.conf (issue 24 item 3).
+PEERMEM_HOST = {
+    "/sys/class/infiniband/mlx5_0/ports/1/state": "4: ACTIVE\n",
+    "/proc/modules": "nvidia 62242816 0 - Live 0x0000000000000000 (POE)\nmlx5_ib 466944 0 - Live 0x0000000000000000\n",
+    "/proc/driver/nvidia/version": "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.127.05  Tue Oct  8 03:22:07 UTC 2024\n",
+    "/proc/sys/kernel/osrelease": "6.1.0-18-amd64\n",
+    "/lib/modules/6.1.0-18-amd64/modules.dep": "kernel/net/ipv4/tcp_bbr.ko.xz:\nkernel/net/sched/sch_fq.ko.xz:\n"
+                                               "updates/dkms/nvidia.ko.xz:\n"
+                                               "updates/dkms/nvidia-peermem.ko.xz: updates/dkms/nvidia.ko.xz\n",
+}
 
 
 @dataclass
@@ -95,7 +106,7 @@ class Harness:
     def __init__(self, workdir: Path, seed: int, delay_ms: float = 2.0):
         self.workdir = workdir
         self.rng = random.Random(seed)
-        self.template = make_tree(workdir / "template", DOCKER_HOST)
+        self.template = make_tree(workdir / "template", {**DOCKER_HOST, **PEERMEM_HOST})
         os.chmod(self.template / "etc/default/grub", 0o640)
         self.pristine = picture(self.template)
         self.env = {k: v for k, v in os.environ.items() if k not in ("GPUNODE_STATE_DIR", "GPUNODE_TEST_CRASH_AFTER")}

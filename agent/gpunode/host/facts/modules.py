@@ -1,10 +1,12 @@
 """Kernel modules: which are loaded (/proc/modules), which the running kernel has
-(/lib/modules/<release>/modules.dep), which load at boot (modules-load.d), and whether GPU memory
+(host.facts.kernel_config), which load at boot (modules-load.d), and whether GPU memory
 can be registered with an RDMA NIC through DMA-BUF instead of nvidia_peermem."""
 
 from __future__ import annotations
 
 import re
+
+from gpunode.host.facts.kernel_config import kernel_facts, kernel_release, module_name
 
 PEERMEM_MODULES = ("nvidia_peermem", "nv_peer_mem")  # the driver's module; the older Mellanox one
 # systemd-modules-load reads these, a name in /etc hiding the same name in the others (modules-load.d(5)).
@@ -13,9 +15,7 @@ MODULES_LOAD_DIRS = ("/etc/modules-load.d", "/run/modules-load.d", "/usr/local/l
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,56}$")
 
 
-def canonical(name: str) -> str:
-    """The kernel treats '-' and '_' in module names alike (nvidia-peermem is nvidia_peermem)."""
-    return name.replace("-", "_")
+canonical = module_name  # the kernel treats '-' and '_' in module names alike (nvidia-peermem)
 
 
 def loaded_modules(host) -> set[str]:
@@ -23,10 +23,6 @@ def loaded_modules(host) -> set[str]:
     if text is not None:
         return {line.split()[0] for line in text.splitlines() if line.strip()}
     return set(host.sys.listdir("/sys/module") or [])
-
-
-def kernel_release(host) -> str | None:
-    return host.sys.read_value("/proc/sys/kernel/osrelease")
 
 
 def kernel_at_least(release: str | None, major: int, minor: int) -> bool:
@@ -38,23 +34,15 @@ def kernel_at_least(release: str | None, major: int, minor: int) -> bool:
 
 
 def installed(host, name: str) -> bool | None:
-    """Whether the running kernel has the module (modules.dep or modules.builtin); None when
-    neither can be read."""
-    release = kernel_release(host)
-    if not release:
+    """Whether the running kernel has an (out-of-tree) module: loaded, built in or in modules.dep
+    (host.facts.kernel_config's reading); None when /lib/modules/<release> cannot be read."""
+    facts = kernel_facts(host)
+    name = module_name(name)
+    if name in facts.loaded:
+        return True
+    if facts.builtin is None and facts.loadable is None:
         return None
-    found = None
-    for listing in ("modules.dep", "modules.builtin"):
-        text = host.sys.read(f"/lib/modules/{release}/{listing}")
-        if text is None:
-            continue
-        found = False
-        for line in text.splitlines():
-            path = line.split(":", 1)[0].strip()
-            base = path.rsplit("/", 1)[-1].split(".ko", 1)[0]
-            if path and canonical(base) == canonical(name):
-                return True
-    return found
+    return name in (facts.builtin or frozenset()) | (facts.loadable or frozenset())
 
 
 def boot_listing(host, name: str) -> str | None:
