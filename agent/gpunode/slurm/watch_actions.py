@@ -309,7 +309,7 @@ def _epoch(text: str) -> float | None:
 
 
 def _watch_drained(node: NodeInfo) -> bool:
-    return node.drained and bool(node.reason) and node.reason.startswith(WATCH_REASON)
+    return node.drained and (node.reason or "").startswith(WATCH_REASON)
 
 
 def _fit(reason: str) -> str:
