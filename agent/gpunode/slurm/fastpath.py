@@ -112,10 +112,18 @@ def fast_main(args: list[str]) -> int | None:
     mode = next((m for flag, m in SLURM_MODE_FLAGS.items() if flag in args), "check")
     try:
         kwargs = parse_gate_args(args)
-        live_gpu = _start_nvml(kwargs["snapshot"])
+        # A fresh `gpunode watch` state answers without NVML (slurm/from_watcher.py).
+        from gpunode.slurm.from_watcher import lean_verdict, watcher_state
+
+        watched = watcher_state(kwargs, mode)
+        if watched is not None:
+            code = lean_verdict(watched, mode, kwargs)
+            if code is not None:
+                return code
+        live_gpu = None if watched is not None else _start_nvml(kwargs["snapshot"])
     except Exception as exc:  # noqa: BLE001 - a usage error, or a broken install (an import)
         return gpunode_failed(mode, "--strict" in args, str(exc) or type(exc).__name__)
-    return execute(**kwargs, live_gpu=live_gpu)
+    return execute(**kwargs, live_gpu=live_gpu, watched=watched)
 
 
 def _start_nvml(snapshot):
@@ -133,15 +141,17 @@ def _start_nvml(snapshot):
 
 def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIMEOUT_S, check_timeout=None,
             strict=False, as_json=False, snapshot=None, config=None, live_gpu=None, prometheus=None,
-            no_scontrol=False, expected_gpus=None) -> int:
+            no_scontrol=False, expected_gpus=None, watched=None) -> int:
     """Run the gate; print the report; return the exit code. `live_gpu`: an NVML read
-    already under way (used unless the gate replays a snapshot)."""
+    already under way (used unless the gate replays a snapshot). `watched`: a fresh watcher
+    state (slurm.from_watcher.Watched) whose poll stands for the checks: no NVML is opened."""
     modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
     mode = modes[0] if modes else "check"
     try:
         if len(modes) > 1:
             raise GateUsageError("give one of --prolog, --epilog, --health-check")
-        run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu, no_scontrol, expected_gpus)
+        run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu, no_scontrol, expected_gpus,
+                      watched)
         from gpunode.slurm.gate import run_gate
 
         verdict = run_gate(run)
@@ -195,7 +205,7 @@ def _textfile(path, verdict, mode: str, strict: bool = False) -> int:
 
 
 def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False,
-            expected_gpus=None):
+            expected_gpus=None, watched=None):
     from gpunode.audit.run import Selection, choose, load_audit_profile, make_host
     from gpunode.config import load_config
     from gpunode.parsed_cache import ParsedCache
@@ -214,7 +224,14 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
     snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
     if snap and not os.path.isdir(snap):
         raise ValueError(f"snapshot {snap}: not a directory")
+    if watched is not None and not snap:
+        from gpunode.host.gpu.model import GpuInventory
+        from gpunode.host.gpu.source import ReplayGpuSource
+
+        live_gpu = ReplayGpuSource(GpuInventory(available=False, error="not read: judged from gpunode watch"))
     host, source = make_host(snapshot=snap, gpu=None if snap else live_gpu)
+    if watched is not None and not snap:
+        source = watched.source
     _prefetch_gpus(host.gpu)
     profile = load_audit_profile(cfg.profile, cfg, cache=cache)
     chosen = Selection([]) if mode == "epilog" else choose(profile, tags=["gate"], disabled=cfg.disable_checks)
@@ -227,7 +244,14 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
         host=host, source=source, profile=profile, config=cfg, checks=chosen.checks, options=options,
         gate_not_run=chosen.gate_not_run_json(),
         env=dict(os.environ), slurm=_slurm(mode, no_scontrol), gpu_factory=gpu_factory,
+        results=_watched_results(watched) if watched is not None and not snap else None,
     )
+
+
+def _watched_results(watched):
+    from gpunode.slurm.from_watcher import results
+
+    return results(watched)
 
 
 def _slurm(mode: str, no_scontrol: bool):

@@ -138,6 +138,7 @@ class GateRun:
     slurm: Slurm | None = None
     gpu_factory: Callable[[], GpuSource] | None = None  # fresh NVML reads (epilog polling)
     gate_not_run: list[dict] = field(default_factory=list)  # gate checks disable_checks took out
+    results: list[Result] | None = None  # judged already (a fresh `gpunode watch` state): not run again
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
 
@@ -282,7 +283,8 @@ def run_gate(run: GateRun) -> GateVerdict:
     check_timeout = budget if opts.mode == "epilog" else opts.per_check_timeout
     ctx = AuditContext(host=run.host, profile=run.profile, config=cfg,
                        nvml_timeout=min(NVML_TIMEOUT_S, NVML_SHARE * check_timeout))
-    results = run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=budget)
+    results = run.results if run.results is not None and opts.mode != "epilog" else \
+        run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=budget)
     blocking = blocking_results(results, opts.strict)
     reason = gate_reason(blocking)
     verdict = GateVerdict(opts.mode, results, blocking, reason, opts.strict, problems=problems, meta=meta)
@@ -378,6 +380,8 @@ def render_text(verdict: GateVerdict) -> str:
     if verdict.opted_out:
         head += f", job opted out ({verdict.opted_out} has gpunode=off)"
     lines.append(f"{head}; {len(verdict.results)} results ({tally or 'none'}) in {verdict.meta.get('duration_s', 0):.2f}s")
+    if str(verdict.meta.get("source", "")).startswith("watcher"):
+        lines.append(f"source: {verdict.meta['source']}")
     if verdict.reason:
         lines.append(f"reason: {verdict.reason}")
     if verdict.slurm:
