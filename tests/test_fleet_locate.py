@@ -373,3 +373,42 @@ def test_nccl_binary_is_the_configured_one():
     a, _ = pairtests.PLUGINS["nccl"].plan(pairtests.Config(nccl_bin="/opt/nccl-tests/build/all_reduce_perf"),
                                           "x", "y", "g1", "g2")
     assert "/opt/nccl-tests/build/all_reduce_perf" in a.clients[0] and "all_reduce_perf" not in a.clients[0]
+
+
+def test_repeated_matchings_avoid_pairs_already_tested():
+    from gpunode.fleet.locate.algorithm import fresh_matching
+
+    for seed in range(50):
+        rng, met = random.Random(seed), set()
+        seen: list[tuple[int, int]] = []
+        for _ in range(3):
+            seen += [tuple(sorted(p)) for p in fresh_matching(8, rng, met)]
+        assert len(seen) == len(set(seen)) == 12  # 8 nodes have 7 disjoint matchings: 3 are found
+
+
+def _scripted(bad: int, lucky_matches: set[int], link: tuple[int, int] | None = None):
+    """run(): tests with `bad` fail except in the matching rounds in lucky_matches (noise), tests
+    of the pair `link` fail."""
+    seen = {"match": 0}
+
+    def run(rnd: Round) -> None:
+        if rnd.phase == "match":
+            seen["match"] += 1
+        lucky = rnd.phase == "match" and seen["match"] in lucky_matches
+        rnd.passed = [not ((bad in pair and not lucky) or (link and set(pair) == set(link))) for pair in rnd.pairs]
+    return run
+
+
+def test_a_bad_node_that_noise_kept_from_suspicion_is_found_through_its_failing_pair():
+    """repeat 3: node 0 passes two of its three matching tests (noise): no suspect. Its failing
+    pair is retested and fails, so each member meets 7 anchors: 0 fails them, its partner not."""
+    outcome = locate(16, _scripted(0, {2, 3}), repeat=3, rng=random.Random(3))
+    assert outcome.plan.suspects == [] and len(outcome.plan.candidates) == 1
+    assert _kinds(outcome) == [("node", (0,))]
+    assert len(outcome.plan.anchors[0]) == 7 and len(set(outcome.plan.anchors[0])) == 7
+    # a real link: both members pass their anchors, the link stands
+    from gpunode.fleet.locate.algorithm import fresh_matching
+
+    first = fresh_matching(16, random.Random(3), set())[0]  # locate's first draw with this seed
+    outcome = locate(16, _scripted(-1, set(), link=first), repeat=3, rng=random.Random(3))
+    assert _kinds(outcome) == [("link", tuple(sorted(first)))]

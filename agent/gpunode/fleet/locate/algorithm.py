@@ -1,8 +1,9 @@
 """Pair, then anchor: which node or which link of N is bad, from disjoint two-node tests.
 
 Pure: nodes are ints 0..n-1, a round is a list of disjoint pairs and what each test said.
-Phase A: `repeat` fresh random perfect matchings (one round each); a node that failed in a
-majority of its tests is a suspect (with repeat 1: both members of every failing pair).
+Phase A: `repeat` fresh random perfect matchings (one round each, avoiding pairs already tested);
+a node that failed in a majority of its tests is a suspect (with repeat 1: both members of every
+failing pair).
 Phase B: each suspect (and a node no matching tested: the odd one out) against `repeat`
 distinct anchors (nodes that passed every test), one anchor per round; with repeat > 1 each
 failing pair is also retested 2 x repeat + 1 times as it is, in the first rounds where both
@@ -10,7 +11,8 @@ members are free.
 Verdicts: a suspect that failed a majority of all its tests, anchors included, and with at
 least one anchor, is a node fault (it failed with different partners); a failing pair whose
 members both passed with anchors (repeat 1), or whose retests mostly fail (repeat > 1), is a
-link fault; evidence that splits evenly is inconclusive. Kept free of per-test objects:
+link fault, once each member has passed a majority of 2 x repeat + 1 anchors (repeat > 1: a bad
+node that noise kept from suspicion fails them); evidence that splits evenly is inconclusive. Kept free of per-test objects:
 the simulator runs it 10,000 times at N = 4,096 (benchmarks/locate_sim.py).
 """
 
@@ -43,6 +45,9 @@ class Plan:
     anchors: dict[int, list[int]]  # suspect -> its anchors, in round order
     rounds: list[Round]
     repeat: int = 1
+    # repeat > 1: members of pairs whose retests failed, each then against 2 x repeat + 1 anchors:
+    # a bad node that noise kept from being a suspect fails them; a link's members pass them.
+    link_members: list[int] = field(default_factory=list)
 
 
 def random_matching(n: int, rng: random.Random) -> tuple[list[Pair], int | None]:
@@ -84,6 +89,23 @@ def plan_followup(matches: list[Round], plan: Plan, verdicts: list[Verdict]) -> 
     roles: list[list[str]] = []
     _schedule_retests(pairs, plan.repeat, layers, roles, [])
     return [Round("retest", ps, roles=r) for ps, r in zip(layers, roles, strict=False)]
+
+
+def fresh_matching(n: int, rng: random.Random, met: set[Pair], tries: int = 20) -> list[Pair]:
+    """A random matching that repeats as few already tested pairs as a few draws find (none, at
+    any N where that is easy): each repeat would test the same link twice and give a node one
+    witness fewer. Adds its pairs to `met`."""
+    best: list[Pair] = []
+    best_repeats = n
+    for _ in range(tries):
+        pairs, _odd = random_matching(n, rng)
+        repeats = sum(1 for a, b in pairs if (a, b) in met or (b, a) in met)
+        if repeats < best_repeats:
+            best, best_repeats = pairs, repeats
+        if not repeats:
+            break
+    met.update(best)
+    return best
 
 
 def tally(n: int, rounds: list[Round]) -> tuple[list[int], list[int]]:
@@ -187,6 +209,13 @@ def classify(n: int, matches: list[Round], plan: Plan, anchored: list[Round]) ->
                 if not ok and a in cleared and b in cleared:
                     out.append(Verdict("link", (a, b), 1, 1, plan.anchors[a] + plan.anchors[b], 0,
                                        "the pair failed; each member passed with its anchor"))
+    for v in plan.link_members:
+        if v not in node_faults and a_tests[v] and 2 * a_fails[v] > a_tests[v]:
+            out = [x for x in out if x.nodes != (v,)]
+            out.append(Verdict("node", (v,), fails[v] + a_fails[v], tests[v] + a_tests[v], plan.anchors.get(v, []),
+                               a_fails[v], f"its pair failed its retests, then it failed {a_fails[v]} of "
+                               f"{a_tests[v]} tests with anchors"))
+            node_faults.add(v)
     confirmed: dict[int, list[int]] = {}  # node -> partners of its pairs that failed their retests
     for (a, b), (t, f) in retest.items():
         if 2 * f > t:
@@ -272,9 +301,10 @@ def locate(n: int, run, repeat: int = 1, rng: random.Random | None = None, judge
     if n < 2 or repeat < 1:
         raise ValueError("locate needs at least 2 nodes and repeat >= 1")
     rng = rng or random.Random()
-    matches = []
+    matches: list[Round] = []
+    met: set[Pair] = set()
     for _ in range(repeat):
-        pairs, _odd = random_matching(n, rng)
+        pairs = fresh_matching(n, rng, met)
         rnd = Round("match", pairs, roles=["match"] * len(pairs))
         run(rnd)
         matches.append(rnd)
@@ -294,7 +324,54 @@ def locate(n: int, run, repeat: int = 1, rng: random.Random | None = None, judge
             judge(followup)
         plan.rounds += followup
         verdicts = classify(n, matches, plan, plan.rounds)
+    anchored = plan_link_anchors(n, matches, plan, verdicts)
+    for rnd in anchored:
+        run(rnd)
+    if anchored:
+        if judge is not None:
+            judge(anchored)
+        plan.rounds += anchored
+        verdicts = classify(n, matches, plan, plan.rounds)
     return Outcome(n, matches, plan, verdicts)
+
+
+def plan_link_anchors(n: int, matches: list[Round], plan: Plan, verdicts: list[Verdict]) -> list[Round]:
+    """repeat > 1: each member of a link fault against 2 x repeat + 1 anchors (nodes that passed
+    every test and are in no verdict), one anchor per round."""
+    if plan.repeat == 1:
+        return []
+    members = sorted({v for verdict in verdicts if verdict.kind == "link" for v in verdict.nodes})
+    if not members:
+        return []
+    tests, fails = tally(n, matches)
+    named = {v for verdict in verdicts for v in verdict.nodes}
+    pool = [v for v in range(n) if tests[v] and not fails[v] and v not in named and v not in plan.anchors]
+    pool = pool or [v for v in range(n) if tests[v] and not fails[v] and v not in named]
+    if len(pool) < len(members):
+        return []  # too few clean nodes: the link verdicts stand on their retests
+    plan.link_members = members
+    rounds = []
+    for layer in range(2 * plan.repeat + 1):  # a clear majority, as for the retests
+        pairs = []
+        taken: set[int] = set()
+        for i, v in enumerate(members):
+            met = plan.anchors.setdefault(v, [])
+            start = i + layer * len(members)
+            anchor = first_free = -1  # the pool outnumbers the members: a free one exists
+            for j in range(len(pool)):
+                a = pool[(start + j) % len(pool)]
+                if a in taken:
+                    continue
+                first_free = a if first_free < 0 else first_free
+                if a not in met:  # a new anchor while there is one
+                    anchor = a
+                    break
+            anchor = anchor if anchor >= 0 else first_free
+            taken.add(anchor)
+            met.append(anchor)
+            pairs.append((v, anchor))
+        rounds.append(Round("anchor", pairs, roles=["anchor"] * len(pairs)))
+    return rounds
 
 
 @dataclass
