@@ -443,3 +443,28 @@ def test_the_breakers_partition_view_from_a_recorded_sinfo():
     assert parse_partition(text, at + 3600, 300) == PartitionView(total=10, ours_recent=0)
     assert parse_partition(text + text, at, 300) == PartitionView(total=10, ours_recent=4)  # two partitions
     assert parse_partition(text.splitlines()[0][:20] + "\n", at, 300) == PartitionView(total=0, ours_recent=0)
+
+
+def test_a_host_without_slurm_has_no_breaker_to_hold_and_shadow_shows_the_drain(tmp_path, monkeypatch):
+    from gpunode.host.runner import ReplayRunner
+    from gpunode.slurm.scontrol import Slurm
+    from gpunode.slurm.watch_actions import WatchActor
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo, no scontrol
+    runner = ReplayRunner()
+    actor = WatchActor(Slurm(runner), runner, str(tmp_path), WatchConfig(), node="gpu07",
+                       site_config=Config(audit_log="off"), env={}, background=False)
+    config = actor.policy_config(WatchConfig(shadow=True))
+    assert config.partition is None and config.own_drain is None and actor.config is config
+    actions = decide(PolicyState(), xid(95), config, NOW)
+    for action in actions:
+        actor(action)
+    assert actor.done == [("would-drain", "shadow mode: nothing done")] and runner.calls == []
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sinfo", "scontrol"):
+        (bin_dir / tool).write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    config = actor.policy_config(WatchConfig())
+    assert config.partition == actor.partition_view and config.own_drain == actor.own_drain

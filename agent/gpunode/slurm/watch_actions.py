@@ -223,10 +223,14 @@ class WatchActor:
 
     def policy_config(self, config: WatchConfig) -> WatchConfig:
         """`config` with this actor's Slurm readers: the breaker's partition view and whether
-        the watcher's drain stands."""
+        the watcher's drain stands. A host without Slurm's commands gets none: no partition to
+        protect (its --shadow shows would-drain, not a breaker held for an unreadable sinfo)."""
         from dataclasses import replace
 
-        self.config = replace(config, partition=self.partition_view, own_drain=self.own_drain)
+        if shutil.which("sinfo") is None or shutil.which("scontrol") is None:
+            self.config = replace(config, partition=None, own_drain=None)
+        else:
+            self.config = replace(config, partition=self.partition_view, own_drain=self.own_drain)
         return self.config
 
     def own_drain(self) -> bool | None:
