@@ -205,6 +205,17 @@ def test_a_document_that_is_not_json_is_refused(tmp_path, text):
     refused(tmp_path)
 
 
+def test_an_infinite_time_is_refused(tmp_path):
+    """1e999 is valid JSON and parses as inf: no time may be infinite (an event that is always
+    newer than the last poll would fail every gate)."""
+    write_state(tmp_path)
+    path = tmp_path / STATE_FILE
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps(doc).replace(f'"time": {json.dumps(doc["time"])}', '"time": 1e999', 1))
+    assert '"time": 1e999' in path.read_text()
+    assert "time: not a finite number" in refused(tmp_path)
+
+
 def test_a_state_others_may_write_is_refused(tmp_path):
     write_state(tmp_path)
     os.chmod(tmp_path / STATE_FILE, 0o666)

@@ -202,7 +202,7 @@ class NvmlEvents:
         self.status = "ok" if watched and not missing else (
             f"partial: {'; '.join(f'{k}: {v}' for k, v in missing.items())}" if watched else
             f"no GPU events: {'; '.join(f'{k}: {v}' for k, v in missing.items()) or 'no GPU'}")
-        self.check_processes(first=True)
+        self.check_processes()  # what runs already did not appear: only noted
 
     def step(self, timeout_s: float = WAIT_S) -> list[Event]:
         now_events = [Event("nvml", e["kind"], self.clock(), e.get("gpu"), e.get("code"),
@@ -210,13 +210,13 @@ class NvmlEvents:
                       for e in self.watch.wait(timeout_s)]
         return now_events + self.check_processes()
 
-    def check_processes(self, first: bool = False) -> list[Event]:
+    def check_processes(self) -> list[Event]:
         found = []
         current = self.watch.processes()
         for gpu, procs in current.items():
             pids = {pid for pid, _ in procs}
             for pid, name in procs:
-                if not first and pid not in self._seen.get(gpu, set()):
+                if pid not in self._seen.get(gpu, set()):
                     found.append(Event("nvml", "foreign_process", self.clock(), gpu, pid,
                                        text=bounded(f"compute process {pid} ({name or 'unknown'}) appeared")))
             self._seen[gpu] = pids
