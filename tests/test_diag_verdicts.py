@@ -11,8 +11,8 @@ from gpunode.diag.verdicts import (
     errors_findings,
     load_findings,
     telemetry_gap,
-    worst,
 )
+from gpunode.status import worst
 
 
 def test_worst_orders_pass_skip_warn_error_fail():

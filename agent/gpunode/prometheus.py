@@ -14,7 +14,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-ITEM_VALUE = {"PASS": 0, "WARN": 1, "FAIL": 2, "ERROR": 3, "SKIP": -1}
+from gpunode.exits import EXIT_CODES, UNKNOWN_EXIT
+from gpunode.status import PROMETHEUS_VALUE, normalise  # bench results of any age: ok -> PASS
+
 STATUS_HELP = "0 pass, 1 warn, 2 fail, 3 error, -1 skip"
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -80,7 +82,7 @@ def item_family(name: str, what: str, items: Iterable[tuple[Mapping[str, object]
     """Per-item statuses (a check, a metric, a test): labels -> PASS/WARN/FAIL/ERROR/SKIP."""
     family = Family(name, f"{what}: {STATUS_HELP}.")
     for labels, status in items:
-        family.add(labels, ITEM_VALUE.get(str(status).upper(), 3))
+        family.add(labels, PROMETHEUS_VALUE.get(str(status).upper(), 3))
     return family
 
 
@@ -117,8 +119,6 @@ def _metric_labels(m: Mapping, host: str) -> dict:
 
 
 def bench_families(doc: Mapping) -> list[Family]:
-    from gpunode.bench.results import metric_status  # bench results of any age: ok -> PASS
-
     host = str(doc.get("host", ""))
     values = Family("gpunode_bench_value", "A measured bench figure, in the unit of its unit label.")
     for m in doc.get("metrics", []):
@@ -128,7 +128,7 @@ def bench_families(doc: Mapping) -> list[Family]:
         *verdict_families("bench", host, int(doc["exit_code"]), _time(doc), None, {"mode": doc.get("mode", "")}),
         values,
         item_family("gpunode_bench_metric_status", "Whether a bench measurement ran and its data was right",
-                    ((_metric_labels(m, host), metric_status(m.get("status"))) for m in doc.get("metrics", []))),
+                    ((_metric_labels(m, host), normalise(m.get("status"))) for m in doc.get("metrics", []))),
     ]
 
 
@@ -164,7 +164,7 @@ def watch_families(doc: Mapping) -> list[Family]:
     polled (a stale watcher is an alert), events and actions counted since it started, each
     source's health and each gate check's last result."""
     host = str(doc.get("host", ""))
-    code = {"OK": 0, "WARN": 1, "FAIL": 2}.get(str(doc.get("verdict")), 3)
+    code = EXIT_CODES.get(str(doc.get("verdict")), UNKNOWN_EXIT)
     poll = doc.get("poll") or {}
     events = Family("gpunode_watch_events_total", "Events the watcher saw since it started, by kind.", type="counter")
     for kind, n in sorted((doc.get("counts") or {}).items()):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the context imports this module: a name for annotations only
     from gpunode.audit.context import AuditContext
 
+from gpunode import status as status_words
 from gpunode.exits import EXIT_CODES  # noqa: F401 - re-exported: verdict -> exit code
 from gpunode.ids import is_old_setting_pattern, matches, matches_any, normalise, unmatched
 
@@ -367,13 +368,4 @@ def _materialize(value) -> list | None:
 def overall(results: Sequence[Result]) -> str:
     """Nagios-style: any FAIL -> FAIL; else any ERROR -> UNKNOWN; else any WARN -> WARN; else OK.
     Nothing judged (every result SKIP, or none) is UNKNOWN: nothing measured is never OK."""
-    statuses = {r.status for r in results}
-    if not statuses - {Status.SKIP}:
-        return "UNKNOWN"
-    if Status.FAIL in statuses:
-        return "FAIL"
-    if Status.ERROR in statuses:
-        return "UNKNOWN"
-    if Status.WARN in statuses:
-        return "WARN"
-    return "OK"
+    return status_words.verdict(r.status.value for r in results)

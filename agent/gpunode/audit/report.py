@@ -5,17 +5,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from gpunode import status as status_words
 from gpunode.audit.engine import EXIT_CODES, Result, Status, gate_not_run_line, overall
 
 AUDIT_SCHEMA = "gpunode.audit/1"
-STATUS_STYLE = {
-    Status.PASS: "green",
-    Status.WARN: "yellow",
-    Status.FAIL: "bold red",
-    Status.SKIP: "dim",
-    Status.ERROR: "magenta",
-}
-STATUS_VALUE = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2, Status.ERROR: 3, Status.SKIP: -1}
 
 
 def summary(results: Sequence[Result]) -> dict[str, int]:
@@ -40,7 +33,7 @@ GROUP_SKIPS_FROM = 3  # this many SKIPs with one reason become one row in the ta
 
 
 def _status_style(value: str) -> str | None:
-    return STATUS_STYLE.get(Status(value)) if value in Status._value2member_map_ else None
+    return status_words.STYLE[value] if value in status_words.RESULTS else None
 
 
 def render_report(results: Sequence[Result], meta: dict, console, fmt: str | None = None, verbose: bool = False,
@@ -93,7 +86,6 @@ def verdict_line(results: Sequence[Result]) -> str:
     return f"{verdict} (exit {EXIT_CODES[verdict]}): {parts}"
 
 
-NAGIOS_WORD = {"OK": "OK", "WARN": "WARNING", "FAIL": "CRITICAL", "UNKNOWN": "UNKNOWN"}
 NAGIOS_LONG_LINES = 30  # the plugin API allows 8 KB in all (NRPE often less): the rest is counted
 NAGIOS_LINE_CHARS = 200
 
@@ -123,7 +115,7 @@ def nagios_output(results: Sequence[Result], name: str = "GPUNODE", extra_perf: 
     perf = {s.lower(): n for s, n in counts.items()}
     perf.update(extra_perf or {})
     perfdata = " ".join(f"{k}={v};;;0" for k, v in perf.items())
-    lines = [f"{name} {NAGIOS_WORD[verdict]} - {_one_line(text)} | {perfdata}"]
+    lines = [f"{name} {status_words.NAGIOS[verdict]} - {_one_line(text)} | {perfdata}"]
     lines += [_one_line(f"{r.status.value} {_nagios_label(r)}: {r.message}", NAGIOS_LINE_CHARS)
               for r in bad[:NAGIOS_LONG_LINES]]
     if len(bad) > NAGIOS_LONG_LINES:

@@ -21,10 +21,9 @@ from gpunode.audit.engine import EXIT_CODES
 from gpunode.baselines.schema import Baseline, BaselineError, Expectation
 from gpunode.baselines.select import Catalogue, NoBaselineError, Selection, site_dirs
 from gpunode.layout import show_table
+from gpunode.status import ERROR, FAIL, PASS, RANK, SKIP, STYLE, WARN  # SKIP: not compared
 
 COMPARE_SCHEMA = "gpunode.compare/1"
-PASS, WARN, FAIL, ERROR, SKIP = "PASS", "WARN", "FAIL", "ERROR", "SKIP"  # SKIP: not compared
-STYLE = {PASS: "green", WARN: "yellow", FAIL: "bold red", ERROR: "magenta", SKIP: "dim"}
 # A figure the baseline holds no number for: said in its row, but not a failed comparison.
 NO_FIGURE = "nothing to compare: the baseline has no figure for this metric"
 # Ratios are compared with this slack so that a figure exactly at a threshold is not pushed
@@ -363,7 +362,7 @@ def _rate(measured: float | None, exp: Expectation, base: dict) -> Verdict:
     return Verdict(status=status, message=message, ratio=shown_ratio, **common, **base)
 
 
-_ORDER = (PASS, WARN, FAIL)
+_JUDGED = (PASS, WARN, FAIL)
 
 
 def with_trust(verdict: Verdict, metric, exp: Expectation) -> Verdict:
@@ -371,17 +370,17 @@ def with_trust(verdict: Verdict, metric, exp: Expectation) -> Verdict:
     with the likely cause of a low figure and its share of the datasheet peak."""
     from gpunode.bench import trust
 
-    if verdict.status not in _ORDER:
+    if verdict.status not in _JUDGED:
         return verdict
     cov = metric.spread.cov if metric.spread is not None else None
     found = trust.concerns(metric.telemetry, cov, exp.max_cov if exp.max_cov is not None else trust.DEFAULT_MAX_COV)
     status, notes = verdict.status, []
     bad = trust.untrusted(found)
     if bad:
-        status = max(status, FAIL if exp.untrusted == "fail" else WARN, key=_ORDER.index)
+        status = max(status, FAIL if exp.untrusted == "fail" else WARN, key=RANK.__getitem__)
         notes.append("not trustworthy: " + "; ".join(c.text for c in bad))
     if any(c.kind == "unstable" for c in found):
-        status = max(status, WARN, key=_ORDER.index)
+        status = max(status, WARN, key=RANK.__getitem__)
         notes += [c.text for c in found if c.kind == "unstable"]
     if verdict.status != PASS and not bad:
         cause = trust.likely_cause(metric.telemetry)

@@ -12,18 +12,18 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from gpunode import status
 from gpunode.exits import EXIT_CODES
 
 SCHEMA = "gpunode.bench/1"
 # The audit's words (one vocabulary): PASS measured (data right), FAIL wrong data, ERROR the
 # benchmark broke, SKIP not run. Results written before that said ok/fail/error/skip.
-METRIC_STATUSES = ("PASS", "FAIL", "ERROR", "SKIP")
-LEGACY_STATUS = {"ok": "PASS", "fail": "FAIL", "error": "ERROR", "skip": "SKIP"}
+METRIC_STATUSES = (status.PASS, status.FAIL, status.ERROR, status.SKIP)
 
 
 def metric_status(raw: object) -> str:
     """A metric's status in today's words, from a document of any age."""
-    return LEGACY_STATUS.get(raw, raw) if isinstance(raw, str) else str(raw)
+    return status.normalise(raw)
 UNITS = ("TFLOP/s", "GB/s", "IOPS", "us", "MB/s")
 MODES = ("quick", "full")
 LOWER_IS_BETTER_UNITS = ("ns", "us", "ms", "s")  # latencies; every other unit is a rate

@@ -20,8 +20,7 @@ from gpunode.cli.common import (
 )
 from gpunode.exits import worst_exit
 from gpunode.layout import show_table
-
-STATUS_STYLE = {"PASS": "green", "FAIL": "bold red", "ERROR": "magenta", "SKIP": "dim"}
+from gpunode.status import RESULTS, STYLE
 
 
 def bench(
@@ -167,9 +166,8 @@ def _compare_history(data: dict, state_dir: str | None, runs: int, warn: float, 
     for col in ("Metric", "Subject", "Status", "Measured", "Node median", "Ratio", "Note"):
         table.add_column(col, justify="right" if col in ("Measured", "Node median", "Ratio") else "left",
                          no_wrap=col != "Note")
-    style = {"PASS": "green", "WARN": "yellow", "SKIP": "dim"}
     for r in rows:
-        table.add_row(escape(r.metric), r.subject, f"[{style[r.status]}]{r.status}[/]", _fmt(r.measured),
+        table.add_row(escape(r.metric), r.subject, f"[{STYLE[r.status]}]{r.status}[/]", _fmt(r.measured),
                       _fmt(r.median), "" if r.ratio is None else f"{r.ratio:.3f}", escape(r.message))
     show_table(console, table)
     return 1 if any(r.status == WARN for r in rows) else 0
@@ -227,10 +225,10 @@ def render_table(document, console) -> None:
         spread = ""
         if m.spread is not None:
             spread = f"{_fmt(m.spread.min)}–{_fmt(m.spread.max)}, {m.spread.cov:.1%}"
-        table.add_row(m.name, "" if m.gpu is None else str(m.gpu), f"[{STATUS_STYLE[m.status]}]{m.status}[/]",
+        table.add_row(m.name, "" if m.gpu is None else str(m.gpu), f"[{STYLE[m.status]}]{m.status}[/]",
                       _fmt(m.value), m.unit, spread, _note(m))
     show_table(console, table)
-    counts = {s: sum(1 for m in document.metrics if m.status == s) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
+    counts = {s: sum(1 for m in document.metrics if m.status == s) for s in RESULTS}  # a metric is never WARN
     parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     console.print(f"[bold]{document.status}[/bold] (exit {document.exit_code}): {parts}")
 

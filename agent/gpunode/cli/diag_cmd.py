@@ -19,8 +19,7 @@ from gpunode.cli.common import (
     stdout_console,
     write_prometheus,
 )
-
-STYLE = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red", "ERROR": "magenta", "SKIP": "dim"}
+from gpunode.status import STYLE
 
 
 def diag(

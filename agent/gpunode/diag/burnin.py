@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from gpunode import status
 from gpunode.audit.engine import Result, Status
 from gpunode.diag.results import DiagDocument, TestResult
 from gpunode.slurm.gate import reason_line
 from gpunode.slurm.scontrol import OUR_PREFIX, NodeInfo, Slurm, SlurmAction, SlurmError, settle_node
 
-ORDER = ("FAIL", "ERROR", "WARN")
+ORDER = status.PROBLEMS  # worst first
 
 
 @dataclass

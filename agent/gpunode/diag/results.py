@@ -13,11 +13,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpunode import status
 from gpunode.bench.results import require_schema
 from gpunode.exits import EXIT_CODES
 
 SCHEMA = "gpunode.diag/1"
-STATUSES = ("PASS", "WARN", "FAIL", "ERROR", "SKIP")
+STATUSES = status.RESULTS
 LEVELS = (1, 2, 3)
 
 

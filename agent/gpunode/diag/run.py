@@ -24,9 +24,10 @@ from gpunode.diag.backend import AllocationError, DiagBackend
 from gpunode.diag.memtest import CHUNK_BYTES, FRACTION, run_memtest
 from gpunode.diag.results import DiagDocument, TestResult
 from gpunode.diag.stress import copy_result, start_stress
-from gpunode.diag.verdicts import Floors, load_findings, telemetry_gap, worst
+from gpunode.diag.verdicts import Floors, load_findings, telemetry_gap
 from gpunode.host.gpu.telemetry import TelemetrySampler, Trace
 from gpunode.outputs import iso_time
+from gpunode.status import worst
 
 DEFAULT_DURATION = {1: None, 2: 120.0, 3: 540.0}
 MIN_DURATION = {2: 45.0, 3: 90.0}

@@ -18,7 +18,6 @@ from typing import Any
 from gpunode.host.gpu.telemetry import THROTTLE_EVENTS
 
 PCIE_REPLAYS_WARN = 100  # per phase: a healthy Gen5 link replays rarely, if at all
-RANK = {"PASS": 0, "SKIP": 0, "WARN": 1, "ERROR": 2, "FAIL": 3}
 
 
 @dataclass(frozen=True)
@@ -40,10 +39,6 @@ class Finding:
     status: str  # WARN | FAIL | ERROR
     kind: str  # throttle | errors | clocks | power | interference | pcie | telemetry
     text: str
-
-
-def worst(statuses: list[str], default: str = "PASS") -> str:
-    return max(statuses, key=lambda s: RANK[s], default=default)
 
 
 def errors_findings(tel: dict[str, Any]) -> list[Finding]:

@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpunode import status
 from gpunode.fleet.specs import PLAYBOOKS
 
 # Controller-side bookkeeping that runs once per batch on the batch's first host: it says nothing
 # about whether that host ran (a skipped benchmark in check mode must read as skipped).
 BOOKKEEPING_TASKS = frozenset({"Make the report directory on the controller"})
 MAX_MOVES = 3  # changes named on a host's progress line (the report lists them all)
-STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "UNKNOWN": "magenta",
+STYLE = {**{w: status.STYLE[w] for w in status.VERDICTS},
          "UNREACHABLE": "bold red", "FAILED": "bold red"}
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from rich.markup import escape
 
+from gpunode import status as status_words
 from gpunode.fleet.report import compressed, drifting_hosts
 from gpunode.layout import show_table
 
-STATUS_STYLE = {"OK": "green", "WARN": "yellow", "FAIL": "bold red", "UNKNOWN": "magenta",
+STATUS_STYLE = {**{w: status_words.STYLE[w] for w in status_words.VERDICTS},
                 "UNREACHABLE": "bold red", "FAILED": "bold red", "NOT_RUN": "magenta",
                 "NO_REPORT": "magenta", "INVALID": "magenta", "SKIPPED": "dim"}
 MAX_NAMES = 6  # check ids or drifting series shown per cell before "+N more"

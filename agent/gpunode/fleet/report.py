@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpunode import __version__
+from gpunode import status as status_words
 from gpunode.audit.engine import EXIT_CODES
 from gpunode.bench.results import comparable_conditions, lower_is_better, metric_status
 from gpunode.fleet.progress import HostOutcome
@@ -25,11 +26,11 @@ from gpunode.outputs import iso_time
 FLEET_SCHEMA = "gpunode.fleet/1"
 DEFAULT_MARGIN = 0.10  # a host this far below its SKU group's median is an outlier
 DEFAULT_MIN_PEERS = 3  # fewer hosts in a group: no median worth comparing against
-VERDICTS = ("OK", "WARN", "FAIL", "UNKNOWN")
+VERDICTS = status_words.VERDICTS
 # Host states without a usable report; each makes the fleet verdict at least UNKNOWN.
 NO_VERDICT = ("UNREACHABLE", "FAILED", "NOT_RUN", "NO_REPORT", "INVALID")
-BAD_CHECK = ("FAIL", "ERROR", "WARN")  # worst first
-BAD_METRIC = ("FAIL", "ERROR")
+BAD_CHECK = status_words.PROBLEMS  # worst first: FAIL, ERROR, WARN
+BAD_METRIC = tuple(w for w in BAD_CHECK if w != status_words.WARN)  # a metric is never WARN
 
 
 @dataclass
@@ -115,7 +116,7 @@ def _doc_message(doc: dict) -> str:
     """One line: the non-passing counts of an audit/gate, or what an apply/rollback did."""
     summary = doc.get("summary")
     if isinstance(summary, dict):
-        bad = ", ".join(f"{n} {s}" for s, n in summary.items() if isinstance(n, int) and n and s not in ("PASS", "SKIP"))
+        bad = ", ".join(f"{n} {s}" for s, n in summary.items() if isinstance(n, int) and n and s not in status_words.NOTHING_WRONG)
         return bad or f"{summary.get('PASS', 0)} PASS"
     for key in ("changes", "restores"):  # apply, rollback: count the rows by status
         rows = doc.get(key)

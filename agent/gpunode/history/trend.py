@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gpunode.bench.results import comparable_conditions, lower_is_better, metric_status
+from gpunode.status import PASS, SKIP, WARN
 
 DEFAULT_LAST = 10  # runs that make "this node's recent median"
 DEFAULT_WARN = 0.95  # a figure below 95 % of it is WARN
 DEFAULT_MIN_RUNS = 3  # fewer earlier runs: no verdict
-PASS, WARN, SKIP = "PASS", "WARN", "SKIP"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import os
 import sys
 
+from gpunode import status as status_words
 from gpunode.exits import EXIT_CODES, slurm_hook_exit
 
 WATCH_DIR_ENV = "GPUNODE_WATCH_DIR"  # where the watcher writes (tests; default /run/gpunode)
 EVENT_CHECK_ID = "watch.events"
-ORDER = ("PASS", "SKIP", "WARN", "ERROR", "FAIL")
 
 
 class Watched:
@@ -56,14 +56,7 @@ def watcher_state(kwargs: dict, mode: str, environ=os.environ) -> Watched | None
 
 def _status(checks: list[dict]) -> str:
     """gpunode.audit.engine.overall over the documents (without importing the engine)."""
-    statuses = {c["status"] for c in checks}
-    if not statuses - {"SKIP"}:
-        return "UNKNOWN"
-    if "FAIL" in statuses:
-        return "FAIL"
-    if "ERROR" in statuses:
-        return "UNKNOWN"
-    return "WARN" if "WARN" in statuses else "OK"
+    return status_words.verdict(c["status"] for c in checks)
 
 
 def blocks(watched: Watched, strict: bool) -> bool:
@@ -85,7 +78,7 @@ def lean_verdict(watched: Watched, mode: str, kwargs: dict) -> int | None:
         sys.stdout.write(json.dumps(document(watched, mode, status, code, kwargs), indent=2) + "\n")
     else:
         lines = [f"{c['status']:5s} {c['id']}{' ' + c['subject'] if c.get('subject') else ''}: "
-                 f"{' '.join(c['message'].split())}" for c in checks if c["status"] not in ("PASS", "SKIP")]
+                 f"{' '.join(c['message'].split())}" for c in checks if c["status"] not in status_words.NOTHING_WRONG]
         tally = ", ".join(f"{n} {s}" for s, n in _summary(checks).items() if n)
         lines.append(f"gpunode gate ({mode}): {status}; {len(checks)} results ({tally or 'none'})")
         lines.append(f"source: {watched.source}")
@@ -95,7 +88,7 @@ def lean_verdict(watched: Watched, mode: str, kwargs: dict) -> int | None:
 
 
 def _summary(checks: list[dict]) -> dict:
-    counts = dict.fromkeys(("PASS", "WARN", "FAIL", "ERROR", "SKIP"), 0)
+    counts = dict.fromkeys(status_words.RESULTS, 0)
     for c in checks:
         counts[c["status"]] += 1
     return counts

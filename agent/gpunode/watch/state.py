@@ -20,6 +20,8 @@ import math
 import os
 import stat
 
+from gpunode import status
+
 SCHEMA = "gpunode.watch/1"
 STATE_DIR = "/run/gpunode"
 STATE_FILE = "health.json"
@@ -27,8 +29,8 @@ VERDICT_FILE = "verdict"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 MAX_BYTES = 4 << 20
 MAX_EVENTS = 200  # the newest are kept: the document stays small however noisy the node
-STATUSES = ("PASS", "WARN", "FAIL", "ERROR", "SKIP")
-VERDICTS = ("OK", "WARN", "FAIL", "UNKNOWN")
+STATUSES = status.RESULTS
+VERDICTS = status.VERDICTS
 POLL_RANGE_S = (1.0, 600.0)
 
 
