@@ -22,7 +22,7 @@ from gpunode.inputs import InputError, load_yaml, parse_yaml, unknown_keys
 
 SHIPPED_DIR = Path(__file__).parent / "shipped_profiles"
 OPS = ("=", ">=", "<=")
-CONDITIONS = ("always", "gpu", "nvswitch", "imex", "infiniband", "nvme", "docker")
+CONDITIONS = ("always", "gpu", "nvswitch", "imex", "infiniband", "nvme", "docker", "mps_unit")
 _FIELDS = {"kind", "key", "target", "op", "why", "path", "severity", "area", "tags", "when", "remove"}
 
 

@@ -41,7 +41,19 @@ def condition_holds(ctx, when: str) -> tuple[bool, str]:
         from gpunode.host.facts.docker import DOCKERD
 
         return any(host.sys.exists(p) for p in DOCKERD), f"Docker is not installed (no {DOCKERD[0]})"
+    if when == "mps_unit":
+        from gpunode.tune.kinds.unit import UNIT_DIRS
+
+        return any(host.sys.exists(f"{d}/{MPS_UNIT}") for d in UNIT_DIRS), MPS_UNIT_HOW
     return False, f"unknown condition {when}"
+
+
+# The inference profile runs MPS through this unit where the site installed one; gpunode does
+# not write it (ExecStart, user and pipe directory are the site's choice).
+MPS_UNIT = "nvidia-mps.service"
+MPS_UNIT_HOW = (f"no {MPS_UNIT} on this host; to run MPS as a unit, install one with Type=forking, "
+                "ExecStartPre=nvidia-smi -c EXCLUSIVE_PROCESS, ExecStart=nvidia-cuda-mps-control -d, "
+                "ExecStop=/bin/sh -c 'echo quit | nvidia-cuda-mps-control' (docs/profiles.md)")
 
 
 def has_nvswitch(ctx) -> bool:
