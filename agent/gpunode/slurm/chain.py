@@ -20,12 +20,12 @@ HealthCheckNodeState keep the site's values unless given on the command line.
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpunode import __version__
+from gpunode.host.facts.slurm_conf import parse_values
 from gpunode.slurm.install import HOOKS, SAFE_PATH, HookScript
 
 CHAIN_NAMES = {"prolog": "gpunode-prolog-chain", "epilog": "gpunode-epilog-chain",
@@ -33,24 +33,14 @@ CHAIN_NAMES = {"prolog": "gpunode-prolog-chain", "epilog": "gpunode-epilog-chain
 CHAIN_NAME = CHAIN_NAMES["health-check"]
 CONF_KEYS = {"prolog": "Prolog", "epilog": "Epilog", "health-check": "HealthCheckProgram"}
 DEFAULT_INTERVAL = 300
-_LINE = re.compile(r"^\s*(?P<key>[A-Za-z]+)\s*=\s*(?P<value>\S.*?)\s*")
-
-
 def conf_values(slurm_conf: Path) -> dict[str, str]:
-    """Top-level `Key=Value` lines of slurm.conf, keys in lower case (Slurm's keys are case
-    insensitive), the last one winning as in Slurm; `#` starts a comment, so a trailing
-    `# note` is never part of a value. {} when the file cannot be read. Include files are
-    not followed."""
+    """Top-level `Key=Value` lines of slurm.conf (host.facts.slurm_conf.parse_values); {} when
+    the file cannot be read."""
     try:
         text = slurm_conf.read_text(errors="replace")
     except OSError:
         return {}
-    found = {}
-    for line in text.splitlines():
-        match = _LINE.fullmatch(line.split("#", 1)[0])
-        if match:
-            found[match.group("key").lower()] = match.group("value").strip('"')
-    return found
+    return parse_values(text)
 
 
 def site_program(values: dict[str, str], mode: str) -> str | None:
