@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from gpunode.host.facts.systemd_ini import section_values
+from gpunode.host.facts.systemd_ini import section_values, systemd_manager_setting
 from gpunode.tune.kinds.base import VERIFY_ALL, Observed, SettingKind
 from gpunode.tune.kinds.values import MAX_INT64, SettingInvalid, whole_number
 
@@ -61,8 +61,6 @@ def unit_limit(host, unit: str, prop: str) -> tuple[str | None, str]:
         if found:
             value, source = found[-1], path
     if value is None or value == "":
-        from gpunode.checks.memory import systemd_manager_setting
-
         default, where, _ = systemd_manager_setting(host, "Default" + prop)
         return (default or "(systemd default)"), (where or "systemd's built-in default")
     return value, source
