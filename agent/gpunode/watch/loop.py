@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from gpunode.watch.events import Action, Event, PolicyState
+from gpunode.watch.policy import decide as policy_decide
 from gpunode.watch.sources import blocking
 from gpunode.watch.state import (
     MAX_EVENTS,
@@ -58,15 +59,6 @@ def watchdog_interval(environ=os.environ) -> float | None:
     return int(usec) / 2e6
 
 
-# --- the policy: W2's, or record-only until it exists ---------------------------------------
-
-def default_decide():
-    try:
-        from gpunode.watch.policy import decide  # type: ignore[attr-defined]
-    except ImportError:
-        return lambda state, event, config, now: [Action("record", f"gpunode: {event.kind} seen", event.gpu, event)]
-    return decide
-
 
 class Watcher:
     """One watcher. `sources`: objects with name/status/run(stop); `poll`: watch.sources.Poll;
@@ -84,7 +76,7 @@ class Watcher:
         self.poll_s = poll_s
         self.sources = list(sources)
         self.config = config
-        self.decide = decide or default_decide()
+        self.decide = decide or policy_decide
         self.actor = actor or (lambda action: None)
         self.clock = clock
         self.stop = stop or threading.Event()

@@ -20,10 +20,14 @@ import select
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gpunode.checks.xid import CRITICAL_XIDS, parse_events, pci_address
 from gpunode.host.facts.kernlog import LogRecord
 from gpunode.watch.events import Event
+
+if TYPE_CHECKING:
+    from gpunode.audit.counters import CounterStore
 
 TEXT_MAX = 500
 WAIT_S = 0.5  # how long a source thread blocks before it looks at the stop flag
@@ -126,9 +130,11 @@ class Kmsg:
         """Every complete record readable now, without blocking."""
         lines: list[str] = []
         self.eof = False
+        fd = self.fd
+        assert fd is not None, "open() first"
         while True:
             try:
-                chunk = os.read(self.fd, 8192)
+                chunk = os.read(fd, 8192)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -153,8 +159,10 @@ class Kmsg:
         except OSError as exc:
             self.status = f"unreadable: {exc.strerror or exc}"
             return
+        fd = self.fd
+        assert fd is not None
         while not stop.is_set():
-            ready, _, _ = select.select([self.fd], [], [], WAIT_S)
+            ready, _, _ = select.select([fd], [], [], WAIT_S)
             if not ready:
                 continue
             try:
@@ -282,7 +290,7 @@ class Poll:
         self.checks = checks
         self.check_timeout = check_timeout
         self.state_dir = state_dir
-        self.counters = None
+        self.counters: CounterStore | None = None
         self.run_checks_now = run_checks_now or self._run
         self.status = "ok"
 
@@ -294,12 +302,13 @@ class Poll:
 
         host = live_host()  # a fresh NVML read and kernel log each poll
         if self.counters is None:  # deltas since the last audit's readings, then since each poll
-            self.counters = CounterStore.load(self.state_dir, host)
+            counters = CounterStore.load(self.state_dir, host)
         else:
             previous = {**self.counters.previous, **self.counters.current}
-            self.counters = CounterStore(None, host.facts.hostname, self.counters.boot_id, previous)
-        self.counters.path = None  # never saved: the audits own counters.json
-        ctx = AuditContext(host=host, profile=self.profile, config=self.config, counters=self.counters)
+            counters = CounterStore(None, host.facts.hostname, self.counters.boot_id, previous)
+        counters.path = None  # never saved: the audits own counters.json
+        self.counters = counters
+        ctx = AuditContext(host=host, profile=self.profile, config=self.config, counters=counters)
         return run_checks(self.checks, ctx, check_timeout=self.check_timeout,
                           total_timeout=self.check_timeout * 4)
 

@@ -160,7 +160,7 @@ def parse_json(text: str):
         return json.loads(text, parse_constant=_no_constant)
     text = text.strip(" \t\n\r")
     try:
-        value, end = make_scanner(_Strict())(text, 0)
+        value, end = make_scanner(_Strict())(text, 0)  # type: ignore[arg-type]  # duck-typed decoder
     except StopIteration as stop:
         raise ValueError(f"no JSON value at character {stop.value}") from None
     if end != len(text):
