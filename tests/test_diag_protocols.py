@@ -301,7 +301,7 @@ def test_a_non_finite_figure_is_refused_and_optional_fields_are_read_back():
 
 
 def test_metrics_take_the_telemetry_of_their_own_load_window():
-    from gpunode.diag.compare import metrics_of
+    from gpunode.diag.metrics import metrics_of
 
     t_gemm, t_stress = {"samples": 1}, {"samples": 2}
     figures = {"tflops_checked": 600.0, "dtype": "bf16", "m": 8192, "n": 8192, "k": 8192}

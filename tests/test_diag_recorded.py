@@ -11,7 +11,8 @@ import pytest
 from gpunode.baselines.compare import catalogue_for
 from gpunode.baselines.schema import BaselineError, load_baseline
 from gpunode.diag import dcgm
-from gpunode.diag.compare import floors_for, judge_document, metrics_of
+from gpunode.diag.compare import floors_for, judge_document
+from gpunode.diag.metrics import metrics_of
 from gpunode.diag.results import DiagDocument, TestResult
 from gpunode.diag.run import load_result, run_telemetry_result
 from gpunode.diag.verdicts import Floors

@@ -15,6 +15,7 @@ from typing import Any
 
 from gpunode import status
 from gpunode.bench.results import require_schema
+from gpunode.diag.metrics import metrics_of
 from gpunode.exits import EXIT_CODES
 
 SCHEMA = "gpunode.diag/1"
@@ -105,8 +106,6 @@ class DiagDocument:
         return EXIT_CODES[self.status]
 
     def to_json(self) -> dict:
-        from gpunode.diag.compare import metrics_of
-
         return {
             "schema": SCHEMA, "gpunode_version": self.gpunode_version, "host": self.host, "time": self.time,
             "time_epoch": self.time_epoch, "level": self.level, "duration_s": round(self.duration_s, 2),
