@@ -197,6 +197,22 @@ def test_duplicates_from_two_sources_are_handled_once(tmp_path):
     assert w.seen == {}  # old keys are forgotten: the dedup set stays small
 
 
+def test_clock_events_are_counted_not_kept_nor_decided(tmp_path):
+    """Under load NVML reports clock changes every second: they must not push an Xid out of the
+    kept events, wake the policy (an audit-trail line each) or rewrite the state each time."""
+    asked: list[Event] = []
+    w, taken, _ = make_watcher(tmp_path, decide=lambda s, e, c, n: asked.append(e) or [])
+    w.handle(Event("kmsg", "xid", 999.0, "GPU-a", 79))
+    w.dirty = False
+    for second in range(500):
+        w.handle(Event("nvml", "clock", 1000.0 + second, "GPU-a", 8))
+    assert [e["kind"] for e in w.events] == ["xid"] and [e.kind for e in asked] == ["xid"]
+    assert w.counts["clock"] == 500 and w.noisy["clock"]["GPU-a"]["time"] == 1499.0
+    assert not w.dirty  # the next poll writes them
+    w.handle(Event("nvml", "ecc_dbe", 1500.0, "GPU-a", 1))
+    assert w.dirty
+
+
 def test_the_policy_decides_and_shadow_actions_are_logged_as_would(tmp_path):
     def decide(state, event, config, now):
         return [Action("drain", "gpunode: xid 79", event.gpu, event, shadow=True)]
@@ -296,6 +312,33 @@ def test_the_loop_runs_and_stops_without_sleeping(tmp_path):
     assert said[0] == "READY=1" and said[-1] == "STOPPING=1"
     assert w.events[0]["kind"] == "xid" and w.last_poll["status"] == "FAIL"
     assert json.loads((tmp_path / "run" / STATE_FILE).read_text())["verdict"] == "FAIL"
+
+
+def test_an_event_reaches_the_state_before_the_next_poll(tmp_path):
+    """The gate FAILs at once only if the event is in health.json at once, not at the next poll."""
+    stop = threading.Event()
+    events: queue.Queue = queue.Queue()
+
+    class OneXid:
+        name, status = "kmsg", "ok"
+
+        def run(self, stop_event):
+            events.put(Event("kmsg", "xid", 1000.0, "GPU0", 79))
+            stop_event.wait(10)
+
+    w, _, _ = make_watcher(tmp_path, sources=[OneXid()], stop=stop, events=events)
+    original = w.drain_queue
+
+    def drain_then_stop(timeout):
+        n = original(10)
+        if w.events:
+            stop.set()
+        return n
+
+    w.drain_queue = drain_then_stop
+    w.run()
+    doc = json.loads((tmp_path / "run" / STATE_FILE).read_text())
+    assert [e["kind"] for e in doc["events"]] == ["xid"] and doc["verdict"] == "FAIL"
 
 
 def test_a_hung_poll_stops_the_watchdog_pings(tmp_path):

@@ -27,6 +27,9 @@ from gpunode.watch.state import (
     write_state,
 )
 
+# Clock and power-source events come by the second under load: informational (the gate's
+# throttle check judges clocks), they must not push Xids out of the kept events or wake the policy.
+NOISY = ("clock", "power")
 DEDUP_KEEP_S = 120.0  # a key older than this cannot come again from a source that lags less
 LOOP_WAIT_S = 1.0  # the loop wakes at least this often (systemd's watchdog ping)
 WATCHDOG_GRACE_S = 60.0
@@ -98,6 +101,8 @@ class Watcher:
         self.next_poll = 0.0
         self.problems: list[str] = []
         self.counts: dict[str, int] = {}  # events by kind (metrics)
+        self.noisy: dict[str, dict] = {}  # kind -> GPU -> the latest clock/power event
+        self.dirty = False  # an event the state does not show yet
         self.action_counts: dict[str, int] = {}
 
     # -- events --------------------------------------------------------------------------
@@ -109,7 +114,12 @@ class Watcher:
         if key in self.seen:
             return []
         self.seen[key] = now
+        if event.kind in NOISY:  # counted and the latest kept; no policy, log line or state write each
+            self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
+            self.noisy.setdefault(event.kind, {})[event.gpu or "node"] = {"time": event.time, "code": event.code}
+            return []
         if event.kind != "check":
+            self.dirty = True
             self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
             self.events.append({"time": event.time, "seen": now, "source": event.source, "kind": event.kind,
                                 "gpu": event.gpu, "code": event.code, "text": event.text,
@@ -213,11 +223,12 @@ class Watcher:
             "pid_start": self.pid_start, "poll_s": self.poll_s, "time": now, "poll": self.last_poll,
             "verdict": self.verdict(now), "checks": self.checks, "gpus": self.gpus, "events": self.events,
             "actions": self.actions, "problems": self.problems, "counts": self.counts,
-            "action_counts": self.action_counts,
+            "action_counts": self.action_counts, "latest": self.noisy,
             "sources": {s.name: s.status for s in self.sources},
         }
 
     def write(self, now: float) -> None:
+        self.dirty = False
         try:
             write_state(self.state_dir, self.document(now), self.verdict(now), now)
         except (OSError, ValueError) as exc:
@@ -274,8 +285,8 @@ class Watcher:
         self.notify("READY=1")
         try:
             while not self.stop.is_set():
-                item_count = self.drain_queue(LOOP_WAIT_S)
-                if item_count:
+                self.drain_queue(LOOP_WAIT_S)
+                if self.dirty:
                     self.write(self.clock())  # an event reaches the state (and the gate) at once
                 self.housekeeping(self.clock())
         finally:
