@@ -27,9 +27,10 @@ from gpunode.watch.state import (
     write_state,
 )
 
-# Clock and power-source events come by the second under load: informational (the gate's
-# throttle check judges clocks), they must not push Xids out of the kept events or wake the policy.
-NOISY = ("clock", "power")
+# Clock and power-source events come by the second under load, corrected (single-bit) ECC errors
+# in storms: informational (the gate's throttle and ECC checks judge them at each poll), they must
+# not push Xids out of the kept events or wake the policy.
+NOISY = ("clock", "power", "ecc_sbe")
 DEDUP_KEEP_S = 120.0  # a key older than this cannot come again from a source that lags less
 LOOP_WAIT_S = 1.0  # the loop wakes at least this often (systemd's watchdog ping)
 WATCHDOG_GRACE_S = 60.0
