@@ -121,6 +121,14 @@ def test_gdscheck_report_parsed_and_judged(tmp_path):
     assert status == "WARN" and message == "platform verification failed; GPU1 does not support GDS"
 
 
+def test_a_gpu_without_gds_on_a_verified_platform_warns(tmp_path):
+    text = (FX / "gdscheck-p.txt").read_text().replace(
+        "GPU index 0 NVIDIA H100 80GB HBM3 bar:1 bar size (MiB):131072 supports GDS",
+        "GPU index 0 NVIDIA H100 80GB HBM3 bar:1 bar size (MiB):131072 does not support GDS")
+    assert run(tmp_path, gds.gdscheck, {GDSCHECK: ""}, runner=gdscheck_runner(text)) == [
+        ("WARN", "GPU0 does not support GDS")]
+
+
 def test_gdscheck_cut_off_or_absent(tmp_path):
     cut = (FX / "gdscheck-p.txt").read_text().split(" =========\n GPU INFO")[0]
     with pytest.raises(ValueError):

@@ -73,6 +73,11 @@ def test_a_one_line_file_stays_one_line_and_a_bigger_shm_is_never_lowered(tmp_pa
                                '"default-ulimits": {"memlock": {"Name": "memlock", "Hard": -1, "Soft": -1}}}')
 
 
+def test_a_smaller_shm_size_is_raised_to_the_minimum(tmp_path):
+    (change,) = plan_for(tmp_path, {DAEMON: '{"default-shm-size": "64M"}\n'}, SHM).changes
+    assert change.current_text == "default-shm-size 64m" and written(change) == '{"default-shm-size": "1g"}\n'
+
+
 def test_an_existing_ulimit_entry_keeps_its_name_and_other_limits(tmp_path):
     text = '{"default-ulimits": {"nofile": {"Name": "nofile", "Hard": 65536, "Soft": 1024}, ' \
            '"memlock": {"Name": "memlock", "Hard": 67108864, "Soft": 67108864}}}\n'
@@ -132,3 +137,24 @@ def test_apply_then_rollback_through_the_cli_is_byte_exact(tmp_path):
     rolled = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
     assert rolled.returncode == 0, rolled.stderr
     assert picture(root) == before
+
+
+def test_the_crash_harness_tree_has_docker_so_its_rounds_cover_daemon_json(tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from apply_fixtures import make_tree
+
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "crash_harness.py"
+    spec = importlib.util.spec_from_file_location("crash_harness_docker", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    root = make_tree(tmp_path / "root", module.DOCKER_HOST)
+    host = tree_host(root)
+    training = load_profile("training")
+    settings = [training.get(SHM.id), training.get(MEMLOCK.id)]
+    plan = make_plan(host, training, settings)
+    assert [c.setting_id for c in plan.writes] == [SHM.id, MEMLOCK.id]
