@@ -6,7 +6,8 @@ import pytest
 from bench_fakes import H100, FakeBackend
 
 from gpunode.bench import micro, numa
-from gpunode.bench.backend import INSTALL_HINT, Device, find_backend
+from gpunode.bench.backend import INSTALL_HINT, Device
+from gpunode.bench.discover import find_backend
 from gpunode.host.facts.cpulist import parse_cpulist
 from testkit import tree_host
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from gpunode import __version__
 from gpunode.bench import fio, micro, nccl, nccl_log, numa, torch_dist
-from gpunode.bench.backend import Backend, find_backend
+from gpunode.bench.backend import Backend
+from gpunode.bench.discover import find_backend
 from gpunode.bench.results import BenchDocument, Metric, errored, skipped
 from gpunode.bench.watch import watched
 from gpunode.host.facts.infiniband import ib_ports

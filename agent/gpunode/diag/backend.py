@@ -147,7 +147,7 @@ class DiagBackend(Protocol):
 def find_backend(prefer: str = "auto", injector: Injector | None = None,
                  importer: Callable | None = None) -> tuple[DiagBackend | None, str]:
     """-> (backend, "") or (None, why not). Only torch runs diag's kernels so far."""
-    from gpunode.bench import backend as bench_backend
+    from gpunode.bench import discover as bench_backend
 
     if prefer not in ("auto", "torch"):
         return None, f"diag backend {prefer!r}: only torch is implemented"
