@@ -23,7 +23,7 @@ def _cufile(sys) -> tuple[dict | None, list[str], str]:
     return data, problems, ""
 
 
-@check("gds.nvidia_fs", "nvidia-fs is loaded where GPUDirect Storage is configured", area="storage",
+@check("gds.nvidia_fs", "nvidia-fs is loaded where GPUDirect Storage is configured", area="gds",
        remediation="modprobe nvidia-fs (package nvidia-fs / nvidia-gds); without it cuFile falls back to "
                    "compatibility mode (POSIX reads through the page cache) or fails where compat mode is off.")
 def nvidia_fs(ctx: AuditContext):
@@ -41,7 +41,7 @@ def nvidia_fs(ctx: AuditContext):
                f"(no GPUDirect){'; ' + why if why else ''}", observed=False, expected="loaded")
 
 
-@check("gds.cufile", "cufile.json parses and its documented keys hold sane values", area="storage",
+@check("gds.cufile", "cufile.json parses and its documented keys hold sane values", area="gds",
        remediation="Fix /etc/cufile.json (GDS configuration guide: properties.max_direct_io_size_kb a multiple "
                    "of 64, allow_compat_mode true/false, rdma_dev_addr_list IP addresses of the RDMA NICs).")
 def cufile(ctx: AuditContext):
@@ -56,7 +56,7 @@ def cufile(ctx: AuditContext):
     return ok(shown or "no properties set (cuFile defaults)", observed=observed)
 
 
-@check("gds.gdscheck", "gdscheck -p verifies the platform and every GPU supports GDS", area="storage",
+@check("gds.gdscheck", "gdscheck -p verifies the platform and every GPU supports GDS", area="gds",
        cost="slow", remediation="Read gdscheck -p's report: IOMMU must be off or in passthrough, nvidia-fs "
                                 "loaded, the filesystem's driver supported (GDS troubleshooting guide).")
 def gdscheck(ctx: AuditContext):

@@ -14,7 +14,7 @@ PIPE_DIR = "/tmp/nvidia-mps"  # CUDA_MPS_PIPE_DIRECTORY's default (MPS docs)
 WANTED = "exclusive_process"
 
 
-@check("mps.daemon", "MPS control daemon and GPU compute mode agree", area="gpu", needs_gpu=True,
+@check("mps.daemon", "MPS control daemon and GPU compute mode agree", area="mps", needs_gpu=True,
        remediation="With MPS: nvidia-smi -c EXCLUSIVE_PROCESS on each GPU it serves, then start "
                    "nvidia-cuda-mps-control -d (or the nvidia-mps.service the inference profile manages); "
                    "without MPS, EXCLUSIVE_PROCESS lets only one process use each GPU (NVIDIA MPS docs).")
