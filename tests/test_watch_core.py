@@ -246,6 +246,8 @@ def test_the_state_document_and_the_verdict_line(tmp_path):
     assert [(c["id"], c["status"], c["read_at"]) for c in doc["checks"]] == [("gpu.ecc", "PASS", 1000.0),
                                                                              ("gpu.count", "PASS", 1000.0)]
     assert doc["gpus"]["GPU0"]["status"] == "PASS"
+    assert stat.S_IMODE((run / VERDICT_FILE).stat().st_mode) == 0o644
+    assert sorted(p.name for p in run.iterdir()) == [STATE_FILE, VERDICT_FILE]  # atomic: no temp file left
     status, when, boot, pid, _up = (run / VERDICT_FILE).read_text().split()
     assert (status, when, boot, pid) == ("OK", "1000", BOOT, str(os.getpid()))
     # A blocking event turns the verdict to FAIL at once, before the next poll.
