@@ -96,7 +96,7 @@ def runtime(ctx: AuditContext):
 
 def _nvidia_specs(sys) -> list[tuple[str, set[str], str]]:
     """(path, driver versions, why unreadable) of each CDI spec of kind nvidia.com/gpu."""
-    out = []
+    out: list[tuple[str, set[str], str]] = []
     for path in ctk.cdi_spec_files(sys):
         text = sys.read(path)
         if text is None:
@@ -149,11 +149,11 @@ def docker_config(ctx: AuditContext):
     if cfg is None:
         return bad(why)
     shm = docker.shm_size(cfg)
-    observed = {"default-shm-size": shm, "runtimes": sorted(cfg.get("runtimes") or {}),
-                "default-runtime": cfg.get("default-runtime")}
+    runtimes = sorted(cfg.get("runtimes") or {}) if isinstance(cfg.get("runtimes"), dict) else []
+    observed = {"default-shm-size": shm, "runtimes": runtimes, "default-runtime": cfg.get("default-runtime")}
     note = "" if sys.exists(docker.DAEMON_JSON) else " (no daemon.json: Docker's defaults)"
     return ok(f"default /dev/shm {docker.size_text(shm) if shm else 'not a size'}, runtimes "
-              f"{', '.join(observed['runtimes']) or 'none'}{note}", observed=observed)
+              f"{', '.join(runtimes) or 'none'}{note}", observed=observed)
 
 
 @check("containers.enroot", "enroot gives containers the GPUs and the host's /dev/shm", area="containers",

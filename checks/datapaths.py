@@ -45,7 +45,8 @@ def nfs(ctx: AuditContext):
         return skip(f"no NFS among the {scope}")
     findings = []
     for target, m in chosen.items():
-        observed = {k: m.option(k) for k in ("vers", "proto", "rsize", "wsize", "nconnect")}
+        observed: dict[str, str | bool | None] = {k: m.option(k) for k in ("vers", "proto", "rsize", "wsize",
+                                                                            "nconnect")}
         observed["hard"] = not (m.has("soft") or m.has("softerr"))
         problems = nfs_problems(m)
         summary = f"{m.source} ({m.fstype}, proto={observed['proto']}, rsize={observed['rsize']})"

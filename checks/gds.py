@@ -32,8 +32,8 @@ def nvidia_fs(ctx: AuditContext):
     version = ctx.host.sys.read_value(f"{gds.NVIDIA_FS}/version") if loaded else None
     if loaded:
         return ok(f"nvidia-fs loaded{' (' + version + ')' if version else ''}", observed=True)
-    props = (data or {}).get("properties") if isinstance((data or {}).get("properties"), dict) else {}
-    compat = props.get("allow_compat_mode", True) if data is not None else None
+    props = (data or {}).get("properties")
+    compat = props.get("allow_compat_mode", True) if isinstance(props, dict) else None
     if compat is False:
         return bad(f"nvidia-fs not loaded ({gds.NVIDIA_FS} absent) and cufile.json allow_compat_mode false: "
                    "cuFile I/O fails", observed=False, expected="loaded")
@@ -48,7 +48,8 @@ def cufile(ctx: AuditContext):
     data, problems, why = _cufile(ctx.host.sys)
     if data is None:
         return bad(why)
-    props = data.get("properties") if isinstance(data.get("properties"), dict) else {}
+    props = data.get("properties")
+    props = props if isinstance(props, dict) else {}
     observed = {k: props.get(k) for k in ("max_direct_io_size_kb", "allow_compat_mode", "rdma_dev_addr_list")}
     if problems:
         return bad("; ".join(problems), observed=observed)
@@ -73,11 +74,12 @@ def gdscheck(ctx: AuditContext):
     except ValueError as exc:
         return error(f"gdscheck -p exited {result.rc}: {exc}")
     unsupported = sorted(i for i, yes in report.gpus.items() if not yes)
-    observed = {"verified": report.verified, "gpus": report.gpus, "filesystems": gds.supported_filesystems(report)}
+    filesystems = gds.supported_filesystems(report)
+    observed = {"verified": report.verified, "gpus": report.gpus, "filesystems": filesystems}
     if report.verified is not True or unsupported:
         parts = [] if report.verified is True else ["platform verification " +
                                                     ("failed" if report.verified is False else "not reported")]
         parts += [f"GPU{i} does not support GDS" for i in unsupported]
         return bad("; ".join(parts), observed=observed, expected="verified, every GPU supports GDS")
     return ok(f"platform verified; {len(report.gpus)} GPU(s) support GDS; filesystems: "
-              f"{', '.join(observed['filesystems']) or 'none supported'}", observed=observed)
+              f"{', '.join(filesystems) or 'none supported'}", observed=observed)

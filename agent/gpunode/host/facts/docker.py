@@ -60,7 +60,7 @@ def ulimit(entry) -> tuple[int, int] | None:
     if not isinstance(entry, dict):
         return None
     soft, hard = entry.get("Soft"), entry.get("Hard")
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in (soft, hard)):
+    if isinstance(soft, bool) or isinstance(hard, bool) or not isinstance(soft, int) or not isinstance(hard, int):
         return None
     return soft, hard
 
