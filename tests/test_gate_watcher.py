@@ -256,3 +256,12 @@ def test_a_stale_state_in_the_real_gate_falls_back_to_nvml(tmp_path):
     r = gate(watch_dir=tmp_path)
     assert "source: watcher" not in r.stdout + r.stderr
     assert r.stdout.splitlines()[-1].startswith("gpunode gate (check): "), r.stdout + r.stderr
+
+
+def test_the_health_check_judges_from_the_watcher_and_drains_on_its_fail(tmp_path):
+    """A health check always takes the full path (it drains and resumes), with the watcher's results."""
+    write_state(tmp_path, ok_results(Status.FAIL))
+    r = gate("--health-check", "--no-scontrol", watch_dir=tmp_path, code=None)
+    assert r.returncode == 0, r.stdout + r.stderr  # the health check drains itself
+    assert "source: watcher (age" in r.stdout and "gpu.ecc GPU0" in r.stdout
+    assert "slurm: would-drain: gpunode: gpu.ecc GPU0: no uncorrectable error" in r.stdout, r.stdout
