@@ -30,6 +30,16 @@ def rdma_nics(topo: Topology) -> list[Endpoint]:
     return [n for n in topo.nics if n.rdma and n.bdf]
 
 
+def gpus_and_rdma_nics(ctx: AuditContext, why: str) -> tuple[Topology, list[Endpoint]]:
+    """The topology of a host with GPUs and RDMA NICs; SKIP (with why the check needs them) else."""
+    ctx.gpus()
+    topo = topology(ctx)
+    nics = rdma_nics(topo)
+    if not nics:
+        raise CheckSkipped(f"no RDMA NIC (InfiniBand or RoCE): {why}")
+    return topo, nics
+
+
 @check("topology.link", "NICs and NVMe drives at their full PCIe speed and width, at both ends", area="topology",
        severity="critical",
        remediation="A NIC or drive below its link: reseat it or its riser, check the slot's bifurcation and the "
@@ -74,11 +84,7 @@ def _judge_link(topo: Topology, name: str, role: str, bdf: str):
                    "fraction of the bandwidth: move the NIC or GPU to paired slots (the platform's manual), "
                    "or point NCCL_IB_HCA at the NIC beside each GPU.")
 def gpu_nic(ctx: AuditContext):
-    ctx.gpus()
-    topo = topology(ctx)
-    nics = rdma_nics(topo)
-    if not nics:
-        raise CheckSkipped("no RDMA NIC (InfiniBand or RoCE): GPU/NIC pairing applies to GPUDirect RDMA")
+    topo, nics = gpus_and_rdma_nics(ctx, "GPU/NIC pairing applies to GPUDirect RDMA")
     paired = len(nics) >= len(topo.gpus)
     taken: set[str] = set()
     findings = []
@@ -105,11 +111,7 @@ def gpu_nic(ctx: AuditContext):
                    "complex: disable ACS on the switches in the BIOS (or with setpci at boot) on bare metal "
                    "where GPUDirect is used; keep the IOMMU in passthrough (iommu=pt) there.")
 def acs(ctx: AuditContext):
-    ctx.gpus()
-    topo = topology(ctx)
-    nics = rdma_nics(topo)
-    if not nics:
-        raise CheckSkipped("no RDMA NIC: ACS redirect matters for GPUDirect RDMA")
+    topo, nics = gpus_and_rdma_nics(ctx, "ACS redirect matters for GPUDirect RDMA")
     if topo.tree.acs is None:
         raise CheckSkipped(topo.tree.acs_error or "no PCIe bridge with ACS on this host")
     groups = iommu_groups(ctx.host)
@@ -152,11 +154,7 @@ def _redirects(topo: Topology, bdf: str) -> bool:
        remediation="Too little network per GPU for multi-node jobs: add NICs (one 400 Gb/s NIC per GPU on "
                    "HGX-class nodes) or schedule these nodes for single-node work.")
 def nic_share(ctx: AuditContext):
-    ctx.gpus()
-    topo = topology(ctx)
-    nics = rdma_nics(topo)
-    if not nics:
-        raise CheckSkipped("no RDMA NIC: this node is not set up for multi-node GPU traffic")
+    topo, nics = gpus_and_rdma_nics(ctx, "this node is not set up for multi-node GPU traffic")
     network = sum(n.line_rate_gbps or 0 for n in nics) / 8
     links = [g.link_max.gbps for g in topo.gpus if g.link_max and g.link_max.gbps]
     if not links:
