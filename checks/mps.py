@@ -5,7 +5,7 @@ contexts, so no client bypasses it)."""
 from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
-from gpunode.audit.engine import bad, check, ok
+from gpunode.audit.engine import bad, check, ok, skip
 from gpunode.host.facts.processes import processes_named
 
 MPS_CONTROL = "nvidia-cuda-mps-control"
@@ -21,6 +21,8 @@ WANTED = "exclusive_process"
 def daemon(ctx: AuditContext):
     gpus = ctx.gpus()
     running = processes_named(ctx.host.sys, (MPS_CONTROL, MPS_SERVER))
+    if running is None:
+        return skip("the process list is not readable here (/proc): MPS daemon state unknown")
     control = running.get(MPS_CONTROL, [])
     pipe = ctx.host.sys.exists(f"{PIPE_DIR}/control")
     modes = {g.label: g.compute_mode for g in gpus}

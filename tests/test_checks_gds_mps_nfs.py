@@ -49,6 +49,8 @@ def test_no_mps_daemon_is_fine_either_way(tmp_path):
                                inventory=with_gpu(h100_inventory(), compute_mode="default"))
     assert status == "PASS" and "time-slicing" in message
     assert run(tmp_path / "nogpu", mps.daemon)[0][0] == "SKIP"
+    ((status, message),) = run(tmp_path / "noproc", mps.daemon, {"/etc/hostname": "x\n"}, inventory=h100_inventory())
+    assert status == "SKIP" and "MPS daemon state unknown" in message  # a snapshot without /proc
 
 
 def test_inference_runs_mps_as_a_unit_only_where_the_site_installed_one(tmp_path):

@@ -4,10 +4,14 @@ characters: nvidia-cuda-mps-control and -server would read the same)."""
 from __future__ import annotations
 
 
-def processes_named(sys, names: tuple[str, ...]) -> dict[str, list[int]]:
-    """{program name: [pid, ...]} for each running process whose argv[0] ends in one of names."""
+def processes_named(sys, names: tuple[str, ...]) -> dict[str, list[int]] | None:
+    """{program name: [pid, ...]} for each running process whose argv[0] ends in one of names;
+    None when /proc cannot be listed (a snapshot without it): unknown, not "none running"."""
+    entries = sys.listdir("/proc")
+    if entries is None:
+        return None
     found: dict[str, list[int]] = {}
-    for entry in sys.listdir("/proc") or []:
+    for entry in entries:
         if not entry.isdigit():
             continue
         raw = sys.read(f"/proc/{entry}/cmdline")
