@@ -394,3 +394,27 @@ def test_verdict_line_refuses_a_word_it_does_not_know():
 def test_read_fresh_is_refused_for_a_missing_state(tmp_path):
     with pytest.raises(StateRefused):
         read_fresh(str(tmp_path), 1000.0, BOOT)
+
+
+def test_polls_judge_counters_as_deltas_since_the_previous_poll(tmp_path, monkeypatch):
+    """The gate checks run through the audit engine on each poll's fresh host; every poll's error
+    counter readings are the next poll's 'previous' (deltas), and counters.json stays the audits'."""
+    from gpunode.audit.run import choose, load_audit_profile
+    from gpunode.config import Config
+    from gpunode.host import seam
+    from gpunode.watch.sources import Poll
+    from testkit import HOSTS
+
+    monkeypatch.setattr(seam, "live_host", lambda: seam.snapshot_host(HOSTS / "h100-sxm-1gpu"))
+    cfg = Config()
+    profile = load_audit_profile(cfg.profile, cfg)
+    # The gate's checks here read no counter; the PCIe replay check (a site may tag it `gate`) does.
+    checks = choose(profile, tags=["gate"]).checks + choose(profile, only=["gpu.pcie.replay"]).checks
+    poll = Poll(cfg, profile, checks, state_dir=tmp_path)
+    first = poll.run_checks_now()
+    assert {r.id for r in first} >= {"gpu.nvml", "gpu.ecc.uncorrectable", "gpu.pcie.replay"}
+    readings = dict(poll.counters.current)
+    assert readings and poll.counters.path is None
+    poll.run_checks_now()
+    assert set(readings) <= set(poll.counters.previous)  # the first poll's readings judge the second
+    assert not (tmp_path / "counters.json").exists()
