@@ -320,3 +320,20 @@ def test_a_sysfs_knob_on_a_read_only_mount_is_not_applicable(tmp_path):
     setting = Setting("sysfs", "thp.enabled", "never", path="/sys/kernel/mm/transparent_hugepage/enabled")
     a = assess(AuditContext(host=host, profile=Profile("t")), setting)
     assert a.wrong and "read-only" in a.not_applicable
+
+
+def test_unit_limit_targets_and_judgement():
+    from gpunode.tune.kinds.base import Observed
+
+    kind = kind_of(Setting("unit", "slurmd.LimitMEMLOCK", 1))
+    assert kind.validate_target("slurmd.LimitMEMLOCK", 0) == 0
+    assert kind.validate_target("slurmd.LimitMEMLOCK", "unlimited") == "infinity"
+    for bad in (-1, True, "lots"):
+        with pytest.raises(SettingInvalid):
+            kind.validate_target("slurmd.LimitMEMLOCK", bad)
+    number = Setting("unit", "slurmd.LimitNOFILE", 65536)
+    assert kind.satisfied(number, Observed("slurmd LimitNOFILE", "65536"))
+    assert not kind.satisfied(number, Observed("slurmd LimitNOFILE", "1024"))
+    endless = Setting("unit", "slurmd.LimitMEMLOCK", "infinity")
+    assert kind.satisfied(endless, Observed("slurmd LimitMEMLOCK", "infinity"))
+    assert not kind.satisfied(endless, Observed("slurmd LimitMEMLOCK", "65536"))
