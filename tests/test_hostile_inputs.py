@@ -431,7 +431,7 @@ META_FIELDS = st.sampled_from(["schema", "facts", "facts.is_root", "facts.hostna
 @PROPERTY
 @given(field=META_FIELDS, value=st.one_of(NESTED, st.just("<absent>")))
 def test_any_snapshot_meta_is_valid_or_one_line_refusal(tmp_path, field, value):
-    from gpunode.host.snapshot import load_facts
+    from gpunode.host.seam import load_facts
 
     meta = json.loads((SNAPSHOT / "meta.json").read_text())
     parent, _, key = field.rpartition(".")

@@ -20,6 +20,7 @@ MAX_BYTES = 4 * 1024 * 1024  # profiles, configs, baselines are a few KB
 MAX_DEPTH = 32  # nesting of mappings/lists; gpunode's own documents stay under 10
 MAX_ALIASES = 100  # YAML `*alias` uses per document
 MAX_NODES = 200_000  # YAML nodes after expanding aliases (the alias-bomb bound)
+MAX_RECORDED_BYTES = 64 * 1024 * 1024  # a snapshot's commands.json holds whole dmesg/nvidia-smi outputs
 
 
 class InputError(ValueError):

@@ -138,8 +138,35 @@ class ReplayRunner(Runner):
     def load(cls, path: Path) -> ReplayRunner:
         runner = cls()
         if path.exists():
-            from gpunode.host.snapshot import load_commands  # bounded and type-checked
-
             for result in load_commands(path):
                 runner.results[_key(result.argv)] = result
         return runner
+
+
+_RESULT_TYPES = {
+    "argv": (list,), "rc": (int,), "stdout": (str,), "stderr": (str,), "duration_s": (int, float),
+    "timed_out": (bool,), "error": (str, type(None)),
+}
+
+
+def load_commands(path: Path) -> list:
+    """commands.json (ReplayRunner.load): CommandResults with every field type-checked."""
+    from gpunode.inputs import MAX_RECORDED_BYTES, InputError, load_json
+
+    data = load_json(path, max_bytes=MAX_RECORDED_BYTES)
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a list of recorded commands")
+    results = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or "argv" not in item or "rc" not in item:
+            raise InputError(f"{path}: [{i}]: expected an object with argv and rc")
+        for key, value in item.items():
+            types = _RESULT_TYPES.get(key)
+            if types is None:
+                raise InputError(f"{path}: [{i}].{key}: unknown field")
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                raise InputError(f"{path}: [{i}].{key}: wrong type ({type(value).__name__})")
+        if not item["argv"] or not all(isinstance(a, str) for a in item["argv"]):
+            raise InputError(f"{path}: [{i}].argv: expected a non-empty list of strings")
+        results.append(CommandResult(**item))
+    return results

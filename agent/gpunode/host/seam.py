@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gpunode.host.gpu.source import GpuSource, LiveGpuSource, ReplayGpuSource
 from gpunode.host.runner import ReplayRunner, Runner
-from gpunode.host.sysroot import SysRoot
+from gpunode.host.sysroot import SysRoot, load_snapshot_sysroot
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,50 @@ def sysroot_host(root: str | os.PathLike) -> Host:
 
 
 def snapshot_host(directory: str | os.PathLike) -> Host:
-    from gpunode.host.snapshot import load_snapshot  # validates every file: InputError naming it
+    return load_snapshot(directory)  # validates every file: InputError naming it
 
-    return load_snapshot(directory)
+
+# A snapshot may come from another machine or person: every file is read bounded and checked for
+# shape where it is loaded (here, and beside the source, runner and sysroot it feeds), once, so
+# the checks never meet a half-typed document. host/snapshot.py only records.
+SNAPSHOT_SCHEMA = "gpunode.snapshot/1"
+_FACT_TYPES = {"is_root": (bool,), "hostname": (str,), "now": (int, float)}
+
+
+def load_snapshot(directory: str | os.PathLike) -> Host:
+    """A recorded host from `gpunode snapshot -o DIR`; InputError naming the file and key."""
+    from gpunode.inputs import InputError
+
+    directory = Path(directory)
+    if not (directory / "meta.json").exists():
+        raise InputError(f"{directory}: not a gpunode snapshot (no meta.json)")
+    facts = load_facts(directory / "meta.json")
+    return Host(
+        sys=load_snapshot_sysroot(directory),
+        gpu=ReplayGpuSource.load(directory / "gpus.json"),
+        runner=ReplayRunner.load(directory / "commands.json"),
+        facts=facts,
+    )
+
+
+def load_facts(path: Path) -> Facts:
+    """meta.json: the recorded host's facts, every field type-checked."""
+    from gpunode.inputs import InputError, expect_mapping, load_json
+
+    meta = expect_mapping(load_json(path), path)
+    schema = meta.get("schema")
+    if schema is not None and schema != SNAPSHOT_SCHEMA:
+        raise InputError(f"{path}: schema {schema!r} is not {SNAPSHOT_SCHEMA!r}")
+    raw = expect_mapping(meta.get("facts"), path, "'facts'")
+    values = {}
+    for key, types in _FACT_TYPES.items():
+        value = raw.get(key)
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise InputError(f"{path}: facts.{key}: expected {'/'.join(t.__name__ for t in types)}, got {value!r}")
+        values[key] = value
+    if not values["hostname"].isprintable() or not values["hostname"]:
+        raise InputError(f"{path}: facts.hostname: not a printable one-line name")
+    return Facts(**values, live=False)
 
 
 def facts_to_json(facts: Facts) -> dict:

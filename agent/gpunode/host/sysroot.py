@@ -408,8 +408,23 @@ class RecordingSysRoot(SysRoot):
 
 
 def load_snapshot_sysroot(directory: Path) -> SysRoot:
-    from gpunode.host.snapshot import load_index  # bounded and type-checked: InputError naming the file
-
     index_file = directory / "fs.json"
     index = load_index(index_file) if index_file.exists() else FsIndex()
     return SysRoot(directory / "files", index=index, writable=False)
+
+
+def load_index(path: Path):
+    """fs.json (load_snapshot_sysroot): listings, links, absent paths."""
+    from gpunode.inputs import MAX_RECORDED_BYTES, InputError, expect_mapping, load_json
+
+    data = expect_mapping(load_json(path, max_bytes=MAX_RECORDED_BYTES), path)
+    listdir, readlink, absent = data.get("listdir", {}), data.get("readlink", {}), data.get("absent", [])
+    if not isinstance(listdir, dict) or not all(
+        isinstance(v, list) and all(isinstance(n, str) for n in v) or v is None for v in listdir.values()
+    ):
+        raise InputError(f"{path}: listdir: expected a mapping of path to a list of names (or null)")
+    if not isinstance(readlink, dict) or not all(isinstance(v, (str, type(None))) for v in readlink.values()):
+        raise InputError(f"{path}: readlink: expected a mapping of path to a link target (or null)")
+    if not isinstance(absent, list) or not all(isinstance(v, str) for v in absent):
+        raise InputError(f"{path}: absent: expected a list of paths")
+    return FsIndex(listdir=dict(listdir), readlink=dict(readlink), absent=set(absent))

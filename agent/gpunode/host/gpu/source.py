@@ -88,6 +88,15 @@ class ReplayGpuSource(GpuSource):
     def load(cls, path: Path) -> ReplayGpuSource:
         if not path.exists():
             return cls(GpuInventory(available=False, error="no NVIDIA driver/NVML (none recorded in snapshot)"))
-        from gpunode.host.snapshot import load_inventory  # bounded and shape-checked
-
         return cls(load_inventory(path))
+
+
+def load_inventory(path: Path) -> GpuInventory:
+    """gpus.json (ReplayGpuSource.load)."""
+    from gpunode.inputs import MAX_RECORDED_BYTES, InputError, expect_mapping, load_json
+
+    data = expect_mapping(load_json(path, max_bytes=MAX_RECORDED_BYTES, allow_nonfinite=True), path)
+    try:
+        return GpuInventory.from_json(data)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise InputError(f"{path}: {exc}") from None
