@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from gpunode import __version__
-from gpunode.bench import fio, micro, nccl, nccl_log, numa, torch_dist
+from gpunode.bench import fio, micro, nccl, nccl_log, numa, perftest, torch_dist
 from gpunode.bench.backend import Backend
 from gpunode.bench.discover import find_backend
 from gpunode.bench.results import BenchDocument, Metric, errored, skipped
@@ -25,7 +25,7 @@ from gpunode.host.gpu.source import NVML_TIMEOUT_S
 from gpunode.host.seam import Host
 from gpunode.outputs import iso_time
 
-SECTIONS = ("gemm", "hbm", "h2d", "p2p", "nccl", "fio", "allreduce")
+SECTIONS = ("gemm", "hbm", "h2d", "p2p", "nccl", "fio", "allreduce", "gdr")
 MICRO_NAMES = {
     "gemm": [("gemm.bf16", "TFLOP/s"), ("gemm.fp16", "TFLOP/s"), ("gemm.tf32", "TFLOP/s"), ("gemm.fp8", "TFLOP/s"),
              ("gemm.bf16.concurrent", "TFLOP/s")],
@@ -147,6 +147,10 @@ def prepare(host: Host, opts: BenchOptions, find=find_backend) -> BenchRun:
         steps.append(_allreduce_step(host, backend, inv, chosen, opts))
     if "fio" in opts.only:
         steps.append(_fio_step(host, opts, tools))
+    if "gdr" in opts.only:  # GPUDirect RDMA: ib_write_bw --use_cuda on each active RDMA port
+        indices = chosen if chosen is not None else [g.index for g in inv.gpus]
+        steps += [Step(label, call) for label, call in perftest.steps(
+            host.runner, ib_ports(host), indices, opts.environ.get("PATH", ""), 3 if opts.quick else 10)]
     return BenchRun(host, opts, inv, tools, steps)
 
 

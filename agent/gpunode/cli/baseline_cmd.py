@@ -174,7 +174,7 @@ def record_cmd(
     output: Path = typer.Option(None, "--output", "-o", help="Write the YAML here (default: stdout)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
     full: bool = typer.Option(False, "--full", help="Record `bench --full` figures (default: --quick)."),
-    only: list[str] = typer.Option(None, "--only", help="Benchmarks to run (gemm,hbm,h2d,p2p,nccl,fio,allreduce)."),
+    only: list[str] = typer.Option(None, "--only", help="Benchmarks to run (gemm,hbm,h2d,p2p,nccl,fio,allreduce,gdr)."),
     from_: list[Path] = typer.Option(None, "--from", help="Use saved `bench --json` results instead of running (repeatable)."),
     description: str = typer.Option(None, "--description", help="Description to write into the file."),
 ) -> None:

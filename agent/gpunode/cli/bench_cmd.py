@@ -26,7 +26,7 @@ from gpunode.status import RESULTS, STYLE
 def bench(
     quick: bool = typer.Option(False, "--quick", help="Short run (fewer repeats, smaller nccl/fio sizes): < 60 s on one GPU."),
     full: bool = typer.Option(False, "--full", help="Full run (the default): 20 repeats, nccl-tests up to 4 GiB, all five tests."),
-    only: list[str] = typer.Option(None, "--only", help="Only these: gemm,hbm,h2d,p2p,nccl,fio,allreduce (comma-separated)."),
+    only: list[str] = typer.Option(None, "--only", help="Only these: gemm,hbm,h2d,p2p,nccl,fio,allreduce,gdr (comma-separated)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results document (schema gpunode.bench/1) instead of the table."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the results document (schema gpunode.bench/1) to this file; the table is printed too."),
     gpus: str = typer.Option(None, "--gpus", help="GPU indices (NVML order, as nvidia-smi), e.g. 0,1. Default: all."),

@@ -12,10 +12,10 @@ the config and the two nodes' addresses, and a parse of what the client printed 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 
 from gpunode.bench import nccl as nccl_tests
+from gpunode.bench.perftest import parse_ib_write_bw
 
 
 @dataclass(frozen=True)
@@ -129,20 +129,6 @@ class Ib(PairTest):
             broken = ", ".join(n for n, v in rails.items() if v is None)
             return Figure(None, rails, f"ib_write_bw gave no figure on {broken}")
         return Figure(min(v for v in values if v is not None), rails)
-
-
-_IB_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$")
-
-
-def parse_ib_write_bw(text: str) -> float | None:
-    """perftest's result row under `#bytes #iterations BW peak[Gb/sec] BW average[Gb/sec] MsgRate[Mpps]`:
-    the BW average of the last row (one row unless -a). None without the header or a row."""
-    if "BW average[Gb/sec]" not in text:
-        return None  # no header (or MB/sec: the plug-in always passes --report_gbits)
-    after = text.split("BW average[Gb/sec]", 1)[1]
-    rows = [_IB_ROW.match(line) for line in after.splitlines()]
-    found = [m for m in rows if m]
-    return float(found[-1].group(4)) if found else None
 
 
 class Nccl(PairTest):
