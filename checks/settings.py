@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import Check
+from gpunode.model.profile import Profile, Setting
 from gpunode.tune.kinds.registry import kind_of
-from gpunode.tune.profiles import Profile, Setting
 
 
 def area_of(setting: Setting) -> str:

@@ -14,7 +14,7 @@ from gpunode.host.facts.container_toolkit import parse_cdi_spec, parse_ctk_versi
 from gpunode.host.facts.enroot import mount_targets, parse_enroot_conf
 from gpunode.host.runner import ReplayRunner
 from gpunode.inputs import InputError
-from gpunode.tune.profiles import Profile
+from gpunode.model.profile import Profile
 from testkit import FIXTURES, tree_host
 
 FX = FIXTURES / "containers"

@@ -16,8 +16,9 @@ from gpunode.config import Config
 from gpunode.host.facts.gds import parse_cufile, parse_gdscheck, strip_comments, supported_filesystems
 from gpunode.host.runner import ReplayRunner
 from gpunode.inputs import InputError
+from gpunode.model.profile import Profile
 from gpunode.tune.kinds import assess, condition_holds
-from gpunode.tune.profiles import Profile, load_profile
+from gpunode.tune.profiles import load_profile
 from testkit import FIXTURES, tree_host, with_gpu
 
 FX = FIXTURES / "gds"

@@ -16,8 +16,9 @@ from gpunode.host.facts.cpuidle import deepest_enabled, idle_states
 from gpunode.host.facts.firmware import bmc_firmware, nic_firmware, parse_colon_fields, physical_nics
 from gpunode.host.runner import ReplayRunner
 from gpunode.host.sysroot import SysRoot
+from gpunode.model.profile import Profile
 from gpunode.tune.kinds import assess
-from gpunode.tune.profiles import Profile, load_profile
+from gpunode.tune.profiles import load_profile
 from testkit import FIXTURES, tree_host
 
 FW = FIXTURES / "firmware"

@@ -29,7 +29,8 @@ from gpunode.baselines.schema import load_baseline
 from gpunode.cli import app
 from gpunode.config import Config, load_config
 from gpunode.inputs import MAX_BYTES, InputError, load_json, load_yaml, parse_json, parse_yaml
-from gpunode.tune.profiles import Profile, ProfileError, apply_set, load_profile
+from gpunode.model.profile import Profile
+from gpunode.tune.profiles import ProfileError, apply_set, load_profile
 from testkit import FIXTURES
 
 CORPUS = Path(__file__).parent / "hostile"

@@ -13,10 +13,11 @@ import pytest
 from apply_fixtures import gpunode, picture
 
 from gpunode.host.facts.docker import parse_daemon_json, shm_size, size_bytes, size_text
+from gpunode.model.profile import Profile, Setting
 from gpunode.tune.kinds.registry import kind_of
 from gpunode.tune.kinds.values import SettingInvalid
 from gpunode.tune.plan import make_plan
-from gpunode.tune.profiles import Profile, Setting, load_profile
+from gpunode.tune.profiles import load_profile
 from testkit import tree_host
 
 DAEMON = "/etc/docker/daemon.json"

@@ -9,13 +9,14 @@ from apply_fixtures import picture
 from gpunode.audit.context import AuditContext
 from gpunode.host.gpu.control import NoGpuControl
 from gpunode.host.runner import ReplayRunner
+from gpunode.model.profile import Setting
 from gpunode.tune.actions import ApplyEnv
 from gpunode.tune.journal import StateDir
 from gpunode.tune.kinds import assess, judge_setting
 from gpunode.tune.kinds.registry import kind_of
 from gpunode.tune.kinds.values import SettingInvalid
 from gpunode.tune.plan import select_settings
-from gpunode.tune.profiles import Setting, load_profile
+from gpunode.tune.profiles import load_profile
 from gpunode.tune.session import apply_profile, rollback
 from testkit import tree_host
 

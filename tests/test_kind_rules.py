@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from gpunode.model.profile import Profile, Setting
 from gpunode.tune.kinds.registry import kind_of
 from gpunode.tune.kinds.values import SettingInvalid
 from gpunode.tune.plan import make_plan
-from gpunode.tune.profiles import Profile, Setting
 from testkit import tree_host
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from gpunode.model.profile import Setting
 from gpunode.tune.kinds.registry import KINDS
 from gpunode.tune.kinds.values import SettingInvalid
-from gpunode.tune.profiles import ProfileError, Setting, load_profile, parse_setting, shipped_profiles
+from gpunode.tune.profiles import ProfileError, load_profile, parse_setting, shipped_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [ROOT / "agent" / "gpunode", ROOT / "checks"]

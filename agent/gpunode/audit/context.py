@@ -10,7 +10,7 @@ from gpunode.config import Config
 from gpunode.host.gpu.model import GpuInfo, GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S
 from gpunode.host.seam import Host
-from gpunode.tune.profiles import Profile
+from gpunode.model.profile import Profile
 
 
 @dataclass

@@ -13,8 +13,9 @@ from gpunode.audit.engine import Check, Result, Selection, run_checks, selection
 from gpunode.config import Config
 from gpunode.host.gpu.source import GpuSource
 from gpunode.host.seam import Host, live_host, snapshot_host, sysroot_host
+from gpunode.model.profile import Profile
 from gpunode.outputs import iso_time
-from gpunode.tune.profiles import Profile, load_profile
+from gpunode.tune.profiles import load_profile
 
 
 @dataclass

@@ -39,9 +39,9 @@ from gpunode.exits import slurm_hook_exit, verdict_exit
 from gpunode.host.gpu.model import GpuInventory
 from gpunode.host.gpu.source import NVML_TIMEOUT_S, GpuSource
 from gpunode.host.seam import Host
+from gpunode.model.profile import Profile
 from gpunode.outputs import iso_time
 from gpunode.slurm.scontrol import OUR_PREFIX, REASON_MAX, Slurm, SlurmAction, SlurmError, settle_node
-from gpunode.tune.profiles import Profile
 
 GATE_SCHEMA = "gpunode.gate/1"
 MODES = ("check", "prolog", "epilog", "health-check")

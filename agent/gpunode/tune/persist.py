@@ -16,11 +16,11 @@ import shlex
 import shutil
 from dataclasses import asdict
 
+from gpunode.model.profile import Setting
 from gpunode.tune.kinds.base import BOOT_SPEC as BOOT_SPEC_PERSISTED
 from gpunode.tune.kinds.base import SYSCTL_D
 from gpunode.tune.kinds.change import Change, PlannedFiles
 from gpunode.tune.kinds.registry import kind_of
-from gpunode.tune.profiles import Setting
 
 SYSCTL_FILE = "/etc/sysctl.d/90-gpunode.conf"
 BOOT_SPEC = "/etc/gpunode/apply-boot.json"

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped
 from gpunode.ids import matches_any, unmatched
+from gpunode.model.profile import Profile, Setting
 from gpunode.tune.actions import KnobAction, ServiceAction, action_of
 from gpunode.tune.kinds import assess, kind_of
 from gpunode.tune.kinds.change import Change, PlannedFiles
-from gpunode.tune.profiles import Profile, Setting
 
 
 @dataclass

@@ -11,7 +11,7 @@ A setting's id is `kind/key`; a child replaces a parent's setting of the same id
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from gpunode.audit.engine import SEVERITIES
 from gpunode.ids import normalise
 from gpunode.ids import setting_id as make_setting_id
 from gpunode.inputs import InputError, load_yaml, parse_yaml, unknown_keys
+from gpunode.model.profile import Profile, Setting
 
 SHIPPED_DIR = Path(__file__).parent / "shipped_profiles"
 OPS = ("=", ">=", "<=")
@@ -28,50 +29,6 @@ _FIELDS = {"kind", "key", "target", "op", "why", "path", "severity", "area", "ta
 
 class ProfileError(InputError):
     """A profile or overlay that cannot be used; the message names the file and the setting."""
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One profile line: what a kind must make true (key, op, target) and why."""
-
-    kind: str
-    key: str
-    target: Any
-    op: str = "="
-    why: str = ""
-    path: str | None = None  # sysfs: a path glob
-    severity: str = "warning"
-    area: str | None = None
-    tags: tuple[str, ...] = ()
-    when: str = "always"
-    source: str = ""  # the file it came from
-
-    @property
-    def id(self) -> str:
-        return make_setting_id(self.kind, self.key)
-
-    @property
-    def target_text(self) -> str:
-        return f"{'' if self.op == '=' else self.op + ' '}{format_value(self.target)}"
-
-
-def format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-@dataclass
-class Profile:
-    """A loaded profile: its settings by id, after parents, overlays and --set."""
-
-    name: str
-    description: str = ""
-    settings: dict[str, Setting] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-
-    def get(self, setting_id: str) -> Setting | None:
-        return self.settings.get(normalise(setting_id))
 
 
 def shipped_profiles() -> list[str]:

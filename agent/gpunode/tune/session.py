@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpunode import __version__
+from gpunode.model.profile import Profile
 from gpunode.outputs import iso_time
 from gpunode.tune.kinds.change import PlannedFiles
-from gpunode.tune.profiles import Profile
 
 from .actions import ApplyEnv
 from .execute import StopSignals, execute

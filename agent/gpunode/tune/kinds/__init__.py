@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpunode.audit.engine import CheckSkipped, Finding, bad, error, ok, skip
+from gpunode.model.profile import Setting, format_value
 from gpunode.tune.kinds.base import Observed
 from gpunode.tune.kinds.registry import kind_of
-from gpunode.tune.profiles import Setting, format_value
 
 NOT_APPLICABLE = "not applicable here"
 

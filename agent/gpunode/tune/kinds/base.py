@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from gpunode.model.profile import format_value
 from gpunode.tune.kinds.values import SettingInvalid, knob_value, one_line
 
 UNLIMITED = "unlimited"
@@ -165,6 +166,4 @@ class SettingKind:
 
     def show(self, setting, obs: Observed) -> str:
         """An observed value as the audit prints it."""
-        from gpunode.tune.profiles import format_value
-
         return format_value(obs.value)

@@ -1,0 +1,1 @@
+"""The model floor: what judgement is made of (profile data). See docs/ARCHITECTURE.md, Floors."""
