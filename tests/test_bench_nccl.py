@@ -362,3 +362,11 @@ def test_run_test_multinode_on_sockets_with_rdma_ports_up_fails(tmp_path):
     assert "TCP sockets (NET/Socket)" in m.message and "mlx5_0/1" in m.message
     m = nccl.run_test(Runner(), str(script), nccl.NcclConfig(), 30, env, fabric=nccl.nccl_log.Fabric())
     assert m.status == "PASS" and m.detail["nccl_transport"]["transports"]["NET/Socket"] == 9
+
+
+def test_nccl_tuning_prediction_is_kept_beside_the_figure():
+    table = (NCCL / "info" / "tuning_new.nccl1519.log").read_text()
+    p = nccl.prediction(table, "all_gather", 8)
+    assert p == {"collective": "AllGather", "algo/proto": "Simple", "algbw": 21.3, "busbw": 18.637,
+                 "source": "NCCL_DEBUG_SUBSYS=TUNING"}
+    assert nccl.prediction(table, "sendrecv", 8) is None and nccl.prediction(AR_TEXT, "all_reduce", 1) is None

@@ -99,3 +99,16 @@ def test_is_nccl_line():
     assert nccl_log.is_nccl_line("NCCL version 2.4.7+cuda9.2")
     assert not nccl_log.is_nccl_line("  1073741824     268435456     float     sum      -1   4386.2  244.80  458.99  0")
     assert not nccl_log.is_nccl_line("gpu5:6252:6325 [0] transport/net_ib.cu:788 NCCL WARN NET/IB : Got completion")
+
+
+def test_tuning_tables_new_and_old_formats():
+    new = _log("tuning_new.nccl1519.log")
+    assert new.tuning_columns == ["LL", "LL128", "Simple"] * 3  # the excerpt has no Algorithm line
+    assert new.tuning["AllGather"][5] == ("Simple", 70.0, 21.3)
+    assert new.prediction("AllGather") == ("Simple", 21.3) and new.prediction("AllReduce") is None
+    old = _log("tuning_old.nccl754.log")
+    assert old.tuning_columns[5] == "Ring/Simple" and old.prediction("Broadcast") == ("Ring/Simple", 3.0)
+    assert "Max NThreads" not in old.tuning
+    joined = parse("h:1:2 [0] NCCL INFO   Algorithm   |   Tree |   Ring |\nh:1:2 [0] NCCL INFO   Protocol    |"
+                   "   LL |   Simple |\nh:1:2 [0] NCCL INFO     AllReduce |   5.0/  10.0 |   9.0/ 40.5 |\n")
+    assert joined.prediction("AllReduce") == ("Ring/Simple", 40.5)

@@ -134,6 +134,18 @@ def with_debug(environ: Mapping[str, str]) -> dict[str, str]:
     return {**env, **DEBUG_ENV}
 
 
+def prediction(output: str, test: str, nranks: int) -> dict | None:
+    """NCCL's own bandwidth model for this test (its TUNING table): the best algorithm bandwidth
+    and the bus bandwidth it means (busbw_factor), in GB/s."""
+    coll = nccl_log.COLLECTIVES.get(test)
+    best = nccl_log.parse(output).prediction(coll) if coll else None
+    if best is None:
+        return None
+    column, algbw = best
+    return {"collective": coll, "algo/proto": column, "algbw": algbw,
+            "busbw": round(algbw * busbw_factor(test, max(nranks, 1)), 3), "source": "NCCL_DEBUG_SUBSYS=TUNING"}
+
+
 def transport_verdict(output: str, fabric: nccl_log.Fabric) -> tuple[str, str, dict]:
     """-> (status, why, what NCCL chose) from the run's NCCL INFO lines (nccl_log.judge)."""
     log = nccl_log.parse(output)
@@ -383,6 +395,9 @@ def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapp
     m.conditions["output"] = "json (-J)" if use_json and not note else "text"
     if m.detail is not None:
         m.detail["nccl_transport"] = chosen
+        predicted = prediction(result.stdout, cfg.test, run.ranks or cfg.ngpus * max(nprocs, 1))
+        if predicted:
+            m.detail["nccl_prediction"] = predicted  # beside the figure, never judged: NCCL's model
     if t_status == "WARN" and not m.message:
         m.message = t_why  # a metric has no WARN: the figure stands, the note says why it may be low
     return m

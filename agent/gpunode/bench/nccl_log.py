@@ -39,6 +39,12 @@ _GDR_HCA = re.compile(r"GPU Direct RDMA (?P<state>Enabled|Disabled) for HCA (?P<
 _NVLS = re.compile(r"(?P<n>\d+) nvls channels")
 _NNODES = re.compile(r"\bnRanks (?P<ranks>\d+) nNodes (?P<nodes>\d+)")
 _NRANKS = re.compile(r"\bnranks (?P<ranks>\d+)\b")
+# NCCL_DEBUG_SUBSYS=TUNING (src/graph/tuning.cc): a header ("Latency/AlgBw | Tree/ LL | ...", or
+# "Algorithm | Tree | ..." then "Protocol | LL | ..."), then one row per collective of
+# "latency/ algorithm bandwidth" cells (us, GB/s).
+_TABLE_ROW = re.compile(r"^(?P<name>[A-Za-z/ ]+?)\s*\|(?P<cells>.*\|)\s*$")
+_CELL = re.compile(r"^\s*(?P<lat>[0-9.]+)/\s*(?P<bw>[0-9.]+)\s*$")
+COLLECTIVES = {"all_reduce": "AllReduce", "all_gather": "AllGather", "reduce_scatter": "ReduceScatter"}
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,16 @@ class NcclLog:
     hosts: set[str] = field(default_factory=set)
     connections: list[Connection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tuning_columns: list[str] = field(default_factory=list)  # "Ring/Simple" (or "Simple" where only protocols)
+    tuning: dict[str, list[tuple[str, float, float]]] = field(default_factory=dict)  # coll -> (column, us, GB/s)
+
+    def prediction(self, collective: str) -> tuple[str, float] | None:
+        """NCCL's own best algorithm bandwidth (GB/s) for a collective, and the column it is in."""
+        cells = [c for c in self.tuning.get(collective, []) if c[2] > 0]
+        if not cells:
+            return None
+        best = max(cells, key=lambda c: c[2])
+        return best[0], best[2]
 
     @property
     def inter_node(self) -> bool:
@@ -131,7 +147,8 @@ class NcclLog:
                 "ib_devices": self.ib_devices, "socket_ifs": self.socket_ifs, "gdr": self.gdr,
                 "gdr_hca": self.gdr_hca, "nvls_channels": self.nvls_channels, "nranks": self.nranks,
                 "nnodes": self.nnodes, "hosts": sorted(self.hosts), "transports": self.transports(),
-                "peers": self.peers(), "warnings": self.warnings[:10]}
+                "peers": self.peers(), "warnings": self.warnings[:10],
+                "tuning": {k: {c: [lat, bw] for c, lat, bw in v} for k, v in self.tuning.items()}}
 
 
 def _pair_key(pair: str) -> tuple[int, int]:
@@ -201,6 +218,27 @@ def _parse_info(log: NcclLog, msg: str, seen_conn: set[tuple]) -> None:
         log.nnodes = max(log.nnodes or 0, int(nn.group("nodes")))
     elif msg.startswith("ncclCommInitRank") and (nr := _NRANKS.search(msg)) is not None and log.nranks is None:
         log.nranks = int(nr.group("ranks"))
+    elif (row := _TABLE_ROW.match(msg)) is not None:
+        _tuning_row(log, row.group("name").strip(), [c for c in row.group("cells").split("|")[:-1]])
+
+
+def _tuning_row(log: NcclLog, name: str, cells: list[str]) -> None:
+    if name == "Latency/AlgBw":
+        log.tuning_columns = ["".join(c.split()) for c in cells]
+    elif name == "Algorithm":
+        log.tuning_columns = [c.strip() for c in cells]
+    elif name == "Protocol":
+        algos, protos = log.tuning_columns, [c.strip() for c in cells]
+        if len(algos) == len(cells):
+            log.tuning_columns = [f"{a}/{p}" for a, p in zip(algos, protos, strict=True)]
+        else:
+            log.tuning_columns = protos
+    else:
+        parsed = [_CELL.match(c) for c in cells]
+        if parsed and all(parsed):
+            names = log.tuning_columns if len(log.tuning_columns) == len(cells) else [str(i) for i in range(len(cells))]
+            log.tuning[name] = [(n, float(m.group("lat")), float(m.group("bw")))
+                                for n, m in zip(names, parsed, strict=True) if m]
 
 
 @dataclass(frozen=True)
