@@ -155,6 +155,8 @@ def result(check_id: str, status: Status, subject: str | None = None, message: s
 
 
 class FakePoll:
+    fresh = None  # every result is a new reading
+
     def __init__(self, *answers):
         self.answers = list(answers)
 
@@ -418,3 +420,32 @@ def test_polls_judge_counters_as_deltas_since_the_previous_poll(tmp_path, monkey
     poll.run_checks_now()
     assert set(readings) <= set(poll.counters.previous)  # the first poll's readings judge the second
     assert not (tmp_path / "counters.json").exists()
+
+
+def test_slow_checks_run_once_a_minute_and_their_results_stand_between(tmp_path, monkeypatch):
+    """gpu.xid (cost slow: the whole kernel log) runs on the first poll and then once a minute;
+    between, its last result stands with its own read time and is not handed on as a new reading."""
+    from gpunode.audit.run import choose, load_audit_profile
+    from gpunode.config import Config
+    from gpunode.host import seam
+    from gpunode.watch.sources import Poll
+    from testkit import HOSTS
+
+    monkeypatch.setattr(seam, "live_host", lambda: seam.snapshot_host(HOSTS / "h100-sxm-1gpu"))
+    cfg = Config()
+    profile = load_audit_profile(cfg.profile, cfg)
+    clock = Clock(0.0)
+    poll = Poll(cfg, profile, choose(profile, tags=["gate"]).checks, clock=clock)
+    ids = [r.id for r in poll.run_checks_now()]
+    assert "gpu.xid" in ids and poll.read_at["gpu.xid"] == 0.0
+    clock.t = 10.0
+    again = poll.run_checks_now()
+    assert [r.id for r in again] == ids  # the same results, in the same order
+    assert "gpu.xid" not in poll.fresh and poll.read_at["gpu.xid"] == 0.0 and poll.read_at["gpu.nvml"] == 10.0
+    assert "gpu.xid" not in {e.check_id for e in poll.events(again, 10.0)}
+    w, _, _ = make_watcher(tmp_path, poll=poll)
+    w.poll_now(10.0)
+    assert {c["id"]: c["read_at"] for c in w.checks}["gpu.xid"] == 0.0
+    clock.t = 61.0
+    poll.run_checks_now()
+    assert "gpu.xid" in poll.fresh and poll.read_at["gpu.xid"] == 61.0

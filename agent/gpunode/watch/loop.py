@@ -191,7 +191,8 @@ class Watcher:
             self.handle(event, read_at)
         from gpunode.audit.engine import overall
 
-        self.checks = [one_line({**r.to_json(), "read_at": read_at}) for r in results]
+        when = getattr(self.poll, "read_at", {})  # a slow check's kept result says when it was read
+        self.checks = [one_line({**r.to_json(), "read_at": when.get(r.id, read_at)}) for r in results]
         self.gpus = self._gpu_verdicts(results, read_at)
         self.last_poll = {"time": read_at, "started": done.started, "duration_s": round(read_at - done.started, 3),
                           "status": overall(results)}

@@ -277,22 +277,33 @@ class ScriptedNvmlWatch:
 
 # --- the gate's checks, polled --------------------------------------------------------------
 
+# Checks of cost "slow" (the Xid check parses the whole kernel log of the boot) run once a minute,
+# their last results standing in between: the kernel-log source sees a new Xid at once meanwhile.
+SLOW_EVERY_S = 60.0
+
+
 class Poll:
     """Runs the gate's checks (tag `gate`) through the audit engine. `run_checks_now`: a stand-in
-    for tests -> list of Result."""
+    for tests -> list of Result. `read_at`: check id -> when its result was read."""
 
     name = "poll"
 
     def __init__(self, config, profile=None, checks=None, run_checks_now=None, check_timeout: float = 5.0,
-                 state_dir=None) -> None:
+                 state_dir=None, slow_every_s: float = SLOW_EVERY_S, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.profile = profile
-        self.checks = checks
+        self.checks = checks or []
         self.check_timeout = check_timeout
         self.state_dir = state_dir
+        self.slow_every_s = slow_every_s
+        self.clock = clock
         self.counters: CounterStore | None = None
         self.run_checks_now = run_checks_now or self._run
         self.status = "ok"
+        self.read_at: dict[str, float] = {}
+        self.fresh: set[str] | None = None  # the check ids this poll read (None: all)
+        self._kept: dict[str, list] = {}  # slow check id -> its last results
+        self._slow_at: float | None = None
 
     def _run(self) -> list:
         from gpunode.audit.context import AuditContext
@@ -309,9 +320,22 @@ class Poll:
         counters.path = None  # never saved: the audits own counters.json
         self.counters = counters
         ctx = AuditContext(host=host, profile=self.profile, config=self.config, counters=counters)
-        return run_checks(self.checks, ctx, check_timeout=self.check_timeout,
-                          total_timeout=self.check_timeout * 4)
+        now = self.clock()
+        slow_due = self._slow_at is None or now - self._slow_at >= self.slow_every_s
+        chosen = [c for c in self.checks if slow_due or c.cost != "slow"]
+        read = run_checks(chosen, ctx, check_timeout=self.check_timeout, total_timeout=self.check_timeout * 4)
+        by_id: dict[str, list] = {}
+        for r in read:
+            by_id.setdefault(r.id, []).append(r)
+        self.fresh = {c.id for c in chosen}
+        for check_id in self.fresh:
+            self.read_at[check_id] = now
+        if slow_due:
+            self._slow_at = now
+            self._kept = {c.id: by_id.get(c.id, []) for c in self.checks if c.cost == "slow"}
+        return [r for c in self.checks for r in (by_id.get(c.id, []) if c.id in self.fresh else self._kept.get(c.id, []))]
 
     def events(self, results, now: float) -> list[Event]:
+        """The results this poll read (a slow check's kept result is not a new reading)."""
         return [Event("poll", "check", now, r.subject, check_id=r.id, status=r.status.value,
-                      text=bounded(r.message)) for r in results]
+                      text=bounded(r.message)) for r in results if self.fresh is None or r.id in self.fresh]
