@@ -285,9 +285,10 @@ class Watcher:
         threads = self.start_sources()
         self.poll_now(self.clock())  # the state exists before systemd hears READY
         self.notify("READY=1")
+        wait = min(LOOP_WAIT_S, watchdog_interval() or LOOP_WAIT_S)  # ping at least twice per WatchdogSec
         try:
             while not self.stop.is_set():
-                self.drain_queue(LOOP_WAIT_S)
+                self.drain_queue(wait)
                 if self.dirty:
                     self.write(self.clock())  # an event reaches the state (and the gate) at once
                 self.housekeeping(self.clock())
