@@ -143,8 +143,8 @@ def _resolve_baseline(baseline: str | None, baselines_dir: Path | None):
 def _context(opts, explicit, baselines_dir, config_path, dcgm_level):
     from gpunode.bench.run import inventory, select_gpus, targets
     from gpunode.diag import dcgm
-    from gpunode.diag.backend import find_backend
     from gpunode.diag.compare import floors_for
+    from gpunode.diag.discover import find_backend
     from gpunode.diag.gatecheck import gate_result
     from gpunode.diag.run import DiagContext
     from gpunode.host.gpu.telemetry import TelemetrySampler

@@ -2,7 +2,8 @@
 
 A backend builds three kinds of workers on one device and runs their kernels; the protocols
 decide how long, how often and what a result means. The torch backend is the one implemented
-(backend_torch.py); find_backend() reuses bench's discovery, so the install hint is the same.
+(backend_torch.py); gpunode.diag.discover.find_backend() picks it, reusing bench's discovery
+(so the install hint is the same).
 
 Fault injection (tests, and the device-side test script benchmarks/diag_faults.py) goes through
 an Injector handed to the backend in Python: no CLI flag or environment variable reaches it, so
@@ -11,7 +12,6 @@ normal use cannot switch it on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -142,18 +142,3 @@ class DiagBackend(Protocol):
         ...
 
     def release(self) -> None: ...
-
-
-def find_backend(prefer: str = "auto", injector: Injector | None = None,
-                 importer: Callable | None = None) -> tuple[DiagBackend | None, str]:
-    """-> (backend, "") or (None, why not). Only torch runs diag's kernels so far."""
-    from gpunode.bench import discover as bench_backend
-
-    if prefer not in ("auto", "torch"):
-        return None, f"diag backend {prefer!r}: only torch is implemented"
-    found, why = bench_backend.find_backend("torch", **({"importer": importer} if importer else {}))
-    if found is None:
-        return None, why
-    from gpunode.diag.backend_torch import TorchDiag
-
-    return TorchDiag(found.torch, injector=injector), ""  # type: ignore[attr-defined]
