@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-from gpunode.host.facts.kernel_config import kernel_facts, kernel_release, module_name
-
 PEERMEM_MODULES = ("nvidia_peermem", "nv_peer_mem")  # the driver's module; the older Mellanox one
 # systemd-modules-load reads these, a name in /etc hiding the same name in the others (modules-load.d(5)).
 MODULES_LOAD_DIRS = ("/etc/modules-load.d", "/run/modules-load.d", "/usr/local/lib/modules-load.d",
@@ -15,7 +13,20 @@ MODULES_LOAD_DIRS = ("/etc/modules-load.d", "/run/modules-load.d", "/usr/local/l
 MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,56}$")
 
 
-canonical = module_name  # the kernel treats '-' and '_' in module names alike (nvidia-peermem)
+# kernel_config is imported where it is used: checks/net.py imports this module on the gate's path.
+
+
+def canonical(name: str) -> str:
+    """nvidia-peermem -> nvidia_peermem: the kernel treats '-' and '_' in module names alike."""
+    from gpunode.host.facts.kernel_config import module_name
+
+    return module_name(name)
+
+
+def kernel_release(host) -> str | None:
+    from gpunode.host.facts.kernel_config import kernel_release as release
+
+    return release(host)
 
 
 def loaded_modules(host) -> set[str]:
@@ -36,8 +47,10 @@ def kernel_at_least(release: str | None, major: int, minor: int) -> bool:
 def installed(host, name: str) -> bool | None:
     """Whether the running kernel has an (out-of-tree) module: loaded, built in or in modules.dep
     (host.facts.kernel_config's reading); None when /lib/modules/<release> cannot be read."""
+    from gpunode.host.facts.kernel_config import kernel_facts
+
     facts = kernel_facts(host)
-    name = module_name(name)
+    name = canonical(name)
     if name in facts.loaded:
         return True
     if facts.builtin is None and facts.loadable is None:
