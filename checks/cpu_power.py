@@ -6,8 +6,7 @@ from __future__ import annotations
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import bad, check, ok, skip
 from gpunode.host.facts.cpuidle import DRIVER, deepest_enabled, idle_states
-from gpunode.host.facts.procfs import kernel_params
-from gpunode.tune.kinds.cmdline import parse_cmdline
+from gpunode.host.facts.procfs import kernel_params, parse_cmdline
 
 # Above this exit latency a C-state is a package/core sleep (C6 and deeper: 100+ us on current
 # Xeon/EPYC, e.g. intel_idle's Sapphire Rapids C6 at 290 us); C1/C1E are 1-10 us. TuneD's

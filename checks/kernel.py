@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, ok, skip
-from gpunode.host.facts.procfs import kernel_params
-from gpunode.tune.kinds.cmdline import parse_cmdline
+from gpunode.host.facts.procfs import kernel_params, parse_cmdline
 
 # Reported so an operator sees them: CPU isolation, mitigations, IOMMU and hugepage setup.
 FACT_PARAMS = (

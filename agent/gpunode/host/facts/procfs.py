@@ -121,6 +121,15 @@ def kernel_params(cmdline: str) -> list[str]:
     return tokens[: tokens.index("--")] if "--" in tokens else tokens
 
 
+def parse_cmdline(text: str) -> dict[str, str | bool]:
+    """Kernel parameters by name: `iommu=pt` -> "pt", a bare `quiet` -> True."""
+    params: dict[str, str | bool] = {}
+    for token in text.split():
+        name, sep, value = token.partition("=")
+        params[name] = value if sep else True
+    return params
+
+
 def format_bytes(value: int | float) -> str:
     for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if value >= size:

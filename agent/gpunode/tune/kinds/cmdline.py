@@ -16,6 +16,7 @@ from typing import Any
 
 from gpunode.host.facts.boot_loader import BLS_ENTRIES, BLS_GRUBBY, GRUB_DROPIN_DIR, boot_loader
 from gpunode.host.facts.iommu import param_not_applicable
+from gpunode.host.facts.procfs import parse_cmdline
 from gpunode.tune.kinds.base import VERIFY_NONE, Observed, SettingKind
 from gpunode.tune.kinds.values import MAX_INT64, SettingInvalid, whole_number
 
@@ -30,14 +31,6 @@ DROPIN_HEADER = (
     "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
     "# update-grub sources this after /etc/default/grub: gpunode's kernel parameters go last.\n"
 )
-
-
-def parse_cmdline(text: str) -> dict[str, str | bool]:
-    params: dict[str, str | bool] = {}
-    for token in text.split():
-        name, sep, value = token.partition("=")
-        params[name] = value if sep else True
-    return params
 
 
 def param_token(key: str, target) -> str | None:
