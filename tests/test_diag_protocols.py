@@ -320,8 +320,8 @@ def test_judging_a_document_without_gpus_or_tools(monkeypatch):
     from gpunode.diag import compare
 
     seen = {}
-    monkeypatch.setattr(baselines_compare, "judge", lambda bench, selection, unmeasured: seen.setdefault("b", bench))
-    compare.judge_document({"metrics": None}, None)
+    monkeypatch.setattr(baselines_compare, "judge", lambda bench, selection, **kw: seen.setdefault("b", bench))
+    compare.judge_document({"metrics": None}, selection=object())
     bench = seen["b"]
     assert isinstance(bench, BenchDocument) and bench.gpus == {} and bench.tools == {} and bench.metrics == []
 
