@@ -82,7 +82,7 @@ TARGETS.update({
     f"{PKG}/tune/plan.py": [*APPLY, "tests/test_kinds_apply_audit.py", "tests/test_apply_units.py"],
     f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py"],
     **{f"{PKG}/diag/{name}.py": DIAG for name in ("gemm", "memtest", "verdicts", "run", "stress", "results",
-                                                   "compare", "dcgm", "gatecheck")},
+                                                   "compare", "dcgm", "gatecheck", "metrics", "discover")},
     f"{PKG}/diag/burnin.py": ["tests/test_diag_burnin.py"],
     f"{PKG}/bench/trust.py": ["tests/test_bench_trust.py"],
     f"{PKG}/inputs.py": ["tests/test_hostile_inputs.py", "tests/test_parsed_cache.py", "tests/test_profiles.py"],

@@ -409,3 +409,12 @@ def test_gate_result_from_a_recorded_host_and_from_a_broken_config(tmp_path):
     bad.write_text("gate: [unclosed\n")
     broken = gate_result(config_path=str(bad), snapshot=str(HOSTS / "h100-sxm-1gpu"))
     assert broken.status == "ERROR" and broken.message.startswith("the gate's checks could not run: ")
+
+
+def test_only_torch_runs_diag_kernels_and_a_missing_one_says_why():
+    from gpunode.diag.discover import find_backend
+
+    assert find_backend("cupy") == (None, "diag backend 'cupy': only torch is implemented")
+
+    backend, why = find_backend("auto", importer=lambda name: (None, f"{name} is not installed"))
+    assert backend is None and "torch" in why
