@@ -146,14 +146,12 @@ def test_where_a_knob_lives_defaults_to_its_path_else_its_key():
     assert SettingKind().where(Setting("sysctl", "vm.swappiness", 1)) == "vm.swappiness"
 
 
-def test_file_states_describe_themselves_and_long_lists_are_cut():
-    from gpunode.tune.kinds.change import FileState, format_lines
+def test_file_states_describe_themselves():
+    from gpunode.tune.kinds.change import FileState
 
     assert FileState(False).describe() == "(absent)"
     assert FileState(True, link="../x").describe() == "-> ../x"
     assert FileState(True, b"abc", 0o644).describe() == "3 bytes"
-    assert format_lines(["a", "b", "c"]) == "a; b; c"
-    assert format_lines(["a", "b", "c", "d"]) == "a; b; c (+1 more)"
 
 
 def test_a_rewritten_file_keeps_its_mode_a_new_one_or_a_link_gets_the_default(tmp_path):

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 WIDE = 100
-FORMATS = ("table", "plain", "tsv")
 
 
 @dataclass(frozen=True)

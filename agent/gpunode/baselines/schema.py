@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -159,13 +159,6 @@ class Baseline:
 
 
 # ---------------------------------------------------------------- loading
-
-
-@dataclass
-class _Raw:
-    path: Path
-    data: dict
-    parents: list[Path] = field(default_factory=list)
 
 
 def read_yaml(path: Path) -> dict:

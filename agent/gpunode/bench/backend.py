@@ -16,7 +16,6 @@ INSTALL_HINT = (
     "(or cupy-cuda12x / cupy-cuda13x, matching the driver's CUDA)"
 )
 GEMM_DTYPES = ("bf16", "fp16", "tf32", "fp8")
-COPY_KINDS = ("d2d", "h2d_pinned", "d2h_pinned", "h2d_pageable", "d2h_pageable", "p2p")
 
 
 @dataclass(frozen=True)

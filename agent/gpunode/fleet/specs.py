@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpunode.exits import EXIT_CODES
+
 
 @dataclass(frozen=True)
 class PlaybookSpec:
@@ -13,11 +15,10 @@ class PlaybookSpec:
     summary: str
     required: tuple[str, ...] = ()  # vars every host needs (inventory or extra vars)
     one_of: tuple[str, ...] = ()  # at least one of these must be set for every host
-    changes_hosts: bool = False  # apply/rollback/install/slurm: --check matters
     # The report is the node command's stdout (else a file it writes, fetched: bench).
     report_on_stdout: bool = True
     # The node command's exit code -> verdict, for reports that carry no "status" (apply, rollback).
-    rc_status: tuple[tuple[int, str], ...] = ((0, "OK"), (1, "WARN"), (2, "FAIL"), (3, "UNKNOWN"))
+    rc_status: tuple[tuple[int, str], ...] = tuple((code, word) for word, code in EXIT_CODES.items())
 
     @property
     def file(self) -> str:
@@ -38,8 +39,8 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
     for spec in (
         PlaybookSpec("audit", "gpunode audit on every node, one aggregated report"),
         PlaybookSpec("apply", "gpunode apply --profile on every node: canary first, then batches",
-                     required=("gpunode_profile",), changes_hosts=True, rc_status=_CHANGE_RCS),
-        PlaybookSpec("rollback", "gpunode rollback on every node: canary first, then batches", changes_hosts=True,
+                     required=("gpunode_profile",), rc_status=_CHANGE_RCS),
+        PlaybookSpec("rollback", "gpunode rollback on every node: canary first, then batches",
                      rc_status=_CHANGE_RCS),
         PlaybookSpec("bench", "gpunode bench on every node; outliers against each SKU group's median",
                      report_on_stdout=False),
@@ -48,9 +49,9 @@ PLAYBOOKS: dict[str, PlaybookSpec] = {
                      report_on_stdout=False),
         PlaybookSpec("trends", "each node's bench history: per SKU the distribution of each metric, drifting hosts"),
         PlaybookSpec("watch", "each node's gpunode watch state: verdict, freshness, recent events and actions"),
-        PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)", changes_hosts=True),
+        PlaybookSpec("slurm", "install the gpunode gate into Slurm (Prolog, HealthCheckProgram)"),
         PlaybookSpec("install", "install gpunode into a venv on every node (from a wheel or an index)",
-                     one_of=("gpunode_wheel", "gpunode_pip_spec"), changes_hosts=True),
+                     one_of=("gpunode_wheel", "gpunode_pip_spec")),
     )
 }
 

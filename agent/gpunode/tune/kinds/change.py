@@ -18,14 +18,12 @@ import base64
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ACTIONS = ("knob", "file", "service", "gpu", "mig")
-
 
 @dataclass
 class Change:
     setting_id: str  # kind/key, or persist/<what> for boot persistence
     subject: str  # what the operator sees: a path, GPU0, a unit, a NIC's IRQ
-    action: str
+    action: str  # a name in gpunode.tune.actions.REGISTRY (knob, file, enable, service, grubby, gpu, mig)
     target: str  # the path, unit or GPU field the action writes
     before: Any
     after: Any
@@ -75,11 +73,6 @@ class FileState:
         if self.link is not None:
             return f"-> {self.link}"
         return f"{len(self.data or b'')} bytes"
-
-
-def format_lines(lines: list[str], limit: int = 3) -> str:
-    shown = "; ".join(lines[:limit])
-    return shown + (f" (+{len(lines) - limit} more)" if len(lines) > limit else "")
 
 
 def read_file_state(sysroot, path: str) -> FileState:
