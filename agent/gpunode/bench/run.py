@@ -26,13 +26,6 @@ from gpunode.host.seam import Host
 from gpunode.outputs import iso_time
 
 SECTIONS = ("gemm", "hbm", "h2d", "p2p", "nccl", "fio", "allreduce", "gdr")
-MICRO_NAMES = {
-    "gemm": [("gemm.bf16", "TFLOP/s"), ("gemm.fp16", "TFLOP/s"), ("gemm.tf32", "TFLOP/s"), ("gemm.fp8", "TFLOP/s"),
-             ("gemm.bf16.concurrent", "TFLOP/s")],
-    "hbm": [("hbm.d2d", "GB/s")],
-    "h2d": [("h2d.pinned", "GB/s"), ("d2h.pinned", "GB/s"), ("h2d.pageable", "GB/s"), ("d2h.pageable", "GB/s")],
-    "p2p": [("p2p", "GB/s")],
-}
 
 
 @dataclass

@@ -63,19 +63,6 @@ class PciDevice:
     def is_bridge(self) -> bool:
         return self.class_code is not None and self.class_code >> 8 == 0x0604
 
-    @property
-    def is_nvme(self) -> bool:
-        return self.class_code == 0x010802
-
-    @property
-    def downtrained(self) -> bool:
-        """Width below maximum, or speed below maximum (a link may idle at a lower speed only
-        under ASPM, which NICs and NVMe drives on a data path should not)."""
-        cur, top = self.current, self.maximum
-        narrow = bool(cur.width and top.width and cur.width < top.width)
-        slow = bool(cur.gen and top.gen and cur.gen < top.gen)
-        return narrow or slow
-
 
 @dataclass
 class PciTree:
