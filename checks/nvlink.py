@@ -31,7 +31,7 @@ def _links_by_model(gpus) -> dict[str | None, int]:
     return most
 
 
-@check("gpu.nvlink.state", "Every NVLink of each GPU is active", area="nvlink", severity="critical",
+@check("nvlink.state", "Every NVLink of each GPU is active", area="nvlink", severity="critical",
        tags=["gate"], needs_gpu=True,
        remediation="Drain the node; on NVSwitch systems check Fabric Manager and `nvidia-smi nvlink -s`; "
                    "reset the GPUs or reboot; links that stay down need the baseboard serviced.")
@@ -80,7 +80,7 @@ CRC_PER_SECOND = 100.0
 _COUNTERS = ("replay", "recovery", "crc_flit", "crc_data")
 
 
-@check("gpu.nvlink.errors", "NVLink error counters (replay, recovery, CRC) stay quiet", area="nvlink",
+@check("nvlink.errors", "NVLink error counters (replay, recovery, CRC) stay quiet", area="nvlink",
        severity="warning", needs_gpu=True,
        remediation="Watch whether the counters grow (nvidia-smi nvlink -e); recovery errors that recur on a "
                    "link mean a marginal link: reset the GPUs, then service the baseboard.")
@@ -130,7 +130,7 @@ def nvlink_errors(ctx: AuditContext):
     return each_gpu(ctx, judge, needs=("nvlinks",), gpus=ctx.gpus())
 
 
-@check("gpu.fabric", "NVSwitch fabric registration completed on every GPU", area="nvlink", severity="critical",
+@check("nvlink.fabric", "NVSwitch fabric registration completed on every GPU", area="nvlink", severity="critical",
        tags=["gate"], needs_gpu=True,
        remediation="Start or restart nvidia-fabricmanager (systemctl status nvidia-fabricmanager; its log in "
                    "/var/log/fabricmanager.log); its version must match the driver's. On GB200/GB300 NVL racks "
@@ -166,7 +166,7 @@ def _nvl_tray(ctx: AuditContext) -> None:
         raise CheckSkipped(f"not a {NVL_TRAY}: no IMEX domain to judge")
 
 
-@check("gpu.imex.config", "IMEX node list present and sane (GB200/GB300 NVL compute trays)", area="nvlink",
+@check("nvlink.imex.config", "IMEX node list present and sane (GB200/GB300 NVL compute trays)", area="nvlink",
        severity="critical", tags=["gate"], needs_gpu=True,
        remediation="Write every compute tray's IP address of this NVLink domain, one per line, to the file "
                    "IMEX_NODE_CONFIG_FILE names in /etc/nvidia-imex/config.cfg (default "
@@ -197,7 +197,7 @@ def imex_config(ctx: AuditContext):
 IMEX_CTL_TIMEOUT_S = 3.0  # a local socket query; the gate's budget is a few seconds in all
 
 
-@check("gpu.imex.domain", "IMEX domain UP, every node READY and connected (nvidia-imex-ctl -N)", area="nvlink",
+@check("nvlink.imex.domain", "IMEX domain UP, every node READY and connected (nvidia-imex-ctl -N)", area="nvlink",
        severity="critical", tags=["gate"], needs_gpu=True, cost="slow",
        remediation="journalctl -u nvidia-imex on the trays not READY; the node lists must match on every tray "
                    "(!M! in the table); restart nvidia-imex where the list changed.")

@@ -11,7 +11,7 @@ def _link(gen, width) -> str:
     return f"Gen{gen if gen is not None else '?'} x{width if width is not None else '?'}"
 
 
-@check("gpu.pcie.link", "GPU PCIe link at full width (and full speed when busy)", area="pcie",
+@check("pcie.link", "GPU PCIe link at full width (and full speed when busy)", area="pcie",
        severity="critical", tags=["gate"], needs_gpu=True,
        remediation="A downtrained link: reseat the GPU or riser, check the slot and the BIOS PCIe settings; "
                    "if it persists, RMA the GPU or the baseboard.")
@@ -45,7 +45,7 @@ def pcie_link(ctx: AuditContext):
 REPLAYS_PER_MINUTE = 8
 
 
-@check("gpu.pcie.replay", "PCIe replay rate below NVIDIA's limit (8 per minute)", area="pcie",
+@check("pcie.replay", "PCIe replay rate below NVIDIA's limit (8 per minute)", area="pcie",
        severity="warning", needs_gpu=True,
        remediation="Frequent replays mean a marginal link (signal integrity): reseat the GPU or riser, "
                    "check the slot; watch whether the count keeps rising (nvidia-smi -q -d PCIE).")

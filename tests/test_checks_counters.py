@@ -131,7 +131,7 @@ def test_store_cannot_write_is_a_warning_not_a_crash(tmp_path):
 
 
 def replays_twice(tmp_path, first_count, second_count, uptime):
-    """gpu.pcie.replay on the real H100 with `first_count`, then an hour later `second_count`."""
+    """pcie.replay on the real H100 with `first_count`, then an hour later `second_count`."""
     first = make_host(tmp_path / "a", change(h100(), pcie_replay_counter=first_count), uptime=uptime)
     second = later(make_host(tmp_path / "b", change(h100(), pcie_replay_counter=second_count), uptime=uptime))
     before, after = audit_twice(P.pcie_replay, first, second, tmp_path / "state")

@@ -29,7 +29,7 @@ IMEX = FIXTURES / "imex"
 GB200_DEVICE_ID = 0x294110DE  # NVML's pci.pciDeviceId: device 0x2941, vendor 0x10de
 CTL = ["nvidia-imex-ctl", "-N"]
 FM, IMEX_SERVICE = "service.nvidia-fabricmanager", "service.nvidia-imex"
-NEW_IDS = ("gpu.imex.config", "gpu.imex.domain", IMEX_SERVICE)
+NEW_IDS = ("nvlink.imex.config", "nvlink.imex.domain", IMEX_SERVICE)
 
 
 def text(name: str) -> str:
@@ -232,16 +232,16 @@ def test_the_gate_passes_a_healthy_tray_and_fails_one_whose_imex_is_down(tmp_pat
     r, doc = gate(tray_snapshot(tmp_path / "ok"))
     ran = {c["id"]: c["status"] for c in doc["checks"]}
     assert r.returncode == 0 and doc["status"] == "OK", doc["checks"]
-    assert ran[FM] == "SKIP" and ran[IMEX_SERVICE] == ran["gpu.imex.config"] == ran["gpu.imex.domain"] == "PASS"
+    assert ran[FM] == "SKIP" and ran[IMEX_SERVICE] == ran["nvlink.imex.config"] == ran["nvlink.imex.domain"] == "PASS"
     r, doc = gate(tray_snapshot(tmp_path / "bad", imex_active="failed"))
     assert r.returncode == 2 and doc["reason"].startswith(f"gpunode: {IMEX_SERVICE}")
 
 
 # What f080ef3 gave on the recorded hosts for the checks this work touches (gpunode audit --json).
 BEFORE = {
-    "gpu.nvlink.state": ("SKIP", "no NVLink on these GPUs (PCIe-only GPUs or a VM)"),
-    "gpu.nvlink.errors": ("SKIP", "no NVLink on these GPUs (PCIe-only GPUs or a VM)"),
-    "gpu.fabric": ("SKIP", "no NVSwitch on this host"),
+    "nvlink.state": ("SKIP", "no NVLink on these GPUs (PCIe-only GPUs or a VM)"),
+    "nvlink.errors": ("SKIP", "no NVLink on these GPUs (PCIe-only GPUs or a VM)"),
+    "nvlink.fabric": ("SKIP", "no NVSwitch on this host"),
     FM: ("SKIP", "not applicable here: no NVSwitch on this host"),
 }
 

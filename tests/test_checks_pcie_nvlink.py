@@ -11,7 +11,7 @@ from testkit import run, statuses
 IDLE, BUSY = 0x1, 0x0  # clock event masks: the real idle H100 reports gpu_idle while in P0
 
 
-# --- gpu.pcie.link --------------------------------------------------------------------------
+# --- pcie.link --------------------------------------------------------------------------
 
 
 def test_pcie_full_link_passes(tmp_path):
@@ -61,7 +61,7 @@ def test_busy_means_p0_without_the_idle_event():
     assert not is_busy(change(h100(), clock_event_reasons=0, performance_state=8).gpus[0])
 
 
-# --- gpu.pcie.replay ------------------------------------------------------------------------
+# --- pcie.replay ------------------------------------------------------------------------
 
 
 def test_replay_real_count_passes(tmp_path):
@@ -88,7 +88,7 @@ def test_replay_without_uptime_is_judged_strictly(tmp_path):
     assert r.status.value == "WARN" and "uptime unknown" in r.message
 
 
-# --- gpu.nvlink.state -----------------------------------------------------------------------
+# --- nvlink.state -----------------------------------------------------------------------
 
 
 def test_nvlink_none_on_the_vm_skips(tmp_path):
@@ -155,7 +155,7 @@ def test_nvlink_broken_gpu_errors_others_judged(tmp_path):
     assert results["GPU0"].status.value == "ERROR" and results["GPU7"].status.value == "PASS"
 
 
-# --- gpu.nvlink.errors ----------------------------------------------------------------------
+# --- nvlink.errors ----------------------------------------------------------------------
 
 
 def test_nvlink_errors_quiet_pass(tmp_path):
@@ -188,7 +188,7 @@ def test_nvlink_errors_without_nvlink_skip(tmp_path):
     assert statuses(run(N.nvlink_errors, make_host(tmp_path, h100()))) == ["SKIP"]
 
 
-# --- gpu.fabric -----------------------------------------------------------------------------
+# --- nvlink.fabric -----------------------------------------------------------------------------
 
 
 def test_fabric_no_nvswitch_skips(tmp_path):

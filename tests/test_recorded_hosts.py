@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gpunode.cli import app
-from gpunode.ids import normalise
+from gpunode.ids import current_id, normalise
 from testkit import HOSTS, derive_snapshot
 
 cli = CliRunner()
@@ -32,7 +32,7 @@ JUDGED_SINCE = {("memory.shm", None): "WARN", ("cmdline.iommu", None): "SKIP"}
 # LimitMEMLOCK (no systemd on the VMs: SKIP).
 NEW_SINCE = {("net.qdisc", None), ("unit.slurmd.LimitMEMLOCK", None),
              # GB200/GB300 trays only (issue 20, item 9): SKIP here, every other result as recorded
-             ("gpu.imex.config", None), ("gpu.imex.domain", None), ("service.nvidia-imex", None),
+             ("nvlink.imex.config", None), ("nvlink.imex.domain", None), ("service.nvidia-imex", None),
              # the wiring checks (topology): SKIP on these VMs (no NIC, NVMe or gres.conf recorded)
              ("topology.link", None), ("topology.gpu_nic", None), ("topology.acs", None),
              ("topology.nic_share", None), ("topology.gres", None),
@@ -47,7 +47,8 @@ def test_replay_matches_the_live_audit_recorded_on_the_device(name, live):
     recorded = json.loads((DEVICE / live).read_text())
     assert code == recorded["exit_code"] == 1  # tunables off profile, hardware healthy
     replayed = {(c["id"], c["subject"]): c["status"] for c in doc["checks"]}
-    original = {(normalise(c["id"]), c["subject"]): c["status"] for c in recorded["checks"]}  # recorded: old kind/key ids
+    original = {(current_id(normalise(c["id"])), c["subject"]): c["status"]  # recorded: old kind/key and gpu.pcie ids
+                for c in recorded["checks"]}
     for key, status in JUDGED_SINCE.items():
         assert original[key] != status and replayed[key] == status, key
         original[key] = status
@@ -72,7 +73,7 @@ def test_recorded_gpu_identity():
         ({"gpu": {"ecc_mode_current": False, "ecc_mode_pending": False}}, "gpu.ecc_mode", "FAIL"),
         ({"gpu": {"remap_failure": True}}, "gpu.memory.remap", "FAIL"),
         ({"gpu": {"ecc_uncorrected_volatile": 3}}, "gpu.ecc.uncorrectable", "FAIL"),
-        ({"gpu": {"pcie_width_current": 8}}, "gpu.pcie.link", "FAIL"),
+        ({"gpu": {"pcie_width_current": 8}}, "pcie.link", "FAIL"),
         ({"gpu": {"clock_event_reasons": 0x8 | 0x40}}, "gpu.throttle", "FAIL"),
         ({"gpu": {"persistence_mode": False}}, "gpu.persistence_mode", "WARN"),
         ({"gpu": {"mig_mode_current": True, "mig_mode_pending": True}}, "gpu.mig_mode", "FAIL"),
@@ -115,7 +116,7 @@ def test_gpu_missing_against_expected_count(tmp_path):
 def test_gate_tagged_subset_on_real_snapshot():
     code, doc = audit(HOSTS / "h100-sxm-1gpu", "--tag", "gate")
     ids = {c["id"] for c in doc["checks"]}
-    assert {"gpu.nvml", "gpu.count", "gpu.ecc.uncorrectable", "gpu.memory.remap", "gpu.xid", "gpu.pcie.link",
+    assert {"gpu.nvml", "gpu.count", "gpu.ecc.uncorrectable", "gpu.memory.remap", "gpu.xid", "pcie.link",
             "gpu.persistence_mode", "storage.scratch_space"} <= ids
     assert code == 0
 

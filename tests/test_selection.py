@@ -21,7 +21,7 @@ from testkit import HOSTS
 cli = CliRunner()
 H100 = str(HOSTS / "h100-sxm-1gpu")
 # What an old `--skip 'gpu/*'` turned off before: GPU health proper, not GPU settings.
-GPU_HEALTH = {"gpu.nvml", "gpu.count", "gpu.ecc.uncorrectable", "gpu.xid", "gpu.pcie.link"}
+GPU_HEALTH = {"gpu.nvml", "gpu.count", "gpu.ecc.uncorrectable", "gpu.xid", "pcie.link"}
 
 
 def gpunode(*args, config=None):

@@ -7,6 +7,9 @@ first dot always ends the kind even when the key has dots of its own (sysctl key
 Before this scheme settings were `<kind>/<key>`; such patterns (`--skip 'gpu/*'`) keep their old
 meaning: they select profile settings of that kind only, never a hand-written check (else an old
 `--skip 'gpu/*'` would turn off GPU health: count, ECC, Xid).
+Seven checks were once named under `gpu.` though their area is pcie or nvlink (RENAMED): a
+pattern written for an old name (`gpu.pcie.*`, `gpu.fabric`) still selects them, and a stored
+result under an old id reads as today's (current_id); `gpu.*` now means the gpu area only.
 """
 
 from __future__ import annotations
@@ -16,6 +19,18 @@ from collections.abc import Container, Iterable, Sequence
 from fnmatch import fnmatchcase
 
 _OLD_SETTING = re.compile(r"^([a-z][a-z0-9_-]*)/")
+# old check id -> today's: the id starts with the check's area (pcie, nvlink), as every other does
+RENAMED = {
+    "gpu.pcie.link": "pcie.link",
+    "gpu.pcie.replay": "pcie.replay",
+    "gpu.nvlink.state": "nvlink.state",
+    "gpu.nvlink.errors": "nvlink.errors",
+    "gpu.fabric": "nvlink.fabric",
+    "gpu.imex.config": "nvlink.imex.config",
+    "gpu.imex.domain": "nvlink.imex.domain",
+}
+_OLD_NAME = {new: old for old, new in RENAMED.items()}
+_OLD_GROUPS = tuple(sorted({old.rsplit(".", 1)[0] if old.count(".") > 1 else old for old in RENAMED}))
 
 
 def setting_id(kind: str, key: str) -> str:
@@ -25,6 +40,16 @@ def setting_id(kind: str, key: str) -> str:
 def normalise(pattern: str) -> str:
     """`sysctl/vm.*` (the old setting scheme) -> `sysctl.vm.*`; anything else unchanged."""
     return _OLD_SETTING.sub(r"\1.", pattern.strip(), count=1)
+
+
+def current_id(check_id: str) -> str:
+    """A check id as stored by an older gpunode (a document, a recorded run) -> today's."""
+    return RENAMED.get(check_id, check_id)
+
+
+def _names_an_old_check(pattern: str) -> bool:
+    """`gpu.pcie.*`, `gpu.fabric`, `gpu.nvlink`: a pattern inside an old name's group (not `gpu.*`)."""
+    return any(pattern == g or pattern.startswith(g + ".") or pattern.startswith(g + "*") for g in _OLD_GROUPS)
 
 
 def is_old_setting_pattern(pattern: str) -> bool:
@@ -39,7 +64,11 @@ def matches(check_id: str, pattern: str, setting: bool = True) -> bool:
     if not setting and is_old_setting_pattern(pattern):
         return False
     pattern = normalise(pattern)
-    return fnmatchcase(check_id, pattern) or fnmatchcase(check_id, pattern + ".*")
+    if fnmatchcase(check_id, pattern) or fnmatchcase(check_id, pattern + ".*"):
+        return True
+    old = _OLD_NAME.get(check_id)
+    return old is not None and _names_an_old_check(pattern) and (
+        fnmatchcase(old, pattern) or fnmatchcase(old, pattern + ".*"))
 
 
 def matches_any(check_id: str, patterns: Iterable[str], setting: bool = True) -> bool:
