@@ -79,7 +79,9 @@ TARGETS.update({
     f"{PKG}/tune/kinds/gpu.py": [*KINDS, "tests/test_apply_gpu.py"],
     # apply's fault and journal tests: the whole APPLY set runs past the timeout on a shared machine
     f"{PKG}/tune/execute.py": ["tests/test_apply_faults.py", "tests/test_apply_journal.py"],
-    f"{PKG}/tune/plan.py": [*APPLY, "tests/test_kinds_apply_audit.py", "tests/test_apply_units.py"],
+    # planning without apply's CLI runs (those take minutes per mutant here)
+    f"{PKG}/tune/plan.py": ["tests/test_kinds_apply_audit.py", "tests/test_apply_units.py", "tests/test_kind_rules.py",
+                            "tests/test_kinds_capabilities.py"],
     f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py"],
     **{f"{PKG}/diag/{name}.py": DIAG for name in ("gemm", "memtest", "verdicts", "run", "stress", "results",
                                                    "compare", "dcgm", "gatecheck", "metrics", "discover")},
