@@ -122,6 +122,7 @@ def test_one_subject_is_shown_as_its_value_many_as_a_summary(tmp_path):
 
 @pytest.mark.parametrize(("op", "current", "target", "expected"), [
     ("=", True, True, True), ("=", 1, True, False), ("=", True, 1, False), ("=", "1", "1", True),
+    ("=", True, "True", False), ("=", "True", True, False),
     ("<=", 5, 10, True), ("<=", 11, 10, False), (">=", 5, 10, False), (">=", 10, 10, True), ("=", 5, 5, True),
     ("=", 5, 6, False), ("<=", "4096 87380", "8192 87380", True), ("<=", "a", "b", False)])
 def test_satisfies(op, current, target, expected):
