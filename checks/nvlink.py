@@ -20,7 +20,7 @@ from gpunode.host.facts.imex import (
     parse_imex_ctl,
     parse_nodes_config,
 )
-from gpunode.tune.kinds import NVL_TRAY, has_nvswitch, is_nvl_tray
+from gpunode.host.facts.nvswitch import NVL_TRAY, has_nvswitch, is_nvl_tray
 
 
 def _links_by_model(gpus) -> dict[str | None, int]:
@@ -39,7 +39,7 @@ def nvlink_state(ctx: AuditContext):
     gpus = readable_gpus(ctx)
     if not any(g.nvlinks for g in gpus) and not any(k.startswith("nvlink") for g in gpus for k in g.field_errors):
         raise CheckSkipped("no NVLink on these GPUs (PCIe-only GPUs or a VM)")
-    switched = has_nvswitch(ctx)
+    switched = has_nvswitch(ctx.host.sys, ctx.inventory().gpus)
     if not switched and not any(link.active for g in gpus for link in g.nvlinks):
         raise CheckSkipped("NVLinks exist but none is active on any GPU and there is no NVSwitch: "
                            "no NVLink bridge connected")
@@ -137,7 +137,7 @@ def nvlink_errors(ctx: AuditContext):
                    "Fabric Manager runs on the NVLink switch trays: look there.")
 def fabric(ctx: AuditContext):
     gpus = ctx.gpus()
-    if not has_nvswitch(ctx):
+    if not has_nvswitch(ctx.host.sys, ctx.inventory().gpus):
         raise CheckSkipped("no NVSwitch on this host")
 
     def judge(g):
@@ -162,7 +162,7 @@ def fabric(ctx: AuditContext):
 
 def _nvl_tray(ctx: AuditContext) -> None:
     ctx.gpus()  # SKIP without a driver
-    if not is_nvl_tray(ctx):
+    if not is_nvl_tray(ctx.host.sys, ctx.inventory().gpus):
         raise CheckSkipped(f"not a {NVL_TRAY}: no IMEX domain to judge")
 
 

@@ -20,8 +20,8 @@ from gpunode.checks import nvlink as N
 from gpunode.checks.settings import setting_checks
 from gpunode.config import Config
 from gpunode.host.facts.imex import nodes_config_path, parse_imex_ctl, parse_nodes_config
+from gpunode.host.facts.nvswitch import has_nvswitch, is_nvl_tray
 from gpunode.host.runner import ReplayRunner
-from gpunode.tune.kinds import has_nvswitch, is_nvl_tray
 from gpunode.tune.profiles import load_profile
 from testkit import FIXTURES, HOSTS, run
 
@@ -85,6 +85,10 @@ def ctx_of(host):
     return AuditContext(host=host, profile=load_profile("training"), config=Config())
 
 
+def _tray(ctx) -> bool:
+    return is_nvl_tray(ctx.host.sys, ctx.inventory().gpus)
+
+
 # --- parsers, on the documented outputs -------------------------------------------------------
 
 
@@ -127,14 +131,14 @@ def test_parse_node_lists():
 
 def test_a_tray_is_on_a_fabric_but_runs_no_fabric_manager(tmp_path):
     ctx = ctx_of(tray_host(tmp_path))
-    assert has_nvswitch(ctx) and is_nvl_tray(ctx)
+    assert has_nvswitch(ctx.host.sys, ctx.inventory().gpus) and is_nvl_tray(ctx.host.sys, ctx.inventory().gpus)
     fm = only(run(setting(FM), ctx.host))
     assert fm.status.value == "SKIP" and "Fabric Manager runs on the NVLink switch trays" in fm.message
 
 
 def test_hgx_keeps_its_fabric_manager_and_never_needs_imex(tmp_path):
     host = hgx_host(tmp_path, fm_active="inactive")
-    assert not is_nvl_tray(ctx_of(host))
+    assert not _tray(ctx_of(host))
     assert only(run(setting(FM), host)).status.value == "FAIL"
     assert only(run(setting(FM), hgx_host(tmp_path / "b"))).status.value == "PASS"
     for check in (setting(IMEX_SERVICE), N.imex_config, N.imex_domain):
@@ -144,11 +148,11 @@ def test_hgx_keeps_its_fabric_manager_and_never_needs_imex(tmp_path):
 
 def test_b200_hgx_and_a_gb200_without_fabric_are_not_trays(tmp_path):
     b200 = replace(hgx(), gpus=[replace(g, name="NVIDIA B200") for g in hgx().gpus])
-    assert not is_nvl_tray(ctx_of(make_host(tmp_path / "a", b200)))
+    assert not _tray(ctx_of(make_host(tmp_path / "a", b200)))
     nvl4 = replace(tray_inventory(), gpus=[replace(g, fabric_state="not_supported") for g in tray_inventory().gpus])
-    assert not is_nvl_tray(ctx_of(make_host(tmp_path / "b", nvl4)))
+    assert not _tray(ctx_of(make_host(tmp_path / "b", nvl4)))
     switched = tray_host(tmp_path / "c", files={"/dev/nvidia-nvswitch0": ""})  # a local switch: HGX-like
-    assert not is_nvl_tray(ctx_of(switched))
+    assert not _tray(ctx_of(switched))
 
 
 # --- the IMEX checks on a tray ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpunode.audit.engine import CheckSkipped, Finding, bad, error, ok, skip
+from gpunode.host.facts.nvswitch import NVL_TRAY, has_nvswitch, is_nvl_tray
 from gpunode.model.profile import Setting, format_value
 from gpunode.tune.kinds.base import Observed
 from gpunode.tune.kinds.registry import kind_of
@@ -26,11 +27,11 @@ def condition_holds(ctx, when: str) -> tuple[bool, str]:
         inv = ctx.inventory()
         if not inv.available or not inv.gpus:
             return False, inv.error or "no GPU"
-        if when == "nvswitch" and not has_nvswitch(ctx):
+        if when == "nvswitch" and not has_nvswitch(host.sys, inv.gpus):
             return False, "no NVSwitch on this host"
-        if when == "nvswitch" and is_nvl_tray(ctx):
+        if when == "nvswitch" and is_nvl_tray(host.sys, inv.gpus):
             return False, f"{NVL_TRAY}: Fabric Manager runs on the NVLink switch trays"
-        if when == "imex" and not is_nvl_tray(ctx):
+        if when == "imex" and not is_nvl_tray(host.sys, inv.gpus):
             return False, f"not a {NVL_TRAY} (IMEX serves multi-node NVLink domains)"
         return True, ""
     if when == "infiniband":
@@ -54,40 +55,6 @@ MPS_UNIT = "nvidia-mps.service"
 MPS_UNIT_HOW = (f"no {MPS_UNIT} on this host; to run MPS as a unit, install one with Type=forking, "
                 "ExecStartPre=nvidia-smi -c EXCLUSIVE_PROCESS, ExecStart=nvidia-cuda-mps-control -d, "
                 "ExecStop=/bin/sh -c 'echo quit | nvidia-cuda-mps-control' (docs/profiles.md)")
-
-
-def has_nvswitch(ctx) -> bool:
-    """GPUs on an NVSwitch fabric: nvidia-nvswitch device nodes (HGX: the switches are on the
-    baseboard), or GPUs that take part in a fabric (also GB200/GB300 trays, whose switches sit
-    in the rack's NVLink switch trays)."""
-    if _local_nvswitch(ctx):
-        return True
-    inv = ctx.inventory()
-    return any(_in_fabric(g) for g in inv.gpus)
-
-
-# Compute trays of multi-node NVLink racks (GB200/GB300 NVL72, NVL36x2): Fabric Manager runs on
-# the NVLink switch trays, not here; the trays run the IMEX service instead (NVIDIA IMEX guide).
-# The GPU names NVML reports there; HGX B200/B300 ("NVIDIA B200") keep local NVSwitches and FM.
-NVL_TRAY_GPUS = ("NVIDIA GB200", "NVIDIA GB300")
-NVL_TRAY = "GB200/GB300 NVL compute tray"
-
-
-def is_nvl_tray(ctx) -> bool:
-    """Grace-Blackwell GPUs in an NVLink fabric with no NVSwitch device of their own. A GB200
-    without a fabric (NVL4 boards) needs neither Fabric Manager nor IMEX."""
-    if _local_nvswitch(ctx):
-        return False
-    inv = ctx.inventory()
-    return any(_in_fabric(g) and (g.name or "").startswith(NVL_TRAY_GPUS) for g in inv.gpus)
-
-
-def _local_nvswitch(ctx) -> bool:
-    return any(n.startswith("nvidia-nvswitch") for n in ctx.host.sys.listdir("/dev") or [])
-
-
-def _in_fabric(gpu) -> bool:
-    return gpu.fabric_state not in (None, "not_supported")
 
 
 @dataclass
@@ -179,5 +146,5 @@ def is_satisfied(setting: Setting, obs: Observed) -> bool:
     return kind_of(setting).satisfied(setting, obs)
 
 
-__all__ = ["Assessment", "CheckSkipped", "Observed", "assess", "condition_holds", "is_nvl_tray", "is_satisfied",
+__all__ = ["Assessment", "CheckSkipped", "Observed", "assess", "condition_holds", "is_satisfied",
            "judge_setting", "kind_of", "observe"]
