@@ -7,12 +7,13 @@ import pytest
 from apply_fixtures import picture
 
 from gpunode.audit.context import AuditContext
+from gpunode.checks.settings import judge_setting
 from gpunode.host.gpu.control import NoGpuControl
 from gpunode.host.runner import ReplayRunner
 from gpunode.model.profile import Setting
 from gpunode.tune.actions import ApplyEnv
 from gpunode.tune.journal import StateDir
-from gpunode.tune.kinds import assess, judge_setting
+from gpunode.tune.kinds import assess
 from gpunode.tune.kinds.registry import kind_of
 from gpunode.tune.kinds.values import SettingInvalid
 from gpunode.tune.plan import select_settings

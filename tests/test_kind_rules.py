@@ -97,7 +97,7 @@ def test_a_gpu_condition_needs_a_gpu_not_just_a_driver(tmp_path):
 
 
 def test_many_wrong_subjects_are_listed_four_and_counted(tmp_path):
-    from gpunode.tune.kinds import judge_setting
+    from gpunode.checks.settings import judge_setting
 
     six = judge_setting(ctx_of(tmp_path / "a", governors(["powersave"] * 6)), governor_setting())
     assert six[0].message.endswith("cpu3/cpufreq/scaling_governor: powersave and 2 more; expected performance")
@@ -106,7 +106,7 @@ def test_many_wrong_subjects_are_listed_four_and_counted(tmp_path):
 
 
 def test_one_subject_is_shown_as_its_value_many_as_a_summary(tmp_path):
-    from gpunode.tune.kinds import judge_setting
+    from gpunode.checks.settings import judge_setting
 
     one = judge_setting(ctx_of(tmp_path / "a", governors(["performance"])), governor_setting())
     assert one[0].message == "performance"

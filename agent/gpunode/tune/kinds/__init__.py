@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gpunode.audit.engine import CheckSkipped, Finding, bad, error, ok, skip
+from gpunode.audit.engine import CheckSkipped
 from gpunode.host.facts.nvswitch import NVL_TRAY, has_nvswitch, is_nvl_tray
-from gpunode.model.profile import Setting, format_value
+from gpunode.model.profile import Setting
 from gpunode.tune.kinds.base import Observed
 from gpunode.tune.kinds.registry import kind_of
 
@@ -92,52 +92,6 @@ def assess(ctx, setting: Setting) -> Assessment:
     return Assessment(setting, not_applicable=why_not or "", observed=observed, wrong=wrong)
 
 
-def judge_setting(ctx, setting: Setting) -> list[Finding]:
-    """The audit of one setting: one finding, or one per GPU for gpu settings."""
-    a = assess(ctx, setting)
-    kind = kind_of(setting)
-    expected = setting.target_text
-    if kind.needs_gpu and a.observed and not a.not_applicable:  # errors, "not supported": per GPU
-        return [_judge_one(setting, o, expected) for o in a.observed]
-    if a.skip_reason:
-        return [skip(a.skip_reason)]
-    readable = [o for o in a.observed if o.value is not None]
-    values = _summarize(readable)
-    if not a.wrong:
-        return [ok(f"{values}", observed=values, expected=expected)]
-    shown = [f"{format_value(o.value)}{' (' + o.note + ')' if o.note else ''}" for o in a.wrong]
-    if len(readable) == 1:
-        return [bad(f"{shown[0]}; expected {expected}", observed=values, expected=expected)]
-    detail = "; ".join(f"{o.subject}: {text}" for o, text in zip(a.wrong[:4], shown, strict=False))
-    more = f" and {len(a.wrong) - 4} more" if len(a.wrong) > 4 else ""
-    return [bad(f"{detail}{more}; expected {expected}", observed=values, expected=expected)]
-
-
-def _judge_one(setting: Setting, o: Observed, expected: str) -> Finding:
-    kind = kind_of(setting)
-    if o.extra.get("error"):
-        return error(f"cannot read: {o.extra['error']}", subject=o.subject)
-    if o.value is None:
-        return skip("not supported on this GPU", subject=o.subject)
-    value = kind.show(setting, o)
-    note = f" ({o.note})" if o.note else ""
-    if kind.satisfied(setting, o):
-        return ok(f"{value}{note}", observed=o.value, expected=expected, subject=o.subject)
-    return bad(f"{value}{note}; expected {expected}", observed=o.value, expected=expected, subject=o.subject)
-
-
-def _summarize(observed: list[Observed]) -> str:
-    """One line for many subjects: 'performance' or 'performance ×126, powersave ×2'."""
-    if len(observed) == 1:
-        return format_value(observed[0].value)
-    counts: dict[str, int] = {}
-    for o in observed:
-        counts[format_value(o.value)] = counts.get(format_value(o.value), 0) + 1
-    if len(counts) == 1:
-        return f"{next(iter(counts))} (all {len(observed)})"
-    return ", ".join(f"{v} ×{n}" for v, n in counts.items())
-
-
 def observe(ctx, setting: Setting) -> list[Observed]:
     return kind_of(setting).observe(ctx, setting)
 
@@ -147,4 +101,4 @@ def is_satisfied(setting: Setting, obs: Observed) -> bool:
 
 
 __all__ = ["Assessment", "CheckSkipped", "Observed", "assess", "condition_holds", "is_satisfied",
-           "judge_setting", "kind_of", "observe"]
+           "kind_of", "observe"]
