@@ -13,6 +13,22 @@ UNKNOWN_EXIT = EXIT_CODES["UNKNOWN"]
 OWN_ERROR_EXIT = UNKNOWN_EXIT  # gpunode could not judge: never the FAIL code
 USAGE_EXIT = OWN_ERROR_EXIT  # bad input: one `gpunode: error: ...` line (click's usage errors too)
 
+
+
+class GpunodeError(Exception):
+    """gpunode's own error, said as one `gpunode: error: ...` line; `exit_code` is what the
+    command exits with. A use case raises it (or a subclass) and never exits itself: the guard
+    in cli/common.py is the one place that turns it into the line and the exit."""
+
+    exit_code = OWN_ERROR_EXIT
+
+
+class UsageError(GpunodeError, ValueError):
+    """Bad input: an option, a selection, a file that cannot be used (a ValueError, as before)."""
+
+    exit_code = USAGE_EXIT
+
+
 # Slurm drains the node for any non-zero Prolog/Epilog exit, and only logs a non-zero
 # HealthCheckProgram; the hook modes therefore exit non-zero only as listed here.
 HOOK_MODES = ("prolog", "epilog", "health-check")

@@ -16,6 +16,8 @@ import re
 import stat
 from typing import Any
 
+from gpunode.exits import UsageError
+
 MAX_BYTES = 4 * 1024 * 1024  # profiles, configs, baselines are a few KB
 MAX_DEPTH = 32  # nesting of mappings/lists; gpunode's own documents stay under 10
 MAX_ALIASES = 100  # YAML `*alias` uses per document
@@ -23,7 +25,7 @@ MAX_NODES = 200_000  # YAML nodes after expanding aliases (the alias-bomb bound)
 MAX_RECORDED_BYTES = 64 * 1024 * 1024  # a snapshot's commands.json holds whole dmesg/nvidia-smi outputs
 
 
-class InputError(ValueError):
+class InputError(UsageError):  # a ValueError, exit 3 (exits.USAGE_EXIT)
     """A file or value that cannot be used; the message is one line naming where."""
 
     def __init__(self, message: str):

@@ -49,98 +49,53 @@ def bench(
 ) -> None:
     """Benchmark this node. Exit 0 OK, 2 a metric failed (wrong data), 3 a benchmark errored or nothing
     was measured; with --compare the exit code follows the verdicts (1 WARN)."""
-    from gpunode.bench import fio
-    from gpunode.bench.run import BenchOptions, execute, prepare
+    from gpunode.bench import session
     from gpunode.host.seam import live_host
 
-    if quick and full:
-        die("give --quick or --full, not both")
-    try:
-        opts = BenchOptions(
-            mode="quick" if quick else "full",
-            only=tuple(split_csv(only)) or BenchOptions().only,
-            gpus=_int_list(gpus),
-            backend=backend,
-            nccl_tests_dir=str(nccl_tests_dir) if nccl_tests_dir else None,
-            nccl_tests=tuple(split_csv([nccl_tests])) if nccl_tests else None,
-            nccl_launcher=nccl_launcher,
-            hosts=tuple(split_csv([hosts])) if hosts else (),
-            fio_dir=str(fio_dir) if fio_dir else None,
-        )
-    except ValueError as exc:
-        die(str(exc))
-    if backend not in ("auto", "torch", "cupy"):
-        die(f"--backend {backend}: choose auto, torch or cupy")
-    if nccl_launcher not in (None, "mpirun", "srun"):
-        die(f"--nccl-launcher {nccl_launcher}: choose mpirun or srun")
-    if hosts and not nccl_launcher:
-        die("--hosts needs --nccl-launcher mpirun or srun")
-    if nccl_tests_dir is not None and not nccl_tests_dir.is_dir():
-        die(f"--nccl-tests-dir {nccl_tests_dir}: not a directory")
-    if fio_dir is not None and fio_destructive is not None:
-        die("give --fio-dir or --fio-destructive, not both")
-    if (fio_dir is not None or fio_destructive is not None) and "fio" not in opts.only:
-        die("--fio-dir/--fio-destructive need fio among --only")
-    if fio_dir is not None and not fio_dir.is_dir():
-        die(f"--fio-dir {fio_dir}: not a directory")
+    req = session.BenchRequest(
+        quick=quick, full=full, only=tuple(split_csv(only)), gpus=gpus, backend=backend,
+        nccl_tests_dir=nccl_tests_dir, nccl_tests=tuple(split_csv([nccl_tests])) if nccl_tests else None,
+        nccl_launcher=nccl_launcher, hosts=tuple(split_csv([hosts])) if hosts else (),
+        fio_dir=fio_dir, fio_destructive=fio_destructive, history_warn=history_warn, history_runs=history_runs)
+    opts = session.options(req)
     json_file = document_target(as_json, output)  # '-': print it; a path: write it
     check_outputs(prometheus, json_file)
     comparing = compare or baseline is not None or baselines_dir is not None
-    if not 0 < history_warn <= 1 or history_runs < 1:
-        die("--history-warn must be a ratio in (0, 1] and --history-runs 1 or more")
     # A bad --baseline/--baselines is bad input: said now, not after a long run.
     chosen = _choose_baseline(baseline, baselines_dir) if comparing else None
-    host = live_host()
-    if fio_destructive is not None:
-        plan = fio.FioPlan.quick() if opts.quick else fio.FioPlan.full()
-        try:
-            opts.fio_target = fio.destructive_target(host.sys, str(fio_destructive), plan)
-        except fio.FioRefused as exc:
-            die(str(exc))
-    try:
-        run = prepare(host, opts)
-    except ValueError as exc:
-        die(str(exc))
-    from functools import partial
-
-    from gpunode.bench.watch import live_sampler
-
-    sampler = live_sampler()  # what the GPUs did during each metric goes into the results
-    try:
-        document = _run_with_progress(run, partial(execute, sampler=sampler))
-    finally:
-        if sampler is not None:
-            sampler.stop()
+    document = session.run(session.plan(live_host(), req, opts), _run_with_progress)
     data = document.to_json()
-    write_prometheus(prometheus, data)
-    if json_file is not None and str(json_file) != "-":
-        from gpunode.outputs import dumps, write_atomic
-
-        try:
-            write_atomic(json_file, dumps(data))
-        except OSError as exc:
-            die(f"cannot write {json_file}: {exc.strerror or exc}", 3)
-    to_stdout = json_file is not None and str(json_file) == "-"
-    if to_stdout:
-        from gpunode.outputs import dumps
-
-        typer.echo(dumps(data), nl=False)
-    else:
-        render_table(document, stdout_console())
-    console = stderr_console() if to_stdout else stdout_console()
+    console = _publish(data, document, json_file, prometheus)
     code = document.exit_code
     if not no_history:  # kept first: a compare that finds no baseline must not lose the figures
-        from gpunode.history import record
-
-        warning = record("bench", data, state_dir)
-        if warning:
-            print(f"gpunode: warning: {warning}", file=sys.stderr)
-    if comparing:
+        _warn(session.keep(data, state_dir))
+    if chosen is not None:
         # With the JSON on stdout, the verdict table goes to stderr so stdout stays parseable.
         code = _compare(document, chosen, console, force_baseline)
         code = worst_exit(code, _compare_history(data, state_dir, history_runs, history_warn, console))
     raise typer.Exit(code)
 
+
+def _publish(data: dict, document, json_file, prometheus):
+    """The textfile, the document (a file or stdout) and the table; -> the console for what follows."""
+    from gpunode.outputs import dumps, write_atomic
+
+    write_prometheus(prometheus, data)
+    if json_file is not None and str(json_file) != "-":
+        try:
+            write_atomic(json_file, dumps(data))
+        except OSError as exc:
+            die(f"cannot write {json_file}: {exc.strerror or exc}", 3)
+    if json_file is not None and str(json_file) == "-":
+        typer.echo(dumps(data), nl=False)
+        return stderr_console()
+    render_table(document, stdout_console())
+    return stdout_console()
+
+
+def _warn(warning: str | None) -> None:
+    if warning:
+        print(f"gpunode: warning: {warning}", file=sys.stderr)
 
 
 def _compare_history(data: dict, state_dir: str | None, runs: int, warn: float, console) -> int:
@@ -171,18 +126,6 @@ def _compare_history(data: dict, state_dir: str | None, runs: int, warn: float, 
                       _fmt(r.median), "" if r.ratio is None else f"{r.ratio:.3f}", escape(r.message))
     show_table(console, table)
     return 1 if any(r.status == WARN for r in rows) else 0
-
-
-def _int_list(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        values = [int(x) for x in split_csv([text])]
-    except ValueError:
-        raise ValueError(f"--gpus {text!r}: give GPU indices such as 0,1") from None
-    if not values or any(v < 0 for v in values):
-        raise ValueError(f"--gpus {text!r}: give GPU indices such as 0,1")
-    return sorted(set(values))
 
 
 def _run_with_progress(run, execute):

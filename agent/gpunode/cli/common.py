@@ -10,7 +10,7 @@ from enum import Enum
 import typer
 
 from gpunode.cli.streams import tolerant_output
-from gpunode.exits import USAGE_EXIT
+from gpunode.exits import USAGE_EXIT, GpunodeError
 
 NAGIOS_USAGE_EXIT = 3  # a Nagios plugin answers UNKNOWN to a bad invocation, never CRITICAL
 FORMAT_HELP = ("Output: table (a terminal), plain (one result per line; the default when piped), tsv, "
@@ -196,8 +196,8 @@ def split_csv(values: list[str] | None) -> list[str]:
 
 
 def guard_commands(app) -> None:
-    """Wrap every command of `app` and its sub-apps: bad input that escaped a command's own
-    handling is one `gpunode: error:` line and exit 3 (exits.USAGE_EXIT), never a traceback; anything else that
+    """Wrap every command of `app` and its sub-apps: a GpunodeError (bad input: InputError,
+    exits.UsageError) is one `gpunode: error:` line and its exit code, never a traceback; anything else that
     escapes is one line and exit 3 (ERROR/UNKNOWN), with the traceback under GPUNODE_TRACEBACK=1."""
     for info in app.registered_commands:
         if info.callback is not None and not getattr(info.callback, "_gpunode_guarded", False):
@@ -210,13 +210,12 @@ def guard_commands(app) -> None:
 def _guarded(command):
     @functools.wraps(command)
     def run(*args, **kwargs):
-        from gpunode.inputs import InputError
-
         tolerant_output()
         try:
             return command(*args, **kwargs)
-        except InputError as exc:
-            die(str(exc), usage_exit(format_name(kwargs.get("output"))))
+        except GpunodeError as exc:  # InputError and every use case's error: its own exit code
+            code = exc.exit_code
+            die(str(exc), usage_exit(format_name(kwargs.get("output"))) if code == USAGE_EXIT else code)
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
