@@ -48,7 +48,7 @@ def test_unlimited_soft_raises_a_numeric_hard_limit(tmp_path):
 
 @pytest.mark.parametrize(("a", "b", "bigger"), [
     ("unlimited", "5", True), ("5", "unlimited", False), ("unlimited", "unlimited", False),
-    ("6", "5", True), ("5", "5", False), ("4", "5", False), ("x", "5", False)])
+    ("6", "5", True), ("5", "5", False), ("05", "5", False), ("4", "5", False), ("x", "5", False)])
 def test_which_limit_is_bigger(a, b, bigger):
     from gpunode.tune.kinds.limits import _bigger
 
@@ -336,3 +336,27 @@ def test_unit_limit_targets_and_judgement():
     endless = Setting("unit", "slurmd.LimitMEMLOCK", "infinity")
     assert kind.satisfied(endless, Observed("slurmd LimitMEMLOCK", "infinity"))
     assert not kind.satisfied(endless, Observed("slurmd LimitMEMLOCK", "65536"))
+
+
+# --- the plan (tune/plan.py) ---------------------------------------------------------------------------
+
+
+def test_a_plan_lists_satisfied_settings_and_plans_knob_writes_unblocked(tmp_path):
+    host = tree_host(tmp_path, {"/proc/sys/vm/swappiness": "60\n", "/proc/sys/kernel/numa_balancing": "0\n"})
+    wrong, right = Setting("sysctl", "vm.swappiness", 10), Setting("sysctl", "kernel.numa_balancing", 0)
+    plan = make_plan(host, Profile("t", settings={s.id: s for s in (wrong, right)}), [wrong, right])
+    assert plan.satisfied == ["sysctl.kernel.numa_balancing"]
+    (change,) = plan.changes
+    assert change.target == "/proc/sys/vm/swappiness" and change.blocked == "" and plan.writes == [change]
+    assert plan.setting("sysctl.vm.swappiness") is wrong and plan.setting("sysctl.vm.nothing") is None
+
+
+def test_a_parameter_in_gpunodes_own_dropin_is_removed_not_blocked(tmp_path):
+    dropin = "/etc/default/grub.d/90-gpunode.cfg"
+    from gpunode.tune.kinds.cmdline import render_dropin
+
+    host = tree_host(tmp_path, {**DEBIAN_GRUB, dropin: render_dropin(["pcie_aspm=off"]),
+                                "/proc/cmdline": "BOOT_IMAGE=/vmlinuz ro quiet pcie_aspm=off\n"})
+    off = Setting("cmdline", "pcie_aspm", False)
+    (change,) = make_plan(host, Profile("t", settings={off.id: off}), [off], allow_reboot=True).changes
+    assert not change.blocked and change.target == dropin
