@@ -360,3 +360,4 @@ def test_a_parameter_in_gpunodes_own_dropin_is_removed_not_blocked(tmp_path):
     off = Setting("cmdline", "pcie_aspm", False)
     (change,) = make_plan(host, Profile("t", settings={off.id: off}), [off], allow_reboot=True).changes
     assert not change.blocked and change.target == dropin
+
