@@ -361,3 +361,8 @@ def test_a_parameter_in_gpunodes_own_dropin_is_removed_not_blocked(tmp_path):
     (change,) = make_plan(host, Profile("t", settings={off.id: off}), [off], allow_reboot=True).changes
     assert not change.blocked and change.target == dropin
 
+
+
+def test_a_unit_limit_lives_in_the_units_own_dropin():
+    setting = Setting("unit", "slurmd.LimitMEMLOCK", "infinity")
+    assert kind_of(setting).where(setting) == "/etc/systemd/system/slurmd.service.d/90-gpunode.conf"
