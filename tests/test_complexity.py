@@ -38,7 +38,6 @@ EXCEPTIONS = {
     "agent/gpunode/bench/trust.py:likely_cause": 17,
     "agent/gpunode/cli/apply_cmd.py:_print_apply": 29,
     "agent/gpunode/cli/apply_cmd.py:_report_rolled_back": 16,
-    "agent/gpunode/cli/apply_cmd.py:apply": 41,
     "agent/gpunode/cli/apply_cmd.py:rollback": 27,
     "agent/gpunode/cli/audit_cmd.py:audit": 30,
     "agent/gpunode/cli/diag_cmd.py:diag": 30,

@@ -10,33 +10,21 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import die, split_csv, stdout_console
+from gpunode.tune.apply_case import Stopped
 
 STATE_HELP = "State directory (journal, lock). Default $GPUNODE_STATE_DIR or /var/lib/gpunode."
 
 
 def _host(sysroot: Path | None):
-    from gpunode.host.seam import live_host, sysroot_host
+    from gpunode.tune.apply_case import host_for
 
-    if sysroot is None:
-        return live_host()
-    if not sysroot.is_dir():
-        die(f"{sysroot}: not a directory")
-    return sysroot_host(sysroot.resolve())
+    return host_for(sysroot)
 
 
 def _gpu_control(host, changes):
-    """NVML only when a GPU change is to be written or restored on a live host."""
-    from gpunode.host.gpu.control import GpuControlError, NoGpuControl
-    from gpunode.tune.actions import REGISTRY
+    from gpunode.tune.apply_case import gpu_control
 
-    if not host.sys.is_live or not any(REGISTRY[c.action].needs_gpu for c in changes if c.action in REGISTRY):
-        return NoGpuControl("GPU settings can only be changed on a live host")
-    try:
-        from gpunode.host.gpu.nvml import NvmlGpuControl
-
-        return NvmlGpuControl()
-    except Exception as exc:  # noqa: BLE001 - no driver, no library: refuse the GPU changes only
-        return NoGpuControl(f"NVML unavailable: {GpuControlError(exc)}")
+    return gpu_control(host, changes)
 
 
 def apply(
@@ -61,87 +49,31 @@ def apply(
     and SIGINT/SIGTERM roll the batch back too. Exit 0 done (or nothing to change), 1 done but some
     changes wait (reboot, GPU reset, refused), 3 bad input, not confirmed, or failed and rolled back,
     130/143 stopped by SIGINT/SIGTERM and rolled back."""
-    from gpunode.audit.run import load_audit_profile
-    from gpunode.config import DEFAULT_PATH, ConfigError, load_config
-    from gpunode.host.gpu.control import NoGpuControl
-    from gpunode.state_dir import resolve_state_dir
-    from gpunode.tune.actions import ApplyEnv
-    from gpunode.tune.journal import JournalError, StateDir
-    from gpunode.tune.lock import LockBusy
-    from gpunode.tune.plan import select_settings
-    from gpunode.tune.profiles import ProfileError, parse_set_options
-    from gpunode.tune.session import Refused, apply_profile, boot_profile, boot_reapply
+    from gpunode.tune import apply_case
 
+    req = apply_case.ApplyRequest(
+        profile=profile, dry_run=dry_run, only=split_csv(only), skip=split_csv(skip), overlay=overlay or [],
+        sets=set_ or [], allow_reboot_settings=allow_reboot_settings, no_persist=no_persist, boot=boot,
+        state_dir=state_dir, sysroot=sysroot, config=config, yes=yes, prove=prove)
+    job = apply_case.prepare(req, make_host=_host)
     try:
-        if boot and (profile or only or skip or overlay or set_):
-            raise ValueError("--boot re-applies the recorded settings; it takes no --profile/--only/--skip/--overlay/--set")
-        host = _host(sysroot)
-        state = StateDir(resolve_state_dir(state_dir, os.environ), sysroot=host.sys.root)  # a --sysroot's own
-        if boot:
-            prof, settings = boot_profile(host)
-        else:
-            cfg = load_config(config)
-            prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
-            settings = select_settings(prof, split_csv(only), split_csv(skip))
-    except (ConfigError, ProfileError, ValueError) as exc:
-        die(" ".join(str(exc).split()))  # one line, even for YAML errors that span several
-    live_change = host.sys.is_live and not dry_run and not boot
-    if live_change and not profile and cfg.path is None:
-        die(f"apply changes this host: name the profile with --profile NAME (or set `profile:` in the site "
-            f"config {DEFAULT_PATH}); --dry-run shows the plan")
-    if host.sys.is_live and not dry_run and not host.facts.is_root:
-        die("apply changes the host and needs root (use --dry-run to see the plan)")
-    boot_argv = [sys.executable, "-m", "gpunode", "apply", "--boot"] + (["--state-dir", str(state.root)] if state_dir else [])
-    env = ApplyEnv(host=host, gpu=NoGpuControl(), run_post=host.sys.is_live)
-    proof = None
-    try:
-        if not dry_run:  # GPU control only if GPU changes are planned (at boot too: persistence, power)
-            from gpunode.tune.session import _full_plan
+        outcome, proof = apply_case.run(job, _confirmer(job.host, job.profile.name, as_json), control=_gpu_control)
+    except Stopped:  # said by the guard, after what the state dir warns of
+        _warn_all(job.state)
+        raise
+    _warn_all(job.state)
+    code = proof.exit_code if proof else outcome.exit_code
+    _print_apply(outcome, job.host, job.profile.name, dry_run, as_json, job.state,
+                 proof.apply_fields() if proof else None, code)
+    apply_case.trail(job, outcome)
+    if proof is not None and not as_json:
+        from gpunode.tune.prove import render_prove
 
-            _, preview = _full_plan(env, prof, settings, allow_reboot_settings, not (no_persist or boot), boot_argv)
-            env.gpu = _gpu_control(host, preview)
-        if boot:
-            outcome = boot_reapply(env, state, dry_run=dry_run)
-        else:
-            confirm = None if yes or not live_change else _confirmer(host, prof.name, as_json)
-            kw = {"allow_reboot": allow_reboot_settings, "persist": not no_persist, "boot_argv": boot_argv,
-                  "confirm": confirm}
-            if prove and not dry_run:  # bench, apply, bench; rolled back when a figure got worse
-                from gpunode.tune import prove as proving
-
-                proof = proving.prove_apply(env, prof, settings, state, proving.bench_for_prove(host), **kw)
-                outcome = proof.apply
-            else:
-                outcome = apply_profile(env, prof, settings, state, dry_run=dry_run, **kw)
-    except NotConfirmed as exc:
-        _warn_all(state)
-        die(str(exc))
-    except (LockBusy, Refused, JournalError) as exc:
-        _warn_all(state)
-        die(str(exc), 3)
-    except ValueError as exc:
-        die(str(exc))
-    finally:
-        env.gpu.close()
-    _warn_all(state)
-    _print_apply(outcome, host, prof.name, dry_run, as_json, state, proof.apply_fields() if proof else None,
-                 proof.exit_code if proof else outcome.exit_code)
-    if not dry_run and outcome.result != "nothing-to-change":  # the audit trail (syslog/journal)
-        from gpunode.trail import log
-
-        log("apply", {"id": outcome.apply_id, "profile": prof.name, "root": str(sysroot or "/"),
-                      "result": outcome.result, "reason": outcome.reason,
-                      "changes": sum(1 for r in outcome.rows if r["status"] == "applied")}, None if boot else cfg)
-    if proof is not None:
-        if not as_json:
-            from gpunode.tune.prove import render_prove
-
-            render_prove(proof, stdout_console())
-        raise typer.Exit(proof.exit_code)
-    raise typer.Exit(outcome.exit_code)
+        render_prove(proof, stdout_console())
+    raise typer.Exit(code)
 
 
-class NotConfirmed(RuntimeError):
+class NotConfirmed(Stopped):  # exit 3, the state dir's warnings shown with it
     pass
 
 

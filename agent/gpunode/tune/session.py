@@ -86,7 +86,7 @@ def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *,
             what = "its rollback" if unfinished[-1].status == "rollback-interrupted" else "it"
             raise Refused(f"apply {unfinished[-1].id} was interrupted before {what} finished; "
                           f"run `{undo_command(host, state, unfinished[-1].id)}` first")
-        plan, changes = _full_plan(env, profile, settings, allow_reboot, persist, boot_argv)
+        plan, changes = plan_changes(env, profile, settings, allow_reboot, persist, boot_argv)
         writes = [c for c in changes if not c.blocked]
         if not writes:
             return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "nothing-to-change")
@@ -142,7 +142,9 @@ def boot_reapply(env: ApplyEnv, state: StateDir, dry_run: bool = False) -> Apply
                          journaled=False)
 
 
-def _full_plan(env, profile, settings, allow_reboot, persist, boot_argv):
+def plan_changes(env, profile, settings, allow_reboot, persist, boot_argv):
+    """The plan and every change an apply would make (settings, then persistence); nothing is
+    written: the preview the command uses to decide whether NVML is needed, and the apply's own."""
     files = PlannedFiles(env.host.sys)
     plan = make_plan(env.host, profile, settings, allow_reboot=allow_reboot, files=files)
     changes = list(plan.changes)
@@ -152,7 +154,7 @@ def _full_plan(env, profile, settings, allow_reboot, persist, boot_argv):
 
 
 def _plan_only(env, profile, settings, allow_reboot, persist, boot_argv) -> ApplyOutcome:
-    plan, changes = _full_plan(env, profile, settings, allow_reboot, persist, boot_argv)
+    plan, changes = plan_changes(env, profile, settings, allow_reboot, persist, boot_argv)
     writes = [c for c in changes if not c.blocked]
     return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "planned" if writes else "nothing-to-change")
 
