@@ -67,7 +67,7 @@ APPLY = ["tests/test_apply_fixture.py", "tests/test_apply_faults.py", "tests/tes
 KINDS = ["tests/test_kinds.py", "tests/test_kinds_apply_audit.py", "tests/test_settings.py",
          "tests/test_kinds_capabilities.py", "tests/test_kind_rules.py"]
 DIAG = ["tests/test_diag.py", "tests/test_diag_verdicts.py", "tests/test_diag_protocols.py", "tests/test_diag_run.py",
-        "tests/test_diag_recorded.py"]
+        "tests/test_diag_recorded.py", "tests/test_edges_item11.py"]
 # issue 20 item 11: the modules the first passes did not target. Not here: diag/backend_torch.py
 # (its tests need torch: `pytest -m gpu` on a GPU machine) and diag/backend_numpy.py (the tests'
 # own CPU stand-in, checked by what it must catch in tests/test_diag.py).
@@ -82,17 +82,17 @@ TARGETS.update({
     # planning without apply's CLI runs (those take minutes per mutant here)
     f"{PKG}/tune/plan.py": ["tests/test_kinds_apply_audit.py", "tests/test_apply_units.py", "tests/test_kind_rules.py",
                             "tests/test_kinds_capabilities.py"],
-    f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py", "tests/test_prove_live.py"],
+    f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py", "tests/test_prove_live.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/diag/{name}.py": DIAG for name in ("gemm", "memtest", "verdicts", "run", "stress", "results",
                                                    "compare", "dcgm", "gatecheck", "metrics", "discover")},
     f"{PKG}/diag/burnin.py": ["tests/test_diag_burnin.py"],
-    f"{PKG}/bench/trust.py": ["tests/test_bench_trust.py"],
+    f"{PKG}/bench/trust.py": ["tests/test_bench_trust.py", "tests/test_edges_item11.py"],
     f"{PKG}/inputs.py": ["tests/test_hostile_inputs.py", "tests/test_parsed_cache.py", "tests/test_profiles.py"],
     f"{PKG}/yaml_bounded.py": ["tests/test_hostile_inputs.py"],
-    f"{PKG}/parsed_cache.py": ["tests/test_parsed_cache.py"],
+    f"{PKG}/parsed_cache.py": ["tests/test_parsed_cache.py", "tests/test_edges_item11.py"],
     f"{PKG}/slurm/chain.py": ["tests/test_slurm_chain.py"],
-    f"{PKG}/slurm/install.py": ["tests/test_slurm_chain.py", "tests/test_gate_cli.py"],
-    f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py"],
+    f"{PKG}/slurm/install.py": ["tests/test_slurm_chain.py", "tests/test_slurm_hooks.py"],
+    f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py"]
        for name in ("record", "store", "trend")},
     f"{PKG}/layout.py": ["tests/test_layout.py"],

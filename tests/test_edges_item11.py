@@ -1,0 +1,85 @@
+"""Edges the mutation pass of issue 20 item 11 found untested in small modules: the trust
+concerns' text, the fleet trends' statistics and plot thinning, the parse cache's write path,
+--prove's figures, the order of dcgmi's per-GPU results."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+
+def test_foreign_processes_are_named_three_then_counted():
+    from gpunode.bench.trust import foreign_text
+
+    procs = [{"pid": i, "name": f"p{i}", "used_bytes": 1} for i in range(4)]
+    assert foreign_text(procs) == ("foreign process on the GPU: pid 0 (p0, 0.0 GiB), pid 1 (p1, 0.0 GiB), "
+                                   "pid 2 (p2, 0.0 GiB) +1 more")
+    assert foreign_text([{"pid": 7, "name": "x", "used_bytes": 0}, {"pid": 8}]) == \
+        "foreign process on the GPU: pid 7 (x), pid 8"
+    assert "more" not in foreign_text(procs[:3])
+
+
+def test_quantiles_interpolate_between_order_statistics():
+    from gpunode.fleet.trends import quantile
+
+    assert quantile([5.0], 0.9) == 5.0
+    assert quantile([1.0, 3.0], 0.5) == 2.0 and quantile([1.0, 3.0], 1.0) == 3.0
+    assert quantile([1.0, 2.0, 4.0], 0.75) == 3.0
+
+
+def test_plot_series_are_thinned_to_sixty_points_keeping_both_ends():
+    from gpunode.fleet.trends import MAX_POINTS, thin
+
+    assert MAX_POINTS == 60
+    points = [(float(i), float(i)) for i in range(121)]
+    kept = thin(points)
+    assert len(kept) == 60 and kept[0] == [0.0, 0.0] and kept[-1] == [120.0, 120.0]
+    assert thin(points[:60]) == [[float(i), float(i)] for i in range(60)]
+
+
+def test_a_cache_write_that_cannot_land_leaves_no_temp_file_and_no_descriptor(tmp_path):
+    from gpunode.parsed_cache import ParsedCache
+
+    cache = ParsedCache(tmp_path / "state")
+    key = cache.key("a: 1\n", ())
+    cache.put(key, {"a": 1})
+    assert cache.get(key) == (True, {"a": 1})
+    blocked = cache.key("b: 2\n", ())
+    os.mkdir(cache._path(blocked))  # a directory where the entry goes: the rename fails
+    os.mkdir(os.path.join(cache._path(blocked), "x"))
+    fds = len(os.listdir("/proc/self/fd"))
+    cache.put(blocked, {"b": 2})
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert sorted(os.listdir(cache.directory)) == sorted(os.path.basename(cache._path(k)) for k in (key, blocked))
+
+
+def test_prove_rows_keep_five_digits():
+    from gpunode.bench.results import BenchDocument, Metric
+    from gpunode.tune.prove import compare_runs
+
+    def one(value):
+        return BenchDocument("t", "h", "", 0.0, "quick", {}, {}, [Metric("gemm.bf16", 0, value, "TFLOP/s", "ok", "", {})])
+
+    (row,) = compare_runs(one(3.0), one(2.0), floor=0.123456789)
+    assert row.change == -0.33333 and row.noise == 0.12346
+
+
+def test_dcgm_results_are_listed_node_first_then_by_gpu():
+    from gpunode.diag import dcgm
+
+    doc = {"DCGM Diagnostic": {"test_categories": [{"category": "Hardware", "tests": [{"name": "Memory", "results": [
+        {"entity_group": "GPU", "entity_id": 1, "status": "Pass"}, {"entity_group": "GPU", "entity_id": 0, "status": "Fail"},
+        {"entity_group": "Switch", "entity_id": 0, "status": "Pass"}]}]}]}}
+    results, _ = dcgm.parse(json.dumps(doc))
+    assert [(r.gpu, r.status) for r in results] == [(None, "PASS"), (0, "FAIL"), (1, "PASS")]
+
+
+@pytest.mark.parametrize("status", ["PASS", "WARN"])
+def test_gate_result_with_nothing_wrong_has_no_detail(status):
+    from gpunode.audit.engine import Result, Status
+    from gpunode.diag.gatecheck import result_of
+
+    got = result_of([Result("a", "a", "gpu", "critical", Status(status), "m")], blocked=False)
+    assert (got.detail is None) is (status == "PASS")
