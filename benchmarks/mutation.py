@@ -95,7 +95,7 @@ TARGETS.update({
     f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py"]
        for name in ("record", "store", "trend")},
-    f"{PKG}/layout.py": ["tests/test_layout.py"],
+    f"{PKG}/layout.py": ["tests/test_layout.py", "tests/test_edges_item11.py"],
 })
 
 # Survivors no test can kill because the program means the same, or the change is to a value no
@@ -119,6 +119,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "for `samples`: twice a whole count is even, so `> 0` and `> 1` agree (the count's 0 is tested)",
     (f"{D}/gatecheck.py", "order = {Status.FAIL: 0, Status.ERROR: 1, Status.WARN: 2}", "number", "2 -> 3"):
         "WARN ranked 3 instead of 2 keeps the order FAIL, ERROR, WARN",
+    (f"{D}/stress.py", "while not stop.is_set() and (run.rounds == 0 or time.monotonic() < deadline):", "boundary",
+     "Lt -> LtE"): "a clock reading exactly the deadline: one more copy round at most, no verdict changes",
     (f"{D}/compare.py", '"gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],',
      "boolop", "and <-> or"): "for gpus and tools: BenchDocument.from_json reads None as {} itself (the metrics "
                                "one is killed: None metrics raise)",

@@ -83,3 +83,29 @@ def test_gate_result_with_nothing_wrong_has_no_detail(status):
 
     got = result_of([Result("a", "a", "gpu", "critical", Status(status), "m")], blocked=False)
     assert (got.detail is None) is (status == "PASS")
+
+
+def test_fit_keeps_a_line_of_exactly_the_width_and_wraps_a_longer_one():
+    from gpunode.layout import fit
+
+    assert fit(["a" * 30], 30) == ["a" * 30]
+    assert fit(["word " * 8], 30) == ["word word word word word word", "  word word"]
+
+
+def test_the_table_is_drawn_from_exactly_wide_columns_and_folded_below():
+    import io
+
+    from rich.console import Console
+
+    from gpunode.layout import WIDE, Col, show
+
+    def out(width: int, title: str = "T") -> str:
+        buf = io.StringIO()
+        console = Console(file=buf, width=width, force_terminal=True, color_system=None)
+        show(console, title, [Col("check", whole=True), Col("status")], [["gpu.ecc", "PASS"]], fmt="table")
+        return buf.getvalue()
+
+    assert "┃" in out(WIDE) or "│" in out(WIDE)
+    folded = out(WIDE - 1)
+    assert "│" not in folded and "┃" not in folded and folded.splitlines()[0] == "T"
+    assert out(WIDE - 1, title="").splitlines()[0] != ""
