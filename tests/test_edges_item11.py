@@ -109,3 +109,20 @@ def test_the_table_is_drawn_from_exactly_wide_columns_and_folded_below():
     folded = out(WIDE - 1)
     assert "│" not in folded and "┃" not in folded and folded.splitlines()[0] == "T"
     assert out(WIDE - 1, title="").splitlines()[0] != ""
+
+
+def series(values: list[float]) -> list[tuple[float, float]]:
+    return [(day * 86400.0, v) for day, v in enumerate(values)]
+
+
+def test_a_drift_exactly_at_the_threshold_is_not_reported_and_slow_latency_growth_is():
+    from gpunode.fleet.trends import Settings, metric_trend
+
+    gemm = ("H100", "gemm.bf16", "TFLOP/s", "{}")
+    at = metric_trend(gemm, {"a": series([100, 100, 100, 90, 90, 90])}, Settings(window=3, min_drop=0.10526, k=0))
+    assert at["drifting"] == []
+    beyond = metric_trend(gemm, {"a": series([100, 100, 100, 90, 90, 90])}, Settings(window=3, min_drop=0.105, k=0))
+    assert [d["host"] for d in beyond["drifting"]] == ["a"]
+    p99 = ("H100", "fio.rand_read.p99_us", "us", "{}")
+    slow = metric_trend(p99, {"b:GPU1": series([100, 100, 100, 110, 110, 110])}, Settings(window=3))
+    assert [(d["host"], d["gpu"]) for d in slow["drifting"]] == [("b", 1)]
