@@ -226,9 +226,10 @@ def survivors_now(previous: dict, module: str, found: list[Mutant], source: str,
         same = [m for m in found if m.kind == s["kind"] and m.what == s["what"] and now[m.line - 1].strip() == text]
         if not same:
             print(f"{module}:{s['line']} {s['kind']}: no longer in the code, not run", file=sys.stderr)
-        # one mutant per survivor: the same change on an identical line elsewhere counts once
-        closest = min(same, key=lambda m: abs(m.line - s["line"]), default=None)
-        if closest is not None and closest not in chosen:
+        # one mutant per survivor: two survivors of the same change on one line (two `0`s) are
+        # two mutants there; the same change on an identical line elsewhere counts once
+        closest = min((m for m in same if m not in chosen), key=lambda m: abs(m.line - s["line"]), default=None)
+        if closest is not None:
             chosen.append(closest)
     return chosen
 
