@@ -126,3 +126,26 @@ def test_a_drift_exactly_at_the_threshold_is_not_reported_and_slow_latency_growt
     p99 = ("H100", "fio.rand_read.p99_us", "us", "{}")
     slow = metric_trend(p99, {"b:GPU1": series([100, 100, 100, 110, 110, 110])}, Settings(window=3))
     assert [(d["host"], d["gpu"]) for d in slow["drifting"]] == [("b", 1)]
+
+
+def test_fit_never_touches_a_line_that_fits():
+    from gpunode.layout import fit
+
+    assert fit(["abc  "], 5) == ["abc  "]  # wrapping would drop its trailing blanks
+
+
+def test_a_cache_entry_above_8_mib_is_a_miss(tmp_path):
+    from gpunode.parsed_cache import MAX_ENTRY_BYTES, ParsedCache
+
+    assert MAX_ENTRY_BYTES == 8 << 20
+    cache = ParsedCache(tmp_path / "state")
+    small = cache.key("a: 1\n", ())
+    cache.put(small, {"a": 1})  # makes the cache directory as gpunode does
+    for size, hit in ((MAX_ENTRY_BYTES, True), (MAX_ENTRY_BYTES + 1, False)):
+        key = cache.key(f"big {size}\n", ())
+        head = json.dumps({"key": key, "document": ""})
+        text = head[:-2] + "x" * (size - len(head)) + head[-2:]
+        fd = os.open(cache._path(key), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, text.encode())
+        os.close(fd)
+        assert cache.get(key)[0] is hit, size
