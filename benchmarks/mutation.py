@@ -91,7 +91,8 @@ TARGETS.update({
     f"{PKG}/yaml_bounded.py": ["tests/test_hostile_inputs.py"],
     f"{PKG}/parsed_cache.py": ["tests/test_parsed_cache.py", "tests/test_edges_item11.py"],
     f"{PKG}/slurm/chain.py": ["tests/test_slurm_chain.py"],
-    f"{PKG}/slurm/install.py": ["tests/test_slurm_chain.py", "tests/test_slurm_hooks.py"],
+    f"{PKG}/slurm/install.py": ["tests/test_slurm_chain.py", "tests/test_slurm_hooks.py",
+                                "tests/test_slurm_install_conf.py"],
     f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py"]
        for name in ("record", "store", "trend")},
