@@ -48,7 +48,7 @@ def test_steps_for_one_gpu_and_document(tmp_path):
     plan = bench_run.prepare(host, opts(only=("gemm", "hbm", "h2d", "p2p")), find=fake_find(fb))
     labels = [s.label for s in plan.steps]
     assert labels == ["GPU0 GEMM bf16", "GPU0 GEMM fp16", "GPU0 GEMM tf32", "GPU0 GEMM fp8", "GPU0 HBM copy",
-                      "GPU0 h2d pinned", "GPU0 d2h pinned", "GPU0 h2d pageable", "GPU0 d2h pageable",
+                      "GPU0 HBM read", "GPU0 h2d pinned", "GPU0 d2h pinned", "GPU0 h2d pageable", "GPU0 d2h pageable",
                       "GEMM on all GPUs at once", "P2P"]
     seen = []
     doc = bench_run.execute(plan, lambda i, step: seen.append(i))
@@ -131,7 +131,7 @@ def test_nccl_not_installed_skips_with_hint(tmp_path):
 
 def test_run_steps_wrapper(tmp_path):
     doc = bench_run.run_steps(host_with_h100(tmp_path), opts(only=("hbm",)), find=fake_find(FakeBackend()))
-    assert [m.name for m in doc.metrics] == ["hbm.d2d"] and doc.metrics[0].status == "PASS"
+    assert [m.name for m in doc.metrics] == ["hbm.d2d", "hbm.read"] and doc.metrics[0].status == "PASS"
 
 
 # ---- the CLI, live on this machine (no GPU here) ---------------------------------------------

@@ -67,7 +67,8 @@ def test_plan_and_run_take_the_steps_into_one_document(tmp_path):
         return take(run, lambda i, step: seen.append(step.label))
 
     doc = session.run(planned, progress, sampler_factory=lambda: None)
-    assert seen == ["GPU0 HBM copy"] and [m.name for m in doc.metrics] == ["hbm.d2d"] and doc.exit_code == 0
+    assert seen == ["GPU0 HBM copy", "GPU0 HBM read"] and [m.name for m in doc.metrics] == ["hbm.d2d", "hbm.read"]
+    assert doc.exit_code == 0
 
 
 def test_a_missing_gpu_is_a_usage_error(tmp_path):

@@ -1,4 +1,4 @@
-"""In-process GPU microbenchmarks: GEMM, HBM copy, host<->device, P2P, concurrent GEMM.
+"""In-process GPU microbenchmarks: GEMM, HBM copy and read, host<->device, P2P, concurrent GEMM.
 
 The protocol is the same for every figure: one untimed call (lazy init), a time-based warm-up
 (clocks ramp up), then `repeats` batches timed by CUDA events, each batch long enough that event
@@ -131,19 +131,32 @@ def gemm_metric(backend: Backend, t: Target, dtype: str, plan: MicroPlan) -> Met
 
 
 def d2d_metric(backend: Backend, t: Target, plan: MicroPlan) -> Metric:
-    nbytes = plan.d2d_bytes
-    cond = {"bytes": nbytes, "counting": "read+write", "backend": backend.name,
+    cond = {"bytes": plan.d2d_bytes, "counting": "read+write", "backend": backend.name,
             "note": "a copy of N bytes reads N and writes N: 2N bytes are counted"}
+    return _on_device("hbm.d2d", "d2d", 2, backend, t, plan, cond)
+
+
+def hbm_read_metric(backend: Backend, t: Target, plan: MicroPlan) -> Metric:
+    """HBM read bandwidth alone: what decoding with a large model does to its weights (every
+    token reads them all, writes little); a copy's figure mixes reads with writes."""
+    cond = {"bytes": plan.d2d_bytes, "counting": "bytes read", "backend": backend.name,
+            "note": "a float32 sum over the buffer: N bytes read, one value written"}
+    return _on_device("hbm.read", "read", 1, backend, t, plan, cond)
+
+
+def _on_device(name: str, kind: str, passes: int, backend: Backend, t: Target, plan: MicroPlan, cond: dict) -> Metric:
+    """One op over plan.d2d_bytes of GPU memory; passes: how often each byte crosses the bus."""
+    nbytes = plan.d2d_bytes
 
     def run() -> Metric:
-        op = backend.copy("d2d", t.device, nbytes)
+        op = backend.copy(kind, t.device, nbytes)
         try:
             seconds, iters = measure(backend, t.device, op, plan)
         finally:
             op.close()
-        return rate_metric("hbm.d2d", t.gpu, "GB/s", 2 * nbytes, 1e9, seconds, iters, cond)
+        return rate_metric(name, t.gpu, "GB/s", passes * nbytes, 1e9, seconds, iters, cond)
 
-    return _guarded("hbm.d2d", "GB/s", t.gpu, run, backend)
+    return _guarded(name, "GB/s", t.gpu, run, backend)
 
 
 def host_copy_metric(backend: Backend, t: Target, kind: str, plan: MicroPlan) -> Metric:

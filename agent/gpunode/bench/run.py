@@ -17,6 +17,7 @@ from gpunode import __version__
 from gpunode.bench import fio, micro, nccl, nccl_log, numa, perftest, torch_dist
 from gpunode.bench.backend import Backend
 from gpunode.bench.discover import find_backend
+from gpunode.bench.metrics import SECTIONS, per_gpu
 from gpunode.bench.results import BenchDocument, Metric, errored, skipped
 from gpunode.bench.watch import watched
 from gpunode.host.facts.infiniband import ib_ports
@@ -25,7 +26,7 @@ from gpunode.host.gpu.source import NVML_TIMEOUT_S
 from gpunode.host.seam import Host
 from gpunode.outputs import iso_time
 
-SECTIONS = ("gemm", "hbm", "h2d", "p2p", "nccl", "fio", "allreduce", "gdr")
+MICRO_SECTIONS = ("gemm", "hbm", "h2d", "p2p")  # measured in-process through a GPU backend
 
 
 @dataclass
@@ -123,7 +124,7 @@ def prepare(host: Host, opts: BenchOptions, find=find_backend) -> BenchRun:
     chosen = select_gpus(inv, opts.gpus)
     tools: dict[str, str] = {}
     steps: list[Step] = []
-    micro_sections = [s for s in ("gemm", "hbm", "h2d", "p2p") if s in opts.only]
+    micro_sections = [s for s in MICRO_SECTIONS if s in opts.only]
     backend = None
     if micro_sections or "allreduce" in opts.only:
         backend, why = find(opts.backend)
@@ -181,17 +182,8 @@ def _micro_steps(host, backend, inv, chosen, sections, opts) -> list[Step]:
     tgts = targets(host, backend, inv, chosen)
     if not tgts:
         return [Step("microbenchmarks: no GPU", lambda: _no_gpu_measured(sections, "no GPU selected or visible to the backend"))]
-    steps = []
-    for t in tgts:
-        if "gemm" in sections:
-            for dtype in plan.gemm_dtypes:
-                steps.append(Step(f"GPU{t.gpu} GEMM {dtype}", lambda t=t, d=dtype: [micro.gemm_metric(backend, t, d, plan)]))
-        if "hbm" in sections:
-            steps.append(Step(f"GPU{t.gpu} HBM copy", lambda t=t: [micro.d2d_metric(backend, t, plan)]))
-        if "h2d" in sections:
-            for kind in ("h2d_pinned", "d2h_pinned", "h2d_pageable", "d2h_pageable"):
-                steps.append(Step(f"GPU{t.gpu} {kind.replace('_', ' ')}",
-                                  lambda t=t, k=kind: [micro.host_copy_metric(backend, t, k, plan)]))
+    specs = [m for m in per_gpu(sections) if m.wanted(plan)]  # the metric table's per-GPU entries
+    steps = [Step(f"GPU{t.gpu} {m.label}", lambda t=t, m=m: [m.measure(backend, t, plan)]) for t in tgts for m in specs]
     if "gemm" in sections:
         steps.append(Step("GEMM on all GPUs at once", lambda: micro.concurrent_gemm_metrics(backend, tgts, plan)))
     if "p2p" in sections:
