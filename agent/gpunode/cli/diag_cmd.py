@@ -184,6 +184,7 @@ def _context(opts, explicit, baselines_dir, config_path, dcgm_level):
         floors=floors_for(selection), gate=lambda: gate_result(config_path),
         dcgm=(lambda: dcgm.run(host.runner, dcgm_level, chosen)) if opts.with_dcgm else None,
         progress=progress, tools=tools,
+        app_clocks={g.index: g.sm_app_clock_mhz for g in inv.gpus if g.sm_app_clock_mhz},  # the clocks phase's target
     )
     if selection is not None:
         ctx.tools["baseline"] = selection.baseline.name
