@@ -38,7 +38,15 @@ NEW_SINCE = {("net.qdisc", None), ("unit.slurmd.LimitMEMLOCK", None),
              ("topology.nic_share", None), ("topology.gres", None),
              # issue 24 items 1-3: no nccl.conf/TaskProlog, no RDMA NIC, /proc/net/snmp not recorded: SKIP
              ("nccl.config.names", None), ("nccl.config.debug", None), ("roce.gid", None), ("roce.ecn", None),
-             ("roce.pfc", None), ("roce.loss", None), ("net.tcp_retransmits", None), ("module.nvidia_peermem", None)}
+             ("roce.pfc", None), ("roce.loss", None), ("net.tcp_retransmits", None), ("module.nvidia_peermem", None),
+             # issue 24 items 4-6: no container engine, GDS, NFS or md RAID on the VMs, no cpuidle/EPP/turbo
+             # knobs recorded: SKIP; MPS not running and no GPU in exclusive-process mode: PASS
+             ("containers.toolkit", None), ("containers.runtime", None), ("containers.cdi", None),
+             ("containers.docker.config", None), ("containers.enroot", None), ("containers.pyxis", None),
+             ("mps.daemon", None), ("gds.nvidia_fs", None), ("gds.cufile", None), ("gds.gdscheck", None),
+             ("storage.nfs", None), ("cpu.cstates", None), ("sysfs.cpu.epp", None), ("sysfs.cpu.no_turbo", None),
+             ("sysfs.cpu.boost", None), ("sysfs.md.read_ahead_kb", None), ("json.docker.default-shm-size", None),
+             ("json.docker.default-ulimits.memlock", None)}
 
 
 @pytest.mark.parametrize("name, live", [("h100-sxm-1gpu", "audit-h100.json"), ("h200-1gpu", "audit-h200.json")])
