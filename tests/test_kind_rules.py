@@ -348,6 +348,7 @@ def test_a_plan_lists_satisfied_settings_and_plans_knob_writes_unblocked(tmp_pat
     assert plan.satisfied == ["sysctl.kernel.numa_balancing"]
     (change,) = plan.changes
     assert change.target == "/proc/sys/vm/swappiness" and change.blocked == "" and plan.writes == [change]
+    assert change.needs_root is False  # a fixture root is the operator's own tree
     assert plan.setting("sysctl.vm.swappiness") is wrong and plan.setting("sysctl.vm.nothing") is None
 
 
