@@ -94,7 +94,7 @@ TARGETS.update({
     f"{PKG}/slurm/install.py": ["tests/test_slurm_chain.py", "tests/test_slurm_hooks.py",
                                 "tests/test_slurm_install_conf.py"],
     f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py", "tests/test_edges_item11.py"],
-    **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py"]
+    **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py", "tests/test_edges_item11.py"]
        for name in ("record", "store", "trend")},
     f"{PKG}/layout.py": ["tests/test_layout.py", "tests/test_edges_item11.py"],
 })

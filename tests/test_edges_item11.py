@@ -149,3 +149,24 @@ def test_a_cache_entry_above_8_mib_is_a_miss(tmp_path):
         os.write(fd, text.encode())
         os.close(fd)
         assert cache.get(key)[0] is hit, size
+
+
+def test_history_keeps_only_real_numbers_and_their_spread():
+    from gpunode.history.record import figures_of
+
+    base = {"name": "gemm.bf16", "gpu": 0, "unit": "TFLOP/s", "status": "PASS", "conditions": {}}
+    doc = {"metrics": [{**base, "value": True}, {**base, "value": "680"}, {**base, "value": float("nan")},
+                       {**base, "value": 680.0, "spread": {"cov": 0.02}}, {**base, "value": 690.0, "spread": {"cov": "x"}}]}
+    figures = figures_of(doc)
+    assert [(f.value, f.cov) for f in figures] == [(680.0, 0.02), (690.0, None)]
+
+
+def test_a_zero_figure_has_no_ratio_and_is_skipped_against_history():
+    from gpunode.history.store import Figure
+    from gpunode.history.trend import judge_against_history, ratio
+
+    assert ratio(0.0, 5.0, False) is None and ratio(5.0, 0.0, True) is None and ratio(10.0, 5.0, False) == 2.0
+    earlier = [(None, Figure("gemm.bf16", 0, 680.0, "TFLOP/s", "{}", 0.01, True))] * 3
+    doc = {"metrics": [{"name": "gemm.bf16", "gpu": 0, "unit": "TFLOP/s", "status": "PASS", "value": 0.0}]}
+    (verdict,) = judge_against_history(doc, earlier)
+    assert verdict.status == "SKIP" and verdict.message == "no usable ratio" and verdict.median == 680.0
