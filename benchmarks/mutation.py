@@ -90,9 +90,9 @@ TARGETS.update({
     f"{PKG}/inputs.py": ["tests/test_hostile_inputs.py", "tests/test_parsed_cache.py", "tests/test_profiles.py"],
     f"{PKG}/yaml_bounded.py": ["tests/test_hostile_inputs.py"],
     f"{PKG}/parsed_cache.py": ["tests/test_parsed_cache.py", "tests/test_edges_item11.py"],
-    f"{PKG}/slurm/chain.py": ["tests/test_slurm_chain.py"],
+    f"{PKG}/slurm/chain.py": ["tests/test_slurm_chain.py", "tests/test_edges_item11.py"],
     f"{PKG}/slurm/install.py": ["tests/test_slurm_chain.py", "tests/test_slurm_hooks.py",
-                                "tests/test_slurm_install_conf.py"],
+                                "tests/test_slurm_install_conf.py", "tests/test_edges_item11.py"],
     f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py", "tests/test_edges_item11.py"]
        for name in ("record", "store", "trend")},
@@ -124,6 +124,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
      "Lt -> LtE"): "a clock reading exactly the deadline: one more copy round at most, no verdict changes",
     (f"{PKG}/fleet/trends.py", 'DEFAULT_WINDOW = 3  # runs in "first" and "last"', "number", "3 -> 4"):
         "a tuning default (runs in `first` and `last`), not a rule; the tests pass their window",
+    (f"{PKG}/slurm/install.py", 'if float(f"{timeout:g}") <= 0:  # what the hook will pass, as written', "boundary",
+     "LtE -> Lt"): "only 0 formats to 0, and seconds() above refuses 0 already",
     (f"{D}/compare.py", '"gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],',
      "boolop", "and <-> or"): "for gpus and tools: BenchDocument.from_json reads None as {} itself (the metrics "
                                "one is killed: None metrics raise)",

@@ -170,3 +170,32 @@ def test_a_zero_figure_has_no_ratio_and_is_skipped_against_history():
     doc = {"metrics": [{"name": "gemm.bf16", "gpu": 0, "unit": "TFLOP/s", "status": "PASS", "value": 0.0}]}
     (verdict,) = judge_against_history(doc, earlier)
     assert verdict.status == "SKIP" and verdict.message == "no usable ratio" and verdict.median == 680.0
+
+
+def test_slurm_install_refuses_a_hook_budget_that_is_not_a_positive_number():
+    from gpunode.slurm.install import check_hook_values
+
+    check_hook_values(None, None, None)
+    check_hook_values(None, None, 30.0)
+    for bad in (float("nan"), -1.0, 0.0, float("inf")):
+        with pytest.raises(ValueError, match="--timeout"):
+            check_hook_values(None, None, bad)
+
+
+def test_a_hook_script_is_rewritten_unless_text_and_mode_already_match(tmp_path):
+    from gpunode.slurm.install import HookScript, install_script
+
+    script = HookScript("prolog", tmp_path / "gpunode-prolog", "#!/bin/sh\nexit 0\n")
+    assert install_script(script, as_root=False) == "written"
+    assert install_script(script, as_root=False) == "unchanged"
+    script.path.chmod(0o775)
+    assert install_script(script, as_root=False) == "written" and script.path.stat().st_mode & 0o7777 == 0o755
+
+
+def test_a_drift_needs_two_windows_of_runs():
+    from gpunode.history.trend import drift
+
+    points = [(day * 86400.0, 100.0 - day) for day in range(6)]
+    assert drift(points[:5], window=3) is None
+    d = drift(points, window=3)
+    assert d is not None and d.runs == 6 and d.first == 99.0 and d.last == 96.0
