@@ -112,7 +112,6 @@ _PATTERN_END = re.compile(r"""\$(["'])""")
 # (file, pattern name). A validation pattern never belongs here.
 RECORD_PARSERS = {
     ("agent/gpunode/watch/sources.py", "_KMSG"): "one /dev/kmsg record, which ends in a newline",
-    ("agent/gpunode/fleet/locate/pairtests.py", "_IB_ROW"): "a row of ib_write_bw's table (splitlines)",
 }
 
 

@@ -25,15 +25,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 # Where an NCCL line's message starts: after "NCCL INFO " (the prefix names host:pid:tid [dev]).
-_INFO = re.compile(r"(?:^|\s)(?:(?P<host>[^\s:\[\]]+):\d+:\d+ \[\d+\] )?NCCL (?P<level>INFO|WARN) (?P<msg>.*)$")
+_INFO = re.compile(r"(?:^|\s)(?:(?P<host>[^\s:\[\]]+):\d+:\d+ \[\d+\] )?NCCL (?P<level>INFO|WARN) (?P<msg>.*)\Z")
 _BARE_VERSION = re.compile(r"^(?:\S+\s+)?NCCL version (?P<v>\d+\.\d+\.\d+\S*)")
 _VERSION = re.compile(r"^NCCL version (?P<v>\d+\.\d+\.\d+\S*)")
 _CONN = re.compile(
     r"^(?:Channel|Ring) (?P<ch>\d+)(?:/\d+)? : (?P<src>\d+)(?:\[(?P<sdev>[0-9a-fx]+)\])? -> "
-    r"(?P<dst>\d+)(?:\[(?P<ddev>[0-9a-fx]+)\])?(?: \[(?P<dir>send|receive)\])? via (?P<via>.+?)\s*$")
+    r"(?P<dst>\d+)(?:\[(?P<ddev>[0-9a-fx]+)\])?(?: \[(?P<dir>send|receive)\])? via (?P<via>.+?)\s*\Z")
 _NETWORK = re.compile(r"^Using network (?P<net>\S+)")
-_IB_USING = re.compile(r"^NET/IB\w* : Using (?P<list>.*?)(?:; OOB (?P<oob>\S+))?\s*$")
-_SOCKET_USING = re.compile(r"^NET/Socket : Using (?P<list>.*)$")
+_IB_USING = re.compile(r"^NET/IB\w* : Using (?P<list>.*?)(?:; OOB (?P<oob>\S+))?\s*\Z")
+_SOCKET_USING = re.compile(r"^NET/Socket : Using (?P<list>.*)\Z")
 _DEVICE = re.compile(r"\[\d+\](?P<name>[^\s\[\]:;]+)(?::(?P<port>\d+))?(?:/(?P<ll>\w+))?")
 _GDR_HCA = re.compile(r"GPU Direct RDMA (?P<state>Enabled|Disabled) for HCA (?P<idx>\d+) '(?P<name>[^']*)'")
 _NVLS = re.compile(r"(?P<n>\d+) nvls channels")
@@ -42,8 +42,8 @@ _NRANKS = re.compile(r"\bnranks (?P<ranks>\d+)\b")
 # NCCL_DEBUG_SUBSYS=TUNING (src/graph/tuning.cc): a header ("Latency/AlgBw | Tree/ LL | ...", or
 # "Algorithm | Tree | ..." then "Protocol | LL | ..."), then one row per collective of
 # "latency/ algorithm bandwidth" cells (us, GB/s).
-_TABLE_ROW = re.compile(r"^(?P<name>[A-Za-z/ ]+?)\s*\|(?P<cells>.*\|)\s*$")
-_CELL = re.compile(r"^\s*(?P<lat>[0-9.]+)/\s*(?P<bw>[0-9.]+)\s*$")
+_TABLE_ROW = re.compile(r"^(?P<name>[A-Za-z/ ]+?)\s*\|(?P<cells>.*\|)\s*\Z")
+_CELL = re.compile(r"^\s*(?P<lat>[0-9.]+)/\s*(?P<bw>[0-9.]+)\s*\Z")
 COLLECTIVES = {"all_reduce": "AllReduce", "all_gather": "AllGather", "reduce_scatter": "ReduceScatter"}
 
 

@@ -22,7 +22,7 @@ NAME = "rdma.gdr_write_bw"
 BINARY = "ib_write_bw"
 BASE_PORT = 18615  # perftest's default is 18515; an own range keeps clear of a running test
 INSTALL_HINT = "perftest's ib_write_bw is not installed (apt install perftest; a CUDA build for --use_cuda)"
-_IB_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$")
+_IB_ROW = re.compile(r"^\s*(\d+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*\Z")
 
 
 def parse_ib_write_bw(text: str) -> float | None:

@@ -10,7 +10,7 @@ PEERMEM_MODULES = ("nvidia_peermem", "nv_peer_mem")  # the driver's module; the 
 # systemd-modules-load reads these, a name in /etc hiding the same name in the others (modules-load.d(5)).
 MODULES_LOAD_DIRS = ("/etc/modules-load.d", "/run/modules-load.d", "/usr/local/lib/modules-load.d",
                      "/usr/lib/modules-load.d", "/lib/modules-load.d")
-MODULE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,56}$")
+MODULE_NAME = re.compile(r"[A-Za-z0-9_-]{1,56}")  # used with fullmatch
 
 
 # kernel_config is imported where it is used: checks/net.py imports this module on the gate's path.

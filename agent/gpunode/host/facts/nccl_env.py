@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gpunode.host.facts.slurm_conf import read_values
 
 NCCL_CONF = "/etc/nccl.conf"
-_CONF_LINE = re.compile(r"^\s*(?P<key>NCCL_[A-Z0-9_]+)\s*=(?P<value>.*)$")
+_CONF_LINE = re.compile(r"^\s*(?P<key>NCCL_[A-Z0-9_]+)\s*=(?P<value>.*)\Z")
 _EXPORT = re.compile(r"\bexport\s+(?P<key>NCCL_[A-Z0-9_]+)=(?P<value>\"[^\"]*\"|'[^']*'|[^\s;\"']*)")
 
 

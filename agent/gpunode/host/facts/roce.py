@@ -26,7 +26,7 @@ CNP_COUNTERS = ("np_cnp_sent", "np_ecn_marked_roce_packets", "rp_cnp_handled", "
 # ethtool -S of mlx5: packets the NIC dropped for lack of buffer, and pause frames (PFC at work).
 ETHTOOL_DISCARDS = ("rx_discards_phy", "tx_discards_phy", "rx_out_of_buffer", "rx_buffer_passed_thres_phy")
 ETHTOOL_PAUSE = ("rx_pause_ctrl_phy", "tx_pause_ctrl_phy")
-ZERO_GID = re.compile(r"^[0:]+$")
+ZERO_GID = re.compile(r"^[0:]+\Z")
 
 
 @dataclass
@@ -115,7 +115,7 @@ def parse_mlnx_qos(text: str) -> QosState:
     return QosState(trust, tuple(p for p, on in zip(priorities, enabled, strict=True) if on))
 
 
-_STAT = re.compile(r"^\s*(?P<name>[^:]+?):\s*(?P<value>-?\d+)\s*$")
+_STAT = re.compile(r"^\s*(?P<name>[^:]+?):\s*(?P<value>-?\d+)\s*\Z")
 
 
 def parse_ethtool_stats(text: str) -> dict[str, int]:
