@@ -199,3 +199,11 @@ def test_a_drift_needs_two_windows_of_runs():
     assert drift(points[:5], window=3) is None
     d = drift(points, window=3)
     assert d is not None and d.runs == 6 and d.first == 99.0 and d.last == 96.0
+
+
+def test_latency_that_stepped_up_once_but_has_no_slope_is_not_drifting():
+    from gpunode.fleet.trends import Settings, metric_trend
+
+    p99 = ("H100", "fio.rand_read.p99_us", "us", "{}")
+    flat = metric_trend(p99, {"a": series([100.0] * 7 + [110.0] * 3)}, Settings(window=3))  # Theil-Sen slope 0
+    assert flat["drifting"] == []
