@@ -43,20 +43,31 @@ def _one_line(value) -> str:
 
 def show(console, title: str, cols: Sequence[Col], rows: Sequence[Sequence], fmt: str | None = None,
          footer: Sequence[str] = ()) -> None:
-    fmt = pick_format(fmt, console)
     cells = [[_one_line(v) for v in row] for row in rows]
-    if fmt == "tsv":
-        _print_lines(console, ["\t".join(c.header for c in cols)] + ["\t".join(row) for row in cells], tabs=True)
-        return
-    if fmt == "plain":
-        lines = [title] if title else []
-        if cells:  # the header names the columns: the rows are fields without box or labels
-            lines.append("  ".join(c.header for c in cols))
-        lines += ["  ".join(v or "-" for v in row) for row in cells]
-        _print_lines(console, lines + list(footer))
-        return
+    RENDERERS[pick_format(fmt, console)](console, title, cols, cells, footer)
+
+
+def _show_tsv(console, title: str, cols: Sequence[Col], cells: list[list[str]], footer: Sequence[str]) -> None:
+    _print_lines(console, ["\t".join(c.header for c in cols)] + ["\t".join(row) for row in cells], tabs=True)
+
+
+def _show_plain(console, title: str, cols: Sequence[Col], cells: list[list[str]], footer: Sequence[str]) -> None:
+    lines = [title] if title else []
+    if cells:  # the header names the columns: the rows are fields without box or labels
+        lines.append("  ".join(c.header for c in cols))
+    lines += ["  ".join(v or "-" for v in row) for row in cells]
+    _print_lines(console, lines + list(footer))
+
+
+def _show_table(console, title: str, cols: Sequence[Col], cells: list[list[str]], footer: Sequence[str]) -> None:
     _table_or_folded(console, _rich_table(title, cols, cells), title, cols, cells)
     _print_lines(console, fit(footer, console.width))
+
+
+# The renderer registry: every command that prints results offers these (plus json, its document:
+# cli/common.py's ResultFormat). A new layout is one function (console, title, cols, cells, footer)
+# and one entry here; `--format NAME` then reaches it from every such command.
+RENDERERS: dict[str, Callable[..., None]] = {"table": _show_table, "plain": _show_plain, "tsv": _show_tsv}
 
 
 def _table_or_folded(console, table, title: str, cols: Sequence[Col], cells: list[list[str]]) -> None:

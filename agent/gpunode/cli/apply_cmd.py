@@ -9,10 +9,8 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, split_csv, stdout_console
+from gpunode.cli.common import StateDirOption, die, split_csv, stdout_console
 from gpunode.tune.apply_case import Stopped
-
-STATE_HELP = "State directory (journal, lock). Default $GPUNODE_STATE_DIR or /var/lib/gpunode."
 
 
 def _host(sysroot: Path | None):
@@ -37,7 +35,7 @@ def apply(
     allow_reboot_settings: bool = typer.Option(False, "--allow-reboot-settings", help="Also edit the kernel command line in /etc/default/grub (takes effect after a reboot)."),
     no_persist: bool = typer.Option(False, "--no-persist", help="Change runtime values only: no /etc/sysctl.d file, no boot unit."),
     boot: bool = typer.Option(False, "--boot", help="Re-apply the runtime settings recorded by earlier applies (run by gpunode-apply.service)."),
-    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    state_dir: StateDirOption = None,
     sysroot: Path = typer.Option(None, "--sysroot", help="Apply to files under this directory instead of / (tests, images)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.apply/1)."),
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
@@ -184,7 +182,7 @@ def _report_rolled_back(outcome, host, state) -> None:
 
 def rollback(
     apply_id: str = typer.Option(None, "--id", help="The apply to undo (default: the newest that still holds changes)."),
-    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    state_dir: StateDirOption = None,
     sysroot: Path = typer.Option(None, "--sysroot", help="The --sysroot the apply was made with."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.rollback/1)."),
     force: bool = typer.Option(False, "--force", help="Roll back an apply whose journal lost the line naming its root, onto this root."),

@@ -9,9 +9,12 @@ import typer
 
 from gpunode.cli.common import (
     PROMETHEUS_HELP,
+    ResultFormatOption,
+    StateDirOption,
     check_outputs,
     die,
     document_target,
+    layout_of,
     legacy_json_command,
     split_csv,
     stderr_console,
@@ -28,6 +31,7 @@ def bench(
     full: bool = typer.Option(False, "--full", help="Full run (the default): 20 repeats, nccl-tests up to 4 GiB, all five tests."),
     only: list[str] = typer.Option(None, "--only", help="Only these: gemm,hbm,h2d,p2p,nccl,fio,allreduce,gdr (comma-separated)."),
     as_json: bool = typer.Option(False, "--json", help="Print the results document (schema gpunode.bench/1) instead of the table."),
+    fmt: ResultFormatOption = None,
     output: Path = typer.Option(None, "--output", "-o", help="Write the results document (schema gpunode.bench/1) to this file; the table is printed too."),
     gpus: str = typer.Option(None, "--gpus", help="GPU indices (NVML order, as nvidia-smi), e.g. 0,1. Default: all."),
     backend: str = typer.Option("auto", "--backend", help="Microbenchmark backend: auto, torch or cupy."),
@@ -43,7 +47,7 @@ def bench(
     baselines_dir: Path = typer.Option(None, "--baselines", help="Site baselines directory, before the shipped ones (implies --compare)."),
     history_warn: float = typer.Option(0.95, "--history-warn", help="With --compare: WARN when a figure is below this share of the node's own recent median."),
     history_runs: int = typer.Option(10, "--history-runs", help="With --compare: how many of the node's earlier runs make its recent median."),
-    state_dir: str = typer.Option(None, "--state-dir", help="State directory holding the node's history. Default $GPUNODE_STATE_DIR or /var/lib/gpunode."),
+    state_dir: StateDirOption = None,
     no_history: bool = typer.Option(False, "--no-history", help="Do not keep this result in the node's history."),
     prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
 ) -> None:
@@ -58,6 +62,7 @@ def bench(
         nccl_launcher=nccl_launcher, hosts=tuple(split_csv([hosts])) if hosts else (),
         fio_dir=fio_dir, fio_destructive=fio_destructive, history_warn=history_warn, history_runs=history_runs)
     opts = session.options(req)
+    as_json, layout = layout_of(fmt, as_json)
     json_file = document_target(as_json, output)  # '-': print it; a path: write it
     check_outputs(prometheus, json_file)
     comparing = compare or baseline is not None or baselines_dir is not None
@@ -65,7 +70,7 @@ def bench(
     chosen = _choose_baseline(baseline, baselines_dir) if comparing else None
     document = session.run(session.plan(live_host(), req, opts), _run_with_progress)
     data = document.to_json()
-    console = _publish(data, document, json_file, prometheus)
+    console = _publish(data, document, json_file, prometheus, layout)
     code = document.exit_code
     if not no_history:  # kept first: a compare that finds no baseline must not lose the figures
         _warn(session.keep(data, state_dir))
@@ -76,7 +81,7 @@ def bench(
     raise typer.Exit(code)
 
 
-def _publish(data: dict, document, json_file, prometheus):
+def _publish(data: dict, document, json_file, prometheus, layout: str | None = None):
     """The textfile, the document (a file or stdout) and the table; -> the console for what follows."""
     from gpunode.outputs import dumps, write_atomic
 
@@ -89,7 +94,7 @@ def _publish(data: dict, document, json_file, prometheus):
     if json_file is not None and str(json_file) == "-":
         typer.echo(dumps(data), nl=False)
         return stderr_console()
-    render_table(document, stdout_console())
+    render_table(document, stdout_console(), layout)
     return stdout_console()
 
 
@@ -156,7 +161,7 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.1f}" if abs(value) < 1e5 else f"{value:,.0f}"
 
 
-def render_table(document, console) -> None:
+def render_table(document, console, fmt: str | None = None) -> None:
     from rich.table import Table
 
     tools = ", ".join(f"{k} {v}" for k, v in document.tools.items())
@@ -170,7 +175,9 @@ def render_table(document, console) -> None:
             spread = f"{_fmt(m.spread.min)}–{_fmt(m.spread.max)}, {m.spread.cov:.1%}"
         table.add_row(m.name, "" if m.gpu is None else str(m.gpu), f"[{STYLE[m.status]}]{m.status}[/]",
                       _fmt(m.value), m.unit, spread, _note(m))
-    show_table(console, table)
+    show_table(console, table, fmt)
+    if fmt == "tsv":  # rows only: a script reads the status from them or from --json
+        return
     counts = {s: sum(1 for m in document.metrics if m.status == s) for s in RESULTS}  # a metric is never WARN
     parts = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     console.print(f"[bold]{document.status}[/bold] (exit {document.exit_code}): {parts}")

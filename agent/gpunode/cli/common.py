@@ -6,11 +6,13 @@ import functools
 import os
 import sys
 from enum import Enum
+from typing import Annotated
 
 import typer
 
 from gpunode.cli.streams import tolerant_output
 from gpunode.exits import USAGE_EXIT, GpunodeError
+from gpunode.layout import RENDERERS
 
 NAGIOS_USAGE_EXIT = 3  # a Nagios plugin answers UNKNOWN to a bad invocation, never CRITICAL
 FORMAT_HELP = ("Output: table (a terminal), plain (one result per line; the default when piped), tsv, "
@@ -29,6 +31,22 @@ def format_name(fmt: Format | str | None, as_json: bool = False) -> str | None:
     if as_json:
         return "json"
     return fmt.value if isinstance(fmt, Format) else fmt
+
+
+# What a command that prints results offers: layout.py's renderers, and json (its document).
+ResultFormat = Enum("ResultFormat", {name: name for name in (*RENDERERS, "json")}, type=str)  # type: ignore[misc]
+ResultFormatOption = Annotated[ResultFormat | None, typer.Option(
+    "--format", "-f", help="Output: table (a terminal), plain (one result per line; the default when piped), tsv, "
+                           "json (the results document; --json is the same).")]
+# The node's state dir (journal, lock, history), declared once for every command that reads it.
+StateDirOption = Annotated[str | None, typer.Option(
+    "--state-dir", help="State directory (journal, lock, history). Default $GPUNODE_STATE_DIR or /var/lib/gpunode.")]
+
+
+def layout_of(fmt, as_json: bool) -> tuple[bool, str | None]:
+    """--format and its --json alias -> (print the document, the layout for the table or None)."""
+    value = fmt.value if isinstance(fmt, Enum) else fmt
+    return as_json or value == "json", None if value in (None, "json") else value
 
 
 PROMETHEUS_HELP = "Also write the verdict as a Prometheus textfile here (atomically; node_exporter's textfile dir)."

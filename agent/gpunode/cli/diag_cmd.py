@@ -10,9 +10,12 @@ import typer
 
 from gpunode.cli.common import (
     PROMETHEUS_HELP,
+    ResultFormatOption,
+    StateDirOption,
     check_outputs,
     die,
     document_target,
+    layout_of,
     legacy_json_command,
     split_csv,
     stderr_console,
@@ -30,6 +33,7 @@ def diag(
                                                             "(default 540); the load phase gets what the tests before it leave."),
     gpus: str = typer.Option(None, "--gpus", help="GPU indices (NVML order, as nvidia-smi), e.g. 0,1. Default: all."),
     as_json: bool = typer.Option(False, "--json", help="Print the results document (schema gpunode.diag/1) instead of the table."),
+    fmt: ResultFormatOption = None,
     output: Path = typer.Option(None, "--output", "-o", help="Write the results document (schema gpunode.diag/1) to this file; the table is printed too."),
     compare: bool = typer.Option(False, "--compare", help="Also judge the figures (checked GEMM TFLOP/s) against the baseline for these GPUs."),
     baseline: str = typer.Option(None, "--baseline", help="Baseline file or name (floors and --compare). Default: chosen by the GPUs."),
@@ -39,7 +43,7 @@ def diag(
     slurm: bool = typer.Option(False, "--slurm", help="Burn-in under Slurm: drain this node (gpunode: reason) while diag runs, resume it only when diag is OK; never touches a reason someone else set."),
     config: Path = typer.Option(None, "--config", help="gpunode config for the gate checks (default: GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
     prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
-    state_dir: str = typer.Option(None, "--state-dir", help="State directory holding the node's history. Default $GPUNODE_STATE_DIR or /var/lib/gpunode."),
+    state_dir: StateDirOption = None,
     no_history: bool = typer.Option(False, "--no-history", help="Do not keep this result in the node's history."),
 ) -> None:
     """Diagnose this node's GPUs. Never changes GPU settings. Exit 0 OK, 1 WARN, 2 FAIL (wrong results,
@@ -58,6 +62,7 @@ def diag(
         die(f"--dcgm-level {dcgm_level}: 1 to 4")
     if config is not None and not config.is_file():
         die(f"--config {config}: not a file")
+    as_json, layout = layout_of(fmt, as_json)
     json_file = document_target(as_json, output)  # '-': print it; a path: write it
     check_outputs(prometheus, json_file)
     explicit = _resolve_baseline(baseline, baselines_dir)
@@ -95,7 +100,7 @@ def diag(
 
         typer.echo(dumps(data), nl=False)
     else:
-        render(data, stdout_console())
+        render(data, stdout_console(), layout)
     code = document.exit_code
     if compare:  # a baseline, else (none matches) this host's topology expectation
         from gpunode.baselines.compare import render_verdicts
@@ -213,7 +218,7 @@ def _run(ctx):
         signal.signal(signal.SIGTERM, previous)
 
 
-def render(data: dict, console) -> None:
+def render(data: dict, console, fmt: str | None = None) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -228,7 +233,9 @@ def render(data: dict, console) -> None:
         table.add_row(escape(r["name"]), gpu, f"[{STYLE[r['status']]}]{r['status']}[/]", escape(r["message"]))
     from gpunode.layout import show_table
 
-    show_table(console, table)  # a box on a wide terminal; folded when narrow; piped: plain lines
+    show_table(console, table, fmt)  # a box on a wide terminal; folded when narrow; piped: plain lines
+    if fmt == "tsv":  # rows only
+        return
     for note in data.get("notes") or []:
         console.print(f"note: {escape(note)}", highlight=False)
     if data.get("slurm"):

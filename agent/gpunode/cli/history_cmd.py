@@ -8,10 +8,9 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, stdout_console
+from gpunode.cli.common import StateDirOption, die, stdout_console
 from gpunode.layout import show_table
 
-STATE_HELP = "State directory (history, journal). Default $GPUNODE_STATE_DIR or /var/lib/gpunode."
 EXPORT_SCHEMA = "gpunode.history-export/1"
 KIND_CHOICES = ("bench", "diag", "audit", "apply")
 
@@ -77,7 +76,7 @@ def history(
     ctx: typer.Context,
     kind: str = typer.Option(None, "--kind", help="Only bench, diag, audit or apply."),
     limit: int = typer.Option(None, "--limit", help="At most this many of each (newest)."),
-    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    state_dir: StateDirOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.history/1)."),
     sysroot: Path = typer.Option(None, "--sysroot", help="List the applies made with this --sysroot (kept apart from the live host's)."),
 ) -> None:
@@ -124,7 +123,7 @@ def history(
 @history_app.command("show")
 def show(
     result_id: str = typer.Argument(..., help="A result id (from `gpunode history`) or an apply id."),
-    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    state_dir: StateDirOption = None,
 ) -> None:
     """Print one recorded result document (JSON), or an apply's summary."""
     from gpunode.outputs import dumps
@@ -148,7 +147,7 @@ def show(
 def export(
     output: Path = typer.Option(None, "--output", "-o", help="Write here (atomically); default stdout."),
     kind: str = typer.Option("bench", "--kind", help="bench or diag: whose figures to export."),
-    state_dir: str = typer.Option(None, "--state-dir", help=STATE_HELP),
+    state_dir: StateDirOption = None,
 ) -> None:
     """The figures of every recorded bench (or diag) result, for `gpunode fleet trends`."""
     from gpunode.host.seam import live_host
