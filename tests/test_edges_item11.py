@@ -207,3 +207,14 @@ def test_latency_that_stepped_up_once_but_has_no_slope_is_not_drifting():
     p99 = ("H100", "fio.rand_read.p99_us", "us", "{}")
     flat = metric_trend(p99, {"a": series([100.0] * 7 + [110.0] * 3)}, Settings(window=3))  # Theil-Sen slope 0
     assert flat["drifting"] == []
+
+
+def test_slurm_conf_lines_default_and_asked_health_check_interval():
+    from pathlib import Path
+
+    from gpunode.slurm.chain import plan_install
+
+    assert "HealthCheckInterval=300" in plan_install(Path("/opt/g"), {}).conf_lines
+    assert "HealthCheckInterval=60" in plan_install(Path("/opt/g"), {}, interval=60).conf_lines
+    kept = plan_install(Path("/opt/g"), {"healthcheckinterval": "120"}).conf_lines
+    assert "# HealthCheckInterval=120 (the site's value): unchanged" in kept
