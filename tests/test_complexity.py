@@ -40,7 +40,6 @@ EXCEPTIONS = {
     "agent/gpunode/cli/apply_cmd.py:_report_rolled_back": 16,
     "agent/gpunode/cli/apply_cmd.py:rollback": 27,
     "agent/gpunode/cli/audit_cmd.py:audit": 30,
-    "agent/gpunode/cli/diag_cmd.py:diag": 30,
     "agent/gpunode/cli/fleet_locate_cmd.py:locate": 33,
     "agent/gpunode/cli/gate_cmd.py:slurm_install": 21,
     "agent/gpunode/cli/history_cmd.py:history": 17,

@@ -17,7 +17,6 @@ from gpunode.cli.common import (
     document_target,
     layout_of,
     legacy_json_command,
-    split_csv,
     stderr_console,
     stdout_console,
     write_prometheus,
@@ -48,28 +47,43 @@ def diag(
 ) -> None:
     """Diagnose this node's GPUs. Never changes GPU settings. Exit 0 OK, 1 WARN, 2 FAIL (wrong results,
     memory errors, throttling, new ECC/Xid errors), 3 UNKNOWN (a test could not run, or interrupted)."""
-    from gpunode.diag.run import MIN_DURATION, DiagOptions
+    from gpunode.diag import session
+    from gpunode.diag.gatecheck import gate_result
 
-    try:
-        opts = DiagOptions(level=level, duration=duration, gpus=_int_list(gpus), with_dcgm=with_dcgm)
-    except ValueError as exc:
-        die(str(exc))
-    if duration is not None and duration < MIN_DURATION[level]:
-        die(f"--duration must be at least {MIN_DURATION[level]:.0f} s at level {level}")
-    if dcgm_level is not None and not with_dcgm:
-        die("--dcgm-level needs --with-dcgm")
-    if dcgm_level is not None and dcgm_level not in (1, 2, 3, 4):
-        die(f"--dcgm-level {dcgm_level}: 1 to 4")
-    if config is not None and not config.is_file():
-        die(f"--config {config}: not a file")
+    req = session.DiagRequest(level=level, duration=duration, gpus=gpus, with_dcgm=with_dcgm, dcgm_level=dcgm_level,
+                              config=config)
+    opts = session.options(req)
     as_json, layout = layout_of(fmt, as_json)
     json_file = document_target(as_json, output)  # '-': print it; a path: write it
     check_outputs(prometheus, json_file)
-    explicit = _resolve_baseline(baseline, baselines_dir)
-    ctx, selection, floor_note, topology = _context(opts, explicit, baselines_dir, str(config) if config else None,
-                                          dcgm_level or min(level, 3))
+    explicit = session.resolve_baseline(baseline, baselines_dir)
+    ctx, selection, floor_note, topology = session.context(opts, req, explicit, baselines_dir, _progress(), gate_result)
     if compare and selection is None and not topology:
         die(floor_note or "no baseline for these GPUs: give --baseline")
+    document, data = _diagnose(ctx, floor_note, slurm, level)
+    to_stdout = _publish(data, json_file, prometheus, layout)
+    code = document.exit_code
+    if compare:  # a baseline, else (none matches) this host's topology expectation
+        code = _compare(data, selection, topology, level, code, stderr_console() if to_stdout else stdout_console())
+    if not no_history:
+        warning = session.keep(data, state_dir)
+        if warning:
+            print(f"gpunode: warning: {warning}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _progress():
+    progress_console = stderr_console()
+
+    def progress(text: str, left: float | None) -> None:
+        tail = f" (about {left:.0f} s left)" if left is not None else ""
+        progress_console.print(f"gpunode diag: {text}{tail}", highlight=False, markup=False)
+
+    return progress
+
+
+def _diagnose(ctx, floor_note: str | None, slurm: bool, level: int):
+    """The run, drained and resumed around it under --slurm (burn-in); -> (document, its JSON)."""
     burn = None
     if slurm:
         import os
@@ -86,122 +100,37 @@ def diag(
     data = document.to_json()
     if burn is not None:
         data["slurm"] = burnin.finish(scontrol, burn, document).to_json()
+    return document, data
+
+
+def _publish(data: dict, json_file, prometheus, layout: str | None) -> bool:
+    """The textfile, the document (a file or stdout) and the table; -> whether stdout held the JSON."""
+    from gpunode.outputs import dumps, write_atomic
+
     write_prometheus(prometheus, data)
     to_stdout = json_file is not None and str(json_file) == "-"
     if json_file is not None and not to_stdout:
-        from gpunode.outputs import dumps, write_atomic
-
         try:
             write_atomic(json_file, dumps(data))
         except OSError as exc:
             die(f"cannot write {json_file}: {exc.strerror or exc}", 3)
     if to_stdout:
-        from gpunode.outputs import dumps
-
         typer.echo(dumps(data), nl=False)
     else:
         render(data, stdout_console(), layout)
-    code = document.exit_code
-    if compare:  # a baseline, else (none matches) this host's topology expectation
-        from gpunode.baselines.compare import render_verdicts
-        from gpunode.diag.compare import exit_with_compare, judge_document, nothing_to_compare
-
-        verdicts = judge_document(data, selection, topology)
-        console = stderr_console() if to_stdout else stdout_console()
-        if verdicts.compared:
-            render_verdicts(verdicts, console)
-        else:
-            console.print(nothing_to_compare(verdicts, level), markup=False, highlight=False)
-        code = exit_with_compare(code, verdicts)
-    if not no_history:
-        from gpunode.history import record
-
-        warning = record("diag", data, state_dir)
-        if warning:
-            print(f"gpunode: warning: {warning}", file=sys.stderr)
-    raise typer.Exit(code)
+    return to_stdout
 
 
-def _int_list(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    out = []
-    for item in split_csv([text]):
-        if not item.isdigit():
-            die(f"--gpus: {item!r} is not a GPU index")
-        out.append(int(item))
-    return out or None
+def _compare(data: dict, selection, topology, level: int, code: int, console) -> int:
+    from gpunode.baselines.compare import render_verdicts
+    from gpunode.diag.compare import exit_with_compare, judge_document, nothing_to_compare
 
-
-def _resolve_baseline(baseline: str | None, baselines_dir: Path | None):
-    """A bad --baseline/--baselines is bad input: said before the run, not after it."""
-    from gpunode.baselines.compare import catalogue_for
-    from gpunode.baselines.schema import BaselineError
-
-    try:
-        catalogue = catalogue_for(baselines_dir)
-        return catalogue.resolve(baseline) if baseline is not None else None
-    except BaselineError as exc:
-        die(str(exc))
-
-
-def _context(opts, explicit, baselines_dir, config_path, dcgm_level):
-    from gpunode.bench.run import inventory, select_gpus, targets
-    from gpunode.diag import dcgm
-    from gpunode.diag.compare import floors_for
-    from gpunode.diag.discover import find_backend
-    from gpunode.diag.gatecheck import gate_result
-    from gpunode.diag.run import DiagContext
-    from gpunode.host.gpu.telemetry import TelemetrySampler
-    from gpunode.host.seam import live_host
-
-    host = live_host()
-    inv = inventory(host)
-    try:
-        chosen = select_gpus(inv, opts.gpus)
-    except ValueError as exc:
-        die(str(exc))
-    selection, note = explicit, None
-    if selection is None:
-        from gpunode.baselines.compare import catalogue_for
-        from gpunode.baselines.schema import BaselineError
-
-        try:
-            selection = catalogue_for(baselines_dir).select(inv.summary())
-        except BaselineError as exc:
-            note = f"no per-SKU floors (clocks, power) judged: {exc}"
-    backend, why = find_backend()
-    devices, tools = {}, {}
-    if backend is not None:
-        tools.update(backend.versions())
-        devices = {t.gpu: t.device for t in targets(host, backend, inv, chosen)}
-    names = {g.index: g.name or "?" for g in inv.gpus}
-    progress_console = stderr_console()
-
-    def progress(text: str, left: float | None) -> None:
-        tail = f" (about {left:.0f} s left)" if left is not None else ""
-        progress_console.print(f"gpunode diag: {text}{tail}", highlight=False, markup=False)
-
-    ctx = DiagContext(
-        opts=opts, hostname=host.facts.hostname, now_epoch=host.facts.now, gpus_meta=inv.summary(), devices=devices,
-        names=names, backend=backend, backend_why=why,
-        sampler=TelemetrySampler.live(gpus=sorted(devices) if devices else chosen),
-        floors=floors_for(selection), gate=lambda: gate_result(config_path),
-        dcgm=(lambda: dcgm.run(host.runner, dcgm_level, chosen)) if opts.with_dcgm else None,
-        progress=progress, tools=tools,
-        app_clocks={g.index: g.sm_app_clock_mhz for g in inv.gpus if g.sm_app_clock_mhz},  # the clocks phase's target
-    )
-    if selection is not None:
-        ctx.tools["baseline"] = selection.baseline.name
-    # no baseline fits: --compare judges against what this host's links should give (gpunode expect)
-    topology = [] if selection is not None else _topology(host, inv)
-    return ctx, selection, note, topology
-
-
-def _topology(host, inv) -> list[dict]:
-    from gpunode.bench.run import topology_expectations
-
-    return topology_expectations(host, inv)
+    verdicts = judge_document(data, selection, topology)
+    if verdicts.compared:
+        render_verdicts(verdicts, console)
+    else:
+        console.print(nothing_to_compare(verdicts, level), markup=False, highlight=False)
+    return exit_with_compare(code, verdicts)
 
 
 def _run(ctx):
