@@ -218,3 +218,15 @@ def test_slurm_conf_lines_default_and_asked_health_check_interval():
     assert "HealthCheckInterval=60" in plan_install(Path("/opt/g"), {}, interval=60).conf_lines
     kept = plan_install(Path("/opt/g"), {"healthcheckinterval": "120"}).conf_lines
     assert "# HealthCheckInterval=120 (the site's value): unchanged" in kept
+
+
+def test_a_dcgm_test_without_per_gpu_results_takes_its_summary():
+    from gpunode.diag import dcgm
+
+    def one(test: dict):
+        doc = {"DCGM Diagnostic": {"test_categories": [{"category": "Integration", "tests": [{"name": "PCIe", **test}]}]}}
+        return [(r.gpu, r.status) for r in dcgm.parse(json.dumps(doc))[0]]
+
+    assert one({"test_summary": {"status": "Pass"}}) == [(None, "PASS")]
+    assert one({"test_summary": {"status": "Fail"}}) == [(None, "FAIL")]
+    assert one({"test_summary": "Pass"}) == [(None, "ERROR")]
