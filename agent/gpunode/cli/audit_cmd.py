@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -17,7 +15,6 @@ from gpunode.cli.common import (
     format_name,
     split_csv,
     stdout_console,
-    usage_exit,
 )
 from gpunode.layout import show_table
 
@@ -45,51 +42,28 @@ def audit(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show the remediation of each WARN/FAIL."),
 ) -> None:
     """Is this node tuned and healthy? Read-only. Exit 0 OK, 1 WARN, 2 FAIL, 3 UNKNOWN."""
+    from gpunode.audit import session
     from gpunode.audit.engine import EXIT_CODES, overall
-    from gpunode.audit.report import audit_document, nagios_output, prometheus_text, render_report
-    from gpunode.audit.run import choose, load_audit_profile, make_host, run_audit
-    from gpunode.config import ConfigError, load_config
-    from gpunode.outputs import dumps, write_atomic
-    from gpunode.state_dir import resolve_state_dir
-    from gpunode.tune.profiles import ProfileError, parse_set_options
 
     fmt = format_name(output, as_json)
-    usage = usage_exit(fmt)
-    if expected_gpus is not None and expected_gpus < 0:
-        die("--expected-gpus must be 0 or more", usage)
-    if xid_window is not None and not 0 < xid_window < float("inf"):
-        die("--xid-window must be positive (hours)", usage)
     check_outputs(prometheus)
-    try:
-        cfg = load_config(config)
-        prof = load_audit_profile(profile or cfg.profile, cfg, overlays=overlay or [], sets=parse_set_options(set_ or []))
-        for path in (snapshot, sysroot):
-            if path is not None and not path.is_dir():
-                die(f"{path}: not a directory", usage)
-        host, source = make_host(
-            str(snapshot) if snapshot else (cfg.snapshot if not sysroot else None), str(sysroot) if sysroot else None
-        )
-    except (ConfigError, ProfileError, ValueError, FileNotFoundError) as exc:
-        die(str(exc), usage)
-    golden_checks = _golden_checks(golden, usage) if golden is not None else []
-    try:  # a part of the selection that matches nothing is an error, never a smaller audit
-        chosen = choose(prof, only=split_csv(only), skip_ids=split_csv(skip), tags=split_csv(tag),
-                        areas=split_csv(area), skip_areas=split_csv(skip_area), disabled=cfg.disable_checks,
-                        added=golden_checks)
-    except ValueError as exc:
-        die(str(exc), usage)
-    checks = chosen.checks
-    if not checks:
-        die("no check matches the selection (see `gpunode checks`)", usage)
-    overrides = {"expected_gpus": expected_gpus, "xid_window_hours": xid_window}
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    # Error counters are judged on their growth since this node's last live audit (state dir);
-    # a snapshot or a --sysroot tree is not this node: nothing kept, nothing written.
-    state_dir = resolve_state_dir(None, os.environ) if host.sys.is_live else None
-    run = run_audit(host, source, prof, checks, cfg, state_dir=state_dir)
-    if chosen.gate_not_run:
-        run.meta["gate_checks_not_run"] = chosen.gate_not_run_json()
-    document = audit_document(run.results, run.meta)
+    job = session.prepare(session.AuditRequest(
+        profile=profile, overlay=overlay or [], sets=set_ or [], only=split_csv(only), skip=split_csv(skip),
+        tags=split_csv(tag), areas=split_csv(area), skip_areas=split_csv(skip_area), snapshot=snapshot,
+        sysroot=sysroot, expected_gpus=expected_gpus, xid_window=xid_window, golden=golden, config=config))
+    run, document = session.run(job)
+    _publish(run, document, fmt, prometheus, verbose=verbose, problems=problems, every_skip=expand)
+    warning = session.keep(job, document)
+    if warning:
+        print(f"gpunode: warning: {warning}", file=sys.stderr)
+    raise typer.Exit(EXIT_CODES[overall(run.results)])
+
+
+def _publish(run, document: dict, fmt: str | None, prometheus: Path | None, **table) -> None:
+    """The textfile, then the report in the chosen format (json, nagios, or the layouts)."""
+    from gpunode.audit.report import nagios_output, prometheus_text, render_report
+    from gpunode.outputs import dumps, write_atomic
+
     if prometheus is not None:
         try:
             write_atomic(prometheus, prometheus_text(run.results, run.meta))
@@ -100,23 +74,7 @@ def audit(
     elif fmt == "nagios":
         typer.echo(nagios_output(run.results, extra_perf={"duration": f"{run.meta.get('duration_s', 0):.2f}s"}))
     else:
-        render_report(run.results, run.meta, stdout_console(), fmt, verbose=verbose, problems=problems, every_skip=expand)
-    if host.sys.is_live:  # a replayed snapshot or a --sysroot tree is not this node's history
-        from gpunode.history import record
-
-        warning = record("audit", document)
-        if warning and host.facts.is_root:  # without root the state dir is not ours to write
-            print(f"gpunode: warning: {warning}", file=sys.stderr)
-    raise typer.Exit(EXIT_CODES[overall(run.results)])
-
-
-def _golden_checks(path: Path, usage: int):
-    from gpunode.audit.golden import golden_checks
-
-    try:
-        return golden_checks(path)
-    except ValueError as exc:
-        die(str(exc), usage)
+        render_report(run.results, run.meta, stdout_console(), fmt, **table)
 
 
 def checks_list(
