@@ -230,3 +230,18 @@ def test_a_dcgm_test_without_per_gpu_results_takes_its_summary():
     assert one({"test_summary": {"status": "Pass"}}) == [(None, "PASS")]
     assert one({"test_summary": {"status": "Fail"}}) == [(None, "FAIL")]
     assert one({"test_summary": "Pass"}) == [(None, "ERROR")]
+
+
+def test_ratios_of_figures_below_one_are_still_ratios():
+    from gpunode.history.trend import ratio
+
+    assert ratio(0.5, 1.0, False) == 0.5 and ratio(10.0, 0.5, False) == 20.0
+
+
+def test_slurm_install_refuses_a_config_the_hooks_could_not_load(tmp_path):
+    from gpunode.slurm.install import check_hook_values
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text("gate: [unclosed\n")
+    with pytest.raises(ValueError):
+        check_hook_values(str(bad), None, None)
