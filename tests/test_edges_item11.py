@@ -245,3 +245,16 @@ def test_slurm_install_refuses_a_config_the_hooks_could_not_load(tmp_path):
     bad.write_text("gate: [unclosed\n")
     with pytest.raises(ValueError):
         check_hook_values(str(bad), None, None)
+
+
+def test_a_folded_row_is_its_key_then_one_line_per_other_column():
+    import io
+
+    from rich.console import Console
+
+    from gpunode.layout import Col, show
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    show(console, "T", [Col("check", whole=True), Col("status")], [["gpu.ecc", "PASS"], ["gpu.xid", ""]], fmt="table")
+    assert buf.getvalue() == "T\ngpu.ecc\n    status: PASS\ngpu.xid\n"
