@@ -78,7 +78,8 @@ TARGETS.update({
     f"{PKG}/tune/kinds/unit.py": [*KINDS, "tests/test_apply_units.py"],
     f"{PKG}/tune/kinds/gpu.py": [*KINDS, "tests/test_apply_gpu.py"],
     # apply's fault and journal tests: the whole APPLY set runs past the timeout on a shared machine
-    f"{PKG}/tune/execute.py": ["tests/test_apply_faults.py", "tests/test_apply_journal.py"],
+    f"{PKG}/tune/execute.py": ["tests/test_apply_faults.py", "tests/test_apply_journal.py",
+                               "tests/test_apply_interrupts.py"],
     # planning without apply's CLI runs (those take minutes per mutant here)
     f"{PKG}/tune/plan.py": ["tests/test_kinds_apply_audit.py", "tests/test_apply_units.py", "tests/test_kind_rules.py",
                             "tests/test_kinds_capabilities.py"],
