@@ -74,3 +74,25 @@ def test_the_use_case_does_not_import_typer():
     code = "import sys; from gpunode.tune import apply_case; print(sorted(m for m in sys.modules if m in ('typer', 'click', 'rich')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_rollback_undoes_the_apply_and_nothing_left_is_not_an_error(tmp_path):
+    before = picture(make_tree(tmp_path / "root"))
+    job = apply_case.prepare(_request(tmp_path, no_persist=True), environ=ENV)
+    applied, _ = apply_case.run(job)
+    assert applied.result == "applied" and picture(tmp_path / "root") != before
+    undo = apply_case.prepare_rollback(None, str(tmp_path / "state"), tmp_path / "root", environ=ENV)
+    outcome = apply_case.run_rollback(undo)
+    assert outcome.record.id == applied.apply_id and outcome.exit_code == 0
+    assert picture(tmp_path / "root") == before
+    again = apply_case.run_rollback(undo)
+    assert again.record is None and "nothing to roll back" in again.nothing and again.exit_code == 0
+
+
+def test_rollback_of_an_unknown_id_is_stopped(tmp_path):
+    make_tree(tmp_path / "root")
+    apply_case.run(apply_case.prepare(_request(tmp_path, no_persist=True), environ=ENV))
+    undo = apply_case.prepare_rollback("20990101T000000Z-999", str(tmp_path / "state"), tmp_path / "root", environ=ENV)
+    with pytest.raises(apply_case.Stopped) as caught:
+        apply_case.run_rollback(undo)
+    assert caught.value.exit_code == 3

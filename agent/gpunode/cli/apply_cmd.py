@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import StateDirOption, die, split_csv, stdout_console
+from gpunode.cli.common import StateDirOption, split_csv, stdout_console
 from gpunode.tune.apply_case import Stopped
 
 
@@ -189,62 +188,42 @@ def rollback(
 ) -> None:
     """Undo an apply exactly, in reverse order. A value someone changed since is left alone (warned).
     Exit 0 all restored (or nothing to roll back), 1 some left as they were, 3 errors."""
-    from gpunode.host.gpu.control import NoGpuControl
     from gpunode.outputs import dumps
-    from gpunode.state_dir import resolve_state_dir
-    from gpunode.tune.actions import ApplyEnv
-    from gpunode.tune.journal import JournalError, JournalWriteError, StateDir
-    from gpunode.tune.lock import LockBusy
-    from gpunode.tune.render import ROLLBACK_SCHEMA, render_restores
-    from gpunode.tune.session import NothingToRollBack, Refused
-    from gpunode.tune.session import rollback as do_rollback
+    from gpunode.tune import apply_case
+    from gpunode.tune.render import ROLLBACK_SCHEMA
 
-    host = _host(sysroot)
-    state = StateDir(resolve_state_dir(state_dir, os.environ), sysroot=host.sys.root)  # a --sysroot's own applies
-    if host.sys.is_live and not host.facts.is_root:
-        die("rollback changes the host and needs root")
-    env = ApplyEnv(host=host, gpu=NoGpuControl(), run_post=host.sys.is_live)
+    job = apply_case.prepare_rollback(apply_id, state_dir, sysroot, force, make_host=_host)
     try:
-        if state.exists():
-            target = state.load(apply_id) if apply_id else None
-            changes = list(target.changes.values()) if target else [c for r in state.records() for c in r.changes.values()]
-            env.gpu = _gpu_control(host, changes)
-        record, results = do_rollback(env, state, apply_id, force=force)
-    except NothingToRollBack as exc:
-        print(f"gpunode: {exc}", file=sys.stderr)
+        outcome = apply_case.run_rollback(job, control=_gpu_control)
+    except Stopped:  # said by the guard, after what the state dir warns of
+        _warn_all(job.state)
+        raise
+    if outcome.record is None:
+        print(f"gpunode: {outcome.nothing}", file=sys.stderr)
         if as_json:
             typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
                               "exit_code": 0, "restores": []}), nl=False)
-        raise typer.Exit(0) from None
-    except (LockBusy, Refused) as exc:
-        _warn_all(state)
-        die(str(exc), 3)
-    except JournalWriteError as exc:  # a full disk is not bad input; what was restored stays restored
-        _warn_all(state)
-        die(f"{exc}; the rollback stopped there (root {host.sys.root}, state dir {state.root}): "
-            "run it again once the state dir can be written", 3)
-    except JournalError as exc:
-        _warn_all(state)
-        die(str(exc))
-    finally:
-        env.gpu.close()
-    _warn_all(state)
-    code = 3 if any(r.status == "error" for r in results) else 1 if any(r.status == "left" for r in results) else 0
-    from gpunode.trail import log
+        raise typer.Exit(0)
+    _warn_all(job.state)
+    apply_case.rollback_trail(job, outcome)
+    _print_rollback(outcome, as_json)
+    raise typer.Exit(outcome.exit_code)
 
-    log("rollback", {"id": record.id, "profile": record.begin.get("profile"), "root": str(sysroot or "/"),
-                     "restored": sum(1 for r in results if r.status == "restored"),
-                     "left": sum(1 for r in results if r.status in ("left", "error"))})
+
+def _print_rollback(outcome, as_json: bool) -> None:
+    from gpunode.outputs import dumps
+    from gpunode.tune.render import ROLLBACK_SCHEMA, render_restores
+
+    record, results, code = outcome.record, outcome.results, outcome.exit_code
     if as_json:
         typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": record.id, "profile": record.begin.get("profile"),
                           "result": "complete" if code == 0 else "partial", "exit_code": code,
                           "restores": [r.to_json() for r in results]}), nl=False)
-    else:
-        render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results)
-        for r in results:
-            if r.status in ("left", "error"):
-                print(f"gpunode: warning: {r.change.setting_id} {r.change.subject}: {r.detail}", file=sys.stderr)
-    raise typer.Exit(code)
+        return
+    render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results)
+    for r in results:
+        if r.status in ("left", "error"):
+            print(f"gpunode: warning: {r.change.setting_id} {r.change.subject}: {r.detail}", file=sys.stderr)
 
 
 def register(app: typer.Typer) -> None:

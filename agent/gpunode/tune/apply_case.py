@@ -182,3 +182,79 @@ def trail(job: ApplyJob, outcome) -> None:
     log("apply", {"id": outcome.apply_id, "profile": job.profile.name, "root": str(job.req.sysroot or "/"),
                   "result": outcome.result, "reason": outcome.reason,
                   "changes": sum(1 for r in outcome.rows if r["status"] == "applied")}, None if job.req.boot else job.config)
+
+
+@dataclass
+class RollbackJob:
+    """`gpunode rollback`: the host and state dir, and which apply to undo (None: the newest)."""
+
+    host: object
+    state: object  # tune.journal.StateDir
+    apply_id: str | None
+    force: bool
+    sysroot: Path | None
+
+
+@dataclass
+class RollbackOutcome:
+    record: object | None  # the apply undone; None: nothing to roll back (not an error)
+    results: list = field(default_factory=list)  # tune.rollback.RestoreResult per change
+    nothing: str = ""  # why there was nothing to roll back
+
+    @property
+    def exit_code(self) -> int:
+        """0 all restored (or nothing to roll back), 1 some left as someone changed them, 3 errors."""
+        if any(r.status == "error" for r in self.results):
+            return OWN_ERROR_EXIT
+        return 1 if any(r.status == "left" for r in self.results) else 0
+
+
+def prepare_rollback(apply_id: str | None, state_dir: str | None, sysroot: Path | None, force: bool = False,
+                     environ: Mapping[str, str] = os.environ, make_host=host_for) -> RollbackJob:
+    from gpunode.state_dir import resolve_state_dir
+    from gpunode.tune.journal import StateDir
+
+    host = make_host(sysroot)
+    state = StateDir(resolve_state_dir(state_dir, environ), sysroot=host.sys.root)  # a --sysroot's own applies
+    if host.sys.is_live and not host.facts.is_root:
+        raise UsageError("rollback changes the host and needs root")
+    return RollbackJob(host, state, apply_id, force, sysroot)
+
+
+def run_rollback(job: RollbackJob, control=gpu_control) -> RollbackOutcome:
+    """Undo the apply; Stopped (exit 3) when it cannot start or its journal cannot be written."""
+    from gpunode.host.gpu.control import NoGpuControl
+    from gpunode.tune.actions import ApplyEnv
+    from gpunode.tune.journal import JournalError, JournalWriteError
+    from gpunode.tune.lock import LockBusy
+    from gpunode.tune.session import NothingToRollBack, Refused, rollback
+
+    env = ApplyEnv(host=job.host, gpu=NoGpuControl(), run_post=job.host.sys.is_live)
+    try:
+        if job.state.exists():
+            env.gpu = control(job.host, _recorded_changes(job))
+        record, results = rollback(env, job.state, job.apply_id, force=job.force)
+    except NothingToRollBack as exc:
+        return RollbackOutcome(None, nothing=str(exc))
+    except JournalWriteError as exc:  # a full disk is not bad input; what was restored stays restored
+        raise Stopped(f"{exc}; the rollback stopped there (root {job.host.sys.root}, state dir {job.state.root}): "
+                      "run it again once the state dir can be written") from exc
+    except (LockBusy, Refused, JournalError) as exc:
+        raise Stopped(str(exc)) from exc
+    finally:
+        env.gpu.close()
+    return RollbackOutcome(record, results)
+
+
+def _recorded_changes(job: RollbackJob) -> list:
+    target = job.state.load(job.apply_id) if job.apply_id else None
+    return list(target.changes.values()) if target else [c for r in job.state.records() for c in r.changes.values()]
+
+
+def rollback_trail(job: RollbackJob, outcome: RollbackOutcome) -> None:
+    from gpunode.trail import log
+
+    results = outcome.results
+    log("rollback", {"id": outcome.record.id, "profile": outcome.record.begin.get("profile"),
+                     "root": str(job.sysroot or "/"), "restored": sum(1 for r in results if r.status == "restored"),
+                     "left": sum(1 for r in results if r.status in ("left", "error"))})
