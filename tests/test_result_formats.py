@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -58,10 +59,35 @@ def test_a_format_that_is_not_offered_is_a_usage_error(command):
 
 
 def test_state_dir_is_declared_once():
-    from pathlib import Path
 
     cli_dir = Path(__file__).resolve().parent.parent / "agent" / "gpunode" / "cli"
     declared = {p.name: p.read_text().count('"--state-dir"') for p in cli_dir.glob("*.py")}
     # common.py: the node's state dir; fleet and watch keep state of their own (runs, health.json)
     assert {k: v for k, v in declared.items() if v} == {"common.py": 1, "fleet_cmd.py": 1, "fleet_locate_cmd.py": 1,
                                                          "watch_cmd.py": 1}
+
+
+@pytest.mark.parametrize("args,header", [
+    (["checks"], ["Id", "Area", "Severity", "Tags", "Title"]),
+    (["compare", "tests/fixtures/bench/h100-quick.json"], ["Metric", "Subject", "Status", "Measured"]),
+    (["expect", "--snapshot", "tests/fixtures/hosts/h100-sxm-1gpu"], ["metric", "GPU", "expected", "unit"]),
+    (["topo", "--snapshot", "tests/fixtures/hosts/h100-sxm-1gpu"], ["device", "kind", "PCI"]),
+])
+def test_every_results_command_takes_the_formats(args, header, monkeypatch):
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    tsv = cli.invoke(app, [*args, "--format", "tsv"])
+    assert tsv.exit_code in (0, 1, 2), tsv.output
+    headers = [line.split("\t") for line in tsv.stdout.splitlines() if "\t" in line]
+    assert any(h[:len(header)] == header for h in headers), tsv.stdout[:300]
+    assert json.loads(cli.invoke(app, [*args, "-f", "json"]).stdout)
+
+
+def test_history_takes_the_formats(tmp_path):
+    from gpunode.history import record
+
+    data = json.loads((Path(__file__).parent / "fixtures" / "bench" / "h100-quick.json").read_text())
+    assert record("bench", data, str(tmp_path)) is None
+    tsv = cli.invoke(app, ["history", "--state-dir", str(tmp_path), "--format", "tsv"])
+    assert tsv.stdout.splitlines()[0] == "Id\tTime\tKind\tStatus\tSummary" and "\tbench\t" in tsv.stdout
+    assert json.loads(cli.invoke(app, ["history", "--state-dir", str(tmp_path), "-f", "json"]).stdout)["results"]

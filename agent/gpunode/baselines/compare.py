@@ -393,8 +393,8 @@ def with_trust(verdict: Verdict, metric, exp: Expectation) -> Verdict:
     return replace(verdict, status=status, message=message, peak_ratio=peak, concerns=tuple(c.text for c in found))
 
 
-def render_verdicts(verdicts: Verdicts, console) -> None:
-    """The verdict table (rich) and one summary line."""
+def render_verdicts(verdicts: Verdicts, console, fmt: str | None = None) -> None:
+    """The verdict table in a layout (layout.RENDERERS; None: by the terminal) and one summary line."""
     from rich.table import Table
 
     title = f"gpunode compare · {verdicts.host} · {verdicts.mode} · baseline {verdicts.baseline} ({verdicts.reason})"
@@ -415,7 +415,9 @@ def render_verdicts(verdicts: Verdicts, console) -> None:
             "" if r.warn is None else f"{r.warn:.2f}/{r.fail:.2f}",
             _note(r),
         )
-    show_table(console, table)
+    show_table(console, table, fmt)
+    if fmt == "tsv":  # rows only
+        return
     parts = ", ".join(f"{n} {'not compared' if s == SKIP else s}" for s, n in verdicts.summary().items() if n)
     console.print(f"[bold]{verdicts.status}[/bold] (exit {verdicts.exit_code}): {parts}")
 

@@ -10,9 +10,11 @@ import typer
 from gpunode.cli.common import (
     FORMAT_HELP,
     Format,
+    ResultFormatOption,
     check_outputs,
     die,
     format_name,
+    layout_of,
     split_csv,
     stdout_console,
 )
@@ -81,6 +83,7 @@ def checks_list(
     profile: str = typer.Option("training", "--profile", "-p", help="Profile whose settings to list."),
     tag: list[str] = typer.Option(None, "--tag", help="Only checks with one of these tags."),
     as_json: bool = typer.Option(False, "--json", help="Print the catalogue as JSON (schema gpunode.checks/1)."),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """List the check catalogue: id, area, severity, tags, title."""
     from rich.table import Table
@@ -98,6 +101,7 @@ def checks_list(
         checks = choose_checks(prof, tags=split_csv(tag))
     except ValueError as exc:  # `--tag nosuch` lists nothing: an error, not an empty catalogue
         die(str(exc))
+    as_json, layout = layout_of(fmt, as_json)
     if as_json:
         typer.echo(dumps(checks_document(prof, checks)), nl=False)
         return
@@ -106,7 +110,7 @@ def checks_list(
         table.add_column(col, no_wrap=col == "Id")
     for c in checks:
         table.add_row(c.id, c.area, c.severity, ",".join(sorted(c.tags)), c.title)
-    show_table(stdout_console(), table)
+    show_table(stdout_console(), table, layout)
 
 
 def snapshot_cmd(

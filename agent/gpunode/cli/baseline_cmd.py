@@ -9,8 +9,10 @@ from rich.markup import escape
 
 from gpunode.cli.common import (
     PROMETHEUS_HELP,
+    ResultFormatOption,
     check_outputs,
     die,
+    layout_of,
     split_csv,
     stderr_console,
     stdout_console,
@@ -65,6 +67,7 @@ def compare_cmd(
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     force_baseline: bool = typer.Option(False, "--force-baseline", help="Judge against --baseline even when it is for other GPUs than the results' (the report says so)."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON (schema gpunode.compare/1)."),
+    fmt: ResultFormatOption = None,
     prometheus: Path = typer.Option(None, "--prometheus", help=PROMETHEUS_HELP),
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
 ) -> None:
@@ -87,10 +90,11 @@ def compare_cmd(
         die(str(exc))
     verdicts = compare_or_die(bench, catalogue, baseline or None, force_baseline)
     write_prometheus(prometheus, verdicts.to_json())
+    as_json, layout = layout_of(fmt, as_json)
     if as_json:
         typer.echo(dumps(verdicts.to_json()), nl=False)
     else:
-        render_verdicts(verdicts, stdout_console())
+        render_verdicts(verdicts, stdout_console(), layout)
     raise typer.Exit(verdicts.exit_code)
 
 

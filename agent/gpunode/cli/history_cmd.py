@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import StateDirOption, die, stdout_console
+from gpunode.cli.common import ResultFormatOption, StateDirOption, die, layout_of, stdout_console
 from gpunode.layout import show_table
 
 EXPORT_SCHEMA = "gpunode.history-export/1"
@@ -78,6 +78,7 @@ def history(
     limit: int = typer.Option(None, "--limit", help="At most this many of each (newest)."),
     state_dir: StateDirOption = None,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.history/1)."),
+    fmt: ResultFormatOption = None,
     sysroot: Path = typer.Option(None, "--sysroot", help="List the applies made with this --sysroot (kept apart from the live host's)."),
 ) -> None:
     """List recorded results and applies, newest first. `history show ID` prints one."""
@@ -95,6 +96,7 @@ def history(
         die("--limit must be 1 or more")
     root = _state(state_dir)
     results, applies = history_rows(root, kind, limit, sysroot)
+    as_json, layout = layout_of(fmt, as_json)
     if as_json:
         typer.echo(dumps({"schema": HISTORY_SCHEMA, "state_dir": str(root), "results": results,
                           "applies": applies}), nl=False)
@@ -109,7 +111,7 @@ def history(
             table.add_column(col, no_wrap=col != "Summary")
         for r in results:
             table.add_row(str(r["id"]), escape(r["time"]), r["kind"], escape(r["status"]), escape(r["summary"]))
-        show_table(console, table)
+        show_table(console, table, layout)
     if applies:
         table = Table(title=escape(f"applies · {root}"))
         for col in ("Id", "Time", "Profile", "Changes", "Status", "Reason"):
@@ -117,7 +119,7 @@ def history(
         for a in applies:
             table.add_row(escape(a["id"]), escape(a["time"] or ""), escape(a["profile"] or ""), str(a["changes"]),
                           escape(a["status"]), escape(a["reason"]))
-        show_table(console, table)
+        show_table(console, table, layout)
 
 
 @history_app.command("show")

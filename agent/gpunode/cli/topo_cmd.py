@@ -3,22 +3,14 @@ should be on this host, derived from those links)."""
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-
-class TopoFormat(str, Enum):
-    table = "table"
-    plain = "plain"
-    tsv = "tsv"
-    json = "json"
-
+from gpunode.cli.common import ResultFormatOption, layout_of
 
 SNAPSHOT_HELP = "Read a recorded snapshot directory instead of this host."
 SYSROOT_HELP = "Read host files under this directory instead of /."
-FORMAT_HELP = "Output: table (a terminal), plain (the default when piped), tsv, json."
 
 
 def register(app: typer.Typer) -> None:
@@ -39,7 +31,7 @@ def _host(snapshot: Path | None, sysroot: Path | None):
 def topo(
     snapshot: Path = typer.Option(None, "--snapshot", help=SNAPSHOT_HELP),
     sysroot: Path = typer.Option(None, "--sysroot", help=SYSROOT_HELP),
-    fmt: TopoFormat = typer.Option(None, "--format", help=FORMAT_HELP),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """How GPUs and NICs connect, as nvidia-smi topo -m names it (NV#, PIX, PXB, PHB, NODE, SYS),
     and every GPU, NIC and NVMe drive with its PCIe link."""
@@ -49,10 +41,11 @@ def topo(
     from gpunode.topology.report import topo_document
 
     doc = topo_document(_host(snapshot, sysroot))
-    if fmt == TopoFormat.json:
+    as_json, name = layout_of(fmt, False)
+    if as_json:
         typer.echo(dumps(doc), nl=False)
         return
-    console, name = stdout_console(), fmt.value if fmt else None
+    console = stdout_console()
     cols = [Col("", whole=True)] + [Col(c, whole=True) for c in doc["columns"]]
     rows = [[m["from"]] + [m[c] for c in doc["columns"]] for m in doc["matrix"]]
     show(console, "GPU connections (NV# NVLinks, PIX one PCIe switch, PXB several, PHB host bridge, "
@@ -69,7 +62,7 @@ def topo(
 def expect(
     snapshot: Path = typer.Option(None, "--snapshot", help=SNAPSHOT_HELP),
     sysroot: Path = typer.Option(None, "--sysroot", help=SYSROOT_HELP),
-    fmt: TopoFormat = typer.Option(None, "--format", help=FORMAT_HELP),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """The figure each bench metric should reach here: raw link rate x a measured efficiency,
     with its arithmetic, and the link that limits it when one runs below its full rate."""
@@ -81,15 +74,15 @@ def expect(
     doc = expect_document(_host(snapshot, sysroot))
     if not doc["expectations"]:
         die(f"nothing to derive: {doc['gpu_error'] or 'no GPU or NIC link known'}", 3)
-    if fmt == TopoFormat.json:
+    as_json, name = layout_of(fmt, False)
+    if as_json:
         typer.echo(dumps(doc), nl=False)
     else:
         cols = [Col("metric", whole=True), Col("GPU", inline=True), Col("expected", justify="right"),
                 Col("unit"), Col("arithmetic"), Col("limited by")]
         rows = [[e["metric"], "" if e["gpu"] is None else e["gpu"], f"{e['value']:,.1f}", e["unit"],
                  e["arithmetic"], _limit(e)] for e in doc["expectations"]]
-        show(stdout_console(), "Expected figures from this host's links", cols, rows,
-             fmt.value if fmt else None)
+        show(stdout_console(), "Expected figures from this host's links", cols, rows, name)
 
 
 def _limit(e: dict) -> str:
