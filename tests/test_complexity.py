@@ -42,7 +42,6 @@ EXCEPTIONS = {
     "agent/gpunode/cli/gate_cmd.py:slurm_install": 21,
     "agent/gpunode/cli/history_cmd.py:history": 17,
     "agent/gpunode/cli/watch_cmd.py:print_status": 16,
-    "agent/gpunode/cli/watch_cmd.py:watch": 20,
     "agent/gpunode/config.py:load_config": 27,
     "agent/gpunode/diag/dcgm.py:parse": 25,
     "agent/gpunode/diag/gatecheck.py:result_of": 20,

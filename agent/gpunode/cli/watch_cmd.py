@@ -41,15 +41,32 @@ def watch(
     if status:
         raise typer.Exit(print_status(state_dir, as_json))
     if unit:
-        from gpunode.watch.unit import unit_text
-
-        try:
-            typer.echo(unit_text(sys.executable, poll if poll is not None else 10.0, shadow,
-                                 str(textfile) if textfile else None, str(config.absolute()) if config else None),
-                       nl=False)
-        except ValueError as exc:
-            die(str(exc))
+        _print_unit(poll, shadow, textfile, config)
         return
+    cfg, poll_s = _settings(config, poll, metrics_port)
+    watcher = build_watcher(str(state_dir), cfg, poll_s, shadow, kmsg, not no_nvml,
+                            str(textfile) if textfile else None)
+    if metrics_port is not None:
+        _serve(watcher, metrics_port)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: watcher.stop.set())
+    watcher.log(f"watching (poll {poll_s:g} s, state {state_dir}{', shadow' if shadow else ''})")
+    watcher.run()
+
+
+def _print_unit(poll: float | None, shadow: bool, textfile: Path | None, config: Path | None) -> None:
+    from gpunode.watch.unit import unit_text
+
+    try:
+        typer.echo(unit_text(sys.executable, poll if poll is not None else 10.0, shadow,
+                             str(textfile) if textfile else None, str(config.absolute()) if config else None),
+                   nl=False)
+    except ValueError as exc:
+        die(str(exc))
+
+
+def _settings(config: Path | None, poll: float | None, metrics_port: int | None):
+    """-> (the config, the poll interval); bad values are usage errors, said before anything starts."""
     from gpunode.config import load_config
 
     try:
@@ -61,19 +78,16 @@ def watch(
         die(f"the poll interval (--poll or the config's watch.poll_s) must be 1-600 seconds, got {poll_s:g}")
     if metrics_port is not None and not 1 <= metrics_port <= 65535:
         die(f"--metrics-port must be 1-65535, got {metrics_port}")
-    watcher = build_watcher(str(state_dir), cfg, poll_s, shadow, kmsg, not no_nvml,
-                            str(textfile) if textfile else None)
-    if metrics_port is not None:
-        try:
-            serve_metrics(watcher, metrics_port)
-        except ImportError:
-            die("--metrics-port needs prometheus_client: pip install 'gpunode[watch]'")
-        except OSError as exc:
-            die(f"cannot serve /metrics on 127.0.0.1:{metrics_port}: {exc.strerror or exc}")
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: watcher.stop.set())
-    watcher.log(f"watching (poll {poll_s:g} s, state {state_dir}{', shadow' if shadow else ''})")
-    watcher.run()
+    return cfg, poll_s
+
+
+def _serve(watcher, port: int) -> None:
+    try:
+        serve_metrics(watcher, port)
+    except ImportError:
+        die("--metrics-port needs prometheus_client: pip install 'gpunode[watch]'")
+    except OSError as exc:
+        die(f"cannot serve /metrics on 127.0.0.1:{port}: {exc.strerror or exc}")
 
 
 def _config_poll(cfg) -> float:
