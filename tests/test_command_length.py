@@ -12,7 +12,7 @@ import textwrap
 from gpunode.cli import app
 
 LIMIT = 30
-EXCEPTIONS = {"fleet locate": 69, "slurm install": 51}
+EXCEPTIONS = {"slurm install": 51}
 
 
 def commands(group=app, prefix=""):

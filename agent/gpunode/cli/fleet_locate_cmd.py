@@ -4,14 +4,11 @@ pair then anchor (gpunode/fleet/locate/). Registered by cli/fleet_cmd.py."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import typer
 
 from gpunode.cli.common import FORMAT_HELP, Format, die, stderr_console, stdout_console
-
-TEST_NAMES = ("tcp", "ib", "nccl")
 
 
 def locate(
@@ -40,62 +37,27 @@ def locate(
 ) -> None:
     """Find the bad node or the bad link: random pairs, then each member of a failing pair against a
     passed node (2 rounds, N/2 + 2 tests for one bad node). Suggests drain lines; never drains."""
-    from gpunode.fleet.locate.driver import SPEC, FleetRounds, healthy_at_scale, round0_result, run_locate
-    from gpunode.fleet.locate.pairtests import PLUGINS, Config
-    from gpunode.fleet.locate.report import locate_document, locate_html, render_table, render_text
-    from gpunode.fleet.runner import default_state_dir
-    from gpunode.fleet.specs import playbooks_dir
-    from gpunode.fleet.validate import FleetError, validate
-    from gpunode.outputs import dumps, write_atomic
+    from gpunode.fleet.locate import session
 
     name = "json" if as_json else (fmt.value if fmt is not None else None)
     if name == "nagios":
         die("--format nagios: locate reports table, plain, tsv or json")
-    if test not in TEST_NAMES:
-        die(f"--test {test!r}: give tcp, ib or nccl")
-    if launcher not in ("mpirun", "srun"):
-        die(f"--launcher {launcher!r}: give mpirun or srun")
-    if not 0 < ratio < 1:
-        die(f"--ratio {ratio}: give a fraction between 0 and 1 (0.8 = fail below 80 % of the expectation)")
-    if expect is not None and not expect > 0:
-        die(f"--expect {expect}: give a positive figure")
-    cfg = Config(seconds=seconds, port=port, rails=tuple(rail or ()), gpus_per_node=gpus_per_node, launcher=launcher,
-                 nccl_bin=nccl_bin)
-    if round0 and PLUGINS[test].plan_all(cfg, ["a", "b"]) is None:
-        die(f"--round0: --test {test} has no all-nodes test (nccl has)")
-    if round0 and expect is None:
-        die("--round0 needs --expect: one all-nodes figure has no fleet median to be judged by")
-    pdir = playbooks_dir(playbooks)
-    try:
-        inv = validate(SPEC, inventory, limit, {}, pdir)
-    except FleetError as exc:
-        die(str(exc))
-    if len(inv.hosts) < 2:
-        die(f"{inventory}: locate needs at least 2 hosts, the selection has {len(inv.hosts)}")
-    if seed is None:  # said in the report: the same seed gives the same pairs again
-        import secrets
+    req = session.LocateRequest(
+        inventory=inventory, limit=limit, test=test, repeat=repeat, seed=seed, ratio=ratio, expect=expect,
+        seconds=seconds, port=port, rails=tuple(rail or ()), gpus_per_node=gpus_per_node, launcher=launcher,
+        nccl_bin=nccl_bin, round0=round0, timeout=timeout, forks=forks, playbooks=playbooks, state_dir=state_dir)
+    cfg = session.check(req)
+    inv, pdir = session.hosts(req)
+    doc = session.run(req, cfg, inv, pdir, console=None if quiet else stderr_console())
+    _publish(doc, html, name)
+    raise typer.Exit(doc["exit_code"])
 
-        seed = secrets.randbelow(1 << 31)
-    console = None if quiet else stderr_console()
-    rounds = FleetRounds(PLUGINS[test], cfg, inv, pdir, state_dir or default_state_dir(), forks=forks,
-                         timeout=timeout, console=console)
-    started = time.monotonic()
-    first: dict | None = None
-    try:
-        if round0:
-            first = round0_result(rounds.run_all(), ratio, expect)
-        if first and first["passed"]:
-            outcome, judge = healthy_at_scale(len(rounds.names), repeat, expect)
-        else:
-            outcome, judge = run_locate(rounds, repeat, seed, ratio, expect)
-    except FleetError as exc:
-        die(str(exc))
-    except OSError as exc:
-        die(f"cannot use state dir {state_dir}: {exc.strerror or exc}")
-    doc = locate_document(outcome, rounds.names, test=test, unit=PLUGINS[test].unit, seed=seed, repeat=repeat,
-                          ratio=ratio, expectation=judge.expectation, expectation_source=judge.source,
-                          details=rounds.details, runs=rounds.runs, wall_s=round(time.monotonic() - started, 2),
-                          round0=first)
+
+def _publish(doc: dict, html: Path | None, name: str | None) -> None:
+    """The HTML page (--html), then the report in the chosen format."""
+    from gpunode.fleet.locate.report import locate_html, render_table, render_text
+    from gpunode.outputs import dumps, write_atomic
+
     if html is not None:
         try:
             write_atomic(html, locate_html(doc))
@@ -108,4 +70,3 @@ def locate(
         typer.echo(render_text(doc, name or "plain"), nl=False)
     else:
         render_table(doc, out)
-    raise typer.Exit(doc["exit_code"])
