@@ -50,19 +50,30 @@ def slurm_install(
 ) -> None:
     """Install gpunode-prolog, gpunode-epilog, gpunode-healthcheck (0755, root-owned) under
     --prefix and print the slurm.conf lines that use them."""
-    from gpunode.slurm.install import (
-        hook_scripts,
-        install_script,
-        package_main,
-        transient_install,
-    )
-
     prefix = prefix.absolute()
     for value, what in ((config, "--config"), (snapshot, "--snapshot"), (slurm_conf, "--slurm-conf")):
         if value is not None and not value.exists():
             die(f"{what} {value}: does not exist")
     if interval is not None and interval <= 0:
         die("--interval must be positive")
+    scripts, unit = _hooks(prefix, config, snapshot, timeout, strict, slurm_conf, watch, watch_poll)
+    plan = _plan(prefix, chain, no_chain, slurm_conf, interval)
+    scripts += plan.scripts
+    if dry_run:
+        _show(scripts, unit, unit_dir)
+    else:
+        _write(prefix, scripts, unit, unit_dir)
+    typer.echo("\n# Set in slurm.conf (the site's own hooks run first, through the chains), then "
+               "`scontrol reconfigure`:")
+    for line in plan.conf_lines:
+        typer.echo(line)
+    _warn_if_transient()  # after the work: never ahead of an error
+
+
+def _hooks(prefix: Path, config, snapshot, timeout, strict: bool, slurm_conf, watch: bool, watch_poll: float):
+    """-> (the hook scripts, the watcher's unit text or None); a bad value is one error line."""
+    from gpunode.slurm.install import hook_scripts
+
     try:
         verdict, unit = _watch_parts(watch, watch_poll, config)
         scripts = hook_scripts(prefix, sys.executable, str(config.absolute()) if config else None,
@@ -70,33 +81,39 @@ def slurm_install(
                                str(slurm_conf.absolute()) if slurm_conf else None, watch=verdict)
     except ValueError as exc:
         die(str(exc))
-    plan = _plan(prefix, chain, no_chain, slurm_conf, interval)
-    scripts += plan.scripts
-    if dry_run:
-        for s in scripts:
-            typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
-        if unit:
-            typer.echo(f"# would write {unit_dir / 'gpunode-watch.service'} (0644) and enable it\n{unit}")
-    else:
-        if not prefix.is_dir():
-            die(f"--prefix {prefix}: not a directory")
-        as_root = os.geteuid() == 0
-        if not as_root:
-            print("gpunode: warning: not root: the hooks will not be root-owned; slurmd runs them as root",
-                  file=sys.stderr)
-        for s in scripts:
-            try:
-                state = install_script(s, as_root)
-            except OSError as exc:
-                die(f"cannot write {s.path}: {exc.strerror or exc}", 3)
-            typer.echo(f"{state}: {s.path}")
-        if unit:
-            _install_unit(unit_dir, unit)
-    typer.echo("\n# Set in slurm.conf (the site's own hooks run first, through the chains), then "
-               "`scontrol reconfigure`:")
-    for line in plan.conf_lines:
-        typer.echo(line)
-    transient = transient_install(sys.executable, package_main())  # after the work: never ahead of an error
+    return scripts, unit
+
+
+def _show(scripts, unit: str | None, unit_dir: Path) -> None:
+    for s in scripts:
+        typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
+    if unit:
+        typer.echo(f"# would write {unit_dir / 'gpunode-watch.service'} (0644) and enable it\n{unit}")
+
+
+def _write(prefix: Path, scripts, unit: str | None, unit_dir: Path) -> None:
+    from gpunode.slurm.install import install_script
+
+    if not prefix.is_dir():
+        die(f"--prefix {prefix}: not a directory")
+    as_root = os.geteuid() == 0
+    if not as_root:
+        print("gpunode: warning: not root: the hooks will not be root-owned; slurmd runs them as root",
+              file=sys.stderr)
+    for s in scripts:
+        try:
+            state = install_script(s, as_root)
+        except OSError as exc:
+            die(f"cannot write {s.path}: {exc.strerror or exc}", 3)
+        typer.echo(f"{state}: {s.path}")
+    if unit:
+        _install_unit(unit_dir, unit)
+
+
+def _warn_if_transient() -> None:
+    from gpunode.slurm.install import package_main, transient_install
+
+    transient = transient_install(sys.executable, package_main())
     if transient:
         print(f"gpunode: warning: the hooks run {transient}, a place installs come and go; if it goes they "
               "step aside (a syslog line, no drain) and the gate stops. A dedicated venv such as /opt/gpunode "
