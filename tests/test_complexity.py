@@ -45,7 +45,6 @@ EXCEPTIONS = {
     "agent/gpunode/diag/gatecheck.py:result_of": 20,
     "agent/gpunode/diag/gemm.py:gemm_result": 17,
     "agent/gpunode/diag/results.py:TestResult.from_json": 17,
-    "agent/gpunode/diag/run.py:run_diag": 21,
     "agent/gpunode/diag/verdicts.py:load_findings": 22,
     "agent/gpunode/fleet/html.py:time_svg": 17,
     "agent/gpunode/fleet/locate/algorithm.py:classify": 32,

@@ -125,50 +125,72 @@ def run_diag(ctx: DiagContext) -> DiagDocument:
     interrupted = False
     trace: Trace | None = None
     try:
-        # The gate and DCGM read NVML themselves (init, read, shutdown): the sampler starts after
-        # them, so its samples are of the GPU phases only and no two NVML users overlap.
-        if ctx.gate is not None:
-            ctx.progress("gate checks", None if end is None else end - ctx.clock())
-            results.append(ctx.gate())
-        if ctx.dcgm is not None:
-            ctx.progress("dcgmi diag", None)
-            found, meta = ctx.dcgm()
-            results += found
-            if meta.get("version"):
-                ctx.tools["dcgm"] = meta["version"]
-        if ctx.sampler is not None:
-            ctx.sampler.start()
-        if ctx.backend is None:
-            results.append(TestResult("gpu.kernels", None, "ERROR", f"no GPU backend: {ctx.backend_why}"))
-        elif not ctx.devices:
-            results.append(TestResult("gpu.kernels", None, "ERROR", "no GPU selected or visible to the backend"))
-        else:
-            results += _gpu_phases(ctx, end, notes)
+        results += _before_gpus(ctx, end)
+        results += _on_gpus(ctx, end, notes)
     except (_Interrupted, KeyboardInterrupt):
         ctx.stop.set()
         interrupted = True
         notes.append(f"interrupted after {ctx.clock() - started:.0f} s; GPU memory freed")
     finally:
-        if ctx.sampler is not None and ctx.sampler.started:
-            trace = ctx.sampler.stop()
-        if ctx.backend is not None:
-            try:
-                ctx.backend.release()
-            except Exception as exc:  # noqa: BLE001
-                notes.append(f"releasing GPU memory: {exc}")
-    per_gpu: dict[str, dict] = {}
-    if ctx.backend is not None and ctx.devices:
-        errors = list(trace.errors) if trace else ["telemetry not sampled"]
-        for gpu in sorted(ctx.devices):
-            tel = trace.summary(gpus=[gpu]) if trace else None
-            if tel:
-                per_gpu[str(gpu)] = tel
-            results.append(run_telemetry_result(gpu, tel, errors))
+        trace = _wind_down(ctx, notes)
+    found, per_gpu = _whole_run(ctx, trace)
     return DiagDocument(
         gpunode_version=__version__, host=ctx.hostname, time=iso_time(ctx.now_epoch), time_epoch=ctx.now_epoch,
         level=opts.level, duration_s=ctx.clock() - started, planned_s=planned, gpus=ctx.gpus_meta,
-        tools=dict(ctx.tools), results=results, interrupted=interrupted, telemetry=per_gpu or None, notes=notes,
+        tools=dict(ctx.tools), results=results + found, interrupted=interrupted, telemetry=per_gpu or None,
+        notes=notes,
     )
+
+
+def _before_gpus(ctx: DiagContext, end: float | None) -> list[TestResult]:
+    """The gate and DCGM read NVML themselves (init, read, shutdown): the sampler starts after
+    them, so its samples are of the GPU phases only and no two NVML users overlap."""
+    out = []
+    if ctx.gate is not None:
+        ctx.progress("gate checks", None if end is None else end - ctx.clock())
+        out.append(ctx.gate())
+    if ctx.dcgm is not None:
+        ctx.progress("dcgmi diag", None)
+        found, meta = ctx.dcgm()
+        out += found
+        if meta.get("version"):
+            ctx.tools["dcgm"] = meta["version"]
+    if ctx.sampler is not None:
+        ctx.sampler.start()
+    return out
+
+
+def _on_gpus(ctx: DiagContext, end: float | None, notes: list[str]) -> list[TestResult]:
+    if ctx.backend is None:
+        return [TestResult("gpu.kernels", None, "ERROR", f"no GPU backend: {ctx.backend_why}")]
+    if not ctx.devices:
+        return [TestResult("gpu.kernels", None, "ERROR", "no GPU selected or visible to the backend")]
+    return _gpu_phases(ctx, end, notes)
+
+
+def _wind_down(ctx: DiagContext, notes: list[str]) -> Trace | None:
+    """However the run ended: the sampler stopped (its trace), GPU memory released."""
+    trace = ctx.sampler.stop() if ctx.sampler is not None and ctx.sampler.started else None
+    if ctx.backend is not None:
+        try:
+            ctx.backend.release()
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"releasing GPU memory: {exc}")
+    return trace
+
+
+def _whole_run(ctx: DiagContext, trace: Trace | None) -> tuple[list[TestResult], dict[str, dict]]:
+    """The telemetry result of each GPU over the whole run, and its summary for the document."""
+    out, per_gpu = [], {}
+    if ctx.backend is None or not ctx.devices:
+        return out, per_gpu
+    errors = list(trace.errors) if trace else ["telemetry not sampled"]
+    for gpu in sorted(ctx.devices):
+        tel = trace.summary(gpus=[gpu]) if trace else None
+        if tel:
+            per_gpu[str(gpu)] = tel
+        out.append(run_telemetry_result(gpu, tel, errors))
+    return out, per_gpu
 
 
 def _gpu_phases(ctx: DiagContext, end: float | None, notes: list[str]) -> list[TestResult]:
