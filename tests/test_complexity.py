@@ -36,7 +36,6 @@ EXCEPTIONS = {
     "agent/gpunode/bench/results.py:topology_entries": 33,
     "agent/gpunode/bench/trust.py:concerns": 23,
     "agent/gpunode/bench/trust.py:likely_cause": 17,
-    "agent/gpunode/cli/apply_cmd.py:_print_apply": 29,
     "agent/gpunode/cli/apply_cmd.py:_report_rolled_back": 16,
     "agent/gpunode/cli/history_cmd.py:history": 17,
     "agent/gpunode/cli/watch_cmd.py:print_status": 16,

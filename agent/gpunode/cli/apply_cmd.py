@@ -104,17 +104,10 @@ def _warn_all(state) -> None:
 
 def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state, extra: dict | None = None,
                  exit_code: int | None = None) -> None:
-    from gpunode.outputs import dumps, iso_time
+    from gpunode.outputs import dumps
     from gpunode.tune.render import apply_document, render_changes, render_restores
-    from gpunode.tune.session import undo_command
 
-    meta = {"id": outcome.apply_id, "host": host.facts.hostname, "time": iso_time(host.facts.now),
-            "profile": profile_name, "root": str(host.sys.root), "dry_run": dry_run, "state_dir": str(state.root),
-            "exit_code": outcome.exit_code if exit_code is None else exit_code}
-    if outcome.signal is not None:
-        meta["signal"] = signal.Signals(outcome.signal).name
-    if outcome.unrecorded:
-        meta["journal_unrecorded"] = {"records": outcome.unrecorded, "reason": outcome.unrecorded_why}
+    meta = _apply_meta(outcome, host, profile_name, dry_run, state, exit_code)
     if outcome.result in ("failed", "interrupted"):
         _report_rolled_back(outcome, host, state)  # on stderr, in both modes
     if as_json:
@@ -129,26 +122,49 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
                              "note": why.removeprefix("not applicable here: ")} for sid, why in outcome.plan.skipped]
     if shown:
         render_changes(console, f"gpunode {verb} · {host.facts.hostname} · profile {profile_name}", shown)
-    ok = len(outcome.plan.satisfied)
     skipped = len(outcome.plan.skipped)
-    blocked = sum(1 for r in outcome.rows if r["status"] == "blocked")
-    console.print(f"{ok} setting(s) already as wanted, {skipped} not applicable here")
-    if outcome.result == "nothing-to-change" and dry_run and (blocked or skipped):
-        console.print(f"nothing can be changed here: {blocked} blocked, {skipped} not applicable")
-    elif outcome.result == "nothing-to-change":
-        console.print("[green]nothing to change[/green]")
-    elif outcome.result == "planned":
-        n = sum(1 for r in outcome.rows if r["status"] == "planned")
-        console.print(f"dry run: {n} change(s) would be written; nothing changed")
-    elif outcome.result == "applied" and (extra or {}).get("result") == "rolled-back":
-        n = sum(1 for r in outcome.rows if r["status"] == "applied")  # --prove undid them: no undo hint
-        console.print(f"applied {n} change(s) as {outcome.apply_id}, then rolled back by --prove (below)")
-    elif outcome.result == "applied":
-        n = sum(1 for r in outcome.rows if r["status"] == "applied")
-        console.print(f"[green]applied {n} change(s)[/green] as {outcome.apply_id}; undo with "
-                      f"`{undo_command(host, state, outcome.apply_id)}`", soft_wrap=True)
-    elif outcome.restored:
+    console.print(f"{len(outcome.plan.satisfied)} setting(s) already as wanted, {skipped} not applicable here")
+    proved_worse = (extra or {}).get("result") == "rolled-back"
+    line = _result_line(outcome, host, state, dry_run, proved_worse)
+    if line:  # the undo command stays on one line, to be pasted
+        console.print(line, soft_wrap=True if outcome.result == "applied" and not proved_worse else None)
+    elif outcome.result not in ("nothing-to-change", "planned", "applied") and outcome.restored:
         render_restores(console, "batch rolled back", outcome.restored)
+
+
+def _apply_meta(outcome, host, profile_name: str, dry_run: bool, state, exit_code: int | None) -> dict:
+    from gpunode.outputs import iso_time
+
+    meta = {"id": outcome.apply_id, "host": host.facts.hostname, "time": iso_time(host.facts.now),
+            "profile": profile_name, "root": str(host.sys.root), "dry_run": dry_run, "state_dir": str(state.root),
+            "exit_code": outcome.exit_code if exit_code is None else exit_code}
+    if outcome.signal is not None:
+        meta["signal"] = signal.Signals(outcome.signal).name
+    if outcome.unrecorded:
+        meta["journal_unrecorded"] = {"records": outcome.unrecorded, "reason": outcome.unrecorded_why}
+    return meta
+
+
+def _result_line(outcome, host, state, dry_run: bool, proved_worse: bool) -> str:
+    """The line under the table that says what happened ("" for a failed batch: its restores say it)."""
+    from gpunode.tune.session import undo_command
+
+    applied = sum(1 for r in outcome.rows if r["status"] == "applied")
+    if outcome.result == "nothing-to-change":
+        blocked = sum(1 for r in outcome.rows if r["status"] == "blocked")
+        skipped = len(outcome.plan.skipped)
+        if dry_run and (blocked or skipped):
+            return f"nothing can be changed here: {blocked} blocked, {skipped} not applicable"
+        return "[green]nothing to change[/green]"
+    if outcome.result == "planned":
+        n = sum(1 for r in outcome.rows if r["status"] == "planned")
+        return f"dry run: {n} change(s) would be written; nothing changed"
+    if outcome.result == "applied" and proved_worse:  # --prove undid them: no undo hint
+        return f"applied {applied} change(s) as {outcome.apply_id}, then rolled back by --prove (below)"
+    if outcome.result == "applied":
+        return (f"[green]applied {applied} change(s)[/green] as {outcome.apply_id}; undo with "
+                f"`{undo_command(host, state, outcome.apply_id)}`")
+    return ""
 
 
 def _report_rolled_back(outcome, host, state) -> None:
