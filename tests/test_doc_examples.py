@@ -105,7 +105,7 @@ def test_recorded_output_says_where_it_was_recorded():
                 assert re.search(r"recorded (on|with|from|against)", lines[0].lower()), f"{path.name}:{start}"
 
 
-SYNOPSIS = re.compile(r"^\s*(?:\$ )?gpunode ((?:[a-z][a-z-]* ?){1,2})(.*)$")
+SYNOPSIS = re.compile(r"^\s*(?:\$ )?gpunode ((?:[a-z][a-z-]* ?){1,3})(.*)$")
 
 
 def _command_options():
@@ -143,7 +143,8 @@ def test_every_option_a_doc_names_exists():
                 if not m:
                     continue
                 words = m.group(1).split()
-                command = " ".join(words[:2]) if " ".join(words[:2]) in known else words[0]
+                # the longest command path the line names (`fleet watch status`, `fleet audit`, `audit`)
+                command = next((" ".join(words[:n]) for n in (3, 2, 1) if " ".join(words[:n]) in known), words[0])
                 if command not in known:
                     bad.append(f"{path.name}:{start + k + 1}: unknown command gpunode {command}")
                     continue
