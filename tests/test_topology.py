@@ -437,3 +437,14 @@ def test_gres_bad_lines_and_missing_file(tmp_path):
     assert "no Cores=" in results["/dev/nvidia2"].message
     assert {r.status.value for r in testkit.run(topo_checks.gres, _gres_host(tmp_path / "none", None))} == {"SKIP"}
 
+
+
+def test_the_lent_gpus_quick_bench_passes_against_its_links():
+    """Recorded on the lent H100 with its expectations: judged against the links alone, every
+    figure passes at its family's spread bound (fp8 0.12: the shipped baselines' measured bound)."""
+    doc = json.loads((FIXTURES / "device" / "topology-h100" / "bench-quick.json").read_text())
+    verdicts = _verdicts(doc, baseline="topology")
+    rows = {r.metric: r for r in verdicts.rows}
+    assert verdicts.status == "OK"
+    assert {r.status for r in rows.values() if r.status != "SKIP"} == {"PASS"}
+    assert rows["gemm.bf16"].expected == pytest.approx(685.1, abs=0.1)  # from NVML's SMs and clock
