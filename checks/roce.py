@@ -65,27 +65,27 @@ def gid(ctx: AuditContext):
     "turns into pause storms.",
 )
 def ecn(ctx: AuditContext):
+    return _each_netdev(ctx, lambda r: _judge_ecn(ctx, r))
+
+
+def _each_netdev(ctx: AuditContext, judge):
+    """One finding per RoCE port, from `judge`; a port without a netdev SKIPs."""
     ports, none = _ports(ctx)
     if none:
         return none
-    findings = []
-    for r in ports:
-        if not r.netdev:
-            findings.append(skip("no netdev found for this port", subject=r.port.name))
-            continue
-        state = ecn_enabled(ctx.host, r.netdev, RDMA_PRIORITY)
-        if all(v is None for v in state.values()):
-            findings.append(skip(f"knob absent on this host: /sys/class/net/{r.netdev}/ecn/roce_np/enable/"
-                                 f"{RDMA_PRIORITY}", subject=r.port.name))
-            continue
-        off = [side for side, on in state.items() if on is False]
-        if off:
-            findings.append(bad(f"{r.netdev}: ECN {' and '.join(off)} disabled on priority {RDMA_PRIORITY}",
-                                observed=state, expected="enabled", subject=r.port.name))
-        else:
-            findings.append(ok(f"{r.netdev}: ECN enabled on priority {RDMA_PRIORITY}", observed=state,
-                               subject=r.port.name))
-    return findings
+    return [judge(r) if r.netdev else skip("no netdev found for this port", subject=r.port.name) for r in ports]
+
+
+def _judge_ecn(ctx: AuditContext, r):
+    state = ecn_enabled(ctx.host, r.netdev, RDMA_PRIORITY)
+    if all(v is None for v in state.values()):
+        return skip(f"knob absent on this host: /sys/class/net/{r.netdev}/ecn/roce_np/enable/{RDMA_PRIORITY}",
+                    subject=r.port.name)
+    off = [side for side, on in state.items() if on is False]
+    if off:
+        return bad(f"{r.netdev}: ECN {' and '.join(off)} disabled on priority {RDMA_PRIORITY}",
+                   observed=state, expected="enabled", subject=r.port.name)
+    return ok(f"{r.netdev}: ECN enabled on priority {RDMA_PRIORITY}", observed=state, subject=r.port.name)
 
 
 @check(
@@ -97,42 +97,32 @@ def ecn(ctx: AuditContext):
     "switch ports are configured); persist it in the NIC's boot config.",
 )
 def pfc(ctx: AuditContext):
-    ports, none = _ports(ctx)
-    if none:
-        return none
-    findings = []
-    for r in ports:
-        if not r.netdev:
-            findings.append(skip("no netdev found for this port", subject=r.port.name))
-            continue
-        result = ctx.host.runner.run(["mlnx_qos", "-i", r.netdev], timeout=TOOL_TIMEOUT_S)
-        if result.error is not None or result.rc == 127:
-            findings.append(skip(f"mlnx_qos is not installed ({result.error or 'command not found'}): PFC and "
-                                 "trust state cannot be read", subject=r.port.name))
-            continue
-        if not result.ok:
-            said = (result.stderr or result.stdout).strip().splitlines()
-            findings.append(error(f"mlnx_qos -i {r.netdev} exited {result.rc}{': ' + said[0][:120] if said else ''}",
-                                  subject=r.port.name))
-            continue
-        try:
-            qos = parse_mlnx_qos(result.stdout)
-        except ValueError as exc:
-            findings.append(error(f"mlnx_qos -i {r.netdev}: {exc}", subject=r.port.name))
-            continue
-        observed = {"trust": qos.trust, "pfc_priorities": list(qos.pfc)}
-        problems = []
-        if RDMA_PRIORITY not in qos.pfc:
-            problems.append(f"PFC off on priority {RDMA_PRIORITY} (on: {', '.join(map(str, qos.pfc)) or 'none'})")
-        if qos.trust != "dscp":
-            problems.append(f"trust state {qos.trust or '(not shown)'}, not dscp")
-        if problems:
-            findings.append(bad(f"{r.netdev}: {'; '.join(problems)}", observed=observed,
-                                expected={"trust": "dscp", "pfc_priorities": [RDMA_PRIORITY]}, subject=r.port.name))
-        else:
-            findings.append(ok(f"{r.netdev}: trust dscp, PFC on priority {RDMA_PRIORITY}", observed=observed,
-                               subject=r.port.name))
-    return findings
+    return _each_netdev(ctx, lambda r: _judge_pfc(ctx, r))
+
+
+def _judge_pfc(ctx: AuditContext, r):
+    result = ctx.host.runner.run(["mlnx_qos", "-i", r.netdev], timeout=TOOL_TIMEOUT_S)
+    if result.error is not None or result.rc == 127:
+        return skip(f"mlnx_qos is not installed ({result.error or 'command not found'}): PFC and trust state "
+                    "cannot be read", subject=r.port.name)
+    if not result.ok:
+        said = (result.stderr or result.stdout).strip().splitlines()
+        return error(f"mlnx_qos -i {r.netdev} exited {result.rc}{': ' + said[0][:120] if said else ''}",
+                     subject=r.port.name)
+    try:
+        qos = parse_mlnx_qos(result.stdout)
+    except ValueError as exc:
+        return error(f"mlnx_qos -i {r.netdev}: {exc}", subject=r.port.name)
+    observed = {"trust": qos.trust, "pfc_priorities": list(qos.pfc)}
+    problems = []
+    if RDMA_PRIORITY not in qos.pfc:
+        problems.append(f"PFC off on priority {RDMA_PRIORITY} (on: {', '.join(map(str, qos.pfc)) or 'none'})")
+    if qos.trust != "dscp":
+        problems.append(f"trust state {qos.trust or '(not shown)'}, not dscp")
+    if problems:
+        return bad(f"{r.netdev}: {'; '.join(problems)}", observed=observed,
+                   expected={"trust": "dscp", "pfc_priorities": [RDMA_PRIORITY]}, subject=r.port.name)
+    return ok(f"{r.netdev}: trust dscp, PFC on priority {RDMA_PRIORITY}", observed=observed, subject=r.port.name)
 
 
 @check(

@@ -92,7 +92,6 @@ EXCEPTIONS = {
     "checks/numa.py:nodes": 25,
     "checks/nvlink.py:imex_domain": 16,
     "checks/roce.py:loss": 32,
-    "checks/roce.py:pfc": 16,
     "checks/xid.py:judge_events": 34,
     "checks/xid.py:xid_events": 32,
 }
