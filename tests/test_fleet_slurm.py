@@ -6,14 +6,12 @@ operator drained keeps the operator's reason and stays drained."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import fleetkit
 import pytest
-from test_gate_slurm import BINARIES, LocalSlurm
+from test_gate_slurm import idle_cluster
 
 import testkit
 
@@ -23,21 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.root]
 @pytest.fixture
 def slurm(tmp_path_factory):
     fleetkit.require_ansible()
-    testkit.require(os.geteuid() == 0, "needs root to run munged/slurmctld/slurmd")
-    missing = [b for b in BINARIES if shutil.which(b) is None]
-    testkit.require(not missing, f"needs Debian packages slurm-wlm and munge (missing {', '.join(missing)})")
-    root = tmp_path_factory.mktemp("fleet-slurm")
-    root.chmod(0o755)  # munged refuses sockets in directories others cannot traverse
-    cluster = LocalSlurm(root)
-    try:
-        cluster.start_munge()
-        cluster.write_conf(root / "no-hooks")  # no job runs here: the gate hooks are not needed
-        cluster.start_slurm()
-        if "DRAIN" in cluster.state():
-            cluster.resume()
+    with idle_cluster(tmp_path_factory, "fleet-slurm") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def test_apply_drains_and_resumes_only_its_own_drain(tmp_path, slurm):

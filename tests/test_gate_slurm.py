@@ -13,6 +13,7 @@ snapshots through the config file the hooks pass on (GPUNODE_CONFIG).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -187,11 +188,35 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
                 p.wait(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def require_slurm() -> None:
     require(os.geteuid() == 0, "needs root to run munged/slurmctld/slurmd")
     missing = [b for b in BINARIES if shutil.which(b) is None]
     require(not missing, f"needs Debian packages slurm-wlm and munge (missing {', '.join(missing)})")
+
+
+@contextlib.contextmanager
+def idle_cluster(tmp_path_factory, name: str, kind: type[LocalSlurm] = LocalSlurm):
+    """munged, slurmctld and slurmd on localhost with no job hooks, the node resumed if drained;
+    stopped and removed afterwards (the fleet and watcher tests run no job)."""
+    require_slurm()
+    root = tmp_path_factory.mktemp(name)
+    root.chmod(0o755)  # munged refuses sockets in directories others cannot traverse
+    slurm = kind(root)
+    try:
+        slurm.start_munge()
+        slurm.write_conf(root / "no-hooks")
+        slurm.start_slurm()
+        if "DRAIN" in slurm.state():
+            slurm.resume()
+        yield slurm
+    finally:
+        slurm.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    require_slurm()
     root = tmp_path_factory.mktemp("slurm")
     root.chmod(0o755)  # munged refuses sockets in directories others cannot traverse
     snaps = root / "snapshots"

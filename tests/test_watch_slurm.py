@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
 
 import pytest
-from test_gate_slurm import BINARIES, LocalSlurm, _free_ports
+from test_gate_slurm import LocalSlurm, _free_ports, idle_cluster
 
-import testkit
 from gpunode.config import Config
 from gpunode.host.runner import CommandResult, Runner
 from gpunode.slurm.scontrol import Slurm, settle_node
@@ -52,22 +50,8 @@ class WatchSlurm(LocalSlurm):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    testkit.require(os.geteuid() == 0, "needs root to run munged/slurmctld/slurmd")
-    missing = [b for b in BINARIES if shutil.which(b) is None]
-    testkit.require(not missing, f"needs Debian packages slurm-wlm and munge (missing {', '.join(missing)})")
-    root = tmp_path_factory.mktemp("watch-slurm")
-    root.chmod(0o755)  # munged refuses sockets in directories others cannot traverse
-    slurm = WatchSlurm(root)
-    try:
-        slurm.start_munge()
-        slurm.write_conf(root / "no-hooks")  # no job runs here: the gate hooks are not needed
-        slurm.start_slurm()
-        if "DRAIN" in slurm.state():
-            slurm.resume()
+    with idle_cluster(tmp_path_factory, "watch-slurm", WatchSlurm) as slurm:
         yield slurm
-    finally:
-        slurm.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
