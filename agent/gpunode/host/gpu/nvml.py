@@ -453,7 +453,22 @@ class NvmlGpuControl:
 # ============================================================================================
 
 
-class NvmlTelemetrySource:
+class _EventSession:
+    """An NVML session holding an event set (telemetry, the watcher): closed once, event set first."""
+
+    nvml: Any = None
+    events: Any = None
+
+    def close(self) -> None:
+        if self.nvml is None:
+            return
+        if self.events is not None:
+            _safe(lambda: self.nvml.nvmlEventSetFree(self.events))
+        _safe(self.nvml.nvmlShutdown)
+        self.nvml = None
+
+
+class NvmlTelemetrySource(_EventSession):
     """gpunode.host.gpu.telemetry.TelemetrySource over the live NVML."""
 
     def __init__(self, xid_events: bool = True):
@@ -558,13 +573,6 @@ class NvmlTelemetrySource:
             s.processes = tuple((p.pid, p.name, p.used_memory_bytes) for p in _processes(nvml, h, _Reader(nvml, GpuInfo(gpu))))
         return s
 
-    def close(self) -> None:
-        if self.nvml is None:
-            return
-        if self.events is not None:
-            _safe(lambda: self.nvml.nvmlEventSetFree(self.events))
-        _safe(self.nvml.nvmlShutdown)
-        self.nvml = None
 
 
 def _address(handle) -> int | None:
@@ -599,7 +607,7 @@ WATCH_EVENT_TYPES = {
 }
 
 
-class NvmlEventWatch:
+class NvmlEventWatch(_EventSession):
     """The watcher's NVML event set. open() -> {GPU UUID: [kinds watched]}; wait(timeout_s)
     -> [{"gpu": uuid, "kind": kind, "code": int}] (empty on a timeout); processes() ->
     {uuid: [(pid, name)]} of compute processes. The caller owns the thread it waits in."""
@@ -685,10 +693,3 @@ class NvmlEventWatch:
                            for p in procs]
         return found
 
-    def close(self) -> None:
-        if self.nvml is None:
-            return
-        if self.events is not None:
-            _safe(lambda: self.nvml.nvmlEventSetFree(self.events))
-        _safe(self.nvml.nvmlShutdown)
-        self.nvml = None
