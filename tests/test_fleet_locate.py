@@ -412,3 +412,25 @@ def test_a_bad_node_that_noise_kept_from_suspicion_is_found_through_its_failing_
     first = fresh_matching(16, random.Random(3), set())[0]  # locate's first draw with this seed
     outcome = locate(16, _scripted(-1, set(), link=first), repeat=3, rng=random.Random(3))
     assert _kinds(outcome) == [("link", tuple(sorted(first)))]
+
+
+@pytest.mark.parametrize("bad", ["-R", "--logfile=/etc/passwd", "10.0.0.1 -R", "", "a;b"])
+def test_an_address_that_could_read_as_an_option_is_refused_before_any_round(bad):
+    from gpunode.fleet.locate.driver import FleetRounds
+    from gpunode.fleet.validate import FleetError
+
+    inv = FleetInventory(path="inv", limit=None, hosts=["a", "b"], groups={},
+                         hostvars={"a": {"ansible_host": "10.0.0.1"}, "b": {"gpunode_locate_address": bad}})
+    if bad == "":  # empty falls back to ansible_host, then the inventory name: fine
+        assert round_plan(pairtests.PLUGINS["tcp"], pairtests.Config(), inv, inv.hosts, [(0, 1)])["a"]["clients"]
+        return
+    with pytest.raises(FleetError, match="b: address .* is not a host name or IP address"):
+        FleetRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), inv, Path("."), Path("."))
+    with pytest.raises(FleetError):
+        round_plan(pairtests.PLUGINS["tcp"], pairtests.Config(), inv, inv.hosts, [(0, 1)])
+    named = FleetInventory(path="inv", limit=None, hosts=["a", bad or "-x"], groups={}, hostvars={})
+    with pytest.raises(FleetError, match="is not a host name"):
+        FleetRounds(pairtests.PLUGINS["nccl"], pairtests.Config(), named, Path("."), Path("."))
+    ok = FleetInventory(path="inv", limit=None, hosts=["a"], groups={},
+                        hostvars={"a": {"gpunode_locate_address": "fe80::1%ib0"}})
+    assert FleetRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), ok, Path("."), Path(".")).names == ["a"]

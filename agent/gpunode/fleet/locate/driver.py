@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,19 @@ SPEC = PlaybookSpec("locate", "pair tests between nodes: which node or link is b
 MAX_REPORT_BYTES = 4 * 1024 * 1024
 
 
+# A host name or an IPv4/IPv6 address: it becomes an argument of iperf3/ib_write_bw/mpirun on
+# another node, so nothing that could read as an option (`-R`, `--logfile=...`) or hold a space.
+ADDRESS = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_%-]{0,252}")
+
+
 def address(inventory: FleetInventory, host: str) -> str:
     """Where the partner connects: gpunode_locate_address (a data-network address), else ansible_host."""
     hv = inventory.hostvars.get(host, {})
-    return str(hv.get("gpunode_locate_address") or hv.get("ansible_host") or host)
+    value = str(hv.get("gpunode_locate_address") or hv.get("ansible_host") or host)
+    if not ADDRESS.fullmatch(value):
+        raise FleetError(f"{host}: address {value[:60]!r} is not a host name or IP address "
+                         "(gpunode_locate_address / ansible_host)")
+    return value
 
 
 def round_plan(plugin: PairTest, cfg: Config, inventory: FleetInventory, names: list[str],
@@ -80,6 +90,10 @@ class FleetRounds:
 
     def __post_init__(self) -> None:
         self.names = list(self.inventory.hosts)
+        for host in self.names:  # names (srun --nodelist, mpirun -H) and addresses checked before any round
+            if not ADDRESS.fullmatch(host):
+                raise FleetError(f"inventory host {host[:60]!r} is not a host name a pair test can be given")
+            address(self.inventory, host)
 
     def _play(self, plan: dict[str, dict], phase: str, tests: int):
         from gpunode.fleet.runner import run_playbook
