@@ -26,7 +26,6 @@ EXCEPTIONS = {
     "agent/gpunode/baselines/schema.py:_validate_conditions": 16,
     "agent/gpunode/baselines/schema.py:_validate_entry": 29,
     "agent/gpunode/baselines/schema.py:_validate_own": 21,
-    "agent/gpunode/bench/fio.py:block_device_users": 21,
     "agent/gpunode/bench/nccl.py:parse_json": 21,
     "agent/gpunode/bench/nccl.py:parse_text": 20,
     "agent/gpunode/bench/nccl.py:run_test": 20,

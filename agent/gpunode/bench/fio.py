@@ -179,6 +179,34 @@ def swap_paths(sys: SysRoot) -> set[str]:
     return {line.split()[0] for line in lines if line.split()}
 
 
+def _device_reasons(sys: SysRoot, sysdir: str, n: str, mounted: set[str], swaps: set[str]) -> list[str]:
+    """Why one block device (a disk or one of its partitions, kernel name `n`) is in use."""
+    reasons = []
+    dev = sys.read_value(f"{sysdir}/dev")
+    if dev and dev in mounted:
+        reasons.append(f"/dev/{n} ({dev}) is mounted")
+    if n in swaps:  # a swap partition is in no mountinfo line
+        reasons.append(f"/dev/{n} is in use as swap")
+    holders = sys.listdir(f"{sysdir}/holders") or []
+    if holders:
+        reasons.append(f"/dev/{n} is held by {', '.join(holders)} (device-mapper, md or LVM)")
+    return reasons
+
+
+def _parent_disk_reasons(sys: SysRoot, name: str, mounted: set[str]) -> list[str]:
+    """A partition: its parent disk's own mount would also be written through."""
+    parent = sys.readlink(f"/sys/class/block/{name}")
+    if not parent or "/" not in parent:
+        return []
+    parent_name = parent.rstrip("/").split("/")[-2]
+    if parent_name in ("block", name) or not sys.exists(f"/sys/class/block/{parent_name}"):
+        return []
+    pdev = sys.read_value(f"/sys/class/block/{parent_name}/dev")
+    if pdev and pdev in mounted:
+        return [f"its disk /dev/{parent_name} ({pdev}) is mounted"]
+    return []
+
+
 def block_device_users(sys: SysRoot, name: str) -> list[str]:
     """Why block device `name` (sdb, nvme0n1p2) is in use: mounted, holders, partitions mounted."""
     base = f"/sys/class/block/{name}"
@@ -189,24 +217,8 @@ def block_device_users(sys: SysRoot, name: str) -> list[str]:
     names = [name] + [p for p in (sys.listdir(base) or []) if p.startswith(name) and sys.exists(f"{base}/{p}/dev")]
     reasons = []
     for n in names:
-        sysdir = base if n == name else f"{base}/{n}"
-        dev = sys.read_value(f"{sysdir}/dev")
-        if dev and dev in mounted:
-            reasons.append(f"/dev/{n} ({dev}) is mounted")
-        if n in swaps:  # a swap partition is in no mountinfo line
-            reasons.append(f"/dev/{n} is in use as swap")
-        holders = sys.listdir(f"{sysdir}/holders") or []
-        if holders:
-            reasons.append(f"/dev/{n} is held by {', '.join(holders)} (device-mapper, md or LVM)")
-    # A partition: its parent disk's own mount would also be written through.
-    parent = sys.readlink(base)
-    if parent and "/" in parent:
-        parent_name = parent.rstrip("/").split("/")[-2]
-        if parent_name not in ("block", name) and sys.exists(f"/sys/class/block/{parent_name}"):
-            pdev = sys.read_value(f"/sys/class/block/{parent_name}/dev")
-            if pdev and pdev in mounted:
-                reasons.append(f"its disk /dev/{parent_name} ({pdev}) is mounted")
-    return reasons
+        reasons += _device_reasons(sys, base if n == name else f"{base}/{n}", n, mounted, swaps)
+    return reasons + _parent_disk_reasons(sys, name, mounted)
 
 
 def loop_backed_files(sys: SysRoot) -> set[str]:
