@@ -4,6 +4,7 @@ finding. Hosts are fixture trees with the recorded H100 NVML inventory and a rec
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,14 @@ def test_only_pinned_facts_are_checked(tmp_path):
     ("gpu_count: eight\n", "gpu_count: must be a whole number"),
     ("os: Debian\n", "os: a mapping with pretty_name and/or version_id"),
     ("nic_firmware: [a]\n", "nic_firmware: a mapping of device"),
+    ("eth_firmware: {}\n", "eth_firmware: a mapping of device (mlx5_0, eth0) to firmware version"),
+    ("gpu_count: -1\n", "gpu_count: must be a whole number (got -1)"),
+    ("gpu_count: true\n", "gpu_count: must be a whole number (got True)"),
+    ("os: {name: x}\n", "os: a mapping with pretty_name and/or version_id"),
+    ("os: {version_id: [1, {a: b}]}\n", "os.version_id: must be a version string"),
+    ("bios: {vendor: x}\n", "bios: a mapping with some of bios_version, bios_date, bios_vendor"),
+    ("platform: x\n", "platform: a mapping with some of product_name, board_vendor, board_name, board_version"),
+    ("eth_firmware: {eth0: [x, [y]]}\n", "eth_firmware.eth0: must be a version string"),
     ("driver_version: {a: 1}\n", "driver_version: must be a version string"),
     ("severity: fatal\ndriver_version: '1'\n", "severity: 'fatal'"),
     ("schema: gpunode.golden/2\n", "schema: 'gpunode.golden/2'"),
@@ -225,6 +234,39 @@ def test_record_leaves_out_what_cannot_be_read(tmp_path):
     assert any("GPU facts left out: no NVIDIA driver/NVML (test)" in n for n in notes)
     assert any(n.startswith("nccl_version left out") for n in notes)
     assert any("fabric_manager_version left out: nv-fabricmanager: not recorded" in n for n in notes)
+
+
+def test_record_notes_every_fact_it_leaves_out_in_order(tmp_path):
+    facts, notes = collect(tree_host(tmp_path, runner=ReplayRunner()))
+    assert facts == {}
+    assert notes == [
+        "GPU facts left out: no NVIDIA driver/NVML (test)",
+        "kernel_release left out: /proc/sys/kernel/osrelease unreadable",
+        "os left out: no readable os-release",
+        "nccl_version left out: no NCCL library, nccl.h or NCCL wheel found",
+        "fabric_manager_version left out: nv-fabricmanager: not recorded in this snapshot",
+        "nic_firmware left out: no /sys/class/infiniband/*/fw_ver",
+        "bios left out: no readable /sys/class/dmi/id/{bios_version,bios_date,bios_vendor}",
+        "platform left out: no readable /sys/class/dmi/id/{product_name,board_vendor,board_name,board_version}",
+        "bmc_firmware left out: ipmitool: not recorded in this snapshot",
+        "eth_firmware left out: no NIC with a device",
+    ]
+
+
+class HungGpu:
+    """NVML that never answers."""
+
+    def inventory(self, timeout=None):
+        raise TimeoutError(f"NVML did not answer within {timeout:.1f}s")
+
+
+def test_record_leaves_out_gpu_facts_when_nvml_hangs_and_says_why_for_a_nic(tmp_path):
+    h = replace(host(tmp_path, runner=ReplayRunner()), gpu=HungGpu())
+    facts, notes = collect(h)
+    assert not {"driver_version", "cuda_driver_version", "vbios", "gpu_count", "eth_firmware"} & set(facts)
+    assert facts["kernel_release"] == "6.1.0-28-amd64" and facts["nccl_version"] == "2.28.9"
+    assert notes[0].startswith("GPU facts left out: NVML did not answer within ")
+    assert notes[-1] == "eth_firmware left out: ethtool: not recorded in this snapshot"
 
 
 def test_nccl_sources():

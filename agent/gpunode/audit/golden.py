@@ -149,64 +149,73 @@ def eth_firmware(host) -> tuple[dict[str, str], list[str]]:
 
 def collect(host) -> tuple[dict, list[str]]:
     """This host's facts as a golden mapping, and notes on what could not be read (left out)."""
-    notes: list[str] = []
-    facts: dict[str, Any] = {}
+    facts, notes = _gpu_facts(host)
+    for key, read in _HOST_FACTS:  # in this order: the commands run one after the other
+        value, why = read(host)
+        if value:
+            facts[key] = value
+        else:
+            notes.append(f"{key} left out: {why}")
+    return {k: v for k, v in facts.items() if v is not None}, notes
+
+
+def _gpu_facts(host) -> tuple[dict[str, Any], list[str]]:
+    """Driver, CUDA driver, VBIOS and GPU count from the inventory, or a note why not."""
     try:
         inv = host.gpu.inventory(timeout=NVML_TIMEOUT_S)
     except TimeoutError as exc:
-        inv = None
-        notes.append(f"GPU facts left out: {exc}")
-    if inv is not None and inv.available:
-        facts["driver_version"] = inv.driver_version
-        facts["cuda_driver_version"] = inv.cuda_driver_version
-        vbios = sorted({g.vbios_version for g in inv.gpus if g.vbios_version})
-        if vbios:
-            facts["vbios"] = _one_or_list(vbios)
-        facts["gpu_count"] = len(inv.gpus)
-    elif inv is not None:
-        notes.append(f"GPU facts left out: {inv.error or 'NVML unavailable'}")
-    kernel = host.sys.read_value("/proc/sys/kernel/osrelease")
-    if kernel:
-        facts["kernel_release"] = kernel
-    else:
-        notes.append("kernel_release left out: /proc/sys/kernel/osrelease unreadable")
-    osr = {k: v for k, v in os_release(host.sys).items() if v}
-    if osr:
-        facts["os"] = osr
-    else:
-        notes.append("os left out: no readable os-release")
+        return {}, [f"GPU facts left out: {exc}"]
+    if inv is None:
+        return {}, []
+    if not inv.available:
+        return {}, [f"GPU facts left out: {inv.error or 'NVML unavailable'}"]
+    facts: dict[str, Any] = {"driver_version": inv.driver_version, "cuda_driver_version": inv.cuda_driver_version}
+    vbios = sorted({g.vbios_version for g in inv.gpus if g.vbios_version})
+    if vbios:
+        facts["vbios"] = _one_or_list(vbios)
+    facts["gpu_count"] = len(inv.gpus)
+    return facts, []
+
+
+# Each host fact: host -> (value, why it is left out when the value is empty).
+def _kernel_fact(host):
+    return host.sys.read_value("/proc/sys/kernel/osrelease"), "/proc/sys/kernel/osrelease unreadable"
+
+
+def _os_fact(host):
+    return {k: v for k, v in os_release(host.sys).items() if v}, "no readable os-release"
+
+
+def _nccl_fact(host):
     versions = sorted({v for _, v in nccl_installs(host.sys)})
-    if versions:
-        facts["nccl_version"] = _one_or_list(versions)
-    else:
-        notes.append("nccl_version left out: no NCCL library, nccl.h or NCCL wheel found")
-    fm, why = fabric_manager_version(host.runner)
-    if fm:
-        facts["fabric_manager_version"] = fm
-    else:
-        notes.append(f"fabric_manager_version left out: {why}")
-    fw = nic_firmware(host.sys)
-    if fw:
-        facts["nic_firmware"] = fw
-    else:
-        notes.append(f"nic_firmware left out: no {IB_ROOT}/*/fw_ver")
-    for pin, fields in _DMI_PINS.items():
-        found = firmware.dmi(host.sys, fields)
-        if found:
-            facts[pin] = found
-        else:
-            notes.append(f"{pin} left out: no readable {firmware.DMI}/{{{','.join(fields)}}}")
-    bmc, why = firmware.bmc_firmware(host.runner)
-    if bmc:
-        facts["bmc_firmware"] = bmc
-    else:
-        notes.append(f"bmc_firmware left out: {why}")
+    return (_one_or_list(versions) if versions else None), "no NCCL library, nccl.h or NCCL wheel found"
+
+
+def _nic_fact(host):
+    return nic_firmware(host.sys), f"no {IB_ROOT}/*/fw_ver"
+
+
+def _dmi_fact(pin: str):
+    fields = _DMI_PINS[pin]
+    return lambda host: (firmware.dmi(host.sys, fields), f"no readable {firmware.DMI}/{{{','.join(fields)}}}")
+
+
+def _eth_fact(host):
     eth, whys = eth_firmware(host)
-    if eth:
-        facts["eth_firmware"] = eth
-    else:
-        notes.append(f"eth_firmware left out: {'; '.join(whys[:3]) or 'no NIC with a device'}")
-    return {k: v for k, v in facts.items() if v is not None}, notes
+    return eth, "; ".join(whys[:3]) or "no NIC with a device"
+
+
+_HOST_FACTS = (
+    ("kernel_release", _kernel_fact),
+    ("os", _os_fact),
+    ("nccl_version", _nccl_fact),
+    ("fabric_manager_version", lambda host: fabric_manager_version(host.runner)),
+    ("nic_firmware", _nic_fact),
+    ("bios", _dmi_fact("bios")),
+    ("platform", _dmi_fact("platform")),
+    ("bmc_firmware", lambda host: firmware.bmc_firmware(host.runner)),
+    ("eth_firmware", _eth_fact),
+)
 
 
 def _one_or_list(values: list[str]):
@@ -227,42 +236,50 @@ def load_golden(path: str | Path) -> Golden:
     """Read and validate; InputError (a ValueError) naming the file and key on anything wrong."""
     path = Path(path)
     data = load_yaml(path)  # regular files only; duplicate keys, alias bombs, depth refused
+    severity = _golden_severity(path, data)
+    pins = {key: _PIN_READERS.get(key, _allowed)(path, key, data[key]) for key in PINS if data.get(key) is not None}
+    if not pins:
+        raise InputError(f"{path}: pins nothing; give at least one of {', '.join(PINS)}")
+    return Golden(path, severity, pins)
+
+
+def _golden_severity(path: Path, data: Any) -> str:
+    """The file's severity, once its shape, keys and schema are known good."""
     if not isinstance(data, dict):
         raise InputError(f"{path}: a golden file must be a mapping of pinned facts")
-    unknown = set(data) - _KEYS
-    if unknown:
+    if set(data) - _KEYS:
         raise InputError(f"{path}: {unknown_keys(data, _KEYS)}")  # never echoes a foreign file
     if "schema" in data and data["schema"] != SCHEMA:
         raise InputError(f"{path}: schema: {data['schema']!r} is not {SCHEMA!r}")
     severity = data.get("severity", "warning")
     if severity not in ("warning", "critical"):
         raise InputError(f"{path}: severity: {severity!r}: warning or critical")
-    pins: dict[str, Any] = {}
-    for key in PINS:
-        if key not in data or data[key] is None:
-            continue
-        value = data[key]
-        if key == "gpu_count":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InputError(f"{path}: gpu_count: must be a whole number (got {value!r})")
-            pins[key] = value
-        elif key == "os":
-            if not isinstance(value, dict) or not value or set(value) - _OS_KEYS:
-                raise InputError(f"{path}: os: a mapping with pretty_name and/or version_id")
-            pins[key] = {k: _allowed(path, f"os.{k}", v) for k, v in value.items()}
-        elif key in ("nic_firmware", "eth_firmware"):
-            if not isinstance(value, dict) or not value:
-                raise InputError(f"{path}: {key}: a mapping of device (mlx5_0, eth0) to firmware version")
-            pins[key] = {str(k): _allowed(path, f"{key}.{k}", v) for k, v in value.items()}
-        elif key in _DMI_PINS:
-            if not isinstance(value, dict) or not value or set(value) - set(_DMI_PINS[key]):
-                raise InputError(f"{path}: {key}: a mapping with some of {', '.join(_DMI_PINS[key])}")
-            pins[key] = {k: _allowed(path, f"{key}.{k}", v) for k, v in value.items()}
-        else:
-            pins[key] = _allowed(path, key, value)
-    if not pins:
-        raise InputError(f"{path}: pins nothing; give at least one of {', '.join(PINS)}")
-    return Golden(path, severity, pins)
+    return severity
+
+
+# Each pin that is not a plain version (or list of them): (path, key, value) -> its pinned form.
+def _count_pin(path: Path, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{path}: {key}: must be a whole number (got {value!r})")
+    return value
+
+
+def _os_pin(path: Path, key: str, value: Any) -> dict:
+    if not isinstance(value, dict) or not value or set(value) - _OS_KEYS:
+        raise InputError(f"{path}: {key}: a mapping with pretty_name and/or version_id")
+    return {k: _allowed(path, f"{key}.{k}", v) for k, v in value.items()}
+
+
+def _device_pin(path: Path, key: str, value: Any) -> dict:
+    if not isinstance(value, dict) or not value:
+        raise InputError(f"{path}: {key}: a mapping of device (mlx5_0, eth0) to firmware version")
+    return {str(k): _allowed(path, f"{key}.{k}", v) for k, v in value.items()}
+
+
+def _dmi_pin(path: Path, key: str, value: Any) -> dict:
+    if not isinstance(value, dict) or not value or set(value) - set(_DMI_PINS[key]):
+        raise InputError(f"{path}: {key}: a mapping with some of {', '.join(_DMI_PINS[key])}")
+    return {k: _allowed(path, f"{key}.{k}", v) for k, v in value.items()}
 
 
 def _allowed(path: Path, key: str, value: Any) -> tuple[str, ...]:
@@ -274,6 +291,10 @@ def _allowed(path: Path, key: str, value: Any) -> tuple[str, ...]:
 
 def _show(allowed: tuple[str, ...]) -> str:
     return " or ".join(allowed)
+
+
+_PIN_READERS = {"gpu_count": _count_pin, "os": _os_pin, "nic_firmware": _device_pin, "eth_firmware": _device_pin,
+                "bios": _dmi_pin, "platform": _dmi_pin}  # every other pin: _allowed
 
 
 # ---------------------------------------------------------------- the checks
