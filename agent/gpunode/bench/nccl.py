@@ -211,42 +211,11 @@ def parse_text(output: str) -> NcclRun:
     """nccl-tests' text output; NCCL's own INFO lines mixed into it (NCCL_DEBUG=INFO) are skipped."""
     run = NcclRun()
     for raw in output.splitlines():
-        line = raw.rstrip()
-        stripped = line.strip()
+        stripped = raw.strip()
         if not stripped or nccl_log.is_nccl_line(stripped):
             continue
-        m = _VERSION.match(stripped)
-        if m:
-            run.version = m.group(1)
-            if m.group(3):
-                run.nccl_version = _nccl_code(int(m.group(3)))
-            continue
-        if stripped.startswith("# nThread"):
-            g = re.search(r"nGpus (\d+)", stripped)
-            run.ngpus = int(g.group(1)) if g else None
-            continue
-        if re.match(r"#\s+Rank\s+\d+", stripped):
-            run.ranks += 1
-            continue
-        if stripped.startswith("# Out of bounds values"):
-            value = stripped.split(":", 1)[1].split()
-            run.out_of_bounds = int(value[0]) if value and value[0].lstrip("-").isdigit() else None
-            if "FAILED" in stripped:
-                run.failures.append(stripped)
-            continue
-        if stripped.startswith(FOOTER):
-            value = stripped.split(":", 1)[1].split()
-            try:
-                run.avg_busbw = float(value[0])
-                run.footer = True
-            except (IndexError, ValueError):
-                run.failures.append(f"unreadable footer: {stripped}")
-            if "FAILED" in stripped:
-                run.failures.append(stripped)
-            continue
         if stripped.startswith("#"):
-            if stripped.startswith("# error:"):
-                run.failures.append(stripped)
+            _read_comment(run, stripped)
             continue
         row = _parse_row(stripped)
         if row is not None:
@@ -254,6 +223,44 @@ def parse_text(output: str) -> NcclRun:
         elif _FAILURE_LINES.search(stripped):
             run.failures.append(stripped)
     return run
+
+
+def _read_comment(run: NcclRun, line: str) -> None:
+    """A `#` line: the version and device header, the two footer lines, or an error."""
+    m = _VERSION.match(line)
+    if m:
+        run.version = m.group(1)
+        if m.group(3):
+            run.nccl_version = _nccl_code(int(m.group(3)))
+    elif line.startswith("# nThread"):
+        g = re.search(r"nGpus (\d+)", line)
+        run.ngpus = int(g.group(1)) if g else None
+    elif re.match(r"#\s+Rank\s+\d+", line):
+        run.ranks += 1
+    elif line.startswith("# Out of bounds values"):
+        _read_out_of_bounds(run, line)
+    elif line.startswith(FOOTER):
+        _read_footer(run, line)
+    elif line.startswith("# error:"):
+        run.failures.append(line)
+
+
+def _read_out_of_bounds(run: NcclRun, line: str) -> None:
+    value = line.split(":", 1)[1].split()
+    run.out_of_bounds = int(value[0]) if value and value[0].lstrip("-").isdigit() else None
+    if "FAILED" in line:
+        run.failures.append(line)
+
+
+def _read_footer(run: NcclRun, line: str) -> None:
+    value = line.split(":", 1)[1].split()
+    try:
+        run.avg_busbw = float(value[0])
+        run.footer = True
+    except (IndexError, ValueError):
+        run.failures.append(f"unreadable footer: {line}")
+    if "FAILED" in line:
+        run.failures.append(line)
 
 
 def _parse_row(line: str) -> Row | None:
@@ -285,31 +292,44 @@ def parse_json(text: str) -> NcclRun:
     cfg = data.get("config") or {}
     run.ngpus = cfg.get("ngpus")
     run.ranks = len(cfg.get("devices") or [])
-    for item in data.get("results") or []:
-        oop, inp = item.get("out_of_place") or {}, item.get("in_place") or {}
-        run.rows.append(Row(
-            bytes=int(item["size"]), count=int(item["count"]), type=str(item.get("type")),
-            redop=str(item.get("redop")), time_us=float(oop.get("time", oop.get("cpu_time", 0.0))),
-            algbw=float(oop.get("alg_bw", 0.0)), busbw=float(oop.get("bus_bw", 0.0)),
-            wrong=None if oop.get("nwrong") is None else int(oop["nwrong"]),
-            in_place_time_us=inp.get("time"), in_place_algbw=inp.get("alg_bw"), in_place_busbw=inp.get("bus_bw"),
-            in_place_wrong=None if inp.get("nwrong") is None else int(inp["nwrong"]),
-        ))
+    run.rows = [_json_row(item) for item in data.get("results") or []]
+    _read_json_footer(run, data)
+    run.failures += [f"# error: {err}" for err in data.get("errors") or [] if err]
+    return run
+
+
+def _json_nwrong(side: dict) -> int | None:
+    return None if side.get("nwrong") is None else int(side["nwrong"])
+
+
+def _json_row(item: dict) -> Row:
+    oop, inp = item.get("out_of_place") or {}, item.get("in_place") or {}
+    return Row(
+        bytes=int(item["size"]), count=int(item["count"]), type=str(item.get("type")),
+        redop=str(item.get("redop")), time_us=float(oop.get("time", oop.get("cpu_time", 0.0))),
+        algbw=float(oop.get("alg_bw", 0.0)), busbw=float(oop.get("bus_bw", 0.0)), wrong=_json_nwrong(oop),
+        in_place_time_us=inp.get("time"), in_place_algbw=inp.get("alg_bw"), in_place_busbw=inp.get("bus_bw"),
+        in_place_wrong=_json_nwrong(inp),
+    )
+
+
+def _json_failed(section: dict) -> bool:
+    return section.get("okay") is False or section.get("okay") == "false"
+
+
+def _read_json_footer(run: NcclRun, data: dict) -> None:
+    """The two footer sections of the -J file: out-of-bounds values and the average bus bandwidth."""
     oob = data.get("out_of_bounds")
     if isinstance(oob, dict):
         run.out_of_bounds = int(oob.get("count", 0))
-        if oob.get("okay") is False or oob.get("okay") == "false":
+        if _json_failed(oob):
             run.failures.append(f"out of bounds values: {run.out_of_bounds} FAILED")
     avg = data.get("average_bus_bandwidth")
     if isinstance(avg, dict):
         run.avg_busbw = float(avg.get("bandwidth", 0.0))
         run.footer = True
-        if avg.get("okay") is False or avg.get("okay") == "false":
+        if _json_failed(avg):
             run.failures.append(f"average bus bandwidth {run.avg_busbw} below NCCL_TESTS_MIN_BW: FAILED")
-    for err in data.get("errors") or []:
-        if err:
-            run.failures.append(f"# error: {err}")
-    return run
 
 
 def nccl_verdict(run: NcclRun, rc: int, timed_out: bool = False, spawn_error: str | None = None) -> tuple[str, str]:
@@ -360,6 +380,33 @@ def metric(cfg: NcclConfig, run: NcclRun, status: str, message: str, nprocs: int
     return Metric(name, None, largest.busbw, "GB/s", "PASS", "", cond, None, detail)
 
 
+def _parsed_run(stdout: str, json_file: str | None) -> tuple[NcclRun, str]:
+    """-> (run, note): the -J file when it was written (the text adds the version, its failures
+    and the rows the file lacks), else the text; note says why the file could not be read."""
+    text_run = parse_text(stdout)
+    if not json_file or not Path(json_file).exists():
+        return text_run, ""
+    try:
+        run = parse_json(Path(json_file).read_text(errors="replace"))
+    except ValueError as exc:
+        return text_run, str(exc)
+    run.version = text_run.version
+    run.failures = sorted(set(run.failures) | set(text_run.failures))
+    if not run.rows:
+        run.rows = text_run.rows
+    return run, ""
+
+
+def _run_verdict(run: NcclRun, result, note: str) -> tuple[str, str]:
+    """nccl_verdict, an unreadable -J file made an ERROR, and stderr's last line beside an ERROR."""
+    status, message = nccl_verdict(run, result.rc, result.timed_out, result.error)
+    if status == "PASS" and note:
+        status, message = "ERROR", note
+    if status == "ERROR" and result.stderr.strip():
+        message += f" (stderr: {result.stderr.strip().splitlines()[-1][:200]})"
+    return status, message
+
+
 def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapping[str, str],
              prefix: Sequence[str] = (), nprocs: int = 1, fabric: nccl_log.Fabric | None = None) -> Metric:
     """Run one nccl-tests binary through the Runner (its timeout kills the process group), with
@@ -372,22 +419,8 @@ def run_test(runner, binary: str, cfg: NcclConfig, timeout: float, environ: Mapp
     with tempfile.TemporaryDirectory(prefix="gpunode-nccl-") as tmp:  # 0700, removed afterwards
         json_file = str(Path(tmp) / "result.json") if use_json else None
         result = runner.run([*prefix, *argv(binary, cfg, json_file)], timeout=timeout, env=dict(environ))
-        text_run = parse_text(result.stdout)
-        run, note = text_run, ""
-        if json_file and Path(json_file).exists():
-            try:
-                run = parse_json(Path(json_file).read_text(errors="replace"))
-                run.version = text_run.version
-                run.failures = sorted(set(run.failures) | set(text_run.failures))
-                if not run.rows:
-                    run.rows = text_run.rows
-            except ValueError as exc:
-                note = str(exc)
-    status, message = nccl_verdict(run, result.rc, result.timed_out, result.error)
-    if status == "PASS" and note:
-        status, message = "ERROR", note
-    if status == "ERROR" and result.stderr.strip():
-        message += f" (stderr: {result.stderr.strip().splitlines()[-1][:200]})"
+        run, note = _parsed_run(result.stdout, json_file)
+    status, message = _run_verdict(run, result, note)
     t_status, t_why, chosen = transport_verdict(result.stdout + "\n" + result.stderr, fabric or nccl_log.Fabric())
     if status == "PASS" and t_status == "FAIL":
         status, message = "FAIL", t_why
