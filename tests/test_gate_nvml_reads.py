@@ -151,8 +151,8 @@ def test_blanking_a_judged_field_does_change_results(tmp_path):
 def test_gate_unread_names_real_reads_and_the_list_matches_the_reader():
     assert GATE_UNREAD <= reader.READ_NAMES
     source = Path(reader.__file__).read_text(encoding="utf-8")
-    named = set(re.findall(r'r\.get\("([a-z_]+)"', source)) | {"processes_compute", "processes_graphics",
-                                                                 "nvlink_details"}
+    named = set(re.findall(r'_Read\("([a-z_]+)"', source)) | {"processes_compute", "processes_graphics",
+                                                                "nvlink_details"}
     assert named == reader.READ_NAMES
 
 
