@@ -111,9 +111,24 @@ def summarize(trace: Trace, gpus: Iterable[int] | None = None) -> dict[str, Any]
     good = [s for s in rows if s.error is None]
     if not rows:
         return None
+    out = _overview(trace, rows, good)
+    out.update(_levels(good))
+    out["pcie"] = _pcie(good)
+    out.update(_growth(good))
+    out["xid"] = [x for x in trace.xids if wanted is None or x.get("gpu") in wanted]
+    failed = [s for s in rows if s.error is not None]
+    if failed:
+        out["read_errors"] = {"count": len(failed), "first": failed[0].error}
+    if trace.unavailable:
+        out["unavailable"] = dict(trace.unavailable)
+    return out
+
+
+def _overview(trace: Trace, rows: list[Sample], good: list[Sample]) -> dict[str, Any]:
+    """summarize's first keys: how much was sampled, of which GPUs, who else ran, clock events."""
     foreign_pids = {p[0] for s in good for p in s.processes or () if p[0] in trace.foreign}
     events = sorted({e for s in good for e in s.clock_events})
-    out: dict[str, Any] = {
+    return {
         "samples": len(rows),
         "duration_s": round(max(s.t for s in rows) - min(s.t for s in rows), 2),
         "gpus": sorted({s.gpu for s in rows}),
@@ -122,6 +137,11 @@ def summarize(trace: Trace, gpus: Iterable[int] | None = None) -> dict[str, Any]
         "clock_events": events,
         "throttle_events": [e for e in events if e in THROTTLE_EVENTS],
     }
+
+
+def _levels(good: list[Sample]) -> dict[str, Any]:
+    """Clocks, power and temperatures as min/median/max, and the lowest power limit seen."""
+    out: dict[str, Any] = {}
     for key, stats in (("sm_clock_mhz", ("min", "median", "max")), ("mem_clock_mhz", ("min", "median")),
                        ("power_w", ("median", "max")), ("temp_c", ("max",)), ("mem_temp_c", ("max",))):
         values = [getattr(s, key) for s in good if getattr(s, key) is not None]
@@ -130,7 +150,12 @@ def summarize(trace: Trace, gpus: Iterable[int] | None = None) -> dict[str, Any]
     limits = [s.power_limit_w for s in good if s.power_limit_w]
     if limits:
         out["power_limit_w"] = min(limits)
-    out["pcie"] = _pcie(good)
+    return out
+
+
+def _growth(good: list[Sample]) -> dict[str, Any]:
+    """The error counters' growth over the window, and whether a row remap was ever pending or failed."""
+    out: dict[str, Any] = {}
     for attr, name in (("ecc_uncorrected", "ecc_uncorrected_delta"), ("ecc_corrected", "ecc_corrected_delta"),
                        ("pcie_replay", "pcie_replay_delta"), ("remap_uncorrectable", "remap_uncorrectable_delta")):
         delta = _delta(good, attr)
@@ -140,12 +165,6 @@ def summarize(trace: Trace, gpus: Iterable[int] | None = None) -> dict[str, Any]
         values = [getattr(s, attr) for s in good if getattr(s, attr) is not None]
         if values:
             out[attr] = any(values)
-    out["xid"] = [x for x in trace.xids if wanted is None or x.get("gpu") in wanted]
-    failed = [s for s in rows if s.error is not None]
-    if failed:
-        out["read_errors"] = {"count": len(failed), "first": failed[0].error}
-    if trace.unavailable:
-        out["unavailable"] = dict(trace.unavailable)
     return out
 
 
