@@ -47,25 +47,34 @@ def render_report(results: Sequence[Result], meta: dict, console, fmt: str | Non
     shown = [r for r in results if r.status in PROBLEMS] if problems else list(results)
     areas = list(dict.fromkeys(r.area for r in shown))
     shown.sort(key=lambda r: areas.index(r.area))  # one block per area, checks in catalogue order
-    rows = []
-    grouped = {} if every_skip or fmt != "table" else _skip_groups(shown)
-    done: set[str] = set()
-    for r in shown:
-        message = r.message
-        if verbose and r.status in (Status.WARN, Status.FAIL) and r.remediation:
-            message += f" (fix: {r.remediation})"
-        group = grouped.get(r.message) if r.status is Status.SKIP else None
-        if group is None:
-            rows.append([r.area, r.status.value, r.id, r.subject or "", message])
-        elif r.message not in done:  # the group's row stands where its first SKIP would
-            done.add(r.message)
-            rows.append([r.area, "SKIP", f"{len(group)} checks", "", f"{r.message}: {', '.join(group)}"])
+    rows = _report_rows(shown, {} if every_skip or fmt != "table" else _skip_groups(shown), verbose)
     title = f"gpunode audit · {meta.get('host')} · profile {meta.get('profile')} · {meta.get('source')}"
     cols = [Col("Area", group=True), Col("Status", whole=True, style=_status_style), Col("Check", whole=True),
             Col("Subject", inline=True), Col("Result", label=False)]
     not_run = gate_not_run_line(meta.get("gate_checks_not_run", ()))  # on its own line: the gate is weaker
     footer = [verdict_line(results), *([not_run] if not_run else [])]
     show(console, title, cols, rows, fmt, footer=() if fmt == "tsv" else footer)
+
+
+def _report_rows(shown: Sequence[Result], grouped: dict[str, list[str]], verbose: bool) -> list[list[str]]:
+    """One row per result, but one row per group of SKIPs that share a reason (`grouped`)."""
+    rows = []
+    done: set[str] = set()
+    for r in shown:
+        group = grouped.get(r.message) if r.status is Status.SKIP else None
+        if group is None:
+            rows.append([r.area, r.status.value, r.id, r.subject or "", _row_message(r, verbose)])
+        elif r.message not in done:  # the group's row stands where its first SKIP would
+            done.add(r.message)
+            rows.append([r.area, "SKIP", f"{len(group)} checks", "", f"{r.message}: {', '.join(group)}"])
+    return rows
+
+
+def _row_message(r: Result, verbose: bool) -> str:
+    """The result's message; `verbose` adds the remediation of a WARN or FAIL."""
+    if verbose and r.status in (Status.WARN, Status.FAIL) and r.remediation:
+        return r.message + f" (fix: {r.remediation})"
+    return r.message
 
 
 def render_table(results: Sequence[Result], meta: dict, console, verbose: bool = False) -> None:
@@ -100,18 +109,7 @@ def nagios_output(results: Sequence[Result], name: str = "GPUNODE", extra_perf: 
     bad = [r for s in order for r in results if r.status is s]
     counts = summary(results)
     head = ", ".join(f"{counts[s.value]} {s.value}" for s in order if counts[s.value])
-    names = []
-    for r in bad:
-        label = _nagios_label(r)
-        if label not in names:
-            names.append(label)
-    if names:
-        text = f"{head}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
-    elif counts["PASS"]:
-        text = f"{counts['PASS']} checks passed" + (f", {counts['SKIP']} skipped" if counts["SKIP"] else "")
-    else:
-        reasons = sorted({r.message for r in results})
-        text = f"nothing checked: all {len(results)} checks skipped ({'; '.join(reasons[:3])}{' ...' if len(reasons) > 3 else ''})"
+    text = _nagios_text(results, bad, counts, head)
     perf = {s.lower(): n for s, n in counts.items()}
     perf.update(extra_perf or {})
     perfdata = " ".join(f"{k}={v};;;0" for k, v in perf.items())
@@ -121,6 +119,17 @@ def nagios_output(results: Sequence[Result], name: str = "GPUNODE", extra_perf: 
     if len(bad) > NAGIOS_LONG_LINES:
         lines.append(f"... and {len(bad) - NAGIOS_LONG_LINES} more (gpunode audit --problems)")
     return "\n".join(lines)
+
+
+def _nagios_text(results: Sequence[Result], bad: list[Result], counts: dict[str, int], head: str) -> str:
+    """The status line's text: the problems by name, else what passed, else why nothing was checked."""
+    names = list(dict.fromkeys(_nagios_label(r) for r in bad))
+    if names:
+        return f"{head}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}"
+    if counts["PASS"]:
+        return f"{counts['PASS']} checks passed" + (f", {counts['SKIP']} skipped" if counts["SKIP"] else "")
+    reasons = sorted({r.message for r in results})
+    return f"nothing checked: all {len(results)} checks skipped ({'; '.join(reasons[:3])}{' ...' if len(reasons) > 3 else ''})"
 
 
 def _nagios_label(r: Result) -> str:
