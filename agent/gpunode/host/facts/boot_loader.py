@@ -48,13 +48,24 @@ def boot_loader(host) -> BootLoader:
     entries = [n for n in host.sys.listdir(BLS_ENTRIES) or [] if n.endswith(".conf")]
     grubby = next((p for p in GRUBBY if host.sys.exists(p)), None)
     if ids & _RHEL_LIKE or (entries and grubby):
-        if entries and grubby:
-            return BootLoader(BLS_GRUBBY, grubby=grubby)
-        missing = "no grubby" if entries else f"no boot entries in {BLS_ENTRIES}"
-        return BootLoader(None, f"a RHEL-like host with {missing}: gpunode changes BLS entries only through grubby")
+        return _bls(entries, grubby)
     if host.sys.exists(GRUB_DEFAULT) or host.sys.exists(GRUB_DROPIN_DIR):
-        if any(host.sys.exists(p) for p in UPDATE_GRUB) or not host.sys.is_live:
-            return BootLoader(DEBIAN_GRUB)
-        return BootLoader(None, f"{GRUB_DEFAULT} exists but there is no update-grub to apply it")
+        return _debian_grub(host)
     return BootLoader(None, f"no boot loader configuration gpunode can change (no {GRUB_DEFAULT}, "
                             f"no entries in {BLS_ENTRIES}): the kernel may be booted directly (a VM)")
+
+
+def _bls(entries: list[str], grubby: str | None) -> BootLoader:
+    """A RHEL-like host (or BLS entries with grubby): grubby changes the entries, or nothing does."""
+    if entries and grubby:
+        return BootLoader(BLS_GRUBBY, grubby=grubby)
+    missing = "no grubby" if entries else f"no boot entries in {BLS_ENTRIES}"
+    return BootLoader(None, f"a RHEL-like host with {missing}: gpunode changes BLS entries only through grubby")
+
+
+def _debian_grub(host) -> BootLoader:
+    """/etc/default/grub (or its drop-ins) is there: usable when update-grub can apply it (a
+    recorded host is judged as if it could)."""
+    if any(host.sys.exists(p) for p in UPDATE_GRUB) or not host.sys.is_live:
+        return BootLoader(DEBIAN_GRUB)
+    return BootLoader(None, f"{GRUB_DEFAULT} exists but there is no update-grub to apply it")

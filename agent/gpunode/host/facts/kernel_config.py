@@ -132,16 +132,21 @@ def module_availability(host, module: str, symbol: str) -> Availability:
     if state == "n" or (state is None and facts.config is not None):
         return Availability(False, f"{kernel} is built without {module} ({symbol} is not set in {facts.config_source})")
     if state == "m":
-        if facts.modules_dir is None:
-            where = f"/lib/modules/{facts.release}" if facts.release else "/lib/modules/<release>"
-            return Availability(False, f"{module} is built as a module but {kernel} has no {where}")
-        if facts.loadable is not None:
-            return Availability(False, f"{module} is built as a module but not installed "
-                                       f"(not in {facts.modules_dir}/modules.dep)")
-        return Availability(None, f"{module} is built as a module; cannot tell whether it is installed")
+        return _module_not_installed(facts, module, kernel)
     if facts.loadable is not None:
         return Availability(False, f"{kernel} has no {module} (not built in, not in {facts.modules_dir}/modules.dep)")
     return Availability(None, f"cannot tell whether {kernel} has {module} (no kernel config, no /lib/modules)")
+
+
+def _module_not_installed(facts: KernelFacts, module: str, kernel: str) -> Availability:
+    """A module the kernel config builds as one (=m), neither loaded nor in modules.dep."""
+    if facts.modules_dir is None:
+        where = f"/lib/modules/{facts.release}" if facts.release else "/lib/modules/<release>"
+        return Availability(False, f"{module} is built as a module but {kernel} has no {where}")
+    if facts.loadable is not None:
+        return Availability(False, f"{module} is built as a module but not installed "
+                                   f"(not in {facts.modules_dir}/modules.dep)")
+    return Availability(None, f"{module} is built as a module; cannot tell whether it is installed")
 
 
 def copy_binary_files(root: str, files_dir: str) -> list[str]:

@@ -96,23 +96,39 @@ class QosState:
 
 def parse_mlnx_qos(text: str) -> QosState:
     """Raises ValueError when the PFC table is missing (a cut or unexpected output)."""
-    trust = None
+    lines = [raw.strip() for raw in text.splitlines()]
+    trusts = [line.split(":", 1)[1].strip().lower() or None for line in lines if _is_trust(line)]
+    priorities, enabled = _pfc_table(lines)
+    if priorities is None or enabled is None or len(priorities) != len(enabled):
+        raise ValueError("no PFC configuration table (priority/enabled lines) in mlnx_qos output")
+    return QosState(trusts[-1] if trusts else None,
+                    tuple(p for p, on in zip(priorities, enabled, strict=True) if on))
+
+
+def _is_trust(line: str) -> bool:
+    return line.lower().startswith("priority trust state:")
+
+
+def _pfc_table(lines: list[str]) -> tuple[list[int] | None, list[int] | None]:
+    """The first priority and enabled rows after "PFC configuration" (None: not there)."""
     priorities: list[int] | None = None
     enabled: list[int] | None = None
     in_pfc = False
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.lower().startswith("priority trust state:"):
-            trust = line.split(":", 1)[1].strip().lower() or None
-        elif line.startswith("PFC configuration"):
+    for line in lines:
+        if _is_trust(line):
+            continue
+        if line.startswith("PFC configuration"):
             in_pfc = True
         elif in_pfc and line.startswith("priority") and priorities is None:
-            priorities = [int(x) for x in line.split()[1:] if x.isdigit()]
+            priorities = _row(line)
         elif in_pfc and line.startswith("enabled") and enabled is None:
-            enabled = [int(x) for x in line.split()[1:] if x.isdigit()]
-    if priorities is None or enabled is None or len(priorities) != len(enabled):
-        raise ValueError("no PFC configuration table (priority/enabled lines) in mlnx_qos output")
-    return QosState(trust, tuple(p for p, on in zip(priorities, enabled, strict=True) if on))
+            enabled = _row(line)
+    return priorities, enabled
+
+
+def _row(line: str) -> list[int]:
+    """The numbers of a table row after its label ("enabled   0 0 0 1 0 0 0 0")."""
+    return [int(x) for x in line.split()[1:] if x.isdigit()]
 
 
 _STAT = re.compile(r"^\s*(?P<name>[^:]+?):\s*(?P<value>-?\d+)\s*\Z")
