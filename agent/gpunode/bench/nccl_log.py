@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 # Where an NCCL line's message starts: after "NCCL INFO " (the prefix names host:pid:tid [dev]).
 _INFO = re.compile(r"(?:^|\s)(?:(?P<host>[^\s:\[\]]+):\d+:\d+ \[\d+\] )?NCCL (?P<level>INFO|WARN) (?P<msg>.*)\Z")
@@ -186,40 +188,85 @@ def parse(text: str) -> NcclLog:
 
 
 def _parse_info(log: NcclLog, msg: str, seen_conn: set[tuple]) -> None:
-    if (v := _VERSION.match(msg)) is not None:
-        log.version = log.version or v.group("v")
-    elif (c := _CONN.match(msg)) is not None:
-        conn = Connection(int(c.group("ch")), int(c.group("src")), int(c.group("dst")), c.group("dir") or "",
-                          c.group("via"))
-        key = (conn.channel, conn.src, conn.dst, conn.direction, conn.via)
-        if key not in seen_conn:  # both ends of a pair print the same connection
-            seen_conn.add(key)
-            log.connections.append(conn)
-    elif (n := _NETWORK.match(msg)) is not None:
-        log.network = n.group("net")
-    elif msg.startswith("NET/IB") and "No device found" in msg:
-        log.ib_no_device = True
-    elif (ib := _IB_USING.match(msg)) is not None:
-        for d in _DEVICE.finditer(ib.group("list")):
-            name = d.group("name") + (f":{d.group('port')}" if d.group("port") else "") + (
-                f"/{d.group('ll')}" if d.group("ll") else "")
-            if name not in log.ib_devices:
-                log.ib_devices.append(name)
-    elif (s := _SOCKET_USING.match(msg)) is not None:
-        for d in _DEVICE.finditer(s.group("list")):
-            if d.group("name") not in log.socket_ifs:
-                log.socket_ifs.append(d.group("name"))
-    elif (g := _GDR_HCA.search(msg)) is not None:
-        log.gdr_hca[g.group("name")] = g.group("state") == "Enabled"
-    elif (nv := _NVLS.search(msg)) is not None and "coll channels" in msg:
-        log.nvls_channels = int(nv.group("n"))
-    elif (nn := _NNODES.search(msg)) is not None:
-        log.nranks = int(nn.group("ranks"))
-        log.nnodes = max(log.nnodes or 0, int(nn.group("nodes")))
-    elif msg.startswith("ncclCommInitRank") and (nr := _NRANKS.search(msg)) is not None and log.nranks is None:
-        log.nranks = int(nr.group("ranks"))
-    elif (row := _TABLE_ROW.match(msg)) is not None:
-        _tuning_row(log, row.group("name").strip(), [c for c in row.group("cells").split("|")[:-1]])
+    """The first kind of line (_INFO_LINES, in order) that `msg` is, read into the log."""
+    for kind, read in _INFO_LINES:
+        found = kind(msg, log)
+        if found:
+            read(log, found, seen_conn)
+            return
+
+
+def _read_connection(log: NcclLog, c: re.Match, seen_conn: set[tuple]) -> None:
+    conn = Connection(int(c.group("ch")), int(c.group("src")), int(c.group("dst")), c.group("dir") or "",
+                      c.group("via"))
+    key = (conn.channel, conn.src, conn.dst, conn.direction, conn.via)
+    if key not in seen_conn:  # both ends of a pair print the same connection
+        seen_conn.add(key)
+        log.connections.append(conn)
+
+
+def _read_ib_devices(log: NcclLog, ib: re.Match, _seen: set[tuple]) -> None:
+    for d in _DEVICE.finditer(ib.group("list")):
+        name = d.group("name") + (f":{d.group('port')}" if d.group("port") else "") + (
+            f"/{d.group('ll')}" if d.group("ll") else "")
+        if name not in log.ib_devices:
+            log.ib_devices.append(name)
+
+
+def _read_socket_ifs(log: NcclLog, s: re.Match, _seen: set[tuple]) -> None:
+    for d in _DEVICE.finditer(s.group("list")):
+        if d.group("name") not in log.socket_ifs:
+            log.socket_ifs.append(d.group("name"))
+
+
+def _read_nodes(log: NcclLog, nn: re.Match, _seen: set[tuple]) -> None:
+    log.nranks = int(nn.group("ranks"))
+    log.nnodes = max(log.nnodes or 0, int(nn.group("nodes")))
+
+
+def _read_version(log: NcclLog, v: re.Match, _seen: set[tuple]) -> None:
+    log.version = log.version or v.group("v")
+
+
+def _read_network(log: NcclLog, n: re.Match, _seen: set[tuple]) -> None:
+    log.network = n.group("net")
+
+
+def _read_ib_no_device(log: NcclLog, _found: object, _seen: set[tuple]) -> None:
+    log.ib_no_device = True
+
+
+def _read_gdr_hca(log: NcclLog, g: re.Match, _seen: set[tuple]) -> None:
+    log.gdr_hca[g.group("name")] = g.group("state") == "Enabled"
+
+
+def _read_nvls(log: NcclLog, nv: re.Match, _seen: set[tuple]) -> None:
+    log.nvls_channels = int(nv.group("n"))
+
+
+def _read_nranks(log: NcclLog, nr: re.Match, _seen: set[tuple]) -> None:
+    log.nranks = int(nr.group("ranks"))
+
+
+def _read_tuning_row(log: NcclLog, row: re.Match, _seen: set[tuple]) -> None:
+    _tuning_row(log, row.group("name").strip(), row.group("cells").split("|")[:-1])
+
+
+# Each kind of INFO line, in the order they are tried: (its match, or a false value when the
+# message, given the log read so far, is not of this kind; the reader that takes it in).
+_INFO_LINES: tuple[tuple[Callable[[str, NcclLog], Any], Callable[[NcclLog, Any, set[tuple]], None]], ...] = (
+    (lambda msg, log: _VERSION.match(msg), _read_version),
+    (lambda msg, log: _CONN.match(msg), _read_connection),
+    (lambda msg, log: _NETWORK.match(msg), _read_network),
+    (lambda msg, log: msg.startswith("NET/IB") and "No device found" in msg, _read_ib_no_device),
+    (lambda msg, log: _IB_USING.match(msg), _read_ib_devices),
+    (lambda msg, log: _SOCKET_USING.match(msg), _read_socket_ifs),
+    (lambda msg, log: _GDR_HCA.search(msg), _read_gdr_hca),
+    (lambda msg, log: "coll channels" in msg and _NVLS.search(msg), _read_nvls),
+    (lambda msg, log: _NNODES.search(msg), _read_nodes),
+    (lambda msg, log: msg.startswith("ncclCommInitRank") and log.nranks is None and _NRANKS.search(msg), _read_nranks),
+    (lambda msg, log: _TABLE_ROW.match(msg), _read_tuning_row),
+)
 
 
 def _tuning_row(log: NcclLog, name: str, cells: list[str]) -> None:
@@ -228,17 +275,25 @@ def _tuning_row(log: NcclLog, name: str, cells: list[str]) -> None:
     elif name == "Algorithm":
         log.tuning_columns = [c.strip() for c in cells]
     elif name == "Protocol":
-        algos, protos = log.tuning_columns, [c.strip() for c in cells]
-        if len(algos) == len(cells):
-            log.tuning_columns = [f"{a}/{p}" for a, p in zip(algos, protos, strict=True)]
-        else:
-            log.tuning_columns = protos
+        log.tuning_columns = _with_protocols(log.tuning_columns, [c.strip() for c in cells])
     else:
-        parsed = [_CELL.match(c) for c in cells]
-        if parsed and all(parsed):
-            names = log.tuning_columns if len(log.tuning_columns) == len(cells) else [str(i) for i in range(len(cells))]
-            log.tuning[name] = [(n, float(m.group("lat")), float(m.group("bw")))
-                                for n, m in zip(names, parsed, strict=True) if m]
+        _tuning_figures(log, name, cells)
+
+
+def _with_protocols(algos: list[str], protos: list[str]) -> list[str]:
+    """The "Protocol" row under an "Algorithm" row: one "Algo/Proto" column each, or the protocols alone."""
+    if len(algos) == len(protos):
+        return [f"{a}/{p}" for a, p in zip(algos, protos, strict=True)]
+    return protos
+
+
+def _tuning_figures(log: NcclLog, name: str, cells: list[str]) -> None:
+    """A collective's row of "latency/ bandwidth" cells; a row with any other cell is not one."""
+    parsed = [_CELL.match(c) for c in cells]
+    if parsed and all(parsed):
+        names = log.tuning_columns if len(log.tuning_columns) == len(cells) else [str(i) for i in range(len(cells))]
+        log.tuning[name] = [(n, float(m.group("lat")), float(m.group("bw")))
+                            for n, m in zip(names, parsed, strict=True) if m]
 
 
 @dataclass(frozen=True)
@@ -279,22 +334,41 @@ def judge(log: NcclLog, fabric: Fabric) -> tuple[str, str]:
     if not log.seen:
         return "SKIP", "NCCL printed no INFO lines (NCCL_DEBUG=INFO not honoured?): transports unknown"
     text = summary(log)
-    socket = [c for c in log.net_connections if c.socket]
-    if log.inter_node and fabric.rdma_ports and (socket or (log.network == "Socket" and not log.net_connections)):
-        said = "NET/IB : No device found" if log.ib_no_device else f"Using network {log.network}"
-        pair = f" (e.g. {socket[0].src} -> {socket[0].dst} via {socket[0].via})" if socket else ""
-        return "FAIL", (f"inter-node traffic went over TCP sockets (NET/Socket){pair} although RDMA ports are "
-                        f"active: {', '.join(fabric.rdma_ports[:4])}; NCCL said '{said}' ({text})")
-    shm = [c for c in log.connections if c.transport == "SHM"]
-    if shm and fabric.nvlink:
-        c = shm[0]
-        return "FAIL", (f"{len(shm)} intra-node connection(s) fell back to host shared memory (e.g. {c.src} -> "
-                        f"{c.dst} via {c.via}) although the GPUs have active NVLinks: P2P is disabled or broken "
-                        f"({text})")
-    rdma = [c for c in log.net_connections if c.rdma]
-    if rdma and not any(c.gdr for c in rdma):
-        return "WARN", (f"RDMA without GPUDirect: no connection says GDRDMA, every transfer is staged through "
-                        f"host memory (nvidia_peermem or DMA-BUF missing?) ({text})")
+    for status, finding in (("FAIL", _sockets_beside_rdma), ("FAIL", _shm_beside_nvlink), ("WARN", _rdma_without_gdr)):
+        why = finding(log, fabric, text)
+        if why:
+            return status, why
     if not log.inter_node:
         return "PASS", f"single node: no inter-node transport in use ({text})"
     return "PASS", text
+
+
+def _sockets_beside_rdma(log: NcclLog, fabric: Fabric, text: str) -> str | None:
+    """Inter-node traffic on TCP sockets while the host has active RDMA ports."""
+    socket = [c for c in log.net_connections if c.socket]
+    if not (log.inter_node and fabric.rdma_ports and (socket or (log.network == "Socket" and not log.net_connections))):
+        return None
+    said = "NET/IB : No device found" if log.ib_no_device else f"Using network {log.network}"
+    pair = f" (e.g. {socket[0].src} -> {socket[0].dst} via {socket[0].via})" if socket else ""
+    return (f"inter-node traffic went over TCP sockets (NET/Socket){pair} although RDMA ports are "
+            f"active: {', '.join(fabric.rdma_ports[:4])}; NCCL said '{said}' ({text})")
+
+
+def _shm_beside_nvlink(log: NcclLog, fabric: Fabric, text: str) -> str | None:
+    """GPUs with active NVLinks talking through host shared memory."""
+    shm = [c for c in log.connections if c.transport == "SHM"]
+    if not (shm and fabric.nvlink):
+        return None
+    c = shm[0]
+    return (f"{len(shm)} intra-node connection(s) fell back to host shared memory (e.g. {c.src} -> "
+            f"{c.dst} via {c.via}) although the GPUs have active NVLinks: P2P is disabled or broken "
+            f"({text})")
+
+
+def _rdma_without_gdr(log: NcclLog, fabric: Fabric, text: str) -> str | None:
+    """RDMA connections none of which uses GPUDirect."""
+    rdma = [c for c in log.net_connections if c.rdma]
+    if not rdma or any(c.gdr for c in rdma):
+        return None
+    return (f"RDMA without GPUDirect: no connection says GDRDMA, every transfer is staged through "
+            f"host memory (nvidia_peermem or DMA-BUF missing?) ({text})")
