@@ -5,9 +5,10 @@ one line changed each time."""
 import json
 import os
 
+from test_bench_nccl import AR_JSON, AR_TEXT, fake_binary
+
 from gpunode.bench import nccl
 from gpunode.host.runner import Runner
-from test_bench_nccl import AR_JSON, AR_TEXT, fake_binary
 
 FOOTER_LINE = "# Avg bus bandwidth    : 0 "
 ENV = {"PATH": os.environ["PATH"]}
