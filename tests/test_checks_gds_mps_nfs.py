@@ -161,6 +161,37 @@ def test_nfs_options_judged_per_data_mount(tmp_path):
     assert only == [("PASS", "10.0.0.5:/datasets (nfs4, proto=tcp, rsize=1048576)")]
 
 
+# /proc/self/mountinfo in the kernel's format (proc(5)): NFS mounts get anonymous devices 0:N.
+MOUNTINFO = ("22 1 252:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+             "41 22 0:52 / /data rw,relatime shared:20 - nfs4 10.0.0.5:/datasets rw,vers=4.2\n"
+             "42 22 0:53 / /ckpt rw,relatime shared:21 - nfs 10.0.0.6:/ckpt rw,vers=3\n"
+             "43 22 0:54 / /fast rw,relatime shared:22 - nfs4 10.1.0.5:/fast rw,vers=4.1\n"
+             "44 22 bogus / /x rw - nfs4 a:/x rw\n"
+             "45 22 0:55\n")
+
+
+def test_nfs_read_ahead_below_one_rpc_warns(tmp_path):
+    files = {"/proc/mounts": "\n".join((ROOT, NFS_GOOD, NFS_RDMA)) + "\n", "/proc/self/mountinfo": MOUNTINFO,
+             "/sys/class/bdi/0:52/read_ahead_kb": "128\n", "/sys/class/bdi/0:54/read_ahead_kb": "15360\n"}
+    results = run(tmp_path, datapaths.nfs, files)
+    assert [s for s, _ in results] == ["WARN", "PASS"]
+    assert "read_ahead_kb=128 below 1024" in results[0][1]
+    # exactly at the floor passes; an unreadable bdi judges the options alone
+    files["/sys/class/bdi/0:52/read_ahead_kb"] = "1024\n"
+    assert [s for s, _ in run(tmp_path / "edge", datapaths.nfs, files)] == ["PASS", "PASS"]
+    files["/sys/class/bdi/0:52/read_ahead_kb"] = "12x\n"  # garbage is not a figure
+    assert [s for s, _ in run(tmp_path / "bad", datapaths.nfs, files)] == ["PASS", "PASS"]
+    del files["/sys/class/bdi/0:52/read_ahead_kb"]
+    assert [s for s, _ in run(tmp_path / "none", datapaths.nfs, files)] == ["PASS", "PASS"]
+
+
+def test_mountinfo_parser_keeps_order_and_drops_malformed_lines():
+    from gpunode.host.facts.procfs import parse_mountinfo
+    assert parse_mountinfo(MOUNTINFO) == [("/", "252:1"), ("/data", "0:52"), ("/ckpt", "0:53"), ("/fast", "0:54")]
+    assert parse_mountinfo("36 35 0:52 / /mnt/with\\040space rw - nfs4 a:/b rw\n") == [("/mnt/with space", "0:52")]
+    assert parse_mountinfo("") == []
+
+
 def test_no_nfs_on_this_machine_skips(tmp_path):
     real = Path("/proc/mounts").read_text()  # this machine's own table: no NFS
     assert "nfs" not in real.split() or pytest.skip("this machine mounts NFS")

@@ -1,4 +1,4 @@
-"""Parsers for /proc files: mounts, meminfo, a process's limits, the kernel command line."""
+"""Parsers for /proc files: mounts, mountinfo, meminfo, a process's limits, the kernel command line."""
 
 from __future__ import annotations
 
@@ -45,6 +45,20 @@ def parse_mounts(text: str) -> list[Mount]:
             continue  # a truncated or garbled line: not a mount we can judge
         mounts.append(Mount(unescape(parts[0]), unescape(parts[1]), parts[2], tuple(parts[3].split(","))))
     return mounts
+
+
+_DEVICE_ID = re.compile(r"\d{1,10}:\d{1,10}")
+
+
+def parse_mountinfo(text: str) -> list[tuple[str, str]]:
+    """/proc/self/mountinfo -> (mount point, major:minor) per line, in order (stacked mounts: the
+    last one listed is the visible one). Lines too short or with a malformed id are left out."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 4 and _DEVICE_ID.fullmatch(parts[2]):
+            out.append((unescape(parts[4]), parts[2]))
+    return out
 
 
 def mount_at(mounts: list[Mount], target: str) -> Mount | None:
