@@ -374,23 +374,36 @@ def with_trust(verdict: Verdict, metric, exp: Expectation) -> Verdict:
         return verdict
     cov = metric.spread.cov if metric.spread is not None else None
     found = trust.concerns(metric.telemetry, cov, exp.max_cov if exp.max_cov is not None else trust.DEFAULT_MAX_COV)
-    status, notes = verdict.status, []
     bad = trust.untrusted(found)
-    if bad:
-        status = max(status, FAIL if exp.untrusted == "fail" else WARN, key=RANK.__getitem__)
-        notes.append("not trustworthy: " + "; ".join(c.text for c in bad))
-    if any(c.kind == "unstable" for c in found):
-        status = max(status, WARN, key=RANK.__getitem__)
-        notes += [c.text for c in found if c.kind == "unstable"]
+    status, notes = _doubted(verdict.status, found, bad, exp.untrusted)
     if verdict.status != PASS and not bad:
         cause = trust.likely_cause(metric.telemetry)
         if cause:
             notes.append(f"likely cause: {cause}")
-    peak = None
-    if exp.peak and verdict.measured is not None and exp.better == "higher":
-        peak = round(verdict.measured / exp.peak, 4)
     message = "; ".join(notes + [verdict.message]) if notes else verdict.message
-    return replace(verdict, status=status, message=message, peak_ratio=peak, concerns=tuple(c.text for c in found))
+    return replace(verdict, status=status, message=message, peak_ratio=_peak_ratio(verdict, exp),
+                   concerns=tuple(c.text for c in found))
+
+
+def _doubted(status: str, found, bad, untrusted: str) -> tuple[str, list[str]]:
+    """The status made worse by untrusted figures (to FAIL or WARN, as the baseline says) and an
+    unstable one (to WARN), with a note for each."""
+    notes = []
+    if bad:
+        status = max(status, FAIL if untrusted == "fail" else WARN, key=RANK.__getitem__)
+        notes.append("not trustworthy: " + "; ".join(c.text for c in bad))
+    unstable = [c.text for c in found if c.kind == "unstable"]
+    if unstable:
+        status = max(status, WARN, key=RANK.__getitem__)
+        notes += unstable
+    return status, notes
+
+
+def _peak_ratio(verdict: Verdict, exp: Expectation) -> float | None:
+    """The measured figure's share of the datasheet peak (figures where higher is better only)."""
+    if exp.peak and verdict.measured is not None and exp.better == "higher":
+        return round(verdict.measured / exp.peak, 4)
+    return None
 
 
 def render_verdicts(verdicts: Verdicts, console, fmt: str | None = None) -> None:

@@ -92,23 +92,7 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
     if not docs:
         raise BaselineError("no bench runs to record from")
     benches = [BenchDocument.from_json(d) for d in docs]
-    notes: list[str] = []
-    groups: dict[str, list] = {}
-    for bench in benches:
-        for m in bench.metrics:
-            if m.status != "PASS" or m.value is None:
-                notes.append(f"{m.name}{'' if m.gpu is None else f' GPU{m.gpu}'}: {m.status} ({m.message}), not recorded")
-                continue
-            purpose = str(m.conditions.get("purpose") or "")
-            if purpose.startswith("information"):  # pageable copies: reported, never judged
-                note = f"{m.name}: {purpose}, not recorded"
-                if note not in notes:
-                    notes.append(note)
-                continue
-            if family_unit(m.name) != m.unit:
-                notes.append(f"{m.name}: no baseline family for this metric/unit ({m.unit}), not recorded")
-                continue
-            groups.setdefault(m.name, []).append(m)
+    groups, notes = _recordable(benches)
     if not groups:
         raise BaselineError("no metric was measured successfully; nothing to record")
     first = benches[0]
@@ -116,31 +100,8 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
     runs = len(benches)
     metrics = {}
     for metric_name, samples in groups.items():
-        unit = samples[0].unit
-        better = "lower" if unit == "us" else "higher"
-        values = [m.value for m in samples]
-        covs = [m.spread.cov for m in samples if m.spread is not None]
-        warn, fail = margins(values, better, max(covs) if covs else None, metric_name)
-        median = statistics.median(values)
-        entry: dict[str, Any] = {"value": _round(median), "unit": unit}
-        if better == "lower":
-            entry["better"] = "lower"
-        entry.update({"warn": warn, "fail": fail})
-        if covs and max(covs) > DEFAULT_MAX_COV:  # never call the recorded runs themselves unstable
-            entry["max_cov"] = round(max(covs) * 1.25, 3)
-            notes.append(f"{metric_name}: the recorded runs spread up to CoV {max(covs):.1%}: "
-                         f"its stability bound is {entry['max_cov']:.1%} (default {DEFAULT_MAX_COV:.0%})")
-        conditions = pinned_conditions([m.conditions for m in samples])
-        if conditions:
-            entry["conditions"] = conditions
-        entry["basis"] = "recorded"
-        gpus = sorted({m.gpu for m in samples if m.gpu is not None})
-        over = f"{runs} run(s)" + (f" x {len(gpus)} GPU(s)" if gpus else "")
-        entry["source"] = (
-            f"recorded on {first.host} {when}: median of {len(values)} figures ({over}) of gpunode bench "
-            f"--{first.mode}, observed {_round(min(values))}..{_round(max(values))} {unit}"
-        )
-        metrics[metric_name] = entry
+        metrics[metric_name], note = _metric_entry(metric_name, samples, first, when, runs)
+        notes += [note] if note else []
     mapping: dict[str, Any] = {
         "schema": SCHEMA,
         "name": name,
@@ -161,6 +122,60 @@ def build_baseline(docs: list[dict], name: str, description: str | None = None) 
         notes.append("no GPU identity in the results: the baseline has no `match` and is used only by --baseline")
     mapping["metrics"] = metrics
     return mapping, notes
+
+
+def _recordable(benches: list) -> tuple[dict[str, list], list[str]]:
+    """The figures worth recording, by metric name, and a note for each one left out."""
+    notes: list[str] = []
+    groups: dict[str, list] = {}
+    for m in (m for bench in benches for m in bench.metrics):
+        note, once = _left_out(m)
+        if not note:
+            groups.setdefault(m.name, []).append(m)
+        elif not (once and note in notes):
+            notes.append(note)
+    return groups, notes
+
+
+def _left_out(m) -> tuple[str, bool]:
+    """Why a figure is not recorded ("": it is), and whether that note is said once for all runs."""
+    if m.status != "PASS" or m.value is None:
+        return f"{m.name}{'' if m.gpu is None else f' GPU{m.gpu}'}: {m.status} ({m.message}), not recorded", False
+    purpose = str(m.conditions.get("purpose") or "")
+    if purpose.startswith("information"):  # pageable copies: reported, never judged
+        return f"{m.name}: {purpose}, not recorded", True
+    if family_unit(m.name) != m.unit:
+        return f"{m.name}: no baseline family for this metric/unit ({m.unit}), not recorded", False
+    return "", False
+
+
+def _metric_entry(metric_name: str, samples: list, first, when: str, runs: int) -> tuple[dict[str, Any], str]:
+    """One metric's baseline entry from its recorded figures, and a note if its runs spread widely."""
+    unit = samples[0].unit
+    better = "lower" if unit == "us" else "higher"
+    values = [m.value for m in samples]
+    covs = [m.spread.cov for m in samples if m.spread is not None]
+    warn, fail = margins(values, better, max(covs) if covs else None, metric_name)
+    entry: dict[str, Any] = {"value": _round(statistics.median(values)), "unit": unit}
+    if better == "lower":
+        entry["better"] = "lower"
+    entry.update({"warn": warn, "fail": fail})
+    note = ""
+    if covs and max(covs) > DEFAULT_MAX_COV:  # never call the recorded runs themselves unstable
+        entry["max_cov"] = round(max(covs) * 1.25, 3)
+        note = (f"{metric_name}: the recorded runs spread up to CoV {max(covs):.1%}: "
+                f"its stability bound is {entry['max_cov']:.1%} (default {DEFAULT_MAX_COV:.0%})")
+    conditions = pinned_conditions([m.conditions for m in samples])
+    if conditions:
+        entry["conditions"] = conditions
+    entry["basis"] = "recorded"
+    gpus = sorted({m.gpu for m in samples if m.gpu is not None})
+    over = f"{runs} run(s)" + (f" x {len(gpus)} GPU(s)" if gpus else "")
+    entry["source"] = (
+        f"recorded on {first.host} {when}: median of {len(values)} figures ({over}) of gpunode bench "
+        f"--{first.mode}, observed {_round(min(values))}..{_round(max(values))} {unit}"
+    )
+    return entry, note
 
 
 def match_for(gpus: dict) -> dict | None:
