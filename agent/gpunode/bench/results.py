@@ -243,37 +243,54 @@ def topology_entries(data: Any) -> list[dict]:
         return []
     if not isinstance(data, list):
         raise ValueError(f"bench result: topology is a {type(data).__name__}, not a list")
-    out = []
-    for entry in data:
-        if not isinstance(entry, dict):
-            raise ValueError("bench result: a topology entry is not an object")
-        for key, kind in _TOPOLOGY_TYPES.items():
-            if not isinstance(entry.get(key), kind) or "\n" in entry[key]:
-                raise ValueError(f"bench result: topology entry {key} is not one line of text")
-        value, gpu = entry.get("value"), entry.get("gpu")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"bench result: topology {entry['metric']}: value {value!r} is not a positive number")
-        if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int)):
-            raise ValueError(f"bench result: topology {entry['metric']}: gpu {gpu!r} is not an index")
-        limited = entry.get("limited_by")
-        limited_value = entry.get("limited_value")
-        if limited is not None and (not isinstance(limited, str) or "\n" in limited):
-            raise ValueError(f"bench result: topology {entry['metric']}: limited_by is not one line of text")
-        if limited_value is not None and (isinstance(limited_value, bool) or not isinstance(limited_value, (int, float))
-                                          or not math.isfinite(limited_value)):
-            raise ValueError(f"bench result: topology {entry['metric']}: limited_value is not a number")
-        numbers = {}
-        for key in ("raw", "efficiency", "max_cov"):
-            number = entry.get(key)
-            if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))
-                                       or not math.isfinite(number) or number <= 0):
-                raise ValueError(f"bench result: topology {entry['metric']}: {key} {number!r} is not a positive number")
-            if number is not None:
-                numbers[key] = number
-        if numbers.get("max_cov", 1) > 1:
-            raise ValueError(f"bench result: topology {entry['metric']}: max_cov {numbers['max_cov']!r} is above 1")
-        out.append({"metric": entry["metric"], "gpu": gpu, "value": value, "unit": entry["unit"],
-                    **{k: numbers[k] for k in ("raw", "efficiency") if k in numbers},
-                    "arithmetic": entry["arithmetic"], "limited_by": limited, "limited_value": limited_value,
-                    **({"max_cov": numbers["max_cov"]} if "max_cov" in numbers else {})})
-    return out
+    return [_topology_entry(entry) for entry in data]
+
+
+def _positive(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _topology_entry(entry: Any) -> dict:
+    if not isinstance(entry, dict):
+        raise ValueError("bench result: a topology entry is not an object")
+    for key, kind in _TOPOLOGY_TYPES.items():
+        if not isinstance(entry.get(key), kind) or "\n" in entry[key]:
+            raise ValueError(f"bench result: topology entry {key} is not one line of text")
+    what = f"bench result: topology {entry['metric']}"
+    value, gpu = entry.get("value"), entry.get("gpu")
+    if not _positive(value):
+        raise ValueError(f"{what}: value {value!r} is not a positive number")
+    if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int)):
+        raise ValueError(f"{what}: gpu {gpu!r} is not an index")
+    limited, limited_value = _topology_limit(entry, what)
+    numbers = _topology_numbers(entry, what)
+    return {"metric": entry["metric"], "gpu": gpu, "value": value, "unit": entry["unit"],
+            **{k: numbers[k] for k in ("raw", "efficiency") if k in numbers},
+            "arithmetic": entry["arithmetic"], "limited_by": limited, "limited_value": limited_value,
+            **({"max_cov": numbers["max_cov"]} if "max_cov" in numbers else {})}
+
+
+def _topology_limit(entry: dict, what: str) -> tuple[Any, Any]:
+    """What limits the figure (limited_by: one line of text, limited_value: a number), each optional."""
+    limited = entry.get("limited_by")
+    limited_value = entry.get("limited_value")
+    if limited is not None and (not isinstance(limited, str) or "\n" in limited):
+        raise ValueError(f"{what}: limited_by is not one line of text")
+    if limited_value is not None and not _is_number(limited_value):
+        raise ValueError(f"{what}: limited_value is not a number")
+    return limited, limited_value
+
+
+def _topology_numbers(entry: dict, what: str) -> dict:
+    """The optional figures of an entry (raw, efficiency, max_cov): positive, max_cov at most 1."""
+    numbers = {}
+    for key in ("raw", "efficiency", "max_cov"):
+        number = entry.get(key)
+        if number is None:
+            continue
+        if not _positive(number):
+            raise ValueError(f"{what}: {key} {number!r} is not a positive number")
+        numbers[key] = number
+    if numbers.get("max_cov", 1) > 1:
+        raise ValueError(f"{what}: max_cov {numbers['max_cov']!r} is above 1")
+    return numbers
