@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from gpunode.bench.results import Metric, errored
+from gpunode.host.facts.procfs import parse_mountinfo
 from gpunode.host.sysroot import SysRoot
 
 MIB = 1 << 20
@@ -169,9 +170,8 @@ def job_metrics(job: FioJob, res: FioResult | None, rc: int, why: str, cond: dic
 
 
 def mounted_devices(sys: SysRoot) -> set[str]:
-    """major:minor of every mounted filesystem (field 3 of /proc/self/mountinfo)."""
-    text = sys.read("/proc/self/mountinfo") or ""
-    return {parts[2] for parts in (line.split() for line in text.splitlines()) if len(parts) > 2}
+    """major:minor of every mounted filesystem, hidden (stacked) mounts included."""
+    return {dev for _, dev in parse_mountinfo(sys.read("/proc/self/mountinfo") or "")}
 
 
 def swap_paths(sys: SysRoot) -> set[str]:
