@@ -187,7 +187,8 @@ def test_nfs_read_ahead_below_one_rpc_warns(tmp_path):
 
 def test_mountinfo_parser_keeps_order_and_drops_malformed_lines():
     from gpunode.host.facts.procfs import parse_mountinfo
-    assert parse_mountinfo(MOUNTINFO) == [("/", "252:1"), ("/data", "0:52"), ("/ckpt", "0:53"), ("/fast", "0:54")]
+    assert parse_mountinfo(MOUNTINFO) == [("/", "252:1"), ("/data", "0:52"), ("/ckpt", "0:53"), ("/fast", "0:54"),
+                                          ("", "0:55")]  # cut line: the device stays known as mounted
     assert parse_mountinfo("36 35 0:52 / /mnt/with\\040space rw - nfs4 a:/b rw\n") == [("/mnt/with space", "0:52")]
     assert parse_mountinfo("") == []
 

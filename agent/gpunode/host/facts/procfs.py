@@ -52,12 +52,13 @@ _DEVICE_ID = re.compile(r"\d{1,10}:\d{1,10}")
 
 def parse_mountinfo(text: str) -> list[tuple[str, str]]:
     """/proc/self/mountinfo -> (mount point, major:minor) per line, in order (stacked mounts: the
-    last one listed is the visible one). Lines too short or with a malformed id are left out."""
+    last one listed is the visible one). A line cut before its mount point keeps its device with
+    mount point "" (fio must still see the device as mounted); a malformed id is left out."""
     out = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) > 4 and _DEVICE_ID.fullmatch(parts[2]):
-            out.append((unescape(parts[4]), parts[2]))
+        if len(parts) > 2 and _DEVICE_ID.fullmatch(parts[2]):
+            out.append((unescape(parts[4]) if len(parts) > 4 else "", parts[2]))
     return out
 
 
