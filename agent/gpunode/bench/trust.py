@@ -41,13 +41,23 @@ def foreign_text(procs: list[dict]) -> str:
 def concerns(telemetry: dict | None, cov: float | None, max_cov: float = DEFAULT_MAX_COV) -> list[Concern]:
     """Everything that makes this measurement doubtful, most serious first."""
     tel = telemetry or {}
-    out: list[Concern] = []
+    found = [("interference", _interference(tel)), ("throttle", _throttle(tel)), ("errors", _errors(tel)),
+             ("unstable", _unstable(cov, max_cov))]
+    return [Concern(kind, text) for kind, text in found if text]
+
+
+def _interference(tel: dict) -> str | None:
     foreign = [p for p in tel.get("foreign_processes") or [] if isinstance(p, dict)]
-    if foreign:
-        out.append(Concern("interference", foreign_text(foreign)))
+    return foreign_text(foreign) if foreign else None
+
+
+def _throttle(tel: dict) -> str | None:
     throttled = [e for e in tel.get("clock_events") or [] if e in THROTTLE_EVENTS]
-    if throttled:
-        out.append(Concern("throttle", f"GPU throttled: {', '.join(throttled)}"))
+    return f"GPU throttled: {', '.join(throttled)}" if throttled else None
+
+
+def _errors(tel: dict) -> str | None:
+    """New uncorrectable ECC errors, Xids, and HBM row remapping for uncorrectable errors."""
     errors = []
     if (tel.get("ecc_uncorrected_delta") or 0) > 0:
         errors.append(f"{tel['ecc_uncorrected_delta']} new uncorrectable ECC error(s)")
@@ -56,11 +66,13 @@ def concerns(telemetry: dict | None, cov: float | None, max_cov: float = DEFAULT
         errors.append("Xid " + ", ".join(str(x.get("xid")) for x in xids[:3]))
     if (tel.get("remap_uncorrectable_delta") or 0) > 0 or tel.get("remap_failure"):
         errors.append("HBM row remapping for uncorrectable errors")
-    if errors:
-        out.append(Concern("errors", "; ".join(errors)))
+    return "; ".join(errors) if errors else None
+
+
+def _unstable(cov: float | None, max_cov: float) -> str | None:
     if cov is not None and cov > max_cov:
-        out.append(Concern("unstable", f"unstable: CoV {cov:.1%} above the {max_cov:.1%} bound"))
-    return out
+        return f"unstable: CoV {cov:.1%} above the {max_cov:.1%} bound"
+    return None
 
 
 def untrusted(found: list[Concern]) -> list[Concern]:
@@ -73,10 +85,18 @@ def likely_cause(telemetry: dict | None) -> str | None:
     found = concerns(tel, None)
     if found:
         return found[0].text
+    return _pcie_below_capability(tel) or _power_capped(tel)
+
+
+def _pcie_below_capability(tel: dict) -> str | None:
     pcie = tel.get("pcie") or {}
     gen, width, max_gen, max_width = (pcie.get(k) for k in ("gen", "width", "max_gen", "max_width"))
     if gen and max_gen and gen < max_gen or width and max_width and width < max_width:
         return f"PCIe link at Gen{gen} x{width} during the copy (capable of Gen{max_gen} x{max_width})"
+    return None
+
+
+def _power_capped(tel: dict) -> str | None:
     power, limit = (tel.get("power_w") or {}).get("median"), tel.get("power_limit_w")
     if power and limit and power >= 0.97 * limit:
         return f"power-capped: {power:.0f} W of a {limit:.0f} W limit"
