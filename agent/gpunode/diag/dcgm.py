@@ -74,9 +74,7 @@ def parse(text: str) -> tuple[list[TestResult], dict]:
     root = _root(doc)
     if root is None:
         return [TestResult("dcgm", None, "ERROR", "not a dcgmi diag -j document")], {}
-    meta_src = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else root
-    meta = {k: str(meta_src[s]) for k, s in (("version", "version"), ("driver", "Driver Version Detected"))
-            if meta_src.get(s) is not None}
+    meta = _meta(doc, root)
     out: list[TestResult] = []
     if root.get("runtime_error"):
         out.append(TestResult("dcgm", None, "ERROR", f"DCGM runtime error: {root['runtime_error']}"))
@@ -84,25 +82,40 @@ def parse(text: str) -> tuple[list[TestResult], dict]:
         if not isinstance(category, dict):
             continue
         for test in category.get("tests") or []:
-            if not isinstance(test, dict) or not isinstance(test.get("name"), str):
-                continue
-            name = "dcgm." + "_".join(test["name"].lower().split())
-            per_gpu: dict[int | None, tuple[str, list[str]]] = {}
-            for r in test.get("results") or []:
-                if not isinstance(r, dict):
-                    continue
-                status = STATUS.get(str(r.get("status", "")).strip().lower(), "ERROR")
-                per_gpu[_entity(r)] = (status, _warnings(r))
-            if not per_gpu:
-                summary = (test.get("test_summary") or {}).get("status") if isinstance(test.get("test_summary"), dict) else None
-                per_gpu[None] = (STATUS.get(str(summary or "").strip().lower(), "ERROR"), [])
-            for gpu, (status, warns) in sorted(per_gpu.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
-                message = "; ".join(warns) or f"{test['name']} ({category.get('category', '?')}): {status.lower()}"
-                out.append(TestResult(name, gpu, status, message[:400],
-                                      {"category": str(category.get("category", ""))}))
+            if isinstance(test, dict) and isinstance(test.get("name"), str):
+                out += _test_results(category, test)
     if not out:
         out.append(TestResult("dcgm", None, "ERROR", "dcgmi diag reported no test results"))
     return out, meta
+
+
+def _meta(doc: dict, root: dict) -> dict:
+    """{version, driver} from the document's metadata (newer DCGM) or its diagnostic (older)."""
+    meta_src = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else root
+    return {k: str(meta_src[s]) for k, s in (("version", "version"), ("driver", "Driver Version Detected"))
+            if meta_src.get(s) is not None}
+
+
+def _per_gpu(test: dict) -> dict[int | None, tuple[str, list[str]]]:
+    """GPU (None: the node) -> (status, warnings) of one test; its summary where it lists no result."""
+    per_gpu: dict[int | None, tuple[str, list[str]]] = {}
+    for r in test.get("results") or []:
+        if isinstance(r, dict):
+            per_gpu[_entity(r)] = (STATUS.get(str(r.get("status", "")).strip().lower(), "ERROR"), _warnings(r))
+    if not per_gpu:
+        summary = (test.get("test_summary") or {}).get("status") if isinstance(test.get("test_summary"), dict) else None
+        per_gpu[None] = (STATUS.get(str(summary or "").strip().lower(), "ERROR"), [])
+    return per_gpu
+
+
+def _test_results(category: dict, test: dict) -> list[TestResult]:
+    """One result per GPU (the node's first) of one test, named dcgm.<test>."""
+    name = "dcgm." + "_".join(test["name"].lower().split())
+    out = []
+    for gpu, (status, warns) in sorted(_per_gpu(test).items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+        message = "; ".join(warns) or f"{test['name']} ({category.get('category', '?')}): {status.lower()}"
+        out.append(TestResult(name, gpu, status, message[:400], {"category": str(category.get("category", ""))}))
+    return out
 
 
 def run(runner: Runner, level: int, gpus: list[int] | None = None, binary: str = "dcgmi") -> tuple[list[TestResult], dict]:
