@@ -32,20 +32,30 @@ def measure(n: int, trials: int, seed: int) -> dict:
         s = score(outcome, fleet, links)
         quiet_ok += s.found and s.rounds == 2 and s.tests == n // 2 + 2 and not s.false_nodes
     quiet_trials = min(trials, 1000)
-    found = any_false = false_nodes = false_links = apart = 0
+    found = any_false = any_wrong = false_nodes = false_links = apart = rounds = tests = 0
     for _ in range(trials):
         fleet = Fleet(n, bad_nodes=(rng.randrange(n),), noise=0.05)
-        s = score(*_run(fleet, rng))
+        outcome, _, _ = run = _run(fleet, rng)
+        s = score(*run)
         found += s.found
         any_false += s.false_nodes > 0
+        any_wrong += s.false_nodes > 0 or s.false_links > 0
         false_nodes += s.false_nodes
         false_links += s.false_links
         apart += s.told_apart
-    link_found = link_apart = 0
+        rounds += s.rounds
+        tests += s.tests
+    link_found = link_apart = link_seen = link_found_seen = 0
     for _ in range(trials):
-        s = score(*_run(Fleet(n, link_in_matching=True, noise=0.05), rng))
+        outcome, fleet, links = run = _run(Fleet(n, link_in_matching=True, noise=0.05), rng)
+        s = score(*run)
+        first = outcome.matches[0]
+        # the link's one test in the matching failed: locate saw it (a pass, 5 % of trials, hides it)
+        seen = any(not ok and {a, b} == set(links[0]) for (a, b), ok in zip(first.pairs, first.passed, strict=True))
         link_found += s.found
         link_apart += s.told_apart
+        link_seen += seen
+        link_found_seen += s.found and seen
     noisy = Fleet(n, bad_nodes=(0,), noise=0.05).run(random.Random(seed), repeat=3)[0]
     return {
         "n": n, "trials": trials, "seconds": round(time.perf_counter() - started, 1),
@@ -53,12 +63,16 @@ def measure(n: int, trials: int, seed: int) -> dict:
                   "tests": n // 2 + 2},
         "noise_0.05_repeat_3": {
             "rounds_example": len(noisy.rounds), "tests_example": noisy.tests,
+            "rounds_mean": round(rounds / trials, 2), "tests_mean": round(tests / trials, 1),
             "bad_node_named": found / trials,
             "trials_with_a_healthy_node_named": any_false / trials,
+            "trials_with_a_healthy_node_or_pair_named": any_wrong / trials,
             "healthy_node_named_per_node": false_nodes / (trials * (n - 1)),
             "false_links_per_trial": false_links / trials,
             "node_told_from_link": apart / trials,
             "bad_link_named": link_found / trials,
+            "bad_link_seen_in_its_one_test": link_seen / trials,
+            "bad_link_named_when_seen": link_found_seen / max(1, link_seen),
             "link_told_from_node": link_apart / trials,
         },
     }

@@ -61,21 +61,28 @@ def locate_document(outcome: Outcome, names: list[str], *, test: str, unit: str,
     tests = _tests(outcome, names, details)
     faults = {x for v in outcome.verdicts if v.kind == "node" for x in v.nodes}
     verdicts = [_verdict(v, names, tests) for v in outcome.verdicts + stragglers(outcome.rounds, faults, z)]
-    worst = max((EXIT_CODES[v["status"]] for v in verdicts), default=0)
-    if not any(t["figure"] is not None for t in tests) and not (round0 and round0["passed"]):
-        worst = EXIT_CODES["UNKNOWN"]  # nothing measured: nothing judged
+    worst = _worst(verdicts, tests, round0)
     status = next(s for s, c in EXIT_CODES.items() if c == worst)
+    extra = 1 if round0 else 0  # the all-nodes test is one round and one test more
     return {
         "schema": SCHEMA, "test": test, "unit": unit, "hosts": names, "seed": seed, "repeat": repeat,
         "expectation": {"value": expectation, "source": expectation_source, "ratio": ratio,
                         "floor": None if expectation is None else round(expectation * ratio, 4)},
         "round0": round0,
-        "rounds": len(outcome.rounds) + (1 if round0 else 0), "tests": len(tests) + (1 if round0 else 0),
+        "rounds": len(outcome.rounds) + extra, "tests": len(tests) + extra,
         "wall_s": wall_s, "runs": runs or [],
         "verdicts": verdicts, "drain": drain_lines(verdicts, test), "results": tests,
         "summary": {k: sum(1 for v in verdicts if v["kind"] == k) for k in ("node", "link", "inconclusive", "straggler")},
         "status": status, "exit_code": worst,
     }
+
+
+def _worst(verdicts: list[dict], tests: list[dict], round0: dict | None) -> int:
+    """The exit code: the worst verdict's; UNKNOWN when nothing was measured (nothing judged)."""
+    worst = max((EXIT_CODES[v["status"]] for v in verdicts), default=0)
+    if not any(t["figure"] is not None for t in tests) and not (round0 and round0["passed"]):
+        worst = EXIT_CODES["UNKNOWN"]
+    return worst
 
 
 def _headline(doc: dict) -> str:
