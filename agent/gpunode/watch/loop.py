@@ -93,7 +93,7 @@ class Watcher:
         self.pid_start = pid_start(self.pid)
         self.log = log or (lambda line: None)
         self.policy = policy_state or PolicyState()  # the actor persists the same object (watch.memory)
-        self.seen: dict[tuple, float] = {}
+        self.seen: dict[tuple, tuple[float, dict]] = {}  # key -> (when first seen, {source: {exact times}})
         self.events: list[dict] = []
         self.checks: list[dict] = []
         self.gpus: dict[str, dict] = {}
@@ -111,10 +111,8 @@ class Watcher:
     def handle(self, event: Event, now: float | None = None) -> list[Action]:
         """De-duplicate, remember, ask the policy, act. -> the actions taken (or shadowed)."""
         now = self.clock() if now is None else now
-        key = event.key()
-        if key in self.seen:
+        if self.duplicate(event, now):
             return []
-        self.seen[key] = now
         if event.kind in NOISY:  # counted and the latest kept; no policy, log line or state write each
             self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
             self.noisy.setdefault(event.kind, {})[event.gpu or "node"] = {"time": event.time, "code": event.code}
@@ -135,6 +133,23 @@ class Watcher:
         for action in actions:
             self.act(action, now)
         return actions
+
+    def duplicate(self, event: Event, now: float) -> bool:
+        """Whether `event` was handled already: the same (GPU, event, second) from another source
+        (one fault that NVML and the kernel log both report), or the same record again. A repeat
+        from the same source at another instant is a new event: two identical Xid lines within
+        one second are two faults (an Xid storm, an injection benchmark), not one."""
+        key = event.key()
+        known = self.seen.get(key)
+        if known is None:
+            self.seen[key] = (now, {event.source: {event.time}})
+            return False
+        times = known[1].get(event.source)
+        if times is None or event.time in times:
+            known[1].setdefault(event.source, set()).add(event.time)
+            return True
+        times.add(event.time)
+        return False
 
     def act(self, action: Action, now: float) -> None:
         verb = f"would-{action.kind}" if action.shadow else action.kind
@@ -261,7 +276,7 @@ class Watcher:
         self.housekeeping(now)
 
     def housekeeping(self, now: float) -> None:
-        self.seen = {k: t for k, t in self.seen.items() if now - t <= DEDUP_KEEP_S}
+        self.seen = {k: v for k, v in self.seen.items() if now - v[0] <= DEDUP_KEEP_S}
         # A hung poll (a wedged driver) stops the pings: systemd's watchdog restarts us.
         if now - self.last_poll["time"] <= max(3 * self.poll_s, WATCHDOG_GRACE_S):
             self.notify("WATCHDOG=1")
