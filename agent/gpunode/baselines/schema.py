@@ -89,14 +89,21 @@ class Match:
         if self.gpu_count and count not in self.gpu_count:
             return f"{count} GPU(s), baseline is for {_or(self.gpu_count)}"
         for d in devices:
-            name = str(d.get("name") or "")
-            if self.gpu_name and not any(fnmatchcase(name.lower(), p.lower()) for p in self.gpu_name):
-                return f"GPU{d.get('index')} is {name!r}, baseline is for {_or(self.gpu_name)}"
-            if self.gpu_name_regex and not any(re.fullmatch(p, name, re.IGNORECASE) for p in self.gpu_name_regex):
-                return f"GPU{d.get('index')} is {name!r}, baseline is for /{'/ or /'.join(self.gpu_name_regex)}/"
-            device = str(d.get("pci_device") or "").lower()
-            if self.pci_device and device not in self.pci_device:
-                return f"GPU{d.get('index')} has PCI device {device or 'unknown'}, baseline is for {_or(self.pci_device)}"
+            why = self._device_differs(d)
+            if why:
+                return why
+        return None
+
+    def _device_differs(self, d: dict) -> str | None:
+        """None when one GPU of the results is this hardware, else why not."""
+        name = str(d.get("name") or "")
+        if self.gpu_name and not any(fnmatchcase(name.lower(), p.lower()) for p in self.gpu_name):
+            return f"GPU{d.get('index')} is {name!r}, baseline is for {_or(self.gpu_name)}"
+        if self.gpu_name_regex and not any(re.fullmatch(p, name, re.IGNORECASE) for p in self.gpu_name_regex):
+            return f"GPU{d.get('index')} is {name!r}, baseline is for /{'/ or /'.join(self.gpu_name_regex)}/"
+        device = str(d.get("pci_device") or "").lower()
+        if self.pci_device and device not in self.pci_device:
+            return f"GPU{d.get('index')} has PCI device {device or 'unknown'}, baseline is for {_or(self.pci_device)}"
         return None
 
     def describe(self) -> str:
@@ -239,8 +246,27 @@ def _merge(parent: dict, child: dict) -> dict:
 def _validate_own(path: Path, data: dict) -> None:
     """Shape and value checks on what this one file says (completeness is checked after merging)."""
     where = str(path)
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
+    _validate_header(where, data)
+    if "match" in data:
+        _parse_match(where, data["match"])
+    if "diag" in data:
+        _validate_diag(where, data["diag"])
+    if data.get("defaults") is not None:
+        _validate_defaults(where, data["defaults"])
+    metrics = data.get("metrics")
+    if metrics is None:
+        if "extends" not in data:
+            raise BaselineError(f"{where}: metrics: required (a mapping of metric name to expectation)")
+        return
+    if not isinstance(metrics, dict):
+        raise BaselineError(f"{where}: metrics: must be a mapping of metric name to expectation")
+    for key, entry in metrics.items():
+        _validate_entry(where, str(key), entry)
+
+
+def _validate_header(where: str, data: dict) -> None:
+    """The top-level keys, schema, name, description, extends and recorded."""
+    if set(data) - _TOP_KEYS:
         raise BaselineError(f"{where}: {unknown_keys(data, _TOP_KEYS)}")  # never echoes a foreign file
     if "schema" in data and data["schema"] != SCHEMA:
         raise BaselineError(f"{where}: schema: {data['schema']!r} is not {SCHEMA!r}")
@@ -252,29 +278,13 @@ def _validate_own(path: Path, data: dict) -> None:
             raise BaselineError(f"{where}: {key}: must be a string")
     if "recorded" in data and not isinstance(data["recorded"], dict):
         raise BaselineError(f"{where}: recorded: must be a mapping")
-    if "match" in data:
-        _parse_match(where, data["match"])
-    if "diag" in data:
-        _validate_diag(where, data["diag"])
-    defaults = data.get("defaults")
-    if defaults is not None:
-        if not isinstance(defaults, dict):
-            raise BaselineError(f"{where}: defaults: must be a mapping with warn, fail")
-        _unknown(where, "defaults", defaults, _DEFAULT_KEYS)
-        for key in ("warn", "fail"):
-            if key in defaults:
-                _ratio(where, f"defaults.{key}", defaults[key])
-        _ordered(where, "defaults", defaults.get("warn"), defaults.get("fail"))
-        _trust_keys(where, "defaults", defaults)
-    metrics = data.get("metrics")
-    if metrics is None:
-        if "extends" not in data:
-            raise BaselineError(f"{where}: metrics: required (a mapping of metric name to expectation)")
-        return
-    if not isinstance(metrics, dict):
-        raise BaselineError(f"{where}: metrics: must be a mapping of metric name to expectation")
-    for key, entry in metrics.items():
-        _validate_entry(where, str(key), entry)
+
+
+def _validate_defaults(where: str, defaults: Any) -> None:
+    if not isinstance(defaults, dict):
+        raise BaselineError(f"{where}: defaults: must be a mapping with warn, fail")
+    _unknown(where, "defaults", defaults, _DEFAULT_KEYS)
+    _levels(where, "defaults", defaults)
 
 
 def _validate_diag(where: str, diag: Any) -> None:
@@ -293,6 +303,18 @@ def _validate_diag(where: str, diag: Any) -> None:
 
 def _validate_entry(where: str, key: str, entry: Any) -> None:
     field_ = f"metrics.{key}"
+    metric = _entry_metric(where, field_, key, entry)
+    if entry.get("remove"):
+        return
+    _entry_figure(where, field_, metric, entry)
+    if "better" in entry and entry["better"] not in BETTER:
+        raise BaselineError(f"{where}: {field_}.better: {entry['better']!r} not in {BETTER}")
+    _levels(where, field_, entry)
+    _entry_texts(where, field_, entry)
+
+
+def _entry_metric(where: str, field_: str, key: str, entry: Any) -> str:
+    """The bench metric (or glob) an entry is for, once the entry is a mapping of known keys."""
     if not isinstance(entry, dict):
         raise BaselineError(f"{where}: {field_}: must be a mapping (value, unit, conditions, source ...)")
     _unknown(where, field_, entry, _METRIC_KEYS)
@@ -301,8 +323,11 @@ def _validate_entry(where: str, key: str, entry: Any) -> None:
     metric = entry.get("metric", key.split("@", 1)[0])
     if not isinstance(metric, str) or not metric:
         raise BaselineError(f"{where}: {field_}.metric: must be a metric name")
-    if entry.get("remove"):
-        return
+    return metric
+
+
+def _entry_figure(where: str, field_: str, metric: str, entry: dict) -> None:
+    """The metric is of a known family; its value is positive and its unit that family's."""
     expected_unit = family_unit(metric)
     if expected_unit is None:
         families = ", ".join(p for p, _ in FAMILIES)
@@ -317,13 +342,19 @@ def _validate_entry(where: str, key: str, entry: Any) -> None:
             raise BaselineError(f"{where}: {field_}.unit: {unit!r} is not a unit; use one of {', '.join(UNITS)}")
         if unit != expected_unit:
             raise BaselineError(f"{where}: {field_}.unit: {unit!r} is wrong for {metric} (it is measured in {expected_unit})")
-    if "better" in entry and entry["better"] not in BETTER:
-        raise BaselineError(f"{where}: {field_}.better: {entry['better']!r} not in {BETTER}")
-    for key_ in ("warn", "fail"):
-        if key_ in entry:
-            _ratio(where, f"{field_}.{key_}", entry[key_])
-    _ordered(where, field_, entry.get("warn"), entry.get("fail"))
-    _trust_keys(where, field_, entry)
+
+
+def _levels(where: str, field_: str, mapping: dict) -> None:
+    """warn and fail ratios (warn >= fail), and the trust keys, of the defaults or one entry."""
+    for key in ("warn", "fail"):
+        if key in mapping:
+            _ratio(where, f"{field_}.{key}", mapping[key])
+    _ordered(where, field_, mapping.get("warn"), mapping.get("fail"))
+    _trust_keys(where, field_, mapping)
+
+
+def _entry_texts(where: str, field_: str, entry: dict) -> None:
+    """The peak, conditions, source, note and basis of one entry."""
     if "peak" in entry:
         _peak(where, f"{field_}.peak", entry["peak"])
     if "conditions" in entry:
@@ -382,19 +413,24 @@ def _validate_conditions(where: str, field_: str, conditions: Any) -> None:
     for key, value in conditions.items():
         sub = f"{field_}.{key}"
         if isinstance(value, dict):
-            _unknown(where, sub, value, _RANGE_KEYS)
-            if not value:
-                raise BaselineError(f"{where}: {sub}: a range needs min and/or max")
-            for bound in value.values():
-                if isinstance(bound, bool) or not isinstance(bound, (int, float)):
-                    raise BaselineError(f"{where}: {sub}: range bounds must be numbers (got {bound!r})")
-            if "min" in value and "max" in value and value["min"] > value["max"]:
-                raise BaselineError(f"{where}: {sub}: min is above max")
+            _validate_range(where, sub, value)
         elif isinstance(value, list):
             if not value or not all(_scalar(v) for v in value):
                 raise BaselineError(f"{where}: {sub}: a list of allowed values must hold plain values")
         elif not _scalar(value):
             raise BaselineError(f"{where}: {sub}: must be a value, a list of values or {{min, max}}")
+
+
+def _validate_range(where: str, sub: str, value: dict) -> None:
+    """A condition given as {min, max}: numbers, at least one, min not above max."""
+    _unknown(where, sub, value, _RANGE_KEYS)
+    if not value:
+        raise BaselineError(f"{where}: {sub}: a range needs min and/or max")
+    for bound in value.values():
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+            raise BaselineError(f"{where}: {sub}: range bounds must be numbers (got {bound!r})")
+    if "min" in value and "max" in value and value["min"] > value["max"]:
+        raise BaselineError(f"{where}: {sub}: min is above max")
 
 
 def _scalar(value: Any) -> bool:
