@@ -95,30 +95,14 @@ def gemm_result(run: GemmRun, name: str = "gemm.correctness") -> TestResult:
     """FAIL naming the GPU, the product and the magnitude when any check failed."""
     ref = run.reference
     figures = {"products": run.products, "products_checked": run.checked_products, "dtype": run.dtype,
-               "m": run.size, "n": run.size, "k": run.size, "seconds": round(run.seconds, 2)}
-    checked, plain = _median(run.checked_tflops), _median(run.plain_tflops)
-    if checked is not None:
-        figures["tflops_checked"] = checked
-    if plain is not None:
-        figures["tflops_plain"] = plain
-        if checked:
-            figures["verification_overhead_pct"] = round(100 * (plain - checked) / plain, 2)
+               "m": run.size, "n": run.size, "k": run.size, "seconds": round(run.seconds, 2), **_throughput(run)}
+    checked = figures.get("tflops_checked")
     detail: dict = {}
     problems = []
     if ref is not None:
         figures["abft_max_ratio"] = round(ref.abft_max_ratio, 4) if ref.abft_max_ratio < 1e30 else "inf"
         figures["element_max_ratio"] = round(ref.element_max_ratio, 4) if ref.element_max_ratio < 1e30 else "inf"
-        if ref.abft_bad_rows:
-            problems.append(f"product 0 fails its ABFT checksum on {ref.abft_bad_rows} row(s), "
-                            f"worst {_ratio_text(ref.abft_max_ratio)} the {run.dtype} error bound")
-        if ref.bad_elements:
-            first = ref.first_bad[0] if ref.first_bad else {}
-            problems.append(f"product 0 has {ref.bad_elements} element(s) off the full-precision product, first "
-                            f"C[{first.get('row')},{first.get('col')}] = {first.get('got', 0):.6g} instead of "
-                            f"{first.get('want', 0):.6g}")
-            detail["wrong_elements"] = ref.first_bad
-        if ref.repeat_mismatch:
-            problems.append(f"products 0-2 of the same inputs differ (row checksums by up to {ref.repeat_mismatch:.4g})")
+        problems += _reference_problems(ref, run.dtype, detail)
     if run.mismatch_count:
         first = run.mismatches[0]
         problems.append(f"{run.mismatch_count} product(s) differ from the reference; first: product {first.iteration}, "
@@ -131,6 +115,37 @@ def gemm_result(run: GemmRun, name: str = "gemm.correctness") -> TestResult:
                           figures, detail or None)
     return TestResult(name, run.gpu, "PASS", f"{run.checked_products} of {run.products} products checked, "
                                              f"all correct{rate}", figures, detail or None)
+
+
+def _throughput(run: GemmRun) -> dict:
+    """Median TFLOP/s of the checked and the plain batches, and what the checking cost (%)."""
+    out: dict = {}
+    checked, plain = _median(run.checked_tflops), _median(run.plain_tflops)
+    if checked is not None:
+        out["tflops_checked"] = checked
+    if plain is not None:
+        out["tflops_plain"] = plain
+        if checked:
+            out["verification_overhead_pct"] = round(100 * (plain - checked) / plain, 2)
+    return out
+
+
+def _reference_problems(ref: Reference, dtype: str, detail: dict) -> list[str]:
+    """What the reference product (0, checked in full precision and repeated) shows wrong; the
+    wrong elements go into detail."""
+    problems = []
+    if ref.abft_bad_rows:
+        problems.append(f"product 0 fails its ABFT checksum on {ref.abft_bad_rows} row(s), "
+                        f"worst {_ratio_text(ref.abft_max_ratio)} the {dtype} error bound")
+    if ref.bad_elements:
+        first = ref.first_bad[0] if ref.first_bad else {}
+        problems.append(f"product 0 has {ref.bad_elements} element(s) off the full-precision product, first "
+                        f"C[{first.get('row')},{first.get('col')}] = {first.get('got', 0):.6g} instead of "
+                        f"{first.get('want', 0):.6g}")
+        detail["wrong_elements"] = ref.first_bad
+    if ref.repeat_mismatch:
+        problems.append(f"products 0-2 of the same inputs differ (row checksums by up to {ref.repeat_mismatch:.4g})")
+    return problems
 
 
 def _finite(x: float):
