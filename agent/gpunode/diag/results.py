@@ -54,20 +54,30 @@ class TestResult:
         if not isinstance(data, dict):
             raise ValueError(f"diag result: expected an object, got {type(data).__name__}")
         name, gpu, status = data.get("name"), data.get("gpu"), data.get("status")
-        if not isinstance(name, str) or not name.isprintable() or not name:
-            raise ValueError(f"diag result name must be a one-line string, got {name!r:.80}")
-        if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int)):
-            raise ValueError(f"diag result {name}: gpu must be an index or null, got {gpu!r:.80}")
-        if status not in STATUSES:
-            raise ValueError(f"diag result {name}: status {status!r:.40} not in {STATUSES}")
-        for key in ("figures", "detail", "telemetry"):
-            if data.get(key) is not None and not isinstance(data[key], dict):
-                raise ValueError(f"diag result {name}: {key} must be a mapping")
-        for key, value in (data.get("figures") or {}).items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"diag result {name}: figure {key} is not finite")
+        _check_identity(name, gpu, status)
+        _check_sections(name, data)
         return cls(name, gpu, status, str(data.get("message", "")), dict(data.get("figures") or {}),
                    data.get("detail"), data.get("telemetry"))
+
+
+def _check_identity(name: Any, gpu: Any, status: Any) -> None:
+    """A stored result's name (one printable line), GPU (an index or null) and status word."""
+    if not isinstance(name, str) or not name.isprintable() or not name:
+        raise ValueError(f"diag result name must be a one-line string, got {name!r:.80}")
+    if gpu is not None and (isinstance(gpu, bool) or not isinstance(gpu, int)):
+        raise ValueError(f"diag result {name}: gpu must be an index or null, got {gpu!r:.80}")
+    if status not in STATUSES:
+        raise ValueError(f"diag result {name}: status {status!r:.40} not in {STATUSES}")
+
+
+def _check_sections(name: str, data: dict) -> None:
+    """figures, detail and telemetry are mappings where present; every float figure is finite."""
+    for key in ("figures", "detail", "telemetry"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise ValueError(f"diag result {name}: {key} must be a mapping")
+    for key, value in (data.get("figures") or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"diag result {name}: figure {key} is not finite")
 
 
 def overall(results: list[TestResult], interrupted: bool = False) -> str:
