@@ -449,3 +449,42 @@ def test_slow_checks_run_once_a_minute_and_their_results_stand_between(tmp_path,
     clock.t = 61.0
     poll.run_checks_now()
     assert "gpu.xid" in poll.fresh and poll.read_at["gpu.xid"] == 61.0
+
+
+# --- validate: every refusal names its field (the gate trusts nothing else) -------------------
+
+GOOD_CHECK = {"id": "gpu.ecc", "title": "t", "area": "gpu", "severity": "critical", "message": "m", "status": "PASS",
+              "tags": ["gate"]}
+GOOD_EVENT = {"time": 1.0, "seen": 2.0, "kind": "xid", "gpu": None, "text": "t", "blocking": True, "code": 79}
+
+
+@pytest.mark.parametrize("change,why", [
+    ({"schema": "x"}, f"schema is not {SCHEMA}"),
+    ({"boot_id": "x"}, "boot_id: not a boot id"),
+    ({"pid": 0}, "pid: not a process id"),
+    ({"pid_start": -1}, "pid_start: not a count of clock ticks"),
+    ({"pid_start": True}, "pid_start: not a count of clock ticks"),
+    ({"poll_s": 0.5}, "poll_s: not a finite number in [1, 600]"),
+    ({"poll": []}, "poll: not an object"),
+    ({"poll": {"time": 1.0, "started": -1}}, "started: not a finite number in [0, inf]"),
+    ({"checks": [1]}, "checks[0]: not an object"),
+    ({"checks": [{**GOOD_CHECK, "subject": 3}]}, "subject: not one line of at most 4096 printable characters"),
+    ({"checks": [{**GOOD_CHECK, "tags": "gate"}]}, "checks[0].tags: not a list of strings"),
+    ({"checks": [{**GOOD_CHECK, "tags": [1]}]}, "checks[0].tags: not a list of strings"),
+    ({"checks": [GOOD_CHECK] * 10001}, "checks: not a list"),
+    ({"events": [GOOD_EVENT, 1]}, "events[1]: not an object"),
+    ({"events": [{**GOOD_EVENT, "kind": "x" * 65}]}, "kind: not one line of at most 64 printable characters"),
+    ({"events": [{**GOOD_EVENT, "gpu": "g" * 129}]}, "gpu: not one line of at most 128 printable characters"),
+    ({"events": [{**GOOD_EVENT, "code": True}]}, "events[0].code: not an integer"),
+    ({"events": [{**GOOD_EVENT, "code": "79"}]}, "events[0].code: not an integer"),
+    ({"events": [GOOD_EVENT] * 201}, "events: not a list"),
+])
+def test_validate_names_the_first_bad_field(change, why):
+    from gpunode.watch.state import validate
+
+    good = {"schema": SCHEMA, "boot_id": BOOT, "pid": 4242, "pid_start": 7, "poll_s": 10, "time": 3.0,
+            "poll": {"time": 3.0, "started": 2.5}, "checks": [GOOD_CHECK], "events": [GOOD_EVENT]}
+    assert validate(dict(good)) == good
+    with pytest.raises(StateRefused) as refused:
+        validate({**good, **change})
+    assert str(refused.value) == why

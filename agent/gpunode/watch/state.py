@@ -187,6 +187,13 @@ def _text(doc: dict, key: str, optional: bool = False, limit: int = 4096) -> str
 
 def validate(data: dict) -> dict:
     """Type-check every field the gate uses; StateRefused naming the first bad one."""
+    _validate_header(data)
+    _validate_checks(data.get("checks"))
+    _validate_events(data.get("events"))
+    return data
+
+
+def _validate_header(data: dict) -> None:
     if data.get("schema") != SCHEMA:
         raise StateRefused(f"schema is not {SCHEMA}")
     if not _is_boot_id(data.get("boot_id")):
@@ -205,7 +212,9 @@ def validate(data: dict) -> dict:
     _number(poll, "time")
     if "started" in poll:
         _number(poll, "started")
-    checks = data.get("checks")
+
+
+def _validate_checks(checks: object) -> None:
     if not isinstance(checks, list) or len(checks) > 10000:
         raise StateRefused("checks: not a list")
     for i, entry in enumerate(checks):
@@ -219,7 +228,9 @@ def validate(data: dict) -> dict:
         tags = entry.get("tags", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise StateRefused(f"checks[{i}].tags: not a list of strings")
-    events = data.get("events")
+
+
+def _validate_events(events: object) -> None:
     if not isinstance(events, list) or len(events) > MAX_EVENTS:
         raise StateRefused("events: not a list")
     for i, event in enumerate(events):
@@ -235,7 +246,6 @@ def validate(data: dict) -> dict:
         code = event.get("code")
         if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
             raise StateRefused(f"events[{i}].code: not an integer")
-    return data
 
 
 def process_alive(pid: int, start: int | None, proc: str = "/proc") -> bool:
