@@ -78,6 +78,39 @@ class FsIndex:
         )
 
 
+def _up(fds: list[int], names: list[str]) -> None:
+    """`..` during a walk: back to the parent directory, never above the root (fds[0])."""
+    if len(fds) > 1:
+        os.close(fds.pop())
+        names.pop()
+
+
+def _final(final, dfd: int, name: str, path: str, names: list[str]):
+    """final(dfd, name) on a walk's last component; a missing one is Absent from there."""
+    try:
+        return final(dfd, name)
+    except FileNotFoundError as exc:
+        raise Absent(path, list(names), [name]) from exc
+
+
+def _to_root(fds: list[int], names: list[str]) -> None:
+    """An absolute link during a walk: its target is walked from the root."""
+    while len(fds) > 1:
+        os.close(fds.pop())
+    names.clear()
+
+
+def _link_target(exc: OSError, name: str, dfd: int, follow: bool) -> str:
+    """The target of link `name` in `dfd`, which the step into it (or final on it) failed on with
+    `exc`; `exc` itself when that was no link error, or a last component not to follow."""
+    if isinstance(exc, Absent) or exc.errno not in _LINK_ERRNOS or not follow:
+        raise exc
+    try:
+        return os.readlink(name, dir_fd=dfd)
+    except OSError:
+        raise exc from None  # not a link after all (a file, or swapped back): as it was
+
+
 class SysRoot:
     """Files under `root`. `index` (from a snapshot) answers listings and links when present."""
 
@@ -115,40 +148,27 @@ class SysRoot:
         try:
             while True:
                 if not todo or todo == [".."]:
-                    if todo and len(fds) > 1:
-                        os.close(fds.pop())
-                        names.pop()
+                    if todo:
+                        _up(fds, names)
                     return final(fds[-1], "."), created
                 name = todo.pop(0)
                 if name == "..":
-                    if len(fds) > 1:
-                        os.close(fds.pop())
-                        names.pop()
+                    _up(fds, names)
                     continue
                 last = not todo and not into
                 try:
                     if last:
-                        try:
-                            return final(fds[-1], name), created
-                        except FileNotFoundError as exc:
-                            raise Absent(path, list(names), [name]) from exc
+                        return _final(final, fds[-1], name, path, names), created
                     fds.append(self._step(fds[-1], name, create, names, created, path, todo))
                     names.append(name)
                     continue
                 except OSError as exc:
-                    if isinstance(exc, Absent) or exc.errno not in _LINK_ERRNOS or (last and not follow_last):
-                        raise
-                    try:
-                        target = os.readlink(name, dir_fd=fds[-1])
-                    except OSError:
-                        raise exc from None  # not a link after all (a file, or swapped back): as it was
+                    target = _link_target(exc, name, fds[-1], follow=follow_last or not last)
                 links += 1
                 if links > MAX_LINKS:
                     raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
                 if target.startswith("/"):
-                    while len(fds) > 1:
-                        os.close(fds.pop())
-                    names.clear()
+                    _to_root(fds, names)
                 todo = _parts(target) + todo
         finally:
             for fd in fds:
