@@ -64,25 +64,43 @@ def errors_findings(tel: dict[str, Any]) -> list[Finding]:
 
 def load_findings(tel: dict[str, Any], floors: Floors, full_load: bool) -> list[Finding]:
     """Verdicts on a window in which gpunode loaded the GPU."""
-    out = []
+    out = _throttle_findings(tel)
+    if full_load:
+        out += _clock_floor_findings(tel, floors) + _power_floor_findings(tel, floors)
+    return out + _interference_findings(tel) + errors_findings(tel)
+
+
+def _throttle_findings(tel: dict[str, Any]) -> list[Finding]:
     throttled = [e for e in tel.get("throttle_events") or tel.get("clock_events") or [] if e in THROTTLE_EVENTS]
     if throttled:
-        out.append(Finding("FAIL", "throttle", f"slowed down under load: {', '.join(throttled)}"))
-    if full_load:
-        sm = (tel.get("sm_clock_mhz") or {}).get("median")
-        if floors.sm_clock_min_mhz is not None and sm is not None and sm < floors.sm_clock_min_mhz:
-            out.append(Finding("FAIL", "clocks", f"SM clock {sm:.0f} MHz (median) under full load, "
-                                                 f"below the {floors.sm_clock_min_mhz:.0f} MHz floor"))
-        power, limit = (tel.get("power_w") or {}).get("max"), tel.get("power_limit_w")
-        if floors.power_min_ratio is not None and power is not None and limit:
-            if power < floors.power_min_ratio * limit:
-                out.append(Finding("WARN", "power", f"power peaked at {power:.0f} W, never reaching "
-                                                    f"{floors.power_min_ratio:.0%} of its {limit:.0f} W limit"))
+        return [Finding("FAIL", "throttle", f"slowed down under load: {', '.join(throttled)}")]
+    return []
+
+
+def _clock_floor_findings(tel: dict[str, Any], floors: Floors) -> list[Finding]:
+    """Under full load the median SM clock must reach the floor."""
+    sm = (tel.get("sm_clock_mhz") or {}).get("median")
+    if floors.sm_clock_min_mhz is not None and sm is not None and sm < floors.sm_clock_min_mhz:
+        return [Finding("FAIL", "clocks", f"SM clock {sm:.0f} MHz (median) under full load, "
+                                          f"below the {floors.sm_clock_min_mhz:.0f} MHz floor")]
+    return []
+
+
+def _power_floor_findings(tel: dict[str, Any], floors: Floors) -> list[Finding]:
+    """Under full load the power must peak at the floor's share of its limit, at least."""
+    power, limit = (tel.get("power_w") or {}).get("max"), tel.get("power_limit_w")
+    if floors.power_min_ratio is not None and power is not None and limit and power < floors.power_min_ratio * limit:
+        return [Finding("WARN", "power", f"power peaked at {power:.0f} W, never reaching "
+                                         f"{floors.power_min_ratio:.0%} of its {limit:.0f} W limit")]
+    return []
+
+
+def _interference_findings(tel: dict[str, Any]) -> list[Finding]:
     foreign = [p for p in tel.get("foreign_processes") or [] if isinstance(p, dict)]
     if foreign:
         shown = ", ".join(f"pid {p.get('pid')} ({p.get('name') or '?'})" for p in foreign[:3])
-        out.append(Finding("WARN", "interference", f"not trustworthy: another process used the GPU: {shown}"))
-    return out + errors_findings(tel)
+        return [Finding("WARN", "interference", f"not trustworthy: another process used the GPU: {shown}")]
+    return []
 
 
 def telemetry_gap(tel: dict[str, Any] | None, errors: list[str]) -> Finding | None:
