@@ -84,16 +84,10 @@ def history(
     """List recorded results and applies, newest first. `history show ID` prints one."""
     if ctx.invoked_subcommand is not None:
         return
-    from rich.markup import escape
-    from rich.table import Table
-
     from gpunode.outputs import dumps
     from gpunode.tune.render import HISTORY_SCHEMA
 
-    if kind is not None and kind not in KIND_CHOICES:
-        die(f"--kind {kind}: choose {', '.join(KIND_CHOICES)}")
-    if limit is not None and limit < 1:
-        die("--limit must be 1 or more")
+    _check_history_options(kind, limit)
     root = _state(state_dir)
     results, applies = history_rows(root, kind, limit, sysroot)
     as_json, layout = layout_of(fmt, as_json)
@@ -106,20 +100,41 @@ def history(
         return
     console = stdout_console()
     if results:
-        table = Table(title=escape(f"gpunode history · {root}"))
-        for col in ("Id", "Time", "Kind", "Status", "Summary"):
-            table.add_column(col, no_wrap=col != "Summary")
-        for r in results:
-            table.add_row(str(r["id"]), escape(r["time"]), r["kind"], escape(r["status"]), escape(r["summary"]))
-        show_table(console, table, layout)
+        show_table(console, _results_table(root, results), layout)
     if applies:
-        table = Table(title=escape(f"applies · {root}"))
-        for col in ("Id", "Time", "Profile", "Changes", "Status", "Reason"):
-            table.add_column(col)
-        for a in applies:
-            table.add_row(escape(a["id"]), escape(a["time"] or ""), escape(a["profile"] or ""), str(a["changes"]),
-                          escape(a["status"]), escape(a["reason"]))
-        show_table(console, table, layout)
+        show_table(console, _applies_table(root, applies), layout)
+
+
+def _check_history_options(kind: str | None, limit: int | None) -> None:
+    if kind is not None and kind not in KIND_CHOICES:
+        die(f"--kind {kind}: choose {', '.join(KIND_CHOICES)}")
+    if limit is not None and limit < 1:
+        die("--limit must be 1 or more")
+
+
+def _results_table(root: Path, results: list[dict]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"gpunode history · {root}"))
+    for col in ("Id", "Time", "Kind", "Status", "Summary"):
+        table.add_column(col, no_wrap=col != "Summary")
+    for r in results:
+        table.add_row(str(r["id"]), escape(r["time"]), r["kind"], escape(r["status"]), escape(r["summary"]))
+    return table
+
+
+def _applies_table(root: Path, applies: list[dict]):
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"applies · {root}"))
+    for col in ("Id", "Time", "Profile", "Changes", "Status", "Reason"):
+        table.add_column(col)
+    for a in applies:
+        table.add_row(escape(a["id"]), escape(a["time"] or ""), escape(a["profile"] or ""), str(a["changes"]),
+                      escape(a["status"]), escape(a["reason"]))
+    return table
 
 
 @history_app.command("show")
