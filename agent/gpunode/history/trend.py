@@ -49,8 +49,6 @@ def judge_against_history(doc: dict, earlier: list[tuple], last: int = DEFAULT_L
     """Each measured figure of `doc` (a bench document) against the median of the node's last
     `last` trusted figures of the same metric, GPU and conditions. `earlier`: (Entry, Figure)
     pairs of results older than this one, oldest first (Store.figures)."""
-    import json
-
     series: dict[tuple, list[float]] = {}
     for _entry, f in earlier:
         if f.trusted:
@@ -59,27 +57,37 @@ def judge_against_history(doc: dict, earlier: list[tuple], last: int = DEFAULT_L
     for m in doc.get("metrics") or []:
         if not isinstance(m, dict) or metric_status(m.get("status")) != "PASS" or not isinstance(m.get("value"), (int, float)):
             continue
-        name, gpu, unit = str(m["name"]), m.get("gpu"), str(m.get("unit") or "")
-        cond = json.dumps(comparable_conditions(m.get("conditions") or {}), sort_keys=True, default=str)
-        values = series.get((name, gpu, unit, cond), [])[-last:]
-        subject = f"GPU{gpu}" if gpu is not None else ""
-        base: dict[str, Any] = {"metric": name, "subject": subject, "measured": float(m["value"]), "runs": len(values), "warn": warn}
-        if len(values) < min_runs:
-            out.append(NodeVerdict(status=SKIP, median=None, ratio=None, **base,
-                                   message=f"{len(values)} earlier comparable run(s) on this node; {min_runs} needed"))
-            continue
-        med = statistics.median(values)
-        r = ratio(float(m["value"]), med, lower_is_better(name, unit))
-        if r is None:
-            out.append(NodeVerdict(status=SKIP, median=med, ratio=None, **base, message="no usable ratio"))
-            continue
-        status = PASS if r + 1e-9 >= warn else WARN
-        word = "below" if r < 1 else "above"
-        better = " (lower is better)" if lower_is_better(name, unit) else ""
-        message = (f"{abs(1 - r):.1%} {word} this node's last {len(values)} runs (median {med:,.1f} {unit}){better}; "
-                   f"warn below {warn:.0%}")
-        out.append(NodeVerdict(status=status, median=round(med, 4), ratio=round(r, 4), message=message, **base))
+        values = series.get(_series_key(m), [])[-last:]
+        out.append(_node_verdict(m, values, warn, min_runs))
     return out
+
+
+def _series_key(m: dict) -> tuple:
+    """(name, gpu, unit, conditions as stored) of a bench metric: its figures' series."""
+    import json
+
+    cond = json.dumps(comparable_conditions(m.get("conditions") or {}), sort_keys=True, default=str)
+    return str(m["name"]), m.get("gpu"), str(m.get("unit") or ""), cond
+
+
+def _node_verdict(m: dict, values: list[float], warn: float, min_runs: int) -> NodeVerdict:
+    """One measured figure against the median of its earlier `values` on this node."""
+    name, gpu, unit = str(m["name"]), m.get("gpu"), str(m.get("unit") or "")
+    subject = f"GPU{gpu}" if gpu is not None else ""
+    base: dict[str, Any] = {"metric": name, "subject": subject, "measured": float(m["value"]), "runs": len(values), "warn": warn}
+    if len(values) < min_runs:
+        return NodeVerdict(status=SKIP, median=None, ratio=None, **base,
+                           message=f"{len(values)} earlier comparable run(s) on this node; {min_runs} needed")
+    med = statistics.median(values)
+    r = ratio(float(m["value"]), med, lower_is_better(name, unit))
+    if r is None:
+        return NodeVerdict(status=SKIP, median=med, ratio=None, **base, message="no usable ratio")
+    status = PASS if r + 1e-9 >= warn else WARN
+    word = "below" if r < 1 else "above"
+    better = " (lower is better)" if lower_is_better(name, unit) else ""
+    message = (f"{abs(1 - r):.1%} {word} this node's last {len(values)} runs (median {med:,.1f} {unit}){better}; "
+               f"warn below {warn:.0%}")
+    return NodeVerdict(status=status, median=round(med, 4), ratio=round(r, 4), message=message, **base)
 
 
 def theil_sen(points: Sequence[tuple[float, float]]) -> float | None:
