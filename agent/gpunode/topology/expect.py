@@ -146,22 +146,33 @@ def _nic_limit(nic: Endpoint) -> tuple[str, float] | None:
 
 def _between_gpus(topo: Topology, gpus: list[GpuInfo]) -> list[Expectation]:
     if len(gpus) == 1:
-        raw = hbm_raw(gpus[0])
-        if raw is None:
-            return []
-        return [_make("nccl.sendrecv.busbw", "copy.local", raw[0], "GB/s", f"one GPU: a copy in HBM {raw[1]}")]
+        return _one_gpu_copy(gpus[0])
     arch = gpus[0].architecture if gpus else None
     pairs = [(i, j) for i in range(len(gpus)) for j in range(i + 1, len(gpus))]
     out = [e for p in pairs if (e := _p2p(topo, gpus, p, arch)) is not None]
+    return out + _nccl_ring(topo, pairs, arch)
+
+
+def _one_gpu_copy(gpu: GpuInfo) -> list[Expectation]:
+    """One GPU: NCCL's send/recv is a copy in its own HBM."""
+    raw = hbm_raw(gpu)
+    if raw is None:
+        return []
+    return [_make("nccl.sendrecv.busbw", "copy.local", raw[0], "GB/s", f"one GPU: a copy in HBM {raw[1]}")]
+
+
+def _nccl_ring(topo: Topology, pairs: list[tuple[int, int]], arch: int | None) -> list[Expectation]:
+    """Every pair on NVLink: NCCL's ring over the fewest links of any pair, and NVLS on an NVSwitch."""
     paths = [topo.path(topo.gpus[i], topo.gpus[j]) for i, j in pairs]
-    if pairs and all(p.startswith("NV") for p in paths) and arch in NCCL_NVLINK_GBPS:
-        links = min(int(p[2:]) for p in paths)
-        what = f"NCCL ring model {links} NVLinks x {NCCL_NVLINK_GBPS[arch]:g} GB/s"
-        ring = links * NCCL_NVLINK_GBPS[arch]
-        for name in [f"nccl.{c}.busbw" for c in NCCL_COLLECTIVES] + ["torch.all_reduce.busbw"]:
-            out.append(_make(name, "nccl.ring", ring, "GB/s", what))
-        if _on_nvswitch(topo, pairs) and arch >= 9:
-            out.append(_make("nccl.all_reduce.busbw.nvls", "nccl.nvls", ring, "GB/s", f"NVLink SHARP on {what}"))
+    if not (pairs and all(p.startswith("NV") for p in paths) and arch in NCCL_NVLINK_GBPS):
+        return []
+    links = min(int(p[2:]) for p in paths)
+    what = f"NCCL ring model {links} NVLinks x {NCCL_NVLINK_GBPS[arch]:g} GB/s"
+    ring = links * NCCL_NVLINK_GBPS[arch]
+    out = [_make(name, "nccl.ring", ring, "GB/s", what)
+           for name in [f"nccl.{c}.busbw" for c in NCCL_COLLECTIVES] + ["torch.all_reduce.busbw"]]
+    if _on_nvswitch(topo, pairs) and arch >= 9:
+        out.append(_make("nccl.all_reduce.busbw.nvls", "nccl.nvls", ring, "GB/s", f"NVLink SHARP on {what}"))
     return out
 
 
