@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,41 +343,66 @@ def _take(record: ApplyRecord, entry) -> None:
     if not isinstance(entry, dict):
         raise TypeError("a record is a mapping")
     kind = entry["type"]
-    if kind == "begin":
-        if "seq" in entry:
-            check.need_int(entry["seq"], "seq", 1)
-        for name in _BEGIN_TEXT:
-            check.need_text(entry.get(name), name, optional=True)
-        if not isinstance(entry.get("settings", []), list):
-            raise TypeError("settings is not a list")
-        record.begin = entry
-    elif kind == "change":
-        record.changes[check.need_int(entry["seq"], "seq", 1)] = check.change_from_line(entry["change"])
-    elif kind == "done":
-        record.done[check.need_int(entry["seq"], "seq", 1)] = check.done_result(entry.get("result"))
-    elif kind == "failed":
-        record.failed[check.need_int(entry["seq"], "seq", 1)] = str(check.need_text(entry.get("reason", ""), "reason"))
-    elif kind == "end":
-        check.need_text(entry.get("result"), "result")
-        check.need_text(entry.get("reason"), "reason", optional=True)
-        record.end = entry
-    elif kind == "rollback":
-        check.need_text(entry.get("time"), "time", optional=True)
-        record.rollback_open = True
-    elif kind == "rollback-end":
-        check.need_text(entry.get("result"), "result")
-        check.need_text(entry.get("time"), "time", optional=True)
-        if not isinstance(entry.get("left", []), list):
-            raise TypeError("left is not a list")
-        record.rollbacks.append(entry)
-        record.rollback_open = False
-    elif kind == "restore":
-        seq = check.need_int(entry["seq"], "seq", 1)
-        if entry["status"] not in check.RESTORE_STATUSES:
-            raise ValueError(f"unknown restore status {entry['status']!r}")
-        if entry["status"] in ("restored", "not-written"):
-            record.restored.add(seq)
-        else:
-            record.restored.discard(seq)
-    else:
+    take = _TAKE.get(kind) if isinstance(kind, str) else None
+    if take is None:
         raise ValueError(f"unknown record type {kind!r}")
+    take(record, entry)
+
+
+def _take_begin(record: ApplyRecord, entry: dict) -> None:
+    if "seq" in entry:
+        check.need_int(entry["seq"], "seq", 1)
+    for name in _BEGIN_TEXT:
+        check.need_text(entry.get(name), name, optional=True)
+    if not isinstance(entry.get("settings", []), list):
+        raise TypeError("settings is not a list")
+    record.begin = entry
+
+
+def _take_change(record: ApplyRecord, entry: dict) -> None:
+    record.changes[check.need_int(entry["seq"], "seq", 1)] = check.change_from_line(entry["change"])
+
+
+def _take_done(record: ApplyRecord, entry: dict) -> None:
+    record.done[check.need_int(entry["seq"], "seq", 1)] = check.done_result(entry.get("result"))
+
+
+def _take_failed(record: ApplyRecord, entry: dict) -> None:
+    record.failed[check.need_int(entry["seq"], "seq", 1)] = str(check.need_text(entry.get("reason", ""), "reason"))
+
+
+def _take_end(record: ApplyRecord, entry: dict) -> None:
+    check.need_text(entry.get("result"), "result")
+    check.need_text(entry.get("reason"), "reason", optional=True)
+    record.end = entry
+
+
+def _take_rollback(record: ApplyRecord, entry: dict) -> None:
+    check.need_text(entry.get("time"), "time", optional=True)
+    record.rollback_open = True
+
+
+def _take_rollback_end(record: ApplyRecord, entry: dict) -> None:
+    check.need_text(entry.get("result"), "result")
+    check.need_text(entry.get("time"), "time", optional=True)
+    if not isinstance(entry.get("left", []), list):
+        raise TypeError("left is not a list")
+    record.rollbacks.append(entry)
+    record.rollback_open = False
+
+
+def _take_restore(record: ApplyRecord, entry: dict) -> None:
+    seq = check.need_int(entry["seq"], "seq", 1)
+    if entry["status"] not in check.RESTORE_STATUSES:
+        raise ValueError(f"unknown restore status {entry['status']!r}")
+    if entry["status"] in ("restored", "not-written"):
+        record.restored.add(seq)
+    else:
+        record.restored.discard(seq)
+
+
+# What each record type of the journal does to the record being rebuilt.
+_TAKE: dict[str, Callable[[ApplyRecord, dict], None]] = {
+    "begin": _take_begin, "change": _take_change, "done": _take_done, "failed": _take_failed, "end": _take_end,
+    "rollback": _take_rollback, "rollback-end": _take_rollback_end, "restore": _take_restore,
+}

@@ -126,9 +126,7 @@ VALUES = {
 def _extra(extra: Any) -> None:
     if not isinstance(extra, dict):
         raise _fail("change extra is not a mapping")
-    dirs = extra.get("created_dirs", [])
-    if not isinstance(dirs, list) or not all(isinstance(d, str) and d.startswith("/") for d in dirs):
-        raise _fail("created_dirs is not a list of absolute paths")
+    _created_dirs(extra.get("created_dirs", []))
     for key in ("raw_before",):
         need_text(extra.get(key), key, optional=True)
     for key in ("link", "key", "nic", "uuid"):
@@ -138,16 +136,39 @@ def _extra(extra: Any) -> None:
         need_int(extra["index"], "index")
     for key in ("do", "undo"):
         if key in extra:
-            value = extra[key]
-            argvs = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
-            for argv in argvs:
-                _argv(argv, key)
+            _commands(extra[key], key)
+
+
+def _created_dirs(dirs: Any) -> None:
+    if not isinstance(dirs, list) or not all(isinstance(d, str) and d.startswith("/") for d in dirs):
+        raise _fail("created_dirs is not a list of absolute paths")
+
+
+def _commands(value: Any, what: str) -> None:
+    """One command (an argv) or a list of them."""
+    argvs = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+    for argv in argvs:
+        _argv(argv, what)
 
 
 def change_from_line(data: Any) -> Change:
     """The Change of a `change` line, every field of the right type (else TypeError/ValueError)."""
     if not isinstance(data, dict):
         raise _fail("change is not a mapping")
+    _change_fields(data)
+    _extra(data.get("extra", {}))
+    check = VALUES.get(data.get("action"))  # type: ignore[arg-type]
+    if check is None:
+        raise ValueError(f"unknown action {data.get('action')!r}")
+    if "before" not in data or "after" not in data:
+        raise KeyError("before/after")
+    fixed = {**data, "before": check(data["before"], "before"), "after": check(data["after"], "after")}
+    _action_needs(data)
+    return Change.from_json(fixed)
+
+
+def _change_fields(data: dict) -> None:
+    """A change line's text and flag fields, and its post commands."""
     for name in _TEXT_FIELDS:
         if name in data:
             need_text(data[name], name)
@@ -159,18 +180,14 @@ def change_from_line(data: Any) -> Change:
         raise _fail("post is not a list of commands")
     for argv in post:
         _argv(argv, "post")
-    _extra(data.get("extra", {}))
-    check = VALUES.get(data.get("action"))  # type: ignore[arg-type]
-    if check is None:
-        raise ValueError(f"unknown action {data.get('action')!r}")
-    if "before" not in data or "after" not in data:
-        raise KeyError("before/after")
-    fixed = {**data, "before": check(data["before"], "before"), "after": check(data["after"], "after")}
+
+
+def _action_needs(data: dict) -> None:
+    """What an action cannot be undone without: an enable its link, a GPU change its GPU."""
     if data["action"] == "enable" and not isinstance(data.get("extra", {}).get("link"), str):
         raise _fail("an enable change without its link")
     if data["action"] in ("gpu", "mig") and "index" not in data.get("extra", {}):
         raise _fail("a GPU change without its GPU index")
-    return Change.from_json(fixed)
 
 
 def done_result(value: Any) -> dict | None:
