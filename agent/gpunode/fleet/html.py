@@ -87,6 +87,28 @@ def _bands(points: dict[str, list[list[float]]], skip: set[str]) -> list[tuple[f
     return out
 
 
+def _band_shapes(bands: list[tuple[float, float, float, float]], x: _Scale, y: _Scale) -> list[str]:
+    """The healthy hosts' p10-p90 band as one polygon and their median as one line."""
+    if not bands:
+        return []
+    upper = " ".join(f"{x(t)},{y(p90)}" for t, _, _, p90 in bands)
+    lower = " ".join(f"{x(t)},{y(p10)}" for t, p10, _, _ in reversed(bands))
+    return [f'<polygon points="{upper} {lower}" fill="#cde" fill-opacity="0.8" stroke="none"/>',
+            '<polyline fill="none" stroke="#124" stroke-width="1.5" points="'
+            + " ".join(f"{x(t)},{y(med)}" for t, _, med, _ in bands) + '"/>']
+
+
+def _drift_line(d: dict, series: list[list[float]], x: _Scale, y: _Scale) -> list[str]:
+    """One drifting series as a red line, labelled at its last point with its change."""
+    if not series:
+        return []
+    end_t, end_v = series[-1]
+    return ['<polyline class="drift-line" fill="none" stroke="#c00" stroke-width="2" points="'
+            + " ".join(f"{x(t)},{y(v)}" for t, v in series) + f'"><title>{escape(d["series"])}</title></polyline>',
+            f'<text class="drift-label" x="{x(end_t) + 4}" y="{y(end_v) + 4}" font-size="11" fill="#c00">'
+            f'{escape(d["series"])} {d["change"]:+.1%}</text>']
+
+
 def time_svg(row: dict) -> str:
     """Healthy hosts as a p10-p90 band with a median line; drifting hosts as labelled red lines."""
     bad = {d["series"] for d in row["drifting"]}
@@ -99,22 +121,9 @@ def time_svg(row: dict) -> str:
     y = _Scale(min(vs) - pad_v, max(vs) + pad_v, PLOT_H - 28, 12)
     parts = [f'<svg class="trend" width="{WIDTH}" height="{PLOT_H}" viewBox="0 0 {WIDTH} {PLOT_H}" role="img" '
              f'aria-label="{escape(row["metric"])} over time">']
-    bands = _bands(row["points"], bad)
-    if bands:
-        upper = " ".join(f"{x(t)},{y(p90)}" for t, _, _, p90 in bands)
-        lower = " ".join(f"{x(t)},{y(p10)}" for t, p10, _, _ in reversed(bands))
-        parts.append(f'<polygon points="{upper} {lower}" fill="#cde" fill-opacity="0.8" stroke="none"/>')
-        parts.append('<polyline fill="none" stroke="#124" stroke-width="1.5" points="'
-                     + " ".join(f"{x(t)},{y(med)}" for t, _, med, _ in bands) + '"/>')
+    parts += _band_shapes(_bands(row["points"], bad), x, y)
     for d in row["drifting"]:
-        series = row["points"].get(d["series"]) or []
-        if not series:
-            continue
-        parts.append('<polyline class="drift-line" fill="none" stroke="#c00" stroke-width="2" points="'
-                     + " ".join(f"{x(t)},{y(v)}" for t, v in series) + f'"><title>{escape(d["series"])}</title></polyline>')
-        t, v = series[-1]
-        parts.append(f'<text class="drift-label" x="{x(t) + 4}" y="{y(v) + 4}" font-size="11" fill="#c00">'
-                     f'{escape(d["series"])} {d["change"]:+.1%}</text>')
+        parts += _drift_line(d, row["points"].get(d["series"]) or [], x, y)
     parts.append(f'<text x="{PAD}" y="{PLOT_H - 8}" font-size="11">{_day(min(ts))}</text>')
     parts.append(f'<text x="{WIDTH - PAD - 90}" y="{PLOT_H - 8}" font-size="11" text-anchor="end">{_day(max(ts))}</text>')
     parts.append(f'<text x="4" y="{y(max(vs)) + 4}" font-size="11">{_fmt(max(vs))}</text>')

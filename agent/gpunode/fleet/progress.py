@@ -79,26 +79,37 @@ class Tracker:
         res = data.get("res") or {}
         task = data.get("task")
         if task == f"Run gpunode {self.kind}" and isinstance(res.get("rc"), int):
-            outcome.rc = res["rc"]
-            if self.from_stdout and kind in ("runner_on_ok", "runner_on_failed") and self._save(host, res):
-                self.reported.add(host)
-                self._line(host, *_report_status(self.report_path(host), self._rc_status(outcome.rc)))
+            self._command_ran(outcome, kind, res)
+        self._track_state(outcome, kind, task, res, ignored=bool(data.get("ignore_errors")))
+        if kind == "runner_on_ok" and self._is_report(host, res):
+            self._reported(outcome)
+        return True
+
+    def _command_ran(self, outcome: HostOutcome, kind: str, res: dict) -> None:
+        """The node command's exit code; with from_stdout its output is the host's report."""
+        outcome.rc = res["rc"]
+        if self.from_stdout and kind in ("runner_on_ok", "runner_on_failed") and self._save(outcome.host, res):
+            self._reported(outcome)
+
+    def _track_state(self, outcome: HostOutcome, kind: str, task, res: dict, ignored: bool) -> None:
+        """unreachable and the first failure win over ok/skipped (bookkeeping tasks say nothing)."""
         if kind == "runner_on_unreachable":
             outcome.state, outcome.task = "unreachable", task
             outcome.message = failure_message(res)
-            self._line(host, "UNREACHABLE", outcome.message)
-        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            self._line(outcome.host, "UNREACHABLE", outcome.message)
+        elif kind == "runner_on_failed" and not ignored:
             if outcome.state != "failed":  # the first failure is the cause; later ones follow from it
                 outcome.state, outcome.task = "failed", task
                 outcome.message = failure_message(res)
-                self._line(host, "FAILED", f"{task}: {outcome.message}")
+                self._line(outcome.host, "FAILED", f"{task}: {outcome.message}")
         elif (kind in ("runner_on_ok", "runner_on_skipped") and outcome.state in ("not_run", "skipped")
               and task not in BOOKKEEPING_TASKS):
             outcome.state = "ok" if kind == "runner_on_ok" else "skipped"
-        if kind == "runner_on_ok" and self._is_report(host, res):
-            self.reported.add(host)
-            self._line(host, *_report_status(self.report_path(host), self._rc_status(outcome.rc)))
-        return True
+
+    def _reported(self, outcome: HostOutcome) -> None:
+        """The host's report arrived: count it and print its verdict."""
+        self.reported.add(outcome.host)
+        self._line(outcome.host, *_report_status(self.report_path(outcome.host), self._rc_status(outcome.rc)))
 
     def _rc_status(self, rc: int | None) -> str | None:
         """The verdict the node command's exit code means (apply/rollback reports carry none)."""

@@ -44,6 +44,21 @@ def _names(names: list[str]) -> str:
 
 
 def render_fleet(doc: dict, console, verbose: bool = False) -> None:
+    _hosts_table(doc, console)
+    if doc.get("changes"):
+        render_changes(doc, console)
+    if doc["checks"]:
+        _checks_table(doc["checks"], console, verbose)
+    if doc["metrics"]:
+        _bench_table(doc, console)
+    if doc.get("kind") == "watch":
+        _watch_lines(doc["hosts"], console, verbose)
+    if doc.get("trends"):
+        _trend_lines(doc, console)
+    _footer(doc, console)
+
+
+def _hosts_table(doc: dict, console) -> None:
     from rich.table import Table
 
     mode = " · check mode" if doc.get("check_mode") else ""
@@ -52,43 +67,54 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
     for col in ("Host", "SKU", "Status", "Result", "Failing checks", "Outliers"):
         hosts.add_column(col, no_wrap=col in ("Host", "Status"))
     for h in doc["hosts"]:
-        failing = h["failing"]
         hosts.add_row(escape(h["host"]), escape(h["sku"]), _status(h["status"]), escape(h["message"] or ""),
-                      _ids(failing), escape(", ".join(h["outliers"])))
+                      _ids(h["failing"]), escape(", ".join(h["outliers"])))
     show_table(console, hosts)
 
-    if doc.get("changes"):
-        render_changes(doc, console)
 
-    if doc["checks"]:
-        checks = Table(title="Checks not passing everywhere")
-        for col in ("Check", "FAIL on", "ERROR on", "WARN on"):
-            checks.add_column(col)
-        for row in doc["checks"]:
-            checks.add_row(escape(row["id"]), _names(row["fail_hosts"]), _names(row["error_hosts"]),
-                           _names(row["warn_hosts"]))
-            if verbose:
-                for host, items in row["details"].items():
-                    for it in items:
-                        subject = f" {it['subject']}" if it.get("subject") else ""
-                        checks.add_row(f"  [dim]{escape(host + subject)}[/]", "", "", escape(str(it.get("message"))))
-        show_table(console, checks)
+def _checks_table(rows: list[dict], console, verbose: bool) -> None:
+    """Per check not passing everywhere: its FAIL, ERROR and WARN hosts (verbose: each finding)."""
+    from rich.table import Table
 
-    if doc["metrics"]:
-        margin = doc["margin"]
-        bench = Table(title=f"Bench metrics by SKU group (outlier: more than {margin:.0%} below the group median)")
-        for col in ("Metric", "SKU", "Hosts", "Median", "Unit", "Lowest host", "Ratio", "Outliers"):
-            bench.add_column(col, justify="right" if col in ("Hosts", "Median", "Ratio") else "left")
-        for row in doc["metrics"]:
-            low = row["hosts"][0] if row["hosts"] else None
-            outl = [e["host"] for e in row["hosts"] if e["outlier"]]
-            ratio = "" if low is None or low["ratio"] is None else f"{low['ratio']:.3f}"
-            bench.add_row(escape(row["metric"]), escape(row["sku"]), str(row["peers"]), f"{row['median']:.6g}",
-                          escape(str(row["unit"] or "")), escape(low["host"] if low else ""), ratio,
-                          f"[yellow]{_names(outl)}[/]" if outl else (f"[dim]{escape(row['note'])}[/]" if row["note"] else ""))
-        show_table(console, bench)
+    checks = Table(title="Checks not passing everywhere")
+    for col in ("Check", "FAIL on", "ERROR on", "WARN on"):
+        checks.add_column(col)
+    for row in rows:
+        checks.add_row(escape(row["id"]), _names(row["fail_hosts"]), _names(row["error_hosts"]),
+                       _names(row["warn_hosts"]))
+        for host, items in row["details"].items() if verbose else ():
+            for it in items:
+                subject = f" {it['subject']}" if it.get("subject") else ""
+                checks.add_row(f"  [dim]{escape(host + subject)}[/]", "", "", escape(str(it.get("message"))))
+    show_table(console, checks)
 
-    for host in doc["hosts"] if doc.get("kind") == "watch" else []:
+
+def _bench_table(doc: dict, console) -> None:
+    from rich.table import Table
+
+    margin = doc["margin"]
+    bench = Table(title=f"Bench metrics by SKU group (outlier: more than {margin:.0%} below the group median)")
+    for col in ("Metric", "SKU", "Hosts", "Median", "Unit", "Lowest host", "Ratio", "Outliers"):
+        bench.add_column(col, justify="right" if col in ("Hosts", "Median", "Ratio") else "left")
+    for row in doc["metrics"]:
+        low = row["hosts"][0] if row["hosts"] else None
+        ratio = "" if low is None or low["ratio"] is None else f"{low['ratio']:.3f}"
+        bench.add_row(escape(row["metric"]), escape(row["sku"]), str(row["peers"]), f"{row['median']:.6g}",
+                      escape(str(row["unit"] or "")), escape(low["host"] if low else ""), ratio, _outliers_cell(row))
+    show_table(console, bench)
+
+
+def _outliers_cell(row: dict) -> str:
+    """A metric row's outlier hosts, else its note (too few peers, split conditions)."""
+    outl = [e["host"] for e in row["hosts"] if e["outlier"]]
+    if outl:
+        return f"[yellow]{_names(outl)}[/]"
+    return f"[dim]{escape(row['note'])}[/]" if row["note"] else ""
+
+
+def _watch_lines(hosts: list[dict], console, verbose: bool) -> None:
+    """watch: per host whether its watcher is fresh, what it did (verbose: what it saw)."""
+    for host in hosts:
         w = host.get("watch")
         if not w:
             continue
@@ -98,17 +124,21 @@ def render_fleet(doc: dict, console, verbose: bool = False) -> None:
         for e in w["events"] if verbose else []:
             _line(console, f"  event {escape(str(e.get('kind')))} {escape(str(e.get('code')))} gpu={escape(str(e.get('gpu')))}")
 
-    if doc.get("trends"):
-        render_trends(doc["trends"], console)
-        drifting = drifting_hosts(doc)
-        if drifting:
-            _line(console, "drifting hosts (their own status): "
-                          + ", ".join(f"{escape(h)} {_status(s)}" for h, s in drifting))
 
+def _trend_lines(doc: dict, console) -> None:
+    render_trends(doc["trends"], console)
+    drifting = drifting_hosts(doc)
+    if drifting:
+        _line(console, "drifting hosts (their own status): "
+                      + ", ".join(f"{escape(h)} {_status(s)}" for h, s in drifting))
+
+
+def _footer(doc: dict, console) -> None:
+    """Bench failures, the verdict with its exit code and counts, the hosts per status, where
+    the reports are."""
     for row in doc["metric_failures"]:
         items = ", ".join(f"{h} {v['status']}" for h, v in row["hosts"].items())
         _line(console, f"[bold red]bench {escape(row['metric'])}[/]: {escape(items)}")
-
     counts = ", ".join(f"{n} {s}" for s, n in doc["summary"].items() if s not in ("hosts",) and n)
     _line(console, f"[bold]{doc['status']}[/bold] (exit {doc['exit_code']}): {escape(counts)}")
     for status, names in (doc.get("hostlists") or {}).items():

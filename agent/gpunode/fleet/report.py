@@ -96,20 +96,25 @@ def _host_report(name: str, run: PlaybookRun, outcome: HostOutcome, path: Path, 
         return HostReport(**base, status=status, message=message, report=str(path), doc=doc)
     if problem is not None:
         return HostReport(**base, status="INVALID", message=problem)
+    return HostReport(**base, **_without_report(run, outcome))
+
+
+def _without_report(run: PlaybookRun, outcome: HostOutcome) -> dict:
+    """status and message of a host whose report did not come back, from what Ansible did."""
     if outcome.state == "unreachable":
-        return HostReport(**base, status="UNREACHABLE", message=outcome.message or "")
+        return {"status": "UNREACHABLE", "message": outcome.message or ""}
     if outcome.state == "failed":
-        return HostReport(**base, status="FAILED", message=f"{outcome.task}: {outcome.message}")
+        return {"status": "FAILED", "message": f"{outcome.task}: {outcome.message}"}
     if outcome.state == "skipped":
-        return HostReport(**base, status="SKIPPED", message="every task skipped" + (" (check mode)" if run.check else ""))
+        return {"status": "SKIPPED", "message": "every task skipped" + (" (check mode)" if run.check else "")}
     timed_out = run.status == "timeout"  # --timeout stopped the whole run: say so, not "canary failed"
     if outcome.state == "not_run":
         why = ("the run timed out (--timeout) before this host" if timed_out
                else "the run stopped before this host (canary or batch failure)" if run.status != "successful"
                else "no task ran")
-        return HostReport(**base, status="NOT_RUN", message=why)
+        return {"status": "NOT_RUN", "message": why}
     why = "the run timed out (--timeout) while it ran" if timed_out else "ran"
-    return HostReport(**base, status="NO_REPORT", message=f"{why}, but no {run.kind} report came back")
+    return {"status": "NO_REPORT", "message": f"{why}, but no {run.kind} report came back"}
 
 
 def _doc_message(doc: dict) -> str:
@@ -121,12 +126,17 @@ def _doc_message(doc: dict) -> str:
     for key in ("changes", "restores"):  # apply, rollback: count the rows by status
         rows = doc.get(key)
         if isinstance(rows, list):
-            counts = Counter(str(r.get("status")) for r in rows if isinstance(r, dict))
-            text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or f"no {key}"
-            result = doc.get("result")
-            reason = doc.get("reason")
-            return f"{result}: {text}" + (f" ({reason})" if reason else "") if result else text
+            return _changes_message(doc, key, rows)
     return str(doc.get("message") or doc.get("reason") or "")
+
+
+def _changes_message(doc: dict, key: str, rows: list) -> str:
+    """An apply's changes or a rollback's restores counted by status, after its result and reason."""
+    counts = Counter(str(r.get("status")) for r in rows if isinstance(r, dict))
+    text = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or f"no {key}"
+    result = doc.get("result")
+    reason = doc.get("reason")
+    return f"{result}: {text}" + (f" ({reason})" if reason else "") if result else text
 
 
 def compressed(names) -> str:
@@ -247,16 +257,7 @@ def _compare(key: tuple, items, cond: dict, margin: float, min_peers: int, split
     sku, name, unit, _ = key
     median = statistics.median(v for _, _, v in items)
     lower = lower_is_better(name, unit)
-    per_host: dict[str, dict] = {}
-    for host, gpu, value in items:
-        if median <= 0 or value <= 0:
-            ratio = None
-        else:
-            ratio = median / value if lower else value / median
-        prior = per_host.get(host)
-        if prior is None or (ratio is not None and (prior["ratio"] is None or ratio < prior["ratio"])):
-            per_host[host] = {"host": host, "gpu": gpu, "value": value,
-                              "ratio": None if ratio is None else round(ratio, 4)}
+    per_host = _worst_gpu_per_host(items, median, lower)
     peers = len(per_host)
     for entry in per_host.values():
         entry["outlier"] = bool(peers >= min_peers and entry["ratio"] is not None and entry["ratio"] < 1 - margin)
@@ -269,6 +270,25 @@ def _compare(key: tuple, items, cond: dict, margin: float, min_peers: int, split
             "median": round(median, 6), "samples": len(items), "peers": peers,
             "hosts": sorted(per_host.values(), key=lambda e: (e["ratio"] is None, e["ratio"] or 0, e["host"])),
             "note": "; ".join(notes)}
+
+
+def _ratio(value: float, median: float, lower: bool) -> float | None:
+    """How a sample compares to its group's median, 1 = the median, below 1 = worse."""
+    if median <= 0 or value <= 0:
+        return None
+    return median / value if lower else value / median
+
+
+def _worst_gpu_per_host(items, median: float, lower: bool) -> dict[str, dict]:
+    """host -> its worst sample (lowest ratio; a sample with a ratio beats one without)."""
+    per_host: dict[str, dict] = {}
+    for host, gpu, value in items:
+        ratio = _ratio(value, median, lower)
+        prior = per_host.get(host)
+        if prior is None or (ratio is not None and (prior["ratio"] is None or ratio < prior["ratio"])):
+            per_host[host] = {"host": host, "gpu": gpu, "value": value,
+                              "ratio": None if ratio is None else round(ratio, 4)}
+    return per_host
 
 
 def fleet_verdict(hosts: list[HostReport]) -> str:
@@ -287,25 +307,9 @@ def fleet_document(run: PlaybookRun, margin: float = DEFAULT_MARGIN, min_peers: 
         raise ValueError(f"margin must be between 0 and 1 (a fraction), got {margin}")
     hosts = load_hosts(run)
     metrics, metric_failures = metric_rows(hosts, margin, min_peers)
-    outliers = []
     by_name = {h.host: h for h in hosts}
-    for row in metrics:
-        for e in row["hosts"]:
-            if e["outlier"]:
-                item = {"host": e["host"], "sku": row["sku"], "metric": row["metric"], "gpu": e["gpu"],
-                        "value": e["value"], "median": row["median"], "unit": row["unit"], "ratio": e["ratio"]}
-                outliers.append(item)
-                by_name[e["host"]].outliers.append(item)
-    trend_doc = None
-    if run.kind == "trends":  # each host's exported bench history: distribution and drift per SKU
-        from gpunode.fleet.trends import exports_of, trends
-
-        trend_doc = trends(exports_of(hosts))
-        for row in trend_doc["metrics"]:
-            for d in row["drifting"]:
-                by_name[d["host"]].outliers.append(
-                    {"host": d["host"], "sku": row["sku"], "metric": f"{row['metric']} drifting", "gpu": d["gpu"],
-                     "value": d["last"], "median": d["first"], "unit": row["unit"], "ratio": round(1 - d["worse_by"], 4)})
+    outliers = _bench_outliers(metrics, by_name)
+    trend_doc = _fleet_trends(hosts, by_name) if run.kind == "trends" else None
     verdict = fleet_verdict(hosts)
     counts: dict[str, int] = {}
     for h in hosts:
@@ -338,6 +342,33 @@ def fleet_document(run: PlaybookRun, margin: float = DEFAULT_MARGIN, min_peers: 
         "outliers": sorted(outliers, key=lambda o: (o["ratio"], o["host"], o["metric"])),
         **({"trends": trend_doc} if trend_doc is not None else {}),
     }
+
+
+def _bench_outliers(metrics: list[dict], by_name: dict[str, HostReport]) -> list[dict]:
+    """Every host below its group's median by more than the margin, also kept on its host."""
+    outliers = []
+    for row in metrics:
+        for e in row["hosts"]:
+            if e["outlier"]:
+                item = {"host": e["host"], "sku": row["sku"], "metric": row["metric"], "gpu": e["gpu"],
+                        "value": e["value"], "median": row["median"], "unit": row["unit"], "ratio": e["ratio"]}
+                outliers.append(item)
+                by_name[e["host"]].outliers.append(item)
+    return outliers
+
+
+def _fleet_trends(hosts: list[HostReport], by_name: dict[str, HostReport]) -> dict:
+    """Each host's exported bench history: distribution and drift per SKU; a drifting series
+    is an outlier of its host."""
+    from gpunode.fleet.trends import exports_of, trends
+
+    trend_doc = trends(exports_of(hosts))
+    for row in trend_doc["metrics"]:
+        for d in row["drifting"]:
+            by_name[d["host"]].outliers.append(
+                {"host": d["host"], "sku": row["sku"], "metric": f"{row['metric']} drifting", "gpu": d["gpu"],
+                 "value": d["last"], "median": d["first"], "unit": row["unit"], "ratio": round(1 - d["worse_by"], 4)})
+    return trend_doc
 
 
 def _host_json(h: HostReport) -> dict:

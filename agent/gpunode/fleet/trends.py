@@ -66,24 +66,38 @@ def collect(exports: list[tuple[str, str, dict]]) -> dict[tuple, dict[str, list[
     """(host, sku, export) -> {(sku, metric, unit, conditions): {"host" or "host:GPUn": points}}."""
     groups: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
     for host, sku, doc in exports:
-        runs = doc.get("runs") if isinstance(doc, dict) else None
-        for run in runs if isinstance(runs, list) else []:  # a node's file: any shape may come back
-            t = run.get("time_epoch") if isinstance(run, dict) else None
-            if not isinstance(t, (int, float)) or isinstance(t, bool):
-                continue
-            figures = run.get("figures")
-            for f in figures if isinstance(figures, list) else []:
-                if not isinstance(f, dict) or not isinstance(f.get("conditions") or {}, dict):
-                    continue
-                value = f.get("value")
-                if not f.get("trusted", True) or not isinstance(value, (int, float)) or isinstance(value, bool) \
-                        or not math.isfinite(value) or not isinstance(f.get("gpu"), (int, type(None))):
-                    continue
-                cond = json.dumps(f.get("conditions") or {}, sort_keys=True, default=str)
-                key = (sku, str(f.get("name")), str(f.get("unit") or ""), cond)
-                label = host if f.get("gpu") is None else f"{host}:{gpu_label(f['gpu'])}"
-                groups.setdefault(key, {}).setdefault(label, []).append((float(t), float(value)))
+        for t, f in _trusted_figures(doc):
+            cond = json.dumps(f.get("conditions") or {}, sort_keys=True, default=str)
+            key = (sku, str(f.get("name")), str(f.get("unit") or ""), cond)
+            label = host if f.get("gpu") is None else f"{host}:{gpu_label(f['gpu'])}"
+            groups.setdefault(key, {}).setdefault(label, []).append((float(t), float(f["value"])))
     return groups
+
+
+def _trusted_figures(doc) -> list[tuple[float, dict]]:
+    """(run time, figure) for each usable figure of an export; a node's file: any shape may come back."""
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    found = []
+    for run in runs if isinstance(runs, list) else []:
+        t = run.get("time_epoch") if isinstance(run, dict) else None
+        if not _is_number(t):
+            continue
+        figures = run.get("figures")
+        found += [(t, f) for f in (figures if isinstance(figures, list) else []) if _usable(f)]
+    return found
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _usable(f) -> bool:
+    """A figure measured without interference, with a finite value, dict conditions and an int GPU."""
+    if not isinstance(f, dict) or not isinstance(f.get("conditions") or {}, dict):
+        return False
+    value = f.get("value")
+    return (bool(f.get("trusted", True)) and _is_number(value) and math.isfinite(value)
+            and isinstance(f.get("gpu"), (int, type(None))))
 
 
 def metric_trend(key: tuple, series: dict[str, list[tuple[float, float]]], s: Settings) -> dict:

@@ -166,39 +166,65 @@ def _blank(value: object) -> bool:
 
 
 def _shape_problems(merged: Mapping[str, object]) -> list[str]:
+    problems = [p for name, minimum in INT_VARS.items() for p in _int_problem(name, merged.get(name), minimum)]
+    problems += [f"{name}={merged.get(name)!r} is not true or false" for name in BOOL_VARS
+                 if not _is_bool_word(merged.get(name))]
+    problems += [f"{name}={merged.get(name)!r} is not an absolute path" for name in PATH_VARS
+                 if not _blank(merged.get(name)) and not _is_absolute(merged.get(name))]
+    problems += _choice_problems(merged)
+    problems += [f"{name} must be a string, not {type(merged.get(name)).__name__}" for name in STR_VARS
+                 if not _is_scalar(merged.get(name))]
+    for name, value in merged.items():
+        if name.startswith("gpunode_"):
+            problems += _gpunode_var_problems(name, value)
+    return problems
+
+
+def _choice_problems(merged: Mapping[str, object]) -> list[str]:
     problems = []
-    for name, minimum in INT_VARS.items():
-        value = merged.get(name)
-        if value is None or value == "":
-            continue
-        number = value if isinstance(value, int) and not isinstance(value, bool) else None
-        if number is None and isinstance(value, str) and value.strip().isdigit():
-            number = int(value)
-        if number is None or number < minimum:
-            problems.append(f"{name}={value!r} is not a whole number >= {minimum}")
-    for name in BOOL_VARS:
-        value = merged.get(name)
-        if value is not None and not isinstance(value, bool) and str(value).strip().lower() not in BOOL_WORDS:
-            problems.append(f"{name}={value!r} is not true or false")
-    for name in PATH_VARS:
-        value = merged.get(name)
-        if not _blank(value) and not (isinstance(value, str) and value.startswith("/")):
-            problems.append(f"{name}={value!r} is not an absolute path")
     for name, choices in CHOICE_VARS.items():
         value = merged.get(name)
         if not _blank(value) and str(value) not in choices:  # YAML may give 2 for "2"
             problems.append(f"{name}={value!r} is not one of {', '.join(choices)}")
-    for name in STR_VARS:
-        value = merged.get(name)
-        if value is not None and not isinstance(value, (str, int, float)):
-            problems.append(f"{name} must be a string, not {type(value).__name__}")
-    for name, value in merged.items():
-        items = value if isinstance(value, list) else [value]
-        if name.startswith("gpunode_") and any(isinstance(v, str) and not v.isprintable() for v in items):
-            problems.append(f"{name}: a line break or control character in the value")  # reaches argv and logs
-        if name.startswith("gpunode_") and name.endswith(LIST_SUFFIX) and value not in (None, ""):
-            if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
-                problems.append(f'{name} must be a list of strings, e.g. ["--skip", "net.*"]')
+    return problems
+
+
+def _is_scalar(value: object) -> bool:
+    """Unset, or a value Ansible passes on as one word (a string, or a number YAML made of it)."""
+    return value is None or isinstance(value, (str, int, float))
+
+
+def _int_problem(name: str, value: object, minimum: int) -> list[str]:
+    """A whole number >= minimum, as an int or its digits; unset or empty is fine."""
+    if value is None or value == "":
+        return []
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if number is None and isinstance(value, str) and value.strip().isdigit():
+        number = int(value)
+    if number is None or number < minimum:
+        return [f"{name}={value!r} is not a whole number >= {minimum}"]
+    return []
+
+
+def _is_bool_word(value: object) -> bool:
+    """Unset, a bool, or a word Ansible reads as one (yes, false, 1 ...)."""
+    return value is None or isinstance(value, bool) or str(value).strip().lower() in BOOL_WORDS
+
+
+def _is_absolute(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/")
+
+
+def _gpunode_var_problems(name: str, value: object) -> list[str]:
+    """Any gpunode_* var: no control characters (it reaches argv and logs); a *_args list holds
+    strings or numbers only."""
+    problems = []
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(v, str) and not v.isprintable() for v in items):
+        problems.append(f"{name}: a line break or control character in the value")  # reaches argv and logs
+    if name.endswith(LIST_SUFFIX) and value not in (None, ""):
+        if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+            problems.append(f'{name} must be a list of strings, e.g. ["--skip", "net.*"]')
     return problems
 
 
