@@ -27,7 +27,6 @@ EXCEPTIONS = {
     "agent/gpunode/layout.py:_folded": 22,
     "agent/gpunode/layout.py:_rich_table": 17,
     "agent/gpunode/slurm/fastpath.py:prepare": 16,
-    "agent/gpunode/slurm/gate.py:run_gate": 33,
     "agent/gpunode/tune/kinds/__init__.py:condition_holds": 18,
     "agent/gpunode/tune/kinds/cmdline.py:Cmdline.plan": 16,
     "agent/gpunode/tune/kinds/gpu.py:observe_gpus": 20,

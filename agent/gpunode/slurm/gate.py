@@ -258,24 +258,46 @@ def run_gate(run: GateRun) -> GateVerdict:
     if opted:
         return GateVerdict(opts.mode, [], [], None, opts.strict, opted_out=opted, meta=_done(meta, run, started))
 
-    node = None
     slurm = run.slurm if opts.mode in SLURM_MODES else None
+    node = _node_before_checks(run, slurm, started, meta, problems)
+    cfg = _with_expected_gpus(run.config, node, meta)
+    results = _judge(run, cfg, started, slurm is not None)
+    blocking = blocking_results(results, opts.strict)
+    verdict = GateVerdict(opts.mode, results, blocking, gate_reason(blocking), opts.strict, problems=problems, meta=meta)
     if slurm is not None:
-        slurm.deadline = started + opts.timeout
-        needs_node = opts.mode == "health-check" or run.config.expected_gpus is None
-        if needs_node:
-            node, problem = _read_node(slurm, run.env)
-            problems += problem
-            meta["node"] = node.name if node else None
+        _act_on_slurm(verdict, run, slurm, node, may_opt_out)
+    return _finish(verdict, run, started)
 
-    cfg = run.config
+
+def _node_before_checks(run: GateRun, slurm: Slurm | None, started: float, meta: dict, problems: list[str]):
+    """Slurm's view of this node, read before the checks where they need it: the health check
+    always (it may resume), the others only for a GPU count the config does not give."""
+    if slurm is None:
+        return None
+    slurm.deadline = started + run.options.timeout
+    if run.options.mode != "health-check" and run.config.expected_gpus is not None:
+        return None
+    node, problem = _read_node(slurm, run.env)
+    problems += problem
+    meta["node"] = node.name if node else None
+    return node
+
+
+def _with_expected_gpus(cfg: Config, node, meta: dict) -> Config:
+    """The GPU count the node must have: the config's, else the one Slurm's gres gives it."""
     meta["expected_gpus_from"] = "config" if cfg.expected_gpus is not None else None
     if cfg.expected_gpus is None and node is not None and node.gpu_count is not None:
         cfg = replace(cfg, expected_gpus=node.gpu_count)
         meta["expected_gpus_from"] = f"slurm gres {node.gres}"
     meta["expected_gpus"] = cfg.expected_gpus
+    return cfg
 
-    reserve = min(SLURM_RESERVE_S, opts.timeout / 4) if slurm is not None else 0.0
+
+def _judge(run: GateRun, cfg: Config, started: float, slurm_calls_follow: bool) -> list[Result]:
+    """The gate checks (the epilog: its leftovers poll) within what is left of the budget, time
+    kept back for the scontrol calls that follow; a watcher's judged results stand for them."""
+    opts = run.options
+    reserve = min(SLURM_RESERVE_S, opts.timeout / 4) if slurm_calls_follow else 0.0
     budget = max(opts.timeout - reserve - (run.clock() - started), 0.2)
     checks = list(run.checks)
     if opts.mode == "epilog":
@@ -283,35 +305,45 @@ def run_gate(run: GateRun) -> GateVerdict:
     check_timeout = budget if opts.mode == "epilog" else opts.per_check_timeout
     ctx = AuditContext(host=run.host, profile=run.profile, config=cfg,
                        nvml_timeout=min(NVML_TIMEOUT_S, NVML_SHARE * check_timeout))
-    results = run.results if run.results is not None and opts.mode != "epilog" else \
-        run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=budget)
-    blocking = blocking_results(results, opts.strict)
-    reason = gate_reason(blocking)
-    verdict = GateVerdict(opts.mode, results, blocking, reason, opts.strict, problems=problems, meta=meta)
+    if run.results is not None and opts.mode != "epilog":
+        return run.results
+    return run_checks(checks, ctx, check_timeout=check_timeout, total_timeout=budget)
 
-    if slurm is None:
-        return _finish(verdict, run, started)
-    if blocking and may_opt_out:
-        try:
-            verdict.opted_out = comment_opt_out(slurm, run.env)
-        except SlurmError as exc:
-            problems.append(str(exc))
+
+def _act_on_slurm(verdict: GateVerdict, run: GateRun, slurm: Slurm, node, may_opt_out: bool) -> None:
+    """After the checks, in a Slurm mode: a blocked job may still opt out (its comment); a block
+    drains the node, a clean health check resumes gpunode's own drain; prolog and epilog never
+    resume (that is the health check's job)."""
+    if verdict.blocking and may_opt_out:
+        _comment_opt_out(verdict, slurm, run.env)
         if verdict.opted_out:
-            return _finish(verdict, run, started)
-    if opts.mode == "health-check" and not blocking and any(r.status == Status.ERROR for r in results):
+            return
+    if _holds_resume(verdict):
         verdict.slurm = SlurmAction("none", "some checks could not run: not resuming until all are judged")
-        return _finish(verdict, run, started)
-    if opts.mode != "health-check" and not blocking:
-        return _finish(verdict, run, started)  # prolog/epilog never resume: that is the health check's job
-    if node is None and "node" not in meta:  # not read yet (a failed read is not retried)
+        return
+    if verdict.mode != "health-check" and not verdict.blocking:
+        return
+    if node is None and "node" not in verdict.meta:  # not read yet (a failed read is not retried)
         node, problem = _read_node(slurm, run.env)
-        problems += problem
+        verdict.problems += problem
     if node is not None:
         try:
-            verdict.slurm = settle_node(slurm, node, reason)
+            verdict.slurm = settle_node(slurm, node, verdict.reason)
         except SlurmError as exc:
-            problems.append(str(exc))
-    return _finish(verdict, run, started)
+            verdict.problems.append(str(exc))
+
+
+def _comment_opt_out(verdict: GateVerdict, slurm: Slurm, env: Mapping[str, str]) -> None:
+    try:
+        verdict.opted_out = comment_opt_out(slurm, env)
+    except SlurmError as exc:
+        verdict.problems.append(str(exc))
+
+
+def _holds_resume(verdict: GateVerdict) -> bool:
+    """A health check with no block but checks that could not run: not clean enough to resume."""
+    return (verdict.mode == "health-check" and not verdict.blocking
+            and any(r.status == Status.ERROR for r in verdict.results))
 
 
 def _read_node(slurm: Slurm, env: Mapping[str, str]):
