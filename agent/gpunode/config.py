@@ -84,6 +84,16 @@ def load_config(path: str | None = None, cache=None) -> Config:
         if explicit:
             raise ConfigError(f"config file not found: {candidate}")
         return Config()
+    config = Config(path=str(candidate))
+    for key, value in _read_mapping(candidate, cache).items():
+        value = _setting(candidate, key, value)
+        if value is not None:
+            setattr(config, key, value)
+    return config
+
+
+def _read_mapping(candidate: Path, cache) -> dict:
+    """The config file's mapping (an empty file: none)."""
     try:
         data = load_yaml(candidate, cache=cache)
     except InputError as exc:
@@ -91,27 +101,35 @@ def load_config(path: str | None = None, cache=None) -> Config:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{candidate}: expected a mapping")
-    config = Config(path=str(candidate))
-    for key, value in data.items():
-        expected = Config._TYPES.get(key)
-        if expected is None:
-            raise ConfigError(f"{candidate}: unknown key {key_name(key)}; known: {', '.join(sorted(Config._TYPES))}")
-        if value is None:
-            continue
-        if isinstance(value, bool) is not (expected is bool) or not isinstance(value, expected):
-            raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
-        if key in _POSITIVE and not value > 0 or key in _NOT_NEGATIVE and not value >= 0:  # nan too
-            raise ConfigError(f"{candidate}: {key} must be {'positive' if key in _POSITIVE else '0 or more'}, got {value}")
-        if isinstance(value, float) and not math.isfinite(value):  # .inf hours: no window at all
-            raise ConfigError(f"{candidate}: {key} must be a finite number, got {value}")
-        if isinstance(value, list) and not all(isinstance(item, str) and _one_line(item) for item in value):
-            raise ConfigError(f"{candidate}: {key} must be a list of one-line strings")
-        if isinstance(value, str) and not _one_line(value):
-            raise ConfigError(f"{candidate}: {key} must be one line without control characters")
-        if key == "watch":
-            value = _watch_settings(candidate, value)
-        setattr(config, key, value)
-    return config
+    return data
+
+
+def _setting(candidate: Path, key, value):
+    """One key's value as the Config keeps it (None: unset, the default stays), or ConfigError."""
+    expected = Config._TYPES.get(key)
+    if expected is None:
+        raise ConfigError(f"{candidate}: unknown key {key_name(key)}; known: {', '.join(sorted(Config._TYPES))}")
+    if value is None:
+        return None
+    if isinstance(value, bool) is not (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
+    _check_number(candidate, key, value)
+    _check_text(candidate, key, value)
+    return _watch_settings(candidate, value) if key == "watch" else value
+
+
+def _check_number(candidate: Path, key: str, value) -> None:
+    if key in _POSITIVE and not value > 0 or key in _NOT_NEGATIVE and not value >= 0:  # nan too
+        raise ConfigError(f"{candidate}: {key} must be {'positive' if key in _POSITIVE else '0 or more'}, got {value}")
+    if isinstance(value, float) and not math.isfinite(value):  # .inf hours: no window at all
+        raise ConfigError(f"{candidate}: {key} must be a finite number, got {value}")
+
+
+def _check_text(candidate: Path, key: str, value) -> None:
+    if isinstance(value, list) and not all(isinstance(item, str) and _one_line(item) for item in value):
+        raise ConfigError(f"{candidate}: {key} must be a list of one-line strings")
+    if isinstance(value, str) and not _one_line(value):
+        raise ConfigError(f"{candidate}: {key} must be one line without control characters")
 
 
 def _watch_settings(candidate: Path, value: dict) -> dict:
