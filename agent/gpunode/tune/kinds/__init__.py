@@ -24,16 +24,7 @@ def condition_holds(ctx, when: str) -> tuple[bool, str]:
         return True, ""
     host = ctx.host
     if when in ("gpu", "nvswitch", "imex"):
-        inv = ctx.inventory()
-        if not inv.available or not inv.gpus:
-            return False, inv.error or "no GPU"
-        if when == "nvswitch" and not has_nvswitch(host.sys, inv.gpus):
-            return False, "no NVSwitch on this host"
-        if when == "nvswitch" and is_nvl_tray(host.sys, inv.gpus):
-            return False, f"{NVL_TRAY}: Fabric Manager runs on the NVLink switch trays"
-        if when == "imex" and not is_nvl_tray(host.sys, inv.gpus):
-            return False, f"not a {NVL_TRAY} (IMEX serves multi-node NVLink domains)"
-        return True, ""
+        return _gpu_condition(ctx, when)
     if when == "infiniband":
         return bool(host.sys.listdir("/sys/class/infiniband")), "no InfiniBand device"
     if when == "nvme":
@@ -47,6 +38,22 @@ def condition_holds(ctx, when: str) -> tuple[bool, str]:
 
         return any(host.sys.exists(f"{d}/{MPS_UNIT}") for d in UNIT_DIRS), MPS_UNIT_HOW
     return False, f"unknown condition {when}"
+
+
+def _gpu_condition(ctx, when: str) -> tuple[bool, str]:
+    """gpu: the host has GPUs; nvswitch: ... and an NVSwitch, not on an NVL tray (its switch
+    trays run Fabric Manager); imex: ... on an NVL tray."""
+    host = ctx.host
+    inv = ctx.inventory()
+    if not inv.available or not inv.gpus:
+        return False, inv.error or "no GPU"
+    if when == "nvswitch" and not has_nvswitch(host.sys, inv.gpus):
+        return False, "no NVSwitch on this host"
+    if when == "nvswitch" and is_nvl_tray(host.sys, inv.gpus):
+        return False, f"{NVL_TRAY}: Fabric Manager runs on the NVLink switch trays"
+    if when == "imex" and not is_nvl_tray(host.sys, inv.gpus):
+        return False, f"not a {NVL_TRAY} (IMEX serves multi-node NVLink domains)"
+    return True, ""
 
 
 # The inference profile runs MPS through this unit where the site installed one; gpunode does

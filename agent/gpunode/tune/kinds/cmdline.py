@@ -124,8 +124,6 @@ class Cmdline(SettingKind):
         return why or boot_loader(ctx.host).why_not or None
 
     def plan(self, ctx, setting, wrong, files, allow_reboot=False) -> list:
-        from gpunode.tune.kinds.change import Change
-
         if not wrong:
             return []
         current = format_param(setting.key, wrong[0].value)
@@ -135,6 +133,14 @@ class Cmdline(SettingKind):
         common: dict[str, Any] = {"current_text": current, "after_text": wanted, "reboot_required": True}
         if loader.style == BLS_GRUBBY and loader.grubby:
             return [self._plan_grubby(ctx, setting, loader.grubby, gate, common)]
+        return self._plan_dropin(setting, wrong, files, gate, common)
+
+    def _plan_dropin(self, setting, wrong, files, gate: str, common: dict) -> list:
+        """Debian GRUB: the parameter in gpunode's drop-in under /etc/default/grub.d, then
+        update-grub; blocked where the drop-in is not gpunode's format, where a parameter to remove
+        comes from the boot loader's own configuration, or where the drop-in has it already."""
+        from gpunode.tune.kinds.change import Change
+
         tokens = dropin_tokens(files.text(DROPIN))
         if tokens is None:
             return [Change(setting.id, "/proc/cmdline", "file", DROPIN, None, None, **common,

@@ -53,31 +53,44 @@ def observe_gpus(setting, gpus) -> list[Observed]:
         if gpu.error:
             observed.append(Observed(gpu.label, None, note=gpu.error, extra={"error": gpu.error}))
             continue
-        err = gpu.field_errors.get(field.replace("_current", "")) or gpu.field_errors.get(field)
-        value = getattr(gpu, field)
-        if setting.key == "mig_layout":
-            if gpu.mig_mode_current is False:
-                value = MIG_OFF
-            else:
-                value = None if value is None else layout_text(layout_counts(value))
-        extra = {"error": err} if err else {}
-        note = ""
-        if setting.key == "ecc_mode" and gpu.ecc_mode_pending is not None and gpu.ecc_mode_pending != value:
-            note = f"pending {'on' if gpu.ecc_mode_pending else 'off'} after a GPU reset"
-            extra["pending"] = gpu.ecc_mode_pending
-        if setting.key == "mig_mode" and gpu.mig_mode_pending is not None and gpu.mig_mode_pending != value:
-            note = f"pending {'on' if gpu.mig_mode_pending else 'off'} after a GPU reset"
-            extra["pending"] = gpu.mig_mode_pending
-        if setting.key == "power_limit":
-            extra["default"] = gpu.power_default_limit_w
-        if setting.key == "applications_clocks":
-            value = clock_pair_text(gpu.mem_app_clock_mhz, gpu.sm_app_clock_mhz)
-            err = err or gpu.field_errors.get("mem_app_clock_mhz")
-            extra = {**({"error": err} if err else {}),
-                     "default": clock_pair_text(gpu.mem_app_clock_default_mhz, gpu.sm_app_clock_default_mhz),
-                     "max": (gpu.mem_clock_max_mhz, gpu.sm_clock_max_mhz)}
-        observed.append(Observed(gpu.label, value, note=note, extra=extra))
+        observed.append(_observe_gpu(setting, gpu, field))
     return observed
+
+
+def _observe_gpu(setting, gpu, field: str) -> Observed:
+    err = gpu.field_errors.get(field.replace("_current", "")) or gpu.field_errors.get(field)
+    value = getattr(gpu, field)
+    if setting.key == "mig_layout":
+        if gpu.mig_mode_current is False:
+            value = MIG_OFF
+        else:
+            value = None if value is None else layout_text(layout_counts(value))
+    extra = {"error": err} if err else {}
+    note = _pending(setting.key, gpu, value, extra)
+    if setting.key == "power_limit":
+        extra["default"] = gpu.power_default_limit_w
+    if setting.key == "applications_clocks":
+        value = clock_pair_text(gpu.mem_app_clock_mhz, gpu.sm_app_clock_mhz)
+        err = err or gpu.field_errors.get("mem_app_clock_mhz")
+        extra = {**({"error": err} if err else {}),
+                 "default": clock_pair_text(gpu.mem_app_clock_default_mhz, gpu.sm_app_clock_default_mhz),
+                 "max": (gpu.mem_clock_max_mhz, gpu.sm_clock_max_mhz)}
+    return Observed(gpu.label, value, note=note, extra=extra)
+
+
+# The modes a GPU reset switches to their pending value (the field that holds it).
+_PENDING = {"ecc_mode": "ecc_mode_pending", "mig_mode": "mig_mode_pending"}
+
+
+def _pending(key: str, gpu, value, extra: dict) -> str:
+    """The note of a mode that changes at the next GPU reset ("" if none); it goes into `extra` too.
+    Reads only the pending field of `key` (the GPU may record which fields are read)."""
+    attr = _PENDING.get(key)
+    pending = None if attr is None else getattr(gpu, attr)
+    if pending is None or pending == value:
+        return ""
+    extra["pending"] = pending
+    return f"pending {'on' if pending else 'off'} after a GPU reset"
 
 
 def gpu_satisfies(setting, obs: Observed) -> bool:
@@ -172,26 +185,7 @@ def plan_gpus(setting, wrong: list[Observed], gpus) -> list:
         if setting.key == "mig_layout":
             changes += _plan_mig_layout(setting, gpu, busy if gpu.processes else "")
             continue
-        after = setting.target
-        blocked = ""
-        if setting.key == "power_limit":
-            after = obs.extra.get("default") if setting.target == "default" else float(setting.target)
-            lo, hi = gpu.power_min_limit_w, gpu.power_max_limit_w
-            if after is None:
-                blocked = "default power limit unknown"
-            elif lo is not None and hi is not None and not lo <= after <= hi:
-                blocked = f"{after} W is outside this GPU's range {lo}-{hi} W"
-        if setting.key == "applications_clocks":
-            after = obs.extra["default"] if setting.target == "default" else clock_pair_text(setting.target)
-            if after is None:
-                blocked = "default applications clocks unknown"
-            elif any(m is not None and int(c) > m for c, m in zip(after.split(","), obs.extra["max"], strict=True)):
-                blocked = f"{after} MHz is above this GPU's maximum clocks {obs.extra['max'][0]},{obs.extra['max'][1]} MHz"
-        if setting.key in RESET_KEYS:
-            if obs.extra.get("pending") == setting.target:
-                blocked = "already pending; takes effect at the next GPU reset"
-            elif gpu.processes:
-                blocked = busy
+        after, blocked = _target_for(setting, obs, gpu, busy)
         changes.append(
             Change(setting.id, gpu.label, "gpu", f"{gpu.label}/{setting.key}", obs.value, after,
                    current_text=_show(setting.key, obs.value), after_text=_show(setting.key, after),
@@ -199,6 +193,38 @@ def plan_gpus(setting, wrong: list[Observed], gpus) -> list:
                    extra={"index": gpu.index, "uuid": gpu.uuid, "key": setting.key})
         )
     return changes
+
+
+def _target_for(setting, obs: Observed, gpu, busy: str) -> tuple[object, str]:
+    """What one GPU's change writes, and why it is blocked ("" when it is not)."""
+    if setting.key == "power_limit":
+        return _power_target(setting, obs, gpu)
+    if setting.key == "applications_clocks":
+        return _clocks_target(setting, obs)
+    if setting.key in RESET_KEYS:
+        if obs.extra.get("pending") == setting.target:
+            return setting.target, "already pending; takes effect at the next GPU reset"
+        return setting.target, busy if gpu.processes else ""
+    return setting.target, ""
+
+
+def _power_target(setting, obs: Observed, gpu) -> tuple[object, str]:
+    after = obs.extra.get("default") if setting.target == "default" else float(setting.target)
+    lo, hi = gpu.power_min_limit_w, gpu.power_max_limit_w
+    if after is None:
+        return after, "default power limit unknown"
+    if lo is not None and hi is not None and not lo <= after <= hi:
+        return after, f"{after} W is outside this GPU's range {lo}-{hi} W"
+    return after, ""
+
+
+def _clocks_target(setting, obs: Observed) -> tuple[object, str]:
+    after = obs.extra["default"] if setting.target == "default" else clock_pair_text(setting.target)
+    if after is None:
+        return after, "default applications clocks unknown"
+    if any(m is not None and int(c) > m for c, m in zip(after.split(","), obs.extra["max"], strict=True)):
+        return after, f"{after} MHz is above this GPU's maximum clocks {obs.extra['max'][0]},{obs.extra['max'][1]} MHz"
+    return after, ""
 
 
 def _show(key: str, value) -> str:
