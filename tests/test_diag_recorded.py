@@ -42,6 +42,27 @@ def test_recorded_documents_round_trip_with_their_verdicts(name, status):
     assert again["results"] == data["results"] and again["status"] == status
 
 
+def test_recorded_h100_thermal_slowdown_fails_level2_and_clocks_phase_defers():
+    """The lent H100 ran hot under the sustained GEMM (87 C, sw_thermal_slowdown): every product
+    was right, yet the node is not fit; the clocks phase names what held the clock."""
+    data = doc("h100-l2-thermal.json")
+    parsed = DiagDocument.from_json(data)
+    assert parsed.status == data["status"] == "FAIL" and data["exit_code"] == 2
+    results = {r["name"]: r for r in data["results"]}
+    assert results["gemm.sustained"]["status"] == "PASS" and results["hbm.memtest"]["status"] == "PASS"
+    assert results["load.gemm"]["status"] == "FAIL" and "sw_thermal_slowdown" in results["load.gemm"]["message"]
+    clocks = results["clocks.load"]
+    assert clocks["status"] == "PASS" and clocks["figures"]["ratio"] < 0.9
+    assert "sw_thermal_slowdown" in clocks["message"] and "judged by load" in clocks["message"]
+    assert parsed.to_json()["results"] == data["results"]
+    # the verdict follows from the recorded telemetry, judged again now
+    tel = results["load.gemm"]["telemetry"]
+    again = load_result("load.gemm", 0, tel, Floors(sm_clock_min_mhz=None, power_min_ratio=None), [])
+    assert again.status == "FAIL" and "sw_thermal_slowdown" in again.message
+    cooled = {**tel, "throttle_events": [], "clock_events": ["sw_power_cap"]}
+    assert load_result("load.gemm", 0, cooled, Floors(sm_clock_min_mhz=None, power_min_ratio=None), []).status == "PASS"
+
+
 def test_recorded_h200_level3_at_its_default_duration():
     """`gpunode diag --level 3 --compare` as run (CLI) on the H200: 540 s planned, PASS throughout."""
     data = doc("h200-l3-default.json")
