@@ -156,22 +156,10 @@ class JsonKey(SettingKind):
         if files.state(path).link is not None:
             blocked = f"{path} is a symbolic link; gpunode replaces regular files only"
         if shape == SIZE:
-            want = setting.target if current is None or setting.op == "=" else \
-                (max if setting.op == ">=" else min)(current, setting.target)
-            data[head] = size_text(want)
-            after = size_text(want)
+            after = _set_size(data, head, current, setting)
         else:
-            limit = -1 if setting.target == UNLIMITED else setting.target
-            entries = data.get(head)
-            if entries is not None and not isinstance(entries, dict):
-                blocked = blocked or f"{path}: {head} is not an object; fix it by hand"
-                entries = {}
-            entries = dict(entries or {})
-            entry = dict(entries.get(item) or {}) if isinstance(entries.get(item), dict) else {}
-            entry.update({"Name": entry.get("Name", item), "Hard": limit, "Soft": limit})
-            entries[item] = entry
-            data[head] = entries
-            after = UNLIMITED if limit == -1 else str(limit)
+            after, bad = _set_ulimit(data, head, item, setting, path)
+            blocked = blocked or bad
         before = current if current is not None else wrong[0].value
         shown = size_text(before) if shape == SIZE and isinstance(before, int) else str(before)
         change = files.write_text(
@@ -181,3 +169,28 @@ class JsonKey(SettingKind):
                  "you, as it stops running containers",
             blocked=blocked)
         return [change] if change else []
+
+
+def _set_size(data: dict, head: str, current, setting) -> str:
+    """A size key (shm-size) set in `data` as the operator asked (=, >=, <=); -> its text."""
+    want = setting.target if current is None or setting.op == "=" else \
+        (max if setting.op == ">=" else min)(current, setting.target)
+    data[head] = size_text(want)
+    return size_text(want)
+
+
+def _set_ulimit(data: dict, head: str, item: str, setting, path: str) -> tuple[str, str]:
+    """A default-ulimits entry set in `data` (Hard and Soft, its other keys kept); -> its text,
+    and why the change is blocked ("" when it is not)."""
+    why = ""
+    limit = -1 if setting.target == UNLIMITED else setting.target
+    entries = data.get(head)
+    if entries is not None and not isinstance(entries, dict):
+        why = f"{path}: {head} is not an object; fix it by hand"
+        entries = {}
+    entries = dict(entries or {})
+    entry = dict(entries.get(item) or {}) if isinstance(entries.get(item), dict) else {}
+    entry.update({"Name": entry.get("Name", item), "Hard": limit, "Soft": limit})
+    entries[item] = entry
+    data[head] = entries
+    return UNLIMITED if limit == -1 else str(limit), why

@@ -113,19 +113,9 @@ class Limits(SettingKind):
         if not wrong:
             return []
         current = {t: wildcard_limit(ctx.host, setting.key).get(t, NOT_SET) for t in ("soft", "hard")}
-        new: dict[str, str] = {}
-        for obs in wrong:
-            kind = obs.subject.split()[1]
-            new[kind] = normalize(value_to_write(setting.op, obs.value, setting.target))
-        # pam_limits cannot set a soft limit above the hard one: raise hard along with soft.
-        if ("soft" in new and "hard" not in new and current["hard"] != NOT_SET
-                and _bigger(new["soft"], str(current["hard"]))):
-            new["hard"] = new["soft"]
+        new = _new_limits(setting, wrong, current)
         later = [o.note for o in wrong if o.note.startswith(LIMITS_DIR + "/") and o.note > MANAGED_FILE]
-        entries: dict[tuple[str, str, str], str] = {}
-        for domain, kind, item, value in parse_limits(files.text(MANAGED_FILE) or ""):
-            if _VALUE.fullmatch(value) and _DOMAIN.fullmatch(domain) and item in ITEMS:  # only what renders safely
-                entries[(domain, kind, item)] = value
+        entries = _kept_entries(files.text(MANAGED_FILE) or "")
         for kind, value in new.items():
             entries[("*", kind, setting.key)] = value
         change = files.write_text(
@@ -138,3 +128,25 @@ class Limits(SettingKind):
             blocked=(f"{later[0]} sorts after {MANAGED_FILE} and overrides it; change that file" if later else ""),
         )
         return [change] if change else []
+
+
+def _new_limits(setting, wrong, current: dict) -> dict[str, str]:
+    """soft/hard -> the value to write for each wrong one; hard raised along with soft, as
+    pam_limits cannot set a soft limit above the hard one."""
+    new: dict[str, str] = {}
+    for obs in wrong:
+        kind = obs.subject.split()[1]
+        new[kind] = normalize(value_to_write(setting.op, obs.value, setting.target))
+    if ("soft" in new and "hard" not in new and current["hard"] != NOT_SET
+            and _bigger(new["soft"], str(current["hard"]))):
+        new["hard"] = new["soft"]
+    return new
+
+
+def _kept_entries(text: str) -> dict[tuple[str, str, str], str]:
+    """The entries of gpunode's limits file that it keeps: only what renders safely."""
+    entries: dict[tuple[str, str, str], str] = {}
+    for domain, kind, item, value in parse_limits(text):
+        if _VALUE.fullmatch(value) and _DOMAIN.fullmatch(domain) and item in ITEMS:
+            entries[(domain, kind, item)] = value
+    return entries
