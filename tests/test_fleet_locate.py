@@ -338,11 +338,10 @@ def test_report_names_the_node_with_its_evidence_and_a_drain_suggestion():
     node = doc["verdicts"][0]
     assert node["nodes"] == ["gpu-03.example"] and node["anchors_agreeing"] == 1 and len(node["evidence"]) == 2
     assert {t["role"] for t in node["evidence"]} == {"match", "anchor"}
-    assert doc["drain"] == [
-        "scontrol update nodename=gpu-03 state=drain 'reason=gpunode: fleet locate tcp: node fault, failed 2 of 2 "
-        "tests, 1 of 1 with anchors'"]
+    # the suggestion is gpunode's own drain (it leaves a reason someone else set), the reason short
+    assert doc["drain"] == ["gpunode slurm drain gpu-03 --reason 'gpunode: fleet locate tcp: node fault, failed 2 of 2 tests'"]
     plain = render_text(doc, "plain")
-    assert "FAIL node gpu-03.example" in plain and "suggested: scontrol update" in plain and "in 3.5s" in plain
+    assert "FAIL node gpu-03.example" in plain and "suggested: gpunode slurm drain gpu-03" in plain and "in 3.5s" in plain
     tsv = render_text(doc, "tsv").splitlines()
     assert tsv[0].startswith("kind\tstatus") and tsv[1].startswith("node\tFAIL\tgpu-03.example")
     html = locate_html(doc)

@@ -1,5 +1,5 @@
-"""`gpunode fleet locate -i INVENTORY`: which node or which link of the fleet is bad, from disjoint
-two-node tests (tcp: iperf3, ib: ib_write_bw per rail, nccl: all_reduce_perf across the pair),
+"""`gpunode fleet locate -i INVENTORY` (or `--slurm`: the nodes of a Slurm allocation, tested with
+srun): which node or which link of the fleet is bad, from disjoint two-node tests (tcp: iperf3, ib: ib_write_bw per rail, nccl: all_reduce_perf across the pair),
 pair then anchor (gpunode/fleet/locate/). Registered by cli/fleet_cmd.py."""
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from gpunode.cli.common import FORMAT_HELP, Format, die, stderr_console, stdout_
 
 
 def locate(
-    inventory: Path = typer.Option(..., "--inventory", "-i", help="Ansible inventory (INI or YAML file, or a directory)."),
+    inventory: Path = typer.Option(None, "--inventory", "-i", help="Ansible inventory (INI or YAML file, or a directory)."),
+    slurm: bool = typer.Option(False, "--slurm", help="Instead of -i: the nodes of this Slurm allocation (SLURM_JOB_NODELIST; run it in salloc), pair tests as job steps with srun."),
+    job: str = typer.Option(None, "--job", help="Like --slurm, for a running job from beside it: its nodes from `scontrol show job JOBID`, steps with srun --jobid."),
+    drain: bool = typer.Option(False, "--drain", help="Drain each node fault (gpunode slurm drain: a gpunode: reason, never over someone else's). Off: the report only suggests it."),
     limit: str = typer.Option(None, "--limit", "-l", help="Only these hosts or groups (an Ansible pattern)."),
     test: str = typer.Option("tcp", "--test", help="Pair test: tcp (iperf3), ib (ib_write_bw per rail) or nccl (all_reduce_perf across the pair)."),
     repeat: int = typer.Option(1, "--repeat", min=1, max=9, help="Fresh random matchings (and anchors per suspect): 3 for a noisy fabric."),
@@ -36,7 +39,7 @@ def locate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-round progress on stderr."),
 ) -> None:
     """Find the bad node or the bad link: random pairs, then each member of a failing pair against a
-    passed node (2 rounds, N/2 + 2 tests for one bad node). Suggests drain lines; never drains."""
+    passed node (2 rounds, N/2 + 2 tests for one bad node). Suggests drain lines; drains only with --drain."""
     from gpunode.fleet.locate import session
 
     name = "json" if as_json else (fmt.value if fmt is not None else None)
@@ -45,7 +48,8 @@ def locate(
     req = session.LocateRequest(
         inventory=inventory, limit=limit, test=test, repeat=repeat, seed=seed, ratio=ratio, expect=expect,
         seconds=seconds, port=port, rails=tuple(rail or ()), gpus_per_node=gpus_per_node, launcher=launcher,
-        nccl_bin=nccl_bin, round0=round0, timeout=timeout, forks=forks, playbooks=playbooks, state_dir=state_dir)
+        nccl_bin=nccl_bin, round0=round0, timeout=timeout, forks=forks, playbooks=playbooks, state_dir=state_dir,
+        slurm=slurm, job=job, drain=drain)
     cfg = session.check(req)
     inv, pdir = session.hosts(req)
     doc = session.run(req, cfg, inv, pdir, console=None if quiet else stderr_console())

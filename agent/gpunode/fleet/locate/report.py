@@ -1,7 +1,7 @@
 """The `gpunode fleet locate` report: a JSON document (schema gpunode.fleet.locate/1), its text
 forms (table, plain, tsv) and an HTML page, with the suspects, their evidence and a drain line.
-Drain lines are suggestions: locate never drains (a node fault found by two tests is strong
-evidence, but who drains what in a running cluster is the operator's call)."""
+Drain lines are suggestions: locate drains only with --drain (a node fault found by two tests is
+strong evidence, but who drains what in a running cluster is the operator's call)."""
 
 from __future__ import annotations
 
@@ -41,16 +41,24 @@ def _verdict(v: Verdict, names: list[str], tests: list[dict]) -> dict:
             "evidence": evidence}
 
 
-def drain_lines(verdicts: list[dict], test: str) -> list[str]:
-    """What an operator would run: scontrol, one line per node fault, with a gpunode: reason."""
+def drain_targets(verdicts: list[dict], test: str) -> list[tuple[str, str]]:
+    """(Slurm node name, gpunode: reason) per node fault: the short host name, a reason under
+    scontrol.REASON_MAX that says what found it."""
     out = []
     for v in verdicts:
         if v["kind"] != "node":
             continue
         node = v["nodes"][0].split(".")[0]
-        reason = f"gpunode: fleet locate {test}: node fault, {v['why']}"
-        out.append(shlex.join(["scontrol", "update", f"nodename={node}", "state=drain", f"reason={reason}"]))
+        tests = f", failed {v['failed']} of {v['tests']} tests" if v["tests"] else ""
+        out.append((node, f"gpunode: fleet locate {test}: node fault{tests}"))
     return out
+
+
+def drain_lines(verdicts: list[dict], test: str) -> list[str]:
+    """What an operator would run: `gpunode slurm drain`, one line per node fault (it never
+    overwrites a reason someone else set)."""
+    return [shlex.join(["gpunode", "slurm", "drain", node, "--reason", reason])
+            for node, reason in drain_targets(verdicts, test)]
 
 
 def locate_document(outcome: Outcome, names: list[str], *, test: str, unit: str, seed: int | None,
@@ -110,7 +118,13 @@ def render_text(doc: dict, fmt: str) -> str:
         figs = _evidence(v, 6)
         lines.append(f"{v['status']} {v['kind']} {' - '.join(v['nodes'])}: {v['why']} [{figs}]")
     lines += [f"suggested: {line}" for line in doc["drain"]]
+    lines += _drained(doc)
     return "\n".join(lines) + "\n"
+
+
+def _drained(doc: dict) -> list[str]:
+    """--drain: what was done to each node fault."""
+    return [f"drain {d['node']}: {d['action']}: {d['detail']}" for d in doc.get("drained") or []]
 
 
 def _round0_line(doc: dict) -> str:
@@ -147,6 +161,8 @@ def render_table(doc: dict, console) -> None:
         console.print("no node or link fault: every pair test passed", highlight=False)
     for line in doc["drain"]:
         console.print(f"suggested: {line}", highlight=False, soft_wrap=True)
+    for line in _drained(doc):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def locate_html(doc: dict) -> str:
@@ -163,9 +179,11 @@ def locate_html(doc: dict) -> str:
         f'<td class="{"OK" if t["passed"] else "FAIL"}">{escape(_fig(t))}</td><td>{escape(t["error"] or "")}</td></tr>'
         for t in doc["results"])
     drain = "".join(f"<li><code>{escape(line)}</code></li>" for line in doc["drain"])
+    drain += "".join(f"<li>{escape(line)}</li>" for line in _drained(doc))
+    heading = "Drain" if doc.get("drained") else "Drain (suggested, not done)"
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{escape(title)}</title><style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
             "<h2>Suspects</h2><table><tr><th>verdict</th><th>nodes</th><th>why</th><th>evidence</th></tr>"
-            f"{rows}</table>" + (f"<h2>Drain (suggested, not done)</h2><ul>{drain}</ul>" if drain else "")
+            f"{rows}</table>" + (f"<h2>{heading}</h2><ul>{drain}</ul>" if drain else "")
             + "<h2>Pair tests</h2><table><tr><th>round</th><th>role</th><th>a</th><th>b</th><th>figure</th>"
             f"<th>error</th></tr>{tests}</table></body></html>\n")

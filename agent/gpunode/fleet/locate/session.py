@@ -1,9 +1,11 @@
 """The use case behind `gpunode fleet locate`, callable without typer (issue 21, thin commands):
 `check` turns the request into the pair tests' Config (bad input is an exits.UsageError),
-`hosts` validates the inventory, `run` takes the rounds and returns the report document."""
+`hosts` validates the inventory (or finds the Slurm allocation's nodes, --slurm / --job), `run`
+takes the rounds and returns the report document (and drains the node faults, --drain)."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ TEST_NAMES = ("tcp", "ib", "nccl")
 
 @dataclass
 class LocateRequest:
-    inventory: Path
+    inventory: Path | None
     limit: str | None = None
     test: str = "tcp"
     repeat: int = 1
@@ -34,6 +36,9 @@ class LocateRequest:
     forks: int = 50
     playbooks: Path | None = None
     state_dir: Path | None = None
+    slurm: bool = False  # the nodes of this Slurm allocation, tested with srun
+    job: str | None = None  # ... of this running job (from beside it)
+    drain: bool = False  # drain the node faults (gpunode slurm drain), never without asking
 
 
 def check(req: LocateRequest) -> Config:
@@ -46,8 +51,11 @@ def check(req: LocateRequest) -> Config:
         raise UsageError(f"--ratio {req.ratio}: give a fraction between 0 and 1 (0.8 = fail below 80 % of the expectation)")
     if req.expect is not None and not req.expect > 0:
         raise UsageError(f"--expect {req.expect}: give a positive figure")
+    if (req.slurm or req.job) and req.inventory is not None:
+        raise UsageError("give -i INVENTORY or --slurm/--job, not both")
+    launcher = "srun" if req.slurm or req.job else req.launcher  # steps of the allocation: no mpirun over ssh
     cfg = Config(seconds=req.seconds, port=req.port, rails=req.rails, gpus_per_node=req.gpus_per_node,
-                 launcher=req.launcher, nccl_bin=req.nccl_bin)
+                 launcher=launcher, nccl_bin=req.nccl_bin)
     if req.round0 and PLUGINS[req.test].plan_all(cfg, ["a", "b"]) is None:
         raise UsageError(f"--round0: --test {req.test} has no all-nodes test (nccl has)")
     if req.round0 and req.expect is None:
@@ -56,11 +64,22 @@ def check(req: LocateRequest) -> Config:
 
 
 def hosts(req: LocateRequest):
-    """-> (the validated inventory, the playbook directory); UsageError for a bad inventory."""
+    """-> (the validated inventory, the playbook directory), or (the Slurm allocation, None);
+    UsageError for a bad inventory or no allocation to test."""
     from gpunode.fleet.locate.driver import SPEC
     from gpunode.fleet.specs import playbooks_dir
     from gpunode.fleet.validate import FleetError, validate
 
+    if req.slurm or req.job:
+        from gpunode.fleet.locate.srun import allocation
+        from gpunode.host.runner import Runner
+
+        try:
+            return allocation(Runner(), os.environ, req.job), None
+        except FleetError as exc:
+            raise UsageError(str(exc)) from None
+    if req.inventory is None:
+        raise UsageError("give -i INVENTORY, or --slurm inside a Slurm allocation (--job JOBID beside one)")
     pdir = playbooks_dir(req.playbooks)
     try:
         inv = validate(SPEC, req.inventory, req.limit, {}, pdir)
@@ -83,8 +102,14 @@ def run(req: LocateRequest, cfg: Config, inv, pdir: Path, console=None) -> dict:
         import secrets
 
         seed = secrets.randbelow(1 << 31)
-    rounds = FleetRounds(PLUGINS[req.test], cfg, inv, pdir, req.state_dir or default_state_dir(), forks=req.forks,
-                         timeout=req.timeout, console=console)
+    if pdir is None:  # --slurm / --job: inv is the allocation
+        from gpunode.fleet.locate.srun import SrunRounds
+        from gpunode.host.runner import Runner
+
+        rounds = SrunRounds(PLUGINS[req.test], cfg, inv, Runner(), timeout=req.timeout, forks=req.forks, console=console)
+    else:
+        rounds = FleetRounds(PLUGINS[req.test], cfg, inv, pdir, req.state_dir or default_state_dir(),
+                             forks=req.forks, timeout=req.timeout, console=console)
     started = time.monotonic()
     first: dict | None = None
     try:
@@ -98,7 +123,28 @@ def run(req: LocateRequest, cfg: Config, inv, pdir: Path, console=None) -> dict:
         raise UsageError(str(exc)) from None
     except OSError as exc:
         raise UsageError(f"cannot use state dir {req.state_dir}: {exc.strerror or exc}") from None
-    return locate_document(outcome, rounds.names, test=req.test, unit=PLUGINS[req.test].unit, seed=seed,
-                           repeat=req.repeat, ratio=req.ratio, expectation=judge.expectation,
-                           expectation_source=judge.source, details=rounds.details, runs=rounds.runs,
-                           wall_s=round(time.monotonic() - started, 2), round0=first)
+    doc = locate_document(outcome, rounds.names, test=req.test, unit=PLUGINS[req.test].unit, seed=seed,
+                          repeat=req.repeat, ratio=req.ratio, expectation=judge.expectation,
+                          expectation_source=judge.source, details=rounds.details, runs=rounds.runs,
+                          wall_s=round(time.monotonic() - started, 2), round0=first)
+    doc["slurm_job"] = inv.job if pdir is None else None
+    if req.drain:
+        drain_faults(doc)
+    return doc
+
+
+def drain_faults(doc: dict, slurm=None) -> None:
+    """--drain: each node fault through `gpunode slurm drain`'s use case (a reason someone else set
+    is left); what was done goes into the report (`drained`) and its exit code."""
+    from gpunode.exits import worst_exit
+    from gpunode.fleet.locate.report import drain_targets
+    from gpunode.host.runner import Runner
+    from gpunode.slurm import drain as slurm_drain
+    from gpunode.slurm.scontrol import Slurm
+
+    slurm = slurm or Slurm(Runner())
+    done = []
+    for node, reason in drain_targets(doc["verdicts"], doc["test"]):
+        done += slurm_drain.drain(slurm, [node], slurm_drain.check([node], reason))
+    doc["drained"] = [{"node": d.node, "action": d.action, "detail": d.detail} for d in done]
+    doc["exit_code"] = worst_exit(doc["exit_code"], slurm_drain.exit_code(done))

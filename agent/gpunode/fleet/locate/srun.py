@@ -1,0 +1,216 @@
+"""`gpunode fleet locate --slurm`: the nodes of a Slurm allocation (this one: SLURM_JOB_ID and
+SLURM_JOB_NODELIST; or --job JOBID: `scontrol show job`), each round's pair tests run as job
+steps with srun from where locate runs, not through Ansible:
+
+    tcp, ib  B's server: srun --jobid=J --nodes=1 --ntasks=1 --nodelist=B --overlap ARGV, in the
+             background; once B's port listens (`ss` in a step on B, as playbooks/locate.yml
+             asks it), A's client: the same on A, its output parsed. Two one-node steps, not one
+             two-node step: iperf3 and ib_write_bw take their role from their argv, and the
+             server must listen before the client starts.
+    nccl     the plug-in's own two-node step (srun --nodes 2 --ntasks-per-node G --nodelist A,B
+             ..., launcher srun), with --jobid=J --overlap.
+
+The partner is reached at its NodeAddr (sinfo %o: the address Slurm itself uses). Every argv goes
+through the Runner; every name and address is checked as a host name or IP address first."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpunode.fleet.locate.algorithm import Round
+from gpunode.fleet.locate.driver import ADDRESS
+from gpunode.fleet.locate.pairtests import Config, Figure, PairTest, Step
+from gpunode.fleet.validate import FleetError
+from gpunode.host.runner import CommandResult, Runner
+
+JOB_ID = re.compile(r"[1-9][0-9]{0,9}")
+SLURM_TIMEOUT_S = 10.0
+LISTEN_TRIES = 30  # as playbooks/locate.yml: 30 tries, 1 s apart
+
+
+@dataclass(frozen=True)
+class Allocation:
+    job: str
+    nodes: list[str]
+    addresses: dict[str, str]  # node -> NodeAddr
+
+
+def allocation(runner: Runner, env: Mapping[str, str], job: str | None) -> Allocation:
+    """The allocation's nodes and their addresses; FleetError says why there are none to test."""
+    if job is None:
+        job, listed = env.get("SLURM_JOB_ID", ""), env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
+        if not job or not listed:
+            raise FleetError("--slurm: not inside a Slurm allocation (no SLURM_JOB_ID / SLURM_JOB_NODELIST); "
+                             "give --job JOBID, or run it in salloc")
+    else:
+        listed = _job_nodelist(runner, job)
+    if not JOB_ID.fullmatch(job):
+        raise FleetError(f"--job {job[:40]!r}: give a job id (a number)")
+    nodes = _expand(listed)
+    if len(nodes) < 2:
+        raise FleetError(f"job {job} has {len(nodes)} node(s): locate needs at least 2")
+    return Allocation(job, nodes, _addresses(runner, listed, nodes))
+
+
+def _job_nodelist(runner: Runner, job: str) -> str:
+    """NodeList= of a RUNNING job, from `scontrol show job`."""
+    if not JOB_ID.fullmatch(job):
+        raise FleetError(f"--job {job[:40]!r}: give a job id (a number)")
+    result = runner.run(["scontrol", "show", "job", job], timeout=SLURM_TIMEOUT_S)
+    if not result.ok:
+        raise FleetError(f"scontrol show job {job}: {_said(result)}")
+    fields = job_fields(result.stdout)
+    if fields.get("JobState") != "RUNNING":
+        raise FleetError(f"job {job} is {fields.get('JobState', 'not shown')}: its nodes are not allocated now")
+    return fields.get("NodeList", "")
+
+
+# Lines a job's owner writes (or that run to the end of the line): never read as fields, so a
+# comment like `NodeList=other[1-64]` cannot choose the nodes that are tested (and drained).
+_FREE_TEXT = ("Comment=", "Command=", "WorkDir=", "StdErr=", "StdIn=", "StdOut=", "Reason=", "AdminComment=")
+
+
+def job_fields(text: str) -> dict[str, str]:
+    """`scontrol show job ID` -> its key=value fields (the first of each key)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(_FREE_TEXT):
+            continue
+        for token in stripped.split():
+            key, sep, value = token.partition("=")
+            if sep:
+                fields.setdefault(key, value)
+    return fields
+
+
+def _expand(listed: str) -> list[str]:
+    from gpunode.host.facts.gres import _names  # python-hostlist: Slurm's bracket syntax
+
+    try:
+        nodes = _names(listed) if listed.strip() else []
+    except ValueError as exc:
+        raise FleetError(f"node list {listed[:80]!r}: {exc}") from None
+    for node in nodes:  # a name becomes srun's --nodelist and, for nccl, part of one
+        if not ADDRESS.fullmatch(node) or ":" in node or "%" in node:
+            raise FleetError(f"node {node[:60]!r} is not a host name a pair test can be given")
+    return nodes
+
+
+def _addresses(runner: Runner, listed: str, nodes: list[str]) -> dict[str, str]:
+    """NodeAddr per node (`sinfo -h -N -n LIST -o '%N|%o'`); a node sinfo does not show: its name."""
+    result = runner.run(["sinfo", "-h", "-N", "-n", listed, "-o", "%N|%o"], timeout=SLURM_TIMEOUT_S)
+    if not result.ok:
+        raise FleetError(f"sinfo: {_said(result)}")
+    out = {node: node for node in nodes}
+    for line in result.stdout.splitlines():
+        name, _, addr = line.strip().partition("|")
+        if name in out and addr:
+            if not ADDRESS.fullmatch(addr):
+                raise FleetError(f"{name}: NodeAddr {addr[:60]!r} is not a host name or IP address")
+            out[name] = addr
+    return out
+
+
+def _said(result: CommandResult) -> str:
+    text = (result.error or result.stderr or result.stdout).strip().splitlines()
+    return text[-1] if text else f"exit code {result.rc}"
+
+
+@dataclass
+class SrunRounds:
+    """The `run` callback of algorithm.locate for the nodes of a Slurm allocation."""
+
+    plugin: PairTest
+    cfg: Config
+    alloc: Allocation
+    runner: Runner
+    timeout: int = 120
+    forks: int = 50
+    console: Any = None
+    sleep: Callable[[float], None] = time.sleep
+    names: list[str] = field(default_factory=list)
+    details: list[list[Figure]] = field(default_factory=list)
+    runs: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.names = list(self.alloc.nodes)
+
+    def step(self, host: str | None, argv: tuple[str, ...] | list[str]) -> list[str]:
+        """argv as a step of the job: pinned to `host`, or (an srun already) given the job."""
+        job = [f"--jobid={self.alloc.job}", "--overlap"]
+        if argv[0] == "srun":
+            return ["srun", *job, *argv[1:]]
+        return ["srun", *job, "--nodes=1", "--ntasks=1", f"--nodelist={host}", *argv]
+
+    def run_all(self) -> Figure | None:
+        """Round 0: the plug-in's all-nodes test (nccl), one step over every node."""
+        step = self.plugin.plan_all(self.cfg, self.names)
+        if step is None:
+            return None
+        started = time.monotonic()
+        fig = self._clients(None, step)
+        self._note("all", 1, started)
+        return fig
+
+    def __call__(self, rnd: Round) -> None:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, min(self.forks, len(rnd.pairs)))) as pool:
+            figures = list(pool.map(self._pair, rnd.pairs))
+        self.details.append(figures)
+        rnd.figures = [f.value for f in figures]
+        seconds = self._note(rnd.phase, len(rnd.pairs), started)
+        if self.console is not None:
+            bad = sum(1 for f in figures if f.value is None)
+            self.console.print(f"round {len(self.runs)} ({rnd.phase}): {len(rnd.pairs)} tests in {seconds:.1f}s, "
+                               f"{bad} without a figure", highlight=False)
+
+    def _note(self, phase: str, tests: int, started: float) -> float:
+        seconds = round(time.monotonic() - started, 2)
+        self.runs.append({"round": len(self.runs) + 1, "phase": phase, "tests": tests, "job": self.alloc.job,
+                          "seconds": seconds})
+        return seconds
+
+    def _pair(self, pair: tuple[int, int]) -> Figure:
+        a, b = (self.names[x] for x in pair)
+        step_a, step_b = self.plugin.plan(self.cfg, self.alloc.addresses[a], self.alloc.addresses[b], a, b)
+        servers = [threading.Thread(target=self.runner.run, args=(self.step(host, argv),),
+                                    kwargs={"timeout": self.timeout}, daemon=True)
+                   for host, step in ((a, step_a), (b, step_b)) for argv in step.servers]
+        for thread in servers:
+            thread.start()
+        try:
+            for host, step in ((a, step_a), (b, step_b)):
+                for port in step.listens:
+                    if not self._listening(host, port):
+                        return Figure(None, error=f"{host}: no server listening on port {port}")
+            host, step = (a, step_a) if step_a.clients else (b, step_b)
+            return self._clients(host, step)
+        finally:
+            for thread in servers:  # a one-off server ends with its client; else its timeout ends it
+                thread.join(self.timeout + SLURM_TIMEOUT_S)
+
+    def _listening(self, host: str, port: int) -> bool:
+        probe = self.step(host, ["ss", "--no-header", "--listening", "--tcp", "--numeric", f"sport = :{port}"])
+        for attempt in range(LISTEN_TRIES):
+            if attempt:
+                self.sleep(1.0)
+            result = self.runner.run(probe, timeout=SLURM_TIMEOUT_S)
+            if result.ok and result.stdout.strip():
+                return True
+        return False
+
+    def _clients(self, host: str | None, step: Step) -> Figure:
+        outputs = []
+        for argv in step.clients:
+            result = self.runner.run(self.step(host, argv), timeout=self.timeout)
+            if result.timed_out or result.error:
+                return Figure(None, error=f"{host or 'srun'}: {_said(result)}")
+            outputs.append(result.stdout)
+        return self.plugin.parse(outputs, self.cfg)

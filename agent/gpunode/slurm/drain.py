@@ -1,0 +1,70 @@
+"""`gpunode slurm drain NODE... --reason "gpunode: ..."`: drain the nodes gpunode found bad (fleet
+locate's node faults: its report suggests this command, `fleet locate --drain` runs it) with
+the gate's etiquette, scontrol.settle_node: a reason gpunode did not set is never overwritten,
+the watcher's drain is left to the watcher. Every name and the reason are checked before the
+first node is touched; --dry-run reads each node and prints the scontrol argv, changing nothing."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from gpunode.exits import UsageError
+from gpunode.fleet.locate.driver import ADDRESS
+from gpunode.slurm.dryrun import DryRunSlurm, dry_action
+from gpunode.slurm.scontrol import OUR_PREFIX, REASON_MAX, Slurm, SlurmAction, SlurmError, settle_node
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What was done (or would be, --dry-run) to one node."""
+
+    node: str
+    action: str  # drained | unchanged | left-foreign | error | would-drain
+    detail: str
+    argv: list[str] | None = None  # --dry-run: the scontrol command it would run
+
+
+def check(nodes: list[str], reason: str) -> str:
+    """The reason as scontrol gets it; UsageError for a name or a reason that must not reach it."""
+    if not nodes:
+        raise UsageError("give the nodes to drain")
+    for node in nodes:
+        if not ADDRESS.fullmatch(node) or ":" in node or "%" in node:
+            raise UsageError(f"node {node[:60]!r} is not a host name")
+    if any(ord(c) < 32 or ord(c) == 127 for c in reason):
+        raise UsageError("--reason: one line of printable text")
+    one = " ".join(reason.split())
+    if not one.startswith(OUR_PREFIX) or len(one) == len(OUR_PREFIX):
+        raise UsageError(f"--reason {reason[:60]!r}: must start with {OUR_PREFIX!r} and say why "
+                         "(gpunode lifts or keeps only the drains it set)")
+    if len(one) > REASON_MAX:
+        raise UsageError(f"--reason: {len(one)} characters, at most {REASON_MAX} (sinfo and alerting cut longer ones)")
+    return one
+
+
+def drain(slurm: Slurm, nodes: list[str], reason: str, dry_run: bool = False) -> list[Drained]:
+    """Each node in turn: read it, then drain it unless someone else's reason or the watcher holds it."""
+    out: list[Drained] = []
+    for node in nodes:
+        acting = DryRunSlurm(io.StringIO()) if dry_run else slurm  # reads from slurm, acts in acting
+        try:
+            done = settle_node(acting, slurm.show_node(node), reason)
+        except SlurmError as exc:
+            done = SlurmAction("error", str(exc))
+        if dry_run:
+            done = dry_action(done) or done
+        argv = acting.would_run[-1] if dry_run and acting.would_run else None
+        out.append(Drained(node, done.action, done.detail, argv))
+    return out
+
+
+def exit_code(results: list[Drained]) -> int:
+    """0 all drained (or already), 1 a node left as someone else holds it, 3 scontrol failed."""
+    from gpunode.exits import EXIT_CODES
+
+    if any(r.action == "error" for r in results):
+        return EXIT_CODES["UNKNOWN"]
+    if any(r.action == "left-foreign" for r in results):
+        return EXIT_CODES["WARN"]
+    return EXIT_CODES["OK"]
