@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 import queue
+import select
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
+
+from gpunode.host.runner import LineReader, Runner
 from gpunode.watch.events import Action, Event
 from gpunode.watch.loop import Watcher
-from gpunode.watch.sources import Kmsg
+from gpunode.watch.sources import Journald, KernelLog, Kmsg, journal_record, kernel_events, kmsg_record
 
 ROOT = Path(__file__).resolve().parent.parent
+JOURNAL = ROOT / "tests" / "fixtures" / "journald"
 BOOT = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 XID95 = "4,{seq},{usec},-;NVRM: Xid (PCI:0000:18:00): 95, pid=1, name=x, Uncontained ECC error\n"
 
@@ -118,3 +125,152 @@ def test_the_benchmark_sees_every_one_of_identical_lines(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "watch_latency.py"), "--dry", "--same-gpu",
                         "--json", str(out)], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert r.returncode == 0 and "missed 0," in r.stdout, r.stdout + r.stderr
+
+
+# --- journald: `journalctl -k -f -o json` through the Runner ----------------------------------
+
+def journal_lines(name: str) -> list[str]:
+    return (JOURNAL / name).read_text().splitlines()
+
+
+@pytest.mark.parametrize("name", ["vm-kernel-50.json", "vm-kernel-boot-head.json", "vm-kernel-devices.json",
+                                  "vm-follow.json"])
+def test_recorded_journal_entries_are_read_with_the_kernels_time_and_hold_no_fault(name):
+    lines = journal_lines(name)
+    parsed = [journal_record(line, 1000.0) for line in lines]
+    assert all(p is not None for p in parsed)
+    for line, (record, cursor) in zip(lines, parsed, strict=True):
+        entry = json.loads(line)
+        assert record.time == 1000.0 + int(entry["_SOURCE_MONOTONIC_TIMESTAMP"]) / 1e6
+        assert cursor == entry["__CURSOR"] and "\n" not in record.text
+    assert kernel_events([r for r, _ in parsed]) == []
+
+
+def test_a_multi_line_and_a_byte_list_message_are_one_line_of_text():
+    texts = [journal_record(line, 0.0)[0].text for line in journal_lines("vm-follow.json")]
+    assert texts[1] == "gpunode fixture: a multi-line record its second line its third line"
+    assert texts[2] == "gpunode fixture: a byte that is not UTF-8: \ufffd"
+
+
+def test_faults_through_journald_are_the_events_kmsg_gives():
+    """The same records through journald and through /dev/kmsg: the same events (kind, code,
+    GPU, time), so the two de-duplicate; the truncated last line is no entry."""
+    lines = journal_lines("hgx-faults.json")
+    assert journal_record(lines[-1], 1000.0) is None
+    journal = [journal_record(line, 1000.0)[0] for line in lines[:-1]]
+    kmsg = [r for r in (kmsg_record(line, 1000.0) for line in (ROOT / "tests" / "fixtures" / "kmsg" /
+                                                                "hgx-faults.txt").read_text().splitlines()) if r]
+    gpu_of = {"0000:2a:00": "GPU-2a"}.get
+
+    def seen(events):
+        return sorted((e.kind, e.code, e.gpu, e.time) for e in events)
+
+    from_journal = kernel_events(journal, gpu_of, source="journald")
+    assert seen(from_journal) == seen(kernel_events(kmsg, gpu_of)) and len(from_journal) == 9
+    assert {e.source for e in from_journal} == {"journald"}
+    assert ("fallen_off_bus", 79, None) in {(e.kind, e.code, e.gpu) for e in from_journal}  # the 3-line notice
+
+
+def fake_journalctl(tmp_path, fixture: str, then: str) -> tuple[tuple[str, ...], Path]:
+    """argv of a stand-in journalctl: writes its arguments to a file, prints `fixture`'s lines,
+    then `then` ('exit': says why on stderr and exits 1; 'wait': runs until killed)."""
+    said = tmp_path / "argv.json"
+    script = "\n".join([
+        "import json, sys, time",
+        f"open({str(said)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')",
+        f"sys.stdout.write(open({str(JOURNAL / fixture)!r}).read()); sys.stdout.flush()",
+        "if sys.argv[1:2] != ['wait']:",
+        "    sys.stderr.write('Failed to open files: No such file or directory\\n'); sys.exit(1)",
+        "time.sleep(600)",
+    ])
+    return (sys.executable, "-c", script, then), said
+
+
+def read_until_end(source: Journald) -> list[Event]:
+    events: list[Event] = []
+    while not source.stream.eof:
+        select.select([source.stream.fd], [], [], 30)
+        events += source.read_available()
+    return events
+
+
+def test_a_journalctl_that_exits_is_said_and_started_again_after_its_last_cursor(tmp_path):
+    argv, said = fake_journalctl(tmp_path, "hgx-faults.json", "exit")
+    source = Journald(queue.Queue(), Runner(), argv=argv, boot_epoch=1000.0)
+    source.start()
+    events = read_until_end(source)
+    assert len(events) == 9 and {e.source for e in events} == {"journald"}
+    why = source.ended()
+    assert why.startswith("journalctl ended (exit 1): Failed to open files: No such file or directory"), why
+    last = json.loads(journal_lines("hgx-faults.json")[-2])["__CURSOR"]  # the truncated line has none to give
+    assert source.cursor == last
+    source.start()  # as run() does after restart_s
+    read_until_end(source)
+    source.ended()
+    first, again = [json.loads(line) for line in said.read_text().splitlines()]
+    assert first == ["exit", "-n", "0"] and again == ["exit", f"--after-cursor={last}"]
+
+
+def test_without_kmsg_the_kernel_log_comes_through_journald_and_stops_with_the_watcher(tmp_path):
+    argv, _ = fake_journalctl(tmp_path, "hgx-faults.json", "wait")
+    out: queue.Queue = queue.Queue()
+    journald = Journald(out, Runner(), argv=argv, boot_epoch=1000.0)
+    source = KernelLog(Kmsg(out, path=str(tmp_path / "no-kmsg"), boot_epoch=1000.0), journald)
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(stop,))
+    thread.start()
+    try:
+        first = out.get(timeout=60)
+        assert first.source == "journald" and (first.kind, first.code) == ("xid", 13)
+        assert source.status == f"ok via journald ({tmp_path / 'no-kmsg'}: No such file or directory)"
+        assert source.name == "kmsg"  # the state and metrics keep one kernel-log source
+        proc = journald.stream.proc
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive() and proc.returncode is not None  # journalctl killed on stop
+
+
+def test_kmsg_is_used_where_it_opens(tmp_path):
+    r, w = os.pipe()
+    try:
+        kmsg = Kmsg(queue.Queue(), fd=r, boot_epoch=0.0)
+        source = KernelLog(kmsg, Journald(queue.Queue(), runner=object()))  # never asked to stream
+        stop = threading.Event()
+        stop.set()
+        source.run(stop)
+        assert source.status == "ok" and source.why is None
+    finally:
+        os.close(w)
+        os.close(r)
+
+
+# --- the Runner's stream and its bounded lines -------------------------------------------------
+
+def test_a_line_longer_than_the_bound_is_dropped_up_to_its_end():
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+        reader = LineReader(r, line_max=10)
+        os.write(w, b"short\n" + b"x" * 25)  # a long line, its end not yet written
+        assert reader.read_lines() == [b"short"] and reader.dropped == 1
+        os.write(w, b"yyy\nnext\n" + b"z" * 11 + b"\nlast")
+        assert reader.read_lines() == [b"next"] and reader.dropped == 2
+        os.write(w, b"\n")
+        assert reader.read_lines() == [b"last"] and not reader.eof
+    finally:
+        os.close(w)
+        os.close(r)
+
+
+def test_stream_reads_lines_as_they_come_and_stop_kills_it():
+    stream = Runner().stream([sys.executable, "-c", "import time; print('one', flush=True); time.sleep(600)"])
+    try:
+        lines: list[str] = []
+        while not lines:
+            select.select([stream.fd], [], [], 30)
+            lines += stream.read_lines()
+        assert lines == ["one"] and stream.returncode is None
+    finally:
+        code = stream.stop()
+    assert code is not None and code < 0  # killed, not waited 600 s for

@@ -2,6 +2,8 @@
 
 argv lists only (never a shell string), a timeout on every call, output captured, and on a
 timeout the whole process group is killed so that children (mpirun, nccl-tests) die too.
+A stream (Runner.stream: `journalctl -f` for the watcher) has no timeout by nature: its
+output comes as bounded lines, read without blocking, and stop() kills its process group.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from gpunode.host.debug import debug
 
 NOT_FOUND_RC = 127
+LINE_MAX = 65536  # a longer line is dropped: no record of the kernel log comes near it
 
 
 @dataclass
@@ -89,6 +92,121 @@ class Runner:
             round(time.monotonic() - started, 4),
             timed_out,
         )
+
+
+    def stream(self, argv: Sequence[str], env: Mapping[str, str] | None = None,
+               line_max: int = LINE_MAX) -> Stream:
+        """Start a long-running command (e.g. `journalctl -k -f`) whose stdout is read as it
+        comes, in lines of at most line_max bytes. OSError when it cannot start."""
+        argv = [str(a) for a in argv]
+        if not argv:
+            raise ValueError("empty argv")
+        debug("stream: %s", shlex.join(argv))
+        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None, start_new_session=True)
+        return Stream(proc, line_max)
+
+
+
+class LineReader:
+    """Complete lines from a non-blocking fd (a pipe, /dev/kmsg), without their newline. A line
+    longer than line_max is dropped up to its end (counted in `dropped`); a partial line waits
+    for the rest. EPIPE (/dev/kmsg: the ring overwrote records not yet read) is counted in
+    `overwritten` and reading goes on from the oldest record still there."""
+
+    def __init__(self, fd: int, line_max: int = LINE_MAX) -> None:
+        self.fd, self.line_max = fd, line_max
+        self.eof = False
+        self.dropped = 0
+        self.overwritten = 0
+        self._buffer = b""
+        self._skipping = False  # inside a line that was too long: drop up to its newline
+
+    def read_lines(self) -> list[bytes]:
+        """Every complete line readable now; `eof` when the writer is gone."""
+        lines: list[bytes] = []
+        self.eof = False
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return lines
+            except BrokenPipeError:
+                self.overwritten += 1
+                continue
+            if not chunk:
+                self.eof = True
+                return lines
+            lines += self._split(chunk)
+
+    def _split(self, chunk: bytes) -> list[bytes]:
+        *complete, rest = (self._buffer + chunk).split(b"\n")
+        if self._skipping and complete:  # the end of the line that was too long
+            complete.pop(0)
+            self._skipping = False
+        if len(rest) > self.line_max:
+            self.dropped += 1
+            rest, self._skipping = b"", True
+        self._buffer = b"" if self._skipping else rest
+        kept = [line for line in complete if len(line) <= self.line_max]
+        self.dropped += len(complete) - len(kept)
+        return kept
+
+
+class Stream:
+    """A command started by Runner.stream: `fd` to wait on (select), read_lines() what it wrote,
+    `returncode` once it has ended (None while it runs), stop() to end it. Its stderr is kept
+    (the last 4 KiB) to say why it ended."""
+
+    def __init__(self, proc: subprocess.Popen, line_max: int = LINE_MAX) -> None:
+        self.proc = proc
+        assert proc.stdout is not None and proc.stderr is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        os.set_blocking(proc.stderr.fileno(), False)
+        self.out = LineReader(proc.stdout.fileno(), line_max)
+        self._errors = LineReader(proc.stderr.fileno(), 4096)
+        self._stderr: list[str] = []
+
+    @property
+    def fd(self) -> int:
+        return self.out.fd
+
+    @property
+    def eof(self) -> bool:
+        return self.out.eof
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def read_lines(self) -> list[str]:
+        self._keep_stderr()
+        return [line.decode("utf-8", "replace") for line in self.out.read_lines()]
+
+    def _keep_stderr(self) -> None:
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            self._stderr = (self._stderr + [e.decode("utf-8", "replace") for e in self._errors.read_lines()])[-20:]
+
+    def stderr(self) -> str:
+        self._keep_stderr()
+        return " ".join(" ".join(self._stderr).split())[-4096:]
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """End the command (its process group) if it still runs; -> its exit code."""
+        if self.proc.stdout is not None and self.proc.stdout.closed:
+            return self.proc.returncode  # stopped already
+        if self.proc.poll() is None:
+            _kill_group(self.proc)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        self._keep_stderr()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return self.proc.returncode
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

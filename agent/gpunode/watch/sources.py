@@ -5,14 +5,15 @@
   that appears is in the state within a second);
 - Kmsg: the kernel log from /dev/kmsg (or any readable fd: a pipe in tests), read from its end
   at start without blocking; Xid and "fallen off the bus" lines through checks.xid's parser,
-  plus SXid, PCIe AER and mlx5 errors;
+  plus SXid, PCIe AER and mlx5 errors; where /dev/kmsg cannot be opened (a container), the same
+  records through journald: Journald runs `journalctl -k -f -o json` (KernelLog picks);
 - Poll: the gate's checks every poll_s through the audit engine; error counters are judged as
   deltas against the previous poll (an in-memory CounterStore chain).
 """
 
 from __future__ import annotations
 
-import errno
+import json
 import os
 import queue
 import re
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from gpunode.checks.xid import CRITICAL_XIDS, parse_events, pci_address
 from gpunode.host.facts.kernlog import LogRecord
+from gpunode.host.runner import LineReader
 from gpunode.watch.events import Event
 
 if TYPE_CHECKING:
@@ -61,24 +63,53 @@ def kmsg_record(line: str, boot_epoch: float) -> LogRecord | None:
     return LogRecord(boot_epoch + int(match.group("usec")) / 1e6, message)
 
 
-def kernel_events(records: list[LogRecord], gpu_of: Callable[[str], str] = lambda a: a) -> list[Event]:
+def journal_record(line: str, boot_epoch: float) -> tuple[LogRecord, str | None] | None:
+    """One line of `journalctl -o json` -> (LogRecord, its cursor); None for a line that is not
+    a journal entry with a message. The time is the kernel's own (_SOURCE_MONOTONIC_TIMESTAMP,
+    converted as /dev/kmsg's), else when journald received it; MESSAGE comes as a string, as a
+    list of bytes when it is not UTF-8, or null when larger than journalctl prints."""
+    try:
+        entry = json.loads(line)
+    except ValueError:  # a truncated line
+        return None
+    if not isinstance(entry, dict):
+        return None
+    message = entry.get("MESSAGE")
+    if isinstance(message, list) and all(isinstance(b, int) and 0 <= b < 256 for b in message):
+        message = bytes(message).decode("utf-8", "replace")
+    if not isinstance(message, str):
+        return None
+    kernel_usec, received_usec = entry.get("_SOURCE_MONOTONIC_TIMESTAMP"), entry.get("__REALTIME_TIMESTAMP")
+    if isinstance(kernel_usec, str) and kernel_usec.isdigit():
+        when: float | None = boot_epoch + int(kernel_usec) / 1e6
+    elif isinstance(received_usec, str) and received_usec.isdigit():
+        when = int(received_usec) / 1e6
+    else:
+        when = None
+    cursor = entry.get("__CURSOR")
+    # journald undoes the kernel's \x0a escapes: one record, one line, as from /dev/kmsg
+    return LogRecord(when, " ".join(message.split())), cursor if isinstance(cursor, str) else None
+
+
+def kernel_events(records: list[LogRecord], gpu_of: Callable[[str], str] = lambda a: a,
+                  source: str = "kmsg") -> list[Event]:
     """Events in kernel log records. `gpu_of`: PCI address (0000:18:00) -> GPU UUID where known."""
     found: list[Event] = []
     xids, _ = parse_events(records)
     for x in xids:
         kind = "fallen_off_bus" if x.inferred else "xid"
-        found.append(Event("kmsg", kind, x.time or time.time(), gpu_of(x.address), x.xid,
+        found.append(Event(source, kind, x.time or time.time(), gpu_of(x.address), x.xid,
                            text=bounded(f"Xid {x.xid} {x.detail}" if not x.inferred else x.detail)))
     for rec in records:
         when = rec.time or time.time()
         if sxid := _SXID.search(rec.text):
-            found.append(Event("kmsg", "sxid", when, None, int(sxid.group("code")), text=bounded(rec.text)))
+            found.append(Event(source, "sxid", when, None, int(sxid.group("code")), text=bounded(rec.text)))
         elif aer := _AER.search(rec.text):
             severity = aer.group("sev") or aer.group("sev2") or ("Corrected" if aer.group("what") == "Corrected"
                                                                  else "Non-Fatal")
-            found.append(Event("kmsg", "aer", when, None, AER_CODES[severity], text=bounded(rec.text)))
+            found.append(Event(source, "aer", when, None, AER_CODES[severity], text=bounded(rec.text)))
         elif _MLX5.search(rec.text):
-            found.append(Event("kmsg", "mlx5", when, None, text=bounded(rec.text)))
+            found.append(Event(source, "mlx5", when, None, text=bounded(rec.text)))
     return found
 
 
@@ -112,8 +143,12 @@ class Kmsg:
         self.boot_epoch = time.time() - time.monotonic() if boot_epoch is None else boot_epoch
         self.gpu_of = gpu_of
         self.status = "not started"
-        self.eof = False
-        self._buffer = b""
+        self.lines: LineReader | None = None
+
+    @property
+    def eof(self) -> bool:
+        """A FIFO without a writer: readable at once, forever."""
+        return self.lines is not None and self.lines.eof
 
     def open(self) -> None:
         if self.fd is None:
@@ -124,33 +159,20 @@ class Kmsg:
                 pass  # a pipe has no end to seek to
         else:
             os.set_blocking(self.fd, False)
+        if self.lines is None:
+            self.lines = LineReader(self.fd)
         self.status = "ok"
 
     def read_available(self) -> list[Event]:
         """Every complete record readable now, without blocking."""
-        lines: list[str] = []
-        self.eof = False
-        fd = self.fd
-        assert fd is not None, "open() first"
-        while True:
-            try:
-                chunk = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:  # the ring buffer overwrote records we had not read
-                    self.status = "ok (some kernel messages were overwritten before they were read)"
-                    continue
-                raise
-            if not chunk:
-                self.eof = True  # a FIFO without a writer: readable at once, forever
-                break
-            self._buffer += chunk
-            *complete, self._buffer = self._buffer.split(b"\n")
-            lines += [c.decode("utf-8", "replace") for c in complete]
-            if len(self._buffer) > 65536:  # a line without an end: not a kernel record
-                self._buffer = b""
-        records = [r for r in (kmsg_record(line, self.boot_epoch) for line in lines) if r is not None]
+        if self.lines is None:
+            assert self.fd is not None, "open() first"
+            self.lines = LineReader(self.fd)
+        lines = self.lines.read_lines()
+        if self.lines.overwritten:  # /dev/kmsg's ring overwrote records we had not read (EPIPE)
+            self.status = "ok (some kernel messages were overwritten before they were read)"
+        texts = (line.decode("utf-8", "replace") for line in lines)
+        records = [r for r in (kmsg_record(text, self.boot_epoch) for text in texts) if r is not None]
         return kernel_events(records, self.gpu_of) if records else []
 
     def run(self, stop: threading.Event) -> None:
@@ -174,6 +196,116 @@ class Kmsg:
                 self.out.put(event)
             if self.eof:
                 stop.wait(WAIT_S)  # no writer on a FIFO: do not spin
+
+
+JOURNALCTL = ("journalctl", "-k", "-f", "-o", "json")  # -k: the kernel's records of this boot
+FROM_NOW = ("-n", "0")  # the first start: from now on, as /dev/kmsg read from its end
+RESTART_S = 10.0  # a journalctl that ended is started again after this long
+
+
+class Journald:
+    """The kernel log through journald, for hosts where /dev/kmsg cannot be opened (a container):
+    `journalctl -k -f -o json` started by the Runner, its lines read as they come (bounded, without
+    blocking), the same parsing and events as Kmsg. A journalctl that ends is said in the status
+    and started again after restart_s from the cursor of the last entry read (--after-cursor):
+    nothing in between is lost, nothing is read twice. `runner`: anything with stream(argv)."""
+
+    name = "journald"
+
+    def __init__(self, out: queue.Queue, runner=None, argv: tuple[str, ...] = JOURNALCTL,
+                 boot_epoch: float | None = None, gpu_of: Callable[[str], str] = lambda a: a,
+                 restart_s: float = RESTART_S) -> None:
+        self.out = out
+        self.runner = runner
+        self.argv = argv
+        self.boot_epoch = time.time() - time.monotonic() if boot_epoch is None else boot_epoch
+        self.gpu_of = gpu_of
+        self.restart_s = restart_s
+        self.status = "not started"
+        self.cursor: str | None = None
+        self.stream = None
+
+    def start(self) -> None:
+        if self.runner is None:
+            from gpunode.host.runner import Runner
+
+            self.runner = Runner()
+        since = FROM_NOW if self.cursor is None else (f"--after-cursor={self.cursor}",)  # where the last one stopped
+        self.stream = self.runner.stream([*self.argv, *since])
+        self.status = "ok"
+
+    def read_available(self) -> list[Event]:
+        """Every complete entry journalctl wrote so far, without blocking."""
+        records = []
+        for line in self.stream.read_lines():
+            parsed = journal_record(line, self.boot_epoch)
+            if parsed is not None:
+                records.append(parsed[0])
+                self.cursor = parsed[1] or self.cursor
+        return kernel_events(records, self.gpu_of, source="journald") if records else []
+
+    def ended(self) -> str:
+        """Stop the stream; -> why it ended, for the status."""
+        code = self.stream.stop()
+        said = self.stream.stderr()
+        self.stream = None
+        return f"journalctl ended (exit {code}){': ' + said if said else ''}; started again in {self.restart_s:g} s"
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    self.start()
+                except OSError as exc:
+                    self.status = f"journalctl cannot start: {exc.strerror or exc}"
+                    stop.wait(self.restart_s)
+                    continue
+                self._follow(stop)
+                if not stop.is_set():
+                    self.status = self.ended()
+                    stop.wait(self.restart_s)
+        finally:
+            if self.stream is not None:
+                self.stream.stop()
+
+    def _follow(self, stop: threading.Event) -> None:
+        """Read until journalctl ends or the watcher stops."""
+        while not stop.is_set():
+            ready, _, _ = select.select([self.stream.fd], [], [], WAIT_S)
+            if not ready:
+                continue
+            for event in self.read_available():
+                self.out.put(event)
+            if self.stream.eof:
+                return
+
+
+class KernelLog:
+    """The kernel-log source: /dev/kmsg (Kmsg) where it opens, else journald (Journald), said in
+    the status (`ok via journald (/dev/kmsg: Permission denied)`)."""
+
+    name = "kmsg"
+
+    def __init__(self, kmsg: Kmsg, journald: Journald) -> None:
+        self.kmsg = kmsg
+        self.journald = journald
+        self.why: str | None = None  # why not /dev/kmsg
+
+    @property
+    def status(self) -> str:
+        if self.why is None:
+            return self.kmsg.status
+        said = self.journald.status
+        return f"ok via journald ({self.why})" if said == "ok" else f"{said} (journald; {self.why})"
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            self.kmsg.open()
+        except OSError as exc:
+            self.why = f"{self.kmsg.path}: {exc.strerror or exc}"
+            self.journald.run(stop)
+            return
+        self.kmsg.run(stop)
 
 
 # --- NVML events ----------------------------------------------------------------------------
