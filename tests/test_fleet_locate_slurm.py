@@ -287,8 +287,9 @@ def _locate(two_nodes, monkeypatch, *args):
 @pytest.mark.slow
 @pytest.mark.root
 def test_locate_job_runs_iperf3_as_steps_of_a_real_job(two_nodes, monkeypatch):
-    if shutil.which("iperf3") is None:
-        pytest.skip("needs iperf3 (Debian package iperf3)")
+    from testkit import require
+
+    require(shutil.which("iperf3") is not None, "needs iperf3 (Debian package iperf3)")
     slurm, job = two_nodes
     for var in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST"):
         monkeypatch.delenv(var, raising=False)
