@@ -112,37 +112,11 @@ def no_systemd_why(sysroot) -> str | None:
 def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Change]:
     """File changes (and enabling the boot unit) that make the plan's writes last across a reboot."""
     writes = plan.writes
-    changes: list[Change] = []
-    by_id = {s.id: s for s in plan.settings}
-    sysctls = {by_id[c.setting_id].key: str(c.after) for c in writes
-               if c.setting_id in by_id and kind_of(by_id[c.setting_id]).persistence(by_id[c.setting_id]) == SYSCTL_D}
-    if sysctls:
-        values = parse_sysctl_conf(files.text(SYSCTL_FILE) or "")
-        values.update(sysctls)
-        change = files.write_text("persist.sysctl", SYSCTL_FILE, sysctl_conf(values),
-                                  current_text="(runtime only)", after_text=f"{len(sysctls)} sysctl(s) at boot")
-        changes += [change] if change else []
+    changes = _sysctl_changes(plan.settings, writes, files)
     runtime_ids = {c.setting_id for c in writes}
     runtime = [s for s in plan.settings if s.id in runtime_ids and is_runtime_only(s)]
     if runtime:
-        spec: dict[str, dict] = {}
-        try:
-            spec = {s.id: _setting_dict(s) for s in load_boot_spec(files.text(BOOT_SPEC))}
-        except (ValueError, TypeError, KeyError):
-            spec = {}  # unreadable: replace it (the old bytes are journaled)
-        spec.update({s.id: _setting_dict(s) for s in runtime})
-        for change in (
-            files.write_text("persist.boot", BOOT_SPEC, boot_spec_text(spec), mode=0o600,
-                             current_text="(runtime only)",
-                             after_text=f"{len(runtime)} runtime setting(s) re-applied at boot"),
-            files.write_text("persist.boot", UNIT_FILE, unit_text(boot_argv), current_text="",
-                             after_text=f"{UNIT_NAME} (oneshot at boot)", post=[["systemctl", "daemon-reload"]]),
-        ):
-            changes += [change] if change else []
-        if not files.sys.exists(UNIT_WANTS):
-            changes.append(Change("persist.boot", UNIT_NAME, "enable", UNIT_NAME, "disabled", "enabled",
-                                  current_text="disabled", after_text=f"{UNIT_NAME} enabled",
-                                  extra={"link": UNIT_WANTS}))
+        changes += _boot_changes(runtime, files, boot_argv)
     no_systemd = no_systemd_why(files.sys) if runtime else None
     if no_systemd:
         # A unit would never run, and daemon-reload would fail the whole batch.
@@ -152,6 +126,44 @@ def plan_persistence(plan, files: PlannedFiles, boot_argv: list[str]) -> list[Ch
                 change.blocked = f"{no_systemd}: runtime settings will not survive a reboot"
     for change in changes:
         change.needs_root = files.sys.is_live
+    return changes
+
+
+def _sysctl_changes(settings, writes: list[Change], files: PlannedFiles) -> list[Change]:
+    """The sysctl values written now, merged into gpunode's sysctl.d file."""
+    by_id = {s.id: s for s in settings}
+    sysctls = {by_id[c.setting_id].key: str(c.after) for c in writes
+               if c.setting_id in by_id and kind_of(by_id[c.setting_id]).persistence(by_id[c.setting_id]) == SYSCTL_D}
+    if not sysctls:
+        return []
+    values = parse_sysctl_conf(files.text(SYSCTL_FILE) or "")
+    values.update(sysctls)
+    change = files.write_text("persist.sysctl", SYSCTL_FILE, sysctl_conf(values),
+                              current_text="(runtime only)", after_text=f"{len(sysctls)} sysctl(s) at boot")
+    return [change] if change else []
+
+
+def _boot_changes(runtime: list[Setting], files: PlannedFiles, boot_argv: list[str]) -> list[Change]:
+    """Runtime-only settings: into the boot spec, with the oneshot unit that re-applies it, enabled."""
+    changes: list[Change] = []
+    spec: dict[str, dict] = {}
+    try:
+        spec = {s.id: _setting_dict(s) for s in load_boot_spec(files.text(BOOT_SPEC))}
+    except (ValueError, TypeError, KeyError):
+        spec = {}  # unreadable: replace it (the old bytes are journaled)
+    spec.update({s.id: _setting_dict(s) for s in runtime})
+    for change in (
+        files.write_text("persist.boot", BOOT_SPEC, boot_spec_text(spec), mode=0o600,
+                         current_text="(runtime only)",
+                         after_text=f"{len(runtime)} runtime setting(s) re-applied at boot"),
+        files.write_text("persist.boot", UNIT_FILE, unit_text(boot_argv), current_text="",
+                         after_text=f"{UNIT_NAME} (oneshot at boot)", post=[["systemctl", "daemon-reload"]]),
+    ):
+        changes += [change] if change else []
+    if not files.sys.exists(UNIT_WANTS):
+        changes.append(Change("persist.boot", UNIT_NAME, "enable", UNIT_NAME, "disabled", "enabled",
+                              current_text="disabled", after_text=f"{UNIT_NAME} enabled",
+                              extra={"link": UNIT_WANTS}))
     return changes
 
 

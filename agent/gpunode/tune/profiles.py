@@ -66,9 +66,34 @@ def parse_setting(raw: Any, source: str, index: int | None = None) -> Setting | 
     """One settings entry -> Setting (or (id, None) for a removal), its target validated by its
     kind. Raises ProfileError as one line `<source>: <setting id>: <problem>`."""
     from gpunode.tune.kinds.registry import KINDS
-    from gpunode.tune.kinds.values import SettingInvalid, one_line
+    from gpunode.tune.kinds.values import SettingInvalid
 
     where = source if index is None else f"{source}: settings[{index}]"
+    kind_name, key = _kind_and_key(raw, where)
+    kind = KINDS[kind_name]
+    where = f"{source}: {make_setting_id(kind_name, key)!r}" if not key.isprintable() else \
+        f"{source}: {make_setting_id(kind_name, key)}"
+    if raw.get("remove"):
+        return (make_setting_id(kind_name, key), None)
+    target = _target(raw, where, key)
+    op = raw.get("op", "=")
+    if op not in OPS:
+        raise ProfileError(f"{where}: op {op!r} not one of {', '.join(OPS)}")
+    if op != "=" and not _numeric_target(target):
+        raise ProfileError(f"{where}: op {op!r} needs a numeric target (or 'unlimited'), got {target!r}")
+    severity, when, tags, area, why = _labels(raw, where)
+    setting = Setting(kind=kind_name, key=key, target=target, op=op, why=why, path=raw.get("path"),
+                      severity=severity, area=area, tags=tuple(tags), when=when)
+    try:
+        return kind.validate(setting)
+    except SettingInvalid as exc:
+        raise ProfileError(f"{where}: {exc}") from None
+
+
+def _kind_and_key(raw: Any, where: str) -> tuple[str, str]:
+    """A settings entry is a mapping of known fields with a known kind and a key."""
+    from gpunode.tune.kinds.registry import KINDS
+
     if not isinstance(raw, dict):
         raise ProfileError(f"{where}: a setting must be a mapping, got {type(raw).__name__}")
     unknown = set(raw) - _FIELDS
@@ -79,27 +104,30 @@ def parse_setting(raw: Any, source: str, index: int | None = None) -> Setting | 
         raise ProfileError(f"{where}: unknown kind {kind_name!r}; kinds: {', '.join(KINDS)}")
     if not isinstance(key, str) or not key.strip():
         raise ProfileError(f"{where}: missing or empty 'key'")
-    kind = KINDS[kind_name]
-    where = f"{source}: {make_setting_id(kind_name, key)!r}" if not key.isprintable() else \
-        f"{source}: {make_setting_id(kind_name, key)}"
-    if raw.get("remove"):
-        return (make_setting_id(kind_name, key), None)
+    return kind_name, key
+
+
+def _target(raw: dict, where: str, key: str) -> str | int | float | bool:
+    """The target: a scalar, and (like the key) one line, whatever the kind: a newline would
+    split what is rendered into GRUB, sysctl.d ..."""
+    from gpunode.tune.kinds.values import SettingInvalid, one_line
+
     if "target" not in raw:
         raise ProfileError(f"{where}: missing 'target'")
     target = raw["target"]
     if not isinstance(target, (str, int, float, bool)):
         raise ProfileError(f"{where}: target must be a string, number or boolean, got {type(target).__name__}")
-    try:  # every kind: one line (a newline would split what is rendered into GRUB, sysctl.d ...)
+    try:
         one_line(key, "key")
         if isinstance(target, str):
             one_line(target, "target")
     except SettingInvalid as exc:
         raise ProfileError(f"{where}: {exc}") from None
-    op = raw.get("op", "=")
-    if op not in OPS:
-        raise ProfileError(f"{where}: op {op!r} not one of {', '.join(OPS)}")
-    if op != "=" and not _numeric_target(target):
-        raise ProfileError(f"{where}: op {op!r} needs a numeric target (or 'unlimited'), got {target!r}")
+    return target
+
+
+def _labels(raw: dict, where: str) -> tuple[Any, Any, list, Any, Any]:
+    """severity, when, tags, area and why of a settings entry, each checked."""
     severity = raw.get("severity", "warning")
     if severity not in SEVERITIES:
         raise ProfileError(f"{where}: severity {severity!r} not one of {', '.join(SEVERITIES)}")
@@ -114,12 +142,7 @@ def parse_setting(raw: Any, source: str, index: int | None = None) -> Setting | 
         raise ProfileError(f"{where}: area must be a word such as net")
     if not isinstance(why, str) or not why.isprintable():
         raise ProfileError(f"{where}: why must be one line of text")
-    setting = Setting(kind=kind_name, key=key, target=target, op=op, why=why, path=raw.get("path"),
-                      severity=severity, area=area, tags=tuple(tags), when=when)
-    try:
-        return kind.validate(setting)
-    except SettingInvalid as exc:
-        raise ProfileError(f"{where}: {exc}") from None
+    return severity, when, tags, area, why
 
 
 def _numeric_target(target: Any) -> bool:
