@@ -127,16 +127,27 @@ def _rich_table(title: str, cols: Sequence[Col], rows: list[list[str]]):
         table.add_column(c.header, no_wrap=c.whole, justify=c.justify, overflow="fold")  # type: ignore[arg-type]
     previous: list[str] = []
     for row in rows:
-        shown = []
-        for i, (c, v) in enumerate(zip(cols, row, strict=True)):
-            text = "" if c.group and previous and previous[i] == v else escape(v)
-            style = c.style(v) if c.style and text else None
-            shown.append(f"[{style}]{text}[/]" if style else text)
-        if previous and any(c.group for c in cols) and any(c.group and previous[i] != row[i] for i, c in enumerate(cols)):
+        shown = [_table_cell(c, v, previous[i] if previous else None) for i, (c, v) in enumerate(zip(cols, row, strict=True))]
+        if _starts_section(cols, previous, row):
             table.add_section()
         table.add_row(*shown)
         previous = row
     return table
+
+
+def _table_cell(c: Col, v: str, above: str | None) -> str:
+    """One cell as rich markup: a group heading equal to the row above is left blank; styled by its Col."""
+    from rich.markup import escape
+
+    text = "" if c.group and above == v else escape(v)
+    style = c.style(v) if c.style and text else None
+    return f"[{style}]{text}[/]" if style else text
+
+
+def _starts_section(cols: Sequence[Col], previous: list[str], row: list[str]) -> bool:
+    """A row whose group heading differs from the row above starts a new section (a rule)."""
+    return bool(previous) and any(c.group for c in cols) and any(
+        c.group and previous[i] != row[i] for i, c in enumerate(cols))
 
 
 def _folded(title: str, cols: Sequence[Col], rows: list[list[str]], width: int) -> list[str]:
@@ -148,15 +159,20 @@ def _folded(title: str, cols: Sequence[Col], rows: list[list[str]], width: int) 
         if groups and groups != heading:
             lines.append(" · ".join(v or "-" for v in groups))
             heading = groups
-        indent = "  " if groups else ""
-        key = [v for c, v in zip(cols, row, strict=True) if (c.whole or c.inline) and v and not c.group]
-        lines.append(indent + ("  ".join(key) if key else "-"))
-        for c, v in zip(cols, row, strict=True):
-            if c.whole or c.inline or c.group or not v:
-                continue
-            text = f"{c.header}: {v}" if c.label else v
-            lines += textwrap.wrap(text, width - 1, initial_indent=indent + "    ", subsequent_indent=indent + "      ",
-                                   break_long_words=False, break_on_hyphens=False)
+        lines += _folded_row(cols, row, "  " if groups else "", width)
+    return lines
+
+
+def _folded_row(cols: Sequence[Col], row: list[str], indent: str, width: int) -> list[str]:
+    """One row folded: its whole and inline fields on one line, each other field below it, wrapped at words."""
+    key = [v for c, v in zip(cols, row, strict=True) if (c.whole or c.inline) and v and not c.group]
+    lines = [indent + ("  ".join(key) if key else "-")]
+    for c, v in zip(cols, row, strict=True):
+        if c.whole or c.inline or c.group or not v:
+            continue
+        text = f"{c.header}: {v}" if c.label else v
+        lines += textwrap.wrap(text, width - 1, initial_indent=indent + "    ", subsequent_indent=indent + "      ",
+                               break_long_words=False, break_on_hyphens=False)
     return lines
 
 
