@@ -16,26 +16,8 @@ LIMIT = 15
 
 # "path:function" -> its complexity when the limit came in (radon cc -s -n C agent/gpunode checks).
 EXCEPTIONS = {
-    "agent/gpunode/baselines/schema.py:Match.check": 19,
-    "agent/gpunode/baselines/schema.py:_validate_conditions": 16,
-    "agent/gpunode/baselines/schema.py:_validate_entry": 29,
-    "agent/gpunode/baselines/schema.py:_validate_own": 21,
     "agent/gpunode/cli/apply_cmd.py:_report_rolled_back": 16,
-    "agent/gpunode/cli/history_cmd.py:history": 17,
-    "agent/gpunode/config.py:load_config": 27,
-    "agent/gpunode/history/trend.py:judge_against_history": 16,
-    "agent/gpunode/layout.py:_folded": 22,
-    "agent/gpunode/layout.py:_rich_table": 17,
     "agent/gpunode/slurm/fastpath.py:prepare": 16,
-    "agent/gpunode/tune/kinds/__init__.py:condition_holds": 18,
-    "agent/gpunode/tune/kinds/cmdline.py:Cmdline.plan": 16,
-    "agent/gpunode/tune/kinds/gpu.py:observe_gpus": 20,
-    "agent/gpunode/tune/kinds/gpu.py:plan_gpus": 24,
-    "agent/gpunode/tune/kinds/jsonkey.py:JsonKey.plan": 19,
-    "agent/gpunode/tune/kinds/limits.py:Limits.plan": 21,
-    "agent/gpunode/tune/persist.py:plan_persistence": 24,
-    "agent/gpunode/tune/profiles.py:parse_setting": 29,
-    "agent/gpunode/tune/session.py:apply_profile": 21,
 }
 
 
