@@ -181,5 +181,8 @@ def _plan(prefix: Path, chain: str | None, no_chain: bool, slurm_conf: Path | No
 
 
 def register(app) -> None:
+    from gpunode.cli.slurm_drain_cmd import drain  # `gpunode slurm drain` lives in its own module
+
     app.command("gate")(gate_command())
+    slurm_app.command("drain")(drain)
     app.add_typer(slurm_app, name="slurm")
