@@ -4,22 +4,14 @@ open: the peak share of a lower-is-better figure, and a figure both untrusted an
 from __future__ import annotations
 
 from baseline_fixtures import bench_doc, gemm, h100_gpus, metric, write_yaml
+from test_baselines_compare import TRUST_BASELINE
 
 from gpunode.baselines.compare import judge
 from gpunode.baselines.schema import load_baseline
 from gpunode.baselines.select import Selection
 from gpunode.bench.results import BenchDocument
 
-BASELINE = """\
-name: trust
-defaults: {warn: 0.9, fail: 0.8, max_cov: 0.06}
-metrics:
-  gemm.bf16:
-    value: 796
-    unit: TFLOP/s
-    conditions: {dtype: bf16}
-    source: test
-    peak: {value: 989.5, source: datasheet dense BF16}
+BASELINE = TRUST_BASELINE + """\
   fio.rand_read.p99_us:
     value: 100
     unit: us
@@ -45,4 +37,4 @@ def test_an_untrusted_and_unstable_figure_names_both_untrusted_first(tmp_path):
     row = only_row(tmp_path, gemm("bf16", 796.0, cov=0.10) | {"telemetry": foreign})
     assert row.status == "WARN"
     assert row.message == ("not trustworthy: foreign process on the GPU: pid 4242 (python, 2.0 GiB); "
-                           "unstable: CoV 10.0% above the 6.0% bound; 100.0% of expected; within 90%/80%")
+                           "unstable: CoV 10.0% above the 5.0% bound; 100.0% of expected; within 90%/80%")
