@@ -57,26 +57,39 @@ def _engines(ctx) -> dict[str, str]:
     has_cdi = bool(_nvidia_specs(sys))
     out: dict[str, str] = {}
     if _docker_installed(sys):
-        cfg, _ = _daemon_json(sys)
-        runtimes = (cfg or {}).get("runtimes")
-        features = (cfg or {}).get("features")
-        if isinstance(runtimes, dict) and "nvidia" in runtimes:
-            out["docker"] = "runtime nvidia in daemon.json"
-        elif isinstance(features, dict) and features.get("cdi") is True and has_cdi:
-            out["docker"] = "CDI (features.cdi)"
-        else:
-            out["docker"] = ""
+        out["docker"] = _docker_gpus(sys, has_cdi)
     toml = sys.read(CONTAINERD_TOML)
     if toml is not None:
         out["containerd"] = "runtime nvidia in config.toml" if ("runtimes.nvidia]" in toml
                                                                  or 'runtimes."nvidia"]' in toml) else ""
-    crio = [sys.read(CRIO_CONF[0]) or ""] + [sys.read(f"{CRIO_CONF[1]}/{n}") or ""
-                                             for n in sorted(sys.listdir(CRIO_CONF[1]) or [])]
-    if sys.exists(CRIO_CONF[0]) or sys.listdir(CRIO_CONF[1]):
-        out["cri-o"] = "runtime nvidia in crio.conf" if any("crio.runtime.runtimes.nvidia]" in t for t in crio) else ""
+    crio = _crio_gpus(sys)
+    if crio is not None:
+        out["cri-o"] = crio
     if any(sys.exists(p) for p in PODMAN):
         out["podman"] = "CDI" if has_cdi else ""
     return out
+
+
+def _crio_gpus(sys) -> str | None:
+    """How CRI-O gives GPUs to containers (crio.conf and its drop-ins), "" for not at all, None
+    when CRI-O has no config here."""
+    crio = [sys.read(CRIO_CONF[0]) or ""] + [sys.read(f"{CRIO_CONF[1]}/{n}") or ""
+                                             for n in sorted(sys.listdir(CRIO_CONF[1]) or [])]
+    if not (sys.exists(CRIO_CONF[0]) or sys.listdir(CRIO_CONF[1])):
+        return None
+    return "runtime nvidia in crio.conf" if any("crio.runtime.runtimes.nvidia]" in t for t in crio) else ""
+
+
+def _docker_gpus(sys, has_cdi: bool) -> str:
+    """How dockerd gives GPUs to containers (daemon.json), or "" for not at all."""
+    cfg, _ = _daemon_json(sys)
+    runtimes = (cfg or {}).get("runtimes")
+    features = (cfg or {}).get("features")
+    if isinstance(runtimes, dict) and "nvidia" in runtimes:
+        return "runtime nvidia in daemon.json"
+    if isinstance(features, dict) and features.get("cdi") is True and has_cdi:
+        return "CDI (features.cdi)"
+    return ""
 
 
 @check("containers.runtime", "Every container engine installed can give GPUs to containers", area="containers",

@@ -27,9 +27,7 @@ def cstates(ctx: AuditContext):
     limits = {k: params[k] for k in CSTATE_PARAMS if k in params}
     driver = sys.read_value(DRIVER)
     if not states:
-        why = f"cpuidle driver {driver}" if driver else "no cpuidle in sysfs"
-        said = "; ".join(f"{k}={v}" for k, v in limits.items()) or "no C-state limit on the command line"
-        return skip(f"knob absent on this host: {why} ({said})")
+        return _no_idle_states(driver, limits)
     deepest = deepest_enabled(states)
     slow = {cpu: st for cpu, st in deepest.items() if st.latency_us > MAX_EXIT_LATENCY_US}
     names = sorted({(st.name, st.latency_us) for st in deepest.values()}, key=lambda x: x[1])
@@ -43,3 +41,10 @@ def cstates(ctx: AuditContext):
                    expected=f"deepest enabled state <= {MAX_EXIT_LATENCY_US} us")
     shown = ", ".join(f"{n} {lat} us" for n, lat in names)
     return ok(f"deepest enabled: {shown} (driver {driver}){limit_text}", observed=observed)
+
+
+def _no_idle_states(driver: str | None, limits: dict[str, str]):
+    """SKIP without cpuidle states in sysfs, naming the driver and the command line's limits."""
+    why = f"cpuidle driver {driver}" if driver else "no cpuidle in sysfs"
+    said = "; ".join(f"{k}={v}" for k, v in limits.items()) or "no C-state limit on the command line"
+    return skip(f"knob absent on this host: {why} ({said})")

@@ -107,13 +107,39 @@ def gpu_count(ctx: AuditContext):
     except TimeoutError as exc:
         return fail(f"NVML hung ({exc}): no GPU is usable", observed=0, expected=expected or len(pci) or None)
     if not inv.available:
-        if expected:
-            return bad(f"0 GPUs usable ({inv.error}), expected {expected}", observed=0, expected=expected)
-        if pci:
-            return bad(f"0 GPUs usable ({inv.error}) while the PCI bus shows {len(pci)}",
-                       observed=0, expected=len(pci))
-        raise CheckSkipped(inv.error or "no NVIDIA driver/NVML")
+        return _no_gpu_usable(inv, expected, pci)
+    usable, problems = _count_problems(inv, pci, expected)
+    observed = {"nvml": len(inv.gpus), "usable": len(usable), "pci": len(pci)}
+    if problems:
+        return bad("; ".join(problems), observed=observed, expected=expected or len(pci))
+    return _count_as_expected(len(usable), expected, pci, observed)
+
+
+def _no_gpu_usable(inv, expected: int | None, pci: list[str]):
+    """NVML unavailable: a FAIL-class finding when GPUs were expected or the PCI bus shows some."""
+    if expected:
+        return bad(f"0 GPUs usable ({inv.error}), expected {expected}", observed=0, expected=expected)
+    if pci:
+        return bad(f"0 GPUs usable ({inv.error}) while the PCI bus shows {len(pci)}",
+                   observed=0, expected=len(pci))
+    raise CheckSkipped(inv.error or "no NVIDIA driver/NVML")
+
+
+def _count_problems(inv, pci: list[str], expected: int | None) -> tuple[list, list[str]]:
+    """(the usable GPUs, what is wrong with the count): missing from NVML, unopenable, listed twice, too few."""
     usable = [g for g in inv.gpus if not g.error]
+    problems = _not_opened(inv, pci)
+    twice = inv.duplicates()  # one GPU listed twice must not stand in for a missing one
+    if twice:
+        problems.append("; ".join(f"{g.label} is {first.label} again (same {what})" for g, first, what in twice))
+        usable = [g for g in usable if all(g is not dup for dup, _, _ in twice)]
+    if expected is not None and len(usable) < expected:
+        problems.append(f"{len(usable)} usable GPU(s), expected {expected}")
+    return usable, problems
+
+
+def _not_opened(inv, pci: list[str]) -> list[str]:
+    """GPUs the PCI bus shows but NVML lacks, and those NVML lists but cannot open."""
     seen = {g.sysfs_bdf for g in inv.gpus if g.sysfs_bdf}
     missing = [bdf for bdf in pci if bdf not in seen]
     problems = []
@@ -122,24 +148,20 @@ def gpu_count(ctx: AuditContext):
     broken = [g.label for g in inv.gpus if g.error]
     if broken:
         problems.append(f"NVML cannot open {', '.join(broken)}")
-    twice = inv.duplicates()  # one GPU listed twice must not stand in for a missing one
-    if twice:
-        problems.append("; ".join(f"{g.label} is {first.label} again (same {what})" for g, first, what in twice))
-        usable = [g for g in usable if all(g is not dup for dup, _, _ in twice)]
-    if expected is not None and len(usable) < expected:
-        problems.append(f"{len(usable)} usable GPU(s), expected {expected}")
-    observed = {"nvml": len(inv.gpus), "usable": len(usable), "pci": len(pci)}
-    if problems:
-        return bad("; ".join(problems), observed=observed, expected=expected or len(pci))
-    if expected is not None and len(usable) > expected:
-        return warn(f"{len(usable)} GPUs, more than the expected {expected}: is expected_gpus right?",
+    return problems
+
+
+def _count_as_expected(usable: int, expected: int | None, pci: list[str], observed: dict):
+    """No problem found: how the usable count compares with expected_gpus or the PCI bus."""
+    if expected is not None and usable > expected:
+        return warn(f"{usable} GPUs, more than the expected {expected}: is expected_gpus right?",
                     observed=observed, expected=expected)
     if expected is not None:
-        return ok(f"{len(usable)} GPUs as expected", observed=observed, expected=expected)
+        return ok(f"{usable} GPUs as expected", observed=observed, expected=expected)
     if pci:
-        return ok(f"{len(usable)} GPUs, matching the PCI bus (no expected_gpus set)", observed=observed,
+        return ok(f"{usable} GPUs, matching the PCI bus (no expected_gpus set)", observed=observed,
                   expected=len(pci))
-    return skip(f"NVML sees {len(usable)} GPU(s); no expected_gpus set and no PCI view to compare with")
+    return skip(f"NVML sees {usable} GPU(s); no expected_gpus set and no PCI view to compare with")
 
 
 # --- memory errors --------------------------------------------------------------------------

@@ -132,6 +132,11 @@ def shm(ctx: AuditContext):
         size = mem_total * parsed[0] // 100 if parsed[1] == "%" else parsed[0]
     if size == 0 and size_opt is not None:
         size = None  # size=0 means unlimited on tmpfs
+    return _judge_shm_size(size, mem_total, expected)
+
+
+def _judge_shm_size(size: int | None, mem_total: int, expected: str):
+    """/dev/shm's size (None: unlimited) against RAM: at least half, never above it."""
     message = f"{'unlimited' if size is None else format_bytes(size)} of {format_bytes(mem_total)} RAM"
     if size is not None and (size < SHM_MIN_BYTES or size < SHM_MIN_FRACTION * mem_total):
         return bad(f"{message}: too small for NCCL shared-memory transport and dataloader workers",

@@ -141,26 +141,31 @@ def ib_errors(ctx: AuditContext):
         lifetime = {k: v for k, v in p.counters.items() if v}
         first = next((g for g in growths.values() if g.first), None)
         if first is not None:
-            # No usable previous reading: all we have are totals since boot or the last reset.
-            text = ", ".join(f"{k}={v}" for k, v in lifetime.items())
-            if lifetime:
-                findings.append(bad(f"{text} (lifetime totals; {first.note()})",
-                                    observed=lifetime, expected=0, subject=p.name))
-            else:
-                findings.append(ok(f"{len(p.counters)} error counters at 0", observed=p.counters, subject=p.name))
-            continue
-        grown = {k: g.delta for k, g in growths.items() if g.delta}
-        hours = min(g.hours for g in growths.values())
-        observed = {"since_last_audit": grown, "lifetime": lifetime, "hours": round(hours, 3)}
-        if grown:
-            text = ", ".join(f"{k} +{v}" for k, v in grown.items())
-            findings.append(bad(f"{text} in {hours:.1f} h since the last audit", observed=observed, expected=0,
-                                subject=p.name))
+            findings.append(_ib_lifetime_totals(p, lifetime, first))
         else:
-            old = f" (lifetime {', '.join(f'{k}={v}' for k, v in lifetime.items())})" if lifetime else ""
-            findings.append(ok(f"none of {len(p.counters)} error counters grew in {hours:.1f} h since the last "
-                               f"audit{old}", observed=observed, expected=0, subject=p.name))
+            findings.append(_ib_growth(p, growths, lifetime))
     return findings
+
+
+def _ib_lifetime_totals(p, lifetime: dict[str, int], first):
+    """No usable previous reading: all we have are totals since boot or the last reset."""
+    text = ", ".join(f"{k}={v}" for k, v in lifetime.items())
+    if lifetime:
+        return bad(f"{text} (lifetime totals; {first.note()})", observed=lifetime, expected=0, subject=p.name)
+    return ok(f"{len(p.counters)} error counters at 0", observed=p.counters, subject=p.name)
+
+
+def _ib_growth(p, growths: dict, lifetime: dict[str, int]):
+    """One port's counters against the last audit's reading."""
+    grown = {k: g.delta for k, g in growths.items() if g.delta}
+    hours = min(g.hours for g in growths.values())
+    observed = {"since_last_audit": grown, "lifetime": lifetime, "hours": round(hours, 3)}
+    if grown:
+        text = ", ".join(f"{k} +{v}" for k, v in grown.items())
+        return bad(f"{text} in {hours:.1f} h since the last audit", observed=observed, expected=0, subject=p.name)
+    old = f" (lifetime {', '.join(f'{k}={v}' for k, v in lifetime.items())})" if lifetime else ""
+    return ok(f"none of {len(p.counters)} error counters grew in {hours:.1f} h since the last "
+              f"audit{old}", observed=observed, expected=0, subject=p.name)
 
 
 # Kinds the kernel or a distribution attaches on its own: one of these on an interface while the

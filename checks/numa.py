@@ -47,24 +47,35 @@ def nodes(ctx: AuditContext):
     # Only the CPU lists go into the message: node memory can still grow after boot (deferred
     # page init) and a message must read the same in a live audit and in its snapshot.
     text = "; ".join(f"node{n}: CPUs {v['cpulist'] or 'none'}" for n, v in found.items())
-    cpu_nodes = {n: v for n, v in found.items() if v["cpus"] and v["memory"] is not None}
-    problems = [f"node{n} has CPUs but no memory" for n, v in cpu_nodes.items() if v["memory"] == 0]
-    known = [v["memory"] for v in found.values() if v["memory"] is not None]
-    partial = bool(system and known and len(known) == len(found)
-                   and abs(sum(known) - system) > NODE_SUM_TOLERANCE * system)
-    system = system or 0
-    sizes = [v["memory"] for v in cpu_nodes.values() if v["memory"]]
-    if partial and len(cpu_nodes) > 1:
-        problems.append(f"the nodes' memory adds up to {format_bytes(sum(known))} but /proc/meminfo has "
-                        f"{format_bytes(system)}: per-node figures are incomplete, balance not judged")
-    elif len(sizes) > 1 and min(sizes) < MEMORY_BALANCE * max(sizes):
-        problems.append(f"memory unbalanced across CPU nodes ({format_bytes(min(sizes))} vs {format_bytes(max(sizes))})")
+    problems, partial, sizes = _node_memory(found, system)
     if problems:
         return bad(f"{'; '.join(problems)} — {text}", observed=observed)
     note = ("; per-node memory figures do not add up to MemTotal (memory still being initialised?)"
             if partial else "")
     balanced = ", memory balanced" if len(sizes) > 1 else ""
     return ok(f"{len(found)} node(s){balanced}: {text}{note}", observed=observed)
+
+
+def _node_memory(found: dict, system: int | None) -> tuple[list[str], bool, list[int]]:
+    """(what is wrong with the nodes' memory, whether the per-node figures are incomplete, the
+    memory of each CPU node)."""
+    cpu_nodes = {n: v for n, v in found.items() if v["cpus"] and v["memory"] is not None}
+    problems = [f"node{n} has CPUs but no memory" for n, v in cpu_nodes.items() if v["memory"] == 0]
+    known = [v["memory"] for v in found.values() if v["memory"] is not None]
+    partial = _incomplete(known, len(found), system)
+    sizes = [v["memory"] for v in cpu_nodes.values() if v["memory"]]
+    if partial and len(cpu_nodes) > 1:
+        problems.append(f"the nodes' memory adds up to {format_bytes(sum(known))} but /proc/meminfo has "
+                        f"{format_bytes(system or 0)}: per-node figures are incomplete, balance not judged")
+    elif len(sizes) > 1 and min(sizes) < MEMORY_BALANCE * max(sizes):
+        problems.append(f"memory unbalanced across CPU nodes ({format_bytes(min(sizes))} vs {format_bytes(max(sizes))})")
+    return problems, partial, sizes
+
+
+def _incomplete(known: list[int], nodes: int, system: int | None) -> bool:
+    """Every node's memory is known but they do not add up to MemTotal."""
+    return bool(system and known and len(known) == nodes
+                and abs(sum(known) - system) > NODE_SUM_TOLERANCE * system)
 
 
 def meminfo_total(host) -> int | None:

@@ -214,6 +214,11 @@ def imex_domain(ctx: AuditContext):
     except ValueError as exc:
         said = (result.stderr or result.stdout).strip().splitlines()
         return error(f"{exc} (exit {result.rc}{': ' + said[0][:120] if said else ''})")
+    return _judge_imex(domain)
+
+
+def _judge_imex(domain):
+    """The parsed `nvidia-imex-ctl -N`: DOWN fails, DEGRADED or a node not ready/connected warns."""
     not_ready = [f"{n.address} {n.state}" for n in domain.not_ready]
     links = [f"{a}->{b} {code}" for a, b, code in sorted(set(domain.not_connected))]
     observed = {"state": domain.state, "nodes": len(domain.nodes), "not_ready": not_ready,

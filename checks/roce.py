@@ -138,44 +138,54 @@ def loss(ctx: AuditContext):
     ports, none = _ports(ctx)
     if none:
         return none
-    findings = []
     now = ctx.host.facts.now
-    for r in ports:
-        counters = {f"hw/{k}": v for k, v in hw_counters(ctx.host, r.port.device, r.port.port,
-                                                         LOSS_COUNTERS + CNP_COUNTERS).items()}
-        note = ""
-        if r.netdev:
-            result = ctx.host.runner.run(["ethtool", "-S", r.netdev], timeout=TOOL_TIMEOUT_S)
-            if result.ok:
-                stats = parse_ethtool_stats(result.stdout)
-                counters.update({f"nic/{k}": stats[k] for k in ETHTOOL_DISCARDS + ETHTOOL_PAUSE if k in stats})
-            else:
-                note = f" (NIC counters not read: ethtool {result.error or 'exited ' + str(result.rc)})"
-        if not counters:
-            findings.append(skip(f"no RoCE hw_counters or NIC counters readable{note}", subject=r.port.name))
-            continue
-        growths = {k: ctx.counters.growth(f"roce/{r.port.name}/{k}", v, now) for k, v in counters.items()}
-        losses = {k for k in counters if k.split("/", 1)[1] in LOSS_COUNTERS + ETHTOOL_DISCARDS}
-        if any(g.first for g in growths.values()):
-            lifetime = {k: v for k, v in counters.items() if v and k in losses}
-            text = ", ".join(f"{k}={v}" for k, v in lifetime.items())
-            finding = warn if lifetime else ok
-            findings.append(finding(f"{text or 'no loss counter above 0'} (lifetime totals: no earlier reading)"
-                                    f"{note}", observed=counters, subject=r.port.name))
-            continue
-        hours = min(g.hours for g in growths.values())
-        grown = {k: g.delta for k, g in growths.items() if g.delta}
-        lost = {k: v for k, v in grown.items() if k in losses}
-        other = {k: v for k, v in grown.items() if k not in losses}
-        observed = {"since_last_audit": grown, "hours": round(hours, 3)}
-        moved = f"; congestion control at work: {', '.join(f'{k} +{v}' for k, v in other.items())}" if other else ""
-        if lost:
-            findings.append(warn(f"{', '.join(f'{k} +{v}' for k, v in lost.items())} in {hours:.1f} h{moved}{note}",
-                                 observed=observed, expected=0, subject=r.port.name))
+    return [_port_loss(ctx, r, now) for r in ports]
+
+
+def _port_loss(ctx: AuditContext, r, now):
+    """One RoCE port's loss counters (RoCE hw_counters, the NIC's discards and pauses) as growth
+    since the last audit, or their lifetime totals on the first reading."""
+    counters, note = _loss_counters(ctx, r)
+    if not counters:
+        return skip(f"no RoCE hw_counters or NIC counters readable{note}", subject=r.port.name)
+    growths = {k: ctx.counters.growth(f"roce/{r.port.name}/{k}", v, now) for k, v in counters.items()}
+    losses = {k for k in counters if k.split("/", 1)[1] in LOSS_COUNTERS + ETHTOOL_DISCARDS}
+    if any(g.first for g in growths.values()):
+        lifetime = {k: v for k, v in counters.items() if v and k in losses}
+        text = ", ".join(f"{k}={v}" for k, v in lifetime.items())
+        finding = warn if lifetime else ok
+        return finding(f"{text or 'no loss counter above 0'} (lifetime totals: no earlier reading)"
+                       f"{note}", observed=counters, subject=r.port.name)
+    return _loss_growth(r, growths, losses, note)
+
+
+def _loss_counters(ctx: AuditContext, r) -> tuple[dict[str, int], str]:
+    """({"hw/NAME" or "nic/NAME": value}, a note when the NIC's counters could not be read)."""
+    counters = {f"hw/{k}": v for k, v in hw_counters(ctx.host, r.port.device, r.port.port,
+                                                     LOSS_COUNTERS + CNP_COUNTERS).items()}
+    note = ""
+    if r.netdev:
+        result = ctx.host.runner.run(["ethtool", "-S", r.netdev], timeout=TOOL_TIMEOUT_S)
+        if result.ok:
+            stats = parse_ethtool_stats(result.stdout)
+            counters.update({f"nic/{k}": stats[k] for k in ETHTOOL_DISCARDS + ETHTOOL_PAUSE if k in stats})
         else:
-            findings.append(ok(f"no loss counter grew in {hours:.1f} h{moved}{note}", observed=observed,
-                               subject=r.port.name))
-    return findings
+            note = f" (NIC counters not read: ethtool {result.error or 'exited ' + str(result.rc)})"
+    return counters, note
+
+
+def _loss_growth(r, growths: dict, losses: set[str], note: str):
+    """Loss counters that grew warn; congestion-control counters that grew are named, not judged."""
+    hours = min(g.hours for g in growths.values())
+    grown = {k: g.delta for k, g in growths.items() if g.delta}
+    lost = {k: v for k, v in grown.items() if k in losses}
+    other = {k: v for k, v in grown.items() if k not in losses}
+    observed = {"since_last_audit": grown, "hours": round(hours, 3)}
+    moved = f"; congestion control at work: {', '.join(f'{k} +{v}' for k, v in other.items())}" if other else ""
+    if lost:
+        return warn(f"{', '.join(f'{k} +{v}' for k, v in lost.items())} in {hours:.1f} h{moved}{note}",
+                    observed=observed, expected=0, subject=r.port.name)
+    return ok(f"no loss counter grew in {hours:.1f} h{moved}{note}", observed=observed, subject=r.port.name)
 
 
 RETRANS_WARN = 0.01  # 1 % of segments sent again: TCP (sockets, storage, NCCL's socket transport) is losing packets

@@ -174,30 +174,16 @@ def judge_events(events: list[XidEvent], window: str, older: int, recovery: int 
     critical Xids up to the GPU's last Xid 154 were dealt with (the reset or reboot it asked for
     happened): they warn instead of failing, so a reset GPU is not drained for the rest of the window."""
     counts = dict(sorted(Counter(e.xid for e in events).items()))
-    critical = [e for e in events if is_critical(e)]
-    other = [e for e in events if not is_critical(e) and e.xid not in APPLICATION_XIDS and e.xid != RECOVERY_XID]
-    benign = [e for e in events if e not in critical and e not in other]
+    critical, other, benign = _classify(events)
     observed: dict = counts if recovery is None else {**counts, "recovery_action": recovery}
     if recovery:
         action = RECOVERY_ACTIONS.get(recovery, f"action {recovery}")
         seen = f"; {summarize(critical)} ({window})" if critical else ""
         return bad(f"NVML recovery action: {action}{seen}", observed=observed, expected="recovery action none")
-    resolved: list[XidEvent] = []
-    if recovery == 0:
-        asked = [e.time for e in events if e.xid == RECOVERY_XID and e.time is not None]
-        if asked:
-            resolved = [e for e in critical if e.time is not None and e.time <= max(asked)]
-            critical = [e for e in critical if e not in resolved]
+    critical, resolved = _dealt_with(events, critical, recovery)
     if critical:
         return bad(f"critical {summarize(critical)} ({window})", observed=observed, expected="no critical Xid")
-    notes = []
-    if before_load:
-        notes.append(f"{before_load} event(s) before the driver last loaded")
-    if older:
-        notes.append(f"{older} older event(s) outside the window")
-    if recovery_error:
-        notes.append(f"recovery action not read: {recovery_error}")
-    tail = f"; {'; '.join(notes)}" if notes else ""
+    tail = _notes(before_load, older, recovery_error)
     if resolved:
         return warn(f"{summarize(resolved)} ({window}); dealt with: NVML reports no recovery action pending "
                     f"since{tail}", observed=observed, expected="no critical Xid")
@@ -210,6 +196,39 @@ def judge_events(events: list[XidEvent], window: str, older: int, recovery: int 
     return ok(f"no Xid ({window}){tail}", observed=observed)
 
 
+def _classify(events: list[XidEvent]) -> tuple[list[XidEvent], list[XidEvent], list[XidEvent]]:
+    """(critical, other that may need service, benign: application Xids and recovery notices)."""
+    critical = [e for e in events if is_critical(e)]
+    other = [e for e in events if not is_critical(e) and e.xid not in APPLICATION_XIDS and e.xid != RECOVERY_XID]
+    benign = [e for e in events if e not in critical and e not in other]
+    return critical, other, benign
+
+
+def _dealt_with(events: list[XidEvent], critical: list[XidEvent],
+                recovery: int | None) -> tuple[list[XidEvent], list[XidEvent]]:
+    """(critical Xids still standing, those dealt with): with NVML's recovery action back at 0
+    (none), the critical Xids up to the last Xid 154 were resolved by the reset or reboot it asked for."""
+    if recovery != 0:
+        return critical, []
+    asked = [e.time for e in events if e.xid == RECOVERY_XID and e.time is not None]
+    if not asked:
+        return critical, []
+    resolved = [e for e in critical if e.time is not None and e.time <= max(asked)]
+    return [e for e in critical if e not in resolved], resolved
+
+
+def _notes(before_load: int, older: int, recovery_error: str | None) -> str:
+    """'; N event(s) before the driver last loaded; ...' or ''."""
+    notes = []
+    if before_load:
+        notes.append(f"{before_load} event(s) before the driver last loaded")
+    if older:
+        notes.append(f"{older} older event(s) outside the window")
+    if recovery_error:
+        notes.append(f"recovery action not read: {recovery_error}")
+    return f"; {'; '.join(notes)}" if notes else ""
+
+
 @check("gpu.xid", "No critical Xid in the kernel log (within the window) and no recovery action pending", area="gpu",
        severity="critical", tags=["gate"], needs_gpu=True, cost="slow",
        remediation="Look the Xid up in NVIDIA's catalog (docs.nvidia.com/deploy/xid-errors). Critical ones: "
@@ -220,45 +239,19 @@ def xid_events(ctx: AuditContext):
     pci = nvidia_pci_gpus(host)
     if pci:  # read the log (kept for the run) while the NVML pass, tens of ms before a job, goes on
         kernel_log(host)
-    try:
-        inv = ctx.inventory()
-        gpus, no_nvml = (inv.gpus, None) if inv.available else ([], inv.error or "no NVIDIA driver/NVML")
-    except TimeoutError as exc:
-        gpus, no_nvml = [], f"NVML hung: {exc}"
+    gpus, no_nvml = _nvml_gpus(ctx)
     if not gpus and not pci:
         raise CheckSkipped(no_nvml or "NVML found no GPU")
     log = kernel_log(host)
     if log.source is None:
-        # The driver's own word on a GPU that needs a reset or reboot does not need the log.
-        pending = [replace(judge_events([], "kernel log unreadable", 0, g.recovery_action), subject=g.label)
-                   for g in gpus if g.recovery_action]
-        if log.denied and not host.facts.is_root:
-            return [*pending, skip(f"needs root: the kernel log is not readable ({log.error})")]
-        return [*pending, error(f"cannot read the kernel log: {log.error}")]
+        return _without_log(host, gpus, log)
 
     hours = ctx.config.xid_window_hours
     since = host.facts.now - hours * 3600.0
     window = f"last {hours:g} h, {log.source}, this boot"
     events, unreadable = parse_events(log.records)
-
-    # One subject per GPU NVML knows; GPUs only the PCI bus shows (NVML lost or missing) by address.
-    label_of = {pci_address(g.pci_bus_id): g.label for g in gpus if g.pci_bus_id}
-    subjects: dict[str, list[XidEvent]] = {g.label: [] for g in gpus}
-    for bdf in pci:
-        if pci_address(bdf) not in label_of:
-            subjects.setdefault(f"PCI {pci_address(bdf)}", [])
-    older: Counter = Counter()
-    before_load: Counter = Counter()
-    loaded = driver_loaded_at(log.records)
-    for e in events:
-        label = label_of.get(e.address, f"PCI {e.address}")
-        if e.time is not None and e.time < since:
-            older[label] += 1
-            continue
-        if e.time is not None and loaded is not None and e.time < loaded:
-            before_load[label] += 1  # the GPUs were initialised afresh when the driver loaded
-            continue
-        subjects.setdefault(label, []).append(e)
+    label_of, subjects = _subjects(gpus, pci)
+    older, before_load = _file_events(events, label_of, subjects, since, driver_loaded_at(log.records))
     gpu_of = {g.label: g for g in gpus}
     findings = []
     for label, evs in subjects.items():
@@ -272,3 +265,51 @@ def xid_events(ctx: AuditContext):
         findings.append(warn(f"{len(garbled)} Xid line(s) too garbled to read, e.g. {garbled[-1]!r} ({window})",
                              observed=garbled, subject="kernel log"))
     return findings
+
+
+def _nvml_gpus(ctx: AuditContext) -> tuple[list, str | None]:
+    """(the GPUs NVML lists, why it lists none)."""
+    try:
+        inv = ctx.inventory()
+        return (inv.gpus, None) if inv.available else ([], inv.error or "no NVIDIA driver/NVML")
+    except TimeoutError as exc:
+        return [], f"NVML hung: {exc}"
+
+
+def _without_log(host, gpus: list, log) -> list:
+    """The kernel log is unreadable: SKIP (not root) or ERROR; the driver's own word on a GPU that
+    needs a reset or reboot does not need the log."""
+    pending = [replace(judge_events([], "kernel log unreadable", 0, g.recovery_action), subject=g.label)
+               for g in gpus if g.recovery_action]
+    if log.denied and not host.facts.is_root:
+        return [*pending, skip(f"needs root: the kernel log is not readable ({log.error})")]
+    return [*pending, error(f"cannot read the kernel log: {log.error}")]
+
+
+def _subjects(gpus: list, pci: list[str]) -> tuple[dict[str, str], dict[str, list[XidEvent]]]:
+    """({PCI address: GPU label}, {subject: []}): one subject per GPU NVML knows; GPUs only the
+    PCI bus shows (NVML lost or missing) by address."""
+    label_of = {pci_address(g.pci_bus_id): g.label for g in gpus if g.pci_bus_id}
+    subjects: dict[str, list[XidEvent]] = {g.label: [] for g in gpus}
+    for bdf in pci:
+        if pci_address(bdf) not in label_of:
+            subjects.setdefault(f"PCI {pci_address(bdf)}", [])
+    return label_of, subjects
+
+
+def _file_events(events: list[XidEvent], label_of: dict[str, str], subjects: dict[str, list[XidEvent]],
+                 since: float, loaded: float | None) -> tuple[Counter, Counter]:
+    """Put each event in the window under its subject; -> (older events, events from before the
+    driver last loaded), counted per subject."""
+    older: Counter = Counter()
+    before_load: Counter = Counter()
+    for e in events:
+        label = label_of.get(e.address, f"PCI {e.address}")
+        if e.time is not None and e.time < since:
+            older[label] += 1
+            continue
+        if e.time is not None and loaded is not None and e.time < loaded:
+            before_load[label] += 1  # the GPUs were initialised afresh when the driver loaded
+            continue
+        subjects.setdefault(label, []).append(e)
+    return older, before_load

@@ -64,6 +64,16 @@ def test_runtime_per_engine(tmp_path):
     assert "podman: no NVIDIA runtime or CDI" in message
 
 
+def test_runtime_docker_through_cdi_and_crio_without_nvidia(tmp_path):
+    cdi = {"/usr/bin/dockerd": "", "/etc/docker/daemon.json": '{"features": {"cdi": true}}',
+           "/etc/cdi/nvidia.yaml": fx("cdi-nvidia-535.yaml")}
+    assert run(tmp_path / "cdi", containers.runtime, cdi) == [("PASS", "docker: CDI (features.cdi)")]
+    no_spec = {**cdi, "/etc/crio/crio.conf": "[crio.runtime]\n"}
+    del no_spec["/etc/cdi/nvidia.yaml"]  # CDI on, but no NVIDIA spec to give
+    assert run(tmp_path / "none", containers.runtime, no_spec) == [
+        ("WARN", "docker: no NVIDIA runtime or CDI; cri-o: no NVIDIA runtime or CDI")]
+
+
 def test_cdi_spec_current_or_stale_for_the_driver(tmp_path):
     kind, versions = parse_cdi_spec(fx("cdi-nvidia-535.yaml"), "nvidia.yaml")
     assert kind == "nvidia.com/gpu" and versions == {"535.129.03"}

@@ -181,6 +181,21 @@ def test_count_a_gpu_nvml_cannot_open_fails(tmp_path):
     assert r.status.value == "FAIL" and "cannot open GPU4" in r.message and "7 usable" in r.message
 
 
+def test_count_no_driver_while_the_pci_bus_shows_gpus_fails(tmp_path):
+    r = only(run(G.gpu_count, make_host(tmp_path, None, pci=[g.sysfs_bdf for g in hgx().gpus[:2]])))
+    assert r.status.value == "FAIL" and r.message.endswith("while the PCI bus shows 2") and r.expected == 2
+
+
+def test_count_a_gpu_listed_twice_does_not_stand_in_for_a_missing_one(tmp_path):
+    inv = hgx()
+    twice = replace(inv, gpus=[*inv.gpus[:7], replace(inv.gpus[0], index=7)])  # 0000:db:00.0 lost, GPU0 twice
+    r = only(run(G.gpu_count, make_host(tmp_path, twice, pci=[g.sysfs_bdf for g in inv.gpus]),
+                 config=Config(expected_gpus=8)))
+    assert r.status.value == "FAIL" and r.observed == {"nvml": 8, "usable": 7, "pci": 8}
+    assert r.message == ("the PCI bus shows 8 NVIDIA GPUs but NVML lacks 0000:db:00.0; GPU7 is GPU0 again "
+                         "(same UUID); 7 usable GPU(s), expected 8")
+
+
 def test_count_without_expectation_compares_with_pci(tmp_path):
     assert statuses(run(G.gpu_count, make_host(tmp_path / "a", hgx()))) == ["PASS"]
     r = only(run(G.gpu_count, make_host(tmp_path / "b", h100(), pci=[])))

@@ -148,6 +148,15 @@ def test_shm_above_ram_warns(tmp_path):
     # /dev/shm above RAM ends in the OOM killer instead of ENOSPC.
     r = one(memory.shm, tmp_path / "a", shm_files("tmpfs /dev/shm tmpfs rw,relatime,size=24684085k 0 0"))
     assert r.status.value == "WARN" and "larger than RAM" in r.message
+
+
+def test_shm_not_tmpfs_warns_and_an_unreadable_size_skips(tmp_path):
+    r = one(memory.shm, tmp_path / "a", shm_files("/dev/sda2 /dev/shm ext4 rw,relatime 0 0"))
+    assert r.status.value == "WARN" and r.message == "/dev/shm is ext4, not tmpfs"
+    r = one(memory.shm, tmp_path / "b", shm_files("tmpfs /dev/shm tmpfs rw,size=lots 0 0"))
+    assert r.status.value == "SKIP" and r.message == "cannot read the tmpfs size option size=lots"
+    r = one(memory.shm, tmp_path / "c", shm_files("tmpfs /dev/shm tmpfs rw,size=0 0 0"))  # 0: unlimited
+    assert r.status.value == "WARN" and r.message.startswith("unlimited of 23.5 GiB RAM: larger than RAM")
     r = one(memory.shm, tmp_path / "b", shm_files("tmpfs /dev/shm tmpfs rw,size=150% 0 0"))
     assert r.status.value == "WARN" and r.observed == 24684084 * 1024 * 150 // 100
     r = one(memory.shm, tmp_path / "c", shm_files("tmpfs /dev/shm tmpfs rw,size=0 0 0"))  # 0: unlimited

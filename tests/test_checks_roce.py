@@ -131,6 +131,17 @@ def test_only_congestion_counters_moving_passes(tmp_path):
         second[0].message
 
 
+def test_loss_without_readable_counters_skips_and_says_why(tmp_path):
+    bare = {k: v for k, v in roce_port().items() if "/hw_counters/" not in k}
+    [r] = run(roce.loss, tree_host(tmp_path / "a", bare))  # no hw_counters, no ethtool
+    assert r.status.value == "SKIP" and r.message.startswith(
+        "no RoCE hw_counters or NIC counters readable (NIC counters not read: ethtool ")
+    runner = ReplayRunner()
+    runner.add(["ethtool", "-S", "ens1f0np0"], 94, "")
+    [r] = run(roce.loss, tree_host(tmp_path / "b", roce_port(), runner=runner))  # hw counters only
+    assert r.status.value == "PASS" and r.message.endswith("(NIC counters not read: ethtool exited 94)")
+
+
 def _tcp(retrans, out):
     text = (FIX / "proc-net-snmp.txt").read_text()
     names, values = [line for line in text.splitlines() if line.startswith("Tcp:")]
