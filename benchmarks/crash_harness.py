@@ -4,15 +4,16 @@ no stray file or directory).
 
     python benchmarks/crash_harness.py                      # 500 apply kills + 200 rollback kills
     python benchmarks/crash_harness.py --apply 20 --rollback 10 --seed 7
-    python benchmarks/crash_harness.py --apply 0 --rollback 0 --enospc 200 --sigterm 150 --sigint 150
+    python benchmarks/crash_harness.py --apply 0 --rollback 0 --enospc 200 --sigterm 150 --sigint 150 --sighup 150
 
 gpunode's own failures during apply, each round on a fresh tree: --enospc makes one journal
 write fail (every write of a full apply in turn: ENOSPC with the disk staying full, EIO at
 fsync, ENOSPC that passes; tests/testhooks GPUNODE_TEST_JOURNAL_FAIL, the journal's own
 os.write/os.fsync); --sigterm/--sigint send that signal at a random instant of the apply's
-work. The apply must undo itself: exit 3 (journal) or 130/143 (signal) with the tree
-byte-exact right then, before any rollback; or, where the signal came too late, have
-finished. Every round then ends with a plain `gpunode rollback` (settling what the journal
+work; --sighup closes the apply's terminal then (it runs on a pseudo-terminal of its own, as
+under ssh: the kernel sends SIGHUP and its output fails with EIO from then on). The apply must
+undo itself: exit 3 (journal) or 129/130/143 (signal) with the tree byte-exact right then,
+before any rollback; or, where the signal came too late, have finished. Every round then ends with a plain `gpunode rollback` (settling what the journal
 could not record) that must exit 0 and leave the tree byte-exact.
 
 With --aim work (the default) the kill instant is uniform over the part of the run after the
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -44,7 +46,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "agent"))
 
-from apply_fixtures import make_tree, picture  # noqa: E402
+from apply_fixtures import make_tree, on_a_terminal, picture  # noqa: E402
 
 APPLY_ARGS = ["--allow-reboot-settings", "--json"]
 # Docker installed with a daemon.json the training profile's json settings rewrite (issue 24):
@@ -243,6 +245,22 @@ class Harness:
         label = f"{signal.Signals(signum).name} at {delay:.3f}s of the work ({root})"
         self._judge(tally, label, root, state, proc.returncode, 128 + signum, stderr)
 
+    def hangup_round(self, tally: FaultTally, t_work: float) -> None:
+        """The operator's terminal closes at a uniform instant of the apply's work (SIGHUP for real)."""
+        root, state = self.fresh()
+        delay = self.rng.uniform(0, t_work)
+        mark = _journal_mark(state)
+        proc, terminal = on_a_terminal(self.argv("apply", root, state), self.slow_env, REPO)
+        try:
+            if _wait_for_work(proc, state, mark) is not None:
+                _hold_terminal(terminal, proc, delay)
+        finally:
+            os.close(terminal)  # a hang-up if the apply still runs
+        proc.wait(timeout=300)
+        _wait_for_orphans(root)
+        label = f"terminal closed at {delay:.3f}s of the work ({root})"
+        self._judge(tally, label, root, state, proc.returncode, 128 + signal.SIGHUP, "")
+
     def _judge(self, tally: FaultTally, label: str, root: Path, state: Path, rc: int, stopped: int,
                stderr: str) -> None:
         if rc == stopped:
@@ -291,6 +309,18 @@ def _wait_for_work(proc: subprocess.Popen, state: Path, mark: int) -> float | No
     return None
 
 
+def _hold_terminal(terminal: int, proc: subprocess.Popen, seconds: float) -> None:
+    """Keep the terminal open (reading what the process writes, so that it never blocks on a
+    full terminal) for `seconds` or until the process ends."""
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline:
+        if select.select([terminal], [], [], min(0.01, max(deadline - time.monotonic(), 0)))[0]:
+            try:
+                os.read(terminal, 65536)
+            except OSError:  # EIO: nothing holds the other side open any more
+                return
+
+
 def _wait_for_orphans(root: Path, limit_s: float = 30) -> None:
     """A killed gpunode leaves its children running (the Runner starts them in their own
     session, e.g. `systemctl --root=ROOT enable`); a later rollback on a real host comes long
@@ -316,10 +346,10 @@ def _wait_for_orphans(root: Path, limit_s: float = 30) -> None:
 
 def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None = None,
         delay_ms: float = 2.0, progress: bool = False, aim: str = "whole", enospc: int = 0, sigterm: int = 0,
-        sigint: int = 0) -> dict:
+        sigint: int = 0, sighup: int = 0) -> dict:
     """aim "whole": the kill instant is uniform over the command's whole run (start-up included);
     "work": uniform over the part after its journal first moved (among the writes). enospc,
-    sigterm, sigint: rounds of each of apply's own failures (the module's docstring)."""
+    sigterm, sigint, sighup: rounds of each of apply's own failures (the module's docstring)."""
     with tempfile.TemporaryDirectory(prefix="gpunode-crash-", dir=workdir) as tmp:
         harness = Harness(Path(tmp), seed, delay_ms)
         times = harness.calibrate()
@@ -335,7 +365,7 @@ def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None
             if progress and (i + 1) % 25 == 0:
                 print(f"rollback {i + 1}/{rollback_rounds}: {tallies['rollback'].to_json()}", file=sys.stderr,
                       flush=True)
-        faults = {"enospc": FaultTally(), "sigterm": FaultTally(), "sigint": FaultTally()}
+        faults = {"enospc": FaultTally(), "sigterm": FaultTally(), "sigint": FaultTally(), "sighup": FaultTally()}
         schedule = journal_fault_schedule(harness.journal_writes, enospc)
         for i, fault in enumerate(schedule):
             harness.enospc_round(faults["enospc"], fault)
@@ -346,6 +376,10 @@ def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None
                 harness.signal_round(faults[name], signum, times["apply_work"])
                 if progress and (i + 1) % 25 == 0:
                     print(f"{name} {i + 1}/{rounds}: {faults[name].to_json()}", file=sys.stderr, flush=True)
+        for i in range(sighup):
+            harness.hangup_round(faults["sighup"], times["apply_work"])
+            if progress and (i + 1) % 25 == 0:
+                print(f"sighup {i + 1}/{sighup}: {faults['sighup'].to_json()}", file=sys.stderr, flush=True)
         out = {"seed": seed, "aim": aim, "calibration_s": {k: round(v, 3) for k, v in times.items()},
                "wall_s": round(time.monotonic() - started, 1),
                **{k: t.to_json() for k, t in tallies.items()}}
@@ -354,7 +388,7 @@ def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None
             out["enospc"] = {**faults["enospc"].to_json(), "journal_writes_per_apply": harness.journal_writes,
                              "faults": {k: kinds.count(k) for k in dict.fromkeys(kinds)},
                              "distinct_fault_points": len(set(schedule))}
-        for name in ("sigterm", "sigint"):
+        for name in ("sigterm", "sigint", "sighup"):
             if faults[name].rounds:
                 out[name] = faults[name].to_json()
         return out
@@ -371,11 +405,13 @@ def main() -> int:
     parser.add_argument("--enospc", type=int, default=0, help="rounds with a failing journal write")
     parser.add_argument("--sigterm", type=int, default=0, help="rounds that send apply SIGTERM")
     parser.add_argument("--sigint", type=int, default=0, help="rounds that send apply SIGINT")
+    parser.add_argument("--sighup", type=int, default=0, help="rounds that close apply's terminal (SIGHUP)")
     args = parser.parse_args()
     result = run(args.apply, args.rollback, args.seed, delay_ms=args.delay_ms, progress=True, aim=args.aim,
-                 enospc=args.enospc, sigterm=args.sigterm, sigint=args.sigint)
+                 enospc=args.enospc, sigterm=args.sigterm, sigint=args.sigint, sighup=args.sighup)
     print(json.dumps(result, indent=1))
-    ok = all(not result[k]["failures"] for k in ("apply", "rollback", "enospc", "sigterm", "sigint") if k in result)
+    ok = all(not result[k]["failures"] for k in ("apply", "rollback", "enospc", "sigterm", "sigint", "sighup")
+             if k in result)
     return 0 if ok else 1
 
 

@@ -100,3 +100,26 @@ def apply_json(*args: str, env: dict | None = None) -> tuple[int, dict]:
     proc = gpunode("apply", "--json", *args, env=env)
     assert proc.stdout, proc.stderr
     return proc.returncode, json.loads(proc.stdout)
+
+
+def on_a_terminal(argv: list[str], env: dict, cwd: Path = ROOT) -> tuple[subprocess.Popen, int]:
+    """Start `argv` as an operator's ssh session runs it: in a session of its own whose
+    controlling terminal is a fresh pseudo-terminal (stdin, stdout and stderr). -> (process, the
+    master side). Closing the master is the terminal closing: the kernel sends the process SIGHUP
+    (and SIGCONT), and its writes to the terminal fail with EIO from then on."""
+    import fcntl
+    import signal
+    import termios
+
+    master, slave = os.openpty()
+
+    def take_the_terminal() -> None:  # in the child, after setsid (start_new_session)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a login shell starts it (not nohup's SIG_IGN)
+
+    try:
+        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
+                                start_new_session=True, preexec_fn=take_the_terminal)
+    finally:
+        os.close(slave)
+    return proc, master

@@ -32,21 +32,22 @@ def test_random_kills_of_apply_and_rollback_end_byte_exact(tmp_path):
     assert result["apply"]["journal_unfinished"] + result["rollback"]["journal_unfinished"] >= 1
 
 
-def test_apply_undoes_itself_on_a_failing_journal_write_and_on_sigterm_sigint(tmp_path):
+def test_apply_undoes_itself_on_a_failing_journal_write_and_on_sigterm_sigint_sighup(tmp_path):
     # The journal fault rounds are deterministic (evenly spaced over the first to the last write
     # of an apply, ENOSPC/EIO/ENOSPC-once). A signal round may come after the batch finished
-    # (then the apply finished): either way, nothing is left changed.
+    # (then the apply finished): either way, nothing is left changed. SIGHUP rounds close the
+    # apply's own terminal (a pseudo-terminal), as an ssh session that ends does.
     harness = _harness()
     assert harness.journal_fault_schedule(46, 6) == ["ENOSPC:1", "ENOSPC:28", "EIO:10", "EIO:37",
                                                      "ENOSPC:19:once", "ENOSPC:46:once"]
     seed = int(os.environ.get("GPUNODE_CRASH_SEED", "20261206"))
     result = harness.run(apply_rounds=0, rollback_rounds=0, seed=seed, workdir=tmp_path, aim="work",
-                         enospc=6, sigterm=2, sigint=2)
+                         enospc=6, sigterm=2, sigint=2, sighup=2)
     enospc = result["enospc"]
     assert enospc["failures"] == [], (seed, enospc["failures"])
     assert enospc["stopped_by_the_fault"] == enospc["restored_by_apply"] == enospc["byte_exact"] == 6
     assert enospc["journal_unrecorded"] >= 1  # the disk stayed full: the rollback went on unrecorded
-    for name in ("sigterm", "sigint"):
+    for name in ("sigterm", "sigint", "sighup"):
         tally = result[name]
         assert tally["failures"] == [], (name, seed, tally["failures"])
         assert tally["restored_by_apply"] + tally["finished_before_the_signal"] == tally["rounds"] == 2

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import sys
 import threading
 
 import pytest
-from apply_fixtures import apply_json, gpunode, make_tree, picture
+from apply_fixtures import apply_json, gpunode, make_tree, on_a_terminal, picture, with_test_hooks
 from test_schemas import validate
 
 from gpunode.tune.execute import StopSignals
@@ -113,6 +115,7 @@ def test_a_failed_append_cuts_its_partial_line(tmp_path, monkeypatch):
     ("TERM", "journal:4", 4),  # while change 4 is written: it is finished (and verified), then undone
     ("INT", "write:1", 1),
     ("TERM", "write:9", 9),  # after the last write: nothing is kept
+    ("HUP", "write:5", 5),  # `kill -HUP`, a multiplexer closing its window: stderr still there
 ])
 def test_a_signal_during_apply_rolls_the_batch_back(tmp_path, sig, point, restored):
     root, state = make_tree(tmp_path / "root"), tmp_path / "state"
@@ -135,6 +138,45 @@ def test_a_signal_during_apply_rolls_the_batch_back(tmp_path, sig, point, restor
     nothing = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
     assert nothing.returncode == 0 and "nothing to roll back" in nothing.stderr
     assert _apply(root, state).returncode == 0
+
+
+@pytest.mark.parametrize("syslog_listens", [True, False])
+def test_a_closed_terminal_rolls_the_batch_back_and_the_trail_says_so(tmp_path, syslog_listens):
+    # The most common way an operator's apply dies: the ssh session closes. The apply runs on a
+    # terminal of its own, stops itself (SIGSTOP) right after its 4th write, and the terminal
+    # closes: the kernel sends SIGHUP (then SIGCONT) and every later write to it fails with EIO.
+    # The batch is rolled back, the exit is 129, and the syslog line says what happened (the
+    # terminal that would have shown the message is gone). A syslog that refuses the line makes
+    # a warning, which must not turn the exit into a crash on the dead terminal either.
+    root, state, log = make_tree(tmp_path / "root"), tmp_path / "state", tmp_path / "log.sock"
+    before = picture(root)
+    (tmp_path / "config.yaml").write_text(f"audit_log: {log}\n")
+    env = {**os.environ, "GPUNODE_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200",
+           "GPUNODE_TEST_CRASH_AFTER": "write:4", "GPUNODE_TEST_CRASH_SIGNAL": "STOP",
+           "PYTHONPATH": with_test_hooks(os.environ.get("PYTHONPATH"))}
+    env.pop("GPUNODE_STATE_DIR", None)
+    argv = [sys.executable, "-m", "gpunode", "apply", "--sysroot", str(root), "--state-dir", str(state), "--only", ONLY]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(str(log))
+        syslog.settimeout(10)
+        if not syslog_listens:
+            syslog.close()  # the socket file stays: sending to it is refused
+        proc, terminal = on_a_terminal(argv, env)
+        try:
+            _, status = os.waitpid(proc.pid, os.WUNTRACED)
+            assert os.WIFSTOPPED(status), status
+        finally:
+            os.close(terminal)  # the ssh session closes
+        assert proc.wait(timeout=60) == 128 + signal.SIGHUP
+        assert picture(root) == before
+        line = syslog.recv(4096).decode() if syslog_listens else ""
+    if not syslog_listens:
+        return
+    assert " apply id=" in line and "result=interrupted" in line
+    assert "reason='stopped by SIGHUP before change 5 of 9'" in line
+    assert _history(state)[0]["status"] == "failed"  # settled: nothing left for rollback
+    nothing = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
+    assert nothing.returncode == 0 and "nothing to roll back" in nothing.stderr
 
 
 def test_signals_during_the_batch_rollback_wait_for_it(tmp_path):
@@ -203,18 +245,61 @@ def test_stop_signals_outside_the_main_thread_installs_nothing():
     assert seen == [None]
 
 
-def test_rollback_whose_journal_cannot_be_written_exits_3_and_can_be_run_again(tmp_path):
+# The rollback of a 9-change apply writes 11 records: its start, 9 restores, its end. N: the
+# first that fails; ENOSPC leaves the disk full from there on, EIO fails fsync, :once passes.
+@pytest.mark.parametrize(("fault", "unrecorded"), [("ENOSPC:1", 11), ("ENOSPC:3", 9), ("EIO:6", 6),
+                                                   ("ENOSPC:11", 1), ("ENOSPC:5:once", 1)])
+def test_a_rollback_whose_journal_fails_goes_on_restoring_and_says_so(tmp_path, fault, unrecorded):
+    # Stopping at the failed record would leave the host half-restored (half a profile: a state
+    # nobody asked for) to keep a record; the restores go on, exit 3 says the journal is not
+    # settled, and a rollback run once the disk has room settles it.
     root, state = make_tree(tmp_path / "root"), tmp_path / "state"
     before = picture(root)
     assert _apply(root, state).returncode == 0
-    full = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state),
-                   env={"GPUNODE_TEST_JOURNAL_FAIL": "ENOSPC:3"})  # after two restores
+    apply_id = _history(state)[0]["id"]
+    full = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json",
+                   env={"GPUNODE_TEST_JOURNAL_FAIL": fault})
     assert full.returncode == 3, full.stderr
-    assert full.stderr.startswith("gpunode: error: journal ") and full.stderr.count("\n") == 1
-    assert "No space left on device; the rollback stopped there" in full.stderr and str(root) in full.stderr
-    again = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state))
-    assert again.returncode == 0, again.stderr
-    assert picture(root) == before
+    assert picture(root) == before  # every change restored, journal or not
+    doc = json.loads(full.stdout)
+    validate(doc)
+    assert doc["exit_code"] == 3 and [r["status"] for r in doc["restores"]] == ["restored"] * 9
+    assert len(doc["journal_unrecorded"]["records"]) == unrecorded
+    why = "No space left on device" if fault.startswith("ENOSPC") else "Input/output error"
+    assert why in doc["journal_unrecorded"]["reason"]
+    lines = full.stderr.splitlines()
+    assert lines[0].startswith(f"gpunode: error: the journal could not record {unrecorded} record(s) of this "
+                               f"rollback (journal ")
+    assert why in lines[0] and doc["journal_unrecorded"]["records"][-1] in lines[0]
+    assert lines[1] == (f"gpunode: the restores went on: 9 change(s) restored, 0 found unchanged, 0 NOT restored "
+                        f"under {root} (state dir {state})")
+    assert f"`gpunode rollback --id {apply_id} --sysroot {root} --state-dir {state}` once" in lines[2]
+    assert len(lines) == 3
+    again = gpunode("rollback", "--sysroot", str(root), "--state-dir", str(state), "--json")
+    assert again.returncode == 0, again.stderr  # settled (or nothing left to settle)
+    assert picture(root) == before and _history(state)[0]["status"] in ("rolled-back", "failed")
+    assert _apply(root, state).returncode == 0
+
+
+def test_a_rollback_whose_journal_cannot_begin_restores_nothing(tmp_path, monkeypatch):
+    # a journal write that fails before the first restore (the repair of a torn line) stops the
+    # rollback with nothing restored, and says so
+    from gpunode.tune import journal
+
+    root, state = make_tree(tmp_path / "root"), tmp_path / "state"
+    assert _apply(root, state).returncode == 0
+    applied = picture(root)
+
+    def full(*_args, **_kwargs):
+        raise journal.JournalWriteError("journal x: cannot write: No space left on device")
+
+    monkeypatch.setattr(journal.StateDir, "append_to", full)
+    from gpunode.tune.apply_case import Stopped, prepare_rollback, run_rollback
+
+    job = prepare_rollback(None, str(state), root)
+    with pytest.raises(Stopped, match=f"nothing was restored \\(root {root}, state dir "):
+        run_rollback(job)
+    assert picture(root) == applied
 
 
 def test_a_shared_file_someone_else_changed_is_still_left_alone(tmp_path):

@@ -17,3 +17,20 @@ def tolerant_output() -> None:
                 reconfigure(errors="replace")
             except (ValueError, OSError):  # a closed or detached stream: nothing to protect
                 pass
+
+
+def discard_output() -> None:
+    """The terminal hung up (SIGHUP: the operator's ssh session closed): what is still to be
+    written, and the interpreter's last flush, go to /dev/null instead of failing with EIO, so
+    that the command still ends with its own exit code."""
+    import os
+
+    fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(fd, stream.fileno())
+            except (ValueError, OSError):  # a detached stream: nothing left to write there
+                pass
+    finally:
+        os.close(fd)

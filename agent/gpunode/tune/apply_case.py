@@ -200,11 +200,14 @@ class RollbackOutcome:
     record: object | None  # the apply undone; None: nothing to roll back (not an error)
     results: list = field(default_factory=list)  # tune.rollback.RestoreResult per change
     nothing: str = ""  # why there was nothing to roll back
+    unrecorded: list[str] = field(default_factory=list)  # rollback records the journal could not write
+    unrecorded_why: str = ""
 
     @property
     def exit_code(self) -> int:
-        """0 all restored (or nothing to roll back), 1 some left as someone changed them, 3 errors."""
-        if any(r.status == "error" for r in self.results):
+        """0 all restored (or nothing to roll back), 1 some left as someone changed them, 3 errors
+        (a journal that could not record the rollback too: it is not settled yet)."""
+        if self.unrecorded or any(r.status == "error" for r in self.results):
             return OWN_ERROR_EXIT
         return 1 if any(r.status == "left" for r in self.results) else 0
 
@@ -222,11 +225,13 @@ def prepare_rollback(apply_id: str | None, state_dir: str | None, sysroot: Path 
 
 
 def run_rollback(job: RollbackJob, control=gpu_control) -> RollbackOutcome:
-    """Undo the apply; Stopped (exit 3) when it cannot start or its journal cannot be written."""
+    """Undo the apply; Stopped (exit 3) when it cannot start. A journal that fails during the
+    restores does not stop them: the outcome lists what it could not record."""
     from gpunode.host.gpu.control import NoGpuControl
     from gpunode.tune.actions import ApplyEnv
     from gpunode.tune.journal import JournalError, JournalWriteError
     from gpunode.tune.lock import LockBusy
+    from gpunode.tune.rollback import RollbackUnrecorded
     from gpunode.tune.session import NothingToRollBack, Refused, rollback
 
     env = ApplyEnv(host=job.host, gpu=NoGpuControl(), run_post=job.host.sys.is_live)
@@ -236,8 +241,10 @@ def run_rollback(job: RollbackJob, control=gpu_control) -> RollbackOutcome:
         record, results = rollback(env, job.state, job.apply_id, force=job.force)
     except NothingToRollBack as exc:
         return RollbackOutcome(None, nothing=str(exc))
-    except JournalWriteError as exc:  # a full disk is not bad input; what was restored stays restored
-        raise Stopped(f"{exc}; the rollback stopped there (root {job.host.sys.root}, state dir {job.state.root}): "
+    except RollbackUnrecorded as exc:  # the restores went on; the journal is settled by a later rollback
+        return RollbackOutcome(exc.record, exc.results, unrecorded=exc.unrecorded, unrecorded_why=exc.why)
+    except JournalWriteError as exc:  # before the first restore: a full disk is not bad input
+        raise Stopped(f"{exc}; nothing was restored (root {job.host.sys.root}, state dir {job.state.root}): "
                       "run it again once the state dir can be written") from exc
     except (LockBusy, Refused, JournalError) as exc:
         raise Stopped(str(exc)) from exc

@@ -2,10 +2,11 @@
 any failure roll the whole batch back in reverse order.
 
 gpunode's own failures end the batch the same way: a journal record that cannot be made
-durable (disk full, I/O error under the state dir) and SIGINT/SIGTERM stop it before its next
-step and roll back what it changed. The rollback goes on when the journal cannot record it
-(the host matters more than its record; what went unrecorded is reported) and signals that
-come during it only wait. SIGKILL is left to the journal: `gpunode rollback` finishes it."""
+durable (disk full, I/O error under the state dir) and SIGINT/SIGTERM/SIGHUP (Ctrl-C, a kill,
+a closed ssh terminal) stop it before its next step and roll back what it changed. The
+rollback goes on when the journal cannot record it (the host matters more than its record;
+what went unrecorded is reported) and signals that come during it only wait. SIGKILL is left
+to the journal: `gpunode rollback` finishes it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from gpunode.tune.kinds.change import Change
 from . import actions
 from .actions import ApplyEnv, ApplyError
 from .journal import JournalError
-from .rollback import RestoreResult, restore_all
+from .rollback import LenientJournal, RestoreResult, restore_all
 
 BACK = ("restored", "not-written")  # restore statuses that leave the host as before
 
@@ -34,18 +35,19 @@ class Outcome:
     statuses: list[str] = field(default_factory=list)  # per plan.writes entry
     reason: str = ""
     restored: list[RestoreResult] = field(default_factory=list)
-    signal: int | None = None  # the SIGINT/SIGTERM that stopped the batch
+    signal: int | None = None  # the SIGINT/SIGTERM/SIGHUP that stopped the batch
     unrecorded: list[str] = field(default_factory=list)  # journal records that could not be written
     unrecorded_why: str = ""
 
 
 class StopSignals:
-    """SIGINT and SIGTERM while a batch runs are noted, never raised in the middle of a step
+    """SIGINT, SIGTERM and SIGHUP (the operator's ssh terminal closed: the most common way an
+    apply dies) while a batch runs are noted, never raised in the middle of a step
     (a half-written file, a journal line without its fsync): the batch looks between steps,
     stops and rolls back; during a rollback they only wait. Handlers are put back on exit.
     Only the main thread can take signals; elsewhere this notes nothing."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, undoing: bool = False) -> None:
         self.signum: int | None = None
@@ -86,19 +88,16 @@ class _Book:
 
     def __init__(self, journal, outcome: Outcome):
         self.journal, self.outcome = journal, outcome
+        self.lenient = LenientJournal(journal)
+        outcome.unrecorded = self.lenient.unrecorded
 
     def record(self, entry: dict) -> None:
         if self.journal is not None:
             self.journal.append(entry)
 
     def append(self, entry: dict) -> None:
-        if self.journal is None:
-            return
-        try:
-            self.journal.append(entry)
-        except (JournalError, OSError) as exc:
-            self.outcome.unrecorded.append(_describe(entry))
-            self.outcome.unrecorded_why = self.outcome.unrecorded_why or str(exc)
+        self.lenient.append(entry)
+        self.outcome.unrecorded_why = self.lenient.why
 
 
 def execute(env: ApplyEnv, plan, writes: list[Change], journal=None, stop: StopSignals | None = None) -> Outcome:
@@ -160,15 +159,6 @@ def _roll_back(env, outcome: Outcome, book: _Book, pending, done, reason: str, f
     for seq, _, _ in done:
         outcome.statuses[seq - 1] = "rolled-back" if status.get(seq) in BACK else "not-rolled-back"
     book.append({"type": "end", "result": "failed", "reason": reason})
-
-
-def _describe(entry: dict) -> str:
-    kind = entry.get("type")
-    if kind == "restore":
-        return f"restore #{entry.get('seq')} {entry.get('setting')} ({entry.get('status')})"
-    if kind == "failed":
-        return f"failure of #{entry.get('seq')}"
-    return "end of the apply" if kind == "end" else str(kind)
 
 
 def _last_of_setting(writes: list[Change], n: int) -> bool:

@@ -15,6 +15,7 @@ from gpunode.tune.kinds.change import Change
 
 from . import actions
 from .actions import RESTORABLE, ApplyEnv, ApplyError
+from .journal import JournalError, JournalWriteError
 
 
 @dataclass
@@ -27,6 +28,49 @@ class RestoreResult:
     def to_json(self) -> dict:
         return {"seq": self.seq, "setting": self.change.setting_id, "subject": self.change.subject,
                 "status": self.status, "detail": self.detail}
+
+
+class LenientJournal:
+    """A journal for undoing: a record it cannot write (disk full, I/O error under the state
+    dir) is listed with why, and the restores go on. Stopping would leave the host half-restored
+    (a state nobody asked for) to keep a record; going on leaves it as before the apply, and a
+    later `gpunode rollback` settles the journal from what it finds (each value already back)."""
+
+    def __init__(self, journal) -> None:
+        self.journal = journal
+        self.unrecorded: list[str] = []  # what could not be written, in order
+        self.why = ""  # the first failure
+
+    def append(self, entry: dict) -> None:
+        if self.journal is None:
+            return
+        try:
+            self.journal.append(entry)
+        except (JournalError, OSError) as exc:
+            self.unrecorded.append(describe_record(entry))
+            self.why = self.why or str(exc)
+
+
+class RollbackUnrecorded(JournalWriteError):
+    """The rollback ran to its end but its journal could not record all of it: the host is as
+    `results` say; the journal still calls the apply unfinished until a rollback settles it."""
+
+    def __init__(self, record, results: list[RestoreResult], journal: LenientJournal) -> None:
+        super().__init__(f"the journal could not record {len(journal.unrecorded)} record(s) of the rollback of "
+                         f"{record.id}: {journal.why}")
+        self.record, self.results = record, results
+        self.unrecorded, self.why = journal.unrecorded, journal.why
+
+
+def describe_record(entry: dict) -> str:
+    """A journal record in a few words, for the list of those the journal could not keep."""
+    kind = entry.get("type")
+    if kind == "restore":
+        return f"restore #{entry.get('seq')} {entry.get('setting')} ({entry.get('status')})"
+    if kind == "failed":
+        return f"failure of #{entry.get('seq')}"
+    return {"end": "end of the apply", "rollback": "start of the rollback",
+            "rollback-end": "end of the rollback"}.get(kind, str(kind))
 
 
 def restore_one(env: ApplyEnv, seq: int, change: Change, result: dict | None, force: bool = False) -> RestoreResult:
@@ -98,7 +142,9 @@ def _back_before_batch(env: ApplyEnv, first: tuple[int, Change, dict | None], se
 
 def rollback_record(env: ApplyEnv, record, journal, now_iso: str) -> list[RestoreResult]:
     """Roll back one journaled apply, including changes of an interrupted one that were
-    journaled but never marked done (the write may or may not have happened)."""
+    journaled but never marked done (the write may or may not have happened). A journal that
+    cannot record the rollback does not stop it (LenientJournal): RollbackUnrecorded at the end."""
+    journal = LenientJournal(journal)
     journal.append({"type": "rollback", "time": now_iso})
     # Changes an earlier, killed rollback (or a failed batch) already put back are not judged
     # again: a later restore of an earlier change to the same file has moved that file on since.
@@ -113,4 +159,6 @@ def rollback_record(env: ApplyEnv, record, journal, now_iso: str) -> list[Restor
     complete = all(r.status in ("restored", "not-written") for r in results)
     journal.append({"type": "rollback-end", "time": now_iso, "result": "complete" if complete else "partial",
                     "left": [r.to_json() for r in results if r.status not in ("restored", "not-written")]})
+    if journal.unrecorded:
+        raise RollbackUnrecorded(record, results, journal)
     return results
