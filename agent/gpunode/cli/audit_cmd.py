@@ -154,23 +154,22 @@ def snapshot_cmd(
 def profiles_cmd(
     name: str = typer.Argument(None, help="Show this profile's settings (name or YAML path)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.profiles/1, or gpunode.profile/1 for one)."),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """List shipped profiles, or show one profile's settings with their reasons."""
-    from rich.table import Table
-
     from gpunode.cli.listings import profile_document, profiles_document
+    from gpunode.layout import Col, show
     from gpunode.outputs import dumps
     from gpunode.tune.profiles import ProfileError, load_profile, shipped_profiles
 
+    as_json, layout = layout_of(fmt, as_json)
     if name is None:
         profiles = [load_profile(p) for p in shipped_profiles()]
         if as_json:
             typer.echo(dumps(profiles_document(profiles)), nl=False)
             return
-        from gpunode.layout import Col, show
-
         show(stdout_console(), "", [Col("Profile", whole=True), Col("Description", label=False)],
-             [[prof.name, prof.description] for prof in profiles])  # fits a terminal, one line each piped
+             [[prof.name, prof.description] for prof in profiles], layout)  # fits a terminal, one line each piped
         return
     try:
         prof = load_profile(name)
@@ -179,12 +178,18 @@ def profiles_cmd(
     if as_json:
         typer.echo(dumps(profile_document(prof)), nl=False)
         return
+    show_table(stdout_console(), _profile_table(prof), layout)
+
+
+def _profile_table(prof):
+    from rich.table import Table
+
     table = Table(title=f"profile {prof.name}: {prof.description}")
     for col in ("Setting", "Target", "When", "Why"):
         table.add_column(col, no_wrap=col == "Setting")
     for s in prof.settings.values():
         table.add_row(s.id, s.target_text, s.when, s.why)
-    show_table(stdout_console(), table)
+    return table
 
 
 def register(app: typer.Typer) -> None:

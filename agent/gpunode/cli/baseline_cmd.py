@@ -103,10 +103,9 @@ def list_cmd(
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     config: str = typer.Option(None, "--config", help="Config file."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.baselines/1)."),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """The baselines gpunode can use, site ones first: name, origin, what hardware they match."""
-    from rich.table import Table
-
     from gpunode.baselines.schema import BaselineError
     from gpunode.cli.listings import baseline_row, baselines_document
     from gpunode.config import ConfigError
@@ -123,17 +122,24 @@ def list_cmd(
             rows.append(baseline_row(e, catalogue.load(e.path)))
         except BaselineError as exc:
             rows.append(baseline_row(e, error=str(exc)))
+    as_json, layout = layout_of(fmt, as_json)
     if as_json:
         typer.echo(dumps(baselines_document(rows)), nl=False)
         return
-    table = Table(title=f"gpunode baselines ({len(entries)})")
+    show_table(stdout_console(), _baselines_table(rows), layout)
+
+
+def _baselines_table(rows: list[dict]):
+    from rich.table import Table
+
+    table = Table(title=f"gpunode baselines ({len(rows)})")
     for col in ("Name", "Origin", "Matches", "Metrics", "File"):
         table.add_column(col, no_wrap=col == "Name")
     for r in rows:
         matches = f"invalid: {r['error']}" if r["error"] else (r["matches"] or "(only by --baseline)")
         table.add_row(r["name"], r["origin"], escape(matches), "" if r["metrics"] is None else str(r["metrics"]),
                       r["file"])
-    show_table(stdout_console(), table)
+    return table
 
 
 @baseline_app.command("show")
@@ -142,11 +148,9 @@ def show_cmd(
     baselines: Path = typer.Option(None, "--baselines", help=_BASELINES_HELP),
     config: str = typer.Option(None, "--config", help="Config file."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.baseline-resolved/1)."),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """One baseline with `extends` applied: every metric, its conditions, ratios and source."""
-    from rich.table import Table
-
-    from gpunode.baselines.compare import _show
     from gpunode.baselines.schema import BaselineError
     from gpunode.cli.listings import baseline_document
     from gpunode.config import ConfigError
@@ -157,10 +161,18 @@ def show_cmd(
         selection = catalogue.resolve(name)
     except (BaselineError, ConfigError) as exc:
         die(str(exc))
-    b = selection.baseline
+    as_json, layout = layout_of(fmt, as_json)
     if as_json:
-        typer.echo(dumps(baseline_document(b)), nl=False)
+        typer.echo(dumps(baseline_document(selection.baseline)), nl=False)
         return
+    show_table(stdout_console(), _baseline_table(selection.baseline), layout)
+
+
+def _baseline_table(b):
+    from rich.table import Table
+
+    from gpunode.baselines.compare import _show
+
     chain = " <- ".join(str(p) for p in b.chain)
     table = Table(title=f"baseline {b.name}: {b.description}\n{b.match.describe() if b.match else 'no match (only by --baseline)'}; {chain}")
     for col in ("Metric", "Expected", "Better", "Warn/Fail", "Conditions", "Basis", "Source"):
@@ -168,7 +180,7 @@ def show_cmd(
     for e in b.expectations:
         conds = ", ".join(f"{k}={_show(v)}" for k, v in e.conditions.items())
         table.add_row(e.key, f"{e.value:g} {e.unit}", e.better, f"{e.warn:.3g}/{e.fail:.3g}", conds, e.basis, e.source)
-    show_table(stdout_console(), table)
+    return table
 
 
 @baseline_app.command("record")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, stdout_console
+from gpunode.cli.common import ResultFormatOption, die, layout_of, stdout_console
 
 config_app = typer.Typer(help="The site configuration (/etc/gpunode/config.yaml).", no_args_is_help=True)
 
@@ -49,6 +49,7 @@ def explain(explicit: str | None) -> dict:
 def show(
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON (schema gpunode.config/1)."),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """Print every setting's effective value and where it came from (the file or the default)."""
     from gpunode.config import ConfigError
@@ -60,12 +61,13 @@ def show(
         doc = explain(config)
     except ConfigError as exc:
         die(str(exc))
+    as_json, layout = layout_of(fmt, as_json)
     if as_json:
         typer.echo(dumps(doc), nl=False)
         return
     title = f"gpunode config · {doc['file'] or 'no file'} ({doc['file_chosen_by']})"
     rows = [[v["key"], _text(v["value"]), v["from"]] for v in doc["values"]]
-    show_rows(stdout_console(), title, [Col("Key", whole=True), Col("Value", inline=True), Col("From")], rows)
+    show_rows(stdout_console(), title, [Col("Key", whole=True), Col("Value", inline=True), Col("From")], rows, layout)
 
 
 def _text(value) -> str:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import check_outputs, die, stderr_console, stdout_console
+from gpunode.cli.common import (
+    ResultFormatOption,
+    check_outputs,
+    die,
+    layout_of,
+    stderr_console,
+    stdout_console,
+)
 from gpunode.fleet.specs import PLAYBOOKS
 
 _VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*")
@@ -53,6 +60,7 @@ class Common:
     timeout: int | None
     verbose: bool
     quiet: bool
+    fmt: object = None  # --format (ResultFormat): a layout of the report, or json
 
 
 def parse_extra_vars(items: list[str] | None) -> dict:
@@ -88,7 +96,6 @@ def _write_html(path: Path | None, document: dict) -> None:
 
 
 def _run(name: str, opts: Common, extravars: dict, html: Path | None = None) -> None:
-    from gpunode.fleet.render import render_fleet
     from gpunode.fleet.report import fleet_document
     from gpunode.fleet.runner import FLEET_FILE, default_state_dir, run_playbook, write_private
     from gpunode.fleet.specs import playbooks_dir
@@ -120,10 +127,18 @@ def _run(name: str, opts: Common, extravars: dict, html: Path | None = None) -> 
     document = fleet_document(run, margin=opts.margin, min_peers=opts.min_peers)
     write_private(run.artifact_dir / FLEET_FILE, dumps(document))
     _write_html(html, document)
-    if opts.as_json:
+    _print_report(document, *layout_of(opts.fmt, opts.as_json), opts.verbose)
+
+
+def _print_report(document: dict, as_json: bool, layout: str | None, verbose: bool) -> None:
+    """The fleet report as its JSON document or in a layout; exits with the fleet's code."""
+    from gpunode.fleet.render import render_fleet
+    from gpunode.outputs import dumps
+
+    if as_json:
         typer.echo(dumps(document), nl=False)
     else:
-        render_fleet(document, stdout_console(), verbose=opts.verbose)
+        render_fleet(document, stdout_console(), verbose=verbose, fmt=layout)
     raise typer.Exit(document["exit_code"])
 
 
@@ -141,21 +156,21 @@ def _batch_vars(batch: str | None, max_fail: int | None) -> dict:
 def audit(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
           check: bool = CHECK, extra: list[str] = EXTRA, profile: str = PROFILE, playbooks: Path = PLAYBOOK_DIR,
           state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-          quiet: bool = QUIET, html: Path = HTML) -> None:
+          quiet: bool = QUIET, fmt: ResultFormatOption = None, html: Path = HTML) -> None:
     """gpunode audit on every host; one report: hosts x status, and which hosts fail each check."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("audit", opts, {"gpunode_profile": profile} if profile else {}, html)
 
 
 def apply(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
           check: bool = CHECK, extra: list[str] = EXTRA, profile: str = PROFILE, batch: str = BATCH,
           max_fail: int = MAX_FAIL, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE,
-          timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET, html: Path = HTML,
-          prove: bool = typer.Option(False, "--prove", help="Each node benches before and after and keeps the change only if no figure got worse; the canary must prove it before the rest.")) -> None:
+          timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET, fmt: ResultFormatOption = None,
+          html: Path = HTML, prove: bool = typer.Option(False, "--prove", help="Each node benches before and after and keeps the change only if no figure got worse; the canary must prove it before the rest.")) -> None:
     """gpunode apply --profile on every host: one canary, then batches; --check shows the plans."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("apply", opts, {**({"gpunode_profile": profile} if profile else {}), **_batch_vars(batch, max_fail),
                          **({"gpunode_prove": True} if prove else {})}, html)
 
@@ -163,10 +178,10 @@ def apply(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, a
 def rollback(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
              check: bool = CHECK, extra: list[str] = EXTRA, batch: str = BATCH, max_fail: int = MAX_FAIL,
              playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT,
-             verbose: bool = VERBOSE, quiet: bool = QUIET, html: Path = HTML) -> None:
+             verbose: bool = VERBOSE, quiet: bool = QUIET, fmt: ResultFormatOption = None, html: Path = HTML) -> None:
     """gpunode rollback on every host: one canary, then batches; --check shows what would be restored."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("rollback", opts, _batch_vars(batch, max_fail), html)
 
 
@@ -175,12 +190,12 @@ def bench(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, a
           mode: str = typer.Option(None, "--mode", help="quick or full (default: gpunode_bench_mode, else quick)."),
           margin: float = MARGIN, min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR,
           state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-          quiet: bool = QUIET, html: Path = HTML) -> None:
+          quiet: bool = QUIET, fmt: ResultFormatOption = None, html: Path = HTML) -> None:
     """gpunode bench on every host; per metric each SKU group's median, each host's ratio, outliers."""
     if mode is not None and mode not in ("quick", "full"):
         die(f"--mode {mode!r}: give quick or full")
     opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("bench", opts, {"gpunode_bench_mode": mode} if mode else {}, html)
 
 
@@ -190,11 +205,11 @@ def diag(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as
          duration: int = typer.Option(None, "--duration", min=45, help="Seconds per node at level 2 or 3 (default: the level's)."),
          margin: float = MARGIN, min_peers: int = MIN_PEERS, playbooks: Path = PLAYBOOK_DIR,
          state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE,
-         quiet: bool = QUIET, html: Path = HTML) -> None:
+         quiet: bool = QUIET, fmt: ResultFormatOption = None, html: Path = HTML) -> None:
     """gpunode diag on every host (run it on drained or idle nodes): which hosts fail which test, and the
     checked-GEMM TFLOP/s against each SKU group's median."""
     opts = Common(inventory, limit, forks, as_json, check, extra, margin, min_peers, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     extravars: dict = {}
     if level is not None:
         extravars["gpunode_diag_level"] = level
@@ -206,29 +221,31 @@ def diag(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as
 def gate(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
          check: bool = CHECK, extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
          keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
-         html: Path = HTML) -> None:
+         fmt: ResultFormatOption = None, html: Path = HTML) -> None:
     """gpunode gate (the fast pre-job health subset) on every host."""
     opts = Common(inventory, limit, forks, as_json, check, extra, *NO_BENCH, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("gate", opts, {}, html)
 
 
 def trends(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
            extra: list[str] = EXTRA, html: Path = HTML, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
-           keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+           keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
+           fmt: ResultFormatOption = None) -> None:
     """Collect every host's bench history: per SKU the distribution of each metric and the hosts
     drifting down over time (--html FILE: the same with plots, for fleets of hundreds)."""
     opts = Common(inventory, limit, forks, as_json, False, extra, 0.10, 3, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("trends", opts, {}, html)
 
 
 def slurm(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
           check: bool = CHECK, extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
-          keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+          keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
+          fmt: ResultFormatOption = None) -> None:
     """Install the gpunode gate into Slurm (Prolog, HealthCheckProgram) on every host."""
     opts = Common(inventory, limit, forks, as_json, check, extra, 0.10, 3, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("slurm", opts, {})
 
 
@@ -237,7 +254,7 @@ def install(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS,
             wheel: Path = typer.Option(None, "--wheel", help="A gpunode wheel on this machine (pip wheel --no-deps -w dist .)."),
             pip_spec: str = typer.Option(None, "--pip-spec", help="Install from the package index instead, e.g. 'gpunode==0.1.0'."),
             playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR, keep: int = ROTATE, timeout: int = TIMEOUT,
-            verbose: bool = VERBOSE, quiet: bool = QUIET) -> None:
+            verbose: bool = VERBOSE, quiet: bool = QUIET, fmt: ResultFormatOption = None) -> None:
     """Install gpunode into a venv on every host (idempotent)."""
     extravars: dict = {}
     if wheel is not None:
@@ -247,32 +264,30 @@ def install(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS,
     if pip_spec:
         extravars["gpunode_pip_spec"] = pip_spec
     opts = Common(inventory, limit, forks, as_json, check, extra, 0.10, 3, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("install", opts, extravars)
 
 
 def watch_status(inventory: Path = INVENTORY, limit: str = LIMIT, forks: int = FORKS, as_json: bool = AS_JSON,
                  extra: list[str] = EXTRA, playbooks: Path = PLAYBOOK_DIR, state_dir: Path = STATE_DIR,
                  keep: int = ROTATE, timeout: int = TIMEOUT, verbose: bool = VERBOSE, quiet: bool = QUIET,
-                 html: Path = HTML) -> None:
+                 fmt: ResultFormatOption = None, html: Path = HTML) -> None:
     """Each host's gpunode watch state (/run/gpunode/health.json): its verdict, whether a live watcher
     keeps it fresh, the checks it last read, its recent events and actions. No watcher: UNKNOWN."""
     opts = Common(inventory, limit, forks, as_json, False, extra, *NO_BENCH, playbooks, state_dir, keep,
-                  timeout, verbose, quiet)
+                  timeout, verbose, quiet, fmt)
     _run("watch", opts, {}, html)
 
 
 def report(
     artifact_dir: Path = typer.Argument(..., help="A run's artifact directory (printed after each fleet run)."),
     as_json: bool = AS_JSON, margin: float = MARGIN, min_peers: int = MIN_PEERS, verbose: bool = VERBOSE,
-    html: Path = HTML,
+    html: Path = HTML, fmt: ResultFormatOption = None,
 ) -> None:
     """Print the fleet report of a finished run again (e.g. with another --margin)."""
-    from gpunode.fleet.render import render_fleet
     from gpunode.fleet.report import fleet_document
     from gpunode.fleet.runner import PlaybookRun
     from gpunode.fleet.validate import FleetError
-    from gpunode.outputs import dumps
 
     if not 0 < margin < 1:
         die(f"--margin {margin}: give a fraction between 0 and 1 (0.1 = 10 %)")
@@ -284,11 +299,7 @@ def report(
         die(str(exc))
     document = fleet_document(run, margin=margin, min_peers=min_peers)
     _write_html(html, document)
-    if as_json:
-        typer.echo(dumps(document), nl=False)
-    else:
-        render_fleet(document, stdout_console(), verbose=verbose)
-    raise typer.Exit(document["exit_code"])
+    _print_report(document, *layout_of(fmt, as_json), verbose)
 
 
 def register(app: typer.Typer) -> None:

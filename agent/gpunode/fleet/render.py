@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from gpunode import status as status_words
 from gpunode.fleet.report import compressed, drifting_hosts
-from gpunode.layout import show_table
+from gpunode.layout import pick_format, show_table
 
 STATUS_STYLE = {**{w: status_words.STYLE[w] for w in status_words.VERDICTS},
                 "UNREACHABLE": "bold red", "FAILED": "bold red", "NOT_RUN": "magenta",
@@ -43,22 +43,27 @@ def _names(names: list[str]) -> str:
     return escape(shown)
 
 
-def render_fleet(doc: dict, console, verbose: bool = False) -> None:
-    _hosts_table(doc, console)
+def render_fleet(doc: dict, console, verbose: bool = False, fmt: str | None = None) -> None:
+    """fmt: a layout of gpunode.layout (None: a table on a terminal, plain lines when piped). tsv
+    prints the tables' rows alone: the free lines (watch and drift notes, the verdict, the hosts
+    per status) would not parse as rows; the exit code and --format json carry them."""
+    rows_only = pick_format(fmt, console) == "tsv"
+    _hosts_table(doc, console, fmt)
     if doc.get("changes"):
-        render_changes(doc, console)
+        render_changes(doc, console, fmt)
     if doc["checks"]:
-        _checks_table(doc["checks"], console, verbose)
+        _checks_table(doc["checks"], console, verbose, fmt)
     if doc["metrics"]:
-        _bench_table(doc, console)
-    if doc.get("kind") == "watch":
+        _bench_table(doc, console, fmt)
+    if doc.get("kind") == "watch" and not rows_only:
         _watch_lines(doc["hosts"], console, verbose)
     if doc.get("trends"):
-        _trend_lines(doc, console)
-    _footer(doc, console)
+        _trend_lines(doc, console, fmt, rows_only)
+    if not rows_only:
+        _footer(doc, console)
 
 
-def _hosts_table(doc: dict, console) -> None:
+def _hosts_table(doc: dict, console, fmt: str | None) -> None:
     from rich.table import Table
 
     mode = " · check mode" if doc.get("check_mode") else ""
@@ -69,10 +74,10 @@ def _hosts_table(doc: dict, console) -> None:
     for h in doc["hosts"]:
         hosts.add_row(escape(h["host"]), escape(h["sku"]), _status(h["status"]), escape(h["message"] or ""),
                       _ids(h["failing"]), escape(", ".join(h["outliers"])))
-    show_table(console, hosts)
+    show_table(console, hosts, fmt)
 
 
-def _checks_table(rows: list[dict], console, verbose: bool) -> None:
+def _checks_table(rows: list[dict], console, verbose: bool, fmt: str | None) -> None:
     """Per check not passing everywhere: its FAIL, ERROR and WARN hosts (verbose: each finding)."""
     from rich.table import Table
 
@@ -86,10 +91,10 @@ def _checks_table(rows: list[dict], console, verbose: bool) -> None:
             for it in items:
                 subject = f" {it['subject']}" if it.get("subject") else ""
                 checks.add_row(f"  [dim]{escape(host + subject)}[/]", "", "", escape(str(it.get("message"))))
-    show_table(console, checks)
+    show_table(console, checks, fmt)
 
 
-def _bench_table(doc: dict, console) -> None:
+def _bench_table(doc: dict, console, fmt: str | None) -> None:
     from rich.table import Table
 
     margin = doc["margin"]
@@ -101,7 +106,7 @@ def _bench_table(doc: dict, console) -> None:
         ratio = "" if low is None or low["ratio"] is None else f"{low['ratio']:.3f}"
         bench.add_row(escape(row["metric"]), escape(row["sku"]), str(row["peers"]), f"{row['median']:.6g}",
                       escape(str(row["unit"] or "")), escape(low["host"] if low else ""), ratio, _outliers_cell(row))
-    show_table(console, bench)
+    show_table(console, bench, fmt)
 
 
 def _outliers_cell(row: dict) -> str:
@@ -125,10 +130,10 @@ def _watch_lines(hosts: list[dict], console, verbose: bool) -> None:
             _line(console, f"  event {escape(str(e.get('kind')))} {escape(str(e.get('code')))} gpu={escape(str(e.get('gpu')))}")
 
 
-def _trend_lines(doc: dict, console) -> None:
-    render_trends(doc["trends"], console)
+def _trend_lines(doc: dict, console, fmt: str | None, rows_only: bool) -> None:
+    render_trends(doc["trends"], console, fmt)
     drifting = drifting_hosts(doc)
-    if drifting:
+    if drifting and not rows_only:
         _line(console, "drifting hosts (their own status): "
                       + ", ".join(f"{escape(h)} {_status(s)}" for h, s in drifting))
 
@@ -150,7 +155,7 @@ def _value(v) -> str:
     return "-" if v is None or v == "" else str(v)
 
 
-def render_changes(doc: dict, console) -> None:
+def render_changes(doc: dict, console, fmt: str | None = None) -> None:
     """apply/rollback: what changes per host, from -> to; hosts that change alike share a row."""
     from rich.table import Table
 
@@ -167,14 +172,14 @@ def render_changes(doc: dict, console) -> None:
         else:
             move, status = f"{_value(c['from'])} -> {_value(c['to'])}", c["status"] + (f": {note}" if note else "")
         table.add_row(_names(c["hosts"]), escape(setting), escape(move), escape(status))
-    show_table(console, table)
+    show_table(console, table, fmt)
 
 
 def _short(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
 
 
-def render_trends(trends: dict, console) -> None:
+def render_trends(trends: dict, console, fmt: str | None = None) -> None:
     """Per SKU and metric: hosts, p10/median/p90 of their current figures, spread, the drifting
     hosts with their change. Narrow enough for 80 columns."""
     from rich.table import Table
@@ -192,4 +197,4 @@ def render_trends(trends: dict, console) -> None:
         table.add_row(escape(row["metric"]), escape(row["sku"]), str(row["hosts"]),
                       f"{_short(d['p10'])}/{_short(d['median'])}/{_short(d['p90'])}", f"{row['spread']:.1%}",
                       f"[yellow]{escape(drifting)}[/]" if drifting else "[dim]none[/]")
-    show_table(console, table)
+    show_table(console, table, fmt)
