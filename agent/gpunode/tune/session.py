@@ -81,11 +81,7 @@ def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *,
         return _plan_only(env, profile, settings, allow_reboot, persist, boot_argv)
     state.ensure()
     with ApplyLocks(host.sys.root, state.root, f"gpunode {mode}"):
-        unfinished = [r for r in state.records(repair=True) if r.unfinished]
-        if unfinished and journaled:
-            what = "its rollback" if unfinished[-1].status == "rollback-interrupted" else "it"
-            raise Refused(f"apply {unfinished[-1].id} was interrupted before {what} finished; "
-                          f"run `{undo_command(host, state, unfinished[-1].id)}` first")
+        _refuse_unfinished(host, state, journaled)
         plan, changes = plan_changes(env, profile, settings, allow_reboot, persist, boot_argv)
         writes = [c for c in changes if not c.blocked]
         if not writes:
@@ -98,18 +94,38 @@ def apply_profile(env: ApplyEnv, profile: Profile, settings, state: StateDir, *,
             journal = _start_journal(state, apply_id, host) if journaled else None
             try:
                 if journal is not None:
-                    try:
-                        journal.append({"type": "begin", "id": apply_id, "seq": seq, "time": iso_time(host.facts.now),
-                                        "profile": profile.name, "host": host.facts.hostname, "root": host_root(host),
-                                        "mode": mode, "gpunode_version": __version__,
-                                        "settings": [s.id for s in settings]})
-                    except JournalError as exc:
-                        raise JournalError(f"{exc}; nothing changed on {host_root(host)} "
-                                           f"(state dir {state.root})") from exc
+                    _begin(journal, state, host, {"type": "begin", "id": apply_id, "seq": seq,
+                                                  "time": iso_time(host.facts.now), "profile": profile.name,
+                                                  "host": host.facts.hostname, "root": host_root(host),
+                                                  "mode": mode, "gpunode_version": __version__,
+                                                  "settings": [s.id for s in settings]})
                 outcome = execute(env, plan, writes, journal, stop)
             finally:
                 if journal is not None:
                     journal.close()
+    return _outcome(apply_id, plan, changes, writes, outcome)
+
+
+def _refuse_unfinished(host, state: StateDir, journaled: bool) -> None:
+    """A journaled apply waits for an interrupted one (or its rollback) to be undone first."""
+    unfinished = [r for r in state.records(repair=True) if r.unfinished]
+    if unfinished and journaled:
+        what = "its rollback" if unfinished[-1].status == "rollback-interrupted" else "it"
+        raise Refused(f"apply {unfinished[-1].id} was interrupted before {what} finished; "
+                      f"run `{undo_command(host, state, unfinished[-1].id)}` first")
+
+
+def _begin(journal, state: StateDir, host, record: dict) -> None:
+    """The journal's begin line; failing it, nothing was changed, and the error says so."""
+    try:
+        journal.append(record)
+    except JournalError as exc:
+        raise JournalError(f"{exc}; nothing changed on {host_root(host)} "
+                           f"(state dir {state.root})") from exc
+
+
+def _outcome(apply_id, plan, changes: list, writes: list, outcome) -> ApplyOutcome:
+    """What the apply did, each write's status on its row of the whole plan."""
     index = {id(c): i for i, c in enumerate(changes)}
     statuses = {index[id(c)]: s for c, s in zip(writes, outcome.statuses, strict=True)}
     result = "applied" if outcome.ok else "interrupted" if outcome.signal is not None else "failed"
