@@ -8,7 +8,7 @@ import importlib
 from gpunode.audit.engine import Check
 
 # Modules holding hand-written checks, in report order. Each declares checks with @check.
-AREA_MODULES = ("host", "cpu", "cpu_power", "memory", "kernel", "numa", "storage", "net", "nccl", "roce", "gpu", "pcie", "nvlink",
+AREA_MODULES = ("host", "cpu", "cpu_power", "isolation", "memory", "kernel", "numa", "storage", "net", "nccl", "roce", "gpu", "pcie", "nvlink",
                 "topology", "xid", "containers", "mps", "gds", "datapaths")
 # The area modules that hold checks tagged `gate`: the gate imports only these (each module is a
 # few ms of start-up before every job). tests/test_engine.py fails when another module gains one.

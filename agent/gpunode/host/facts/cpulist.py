@@ -12,28 +12,52 @@ MAX_CPUS = 65_536  # ids 0..65535; Linux builds for at most 8192 (x86 MAXSMP): a
 
 
 
-def parse_cpulist(text: str) -> set[int]:
-    """`0-3,8,10-11` -> {0,1,2,3,8,10,11}; ValueError naming the text when it is not a cpulist
-    or names a CPU id of MAX_CPUS or more (`0-999999999` in a snapshot would take gigabytes)."""
+def parse_cpulist(text: str, last: int | None = None) -> set[int]:
+    """`0-3,8,10-11` -> {0,1,2,3,8,10,11}; the kernel's groups `100-2000:2/25` (the first 2 of every
+    25: 100,101,125,126,...) and a stride `0-6:2` (1 of every 2). With `last` (the highest CPU id) a
+    kernel command line's `N` stands for it and `all` for `0-N` (kernel-parameters.rst, "cpu lists").
+    ValueError naming the text when it is not a cpulist or names a CPU id of MAX_CPUS or more
+    (`0-999999999` in a snapshot would take gigabytes)."""
     cpus: set[int] = set()
     for part in text.strip().split(","):
         part = part.strip()
         if not part:
             continue
-        span, _, stride_text = part.partition(":")
-        start_text, dash, end_text = span.partition("-")
-        try:
-            start = int(start_text)
-            end = int(end_text) if dash else start
-            stride = int(stride_text) if stride_text else 1
-        except ValueError:
-            raise ValueError(f"bad cpulist {_show(text)}") from None
-        if start < 0 or end < start or stride < 1:
-            raise ValueError(f"bad cpulist {_show(text)}")
-        if end >= MAX_CPUS:
-            raise ValueError(f"bad cpulist {_show(text)}: CPU {end} is beyond {MAX_CPUS - 1}")
-        cpus.update(range(start, end + 1, stride))
+        if last is not None:
+            part = f"0-{last}" if part.lower() == "all" else part.replace("N", str(last))
+        start, end, used, group = _item(part, text)
+        if used == group:
+            cpus.update(range(start, end + 1))
+            continue
+        for first in range(start, end + 1, group):
+            cpus.update(range(first, min(first + used, end + 1)))
     return cpus
+
+
+def _item(part: str, text: str) -> tuple[int, int, int, int]:
+    """One item of a cpulist: (first CPU, last CPU, CPUs used of each group, group size)."""
+    span, colon, group_text = part.partition(":")
+    start_text, dash, end_text = span.partition("-")
+    used_text, slash, size_text = group_text.partition("/")
+    try:
+        start = _number(start_text)
+        end = _number(end_text) if dash else start
+        used = _number(used_text) if slash else 1
+        group = _number(size_text) if slash else (_number(used_text) if colon else 1)
+    except ValueError:
+        raise ValueError(f"bad cpulist {_show(text)}") from None
+    if end < start or group < 1 or not 1 <= used <= group:
+        raise ValueError(f"bad cpulist {_show(text)}")
+    if end >= MAX_CPUS:
+        raise ValueError(f"bad cpulist {_show(text)}: CPU {end} is beyond {MAX_CPUS - 1}")
+    return start, end, used, group
+
+
+def _number(text: str) -> int:
+    """ASCII digits only: int() would also take `+3`, `1_000` and other scripts' digits."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(text)
+    return int(text)
 
 
 def _show(text: str) -> str:

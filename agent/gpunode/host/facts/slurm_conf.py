@@ -1,10 +1,12 @@
-"""slurm.conf's top-level `Key=Value` lines (one parser for `slurm install` and the checks)."""
+"""slurm.conf's top-level `Key=Value` lines (one parser for `slurm install` and the checks), and
+this node's `NodeName=` line."""
 
 from __future__ import annotations
 
 import re
 
 SLURM_CONF = "/etc/slurm/slurm.conf"
+MAX_LINES = 100_000  # bound what a damaged file makes us walk
 _LINE = re.compile(r"^\s*(?P<key>[A-Za-z]+)\s*=\s*(?P<value>\S.*?)\s*")
 
 
@@ -24,3 +26,30 @@ def read_values(host, path: str = SLURM_CONF) -> dict[str, str]:
     """{} when the file cannot be read."""
     text = host.sys.read(path)
     return parse_values(text) if text is not None else {}
+
+
+def node_values(text: str, hostname: str) -> dict[str, str] | None:
+    """This node's `NodeName=` line as {key in lower case: value}, over the `NodeName=DEFAULT`
+    values before it; None when no line names the host (short name, brackets expanded)."""
+    from gpunode.host.facts.gres import _names  # python-hostlist: Slurm's bracket syntax
+
+    short = hostname.split(".", 1)[0]
+    defaults: dict[str, str] = {}
+    for line in text.splitlines()[:MAX_LINES]:
+        fields = {}
+        for token in line.split("#", 1)[0].split():
+            key, eq, value = token.partition("=")
+            if eq:
+                fields[key.lower()] = value
+        name = fields.get("nodename")
+        if name is None:
+            continue
+        if name.upper() == "DEFAULT":
+            defaults.update(fields)
+            continue
+        try:
+            if short in _names(name):
+                return {**defaults, **fields}
+        except ValueError:
+            continue  # a host list Slurm would refuse too
+    return None
