@@ -1,6 +1,6 @@
 """A fleet without hardware for `locate`: N nodes, bad nodes, bad links, stragglers and noise
 (each test's result flipped with probability `noise`). benchmarks/locate_sim.py measures the
-rounds, tests and accuracy with it; tests/test_fleet_locate_sim.py checks the figures at small N.
+rounds, tests and accuracy with it; tests/test_fleet_locate.py checks the figures at small N.
 The hot loop is one list comprehension per round: no object per test."""
 
 from __future__ import annotations
