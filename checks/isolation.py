@@ -43,7 +43,8 @@ def isolation(ctx: AuditContext):
     notes = []
     if "isolcpus" in iso.cpus and "managed_irq" not in iso.flags:
         notes.append("no managed_irq flag: managed device interrupts may still land on isolated CPUs")
-    slurm_problem, slurm_note = _slurm(ctx, housekeeping)
+    # Slurm's reserved cores are compared only where CPUs are taken from housekeeping at all.
+    slurm_problem, slurm_note = _slurm(ctx, housekeeping) if iso.isolated else (None, None)
     problems += [slurm_problem] if slurm_problem else []
     notes += [slurm_note] if slurm_note else []
     observed = {"cmdline": iso.given, "isolcpus_flags": sorted(iso.flags) if "isolcpus" in iso.given else None,

@@ -160,6 +160,12 @@ def test_slurm_reserved_cores_match_the_housekeeping_cores(tmp_path, spec, line,
     assert said is None or said in message
 
 
+def test_without_isolated_cpus_slurm_need_reserve_nothing(tmp_path):
+    # rcu_nocbs= and irqaffinity= alone isolate no CPU from the scheduler
+    host = two_socket(tmp_path, "rcu_nocbs=1-7 irqaffinity=0", SLURM.format(spec="", line=""), hostname="gpu01")
+    assert judged(host) == ("PASS", "housekeeping CPUs 0-7 of 0-7")
+
+
 def test_slurm_without_this_node_is_not_compared(tmp_path):
     host = two_socket(tmp_path, GOOD, SLURM.format(spec="", line="CoreSpecCount=9"), hostname="login1")
     status, message = judged(host)
