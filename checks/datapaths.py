@@ -72,7 +72,7 @@ def nfs(ctx: AuditContext):
     findings = []
     read_ahead = read_ahead_of(ctx)
     for target, m in chosen.items():
-        observed: dict[str, str | bool | None] = {k: m.option(k) for k in ("vers", "proto", "rsize", "wsize",
+        observed: dict[str, str | bool | int | None] = {k: m.option(k) for k in ("vers", "proto", "rsize", "wsize",
                                                                             "nconnect")}
         observed["hard"] = not (m.has("soft") or m.has("softerr"))
         observed["read_ahead_kb"] = read_ahead.get(target)
