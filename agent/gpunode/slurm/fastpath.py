@@ -206,32 +206,19 @@ def _textfile(path, verdict, mode: str, strict: bool = False) -> int:
 
 def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gpu=None, no_scontrol=False,
             expected_gpus=None, watched=None):
-    from gpunode.audit.run import Selection, choose, load_audit_profile, make_host
-    from gpunode.config import load_config
+    from gpunode.audit.run import Selection, choose, load_audit_profile
     from gpunode.parsed_cache import ParsedCache
     from gpunode.slurm.gate import GateOptions, GateRun
     from gpunode.state_dir import resolve_state_dir
 
     options = GateOptions(mode, timeout, check_timeout, strict)
     cache = ParsedCache(resolve_state_dir(None, os.environ))  # no PyYAML before each job
-    cfg = load_config(config_path, cache=cache)
-    if expected_gpus is not None:  # `fleet gate` passes the inventory's gpunode_expected_gpus, as audit
-        if expected_gpus < 0:
-            raise GateUsageError(f"--expected-gpus must be 0 or more, got {expected_gpus}")
-        from dataclasses import replace
-
-        cfg = replace(cfg, expected_gpus=expected_gpus)
+    cfg = _gate_config(config_path, cache, expected_gpus)
     snap = str(snapshot) if snapshot else (os.environ.get(SNAPSHOT_ENV) or cfg.snapshot)
     if snap and not os.path.isdir(snap):
         raise ValueError(f"snapshot {snap}: not a directory")
-    if watched is not None and not snap:
-        from gpunode.host.gpu.model import GpuInventory
-        from gpunode.host.gpu.source import ReplayGpuSource
-
-        live_gpu = ReplayGpuSource(GpuInventory(available=False, error="not read: judged from gpunode watch"))
-    host, source = make_host(snapshot=snap, gpu=None if snap else live_gpu)
-    if watched is not None and not snap:
-        source = watched.source
+    from_watcher = watched is not None and not snap
+    host, source = _gate_host(snap, live_gpu, watched if from_watcher else None)
     _prefetch_gpus(host.gpu)
     profile = load_audit_profile(cfg.profile, cfg, cache=cache)
     chosen = Selection([]) if mode == "epilog" else choose(profile, tags=["gate"], disabled=cfg.disable_checks)
@@ -244,8 +231,36 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
         host=host, source=source, profile=profile, config=cfg, checks=chosen.checks, options=options,
         gate_not_run=chosen.gate_not_run_json(),
         env=dict(os.environ), slurm=_slurm(mode, no_scontrol), gpu_factory=gpu_factory,
-        results=_watched_results(watched) if watched is not None and not snap else None,
+        results=_watched_results(watched) if from_watcher else None,
     )
+
+
+def _gate_config(config_path, cache, expected_gpus):
+    """The site config; `fleet gate` passes the inventory's gpunode_expected_gpus, as audit."""
+    from gpunode.config import load_config
+
+    cfg = load_config(config_path, cache=cache)
+    if expected_gpus is None:
+        return cfg
+    if expected_gpus < 0:
+        raise GateUsageError(f"--expected-gpus must be 0 or more, got {expected_gpus}")
+    from dataclasses import replace
+
+    return replace(cfg, expected_gpus=expected_gpus)
+
+
+def _gate_host(snap, live_gpu, watched):
+    """(host, source) the checks read: the snapshot, else this host with the NVML read under
+    way; with a fresh watcher state (`watched`) no NVML is opened, its poll stands for it."""
+    from gpunode.audit.run import make_host
+
+    if watched is not None:
+        from gpunode.host.gpu.model import GpuInventory
+        from gpunode.host.gpu.source import ReplayGpuSource
+
+        live_gpu = ReplayGpuSource(GpuInventory(available=False, error="not read: judged from gpunode watch"))
+    host, source = make_host(snapshot=snap, gpu=None if snap else live_gpu)
+    return host, (watched.source if watched is not None else source)
 
 
 def _watched_results(watched):
