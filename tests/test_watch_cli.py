@@ -94,3 +94,42 @@ def test_bad_options_are_usage_errors(tmp_path, args):
                        capture_output=True, text=True, timeout=60, env=env_for(tmp_path))
     assert r.returncode == 3 and r.stderr.startswith("gpunode: error: "), r.stderr
     assert not (tmp_path / STATE_FILE).exists()
+
+
+# Modules the resident watcher must not hold: typer and what it loads (click, rich, pydantic:
+# ~20 MB of the watcher's RSS, issue 22's <= 60 MB), and what only other commands need.
+NOT_RESIDENT = ("typer", "click", "rich", "pydantic", "pydantic_core", "shellingham", "email", "importlib.metadata",
+                "hashlib", "sqlite3", "prometheus_client", "numpy", "torch", "cupy", "ansible_runner", "jsonschema")
+
+
+def test_the_resident_watcher_imports_only_what_it_needs(tmp_path):
+    """`gpunode watch` runs without typer (cli/watch_cmd.py fast_main): after its first poll and
+    state write the process holds none of NOT_RESIDENT. A module count, not a memory figure."""
+    kmsg = tmp_path / "kmsg"
+    os.mkfifo(kmsg)
+    run = tmp_path / "run"
+    config = tmp_path / "config.yaml"
+    config.write_text("profile: training\n")
+    argv = ["gpunode", "watch", "--state-dir", str(run), "--kmsg", str(kmsg), "--no-nvml", "--shadow", "--poll", "1",
+            "--config", str(config), "--textfile", str(tmp_path / "watch.prom")]
+    code = "\n".join([
+        "import os, signal, sys, threading, time",
+        "def stop_after_the_first_state():",
+        f"    while not os.path.exists({str(run / STATE_FILE)!r}):",
+        "        time.sleep(0.05)",
+        "    os.kill(os.getpid(), signal.SIGTERM)",
+        "threading.Thread(target=stop_after_the_first_state, daemon=True).start()",
+        f"sys.argv = {argv!r}",
+        "from gpunode.cli import main",
+        "try:\n    main()\nexcept SystemExit as done:\n    print('exit', done.code)",
+        f"print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {NOT_RESIDENT!r})))",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env_for(tmp_path))
+    assert r.stdout.splitlines()[-2:] == ["exit 0", "[]"], r.stdout + r.stderr
+
+
+def test_a_bad_option_of_the_lean_watch_is_one_error_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpunode", "watch", "--state-dir", str(tmp_path), "--bogus"],
+                       capture_output=True, text=True, timeout=60, env=env_for(tmp_path))
+    assert r.returncode == 3 and r.stderr == "gpunode: error: no such option: '--bogus' (see `gpunode watch --help`)\n"
+    assert not (tmp_path / STATE_FILE).exists()

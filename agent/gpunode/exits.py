@@ -29,6 +29,13 @@ class UsageError(GpunodeError, ValueError):
     exit_code = USAGE_EXIT
 
 
+def internal_error(exc: BaseException) -> str:
+    """The one line that stands for an exception nothing else caught (a bug): its type and first
+    300 characters, never a traceback (GPUNODE_TRACEBACK=1 lets it through instead)."""
+    message = " ".join(str(exc).split())[:300]
+    return f"internal error: {type(exc).__name__}: {message} (GPUNODE_TRACEBACK=1 shows where)"
+
+
 # Slurm drains the node for any non-zero Prolog/Epilog exit, and only logs a non-zero
 # HealthCheckProgram; the hook modes therefore exit non-zero only as listed here.
 HOOK_MODES = ("prolog", "epilog", "health-check")

@@ -96,6 +96,12 @@ def main() -> None:
         code = fast_main(sys.argv[2:])
         if code is not None:
             sys.exit(code)
+    if sys.argv[1:2] == ["watch"]:  # resident for months: without typer's ~20 MB (cli/watch_cmd.py)
+        from gpunode.cli.watch_cmd import fast_main as watch_main
+
+        code = watch_main(sys.argv[2:])
+        if code is not None:
+            sys.exit(code)
     from gpunode.cli.common import nagios_requested, run_as_nagios_plugin
 
     if nagios_requested(sys.argv[1:]):

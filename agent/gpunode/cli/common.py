@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from gpunode.cli.streams import tolerant_output
-from gpunode.exits import USAGE_EXIT, GpunodeError
+from gpunode.exits import USAGE_EXIT, GpunodeError, internal_error
 from gpunode.layout import RENDERERS
 
 NAGIOS_USAGE_EXIT = 3  # a Nagios plugin answers UNKNOWN to a bad invocation, never CRITICAL
@@ -199,6 +199,24 @@ def legacy_json_command():
     return LegacyJsonCommand
 
 
+def options_command(options, body, doc: str):
+    """A typer command made from a table of options (slurm.fastpath.GateOption: flag, key, kind,
+    default, help), the one declaration a typer-free parser reads too (the gate's, the resident
+    watcher's); it exits with what body(**options) returns."""
+    import inspect
+
+    params = [inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, annotation=o.kind,
+                                default=typer.Option(o.default, o.flag, help=o.help)) for o in options]
+
+    def command(**kwargs) -> None:
+        raise typer.Exit(body(**kwargs) or 0)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {o.key: o.kind for o in options}
+    command.__doc__ = doc
+    return command
+
+
 def split_csv(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
@@ -234,8 +252,7 @@ def _guarded(command):
 
             if isinstance(exc, TyperException) or os.environ.get("GPUNODE_TRACEBACK"):
                 raise
-            message = " ".join(str(exc).split())[:300]
-            die(f"internal error: {type(exc).__name__}: {message} (GPUNODE_TRACEBACK=1 shows where)", 3)
+            die(internal_error(exc), 3)
 
     run._gpunode_guarded = True  # type: ignore[attr-defined]
     return run

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die
+from gpunode.cli.common import die, options_command
 from gpunode.slurm.fastpath import GATE_HELP, GATE_OPTIONS, execute
 
 
 def gate_command():
     """typer's `gate` command, built from GATE_OPTIONS (the one declaration the fast parser
     reads too). `gpunode gate` normally runs through fastpath.fast_main; typer shows its help."""
-    params = [inspect.Parameter(o.key, inspect.Parameter.KEYWORD_ONLY, annotation=o.kind,
-                                default=typer.Option(o.default, o.flag, help=o.help)) for o in GATE_OPTIONS]
-
-    def gate(**kwargs) -> None:
-        raise typer.Exit(execute(**kwargs))
-
-    gate.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    gate.__annotations__ = {o.key: o.kind for o in GATE_OPTIONS}
-    gate.__doc__ = GATE_HELP
-    return gate
+    return options_command(GATE_OPTIONS, execute, GATE_HELP)
 
 
 slurm_app = typer.Typer(help="Slurm integration: the gate as Prolog, Epilog and HealthCheckProgram.",
