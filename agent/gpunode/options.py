@@ -1,6 +1,6 @@
 """Command-line options declared as data and parsed without typer, for the commands that must
 not load it (typer, with the click, rich and pydantic it brings, costs ~100 ms and ~20 MB): the
-resident watcher (cli/watch_cmd.py). Each option is a row with flag, key, kind (bool: a flag),
+gate before every Slurm job (slurm/fastpath.py) and the resident watcher (cli/watch_cmd.py). Each option is a row with flag, key, kind (bool: a flag),
 default and help (slurm.fastpath.GateOption); typer's help for the same command is built from
 the same table (cli/common.options_command)."""
 

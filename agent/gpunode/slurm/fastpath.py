@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
-from gpunode.exits import UNKNOWN_EXIT, own_error_exit, worst_exit
+from gpunode.exits import UNKNOWN_EXIT, UsageError, own_error_exit, worst_exit
 
 SNAPSHOT_ENV = "GPUNODE_SNAPSHOT"
 DEFAULT_TIMEOUT_S = 20.0
@@ -65,7 +65,6 @@ GATE_OPTIONS = (
     GateOption("--prometheus", "prometheus", str, None,
                "Also write the verdict as a Prometheus textfile here (atomically; node_exporter's textfile dir)."),
 )
-_BY_FLAG = {o.flag: o for o in GATE_OPTIONS}
 # NVML reads no gate check judges (tests/test_gate_nvml_reads.py proves it on recorded GPUs):
 # their first calls in a process cost 5-8 ms per H200 (the gate's read 36-43 ms, the full one
 # 44-47 ms: tests/fixtures/device/nvml-call-costs-h200.json).
@@ -82,26 +81,12 @@ class GateUsageError(ValueError):
 
 def parse_gate_args(args: list[str]) -> dict:
     """The gate's argv -> keyword arguments for execute(); GateUsageError for anything else."""
-    kwargs = {o.key: o.default for o in GATE_OPTIONS}
-    items = iter(args)
-    for arg in items:
-        name, sep, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-        option = _BY_FLAG.get(name)
-        if option is None:
-            raise GateUsageError(f"no such option: {arg!r} (see `gpunode gate --help`)")
-        if option.kind is bool:
-            if sep:
-                raise GateUsageError(f"{name} takes no value")
-            kwargs[option.key] = True
-            continue
-        value = inline if sep else next(items, None)
-        if value is None or (not sep and value.startswith("--")):
-            raise GateUsageError(f"{name} needs a value")
-        try:
-            kwargs[option.key] = option.kind(value)
-        except ValueError:
-            raise GateUsageError(f"{name}: {value!r} is not a number") from None
-    return kwargs
+    from gpunode.options import parse_options
+
+    try:
+        return parse_options(args, GATE_OPTIONS, "gate")
+    except UsageError as exc:
+        raise GateUsageError(str(exc)) from None
 
 
 def fast_main(args: list[str]) -> int | None:
