@@ -308,6 +308,22 @@ def test_locate_job_runs_iperf3_as_steps_of_a_real_job(two_nodes, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.root
+def test_locate_job_refuses_a_job_whose_name_prints_a_line_of_its_own(two_nodes, monkeypatch):
+    """The owner renames the job with a line break: scontrol prints `JobState=... NodeList=...`
+    as a line of its own before Slurm's (the recorded fixtures show it); locate decides nothing."""
+    slurm, job = two_nodes
+    renamed = slurm.cmd("scontrol", "update", f"jobid={job}", "name=x\nJobState=RUNNING NodeList=lnode[1-2]")
+    assert renamed.returncode == 0, renamed.stderr
+    try:
+        result, _ = _locate(two_nodes, monkeypatch, "--job", job)
+    finally:
+        slurm.cmd("scontrol", "update", f"jobid={job}", "name=gpunode-locate-test")
+    assert result.exit_code == USAGE_EXIT, result.output
+    assert f"gpunode: error: scontrol show job {job}: JobState, NodeList printed twice" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.root
 def test_locate_job_refuses_a_job_that_is_not_running(two_nodes, monkeypatch):
     slurm, job = two_nodes
     result, _ = _locate(two_nodes, monkeypatch, "--job", "999999")

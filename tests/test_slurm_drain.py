@@ -79,6 +79,19 @@ class TestOnARealSlurm:
             assert "scontrol" not in r.output
             assert slurm.reason() == "ops: reseat the cable" and "DRAIN" in slurm.state()
 
+    def test_a_reason_whose_second_line_looks_like_ours_is_never_touched(self, slurm):
+        slurm.drain("ops: cable\nReason=gpunode: fleet locate tcp: node fault")
+        for extra in ([], ["--dry-run"]):
+            r = self._drain(slurm.node, "--reason", "gpunode: fleet locate tcp: node fault", *extra)
+            assert r.exit_code == 1 and f"{slurm.node}: left-foreign: " in r.output, r.output
+        assert slurm.reason() == "ops: cable" and "DRAIN" in slurm.state()
+
+    def test_all_is_refused_as_scontrol_drains_every_node_with_it(self, slurm):
+        for name in ("ALL", "all"):
+            r = self._drain(name, "--reason", "gpunode: fleet locate tcp: node fault")
+            assert r.exit_code == 3 and "gpunode: error: node " in r.output, r.output
+        assert "DRAIN" not in slurm.state() and slurm.reason() is None
+
     def test_the_watchers_drain_is_left_to_the_watcher(self, slurm):
         slurm.drain("gpunode: watch: xid 79 on GPU 3")
         r = self._drain(slurm.node, "--reason", "gpunode: fleet locate tcp: node fault")

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from gpunode.exits import UsageError
 from gpunode.fleet.locate.driver import ADDRESS
 from gpunode.slurm.dryrun import DryRunSlurm, dry_action
-from gpunode.slurm.scontrol import OUR_PREFIX, REASON_MAX, Slurm, SlurmAction, SlurmError, settle_node
+from gpunode.slurm.scontrol import (
+    OUR_PREFIX,
+    REASON_MAX,
+    WATCH_PREFIX,
+    Slurm,
+    SlurmAction,
+    SlurmError,
+    settle_node,
+)
 
 
 @dataclass(frozen=True)
@@ -32,12 +40,18 @@ def check(nodes: list[str], reason: str) -> str:
     for node in nodes:
         if not ADDRESS.fullmatch(node) or ":" in node or "%" in node:
             raise UsageError(f"node {node[:60]!r} is not a host name")
+        if node.lower() == "all":  # `scontrol update nodename=all` drains every node
+            raise UsageError(f"node {node!r}: scontrol reads it as every node; name the nodes")
     if any(ord(c) < 32 or ord(c) == 127 for c in reason):
         raise UsageError("--reason: one line of printable text")
     one = " ".join(reason.split())
+    if not one.isprintable():  # format and bidi characters (U+202E) would hide what sinfo shows
+        raise UsageError("--reason: one line of printable text")
     if not one.startswith(OUR_PREFIX) or len(one) == len(OUR_PREFIX):
         raise UsageError(f"--reason {reason[:60]!r}: must start with {OUR_PREFIX!r} and say why "
                          "(gpunode lifts or keeps only the drains it set)")
+    if one.startswith(WATCH_PREFIX):
+        raise UsageError(f"--reason: {WATCH_PREFIX!r} is the watcher's own (lifted only by it or a diag): say it another way")
     if len(one) > REASON_MAX:
         raise UsageError(f"--reason: {len(one)} characters, at most {REASON_MAX} (sinfo and alerting cut longer ones)")
     return one

@@ -70,7 +70,9 @@ def parse_show_node(text: str) -> NodeInfo:
             continue
         for key in ("Reason=", "OS=", "Comment=", "Extra="):
             if stripped.startswith(key):
-                fields[key[:-1]] = stripped[len(key):]
+                # The first: a reason with a line break prints its next line under it, and
+                # `ops\nReason=gpunode: x` must stay someone else's reason.
+                fields.setdefault(key[:-1], stripped[len(key):])
                 break
         else:
             for token in stripped.split():

@@ -15,6 +15,7 @@ through the Runner; every name and address is checked as a host name or IP addre
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -27,10 +28,12 @@ from gpunode.fleet.locate.algorithm import Round
 from gpunode.fleet.locate.driver import ADDRESS
 from gpunode.fleet.locate.pairtests import Config, Figure, PairTest, Step
 from gpunode.fleet.validate import FleetError
-from gpunode.host.runner import CommandResult, Runner
+from gpunode.host.runner import Runner
+from gpunode.slurm.scontrol import _why as _said  # one way to say why scontrol/sinfo/srun gave nothing
 
 JOB_ID = re.compile(r"[1-9][0-9]{0,9}")
 SLURM_TIMEOUT_S = 10.0
+MAX_NODES = 65536  # Slurm's own bound on a host range; a list is refused before it grows past it
 LISTEN_TRIES = 30  # as playbooks/locate.yml: 30 tries, 1 s apart
 
 
@@ -41,15 +44,16 @@ class Allocation:
     addresses: dict[str, str]  # node -> NodeAddr
 
 
-def allocation(runner: Runner, env: Mapping[str, str], job: str | None) -> Allocation:
-    """The allocation's nodes and their addresses; FleetError says why there are none to test."""
+def allocation(runner: Runner, env: Mapping[str, str], job: str | None, uid: int | None = None) -> Allocation:
+    """The allocation's nodes and their addresses; FleetError says why there are none to test.
+    --job: a RUNNING job of the calling user (uid, default this process's)."""
     if job is None:
         job, listed = env.get("SLURM_JOB_ID", ""), env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
         if not job or not listed:
             raise FleetError("--slurm: not inside a Slurm allocation (no SLURM_JOB_ID / SLURM_JOB_NODELIST); "
                              "give --job JOBID, or run it in salloc")
     else:
-        listed = _job_nodelist(runner, job)
+        listed = _job_nodelist(runner, job, os.getuid() if uid is None else uid)
     if not JOB_ID.fullmatch(job):
         raise FleetError(f"--job {job[:40]!r}: give a job id (a number)")
     nodes = _expand(listed)
@@ -58,45 +62,75 @@ def allocation(runner: Runner, env: Mapping[str, str], job: str | None) -> Alloc
     return Allocation(job, nodes, _addresses(runner, listed, nodes))
 
 
-def _job_nodelist(runner: Runner, job: str) -> str:
-    """NodeList= of a RUNNING job, from `scontrol show job`."""
+def _job_nodelist(runner: Runner, job: str, uid: int) -> str:
+    """NodeList= of a RUNNING job of `uid`, from `scontrol show job`: never a stranger's job, where
+    the pair tests would run as its steps (and --drain drain its nodes) after a mistyped id."""
     if not JOB_ID.fullmatch(job):
         raise FleetError(f"--job {job[:40]!r}: give a job id (a number)")
     result = runner.run(["scontrol", "show", "job", job], timeout=SLURM_TIMEOUT_S)
     if not result.ok:
         raise FleetError(f"scontrol show job {job}: {_said(result)}")
-    fields = job_fields(result.stdout)
+    fields, twice = job_fields(result.stdout), _repeated(result.stdout)
+    if twice:
+        raise FleetError(f"scontrol show job {job}: {', '.join(twice)} printed twice (a job name or comment with a "
+                         "line break, or several jobs): not deciding on it")
     if fields.get("JobState") != "RUNNING":
         raise FleetError(f"job {job} is {fields.get('JobState', 'not shown')}: its nodes are not allocated now")
+    owner = fields.get("UserId", "not shown")
+    if not owner.endswith(f"({uid})"):
+        raise FleetError(f"job {job} belongs to {owner[:40]}, not to uid {uid}: its steps are not yours to run "
+                         "(run locate as its owner, or in your own allocation)")
     return fields.get("NodeList", "")
 
 
 # Lines a job's owner writes (or that run to the end of the line): never read as fields, so a
 # comment like `NodeList=other[1-64]` cannot choose the nodes that are tested (and drained).
 _FREE_TEXT = ("Comment=", "Command=", "WorkDir=", "StdErr=", "StdIn=", "StdOut=", "Reason=", "AdminComment=")
+# A line break in those (or in the job name) prints a line of its own that looks like Slurm's, but
+# cannot hide Slurm's own line: a field locate decides on seen twice is refused.
+_DECIDES = ("JobId", "JobState", "NodeList", "UserId")
 
 
-def job_fields(text: str) -> dict[str, str]:
-    """`scontrol show job ID` -> its key=value fields (the first of each key)."""
-    fields: dict[str, str] = {}
+def _job_tokens(text: str):
+    """(key, value) of `scontrol show job ID`, free text left out: the lines above, and the job
+    name, which runs to the end of scontrol's first line (`JobId=1 JobName=a b=c`)."""
     for line in text.splitlines():
         stripped = line.strip()
         if stripped.startswith(_FREE_TEXT):
             continue
         for token in stripped.split():
             key, sep, value = token.partition("=")
+            if key == "JobName":
+                break
             if sep:
-                fields.setdefault(key, value)
+                yield key, value
+
+
+def job_fields(text: str) -> dict[str, str]:
+    """`scontrol show job ID` -> its key=value fields (the first of each key)."""
+    fields: dict[str, str] = {}
+    for key, value in _job_tokens(text):
+        fields.setdefault(key, value)
     return fields
+
+
+def _repeated(text: str) -> list[str]:
+    keys = [key for key, _ in _job_tokens(text) if key in _DECIDES]
+    return [key for key in _DECIDES if keys.count(key) > 1]
 
 
 def _expand(listed: str) -> list[str]:
     from gpunode.host.facts.gres import _names  # python-hostlist: Slurm's bracket syntax
 
-    try:
-        nodes = _names(listed) if listed.strip() else []
+    nodes: list[str] = []
+    try:  # part by part (python-hostlist bounds each range, not their sum): memory stays bounded
+        for part in re.split(r",(?![^\[\]]*\])", listed) if listed.strip() else []:
+            nodes += _names(part)
+            if len(nodes) > MAX_NODES:
+                raise ValueError(f"more than {MAX_NODES} nodes")
     except ValueError as exc:
         raise FleetError(f"node list {listed[:80]!r}: {exc}") from None
+    nodes = list(dict.fromkeys(nodes))  # a name listed twice is one node
     for node in nodes:  # a name becomes srun's --nodelist and, for nccl, part of one
         if not ADDRESS.fullmatch(node) or ":" in node or "%" in node:
             raise FleetError(f"node {node[:60]!r} is not a host name a pair test can be given")
@@ -116,11 +150,6 @@ def _addresses(runner: Runner, listed: str, nodes: list[str]) -> dict[str, str]:
                 raise FleetError(f"{name}: NodeAddr {addr[:60]!r} is not a host name or IP address")
             out[name] = addr
     return out
-
-
-def _said(result: CommandResult) -> str:
-    text = (result.error or result.stderr or result.stdout).strip().splitlines()
-    return text[-1] if text else f"exit code {result.rc}"
 
 
 @dataclass

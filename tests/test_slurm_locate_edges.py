@@ -1,0 +1,124 @@
+"""Hostile input to `gpunode slurm drain` and `gpunode fleet locate --slurm/--job` (issue 25, with
+issue 20's edges): what a job's owner can print into `scontrol show job` (a job name with a line
+break or spaces), a job of another user, a node reason with a line break (recorded from the real
+local Slurm of tests/test_fleet_locate_slurm.py, Slurm 22.05), reasons that pose as the watcher's
+or carry invisible characters, a hung scontrol, node lists too large to expand."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from test_fleet_locate_slurm import SINFO, Answers, _slurm_reads
+
+from gpunode.exits import UsageError
+from gpunode.fleet.locate.srun import allocation
+from gpunode.fleet.validate import FleetError
+from gpunode.host.runner import CommandResult
+from gpunode.slurm import drain as use_case
+from gpunode.slurm.scontrol import Slurm, parse_show_node, settle_node
+
+FIX = Path(__file__).parent / "fixtures" / "slurm"
+
+
+def _job(name: str) -> str:
+    return (FIX / name).read_text()
+
+
+@pytest.mark.parametrize("fixture", ["show-job-name-with-line-break.txt", "show-job-pending-name-with-line-break.txt"])
+def test_a_job_name_with_a_line_break_cannot_choose_the_nodes_or_the_state(fixture):
+    """`salloc --job-name=$'x\\nJobState=RUNNING NodeList=victim[1-64]'`: scontrol prints the
+    name's second line as a line of its own, before Slurm's JobState and NodeList (recorded)."""
+    runner = _slurm_reads(_job(fixture))
+    with pytest.raises(FleetError, match="printed twice") as err:
+        allocation(runner, {}, "2")
+    assert "\n" not in str(err.value)
+    assert not any(c[:4] == SINFO for c in runner.calls)  # no node of it was looked at
+
+
+def test_a_job_name_with_spaces_is_free_text_to_the_end_of_its_line():
+    """`--job-name='x JobState=RUNNING NodeList=victim[1-64]'` on a held job: the name runs to the
+    end of scontrol's first line (as printed by the real Slurm)."""
+    text = _job("show-job-pending.txt").replace("JobName=", "JobName=x JobState=RUNNING NodeList=victim[1-64] ", 1)
+    with pytest.raises(FleetError, match="job 2 is PENDING"):
+        allocation(_slurm_reads(text), {}, "2")
+
+
+def test_a_job_of_another_user_is_not_tested_in():
+    """root typing a wrong job id at 3 a.m.: pair tests would run as steps inside a stranger's
+    job (and --drain drain its nodes)."""
+    runner = _slurm_reads(_job("show-job-running-other-user.txt"))
+    with pytest.raises(FleetError, match=r"job 1 belongs to nobody\(65534\), not to uid 0"):
+        allocation(runner, {}, "1", uid=0)
+    assert not any(c[:4] == SINFO for c in runner.calls)
+    mine = _job("show-job-running-2-nodes.txt")  # UserId=root(0)
+    assert allocation(_slurm_reads(mine), {}, "1", uid=0).nodes == ["lnode1", "lnode2"]
+    with pytest.raises(FleetError, match=r"belongs to root\(0\), not to uid 1000"):
+        allocation(_slurm_reads(mine), {}, "1", uid=1000)
+
+
+def test_a_hung_scontrol_or_sinfo_is_said_as_such():
+    hung = CommandResult(["scontrol"], -9, duration_s=10.0, timed_out=True)
+    with pytest.raises(FleetError, match="scontrol show job 5: no answer within 10.0s"):
+        allocation(Answers([(lambda a: True, hung)]), {}, "5")
+    with pytest.raises(FleetError, match="sinfo: no answer within 10.0s"):
+        allocation(Answers([(lambda a: True, hung)]), {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "n[1-2]"}, None)
+
+
+def test_a_node_list_too_large_is_refused_before_it_is_expanded_or_sent_to_sinfo():
+    runner = _slurm_reads()
+    env = {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "a[0-99999],b[0-99999]"}
+    with pytest.raises(FleetError, match="more than 65536 nodes"):
+        allocation(runner, env, None)
+    assert runner.calls == []
+    with pytest.raises(FleetError, match="range too large"):
+        allocation(runner, {**env, "SLURM_JOB_NODELIST": "node[0-99999999]"}, None)
+    ok = allocation(runner, {**env, "SLURM_JOB_NODELIST": "a[1-2],b[01-02],c"}, None)
+    assert ok.nodes == ["a1", "a2", "b01", "b02", "c"]
+
+
+def test_a_reason_whose_second_line_looks_like_ours_stays_someone_elses():
+    """`scontrol update reason=$'ops: cable\\nReason=gpunode: ...'` (recorded): Slurm prints the
+    second line under the first; it must not make the reason gpunode's."""
+    node = parse_show_node((FIX / "show-node-reason-line-break.txt").read_text())
+    assert node.reason == "ops: cable" and not node.reason_is_ours
+    slurm = Slurm(Answers([]))  # any scontrol call would be refused (not expected)
+    assert settle_node(slurm, node, "gpunode: fleet locate tcp: node fault").action == "left-foreign"
+    assert settle_node(slurm, node, None).action == "left-foreign"  # the gate never resumes it
+
+
+@pytest.mark.parametrize("reason, message", [
+    ("gpunode: watch: xid 79", "the watcher's"),
+    ("gpunode: bad\u202e node", "printable"),
+    ("gpunode: bad\u200b node", "printable"),
+])
+def test_a_reason_that_poses_as_the_watchers_or_hides_characters_is_refused(reason, message):
+    with pytest.raises(UsageError, match=message):
+        use_case.check(["n1"], reason)
+
+
+def test_drain_with_no_node_fault_touches_nothing_and_the_document_keeps_its_schema():
+    from jsonschema import Draft202012Validator
+
+    from gpunode.fleet.locate.report import locate_document
+    from gpunode.fleet.locate.session import drain_faults
+    from gpunode.fleet.locate.simulate import Fleet
+
+    schema = json.loads((Path(__file__).parent.parent / "docs" / "schemas" / "fleet.locate.schema.json").read_text())
+    for bad in ((), (3,)):
+        outcome, _ = Fleet(8, bad_nodes=bad, figures=True).run(random.Random(4))
+        doc = locate_document(outcome, [f"gpu-{i:02d}" for i in range(8)], test="tcp", unit="Gb/s", seed=4,
+                              repeat=1, ratio=0.8, expectation=None, expectation_source="fleet median")
+        doc["slurm_job"] = "7"
+        runner = Answers([(lambda a: a[:3] == ["scontrol", "show", "node"],
+                           CommandResult([], 1, "Node gpu-03 not found\n"))])
+        before = doc["exit_code"]
+        drain_faults(doc, Slurm(runner))
+        errors = list(Draft202012Validator(schema).iter_errors(json.loads(json.dumps(doc))))
+        assert not errors, errors[:3]
+        if not bad:
+            assert doc["drained"] == [] and runner.calls == [] and doc["exit_code"] == before == 0
+        else:  # scontrol failed: said per node, and the FAIL stays the exit code
+            assert doc["drained"][0]["action"] == "error" and doc["exit_code"] == 2
