@@ -122,3 +122,36 @@ def test_drain_with_no_node_fault_touches_nothing_and_the_document_keeps_its_sch
             assert doc["drained"] == [] and runner.calls == [] and doc["exit_code"] == before == 0
         else:  # scontrol failed: said per node, and the FAIL stays the exit code
             assert doc["drained"][0]["action"] == "error" and doc["exit_code"] == 2
+
+
+def _drained_doc(detail: str) -> dict:
+    from gpunode.fleet.locate.report import locate_document
+    from gpunode.fleet.locate.simulate import Fleet
+
+    outcome, _ = Fleet(8, bad_nodes=(3,), figures=True).run(random.Random(4))
+    doc = locate_document(outcome, [f"gpu-{i:02d}" for i in range(8)], test="tcp", unit="Gb/s", seed=4, repeat=1,
+                          ratio=0.8, expectation=None, expectation_source="fleet median")
+    doc["drained"] = [{"node": "gpu-03", "action": "left-foreign", "detail": detail}]
+    return doc
+
+
+@pytest.mark.parametrize("reason", ["ops: see [/wiki] for the cable", "ops [link=file:///etc/shadow]click[/link]"])
+def test_a_foreign_reason_is_printed_as_it_is_on_a_terminal_and_through_a_pipe(reason):
+    """--drain's report quotes the reason it left; on rich's console brackets are markup: `[/wiki]`
+    raised MarkupError after the drains (a traceback, exit 1), `[link=...]` made a hyperlink."""
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console
+
+    from gpunode.fleet.locate.report import render_table
+
+    detail = f"node already has a reason not set by gpunode: {reason!r}, left as it is by gpunode slurm drain"
+    doc = _drained_doc(detail)
+    term, pipe = io.StringIO(), io.StringIO()
+    render_table(doc, Console(file=term, width=80, force_terminal=True, no_color=True, soft_wrap=False))
+    render_table(doc, Console(file=pipe, width=80, force_terminal=False, soft_wrap=True))
+    assert f"drain gpu-03: left-foreign: {detail}\n" in pipe.getvalue()  # one line, as it is
+    tail = term.getvalue().split("drain gpu-03: ", 1)[1]
+    assert "\x1b" not in tail and " ".join(tail.split()) == f"left-foreign: {detail}"
+    assert all(cell_len(line) <= 80 for line in tail.splitlines())

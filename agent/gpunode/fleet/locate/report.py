@@ -161,8 +161,8 @@ def render_table(doc: dict, console) -> None:
         console.print("no node or link fault: every pair test passed", highlight=False)
     for line in doc["drain"]:
         console.print(f"suggested: {line}", highlight=False, soft_wrap=True)
-    for line in _drained(doc):
-        console.print(line, highlight=False, soft_wrap=True)
+    for line in _drained(doc):  # quotes a reason someone else wrote: text, never markup; wrapped on a terminal
+        console.print(line, highlight=False, markup=False)
 
 
 def locate_html(doc: dict) -> str:
