@@ -65,7 +65,7 @@ def test_the_allocation_of_this_job_comes_from_its_environment():
 
 def test_a_running_job_gives_its_nodes_from_scontrol_show_job():
     runner = _slurm_reads(_text("show-job-running-2-nodes.txt"))
-    alloc = allocation(runner, {}, "1")
+    alloc = allocation(runner, {}, "1", uid=0)  # the job is root's
     assert alloc.job == "1" and alloc.nodes == ["lnode1", "lnode2"]
     assert runner.calls[0] == ["scontrol", "show", "job", "1"]
 
@@ -107,6 +107,8 @@ def test_a_node_address_that_could_read_as_an_option_is_refused():
         allocation(runner, {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "lnode[1-2]"}, None)
 
 
+# After each round the job is read again (a step of an ended job fails for gpunode, not for the nodes).
+STILL_RUNNING = (lambda a: a[:3] == ["scontrol", "show", "job"], CommandResult([], 0, _text("show-job-running-2-nodes.txt")))
 ALLOC = Allocation("7", ["gpu-01", "gpu-02", "gpu-03", "gpu-04"],
                    {"gpu-01": "10.0.0.1", "gpu-02": "10.0.0.2", "gpu-03": "10.0.0.3", "gpu-04": "10.0.0.4"})
 
@@ -125,6 +127,7 @@ def _iperf(bad: str | None = None, slow_address: str | None = None):
         return CommandResult(argv, 0, slow if bad in (host, ALLOC.nodes[int(partner[-1]) - 1]) else ok)
 
     return Answers([
+        STILL_RUNNING,
         (lambda a: "--server" in a, CommandResult([], 0, "")),
         (lambda a: "ss" in a, CommandResult([], 0, "LISTEN 0 5 0.0.0.0:5201 0.0.0.0:*\n")),
         (lambda a: "--client" in a, client),
@@ -141,7 +144,8 @@ def test_each_pair_test_is_two_job_steps_pinned_to_their_nodes():
         [*step, "--nodelist=gpu-02", "iperf3", "--server", "--one-off", "--port", "5201"],
         [*step, "--nodelist=gpu-02", "ss", "--no-header", "--listening", "--tcp", "--numeric", "sport = :5201"],
         [*step, "--nodelist=gpu-01", "iperf3", "--client", "10.0.0.2", "--port", "5201", "--time", "1",
-         "--parallel", "1", "--json"]])
+         "--parallel", "1", "--json"],
+        ["scontrol", "show", "job", "7"]])
     assert rnd.figures[0] > 1 and rounds.runs[0]["job"] == "7" and rounds.details[0][0].error is None
 
 
@@ -156,7 +160,7 @@ def test_nccl_is_its_own_two_node_step_of_the_job():
 
 
 def test_a_server_that_never_listens_is_a_failed_test_after_the_playbooks_30_tries():
-    runner = Answers([(lambda a: "--server" in a, CommandResult([], 0, "")),
+    runner = Answers([STILL_RUNNING, (lambda a: "--server" in a, CommandResult([], 0, "")),
                       (lambda a: "ss" in a, CommandResult([], 0, ""))])
     slept = []
     rounds = SrunRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), ALLOC, runner, sleep=slept.append)

@@ -155,3 +155,48 @@ def test_a_foreign_reason_is_printed_as_it_is_on_a_terminal_and_through_a_pipe(r
     tail = term.getvalue().split("drain gpu-03: ", 1)[1]
     assert "\x1b" not in tail and " ".join(tail.split()) == f"left-foreign: {detail}"
     assert all(cell_len(line) <= 80 for line in tail.splitlines())
+
+
+def test_a_job_that_ends_between_rounds_voids_the_run_and_names_no_node():
+    """The job ends (time limit, scancel) after round 1: every anchor step fails to start (srun:
+    Invalid job id), which read as two failed tests of the healthy partner: a node fault, and
+    --drain drained a healthy node. Now the job is read after each round; gone: no verdict."""
+    from test_fleet_locate_slurm import ALLOC, _iperf
+
+    from gpunode.fleet.locate import pairtests
+    from gpunode.fleet.locate.driver import run_locate
+    from gpunode.fleet.locate.srun import SrunRounds
+
+    running = _job("show-job-running-2-nodes.txt")
+    gone = CommandResult([], 1, "", "srun: error: Unable to confirm allocation for job 7: Invalid job id specified\n")
+    for seed in range(3):
+        steps, ended = _iperf(bad="gpu-03"), []
+
+        def answer(argv, steps=steps, ended=ended):
+            if argv[:3] == ["scontrol", "show", "job"]:
+                ended.append(True)  # read after round 1: still running; the job ends just after
+                return CommandResult(argv, 0, running) if len(ended) == 1 else \
+                    CommandResult(argv, 1, "", "slurm_load_jobs error: Invalid job id specified\n")
+            return gone if ended else steps.run(argv)
+
+        runner = Answers([(lambda a: True, answer)])
+        rounds = SrunRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), ALLOC, runner, sleep=lambda s: None)
+        with pytest.raises(FleetError, match="job 7 ended during the run, in round 2") as err:
+            run_locate(rounds, 1, seed, 0.5, None)
+        assert "Invalid job id specified" in str(err.value) and "no verdict" in str(err.value)
+        assert ["scontrol", "show", "job", "7"] in runner.calls
+
+
+def test_a_job_gone_during_round_0_is_said_there():
+    from test_fleet_locate_slurm import ALLOC
+
+    from gpunode.fleet.locate import pairtests
+    from gpunode.fleet.locate.srun import SrunRounds
+
+    gone = CommandResult([], 1, "", "srun: error: Unable to confirm allocation for job 7: Invalid job id specified\n")
+    runner = Answers([(lambda a: a[:3] == ["scontrol", "show", "job"], CommandResult([], 0, _job("show-job-comment.txt"))),
+                      (lambda a: a[0] == "srun", gone)])
+    cfg = pairtests.Config(launcher="srun", gpus_per_node=8, nccl_bin="/opt/nccl-tests/all_reduce_perf")
+    rounds = SrunRounds(pairtests.PLUGINS["nccl"], cfg, ALLOC, runner)
+    with pytest.raises(FleetError, match=r"job 7 ended during the run, in round 0 \(COMPLETED\)"):
+        rounds.run_all()

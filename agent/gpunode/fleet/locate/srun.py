@@ -67,13 +67,7 @@ def _job_nodelist(runner: Runner, job: str, uid: int) -> str:
     the pair tests would run as its steps (and --drain drain its nodes) after a mistyped id."""
     if not JOB_ID.fullmatch(job):
         raise FleetError(f"--job {job[:40]!r}: give a job id (a number)")
-    result = runner.run(["scontrol", "show", "job", job], timeout=SLURM_TIMEOUT_S)
-    if not result.ok:
-        raise FleetError(f"scontrol show job {job}: {_said(result)}")
-    fields, twice = job_fields(result.stdout), _repeated(result.stdout)
-    if twice:
-        raise FleetError(f"scontrol show job {job}: {', '.join(twice)} printed twice (a job name or comment with a "
-                         "line break, or several jobs): not deciding on it")
+    fields = _show_job(runner, job)
     if fields.get("JobState") != "RUNNING":
         raise FleetError(f"job {job} is {fields.get('JobState', 'not shown')}: its nodes are not allocated now")
     owner = fields.get("UserId", "not shown")
@@ -81,6 +75,18 @@ def _job_nodelist(runner: Runner, job: str, uid: int) -> str:
         raise FleetError(f"job {job} belongs to {owner[:40]}, not to uid {uid}: its steps are not yours to run "
                          "(run locate as its owner, or in your own allocation)")
     return fields.get("NodeList", "")
+
+
+def _show_job(runner: Runner, job: str) -> dict[str, str]:
+    """The fields of `scontrol show job`; FleetError when it cannot be read or trusted."""
+    result = runner.run(["scontrol", "show", "job", job], timeout=SLURM_TIMEOUT_S)
+    if not result.ok:
+        raise FleetError(f"scontrol show job {job}: {_said(result)}")
+    fields, twice = job_fields(result.stdout), _repeated(result.stdout)
+    if twice:
+        raise FleetError(f"scontrol show job {job}: {', '.join(twice)} printed twice (a job name or comment with a "
+                         "line break, or several jobs): not deciding on it")
+    return fields
 
 
 # Lines a job's owner writes (or that run to the end of the line): never read as fields, so a
@@ -185,6 +191,7 @@ class SrunRounds:
             return None
         started = time.monotonic()
         fig = self._clients(None, step)
+        self._still_running("round 0")
         self._note("all", 1, started)
         return fig
 
@@ -192,6 +199,7 @@ class SrunRounds:
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=max(1, min(self.forks, len(rnd.pairs)))) as pool:
             figures = list(pool.map(self._pair, rnd.pairs))
+        self._still_running(f"round {len(self.runs) + 1}")
         self.details.append(figures)
         rnd.figures = [f.value for f in figures]
         seconds = self._note(rnd.phase, len(rnd.pairs), started)
@@ -199,6 +207,17 @@ class SrunRounds:
             bad = sum(1 for f in figures if f.value is None)
             self.console.print(f"round {len(self.runs)} ({rnd.phase}): {len(rnd.pairs)} tests in {seconds:.1f}s, "
                                f"{bad} without a figure", highlight=False)
+
+    def _still_running(self, when: str) -> None:
+        """A step of a job that has ended cannot start: its test failed for gpunode, not for the
+        nodes (read as failures, a healthy partner was named a node fault and drained)."""
+        try:
+            state = _show_job(self.runner, self.alloc.job).get("JobState", "not shown")
+        except FleetError as exc:
+            state = str(exc)
+        if state != "RUNNING":
+            raise FleetError(f"job {self.alloc.job} ended during the run, in {when} ({state}): "
+                             "its tests are void, no verdict; run locate again in a running job")
 
     def _note(self, phase: str, tests: int, started: float) -> float:
         seconds = round(time.monotonic() - started, 2)
