@@ -13,13 +13,6 @@ from collections import defaultdict
 from gpunode.audit.context import AuditContext
 from gpunode.audit.engine import CheckSkipped, bad, check, error, ok, skip, warn
 from gpunode.checks.gpu_common import counter_growth, each_gpu, gpu_key, readable_gpus, uptime_s
-from gpunode.host.facts.imex import (
-    IMEX_CONFIG,
-    IMEX_CTL_DOMAIN,
-    nodes_config_path,
-    parse_imex_ctl,
-    parse_nodes_config,
-)
 from gpunode.host.facts.nvswitch import NVL_TRAY, has_nvswitch, is_nvl_tray
 
 
@@ -173,6 +166,10 @@ def _nvl_tray(ctx: AuditContext) -> None:
                    "/etc/nvidia-imex/nodes_config.cfg), the same on every tray; then restart nvidia-imex.")
 def imex_config(ctx: AuditContext):
     _nvl_tray(ctx)
+    # Imported here, not at the top: only NVL trays read IMEX, and every other host's gate (before
+    # each job) would pay for its parsers (tests/test_gate_cli.py holds the gate's import set).
+    from gpunode.host.facts.imex import IMEX_CONFIG, nodes_config_path, parse_nodes_config
+
     path = nodes_config_path(ctx.host.sys.read(IMEX_CONFIG))
     if not path.startswith("/"):
         return bad(f"{IMEX_CONFIG}: IMEX_NODE_CONFIG_FILE={path[:60]} is not an absolute path", observed=path,
@@ -203,6 +200,8 @@ IMEX_CTL_TIMEOUT_S = 3.0  # a local socket query; the gate's budget is a few sec
                    "(!M! in the table); restart nvidia-imex where the list changed.")
 def imex_domain(ctx: AuditContext):
     _nvl_tray(ctx)
+    from gpunode.host.facts.imex import IMEX_CTL_DOMAIN, parse_imex_ctl  # NVL trays only, as above
+
     result = ctx.host.runner.run(list(IMEX_CTL_DOMAIN), timeout=IMEX_CTL_TIMEOUT_S)
     if result.error:
         raise CheckSkipped(f"{result.error}: the IMEX domain state is not checked here "

@@ -280,11 +280,19 @@ def test_gate_does_not_import_typer_or_rich(snaps):
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
 
 
+# What a gate on a host without a watcher, an NVL tray or Slurm never needs (issue 21: the gate
+# is not slower than before them): each is imported inside the function that needs it.
+NOT_ON_THE_GATE_PATH = (
+    "gpunode.watch.state",  # slurm/from_watcher.py stats health.json first
+    "gpunode.host.facts.imex",  # checks/nvlink.py: NVL compute trays only
+)
+
+
 def test_the_live_gate_path_imports_only_what_it_needs(tmp_path):
     """Each module is start-up time before every job: no logging (only --debug sets it up), no
     pathlib before the NVML read starts, no check module without gate checks, no PyYAML once the
     profile is in the parse cache; and every dataclass it defines has a docstring (without one,
-    dataclasses calls inspect.signature on the class at import)."""
+    dataclasses calls inspect.signature on the class at import); none of NOT_ON_THE_GATE_PATH."""
     code = "\n".join([
         "import sys, dataclasses",
         "start = set(sys.modules)  # what the interpreter and site imported (a .pth may add some)",
@@ -299,14 +307,15 @@ def test_the_live_gate_path_imports_only_what_it_needs(tmp_path):
         " for v in vars(mod).values() if isinstance(v, type) and dataclasses.is_dataclass(v)"
         " and v.__module__ == m and (v.__doc__ or '').startswith(v.__name__ + '('))",
         "late = [m for m in ('logging', 'yaml') if m in sys.modules and m not in start]",
-        "print(early, late, checks, undocumented)",
+        f"needless = [m for m in {NOT_ON_THE_GATE_PATH!r} if m in sys.modules]",
+        "print(early, late, checks, undocumented, needless)",
     ])
-    env = dict(os.environ, GPUNODE_STATE_DIR=str(tmp_path))
+    env = dict(os.environ, GPUNODE_STATE_DIR=str(tmp_path), GPUNODE_WATCH_DIR=str(tmp_path / "no-watcher"))
     env.pop("GPUNODE_SNAPSHOT", None)
     for _ in range(2):  # the second run finds its profile in the parse cache
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.stdout.strip().splitlines()[-1] == (
-        "[] [] ['gpu', 'gpu_common', 'net', 'nvlink', 'pcie', 'settings', 'storage', 'xid'] []"), \
+        "[] [] ['gpu', 'gpu_common', 'net', 'nvlink', 'pcie', 'settings', 'storage', 'xid'] [] []"), \
         r.stdout + r.stderr
 
 

@@ -265,3 +265,12 @@ def test_the_health_check_judges_from_the_watcher_and_drains_on_its_fail(tmp_pat
     assert r.returncode == 0, r.stdout + r.stderr  # the health check drains itself
     assert "source: watcher (age" in r.stdout and "gpu.ecc GPU0" in r.stdout
     assert "slurm: would-drain: gpunode: gpu.ecc GPU0: no uncorrectable error" in r.stdout, r.stdout
+
+
+def test_the_gate_stats_the_document_where_the_watcher_writes_it():
+    """from_watcher stats health.json before it imports the reader (the gate's start-up): the
+    same place as watch.state's."""
+    from gpunode.slurm import from_watcher
+    from gpunode.watch import state
+
+    assert (from_watcher.STATE_DIR, from_watcher.STATE_FILE) == (state.STATE_DIR, state.STATE_FILE)

@@ -20,6 +20,9 @@ from gpunode import status as status_words
 from gpunode.exits import EXIT_CODES, slurm_hook_exit
 
 WATCH_DIR_ENV = "GPUNODE_WATCH_DIR"  # where the watcher writes (tests; default /run/gpunode)
+# watch.state's STATE_DIR and STATE_FILE (tests/test_gate_watcher.py holds them equal): the gate
+# stats the document first, so a node without a watcher never imports its reader.
+STATE_DIR, STATE_FILE = "/run/gpunode", "health.json"
 EVENT_CHECK_ID = "watch.events"
 
 
@@ -41,12 +44,15 @@ def watcher_state(kwargs: dict, mode: str, environ=os.environ) -> Watched | None
     if (mode == "epilog" or kwargs.get("snapshot") or environ.get("GPUNODE_SNAPSHOT")
             or kwargs.get("expected_gpus") is not None):
         return None
+    directory = environ.get(WATCH_DIR_ENV) or STATE_DIR
+    if not os.path.exists(os.path.join(directory, STATE_FILE)):
+        return None  # no watcher: read_fresh would refuse it too
     import time
 
-    from gpunode.watch.state import STATE_DIR, StateRefused, blocking_events_since, read_fresh
+    from gpunode.watch.state import StateRefused, blocking_events_since, read_fresh
 
     try:
-        doc, age = read_fresh(environ.get(WATCH_DIR_ENV) or STATE_DIR, time.time())
+        doc, age = read_fresh(directory, time.time())
         return Watched(doc, age, blocking_events_since(doc, doc["poll"]))
     except StateRefused:
         return None
