@@ -200,3 +200,30 @@ def test_a_job_gone_during_round_0_is_said_there():
     rounds = SrunRounds(pairtests.PLUGINS["nccl"], cfg, ALLOC, runner)
     with pytest.raises(FleetError, match=r"job 7 ended during the run, in round 0 \(COMPLETED\)"):
         rounds.run_all()
+
+
+def test_the_node_to_drain_is_slurms_name_as_is_never_a_cut_of_it():
+    """Inventory hosts are cut to their short name (gpu-03.cluster -> gpu-03, as Slurm names
+    nodes), but an IP address was cut to its first octet (10.0.0.3 -> node `10`), and under
+    --slurm the names are Slurm's own: `gpu1.rack2` cut to `gpu1` drained another node."""
+    from gpunode.fleet.locate.report import drain_targets
+    from gpunode.fleet.locate.session import drain_faults
+
+    def fault(name):
+        return {"kind": "node", "status": "FAIL", "nodes": [name], "failed": 2, "tests": 2}
+
+    assert drain_targets([fault("gpu-03.cluster.example")], "tcp")[0][0] == "gpu-03"
+    assert drain_targets([fault("10.0.0.3")], "tcp")[0][0] == "10.0.0.3"
+    assert drain_targets([fault("gpu1.rack2")], "tcp", exact=True)[0][0] == "gpu1.rack2"
+    from gpunode.fleet.locate.report import locate_document
+    from gpunode.fleet.locate.simulate import Fleet
+
+    outcome, _ = Fleet(8, bad_nodes=(3,), figures=True).run(random.Random(4))
+    names = [f"gpu{i}.rack2" for i in range(8)]
+    doc = locate_document(outcome, names, test="tcp", unit="Gb/s", seed=4, repeat=1, ratio=0.8, expectation=None,
+                          expectation_source="fleet median", slurm_job="7")
+    assert doc["drain"] == ["gpunode slurm drain gpu3.rack2 --reason 'gpunode: fleet locate tcp: node fault, "
+                            "failed 2 of 2 tests'"] and doc["slurm_job"] == "7"
+    runner = Answers([(lambda a: a[:3] == ["scontrol", "show", "node"], CommandResult([], 1, "Node x not found\n"))])
+    drain_faults(doc, Slurm(runner))
+    assert runner.calls == [["scontrol", "show", "node", "gpu3.rack2"]]

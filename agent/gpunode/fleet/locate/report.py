@@ -41,31 +41,44 @@ def _verdict(v: Verdict, names: list[str], tests: list[dict]) -> dict:
             "evidence": evidence}
 
 
-def drain_targets(verdicts: list[dict], test: str) -> list[tuple[str, str]]:
-    """(Slurm node name, gpunode: reason) per node fault: the short host name, a reason under
-    scontrol.REASON_MAX that says what found it."""
+def drain_targets(verdicts: list[dict], test: str, exact: bool = False) -> list[tuple[str, str]]:
+    """(Slurm node name, gpunode: reason) per node fault: an inventory host's short name (exact:
+    the name as it is, Slurm's own under --slurm), a reason under scontrol.REASON_MAX that says
+    what found it."""
     out = []
     for v in verdicts:
         if v["kind"] != "node":
             continue
-        node = v["nodes"][0].split(".")[0]
+        node = v["nodes"][0] if exact or _is_ip(v["nodes"][0]) else v["nodes"][0].split(".")[0]
         tests = f", failed {v['failed']} of {v['tests']} tests" if v["tests"] else ""
         out.append((node, f"gpunode: fleet locate {test}: node fault{tests}"))
     return out
 
 
-def drain_lines(verdicts: list[dict], test: str) -> list[str]:
+def _is_ip(name: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def drain_lines(verdicts: list[dict], test: str, exact: bool = False) -> list[str]:
     """What an operator would run: `gpunode slurm drain`, one line per node fault (it never
     overwrites a reason someone else set)."""
     return [shlex.join(["gpunode", "slurm", "drain", node, "--reason", reason])
-            for node, reason in drain_targets(verdicts, test)]
+            for node, reason in drain_targets(verdicts, test, exact)]
 
 
 def locate_document(outcome: Outcome, names: list[str], *, test: str, unit: str, seed: int | None,
                     repeat: int, ratio: float, expectation: float | None, expectation_source: str,
                     details: list[list[Figure]] | None = None, runs: list[dict] | None = None,
-                    wall_s: float | None = None, z: float = -3.5, round0: dict | None = None) -> dict:
-    """round0: the all-nodes test's {figure, passed, error} when one ran; passed: locate stopped there."""
+                    wall_s: float | None = None, z: float = -3.5, round0: dict | None = None,
+                    slurm_job: str | None = None) -> dict:
+    """round0: the all-nodes test's {figure, passed, error} when one ran; passed: locate stopped there.
+    slurm_job: --slurm/--job's job; the names are Slurm's own then (drained as they are)."""
     tests = _tests(outcome, names, details)
     faults = {x for v in outcome.verdicts if v.kind == "node" for x in v.nodes}
     verdicts = [_verdict(v, names, tests) for v in outcome.verdicts + stragglers(outcome.rounds, faults, z)]
@@ -79,9 +92,9 @@ def locate_document(outcome: Outcome, names: list[str], *, test: str, unit: str,
         "round0": round0,
         "rounds": len(outcome.rounds) + extra, "tests": len(tests) + extra,
         "wall_s": wall_s, "runs": runs or [],
-        "verdicts": verdicts, "drain": drain_lines(verdicts, test), "results": tests,
+        "verdicts": verdicts, "drain": drain_lines(verdicts, test, exact=slurm_job is not None), "results": tests,
         "summary": {k: sum(1 for v in verdicts if v["kind"] == k) for k in ("node", "link", "inconclusive", "straggler")},
-        "status": status, "exit_code": worst,
+        "status": status, "exit_code": worst, "slurm_job": slurm_job,
     }
 
 

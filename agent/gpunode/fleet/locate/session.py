@@ -126,8 +126,8 @@ def run(req: LocateRequest, cfg: Config, inv, pdir: Path, console=None) -> dict:
     doc = locate_document(outcome, rounds.names, test=req.test, unit=PLUGINS[req.test].unit, seed=seed,
                           repeat=req.repeat, ratio=req.ratio, expectation=judge.expectation,
                           expectation_source=judge.source, details=rounds.details, runs=rounds.runs,
-                          wall_s=round(time.monotonic() - started, 2), round0=first)
-    doc["slurm_job"] = inv.job if pdir is None else None
+                          wall_s=round(time.monotonic() - started, 2), round0=first,
+                          slurm_job=inv.job if pdir is None else None)
     if req.drain:
         drain_faults(doc)
     return doc
@@ -144,7 +144,7 @@ def drain_faults(doc: dict, slurm=None) -> None:
 
     slurm = slurm or Slurm(Runner())
     done = []
-    for node, reason in drain_targets(doc["verdicts"], doc["test"]):
+    for node, reason in drain_targets(doc["verdicts"], doc["test"], exact=doc.get("slurm_job") is not None):
         done += slurm_drain.drain(slurm, [node], slurm_drain.check([node], reason))
     doc["drained"] = [{"node": d.node, "action": d.action, "detail": d.detail} for d in done]
     doc["exit_code"] = worst_exit(doc["exit_code"], slurm_drain.exit_code(done))
