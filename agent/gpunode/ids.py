@@ -18,7 +18,9 @@ import re
 from collections.abc import Container, Iterable, Sequence
 from fnmatch import fnmatchcase
 
-_OLD_SETTING = re.compile(r"^([a-z][a-z0-9_-]*)/")
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_OLD_SETTING = r"^([a-z][a-z0-9_-]*)/"
 # old check id -> today's: the id starts with the check's area (pcie, nvlink), as every other does
 RENAMED = {
     "gpu.pcie.link": "pcie.link",
@@ -39,7 +41,7 @@ def setting_id(kind: str, key: str) -> str:
 
 def normalise(pattern: str) -> str:
     """`sysctl/vm.*` (the old setting scheme) -> `sysctl.vm.*`; anything else unchanged."""
-    return _OLD_SETTING.sub(r"\1.", pattern.strip(), count=1)
+    return re.sub(_OLD_SETTING, r"\1.", pattern.strip(), count=1)
 
 
 def current_id(check_id: str) -> str:
@@ -54,7 +56,7 @@ def _names_an_old_check(pattern: str) -> bool:
 
 def is_old_setting_pattern(pattern: str) -> bool:
     """`gpu/*`, `sysctl/vm.swappiness`: the older setting scheme, which names settings only."""
-    return _OLD_SETTING.match(pattern.strip()) is not None
+    return re.match(_OLD_SETTING, pattern.strip()) is not None
 
 
 def matches(check_id: str, pattern: str, setting: bool = True) -> bool:

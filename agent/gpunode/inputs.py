@@ -210,18 +210,20 @@ def unknown_keys(keys, known) -> str | None:
     unknown = sorted({str(k) for k in keys} - set(known))
     if not unknown:
         return None
-    shown = [k for k in unknown if _KEY_NAME.fullmatch(k)]
+    shown = [k for k in unknown if re.fullmatch(_KEY_NAME, k)]
     hidden = len(unknown) - len(shown)
     parts = shown + ([f"{hidden} that are not key names (not shown: is this gpunode's file?)"] if hidden else [])
     return f"unknown key(s) {', '.join(parts)}; known: {', '.join(sorted(known))}"
 
 
-_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_KEY_NAME = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
 
 
 def key_name(key: Any) -> str:
     """A key quoted for an error when it looks like a key name; else not shown (see unknown_keys)."""
-    return repr(key) if isinstance(key, str) and _KEY_NAME.fullmatch(key) else "(not shown: not a key name)"
+    return repr(key) if isinstance(key, str) and re.fullmatch(_KEY_NAME, key) else "(not shown: not a key name)"
 
 
 def _type_name(value: Any) -> str:

@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 
 # A path that names one of this process's own file descriptors: write to that descriptor, as
 # printing would (a pipe, a terminal, a file the shell opened), never replace what it points at.
-_OWN_FD = re.compile(r"/dev/(?:stdout|stderr|fd/\d+)|/proc/(?:self|thread-self)/fd/\d+")
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_OWN_FD = r"/dev/(?:stdout|stderr|fd/\d+)|/proc/(?:self|thread-self)/fd/\d+"
 _FD_NUMBER = {"/dev/stdout": 1, "/dev/stderr": 2}
 
 
@@ -38,7 +40,7 @@ def write_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> None:
     whose strerror says why), never a file nobody reads."""
     name = os.fspath(path)
     data = text.encode("utf-8")
-    if _OWN_FD.fullmatch(name):
+    if re.fullmatch(_OWN_FD, name):
         _write_fd(name, data)
         return
     st = _target(name)
@@ -54,7 +56,7 @@ def check_output(path: str | os.PathLike) -> None:
     """Raise OutputError now for a path write_atomic would refuse: said before a long run, not
     after it (a FIFO's reader may still come: that is judged when writing)."""
     name = os.fspath(path)
-    if not _OWN_FD.fullmatch(name):
+    if not re.fullmatch(_OWN_FD, name):
         _target(name)
 
 

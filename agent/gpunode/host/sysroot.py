@@ -27,7 +27,9 @@ from pathlib import Path
 
 from gpunode.host.debug import debug
 
-_ACTIVE = re.compile(r"\[([^\]]+)\]")
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_ACTIVE = r"\[([^\]]+)\]"
 MAX_READ = 16 << 20  # /proc/interrupts of a big host is ~2 MiB; nothing apply or audit reads is near this
 MAX_LINKS = 40  # as the kernel's ELOOP limit
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -50,7 +52,7 @@ def active_choice(text: str | None) -> str | None:
     """`always [madvise] never` -> `madvise`; a plain value is returned as is."""
     if text is None:
         return None
-    match = _ACTIVE.search(text)
+    match = re.search(_ACTIVE, text)
     return match.group(1) if match else text.strip()
 
 

@@ -23,10 +23,12 @@ SCONTROL_TIMEOUT_S = 5.0
 # Slurm keeps long reasons, but sinfo/squeue columns and alerting tools cut them: stay short.
 REASON_MAX = 100
 
+# Patterns compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs them (issue 21).
 # `Reason=text [user@2026-11-24T00:06:10]`: the bracket is Slurm's who/when, not the reason.
-_REASON_STAMP = re.compile(r"\s*\[[^\[\]@]*@[^\[\]]*\]\s*\Z")
+_REASON_STAMP = r"\s*\[[^\[\]@]*@[^\[\]]*\]\s*\Z"
 # One gres entry: name[:type][:count][(S:0-1)], e.g. gpu:h100:8(S:0-1); count may be missing (1).
-_GRES_ENTRY = re.compile(r"^(?P<name>[^:(]+)(?::(?P<type>[^:(]+))?(?::(?P<count>\d+))?(?:\(.*\))?")
+_GRES_ENTRY = r"^(?P<name>[^:(]+)(?::(?P<type>[^:(]+))?(?::(?P<count>\d+))?(?:\(.*\))?"
 
 
 class SlurmError(RuntimeError):
@@ -85,7 +87,7 @@ def parse_show_node(text: str) -> NodeInfo:
         raise SlurmError("scontrol show node: incomplete output (no NodeName or State)")
     reason = fields.get("Reason")
     if reason is not None:
-        reason = _REASON_STAMP.sub("", reason).strip() or None
+        reason = re.sub(_REASON_STAMP, "", reason).strip() or None
         if reason in ("(null)", "none"):
             reason = None
     gres = fields.get("Gres")
@@ -101,7 +103,7 @@ def gres_gpu_count(gres: str | None) -> int | None:
     total, found = 0, False
     # Split on commas outside parentheses: (S:0-1) never holds a comma, but (S:0,1) might.
     for entry in re.split(r",(?![^()]*\))", gres):
-        match = _GRES_ENTRY.fullmatch(entry.strip())
+        match = re.fullmatch(_GRES_ENTRY, entry.strip())
         if not match or match.group("name") != "gpu":
             continue
         found = True

@@ -13,7 +13,9 @@ DAEMON_JSON = "/etc/docker/daemon.json"
 DOCKER_DEFAULT_SHM = 64 * 1024 * 1024
 # Where the engine binary lives when Docker is installed from Docker's or Debian's packages.
 DOCKERD = ("/usr/bin/dockerd", "/usr/sbin/dockerd", "/usr/local/bin/dockerd")
-_SIZE = re.compile(r"\s*(\d{1,19}(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*", re.I)
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_SIZE = r"(?i)\s*(\d{1,19}(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*"
 _UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
 
 
@@ -41,7 +43,7 @@ def size_bytes(value) -> int | None:
         return value if value >= 0 else None
     if not isinstance(value, str):
         return None
-    m = _SIZE.fullmatch(value)
+    m = re.fullmatch(_SIZE, value)
     if not m:
         return None
     return int(float(m.group(1)) * _UNIT[m.group(2).lower()])

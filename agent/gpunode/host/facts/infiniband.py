@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass, field
 
 IB_ROOT = "/sys/class/infiniband"
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec")
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_RATE = r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec"
 # Counters that only move when a link is physically unhealthy (cables, optics, ports), from the
 # IBTA PortCounters attribute; congestion counters (xmit_discards, xmit_wait) are left out.
 ERROR_COUNTERS = (
@@ -52,7 +54,7 @@ class IbPort:
 
 def parse_rate(text: str | None) -> float | None:
     """'400 Gb/sec (4X NDR)' -> 400.0; '2.5 Gb/sec (1X SDR)' -> 2.5."""
-    match = _RATE.match(text or "")
+    match = re.match(_RATE, text or "")
     return float(match.group(1)) if match else None
 
 

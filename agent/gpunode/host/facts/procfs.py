@@ -6,9 +6,11 @@ import re
 from dataclasses import dataclass
 
 _OCTAL = re.compile(r"\\([0-7]{3})")
-_SIZE = re.compile(r"^(\d+)([kKmMgGtTpPeE%]?)")
+# Patterns compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs them (issue 21).
+_SIZE = r"^(\d+)([kKmMgGtTpPeE%]?)"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
-_LIMIT_LINE = re.compile(r"^(\S.*?)\s{2,}(\S+)\s+(\S+)(?:\s+(\S+))?\s*")
+_LIMIT_LINE = r"^(\S.*?)\s{2,}(\S+)\s+(\S+)(?:\s+(\S+))?\s*"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def parse_mounts(text: str) -> list[Mount]:
     return mounts
 
 
-_DEVICE_ID = re.compile(r"\d{1,10}:\d{1,10}")
+_DEVICE_ID = r"\d{1,10}:\d{1,10}"
 
 
 def parse_mountinfo(text: str) -> list[tuple[str, str]]:
@@ -57,7 +59,7 @@ def parse_mountinfo(text: str) -> list[tuple[str, str]]:
     out = []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) > 2 and _DEVICE_ID.fullmatch(parts[2]):
+        if len(parts) > 2 and re.fullmatch(_DEVICE_ID, parts[2]):
             out.append((unescape(parts[4]) if len(parts) > 4 else "", parts[2]))
     return out
 
@@ -84,7 +86,7 @@ def mount_of(mounts: list[Mount], path: str) -> Mount | None:
 
 def parse_size(text: str) -> tuple[int, str] | None:
     """'24684084k' -> (bytes, ''); '50%' -> (50, '%'); None when not a size."""
-    match = _SIZE.fullmatch(text.strip())
+    match = re.fullmatch(_SIZE, text.strip())
     if not match:
         return None
     number, unit = int(match.group(1)), match.group(2).lower()
@@ -123,7 +125,7 @@ def parse_proc_limits(text: str) -> dict[str, Limit]:
     """/proc/<pid>/limits -> {'Max locked memory': Limit('8388608', '8388608', 'bytes'), ...}."""
     limits: dict[str, Limit] = {}
     for line in text.splitlines()[1:]:
-        match = _LIMIT_LINE.fullmatch(line)
+        match = re.fullmatch(_LIMIT_LINE, line)
         if match:
             name, soft, hard, units = match.groups()
             limits[name] = Limit(soft, hard, units or "")

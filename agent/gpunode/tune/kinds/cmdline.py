@@ -26,7 +26,9 @@ DROPIN = f"{GRUB_DROPIN_DIR}/90-gpunode.cfg"
 # No quotes, $, backticks, ;, spaces, backslashes, |, &, <, >, (, ), {, }, *, ?, !, #, ~.
 PARAM_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 PARAM_VALUE = re.compile(r"^[A-Za-z0-9_.,:+/@%=-]{1,256}")
-_DROPIN_LINE = re.compile(r'^GRUB_CMDLINE_LINUX_DEFAULT="\$\{GRUB_CMDLINE_LINUX_DEFAULT\}((?: [^ "$`\\]+)*)"')
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_DROPIN_LINE = r'^GRUB_CMDLINE_LINUX_DEFAULT="\$\{GRUB_CMDLINE_LINUX_DEFAULT\}((?: [^ "$`\\]+)*)"'
 DROPIN_HEADER = (
     "# Written by `gpunode apply`; `gpunode rollback` restores the previous state.\n"
     "# update-grub sources this after /etc/default/grub: gpunode's kernel parameters go last.\n"
@@ -65,7 +67,7 @@ def dropin_tokens(text: str | None) -> list[str] | None:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        match = _DROPIN_LINE.fullmatch(line)
+        match = re.fullmatch(_DROPIN_LINE, line)
         if not match:
             return None
         tokens += match.group(1).split()

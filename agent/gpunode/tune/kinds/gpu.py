@@ -120,7 +120,9 @@ def clock_pair_text(mem, sm=None) -> str | None:
 
 
 # --- MIG layouts: "3g.40gb:1,1g.10gb:4" (profile:count), the same on every GPU of the host ---
-_MIG_PROFILE = re.compile(r"^(\d+)g\.\d+gb(\+[a-z]+)?")
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_MIG_PROFILE = r"^(\d+)g\.\d+gb(\+[a-z]+)?"
 MIG_SLICES = 7  # compute slices of A100/H100/H200/B200
 
 
@@ -143,7 +145,7 @@ def mig_layout_problem(target) -> str | None:
     except ValueError:
         return f"mig_layout {target!r}: counts must be whole numbers, e.g. 1g.10gb:7"
     for name, count in counts.items():
-        if not _MIG_PROFILE.fullmatch(name) or count < 1:
+        if not re.fullmatch(_MIG_PROFILE, name) or count < 1:
             return f"mig_layout {target!r}: {name!r} is not a MIG profile like 1g.10gb (count >= 1)"
     slices = layout_slices(counts)
     if slices > MIG_SLICES:
@@ -152,7 +154,7 @@ def mig_layout_problem(target) -> str | None:
 
 
 def layout_slices(counts: dict[str, int]) -> int:
-    matches = ((_MIG_PROFILE.fullmatch(n), c) for n, c in counts.items())
+    matches = ((re.fullmatch(_MIG_PROFILE, n), c) for n, c in counts.items())
     return sum(int(m.group(1)) * c for m, c in matches if m)
 
 

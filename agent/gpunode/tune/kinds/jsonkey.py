@@ -34,7 +34,9 @@ FILES = {
     }),
 }
 NOT_SET = "(not set)"
-_INDENT = re.compile(r"^([ \t]+)\"", re.M)
+# Pattern compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs it (issue 21).
+_INDENT = r"(?m)^([ \t]+)\""
 
 
 def split_key(key: str) -> tuple[str, str, str, str]:
@@ -76,7 +78,7 @@ def render(original: str | None, data: dict) -> str:
     file, none for a one-line file) and its final newline."""
     indent: str | int | None = 2
     if original is not None:
-        m = _INDENT.search(original)
+        m = re.search(_INDENT, original)
         indent = m.group(1) if m else (None if "\n" not in original.strip() else 2)
     text = json.dumps(data, indent=indent, ensure_ascii=False)
     return text + ("\n" if original is None or original.endswith("\n") else "")

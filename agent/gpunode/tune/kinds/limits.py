@@ -15,8 +15,10 @@ LIMITS_CONF = "/etc/security/limits.conf"
 LIMITS_DIR = "/etc/security/limits.d"
 ITEMS = ("memlock", "nofile", "nproc", "stack", "core")
 NOT_SET = "(not set)"
-_VALUE = re.compile(r"^(unlimited|\d{1,19})")
-_DOMAIN = re.compile(r"^[*@%:A-Za-z0-9_.-]+")
+# Patterns compiled at first use (re's own cache), not at import: the gate imports this module
+# before every job and rarely needs them (issue 21).
+_VALUE = r"^(unlimited|\d{1,19})"
+_DOMAIN = r"^[*@%:A-Za-z0-9_.-]+"
 
 
 def limits_files(host) -> list[str]:
@@ -147,6 +149,6 @@ def _kept_entries(text: str) -> dict[tuple[str, str, str], str]:
     """The entries of gpunode's limits file that it keeps: only what renders safely."""
     entries: dict[tuple[str, str, str], str] = {}
     for domain, kind, item, value in parse_limits(text):
-        if _VALUE.fullmatch(value) and _DOMAIN.fullmatch(domain) and item in ITEMS:
+        if re.fullmatch(_VALUE, value) and re.fullmatch(_DOMAIN, domain) and item in ITEMS:
             entries[(domain, kind, item)] = value
     return entries
