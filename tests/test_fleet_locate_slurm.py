@@ -55,11 +55,13 @@ def _slurm_reads(show_job: str | None = None, rc: int = 0, stderr: str = "") -> 
 
 
 def test_the_allocation_of_this_job_comes_from_its_environment():
-    runner = _slurm_reads()
-    alloc = allocation(runner, {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "lnode[1-2]"}, None)
+    running = _text("show-job-running-2-nodes.txt")  # root's job (uid 0): its nodes are checked against Slurm's
+    runner = _slurm_reads(running)
+    alloc = allocation(runner, {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "lnode[1-2]"}, None, uid=0)
     assert alloc == Allocation("1", ["lnode1", "lnode2"], {"lnode1": "127.0.0.1", "lnode2": "127.0.0.1"})
-    assert runner.calls == [["sinfo", "-h", "-N", "-n", "lnode[1-2]", "-o", "%N|%o"]]
-    big = allocation(_slurm_reads(), {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "gpu-[01-03],gpu-10"}, None)
+    assert runner.calls == [["scontrol", "show", "job", "1"], ["sinfo", "-h", "-N", "-n", "lnode[1-2]", "-o", "%N|%o"]]
+    big = allocation(_slurm_reads(running.replace("NodeList=lnode[1-2]", "NodeList=gpu-[01-03,10]")),
+                     {"SLURM_JOB_ID": "7", "SLURM_JOB_NODELIST": "gpu-[01-03],gpu-10"}, None, uid=0)
     assert big.nodes == ["gpu-01", "gpu-02", "gpu-03", "gpu-10"] and big.addresses["gpu-10"] == "gpu-10"
 
 
@@ -102,9 +104,10 @@ def test_a_job_comment_cannot_choose_the_nodes():
 
 
 def test_a_node_address_that_could_read_as_an_option_is_refused():
-    runner = Answers([(lambda a: a[:4] == SINFO, CommandResult([], 0, "lnode1|127.0.0.1\nlnode2|--logfile=/etc/x\n"))])
+    runner = Answers([STILL_RUNNING,
+                      (lambda a: a[:4] == SINFO, CommandResult([], 0, "lnode1|127.0.0.1\nlnode2|--logfile=/etc/x\n"))])
     with pytest.raises(FleetError, match="lnode2: NodeAddr '--logfile=/etc/x' is not a host name"):
-        allocation(runner, {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "lnode[1-2]"}, None)
+        allocation(runner, {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "lnode[1-2]"}, None, uid=0)
 
 
 # After each round the job is read again (a step of an ended job fails for gpunode, not for the nodes).

@@ -63,8 +63,10 @@ def test_a_hung_scontrol_or_sinfo_is_said_as_such():
     hung = CommandResult(["scontrol"], -9, duration_s=10.0, timed_out=True)
     with pytest.raises(FleetError, match="scontrol show job 5: no answer within 10.0s"):
         allocation(Answers([(lambda a: True, hung)]), {}, "5")
+    running = Answers([(lambda a: a[0] == "scontrol", CommandResult([], 0, _job("show-job-running-2-nodes.txt"))),
+                       (lambda a: True, hung)])
     with pytest.raises(FleetError, match="sinfo: no answer within 10.0s"):
-        allocation(Answers([(lambda a: True, hung)]), {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "n[1-2]"}, None)
+        allocation(running, {"SLURM_JOB_ID": "5", "SLURM_JOB_NODELIST": "lnode[1-2]"}, None, uid=0)
 
 
 def test_a_node_list_too_large_is_refused_before_it_is_expanded_or_sent_to_sinfo():
@@ -75,7 +77,8 @@ def test_a_node_list_too_large_is_refused_before_it_is_expanded_or_sent_to_sinfo
     assert runner.calls == []
     with pytest.raises(FleetError, match="range too large"):
         allocation(runner, {**env, "SLURM_JOB_NODELIST": "node[0-99999999]"}, None)
-    ok = allocation(runner, {**env, "SLURM_JOB_NODELIST": "a[1-2],b[01-02],c"}, None)
+    runner = _slurm_reads(_job("show-job-running-2-nodes.txt").replace("NodeList=lnode[1-2]", "NodeList=a[1-2],b[01-02],c"))
+    ok = allocation(runner, {**env, "SLURM_JOB_NODELIST": "a[1-2],b[01-02],c"}, None, uid=0)
     assert ok.nodes == ["a1", "a2", "b01", "b02", "c"]
 
 
@@ -227,3 +230,19 @@ def test_the_node_to_drain_is_slurms_name_as_is_never_a_cut_of_it():
     runner = Answers([(lambda a: a[:3] == ["scontrol", "show", "node"], CommandResult([], 1, "Node x not found\n"))])
     drain_faults(doc, Slurm(runner))
     assert runner.calls == [["scontrol", "show", "node", "gpu3.rack2"]]
+
+
+def test_slurm_tests_only_the_nodes_of_the_running_job_named_in_the_environment():
+    """--slurm trusted SLURM_JOB_NODELIST as it was: in a shell whose variables are not the job's
+    (hand-set, or left from another allocation) steps on nodes outside the job fail, which read
+    as node faults (--drain drained them). The job is read like --job's and its nodes must match."""
+    running = _job("show-job-running-2-nodes.txt")  # JobId=1, root's, NodeList=lnode[1-2]
+    env = {"SLURM_JOB_ID": "1", "SLURM_JOB_NODELIST": "lnode[1-3]"}
+    with pytest.raises(FleetError, match=r"SLURM_JOB_NODELIST 'lnode\[1-3\]' is not job 1's nodes \(lnode\[1-2\]\)"):
+        allocation(_slurm_reads(running), env, None, uid=0)
+    with pytest.raises(FleetError, match="job 1 is COMPLETED"):
+        allocation(_slurm_reads(running.replace("JobState=RUNNING", "JobState=COMPLETED")), env, None, uid=0)
+    with pytest.raises(FleetError, match=r"belongs to root\(0\), not to uid 1000"):
+        allocation(_slurm_reads(running), {**env, "SLURM_JOB_NODELIST": "lnode[1-2]"}, None, uid=1000)
+    same = allocation(_slurm_reads(running), {**env, "SLURM_JOB_NODELIST": "lnode2,lnode1"}, None, uid=0)
+    assert same.nodes == ["lnode2", "lnode1"]

@@ -46,19 +46,26 @@ class Allocation:
 
 def allocation(runner: Runner, env: Mapping[str, str], job: str | None, uid: int | None = None) -> Allocation:
     """The allocation's nodes and their addresses; FleetError says why there are none to test.
-    --job: a RUNNING job of the calling user (uid, default this process's)."""
-    if job is None:
+    Either way a RUNNING job of the calling user (uid, default this process's), read from Slurm."""
+    uid = os.getuid() if uid is None else uid
+    from_env = job is None
+    if from_env:
         job, listed = env.get("SLURM_JOB_ID", ""), env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST", "")
         if not job or not listed:
             raise FleetError("--slurm: not inside a Slurm allocation (no SLURM_JOB_ID / SLURM_JOB_NODELIST); "
                              "give --job JOBID, or run it in salloc")
     else:
-        listed = _job_nodelist(runner, job, os.getuid() if uid is None else uid)
+        listed = _job_nodelist(runner, job, uid)
     if not JOB_ID.fullmatch(job):
         raise FleetError(f"--job {job[:40]!r}: give a job id (a number)")
     nodes = _expand(listed)
     if len(nodes) < 2:
         raise FleetError(f"job {job} has {len(nodes)} node(s): locate needs at least 2")
+    if from_env:  # variables set by hand or left from another allocation: steps off the job fail as faults
+        theirs = _job_nodelist(runner, job, uid)
+        if set(_expand(theirs)) != set(nodes):
+            raise FleetError(f"SLURM_JOB_NODELIST {listed[:60]!r} is not job {job}'s nodes ({theirs[:60]}): "
+                             "run it in that job's own shell, or give --job")
     return Allocation(job, nodes, _addresses(runner, listed, nodes))
 
 
