@@ -49,6 +49,36 @@ def test_hung_check_is_named_and_run_stays_in_budget():
     assert results[1].status is Status.PASS
 
 
+def test_one_worker_thread_serves_the_checks_and_none_outlives_the_run():
+    """A thread per check cost the gate ~1 ms before every job: one worker runs check after
+    check; a hung check keeps its thread and the next one gets a fresh thread; when the run
+    ends, every worker ends too (the hung one once its check returns): the watcher polls
+    forever and must not collect threads."""
+    import threading
+
+    release = threading.Event()
+    ran_on = []
+
+    def note(ctx):
+        ran_on.append(threading.current_thread())
+        return ok("x")
+
+    def hang(ctx):
+        ran_on.append(threading.current_thread())
+        release.wait(30)
+        return ok("late")
+
+    checks = [make("a", note), make("b", note), make("hangs", hang), make("c", note)]
+    results = run_checks(checks, Ctx(), check_timeout=1.0)
+    assert [r.status for r in results] == [Status.PASS, Status.PASS, Status.ERROR, Status.PASS]
+    assert threading.current_thread() not in ran_on
+    assert ran_on[0] is ran_on[1] is ran_on[2] and ran_on[3] is not ran_on[2]
+    release.set()
+    for worker in (ran_on[2], ran_on[3]):
+        worker.join(10)
+        assert not worker.is_alive()
+
+
 def test_total_budget_marks_unrun_checks():
     slow = make("slow", lambda ctx: time.sleep(0.4) or ok("ok"))
     results = run_checks([slow, make("next", lambda ctx: ok("ok"))], Ctx(), check_timeout=1, total_timeout=0.3)

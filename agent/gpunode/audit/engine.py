@@ -284,24 +284,67 @@ def _to_result(c: Check, f: Finding, duration: float) -> Result:
     )
 
 
-def _call_with_watchdog(func: Callable[[], Any], timeout: float) -> tuple[str, Any]:
-    """-> ("ok", value) | ("raised", exc) | ("timeout", None)."""
-    box: dict[str, Any] = {}
+class _Worker:
+    """A daemon thread that runs one function at a time, handed over through two locks."""
 
-    def target() -> None:
-        try:
-            box["value"] = func()
-        except BaseException as exc:  # noqa: BLE001 - contained and reported
-            box["exc"] = exc
+    def __init__(self) -> None:
+        self._job: tuple[Callable[[], Any], dict[str, Any]] | None = None
+        self._go, self._done = threading.Lock(), threading.Lock()
+        self._go.acquire()
+        self._done.acquire()
+        threading.Thread(target=self._serve, daemon=True).start()
 
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        return "timeout", None
-    if "exc" in box:
-        return "raised", box["exc"]
-    return "ok", box.get("value")
+    def _serve(self) -> None:
+        while True:
+            self._go.acquire()
+            if self._job is None:
+                return
+            func, box = self._job
+            try:
+                box["value"] = func()
+            except BaseException as exc:  # noqa: BLE001 - contained and reported
+                box["exc"] = exc
+            self._done.release()
+
+    def run(self, func: Callable[[], Any], timeout: float | None) -> dict[str, Any] | None:
+        """The function's {"value"} or {"exc"}; None when it did not return within `timeout`
+        (None: no limit; below 0 counts as 0, as Thread.join has it)."""
+        box: dict[str, Any] = {}
+        self._job = (func, box)
+        self._go.release()
+        if self._done.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return box
+        self.stop()  # the thread stays with the hung function and ends when (if) it returns
+        return None
+
+    def stop(self) -> None:
+        self._job = None
+        self._go.release()
+
+
+class _Watchdog:
+    """Runs each check in a worker thread and waits at most its timeout. One thread serves the
+    checks of a run one after another (a thread started per check cost the gate ~1 ms before
+    every job, issue 21); a check that hangs keeps its thread, the next check gets a new one."""
+
+    def __init__(self) -> None:
+        self._worker: _Worker | None = None
+
+    def call(self, func: Callable[[], Any], timeout: float | None) -> tuple[str, Any]:
+        """-> ("ok", value) | ("raised", exc) | ("timeout", None)."""
+        worker, self._worker = self._worker or _Worker(), None
+        box = worker.run(func, timeout)
+        if box is None:
+            return "timeout", None
+        self._worker = worker
+        if "exc" in box:
+            return "raised", box["exc"]
+        return "ok", box.get("value")
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
 
 
 def run_checks(
@@ -314,26 +357,31 @@ def run_checks(
     """Run checks in order. `ctx` must have `.host` (for facts); checks get ctx as argument."""
     results: list[Result] = []
     started = time.monotonic()
-    for c in checks:
-        remaining = None if total_timeout is None else total_timeout - (time.monotonic() - started)
-        if remaining is not None and remaining <= 0.05:
-            found = [error(f"not run: the time budget of {total_timeout:.1f}s was used up")]
-            duration = 0.0
-        else:
-            found, duration = _run_one(c, ctx, check_timeout if remaining is None else min(check_timeout, remaining))
-        for f in found:
-            result = _to_result(c, f, duration)
-            results.append(result)
-            if on_result:
-                on_result(result)
+    watchdog = _Watchdog()
+    try:
+        for c in checks:
+            remaining = None if total_timeout is None else total_timeout - (time.monotonic() - started)
+            if remaining is not None and remaining <= 0.05:
+                found = [error(f"not run: the time budget of {total_timeout:.1f}s was used up")]
+                duration = 0.0
+            else:
+                timeout = check_timeout if remaining is None else min(check_timeout, remaining)
+                found, duration = _run_one(c, ctx, timeout, watchdog)
+            for f in found:
+                result = _to_result(c, f, duration)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+    finally:
+        watchdog.close()
     return results
 
 
-def _run_one(c: Check, ctx: AuditContext, timeout: float) -> tuple[list[Finding], float]:
+def _run_one(c: Check, ctx: AuditContext, timeout: float, watchdog: _Watchdog) -> tuple[list[Finding], float]:
     if c.needs_root and not ctx.host.facts.is_root:
         return [skip("needs root")], 0.0
     t0 = time.monotonic()
-    state, value = _call_with_watchdog(lambda: _materialize(c.func(ctx)), timeout)
+    state, value = watchdog.call(lambda: _materialize(c.func(ctx)), timeout)
     duration = time.monotonic() - t0
     if state == "timeout":
         return [error(f"check {c.id} hung: no answer within {timeout:.1f}s")], duration
