@@ -47,7 +47,7 @@ def isolation(ctx: AuditContext):
     slurm_problem, slurm_note = _slurm(ctx, housekeeping) if iso.isolated else (None, None)
     problems += [slurm_problem] if slurm_problem else []
     notes += [slurm_note] if slurm_note else []
-    observed = {"cmdline": iso.given, "isolcpus_flags": sorted(iso.flags) if "isolcpus" in iso.given else None,
+    observed = {"kernel_params": iso.given, "isolcpus_flags": sorted(iso.flags) if "isolcpus" in iso.given else None,
                 "housekeeping": format_cpulist(housekeeping), "online": format_cpulist(online)}
     summary = f"housekeeping CPUs {format_cpulist(housekeeping) or 'none'} of {format_cpulist(online)}"
     if problems:
