@@ -85,15 +85,20 @@ TARGETS.update({
                             "tests/test_kinds_capabilities.py"],
     f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py", "tests/test_prove_live.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/diag/{name}.py": DIAG for name in ("gemm", "memtest", "verdicts", "run", "stress", "results",
-                                                   "compare", "dcgm", "gatecheck", "metrics", "discover")},
+                                                   "dcgm", "gatecheck", "metrics", "discover")},
+    f"{PKG}/diag/compare.py": [*DIAG, "tests/test_diag_compare.py"],
     f"{PKG}/diag/burnin.py": ["tests/test_diag_burnin.py"],
     f"{PKG}/bench/trust.py": ["tests/test_bench_trust.py", "tests/test_edges_item11.py"],
-    f"{PKG}/inputs.py": ["tests/test_hostile_inputs.py", "tests/test_parsed_cache.py", "tests/test_profiles.py"],
-    f"{PKG}/yaml_bounded.py": ["tests/test_hostile_inputs.py"],
+    # the loaders' own tests, the profile/number rules and the foreign-file refusals (all fast)
+    f"{PKG}/inputs.py": ["tests/test_hostile_inputs.py", "tests/test_parsed_cache.py", "tests/test_profiles.py",
+                         "tests/test_foreign_files.py", "tests/test_inputs_bounds.py"],
+    f"{PKG}/yaml_bounded.py": ["tests/test_hostile_inputs.py", "tests/test_profiles.py", "tests/test_foreign_files.py",
+                               "tests/test_inputs_bounds.py"],
     f"{PKG}/parsed_cache.py": ["tests/test_parsed_cache.py", "tests/test_edges_item11.py"],
-    f"{PKG}/slurm/chain.py": ["tests/test_slurm_chain.py", "tests/test_edges_item11.py"],
+    f"{PKG}/slurm/chain.py": ["tests/test_slurm_chain.py", "tests/test_slurm_install_conf.py", "tests/test_edges_item11.py"],
     f"{PKG}/slurm/install.py": ["tests/test_slurm_chain.py", "tests/test_slurm_hooks.py",
-                                "tests/test_slurm_install_conf.py", "tests/test_edges_item11.py"],
+                                "tests/test_slurm_install_conf.py", "tests/test_edges_item11.py",
+                                "tests/test_watch_hook.py"],
     f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py", "tests/test_edges_item11.py"]
        for name in ("record", "store", "trend")},
@@ -127,9 +132,24 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "a tuning default (runs in `first` and `last`), not a rule; the tests pass their window",
     (f"{PKG}/slurm/install.py", 'if float(f"{timeout:g}") <= 0:  # what the hook will pass, as written', "boundary",
      "LtE -> Lt"): "only 0 formats to 0, and seconds() above refuses 0 already",
+    (f"{PKG}/inputs.py", "chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))", "number", "1 -> 2"):
+        "read size only: 2 MiB chunks, or one more byte read past the bound, which is refused as `more than` "
+        "either way (the bound itself is tested at its edge)",
+    (f"{PKG}/inputs.py", "chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))", "number", "20 -> 21"):
+        "read size only: 2 MiB chunks instead of 1 MiB; the bound holds on the total read",
+    (f"{PKG}/yaml_bounded.py", "Resolver.__init__(self)", "drop_call", "call removed: Resolver.__init__(self)"):
+        "PyYAML's Resolver.__init__ only sets up path-resolver state, read only when yaml_path_resolvers is "
+        "non-empty (add_path_resolver), which gpunode never calls",
+    (f"{PKG}/yaml_bounded.py", "super().__init__(message)", "drop_call", "call removed: super().__init__(message)"):
+        "_Refused is internal: parse_yaml reads its .mark, .message and .key, never its args or str()",
+    (f"{PKG}/yaml_bounded.py", "loader.dispose()", "drop_call", "call removed: loader.dispose()"):
+        "dispose() only breaks the loader's reference cycles early; the loader is dropped right after either way",
+    (f"{PKG}/slurm/install.py", "max_age_s: int = 20", "number", "20 -> 21"):
+        "a default gpunode never uses: `slurm install --watch` passes 2 x the watcher's poll (cli/gate_cmd.py)",
     (f"{D}/compare.py", '"gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],',
-     "boolop", "and <-> or"): "for gpus and tools: BenchDocument.from_json reads None as {} itself (the metrics "
-                               "one is killed: None metrics raise)",
+     "boolop", "and <-> or"): "for gpus and tools: judge() and judge_topology() never read the document's gpus "
+                               "or tools (the caller chose the baseline), so {} in their place changes no verdict "
+                               "(the metrics one is killed)",
 }
 
 FLIP = {ast.Lt: ast.GtE, ast.GtE: ast.Lt, ast.Gt: ast.LtE, ast.LtE: ast.Gt, ast.Eq: ast.NotEq,

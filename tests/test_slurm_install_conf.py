@@ -130,3 +130,50 @@ def test_conf_values_reads_the_last_value_case_insensitively_and_skips_comments(
     values = conf_values(conf)
     assert values["prolog"] == "/b" and values["epilog"] == "/c" and "nodename" in values
     assert conf_values(tmp_path / "missing.conf") == {}
+
+
+def test_chain_names_the_health_checks_program_only():
+    # --chain PROGRAM is the health check's site program; the Prolog and Epilog are still read
+    # from slurm.conf (here: none, so gpunode's own hooks)
+    plan = plan_install(Path("/opt/g"), {"healthcheckprogram": "/usr/sbin/nhc"}, chain="/opt/site/check")
+    assert [s.path.name for s in plan.scripts] == ["gpunode-healthcheck-chain"]
+    assert "\n/opt/site/check\nsite_rc=$?\n" in plan.scripts[0].text
+    assert "Prolog=/opt/g/gpunode-prolog" in plan.conf_lines and "Epilog=/opt/g/gpunode-epilog" in plan.conf_lines
+    assert "HealthCheckProgram=/opt/g/gpunode-healthcheck-chain  # runs /opt/site/check, then gpunode" in plan.conf_lines
+
+
+@pytest.mark.parametrize("budget", [1, 0.5])
+def test_a_hook_budget_of_a_second_or_less_is_kept(tmp_path, budget):
+    from gpunode.slurm.install import hook_scripts
+
+    prolog = next(s for s in hook_scripts(tmp_path, sys.executable, timeout=budget) if s.mode == "prolog")
+    assert f" --timeout {budget:g}" in prolog.text
+
+
+@pytest.mark.parametrize(("age", "ok"), [(1, True), (1200, True), (0, False), (1201, False)])
+def test_the_watch_verdict_age_is_1_to_1200_seconds(age, ok):
+    # 2 x the watcher's poll: a fresh verdict answers the prolog for at most 20 minutes
+    from gpunode.slurm.install import WatchVerdict
+
+    if ok:
+        assert WatchVerdict(max_age_s=age).max_age_s == age
+        return
+    with pytest.raises(ValueError, match=f"verdict age {age}: must be 1-1200 seconds"):
+        WatchVerdict(max_age_s=age)
+
+
+def test_a_hook_written_as_root_is_root_owned_in_a_setgid_directory(tmp_path):
+    # slurmd runs the hooks as root: written as root they are root:root and 0755, even where the
+    # directory would hand them its own group (setgid, e.g. a shared /opt tree)
+    from gpunode.slurm.install import HookScript, install_script
+    from testkit import require
+
+    require(os.geteuid() == 0, "root (chown of the hook)")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, 0, 4321)
+    os.chmod(shared, 0o2755)
+    hook = shared / "gpunode-prolog"
+    assert install_script(HookScript("prolog", hook, "#!/bin/sh\nexit 0\n"), as_root=True) == "written"
+    info = hook.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, 0o755)
