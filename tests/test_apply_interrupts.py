@@ -219,6 +219,8 @@ def test_signals_during_gpunode_rollback_wait_for_it(tmp_path):
 
 def test_stop_signals_puts_the_handlers_back_and_leaves_ignored_signals_ignored():
     previous_int, previous_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    # Python's own SIGINT handler, whatever started the tests (`cmd &` in a script ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as nohup or a service manager may start gpunode
     try:
         with StopSignals() as stop:
@@ -226,10 +228,11 @@ def test_stop_signals_puts_the_handlers_back_and_leaves_ignored_signals_ignored(
             os.kill(os.getpid(), signal.SIGTERM)
             os.kill(os.getpid(), signal.SIGINT)  # noted, not a KeyboardInterrupt
             assert stop.signum == signal.SIGINT
-        assert signal.getsignal(signal.SIGINT) is previous_int
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def test_stop_signals_outside_the_main_thread_installs_nothing():
@@ -348,6 +351,30 @@ def test_an_unexpected_error_in_a_write_still_undoes_the_batch_including_that_wr
     assert outcome.result == "failed" and outcome.exit_code == 3
     assert outcome.reason.endswith("internal error: TypeError: a bug")
     assert [r.status for r in outcome.restored] == ["restored"] * 3  # the half-done write too
+    assert picture(root) == before
+
+
+def test_a_change_the_audit_disagrees_with_after_its_write_is_undone_once(tmp_path, monkeypatch):
+    # the write went through (journaled done) but audit's own judgement disagrees: the batch is
+    # undone and each change is listed once in what was restored (never twice for the failing one)
+    from gpunode.tune import execute
+    from gpunode.tune.actions import ApplyError
+    from gpunode.tune.session import apply_profile
+
+    verify = execute._verify_setting
+
+    def disagree(env, plan, setting_id, subjects):
+        if setting_id == "sysctl.kernel.numa_balancing":
+            raise ApplyError("after writing, the audit still reads /proc/sys/kernel/numa_balancing = 1 (wanted 0)")
+        verify(env, plan, setting_id, subjects)
+
+    monkeypatch.setattr(execute, "_verify_setting", disagree)
+    root, env, profile, settings = _in_process(tmp_path)
+    before = picture(root)
+    outcome = apply_profile(env, profile, settings, StateDir(tmp_path / "state"), persist=False)
+    assert outcome.result == "failed" and outcome.reason.endswith("the audit still reads "
+                                                                  "/proc/sys/kernel/numa_balancing = 1 (wanted 0)")
+    assert [(r.seq, r.status) for r in outcome.restored] == [(3, "restored"), (2, "restored"), (1, "restored")]
     assert picture(root) == before
 
 
