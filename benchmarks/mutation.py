@@ -82,7 +82,7 @@ TARGETS.update({
                                "tests/test_apply_interrupts.py"],
     # planning without apply's CLI runs (those take minutes per mutant here)
     f"{PKG}/tune/plan.py": ["tests/test_kinds_apply_audit.py", "tests/test_apply_units.py", "tests/test_kind_rules.py",
-                            "tests/test_kinds_capabilities.py"],
+                            "tests/test_kinds_capabilities.py", "tests/test_plan_read_only.py"],
     f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py", "tests/test_prove_live.py", "tests/test_edges_item11.py"],
     **{f"{PKG}/diag/{name}.py": DIAG for name in ("gemm", "memtest", "verdicts", "run", "stress", "results",
                                                    "dcgm", "gatecheck", "metrics", "discover")},
