@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from gpunode.host.runner import Runner
 
@@ -35,8 +35,9 @@ class SlurmError(RuntimeError):
     """scontrol could not answer (not installed, no controller, unknown node)."""
 
 
-@dataclass(frozen=True)
-class NodeInfo:
+# A NamedTuple, not a frozen dataclass: the same immutable record for a tenth of the class-making
+# cost, paid at import by the gate before every job (issue 21).
+class NodeInfo(NamedTuple):
     """The parts of `scontrol show node` the gate acts on."""
 
     name: str
@@ -190,8 +191,7 @@ def _why(result) -> str:
     return text[-1] if text else f"exit code {result.rc}"
 
 
-@dataclass(frozen=True)
-class SlurmAction:
+class SlurmAction(NamedTuple):  # as NodeInfo
     """What the gate did to the node, for the report."""
 
     action: str  # drained | unchanged | left-foreign | resumed | none
