@@ -5,6 +5,7 @@ no stray file or directory).
     python benchmarks/crash_harness.py                      # 500 apply kills + 200 rollback kills
     python benchmarks/crash_harness.py --apply 20 --rollback 10 --seed 7
     python benchmarks/crash_harness.py --apply 0 --rollback 0 --enospc 200 --sigterm 150 --sigint 150 --sighup 150
+    python benchmarks/crash_harness.py --apply 0 --rollback 0 --rollback-enospc 99
 
 gpunode's own failures during apply, each round on a fresh tree: --enospc makes one journal
 write fail (every write of a full apply in turn: ENOSPC with the disk staying full, EIO at
@@ -13,8 +14,12 @@ os.write/os.fsync); --sigterm/--sigint send that signal at a random instant of t
 work; --sighup closes the apply's terminal then (it runs on a pseudo-terminal of its own, as
 under ssh: the kernel sends SIGHUP and its output fails with EIO from then on). The apply must
 undo itself: exit 3 (journal) or 129/130/143 (signal) with the tree byte-exact right then,
-before any rollback; or, where the signal came too late, have finished. Every round then ends with a plain `gpunode rollback` (settling what the journal
-could not record) that must exit 0 and leave the tree byte-exact.
+before any rollback; or, where the signal came too late, have finished. --rollback-enospc
+fails one journal write of `gpunode rollback` after a full apply (each write in turn, the same
+three kinds): the rollback must go on restoring, exit 3 and leave the tree byte-exact right
+then, its journal unsettled until the next rollback. Every round then ends with a plain
+`gpunode rollback` (settling what the journal could not record) that must exit 0 and leave the
+tree byte-exact.
 
 With --aim work (the default) the kill instant is uniform over the part of the run after the
 command's journal first moved (the apply began, the rollback began: among the writes); with
@@ -118,6 +123,7 @@ class Harness:
                          "CRASH_HARNESS_DELAY_MS": str(delay_ms), "COLUMNS": "200"}
         self.hook_env = {**self.env, "PYTHONPATH": f"{REPO / 'tests' / 'testhooks'}:{REPO / 'agent'}"}
         self.journal_writes = 0  # records one full apply journals (calibrate)
+        self.rollback_writes = 0  # records its rollback adds (calibrate)
         self.n = 0
 
     def fresh(self) -> tuple[Path, Path]:
@@ -144,8 +150,11 @@ class Harness:
             proc = self.popen(verb, root, state)
             t_work = _wait_for_work(proc, state, mark)
             assert proc.wait() in (0, 1), f"{verb} failed in calibration"
+            lines = sum(len(p.read_bytes().splitlines()) for p in state.glob("**/applies/*.jsonl"))
             if verb == "apply":
-                self.journal_writes = sum(len(p.read_bytes().splitlines()) for p in state.glob("**/applies/*.jsonl"))
+                self.journal_writes = lines
+            else:
+                self.rollback_writes = lines - self.journal_writes
             t_end = time.monotonic()
             times[verb] = t_end - t0
             times[f"{verb}_work"] = t_end - (t_work or t_end)
@@ -227,6 +236,16 @@ class Harness:
         proc = subprocess.run(self.argv("apply", root, state), capture_output=True, text=True, cwd=REPO,
                               env={**self.hook_env, "GPUNODE_TEST_JOURNAL_FAIL": fault}, timeout=300)
         self._judge(tally, f"apply with journal fault {fault} ({root})", root, state, proc.returncode, 3, proc.stderr)
+
+    def rollback_enospc_round(self, tally: FaultTally, fault: str) -> None:
+        """One journal write of `gpunode rollback` fails, after a full apply."""
+        root, state = self.fresh()
+        applied = self.run("apply", root, state, slow=False)
+        assert applied.returncode in (0, 1), applied.stderr
+        proc = subprocess.run(self.argv("rollback", root, state), capture_output=True, text=True, cwd=REPO,
+                              env={**self.hook_env, "GPUNODE_TEST_JOURNAL_FAIL": fault}, timeout=300)
+        self._judge(tally, f"rollback with journal fault {fault} ({root})", root, state, proc.returncode, 3,
+                    proc.stderr)
 
     def signal_round(self, tally: FaultTally, signum: int, t_work: float) -> None:
         """SIGTERM or SIGINT at a uniform instant of the apply's work (after its journal moved)."""
@@ -346,10 +365,11 @@ def _wait_for_orphans(root: Path, limit_s: float = 30) -> None:
 
 def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None = None,
         delay_ms: float = 2.0, progress: bool = False, aim: str = "whole", enospc: int = 0, sigterm: int = 0,
-        sigint: int = 0, sighup: int = 0) -> dict:
+        sigint: int = 0, sighup: int = 0, rollback_enospc: int = 0) -> dict:
     """aim "whole": the kill instant is uniform over the command's whole run (start-up included);
     "work": uniform over the part after its journal first moved (among the writes). enospc,
-    sigterm, sigint, sighup: rounds of each of apply's own failures (the module's docstring)."""
+    sigterm, sigint, sighup: rounds of each of apply's own failures; rollback_enospc: of rollback's
+    (the module's docstring)."""
     with tempfile.TemporaryDirectory(prefix="gpunode-crash-", dir=workdir) as tmp:
         harness = Harness(Path(tmp), seed, delay_ms)
         times = harness.calibrate()
@@ -365,7 +385,8 @@ def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None
             if progress and (i + 1) % 25 == 0:
                 print(f"rollback {i + 1}/{rollback_rounds}: {tallies['rollback'].to_json()}", file=sys.stderr,
                       flush=True)
-        faults = {"enospc": FaultTally(), "sigterm": FaultTally(), "sigint": FaultTally(), "sighup": FaultTally()}
+        faults = {"enospc": FaultTally(), "sigterm": FaultTally(), "sigint": FaultTally(), "sighup": FaultTally(),
+                  "rollback_enospc": FaultTally()}
         schedule = journal_fault_schedule(harness.journal_writes, enospc)
         for i, fault in enumerate(schedule):
             harness.enospc_round(faults["enospc"], fault)
@@ -376,6 +397,12 @@ def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None
                 harness.signal_round(faults[name], signum, times["apply_work"])
                 if progress and (i + 1) % 25 == 0:
                     print(f"{name} {i + 1}/{rounds}: {faults[name].to_json()}", file=sys.stderr, flush=True)
+        rollback_schedule = journal_fault_schedule(harness.rollback_writes, rollback_enospc)
+        for i, fault in enumerate(rollback_schedule):
+            harness.rollback_enospc_round(faults["rollback_enospc"], fault)
+            if progress and (i + 1) % 25 == 0:
+                print(f"rollback_enospc {i + 1}/{rollback_enospc}: {faults['rollback_enospc'].to_json()}",
+                      file=sys.stderr, flush=True)
         for i in range(sighup):
             harness.hangup_round(faults["sighup"], times["apply_work"])
             if progress and (i + 1) % 25 == 0:
@@ -391,6 +418,10 @@ def run(apply_rounds: int, rollback_rounds: int, seed: int, workdir: Path | None
         for name in ("sigterm", "sigint", "sighup"):
             if faults[name].rounds:
                 out[name] = faults[name].to_json()
+        if rollback_enospc:  # restored_by_apply: by the rollback itself, before the settling one
+            out["rollback_enospc"] = {**faults["rollback_enospc"].to_json(),
+                                      "journal_writes_per_rollback": harness.rollback_writes,
+                                      "distinct_fault_points": len(set(rollback_schedule))}
         return out
 
 
@@ -406,12 +437,14 @@ def main() -> int:
     parser.add_argument("--sigterm", type=int, default=0, help="rounds that send apply SIGTERM")
     parser.add_argument("--sigint", type=int, default=0, help="rounds that send apply SIGINT")
     parser.add_argument("--sighup", type=int, default=0, help="rounds that close apply's terminal (SIGHUP)")
+    parser.add_argument("--rollback-enospc", type=int, default=0, help="rounds with a failing journal write of rollback")
     args = parser.parse_args()
     result = run(args.apply, args.rollback, args.seed, delay_ms=args.delay_ms, progress=True, aim=args.aim,
-                 enospc=args.enospc, sigterm=args.sigterm, sigint=args.sigint, sighup=args.sighup)
+                 enospc=args.enospc, sigterm=args.sigterm, sigint=args.sigint, sighup=args.sighup,
+                 rollback_enospc=args.rollback_enospc)
     print(json.dumps(result, indent=1))
-    ok = all(not result[k]["failures"] for k in ("apply", "rollback", "enospc", "sigterm", "sigint", "sighup")
-             if k in result)
+    ok = all(not result[k]["failures"] for k in ("apply", "rollback", "enospc", "sigterm", "sigint", "sighup",
+                                                 "rollback_enospc") if k in result)
     return 0 if ok else 1
 
 

@@ -42,11 +42,15 @@ def test_apply_undoes_itself_on_a_failing_journal_write_and_on_sigterm_sigint_si
                                                      "ENOSPC:19:once", "ENOSPC:46:once"]
     seed = int(os.environ.get("GPUNODE_CRASH_SEED", "20261206"))
     result = harness.run(apply_rounds=0, rollback_rounds=0, seed=seed, workdir=tmp_path, aim="work",
-                         enospc=6, sigterm=2, sigint=2, sighup=2)
+                         enospc=6, sigterm=2, sigint=2, sighup=2, rollback_enospc=2)
     enospc = result["enospc"]
     assert enospc["failures"] == [], (seed, enospc["failures"])
     assert enospc["stopped_by_the_fault"] == enospc["restored_by_apply"] == enospc["byte_exact"] == 6
     assert enospc["journal_unrecorded"] >= 1  # the disk stayed full: the rollback went on unrecorded
+    # gpunode rollback's own journal failing (first and last of its writes): it goes on restoring
+    back = result["rollback_enospc"]
+    assert back["failures"] == [], (seed, back["failures"])
+    assert back["stopped_by_the_fault"] == back["restored_by_apply"] == back["byte_exact"] == 2
     for name in ("sigterm", "sigint", "sighup"):
         tally = result[name]
         assert tally["failures"] == [], (name, seed, tally["failures"])
