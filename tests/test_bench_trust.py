@@ -125,7 +125,7 @@ def test_telemetry_round_trips_through_the_results_contract():
 
 
 def _sampler_with(neighbour: bool, interval_s: float = 0.01):
-    from gpunode.host.gpu.model import Sample
+    from gpunode.host.gpu.sample import Sample
     from gpunode.host.gpu.telemetry import ReplayTelemetrySource, TelemetrySampler, Trace
 
     procs = ((os.getpid(), "gpunode", 1 << 30),) + (((4242, "burn", 2 << 30),) if neighbour else ())

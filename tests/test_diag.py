@@ -19,7 +19,7 @@ from gpunode.diag.gemm import GemmPlan
 from gpunode.diag.results import DiagDocument, TestResult
 from gpunode.diag.run import DiagContext, DiagOptions, run_diag
 from gpunode.diag.verdicts import Floors
-from gpunode.host.gpu.model import Sample
+from gpunode.host.gpu.sample import Sample
 from gpunode.host.gpu.telemetry import ReplayTelemetrySource, TelemetrySampler, Trace
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telemetry"

@@ -281,10 +281,11 @@ def test_gate_does_not_import_typer_or_rich(snaps):
 
 
 # What a gate on a host without a watcher, an NVL tray or Slurm never needs (issue 21: the gate
-# is not slower than before them): each is imported inside the function that needs it.
+# is not slower than before them): each is imported only where it is needed.
 NOT_ON_THE_GATE_PATH = (
     "gpunode.watch.state",  # slurm/from_watcher.py stats health.json first
     "gpunode.host.facts.imex",  # checks/nvlink.py: NVL compute trays only
+    "gpunode.host.gpu.sample",  # telemetry (bench, diag, watch): the gate never samples
 )
 
 

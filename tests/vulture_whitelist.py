@@ -45,7 +45,7 @@ nvml_version  # GpuInventory
 _.nvml_version
 collect_s  # GpuInventory: how long the NVML read took
 _.collect_s
-pcie_max_width  # host/gpu/model.py Sample (telemetry trace)
+pcie_max_width  # host/gpu/sample.py Sample (telemetry trace)
 ecc_corrected  # Sample
 _.ecc_corrected
 peak_source  # baselines/schema.py Expectation: where a baseline's datasheet peak came from

@@ -606,7 +606,8 @@ class NvmlTelemetrySource(_EventSession):
         return [{"gpu": gpu, "xid": int(data.eventData)}]
 
     def read(self, gpu: int, now: float, processes: bool):
-        from gpunode.host.gpu.model import Sample, clock_event_names
+        from gpunode.host.gpu.model import clock_event_names
+        from gpunode.host.gpu.sample import Sample
 
         nvml, h, static = self.nvml, self.handles[gpu], self._static[gpu]
 

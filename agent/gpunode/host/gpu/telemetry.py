@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gpunode.host.gpu.model import Sample
+from gpunode.host.gpu.sample import Sample
 
 # Clock-event reasons that slow a GPU below what it can do. SW power cap is not one: a
 # power-limited GPU under sustained GEMM sits at its cap by design.
