@@ -59,9 +59,11 @@ SAME_EVENT_S = 60.0  # a "fallen off the bus" notice this close to an Xid 79 is 
 _ADDR = r"(?P<addr>[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2})(?:\.[0-7])?"
 _XID = re.compile(r"NVRM: Xid \((?:PCI:)?" + _ADDR + r"\): (?P<xid>\d+)(?P<rest>.*)")
 _FALLEN = re.compile(r"NVRM: (?:GPU at (?:PCI:)?|The NVIDIA GPU )" + _ADDR + r"\b.*fallen off the bus")
-_PID = re.compile(r"\bpid='?(?P<pid>\d+)'?")
-_NAME = re.compile(r"\bname=(?P<name>[^,]+)")
-_ACTION = re.compile(r"recovery action changed (?:from 0x[0-9a-fA-F]+ \([^)]*\) )?to 0x(?P<code>[0-9a-fA-F]+)")
+# Compiled at first use (re's own cache): only Xid lines need them, the gate imports this before
+# every job (issue 21).
+_PID = r"\bpid='?(?P<pid>\d+)'?"
+_NAME = r"\bname=(?P<name>[^,]+)"
+_ACTION = r"recovery action changed (?:from 0x[0-9a-fA-F]+ \([^)]*\) )?to 0x(?P<code>[0-9a-fA-F]+)"
 # The driver (re)loaded: every GPU was initialised afresh after this line.
 _DRIVER_LOAD = re.compile(r"NVRM: loading NVIDIA UNIX")
 
@@ -95,8 +97,8 @@ def parse_events(records: list[LogRecord]) -> tuple[list[XidEvent], list[LogReco
         match = _XID.search(rec.text)
         if match:
             rest = match.group("rest")
-            pid = _PID.search(rest)
-            name = _NAME.search(rest)
+            pid = re.search(_PID, rest)
+            name = re.search(_NAME, rest)
             events.append(XidEvent(
                 time=rec.time,
                 address=pci_address(match.group("addr")),
@@ -132,7 +134,7 @@ def _close(a: float | None, b: float | None) -> bool:
 
 def recovery_target(event: XidEvent) -> int | None:
     """The recovery action an Xid 154 changed to (0: none any more), or None when unreadable."""
-    match = _ACTION.search(event.detail)
+    match = re.search(_ACTION, event.detail)
     return int(match.group("code"), 16) if match else None
 
 
