@@ -28,6 +28,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -323,6 +324,12 @@ def main(argv=None) -> int:
     ap.add_argument("--retry", help="a --json file of an earlier run: run only its survivors again")
     ap.add_argument("--retry-rev", default="HEAD", help="the commit the earlier run measured (its line numbers)")
     args = ap.parse_args(argv)
+    # Started by nohup or as `cmd &` from a script, SIGHUP/SIGINT come ignored, and every test
+    # process would inherit that (the tests that stop an apply with them would fail unmutated).
+    # A handler that does nothing keeps this run as immune, and resets to the default on exec.
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            signal.signal(signum, lambda *_: None)
 
     previous = json.loads(Path(args.retry).read_text()) if args.retry else None
     if previous:  # its survivors' modules (those of them named by --only, if any)
