@@ -79,6 +79,13 @@ def test_one_worker_thread_serves_the_checks_and_none_outlives_the_run():
         assert not worker.is_alive()
 
 
+def test_a_zero_watchdog_gives_each_check_a_result_and_never_crashes_the_run():
+    """A budget of 0 s may end before the worker took the check: each check still has its
+    result (hung, or passed where the worker was quicker) and the run goes on."""
+    results = run_checks([make(f"c{i}", lambda ctx: ok("x")) for i in range(20)], Ctx(), check_timeout=0.0)
+    assert len(results) == 20 and {r.status for r in results} <= {Status.PASS, Status.ERROR}
+
+
 def test_total_budget_marks_unrun_checks():
     slow = make("slow", lambda ctx: time.sleep(0.4) or ok("ok"))
     results = run_checks([slow, make("next", lambda ctx: ok("ok"))], Ctx(), check_timeout=1, total_timeout=0.3)

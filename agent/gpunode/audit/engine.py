@@ -297,9 +297,10 @@ class _Worker:
     def _serve(self) -> None:
         while True:
             self._go.acquire()
-            if self._job is None:
+            job = self._job
+            if job is None:
                 return
-            func, box = self._job
+            func, box = job
             try:
                 box["value"] = func()
             except BaseException as exc:  # noqa: BLE001 - contained and reported
@@ -319,7 +320,10 @@ class _Worker:
 
     def stop(self) -> None:
         self._job = None
-        self._go.release()
+        try:
+            self._go.release()
+        except RuntimeError:  # it has not taken its last job yet: it finds none there and ends
+            pass
 
 
 class _Watchdog:
@@ -333,7 +337,11 @@ class _Watchdog:
     def call(self, func: Callable[[], Any], timeout: float | None) -> tuple[str, Any]:
         """-> ("ok", value) | ("raised", exc) | ("timeout", None)."""
         worker, self._worker = self._worker or _Worker(), None
-        box = worker.run(func, timeout)
+        try:
+            box = worker.run(func, timeout)
+        except BaseException:  # interrupted while waiting: the thread ends when its check returns
+            worker.stop()
+            raise
         if box is None:
             return "timeout", None
         self._worker = worker
