@@ -66,9 +66,10 @@ TARGETS: dict[str, list[str]] = {
 APPLY = ["tests/test_apply_fixture.py", "tests/test_apply_faults.py", "tests/test_apply_journal.py",
          "tests/test_apply_writepath.py"]
 KINDS = ["tests/test_kinds.py", "tests/test_kinds_apply_audit.py", "tests/test_settings.py",
-         "tests/test_kinds_capabilities.py", "tests/test_kind_rules.py"]
+         "tests/test_kinds_capabilities.py", "tests/test_kind_rules.py", "tests/test_kind_defaults.py"]
 DIAG = ["tests/test_diag.py", "tests/test_diag_verdicts.py", "tests/test_diag_protocols.py", "tests/test_diag_run.py",
-        "tests/test_diag_recorded.py", "tests/test_edges_item11.py"]
+        "tests/test_diag_recorded.py", "tests/test_edges_item11.py", "tests/test_diag_progress.py",
+        "tests/test_diag_result_refusals.py"]
 # issue 20 item 11: the modules the first passes did not target. Not here: diag/backend_torch.py
 # (its tests need torch: `pytest -m gpu` on a GPU machine) and diag/backend_numpy.py (the tests'
 # own CPU stand-in, checked by what it must catch in tests/test_diag.py).
@@ -80,11 +81,12 @@ TARGETS.update({
     f"{PKG}/tune/kinds/gpu.py": [*KINDS, "tests/test_apply_gpu.py"],
     # apply's fault and journal tests: the whole APPLY set runs past the timeout on a shared machine
     f"{PKG}/tune/execute.py": ["tests/test_apply_faults.py", "tests/test_apply_journal.py",
-                               "tests/test_apply_interrupts.py"],
+                               "tests/test_apply_interrupts.py", "tests/test_plan_read_only.py"],
     # planning without apply's CLI runs (those take minutes per mutant here)
     f"{PKG}/tune/plan.py": ["tests/test_kinds_apply_audit.py", "tests/test_apply_units.py", "tests/test_kind_rules.py",
                             "tests/test_kinds_capabilities.py", "tests/test_plan_read_only.py"],
-    f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py", "tests/test_prove_live.py", "tests/test_edges_item11.py"],
+    f"{PKG}/tune/prove.py": ["tests/test_apply_prove.py", "tests/test_prove_live.py", "tests/test_edges_item11.py",
+                             "tests/test_prove_render.py"],
     **{f"{PKG}/diag/{name}.py": DIAG for name in ("gemm", "memtest", "verdicts", "run", "stress", "results",
                                                    "dcgm", "gatecheck", "metrics", "discover")},
     f"{PKG}/diag/compare.py": [*DIAG, "tests/test_diag_compare.py"],
