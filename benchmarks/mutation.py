@@ -91,7 +91,7 @@ TARGETS.update({
                                                    "dcgm", "gatecheck", "metrics", "discover")},
     f"{PKG}/diag/compare.py": [*DIAG, "tests/test_diag_compare.py"],
     f"{PKG}/diag/burnin.py": ["tests/test_diag_burnin.py"],
-    f"{PKG}/bench/trust.py": ["tests/test_bench_trust.py", "tests/test_edges_item11.py"],
+    f"{PKG}/bench/trust.py": ["tests/test_bench_trust.py", "tests/test_edges_item11.py", "tests/test_measured_figures.py"],
     # the loaders' own tests, the profile/number rules and the foreign-file refusals (all fast)
     f"{PKG}/inputs.py": ["tests/test_hostile_inputs.py", "tests/test_parsed_cache.py", "tests/test_profiles.py",
                          "tests/test_foreign_files.py", "tests/test_inputs_bounds.py"],
@@ -103,9 +103,10 @@ TARGETS.update({
                                 "tests/test_slurm_install_conf.py", "tests/test_edges_item11.py",
                                 "tests/test_watch_hook.py"],
     f"{PKG}/fleet/trends.py": ["tests/test_fleet_trends.py", "tests/test_edges_item11.py"],
-    **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py", "tests/test_edges_item11.py"]
+    **{f"{PKG}/history/{name}.py": ["tests/test_history.py", "tests/test_fleet_trends.py", "tests/test_edges_item11.py",
+                                    "tests/test_measured_figures.py"]
        for name in ("record", "store", "trend")},
-    f"{PKG}/layout.py": ["tests/test_layout.py", "tests/test_edges_item11.py"],
+    f"{PKG}/layout.py": ["tests/test_layout.py", "tests/test_edges_item11.py", "tests/test_layout_sections.py"],
 })
 
 # Survivors no test can kill because the program means the same, or the change is to a value no
@@ -149,6 +150,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "dispose() only breaks the loader's reference cycles early; the loader is dropped right after either way",
     (f"{PKG}/slurm/install.py", "max_age_s: int = 20", "number", "20 -> 21"):
         "a default gpunode never uses: `slurm install --watch` passes 2 x the watcher's poll (cli/gate_cmd.py)",
+    (f"{PKG}/fleet/trends.py", '"distribution": {"min": values[0], "p10": round(quantile(values, 0.1), 4),',
+     "number", "4 -> 5"): "the digits a fleet report prints of a distribution quantile: nothing judges them",
     (f"{D}/compare.py", '"gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],',
      "boolop", "and <-> or"): "for gpus and tools: judge() and judge_topology() never read the document's gpus "
                                "or tools (the caller chose the baseline), so {} in their place changes no verdict "
