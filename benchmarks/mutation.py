@@ -152,6 +152,8 @@ EQUIVALENT: dict[tuple[str, str, str, str], str] = {
         "a default gpunode never uses: `slurm install --watch` passes 2 x the watcher's poll (cli/gate_cmd.py)",
     (f"{PKG}/fleet/trends.py", '"distribution": {"min": values[0], "p10": round(quantile(values, 0.1), 4),',
      "number", "4 -> 5"): "the digits a fleet report prints of a distribution quantile: nothing judges them",
+    (f"{PKG}/fleet/trends.py", '"median": round(statistics.median(values), 4), "p90": round(quantile(values, 0.9), 4),',
+     "number", "4 -> 5"): "the digits a fleet report prints of a distribution quantile: nothing judges them",
     (f"{D}/compare.py", '"gpus": doc.get("gpus") or {}, "tools": doc.get("tools") or {}, "metrics": doc.get("metrics") or [],',
      "boolop", "and <-> or"): "for gpus and tools: judge() and judge_topology() never read the document's gpus "
                                "or tools (the caller chose the baseline), so {} in their place changes no verdict "
