@@ -246,3 +246,35 @@ def test_slurm_tests_only_the_nodes_of_the_running_job_named_in_the_environment(
         allocation(_slurm_reads(running), {**env, "SLURM_JOB_NODELIST": "lnode[1-2]"}, None, uid=1000)
     same = allocation(_slurm_reads(running), {**env, "SLURM_JOB_NODELIST": "lnode2,lnode1"}, None, uid=0)
     assert same.nodes == ["lnode2", "lnode1"]
+
+
+def test_ctrl_c_stops_the_running_pair_tests_after_their_step():
+    """Ctrl-C while the servers do not listen (srun slow or hung): each running pair test went on
+    probing, 30 tries of up to 10 s, and waited up to --timeout + 10 s for its server step: with a
+    hung srun the interrupt took effect after more than 120 s (measured; now 7 s). Now no step
+    starts after it; the queued tests were already cancelled by the pool."""
+    import os
+    import signal
+
+    from gpunode.fleet.locate import pairtests
+    from gpunode.fleet.locate.algorithm import Round
+    from gpunode.fleet.locate.srun import Allocation, SrunRounds
+
+    names = [f"n{i}" for i in range(8)]
+    alloc = Allocation("7", names, {n: f"10.0.0.{i + 1}" for i, n in enumerate(names)})
+    probes = []
+
+    def answer(argv):
+        if "ss" in argv:
+            probes.append(argv)
+            if len(probes) == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # the operator's Ctrl-C, during the first probe
+            elif getattr(rounds, "stop", None) is not None:
+                rounds.stop.wait(5)  # a probe already running when it came
+        return CommandResult(argv, 0, "")  # servers end at once; nothing listens
+
+    rounds = SrunRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), alloc, Answers([(lambda a: True, answer)]),
+                        forks=4, sleep=lambda s: None)
+    with pytest.raises(KeyboardInterrupt):
+        rounds(Round("match", [(i, i + 1) for i in range(0, 8, 2)], roles=["match"] * 4))
+    assert len(probes) <= 5, len(probes)  # one running per worker; was 30 per running test

@@ -180,6 +180,7 @@ class SrunRounds:
     names: list[str] = field(default_factory=list)
     details: list[list[Figure]] = field(default_factory=list)
     runs: list[dict] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)  # Ctrl-C: no step starts after it
 
     def __post_init__(self) -> None:
         self.names = list(self.alloc.nodes)
@@ -205,7 +206,11 @@ class SrunRounds:
     def __call__(self, rnd: Round) -> None:
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=max(1, min(self.forks, len(rnd.pairs)))) as pool:
-            figures = list(pool.map(self._pair, rnd.pairs))
+            try:
+                figures = list(pool.map(self._pair, rnd.pairs))
+            except KeyboardInterrupt:  # map cancels the queued tests; the running ones end after their step
+                self.stop.set()
+                raise
         self._still_running(f"round {len(self.runs) + 1}")
         self.details.append(figures)
         rnd.figures = [f.value for f in figures]
@@ -249,11 +254,15 @@ class SrunRounds:
             return self._clients(host, step)
         finally:
             for thread in servers:  # a one-off server ends with its client; else its timeout ends it
-                thread.join(self.timeout + SLURM_TIMEOUT_S)
+                deadline = time.monotonic() + self.timeout + SLURM_TIMEOUT_S
+                while thread.is_alive() and not self.stop.is_set() and time.monotonic() < deadline:
+                    thread.join(0.5)
 
     def _listening(self, host: str, port: int) -> bool:
         probe = self.step(host, ["ss", "--no-header", "--listening", "--tcp", "--numeric", f"sport = :{port}"])
         for attempt in range(LISTEN_TRIES):
+            if self.stop.is_set():
+                return False
             if attempt:
                 self.sleep(1.0)
             result = self.runner.run(probe, timeout=SLURM_TIMEOUT_S)
@@ -264,6 +273,8 @@ class SrunRounds:
     def _clients(self, host: str | None, step: Step) -> Figure:
         outputs = []
         for argv in step.clients:
+            if self.stop.is_set():
+                return Figure(None, error="interrupted")
             result = self.runner.run(self.step(host, argv), timeout=self.timeout)
             if result.timed_out or result.error:
                 return Figure(None, error=f"{host or 'srun'}: {_said(result)}")
