@@ -86,6 +86,13 @@ class TestOnARealSlurm:
             assert r.exit_code == 1 and f"{slurm.node}: left-foreign: " in r.output, r.output
         assert slurm.reason() == "ops: cable" and "DRAIN" in slurm.state()
 
+    def test_a_reason_with_shell_and_scontrol_characters_reaches_slurm_as_it_is(self, slurm):
+        reason = "gpunode: a=b; $(reboot) `id` 'q' \"x\" | & > ü"
+        for expect in ("drained", "unchanged"):
+            r = self._drain(slurm.node, "--reason", reason)
+            assert r.exit_code == 0 and r.output.startswith(f"{slurm.node}: {expect}: "), r.output
+        assert slurm.reason() == reason and "DRAIN" in slurm.state()
+
     def test_all_is_refused_as_scontrol_drains_every_node_with_it(self, slurm):
         for name in ("ALL", "all"):
             r = self._drain(name, "--reason", "gpunode: fleet locate tcp: node fault")
