@@ -331,6 +331,19 @@ def test_locate_job_refuses_a_job_whose_name_prints_a_line_of_its_own(two_nodes,
 
 @pytest.mark.slow
 @pytest.mark.root
+def test_locate_job_stops_when_the_pair_tests_program_is_not_on_the_nodes(two_nodes, monkeypatch):
+    """slurmstepd cannot start it: gpunode's setup, exit 3 naming the node, not a node fault."""
+    slurm, job = two_nodes
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
+    result = CliRunner().invoke(app, ["fleet", "locate", "--job", job, "--test", "nccl", "--gpus-per-node", "1",
+                                      "--nccl-bin", "/nonexistent/all_reduce_perf", "--timeout", "30", "--quiet"])
+    assert result.exit_code == USAGE_EXIT, result.output
+    assert ": /nonexistent/all_reduce_perf: No such file or directory: install" in result.output
+    assert result.output.count("gpunode: error:") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.root
 def test_locate_job_refuses_a_job_that_is_not_running(two_nodes, monkeypatch):
     slurm, job = two_nodes
     result, _ = _locate(two_nodes, monkeypatch, "--job", "999999")

@@ -278,3 +278,33 @@ def test_ctrl_c_stops_the_running_pair_tests_after_their_step():
     with pytest.raises(KeyboardInterrupt):
         rounds(Round("match", [(i, i + 1) for i in range(0, 8, 2)], roles=["match"] * 4))
     assert len(probes) <= 5, len(probes)  # one running per worker; was 30 per running test
+
+
+def test_a_program_missing_on_a_node_stops_the_run_and_names_no_fault():
+    """iperf3 not installed on lnode2: slurmstepd cannot start it (stderr recorded on the real
+    Slurm). The server never listened or the client gave no figure, which read as failed tests:
+    lnode2 a node fault (exit 2, --drain drained it) for gpunode's setup. Now exit 3 naming it."""
+    from test_fleet_locate_slurm import STILL_RUNNING, _iperf
+
+    from gpunode.fleet.locate import pairtests
+    from gpunode.fleet.locate.driver import run_locate
+    from gpunode.fleet.locate.srun import Allocation, SrunRounds
+
+    names = ["lnode1", "lnode2", "lnode3", "lnode4"]
+    alloc = Allocation("7", names, {n: f"10.0.0.{i + 1}" for i, n in enumerate(names)})
+    missing = CommandResult([], 2, "", (FIX / "srun-execve-missing.stderr").read_text())
+    steps = _iperf()
+
+    def answer(argv):
+        if "--nodelist=lnode2" in argv and "iperf3" in argv:  # its server or its client
+            return missing
+        return steps.run(argv)
+
+    sides = set()
+    for seed in range(6):
+        runner = Answers([STILL_RUNNING, (lambda a: True, answer)])
+        rounds = SrunRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), alloc, runner, sleep=lambda s: None)
+        with pytest.raises(FleetError, match="lnode2: nosuchprog: No such file or directory: install"):
+            run_locate(rounds, 1, seed, 0.5, None)
+        sides |= {a[7] for a in runner.calls if "--nodelist=lnode2" in a and "iperf3" in a}
+    assert sides == {"--server", "--client"}  # both roles were met

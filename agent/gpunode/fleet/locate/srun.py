@@ -28,13 +28,17 @@ from gpunode.fleet.locate.algorithm import Round
 from gpunode.fleet.locate.driver import ADDRESS
 from gpunode.fleet.locate.pairtests import Config, Figure, PairTest, Step
 from gpunode.fleet.validate import FleetError
-from gpunode.host.runner import Runner
+from gpunode.host.runner import CommandResult, Runner
 from gpunode.slurm.scontrol import _why as _said  # one way to say why scontrol/sinfo/srun gave nothing
 
 JOB_ID = re.compile(r"[1-9][0-9]{0,9}")
 SLURM_TIMEOUT_S = 10.0
 MAX_NODES = 65536  # Slurm's own bound on a host range; a list is refused before it grows past it
 LISTEN_TRIES = 30  # as playbooks/locate.yml: 30 tries, 1 s apart
+# slurmstepd could not start the program on a node (not installed there, not executable):
+# `slurmstepd-lnode2: error: execve(): iperf3: No such file or directory`. gpunode's setup, not
+# the node's health: the run stops (exit 3) rather than count it a failed test (a node fault).
+_EXECVE = re.compile(r"slurmstepd(?:-(?P<node>[^:\s]+))?: error: execve\(\): (?P<what>[^\n]+)")
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ class SrunRounds:
         with ThreadPoolExecutor(max_workers=max(1, min(self.forks, len(rnd.pairs)))) as pool:
             try:
                 figures = list(pool.map(self._pair, rnd.pairs))
-            except KeyboardInterrupt:  # map cancels the queued tests; the running ones end after their step
+            except BaseException:  # Ctrl-C, a program missing: map cancels the queued tests; the running ones end after their step
                 self.stop.set()
                 raise
         self._still_running(f"round {len(self.runs) + 1}")
@@ -240,23 +244,32 @@ class SrunRounds:
     def _pair(self, pair: tuple[int, int]) -> Figure:
         a, b = (self.names[x] for x in pair)
         step_a, step_b = self.plugin.plan(self.cfg, self.alloc.addresses[a], self.alloc.addresses[b], a, b)
-        servers = [threading.Thread(target=self.runner.run, args=(self.step(host, argv),),
-                                    kwargs={"timeout": self.timeout}, daemon=True)
+        ended: list[tuple[str, CommandResult]] = []  # the server steps that ended, with their host
+        servers = [threading.Thread(target=self._server, args=(host, argv, ended), daemon=True)
                    for host, step in ((a, step_a), (b, step_b)) for argv in step.servers]
         for thread in servers:
             thread.start()
         try:
-            for host, step in ((a, step_a), (b, step_b)):
-                for port in step.listens:
-                    if not self._listening(host, port):
-                        return Figure(None, error=f"{host}: no server listening on port {port}")
-            host, step = (a, step_a) if step_a.clients else (b, step_b)
-            return self._clients(host, step)
+            fig = self._listen_then_clients(((a, step_a), (b, step_b)))
         finally:
             for thread in servers:  # a one-off server ends with its client; else its timeout ends it
                 deadline = time.monotonic() + self.timeout + SLURM_TIMEOUT_S
                 while thread.is_alive() and not self.stop.is_set() and time.monotonic() < deadline:
                     thread.join(0.5)
+        for host, result in list(ended):
+            _started(result, host)
+        return fig
+
+    def _server(self, host: str, argv: tuple[str, ...], ended: list) -> None:
+        ended.append((host, self.runner.run(self.step(host, argv), timeout=self.timeout)))
+
+    def _listen_then_clients(self, sides) -> Figure:
+        for host, step in sides:
+            for port in step.listens:
+                if not self._listening(host, port):
+                    return Figure(None, error=f"{host}: no server listening on port {port}")
+        host, step = sides[0] if sides[0][1].clients else sides[1]
+        return self._clients(host, step)
 
     def _listening(self, host: str, port: int) -> bool:
         probe = self.step(host, ["ss", "--no-header", "--listening", "--tcp", "--numeric", f"sport = :{port}"])
@@ -276,7 +289,16 @@ class SrunRounds:
             if self.stop.is_set():
                 return Figure(None, error="interrupted")
             result = self.runner.run(self.step(host, argv), timeout=self.timeout)
+            _started(result, host)
             if result.timed_out or result.error:
                 return Figure(None, error=f"{host or 'srun'}: {_said(result)}")
             outputs.append(result.stdout)
         return self.plugin.parse(outputs, self.cfg)
+
+
+def _started(result: CommandResult, host: str | None) -> None:
+    """FleetError when slurmstepd could not start the step's program on its node."""
+    match = _EXECVE.search(result.stderr or "")
+    if match:
+        raise FleetError(f"{match['node'] or host or 'srun'}: {match['what'][:120]}: install the pair test's program "
+                         "on every node of the job (no test result: a missing program is not a node fault)")
