@@ -20,6 +20,7 @@ def _table(cols) -> list[str]:
 
 def test_each_group_starts_after_a_rule_with_its_heading_once():
     lines = _table([Col("GPU", group=True), Col("Test"), Col("Status")])
+    assert lines[0].strip() == "diag"  # the title above the table
     body = [line for line in lines if "gemm" in line or "hbm" in line or line.startswith("├")]
     assert len(body) == 4 and "GPU0" in body[0]
     assert "hbm" in body[1] and "GPU0" not in body[1]  # the heading once per group
