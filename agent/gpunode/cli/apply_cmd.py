@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from gpunode.cli.common import StateDirOption, split_csv, stdout_console
+from gpunode.cli.streams import discard_output
 from gpunode.tune.apply_case import Stopped
 
 
@@ -43,9 +44,9 @@ def apply(
 ) -> None:
     """Change this host to a profile: journaled, verified, rolled back on failure. On the live host
     the plan is shown and confirmed first (--yes for scripts). A journal write that fails (disk full)
-    and SIGINT/SIGTERM roll the batch back too. Exit 0 done (or nothing to change), 1 done but some
-    changes wait (reboot, GPU reset, refused), 3 bad input, not confirmed, or failed and rolled back,
-    130/143 stopped by SIGINT/SIGTERM and rolled back."""
+    and SIGINT/SIGTERM/SIGHUP (a closed ssh terminal) roll the batch back too. Exit 0 done (or
+    nothing to change), 1 done but some changes wait (reboot, GPU reset, refused), 3 bad input, not
+    confirmed, or failed and rolled back, 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM and rolled back."""
     from gpunode.tune import apply_case
 
     req = apply_case.ApplyRequest(
@@ -58,10 +59,15 @@ def apply(
     except Stopped:  # said by the guard, after what the state dir warns of
         _warn_all(job.state)
         raise
-    _warn_all(job.state)
     code = proof.exit_code if proof else outcome.exit_code
-    _print_apply(outcome, job.host, job.profile.name, dry_run, as_json, job.state,
-                 proof.apply_fields() if proof else None, code)
+    try:
+        _warn_all(job.state)
+        _print_apply(outcome, job.host, job.profile.name, dry_run, as_json, job.state,
+                     proof.apply_fields() if proof else None, code)
+    except OSError:  # EIO: SIGHUP came from a closed terminal; the trail line says what happened
+        if outcome.signal is None:
+            raise
+        discard_output()
     apply_case.trail(job, outcome)
     if proof is not None and not as_json:
         from gpunode.tune.prove import render_prove
@@ -171,26 +177,34 @@ def _report_rolled_back(outcome, host, state) -> None:
     """A failed or stopped batch: what was and was not put back, on which root and state dir,
     and what the journal could not record."""
     from gpunode.tune.execute import BACK
-    from gpunode.tune.session import undo_command
 
     def say(text: str) -> None:
         print(f"gpunode: {text}", file=sys.stderr)
 
-    what = f"interrupted by {signal.Signals(outcome.signal).name}" if outcome.signal is not None else "failed"
     left = [r for r in outcome.restored if r.status not in BACK]
-    done = "was rolled back" if not left else "was NOT fully rolled back"
-    say(f"error: apply {what} and {done}: {outcome.reason}")
-    restored = sum(1 for r in outcome.restored if r.status == "restored")
-    untouched = sum(1 for r in outcome.restored if r.status == "not-written")
-    say(f"{restored} change(s) restored, {untouched} found unchanged, {len(left)} NOT restored "
-        f"under {host.sys.root} (state dir {state.root})")
+    for line in _rolled_back_summary(outcome, left, host, state):
+        say(line)
     for r in left:
         say(f"error: NOT restored: {r.change.setting_id} {r.change.subject}: {r.detail}")
     if outcome.unrecorded:
         say(f"warning: the journal could not record {len(outcome.unrecorded)} record(s) after the failure "
             f"({outcome.unrecorded_why}): {', '.join(outcome.unrecorded)}")
     if (left or (outcome.unrecorded and outcome.restored)) and outcome.apply_id:
-        say(f"run `{undo_command(host, state, outcome.apply_id)}` once the state dir can be written again: "
+        say(_undo_advice(outcome, bool(left), host, state))
+
+
+def _rolled_back_summary(outcome, left: list, host, state) -> list[str]:
+    """What happened to the batch, then how many changes were restored, found unchanged or left."""
+    what = f"interrupted by {signal.Signals(outcome.signal).name}" if outcome.signal is not None else "failed"
+    done = "was rolled back" if not left else "was NOT fully rolled back"
+    return [f"error: apply {what} and {done}: {outcome.reason}", _restore_counts(outcome.restored, host, state)]
+
+
+def _undo_advice(outcome, left: bool, host, state) -> str:
+    """The rollback to run once the state dir can be written, and what it will do."""
+    from gpunode.tune.session import undo_command
+
+    return (f"run `{undo_command(host, state, outcome.apply_id)}` once the state dir can be written again: "
             + ("it restores what is listed above" if left else
                "the host is already restored; it settles the journal (until then the next apply refuses)"))
 
@@ -223,7 +237,32 @@ def rollback(
     _warn_all(job.state)
     apply_case.rollback_trail(job, outcome)
     _print_rollback(outcome, as_json)
+    if outcome.unrecorded:
+        _report_unrecorded_rollback(outcome, job)
     raise typer.Exit(outcome.exit_code)
+
+
+def _report_unrecorded_rollback(outcome, job) -> None:
+    """The journal failed during the restores (disk full): they went on; say what the host is
+    now (the table or JSON lists each), what the journal lacks and how to settle it."""
+    from gpunode.tune.session import undo_command
+
+    def say(text: str) -> None:
+        print(f"gpunode: {text}", file=sys.stderr)
+
+    say(f"error: the journal could not record {len(outcome.unrecorded)} record(s) of this rollback "
+        f"({outcome.unrecorded_why}): {', '.join(outcome.unrecorded)}")
+    say(f"the restores went on: {_restore_counts(outcome.results, job.host, job.state)}")
+    say(f"run `{undo_command(job.host, job.state, outcome.record.id)}` once the state dir can be written: it "
+        "finds each value already back and settles the journal")
+
+
+def _restore_counts(results, host, state) -> str:
+    """How many changes were restored, found unchanged or NOT restored, and where."""
+    restored = sum(1 for r in results if r.status == "restored")
+    untouched = sum(1 for r in results if r.status == "not-written")
+    return (f"{restored} change(s) restored, {untouched} found unchanged, {len(results) - restored - untouched} "
+            f"NOT restored under {host.sys.root} (state dir {state.root})")
 
 
 def _print_rollback(outcome, as_json: bool) -> None:
@@ -234,7 +273,9 @@ def _print_rollback(outcome, as_json: bool) -> None:
     if as_json:
         typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": record.id, "profile": record.begin.get("profile"),
                           "result": "complete" if code == 0 else "partial", "exit_code": code,
-                          "restores": [r.to_json() for r in results]}), nl=False)
+                          "restores": [r.to_json() for r in results],
+                          **({"journal_unrecorded": {"records": outcome.unrecorded, "reason": outcome.unrecorded_why}}
+                             if outcome.unrecorded else {})}), nl=False)
         return
     render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results)
     for r in results:
