@@ -1,20 +1,98 @@
-"""--format table|plain|tsv|json (issue 21 item 4) on the commands that change or report on the
-node: slurm drain, apply (its plan too), rollback, history, gate and watch --status. The same
-option and renderers as the listings (cli/common.py ResultFormatOption, layout.RENDERERS); the
-shapes are checked by test_listing_formats.shapes."""
+"""The renderer registry (issue 21 item 4): layout.RENDERERS is the one list of layouts,
+cli/common.py's ResultFormat offers them plus json, and every command that takes `--format`
+reaches them (`--json` stays the alias of `--format json`). Shared options are declared once."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 from test_listing_formats import shapes
 from typer.testing import CliRunner
 
 from gpunode.cli import app
+from gpunode.cli.common import ResultFormat, layout_of
+from gpunode.layout import RENDERERS, Col, show
 from gpunode.slurm import drain as drain_case
 
 cli = CliRunner()
+
+
+def test_formats_are_the_renderers_and_json():
+    assert [f.value for f in ResultFormat] == [*RENDERERS, "json"] == ["table", "plain", "tsv", "json"]
+    assert layout_of(None, False) == (False, None) and layout_of(ResultFormat.json, False) == (True, None)
+    assert layout_of(ResultFormat.tsv, False) == (False, "tsv") and layout_of(None, True) == (True, None)
+
+
+def test_a_new_renderer_is_one_entry(monkeypatch):
+    """What the door promises: a function in RENDERERS is reached by show()."""
+    seen = []
+    monkeypatch.setitem(RENDERERS, "csv", lambda console, title, cols, cells, footer: seen.append(cells))
+    show(Console(), "t", [Col("A"), Col("B")], [["1", "x y"]], "csv")
+    assert seen == [[["1", "x y"]]]
+
+
+def test_bench_format_tsv_plain_and_json():
+    args = ["bench", "--quick", "--only", "nccl", "--no-history"]
+    tsv = cli.invoke(app, [*args, "--format", "tsv"])
+    assert tsv.exit_code == 3 and tsv.stdout.splitlines()[0].split("\t")[:3] == ["Metric", "GPU", "Status"]
+    assert tsv.stdout.splitlines()[1].startswith("nccl.all_reduce.busbw\t") and len(tsv.stdout.splitlines()) == 2
+    plain = cli.invoke(app, [*args, "-f", "plain"])
+    assert "nccl.all_reduce.busbw  -  SKIP" in plain.stdout and "UNKNOWN (exit 3)" in plain.stdout
+    doc = json.loads(cli.invoke(app, [*args, "--format", "json"]).stdout)
+    assert doc["schema"] == "gpunode.bench/1"
+    assert json.loads(cli.invoke(app, [*args, "--json"]).stdout)["metrics"] == doc["metrics"]
+
+
+def test_diag_format_tsv(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # no GPU backend here either way
+    result = cli.invoke(app, ["diag", "--format", "tsv", "--no-history"])
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Test\tGPU\tStatus\tResult" and any(line.startswith("gpu.kernels\t\tERROR\t") for line in lines)
+
+
+@pytest.mark.parametrize("command", [["bench"], ["diag"]])
+def test_a_format_that_is_not_offered_is_a_usage_error(command):
+    result = cli.invoke(app, [*command, "--format", "xml"])
+    assert result.exit_code == 3 and result.stderr.startswith("gpunode: error: ") and "'xml'" in result.stderr
+
+
+def test_state_dir_is_declared_once():
+
+    cli_dir = Path(__file__).resolve().parent.parent / "agent" / "gpunode" / "cli"
+    declared = {p.name: p.read_text().count('"--state-dir"') for p in cli_dir.glob("*.py")}
+    # common.py: the node's state dir; fleet and watch keep state of their own (runs, health.json)
+    assert {k: v for k, v in declared.items() if v} == {"common.py": 1, "fleet_cmd.py": 1, "fleet_locate_cmd.py": 1,
+                                                         "watch_cmd.py": 1}
+
+
+@pytest.mark.parametrize("args,header", [
+    (["checks"], ["Id", "Area", "Severity", "Tags", "Title"]),
+    (["compare", "tests/fixtures/bench/h100-quick.json"], ["Metric", "Subject", "Status", "Measured"]),
+    (["expect", "--snapshot", "tests/fixtures/hosts/h100-sxm-1gpu"], ["metric", "GPU", "expected", "unit"]),
+    (["topo", "--snapshot", "tests/fixtures/hosts/h100-sxm-1gpu"], ["device", "kind", "PCI"]),
+])
+def test_every_results_command_takes_the_formats(args, header, monkeypatch):
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    tsv = cli.invoke(app, [*args, "--format", "tsv"])
+    assert tsv.exit_code in (0, 1, 2), tsv.output
+    headers = [line.split("\t") for line in tsv.stdout.splitlines() if "\t" in line]
+    assert any(h[:len(header)] == header for h in headers), tsv.stdout[:300]
+    assert json.loads(cli.invoke(app, [*args, "-f", "json"]).stdout)
+
+
+def test_history_takes_the_formats(tmp_path):
+    from gpunode.history import record
+
+    data = json.loads((Path(__file__).parent / "fixtures" / "bench" / "h100-quick.json").read_text())
+    assert record("bench", data, str(tmp_path)) is None
+    tsv = cli.invoke(app, ["history", "--state-dir", str(tmp_path), "--format", "tsv"])
+    assert tsv.stdout.splitlines()[0] == "Id\tTime\tKind\tStatus\tSummary" and "\tbench\t" in tsv.stdout
+    assert json.loads(cli.invoke(app, ["history", "--state-dir", str(tmp_path), "-f", "json"]).stdout)["results"]
 
 
 def xml_is_refused(args: list[str]) -> None:
