@@ -5,6 +5,7 @@ reaches them (`--json` stays the alias of `--format json`). Shared options are d
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,11 @@ from gpunode.layout import RENDERERS, Col, show
 from gpunode.slurm import drain as drain_case
 
 cli = CliRunner()
+BOX = re.compile("[\u2500-\u257f]")  # rich's box drawing
+
+
+def invoke(args: list[str]):
+    return cli.invoke(app, args, env={"COLUMNS": "250"})
 
 
 def test_formats_are_the_renderers_and_json():
@@ -115,3 +121,43 @@ def test_slurm_drain(monkeypatch):
     assert plain.stdout.splitlines() == ["scontrol update nodename=n1 state=drain",
                                          "n2: left-foreign: reason 'maint' is not gpunode's"]
     xml_is_refused(args)
+
+
+def each_format(run, header: list[str], schema: str, code: int = 0) -> dict[str, str]:
+    """run(fmt) -> a CliRunner result, for each format; assert each one's shape; -> the outputs."""
+    out = {}
+    for fmt in ("tsv", "plain", "json", "table"):
+        result = run(fmt)
+        assert result.exit_code == code, (fmt, result.output)
+        out[fmt] = result.stdout
+    tsv = out["tsv"].splitlines()
+    assert tsv[0].split("\t") == header and len(tsv) > 1 and all("\t" in line for line in tsv), out["tsv"]
+    assert not BOX.search(out["plain"]) and "  ".join(header) in out["plain"].splitlines(), out["plain"]
+    assert json.loads(out["json"])["schema"] == schema
+    assert BOX.search(out["table"])
+    return out
+
+
+def test_apply_its_plan_and_rollback(tmp_path):
+    from apply_fixtures import make_tree, picture
+
+    root = make_tree(tmp_path / "root")
+    common = ["--sysroot", str(root), "--state-dir", str(tmp_path / "state")]
+    args = ["apply", "--profile", "training", "--only", "sysctl.vm.swappiness", *common]
+    before = picture(root)
+    header = ["Setting", "Subject", "Current", "Target", "Root?", "Reboot?", "GPU reset?", "Status"]
+    out = each_format(lambda fmt: invoke([*args, "--check", "--format", fmt]), header, "gpunode.apply/1")
+    assert any(ln.startswith("sysctl.vm.swappiness\t") and ln.endswith("\tplanned") for ln in out["tsv"].splitlines())
+    assert "change(s) would be written; nothing changed" in out["plain"] and picture(root) == before
+
+    def apply_then_rollback(fmt: str):
+        assert invoke([*args, "--format", fmt]).exit_code == 0
+        return invoke(["rollback", *common, "--format", fmt])
+
+    out = each_format(apply_then_rollback, ["#", "Setting", "Subject", "Result", "Detail"], "gpunode.rollback/1")
+    assert any(ln.startswith("1\tsysctl.vm.swappiness\t") and "\trestored\t" in ln for ln in out["tsv"].splitlines())
+    assert picture(root) == before
+    applied = invoke([*args, "--format", "tsv"])
+    assert "\tapplied" in applied.stdout and "undo with" in applied.stderr  # tsv: the rows alone on stdout
+    xml_is_refused(args)
+    xml_is_refused(["rollback", *common])

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import StateDirOption, split_csv, stdout_console
+from gpunode.cli.common import (
+    ResultFormatOption,
+    StateDirOption,
+    layout_of,
+    split_csv,
+    stderr_console,
+    stdout_console,
+)
 from gpunode.cli.streams import discard_output
 from gpunode.tune.apply_case import Stopped
 
@@ -38,6 +45,7 @@ def apply(
     state_dir: StateDirOption = None,
     sysroot: Path = typer.Option(None, "--sysroot", help="Apply to files under this directory instead of / (tests, images)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.apply/1)."),
+    fmt: ResultFormatOption = None,
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply to the live host without asking (scripts, playbooks). Without it the plan is shown and confirmed on a terminal."),
     prove: bool = typer.Option(False, "--prove", help="Bench (quick GEMM, HBM, host copies) before and after; keep the change only if no figure got worse beyond the measured noise, else roll it back (exit 3)."),
@@ -54,8 +62,9 @@ def apply(
         sets=set_ or [], allow_reboot_settings=allow_reboot_settings, no_persist=no_persist, boot=boot,
         state_dir=state_dir, sysroot=sysroot, config=config, yes=yes, prove=prove)
     job = apply_case.prepare(req, make_host=_host)
+    as_json, layout = layout_of(fmt, as_json)
     try:
-        outcome, proof = apply_case.run(job, _confirmer(job.host, job.profile.name, as_json), control=_gpu_control)
+        outcome, proof = apply_case.run(job, _confirmer(job.host, job.profile.name, as_json, layout), control=_gpu_control)
     except Stopped:  # said by the guard, after what the state dir warns of
         _warn_all(job.state)
         raise
@@ -63,7 +72,7 @@ def apply(
     try:
         _warn_all(job.state)
         _print_apply(outcome, job.host, job.profile.name, dry_run, as_json, job.state,
-                     proof.apply_fields() if proof else None, code)
+                     proof.apply_fields() if proof else None, code, layout)
     except OSError:  # EIO: SIGHUP came from a closed terminal; the trail line says what happened
         if outcome.signal is None:
             raise
@@ -80,7 +89,7 @@ class NotConfirmed(Stopped):  # exit 3, the state dir's warnings shown with it
     pass
 
 
-def _confirmer(host, profile_name: str, as_json: bool):
+def _confirmer(host, profile_name: str, as_json: bool, layout: str | None = None):
     """Called by apply_profile under the lock with the plan it is about to write: show it, then
     ask on a terminal; without one, refuse (scripts say --yes)."""
 
@@ -90,7 +99,7 @@ def _confirmer(host, profile_name: str, as_json: bool):
         from gpunode.tune.render import render_changes
 
         console = Console(stderr=True) if as_json else stdout_console()
-        render_changes(console, f"gpunode plan · {host.facts.hostname} · profile {profile_name}", rows)
+        render_changes(console, f"gpunode plan · {host.facts.hostname} · profile {profile_name}", rows, layout)
         n = sum(1 for r in rows if r["status"] == "planned")
         if not sys.stdin.isatty():
             raise NotConfirmed(f"apply would change {n} thing(s) on this live host (plan above); nothing changed. "
@@ -109,7 +118,7 @@ def _warn_all(state) -> None:
 
 
 def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool, state, extra: dict | None = None,
-                 exit_code: int | None = None) -> None:
+                 exit_code: int | None = None, layout: str | None = None) -> None:
     from gpunode.outputs import dumps
     from gpunode.tune.render import apply_document, render_changes, render_restores
 
@@ -122,20 +131,21 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
         return
     console = stdout_console()
     verb = "plan" if dry_run else "apply"
+    notes = stderr_console() if layout == "tsv" else console  # tsv: rows only on stdout, the lines below on stderr
     # what is not applicable here is a row too, so the plan tells everything the profile asked
     shown = outcome.rows + [{"setting": sid, "subject": "", "current": "", "target": "", "needs_root": False,
                              "reboot_required": False, "gpu_reset_required": False, "status": "n/a",
                              "note": why.removeprefix("not applicable here: ")} for sid, why in outcome.plan.skipped]
     if shown:
-        render_changes(console, f"gpunode {verb} · {host.facts.hostname} · profile {profile_name}", shown)
+        render_changes(console, f"gpunode {verb} · {host.facts.hostname} · profile {profile_name}", shown, layout)
     skipped = len(outcome.plan.skipped)
-    console.print(f"{len(outcome.plan.satisfied)} setting(s) already as wanted, {skipped} not applicable here")
+    notes.print(f"{len(outcome.plan.satisfied)} setting(s) already as wanted, {skipped} not applicable here")
     proved_worse = (extra or {}).get("result") == "rolled-back"
     line = _result_line(outcome, host, state, dry_run, proved_worse)
     if line:  # the undo command stays on one line, to be pasted
-        console.print(line, soft_wrap=True if outcome.result == "applied" and not proved_worse else None)
+        notes.print(line, soft_wrap=True if outcome.result == "applied" and not proved_worse else None)
     elif outcome.result not in ("nothing-to-change", "planned", "applied") and outcome.restored:
-        render_restores(console, "batch rolled back", outcome.restored)
+        render_restores(notes, "batch rolled back", outcome.restored, layout)
 
 
 def _apply_meta(outcome, host, profile_name: str, dry_run: bool, state, exit_code: int | None) -> dict:
@@ -214,6 +224,7 @@ def rollback(
     state_dir: StateDirOption = None,
     sysroot: Path = typer.Option(None, "--sysroot", help="The --sysroot the apply was made with."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON document (schema gpunode.rollback/1)."),
+    fmt: ResultFormatOption = None,
     force: bool = typer.Option(False, "--force", help="Roll back an apply whose journal lost the line naming its root, onto this root."),
 ) -> None:
     """Undo an apply exactly, in reverse order. A value someone changed since is left alone (warned).
@@ -222,6 +233,7 @@ def rollback(
     from gpunode.tune import apply_case
     from gpunode.tune.render import ROLLBACK_SCHEMA
 
+    as_json, layout = layout_of(fmt, as_json)
     job = apply_case.prepare_rollback(apply_id, state_dir, sysroot, force, make_host=_host)
     try:
         outcome = apply_case.run_rollback(job, control=_gpu_control)
@@ -236,7 +248,7 @@ def rollback(
         raise typer.Exit(0)
     _warn_all(job.state)
     apply_case.rollback_trail(job, outcome)
-    _print_rollback(outcome, as_json)
+    _print_rollback(outcome, as_json, layout)
     if outcome.unrecorded:
         _report_unrecorded_rollback(outcome, job)
     raise typer.Exit(outcome.exit_code)
@@ -265,7 +277,7 @@ def _restore_counts(results, host, state) -> str:
             f"NOT restored under {host.sys.root} (state dir {state.root})")
 
 
-def _print_rollback(outcome, as_json: bool) -> None:
+def _print_rollback(outcome, as_json: bool, layout: str | None = None) -> None:
     from gpunode.outputs import dumps
     from gpunode.tune.render import ROLLBACK_SCHEMA, render_restores
 
@@ -277,7 +289,8 @@ def _print_rollback(outcome, as_json: bool) -> None:
                           **({"journal_unrecorded": {"records": outcome.unrecorded, "reason": outcome.unrecorded_why}}
                              if outcome.unrecorded else {})}), nl=False)
         return
-    render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results)
+    render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results,
+                    layout)
     for r in results:
         if r.status in ("left", "error"):
             print(f"gpunode: warning: {r.change.setting_id} {r.change.subject}: {r.detail}", file=sys.stderr)

@@ -49,7 +49,7 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else ""
 
 
-def render_changes(console, title: str, rows: list[dict]) -> None:
+def render_changes(console, title: str, rows: list[dict], fmt: str | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=title)
@@ -60,10 +60,10 @@ def render_changes(console, title: str, rows: list[dict]) -> None:
         status = r["status"] + (f": {r['note']}" if r["note"] else "")
         table.add_row(r["setting"], r["subject"], r["current"], r["target"], _yes(r["needs_root"]),
                       _yes(r["reboot_required"]), _yes(r["gpu_reset_required"]), status)
-    show_table(console, table)
+    show_table(console, table, fmt)
 
 
-def render_restores(console, title: str, results) -> None:
+def render_restores(console, title: str, results, fmt: str | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=title)
@@ -72,4 +72,4 @@ def render_restores(console, title: str, results) -> None:
     for r in results:
         style = {"restored": "green", "not-written": "dim", "left": "yellow", "error": "bold red"}[r.status]
         table.add_row(str(r.seq), r.change.setting_id, r.change.subject, f"[{style}]{r.status}[/]", r.detail)
-    show_table(console, table)
+    show_table(console, table, fmt)
