@@ -161,3 +161,40 @@ def test_apply_its_plan_and_rollback(tmp_path):
     assert "\tapplied" in applied.stdout and "undo with" in applied.stderr  # tsv: the rows alone on stdout
     xml_is_refused(args)
     xml_is_refused(["rollback", *common])
+
+
+def test_gate(tmp_path):
+    from gate_fixtures import h100_inventory, write_snapshot
+    from test_gate_cli import BROKEN, gpunode
+
+    bad = write_snapshot(tmp_path / "bad", h100_inventory(2, **BROKEN))
+    args = ["gate", "--snapshot", str(bad)]
+    out = each_format(lambda fmt: invoke([*args, "--format", fmt]), ["Check", "Subject", "Status", "Message"],
+                      "gpunode.gate/1", code=2)
+    assert any(ln.startswith("gpu.") and "\tFAIL\t" in ln for ln in out["tsv"].splitlines())
+    assert any(ln.startswith("gpunode gate (check): FAIL") for ln in out["plain"].splitlines())
+    doc, alias = json.loads(out["json"]), json.loads(invoke([*args, "--json"]).stdout)
+    assert doc["status"] == "FAIL" and doc.keys() == alias.keys() and [c["id"] for c in doc["checks"]] == [c["id"] for c in alias["checks"]]
+    xml_is_refused(args)
+    # The fast path (no typer): the same formats; rich and layout only where a layout is asked for.
+    r = gpunode(*args, "--format", "tsv")
+    assert r.returncode == 2 and r.stdout.splitlines()[0] == "Check\tSubject\tStatus\tMessage"
+    assert "gpunode gate (check): FAIL" in r.stderr
+    r = gpunode(*args, "--format", "xml")
+    assert r.returncode == 3 and r.stderr == "gpunode: error: --format: 'xml' is not one of 'table', 'plain', 'tsv', 'json'\n"
+    r = gpunode("gate", "--prolog", "--format", "xml", "--snapshot", str(bad))
+    assert r.returncode == 0 and r.stderr.startswith("gpunode: error: --format: 'xml'")  # never blocks a job
+
+
+def test_gate_from_a_fresh_watcher_state_takes_the_formats_too(tmp_path):
+    """The lean verdict prints only its own lines: a layout is rendered by the full gate, which
+    judges from the same state (no NVML either way)."""
+    from test_gate_watcher import gate, ok_results, write_state
+
+    from gpunode.audit.engine import Status
+
+    write_state(tmp_path, ok_results(Status.WARN))
+    r = gate("--format", "tsv", watch_dir=tmp_path)
+    assert r.returncode == 1 and r.stdout.splitlines() == [
+        "Check\tSubject\tStatus\tMessage", "gpu.count\t\tPASS\t1 GPU", "gpu.ecc\tGPU0\tWARN\tno uncorrectable error"], r
+    assert json.loads(gate("--format", "json", watch_dir=tmp_path).stdout)["source"].startswith("watcher (age ")

@@ -53,6 +53,9 @@ GATE_OPTIONS = (
                "Watchdog per check in seconds (default: timeout/4, at most 5)."),
     GateOption("--strict", "strict", bool, False, "An ERROR (a check that could not run) blocks too."),
     GateOption("--json", "as_json", bool, False, "Print the JSON verdict (schema gpunode.gate/1)."),
+    GateOption("--format", "fmt", str, None,
+               "Output: table, plain (one result per line, a header naming the columns), tsv, json (the verdict "
+               "document; --json is the same). Without it: the gate's own lines (no table library loaded)."),
     GateOption("--snapshot", "snapshot", str, None,
                f"Gate a recorded snapshot instead of this host (also ${SNAPSHOT_ENV} or config `snapshot:`)."),
     GateOption("--config", "config", str, None,
@@ -84,9 +87,23 @@ def parse_gate_args(args: list[str]) -> dict:
     from gpunode.options import parse_options
 
     try:
-        return parse_options(args, GATE_OPTIONS, "gate")
+        kwargs = parse_options(args, GATE_OPTIONS, "gate")
     except UsageError as exc:
         raise GateUsageError(str(exc)) from None
+    kwargs["as_json"] = result_format(kwargs["fmt"], kwargs["as_json"])[0]
+    return kwargs
+
+
+def result_format(fmt: str | None, as_json: bool) -> tuple[bool, str | None]:
+    """--format -> (print the JSON document, the layout or None); GateUsageError for one not
+    offered. layout.py (the renderer registry) is imported only when a layout is asked for."""
+    if fmt in (None, "json"):
+        return as_json or fmt == "json", None
+    from gpunode.layout import RENDERERS
+
+    if fmt not in RENDERERS:
+        raise GateUsageError(f"--format: {fmt!r} is not one of {', '.join(map(repr, (*RENDERERS, 'json')))}")
+    return as_json, fmt
 
 
 def fast_main(args: list[str]) -> int | None:
@@ -101,7 +118,7 @@ def fast_main(args: list[str]) -> int | None:
         from gpunode.slurm.from_watcher import lean_verdict, watcher_state
 
         watched = watcher_state(kwargs, mode)
-        if watched is not None:
+        if watched is not None and kwargs["fmt"] in (None, "json"):  # a layout: the full gate renders it
             code = lean_verdict(watched, mode, kwargs)
             if code is not None:
                 return code
@@ -126,13 +143,14 @@ def _start_nvml(snapshot):
 
 def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIMEOUT_S, check_timeout=None,
             strict=False, as_json=False, snapshot=None, config=None, live_gpu=None, prometheus=None,
-            no_scontrol=False, expected_gpus=None, watched=None) -> int:
+            no_scontrol=False, expected_gpus=None, watched=None, fmt=None) -> int:
     """Run the gate; print the report; return the exit code. `live_gpu`: an NVML read
     already under way (used unless the gate replays a snapshot). `watched`: a fresh watcher
     state (slurm.from_watcher.Watched) whose poll stands for the checks: no NVML is opened."""
     modes = [m for m, on in (("prolog", prolog), ("epilog", epilog), ("health-check", health_check)) if on]
     mode = modes[0] if modes else "check"
     try:
+        as_json, layout = result_format(fmt, as_json)
         if len(modes) > 1:
             raise GateUsageError("give one of --prolog, --epilog, --health-check")
         run = prepare(mode, timeout, check_timeout, strict, snapshot, config, live_gpu, no_scontrol, expected_gpus,
@@ -158,7 +176,7 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
     except Exception as exc:  # noqa: BLE001 - in Slurm hooks a gpunode failure must not block
         _textfile(prometheus, None, mode, strict)
         return gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
-    report(verdict, as_json)
+    report(verdict, as_json, layout)
     unwritten = _textfile(prometheus, verdict, mode, strict)
     return worst_exit(verdict.exit_code, unwritten)  # a FAIL stays a FAIL
 
@@ -290,13 +308,15 @@ def gpunode_failed(mode: str, strict: bool, message: str) -> int:
     return code
 
 
-def report(verdict, as_json: bool) -> None:
+def report(verdict, as_json: bool, layout: str | None = None) -> None:
     from gpunode.slurm.gate import gate_document, render_text
 
     if as_json:
         import json
 
         sys.stdout.write(json.dumps(gate_document(verdict), indent=2) + "\n")
+    elif layout:
+        _show(verdict, layout)
     else:
         sys.stdout.write(render_text(verdict))
     sys.stdout.flush()
@@ -304,3 +324,21 @@ def report(verdict, as_json: bool) -> None:
         print(verdict.reason, file=sys.stderr)  # the one line Slurm's log keeps
     for problem in verdict.problems:
         print(f"gpunode: warning: {problem}", file=sys.stderr)
+
+
+def _show(verdict, layout: str) -> None:
+    """--format table|plain|tsv: every result a row, the verdict lines below it (tsv: on stderr,
+    so that stdout is the header and the rows)."""
+    from rich.console import Console
+
+    from gpunode.layout import Col, show
+    from gpunode.slurm.gate import verdict_lines
+
+    console = Console()
+    console.soft_wrap = not console.is_terminal  # piped: one line per result, never wrapped
+    cols = [Col("Check", whole=True), Col("Subject", inline=True), Col("Status", whole=True), Col("Message")]
+    rows = [[r.id, r.subject, r.status.value, r.message] for r in verdict.results]
+    footer = verdict_lines(verdict)
+    show(console, f"gpunode gate ({verdict.mode})", cols, rows, layout, () if layout == "tsv" else footer)
+    if layout == "tsv":
+        print("\n".join(footer), file=sys.stderr)

@@ -406,6 +406,13 @@ def render_text(verdict: GateVerdict) -> str:
             continue
         subject = f" {r.subject}" if r.subject else ""
         lines.append(f"{r.status.value:5s} {r.id}{subject}: {' '.join(r.message.split())}")
+    return "\n".join(lines + verdict_lines(verdict)) + "\n"
+
+
+def verdict_lines(verdict: GateVerdict) -> list[str]:
+    """The lines under the results: the verdict and its tally, then source, reason, Slurm action,
+    problems and the gate checks not run."""
+    lines = []
     counts = summary(verdict.results)
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     head = f"gpunode gate ({verdict.mode}): {verdict.status}"
@@ -422,4 +429,4 @@ def render_text(verdict: GateVerdict) -> str:
     not_run = gate_not_run_line(verdict.meta.get("gate_checks_not_run", ()))
     if not_run:  # its own line: this gate judged less than the catalogue's gate checks
         lines.append(not_run)
-    return "\n".join(lines) + "\n"
+    return lines
