@@ -198,3 +198,20 @@ def test_gate_from_a_fresh_watcher_state_takes_the_formats_too(tmp_path):
     assert r.returncode == 1 and r.stdout.splitlines() == [
         "Check\tSubject\tStatus\tMessage", "gpu.count\t\tPASS\t1 GPU", "gpu.ecc\tGPU0\tWARN\tno uncorrectable error"], r
     assert json.loads(gate("--format", "json", watch_dir=tmp_path).stdout)["source"].startswith("watcher (age ")
+
+
+def test_watch_status(tmp_path):
+    from test_gate_watcher import ok_results, write_state
+
+    from gpunode.audit.engine import Status
+
+    write_state(tmp_path, ok_results(Status.WARN))
+    args = ["watch", "--status", "--state-dir", str(tmp_path)]
+    out = each_format(lambda fmt: invoke([*args, "--format", fmt]), ["Check", "Subject", "Status", "Message"],
+                      "gpunode.watch/1", code=1)
+    assert "gpu.ecc\tGPU0\tWARN\tno uncorrectable error" in out["tsv"].splitlines()
+    assert any(ln.startswith("gpunode watch on n1: WARN; fresh") for ln in out["plain"].splitlines())
+    assert json.loads(out["json"]).keys() == json.loads(invoke([*args, "--json"]).stdout).keys()
+    xml_is_refused(args)
+    refused = invoke(["watch", "--format", "tsv", "--kmsg", "/nonexistent"])
+    assert refused.exit_code == 3 and refused.stderr.startswith("gpunode: error: --format goes with --status")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gpunode.exits import GpunodeError, UsageError, internal_error
 from gpunode.options import parse_options
-from gpunode.slurm.fastpath import GateOption
+from gpunode.slurm.fastpath import CHECK_COLUMNS, GateOption, result_format, show_rows
 
 WATCH_HELP = """Watch this node between checks: NVML events (Xid, ECC, clocks, power, recovery
 action), the kernel log (/dev/kmsg, else journald: Xid, SXid, fallen off the bus, PCIe AER, mlx5)
@@ -47,6 +47,9 @@ WATCH_OPTIONS = (
     GateOption("--status", "status", bool, False,
                "Print the state in --state-dir and exit 0/1/2/3 by its verdict."),
     GateOption("--json", "as_json", bool, False, "--status: the whole document as JSON."),
+    GateOption("--format", "fmt", str, None,
+               "--status: table, plain (a header naming the columns), tsv, json (the whole document; --json is "
+               "the same). Without it: the summary lines."),
     GateOption("--unit", "unit", bool, False,
                "Print the systemd unit gpunode-watch.service for this installation (with --poll, --shadow, "
                "--textfile, --config) and exit."),
@@ -77,9 +80,12 @@ def fast_main(args: list[str]) -> int | None:
 
 
 def watch(state_dir: Path, poll: float | None, shadow: bool, config: Path | None, kmsg: str, no_nvml: bool,
-          textfile: Path | None, metrics_port: int | None, status: bool, as_json: bool, unit: bool) -> int:
+          textfile: Path | None, metrics_port: int | None, status: bool, as_json: bool, unit: bool,
+          fmt: str | None = None) -> int:
     if status:
-        return print_status(state_dir, as_json)
+        return print_status(state_dir, as_json, fmt)
+    if fmt is not None:
+        raise UsageError("--format goes with --status (the watcher itself prints log lines)")
     if unit:
         _print_unit(poll, shadow, textfile, config)
         return 0
@@ -205,10 +211,11 @@ def serve_metrics(watcher, port: int) -> None:
     serve(lambda: watcher.document(watcher.clock()), port)
 
 
-def print_status(state_dir: Path, as_json: bool) -> int:
+def print_status(state_dir: Path, as_json: bool, fmt: str | None = None) -> int:
     from gpunode.exits import EXIT_CODES
     from gpunode.watch.state import STATE_FILE, StateRefused, read_document, validate
 
+    as_json, layout = result_format(fmt, as_json)
     path = state_dir / STATE_FILE
     try:
         doc = validate(read_document(str(path)))
@@ -218,6 +225,8 @@ def print_status(state_dir: Path, as_json: bool) -> int:
     verdict = str(doc.get("verdict")) if fresh.startswith("fresh") and doc.get("verdict") in EXIT_CODES else "UNKNOWN"
     if as_json:  # a fleet report reads "status" and "exit_code" (gpunode fleet watch status)
         _print_json({**doc, "fresh": fresh, "status": verdict, "exit_code": EXIT_CODES[verdict]})
+    elif layout:
+        _show_status(doc, fresh, layout)
     else:
         _print_summary(doc, fresh)
     return EXIT_CODES[verdict]
@@ -261,3 +270,18 @@ def _print_summary(doc: dict, fresh: str) -> None:
         print(f"event {e['kind']} gpu={e.get('gpu')} code={e.get('code')}: {e['text']}")
     for a in (doc.get("actions") or [])[-10:]:
         print(f"action {a.get('action')}: {a.get('reason')}")
+
+
+def _show_status(doc: dict, fresh: str, layout: str) -> None:
+    """--status --format table|plain|tsv: every check a row, then the events and actions the
+    summary shows, each a table; the summary's head and sources under the checks."""
+    head = [f"gpunode watch on {doc.get('host')}: {doc.get('verdict')}; {fresh}; pid {doc['pid']}"]
+    head += [f"source {name}: {said}" for name, said in sorted((doc.get("sources") or {}).items())]
+    show_rows("gpunode watch --status", CHECK_COLUMNS,
+              [[c["id"], c.get("subject") or "", c["status"], c["message"]] for c in doc["checks"]], layout, head)
+    if doc["events"]:
+        show_rows("events", ("Kind", "GPU", "Code", "Text"),
+                  [[e["kind"], e.get("gpu"), e.get("code"), e["text"]] for e in doc["events"][-10:]], layout)
+    if doc.get("actions"):
+        show_rows("actions", ("Action", "Reason"),
+                  [[a.get("action"), a.get("reason")] for a in doc["actions"][-10:]], layout)

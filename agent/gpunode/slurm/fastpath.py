@@ -78,7 +78,7 @@ GATE_UNREAD = frozenset({
 })
 
 
-class GateUsageError(ValueError):
+class GateUsageError(UsageError):
     """An option `gpunode gate` does not know, or a value it cannot read."""
 
 
@@ -327,18 +327,26 @@ def report(verdict, as_json: bool, layout: str | None = None) -> None:
 
 
 def _show(verdict, layout: str) -> None:
-    """--format table|plain|tsv: every result a row, the verdict lines below it (tsv: on stderr,
-    so that stdout is the header and the rows)."""
+    """--format table|plain|tsv: every result a row, the verdict lines below it."""
+    from gpunode.slurm.gate import verdict_lines
+
+    rows = [[r.id, r.subject, r.status.value, r.message] for r in verdict.results]
+    show_rows(f"gpunode gate ({verdict.mode})", CHECK_COLUMNS, rows, layout, verdict_lines(verdict))
+
+
+CHECK_COLUMNS = ("Check", "Subject", "Status", "Message")  # a check result as a row (gate, watch --status)
+
+
+def show_rows(title: str, headers, rows, layout: str, footer=()) -> None:
+    """Rows in a layout without typer (the gate, watch --status): the first and the Status column
+    whole; tsv keeps stdout to the header and the rows, its footer goes to stderr."""
     from rich.console import Console
 
     from gpunode.layout import Col, show
-    from gpunode.slurm.gate import verdict_lines
 
     console = Console()
-    console.soft_wrap = not console.is_terminal  # piped: one line per result, never wrapped
-    cols = [Col("Check", whole=True), Col("Subject", inline=True), Col("Status", whole=True), Col("Message")]
-    rows = [[r.id, r.subject, r.status.value, r.message] for r in verdict.results]
-    footer = verdict_lines(verdict)
-    show(console, f"gpunode gate ({verdict.mode})", cols, rows, layout, () if layout == "tsv" else footer)
-    if layout == "tsv":
+    console.soft_wrap = not console.is_terminal  # piped: one line per row, never wrapped
+    cols = [Col(h, whole=i == 0 or h == "Status") for i, h in enumerate(headers)]
+    show(console, title, cols, rows, layout, () if layout == "tsv" else footer)
+    if layout == "tsv" and footer:
         print("\n".join(footer), file=sys.stderr)
