@@ -213,5 +213,21 @@ def test_watch_status(tmp_path):
     assert any(ln.startswith("gpunode watch on n1: WARN; fresh") for ln in out["plain"].splitlines())
     assert json.loads(out["json"]).keys() == json.loads(invoke([*args, "--json"]).stdout).keys()
     xml_is_refused(args)
-    refused = invoke(["watch", "--format", "tsv", "--kmsg", "/nonexistent"])
+    refused = invoke(["watch", "--format", "tsv", "--poll", "0", "--state-dir", str(tmp_path)])  # never starts one
     assert refused.exit_code == 3 and refused.stderr.startswith("gpunode: error: --format goes with --status")
+
+
+def test_slurm_install(tmp_path):
+    args = ["slurm", "install", "--prefix", str(tmp_path), "--timeout", "12"]
+    out = each_format(lambda fmt: invoke([*args, "--check", "--format", fmt]), ["File", "Result", "Mode"],
+                      "gpunode.slurm-install/1")
+    assert f"{tmp_path}/gpunode-prolog\twould write\t0755" in out["tsv"].splitlines() and list(tmp_path.iterdir()) == []
+    assert f"Prolog={tmp_path}/gpunode-prolog" in out["plain"].splitlines()
+    doc = json.loads(out["json"])
+    assert doc["dry_run"] and "--timeout 12" in doc["files"][0]["text"] and f"Prolog={tmp_path}/gpunode-prolog" in doc["slurm_conf"]
+    written = invoke([*args, "--format", "tsv"])
+    assert written.exit_code == 0 and f"{tmp_path}/gpunode-epilog\twritten\t0755" in written.stdout.splitlines()
+    assert f"Prolog={tmp_path}/gpunode-prolog" in written.stderr  # tsv: stdout is the header and the rows
+    again = json.loads(invoke([*args, "--format", "json"]).stdout)
+    assert [f["result"] for f in again["files"]] == ["unchanged"] * 3 and not again["dry_run"]
+    xml_is_refused(args)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from gpunode.cli.common import die, options_command
+from gpunode.cli.common import ResultFormatOption, die, layout_of, options_command
 from gpunode.slurm.fastpath import GATE_HELP, GATE_OPTIONS, execute
 
 
@@ -37,9 +37,11 @@ def slurm_install(
     watch: bool = typer.Option(False, "--watch", help="Also install gpunode-watch.service (enabled and started where systemd runs) and let the prolog trust its fresh OK verdict without starting Python."),
     watch_poll: float = typer.Option(10.0, "--watch-poll", help="--watch: seconds between the watcher's polls; its verdict counts for 2 polls."),
     unit_dir: Path = typer.Option(Path("/etc/systemd/system"), "--unit-dir", help="--watch: where the unit goes (enabled only in /etc/systemd/system)."),
+    fmt: ResultFormatOption = None,
 ) -> None:
     """Install gpunode-prolog, gpunode-epilog, gpunode-healthcheck (0755, root-owned) under
-    --prefix and print the slurm.conf lines that use them."""
+    --prefix and print the slurm.conf lines that use them. --format: each file a row (with
+    --dry-run: what would be written; json has the texts), the slurm.conf lines below."""
     prefix = prefix.absolute()
     for value, what in ((config, "--config"), (snapshot, "--snapshot"), (slurm_conf, "--slurm-conf")):
         if value is not None and not value.exists():
@@ -49,14 +51,18 @@ def slurm_install(
     scripts, unit = _hooks(prefix, config, snapshot, timeout, strict, slurm_conf, watch, watch_poll)
     plan = _plan(prefix, chain, no_chain, slurm_conf, interval)
     scripts += plan.scripts
+    files = _Files(fmt is None)
     if dry_run:
-        _show(scripts, unit, unit_dir)
+        _show(scripts, unit, unit_dir, files)
     else:
-        _write(prefix, scripts, unit, unit_dir)
-    typer.echo("\n# Set in slurm.conf (the site's own hooks run first, through the chains), then "
-               "`scontrol reconfigure`:")
-    for line in plan.conf_lines:
-        typer.echo(line)
+        _write(prefix, scripts, unit, unit_dir, files)
+    if fmt is None:
+        typer.echo("\n# Set in slurm.conf (the site's own hooks run first, through the chains), then "
+                   "`scontrol reconfigure`:")
+        for line in plan.conf_lines:
+            typer.echo(line)
+    else:
+        _show_install(files.rows, plan.conf_lines, fmt, dry_run)
     _warn_if_transient()  # after the work: never ahead of an error
 
 
@@ -74,14 +80,49 @@ def _hooks(prefix: Path, config, snapshot, timeout, strict: bool, slurm_conf, wa
     return scripts, unit
 
 
-def _show(scripts, unit: str | None, unit_dir: Path) -> None:
+class _Files:
+    """What install did (or would do) to each file, said as it goes (no --format) and kept as rows."""
+
+    def __init__(self, say: bool) -> None:
+        self.say, self.rows = say, []
+
+    def __call__(self, result: str, path, mode: str, text: str | None = None, line: str | None = None) -> None:
+        self.rows.append({"path": str(path), "result": result, "mode": mode, **({"text": text} if text else {})})
+        if self.say:
+            typer.echo(line or f"{result}: {path}")
+
+
+def _show(scripts, unit: str | None, unit_dir: Path, files: _Files) -> None:
     for s in scripts:
-        typer.echo(f"# would write {s.path} (0755, root:root)\n{s.text}")
+        files("would write", s.path, "0755", s.text, f"# would write {s.path} (0755, root:root)\n{s.text}")
     if unit:
-        typer.echo(f"# would write {unit_dir / 'gpunode-watch.service'} (0644) and enable it\n{unit}")
+        path = unit_dir / "gpunode-watch.service"
+        files("would write and enable", path, "0644", unit, f"# would write {path} (0644) and enable it\n{unit}")
 
 
-def _write(prefix: Path, scripts, unit: str | None, unit_dir: Path) -> None:
+def _show_install(rows: list[dict], conf_lines: list[str], fmt, dry_run: bool) -> None:
+    """--format: the files as rows (json: the document, with the texts a dry run would write)."""
+    from gpunode.cli.common import stdout_console
+    from gpunode.layout import Col, show
+    from gpunode.outputs import dumps
+
+    as_json, layout = layout_of(fmt, False)
+    if as_json:
+        typer.echo(dumps({"schema": INSTALL_SCHEMA, "dry_run": dry_run, "files": rows,
+                          "slurm_conf": list(conf_lines)}), nl=False)
+        return
+    footer = ["Set in slurm.conf, then `scontrol reconfigure`:", *conf_lines]
+    show(stdout_console(), "gpunode slurm install" + (" (dry run)" if dry_run else ""),
+         [Col("File", whole=True), Col("Result", whole=True), Col("Mode")],
+         [[r["path"], r["result"], r["mode"]] for r in rows], layout, footer)
+    if layout == "tsv":  # stdout: the header and the rows
+        typer.echo("\n".join(footer), err=True)
+
+
+INSTALL_SCHEMA = "gpunode.slurm-install/1"
+
+
+def _write(prefix: Path, scripts, unit: str | None, unit_dir: Path, files: _Files) -> None:
     from gpunode.slurm.install import install_script
 
     if not prefix.is_dir():
@@ -95,9 +136,9 @@ def _write(prefix: Path, scripts, unit: str | None, unit_dir: Path) -> None:
             state = install_script(s, as_root)
         except OSError as exc:
             die(f"cannot write {s.path}: {exc.strerror or exc}", 3)
-        typer.echo(f"{state}: {s.path}")
+        files(state, s.path, "0755")
     if unit:
-        _install_unit(unit_dir, unit)
+        _install_unit(unit_dir, unit, files)
 
 
 def _warn_if_transient() -> None:
@@ -126,7 +167,7 @@ def _watch_parts(watch: bool, poll_s: float, config: Path | None):
 SYSTEM_UNIT_DIR = "/etc/systemd/system"
 
 
-def _install_unit(unit_dir: Path, unit: str) -> None:
+def _install_unit(unit_dir: Path, unit: str, files: _Files) -> None:
     """Write gpunode-watch.service (0644); enable and start it where systemd runs."""
     from gpunode.outputs import write_atomic
     from gpunode.watch.unit import UNIT_NAME
@@ -138,7 +179,7 @@ def _install_unit(unit_dir: Path, unit: str) -> None:
             write_atomic(path, unit, mode=0o644)
     except OSError as exc:
         die(f"cannot write {path}: {exc.strerror or exc}", 3)
-    typer.echo(f"{'unchanged' if old == unit else 'written'}: {path}")
+    files("unchanged" if old == unit else "written", path, "0644")
     if unit_dir != Path(SYSTEM_UNIT_DIR) or not Path("/run/systemd/system").is_dir():
         why = "systemd is not running here" if unit_dir == Path(SYSTEM_UNIT_DIR) else f"{unit_dir} is not {SYSTEM_UNIT_DIR}"
         print(f"gpunode: note: {why}: enable it yourself with systemctl enable --now {UNIT_NAME}", file=sys.stderr)
@@ -150,7 +191,7 @@ def _install_unit(unit_dir: Path, unit: str) -> None:
         result = runner.run(argv, timeout=60)
         if not result.ok:
             die(f"{' '.join(argv)} failed: {(result.stderr or result.error or '').strip()}", 3)
-    typer.echo(f"enabled and started: {UNIT_NAME}")
+    files("enabled and started", UNIT_NAME, "")
 
 
 def _plan(prefix: Path, chain: str | None, no_chain: bool, slurm_conf: Path | None, interval: int | None):
