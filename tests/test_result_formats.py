@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from test_listing_formats import shapes
+from test_schemas import validate
 from typer.testing import CliRunner
 
 from gpunode.cli import app
@@ -116,6 +117,7 @@ def test_slurm_drain(monkeypatch):
     out = shapes(args, ["Node", "Action", "Detail", "Command"], "gpunode.slurm-drain/1", code=1)
     assert "n1\twould-drain\tidle\tscontrol update nodename=n1 state=drain" in out["tsv"].splitlines()
     doc = json.loads(out["json"])
+    validate(doc)  # docs/schemas/slurm-drain.schema.json
     assert doc["exit_code"] == 1 and doc["dry_run"] is True and [n["node"] for n in doc["nodes"]] == ["n1", "n2"]
     plain = cli.invoke(app, args)  # no --format: the lines scripts read, unchanged
     assert plain.stdout.splitlines() == ["scontrol update nodename=n1 state=drain",
@@ -148,6 +150,7 @@ def test_apply_its_plan_and_rollback(tmp_path):
     header = ["Setting", "Subject", "Current", "Target", "Root?", "Reboot?", "GPU reset?", "Status"]
     out = each_format(lambda fmt: invoke([*args, "--check", "--format", fmt]), header, "gpunode.apply/1")
     assert any(ln.startswith("sysctl.vm.swappiness\t") and ln.endswith("\tplanned") for ln in out["tsv"].splitlines())
+    validate(json.loads(out["json"]))
     assert "change(s) would be written; nothing changed" in out["plain"] and picture(root) == before
 
     def apply_then_rollback(fmt: str):
@@ -155,6 +158,7 @@ def test_apply_its_plan_and_rollback(tmp_path):
         return invoke(["rollback", *common, "--format", fmt])
 
     out = each_format(apply_then_rollback, ["#", "Setting", "Subject", "Result", "Detail"], "gpunode.rollback/1")
+    validate(json.loads(out["json"]))
     assert any(ln.startswith("1\tsysctl.vm.swappiness\t") and "\trestored\t" in ln for ln in out["tsv"].splitlines())
     assert picture(root) == before
     applied = invoke([*args, "--format", "tsv"])
@@ -174,6 +178,7 @@ def test_gate(tmp_path):
     assert any(ln.startswith("gpu.") and "\tFAIL\t" in ln for ln in out["tsv"].splitlines())
     assert any(ln.startswith("gpunode gate (check): FAIL") for ln in out["plain"].splitlines())
     doc, alias = json.loads(out["json"]), json.loads(invoke([*args, "--json"]).stdout)
+    validate(doc)
     assert doc["status"] == "FAIL" and doc.keys() == alias.keys() and [c["id"] for c in doc["checks"]] == [c["id"] for c in alias["checks"]]
     xml_is_refused(args)
     # The fast path (no typer): the same formats; rich and layout only where a layout is asked for.
@@ -224,10 +229,25 @@ def test_slurm_install(tmp_path):
     assert f"{tmp_path}/gpunode-prolog\twould write\t0755" in out["tsv"].splitlines() and list(tmp_path.iterdir()) == []
     assert f"Prolog={tmp_path}/gpunode-prolog" in out["plain"].splitlines()
     doc = json.loads(out["json"])
+    validate(doc)  # docs/schemas/slurm-install.schema.json
     assert doc["dry_run"] and "--timeout 12" in doc["files"][0]["text"] and f"Prolog={tmp_path}/gpunode-prolog" in doc["slurm_conf"]
     written = invoke([*args, "--format", "tsv"])
     assert written.exit_code == 0 and f"{tmp_path}/gpunode-epilog\twritten\t0755" in written.stdout.splitlines()
     assert f"Prolog={tmp_path}/gpunode-prolog" in written.stderr  # tsv: stdout is the header and the rows
     again = json.loads(invoke([*args, "--format", "json"]).stdout)
+    validate(again)
     assert [f["result"] for f in again["files"]] == ["unchanged"] * 3 and not again["dry_run"]
+    xml_is_refused(args)
+
+
+def test_history_every_format(tmp_path):
+    from gpunode.history import record
+
+    data = json.loads((Path(__file__).parent / "fixtures" / "bench" / "h100-quick.json").read_text())
+    assert record("bench", data, str(tmp_path)) is None
+    args = ["history", "--state-dir", str(tmp_path), "--kind", "bench"]
+    out = each_format(lambda fmt: invoke([*args, "--format", fmt]), ["Id", "Time", "Kind", "Status", "Summary"],
+                      "gpunode.history/1")
+    validate(json.loads(out["json"]))
+    assert json.loads(out["json"]) == json.loads(invoke([*args, "--json"]).stdout)
     xml_is_refused(args)
