@@ -251,3 +251,37 @@ def test_history_every_format(tmp_path):
     validate(json.loads(out["json"]))
     assert json.loads(out["json"]) == json.loads(invoke([*args, "--json"]).stdout)
     xml_is_refused(args)
+
+
+@pytest.mark.parametrize("kind,fixture,header", [
+    ("bench", "bench/h100-quick.json", ["Metric", "GPU", "Status", "Value", "Unit", "Spread (min–max, CoV)", "Note"]),
+    ("diag", "diag/h200-l1.json", ["Test", "GPU", "Status", "Result"]),
+    ("audit", None, ["Check", "Subject", "Status", "Message"]),
+])
+def test_history_show_lays_out_a_recorded_result_as_its_command_does(tmp_path, kind, fixture, header):
+    from gpunode.history import record
+
+    fixtures = Path(__file__).parent / "fixtures"
+    if fixture:
+        data = json.loads((fixtures / fixture).read_text())
+    else:
+        data = json.loads(invoke(["audit", "--snapshot", str(fixtures / "hosts" / "h100-sxm-1gpu"), "--json"]).stdout)
+    assert record(kind, data, str(tmp_path)) is None
+    args = ["history", "show", "1", "--state-dir", str(tmp_path)]
+    out = each_format(lambda fmt: invoke([*args, "--format", fmt]), header, f"gpunode.{kind}/1")
+    assert json.loads(out["json"]) == json.loads(invoke(args).stdout)  # json: the document, as without --format
+    xml_is_refused(args)
+
+
+def test_history_show_lays_out_an_apply_as_fields(tmp_path, monkeypatch):
+    from gpunode.cli import history_cmd
+
+    summary = {"id": "a1", "time": "2026-12-06T18:00:00Z", "profile": "training", "changes": 2, "status": "applied",
+               "rolled_back_at": None}
+    monkeypatch.setattr(history_cmd, "_applies", lambda root, sysroot=None: [summary])
+    args = ["history", "show", "a1", "--state-dir", str(tmp_path)]
+    tsv = invoke([*args, "--format", "tsv"]).stdout.splitlines()
+    assert tsv[:3] == ["Field\tValue", "id\ta1", "time\t2026-12-06T18:00:00Z"] and "rolled_back_at\t" in tsv
+    plain = invoke([*args, "--format", "plain"]).stdout
+    assert "Field  Value" in plain.splitlines() and not BOX.search(plain) and BOX.search(invoke([*args, "-f", "table"]).stdout)
+    assert json.loads(invoke([*args, "--format", "json"]).stdout) == summary

@@ -141,23 +141,51 @@ def _applies_table(root: Path, applies: list[dict]):
 def show(
     result_id: str = typer.Argument(..., help="A result id (from `gpunode history`) or an apply id."),
     state_dir: StateDirOption = None,
+    fmt: ResultFormatOption = None,
 ) -> None:
-    """Print one recorded result document (JSON), or an apply's summary."""
-    from gpunode.outputs import dumps
-
+    """Print one recorded result document (JSON), or an apply's summary; --format table, plain or
+    tsv lays it out as its own command does (bench, diag, audit; an apply's summary as fields)."""
+    _, layout = layout_of(fmt, False)
     root = _state(state_dir)
     if result_id.isdigit():
         with _open(root) as store:
             doc = _read(lambda: store.document(int(result_id)))
         if doc is None:
             die(f"no result {result_id} in the history of {root}")
-        typer.echo(dumps(doc), nl=False)
+        _print(doc, layout)
         return
     for a in _applies(root):
         if a["id"] == result_id:
-            typer.echo(dumps(a), nl=False)
+            _print(a, layout)
             return
     die(f"no result or apply {result_id!r} recorded in {root}")
+
+
+def _print(doc: dict, layout: str | None) -> None:
+    """The document as JSON (no --format, or json), else laid out as its own command does."""
+    from gpunode.layout import Col, show
+    from gpunode.outputs import dumps
+    from gpunode.slurm.fastpath import CHECK_COLUMNS
+
+    console, schema = stdout_console(), doc.get("schema")
+    if layout is None:
+        typer.echo(dumps(doc), nl=False)
+    elif schema == "gpunode.bench/1":
+        from gpunode.bench.results import BenchDocument
+        from gpunode.cli.bench_cmd import render_table
+
+        render_table(BenchDocument.from_json(doc), console, layout)
+    elif schema == "gpunode.diag/1":
+        from gpunode.cli.diag_cmd import render
+
+        render(doc, console, layout)
+    elif schema == "gpunode.audit/1":
+        cols = [Col(h, whole=h in ("Check", "Status")) for h in CHECK_COLUMNS]
+        show(console, f"gpunode audit · {doc.get('host', '')}", cols,
+             [[c["id"], c.get("subject") or "", c["status"], c["message"]] for c in doc["checks"]], layout)
+    else:  # an apply's summary
+        show(console, f"apply {doc.get('id')}", [Col("Field", whole=True), Col("Value")],
+             [[k, "" if v is None else v] for k, v in doc.items()], layout)
 
 
 @history_app.command("export")
