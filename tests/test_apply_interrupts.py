@@ -179,6 +179,45 @@ def test_a_closed_terminal_rolls_the_batch_back_and_the_trail_says_so(tmp_path, 
     assert nothing.returncode == 0 and "nothing to roll back" in nothing.stderr
 
 
+@pytest.mark.parametrize("syslog_listens", [True, False])
+def test_a_closed_terminal_waits_for_gpunode_rollback_and_the_trail_says_so(tmp_path, syslog_listens):
+    # gpunode rollback on an operator's terminal stops itself (SIGSTOP) at its first undo and
+    # the terminal closes: SIGHUP waits for the restores, the report to the dead terminal (EIO)
+    # is dropped, the exit is the rollback's own (0: all restored; a signal that only waited
+    # does not change it, as with Ctrl-C) and the syslog line names the SIGHUP.
+    root, state, log = make_tree(tmp_path / "root"), tmp_path / "state", tmp_path / "log.sock"
+    before = picture(root)
+    assert _apply(root, state).returncode == 0
+    (tmp_path / "config.yaml").write_text(f"audit_log: {log}\n")
+    env = {**os.environ, "GPUNODE_CONFIG": str(tmp_path / "config.yaml"), "COLUMNS": "200",
+           "GPUNODE_TEST_SIGNAL_IN_UNDO": "STOP", "PYTHONPATH": with_test_hooks(os.environ.get("PYTHONPATH"))}
+    env.pop("GPUNODE_STATE_DIR", None)
+    argv = [sys.executable, "-m", "gpunode", "rollback", "--sysroot", str(root), "--state-dir", str(state)]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(str(log))
+        syslog.settimeout(10)
+        if not syslog_listens:
+            syslog.close()  # the socket file stays: sending to it is refused (a warning to print)
+        proc, terminal = on_a_terminal(argv, env)
+        try:
+            _, status = os.waitpid(proc.pid, os.WUNTRACED)
+            assert os.WIFSTOPPED(status), status
+        finally:
+            os.close(terminal)  # the ssh session closes: SIGHUP, SIGCONT
+        while True:  # the hook stops again at each later undo
+            _, status = os.waitpid(proc.pid, os.WUNTRACED)
+            if not os.WIFSTOPPED(status):
+                break
+            os.kill(proc.pid, signal.SIGCONT)
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here by waitpid, not by Popen
+        assert proc.returncode == 0
+        assert picture(root) == before
+        line = syslog.recv(4096).decode() if syslog_listens else ""
+    assert _history(state)[0]["status"] == "rolled-back"
+    if syslog_listens:
+        assert " rollback id=" in line and "restored=9 left=0 signal=SIGHUP" in line
+
+
 def test_signals_during_the_batch_rollback_wait_for_it(tmp_path):
     # SIGINT stops the batch after change 5; every undo of the rollback is then hit by SIGTERM
     root, state = make_tree(tmp_path / "root"), tmp_path / "state"

@@ -246,6 +246,29 @@ def test_every_output_is_written_by_write_atomic():
     assert found == [], "write these through gpunode.outputs.write_atomic:\n" + "\n".join(found)
 
 
+def test_a_dead_stream_is_pointed_at_devnull_by_the_one_helper(tmp_path):
+    # apply and rollback drop their report when its reader is gone (cli/streams.discard_output):
+    # that is no output file, and outputs.discard_into_devnull is the one place that opens
+    # /dev/null for it (so the scan above still flags any other os.open in the output modules)
+    import errno
+
+    from gpunode.cli.streams import output_gone
+    from gpunode.outputs import discard_into_devnull
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with pytest.raises(BrokenPipeError):
+        os.write(write_end, b"x")
+    discard_into_devnull([write_end])
+    assert os.write(write_end, b"dropped") == 7
+    assert os.readlink(f"/proc/self/fd/{write_end}") == os.devnull
+    os.close(write_end)
+    epipe, eio, enospc = (OSError(n, os.strerror(n)) for n in (errno.EPIPE, errno.EIO, errno.ENOSPC))
+    assert output_gone(epipe, hung_up=False) and output_gone(eio, hung_up=True)
+    assert not output_gone(eio, hung_up=False)  # a disk error under a redirected stdout stays an error
+    assert not output_gone(enospc, hung_up=True)
+
+
 @pytest.mark.parametrize("mode,code,word", [((), 3, "error"), (("--health-check", "--no-scontrol"), 3, "error"),
                                             (("--prolog",), 0, "warning")])
 def test_gate_textfile_into_a_missing_directory(tmp_path, mode, code, word):

@@ -163,3 +163,15 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def dumps(document: dict) -> str:
     return json.dumps(document, indent=2, sort_keys=False) + "\n"
+
+
+def discard_into_devnull(fds: list[int]) -> None:
+    """Point these descriptors (standard streams whose reader is gone: a closed terminal, a pipe
+    nobody reads) at /dev/null, so what is still written there is dropped instead of failing.
+    Not an output file: the one place gpunode opens /dev/null for writing."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in fds:
+            os.dup2(null, fd)
+    finally:
+        os.close(null)

@@ -16,7 +16,7 @@ from gpunode.cli.common import (
     stderr_console,
     stdout_console,
 )
-from gpunode.cli.streams import discard_output
+from gpunode.cli.streams import discard_output, output_gone, raise_broken_pipe
 from gpunode.tune.apply_case import Stopped
 
 
@@ -69,20 +69,37 @@ def apply(
         _warn_all(job.state)
         raise
     code = proof.exit_code if proof else outcome.exit_code
-    try:
+    hung_up = outcome.signal is not None
+
+    def report() -> None:
         _warn_all(job.state)
         _print_apply(outcome, job.host, job.profile.name, dry_run, as_json, job.state,
                      proof.apply_fields() if proof else None, code, layout)
-    except OSError:  # EIO: SIGHUP came from a closed terminal; the trail line says what happened
-        if outcome.signal is None:
-            raise
-        discard_output()
+
+    _unless_gone(report, hung_up)
     apply_case.trail(job, outcome)
     if proof is not None and not as_json:
         from gpunode.tune.prove import render_prove
 
-        render_prove(proof, stdout_console())
+        _unless_gone(lambda: render_prove(proof, _stdout()), hung_up)
     raise typer.Exit(code)
+
+
+def _stdout():
+    """The stdout console of apply and rollback: a closed pipe reaches _unless_gone (rich would exit 1)."""
+    return raise_broken_pipe(stdout_console())
+
+
+def _unless_gone(report, hung_up: bool) -> None:
+    """Run `report` (it prints). When its reader is gone (a terminal closed after SIGHUP, a pipe
+    nobody reads: output_gone), the rest of the output is dropped and the command keeps its own
+    exit code: the host was changed or restored all the same, and the trail line says so."""
+    try:
+        report()
+    except OSError as exc:
+        if not output_gone(exc, hung_up):
+            raise
+        discard_output()
 
 
 class NotConfirmed(Stopped):  # exit 3, the state dir's warnings shown with it
@@ -129,9 +146,9 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
         typer.echo(dumps({**apply_document(meta, outcome.rows, outcome.plan, outcome.result, outcome.reason,
                                            outcome.restored), **(extra or {})}), nl=False)
         return
-    console = stdout_console()
+    console = _stdout()
     verb = "plan" if dry_run else "apply"
-    notes = stderr_console() if layout == "tsv" else console  # tsv: rows only on stdout, the lines below on stderr
+    notes = raise_broken_pipe(stderr_console()) if layout == "tsv" else console  # tsv: rows only on stdout, the lines below on stderr
     # what is not applicable here is a row too, so the plan tells everything the profile asked
     shown = outcome.rows + [{"setting": sid, "subject": "", "current": "", "target": "", "needs_root": False,
                              "reboot_required": False, "gpu_reset_required": False, "status": "n/a",
@@ -229,9 +246,7 @@ def rollback(
 ) -> None:
     """Undo an apply exactly, in reverse order. A value someone changed since is left alone (warned).
     Exit 0 all restored (or nothing to roll back), 1 some left as they were, 3 errors."""
-    from gpunode.outputs import dumps
     from gpunode.tune import apply_case
-    from gpunode.tune.render import ROLLBACK_SCHEMA
 
     as_json, layout = layout_of(fmt, as_json)
     job = apply_case.prepare_rollback(apply_id, state_dir, sysroot, force, make_host=_host)
@@ -241,17 +256,29 @@ def rollback(
         _warn_all(job.state)
         raise
     if outcome.record is None:
-        print(f"gpunode: {outcome.nothing}", file=sys.stderr)
-        if as_json:
-            typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
-                              "exit_code": 0, "restores": []}), nl=False)
+        _unless_gone(lambda: _print_nothing_to_roll_back(outcome, as_json), False)
         raise typer.Exit(0)
-    _warn_all(job.state)
-    apply_case.rollback_trail(job, outcome)
-    _print_rollback(outcome, as_json, layout)
-    if outcome.unrecorded:
-        _report_unrecorded_rollback(outcome, job)
+
+    def report() -> None:
+        apply_case.rollback_trail(job, outcome)  # first: whatever becomes of the terminal, the log says it
+        _warn_all(job.state)
+        _print_rollback(outcome, as_json, layout)
+        if outcome.unrecorded:
+            _report_unrecorded_rollback(outcome, job)
+
+    # a signal during the restores only waited: the exit code is the rollback's own, as with Ctrl-C
+    _unless_gone(report, outcome.signal is not None)
     raise typer.Exit(outcome.exit_code)
+
+
+def _print_nothing_to_roll_back(outcome, as_json: bool) -> None:
+    from gpunode.outputs import dumps
+    from gpunode.tune.render import ROLLBACK_SCHEMA
+
+    print(f"gpunode: {outcome.nothing}", file=sys.stderr)
+    if as_json:
+        typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": None, "profile": None, "result": "nothing-to-roll-back",
+                          "exit_code": 0, "restores": []}), nl=False)
 
 
 def _report_unrecorded_rollback(outcome, job) -> None:
@@ -289,7 +316,7 @@ def _print_rollback(outcome, as_json: bool, layout: str | None = None) -> None:
                           **({"journal_unrecorded": {"records": outcome.unrecorded, "reason": outcome.unrecorded_why}}
                              if outcome.unrecorded else {})}), nl=False)
         return
-    render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results,
+    render_restores(_stdout(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results,
                     layout)
     for r in results:
         if r.status in ("left", "error"):

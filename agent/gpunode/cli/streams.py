@@ -4,6 +4,8 @@ Kept free of heavy imports: `gpunode gate` (a Slurm prolog) calls it before its 
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 
@@ -19,18 +21,36 @@ def tolerant_output() -> None:
                 pass
 
 
-def discard_output() -> None:
-    """The terminal hung up (SIGHUP: the operator's ssh session closed): what is still to be
-    written, and the interpreter's last flush, go to /dev/null instead of failing with EIO, so
-    that the command still ends with its own exit code."""
-    import os
+def output_gone(exc: OSError, hung_up: bool) -> bool:
+    """Whether a failed write means the reader went away: a pipe nobody reads any more (EPIPE:
+    `ssh host gpunode ...` without a terminal, the client gone) or, once a signal said the
+    terminal hung up, that terminal (EIO). A command that changed the host then drops its report
+    (discard_output) and keeps its exit code; any other write error is still an error."""
+    return exc.errno == errno.EPIPE or (hung_up and exc.errno == errno.EIO)
 
-    fd = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                os.dup2(fd, stream.fileno())
-            except (ValueError, OSError):  # a detached stream: nothing left to write there
-                pass
-    finally:
-        os.close(fd)
+
+def raise_broken_pipe(console):
+    """rich ends the process with exit 1 when its pipe's reader is gone: for a command whose exit
+    code says what it did to the host, let the BrokenPipeError reach it instead (output_gone)."""
+
+    def broken_pipe() -> None:
+        console.quiet = True  # nothing more to this pipe
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    console.on_broken_pipe = broken_pipe
+    return console
+
+
+def discard_output() -> None:
+    """The reader is gone (output_gone): what is still to be written, and the interpreter's
+    last flush, go to /dev/null instead of failing, so that the command still ends with its own
+    exit code."""
+    from gpunode.outputs import discard_into_devnull
+
+    fds = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fds.append(stream.fileno())
+        except (ValueError, OSError, AttributeError):  # a detached stream: nothing left to write there
+            pass
+    discard_into_devnull(fds)

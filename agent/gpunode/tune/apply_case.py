@@ -202,6 +202,7 @@ class RollbackOutcome:
     nothing: str = ""  # why there was nothing to roll back
     unrecorded: list[str] = field(default_factory=list)  # rollback records the journal could not write
     unrecorded_why: str = ""
+    signal: int | None = None  # a SIGINT/SIGTERM/SIGHUP that came during the restores (it waited)
 
     @property
     def exit_code(self) -> int:
@@ -229,20 +230,23 @@ def run_rollback(job: RollbackJob, control=gpu_control) -> RollbackOutcome:
     restores does not stop them: the outcome lists what it could not record."""
     from gpunode.host.gpu.control import NoGpuControl
     from gpunode.tune.actions import ApplyEnv
+    from gpunode.tune.execute import StopSignals
     from gpunode.tune.journal import JournalError, JournalWriteError
     from gpunode.tune.lock import LockBusy
     from gpunode.tune.rollback import RollbackUnrecorded
     from gpunode.tune.session import NothingToRollBack, Refused, rollback
 
     env = ApplyEnv(host=job.host, gpu=NoGpuControl(), run_post=job.host.sys.is_live)
+    stop = StopSignals(undoing=True)
     try:
         if job.state.exists():
             env.gpu = control(job.host, _recorded_changes(job))
-        record, results = rollback(env, job.state, job.apply_id, force=job.force)
+        record, results = rollback(env, job.state, job.apply_id, force=job.force, stop=stop)
     except NothingToRollBack as exc:
         return RollbackOutcome(None, nothing=str(exc))
     except RollbackUnrecorded as exc:  # the restores went on; the journal is settled by a later rollback
-        return RollbackOutcome(exc.record, exc.results, unrecorded=exc.unrecorded, unrecorded_why=exc.why)
+        return RollbackOutcome(exc.record, exc.results, unrecorded=exc.unrecorded, unrecorded_why=exc.why,
+                               signal=stop.signum)
     except JournalWriteError as exc:  # before the first restore: a full disk is not bad input
         raise Stopped(f"{exc}; nothing was restored (root {job.host.sys.root}, state dir {job.state.root}): "
                       "run it again once the state dir can be written") from exc
@@ -250,7 +254,7 @@ def run_rollback(job: RollbackJob, control=gpu_control) -> RollbackOutcome:
         raise Stopped(str(exc)) from exc
     finally:
         env.gpu.close()
-    return RollbackOutcome(record, results)
+    return RollbackOutcome(record, results, signal=stop.signum)
 
 
 def _recorded_changes(job: RollbackJob) -> list:
@@ -259,9 +263,14 @@ def _recorded_changes(job: RollbackJob) -> list:
 
 
 def rollback_trail(job: RollbackJob, outcome: RollbackOutcome) -> None:
+    """The audit trail of a rollback; a signal that waited for the restores is named (SIGHUP:
+    the terminal that would have shown the report is gone, this line says what was done)."""
+    import signal
+
     from gpunode.trail import log
 
     results = outcome.results
     log("rollback", {"id": outcome.record.id, "profile": outcome.record.begin.get("profile"),
                      "root": str(job.sysroot or "/"), "restored": sum(1 for r in results if r.status == "restored"),
-                     "left": sum(1 for r in results if r.status in ("left", "error"))})
+                     "left": sum(1 for r in results if r.status in ("left", "error")),
+                     "signal": signal.Signals(outcome.signal).name if outcome.signal else None})

@@ -175,9 +175,11 @@ def _plan_only(env, profile, settings, allow_reboot, persist, boot_argv) -> Appl
     return ApplyOutcome(None, plan, changes, change_rows(changes, {}), "planned" if writes else "nothing-to-change")
 
 
-def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None, force: bool = False):
+def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None, force: bool = False,
+             stop: StopSignals | None = None):
     """-> (record, results). Restores the newest apply that still holds changes, or `apply_id`.
-    force: roll back an apply whose begin line (naming its root) was lost."""
+    force: roll back an apply whose begin line (naming its root) was lost. stop: the caller's
+    StopSignals(undoing=True), to learn which signal waited for the restores."""
     if not state.exists():
         if apply_id is not None:
             state.path_of(apply_id)  # JournalError: where else that id is kept (another root's)
@@ -197,6 +199,6 @@ def rollback(env: ApplyEnv, state: StateDir, apply_id: str | None = None, force:
         refusal = root_refusal(record, host_root(env.host), force)
         if refusal:
             raise Refused(refusal)
-        with StopSignals(undoing=True), state.append_to(record.id) as journal:  # a signal waits for the restores
+        with stop or StopSignals(undoing=True), state.append_to(record.id) as journal:  # a signal waits for them
             results = rollback_record(env, record, journal, iso_time(env.host.facts.now))
     return record, results
