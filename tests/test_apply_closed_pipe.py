@@ -7,6 +7,7 @@ test closes its end of the pipe(s), then lets it go on (SIGCONT)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -126,3 +127,31 @@ def test_nothing_to_roll_back_into_a_closed_pipe_is_still_exit_0(tmp_path):
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
     assert "nothing to roll back" in proc.stderr and not any(word in proc.stderr for word in NOISE), proc.stderr
+
+
+def test_a_plan_nobody_reads_is_not_confirmed(monkeypatch):
+    # a live apply without --yes shows its plan first: when that meets EPIPE nothing is applied
+    # and the exit is 3 (not confirmed), never rich's exit 1 ("done, some changes wait")
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from gpunode.cli import apply_cmd
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    dropped = []
+    dead = os.fdopen(write_end, "w")
+    monkeypatch.setattr(apply_cmd, "stdout_console", lambda: Console(file=dead, force_terminal=False))
+    monkeypatch.setattr(apply_cmd, "discard_output", lambda: dropped.append(True))
+    confirm = apply_cmd._confirmer(SimpleNamespace(facts=SimpleNamespace(hostname="node7")), "training", False)
+    rows = [{"setting": "sysctl.vm.swappiness", "subject": "/proc/sys/vm/swappiness", "current": "60",
+             "target": "10", "needs_root": True, "reboot_required": False, "gpu_reset_required": False,
+             "status": "planned", "note": ""}]
+    try:
+        with pytest.raises(apply_cmd.NotConfirmed, match="its reader is gone"):
+            confirm(rows)
+    finally:
+        with contextlib.suppress(BrokenPipeError):  # what rich left buffered; the descriptor is closed anyway
+            dead.close()
+    assert dropped == [True]

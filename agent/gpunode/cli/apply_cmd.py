@@ -115,8 +115,14 @@ def _confirmer(host, profile_name: str, as_json: bool, layout: str | None = None
 
         from gpunode.tune.render import render_changes
 
-        console = Console(stderr=True) if as_json else stdout_console()
-        render_changes(console, f"gpunode plan · {host.facts.hostname} · profile {profile_name}", rows, layout)
+        console = raise_broken_pipe(Console(stderr=True) if as_json else stdout_console())
+        try:
+            render_changes(console, f"gpunode plan · {host.facts.hostname} · profile {profile_name}", rows, layout)
+        except OSError as exc:  # nobody reads the plan (ssh client gone): none can confirm it
+            if not output_gone(exc, False):
+                raise
+            discard_output()
+            raise NotConfirmed("the plan could not be shown (its reader is gone); nothing changed") from None
         n = sum(1 for r in rows if r["status"] == "planned")
         if not sys.stdin.isatty():
             raise NotConfirmed(f"apply would change {n} thing(s) on this live host (plan above); nothing changed. "
