@@ -13,6 +13,7 @@ from gpunode.config import ConfigError, load_config
 @pytest.mark.parametrize(("text", "message"), [
     ("profile: [a]\n", "profile has the wrong type (list)"),
     ("expected_gpus: true\n", "expected_gpus has the wrong type (bool)"),
+    ("audit_log: off\n", "audit_log has the wrong type (bool); a bare off/on/yes/no is a boolean in YAML: quote"),
     ("allow_job_opt_out: 1\n", "allow_job_opt_out has the wrong type (int)"),
     ("xid_window_hours: -1\n", "xid_window_hours must be positive, got -1"),
     ("xid_window_hours: .nan\n", "xid_window_hours must be positive, got nan"),
@@ -33,6 +34,13 @@ from gpunode.config import ConfigError, load_config
 def test_each_mistake_has_its_message(tmp_path, text, message):
     with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path))}/config.yaml: {re.escape(message)}"):
         load_config(config_file(tmp_path, text))
+
+
+def test_the_quote_hint_is_given_for_a_yaml_boolean_in_a_text_key_only(tmp_path):
+    for text in ("profile: 1\n", "expected_gpus: true\n"):
+        with pytest.raises(ConfigError) as caught:
+            load_config(config_file(tmp_path, text))
+        assert str(caught.value).endswith(")"), str(caught.value)
 
 
 def test_an_empty_value_keeps_the_default_and_the_rest_is_taken(tmp_path):

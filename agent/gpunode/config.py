@@ -112,7 +112,9 @@ def _setting(candidate: Path, key, value):
     if value is None:
         return None
     if isinstance(value, bool) is not (expected is bool) or not isinstance(value, expected):
-        raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__})")
+        # YAML reads a bare off/on/yes/no as a boolean: say how to write the word itself
+        hint = "; a bare off/on/yes/no is a boolean in YAML: quote the word" if isinstance(value, bool) and expected is str else ""
+        raise ConfigError(f"{candidate}: {key} has the wrong type ({type(value).__name__}){hint}")
     _check_number(candidate, key, value)
     _check_text(candidate, key, value)
     return _watch_settings(candidate, value) if key == "watch" else value
