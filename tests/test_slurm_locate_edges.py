@@ -275,8 +275,13 @@ def test_ctrl_c_stops_the_running_pair_tests_after_their_step():
 
     rounds = SrunRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), alloc, Answers([(lambda a: True, answer)]),
                         forks=4, sleep=lambda s: None)
-    with pytest.raises(KeyboardInterrupt):
-        rounds(Round("match", [(i, i + 1) for i in range(0, 8, 2)], roles=["match"] * 4))
+    # Python's own Ctrl-C handler: a run started with `&` or nohup inherits SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rounds(Round("match", [(i, i + 1) for i in range(0, 8, 2)], roles=["match"] * 4))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(probes) <= 5, len(probes)  # one running per worker; was 30 per running test
 
 
