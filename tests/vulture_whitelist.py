@@ -10,6 +10,7 @@ _.__annotations__  # cli/gate_cmd.py: ... and from its annotations
 _.__doc__  # cli/gate_cmd.py: ... and its help from the docstring
 nagios  # cli/common.py: Format.nagios, an --format choice typer offers by the enum's values
 _.overflow  # layout.py: a rich Column attribute rich reads when it renders
+_.on_broken_pipe  # cli/streams.py: rich's Console calls it when stdout's reader is gone
 frame  # cli/diag_cmd.py: the signal handler's second argument (signal.signal's calling convention)
 object_hook  # watch/state.py _Strict: fields CPython's C JSON scanner reads from its decoder
 object_pairs_hook  # watch/state.py _Strict: (same)
