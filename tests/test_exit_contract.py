@@ -105,3 +105,25 @@ def test_gpunode_own_usage_errors_exit_3():
 def test_worst_exit_ranks_fail_above_own_error_above_warn():
     assert exits.worst_exit(0, 1) == 1 and exits.worst_exit(1, 3) == 3 and exits.worst_exit(3, 2) == 2
     assert exits.worst_exit(2, 0, 3, 1) == 2 and exits.worst_exit(0) == 0
+
+
+@pytest.mark.parametrize("args", [
+    ("checks", "-f", "plain"), ("checks", "-f", "table"), ("checks", "-f", "json"),
+    ("audit", "--snapshot", "tests/fixtures/hosts/h100-sxm-1gpu", "-f", "plain"),
+    ("profiles", "-f", "tsv"),
+])
+def test_a_reader_that_went_away_is_unknown_not_a_verdict(tmp_path, args):
+    """`gpunode audit | head -1` under pipefail: rich ended the command with exit 1 (WARN by the
+    contract) and json output with a traceback. Nobody read the verdict: UNKNOWN (3), no noise.
+    The pipe's read end is closed before the command starts, so the first write fails: no race."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPUNODE_", "SLURM"))}
+    env["GPUNODE_STATE_DIR"] = str(tmp_path / "state")
+    try:
+        done = subprocess.run([sys.executable, "-m", "gpunode", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=60, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    finally:
+        os.close(write_end)
+    assert done.returncode == exits.UNKNOWN_EXIT, done.stderr
+    assert done.stderr == ""

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from gpunode.cli.streams import tolerant_output
+from gpunode.cli.streams import discard_output, raise_broken_pipe, tolerant_output
 from gpunode.exits import USAGE_EXIT, GpunodeError, internal_error
 from gpunode.layout import RENDERERS
 
@@ -133,7 +133,7 @@ def stdout_console():
     # Piped or redirected: no hard wrap at rich's 80-column default (a path or a message split
     # across lines breaks grep); a terminal wraps at its width.
     console.soft_wrap = not console.is_terminal
-    return console
+    return raise_broken_pipe(console)  # rich's own exit 1 would read as WARN (_guarded says 3)
 
 
 def stderr_console():
@@ -247,6 +247,9 @@ def _guarded(command):
             die(str(exc), usage_exit(format_name(kwargs.get("output"))) if code == USAGE_EXIT else code)
         except (typer.Exit, typer.Abort, KeyboardInterrupt, SystemExit):
             raise
+        except BrokenPipeError:  # the reader went away (`| head`): nobody read the verdict, UNKNOWN
+            discard_output()
+            raise SystemExit(3) from None
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
             from typer.exceptions import TyperException
 
