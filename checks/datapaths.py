@@ -48,10 +48,13 @@ def data_paths(ctx: AuditContext, fstypes: tuple[str, ...]) -> tuple[dict[str, M
     return {m.target: m for m in table if m.fstype in fstypes}, "mounts"
 
 
-def read_ahead_of(ctx: AuditContext) -> dict[str, int]:
-    """mount point -> its backing device's read_ahead_kb (/sys/class/bdi/MAJ:MIN), where readable."""
+def read_ahead_of(ctx: AuditContext, targets) -> dict[str, int]:
+    """mount point -> its backing device's read_ahead_kb (/sys/class/bdi/MAJ:MIN), where readable;
+    only for `targets` (a node has dozens of mounts, the check judges a few)."""
     out = {}
     for target, dev in parse_mountinfo(ctx.host.sys.read("/proc/self/mountinfo") or ""):
+        if target not in targets:
+            continue
         value = ctx.host.sys.read_value(f"/sys/class/bdi/{dev}/read_ahead_kb")
         if value is not None and value.isdigit():
             out[target] = int(value)
@@ -70,7 +73,7 @@ def nfs(ctx: AuditContext):
     if not chosen:
         return skip(f"no NFS among the {scope}")
     findings = []
-    read_ahead = read_ahead_of(ctx)
+    read_ahead = read_ahead_of(ctx, chosen)
     for target, m in chosen.items():
         observed: dict[str, str | bool | int | None] = {k: m.option(k) for k in ("vers", "proto", "rsize", "wsize",
                                                                             "nconnect")}
