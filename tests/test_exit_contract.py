@@ -127,3 +127,25 @@ def test_a_reader_that_went_away_is_unknown_not_a_verdict(tmp_path, args):
         os.close(write_end)
     assert done.returncode == exits.UNKNOWN_EXIT, done.stderr
     assert done.stderr == ""
+
+
+@pytest.mark.parametrize("mode", [(), ("--prolog",), ("--health-check",), ("--json",)])
+def test_the_gate_whose_reader_went_away_keeps_its_verdict(tmp_path, mode):
+    """A prolog whose stdout is a pipe nobody reads (a wrapper's logger died): the report's write
+    raised out of the gate, a traceback and exit 1, and Slurm drains a node for a non-zero
+    prolog. The verdict is the gate's answer; only its report is lost."""
+    args = ("gate", *mode, "--snapshot", "tests/fixtures/hosts/h100-sxm-1gpu", "--no-scontrol")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPUNODE_", "SLURM"))}
+    env.update(GPUNODE_STATE_DIR=str(tmp_path / "state"), GPUNODE_WATCH_DIR=str(tmp_path / "no-watcher"))
+    root = os.path.dirname(os.path.dirname(__file__))
+    read = subprocess.run([sys.executable, "-m", "gpunode", *args], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=root)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        unread = subprocess.run([sys.executable, "-m", "gpunode", *args], stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=60, env=env, cwd=root)
+    finally:
+        os.close(write_end)
+    assert read.returncode == exits.EXIT_CODES["OK"], read.stderr
+    assert unread.returncode == read.returncode and "Traceback" not in unread.stderr, unread.stderr

@@ -175,3 +175,18 @@ def discard_into_devnull(fds: list[int]) -> None:
             os.dup2(null, fd)
     finally:
         os.close(null)
+
+
+def discard_output() -> None:
+    """The reader of stdout/stderr is gone (a closed terminal, a pipe nobody reads): what is
+    still to be written, and the interpreter's last flush, go to /dev/null instead of failing, so
+    that the command still ends with its own exit code."""
+    import sys
+
+    fds = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            fds.append(stream.fileno())
+        except (ValueError, OSError, AttributeError):  # a detached stream: nothing left to write there
+            pass
+    discard_into_devnull(fds)

@@ -16,7 +16,8 @@ from gpunode.cli.common import (
     stderr_console,
     stdout_console,
 )
-from gpunode.cli.streams import discard_output, output_gone, raise_broken_pipe
+from gpunode.cli.streams import output_gone, raise_broken_pipe
+from gpunode.outputs import discard_output
 from gpunode.tune.apply_case import Stopped
 
 

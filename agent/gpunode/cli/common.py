@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from gpunode.cli.streams import discard_output, raise_broken_pipe, tolerant_output
+from gpunode.cli.streams import raise_broken_pipe, tolerant_output
 from gpunode.exits import USAGE_EXIT, GpunodeError, internal_error
 from gpunode.layout import RENDERERS
+from gpunode.outputs import discard_output
 
 NAGIOS_USAGE_EXIT = 3  # a Nagios plugin answers UNKNOWN to a bad invocation, never CRITICAL
 FORMAT_HELP = ("Output: table (a terminal), plain (one result per line; the default when piped), tsv, "

@@ -40,17 +40,3 @@ def raise_broken_pipe(console):
     console.on_broken_pipe = broken_pipe
     return console
 
-
-def discard_output() -> None:
-    """The reader is gone (output_gone): what is still to be written, and the interpreter's
-    last flush, go to /dev/null instead of failing, so that the command still ends with its own
-    exit code."""
-    from gpunode.outputs import discard_into_devnull
-
-    fds = []
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            fds.append(stream.fileno())
-        except (ValueError, OSError, AttributeError):  # a detached stream: nothing left to write there
-            pass
-    discard_into_devnull(fds)

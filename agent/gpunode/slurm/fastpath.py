@@ -176,7 +176,12 @@ def execute(prolog=False, epilog=False, health_check=False, timeout=DEFAULT_TIME
     except Exception as exc:  # noqa: BLE001 - in Slurm hooks a gpunode failure must not block
         _textfile(prometheus, None, mode, strict)
         return gpunode_failed(mode, strict, str(exc) or type(exc).__name__)
-    report(verdict, as_json, layout)
+    try:
+        report(verdict, as_json, layout)
+    except OSError:  # stdout/stderr cannot be written (a pipe whose reader is gone): the verdict
+        from gpunode.outputs import discard_output  # stands, only its report is lost; a traceback
+
+        discard_output()  # here would exit 1, and Slurm drains a node for a non-zero prolog
     unwritten = _textfile(prometheus, verdict, mode, strict)
     return worst_exit(verdict.exit_code, unwritten)  # a FAIL stays a FAIL
 
