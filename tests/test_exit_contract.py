@@ -149,3 +149,18 @@ def test_the_gate_whose_reader_went_away_keeps_its_verdict(tmp_path, mode):
         os.close(write_end)
     assert read.returncode == exits.EXIT_CODES["OK"], read.stderr
     assert unread.returncode == read.returncode and "Traceback" not in unread.stderr, unread.stderr
+
+
+def test_a_prolog_usage_error_with_stderr_gone_still_does_not_block(tmp_path):
+    """The own-error line of a prolog could not be written (stderr a dead pipe): the print raised,
+    a traceback's exit 1 blocked the job. The mode's own-error exit (0) stands."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GPUNODE_", "SLURM"))}
+    env.update(GPUNODE_STATE_DIR=str(tmp_path / "state"), GPUNODE_WATCH_DIR=str(tmp_path / "no-watcher"))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, "-m", "gpunode", "gate", "--prolog", "--no-such-option"],
+                              stdout=subprocess.PIPE, stderr=write_end, timeout=60, env=env)
+    finally:
+        os.close(write_end)
+    assert done.returncode == exits.own_error_exit("prolog", False) == 0

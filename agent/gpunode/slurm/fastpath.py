@@ -305,11 +305,15 @@ def gpunode_failed(mode: str, strict: bool, message: str) -> int:
     code = own_error_exit(mode, strict)
     if mode in ("prolog", "epilog"):
         note = "blocking (--strict)" if code else "not blocking the job"
-        print(f"gpunode: error: {message} (gate not run; {note})", file=sys.stderr)
+        line = f"gpunode: error: {message} (gate not run; {note})"
     elif mode == "health-check":
-        print(f"gpunode: error: {message} (health check not run)", file=sys.stderr)
+        line = f"gpunode: error: {message} (health check not run)"
     else:
-        print(f"gpunode: error: {message}", file=sys.stderr)
+        line = f"gpunode: error: {message}"
+    try:
+        print(line, file=sys.stderr)
+    except OSError:  # stderr's reader is gone: the exit code still says it, never a traceback's 1
+        pass
     return code
 
 
