@@ -128,7 +128,8 @@ def test_nvml_events_and_a_process_that_appears():
         procs=[{"GPU-a": [(10, "slurmstepd")]}, {"GPU-a": [(10, "slurmstepd")]},
                {"GPU-a": [(10, "slurmstepd"), (4242, "miner")]}],
         bus_ids={"GPU-a": "00000000:18:00.0"})
-    source = NvmlEvents(queue.Queue(), fake, clock=lambda: 50.0)
+    ticks = iter([0.0, 1.0, 1.0, 2.0, 2.0])  # the list at open, then one per step (1 s apart)
+    source = NvmlEvents(queue.Queue(), fake, clock=lambda: 50.0, monotonic=lambda: next(ticks))
     source.open()
     assert source.bus_ids == {"GPU-a": "0000:18:00"} and source.status == "ok"
     first = source.step(0)
@@ -136,6 +137,27 @@ def test_nvml_events_and_a_process_that_appears():
     second = source.step(0)
     assert [(e.kind, e.code) for e in second] == [("ecc_dbe", 1), ("foreign_process", 4242)]
     assert source.processes == {"GPU-a": [[10, "slurmstepd"], [4242, "miner"]]}
+
+
+def test_processes_are_listed_on_a_timer_not_after_every_event():
+    """Under load clock events wake the wait many times a second: the process list (a driver call
+    per GPU) is read once per processes_every_s however often events come."""
+    now = [0.0]
+    calls = []
+
+    class Counting(ScriptedNvmlWatch):
+        def processes(self):
+            calls.append(now[0])
+            return {"GPU-a": [(10, "job")]}
+
+    fake = Counting(script=[[{"gpu": "GPU-a", "kind": "clock", "code": 1}]] * 30)
+    source = NvmlEvents(queue.Queue(), fake, monotonic=lambda: now[0], processes_every_s=1.0)
+    source.open()
+    for i in range(30):  # 30 events within 3 s
+        now[0] = (i + 1) / 10
+        source.step(0)
+    assert len(calls) == 1 + 3  # at open, then once a second
+    assert len([e for e in source.step(0) if e.kind == "clock"]) == 0  # the script is used up
 
 
 def test_nvml_without_a_driver_is_a_status_not_a_crash():
@@ -488,3 +510,48 @@ def test_validate_names_the_first_bad_field(change, why):
     with pytest.raises(StateRefused) as refused:
         validate({**good, **change})
     assert str(refused.value) == why
+
+
+def test_the_live_event_watch_asks_a_process_name_once_while_it_runs(monkeypatch):
+    """NvmlEventWatch over a fake pynvml: a process's name is one driver call while it stays on
+    the GPU (the list is read every second); a pid that went away and came back is asked again."""
+    import ctypes
+    import sys
+    from types import SimpleNamespace
+
+    import pynvml
+
+    from gpunode.host.gpu.nvml import NvmlEventWatch
+
+    handle = ctypes.c_void_p(0x1000)  # events name their device by the handle's pointer
+    running = [[4242], [4242], [], [4242, 77]]
+    asked = []
+
+    def name(pid):
+        asked.append(pid)
+        return b"job.py"
+
+    def wait(_set, _ms):
+        return SimpleNamespace(device=handle, eventType=pynvml.nvmlEventTypeXidCriticalError, eventData=79)
+
+    fake = SimpleNamespace(**{k: getattr(pynvml, k) for k in dir(pynvml) if k.startswith(("NVML_", "nvmlEventType"))})
+    fake.__dict__.update(
+        NVMLError=pynvml.NVMLError, nvmlInit=lambda: None, nvmlShutdown=lambda: None,
+        nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda i: handle,
+        nvmlDeviceGetUUID=lambda h: "GPU-a", nvmlDeviceGetPciInfo=lambda h: SimpleNamespace(busId=b"00000000:18:00.0"),
+        nvmlDeviceGetSerial=lambda h: "1650000000001", nvmlEventSetCreate=lambda: "set",
+        nvmlEventSetFree=lambda s: None, nvmlDeviceGetSupportedEventTypes=lambda h: 0xFFFF,
+        nvmlDeviceRegisterEvents=lambda h, bits, s: None, nvmlEventSetWait_v2=wait,
+        nvmlDeviceGetComputeRunningProcesses=lambda h: [SimpleNamespace(pid=p) for p in running.pop(0)],
+        nvmlSystemGetProcessName=name)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    watch = NvmlEventWatch()
+    assert "xid" in watch.open()["GPU-a"] and watch.serials == {"GPU-a": "1650000000001"}
+    assert watch.wait(0.5) == [{"gpu": "GPU-a", "kind": "xid", "code": 79}]
+    assert watch.processes() == {"GPU-a": [(4242, "job.py")]}
+    assert watch.processes() == {"GPU-a": [(4242, "job.py")]}
+    assert asked == [4242]  # not asked again while it runs
+    assert watch.processes() == {"GPU-a": []}
+    assert watch.processes() == {"GPU-a": [(4242, "job.py"), (77, "job.py")]}
+    assert asked == [4242, 4242, 77]  # gone, then back (perhaps another process with that pid): asked again
+    watch.close()

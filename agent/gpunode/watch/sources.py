@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 TEXT_MAX = 500
 WAIT_S = 0.5  # how long a source thread blocks before it looks at the stop flag
+PROCESSES_EVERY_S = 1.0  # a foreign compute process is in the state within about this (issue 22: <= 2 s)
 
 # /dev/kmsg: "<prio>,<seq>,<usec since boot>,<flags>[,...];<message>"; continuation lines
 # (" SUBSYSTEM=pci") start with a space and are dropped.
@@ -317,10 +318,15 @@ class NvmlEvents:
 
     name = "nvml"
 
-    def __init__(self, out: queue.Queue, watch=None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, out: queue.Queue, watch=None, clock: Callable[[], float] = time.time,
+                 processes_every_s: float = PROCESSES_EVERY_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.out = out
         self.watch = watch
         self.clock = clock
+        self.processes_every_s = processes_every_s
+        self.monotonic = monotonic
+        self._processes_due = 0.0
         self.status = "not started"
         self.bus_ids: dict[str, str] = {}  # uuid -> 0000:18:00
         self.serials: dict[str, str] = {}  # uuid and PCI address -> board serial (filled at open)
@@ -348,9 +354,14 @@ class NvmlEvents:
         now_events = [Event("nvml", e["kind"], self.clock(), e.get("gpu"), e.get("code"),
                             text=bounded(f"NVML event {e['kind']} data {e.get('code')}"))
                       for e in self.watch.wait(timeout_s)]
+        # On a timer, not after each wait: under load clock events wake the wait many times a
+        # second, and each process list is a driver call per GPU.
+        if self.monotonic() < self._processes_due:
+            return now_events
         return now_events + self.check_processes()
 
     def check_processes(self) -> list[Event]:
+        self._processes_due = self.monotonic() + self.processes_every_s
         found = []
         current = self.watch.processes()
         for gpu, procs in current.items():

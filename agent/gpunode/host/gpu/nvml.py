@@ -691,6 +691,7 @@ class NvmlEventWatch(_EventSession):
         self._uuid_of: dict[int, str] = {}  # handle address -> uuid
         self._kind_of: dict[int, str] = {}  # event type bit -> kind
         self._missing: dict[str, str] = {}
+        self._names: dict[int, str | None] = {}  # pid -> process name, of the last list
 
     def open(self) -> dict[str, list[str]]:
         import pynvml as nvml
@@ -757,9 +758,15 @@ class NvmlEventWatch(_EventSession):
         found: dict[str, list[tuple[int, str | None]]] = {}
         if nvml is None:
             return found
+        names: dict[int, str | None] = {}
         for uuid, handle in self.handles.items():
             procs = _safe(lambda h=handle: nvml.nvmlDeviceGetComputeRunningProcesses(h)) or []
-            found[uuid] = [(int(p.pid), _safe(lambda p=p: _text(nvml.nvmlSystemGetProcessName(p.pid))))
-                           for p in procs]
+            for p in procs:
+                pid = int(p.pid)
+                # a name is a driver call: asked once while the process stays on a GPU
+                names[pid] = self._names[pid] if pid in self._names else _safe(
+                    lambda pid=pid: _text(nvml.nvmlSystemGetProcessName(pid)))
+            found[uuid] = [(int(p.pid), names[int(p.pid)]) for p in procs]
+        self._names = names  # forgets the processes that ended: a reused pid is asked again
         return found
 
