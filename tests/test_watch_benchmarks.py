@@ -44,3 +44,20 @@ def test_gate_speed_dry_has_the_watcher_rows(tmp_path):
     w = doc["verdict"]["watcher"]
     assert w["gate_said_source_watcher"] and w["hook_answered_from_verdict"], w
     assert doc["commands"]["prolog hook, watcher verdict"]["exit_codes"] == [0]
+
+
+def test_watch_cost_splits_a_run_into_phases_with_each_threads_share():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("watch_cost", ROOT / "benchmarks" / "watch_cost.py")
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    mine = cost.threads(os.getpid())
+    assert next(iter(mine)) == str(os.getpid())  # the main thread first: threads in the order they started
+    samples = [{"t": t, "own_s": t / 100, "children_s": 0.0, "rss_mb": 20.0 + t} for t in range(0, 21)]
+    idle = cost.phase(samples, 0, 10, {"1": 0.0, "2": 0.0}, {"1": 0.05, "2": 0.02})
+    loaded = cost.phase(samples, 10, 21, {"1": 0.05}, {"1": 0.25})
+    assert idle["wall_s"] == 9 and idle["cpu_pct_own"] == 1.0 and idle["rss_mb_max"] == 29.0
+    assert idle["threads_cpu_pct"] == {"1": round(100 * 0.05 / 9, 3), "2": round(100 * 0.02 / 9, 3)}
+    assert loaded["wall_s"] == 10 and loaded["threads_cpu_pct"] == {"1": 2.0} and loaded["rss_mb_median"] == 35.0
+    assert cost.phase(samples[:1], 0, 10, {}, {}) == {}  # one sample is no figure
