@@ -525,7 +525,7 @@ def test_the_live_event_watch_asks_a_process_name_once_while_it_runs(monkeypatch
 
     handle = ctypes.c_void_p(0x1000)  # events name their device by the handle's pointer
     running = [[4242], [4242], [], [4242, 77]]
-    asked = []
+    asked, registered = [], []
 
     def name(pid):
         asked.append(pid)
@@ -541,12 +541,14 @@ def test_the_live_event_watch_asks_a_process_name_once_while_it_runs(monkeypatch
         nvmlDeviceGetUUID=lambda h: "GPU-a", nvmlDeviceGetPciInfo=lambda h: SimpleNamespace(busId=b"00000000:18:00.0"),
         nvmlDeviceGetSerial=lambda h: "1650000000001", nvmlEventSetCreate=lambda: "set",
         nvmlEventSetFree=lambda s: None, nvmlDeviceGetSupportedEventTypes=lambda h: 0xFFFF,
-        nvmlDeviceRegisterEvents=lambda h, bits, s: None, nvmlEventSetWait_v2=wait,
+        nvmlDeviceRegisterEvents=lambda h, bits, s: registered.append(bits), nvmlEventSetWait_v2=wait,
         nvmlDeviceGetComputeRunningProcesses=lambda h: [SimpleNamespace(pid=p) for p in running.pop(0)],
         nvmlSystemGetProcessName=name)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     watch = NvmlEventWatch()
     assert "xid" in watch.open()["GPU-a"] and watch.serials == {"GPU-a": "1650000000001"}
+    # the device supports every type; clock events (ten a second on an idle H100) are not asked for
+    assert registered[0] & pynvml.nvmlEventTypeXidCriticalError and not registered[0] & pynvml.nvmlEventTypeClock
     assert watch.wait(0.5) == [{"gpu": "GPU-a", "kind": "xid", "code": 79}]
     assert watch.processes() == {"GPU-a": [(4242, "job.py")]}
     assert watch.processes() == {"GPU-a": [(4242, "job.py")]}

@@ -667,11 +667,13 @@ def _field_value(nvml, handle, field_id: int):
 
 # Event kind (gpunode.watch.events.Event.kind) -> the pynvml name of its event type; a pynvml
 # without a name (older nvidia-ml-py) simply watches less, said in `unavailable`.
+# Not nvmlEventTypeClock: on an idle H100 (driver 580) it fires about ten times a second, and
+# each wake costs NVML ~0.5 ms of CPU: the watcher's whole budget (0.5 % of a core) for a fact
+# the polled gpu.throttle check reads every poll (the clock event reasons).
 WATCH_EVENT_TYPES = {
     "xid": "nvmlEventTypeXidCriticalError",
     "ecc_sbe": "nvmlEventTypeSingleBitEccError",
     "ecc_dbe": "nvmlEventTypeDoubleBitEccError",
-    "clock": "nvmlEventTypeClock",
     "power": "nvmlEventTypePowerSourceChange",
     "recovery_action": "nvmlEventTypeGpuRecoveryAction",
 }
