@@ -158,7 +158,7 @@ def main() -> int:
               "collect_wall_ms": [round(1000 * w, 2) for w in walls],
               "gpus": len(inventory.gpus), "driver": inventory.driver_version, "calls": rows}
     result["concurrency"] = concurrency(pynvml, args.passes)
-    from gpunode.slurm.fastpath import GATE_UNREAD
+    from gpunode.host.gpu.source import GATE_UNREAD
 
     gate_walls = []
     for _ in range(args.passes):  # the gate's read: what it leaves out, left out (cold each pass)

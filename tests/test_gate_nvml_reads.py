@@ -1,4 +1,4 @@
-"""The gate leaves out the NVML reads no gate check judges (fastpath.GATE_UNREAD). Proved two
+"""The gate leaves out the NVML reads no gate check judges (host.gpu.source.GATE_UNREAD). Proved two
 ways on recorded GPUs (the H100 and H200 inventories, an HGX layout, faulty variants): every
 gate check, the profiles' gate settings included, reads none of the left-out fields, and blanking
 them changes no result."""
@@ -19,7 +19,7 @@ from gpunode.audit.run import choose_checks
 from gpunode.config import Config
 from gpunode.host.gpu import nvml as reader
 from gpunode.host.gpu.model import GpuInfo, GpuInventory, GpuProcess, NvLink
-from gpunode.slurm.fastpath import GATE_UNREAD
+from gpunode.host.gpu.source import GATE_UNREAD
 from gpunode.tune.profiles import load_profile
 
 # What each read the gate may leave out fills in (reads named as in nvml.READ_NAMES).

@@ -13,7 +13,7 @@ import pytest
 
 import testkit
 from gpunode.host.gpu import nvml as reader
-from gpunode.slurm.fastpath import GATE_UNREAD
+from gpunode.host.gpu.source import GATE_UNREAD
 
 GOLDEN = testkit.FIXTURES / "nvml" / "fake-read-golden.json"
 

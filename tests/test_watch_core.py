@@ -429,7 +429,9 @@ def test_polls_judge_counters_as_deltas_since_the_previous_poll(tmp_path, monkey
     from gpunode.watch.sources import Poll
     from testkit import HOSTS
 
-    monkeypatch.setattr(seam, "live_host", lambda: seam.snapshot_host(HOSTS / "h100-sxm-1gpu"))
+    left_out = []
+    monkeypatch.setattr(seam, "live_host",
+                        lambda unread: left_out.append(unread) or seam.snapshot_host(HOSTS / "h100-sxm-1gpu"))
     cfg = Config()
     profile = load_audit_profile(cfg.profile, cfg)
     # The gate's checks here read no counter; the PCIe replay check (a site may tag it `gate`) does.
@@ -442,6 +444,11 @@ def test_polls_judge_counters_as_deltas_since_the_previous_poll(tmp_path, monkey
     poll.run_checks_now()
     assert set(readings) <= set(poll.counters.previous)  # the first poll's readings judge the second
     assert not (tmp_path / "counters.json").exists()
+    # each poll reads from NVML only what the gate judges, as the gate does (the full read costs
+    # the resident watcher CPU at every poll for fields no gate check looks at)
+    from gpunode.host.gpu.source import GATE_UNREAD
+
+    assert left_out == [GATE_UNREAD, GATE_UNREAD]
 
 
 def test_slow_checks_run_once_a_minute_and_their_results_stand_between(tmp_path, monkeypatch):
@@ -453,7 +460,7 @@ def test_slow_checks_run_once_a_minute_and_their_results_stand_between(tmp_path,
     from gpunode.watch.sources import Poll
     from testkit import HOSTS
 
-    monkeypatch.setattr(seam, "live_host", lambda: seam.snapshot_host(HOSTS / "h100-sxm-1gpu"))
+    monkeypatch.setattr(seam, "live_host", lambda unread: seam.snapshot_host(HOSTS / "h100-sxm-1gpu"))
     cfg = Config()
     profile = load_audit_profile(cfg.profile, cfg)
     clock = Clock(0.0)

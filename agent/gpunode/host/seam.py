@@ -45,8 +45,9 @@ class Host:
         return self.memo[key]
 
 
-def live_host() -> Host:
-    return Host(sys=SysRoot("/"), gpu=LiveGpuSource(), runner=Runner(), facts=Facts.live_facts())
+def live_host(unread: frozenset[str] = frozenset()) -> Host:
+    """This machine. `unread`: NVML reads to leave out (host.gpu.source.GATE_UNREAD)."""
+    return Host(sys=SysRoot("/"), gpu=LiveGpuSource(unread), runner=Runner(), facts=Facts.live_facts())
 
 
 def sysroot_host(root: str | os.PathLike) -> Host:

@@ -68,15 +68,6 @@ GATE_OPTIONS = (
     GateOption("--prometheus", "prometheus", str, None,
                "Also write the verdict as a Prometheus textfile here (atomically; node_exporter's textfile dir)."),
 )
-# NVML reads no gate check judges (tests/test_gate_nvml_reads.py proves it on recorded GPUs):
-# their first calls in a process cost 5-8 ms per H200 (the gate's read 36-43 ms, the full one
-# 44-47 ms: tests/fixtures/device/nvml-call-costs-h200.json).
-GATE_UNREAD = frozenset({
-    "serial", "vbios_version", "board_part_number", "architecture", "ecc_corrected_volatile",
-    "ecc_corrected_aggregate", "power_usage_w", "power_limit_w", "power_default_limit_w", "power_limit_constraints",
-    "temperature_shutdown_c", "temperature_gpu_max_c", "nvlink_details", "memory_bus_width_bits", "cuda_cores",
-})
-
 
 class GateUsageError(UsageError):
     """An option `gpunode gate` does not know, or a value it cannot read."""
@@ -134,7 +125,7 @@ def _start_nvml(snapshot):
     config that names a snapshot (rare: tests, demos) makes this read unused; it only reads."""
     if snapshot or os.environ.get(SNAPSHOT_ENV):
         return None
-    from gpunode.host.gpu.source import LiveGpuSource
+    from gpunode.host.gpu.source import GATE_UNREAD, LiveGpuSource
 
     source = LiveGpuSource(unread=GATE_UNREAD)
     _prefetch_gpus(source)
@@ -232,7 +223,7 @@ def prepare(mode, timeout, check_timeout, strict, snapshot, config_path, live_gp
     chosen = Selection([]) if mode == "epilog" else choose(profile, tags=["gate"], disabled=cfg.disable_checks)
     gpu_factory = None
     if not snap:
-        from gpunode.host.gpu.source import LiveGpuSource
+        from gpunode.host.gpu.source import GATE_UNREAD, LiveGpuSource
 
         gpu_factory = lambda: LiveGpuSource(unread=GATE_UNREAD)  # noqa: E731 - the epilog polls: a fresh read each time
     return GateRun(

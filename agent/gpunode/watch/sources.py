@@ -452,9 +452,10 @@ class Poll:
         from gpunode.audit.context import AuditContext
         from gpunode.audit.counters import CounterStore
         from gpunode.audit.engine import run_checks
+        from gpunode.host.gpu.source import GATE_UNREAD
         from gpunode.host.seam import live_host
 
-        host = live_host()  # a fresh NVML read and kernel log each poll
+        host = live_host(GATE_UNREAD)  # a fresh NVML read and kernel log each poll; only what the gate judges
         if self.counters is None:  # deltas since the last audit's readings, then since each poll
             counters = CounterStore.load(self.state_dir, host)
         else:

@@ -26,6 +26,17 @@ class GpuSource:
         raise NotImplementedError
 
 
+# NVML reads no gate check judges (tests/test_gate_nvml_reads.py proves it on recorded GPUs), left
+# out by the gate and by the watcher's polls of the gate checks:
+# their first calls in a process cost 5-8 ms per H200 (the gate's read 36-43 ms, the full one
+# 44-47 ms: tests/fixtures/device/nvml-call-costs-h200.json).
+GATE_UNREAD = frozenset({
+    "serial", "vbios_version", "board_part_number", "architecture", "ecc_corrected_volatile",
+    "ecc_corrected_aggregate", "power_usage_w", "power_limit_w", "power_default_limit_w", "power_limit_constraints",
+    "temperature_shutdown_c", "temperature_gpu_max_c", "nvlink_details", "memory_bus_width_bits", "cuda_cores",
+})
+
+
 class LiveGpuSource(GpuSource):
     """`unread`: NVML reads to leave out (gpunode.host.gpu.nvml.READ_NAMES), for a caller
     that judges only some fields (the gate)."""
