@@ -564,3 +564,19 @@ def test_the_live_event_watch_asks_a_process_name_once_while_it_runs(monkeypatch
     assert watch.processes() == {"GPU-a": [(4242, "job.py"), (77, "job.py")]}
     assert asked == [4242, 4242, 77]  # gone, then back (perhaps another process with that pid): asked again
     watch.close()
+    asking = NvmlEventWatch(clock_events=True)  # config watch.clock_events: the site pays for them
+    assert "clock" in asking.open()["GPU-a"] and registered[-1] & pynvml.nvmlEventTypeClock
+    asking.close()
+
+
+def test_the_config_asks_the_nvml_source_for_clock_events(tmp_path, monkeypatch):
+    from gpunode.cli.watch_cmd import build_watcher
+    from gpunode.config import load_config
+
+    monkeypatch.setenv("GPUNODE_STATE_DIR", str(tmp_path / "state"))
+    cfg = tmp_path / "c.yaml"
+    for text, asked in (("watch: {clock_events: true}\n", True), ("watch: {shadow: true}\n", False)):
+        cfg.write_text(text)
+        watcher = build_watcher(str(tmp_path / "run"), load_config(str(cfg)), 10.0, True, "/dev/null", True, None)
+        nvml = next(s for s in watcher.sources if s.name == "nvml")
+        assert nvml.clock_events is asked

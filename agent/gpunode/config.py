@@ -68,6 +68,7 @@ WATCH_KEYS = {
     "remediate": (str, lambda v: v == "reset", 'null (off) or "reset"'),
     "shadow": (bool, lambda v: True, "true or false"),
     "prove_level": (int, lambda v: v in (1, 2, 3), "a diag level: 1, 2 or 3"),
+    "clock_events": (bool, lambda v: True, "true or false"),
 }
 
 # Numbers whose wrong sign would silently disable a check (a window of -5 h finds no Xid).

@@ -165,7 +165,8 @@ def build_watcher(state_dir: str, cfg, poll_s: float, shadow: bool, kmsg: str, n
         raise GpunodeError(str(exc)) from None
     events: queue.Queue = queue.Queue()
     sources: list = []
-    nvml_source = NvmlEvents(events) if nvml else None
+    clock_events = (cfg.watch or {}).get("clock_events") is True  # validated by gpunode.config
+    nvml_source = NvmlEvents(events, clock_events=clock_events) if nvml else None
     if nvml_source is not None:
         sources.append(nvml_source)
 

@@ -50,6 +50,7 @@ class WatchConfig:
     remediate: str | None = None  # None | "reset": reset a GPU of the reset class when idle
     shadow: bool = False
     prove_level: int = 1  # the diag level that proves a fix before the node returns
+    clock_events: bool = False  # the NVML source's, not the policy's: wait on clock events too (costly)
     # GPU UUID / PCI address / label -> board serial (escalation memory is per serial).
     serials: Mapping[str, str] = field(default_factory=dict)
     # now -> PartitionView, or None when sinfo cannot be read; None: no Slurm (no breaker to hold).

@@ -320,9 +320,10 @@ class NvmlEvents:
 
     def __init__(self, out: queue.Queue, watch=None, clock: Callable[[], float] = time.time,
                  processes_every_s: float = PROCESSES_EVERY_S,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, clock_events: bool = False) -> None:
         self.out = out
         self.watch = watch
+        self.clock_events = clock_events  # the live watch waits on NVML's clock events too (costly)
         self.clock = clock
         self.processes_every_s = processes_every_s
         self.monotonic = monotonic
@@ -337,7 +338,7 @@ class NvmlEvents:
         if self.watch is None:
             from gpunode.host.gpu.nvml import NvmlEventWatch
 
-            self.watch = NvmlEventWatch()
+            self.watch = NvmlEventWatch(self.clock_events)
         watched = self.watch.open()
         missing = self.watch.unavailable()
         self.bus_ids = {u: pci_address(b) for u, b in getattr(self.watch, "bus_ids", {}).items()}

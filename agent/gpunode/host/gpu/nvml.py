@@ -667,9 +667,10 @@ def _field_value(nvml, handle, field_id: int):
 
 # Event kind (gpunode.watch.events.Event.kind) -> the pynvml name of its event type; a pynvml
 # without a name (older nvidia-ml-py) simply watches less, said in `unavailable`.
-# Not nvmlEventTypeClock: on an idle H100 (driver 580) it fires about ten times a second, and
-# each wake costs NVML ~0.5 ms of CPU: the watcher's whole budget (0.5 % of a core) for a fact
-# the polled gpu.throttle check reads every poll (the clock event reasons).
+# Not nvmlEventTypeClock unless asked (config watch.clock_events): on an idle H100 (driver 580)
+# it fires about ten times a second, and each wake costs NVML ~0.5 ms of CPU: the watcher's
+# whole budget (0.5 % of a core) for a fact the polled gpu.throttle check reads every poll.
+CLOCK_EVENT_TYPE = {"clock": "nvmlEventTypeClock"}
 WATCH_EVENT_TYPES = {
     "xid": "nvmlEventTypeXidCriticalError",
     "ecc_sbe": "nvmlEventTypeSingleBitEccError",
@@ -684,9 +685,10 @@ class NvmlEventWatch(_EventSession):
     -> [{"gpu": uuid, "kind": kind, "code": int}] (empty on a timeout); processes() ->
     {uuid: [(pid, name)]} of compute processes. The caller owns the thread it waits in."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock_events: bool = False) -> None:
         self.nvml = None
         self.events = None
+        self.types = {**WATCH_EVENT_TYPES, **(CLOCK_EVENT_TYPE if clock_events else {})}
         self.handles: dict[str, Any] = {}  # uuid -> handle
         self.bus_ids: dict[str, str] = {}  # uuid -> PCI bus id (00000000:18:00.0): kernel lines name GPUs so
         self.serials: dict[str, str] = {}  # uuid -> board serial (the policy's escalation memory is per serial)
@@ -712,7 +714,7 @@ class NvmlEventWatch(_EventSession):
             except nvml.NVMLError as exc:
                 self._missing[gpu_label(i)] = _text(str(exc))
         wanted = 0
-        for kind, name in WATCH_EVENT_TYPES.items():
+        for kind, name in self.types.items():
             bit = getattr(nvml, name, None)
             if bit is None:
                 self._missing[kind] = f"not in this nvidia-ml-py ({name})"
