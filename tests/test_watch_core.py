@@ -128,12 +128,14 @@ def test_nvml_events_and_a_process_that_appears():
         procs=[{"GPU-a": [(10, "slurmstepd")]}, {"GPU-a": [(10, "slurmstepd")]},
                {"GPU-a": [(10, "slurmstepd"), (4242, "miner")]}],
         bus_ids={"GPU-a": "00000000:18:00.0"})
-    ticks = iter([0.0, 1.0, 1.0, 2.0, 2.0])  # the list at open, then one per step (1 s apart)
-    source = NvmlEvents(queue.Queue(), fake, clock=lambda: 50.0, monotonic=lambda: next(ticks))
-    source.open()
+    now = [0.0]
+    source = NvmlEvents(queue.Queue(), fake, clock=lambda: 50.0, monotonic=lambda: now[0])
+    source.open()  # the first list
     assert source.bus_ids == {"GPU-a": "0000:18:00"} and source.status == "ok"
+    now[0] = 1.0
     first = source.step(0)
     assert [(e.kind, e.code, e.gpu, e.time) for e in first] == [("xid", 79, "GPU-a", 50.0)]
+    now[0] = 2.0
     second = source.step(0)
     assert [(e.kind, e.code) for e in second] == [("ecc_dbe", 1), ("foreign_process", 4242)]
     assert source.processes == {"GPU-a": [[10, "slurmstepd"], [4242, "miner"]]}
@@ -158,6 +160,26 @@ def test_processes_are_listed_on_a_timer_not_after_every_event():
         source.step(0)
     assert len(calls) == 1 + 3  # at open, then once a second
     assert len([e for e in source.step(0) if e.kind == "clock"]) == 0  # the script is used up
+
+
+def test_the_nvml_wait_ends_when_the_next_process_list_is_due():
+    """A wait never outlasts the process timer: a process is listed within processes_every_s
+    (not that plus a whole wait), and a wait never asks NVML for a negative time."""
+    now = [0.0]
+    waits = []
+
+    class Recording(ScriptedNvmlWatch):
+        def wait(self, timeout_s):
+            waits.append(timeout_s)
+            return []
+
+    source = NvmlEvents(queue.Queue(), Recording(), monotonic=lambda: now[0], processes_every_s=1.0)
+    source.open()  # listed at 0.0: the next list is due at 1.0
+    now[0] = 0.8
+    source.step(0.5)
+    now[0] = 1.3  # late (a slow driver call): due already
+    source.step(0.5)
+    assert waits == [pytest.approx(0.2), 0.0]
 
 
 def test_nvml_without_a_driver_is_a_status_not_a_crash():

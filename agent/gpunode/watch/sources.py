@@ -352,6 +352,7 @@ class NvmlEvents:
         self.check_processes()  # what runs already did not appear: only noted
 
     def step(self, timeout_s: float = WAIT_S) -> list[Event]:
+        timeout_s = min(timeout_s, max(self._processes_due - self.monotonic(), 0.0))  # wake for the next list
         now_events = [Event("nvml", e["kind"], self.clock(), e.get("gpu"), e.get("code"),
                             text=bounded(f"NVML event {e['kind']} data {e.get('code')}"))
                       for e in self.watch.wait(timeout_s)]
