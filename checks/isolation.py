@@ -79,9 +79,10 @@ def _nohz_problems(iso: Isolation) -> list[str]:
     if nohz_full is None:
         return []
     problems = []
-    outside = nohz_full - (isolcpus or set())
+    outside = nohz_full - iso.off_scheduler
     if outside:
-        problems.append(f"nohz_full= CPUs {format_cpulist(outside)} are not in isolcpus=: the scheduler "
+        where = "not in isolcpus=" if not outside <= (isolcpus or set()) else "in isolcpus= without its domain flag"
+        problems.append(f"nohz_full= CPUs {format_cpulist(outside)} are {where}: the scheduler "
                         "balances tasks onto them, so their tick seldom stops")
     if isolcpus is not None and "nohz" in iso.flags and nohz_full != isolcpus:
         problems.append("isolcpus=nohz and nohz_full= name different CPUs: the kernel keeps the first and "

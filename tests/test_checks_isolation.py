@@ -98,15 +98,26 @@ def test_housekeeping_on_each_gpu_node_passes(tmp_path):
 
 
 def test_a_gpu_node_without_housekeeping_warns(tmp_path):
-    status, message = judged(two_socket(tmp_path, "isolcpus=managed_irq,2-3,6-7"))
+    status, message = judged(two_socket(tmp_path, "isolcpus=managed_irq,domain,2-3,6-7"))
     assert status == "WARN"
     assert message.startswith("NUMA node 1 (GPU 0000:9a:00.0) keeps no housekeeping CPU: all of 2-3,6-7")
     assert "node 0" not in message
 
 
+def test_isolcpus_with_only_managed_irq_leaves_the_cpus_to_the_scheduler(tmp_path):
+    """The kernel adds the domain flag only when no known flag is given: isolcpus=managed_irq,<cpus>
+    keeps managed interrupts off those CPUs, and they still run tasks and housekeeping."""
+    status, message = judged(two_socket(tmp_path, "isolcpus=managed_irq,2-3,6-7"))
+    assert status == "PASS" and "housekeeping CPUs 0-7 of 0-7" in message
+    iso = parse_isolation(parse_cmdline("isolcpus=managed_irq,2-3 nohz_full=3"), last=7)
+    assert iso.off_scheduler == set() and iso.isolated == {3}
+    assert parse_isolation(parse_cmdline("isolcpus=nohz,2-3"), last=7).isolated == {2, 3}
+
+
 @pytest.mark.parametrize(("cmdline", "said"), [
     (GOOD.replace("irqaffinity=0,2,4,6", "irqaffinity=0-3"), "irqaffinity= sends interrupts to isolated CPUs 1,3"),
-    ("isolcpus=managed_irq,5,7 nohz_full=3,5,7", "nohz_full= CPUs 3 are not in isolcpus="),
+    ("isolcpus=managed_irq,domain,5,7 nohz_full=3,5,7", "nohz_full= CPUs 3 are not in isolcpus="),
+    ("isolcpus=managed_irq,5,7 nohz_full=5,7", "nohz_full= CPUs 5,7 are in isolcpus= without its domain flag"),
     ("nohz_full=1,3", "nohz_full= CPUs 1,3 are not in isolcpus="),
     ("isolcpus=nohz,domain,managed_irq,1,3,5 nohz_full=1,3,5,7", "isolcpus=nohz and nohz_full= name different CPUs"),
     ("isolcpus=domian,managed_irq,1,3", "isolcpus flag 'domian' is unknown"),

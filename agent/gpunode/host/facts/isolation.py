@@ -26,10 +26,20 @@ class Isolation:
     unknown_flags: tuple[str, ...] = ()
     errors: list[str] = field(default_factory=list)
 
+    def _isolcpus_with(self, flag: str) -> set[int]:
+        return self.cpus.get("isolcpus", set()) if flag in self.flags else set()
+
+    @property
+    def off_scheduler(self) -> set[int]:
+        """CPUs the scheduler does not balance tasks onto: isolcpus= with its domain flag (the
+        default). isolcpus=managed_irq,<cpus> alone only keeps managed interrupts off them."""
+        return self._isolcpus_with("domain")
+
     @property
     def isolated(self) -> set[int]:
-        """CPUs taken from housekeeping: isolcpus= and nohz_full= (rcu_nocbs= CPUs still run tasks)."""
-        return self.cpus.get("isolcpus", set()) | self.cpus.get("nohz_full", set())
+        """CPUs taken from housekeeping: isolcpus= with the domain or nohz flag, and nohz_full=
+        (rcu_nocbs= CPUs, and isolcpus= CPUs with only managed_irq, still run housekeeping)."""
+        return self.off_scheduler | self._isolcpus_with("nohz") | self.cpus.get("nohz_full", set())
 
 
 def parse_isolation(params: dict[str, str | bool], last: int | None) -> Isolation:
