@@ -137,12 +137,12 @@ def _repeated(text: str) -> list[str]:
 
 
 def _expand(listed: str) -> list[str]:
-    from gpunode.host.facts.gres import _names  # python-hostlist: Slurm's bracket syntax
+    from gpunode.host.facts.slurm_conf import expand_names  # python-hostlist: Slurm's bracket syntax
 
     nodes: list[str] = []
     try:  # part by part (python-hostlist bounds each range, not their sum): memory stays bounded
         for part in re.split(r",(?![^\[\]]*\])", listed) if listed.strip() else []:
-            nodes += _names(part)
+            nodes += expand_names(part)
             if len(nodes) > MAX_NODES:
                 raise ValueError(f"more than {MAX_NODES} nodes")
     except ValueError as exc:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from gpunode.host.facts.cpulist import read_cpulist
+from gpunode.host.facts.slurm_conf import expand_names, line_fields
 
 GRES_PATHS = ("/etc/slurm/gres.conf", "/etc/slurm-llnl/gres.conf")
 _DEVICE = re.compile(r"/dev/nvidia(\d+)")
@@ -38,25 +39,6 @@ class GresConf:
     errors: list[str]
 
 
-def _tokens(line: str) -> dict[str, str]:
-    out = {}
-    for token in line.split():
-        key, eq, value = token.partition("=")
-        if eq:
-            out[key.lower()] = value
-    return out
-
-
-def _names(pattern: str) -> list[str]:
-    """A Slurm host or file list with brackets (/dev/nvidia[0-3], gpu[01-16]) expanded."""
-    import hostlist  # python-hostlist: Slurm's own bracket syntax
-
-    try:
-        return hostlist.expand_hostlist(pattern)
-    except hostlist.BadHostlist as exc:
-        raise ValueError(f"{pattern!r}: {exc}") from None
-
-
 def read_gres(host, hostname: str) -> GresConf | None:
     """This node's GPU lines of gres.conf, or None when the file is absent."""
     for path in GRES_PATHS:
@@ -70,11 +52,11 @@ def parse_gres(text: str, path: str, hostname: str) -> GresConf:
     conf = GresConf(path=path, autodetect=None, gpus=[], errors=[])
     short = hostname.split(".", 1)[0]
     for number, raw in enumerate(text.splitlines()[:MAX_LINES], start=1):
-        fields = _tokens(raw.split("#", 1)[0])
+        fields = line_fields(raw.split("#", 1)[0])
         if not fields:
             continue
         try:
-            if "nodename" in fields and short not in _names(fields["nodename"]):
+            if "nodename" in fields and short not in expand_names(fields["nodename"]):
                 continue
             if "autodetect" in fields:
                 conf.autodetect = fields["autodetect"].lower()
@@ -85,7 +67,7 @@ def parse_gres(text: str, path: str, hostname: str) -> GresConf:
                 cores = read_cpulist(fields["cores"])
                 if cores is None:
                     raise ValueError(f"Cores={fields['cores']!r} is not a core list")
-            for device in _names(fields["file"]):
+            for device in expand_names(fields["file"]):
                 match = _DEVICE.fullmatch(device)
                 if match:
                     conf.gpus.append(GresGpu(number, device, int(match.group(1)),

@@ -28,19 +28,33 @@ def read_values(host, path: str = SLURM_CONF) -> dict[str, str]:
     return parse_values(text) if text is not None else {}
 
 
+def line_fields(line: str) -> dict[str, str]:
+    """The `Key=Value` words of one slurm.conf or gres.conf line, keys in lower case."""
+    out = {}
+    for token in line.split():
+        key, eq, value = token.partition("=")
+        if eq:
+            out[key.lower()] = value
+    return out
+
+
+def expand_names(pattern: str) -> list[str]:
+    """A Slurm host or file list with brackets (/dev/nvidia[0-3], gpu[01-16]) expanded."""
+    import hostlist  # python-hostlist: Slurm's own bracket syntax
+
+    try:
+        return hostlist.expand_hostlist(pattern)
+    except hostlist.BadHostlist as exc:
+        raise ValueError(f"{pattern!r}: {exc}") from None
+
+
 def node_values(text: str, hostname: str) -> dict[str, str] | None:
     """This node's `NodeName=` line as {key in lower case: value}, over the `NodeName=DEFAULT`
     values before it; None when no line names the host (short name, brackets expanded)."""
-    from gpunode.host.facts.gres import _names  # python-hostlist: Slurm's bracket syntax
-
     short = hostname.split(".", 1)[0]
     defaults: dict[str, str] = {}
     for line in text.splitlines()[:MAX_LINES]:
-        fields = {}
-        for token in line.split("#", 1)[0].split():
-            key, eq, value = token.partition("=")
-            if eq:
-                fields[key.lower()] = value
+        fields = line_fields(line.split("#", 1)[0])
         name = fields.get("nodename")
         if name is None:
             continue
@@ -48,7 +62,7 @@ def node_values(text: str, hostname: str) -> dict[str, str] | None:
             defaults.update(fields)
             continue
         try:
-            if short in _names(name):
+            if short in expand_names(name):
                 return {**defaults, **fields}
         except ValueError:
             continue  # a host list Slurm would refuse too
