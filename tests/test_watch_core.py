@@ -243,6 +243,17 @@ def test_duplicates_from_two_sources_are_handled_once(tmp_path):
     assert w.seen == {}  # old keys are forgotten: the dedup set stays small
 
 
+def test_two_faults_in_one_second_each_reported_by_both_sources_are_two_events(tmp_path):
+    """NVML sees two Xids of one GPU within a second, then the kernel log reports the same two:
+    two faults, handled twice, not three times; a third line from the kernel is a third fault."""
+    w, taken, _ = make_watcher(tmp_path)
+    seen = [bool(w.handle(Event(source, "xid", when, "GPU-a", 79)))
+            for source, when in (("nvml", 1000.1), ("nvml", 1000.5), ("kmsg", 1000.12), ("kmsg", 1000.52),
+                                 ("kmsg", 1000.52), ("kmsg", 1000.9))]
+    assert seen == [True, True, False, False, False, True]  # the kernel's third line is a third fault
+    assert len(w.events) == 3 and len(taken) == 3
+
+
 def test_clock_events_are_counted_not_kept_nor_decided(tmp_path):
     """Under load NVML reports clock changes every second: they must not push an Xid out of the
     kept events, wake the policy (an audit-trail line each) or rewrite the state each time."""

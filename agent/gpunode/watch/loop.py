@@ -138,18 +138,18 @@ class Watcher:
         """Whether `event` was handled already: the same (GPU, event, second) from another source
         (one fault that NVML and the kernel log both report), or the same record again. A repeat
         from the same source at another instant is a new event: two identical Xid lines within
-        one second are two faults (an Xid storm, an injection benchmark), not one."""
+        one second are two faults (an Xid storm, an injection benchmark), not one. So a source's
+        n-th report of a key is new only when no other source has reported it n times."""
         key = event.key()
         known = self.seen.get(key)
         if known is None:
             self.seen[key] = (now, {event.source: {event.time}})
             return False
-        times = known[1].get(event.source)
-        if times is None or event.time in times:
-            known[1].setdefault(event.source, set()).add(event.time)
+        mine = known[1].setdefault(event.source, set())
+        if event.time in mine:
             return True
-        times.add(event.time)
-        return False
+        mine.add(event.time)
+        return len(mine) <= max((len(t) for s, t in known[1].items() if s != event.source), default=0)
 
     def act(self, action: Action, now: float) -> None:
         verb = f"would-{action.kind}" if action.shadow else action.kind
