@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,23 @@ def test_watch_status(tmp_path):
     xml_is_refused(args)
     refused = invoke(["watch", "--format", "tsv", "--poll", "0", "--state-dir", str(tmp_path)])  # never starts one
     assert refused.exit_code == 3 and refused.stderr.startswith("gpunode: error: --format goes with --status")
+
+
+def test_watch_status_tsv_is_one_table_when_events_and_actions_are_kept(tmp_path):
+    """A reader of `watch --status --format tsv` gets the checks' header and rows only; the
+    events and actions (tables in the other layouts) go to stderr with the head."""
+    from test_gate_watcher import ok_results, write_state
+
+    from gpunode.watch.events import Event
+
+    write_state(tmp_path, ok_results(), seen=[Event("kmsg", "xid", time.time(), "GPU-a", 79, text="Xid 79")])
+    out = invoke(["watch", "--status", "--state-dir", str(tmp_path), "--format", "tsv"])
+    lines = out.stdout.splitlines()
+    assert lines[0] == "Check\tSubject\tStatus\tMessage" and lines.count(lines[0]) == 1
+    assert all(len(line.split("\t")) == 4 for line in lines), lines
+    assert "event xid gpu=GPU-a code=79: Xid 79" in out.stderr
+    table = invoke(["watch", "--status", "--state-dir", str(tmp_path), "--format", "plain"]).stdout
+    assert "Xid 79" in table  # the other layouts keep the events table
 
 
 def test_slurm_install(tmp_path):

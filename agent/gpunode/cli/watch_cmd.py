@@ -267,19 +267,28 @@ def _print_summary(doc: dict, fresh: str) -> None:
     for c in doc["checks"]:
         if c["status"] not in ("PASS", "SKIP"):
             print(f"{c['status']:5s} {c['id']}{' ' + c['subject'] if c.get('subject') else ''}: {c['message']}")
-    for e in doc["events"][-10:]:
-        print(f"event {e['kind']} gpu={e.get('gpu')} code={e.get('code')}: {e['text']}")
-    for a in (doc.get("actions") or [])[-10:]:
-        print(f"action {a.get('action')}: {a.get('reason')}")
+    for line in _event_lines(doc):
+        print(line)
+
+
+def _event_lines(doc: dict) -> list[str]:
+    """The last events and actions, a line each."""
+    return ([f"event {e['kind']} gpu={e.get('gpu')} code={e.get('code')}: {e['text']}" for e in doc["events"][-10:]]
+            + [f"action {a.get('action')}: {a.get('reason')}" for a in (doc.get("actions") or [])[-10:]])
 
 
 def _show_status(doc: dict, fresh: str, layout: str) -> None:
     """--status --format table|plain|tsv: every check a row, then the events and actions the
-    summary shows, each a table; the summary's head and sources under the checks."""
+    summary shows, each a table; the summary's head and sources under the checks. tsv keeps
+    stdout to one table (the checks): the events and actions go with the head to stderr."""
     head = [f"gpunode watch on {doc.get('host')}: {doc.get('verdict')}; {fresh}; pid {doc['pid']}"]
     head += [f"source {name}: {said}" for name, said in sorted((doc.get("sources") or {}).items())]
+    if layout == "tsv":
+        head += _event_lines(doc)
     show_rows("gpunode watch --status", CHECK_COLUMNS,
               [[c["id"], c.get("subject") or "", c["status"], c["message"]] for c in doc["checks"]], layout, head)
+    if layout == "tsv":
+        return
     if doc["events"]:
         show_rows("events", ("Kind", "GPU", "Code", "Text"),
                   [[e["kind"], e.get("gpu"), e.get("code"), e["text"]] for e in doc["events"][-10:]], layout)
