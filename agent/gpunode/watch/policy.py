@@ -25,6 +25,7 @@ from gpunode.checks.xid import DESCRIPTIONS, XidEvent, recovery_target
 from gpunode.watch import xid_catalog as catalog
 from gpunode.watch.events import Action, Event, PolicyState
 
+SOURCE_KEYS = frozenset({"clock_events"})  # `watch:` keys of the sources (cli/watch_cmd.build_watcher)
 WATCH_REASON = "gpunode: watch:"  # the prefix of every reason the watcher sets (slurm.scontrol knows it)
 DRAIN = "drain"  # the class of a polled check that failed K polls: drain, no remediation
 
@@ -50,7 +51,6 @@ class WatchConfig:
     remediate: str | None = None  # None | "reset": reset a GPU of the reset class when idle
     shadow: bool = False
     prove_level: int = 1  # the diag level that proves a fix before the node returns
-    clock_events: bool = False  # the NVML source's, not the policy's: wait on clock events too (costly)
     # GPU UUID / PCI address / label -> board serial (escalation memory is per serial).
     serials: Mapping[str, str] = field(default_factory=dict)
     # now -> PartitionView, or None when sinfo cannot be read; None: no Slurm (no breaker to hold).
@@ -61,8 +61,9 @@ class WatchConfig:
 
     @classmethod
     def from_site(cls, settings: Mapping | None, **facts) -> WatchConfig:
-        """The config file's `watch:` mapping (validated by gpunode.config) -> WatchConfig."""
-        known = {k: v for k, v in (settings or {}).items() if v is not None}
+        """The config file's `watch:` mapping (validated by gpunode.config) -> WatchConfig; the
+        sources' own keys (SOURCE_KEYS) are read where the sources are built, not here."""
+        known = {k: v for k, v in (settings or {}).items() if v is not None and k not in SOURCE_KEYS}
         return cls(**known, **facts)
 
 
