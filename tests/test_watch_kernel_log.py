@@ -211,6 +211,23 @@ def test_a_journalctl_that_exits_is_said_and_started_again_after_its_last_cursor
     assert first == ["exit", "-n", "0"] and again == ["exit", f"--after-cursor={last}"]
 
 
+def test_a_journalctl_that_exits_before_any_record_is_started_again_from_its_first_start(tmp_path):
+    """No kernel record yet (a quiet, healthy node) gives no cursor: the restart must not read
+    from `now` again (-n 0), or what the kernel logged in the restart gap is lost."""
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    argv, said = fake_journalctl(tmp_path, str(empty), "exit")
+    source = Journald(queue.Queue(), Runner(), argv=argv, boot_epoch=1000.0)
+    source.start()
+    read_until_end(source)
+    source.ended()
+    source.start()
+    read_until_end(source)
+    source.ended()
+    first, again = [json.loads(line) for line in said.read_text().splitlines()]
+    assert first == ["exit", "-n", "0"] and again == ["exit", f"--since=@{int(source.first_start)}"]
+
+
 def test_without_kmsg_the_kernel_log_comes_through_journald_and_stops_with_the_watcher(tmp_path):
     argv, _ = fake_journalctl(tmp_path, "hgx-faults.json", "wait")
     out: queue.Queue = queue.Queue()

@@ -208,8 +208,8 @@ class Journald:
     """The kernel log through journald, for hosts where /dev/kmsg cannot be opened (a container):
     `journalctl -k -f -o json` started by the Runner, its lines read as they come (bounded, without
     blocking), the same parsing and events as Kmsg. A journalctl that ends is said in the status
-    and started again after restart_s from the cursor of the last entry read (--after-cursor):
-    nothing in between is lost, nothing is read twice. `runner`: anything with stream(argv)."""
+    and started again after restart_s from the cursor of the last entry read (--after-cursor), or
+    from its first start where it read none (--since): nothing in between is lost. `runner`: anything with stream(argv)."""
 
     name = "journald"
 
@@ -224,6 +224,7 @@ class Journald:
         self.restart_s = restart_s
         self.status = "not started"
         self.cursor: str | None = None
+        self.first_start: float | None = None  # epoch of the first start (a restart with no cursor yet reads from it)
         self.stream = None
 
     def start(self) -> None:
@@ -231,7 +232,12 @@ class Journald:
             from gpunode.host.runner import Runner
 
             self.runner = Runner()
-        since = FROM_NOW if self.cursor is None else (f"--after-cursor={self.cursor}",)  # where the last one stopped
+        if self.cursor is not None:  # where the last one stopped
+            since: tuple[str, ...] = (f"--after-cursor={self.cursor}",)
+        elif self.first_start is None:
+            self.first_start, since = time.time(), FROM_NOW
+        else:  # it ended before any kernel record: what came in the gap is read (a repeat is de-duplicated)
+            since = (f"--since=@{int(self.first_start)}",)
         self.stream = self.runner.stream([*self.argv, *since])
         self.status = "ok"
 
