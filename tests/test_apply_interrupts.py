@@ -306,6 +306,7 @@ def test_a_rollback_whose_journal_fails_goes_on_restoring_and_says_so(tmp_path, 
     doc = json.loads(full.stdout)
     validate(doc)
     assert doc["exit_code"] == 3 and [r["status"] for r in doc["restores"]] == ["restored"] * 9
+    assert doc["result"] == "complete"  # every change is back; the journal's lack is journal_unrecorded
     assert len(doc["journal_unrecorded"]["records"]) == unrecorded
     why = "No space left on device" if fault.startswith("ENOSPC") else "Input/output error"
     assert why in doc["journal_unrecorded"]["reason"]

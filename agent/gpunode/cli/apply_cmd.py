@@ -82,13 +82,8 @@ def apply(
     if proof is not None and not as_json:
         from gpunode.tune.prove import render_prove
 
-        _unless_gone(lambda: render_prove(proof, _stdout()), hung_up)
+        _unless_gone(lambda: render_prove(proof, stdout_console()), hung_up)
     raise typer.Exit(code)
-
-
-def _stdout():
-    """The stdout console of apply and rollback: a closed pipe reaches _unless_gone (rich would exit 1)."""
-    return raise_broken_pipe(stdout_console())
 
 
 def _unless_gone(report, hung_up: bool) -> None:
@@ -153,7 +148,7 @@ def _print_apply(outcome, host, profile_name: str, dry_run: bool, as_json: bool,
         typer.echo(dumps({**apply_document(meta, outcome.rows, outcome.plan, outcome.result, outcome.reason,
                                            outcome.restored), **(extra or {})}), nl=False)
         return
-    console = _stdout()
+    console = stdout_console()
     verb = "plan" if dry_run else "apply"
     notes = raise_broken_pipe(stderr_console()) if layout == "tsv" else console  # tsv: rows only on stdout, the lines below on stderr
     # what is not applicable here is a row too, so the plan tells everything the profile asked
@@ -314,16 +309,17 @@ def _restore_counts(results, host, state) -> str:
 def _print_rollback(outcome, as_json: bool, layout: str | None = None) -> None:
     from gpunode.outputs import dumps
     from gpunode.tune.render import ROLLBACK_SCHEMA, render_restores
+    from gpunode.tune.rollback import rollback_result
 
     record, results, code = outcome.record, outcome.results, outcome.exit_code
     if as_json:
         typer.echo(dumps({"schema": ROLLBACK_SCHEMA, "id": record.id, "profile": record.begin.get("profile"),
-                          "result": "complete" if code == 0 else "partial", "exit_code": code,
+                          "result": rollback_result(results), "exit_code": code,
                           "restores": [r.to_json() for r in results],
                           **({"journal_unrecorded": {"records": outcome.unrecorded, "reason": outcome.unrecorded_why}}
                              if outcome.unrecorded else {})}), nl=False)
         return
-    render_restores(_stdout(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results,
+    render_restores(stdout_console(), f"gpunode rollback {record.id} (profile {record.begin.get('profile')})", results,
                     layout)
     for r in results:
         if r.status in ("left", "error"):

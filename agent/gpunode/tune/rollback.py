@@ -62,6 +62,12 @@ class RollbackUnrecorded(JournalWriteError):
         self.unrecorded, self.why = journal.unrecorded, journal.why
 
 
+def rollback_result(results: list[RestoreResult]) -> str:
+    """complete: every change is back (restored, or found never written); partial: some were
+    left or failed. What the journal could not record is another matter (RollbackUnrecorded)."""
+    return "complete" if all(r.status in ("restored", "not-written") for r in results) else "partial"
+
+
 def describe_record(entry: dict) -> str:
     """A journal record in a few words, for the list of those the journal could not keep."""
     kind = entry.get("type")
@@ -156,8 +162,7 @@ def rollback_record(env: ApplyEnv, record, journal, now_iso: str) -> list[Restor
         if change is not None:
             actions.clean(env, change)
             results.append(RestoreResult(seq, change, "restored", "by an earlier rollback of this apply"))
-    complete = all(r.status in ("restored", "not-written") for r in results)
-    journal.append({"type": "rollback-end", "time": now_iso, "result": "complete" if complete else "partial",
+    journal.append({"type": "rollback-end", "time": now_iso, "result": rollback_result(results),
                     "left": [r.to_json() for r in results if r.status not in ("restored", "not-written")]})
     if journal.unrecorded:
         raise RollbackUnrecorded(record, results, journal)
