@@ -2,8 +2,8 @@
 """How fast `gpunode watch` turns a fault into an action, measured end to end (issue 22):
 
 1. Xid -> drain requested: an `NVRM: Xid (PCI:...): 95` line (NVIDIA's reset class: the policy
-   drains) written into /dev/kmsg where this process may write it (root), else into a pipe fed
-   to the watcher's kernel-log source (the output says which); the time from the write to the
+   drains) written into a pipe fed to the watcher's kernel-log source, or with --kmsg dev into
+   the real /dev/kmsg (root; the output says which); the time from the write to the
    actor being called with the drain (`would-drain`: the watcher runs in shadow mode, nothing is
    done). >= 20 injections, each on its own PCI address (--same-gpu: all on one, identical
    lines, which the watcher must count as repeats, not merge) and from a clean policy state
@@ -18,10 +18,12 @@
    cupy, whichever is installed) reports when its context exists; the time until the watcher's
    health.json lists it as a foreign_process event. Needs a GPU; --dry uses a scripted NVML.
 
-Lines written into /dev/kmsg stay in this boot's kernel log: the gate's gpu.xid check will FAIL on
-them for its window (xid_window_hours). On a shared machine use --kmsg pipe.
+--kmsg dev only on a test machine: lines written into /dev/kmsg stay in this boot's kernel log,
+the gate's gpu.xid check FAILs on them for its window (xid_window_hours), and a resident
+`gpunode watch` that is not in shadow mode drains the node for them (their PCI addresses may be
+real GPUs'). Hence the pipe is the default.
 
-    PYTHONPATH=agent python3 benchmarks/watch_latency.py --json watch-latency.json
+    PYTHONPATH=agent python3 benchmarks/watch_latency.py --kmsg dev --json watch-latency.json
     PYTHONPATH=agent python3 benchmarks/watch_latency.py --dry --json out.json   # no GPU, a pipe
 """
 
@@ -126,7 +128,7 @@ def xid_to_drain(n: int, mode: str, poll, same_gpu: bool = False) -> dict:
     from gpunode.watch.policy import WatchConfig
 
     writable = os.access("/dev/kmsg", os.W_OK)
-    use_dev = mode == "dev" or (mode == "auto" and writable)
+    use_dev = mode == "dev"
     if use_dev and not writable:
         raise SystemExit("/dev/kmsg is not writable here (root needed): use --kmsg pipe")
     called: queue.Queue = queue.Queue()
@@ -261,8 +263,8 @@ def foreign_process(dry: bool, hold_s: float = 5.0) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--injections", type=int, default=25, help="Xid lines to inject (>= 20)")
-    parser.add_argument("--kmsg", choices=("auto", "dev", "pipe"), default="auto",
-                        help="auto: /dev/kmsg where writable, else a pipe")
+    parser.add_argument("--kmsg", choices=("pipe", "dev"), default="pipe",
+                        help="dev: the real /dev/kmsg (a test machine only: see above)")
     parser.add_argument("--same-gpu", action="store_true",
                         help="inject identical lines for one PCI address (repeats must not be merged)")
     parser.add_argument("--with-polls", action="store_true",
