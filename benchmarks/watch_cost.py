@@ -153,10 +153,13 @@ def main() -> int:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=60)
             if load is not None:
+                ended = load.poll()  # before the kill: a load that failed on its own (no torch, no GPU)
                 load.kill()
                 load.wait()
-                with open(os.path.join(tmp, "load.err")) as fh:
-                    load_said = load_said or (fh.read().strip().splitlines() or [None])[-1]
+                if ended not in (None, 0):
+                    with open(os.path.join(tmp, "load.err")) as fh:
+                        last = (fh.read().strip().splitlines() or ["no output"])[-1]
+                    load_said = f"the GPU load failed (exit {ended}): {last}"
     steady = [s for s in samples if s["t"] - started >= (2.0 if args.dry else STARTUP_S)]
     result = {"schema": "gpunode.watch_cost/1", "host": platform.node(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               "dry": args.dry, "argv": argv[1:], "exit_code": proc.returncode,
@@ -167,9 +170,10 @@ def main() -> int:
     if "steady" in marks:
         upto = marks.get("load", marks["end"])
         result["idle"] = phase(samples, marks["steady"][0], upto[0], marks["steady"][1], upto[1])
-    if "load" in marks:
+    if "load" in marks and load_said is None:
         result["under_gpu_load"] = phase(samples, marks["load"][0], marks["end"][0] + 1, marks["load"][1],
                                          marks["end"][1])
+    if "load" in marks:
         result["gpu_load"] = load_said or "torch bf16 8192x8192 matmul, 20 per 50 ms pause"
     steady_cost = result["after_startup"] or result["whole_run"]
     print(f"gpunode watch over {steady_cost.get('wall_s')} s after start-up: CPU {steady_cost.get('cpu_pct_own')} % of "
