@@ -62,7 +62,7 @@ def _install_prove_replay(path: str) -> None:
     def replayed(host):
         data = load_json(path)
         docs = [BenchDocument.from_json(data["before"]), BenchDocument.from_json(data["after"])]
-        return lambda: docs.pop(0)
+        return lambda between=None: docs.pop(0)
 
     prove.bench_for_prove = replayed
 

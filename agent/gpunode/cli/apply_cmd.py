@@ -49,7 +49,7 @@ def apply(
     fmt: ResultFormatOption = None,
     config: str = typer.Option(None, "--config", help="Config file (default $GPUNODE_CONFIG or /etc/gpunode/config.yaml)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Apply to the live host without asking (scripts, playbooks). Without it the plan is shown and confirmed on a terminal."),
-    prove: bool = typer.Option(False, "--prove", help="Bench (quick GEMM, HBM, host copies) before and after; keep the change only if no figure got worse beyond the measured noise, else roll it back (exit 3)."),
+    prove: bool = typer.Option(False, "--prove", help="Bench (quick GEMM, HBM, host copies) before and after; keep the change only if no figure got worse beyond the measured noise, else roll it back (exit 3; a signal during the second bench rolls it back too: 128 + its number)."),
 ) -> None:
     """Change this host to a profile: journaled, verified, rolled back on failure. On the live host
     the plan is shown and confirmed first (--yes for scripts). A journal write that fails (disk full)
@@ -70,7 +70,7 @@ def apply(
         _warn_all(job.state)
         raise
     code = proof.exit_code if proof else outcome.exit_code
-    hung_up = outcome.signal is not None
+    hung_up = outcome.signal is not None or (proof is not None and proof.signal is not None)
 
     def report() -> None:
         _warn_all(job.state)
@@ -78,12 +78,22 @@ def apply(
                      proof.apply_fields() if proof else None, code, layout)
 
     _unless_gone(report, hung_up)
-    apply_case.trail(job, outcome)
-    if proof is not None and not as_json:
-        from gpunode.tune.prove import render_prove
-
-        _unless_gone(lambda: render_prove(proof, stdout_console()), hung_up)
+    apply_case.trail(job, outcome, proof)
+    if proof is not None:
+        _unless_gone(lambda: _report_proof(proof, job, as_json), hung_up)
     raise typer.Exit(code)
+
+
+def _report_proof(proof, job, as_json: bool) -> None:
+    """The before/after table (the JSON document holds it), and what the journal could not record
+    of the rollback --prove made, as `gpunode rollback` says it."""
+    from gpunode.tune.prove import render_prove
+
+    if not as_json:
+        render_prove(proof, stdout_console())
+    if proof.unrecorded:
+        _report_unrecorded_rollback(proof.unrecorded, proof.unrecorded_why, proof.restored, proof.apply.apply_id,
+                                    job.host, job.state)
 
 
 def _unless_gone(report, hung_up: bool) -> None:
@@ -266,7 +276,8 @@ def rollback(
         _warn_all(job.state)
         _print_rollback(outcome, as_json, layout)
         if outcome.unrecorded:
-            _report_unrecorded_rollback(outcome, job)
+            _report_unrecorded_rollback(outcome.unrecorded, outcome.unrecorded_why, outcome.results,
+                                        outcome.record.id, job.host, job.state)
 
     # a signal during the restores only waited: the exit code is the rollback's own, as with Ctrl-C
     _unless_gone(report, outcome.signal is not None)
@@ -283,7 +294,7 @@ def _print_nothing_to_roll_back(outcome, as_json: bool) -> None:
                           "exit_code": 0, "restores": []}), nl=False)
 
 
-def _report_unrecorded_rollback(outcome, job) -> None:
+def _report_unrecorded_rollback(unrecorded: list[str], why: str, results, apply_id: str, host, state) -> None:
     """The journal failed during the restores (disk full): they went on; say what the host is
     now (the table or JSON lists each), what the journal lacks and how to settle it."""
     from gpunode.tune.session import undo_command
@@ -291,10 +302,10 @@ def _report_unrecorded_rollback(outcome, job) -> None:
     def say(text: str) -> None:
         print(f"gpunode: {text}", file=sys.stderr)
 
-    say(f"error: the journal could not record {len(outcome.unrecorded)} record(s) of this rollback "
-        f"({outcome.unrecorded_why}): {', '.join(outcome.unrecorded)}")
-    say(f"the restores went on: {_restore_counts(outcome.results, job.host, job.state)}")
-    say(f"run `{undo_command(job.host, job.state, outcome.record.id)}` once the state dir can be written: it "
+    say(f"error: the journal could not record {len(unrecorded)} record(s) of this rollback "
+        f"({why}): {', '.join(unrecorded)}")
+    say(f"the restores went on: {_restore_counts(results, host, state)}")
+    say(f"run `{undo_command(host, state, apply_id)}` once the state dir can be written: it "
         "finds each value already back and settles the journal")
 
 

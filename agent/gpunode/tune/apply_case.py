@@ -173,15 +173,23 @@ def _apply(job: ApplyJob, env, confirm, control):
     return apply_profile(env, job.profile, job.settings, job.state, dry_run=req.dry_run, **kw), None
 
 
-def trail(job: ApplyJob, outcome) -> None:
-    """The audit trail (syslog/journal) of an apply that did or tried something."""
+def trail(job: ApplyJob, outcome, proof=None) -> None:
+    """The audit trail (syslog/journal) of an apply that did or tried something; with --prove, what
+    the proof kept (a change it rolled back is not left reading "applied")."""
     if job.req.dry_run or outcome.result == "nothing-to-change":
         return
+    import signal
+
     from gpunode.trail import log
 
+    said = proof or outcome
+    stopped = proof.signal if proof is not None else None  # a signal stopping the batch is in its reason
     log("apply", {"id": outcome.apply_id, "profile": job.profile.name, "root": str(job.req.sysroot or "/"),
-                  "result": outcome.result, "reason": outcome.reason,
-                  "changes": sum(1 for r in outcome.rows if r["status"] == "applied")}, None if job.req.boot else job.config)
+                  "result": said.result, "reason": said.reason,
+                  "changes": sum(1 for r in outcome.rows if r["status"] == "applied"),
+                  "signal": signal.Signals(stopped).name if stopped else None,
+                  "unrecorded": len(proof.unrecorded) if proof is not None and proof.unrecorded else None},
+        None if job.req.boot else job.config)
 
 
 @dataclass

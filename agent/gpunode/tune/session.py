@@ -45,13 +45,18 @@ class ApplyOutcome:
     @property
     def exit_code(self) -> int:
         if self.signal is not None:
-            return 128 + self.signal  # as a shell reports a command a signal ended
+            return signal_exit_code(self.signal)
         if self.result == "failed":
             return 3
         if self.result in ("applied", "nothing-to-change") and any(
                 r["status"] == "blocked" or (r["status"] == "applied" and r["reboot_required"]) for r in self.rows):
             return 1  # done, but the host is not yet at the profile (reboot pending, GPU reset, refused)
         return 0
+
+
+def signal_exit_code(signum: int) -> int:
+    """The exit code of a run a signal stopped (and rolled back): as a shell reports a command a signal ended."""
+    return 128 + signum
 
 
 def host_root(host) -> str:
