@@ -94,6 +94,16 @@ def test_a_reason_set_by_someone_else_is_never_touched(doc):
     assert action.action == "left-foreign"
 
 
+@pytest.mark.parametrize("doc", [document(OK), document(BAD)])
+def test_a_drain_someone_asked_for_through_gpunode_is_never_touched(doc):
+    """`gpunode slurm drain` / `fleet locate --drain` (a network fault): a GPU burn-in proves
+    nothing about it; it overwrote the reason before the run and resumed the node on OK."""
+    reason = "gpunode: drain: fleet locate tcp: node fault, failed 2 of 2 tests"
+    runner, during, action = cycle(reason, doc)
+    assert runner.updates == [] and during == ("IDLE+DRAIN", reason)
+    assert action.action == "unchanged" and runner.reason == reason
+
+
 def test_without_scontrol_nothing_breaks():
     class Missing(Runner):
         def run(self, argv, timeout=10.0, **kw):

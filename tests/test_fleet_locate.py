@@ -339,7 +339,7 @@ def test_report_names_the_node_with_its_evidence_and_a_drain_suggestion():
     assert node["nodes"] == ["gpu-03.example"] and node["anchors_agreeing"] == 1 and len(node["evidence"]) == 2
     assert {t["role"] for t in node["evidence"]} == {"match", "anchor"}
     # the suggestion is gpunode's own drain (it leaves a reason someone else set), the reason short
-    assert doc["drain"] == ["gpunode slurm drain gpu-03 --reason 'gpunode: fleet locate tcp: node fault, failed 2 of 2 tests'"]
+    assert doc["drain"] == ["gpunode slurm drain gpu-03 --reason 'gpunode: drain: fleet locate tcp: node fault, failed 2 of 2 tests'"]
     plain = render_text(doc, "plain")
     assert "FAIL node gpu-03.example" in plain and "suggested: gpunode slurm drain gpu-03" in plain and "in 3.5s" in plain
     tsv = render_text(doc, "tsv").splitlines()

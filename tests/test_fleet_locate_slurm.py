@@ -200,9 +200,9 @@ def test_drain_runs_only_when_asked_and_through_gpunode_slurm_drain():
                       (lambda a: a[:2] == ["scontrol", "update"], CommandResult([], 0, ""))])
     drain_faults(doc, Slurm(runner))
     assert runner.calls[-1] == ["scontrol", "update", "nodename=gpu-03", "state=drain",
-                                "reason=gpunode: fleet locate tcp: node fault, failed 2 of 2 tests"]
+                                "reason=gpunode: drain: fleet locate tcp: node fault, failed 2 of 2 tests"]
     assert doc["drained"] == [{"node": "gpu-03", "action": "drained",
-                               "detail": "gpunode: fleet locate tcp: node fault, failed 2 of 2 tests"}]
+                               "detail": "gpunode: drain: fleet locate tcp: node fault, failed 2 of 2 tests"}]
     assert doc["exit_code"] == 2
     foreign = (FIX / "slurm" / "show-node-drain-foreign.txt").read_text()
     runner = Answers([(lambda a: a[:3] == ["scontrol", "show", "node"], CommandResult([], 0, foreign))])
@@ -215,12 +215,17 @@ def test_drain_runs_only_when_asked_and_through_gpunode_slurm_drain():
     (["--slurm", "-i", "inv.ini"], "give -i INVENTORY or --slurm/--job, not both"),
     ([], "give -i INVENTORY, or --slurm inside a Slurm allocation"),
     (["--job", "1x"], "--job '1x': give a job id (a number)"),
+    # inventory-only options were ignored under --slurm/--job: the whole allocation was tested
+    (["--slurm", "--limit", "gpu-01:gpu-02"], "--limit: only with -i INVENTORY, not with --slurm/--job"),
+    (["--job", "42", "-l", "gpu-01"], "--limit: only with -i INVENTORY"),
+    (["--slurm", "--playbooks", "pb", "--state-dir", "st"], "--playbooks, --state-dir: only with -i INVENTORY"),
 ])
 def test_usage_errors(monkeypatch, args, message):
     for var in ("SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_NODELIST"):
         monkeypatch.delenv(var, raising=False)
     result = CliRunner().invoke(app, ["fleet", "locate", *args])
     assert result.exit_code == USAGE_EXIT and f"gpunode: error: {message}" in result.output
+    assert result.output.count("gpunode: error:") == 1
 
 
 # --- a real Slurm: two slurmd on this host ----------------------------------------------------

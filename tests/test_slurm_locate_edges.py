@@ -88,7 +88,7 @@ def test_a_reason_whose_second_line_looks_like_ours_stays_someone_elses():
     node = parse_show_node((FIX / "show-node-reason-line-break.txt").read_text())
     assert node.reason == "ops: cable" and not node.reason_is_ours
     slurm = Slurm(Answers([]))  # any scontrol call would be refused (not expected)
-    assert settle_node(slurm, node, "gpunode: fleet locate tcp: node fault").action == "left-foreign"
+    assert settle_node(slurm, node, "gpunode: drain: fleet locate tcp: node fault").action == "left-foreign"
     assert settle_node(slurm, node, None).action == "left-foreign"  # the gate never resumes it
 
 
@@ -225,7 +225,7 @@ def test_the_node_to_drain_is_slurms_name_as_is_never_a_cut_of_it():
     names = [f"gpu{i}.rack2" for i in range(8)]
     doc = locate_document(outcome, names, test="tcp", unit="Gb/s", seed=4, repeat=1, ratio=0.8, expectation=None,
                           expectation_source="fleet median", slurm_job="7")
-    assert doc["drain"] == ["gpunode slurm drain gpu3.rack2 --reason 'gpunode: fleet locate tcp: node fault, "
+    assert doc["drain"] == ["gpunode slurm drain gpu3.rack2 --reason 'gpunode: drain: fleet locate tcp: node fault, "
                             "failed 2 of 2 tests'"] and doc["slurm_job"] == "7"
     runner = Answers([(lambda a: a[:3] == ["scontrol", "show", "node"], CommandResult([], 1, "Node x not found\n"))])
     drain_faults(doc, Slurm(runner))
@@ -313,3 +313,56 @@ def test_a_program_missing_on_a_node_stops_the_run_and_names_no_fault():
             run_locate(rounds, 1, seed, 0.5, None)
         sides |= {a[7] for a in runner.calls if "--nodelist=lnode2" in a and "iperf3" in a}
     assert sides == {"--server", "--client"}  # both roles were met
+
+
+def test_a_node_fault_scontrol_cannot_name_is_its_error_and_the_report_still_comes_out():
+    """-i mode: an inventory host `fd00::7` (IPv6) found faulty. --drain checked each name while
+    draining: gpu-03 was drained, then UsageError (exit 3) and no report. Now every name is checked
+    first; the bad one is its node's error, the others drained, the report says both (the FAIL
+    stays the exit code, as for scontrol failing on a node)."""
+    from gpunode.fleet.locate.report import locate_document
+    from gpunode.fleet.locate.session import drain_faults
+    from gpunode.fleet.locate.simulate import Fleet
+
+    outcome, _ = Fleet(8, bad_nodes=(3, 5), figures=True).run(random.Random(4))
+    names = [f"gpu-{i:02d}" for i in range(8)]
+    names[5] = "fd00::7"
+    doc = locate_document(outcome, names, test="tcp", unit="Gb/s", seed=4, repeat=1, ratio=0.8, expectation=None,
+                          expectation_source="fleet median")
+    assert [v["nodes"] for v in doc["verdicts"] if v["kind"] == "node"] == [["gpu-03"], ["fd00::7"]]
+    idle = (FIX / "show-node-idle.txt").read_text().replace("NodeName=vm", "NodeName=gpu-03")
+    runner = Answers([(lambda a: a[:3] == ["scontrol", "show", "node"], CommandResult([], 0, idle)),
+                      (lambda a: a[:2] == ["scontrol", "update"], CommandResult([], 0, ""))])
+    drain_faults(doc, Slurm(runner))
+    assert [(d["node"], d["action"]) for d in doc["drained"]] == [("fd00::7", "error"), ("gpu-03", "drained")]
+    assert "not drained: node 'fd00::7' is not a host name" in doc["drained"][0]["detail"]
+    assert [c[:3] for c in runner.calls] == [["scontrol", "show", "node"], ["scontrol", "update", "nodename=gpu-03"]]
+    assert doc["exit_code"] == 2
+
+
+def test_no_ss_on_a_node_stops_the_run_and_names_no_fault():
+    """`ss` (the listen probe, a step on the server's node) not installed on lnode2: slurmstepd's
+    execve error read as "no server listening", a failed test, so lnode2 could be named a node
+    fault and drained. It is gpunode's setup, as a missing iperf3: exit 3 naming it."""
+    from test_fleet_locate_slurm import STILL_RUNNING, _iperf
+
+    from gpunode.fleet.locate import pairtests
+    from gpunode.fleet.locate.algorithm import Round
+    from gpunode.fleet.locate.srun import Allocation, SrunRounds
+
+    names = ["lnode1", "lnode2"]
+    alloc = Allocation("7", names, {"lnode1": "10.0.0.1", "lnode2": "10.0.0.2"})
+    stderr = (FIX / "srun-execve-missing.stderr").read_text().replace("nosuchprog", "ss")
+    steps = _iperf()
+
+    def answer(argv):
+        if "--nodelist=lnode2" in argv and "ss" in argv:
+            return CommandResult([], 2, "", stderr)
+        return steps.run(argv)
+
+    runner = Answers([STILL_RUNNING, (lambda a: True, answer)])
+    rounds = SrunRounds(pairtests.PLUGINS["tcp"], pairtests.Config(), alloc, runner, sleep=lambda s: None)
+    with pytest.raises(FleetError, match="lnode2: ss: No such file or directory: install"):
+        rounds(Round("match", [(0, 1)], roles=["match"]))  # lnode2 is the server: its port is probed
+    probes = [a for a in runner.calls if "ss" in a]
+    assert len(probes) == 1 and "--nodelist=lnode2" in probes[0]  # no 30 tries for a program that is not there

@@ -148,6 +148,29 @@ def test_resume_only_our_own_drain():
     assert _updates(runner) == []
 
 
+@pytest.mark.parametrize("state", ["IDLE+DRAIN", "ALLOCATED+DRAIN", "DOWN+DRAIN"])
+def test_a_drain_someone_asked_for_is_never_resumed_nor_overwritten(state):
+    """`gpunode slurm drain` and `fleet locate --drain` set `gpunode: drain: ...` (a network fault
+    the GPU checks cannot see): a passing health check resumed it, a gate's FAIL or a burn-in's
+    drain overwrote it. gpunode leaves it; a person resumes the node."""
+    slurm, runner = _slurm()
+    for reason in ("gpunode: drain: fleet locate tcp: node fault, failed 2 of 2 tests", "gpunode: drain: cable"):
+        node = _node(state, reason)
+        assert not node.reason_is_ours  # burn-in and the watcher's reboot leave it too
+        healthy = settle_node(slurm, node, None)
+        assert healthy.action == "unchanged" and "until a person resumes it" in healthy.detail
+        assert settle_node(slurm, node, "gpunode: x: y").action == "unchanged"
+        assert settle_node(slurm, node, reason) == ("unchanged", f"already drained: {reason}")
+    assert _updates(runner) == []
+
+
+def test_the_gates_own_reason_is_not_held_by_a_lookalike_of_the_drain_prefix():
+    slurm, runner = _slurm()
+    for reason in ("gpunode: drainage.check GPU0: x", "gpunode: x: drain: y"):
+        assert _node("IDLE+DRAIN", reason).reason_is_ours
+        assert settle_node(slurm, _node("IDLE+DRAIN", reason), None).action == "resumed"
+
+
 def test_failed_update_raises():
     runner = ReplayRunner()
     # Someone resumed the node between our read and our update: Slurm refuses, we report it.

@@ -15,8 +15,8 @@ def locate(
     inventory: Path = typer.Option(None, "--inventory", "-i", help="Ansible inventory (INI or YAML file, or a directory)."),
     slurm: bool = typer.Option(False, "--slurm", help="Instead of -i: the nodes of this Slurm allocation (SLURM_JOB_NODELIST; run it in salloc), pair tests as job steps with srun."),
     job: str = typer.Option(None, "--job", help="Like --slurm, for a running job from beside it: its nodes from `scontrol show job JOBID`, steps with srun --jobid."),
-    drain: bool = typer.Option(False, "--drain", help="Drain each node fault (gpunode slurm drain: a gpunode: reason, never over someone else's). Off: the report only suggests it."),
-    limit: str = typer.Option(None, "--limit", "-l", help="Only these hosts or groups (an Ansible pattern)."),
+    drain: bool = typer.Option(False, "--drain", help="Drain each node fault (gpunode slurm drain: a 'gpunode: drain:' reason, which gpunode never lifts; never over someone else's). Off: the report only suggests it."),
+    limit: str = typer.Option(None, "--limit", "-l", help="With -i: only these hosts or groups (an Ansible pattern)."),
     test: str = typer.Option("tcp", "--test", help="Pair test: tcp (iperf3), ib (ib_write_bw per rail) or nccl (all_reduce_perf across the pair)."),
     repeat: int = typer.Option(1, "--repeat", min=1, max=9, help="Fresh random matchings (and anchors per suspect): 3 for a noisy fabric."),
     seed: int = typer.Option(None, "--seed", help="Seed of the random matchings (the same seed, the same pairs)."),
@@ -34,8 +34,8 @@ def locate(
     fmt: Format = typer.Option(None, "--format", help=FORMAT_HELP, show_default=False),
     html: Path = typer.Option(None, "--html", help="Also write the report as one self-contained HTML page."),
     forks: int = typer.Option(50, "--forks", min=2, max=500, help="Hosts worked on in parallel (a round's tests run at once)."),
-    playbooks: Path = typer.Option(None, "--playbooks", help="Playbook directory (default $GPUNODE_PLAYBOOKS, else the shipped playbooks)."),
-    state_dir: Path = typer.Option(None, "--state-dir", help="Where runs are kept (default /var/lib/gpunode as root, else ~/.local/state/gpunode)."),
+    playbooks: Path = typer.Option(None, "--playbooks", help="With -i: the playbook directory (default $GPUNODE_PLAYBOOKS, else the shipped playbooks)."),
+    state_dir: Path = typer.Option(None, "--state-dir", help="With -i: where runs are kept (default /var/lib/gpunode as root, else ~/.local/state/gpunode)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-round progress on stderr."),
 ) -> None:
     """Find the bad node or the bad link: random pairs, then each member of a failing pair against a

@@ -1,4 +1,4 @@
-"""`gpunode slurm drain NODE... --reason "gpunode: ..."`: drain nodes through scontrol, never
+"""`gpunode slurm drain NODE... --reason "gpunode: drain: ..."`: drain nodes through scontrol, never
 over a reason gpunode did not set (slurm/drain.py). Registered by cli/gate_cmd.py."""
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ DRAIN_SCHEMA = "gpunode.slurm-drain/1"
 
 def drain(
     nodes: list[str] = typer.Argument(..., help="Slurm node names (as sinfo shows them)."),
-    reason: str = typer.Option(..., "--reason", help="Why, starting with 'gpunode:' (e.g. 'gpunode: fleet locate tcp: node fault')."),
+    reason: str = typer.Option(..., "--reason", help="Why, starting with 'gpunode: drain:' (e.g. 'gpunode: drain: fleet locate tcp: node fault')."),
     dry_run: bool = typer.Option(False, "--dry-run", "--check", "-n", help="Read each node and print the scontrol command; change nothing (--check: Ansible's word for it)."),
     fmt: ResultFormatOption = None,
 ) -> None:
-    """Drain NODEs with a gpunode: reason. A node carrying someone else's reason, or the watcher's
+    """Drain NODEs with a 'gpunode: drain:' reason, which gpunode never lifts (the health check
+    leaves it: a person resumes the node). A node carrying someone else's reason, or the watcher's
     drain, is left as it is. Without --format: one line per node (the scontrol command with
     --dry-run). Exit 0 drained (or already), 1 a node left as is, 3 scontrol failed."""
     from gpunode.host.runner import Runner

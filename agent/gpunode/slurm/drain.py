@@ -1,8 +1,11 @@
-"""`gpunode slurm drain NODE... --reason "gpunode: ..."`: drain the nodes gpunode found bad (fleet
-locate's node faults: its report suggests this command, `fleet locate --drain` runs it) with
-the gate's etiquette, scontrol.settle_node: a reason gpunode did not set is never overwritten,
-the watcher's drain is left to the watcher. Every name and the reason are checked before the
-first node is touched; --dry-run reads each node and prints the scontrol argv, changing nothing."""
+"""`gpunode slurm drain NODE... --reason "gpunode: drain: ..."`: drain the nodes gpunode found bad
+(fleet locate's node faults: its report suggests this command, `fleet locate --drain` runs it)
+with the gate's etiquette, scontrol.settle_node: a reason gpunode did not set is never
+overwritten, the watcher's drain is left to the watcher. The reason's `gpunode: drain:` holds the
+node: the gate's health check never resumes it (its GPU checks cannot see a network fault), a
+person does. Every name and the reason are checked before the first node is touched; --dry-run
+reads each node and prints the scontrol argv, changing nothing. Each drain made is one line of
+the audit trail, as the gate's."""
 
 from __future__ import annotations
 
@@ -10,15 +13,15 @@ import io
 from dataclasses import dataclass
 
 from gpunode.exits import UsageError
-from gpunode.fleet.locate.driver import ADDRESS
 from gpunode.slurm.dryrun import DryRunSlurm, dry_action
 from gpunode.slurm.scontrol import (
-    OUR_PREFIX,
+    DRAIN_PREFIX,
     REASON_MAX,
     WATCH_PREFIX,
     Slurm,
     SlurmAction,
     SlurmError,
+    is_node_name,
     settle_node,
 )
 
@@ -38,7 +41,7 @@ def check(nodes: list[str], reason: str) -> str:
     if not nodes:
         raise UsageError("give the nodes to drain")
     for node in nodes:
-        if not ADDRESS.fullmatch(node) or ":" in node or "%" in node:
+        if not is_node_name(node):
             raise UsageError(f"node {node[:60]!r} is not a host name")
         if node.lower() == "all":  # `scontrol update nodename=all` drains every node
             raise UsageError(f"node {node!r}: scontrol reads it as every node; name the nodes")
@@ -47,18 +50,22 @@ def check(nodes: list[str], reason: str) -> str:
     one = " ".join(reason.split())
     if not one.isprintable():  # format and bidi characters (U+202E) would hide what sinfo shows
         raise UsageError("--reason: one line of printable text")
-    if not one.startswith(OUR_PREFIX) or len(one) == len(OUR_PREFIX):
-        raise UsageError(f"--reason {reason[:60]!r}: must start with {OUR_PREFIX!r} and say why "
-                         "(gpunode lifts or keeps only the drains it set)")
     if one.startswith(WATCH_PREFIX):
         raise UsageError(f"--reason: {WATCH_PREFIX!r} is the watcher's own (lifted only by it or a diag): say it another way")
+    if not one.startswith(DRAIN_PREFIX) or len(one) == len(DRAIN_PREFIX):
+        raise UsageError(f"--reason {reason[:60]!r}: must start with {DRAIN_PREFIX!r} and say why "
+                         "(gpunode never lifts such a drain: a person resumes the node)")
     if len(one) > REASON_MAX:
         raise UsageError(f"--reason: {len(one)} characters, at most {REASON_MAX} (sinfo and alerting cut longer ones)")
     return one
 
 
-def drain(slurm: Slurm, nodes: list[str], reason: str, dry_run: bool = False) -> list[Drained]:
-    """Each node in turn: read it, then drain it unless someone else's reason or the watcher holds it."""
+def drain(slurm: Slurm, nodes: list[str], reason: str, dry_run: bool = False,
+          by: str = "slurm drain") -> list[Drained]:
+    """Each node in turn: read it, then drain it unless someone else's reason or a held drain is
+    on it; each drain made goes to the audit trail (`by`: the command that asked for it)."""
+    from gpunode.trail import log
+
     out: list[Drained] = []
     for node in nodes:
         acting = DryRunSlurm(io.StringIO()) if dry_run else slurm  # reads from slurm, acts in acting
@@ -69,6 +76,8 @@ def drain(slurm: Slurm, nodes: list[str], reason: str, dry_run: bool = False) ->
         if dry_run:
             done = dry_action(done) or done
         argv = acting.would_run[-1] if dry_run and acting.would_run else None
+        if done.action == "drained":  # a dry run's is `would-drain`
+            log("drain", {"mode": by, "node": node, "detail": done.detail}, None, "warning")
         out.append(Drained(node, done.action, done.detail, argv))
     return out
 

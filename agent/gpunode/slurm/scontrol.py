@@ -2,7 +2,9 @@
 
 Etiquette (NHC's lessons): a reason that does not start with `gpunode:` belongs to someone
 else (an operator, Slurm itself) and is never overwritten or cleared; gpunode resumes only
-a node that it drained itself. Every command goes through the Runner with a timeout.
+a node that it drained itself. A drain a person asked for (`gpunode slurm drain`, `fleet locate
+--drain`: `gpunode: drain: ...`) is that person's: gpunode never lifts or overwrites it. Every
+command goes through the Runner with a timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ OUR_PREFIX = "gpunode:"
 # proof of the fix, never by a passing gate alone. watch.policy.WATCH_REASON spells it too (a
 # test holds them equal: the watch floor cannot import this one).
 WATCH_PREFIX = OUR_PREFIX + " watch:"
+# Drains a person asked for (`gpunode slurm drain`, `fleet locate --drain`: a network fault the
+# gate's GPU checks cannot see): lifted only by a person, never by a passing gate or diag.
+DRAIN_PREFIX = OUR_PREFIX + " drain:"
+HELD_PREFIXES = (WATCH_PREFIX, DRAIN_PREFIX)  # settle_node leaves these drains as they are
 SCONTROL_TIMEOUT_S = 5.0
 # Slurm keeps long reasons, but sinfo/squeue columns and alerting tools cut them: stay short.
 REASON_MAX = 100
@@ -27,6 +33,9 @@ REASON_MAX = 100
 # before every job and rarely needs them (issue 21).
 # `Reason=text [user@2026-11-24T00:06:10]`: the bracket is Slurm's who/when, not the reason.
 _REASON_STAMP = r"\s*\[[^\[\]@]*@[^\[\]]*\]\s*\Z"
+# A Slurm node name as scontrol and srun's --nodelist get it: a host name, nothing that reads as an
+# option (`-R`) or holds a space or `=`; no ':' or '%' (an IPv6 address or zone is no node name).
+_NODE_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}"
 # One gres entry: name[:type][:count][(S:0-1)], e.g. gpu:h100:8(S:0-1); count may be missing (1).
 _GRES_ENTRY = r"^(?P<name>[^:(]+)(?::(?P<type>[^:(]+))?(?::(?P<count>\d+))?(?:\(.*\))?"
 
@@ -56,7 +65,8 @@ class NodeInfo(NamedTuple):
 
     @property
     def reason_is_ours(self) -> bool:
-        return bool(self.reason) and self.reason.startswith(OUR_PREFIX)
+        """gpunode set it and may change it: not a drain a person asked for through gpunode."""
+        return bool(self.reason) and self.reason.startswith(OUR_PREFIX) and not self.reason.startswith(DRAIN_PREFIX)
 
     @property
     def gpu_count(self) -> int | None:
@@ -94,6 +104,11 @@ def parse_show_node(text: str) -> NodeInfo:
     gres = fields.get("Gres")
     return NodeInfo(name=name, state=state, reason=reason,
                     gres=None if gres in (None, "", "(null)") else gres)
+
+
+def is_node_name(name: str) -> bool:
+    """A name that may reach scontrol or srun as one node (`ALL` aside: scontrol's every node)."""
+    return re.fullmatch(_NODE_NAME, name) is not None
 
 
 def gres_gpu_count(gres: str | None) -> int | None:
@@ -203,9 +218,13 @@ class SlurmAction(NamedTuple):  # as NodeInfo
 
 def settle_node(slurm: Slurm, node: NodeInfo, reason: str | None) -> SlurmAction:
     """Drain with `reason` (a FAIL), or resume our own drain (reason None: healthy).
-    A reason set by someone else is never touched, either way."""
-    if node.drained and node.reason and node.reason.startswith(WATCH_PREFIX):
-        return SlurmAction("unchanged", f"drained by gpunode watch until a diag proves the fix: {node.reason}")
+    A reason set by someone else is never touched, either way, nor a held drain (HELD_PREFIXES)."""
+    if node.drained and node.reason and node.reason.startswith(HELD_PREFIXES):
+        if node.reason.startswith(WATCH_PREFIX):
+            return SlurmAction("unchanged", f"drained by gpunode watch until a diag proves the fix: {node.reason}")
+        if node.reason == reason:
+            return SlurmAction("unchanged", f"already drained: {reason}")
+        return SlurmAction("unchanged", f"drained by gpunode slurm drain until a person resumes it: {node.reason}")
     if reason is not None:
         if node.reason and not node.reason_is_ours:
             return SlurmAction("left-foreign", f"node already has a reason not set by gpunode: {node.reason!r}")

@@ -42,16 +42,18 @@ def _verdict(v: Verdict, names: list[str], tests: list[dict]) -> dict:
 
 
 def drain_targets(verdicts: list[dict], test: str, exact: bool = False) -> list[tuple[str, str]]:
-    """(Slurm node name, gpunode: reason) per node fault: an inventory host's short name (exact:
-    the name as it is, Slurm's own under --slurm), a reason under scontrol.REASON_MAX that says
-    what found it."""
+    """(Slurm node name, gpunode: drain: reason) per node fault: an inventory host's short name
+    (exact: the name as it is, Slurm's own under --slurm), a reason under scontrol.REASON_MAX that
+    says what found it; `gpunode: drain:` keeps the gate's health check from resuming the node."""
+    from gpunode.slurm.scontrol import DRAIN_PREFIX
+
     out = []
     for v in verdicts:
         if v["kind"] != "node":
             continue
         node = v["nodes"][0] if exact or _is_ip(v["nodes"][0]) else v["nodes"][0].split(".")[0]
         tests = f", failed {v['failed']} of {v['tests']} tests" if v["tests"] else ""
-        out.append((node, f"gpunode: fleet locate {test}: node fault{tests}"))
+        out.append((node, f"{DRAIN_PREFIX} fleet locate {test}: node fault{tests}"))
     return out
 
 

@@ -51,8 +51,7 @@ def check(req: LocateRequest) -> Config:
         raise UsageError(f"--ratio {req.ratio}: give a fraction between 0 and 1 (0.8 = fail below 80 % of the expectation)")
     if req.expect is not None and not req.expect > 0:
         raise UsageError(f"--expect {req.expect}: give a positive figure")
-    if (req.slurm or req.job) and req.inventory is not None:
-        raise UsageError("give -i INVENTORY or --slurm/--job, not both")
+    _one_source(req)
     launcher = "srun" if req.slurm or req.job else req.launcher  # steps of the allocation: no mpirun over ssh
     cfg = Config(seconds=req.seconds, port=req.port, rails=req.rails, gpus_per_node=req.gpus_per_node,
                  launcher=launcher, nccl_bin=req.nccl_bin)
@@ -61,6 +60,18 @@ def check(req: LocateRequest) -> Config:
     if req.round0 and req.expect is None:
         raise UsageError("--round0 needs --expect: one all-nodes figure has no fleet median to be judged by")
     return cfg
+
+
+def _one_source(req: LocateRequest) -> None:
+    """-i INVENTORY and its options, or --slurm/--job: never a mix (an option silently ignored)."""
+    if not (req.slurm or req.job):
+        return
+    if req.inventory is not None:
+        raise UsageError("give -i INVENTORY or --slurm/--job, not both")
+    given = [o for o, value in (("--limit", req.limit), ("--playbooks", req.playbooks), ("--state-dir", req.state_dir))
+             if value is not None]
+    if given:  # the allocation is the selection, and no playbook runs
+        raise UsageError(f"{', '.join(given)}: only with -i INVENTORY, not with --slurm/--job")
 
 
 def hosts(req: LocateRequest):
@@ -135,7 +146,9 @@ def run(req: LocateRequest, cfg: Config, inv, pdir: Path, console=None) -> dict:
 
 def drain_faults(doc: dict, slurm=None) -> None:
     """--drain: each node fault through `gpunode slurm drain`'s use case (a reason someone else set
-    is left); what was done goes into the report (`drained`) and its exit code."""
+    is left); what was done goes into the report (`drained`) and its exit code. A node name
+    scontrol cannot take (an IPv6 inventory host) is that node's error, found before any node is
+    drained: the others are still drained and the report still comes out."""
     from gpunode.exits import worst_exit
     from gpunode.fleet.locate.report import drain_targets
     from gpunode.host.runner import Runner
@@ -143,8 +156,13 @@ def drain_faults(doc: dict, slurm=None) -> None:
     from gpunode.slurm.scontrol import Slurm
 
     slurm = slurm or Slurm(Runner())
-    done = []
+    done, ready = [], []
     for node, reason in drain_targets(doc["verdicts"], doc["test"], exact=doc.get("slurm_job") is not None):
-        done += slurm_drain.drain(slurm, [node], slurm_drain.check([node], reason))
+        try:  # every target checked before the first drain: a name scontrol cannot take is this node's error
+            ready.append((node, slurm_drain.check([node], reason)))
+        except UsageError as exc:
+            done.append(slurm_drain.Drained(node, "error", f"not drained: {exc}"))
+    for node, reason in ready:
+        done += slurm_drain.drain(slurm, [node], reason, by="fleet locate")
     doc["drained"] = [{"node": d.node, "action": d.action, "detail": d.detail} for d in done]
     doc["exit_code"] = worst_exit(doc["exit_code"], slurm_drain.exit_code(done))

@@ -30,6 +30,7 @@ from gpunode.fleet.locate.pairtests import Config, Figure, PairTest, Step
 from gpunode.fleet.validate import FleetError
 from gpunode.host.runner import CommandResult, Runner
 from gpunode.slurm.scontrol import _why as _said  # one way to say why scontrol/sinfo/srun gave nothing
+from gpunode.slurm.scontrol import is_node_name
 
 JOB_ID = re.compile(r"[1-9][0-9]{0,9}")
 SLURM_TIMEOUT_S = 10.0
@@ -149,7 +150,7 @@ def _expand(listed: str) -> list[str]:
         raise FleetError(f"node list {listed[:80]!r}: {exc}") from None
     nodes = list(dict.fromkeys(nodes))  # a name listed twice is one node
     for node in nodes:  # a name becomes srun's --nodelist and, for nccl, part of one
-        if not ADDRESS.fullmatch(node) or ":" in node or "%" in node:
+        if not is_node_name(node):
             raise FleetError(f"node {node[:60]!r} is not a host name a pair test can be given")
     return nodes
 
@@ -279,6 +280,7 @@ class SrunRounds:
             if attempt:
                 self.sleep(1.0)
             result = self.runner.run(probe, timeout=SLURM_TIMEOUT_S)
+            _started(result, host)  # no `ss` on the node: gpunode's setup, not "no server listening" (a fault)
             if result.ok and result.stdout.strip():
                 return True
         return False
@@ -297,8 +299,9 @@ class SrunRounds:
 
 
 def _started(result: CommandResult, host: str | None) -> None:
-    """FleetError when slurmstepd could not start the step's program on its node."""
+    """FleetError when slurmstepd could not start the step's program (the pair test's, or `ss`
+    probing its server) on its node."""
     match = _EXECVE.search(result.stderr or "")
     if match:
-        raise FleetError(f"{match['node'] or host or 'srun'}: {match['what'][:120]}: install the pair test's program "
-                         "on every node of the job (no test result: a missing program is not a node fault)")
+        raise FleetError(f"{match['node'] or host or 'srun'}: {match['what'][:120]}: install it on every node of "
+                         "the job (no test result: a missing program is not a node fault)")
