@@ -10,6 +10,7 @@ import socket
 import sys
 
 import pytest
+from test_trail import received
 from typer.testing import CliRunner
 
 from gpunode.cli import app
@@ -156,29 +157,17 @@ class TestOnARealSlurm:
             slurm.resume()
 
     def test_each_drain_made_is_one_line_of_the_audit_trail(self, slurm, tmp_path, monkeypatch):
-        path = tmp_path / "log.sock"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(str(path))
-        sock.settimeout(0.5)
-        config = tmp_path / "gpunode.yaml"
+        """As the gate's drain (tests/test_slurm_chain.py), one line per drain made; none for a dry run."""
+        config, path = tmp_path / "gpunode.yaml", tmp_path / "log.sock"
         config.write_text(f"audit_log: {path}\n")
         monkeypatch.setenv("GPUNODE_CONFIG", str(config))
         reason = "gpunode: drain: fleet locate tcp: node fault"
-        try:
-            for extra in (["--dry-run"], ["--check"], [], []):  # a dry run, then the drain, then unchanged
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:  # the syslog socket (tests/test_trail.py)
+            sock.bind(str(path))
+            sock.settimeout(0.5)
+            for extra in (["--dry-run"], ["--check"], [], []):  # two dry runs, then the drain, then unchanged
                 r = self._drain(slurm.node, "--reason", reason, *extra)
                 assert r.exit_code == 0, r.output
-            lines = _received(sock)
-        finally:
-            sock.close()
+            lines = received(sock)
         assert len(lines) == 1 and lines[0].startswith("<84>gpunode["), lines  # authpriv.warning, as the gate's
         assert f" drain mode='slurm drain' node={slurm.node} detail='{reason}'" in lines[0], lines
-
-
-def _received(sock) -> list[str]:
-    out = []
-    try:
-        while True:
-            out.append(sock.recv(4096).decode())
-    except TimeoutError:
-        return out
