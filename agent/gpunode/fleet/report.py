@@ -272,18 +272,13 @@ def _compare(key: tuple, items, cond: dict, margin: float, min_peers: int, split
             "note": "; ".join(notes)}
 
 
-def _ratio(value: float, median: float, lower: bool) -> float | None:
-    """How a sample compares to its group's median, 1 = the median, below 1 = worse."""
-    if median <= 0 or value <= 0:
-        return None
-    return median / value if lower else value / median
-
-
 def _worst_gpu_per_host(items, median: float, lower: bool) -> dict[str, dict]:
     """host -> its worst sample (lowest ratio; a sample with a ratio beats one without)."""
+    from gpunode.history.trend import ratio as to_median  # 1 = the median, below 1 = worse
+
     per_host: dict[str, dict] = {}
     for host, gpu, value in items:
-        ratio = _ratio(value, median, lower)
+        ratio = to_median(value, median, lower)
         prior = per_host.get(host)
         if prior is None or (ratio is not None and (prior["ratio"] is None or ratio < prior["ratio"])):
             per_host[host] = {"host": host, "gpu": gpu, "value": value,
