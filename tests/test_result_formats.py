@@ -114,7 +114,7 @@ def test_slurm_drain(monkeypatch):
     done = [drain_case.Drained("n1", "would-drain", "idle", ["scontrol", "update", "nodename=n1", "state=drain"]),
             drain_case.Drained("n2", "left-foreign", "reason 'maint' is not gpunode's")]
     monkeypatch.setattr(drain_case, "drain", lambda slurm, nodes, why, dry_run=False: done)
-    args = ["slurm", "drain", "--check", "--reason", "gpunode: test", "n1", "n2"]
+    args = ["slurm", "drain", "--check", "--reason", "gpunode: drain: test", "n1", "n2"]
     out = shapes(args, ["Node", "Action", "Detail", "Command"], "gpunode.slurm-drain/1", code=1)
     assert "n1\twould-drain\tidle\tscontrol update nodename=n1 state=drain" in out["tsv"].splitlines()
     doc = json.loads(out["json"])
